@@ -1,0 +1,5 @@
+import sys
+
+from smdp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,183 @@
+"""The ``smdp`` command: serve, administer, and use an SMDP server.
+
+    smdp serve  --config FILE            run a server (peer port + user port)
+    smdp admin  --config FILE COMMAND    accounts, identities, quality, queue
+    smdp client --server HOST:PORT ...   the user's side (Table 5)
+    smdp demo   [--dir DIR]              two demo domains on loopback (make run)
+
+Every error is one sentence on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from smdp.config import Config, ConfigError, load_config
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\r\n")
+    env = os.environ.get("SMDP_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise CliError("no password given: use --password-stdin or set SMDP_PASSWORD")
+    return getpass.getpass(prompt)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+# -- serve ------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from smdp.server.app import run_server
+
+    return run_server(_config(args), ready_file=args.ready_file)
+
+
+# -- admin ------------------------------------------------------------------------
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from smdp.core.quality import judge
+    from smdp.server.accounts import AccountError, Accounts
+    from smdp.store import open_store
+
+    config = _config(args)
+    store = open_store(str(config.store_path))
+    accounts = Accounts(store, config)
+    try:
+        if args.admin_cmd == "migrate":
+            print(f"schema at version {store.schema_version()}")
+        elif args.admin_cmd == "user-add":
+            user = accounts.create(args.address, _read_password(args))
+            print(f"created user {user.main_address}")
+        elif args.admin_cmd == "passwd":
+            accounts.set_password(args.address, _read_password(args, "New password: "))
+            print(f"password of {args.address} changed")
+        elif args.admin_cmd == "identity-add":
+            accounts.add_identity(args.user, args.identity)
+            print(f"{args.identity} is now an identity of {args.user}")
+        elif args.admin_cmd == "identity-del":
+            accounts.remove_identity(args.user, args.identity)
+            print(f"{args.identity} removed from {args.user}")
+        elif args.admin_cmd == "users":
+            for user in store.users():
+                ids = store.identities(user.id)
+                print(f"{user.main_address}\t{', '.join(ids[1:]) or '-'}")
+        elif args.admin_cmd == "quality":
+            rows = store.all_quality()
+            if not rows:
+                print("no peer has sent anything yet")
+            print(f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status")
+            for q in rows:
+                verdict = judge(q, config.quality)
+                print(f"{q.server:<32} {q.messages:>8} {q.votes:>6} {q.value:>8.2f}  "
+                      f"{verdict.status}: {verdict.reason}")
+        elif args.admin_cmd == "queue":
+            jobs = store.jobs()
+            print(f"{len(jobs)} job(s) queued")
+            for job in jobs:
+                err = f" last error: {job.last_error}" if job.last_error else ""
+                print(f"{job.id}\t{job.kind}\t{job.key}\tattempts={job.attempts}{err}")
+        elif args.admin_cmd == "reports":
+            reports = store.spam_reports()
+            if not reports:
+                print("no spam reports")
+            for sender, count in reports:
+                print(f"{sender}\t{count} report(s)")
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    return 0
+
+
+# -- client -----------------------------------------------------------------------
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from smdp.client.cli import run_client
+
+    return run_client(args, _read_password(args))
+
+
+# -- demo -------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from smdp.server.demo import run_demo
+
+    return run_demo(Path(args.dir), base_port=args.base_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smdp", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run an SMDP server")
+    serve.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    serve.add_argument("--ready-file", help="write the listening ports here once ready")
+    serve.set_defaults(func=cmd_serve)
+
+    admin = sub.add_parser("admin", help="administer a server's store")
+    admin.add_argument("--config", "-c", required=True)
+    asub = admin.add_subparsers(dest="admin_cmd", required=True)
+    p = asub.add_parser("user-add", help="create a user with a main address")
+    p.add_argument("address")
+    p.add_argument("--password-stdin", action="store_true")
+    p = asub.add_parser("passwd", help="change a user's password")
+    p.add_argument("address")
+    p.add_argument("--password-stdin", action="store_true")
+    p = asub.add_parser("identity-add", help="add a secondary identity to a user")
+    p.add_argument("user")
+    p.add_argument("identity")
+    p = asub.add_parser("identity-del", help="remove a secondary identity")
+    p.add_argument("user")
+    p.add_argument("identity")
+    asub.add_parser("users", help="list users and their identities")
+    asub.add_parser("quality", help="Quality(X) of every peer server (section 5.3)")
+    asub.add_parser("queue", help="work waiting to cross the network")
+    asub.add_parser("reports", help="spam reports against local senders (Table 2, SPAM)")
+    asub.add_parser("migrate", help="bring the store's schema up to date")
+    admin.set_defaults(func=cmd_admin)
+
+    from smdp.client.cli import add_client_parser
+
+    add_client_parser(sub, cmd_client)
+
+    demo = sub.add_parser("demo", help="two demo domains on loopback (what `make run` starts)")
+    demo.add_argument("--dir", default=".demo", help="where the demo keeps configs and stores")
+    demo.add_argument("--base-port", type=int, default=2525)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, ConfigError) as exc:
+        print(f"smdp: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""A blocking user-port client (Table 5), built on the sans-IO user codec."""
+
+from __future__ import annotations
+
+import socket
+
+from smdp.protocol import user as wire
+from smdp.protocol.framing import CLOSED, NEED_DATA
+
+
+class ClientError(Exception):
+    """The server said -ERR, or the connection failed; the message says which."""
+
+
+class UserClient:
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise ClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        self.conn = wire.UserClientConnection()
+        self.greeting = self._read()
+
+    def _read(self) -> wire.UserReply:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = self.sock.recv(65536)
+                except OSError as exc:
+                    raise ClientError(f"connection lost: {exc}") from None
+                self.conn.receive_data(data)
+                if not data:
+                    raise ClientError("the server closed the connection")
+                continue
+            if event is CLOSED:
+                raise ClientError("the server closed the connection")
+            assert isinstance(event, wire.UserReply)
+            return event
+
+    def call(self, command: object) -> wire.UserReply:
+        """Send one command and return the reply; -ERR raises ClientError."""
+        try:
+            self.sock.sendall(self.conn.send(command))
+        except OSError as exc:
+            raise ClientError(f"connection lost: {exc}") from None
+        reply = self._read()
+        if not reply.ok:
+            raise ClientError(reply.text)
+        return reply
+
+    def login(self, name: str, password: str, *, verb: str = "PWD") -> wire.UserReply:
+        self.call(wire.User(name))
+        return self.call(wire.Pass(password, verb))
+
+    def submit(self, recipients: list[str], message: bytes, identity: str | None = None) -> str:
+        self.call(wire.MailCmd(identity))
+        for rcpt in recipients:
+            self.call(wire.RcptCmd(rcpt))
+        self.call(wire.DataCmd())
+        return self.call(wire.MessageComplete(message)).text
+
+    def quit(self) -> None:
+        try:
+            self.call(wire.Quit())
+        except ClientError:
+            pass
+        finally:
+            self.sock.close()

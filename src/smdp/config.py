@@ -1,0 +1,248 @@
+"""The server's configuration: one TOML file, validated into typed settings.
+
+Every setting is documented in docs/configuration.md; an invalid file stops the
+server at start with one sentence naming the key, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smdp.server.discovery import PeerServer
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    max_command_line: int = 1000
+    max_line_length: int = 1000
+    idle_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class QualityPolicy:
+    """Section 5.3: thresholds on Quality(X) = Votes(X) / Messages(X)."""
+
+    min_messages: int = 10
+    alert_below: float = 0.0
+    block_below: float = -0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    retry_initial: float = 2.0
+    retry_max: float = 3600.0
+    max_attempts: int = 30
+    expire_days: float = 30.0
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hostname: str
+    domains: tuple[str, ...]
+    peer_listener: Listener
+    user_listener: Listener
+    store_path: Path
+    limits: Limits = field(default_factory=Limits)
+    quality: QualityPolicy = field(default_factory=QualityPolicy)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    peers: dict[str, PeerServer] = field(default_factory=dict)
+    dns_nameservers: tuple[tuple[str, int], ...] = ()
+    # Argon2 cost; lowered only by tests and the demo, never below the floor.
+    password_memory_kib: int = 65536
+    password_time_cost: int = 3
+    allow_plaintext_login: bool = True
+    config_path: Path | None = None
+
+    def is_local(self, domain: str) -> bool:
+        return domain.lower() in self.domains
+
+
+def _need(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}.{key} is required")
+    return _check(table[key], kind, f"{where}.{key}")
+
+
+def _check(value: Any, kind: type, name: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _opt(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    if key not in table:
+        return default
+    return _check(table[key], kind, f"{where}.{key}")
+
+
+def _listener(text: str, name: str) -> Listener:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"{name} must look like 'host:port', not {text!r}")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: port {port} is out of range")
+    if not host:
+        raise ConfigError(f"{name}: the host is missing")
+    return Listener(host, port)
+
+
+def _positive(value: float, name: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+
+
+def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {where}.{unknown[0]}")
+
+
+def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative paths are taken from base_dir."""
+    _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
+                           "peers", "dns", "security"}, "config")
+    server = _check(data.get("server", {}), dict, "server")
+    _reject_unknown(server, {"hostname", "domains"}, "server")
+    hostname = _need(server, "hostname", str, "server").lower()
+    domains_raw = _need(server, "domains", list, "server")
+    if not domains_raw:
+        raise ConfigError("server.domains must list at least one domain")
+    domains = tuple(_check(d, str, "server.domains[]").lower() for d in domains_raw)
+
+    listen = _check(data.get("listen", {}), dict, "listen")
+    _reject_unknown(listen, {"peer", "user"}, "listen")
+    peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
+    user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
+
+    store = _check(data.get("store", {}), dict, "store")
+    _reject_unknown(store, {"backend", "path"}, "store")
+    backend = _opt(store, "backend", str, "sqlite", "store")
+    if backend != "sqlite":
+        raise ConfigError(f"store.backend {backend!r} is not supported (use 'sqlite')")
+    store_path = Path(_opt(store, "path", str, "smdp.sqlite3", "store"))
+    if not store_path.is_absolute():
+        store_path = base_dir / store_path
+
+    lim = _check(data.get("limits", {}), dict, "limits")
+    _reject_unknown(lim, set(Limits.__dataclass_fields__), "limits")
+    d = Limits()
+    limits = Limits(
+        max_message_size=_opt(lim, "max_message_size", int, d.max_message_size, "limits"),
+        max_recipients=_opt(lim, "max_recipients", int, d.max_recipients, "limits"),
+        max_command_line=_opt(lim, "max_command_line", int, d.max_command_line, "limits"),
+        max_line_length=_opt(lim, "max_line_length", int, d.max_line_length, "limits"),
+        idle_timeout=_opt(lim, "idle_timeout", float, d.idle_timeout, "limits"),
+    )
+    for name in Limits.__dataclass_fields__:
+        _positive(getattr(limits, name), f"limits.{name}")
+    if limits.max_command_line < 512:
+        raise ConfigError("limits.max_command_line must be at least 512 (RFC 5321 4.5.3.1.4)")
+
+    q = _check(data.get("quality", {}), dict, "quality")
+    _reject_unknown(q, set(QualityPolicy.__dataclass_fields__), "quality")
+    dq = QualityPolicy()
+    quality = QualityPolicy(
+        min_messages=_opt(q, "min_messages", int, dq.min_messages, "quality"),
+        alert_below=_opt(q, "alert_below", float, dq.alert_below, "quality"),
+        block_below=_opt(q, "block_below", float, dq.block_below, "quality"),
+    )
+    if quality.min_messages < 1:
+        raise ConfigError("quality.min_messages must be at least 1")
+    for name in ("alert_below", "block_below"):
+        if not -1.0 <= getattr(quality, name) <= 1.0:
+            raise ConfigError(f"quality.{name} must lie in [-1, 1] (the range of Quality(X))")
+
+    dl = _check(data.get("delivery", {}), dict, "delivery")
+    _reject_unknown(dl, set(DeliveryPolicy.__dataclass_fields__), "delivery")
+    dd = DeliveryPolicy()
+    delivery = DeliveryPolicy(
+        retry_initial=_opt(dl, "retry_initial", float, dd.retry_initial, "delivery"),
+        retry_max=_opt(dl, "retry_max", float, dd.retry_max, "delivery"),
+        max_attempts=_opt(dl, "max_attempts", int, dd.max_attempts, "delivery"),
+        expire_days=_opt(dl, "expire_days", float, dd.expire_days, "delivery"),
+        poll_interval=_opt(dl, "poll_interval", float, dd.poll_interval, "delivery"),
+    )
+    for name in DeliveryPolicy.__dataclass_fields__:
+        _positive(getattr(delivery, name), f"delivery.{name}")
+
+    peers_raw = _check(data.get("peers", {}), dict, "peers")
+    peers: dict[str, PeerServer] = {}
+    for domain, entry in peers_raw.items():
+        where = f"peers.{domain}"
+        entry = _check(entry, dict, where)
+        _reject_unknown(entry, {"hostname", "address", "port"}, where)
+        peers[domain.lower()] = PeerServer(
+            hostname=_need(entry, "hostname", str, where).lower(),
+            address=_opt(entry, "address", str, _need(entry, "hostname", str, where), where),
+            port=_opt(entry, "port", int, 2525, where),
+        )
+
+    dns = _check(data.get("dns", {}), dict, "dns")
+    _reject_unknown(dns, {"nameservers"}, "dns")
+    nameservers = tuple(
+        (ls.host, ls.port)
+        for ls in (_listener(_check(n, str, "dns.nameservers[]"), "dns.nameservers[]")
+                   for n in _opt(dns, "nameservers", list, [], "dns"))
+    )
+
+    sec = _check(data.get("security", {}), dict, "security")
+    _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
+                          "allow_plaintext_login"}, "security")
+    memory = _opt(sec, "password_memory_kib", int, 65536, "security")
+    if memory < 8:
+        raise ConfigError("security.password_memory_kib must be at least 8")
+    time_cost = _opt(sec, "password_time_cost", int, 3, "security")
+    _positive(time_cost, "security.password_time_cost")
+
+    return Config(
+        hostname=hostname,
+        domains=domains,
+        peer_listener=peer_listener,
+        user_listener=user_listener,
+        store_path=store_path,
+        limits=limits,
+        quality=quality,
+        delivery=delivery,
+        peers=peers,
+        dns_nameservers=nameservers,
+        password_memory_kib=memory,
+        password_time_cost=time_cost,
+        allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, True, "security"),
+        config_path=source,
+    )
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(data, path.parent.resolve(), path)

@@ -1,0 +1,179 @@
+"""The destination: what the recipient's SMDP server does (section 5.2 steps
+4-7, Table 1, Table 2 recipient column, Table 3 recipient side, assumption 5,
+section 5.3 quality).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from smdp.config import QualityPolicy
+from smdp.core import decisions as d
+from smdp.core.decisions import OPTIONS, Option, SmdpMessage, recipient_side
+from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
+from smdp.core.quality import judge
+from smdp.store import Store
+from smdp.store.records import MailboxEntry, User
+
+
+class DecisionError(Exception):
+    """A user's decision cannot be taken; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    entry: MailboxEntry
+    message: SmdpMessage
+    text: str
+
+
+class Destination:
+    def __init__(self, store: Store, *, quality: QualityPolicy) -> None:
+        self.store = store
+        self.quality_policy = quality
+
+    # -- who may deliver ---------------------------------------------------------
+
+    def peer_refusal(self, server: str) -> str | None:
+        """Section 5.3: a peer whose quality is below the block threshold is refused."""
+        verdict = judge(self.store.quality(server), self.quality_policy)
+        if verdict.status == "blocked":
+            return f"5.7.1 {server} blocked: {verdict.reason}"
+        return None
+
+    def local_user(self, address: str) -> User | None:
+        return self.store.user_by_address(address)
+
+    def may_send_directly(self, server: str, sender: str, recipient: str) -> bool:
+        """Table 3: a whole message (no envelope phase) only from an authorized pair."""
+        user = self.store.user_by_address(recipient)
+        return user is not None and self.store.inbound_kind(user.id, sender, server) == "white"
+
+    # -- arrivals (section 5.2 step 4) -------------------------------------------
+
+    def receive_envelope(
+        self, *, server: str, envid: str, sender: str, recipients: list[str], size: int,
+        block: bytes,
+    ) -> None:
+        """Store an envelope in each recipient's mailbox, then apply Table 3."""
+        fields = decode_envelope_block(block)
+        clean_block = encode_envelope_block(fields.summary, expires=fields.expires)
+        with self.store.transaction():
+            if self.store.in_envelope_by_envid(envid) is not None:
+                return  # a replayed envelope changes nothing
+            env_id = self.store.insert_in_envelope(
+                envid=envid, origin_server=server, sender=sender, size=size,
+                block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
+            )
+            self.store.count_messages(server, len(recipients))
+            for rcpt in recipients:
+                user = self.store.user_by_address(rcpt)
+                if user is None:
+                    continue  # refused at RCPT already
+                entry_id = self.store.insert_mailbox_entry(user.id, env_id, rcpt, d.PENDING)
+                listed = self.store.inbound_kind(user.id, sender, server)
+                if listed == "black":
+                    # Table 3, recipient side: sender in the recipient's black
+                    # list: reject the message, send SPAMMER to the origin.
+                    self.store.touch_inbound(user.id, sender, server)
+                    self._apply(entry_id, SmdpMessage.SPAMMER, "sender is on your black list")
+                elif listed == "white":
+                    # Table 3, recipient side: sender in the recipient's white
+                    # list: authorized user, accept the message.
+                    self.store.touch_inbound(user.id, sender, server)
+                    self._apply(entry_id, SmdpMessage.ACCEPT, "sender is on your white list")
+
+    def receive_message(
+        self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes
+    ) -> None:
+        """A whole message sent directly (Table 3, both sides white-listed)."""
+        summary = extract_envelope(body)
+        block = encode_envelope_block(summary, expires="")
+        with self.store.transaction():
+            if self.store.in_envelope_by_envid(envid) is not None:
+                return
+            env_id = self.store.insert_in_envelope(
+                envid=envid, origin_server=server, sender=sender, size=len(body),
+                block=block.decode("utf-8"), subject=summary.subject, body=body,
+            )
+            self.store.count_messages(server, len(recipients))
+            for rcpt in recipients:
+                user = self.store.user_by_address(rcpt)
+                if user is None:
+                    continue
+                entry_id = self.store.insert_mailbox_entry(user.id, env_id, rcpt, d.ACCEPTED)
+                self.store.update_mailbox_entry(
+                    entry_id, state=d.ACCEPTED, decision=SmdpMessage.ACCEPT.value,
+                    reason="sender is on your white list (sent directly)",
+                )
+                self.store.set_vote(entry_id, server, +1)
+                self.store.touch_inbound(user.id, sender, server)
+
+    # -- decisions (Table 1, Table 2 recipient column) ---------------------------
+
+    def decide(self, user: User, entry_id: int, option: Option) -> DecisionResult:
+        entry = self.store.mailbox_entry(entry_id)
+        if entry is None or entry.user_id != user.id:
+            raise DecisionError(f"no envelope {entry_id} in your mailbox")
+        message = OPTIONS[option]
+        if message.accepts and entry.state in d.REJECTED_STATES:
+            raise DecisionError(f"envelope {entry_id} was already rejected")
+        if message.accepts and entry.state in (d.FAILED, "expired"):
+            raise DecisionError(f"envelope {entry_id} can no longer be fetched: {entry.reason}")
+        if entry.decision == message.value:
+            return DecisionResult(entry, message, "already decided")
+        if message.accepts and entry.state in (d.ACCEPTED, d.FETCHING):
+            # Accept after accept: only AUTHORIZE adds something (the white list).
+            if message is not SmdpMessage.AUTHORIZE:
+                return DecisionResult(entry, message, "already accepted")
+        with self.store.transaction():
+            self._apply(entry.id, message, "your decision")
+        updated = self.store.mailbox_entry(entry.id)
+        assert updated is not None
+        return DecisionResult(updated, message, "recorded")
+
+    def _apply(self, entry_id: int, message: SmdpMessage, reason: str) -> None:
+        """Table 2, recipient column, inside the caller's transaction."""
+        entry = self.store.mailbox_entry(entry_id)
+        assert entry is not None
+        env = self.store.in_envelope(entry.envelope_id)
+        assert env is not None
+        effect = recipient_side(message)
+        if effect.add_to_white_list:
+            self.store.put_inbound(entry.user_id, "white", env.sender, env.origin_server, "auto")
+        if effect.add_to_black_list:
+            self.store.put_inbound(entry.user_id, "black", env.sender, env.origin_server, "auto")
+        self.store.set_vote(entry.id, env.origin_server, effect.vote)
+        if message.accepts:
+            # Assumption 5: a later acceptance uses the copy this server holds.
+            state = d.ACCEPTED if env.has_body else d.FETCHING
+            if entry.state == d.ACCEPTED:
+                state = d.ACCEPTED
+        else:
+            state = effect.state
+        self.store.update_mailbox_entry(entry.id, state=state, decision=message.value,
+                                        reason=reason)
+        # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
+        self.store.enqueue("report-decision", env.envid, json.dumps({"entry": entry.id}))
+
+    # -- the pull (section 5.2 step 7) --------------------------------------------
+
+    def body_pulled(self, envelope_id: int, body: bytes) -> None:
+        """Store the pulled message once; every accepted recipient gets it."""
+        with self.store.transaction():
+            if self.store.in_body(envelope_id) is None:
+                self.store.set_in_body(envelope_id, body)
+            for entry in self.store.entries_of_envelope(envelope_id):
+                if entry.state == d.FETCHING:
+                    self.store.update_mailbox_entry(entry.id, state=d.ACCEPTED)
+
+    def decision_refused(self, entry_id: int, reply: str) -> None:
+        """The origin no longer holds the message (expired, deleted, unknown)."""
+        with self.store.transaction():
+            entry = self.store.mailbox_entry(entry_id)
+            if entry is not None and entry.state == d.FETCHING:
+                self.store.update_mailbox_entry(
+                    entry.id, state=d.FAILED, decision=entry.decision,
+                    reason=f"the origin refused the pull: {reply}",
+                )

@@ -1,0 +1,36 @@
+"""Section 5.3: the quality indicator every domain keeps per peer SMDP server.
+
+Messages(X) counts messages received from X; Votes(X) goes up on every accept
+and down on every reject by local users; Quality(X) = Votes(X) / Messages(X).
+The paper leaves the thresholds to local policy; following PRIOR-ART.md
+("act on it only after a minimum number of messages") nothing is decided
+before ``min_messages`` messages have been counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smdp.config import QualityPolicy
+from smdp.store.records import Quality
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: str  # 'ok', 'new' (too few messages to judge), 'alert' or 'blocked'
+    reason: str
+
+
+def judge(quality: Quality, policy: QualityPolicy) -> Verdict:
+    q = quality.value
+    if quality.messages < policy.min_messages:
+        return Verdict(
+            "new", f"{quality.messages} of {policy.min_messages} messages needed before judging"
+        )
+    if q < policy.block_below:
+        return Verdict("blocked", f"quality {q:.2f} is below the block threshold "
+                                  f"{policy.block_below:.2f}")
+    if q < policy.alert_below:
+        return Verdict("alert", f"quality {q:.2f} is below the alert threshold "
+                                f"{policy.alert_below:.2f}")
+    return Verdict("ok", f"quality {q:.2f}")

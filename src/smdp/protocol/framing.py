@@ -1,0 +1,306 @@
+"""Line framing shared by both ports (wire contract, section 1).
+
+Two framing rules exist on the SMDP wire and both ports use them the same way:
+
+- command and reply lines, ended by CRLF (a bare LF is tolerated on input);
+- dot-stuffed data blocks (message bodies, envelope blocks, multi-line replies),
+  ended by a line holding a single ".".
+
+:class:`LineBuffer` owns the received bytes; :class:`DataBlockReader` borrows them
+while a block is being read, so switching from commands to a block and back never
+loses or duplicates a byte (pipelined commands after a block stay in the buffer).
+
+Memory is bounded by construction: a partial line longer than the limit is dropped
+as it arrives and only remembered as "too long", and a block larger than its size
+limit is counted but no longer stored. Neither class ever raises on peer input.
+
+Speed matters for blocks (a 64 MiB body is common enough), so blocks are processed
+a buffer at a time with ``bytes.find``/``bytes.replace``/``bytes.split``, which run
+in C, and never a byte at a time in Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, Literal
+
+__all__ = [
+    "CLOSED",
+    "LINE_TOO_LONG",
+    "NEED_DATA",
+    "DataBlockReader",
+    "LineBuffer",
+    "ProtocolUsageError",
+    "RemoteProtocolError",
+    "Sentinel",
+    "dot_stuff",
+    "dot_unstuff",
+    "normalize_line_ends",
+]
+
+
+class Sentinel(enum.Enum):
+    """Marker values returned in place of data (h11 style, one object each).
+
+    An enum rather than bare ``object()`` so that mypy narrows ``x is NEED_DATA``.
+    """
+
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+    LINE_TOO_LONG = "LINE_TOO_LONG"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+#: ``next_event()``: nothing complete is buffered; feed more bytes.
+NEED_DATA: Final = Sentinel.NEED_DATA
+#: ``next_event()``: the session is over (QUIT answered, or the peer closed).
+CLOSED: Final = Sentinel.CLOSED
+#: ``LineBuffer.next_line()``: an over-long line was discarded up to its line end.
+LINE_TOO_LONG: Final = Sentinel.LINE_TOO_LONG
+
+
+class ProtocolUsageError(Exception):
+    """The application drove a connection object wrongly (a bug in our code).
+
+    Examples: ``next_event()`` while a reply is still owed, ``reply()`` with nothing
+    to answer, a reply text holding CR or LF. Never raised because of peer input.
+    """
+
+
+class RemoteProtocolError(Exception):
+    """The remote side broke the protocol in a way a client cannot recover from.
+
+    Raised only by the client connections (a server answers bad input with an
+    error reply instead). The connection is unusable afterwards.
+    """
+
+
+_CRLF: Final = b"\r\n"
+
+
+class LineBuffer:
+    """Accumulate received bytes and cut them into lines.
+
+    ``max_line`` counts the line *including* its CRLF, as the contract does
+    (section 1), so a line's content may hold at most ``max_line - 2`` octets; the
+    same limit applies to a line ended by a bare LF, because it is stored with a
+    CRLF. An over-long line is dropped up to its line end and reported once, by
+    returning :data:`LINE_TOO_LONG` where the line would have been.
+    """
+
+    __slots__ = ("_buf", "_discarding", "_max_content", "_scan_from", "max_line")
+
+    def __init__(self, max_line: int) -> None:
+        if max_line < 3:
+            raise ValueError("max_line must leave room for at least one octet and CRLF")
+        self.max_line = max_line
+        self._max_content = max_line - 2
+        # bytearray: deleting from the front is cheap in CPython (it moves a start
+        # offset), so consumed lines are simply deleted.
+        self._buf = bytearray()
+        # True while the rest of an over-long line is being thrown away.
+        self._discarding = False
+        # Where the search for the next LF resumes: bytes before it hold none, so
+        # byte-at-a-time feeding stays linear.
+        self._scan_from = 0
+
+    @property
+    def buffered(self) -> int:
+        """Octets received and not consumed yet (for limits and tests)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        if self._discarding and not self._buf:
+            # Drop the tail of an over-long line as it arrives, so that a peer
+            # streaming a line without end cannot grow our memory.
+            lf = data.find(b"\n")
+            if lf < 0:
+                return
+            # Keep the LF: next_line() sees it and reports the discarded line.
+            data = data[lf:]
+        self._buf += data
+
+    def next_line(self) -> bytes | Literal[Sentinel.LINE_TOO_LONG] | None:
+        """Return the next line without its line end, or None if none is complete."""
+        buf = self._buf
+        lf = buf.find(b"\n", self._scan_from)
+        if lf < 0:
+            if self._discarding or len(buf) > self._max_content + 1:
+                # Even if a CR and LF came next, the content would exceed the limit.
+                self._discarding = True
+                buf.clear()
+                self._scan_from = 0
+            else:
+                self._scan_from = len(buf)
+            return None
+        end = lf - 1 if lf > 0 and buf[lf - 1] == 0x0D else lf
+        line = bytes(buf[:end])
+        del buf[: lf + 1]
+        self._scan_from = 0
+        if self._discarding:
+            self._discarding = False
+            return LINE_TOO_LONG
+        if len(line) > self._max_content:
+            return LINE_TOO_LONG
+        return line
+
+
+class DataBlockReader:
+    """Read one dot-stuffed block out of a :class:`LineBuffer`.
+
+    Call :meth:`consume` whenever new bytes were fed; it returns True once the
+    terminating "." line has been read (and removed from the buffer). The block is
+    unstuffed and its line ends normalised to CRLF; :meth:`result` gives it, final
+    CRLF kept, terminator not included.
+
+    A line longer than ``max_line`` (including CRLF) sets :attr:`too_long_line`; a
+    block larger than ``max_size`` octets (counted unstuffed, with CRLF line ends)
+    sets :attr:`too_big`. Either way the reader keeps consuming up to the
+    terminator, so the session stays in step, but stops storing anything
+    (contract section 1: "read to its end and refused as a whole").
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_done",
+        "_max_content",
+        "_skipping",
+        "max_line",
+        "max_size",
+        "size",
+        "too_big",
+        "too_long_line",
+    )
+
+    def __init__(self, max_line: int, max_size: int) -> None:
+        if max_line < 3:
+            raise ValueError("max_line must leave room for at least one octet and CRLF")
+        if max_size < 0:
+            raise ValueError("max_size must not be negative")
+        self.max_line = max_line
+        self.max_size = max_size
+        self._max_content = max_line - 2
+        # Unstuffed block text with LF line ends; CRLF is restored once in result().
+        self._chunks: list[bytes] = []
+        self._done = False
+        # True while the rest of an over-long line is being thrown away.
+        self._skipping = False
+        self.size = 0
+        self.too_long_line = False
+        self.too_big = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def failed(self) -> bool:
+        return self.too_long_line or self.too_big
+
+    def consume(self, lines: LineBuffer) -> bool:
+        """Take what belongs to the block from ``lines``; True once it is complete."""
+        if self._done:
+            return True
+        buf = lines._buf
+        lines._scan_from = 0
+        if self._skipping:
+            lf = buf.find(b"\n")
+            if lf < 0:
+                buf.clear()
+                return False
+            del buf[: lf + 1]
+            self._skipping = False
+        # The buffer always starts at the beginning of a line here, so the
+        # terminator is either right at the start or right after some LF.
+        if buf.startswith(b".\r\n"):
+            body_end, term_end = 0, 3
+        elif buf.startswith(b".\n"):
+            body_end, term_end = 0, 2
+        else:
+            crlf_term = buf.find(b"\n.\r\n")
+            lf_term = buf.find(b"\n.\n")
+            if crlf_term >= 0 and (lf_term < 0 or crlf_term < lf_term):
+                body_end, term_end = crlf_term + 1, crlf_term + 5
+            elif lf_term >= 0:
+                body_end, term_end = lf_term + 1, lf_term + 4
+            else:
+                body_end = term_end = buf.rfind(b"\n") + 1
+        if body_end:
+            self._take(bytes(buf[:body_end]))
+        del buf[:term_end]
+        if term_end and term_end != body_end:
+            self._done = True
+            return True
+        if len(buf) > self._max_content + 2:
+            # A partial line already over the limit (allowing for a stuffing dot
+            # and a CR) cannot be the terminator.
+            self.too_long_line = True
+            self._chunks.clear()
+            self._skipping = True
+            buf.clear()
+        return False
+
+    def _take(self, chunk: bytes) -> None:
+        """Account for complete lines (``chunk`` ends with LF)."""
+        chunk = chunk.replace(b"\r\n", b"\n")
+        # Unstuff: drop one leading "." of every line (RFC 5321 4.5.2).
+        if chunk.startswith(b"."):
+            chunk = chunk[1:]
+        chunk = chunk.replace(b"\n.", b"\n")
+        line_count = chunk.count(b"\n")
+        self.size += len(chunk) + line_count
+        if self.failed:
+            return
+        if max(map(len, chunk.split(b"\n"))) > self._max_content:
+            self.too_long_line = True
+        elif self.size > self.max_size:
+            self.too_big = True
+        else:
+            self._chunks.append(chunk)
+            return
+        self._chunks.clear()
+
+    def result(self) -> bytes:
+        """The block, unstuffed, with CRLF line ends (raises unless complete and valid)."""
+        if not self._done:
+            raise ProtocolUsageError("the block is not complete yet")
+        if self.failed:
+            raise ProtocolUsageError("the block was refused; there is no result")
+        return b"".join(self._chunks).replace(b"\n", _CRLF)
+
+
+def normalize_line_ends(body: bytes) -> bytes:
+    """CRLF line ends throughout, and a final CRLF unless the body is empty.
+
+    This is the form in which a body is stored and in which it comes back out of
+    :class:`DataBlockReader`, so ``dot_unstuff(dot_stuff(b)) == normalize_line_ends(b)``.
+    """
+    body = body.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+    if body and not body.endswith(_CRLF):
+        body += _CRLF
+    return body
+
+
+def dot_stuff(body: bytes) -> bytes:
+    """The wire form of a block: normalised, dot-stuffed, ended by ``.\\r\\n``."""
+    body = normalize_line_ends(body)
+    if body.startswith(b"."):
+        body = b"." + body
+    return body.replace(b"\n.", b"\n..") + b".\r\n"
+
+
+def dot_unstuff(wire: bytes, *, max_line: int = 1 << 30, max_size: int = 1 << 62) -> bytes:
+    """Decode one complete wire block (tests and tools; the ports use the reader).
+
+    Raises ValueError if the block has no terminator or breaks a limit.
+    """
+    lines = LineBuffer(max_line)
+    lines.feed(wire)
+    reader = DataBlockReader(max_line, max_size)
+    if not reader.consume(lines):
+        raise ValueError("block has no terminating '.' line")
+    if reader.failed:
+        raise ValueError("block exceeds a limit")
+    return reader.result()

@@ -1,0 +1,93 @@
+"""Accounts (assumptions 1 and 2): creating users, identities and logging in."""
+
+from __future__ import annotations
+
+from smdp.config import Config
+from smdp.core.addresses import AddressError, parse_address
+from smdp.core.passwords import Passwords
+from smdp.store import Store, StoreError
+from smdp.store.records import User
+
+
+class AccountError(Exception):
+    """An administrative request is invalid; the message says why."""
+
+
+def passwords_for(config: Config) -> Passwords:
+    return Passwords(
+        time_cost=config.password_time_cost,
+        memory_cost=config.password_memory_kib,
+        parallelism=1,
+    )
+
+
+class Accounts:
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self.passwords = passwords_for(config)
+
+    def _local_address(self, text: str) -> str:
+        try:
+            address = parse_address(text)
+        except AddressError as exc:
+            raise AccountError(str(exc)) from None
+        if not self.config.is_local(address.domain):
+            raise AccountError(
+                f"{address} is not in a domain this server serves "
+                f"({', '.join(self.config.domains)})"
+            )
+        return str(address).lower()
+
+    def create(self, address: str, password: str) -> User:
+        if len(password) < 1:
+            raise AccountError("the password must not be empty")
+        main = self._local_address(address)
+        try:
+            return self.store.create_user(main, self.passwords.hash(password))
+        except StoreError as exc:
+            raise AccountError(str(exc)) from None
+
+    def user(self, address: str) -> User:
+        user = self.store.user_by_address(self._local_address(address))
+        if user is None:
+            raise AccountError(f"no user has the address {address}")
+        return user
+
+    def add_identity(self, user_address: str, identity: str) -> None:
+        user = self.user(user_address)
+        try:
+            self.store.add_identity(user.id, self._local_address(identity))
+        except StoreError as exc:
+            raise AccountError(str(exc)) from None
+
+    def remove_identity(self, user_address: str, identity: str) -> None:
+        user = self.user(user_address)
+        try:
+            self.store.remove_identity(user.id, self._local_address(identity))
+        except StoreError as exc:
+            raise AccountError(str(exc)) from None
+
+    def set_password(self, address: str, password: str) -> None:
+        if not password:
+            raise AccountError("the password must not be empty")
+        self.store.set_password(self.user(address).id, self.passwords.hash(password))
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """Assumption 2: any identity (main or secondary) logs the user in.
+
+        An unknown name costs as much time as a wrong password, so the reply
+        time does not tell whether an account exists.
+        """
+        try:
+            address = str(parse_address(name)).lower()
+        except AddressError:
+            self.passwords.verify_absent(password)
+            return None
+        user = self.store.user_by_address(address)
+        if user is None:
+            self.passwords.verify_absent(password)
+            return None
+        if not self.passwords.verify(user.password_hash, password):
+            return None
+        return user

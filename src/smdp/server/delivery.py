@@ -1,0 +1,306 @@
+"""The outbound delivery worker: everything that crosses the network from this
+server is a queue entry (written with the state change that caused it); this
+worker carries each one out and retries with backoff when a peer is down.
+
+Job kinds:
+- ``send-envelope``: section 5.2 step 4, one envelope to one destination domain;
+- ``send-direct``: Table 3 sender side, the whole message to white-listed recipients;
+- ``report-decision``: Table 2, the recipient's decision to the origin, and for
+  ACCEPT/AUTHORIZE the pull of the whole message (step 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from smdp.core.decisions import SmdpMessage
+from smdp.core.decisions import OUT_QUEUED
+from smdp.protocol import peer as wire
+from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.server.discovery import DiscoveryError
+from smdp.store.records import Job
+
+if TYPE_CHECKING:
+    from smdp.server.app import SmdpServer
+
+log = logging.getLogger("smdp.delivery")
+
+
+class TemporaryFailure(Exception):
+    """Try again later (peer down, 4xx reply, DNS cannot tell now)."""
+
+
+class PermanentFailure(Exception):
+    """Give up; the message is the reason the sender will see."""
+
+
+class PeerLink:
+    """One outgoing peer session, driven through the sans-IO client codec."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.conn = wire.PeerClientConnection()
+
+    @classmethod
+    async def open(cls, address: str, port: int, timeout: float) -> PeerLink:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port), timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}") from None
+        link = cls(reader, writer, timeout)
+        greeting = await link.read_reply()
+        if not isinstance(greeting, wire.Reply) or greeting.code != 220:
+            await link.close()
+            raise TemporaryFailure(f"unexpected greeting from {address}:{port}")
+        return link
+
+    async def read_reply(self) -> wire.Reply | wire.PulledBody:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+                except (OSError, TimeoutError) as exc:
+                    raise TemporaryFailure(f"connection lost: {exc}") from None
+                if not data:
+                    raise TemporaryFailure("the peer closed the connection")
+                self.conn.receive_data(data)
+                continue
+            if event is CLOSED:
+                raise TemporaryFailure("the peer closed the connection")
+            assert isinstance(event, wire.Reply | wire.PulledBody)
+            return event
+
+    async def command(self, command: object) -> wire.Reply | wire.PulledBody:
+        try:
+            self.writer.write(self.conn.send(command))
+            await self.writer.drain()
+        except (OSError, wire.RemoteProtocolError) as exc:
+            raise TemporaryFailure(f"connection lost: {exc}") from None
+        try:
+            return await self.read_reply()
+        except wire.RemoteProtocolError as exc:
+            raise TemporaryFailure(f"the peer broke the protocol: {exc}") from None
+
+    async def expect(self, command: object, what: str) -> wire.Reply:
+        reply = await self.command(command)
+        if isinstance(reply, wire.PulledBody):
+            raise PermanentFailure(f"{what}: unexpected message body")
+        check(reply, what)
+        return reply
+
+    async def close(self) -> None:
+        try:
+            if not self.writer.is_closing():
+                self.writer.write(self.conn.send(wire.Quit()))
+                await asyncio.wait_for(self.writer.drain(), 2)
+        except Exception:  # noqa: S110 - closing is best effort
+            pass
+        self.writer.close()
+
+
+def check(reply: wire.Reply, what: str) -> None:
+    if reply.code >= 500:
+        raise PermanentFailure(f"{what}: {reply.code} {reply.text}")
+    if reply.code >= 400:
+        raise TemporaryFailure(f"{what}: {reply.code} {reply.text}")
+
+
+class DeliveryWorker:
+    def __init__(self, app: SmdpServer) -> None:
+        self.app = app
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: dict[str, asyncio.Task[None]] = {}  # envelope key -> task
+        self.max_parallel = 16
+        self.timeout = 30.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        poll = self.app.config.delivery.poll_interval
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                self._launch_due()
+            except Exception:
+                log.exception("queue scan failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), poll)
+            except TimeoutError:
+                pass
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=5)
+
+    def _launch_due(self) -> None:
+        free = self.max_parallel - len(self._running)
+        if free <= 0:
+            return
+        for job in self.app.store.due_jobs(time.time(), limit=free * 4):
+            if free <= 0:
+                break
+            if job.key in self._running:
+                continue  # one job at a time per envelope keeps decisions ordered
+            task = asyncio.create_task(self._run_job(job))
+            self._running[job.key] = task
+            free -= 1
+
+    async def _run_job(self, job: Job) -> None:
+        store = self.app.store
+        try:
+            handler = {
+                "send-envelope": self.send_envelope,
+                "send-direct": self.send_direct,
+                "report-decision": self.report_decision,
+            }[job.kind]
+            await handler(json.loads(job.payload))
+            store.finish_job(job.id)
+        except TemporaryFailure as exc:
+            self._retry_or_give_up(job, str(exc))
+        except PermanentFailure as exc:
+            log.info("job %s %s failed: %s", job.kind, job.key, exc)
+            self._give_up(job, str(exc))
+        except Exception as exc:
+            log.exception("job %s %s crashed", job.kind, job.key)
+            self._retry_or_give_up(job, f"internal error: {exc}")
+        finally:
+            self._running.pop(job.key, None)
+            self._wake.set()
+
+    def _retry_or_give_up(self, job: Job, error: str) -> None:
+        policy = self.app.config.delivery
+        if job.attempts + 1 >= policy.max_attempts:
+            self._give_up(job, f"gave up after {job.attempts + 1} attempts: {error}")
+            return
+        delay = min(policy.retry_max, policy.retry_initial * 2 ** job.attempts)
+        delay *= random.uniform(0.5, 1.0)  # jitter spreads retries of many jobs
+        log.info("job %s %s will retry in %.1fs: %s", job.kind, job.key, delay, error)
+        self.app.store.retry_job(job.id, time.time() + delay, error)
+
+    def _give_up(self, job: Job, reason: str) -> None:
+        store = self.app.store
+        payload = json.loads(job.payload)
+        with store.transaction():
+            if job.kind in ("send-envelope", "send-direct"):
+                self.app.origin.delivery_failed(payload["envid"], reason)
+            else:
+                self.app.destination.decision_refused(payload["entry"], reason)
+            store.finish_job(job.id)
+
+    async def _link(self, domain: str) -> PeerLink:
+        try:
+            peer = await self.app.discovery.resolve(domain)
+        except DiscoveryError as exc:
+            if getattr(exc, "transient", False):
+                raise TemporaryFailure(str(exc)) from None
+            raise PermanentFailure(str(exc)) from None
+        link = await PeerLink.open(peer.address, peer.port, self.timeout)
+        try:
+            await link.expect(wire.Helo(self.app.config.hostname, True), "EHLO")
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    # -- section 5.2 step 4: the envelope ------------------------------------------
+
+    async def send_envelope(self, payload: dict[str, str]) -> None:
+        await self._send(payload["envid"], direct=False)
+
+    async def send_direct(self, payload: dict[str, str]) -> None:
+        await self._send(payload["envid"], direct=True)
+
+    async def _send(self, envid: str, *, direct: bool) -> None:
+        store = self.app.store
+        env = store.out_envelope(envid)
+        if env is None:
+            return
+        msg = store.out_message(env.message_id)
+        assert msg is not None
+        rcpts = [r.recipient for r in store.out_recipients_of_envelope(envid)
+                 if r.state == OUT_QUEUED]
+        if not rcpts:
+            return
+        body = store.out_body(msg.id) if direct else msg.summary.encode("utf-8")
+        if body is None:
+            raise PermanentFailure("the message is no longer held")
+        link = await self._link(env.domain)
+        try:
+            if direct:
+                await link.expect(wire.MailStart(msg.sender, envid, None), "MAIL")
+            else:
+                await link.expect(wire.EnvelopeStart(msg.sender, envid, None), "ENVELOPE")
+            accepted: list[str] = []
+            unauthorized: list[str] = []
+            refused: dict[str, str] = {}
+            for rcpt in rcpts:
+                reply = await link.command(wire.Rcpt(rcpt))
+                assert isinstance(reply, wire.Reply)
+                if reply.ok:
+                    accepted.append(rcpt)
+                elif reply.code == 551 and direct:
+                    unauthorized.append(rcpt)  # contract 2.4: fall back to an envelope
+                elif reply.code >= 500:
+                    refused[rcpt] = f"{reply.code} {reply.text}"
+                else:
+                    raise TemporaryFailure(f"RCPT <{rcpt}>: {reply.code} {reply.text}")
+            if accepted:
+                await link.expect(wire.SizeDecl(msg.size), "SIZE")
+                reply = await link.command(wire.DataStart())
+                assert isinstance(reply, wire.Reply)
+                if reply.code != 354:
+                    check(reply, "DATA")
+                    raise TemporaryFailure(f"DATA: {reply.code} {reply.text}")
+                await link.expect(wire.Data(body), "end of data")
+        finally:
+            await link.close()
+        if direct:
+            self.app.origin.direct_sent(envid, accepted, unauthorized, refused)
+        else:
+            self.app.origin.envelope_sent(envid, refused)
+
+    # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
+
+    async def report_decision(self, payload: dict[str, int]) -> None:
+        store = self.app.store
+        entry = store.mailbox_entry(payload["entry"])
+        if entry is None or entry.decision is None:
+            return
+        env = store.in_envelope(entry.envelope_id)
+        assert env is not None
+        message = SmdpMessage(entry.decision)
+        # The pull goes to the server discovery gives for the sender's domain,
+        # never to whoever delivered the envelope (contract 2.5).
+        link = await self._link(env.sender.rpartition("@")[2])
+        try:
+            held = env.has_body or not message.accepts
+            reply = await link.command(
+                wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
+            )
+            if isinstance(reply, wire.PulledBody):
+                self.app.destination.body_pulled(env.id, reply.body)
+                await link.expect(wire.Received(env.envid), "RECEIVED")
+                return
+            if reply.code >= 500:
+                self.app.destination.decision_refused(entry.id, f"{reply.code} {reply.text}")
+                return
+            check(reply, message.value)
+            if message.accepts:
+                self.app.destination.body_pulled(env.id, None)
+        finally:
+            await link.close()

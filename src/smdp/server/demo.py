@@ -1,0 +1,131 @@
+"""``smdp demo`` (what ``make run`` starts): two SMDP servers for two domains
+on loopback, each with its own SQLite store and a demo account, so a newcomer
+can send a message from one domain to the other and accept it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from smdp.config import load_config
+from smdp.server.accounts import AccountError, Accounts
+from smdp.store import open_store
+
+DOMAINS = [
+    ("a.example", "smdp.a.example", "alice", "alice-demo"),
+    ("b.example", "smdp.b.example", "bob", "bob-demo"),
+]
+
+
+def write_configs(root: Path, base_port: int) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    ports = {d: (base_port + 2 * i, base_port + 2 * i + 1) for i, (d, *_) in enumerate(DOMAINS)}
+    paths = []
+    for domain, hostname, _user, _pw in DOMAINS:
+        peer, user = ports[domain]
+        peers = "\n".join(
+            f'[peers."{other}"]\nhostname = "{host}"\naddress = "127.0.0.1"\n'
+            f"port = {ports[other][0]}\n"
+            for other, host, *_ in DOMAINS if other != domain
+        )
+        text = f"""# Demo server for {domain} (written by `smdp demo`).
+[server]
+hostname = "{hostname}"
+domains = ["{domain}"]
+
+[listen]
+peer = "127.0.0.1:{peer}"
+user = "127.0.0.1:{user}"
+
+[store]
+path = "{domain}.sqlite3"
+
+[delivery]
+retry_initial = 1.0
+poll_interval = 0.5
+
+[security]
+# Cheap hashing keeps the demo snappy; production keeps the defaults.
+password_memory_kib = 8192
+password_time_cost = 1
+
+{peers}"""
+        path = root / f"{domain}.toml"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+def run_demo(root: Path, *, base_port: int = 2525) -> int:
+    paths = write_configs(root, base_port)
+    for path, (_domain, _host, user, password) in zip(paths, DOMAINS, strict=True):
+        config = load_config(path)
+        store = open_store(str(config.store_path))
+        try:
+            Accounts(store, config).create(f"{user}@{config.domains[0]}", password)
+        except AccountError:
+            pass  # already there from an earlier run
+        store.close()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for path in paths:
+            ready = path.with_suffix(".ready")
+            ready.unlink(missing_ok=True)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "smdp", "serve", "--config", str(path),
+                 "--ready-file", str(ready)],
+                stdout=subprocess.DEVNULL, stderr=open(path.with_suffix(".log"), "ab"),  # noqa: SIM115
+            ))
+        deadline = time.monotonic() + 20
+        for path, proc in zip(paths, procs, strict=True):
+            ready = path.with_suffix(".ready")
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = path.with_suffix(".log")
+                    print(f"smdp demo: the server for {path.stem} did not start; see {log}",
+                          file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        ports = [json.loads(p.with_suffix(".ready").read_text()) for p in paths]
+        a_user, b_user = ports[0]["user"], ports[1]["user"]
+        print(f"""
+SMDP demo running: a.example (user port {a_user}) and b.example (user port {b_user}).
+Stores, configs and logs are in {root}/. Press Ctrl-C to stop.
+
+In another terminal (with .venv/bin on your PATH, or use .venv/bin/smdp):
+
+  # alice@a.example sends to bob@b.example: only an envelope travels
+  echo "Hello Bob" | SMDP_PASSWORD=alice-demo smdp client --server 127.0.0.1:{a_user} \\
+      -u alice@a.example send --to bob@b.example --subject "Hi from A"
+
+  # bob sees the envelope (sender, subject, attachments, headlines)
+  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example inbox
+
+  # bob accepts it (use the envelope id shown); b.example pulls the message from a.example
+  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example accept-auth 1
+  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example read 1
+
+  # alice sees what happened to her message, and her lists
+  SMDP_PASSWORD=alice-demo smdp client --server 127.0.0.1:{a_user} -u alice@a.example sent
+
+Any POP3 client can read bob's accepted mail: 127.0.0.1:{b_user}, user bob@b.example.
+""", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,326 @@
+"""Finding a domain's SMDP server.
+
+An origin SMDP server delivers envelopes to the recipient domain's SMDP
+server, and a recipient server checks that the peer announcing itself in EHLO
+really serves the sender's domain (the paper's "unlawful SMDP server").  Both
+need "which server speaks for domain D?".  The answer comes from DNS SRV
+records ``_smdp._tcp.<domain>`` (RFC 2782), or from a static map that
+overrides DNS for private networks and tests.
+
+Only the SRV layer lives here; A/AAAA resolution of the target is left to the
+socket layer (``asyncio.open_connection`` resolves the hostname), so IPv4/IPv6
+selection and happy-eyeballs stay in one place.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+from dns.rdtypes.IN.SRV import SRV
+
+__all__ = [
+    "NEGATIVE_CACHE_TTL",
+    "SERVICE_LABEL",
+    "Discovery",
+    "DiscoveryError",
+    "PeerServer",
+    "SrvRecord",
+    "rfc2782_order",
+]
+
+SERVICE_LABEL = "_smdp._tcp"
+
+# Negative answers (NXDOMAIN, no SRV, "." target) are cached for a fixed time
+# rather than the zone's SOA minimum: short enough that a domain which has
+# just published its record is reachable within a minute, long enough that a
+# burst of mail to a dead domain costs one query.
+NEGATIVE_CACHE_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerServer:
+    """An SMDP server: who it is (EHLO identity) and where to connect."""
+
+    hostname: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """One usable SRV answer (targets of "." are never represented)."""
+
+    priority: int
+    weight: int
+    server: PeerServer
+
+
+class DiscoveryError(Exception):
+    """The SMDP server of a domain could not be determined.
+
+    ``transient`` is True for failures worth retrying later (timeout, SERVFAIL)
+    and False for definitive answers (NXDOMAIN, no SRV record, "." target), so
+    a delivery queue can choose between deferring and bouncing.
+    """
+
+    def __init__(self, message: str, *, domain: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.domain = domain
+        self.transient = transient
+
+
+def rfc2782_order(records: Iterable[SrvRecord], rng: random.Random) -> list[SrvRecord]:
+    """All records in the order a client should try them (RFC 2782).
+
+    Lowest priority first; within a priority, a weighted random draw without
+    replacement: positive weights are chosen in proportion to their weight,
+    and weight-0 records get the small chance 1/(total+1) (uniformly among
+    themselves) until only they remain.
+    """
+    by_priority: dict[int, list[SrvRecord]] = {}
+    for record in records:
+        by_priority.setdefault(record.priority, []).append(record)
+
+    ordered: list[SrvRecord] = []
+    for priority in sorted(by_priority):
+        group = by_priority[priority]
+        # RFC 2782 allows "any order" before placing weight-0 entries first;
+        # shuffling keeps all-zero-weight groups from always favouring the
+        # record the DNS server happened to list first.
+        rng.shuffle(group)
+        group.sort(key=lambda r: r.weight != 0)
+        while group:
+            # RFC 2782 draws from [0, total]; taken literally that lets the
+            # value 0 favour whichever positive-weight record comes first (with
+            # weights 1 and 3 the heavier one wins 70 %, not 75 %).  Drawing 0
+            # only when a weight-0 record can absorb it keeps the split exact.
+            has_zero = group[0].weight == 0
+            pick = rng.randint(0 if has_zero else 1, sum(r.weight for r in group))
+            running = 0
+            for index, record in enumerate(group):
+                running += record.weight
+                if running >= pick:
+                    ordered.append(group.pop(index))
+                    break
+    return ordered
+
+
+def _normalize(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+@dataclass(slots=True)
+class _CacheEntry:
+    expires: float
+    records: tuple[SrvRecord, ...] | None  # None: negative entry
+    error: str = ""
+
+
+class Discovery:
+    """Resolves a domain to its SMDP server via a static map, then DNS SRV."""
+
+    def __init__(
+        self,
+        static: Mapping[str, PeerServer] | None = None,
+        *,
+        nameservers: list[tuple[str, int]] | None = None,
+        timeout: float = 5.0,
+        cache_ttl_cap: float = 300.0,
+        cache_max_entries: int = 10_000,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._static = {_normalize(k): v for k, v in (static or {}).items()}
+        self._nameservers = list(nameservers) if nameservers is not None else None
+        self._timeout = timeout
+        self._ttl_cap = cache_ttl_cap
+        # speaks_for() is driven by EHLO/ENVELOPE data from arbitrary peers, so
+        # the cache must not grow without bound under attacker-chosen domains.
+        self._cache_max = cache_max_entries
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._cache: dict[str, _CacheEntry] = {}
+        self._resolver: dns.asyncresolver.Resolver | None = None
+
+    async def resolve(self, domain: str) -> PeerServer:
+        """The server to deliver to for ``domain``.
+
+        Raises DiscoveryError when there is none or DNS cannot tell.
+        """
+        return (await self.resolve_all(domain))[0]
+
+    async def resolve_all(self, domain: str) -> list[PeerServer]:
+        """Every server of ``domain``, in RFC 2782 order (try them in turn).
+
+        The weighted draw is redone on each call, also for cached answers, so
+        load is spread across equal-priority servers as the domain intends.
+        """
+        records = await self._records(domain)
+        return [r.server for r in rfc2782_order(records, self._rng)]
+
+    async def speaks_for(self, hostname: str, domain: str) -> bool:
+        """True when ``hostname`` is an SMDP server of ``domain``.
+
+        Any of the domain's SRV targets counts, not only the one a weighted
+        draw would pick: a domain with two servers must accept mail relayed by
+        either.  False on DiscoveryError, including transient ones; callers
+        that must tell "no" from "cannot tell now" use ``resolve_all``.
+        """
+        try:
+            records = await self._records(domain)
+        except DiscoveryError:
+            return False
+        wanted = _normalize(hostname)
+        return any(_normalize(r.server.hostname) == wanted for r in records)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- internals ----------------------------------------------------------
+
+    async def _records(self, domain: str) -> tuple[SrvRecord, ...]:
+        key = _normalize(domain)
+        if not key:
+            raise DiscoveryError("empty domain name", domain=domain)
+
+        static = self._static.get(key)
+        if static is not None:
+            return (SrvRecord(0, 0, static),)
+
+        now = self._clock()
+        entry = self._cache.get(key)
+        if entry is not None:
+            if entry.expires > now:
+                if entry.records is None:
+                    raise DiscoveryError(entry.error, domain=key)
+                return entry.records
+            del self._cache[key]
+
+        try:
+            records, ttl = await self._query(key)
+        except DiscoveryError as exc:
+            # Transient failures are not cached: the next delivery attempt
+            # should ask again rather than fail for a minute.
+            if not exc.transient:
+                self._store(key, _CacheEntry(now + NEGATIVE_CACHE_TTL, None, str(exc)))
+            raise
+        lifetime = min(float(ttl), self._ttl_cap)
+        if lifetime > 0:
+            self._store(key, _CacheEntry(now + lifetime, records))
+        return records
+
+    def _store(self, key: str, entry: _CacheEntry) -> None:
+        if len(self._cache) >= self._cache_max:
+            now = self._clock()
+            for stale in [k for k, e in self._cache.items() if e.expires <= now]:
+                del self._cache[stale]
+            # Still full: drop the oldest insertions (dicts keep insertion order).
+            while len(self._cache) >= self._cache_max and self._cache:
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = entry
+
+    def _get_resolver(self, domain: str) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            if self._nameservers is not None:
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                resolver.nameservers = [
+                    dns.nameserver.Do53Nameserver(address, port)
+                    for address, port in self._nameservers
+                ]
+            else:
+                # Built lazily so a deployment that only uses the static map
+                # works on hosts without /etc/resolv.conf.
+                try:
+                    resolver = dns.asyncresolver.Resolver()
+                except dns.exception.DNSException as exc:
+                    raise DiscoveryError(
+                        f"cannot look up the SMDP server of {domain}: "
+                        f"no usable system DNS configuration ({exc})",
+                        domain=domain,
+                        transient=True,
+                    ) from exc
+            # Our own cache (with the TTL cap and negative entries) is the one
+            # that counts; a second layer would only hide TTL changes.
+            resolver.cache = None
+            resolver.timeout = self._timeout
+            resolver.lifetime = self._timeout
+            self._resolver = resolver
+        return self._resolver
+
+    async def _query(self, domain: str) -> tuple[tuple[SrvRecord, ...], int]:
+        try:
+            qname = dns.name.from_text(f"{SERVICE_LABEL}.{domain}")
+        except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
+            raise DiscoveryError(
+                f"{domain!r} is not a valid domain name ({exc})", domain=domain
+            ) from exc
+
+        resolver = self._get_resolver(domain)
+        try:
+            answer = await resolver.resolve(
+                qname, dns.rdatatype.SRV, lifetime=self._timeout, search=False
+            )
+        except dns.resolver.NXDOMAIN as exc:
+            raise DiscoveryError(
+                f"no SMDP server for {domain}: {qname} does not exist (NXDOMAIN)",
+                domain=domain,
+            ) from exc
+        except dns.resolver.NoAnswer as exc:
+            raise DiscoveryError(
+                f"no SMDP server for {domain}: no SRV record at {qname}", domain=domain
+            ) from exc
+        except dns.exception.Timeout as exc:
+            raise DiscoveryError(
+                f"looking up the SMDP server of {domain} timed out "
+                f"after {self._timeout:g} s (query {qname} SRV)",
+                domain=domain,
+                transient=True,
+            ) from exc
+        except dns.resolver.NoNameservers as exc:
+            raise DiscoveryError(
+                f"looking up the SMDP server of {domain} failed: "
+                f"no nameserver gave a usable answer for {qname} SRV (SERVFAIL or refused)",
+                domain=domain,
+                transient=True,
+            ) from exc
+        except dns.exception.DNSException as exc:
+            raise DiscoveryError(
+                f"looking up the SMDP server of {domain} failed: {exc}",
+                domain=domain,
+                transient=True,
+            ) from exc
+
+        records = _usable_records(answer)
+        if not records:
+            # RFC 2782: a sole target of "." means the service is decidedly
+            # not available at this domain.
+            raise DiscoveryError(
+                f"{domain} explicitly offers no SMDP service (SRV target '.')",
+                domain=domain,
+            )
+        return records, answer.chaining_result.minimum_ttl
+
+
+def _usable_records(answer: dns.resolver.Answer) -> tuple[SrvRecord, ...]:
+    records: list[SrvRecord] = []
+    for rdata in answer:
+        if not isinstance(rdata, SRV) or rdata.target == dns.name.root:
+            continue
+        host = _normalize(rdata.target.to_text(omit_final_dot=True))
+        records.append(
+            SrvRecord(
+                priority=rdata.priority,
+                weight=rdata.weight,
+                server=PeerServer(hostname=host, address=host, port=rdata.port),
+            )
+        )
+    return tuple(records)

@@ -1,0 +1,209 @@
+"""The peer port (Table 4): an asyncio adapter between sockets, the sans-IO
+peer codec and the domain core. It decides nothing of its own beyond who the
+peer may speak for (contract 2.6); the rules live in ``smdp.core``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from smdp.core.decisions import SmdpMessage
+from smdp.protocol import peer as wire
+from smdp.protocol.framing import CLOSED, NEED_DATA
+
+if TYPE_CHECKING:
+    from smdp.server.app import SmdpServer
+
+log = logging.getLogger("smdp.peer")
+
+
+@dataclass(slots=True)
+class _Transaction:
+    kind: str  # 'envelope' or 'mail'
+    sender: str
+    envid: str
+    size: int | None
+    recipients: list[str] = field(default_factory=list)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class PeerSession:
+    def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.app = app
+        self.reader = reader
+        self.writer = writer
+        limits = app.config.limits
+        self.conn = wire.PeerServerConnection(
+            app.config.hostname,
+            max_message_size=limits.max_message_size,
+            max_recipients=limits.max_recipients,
+            max_command_line=limits.max_command_line,
+            max_line_length=limits.max_line_length,
+        )
+        self.peer_host: str | None = None
+        self.txn: _Transaction | None = None
+
+    async def run(self) -> None:
+        self.writer.write(self.conn.greeting())
+        idle = self.app.config.limits.idle_timeout
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    self.writer.write(self.conn.data_to_send())
+                    await self.writer.drain()
+                    try:
+                        data = await asyncio.wait_for(self.reader.read(65536), idle)
+                    except TimeoutError:
+                        self.writer.write(b"421 4.4.2 Idle too long, closing\r\n")
+                        break
+                    self.conn.receive_data(data)
+                    continue
+                if event is CLOSED:
+                    break
+                await self.handle(event)
+            self.writer.write(self.conn.data_to_send())
+            await self.writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    def reply(self, code: int, text: str | list[str]) -> None:
+        self.conn.reply(code, text)
+
+    async def handle(self, event: object) -> None:
+        app = self.app
+        match event:
+            case wire.Helo(hostname=hostname, extended=extended):
+                self.peer_host = hostname.lower()
+                self.txn = None
+                greeting = f"{app.config.hostname} hello {hostname}"
+                if extended:
+                    self.reply(250, [greeting, "SMDP 1",
+                                     f"SIZE {app.config.limits.max_message_size}"])
+                else:
+                    self.reply(250, greeting)
+            case wire.EnvelopeStart() | wire.MailStart():
+                await self._start(event)
+            case wire.Rcpt(recipient=rcpt):
+                self._recipient(rcpt)
+            case wire.SizeDecl(size=size):
+                assert self.txn is not None
+                self.txn.size = size
+                self.reply(250, f"2.3.0 Size {size} ok")
+            case wire.DataStart():
+                self.reply(354, "Send data, end with <CRLF>.<CRLF>")
+            case wire.DataComplete(data=data):
+                self._complete(data)
+            case wire.DataFailed():
+                self.txn = None
+            case wire.Decision():
+                await self._decision(event)
+            case wire.Received(envid=envid):
+                env = app.store.out_envelope(envid)
+                if env is not None and not await self._speaks_for(env.domain):
+                    return
+                outcome = app.origin.on_received(envid)
+                self.reply(outcome.code, outcome.text)
+            case wire.Rset():
+                self.txn = None
+                self.reply(250, "2.0.0 Reset")
+            case wire.Noop():
+                self.reply(250, "2.0.0 OK")
+            case wire.Quit():
+                self.reply(221, f"2.0.0 {app.config.hostname} closing")
+            case _:
+                self.reply(502, "5.5.1 Command not implemented")
+
+    async def _speaks_for(self, domain: str) -> bool:
+        """Contract 2.6: a peer speaks only for the domains discovery gives it."""
+        assert self.peer_host is not None
+        if await self.app.discovery.speaks_for(self.peer_host, domain):
+            return True
+        self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
+        return False
+
+    async def _start(self, event: wire.EnvelopeStart | wire.MailStart) -> None:
+        if not await self._speaks_for(_domain(event.sender)):
+            return
+        assert self.peer_host is not None
+        refusal = self.app.destination.peer_refusal(self.peer_host)
+        if refusal is not None:
+            self.reply(554, refusal)
+            return
+        if self.app.store.in_envelope_by_envid(event.envid) is not None:
+            # A replayed envelope: say yes, store nothing twice.
+            log.info("replayed envelope %s from %s", event.envid, self.peer_host)
+        kind = "envelope" if isinstance(event, wire.EnvelopeStart) else "mail"
+        self.txn = _Transaction(kind, event.sender.lower(), event.envid, event.size)
+        what = "Envelope" if kind == "envelope" else "Message"
+        self.reply(250, f"2.1.0 {what} {event.envid} from <{event.sender}> ok")
+
+    def _recipient(self, rcpt: str) -> None:
+        app = self.app
+        assert self.txn is not None and self.peer_host is not None
+        rcpt = rcpt.lower()
+        if not app.config.is_local(_domain(rcpt)):
+            self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {_domain(rcpt)} is not served here")
+            return
+        if app.destination.local_user(rcpt) is None:
+            self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
+            return
+        if self.txn.kind == "mail" and not app.destination.may_send_directly(
+            self.peer_host, self.txn.sender, rcpt
+        ):
+            self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
+                            "send an envelope")
+            return
+        if rcpt not in self.txn.recipients:
+            self.txn.recipients.append(rcpt)
+        self.reply(250, f"2.1.5 Recipient <{rcpt}> ok")
+
+    def _complete(self, data: bytes) -> None:
+        txn, self.txn = self.txn, None
+        assert txn is not None and self.peer_host is not None
+        if txn.kind == "envelope":
+            self.app.destination.receive_envelope(
+                server=self.peer_host, envid=txn.envid, sender=txn.sender,
+                recipients=txn.recipients, size=txn.size or 0, block=data,
+            )
+        else:
+            if txn.size is not None and txn.size != len(data):
+                self.reply(554, f"5.3.4 Size mismatch: SIZE={txn.size} but {len(data)} octets "
+                                "arrived")
+                return
+            self.app.destination.receive_message(
+                server=self.peer_host, envid=txn.envid, sender=txn.sender,
+                recipients=txn.recipients, body=data,
+            )
+        self.reply(250, f"2.0.0 {txn.envid} stored")
+
+    async def _decision(self, event: wire.Decision) -> None:
+        if not await self._speaks_for(_domain(event.recipient)):
+            return
+        outcome = self.app.origin.on_decision(
+            event.envid, event.recipient.lower(), SmdpMessage(event.kind.value), event.body_held
+        )
+        if outcome.body is not None:
+            self.conn.send_body(outcome.code, outcome.text, outcome.body)
+        else:
+            self.reply(outcome.code, outcome.text)
+
+
+async def serve_peer(app: SmdpServer, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    try:
+        await PeerSession(app, reader, writer).run()
+    except Exception:  # one broken session must never take the server down
+        log.exception("peer session failed")

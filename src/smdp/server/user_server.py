@@ -1,0 +1,425 @@
+"""The user port (Table 5, POP3 where the commands overlap): an asyncio adapter
+between sockets, the sans-IO user codec and the domain core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from smdp.core import decisions as d
+from smdp.core.addresses import AddressError, parse_address
+from smdp.core.decisions import Option
+from smdp.core.destination import DecisionError
+from smdp.core.envelope import decode_envelope_block
+from smdp.core.submission import SubmissionError
+from smdp.protocol import user as wire
+from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.server.discovery import DiscoveryError
+from smdp.store.records import MailboxEntry, User
+
+if TYPE_CHECKING:
+    from smdp.server.app import SmdpServer
+
+log = logging.getLogger("smdp.user")
+
+LIST_NAMES = {"in-white", "in-black", "out-white", "out-black"}
+
+
+def _clean(text: str) -> str:
+    """One line of a multi-line answer: no control characters, no tabs."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+class UserSession:
+    def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.app = app
+        self.reader = reader
+        self.writer = writer
+        limits = app.config.limits
+        self.conn = wire.UserServerConnection(
+            app.config.hostname,
+            max_message_size=limits.max_message_size,
+            max_recipients=limits.max_recipients,
+            max_line_length=limits.max_line_length,
+        )
+        self.name: str | None = None
+        self.user: User | None = None
+        # POP3: message numbers are fixed for the session (RFC 1939 section 4);
+        # mail that arrives later gets the next numbers.
+        self.messages: list[MailboxEntry] = []
+        self.deleted: set[int] = set()
+        self.compose_from: str | None = None
+        self.compose_to: list[str] = []
+
+    async def run(self) -> None:
+        self.writer.write(self.conn.greeting())
+        idle = self.app.config.limits.idle_timeout
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    self.writer.write(self.conn.data_to_send())
+                    await self.writer.drain()
+                    try:
+                        data = await asyncio.wait_for(self.reader.read(65536), idle)
+                    except TimeoutError:
+                        self.writer.write(b"-ERR idle too long, closing\r\n")
+                        break
+                    self.conn.receive_data(data)
+                    continue
+                if event is CLOSED:
+                    break
+                try:
+                    await self.handle(event)
+                except Exception:
+                    log.exception("user command failed")
+                    self.conn.err("internal error; nothing was changed, try again")
+            self.writer.write(self.conn.data_to_send())
+            await self.writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        assert self.user is not None
+        known = {e.id for e in self.messages}
+        for entry in self.app.store.mailbox_entries(self.user.id, [d.ACCEPTED]):
+            if entry.id not in known:
+                self.messages.append(entry)
+
+    def _message(self, n: int) -> MailboxEntry | None:
+        if 1 <= n <= len(self.messages) and n not in self.deleted:
+            return self.messages[n - 1]
+        self.conn.err(f"no message {n}")
+        return None
+
+    def _size(self, entry: MailboxEntry) -> int:
+        env = self.app.store.in_envelope(entry.envelope_id)
+        return env.size if env else 0
+
+    def _uid(self, entry: MailboxEntry) -> str:
+        env = self.app.store.in_envelope(entry.envelope_id)
+        return f"{env.envid if env else 'x'}.{entry.id}"
+
+    def _live(self) -> list[tuple[int, MailboxEntry]]:
+        return [(n, e) for n, e in enumerate(self.messages, 1) if n not in self.deleted]
+
+    def _envelope_line(self, entry: MailboxEntry) -> str:
+        env = self.app.store.in_envelope(entry.envelope_id)
+        assert env is not None
+        fields = decode_envelope_block(env.block.encode("utf-8"))
+        att = fields.summary.attachments
+        return _clean(f"{entry.id} {entry.state} {env.sender} {env.size} {att} {env.subject}")
+
+    def _login_summary(self) -> tuple[str, list[str]]:
+        assert self.user is not None
+        pending = self.app.store.mailbox_entries(self.user.id, [d.PENDING])
+        self._refresh()
+        live = self._live()
+        octets = sum(self._size(e) for _, e in live)
+        text = (f"{self.user.main_address} has {len(pending)} envelope(s) awaiting a decision "
+                f"and {len(live)} message(s) ({octets} octets)")
+        lines = [f"envelope {self._envelope_line(e)}" for e in pending]
+        for n, e in live:
+            env = self.app.store.in_envelope(e.envelope_id)
+            subject = env.subject if env else ""
+            lines.append(_clean(f"message {n} {self._size(e)} {subject}"))
+        return text, lines
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def handle(self, event: object) -> None:
+        app = self.app
+        conn = self.conn
+        match event:
+            case wire.User(name=name):
+                # Always ask for the password: the reply must not reveal whether
+                # the account exists (the check happens at PASS).
+                self.name = name
+                conn.ok("send your password")
+            case wire.Pass(password=password, verb=verb):
+                user = await self._authenticate(password)
+                if user is None:
+                    await asyncio.sleep(0.2)  # slows guessing; same reply either way
+                    conn.err("authentication failed")
+                    return
+                self.user = user
+                text, lines = self._login_summary()
+                # Table 5 "pwd": on success the server answers with the envelopes
+                # and messages in the mailbox; PASS stays exactly POP3.
+                if verb.upper() == "PWD":
+                    conn.ok(text, lines)
+                else:
+                    conn.ok(text)
+            case wire.Capa():
+                conn.ok("capability list follows",
+                        ["USER", "UIDL", "TOP", "RESP-CODES", "IMPLEMENTATION smdp",
+                         "SMDP ENVS ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM REJECT&SPAMMER "
+                         "MAIL SENT LISTS"])
+            case wire.Stat():
+                self._refresh()
+                live = self._live()
+                conn.ok(f"{len(live)} {sum(self._size(e) for _, e in live)}")
+            case wire.ListCmd(n=n):
+                self._refresh()
+                if n is None:
+                    live = self._live()
+                    conn.ok(f"{len(live)} messages",
+                            [f"{i} {self._size(e)}" for i, e in live])
+                elif (entry := self._message(n)) is not None:
+                    conn.ok(f"{n} {self._size(entry)}")
+            case wire.Uidl(n=n):
+                if n is None:
+                    conn.ok("unique ids follow", [f"{i} {self._uid(e)}" for i, e in self._live()])
+                elif (entry := self._message(n)) is not None:
+                    conn.ok(f"{n} {self._uid(entry)}")
+            case wire.Retr(n=n):
+                if (entry := self._message(n)) is not None:
+                    body = app.store.in_body(entry.envelope_id) or b""
+                    conn.ok_block(f"{len(body)} octets", body)
+            case wire.Top(n=n, lines=k):
+                if (entry := self._message(n)) is not None:
+                    body = app.store.in_body(entry.envelope_id) or b""
+                    conn.ok_block("top of message follows", _top(body, k))
+            case wire.Dele(n=n):
+                if self._message(n) is not None:
+                    self.deleted.add(n)
+                    conn.ok(f"message {n} deleted")
+            case wire.Rset():
+                self.deleted.clear()
+                self.compose_from, self.compose_to = None, []
+                conn.ok("reset")
+            case wire.Noop():
+                conn.ok("")
+            case wire.Quit():
+                if self.user is not None and self.deleted:
+                    app.store.mark_deleted([self.messages[n - 1].id for n in self.deleted])
+                conn.ok(f"{app.config.hostname} signing off")
+            case wire.Envs(all=show_all):
+                assert self.user is not None
+                states = None if show_all else [d.PENDING]
+                entries = app.store.mailbox_entries(self.user.id, states)
+                conn.ok(f"{len(entries)} envelope(s)", [self._envelope_line(e) for e in entries])
+            case wire.EnvShow(id=entry_id):
+                self._show_envelope(entry_id)
+            case wire.UserDecision(option=option, id=entry_id):
+                self._decide(Option(option.value), entry_id)
+            case wire.MailCmd(identity=identity):
+                self._mail(identity)
+            case wire.RcptCmd(address=address):
+                self._rcpt(address)
+            case wire.DataCmd():
+                conn.ok('send the message, end with "." on a line by itself')
+            case wire.MessageComplete(data=data):
+                self._submit(data)
+            case wire.MessageFailed(reason=reason):
+                self.compose_from, self.compose_to = None, []
+                log.info("submission refused: %s", reason)
+            case wire.Sent(msgid=msgid):
+                self._sent(msgid)
+            case wire.Lists():
+                assert self.user is not None
+                lines = []
+                for e in app.store.list_entries(self.user.id):
+                    added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.added_at))
+                    server = f" {e.server}" if e.server else ""
+                    lines.append(f"{e.direction}-{e.kind} {e.address}{server} {e.how} {added}")
+                conn.ok(f"{len(lines)} list entries", lines)
+            case wire.ListAdd() | wire.ListDel():
+                await self._edit_list(event)
+            case wire.Ident():
+                assert self.user is not None
+                ids = app.store.identities(self.user.id)
+                conn.ok(f"{len(ids)} identities, main first", ids)
+            case _:
+                conn.err("command not implemented")
+
+    async def _authenticate(self, password: str) -> User | None:
+        accounts = self.app.accounts
+        name = self.name or ""
+        try:
+            address = str(parse_address(name)).lower()
+        except AddressError:
+            await accounts.passwords.verify_absent_async(password)
+            return None
+        user = self.app.store.user_by_address(address)
+        if user is None:
+            await accounts.passwords.verify_absent_async(password)
+            return None
+        if not await accounts.passwords.verify_async(user.password_hash, password):
+            return None
+        return user
+
+    def _show_envelope(self, entry_id: int) -> None:
+        assert self.user is not None
+        entry = self.app.store.mailbox_entry(entry_id)
+        if entry is None or entry.user_id != self.user.id:
+            self.conn.err(f"no envelope {entry_id} in your mailbox")
+            return
+        env = self.app.store.in_envelope(entry.envelope_id)
+        assert env is not None
+        lines = [
+            f"Id: {entry.id}", f"State: {entry.state}",
+            f"Decision: {entry.decision or '-'}", f"Reason: {entry.reason or '-'}",
+            f"Sender: {env.sender}", f"Server: {env.origin_server}",
+            f"Recipient: {entry.recipient}", f"Size: {env.size}",
+        ]
+        lines += [_clean(line) for line in env.block.splitlines() if line]
+        self.conn.ok(f"envelope {entry.id}", lines)
+
+    def _decide(self, option: Option, entry_id: int) -> None:
+        assert self.user is not None
+        try:
+            result = self.app.destination.decide(self.user, entry_id, option)
+        except DecisionError as exc:
+            self.conn.err(str(exc))
+            return
+        self.app.worker.wake()
+        env = self.app.store.in_envelope(result.entry.envelope_id)
+        sender = env.sender if env else "the sender"
+        texts = {
+            Option.ACCEPT: "accepted; the message will be fetched",
+            Option.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
+            Option.REJECT: "rejected",
+            Option.REJECT_SPAM: "rejected as spam",
+            Option.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
+        }
+        if result.entry.state == d.ACCEPTED and option in (Option.ACCEPT, Option.ACCEPT_AUTH):
+            texts[Option.ACCEPT] = "accepted; the message is in your mailbox"
+        suffix = f" ({result.text})" if result.text != "recorded" else ""
+        self.conn.ok(f"envelope {entry_id} {texts[option]}{suffix}")
+
+    def _mail(self, identity: str | None) -> None:
+        assert self.user is not None
+        identities = self.app.store.identities(self.user.id)
+        if identity is None:
+            chosen = identities[0]
+        else:
+            chosen = identity.lower()
+            if chosen not in identities:
+                # Assumption 3: no spoofing.
+                self.conn.err(f"{identity} is not one of your identities")
+                return
+        self.compose_from, self.compose_to = chosen, []
+        self.conn.ok(f"composing as {chosen}")
+
+    def _rcpt(self, address: str) -> None:
+        try:
+            rcpt = str(parse_address(address)).lower()
+        except AddressError as exc:
+            self.conn.err(str(exc))
+            return
+        if rcpt not in self.compose_to:
+            self.compose_to.append(rcpt)
+        self.conn.ok(f"recipient {rcpt}")
+
+    def _submit(self, data: bytes) -> None:
+        assert self.user is not None and self.compose_from is not None
+        sender, rcpts = self.compose_from, self.compose_to
+        self.compose_from, self.compose_to = None, []
+        try:
+            result = self.app.origin.submit(self.user, sender, rcpts, data)
+        except SubmissionError as exc:
+            self.conn.err(str(exc))
+            return
+        self.app.worker.wake()
+        text = f"queued as {result.msgid} ({len(result.queued)} recipient(s)"
+        if result.direct:
+            text += f"; {len(result.direct)} sent directly (white list)"
+        if result.refused:
+            text += f"; {len(result.refused)} refused by your black list: " + \
+                ", ".join(result.refused)
+        self.conn.ok(text + ")")
+
+    def _sent(self, msgid: str | None) -> None:
+        assert self.user is not None
+        store = self.app.store
+        if msgid is None:
+            messages = store.out_messages_of(self.user.id)
+        else:
+            one = store.out_message_by_msgid(msgid)
+            if one is None or one.user_id != self.user.id:
+                self.conn.err(f"no sent message {msgid}")
+                return
+            messages = [one]
+        lines = []
+        for msg in messages:
+            for r in store.out_recipients(msg.id):
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.updated_at))
+                detail = f" {r.detail}" if r.detail else ""
+                lines.append(_clean(f"{msg.msgid} {r.recipient} {r.state} {when}{detail}"))
+        self.conn.ok(f"{len(lines)} recipient status line(s)", lines)
+
+    async def _edit_list(self, event: wire.ListAdd | wire.ListDel) -> None:
+        assert self.user is not None
+        store = self.app.store
+        name = event.list_name.lower()
+        if name not in LIST_NAMES:
+            self.conn.err(f"unknown list {event.list_name}: use one of "
+                          + ", ".join(sorted(LIST_NAMES)))
+            return
+        try:
+            address = str(parse_address(event.address)).lower()
+        except AddressError as exc:
+            self.conn.err(str(exc))
+            return
+        direction, kind = name.split("-")
+        adding = isinstance(event, wire.ListAdd)
+        if direction == "out":
+            if event.server:
+                self.conn.err("outbound lists hold addresses only (Table 2)")
+                return
+            with store.transaction():
+                if adding:
+                    store.put_outbound(self.user.id, kind, address, "manual")
+                    done = True
+                else:
+                    done = store.drop_outbound(self.user.id, kind, address)
+        else:
+            server = event.server.lower() if event.server else None
+            if server is None:
+                # Inbound entries are (address, SMDP server) pairs: the server
+                # of the address's domain, as discovery gives it.
+                try:
+                    server = (await self.app.discovery.resolve(
+                        address.rpartition("@")[2])).hostname
+                except DiscoveryError as exc:
+                    self.conn.err(f"name the SMDP server of {address}: {exc}")
+                    return
+            with store.transaction():
+                if adding:
+                    store.put_inbound(self.user.id, kind, address, server, "manual")
+                    done = True
+                else:
+                    done = store.drop_inbound(self.user.id, kind, address, server)
+        if not done:
+            self.conn.err(f"{address} is not on your {name} list")
+            return
+        self.conn.ok(f"{address} {'added to' if adding else 'removed from'} your {name} list")
+
+
+def _top(body: bytes, lines: int) -> bytes:
+    """POP3 TOP: the header, the blank line, and the first ``lines`` body lines."""
+    head, sep, rest = body.partition(b"\r\n\r\n")
+    if not sep:
+        return body
+    kept = rest.split(b"\r\n")[:lines] if lines > 0 else []
+    return head + b"\r\n\r\n" + b"".join(line + b"\r\n" for line in kept)
+
+
+async def serve_user(app: SmdpServer, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    try:
+        await UserSession(app, reader, writer).run()
+    except Exception:
+        log.exception("user session failed")

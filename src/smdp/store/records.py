@@ -1,0 +1,105 @@
+"""Plain records the storage layer hands to the domain core (no SQL leaks out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    main_address: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    id: int
+    msgid: str
+    user_id: int
+    sender: str
+    size: int
+    subject: str
+    summary: str
+    created_at: float
+    expires_at: float
+    held: bool  # the body is still held at the origin
+
+
+@dataclass(frozen=True, slots=True)
+class OutEnvelope:
+    envid: str
+    message_id: int
+    domain: str
+    mode: str  # 'envelope' or 'direct'
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecipient:
+    id: int
+    message_id: int
+    envid: str | None
+    recipient: str
+    domain: str
+    state: str
+    detail: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InEnvelope:
+    id: int
+    envid: str
+    origin_server: str
+    sender: str
+    size: int
+    block: str
+    subject: str
+    received_at: float
+    has_body: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEntry:
+    id: int
+    user_id: int
+    envelope_id: int
+    recipient: str
+    state: str
+    decision: str | None
+    reason: str
+    decided_at: float | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    server: str
+    messages: int
+    votes: int
+
+    @property
+    def value(self) -> float:
+        """Section 5.3: Quality(X) = Votes(X) / Messages(X), in [-1, 1]."""
+        return self.votes / self.messages if self.messages else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    direction: str  # 'in' or 'out'
+    kind: str  # 'white' or 'black'
+    address: str
+    server: str | None  # inbound entries only
+    how: str  # 'auto' (a decision made it) or 'manual'
+    added_at: float
+    uses: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    key: str
+    payload: str
+    attempts: int
+    last_error: str

@@ -1,0 +1,538 @@
+"""The embedded default backend: one SQLite database file in WAL mode.
+
+Durability: ``synchronous=FULL`` so a committed transaction survives a crash or
+power cut; the server answers OK only after the commit that holds the data
+(assumption 4: the origin holds what it accepted). Every state change and the
+queue entry it causes are written in one transaction (see ``transaction``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from smdp.store.records import (
+    InEnvelope,
+    Job,
+    ListEntry,
+    MailboxEntry,
+    OutEnvelope,
+    OutMessage,
+    OutRecipient,
+    Quality,
+    User,
+)
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (the message says why)."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The numbered SQL migrations shipped in the package, in order."""
+    found = []
+    for item in resources.files("smdp.store.migrations").iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class SqliteStore:
+    """Storage for one SMDP server. Not shared between threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._in_txn = False
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- schema ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> list[str]:
+        """Apply every migration newer than the database, each in its own transaction."""
+        applied = []
+        current = self.schema_version()
+        for version, name, sql in migrations():
+            if version <= current:
+                continue
+            with self.transaction():
+                for statement in _split_sql(sql):
+                    self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                )
+            applied.append(name)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit: everything inside commits together or not at all."""
+        with self._lock:
+            if self._in_txn:
+                yield  # nested: part of the enclosing transaction
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+            try:
+                yield
+            except BaseException:
+                self._in_txn = False
+                self._db.execute("ROLLBACK")
+                raise
+            self._in_txn = False
+            self._db.execute("COMMIT")
+
+    def _exec(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, args)
+
+    # -- users and identities (assumptions 1 to 3) ---------------------------
+
+    def create_user(self, main_address: str, password_hash: str) -> User:
+        with self.transaction():
+            if self._exec("SELECT 1 FROM identities WHERE address=?", (main_address,)).fetchone():
+                raise StoreError(f"{main_address} already belongs to a user")
+            cur = self._exec(
+                "INSERT INTO users (main_address, password_hash, created_at) VALUES (?, ?, ?)",
+                (main_address, password_hash, time.time()),
+            )
+            user_id = int(cur.lastrowid or 0)
+            self._exec(
+                "INSERT INTO identities (address, user_id, is_main) VALUES (?, ?, 1)",
+                (main_address, user_id),
+            )
+        return User(user_id, main_address, password_hash)
+
+    def add_identity(self, user_id: int, address: str) -> None:
+        with self.transaction():
+            if self._exec("SELECT 1 FROM identities WHERE address=?", (address,)).fetchone():
+                raise StoreError(f"{address} already belongs to a user")
+            self._exec(
+                "INSERT INTO identities (address, user_id, is_main) VALUES (?, ?, 0)",
+                (address, user_id),
+            )
+
+    def remove_identity(self, user_id: int, address: str) -> None:
+        with self.transaction():
+            row = self._exec(
+                "SELECT is_main FROM identities WHERE address=? AND user_id=?", (address, user_id)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{address} is not an identity of this user")
+            if row[0]:
+                raise StoreError(f"{address} is the main identity and cannot be removed")
+            self._exec("DELETE FROM identities WHERE address=?", (address,))
+
+    def set_password(self, user_id: int, password_hash: str) -> None:
+        with self.transaction():
+            self._exec("UPDATE users SET password_hash=? WHERE id=?", (password_hash, user_id))
+
+    def user_by_address(self, address: str) -> User | None:
+        row = self._exec(
+            "SELECT u.id, u.main_address, u.password_hash FROM identities i "
+            "JOIN users u ON u.id = i.user_id WHERE i.address=?",
+            (address,),
+        ).fetchone()
+        return User(*row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._exec(
+            "SELECT id, main_address, password_hash FROM users WHERE id=?", (user_id,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def identities(self, user_id: int) -> list[str]:
+        rows = self._exec(
+            "SELECT address FROM identities WHERE user_id=? ORDER BY is_main DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def users(self) -> list[User]:
+        rows = self._exec("SELECT id, main_address, password_hash FROM users ORDER BY id")
+        return [User(*r) for r in rows.fetchall()]
+
+    # -- origin side: held messages ------------------------------------------
+
+    _OUT_MSG = (
+        "SELECT id, msgid, user_id, sender, size, subject, summary, created_at, expires_at, "
+        "body IS NOT NULL FROM out_messages"
+    )
+
+    def insert_out_message(
+        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        summary: str, expires_at: float,
+    ) -> int:
+        cur = self._exec(
+            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
+        )
+        return int(cur.lastrowid or 0)
+
+    def out_message(self, message_id: int) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE id=?", (message_id,)).fetchone()
+        return _out_message(row) if row else None
+
+    def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE msgid=?", (msgid,)).fetchone()
+        return _out_message(row) if row else None
+
+    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
+        rows = self._exec(
+            self._OUT_MSG + " WHERE user_id=? ORDER BY id DESC LIMIT ?", (user_id, limit)
+        ).fetchall()
+        return [_out_message(r) for r in rows]
+
+    def out_body(self, message_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM out_messages WHERE id=?", (message_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def drop_out_body(self, message_id: int) -> None:
+        self._exec("UPDATE out_messages SET body=NULL WHERE id=?", (message_id,))
+
+    def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
+        self._exec(
+            "INSERT INTO out_envelopes (envid, message_id, domain, mode) VALUES (?, ?, ?, ?)",
+            (envid, message_id, domain, mode),
+        )
+
+    def out_envelope(self, envid: str) -> OutEnvelope | None:
+        row = self._exec(
+            "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=?", (envid,)
+        ).fetchone()
+        return OutEnvelope(*row) if row else None
+
+    _OUT_RCPT = (
+        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
+        "FROM out_recipients"
+    )
+
+    def insert_out_recipient(
+        self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
+        detail: str = "",
+    ) -> None:
+        self._exec(
+            "INSERT INTO out_recipients (message_id, envid, recipient, domain, state, detail, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message_id, envid, recipient, domain, state, detail, time.time()),
+        )
+
+    def out_recipients(self, message_id: int) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE message_id=? ORDER BY id", (message_id,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE envid=? ORDER BY id", (envid,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def update_out_recipient(
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+    ) -> None:
+        if envid is None:
+            self._exec(
+                "UPDATE out_recipients SET state=?, detail=?, updated_at=? WHERE id=?",
+                (state, detail, time.time(), rcpt_id),
+            )
+        else:
+            self._exec(
+                "UPDATE out_recipients SET state=?, detail=?, envid=?, updated_at=? WHERE id=?",
+                (state, detail, envid, time.time(), rcpt_id),
+            )
+
+    def add_spam_report(
+        self, user_id: int, sender: str, recipient: str, kind: str, envid: str
+    ) -> None:
+        self._exec(
+            "INSERT INTO spam_reports (user_id, sender, recipient, kind, envid, reported_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
+            (user_id, sender, recipient, kind, envid, time.time()),
+        )
+
+    def spam_reports(self) -> list[tuple[str, int]]:
+        rows = self._exec(
+            "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender ORDER BY 2 DESC, 1"
+        )
+        return [(r[0], int(r[1])) for r in rows.fetchall()]
+
+    # -- destination side: envelopes and mailboxes ---------------------------
+
+    _IN_ENV = (
+        "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
+        "body IS NOT NULL FROM in_envelopes"
+    )
+
+    def insert_in_envelope(
+        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
+        subject: str, body: bytes | None,
+    ) -> int:
+        cur = self._exec(
+            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+            "received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (envid, origin_server, sender, size, block, subject, time.time(), body),
+        )
+        return int(cur.lastrowid or 0)
+
+    def in_envelope(self, envelope_id: int) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE id=?", (envelope_id,)).fetchone()
+        return _in_envelope(row) if row else None
+
+    def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE envid=?", (envid,)).fetchone()
+        return _in_envelope(row) if row else None
+
+    def set_in_body(self, envelope_id: int, body: bytes) -> None:
+        self._exec("UPDATE in_envelopes SET body=? WHERE id=?", (body, envelope_id))
+
+    def in_body(self, envelope_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM in_envelopes WHERE id=?", (envelope_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    _MAILBOX = (
+        "SELECT id, user_id, envelope_id, recipient, state, decision, reason, decided_at, "
+        "deleted FROM mailbox"
+    )
+
+    def insert_mailbox_entry(
+        self, user_id: int, envelope_id: int, recipient: str, state: str
+    ) -> int:
+        cur = self._exec(
+            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) VALUES (?, ?, ?, ?)",
+            (user_id, envelope_id, recipient, state),
+        )
+        return int(cur.lastrowid or 0)
+
+    def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
+        row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
+        return _mailbox(row) if row else None
+
+    def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
+        row = self._exec(
+            self._MAILBOX + " WHERE envelope_id=? AND recipient=?", (envelope_id, recipient)
+        ).fetchone()
+        return _mailbox(row) if row else None
+
+    def mailbox_entries(
+        self, user_id: int, states: Sequence[str] | None = None
+    ) -> list[MailboxEntry]:
+        if states is None:
+            rows = self._exec(self._MAILBOX + " WHERE user_id=? ORDER BY id", (user_id,))
+        else:
+            marks = ",".join("?" * len(states))
+            rows = self._exec(
+                self._MAILBOX + f" WHERE user_id=? AND state IN ({marks}) AND deleted=0 "
+                "ORDER BY id",
+                (user_id, *states),
+            )
+        return [_mailbox(r) for r in rows.fetchall()]
+
+    def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
+        rows = self._exec(self._MAILBOX + " WHERE envelope_id=? ORDER BY id", (envelope_id,))
+        return [_mailbox(r) for r in rows.fetchall()]
+
+    def update_mailbox_entry(
+        self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
+    ) -> None:
+        if decision is None:
+            self._exec("UPDATE mailbox SET state=? WHERE id=?", (state, entry_id))
+        else:
+            self._exec(
+                "UPDATE mailbox SET state=?, decision=?, reason=?, decided_at=? WHERE id=?",
+                (state, decision, reason or "", time.time(), entry_id),
+            )
+
+    def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        with self.transaction():
+            self._db.executemany(
+                "UPDATE mailbox SET deleted=1 WHERE id=?", [(i,) for i in entry_ids]
+            )
+
+    # -- quality (section 5.3) ------------------------------------------------
+
+    def count_messages(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, ?, 0, ?) "
+            "ON CONFLICT (server) DO UPDATE SET messages = messages + excluded.messages, "
+            "updated_at = excluded.updated_at",
+            (server, n, time.time()),
+        )
+
+    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
+        """Record one user's vote on one message; a changed vote replaces the old one."""
+        row = self._exec("SELECT vote FROM votes WHERE mailbox_id=?", (entry_id,)).fetchone()
+        old = int(row[0]) if row else 0
+        if old == vote:
+            return
+        self._exec(
+            "INSERT INTO votes (mailbox_id, server, vote) VALUES (?, ?, ?) "
+            "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
+            (entry_id, server, vote),
+        )
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, 0, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET votes = votes + excluded.votes, "
+            "updated_at = excluded.updated_at",
+            (server, vote - old, time.time()),
+        )
+
+    def quality(self, server: str) -> Quality:
+        row = self._exec(
+            "SELECT server, messages, votes FROM peer_quality WHERE server=?", (server,)
+        ).fetchone()
+        return Quality(*row) if row else Quality(server, 0, 0)
+
+    def all_quality(self) -> list[Quality]:
+        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
+        return [Quality(*r) for r in rows.fetchall()]
+
+    # -- lists (Table 1, Table 3) ---------------------------------------------
+
+    def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM inbound_lists WHERE user_id=? AND address=? AND server=?",
+            (user_id, address, server),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def outbound_kind(self, user_id: int, address: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM outbound_lists WHERE user_id=? AND address=?", (user_id, address)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+        self._exec(
+            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE SET "
+            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, server, how, time.time()),
+        )
+
+    def put_outbound(self, user_id: int, kind: str, address: str, how: str) -> None:
+        self._exec(
+            "INSERT INTO outbound_lists (user_id, kind, address, how, added_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, address) DO UPDATE SET "
+            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, how, time.time()),
+        )
+
+    def drop_inbound(self, user_id: int, kind: str, address: str, server: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM inbound_lists WHERE user_id=? AND kind=? AND address=? AND server=?",
+            (user_id, kind, address, server),
+        )
+        return cur.rowcount > 0
+
+    def drop_outbound(self, user_id: int, kind: str, address: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM outbound_lists WHERE user_id=? AND kind=? AND address=?",
+            (user_id, kind, address),
+        )
+        return cur.rowcount > 0
+
+    def touch_inbound(self, user_id: int, address: str, server: str) -> None:
+        self._exec(
+            "UPDATE inbound_lists SET uses=uses+1, last_used=? "
+            "WHERE user_id=? AND address=? AND server=?",
+            (time.time(), user_id, address, server),
+        )
+
+    def touch_outbound(self, user_id: int, address: str) -> None:
+        self._exec(
+            "UPDATE outbound_lists SET uses=uses+1, last_used=? WHERE user_id=? AND address=?",
+            (time.time(), user_id, address),
+        )
+
+    def list_entries(self, user_id: int) -> list[ListEntry]:
+        inbound = self._exec(
+            "SELECT 'in', kind, address, server, how, added_at, uses FROM inbound_lists "
+            "WHERE user_id=? ORDER BY kind DESC, address, server",
+            (user_id,),
+        ).fetchall()
+        outbound = self._exec(
+            "SELECT 'out', kind, address, NULL, how, added_at, uses FROM outbound_lists "
+            "WHERE user_id=? ORDER BY kind DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [ListEntry(*r) for r in inbound + outbound]
+
+    # -- the work queue ----------------------------------------------------------
+
+    def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
+        now = time.time()
+        self._exec(
+            "INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (kind, key, payload, now if at is None else at, now),
+        )
+
+    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue "
+            "WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+    def finish_job(self, job_id: int) -> None:
+        self._exec("DELETE FROM queue WHERE id=?", (job_id,))
+
+    def retry_job(self, job_id: int, at: float, error: str) -> None:
+        self._exec(
+            "UPDATE queue SET attempts=attempts+1, next_attempt=?, last_error=? WHERE id=?",
+            (at, error[:500], job_id),
+        )
+
+    def queue_size(self) -> int:
+        return int(self._exec("SELECT COUNT(*) FROM queue").fetchone()[0])
+
+    def jobs(self) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+
+def _split_sql(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _out_message(row: Sequence[object]) -> OutMessage:
+    r = list(row)
+    r[9] = bool(r[9])
+    return OutMessage(*r)  # type: ignore[arg-type]
+
+
+def _in_envelope(row: Sequence[object]) -> InEnvelope:
+    r = list(row)
+    r[8] = bool(r[8])
+    return InEnvelope(*r)  # type: ignore[arg-type]
+
+
+def _mailbox(row: Sequence[object]) -> MailboxEntry:
+    r = list(row)
+    r[8] = bool(r[8])
+    return MailboxEntry(*r)  # type: ignore[arg-type]
