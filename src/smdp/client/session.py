@@ -58,7 +58,7 @@ class UserClient:
         for rcpt in recipients:
             self.call(wire.RcptCmd(rcpt))
         self.call(wire.DataCmd())
-        return self.call(wire.MessageComplete(message)).text
+        return self.call(wire.Message(message)).text
 
     def quit(self) -> None:
         try:

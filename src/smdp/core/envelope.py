@@ -159,7 +159,7 @@ _LINE_BREAK = re.compile(rb"[\r\n]")
 # before the colon (obs-optional, RFC 5322 4.5). Being at least as lenient as
 # any reader matters for the anti-spoofing check: every line that some client
 # could take for a header field must be inspected.
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]++)[ \t]*+:")
 
 
 def scan_header(
@@ -248,11 +248,22 @@ def _clean(text: str, max_chars: int, max_octets: int) -> str:
 
 
 def _bytes_to_text(raw: bytes) -> str:
-    """Undeclared 8-bit text: UTF-8 when it is valid, else Windows-1252."""
+    """Undeclared 8-bit text: UTF-8 when it is valid, else Windows-1252, line by line.
+
+    Line by line because mislabelled mail often mixes both (a UTF-8 body with
+    a Latin-1 signature pasted in).
+    """
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
+        pass
+    lines = raw.split(b"\n")
+    for index, line in enumerate(lines):
+        try:
+            lines[index] = line.decode("utf-8").encode("utf-8")
+        except UnicodeDecodeError:
+            lines[index] = line.decode("cp1252", "replace").encode("utf-8", "replace")
+    return b"\n".join(lines).decode("utf-8", "replace")
 
 
 # Labels seen in mail that Python's codec registry does not know.
@@ -375,7 +386,11 @@ def _fit_names(count: int, names: list[str] | tuple[str, ...]) -> tuple[str, ...
 # ---------------------------------------------------------------------------
 # MIME parameters (RFC 2045 5.1, RFC 2231)
 
-_PARAM_NAME = re.compile(r"[ \t;]*([^\s=;\"]+)[ \t]*=[ \t]*")
+# Possessive quantifiers and a separate skip keep parsing linear: spam has
+# "Content-Type: text/html ; ; ; ..." thousands long, which made a
+# backtracking pattern quadratic (0.6 s for one 24 KB message).
+_PARAM_SKIP = re.compile(r"[ \t;]*+")
+_PARAM_NAME = re.compile(r"([^\s=;\"]++)[ \t]*+=[ \t]*+")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _MAX_PARAMS = 64
@@ -394,7 +409,12 @@ def _parse_params(value: bytes) -> tuple[str, dict[str, str]]:
     if semi < 0:
         return main, params
     pos, size = semi + 1, len(text)
-    while pos < size and len(params) < _MAX_PARAMS:
+    while len(params) < _MAX_PARAMS:
+        skipped = _PARAM_SKIP.match(text, pos)
+        if skipped is not None:
+            pos = skipped.end()
+        if pos >= size:
+            break
         match = _PARAM_NAME.match(text, pos)
         if match is None:
             nxt = text.find(";", pos)
@@ -465,6 +485,9 @@ _TOP_KEEP = frozenset(
      "content-transfer-encoding", "content-disposition"}
 )
 _PART_KEEP = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+# Non-text parts under these are the body itself (an alternative rendering, or
+# an image the HTML shows inline), not attachments, unless they are named.
+_INLINE_BODY_PARENTS = frozenset({"alternative", "related"})
 
 
 @dataclass(slots=True)
@@ -512,8 +535,14 @@ def _entity(
         if depth >= MAX_DEPTH:
             return
         boundary = params.get("boundary", "")
-        delimiter = boundary.encode("latin-1")
-        if boundary and _multipart(walk, delimiter, body_start, end, depth + 1, subtype):
+        if boundary and _multipart(
+            walk, boundary.encode("latin-1"), body_start, end, depth + 1, subtype
+        ):
+            return
+        # A boundary that is missing or never used: mailers that get it wrong
+        # still write their real delimiter lines, so try the first one seen.
+        guessed = _guess_boundary(walk.data, body_start, end)
+        if guessed and _multipart(walk, guessed, body_start, end, depth + 1, subtype):
             return
         # No usable boundary: read the body as text, as a reader would show it.
         maintype, subtype = "text", "plain"
@@ -527,7 +556,7 @@ def _entity(
     if (
         disposition == "attachment"
         or filename is not None
-        or (maintype != "text" and parent != "alternative")
+        or (maintype != "text" and parent not in _INLINE_BODY_PARENTS)
     ):
         walk.attachments += 1
         if filename is not None and len(walk.names) < MAX_ATTACHMENT_NAMES:
@@ -545,6 +574,21 @@ def _entity(
             walk.plain = part
     elif walk.html is None:
         walk.html = part
+
+
+_GUESS_WINDOW = 4096
+# "--" then a boundary that starts with a visible character, so that a "-- "
+# signature separator is never taken for one.
+_GUESS_LINE = re.compile(rb"(?:\A|\n)--([\x21-\x7e][^\r\n]{0,199}?)[ \t]*\r?\n")
+
+
+def _guess_boundary(data: bytes, start: int, end: int) -> bytes | None:
+    """The boundary of the first delimiter-looking line near the start of a body."""
+    match = _GUESS_LINE.search(data[start : min(end, start + _GUESS_WINDOW)])
+    if match is None:
+        return None
+    boundary = match.group(1)
+    return boundary[:-2] if boundary.endswith(b"--") else boundary
 
 
 def _multipart(

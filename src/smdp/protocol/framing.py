@@ -222,9 +222,9 @@ class DataBlockReader:
             crlf_term = buf.find(b"\n.\r\n")
             lf_term = buf.find(b"\n.\n")
             if crlf_term >= 0 and (lf_term < 0 or crlf_term < lf_term):
-                body_end, term_end = crlf_term + 1, crlf_term + 5
+                body_end, term_end = crlf_term + 1, crlf_term + 4
             elif lf_term >= 0:
-                body_end, term_end = lf_term + 1, lf_term + 4
+                body_end, term_end = lf_term + 1, lf_term + 3
             else:
                 body_end = term_end = buf.rfind(b"\n") + 1
         if body_end:

@@ -288,7 +288,7 @@ class DeliveryWorker:
         # never to whoever delivered the envelope (contract 2.5).
         link = await self._link(env.sender.rpartition("@")[2])
         try:
-            held = env.has_body or not message.accepts
+            held = env.has_body and message.accepts
             reply = await link.command(
                 wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
             )

@@ -1,0 +1,265 @@
+"""Tables 1 to 3 and section 5.3, on the domain core with real SQLite stores
+(one per server) and no wire: the origin's and destination's services are
+called as the adapters call them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smdp.config import QualityPolicy
+from smdp.core.decisions import OPTIONS, TABLE_2, Option, SmdpMessage
+from smdp.core.destination import DecisionError, Destination
+from smdp.core.origin import Origin
+from smdp.core.quality import judge
+from smdp.core.submission import SubmissionError
+from smdp.store import SqliteStore
+from smdp.store.records import Quality, User
+
+A_HOST = "smdp.a.example"
+MSG = b"Subject: hello\r\n\r\nfirst line\r\nsecond line\r\nthird\r\n"
+
+
+class World:
+    """An origin (a.example) and a destination (b.example), each with its store."""
+
+    def __init__(self, tmp: Path, policy: QualityPolicy | None = None) -> None:
+        self.a = SqliteStore(tmp / "a.sqlite3")
+        self.b = SqliteStore(tmp / "b.sqlite3")
+        self.a.migrate()
+        self.b.migrate()
+        self.origin = Origin(self.a, hostname=A_HOST, expire_days=30)
+        self.dest = Destination(self.b, quality=policy or QualityPolicy())
+        self.alice = self.a.create_user("alice@a.example", "x")
+        self.a.add_identity(self.alice.id, "sales@a.example")
+        self.bob = self.b.create_user("bob@b.example", "x")
+        self.carol = self.b.create_user("carol@b.example", "x")
+
+    def send(self, rcpts: list[str], body: bytes = MSG) -> str:
+        result = self.origin.submit(self.alice, "alice@a.example", rcpts, body)
+        return result.msgid
+
+    def deliver_envelopes(self) -> None:
+        """What the delivery worker does for send-envelope jobs."""
+        for job in self.a.jobs():
+            if job.kind != "send-envelope":
+                continue
+            envid = json.loads(job.payload)["envid"]
+            env = self.a.out_envelope(envid)
+            assert env is not None
+            msg = self.a.out_message(env.message_id)
+            assert msg is not None
+            rcpts = [r.recipient for r in self.a.out_recipients_of_envelope(envid)]
+            self.dest.receive_envelope(
+                server=A_HOST, envid=envid, sender=msg.sender, recipients=rcpts,
+                size=msg.size, block=msg.summary.encode(),
+            )
+            self.origin.envelope_sent(envid, {})
+            self.a.finish_job(job.id)
+
+    def report_decisions(self) -> list[int]:
+        """What the delivery worker does for report-decision jobs; returns pull sizes."""
+        pulls = []
+        for job in self.b.jobs():
+            entry = self.b.mailbox_entry(json.loads(job.payload)["entry"])
+            assert entry is not None and entry.decision is not None
+            env = self.b.in_envelope(entry.envelope_id)
+            assert env is not None
+            message = SmdpMessage(entry.decision)
+            held = env.has_body and message.accepts
+            outcome = self.origin.on_decision(env.envid, entry.recipient, message, held)
+            if outcome.body is not None:
+                pulls.append(len(outcome.body))
+                self.dest.body_pulled(env.id, outcome.body)
+                self.origin.on_received(env.envid)
+            elif message.accepts:
+                self.dest.body_pulled(env.id, None)
+            self.b.finish_job(job.id)
+        return pulls
+
+    def entry(self, user: User) -> int:
+        return self.b.mailbox_entries(user.id)[-1].id
+
+    def out_states(self, msgid: str) -> dict[str, str]:
+        msg = self.a.out_message_by_msgid(msgid)
+        assert msg is not None
+        return {r.recipient: r.state for r in self.a.out_recipients(msg.id)}
+
+    def held(self, msgid: str) -> bool:
+        msg = self.a.out_message_by_msgid(msgid)
+        assert msg is not None
+        return msg.held
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_table_1_maps_each_option_to_its_message() -> None:
+    assert {o.value: m.value for o, m in OPTIONS.items()} == {
+        "ACCEPT": "ACCEPT", "ACCEPT&AUTH": "AUTHORIZE", "REJECT": "REJECT",
+        "REJECT&SPAM": "SPAM", "REJECT&SPAMMER": "SPAMMER",
+    }
+    assert set(TABLE_2) == set(SmdpMessage)
+
+
+@pytest.mark.parametrize("option", list(Option))
+def test_table_2_effects_on_both_sides(world: World, option: Option) -> None:
+    msgid = world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), option)
+    pulls = world.report_decisions()
+    message = OPTIONS[option]
+    recipient, origin = TABLE_2[message]
+    inbound = {(e.kind, e.address, e.server) for e in world.b.list_entries(world.bob.id)}
+    outbound = {(e.kind, e.address) for e in world.a.list_entries(world.alice.id)}
+    expect_in = set()
+    expect_out = set()
+    if recipient.add_to_white_list:
+        expect_in.add(("white", "alice@a.example", A_HOST))
+    if recipient.add_to_black_list:
+        expect_in.add(("black", "alice@a.example", A_HOST))
+    if origin.add_to_white_list:
+        expect_out.add(("white", "bob@b.example"))
+    if origin.add_to_black_list:
+        expect_out.add(("black", "bob@b.example"))
+    assert inbound == expect_in
+    assert outbound == expect_out
+    assert len(pulls) == (1 if origin.send_message else 0)
+    assert world.a.spam_reports() == ([("alice@a.example", 1)] if origin.report_spam else [])
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, recipient.vote)
+    assert not world.held(msgid)  # every recipient decided: the origin deleted it
+    state = "delivered" if message.accepts else origin.state
+    assert world.out_states(msgid) == {"bob@b.example": state}
+
+
+def test_table_3_sender_side(world: World) -> None:
+    world.a.put_outbound(world.alice.id, "white", "bob@b.example", "manual")
+    world.a.put_outbound(world.alice.id, "black", "carol@b.example", "manual")
+    result = world.origin.submit(world.alice, "alice@a.example",
+                                 ["bob@b.example", "carol@b.example"], MSG)
+    assert result.direct == ["bob@b.example"]
+    assert result.refused == ["carol@b.example"]
+    kinds = sorted(j.kind for j in world.a.jobs())
+    assert kinds == ["send-direct"]  # nothing at all is sent for carol
+    assert world.out_states(result.msgid)["carol@b.example"] == "refused"
+
+
+def test_table_3_recipient_side(world: World) -> None:
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", A_HOST, "manual")
+    world.b.put_inbound(world.carol.id, "black", "alice@a.example", A_HOST, "manual")
+    msgid = world.send(["bob@b.example", "carol@b.example"])
+    world.deliver_envelopes()
+    states = {e.recipient: (e.state, e.decision) for e in
+              world.b.mailbox_entries(world.bob.id) + world.b.mailbox_entries(world.carol.id)}
+    assert states == {"bob@b.example": ("fetching", "ACCEPT"),
+                      "carol@b.example": ("spammer", "SPAMMER")}
+    world.report_decisions()
+    assert world.out_states(msgid) == {"bob@b.example": "delivered",
+                                       "carol@b.example": "spammer"}
+
+
+def test_pair_must_match_the_server_too(world: World) -> None:
+    # Lists hold (address, SMDP server) pairs: the same address from another
+    # server is not white-listed (section 5.3, unlawful servers).
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", "rogue.example", "manual")
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    assert world.b.mailbox_entries(world.bob.id)[0].state == "pending"
+
+
+def test_assumption_5_second_acceptance_uses_the_local_copy(world: World) -> None:
+    msgid = world.send(["bob@b.example", "carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Option.ACCEPT)
+    assert world.report_decisions() == [len(world.a.out_body(1) or b"")]
+    assert world.held(msgid)  # carol has not decided
+    result = world.dest.decide(world.carol, world.entry(world.carol), Option.ACCEPT)
+    assert result.entry.state == "accepted"  # readable at once
+    assert world.report_decisions() == []  # ACCEPT ... BODY=HELD: no second transfer
+    assert not world.held(msgid)
+
+
+def test_reject_after_accept_replaces_the_vote(world: World) -> None:
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    entry = world.entry(world.bob)
+    world.dest.decide(world.bob, entry, Option.ACCEPT)
+    world.report_decisions()
+    world.dest.decide(world.bob, entry, Option.REJECT_SPAMMER)
+    world.report_decisions()
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)  # one vote per message
+    assert [(e.kind, e.address) for e in world.a.list_entries(world.alice.id)] == [
+        ("black", "bob@b.example")]
+    with pytest.raises(DecisionError, match="already rejected"):
+        world.dest.decide(world.bob, entry, Option.ACCEPT)
+
+
+def test_decisions_only_by_the_recipient(world: World) -> None:
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    with pytest.raises(DecisionError, match="no envelope"):
+        world.dest.decide(world.carol, world.entry(world.bob), Option.ACCEPT)
+    with pytest.raises(DecisionError, match="no envelope"):
+        world.dest.decide(world.carol, 999, Option.REJECT)
+
+
+def test_origin_refuses_unknown_and_foreign_envelopes(world: World) -> None:
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    assert world.origin.on_decision("a" * 26, "bob@b.example", SmdpMessage.ACCEPT,
+                                    False).code == 550
+    assert world.origin.on_decision(env.envid, "carol@b.example", SmdpMessage.ACCEPT,
+                                    False).code == 550
+    world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.REJECT, False)
+    assert world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT,
+                                    False).code == 554
+
+
+def test_replayed_envelope_is_stored_once(world: World) -> None:
+    world.send(["bob@b.example"])
+    jobs = world.a.jobs()
+    world.deliver_envelopes()
+    envid = json.loads(jobs[0].payload)["envid"]
+    msg = world.a.out_message(1)
+    assert msg is not None
+    world.dest.receive_envelope(server=A_HOST, envid=envid, sender=msg.sender,
+                                recipients=["bob@b.example"], size=msg.size,
+                                block=msg.summary.encode())
+    assert len(world.b.mailbox_entries(world.bob.id)) == 1
+    assert world.b.quality(A_HOST).messages == 1
+
+
+def test_spoofed_from_is_refused_before_anything_is_stored(world: World) -> None:
+    with pytest.raises(SubmissionError):
+        world.origin.submit(world.alice, "alice@a.example", ["bob@b.example"],
+                            b"From: ceo@a.example\r\n\r\nhi\r\n")
+    assert world.a.out_messages_of(world.alice.id) == []
+    assert world.a.jobs() == []
+
+
+def test_quality_indicator_and_thresholds() -> None:
+    policy = QualityPolicy(min_messages=10, alert_below=0.0, block_below=-0.5)
+    assert Quality("x", 4, 4).value == 1.0
+    assert judge(Quality("x", 9, -9), policy).status == "new"  # too few to judge
+    assert judge(Quality("x", 10, 10), policy).status == "ok"
+    assert judge(Quality("x", 10, -1), policy).status == "alert"
+    assert judge(Quality("x", 10, -6), policy).status == "blocked"
+
+
+def test_blocked_peer_is_refused(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, block_below=-0.5))
+    for _ in range(2):
+        world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    assert world.dest.peer_refusal(A_HOST) is None
+    for entry in world.b.mailbox_entries(world.bob.id):
+        world.dest.decide(world.bob, entry.id, Option.REJECT)
+    refusal = world.dest.peer_refusal(A_HOST)
+    assert refusal is not None and "blocked" in refusal
