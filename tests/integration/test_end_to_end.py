@@ -83,7 +83,7 @@ def test_section_5_2_accept_pulls_the_message(pair: tuple[Server, Server]) -> No
     msgid = msgid_of(reply)
     # Step 4: only the envelope travels; the origin holds the message.
     [env] = wait_envelope(b)
-    entry, state, sender, size, attachments, subject = env
+    entry, state, sender, _size, attachments, subject = env
     assert (state, sender, attachments, subject) == ("pending", ALICE, "0", "Lunch?")
     wait_until(lambda: sent_states(a, msgid) == {BOB: "envelope-sent"}, what="envelope sent")
     assert held(a, msgid)

@@ -38,7 +38,7 @@ class UserClient:
             assert isinstance(event, wire.UserReply)
             return event
 
-    def call(self, command: object) -> wire.UserReply:
+    def call(self, command: wire.UserCommand | wire.Message) -> wire.UserReply:
         """Send one command and return the reply; -ERR raises ClientError."""
         try:
             self.sock.sendall(self.conn.send(command))

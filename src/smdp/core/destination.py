@@ -123,10 +123,9 @@ class Destination:
             raise DecisionError(f"envelope {entry_id} can no longer be fetched: {entry.reason}")
         if entry.decision == message.value:
             return DecisionResult(entry, message, "already decided")
-        if message.accepts and entry.state in (d.ACCEPTED, d.FETCHING):
-            # Accept after accept: only AUTHORIZE adds something (the white list).
-            if message is not SmdpMessage.AUTHORIZE:
-                return DecisionResult(entry, message, "already accepted")
+        # Accept after accept: only AUTHORIZE adds something (the white list).
+        if (message is SmdpMessage.ACCEPT and entry.state in (d.ACCEPTED, d.FETCHING)):
+            return DecisionResult(entry, message, "already accepted")
         with self.store.transaction():
             self._apply(entry.id, message, "your decision")
         updated = self.store.mailbox_entry(entry.id)
@@ -159,10 +158,14 @@ class Destination:
 
     # -- the pull (section 5.2 step 7) --------------------------------------------
 
-    def body_pulled(self, envelope_id: int, body: bytes) -> None:
-        """Store the pulled message once; every accepted recipient gets it."""
+    def body_pulled(self, envelope_id: int, body: bytes | None) -> None:
+        """Store the pulled message once; every accepted recipient gets it.
+
+        ``body`` is None when the origin answered a BODY=HELD decision: the
+        copy is already here (assumption 5).
+        """
         with self.store.transaction():
-            if self.store.in_body(envelope_id) is None:
+            if body is not None and self.store.in_body(envelope_id) is None:
                 self.store.set_in_body(envelope_id, body)
             for entry in self.store.entries_of_envelope(envelope_id):
                 if entry.state == d.FETCHING:

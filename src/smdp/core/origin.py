@@ -217,7 +217,9 @@ class Origin:
         with self.store.transaction():
             for r in self.store.out_recipients_of_envelope(envid):
                 if r.state in ("accepted", "authorized"):
-                    self.store.update_out_recipient(r.id, d.OUT_DELIVERED, f"{r.state} by recipient")
+                    self.store.update_out_recipient(
+                        r.id, d.OUT_DELIVERED, f"{r.state} by recipient"
+                    )
             self._drop_body_when_done(envid)
         return DecisionOutcome(250, f"2.0.0 {envid} transfer confirmed")
 

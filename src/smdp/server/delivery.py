@@ -12,14 +12,15 @@ Job kinds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from smdp.core.decisions import SmdpMessage
-from smdp.core.decisions import OUT_QUEUED
+from smdp.core.decisions import OUT_QUEUED, SmdpMessage
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA
 from smdp.server.discovery import DiscoveryError
@@ -81,7 +82,7 @@ class PeerLink:
             assert isinstance(event, wire.Reply | wire.PulledBody)
             return event
 
-    async def command(self, command: object) -> wire.Reply | wire.PulledBody:
+    async def command(self, command: wire.PeerCommand) -> wire.Reply | wire.PulledBody:
         try:
             self.writer.write(self.conn.send(command))
             await self.writer.drain()
@@ -92,7 +93,7 @@ class PeerLink:
         except wire.RemoteProtocolError as exc:
             raise TemporaryFailure(f"the peer broke the protocol: {exc}") from None
 
-    async def expect(self, command: object, what: str) -> wire.Reply:
+    async def expect(self, command: wire.PeerCommand, what: str) -> wire.Reply:
         reply = await self.command(command)
         if isinstance(reply, wire.PulledBody):
             raise PermanentFailure(f"{what}: unexpected message body")
@@ -104,7 +105,7 @@ class PeerLink:
             if not self.writer.is_closing():
                 self.writer.write(self.conn.send(wire.Quit()))
                 await asyncio.wait_for(self.writer.drain(), 2)
-        except Exception:  # noqa: S110 - closing is best effort
+        except Exception:
             pass
         self.writer.close()
 
@@ -140,10 +141,8 @@ class DeliveryWorker:
                 self._launch_due()
             except Exception:
                 log.exception("queue scan failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
-            except TimeoutError:
-                pass
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
 
@@ -163,12 +162,12 @@ class DeliveryWorker:
     async def _run_job(self, job: Job) -> None:
         store = self.app.store
         try:
-            handler = {
+            handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
                 "send-envelope": self.send_envelope,
                 "send-direct": self.send_direct,
                 "report-decision": self.report_decision,
-            }[job.kind]
-            await handler(json.loads(job.payload))
+            }
+            await handlers[job.kind](json.loads(job.payload))
             store.finish_job(job.id)
         except TemporaryFailure as exc:
             self._retry_or_give_up(job, str(exc))
@@ -219,10 +218,10 @@ class DeliveryWorker:
 
     # -- section 5.2 step 4: the envelope ------------------------------------------
 
-    async def send_envelope(self, payload: dict[str, str]) -> None:
+    async def send_envelope(self, payload: dict[str, Any]) -> None:
         await self._send(payload["envid"], direct=False)
 
-    async def send_direct(self, payload: dict[str, str]) -> None:
+    async def send_direct(self, payload: dict[str, Any]) -> None:
         await self._send(payload["envid"], direct=True)
 
     async def _send(self, envid: str, *, direct: bool) -> None:
@@ -276,7 +275,7 @@ class DeliveryWorker:
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 
-    async def report_decision(self, payload: dict[str, int]) -> None:
+    async def report_decision(self, payload: dict[str, Any]) -> None:
         store = self.app.store
         entry = store.mailbox_entry(payload["entry"])
         if entry is None or entry.decision is None:

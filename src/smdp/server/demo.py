@@ -5,6 +5,7 @@ can send a message from one domain to the other and accept it at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -66,10 +67,8 @@ def run_demo(root: Path, *, base_port: int = 2525) -> int:
     for path, (_domain, _host, user, password) in zip(paths, DOMAINS, strict=True):
         config = load_config(path)
         store = open_store(str(config.store_path))
-        try:
+        with contextlib.suppress(AccountError):  # already there from an earlier run
             Accounts(store, config).create(f"{user}@{config.domains[0]}", password)
-        except AccountError:
-            pass  # already there from an earlier run
         store.close()
     procs: list[subprocess.Popen[bytes]] = []
     try:

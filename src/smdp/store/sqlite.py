@@ -266,7 +266,8 @@ class SqliteStore:
     ) -> None:
         self._exec(
             "INSERT INTO spam_reports (user_id, sender, recipient, kind, envid, reported_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
             (user_id, sender, recipient, kind, envid, time.time()),
         )
 
