@@ -434,7 +434,11 @@ def test_over_long_command_line(max_command_line: int) -> None:
     conn = at_state(PeerState.READY, max_command_line=max_command_line)
     ok_line = "HELO " + "a" * (max_command_line - 7)
     assert len(ok_line) == max_command_line - 2
-    assert step(conn, ok_line)[1].startswith(b"501 ")  # reaches the parser
+    event, out = step(conn, ok_line)  # the longest line reaches the parser
+    assert event == Helo("a" * (max_command_line - 7)) or out.startswith(b"501 5.5.4 Bad host")
+    if event is not NEED_DATA:
+        conn.reply(250, "ok")
+        conn.data_to_send()
     event, out = step(conn, "NOOP" + "x" * (max_command_line - 5))
     assert (event, out) == (NEED_DATA, b"500 5.5.2 Line too long\r\n")
     event, out = step(conn, "NOOP " + "y" * 100_000)

@@ -120,12 +120,12 @@ def parse_address(text: str) -> Address:
         raise AddressError("The address contains a non-ASCII character; addresses are ASCII only.")
     if _CONTROL.search(text):
         raise AddressError("The address contains a control character such as CR, LF or NUL.")
+    if '"' in text:
+        raise AddressError("Quoted local parts are not supported.")
     if " " in text:
         raise AddressError("The address contains a space.")
     if len(text) > MAX_ADDRESS_OCTETS:
         raise AddressError(f"The address is longer than {MAX_ADDRESS_OCTETS} octets.")
-    if '"' in text:
-        raise AddressError("Quoted local parts are not supported.")
     if text.startswith("<") or text.endswith(">"):
         raise AddressError("The address must be given without angle brackets here.")
     count = text.count("@")

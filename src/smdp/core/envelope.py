@@ -31,13 +31,13 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "MAX_ATTACHMENT_NAMES",
     "MAX_BLOCK_OCTETS",
     "MAX_DEPTH",
+    "MAX_HEADER_OCTETS",
     "MAX_HEADLINES",
     "MAX_HEADLINE_CHARS",
     "MAX_PARTS",
@@ -73,6 +73,9 @@ MAX_BLOCK_OCTETS = 16 * 1024
 # non-ASCII characters are up to 3992 octets, so every field line is also cut
 # to fit: otherwise a destination would refuse the whole envelope.
 MAX_LINE_OCTETS = 998
+# The largest header block read; submission refuses larger ones, so every
+# stored message is read in full.
+MAX_HEADER_OCTETS = 1024 * 1024
 # Bounds on the MIME walk: deeper or further parts are not inspected.
 MAX_DEPTH = 20
 MAX_PARTS = 200
@@ -82,7 +85,7 @@ _MAX_RAW_HEADER = 32 * 1024
 _MAX_RAW_ADDRESS = 4 * 1024
 # Body text is decoded in growing prefixes until enough headlines are found.
 _TEXT_STEPS = (8 * 1024, 64 * 1024, 256 * 1024)
-_HTML_STEPS = (32 * 1024, 256 * 1024)
+_HTML_STEPS = (16 * 1024, 128 * 1024)
 
 
 class EnvelopeError(ValueError):
@@ -145,13 +148,16 @@ class HeaderBlock:
     ``end`` is where the last field ends; ``body_start`` is where the body
     starts. With ``separator`` they are apart by the blank line; without it the
     header stopped at a line that is not a header field (or at the end of the
-    data) and ``end == body_start``.
+    data) and ``end == body_start``. ``truncated`` says the scan stopped at
+    its ``limit`` inside the header: the fields are only the first ones and
+    where the body starts is unknown.
     """
 
     fields: tuple[HeaderField, ...]
     end: int
     body_start: int
     separator: bool
+    truncated: bool = False
 
 
 _LINE_BREAK = re.compile(rb"[\r\n]")
@@ -168,15 +174,19 @@ def scan_header(
     end: int | None = None,
     *,
     keep: frozenset[str] | None = None,
+    limit: int | None = None,
 ) -> HeaderBlock:
     """Scan the header block of ``data[start:end]`` without copying the body.
 
     Lines may end in CRLF, LF or a bare CR. The header ends at the first empty
     line, or at the first line that is neither a field nor a continuation
     (then there is no separator). With ``keep`` (lower-case names), only those
-    fields are returned, which saves building values nobody reads.
+    fields are returned, which saves building values nobody reads. With
+    ``limit``, scanning stops once that many octets of header have been read
+    (see ``HeaderBlock.truncated``); the cost is one Python step per line.
     """
     stop = len(data) if end is None else end
+    give_up = stop if limit is None else min(stop, start + limit)
     fields: list[HeaderField] = []
     pos = start
     name: str | None = None
@@ -217,6 +227,9 @@ def scan_header(
             field_start = pos
             parts = [data[field.end() : line_end]] if wanted else []
         pos = next_pos
+        if pos >= give_up and pos < stop:
+            flush(pos)
+            return HeaderBlock(tuple(fields), pos, pos, False, truncated=True)
     flush(pos)
     return HeaderBlock(tuple(fields), pos, pos, False)
 
@@ -233,10 +246,17 @@ _UNSAFE = re.compile(
 )
 
 
+_CLEAN_WINDOW = 8
+
+
 def _clean(text: str, max_chars: int, max_octets: int) -> str:
     """Sanitise one display value and cap it in characters and UTF-8 octets."""
     if not text:
         return ""
+    if len(text) > _CLEAN_WINDOW * max_chars:
+        # Bounded work on a huge line; only a line made mostly of blanks
+        # would lose visible text to this cut.
+        text = text[: _CLEAN_WINDOW * max_chars]
     text = " ".join(_UNSAFE.sub(" ", text).split())
     if len(text) > max_chars:
         text = text[:max_chars].rstrip()
@@ -763,11 +783,29 @@ def _joined(fields: tuple[HeaderField, ...], key: str) -> str:
     return ", ".join(t for t in texts if t.strip())
 
 
+# The phrase before the first "<" that is not inside a quoted string.
+_NAME_BEFORE_ANGLE = re.compile(r'((?:"(?:[^"\\]|\\.)*+"|[^"<])*+)<', re.DOTALL)
+
+
 def _display_name(raw: bytes) -> str:
-    # Parse on the raw value, then decode the name: decoding first could turn
-    # an encoded "<" or "," into syntax.
-    name, _addr = parseaddr(raw[:_MAX_RAW_ADDRESS].decode("latin-1"))
-    return decode_header_text(name.encode("latin-1", "replace"))
+    """The display name of the first mailbox of a From value, decoded.
+
+    Not :func:`email.utils.parseaddr`: it recurses once per nested comment
+    and raises RecursionError on a From of a few thousand "(". The name is
+    cut out of the raw value and decoded afterwards, since decoding first
+    could turn an encoded "<" into syntax.
+    """
+    text = raw[:_MAX_RAW_ADDRESS].decode("latin-1")
+    match = _NAME_BEFORE_ANGLE.match(text)
+    if match is not None:
+        name = match.group(1).strip()
+    else:
+        # "addr (Name)", the old comment form.
+        opening, closing = text.find("("), text.rfind(")")
+        name = text[opening + 1 : closing].strip() if 0 <= opening < closing else ""
+    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+        name = _QUOTED_PAIR.sub(r"\1", name[1:-1])
+    return decode_header_text(name.encode("latin-1"))
 
 
 def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
@@ -778,13 +816,14 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         # An mbox separator line, left on messages read from mbox files.
         newline = data.find(b"\n")
         start = len(data) if newline < 0 else newline + 1
-    block = scan_header(data, start, keep=_TOP_KEEP)
+    block = scan_header(data, start, keep=_TOP_KEEP, limit=MAX_HEADER_OCTETS)
     fields = block.fields
     subject_raw = _first(fields, "subject")
     from_raw = _first(fields, "from")
     date_raw = _first(fields, "date")
     walk = _Walk(data)
-    _entity(walk, fields, block.body_start, len(data), 0, "")
+    if not block.truncated:
+        _entity(walk, fields, block.body_start, len(data), 0, "")
     wanted = max(0, min(headlines, MAX_HEADLINES))
     attachment_names = _fit_names(walk.attachments, walk.names)
     return EnvelopeSummary(

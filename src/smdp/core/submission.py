@@ -21,7 +21,7 @@ from email.headerregistry import HeaderRegistry
 from email.utils import format_datetime, getaddresses
 
 from smdp.core.addresses import AddressError, normalize, parse_address
-from smdp.core.envelope import HeaderField, decode_header_text, scan_header
+from smdp.core.envelope import MAX_HEADER_OCTETS, HeaderField, decode_header_text, scan_header
 
 __all__ = ["SubmissionError", "prepare_submission"]
 
@@ -89,13 +89,16 @@ def _claimed_addresses(field: HeaderField) -> list[str]:
         raise SubmissionError(f"The {field.name} header is too long.")
     value = field.value.decode("latin-1")
     found: list[str] = []
-    for _name, addr in getaddresses([value]):
-        if addr:
-            found.append(addr)
     try:
+        for _name, addr in getaddresses([value]):
+            if addr:
+                found.append(addr)
         header = _REGISTRY(field.key, value)
         addresses = getattr(header, "addresses", ())
-    except Exception as exc:  # the modern parser raises on some malformed input
+    except Exception as exc:
+        # Both parsers raise on some malformed input (nested comments give a
+        # RecursionError, odd tokens IndexError): what cannot be read cannot
+        # be shown to be the user's own.
         raise SubmissionError(
             f"The {field.name} header is malformed and cannot be checked."
         ) from exc
@@ -163,7 +166,11 @@ def prepare_submission(
         raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
 
     data = _normalize_line_ends(raw)
-    block = scan_header(data)
+    block = scan_header(data, limit=MAX_HEADER_OCTETS)
+    if block.truncated:
+        raise SubmissionError(
+            f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
+        )
     if _HEADER_CONTROL.search(data[: block.end].replace(_CRLF, b"")):
         raise SubmissionError("The message header contains NUL or another control character.")
     has_from = _check_authors(block.fields, allowed)

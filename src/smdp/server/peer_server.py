@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from smdp.core.decisions import SmdpMessage
+from smdp.core.envelope import EnvelopeError
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA
 
@@ -69,7 +70,14 @@ class PeerSession:
                     continue
                 if event is CLOSED:
                     break
-                await self.handle(event)
+                try:
+                    await self.handle(event)
+                except Exception:
+                    # A failed transaction rolled back; the peer may retry.
+                    log.exception("peer command %s failed", type(event).__name__)
+                    self.txn = None
+                    if self.conn.reply_owed is not None:
+                        self.reply(451, "4.3.0 Local error; nothing was stored, try again later")
             self.writer.write(self.conn.data_to_send())
             await self.writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -174,10 +182,14 @@ class PeerSession:
         txn, self.txn = self.txn, None
         assert txn is not None and self.peer_host is not None
         if txn.kind == "envelope":
-            self.app.destination.receive_envelope(
-                server=self.peer_host, envid=txn.envid, sender=txn.sender,
-                recipients=txn.recipients, size=txn.size or 0, block=data,
-            )
+            try:
+                self.app.destination.receive_envelope(
+                    server=self.peer_host, envid=txn.envid, sender=txn.sender,
+                    recipients=txn.recipients, size=txn.size or 0, block=data,
+                )
+            except EnvelopeError as exc:
+                self.reply(554, f"5.6.0 {exc}")
+                return
         else:
             if txn.size is not None and txn.size != len(data):
                 self.reply(554, f"5.3.4 Size mismatch: SIZE={txn.size} but {len(data)} octets "

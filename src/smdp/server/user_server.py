@@ -78,7 +78,8 @@ class UserSession:
                     await self.handle(event)
                 except Exception:
                     log.exception("user command failed")
-                    self.conn.err("internal error; nothing was changed, try again")
+                    if self.conn.reply_owed is not None:
+                        self.conn.err("internal error; nothing was changed, try again")
             self.writer.write(self.conn.data_to_send())
             await self.writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

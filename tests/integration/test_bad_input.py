@@ -1,0 +1,169 @@
+"""Bad input on both ports of a real server: each gets a clear error reply, the
+session goes on, and nothing half-written is left in the store.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import PeerSocket, Server, make_pair, running
+
+ENVID = "a" * 26
+LIMITS = "[limits]\nmax_message_size = 4000\nmax_recipients = 3\n"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    a, b = make_pair(tmp_path, extra_a=LIMITS, extra_b=LIMITS)
+    a.add_user("alice@a.example")
+    b.add_user("bob@b.example")
+    b.add_user("carol@b.example")
+    with running(a, b):
+        yield a, b
+
+
+def code(reply: str) -> int:
+    return int(reply[:3])
+
+
+class UserSocket:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.greeting = self.line()
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line.decode()
+
+    def cmd(self, text: str | bytes) -> str:
+        self.sock.sendall((text.encode() if isinstance(text, str) else text) + b"\r\n")
+        return self.line()
+
+    def block(self) -> list[str]:
+        lines = []
+        while (line := self.line()) != ".":
+            lines.append(line)
+        return lines
+
+
+def test_peer_port_errors_keep_the_session(pair: tuple[Server, Server]) -> None:
+    _a, b = pair
+    p = PeerSocket(b.peer_port)
+    assert code(p.greeting) == 220
+    assert code(p.cmd("RCPT To:<bob@b.example>")) == 503  # before EHLO
+    assert code(p.cmd("FROBNICATE")) == 500
+    assert code(p.cmd("EHLO smdp.a.example")) == 250
+    assert code(p.cmd("RCPT To:<bob@b.example>")) == 503  # before ENVELOPE
+    assert code(p.cmd("ENVELOPE From:<alice@a.example>")) == 501  # no ID
+    assert code(p.cmd(f"ENVELOPE From:<not an address> ID={ENVID}")) == 501
+    assert code(p.cmd(f"ENVELOPE From:<alice@a.example> ID={ENVID} SIZE=999999")) == 552
+    p.send(b"NOOP " + b"x" * 5000 + b"\r\n")
+    assert code(p.reply()) == 500  # line too long
+    assert code(p.cmd("NOOP")) == 250
+    assert code(p.cmd(f"ENVELOPE From:<alice@a.example> ID={ENVID}")) == 250
+    assert p.cmd("RCPT To:<bob@elsewhere.example>").startswith("550 5.7.1")  # no relay
+    assert p.cmd("RCPT To:<nobody@b.example>").startswith("550 5.1.1")
+    assert code(p.cmd("DATA")) in (503, 554)  # no recipient yet
+    assert code(p.cmd("RCPT To:<bob@b.example>")) == 250
+    assert code(p.cmd("RCPT To:<carol@b.example>")) == 250
+    assert code(p.cmd("DATA")) == 503  # SIZE required first
+    assert code(p.cmd("SIZE=100")) == 250
+    assert code(p.cmd("DATA")) == 354
+    p.send(b"Subject: " + b"y" * 3000 + b"\r\n.\r\n")  # an over-long data line
+    assert code(p.reply()) >= 500
+    assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+    assert code(p.cmd("QUIT")) == 221
+    p.close()
+
+
+def test_peer_port_oversize_block_is_refused_whole(pair: tuple[Server, Server]) -> None:
+    _a, b = pair
+    p = PeerSocket(b.peer_port)
+    p.cmd("EHLO smdp.a.example")
+    assert code(p.cmd(f"ENVELOPE From:<alice@a.example> ID={ENVID} SIZE=100")) == 250
+    p.cmd("RCPT To:<bob@b.example>")
+    assert code(p.cmd("DATA")) == 354
+    p.send(b"".join(b"Headline: %d\r\n" % i for i in range(600)) + b".\r\n")
+    assert code(p.reply()) == 552
+    assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+    assert code(p.cmd("NOOP")) == 250
+    p.close()
+
+
+def test_peer_must_speak_for_the_domain(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    p = PeerSocket(b.peer_port)
+    p.cmd("EHLO rogue.example")
+    reply = p.cmd(f"ENVELOPE From:<alice@a.example> ID={ENVID}")
+    assert reply.startswith("550 5.7.1 rogue.example does not speak for a.example")
+    p.close()
+    # Decisions too: only b.example's server may decide for bob@b.example.
+    p = PeerSocket(a.peer_port)
+    p.cmd("EHLO rogue.example")
+    assert p.cmd(f"ACCEPT {ENVID} To:<bob@b.example>").startswith("550 5.7.1")
+    p.cmd("EHLO smdp.b.example")
+    assert p.cmd(f"ACCEPT {ENVID} To:<bob@b.example>").startswith("550 5.1.0")
+    assert p.cmd(f"REJECT {ENVID}").startswith("501")
+    assert p.cmd("RECEIVED nonsense").startswith("501")
+    p.close()
+
+
+def test_user_port_errors_keep_the_session(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    u = UserSocket(b.user_port)
+    assert u.greeting.startswith("+OK")
+    assert u.cmd("STAT").startswith("-ERR")  # before login
+    assert u.cmd("PASS secret").startswith("-ERR")  # no USER yet
+    assert u.cmd("USER nobody@b.example").startswith("+OK")  # no hint the account is absent
+    assert u.cmd("PASS secret") == "-ERR authentication failed"
+    assert u.cmd("USER bob@b.example").startswith("+OK")
+    assert u.cmd("PASS wrong") == "-ERR authentication failed"
+    assert u.cmd("USER bob@b.example").startswith("+OK")
+    assert u.cmd("PASS secret").startswith("+OK")
+    assert u.cmd("FROBNICATE").startswith("-ERR")
+    assert u.cmd("RETR 99").startswith("-ERR")
+    assert u.cmd("RETR x").startswith("-ERR")
+    assert u.cmd("ACCEPT 12345").startswith("-ERR no envelope")
+    assert u.cmd("RCPT TO:<alice@a.example>").startswith("-ERR")  # before MAIL
+    assert u.cmd(b"NOOP " + b"z" * 2000).startswith("-ERR")
+    assert u.cmd("NOOP").startswith("+OK")
+    assert u.cmd("MAIL FROM:<alice@a.example>").startswith("-ERR")  # not bob's identity
+    assert u.cmd("MAIL").startswith("+OK")
+    assert u.cmd("RCPT TO:<bad address>").startswith("-ERR")
+    assert u.cmd("DATA").startswith("-ERR")  # no recipient yet
+    assert u.cmd("RCPT TO:<alice@a.example>").startswith("+OK")
+    assert u.cmd("DATA").startswith("+OK")
+    u.sock.sendall(b"Subject: big\r\n\r\n" + b"x" * 900 + b"\r\n" * 0 +
+                   b"".join(b"%0900d\r\n" % i for i in range(10)) + b".\r\n")
+    assert u.line().startswith("-ERR")  # over max_message_size
+    assert b.query("SELECT COUNT(*) FROM out_messages") == [(0,)]
+    assert u.cmd("QUIT").startswith("+OK")
+    _ = a
+
+
+def test_decision_by_someone_else_is_refused(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    c = a.client("alice@a.example")
+    c.submit(["bob@b.example"], b"Subject: for bob\r\n\r\nhi\r\n")
+    c.quit()
+    from tests.integration.harness import wait_until
+
+    entry = wait_until(lambda: b.query("SELECT id FROM mailbox"), what="envelope")[0][0]
+    u = UserSocket(b.user_port)
+    u.cmd("USER carol@b.example")
+    u.cmd("PASS secret")
+    assert u.cmd(f"REJECT&SPAMMER {entry}").startswith("-ERR no envelope")
+    assert u.cmd(f"ENV {entry}").startswith("-ERR no envelope")
+    assert b.query("SELECT state FROM mailbox") == [("pending",)]
+    assert b.query("SELECT COUNT(*) FROM inbound_lists") == [(0,)]
+    u.cmd("QUIT")
