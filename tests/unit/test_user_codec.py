@@ -204,6 +204,7 @@ def test_failed_password_needs_user_again() -> None:
     conn = at_state(UserState.AUTH_PASS)
     step(conn, "PASS wrong")
     conn.err("authentication failed")
+    assert conn.data_to_send() == b"-ERR authentication failed\r\n"
     assert conn.state is UserState.AUTHORIZATION
     assert step(conn, "PASS wrong") == (NEED_DATA, b"-ERR send USER first\r\n")
 
@@ -225,7 +226,7 @@ def test_pwd_answers_multi_line_and_pass_single_line() -> None:
     assert conn.data_to_send() == (
         b"+OK alice has 1 envelopes awaiting a decision and 1 messages (120 octets)\r\n"
         b"envelope 4 bob@b.example Lunch?\r\n"
-        b"message 1 120 ..Re: lunch\r\n"
+        b"message 1 120 .Re: lunch\r\n"
         b".\r\n"
     )
     conn = at_state(UserState.AUTH_PASS)
@@ -648,7 +649,7 @@ def test_client_reads_each_kind_of_answer() -> None:
         b"+OK 10 octets\r\n..a\r\nb\n.\r\n"
         b"-ERR not now\r\n"
         b"-ERR no\r\n"
-        b"+OK\r\n"
+        b"+OK\r\n.\r\n"
     )
     events: list[object] = []
     for i in range(len(wire)):
@@ -662,7 +663,7 @@ def test_client_reads_each_kind_of_answer() -> None:
         UserReply(True, "10 octets", body=b".a\r\nb\r\n"),
         UserReply(False, "not now"),
         UserReply(False, "no"),
-        UserReply(True, ""),
+        UserReply(True, "", body=b""),
     ]
     client.receive_data(b"")
     assert client.next_event() is CLOSED

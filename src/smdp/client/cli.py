@@ -54,7 +54,8 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
         p = csub.add_parser(name, help=f"{name.split('-')[1]} a list entry")
         p.add_argument("list", choices=["in-white", "in-black", "out-white", "out-black"])
         p.add_argument("address")
-        p.add_argument("server", nargs="?", help="SMDP server (inbound lists; default: found)")
+        p.add_argument("list_server", nargs="?", metavar="server",
+                       help="SMDP server (inbound lists; default: found by discovery)")
     csub.add_parser("identities", help="your main and secondary identities")
     client.set_defaults(func=func)
 
@@ -113,9 +114,9 @@ def run_client(args: argparse.Namespace, password: str) -> int:
             elif cmd == "lists":
                 _print(client.call(wire.Lists()))
             elif cmd == "list-add":
-                _print(client.call(wire.ListAdd(args.list, args.address, args.server)))
+                _print(client.call(wire.ListAdd(args.list, args.address, args.list_server)))
             elif cmd == "list-del":
-                _print(client.call(wire.ListDel(args.list, args.address, args.server)))
+                _print(client.call(wire.ListDel(args.list, args.address, args.list_server)))
             elif cmd == "identities":
                 _print(client.call(wire.Ident()))
         finally:

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smdp.config import ConfigError, load_config, parse_config
+
+MINIMAL = {"server": {"hostname": "SMDP.A.example", "domains": ["A.example"]}}
+
+
+def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL, tmp_path)
+    assert config.hostname == "smdp.a.example"
+    assert config.domains == ("a.example",)
+    assert str(config.peer_listener) == "127.0.0.1:2525"
+    assert str(config.user_listener) == "127.0.0.1:1110"
+    assert config.store_path == tmp_path / "smdp.sqlite3"
+    assert config.limits.max_message_size == 25 * 1024 * 1024
+    assert config.quality.min_messages == 10
+    assert config.delivery.expire_days == 30
+    assert config.is_local("A.EXAMPLE") and not config.is_local("b.example")
+
+
+def test_full_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "smdp.toml"
+    path.write_text("""
+[server]
+hostname = "smdp.a.example"
+domains = ["a.example", "a.test"]
+[listen]
+peer = "[::1]:0"
+user = "127.0.0.1:0"
+[store]
+path = "/var/lib/smdp/a.sqlite3"
+[limits]
+max_recipients = 5
+idle_timeout = 10
+[quality]
+min_messages = 3
+alert_below = 0.2
+block_below = -0.1
+[delivery]
+retry_initial = 1
+[dns]
+nameservers = ["127.0.0.1:5353"]
+[peers."B.example"]
+hostname = "smdp.b.example"
+address = "127.0.0.1"
+port = 2600
+[peers."c.example"]
+hostname = "smdp.c.example"
+""")
+    config = load_config(path)
+    assert config.peer_listener.host == "::1"
+    assert config.store_path == Path("/var/lib/smdp/a.sqlite3")
+    assert config.limits.max_recipients == 5 and config.limits.idle_timeout == 10.0
+    assert config.quality.block_below == -0.1
+    assert config.delivery.retry_initial == 1.0
+    assert config.dns_nameservers == (("127.0.0.1", 5353),)
+    assert config.peers["b.example"].port == 2600
+    assert config.peers["c.example"].address == "smdp.c.example"
+    assert config.peers["c.example"].port == 2525
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({}, "server.hostname is required"),
+        ({"server": {"hostname": "h"}}, "server.domains is required"),
+        ({"server": {"hostname": "h", "domains": []}}, "at least one domain"),
+        ({**MINIMAL, "bogus": {}}, "unknown setting config.bogus"),
+        ({**MINIMAL, "limits": {"max_recipients": "ten"}}, "limits.max_recipients must be a int"),
+        ({**MINIMAL, "limits": {"max_recipients": True}}, "limits.max_recipients must be a int"),
+        ({**MINIMAL, "limits": {"max_recipients": 0}}, "limits.max_recipients must be positive"),
+        ({**MINIMAL, "limits": {"max_command_line": 100}}, "at least 512"),
+        ({**MINIMAL, "limits": {"frobs": 1}}, "unknown setting limits.frobs"),
+        ({**MINIMAL, "listen": {"peer": "localhost"}}, "listen.peer must look like"),
+        ({**MINIMAL, "listen": {"peer": "h:70000"}}, "out of range"),
+        ({**MINIMAL, "quality": {"block_below": -2}}, "must lie in [-1, 1]"),
+        ({**MINIMAL, "quality": {"min_messages": 0}}, "at least 1"),
+        ({**MINIMAL, "store": {"backend": "oracle"}}, "not supported"),
+        ({**MINIMAL, "peers": {"b.example": {"port": 1}}}, "peers.b.example.hostname is required"),
+        ({**MINIMAL, "delivery": {"expire_days": -1}}, "delivery.expire_days must be positive"),
+        ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
+    ],
+)
+def test_invalid_settings_name_the_key(tmp_path: Path, doc: dict[str, object],
+                                       message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, tmp_path)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nhostname=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

@@ -1,0 +1,707 @@
+"""Envelope extraction (paper section 5.2 step 4) and the block codec (contract 2.3)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smdp.core import envelope as env
+from smdp.core.envelope import (
+    MAX_BLOCK_OCTETS,
+    MAX_HEADLINES,
+    EnvelopeError,
+    EnvelopeFields,
+    EnvelopeSummary,
+    decode_envelope_block,
+    decode_header_text,
+    encode_envelope_block,
+    extract_envelope,
+    scan_header,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
+CORPUS = Path("/work/shared/corpus")
+
+
+def load(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def summary(**changes: object) -> EnvelopeSummary:
+    base: dict[str, object] = {
+        "subject": "",
+        "from_name": "",
+        "to": "",
+        "cc": "",
+        "date": "",
+        "attachments": 0,
+        "attachment_names": (),
+        "headlines": (),
+    }
+    base.update(changes)
+    return EnvelopeSummary(**base)  # type: ignore[arg-type]
+
+
+def big_message(size: int = 680_000) -> bytes:
+    """A message like the paper's average (section 6): text and a base64 attachment."""
+    rnd = random.Random(7)
+    blob = rnd.randbytes(int(size * 0.74))
+    b64 = base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    text = b"Hello Bob,\r\n\r\nThe report is attached.\r\n" + b"Lorem ipsum dolor. " * 60
+    return (
+        b"From: Alice Example <alice@a.example>\r\nTo: Bob <bob@b.example>\r\n"
+        b"Subject: =?utf-8?q?Quarterly_r=C3=A9port?=\r\nDate: Tue, 05 May 2026 10:00:00 +0000\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=_outer_42\"\r\n\r\n"
+        b"--=_outer_42\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + b"\r\n"
+        b"--=_outer_42\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=\"report.pdf\"\r\n\r\n" + b64 + b"\r\n"
+        b"--=_outer_42--\r\n"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Fixtures, one by one
+
+
+def test_plain() -> None:
+    s = extract_envelope(load("plain.eml"))
+    assert s == EnvelopeSummary(
+        subject="Lunch on Friday?",
+        from_name="Alice Example",
+        to="Bob <bob@b.example>",
+        cc="",
+        date="Tue, 05 May 2026 10:00:00 +0000",
+        attachments=0,
+        attachment_names=(),
+        headlines=("Hi Bob,", "Are you free for lunch on Friday? The usual place at noon."),
+    )
+
+
+def test_headline_count_is_a_parameter() -> None:
+    data = load("plain.eml")
+    assert extract_envelope(data, headlines=0).headlines == ()
+    assert extract_envelope(data, headlines=3).headlines[-1] == "Alice"
+    assert len(extract_envelope(data, headlines=50).headlines) == 3
+    assert extract_envelope(data, headlines=-4).headlines == ()
+
+
+def test_alternative_prefers_text_plain() -> None:
+    s = extract_envelope(load("alternative.eml"))
+    assert s.from_name == "Example News"
+    assert s.to == "bob@b.example, carol@b.example"
+    assert s.cc == '"Dave D." <dave@c.example>'
+    assert s.attachments == 0
+    assert s.headlines == ("This week: three new articles.", "Read them online.")
+
+
+def test_mixed_with_pdf_attachment() -> None:
+    s = extract_envelope(load("mixed-pdf.eml"))
+    assert s.attachments == 1
+    assert s.attachment_names == ("report-q1.pdf",)
+    # Quoted-printable UTF-8 body decoded.
+    assert s.headlines == ("Hello Bob,", "Please find the quarterly réport attached.")
+
+
+def test_nested_multiparts() -> None:
+    s = extract_envelope(load("nested.eml"))
+    # The inline cid: image of multipart/related is body, not an attachment;
+    # RFC 2231 names (extended and continued) are decoded.
+    assert s.attachments == 2
+    assert s.attachment_names == ("lake été.jpg", "very long name.bin")
+    assert s.headlines == ("Here are the photos.", "The lake was beautiful — see the first one.")
+
+
+def test_broken_boundary_uses_the_delimiters_actually_written() -> None:
+    s = extract_envelope(load("broken-boundary.eml"))
+    assert s.subject == "Broken boundary"
+    assert s.headlines == ("First visible line.", "Second visible line.")
+
+
+def test_unknown_charset_falls_back_per_line() -> None:
+    s = extract_envelope(load("unknown-charset.eml"))
+    assert s.from_name == "Mystery Sender"
+    # Unknown charsets decode as UTF-8/Windows-1252; punycode is never honoured.
+    assert s.subject == "Hello there and bomb"
+    assert s.headlines == ("Café is open.", "Naïve line in latin-1.")
+
+
+def test_encoded_words_utf8_split_across_words() -> None:
+    s = extract_envelope(load("subject-utf8.eml"))
+    assert s.subject == "日本語の件名 and more"
+    assert s.from_name == "Jörg Müller"
+    assert s.to == "Björn <bjorn@b.example>"
+    assert s.headlines == ("Grüße aus München.",)
+
+
+def test_encoded_words_latin1() -> None:
+    s = extract_envelope(load("subject-latin1.eml"))
+    assert s.subject == "Café crème brûlée"
+    assert s.from_name == "François"
+    assert s.headlines == ("Crème brûlée pour tout le monde.",)
+
+
+def test_raw_8bit_headers() -> None:
+    s = extract_envelope(load("raw-8bit-header.eml"))
+    assert s.subject == "Réunion à 9h"
+    assert s.from_name == "Renée Dupont"
+    assert s.to == "Zoë <zoe@b.example>"  # Latin-1 bytes, not UTF-8
+
+
+def test_empty_message_id_does_not_matter() -> None:
+    s = extract_envelope(load("empty-message-id.eml"))
+    assert s.subject == "Buy now"
+    assert s.headlines == ("Cheap stuff.",)
+
+
+def test_missing_headers() -> None:
+    s = extract_envelope(load("missing-headers.eml"))
+    assert (s.subject, s.from_name, s.to, s.cc, s.date) == ("", "", "", "", "")
+    assert s.headlines == ("Just a body, no From, no Subject, no Date.",)
+
+
+def test_no_blank_line_body_starts_at_first_non_header_line() -> None:
+    s = extract_envelope(load("no-blank-line.eml"))
+    assert s.subject == "No separator"
+    assert s.headlines[0] == "This line is not a header, so the body starts here."
+
+
+def test_huge_header_is_capped() -> None:
+    data = load("huge-header.eml")
+    assert len(data) > 100_000
+    s = extract_envelope(data)
+    assert s.subject.startswith("word00000 word00001")
+    # 998 characters, but also a "Subject: " line of at most 998 octets.
+    assert len(s.subject) <= 998
+    assert len(("Subject: " + s.subject).encode()) <= 998
+    assert s.headlines == ("Body after a huge header.",)
+
+
+def test_deep_nesting_is_cut_at_max_depth() -> None:
+    s = extract_envelope(load("deep-nesting.eml"))
+    assert s.subject == "Deep nesting"
+    # 50 levels: the text at the bottom is past MAX_DEPTH and is not read.
+    assert s.headlines == ()
+    assert s.attachments == 0
+
+
+def test_shallow_nesting_within_the_cap_is_read() -> None:
+    depth = env.MAX_DEPTH - 1
+    opening = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth)
+    )
+    closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
+    data = ("Subject: x\r\n" + opening + "Content-Type: text/plain\r\n\r\nBottom.\r\n" + closing)
+    assert extract_envelope(data.encode()).headlines == ("Bottom.",)
+
+
+def test_html_only_is_stripped_of_tags() -> None:
+    s = extract_envelope(load("html-only.eml"), headlines=3)
+    assert s.headlines == (
+        "Thank you for your order & your trust.",
+        "It ships tomorrow.",
+        "Third line",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.eml")))
+def test_every_fixture_round_trips_through_the_block(name: str) -> None:
+    s = env._extract(load(name), 2)  # the unguarded extractor: no bug hidden by the net
+    block = encode_envelope_block(s, expires="2026-05-12T10:00:00Z")
+    assert len(block) <= MAX_BLOCK_OCTETS
+    assert decode_envelope_block(block) == EnvelopeFields(s, "2026-05-12T10:00:00Z")
+
+
+# ---------------------------------------------------------------------------
+# Attachment status
+
+
+def _mixed(*parts: str, subtype: str = "mixed") -> bytes:
+    body = "".join(f"--XX\r\n{part}\r\n" for part in parts) + "--XX--\r\n"
+    return f'Subject: t\r\nContent-Type: multipart/{subtype}; boundary="XX"\r\n\r\n{body}'.encode()
+
+
+def test_attachment_rules() -> None:
+    data = _mixed(
+        "Content-Type: text/plain\r\n\r\nBody text.",
+        "Content-Type: text/plain\r\nContent-Disposition: inline\r\n\r\nfooter, not counted",
+        "Content-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nnotes",
+        'Content-Type: text/csv; name="data.csv"\r\n\r\na,b',
+        "Content-Type: application/octet-stream\r\n\r\nAAAA",
+        "Content-Type: message/rfc822\r\n\r\nSubject: fwd\r\n\r\nx",
+    )
+    s = extract_envelope(data)
+    assert s.attachments == 4
+    assert s.attachment_names == ("data.csv",)
+    assert s.headlines == ("Body text.",)
+
+
+def test_non_text_alternative_is_not_an_attachment() -> None:
+    data = _mixed(
+        "Content-Type: text/plain\r\n\r\nPlain.",
+        "Content-Type: application/pdf\r\n\r\n%PDF",
+        subtype="alternative",
+    )
+    assert extract_envelope(data).attachments == 0
+
+
+def test_attachment_names_are_sanitised_and_capped() -> None:
+    parts = [
+        'Content-Type: application/x\r\nContent-Disposition: attachment; '
+        f'filename="file{i}.bin"\r\n\r\nAA'
+        for i in range(15)
+    ]
+    parts.insert(
+        0,
+        "Content-Type: application/x\r\nContent-Disposition: attachment; "
+        'filename="invoice\u202efdp.exe"\r\n\r\nAA',
+    )
+    parts.insert(
+        1,
+        'Content-Type: application/x\r\nContent-Disposition: attachment; filename="a, b; c.txt"'
+        "\r\n\r\nAA",
+    )
+    s = extract_envelope(_mixed(*parts))
+    assert s.attachments == 17
+    assert len(s.attachment_names) == 10
+    # The right-to-left override that disguises an .exe is gone, and the
+    # field's delimiters cannot appear inside a name.
+    assert s.attachment_names[0] == "invoice fdp.exe"
+    assert s.attachment_names[1] == "a_ b_ c.txt"
+
+
+def test_encoded_word_filename_and_rfc2231_charset() -> None:
+    s = extract_envelope(
+        _mixed(
+            'Content-Type: application/x; name="=?utf-8?b?w6nDqS5wZGY=?="\r\n\r\nAA',
+            "Content-Type: application/x\r\nContent-Disposition: attachment;"
+            " filename*=iso-8859-1'fr'r%E9sum%E9.txt\r\n\r\nAA",
+        )
+    )
+    assert s.attachment_names == ("éé.pdf", "résumé.txt")
+
+
+def test_long_attachment_names_fit_the_line() -> None:
+    parts = [
+        "Content-Type: application/x\r\nContent-Disposition: attachment; "
+        f'filename="{chr(0x4E00 + i) * 300}"\r\n\r\nAA'
+        for i in range(5)
+    ]
+    s = extract_envelope(_mixed(*parts))
+    assert s.attachments == 5
+    line = encode_envelope_block(s, expires="").split(b"\r\n")[5]
+    assert line.startswith(b"Attachments: 5; ")
+    assert len(line) <= 998
+
+
+# ---------------------------------------------------------------------------
+# Headlines
+
+
+def test_headlines_from_base64_text_and_caps() -> None:
+    text = ("\n\n   \n" + "x" * 500 + "\nsecond\tline\x00 here\n").encode()
+    data = (
+        b"Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(text)
+    )
+    s = extract_envelope(data)
+    assert s.headlines == ("x" * 200, "second line here")
+
+
+def test_headlines_from_a_long_text_part_decode_only_a_prefix() -> None:
+    text = "\n" * 50_000 + "late line\n" + "filler\n" * 100_000
+    data = b"Subject: t\r\n\r\n" + text.encode()
+    assert extract_envelope(data, headlines=1).headlines == ("late line",)
+
+
+def test_plain_part_without_text_falls_back_to_html() -> None:
+    data = _mixed(
+        "Content-Type: text/plain\r\n\r\n   ",
+        "Content-Type: text/html\r\n\r\n<p>From &lt;html&gt;</p>",
+        subtype="alternative",
+    )
+    assert extract_envelope(data).headlines == ("From <html>",)
+
+
+def test_html_unclosed_script_and_angle_brackets() -> None:
+    data = b"Content-Type: text/html\r\n\r\n<p>shown</p>a < b > c<script>never shown"
+    assert extract_envelope(data).headlines == ("shown", "a < b > c")
+
+
+# ---------------------------------------------------------------------------
+# Header scanner and decoding
+
+
+def test_scan_header_unfolds_and_keeps_offsets() -> None:
+    data = b"Subject: one\r\n two\r\nX-A:b\nTo: c\r\rbody"
+    block = scan_header(data)
+    assert [(f.name, f.value) for f in block.fields] == [
+        ("Subject", b"one two"),
+        ("X-A", b"b"),
+        ("To", b"c"),
+    ]
+    assert data[block.fields[0].start : block.fields[0].end] == b"Subject: one\r\n two\r\n"
+    assert block.separator and data[block.body_start :] == b"body"
+
+
+def test_scan_header_stops_at_non_header_line() -> None:
+    data = b"Subject: x\r\nnot a header\r\nFrom: evil@x\r\n\r\n"
+    block = scan_header(data)
+    assert [f.key for f in block.fields] == ["subject"]
+    assert not block.separator
+    assert block.end == block.body_start == data.index(b"not a header")
+
+
+def test_scan_header_first_line_continuation_is_body() -> None:
+    block = scan_header(b" folded\r\nFrom: x@y\r\n\r\nbody")
+    assert block.fields == () and block.body_start == 0
+
+
+def test_scan_header_keep_and_limit() -> None:
+    data = b"A: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+    assert [f.name for f in scan_header(data, keep=frozenset({"b"})).fields] == ["B"]
+    truncated = scan_header(data, limit=7)
+    assert truncated.truncated and [f.name for f in truncated.fields] == ["A", "B"]
+    assert not scan_header(data, limit=len(data)).truncated
+
+
+def test_scan_header_accepts_blank_before_colon() -> None:
+    # Obsolete syntax, but some readers take it: it must be seen (assumption 3).
+    assert scan_header(b"From : x@y\r\n\r\n").fields[0].key == "from"
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"plain", "plain"),
+        (b"=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),
+        (b"=?utf-8?q?a?= x =?utf-8?q?b?=", "a x b"),
+        (b"=?UTF-8?B?5pel?==?UTF-8?B?5pys?=", "日本"),
+        # One character split over two words: joined before decoding.
+        (b"=?utf-8?b?" + base64.b64encode("é".encode()[:1]) + b"?= =?utf-8?b?"
+         + base64.b64encode("é".encode()[1:]) + b"?=", "é"),
+        (b"=?utf-8*en?q?lang?=", "lang"),
+        (b"=?utf-8?b?!!!?=", "!!!"),
+        (b"=?no-such-charset?q?ok?=", "ok"),
+        (b"=?utf-8?q?broken", "=?utf-8?q?broken"),
+        (b"=?iso-8859-1?q?=E9?= =?utf-8?q?=C3=A9?=", "éé"),
+        (b"caf\xe9", "café"),
+    ],
+)
+def test_decode_header_text(raw: bytes, text: str) -> None:
+    assert decode_header_text(raw) == text
+
+
+def test_control_and_bidi_characters_are_removed() -> None:
+    data = "Subject: a\x1b[31mred\x7f \u202eevil\u2028x \ud800\r\nFrom: \x00Bob\x00 <b@x>\r\n\r\n"
+    s = extract_envelope(data.encode("utf-8", "surrogatepass"))
+    assert s.subject == "a [31mred evil x"
+    assert s.from_name == "Bob"
+
+
+def test_mbox_from_line_is_skipped() -> None:
+    data = b"From alice@a.example Mon Jan  1 00:00:00 2026\nSubject: hi\n\nbody\n"
+    s = extract_envelope(data)
+    assert s.subject == "hi" and s.headlines == ("body",)
+
+
+def test_display_name_forms() -> None:
+    for raw, name in [
+        (b'"Doe, John" <j@x>', "Doe, John"),
+        (b"j@x (John Doe)", "John Doe"),
+        (b"j@x", ""),
+        (b'"a \\" b" <x@y>', 'a " b'),
+        (b"(" * 5000, ""),  # email.utils.parseaddr would raise RecursionError
+    ]:
+        assert env._display_name(raw) == name
+
+
+# ---------------------------------------------------------------------------
+# Robustness and cost
+
+
+def test_extract_envelope_never_raises_even_on_a_bug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(message: bytes, headlines: int) -> EnvelopeSummary:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(env, "_extract", broken)
+    with caplog.at_level(logging.ERROR, logger="smdp.core.envelope"):
+        assert extract_envelope(b"Subject: x\r\n\r\n") == env.EMPTY_SUMMARY
+    assert "envelope extraction failed" in caplog.text
+
+
+def test_extract_accepts_bytearray_and_memoryview() -> None:
+    data = load("plain.eml")
+    expected = extract_envelope(data)
+    assert extract_envelope(bytearray(data)) == expected  # type: ignore[arg-type]
+    assert extract_envelope(memoryview(data)) == expected  # type: ignore[arg-type]
+
+
+def test_big_message_is_fast_and_correct() -> None:
+    data = big_message()
+    assert len(data) > 680_000
+    s = extract_envelope(data)
+    assert s.subject == "Quarterly réport"
+    assert s.attachments == 1 and s.attachment_names == ("report.pdf",)
+    assert s.headlines == ("Hello Bob,", "The report is attached.")
+    runs = 20
+    started = time.perf_counter()
+    for _ in range(runs):
+        extract_envelope(data)
+    per_message = (time.perf_counter() - started) / runs
+    # Target well under 1 ms; the bound is loose so a loaded CI box passes.
+    assert per_message < 0.02
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # Each of these was quadratic or recursive in a first version or in the
+        # email package; all must stay linear.
+        b"Content-Type: text/html ; " + b"; " * 100_000 + b"\r\n\r\nx",
+        b"From: " + b"(" * 200_000 + b"\r\n\r\nx",
+        b"Content-Type: text/html\r\n\r\n" + b"<" * 300_000,
+        b"Content-Type: text/html\r\n\r\n<!--" + b"x" * 300_000,
+        b"Subject: " + b"=?" * 200_000 + b"\r\n\r\nx",
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--bx\r\n" * 50_000,
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + b"--b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" * 20_000,
+        b"Content-Type: text/plain; " + b'a="' * 100_000 + b"\r\n\r\nx",
+        b"Content-Type: text/plain; charset=punycode\r\n\r\n" + b"a-" * 100_000,
+    ],
+)
+def test_hostile_inputs_stay_cheap(data: bytes) -> None:
+    started = time.perf_counter()
+    env._extract(data, 2)
+    assert time.perf_counter() - started < 1.0
+
+
+_FIXTURE_BYTES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml")) if p.stat().st_size < 10_000]
+
+
+@st.composite
+def mutated_fixture(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_FIXTURE_BYTES)))
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["insert", "delete", "replace"]))
+        chunk = draw(
+            st.sampled_from(
+                [b"\r", b"\n", b"\x00", b"--", b"=?", b"?=", b'"', b";", b"(", b"<", b"\xff",
+                 b"\r\n\r\n", b"boundary=", b"=?utf-8?b?", b"Content-Type: multipart/mixed"]
+            )
+            | st.binary(max_size=8)
+        )
+        if op == "insert":
+            data[pos:pos] = chunk
+        elif op == "delete":
+            del data[pos : pos + len(chunk)]
+        else:
+            data[pos : pos + len(chunk)] = chunk
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=2000), mutated_fixture()))
+def test_extract_never_raises(data: bytes) -> None:
+    s = env._extract(data, 3)
+    block = encode_envelope_block(s, expires="2026-01-01T00:00:00Z")
+    assert len(block) <= MAX_BLOCK_OCTETS
+    assert decode_envelope_block(block).summary == s
+    for line in block.split(b"\r\n"):
+        assert len(line) <= 998
+        assert b"\r" not in line and b"\n" not in line and b"\x00" not in line
+
+
+# ---------------------------------------------------------------------------
+# Envelope block codec (contract 2.3)
+
+
+def test_encode_exact_format() -> None:
+    s = summary(
+        subject="Quarterly réport",
+        from_name="Alice",
+        to="Bob <bob@b.example>",
+        date="Tue, 05 May 2026 10:00:00 +0000",
+        attachments=2,
+        attachment_names=("a.pdf", "b.png"),
+        headlines=("Hello Bob,", ".starts with a dot"),
+    )
+    block = encode_envelope_block(s, expires="2026-05-12T10:00:00Z")
+    assert block == (
+        "Subject: Quarterly réport\r\n"
+        "From-Name: Alice\r\n"
+        "To: Bob <bob@b.example>\r\n"
+        "Cc:\r\n"
+        "Date: Tue, 05 May 2026 10:00:00 +0000\r\n"
+        "Attachments: 2; a.pdf, b.png\r\n"
+        "Headline: Hello Bob,\r\n"
+        "Headline: .starts with a dot\r\n"
+        "Expires: 2026-05-12T10:00:00Z\r\n"
+    ).encode()
+
+
+def test_encode_sanitises_what_it_is_given() -> None:
+    s = summary(subject="line\r\nInjected: yes", headlines=("a\nb", "", "c"), attachments=-3)
+    block = encode_envelope_block(s, expires="soon\r\nX: y")
+    lines = block.decode().split("\r\n")
+    assert lines[0] == "Subject: line Injected: yes"
+    assert "Attachments: 0" in lines
+    assert [x for x in lines if x.startswith("Headline")] == ["Headline: a b", "Headline: c"]
+    assert lines[-2] == "Expires: soon X: y"
+
+
+def test_encode_worst_case_fits_16_kib() -> None:
+    wide = "\U0001f600" * 2000
+    s = summary(
+        subject=wide,
+        from_name=wide,
+        to=wide,
+        cc=wide,
+        date=wide,
+        attachments=10**8,
+        attachment_names=(wide,) * 20,
+        headlines=(wide,) * 40,
+    )
+    block = encode_envelope_block(s, expires=wide)
+    assert len(block) <= MAX_BLOCK_OCTETS
+    assert all(len(line) <= 998 for line in block.split(b"\r\n"))
+    decoded = decode_envelope_block(block)
+    assert len(decoded.summary.headlines) == MAX_HEADLINES
+    assert decode_envelope_block(encode_envelope_block(decoded.summary, expires="")).summary == (
+        decoded.summary
+    )
+
+
+def test_decode_tolerates_missing_unknown_and_bad_fields() -> None:
+    data = (
+        b"X-Future: whatever\n"
+        b"subject:   spaced  out  \n"
+        b"Subject: second subject is ignored\r\n"
+        b"no colon here\r\n"
+        b"Attachments: lots\r\n"
+        b"Headline: \xff\xfe bad utf-8\r\n"
+        b"HEADLINE: upper\r\n"
+        b"Headline:\r\n"
+    )
+    got = decode_envelope_block(data)
+    assert got.summary == summary(subject="spaced out", headlines=("\ufffd\ufffd bad utf-8", "upper"))
+    assert got.expires == ""
+
+
+def test_decode_empty_block() -> None:
+    assert decode_envelope_block(b"") == EnvelopeFields(summary(), "")
+
+
+def test_decode_attachments_field() -> None:
+    def att(value: bytes) -> tuple[int, tuple[str, ...]]:
+        s = decode_envelope_block(b"Attachments: " + value + b"\r\n").summary
+        return s.attachments, s.attachment_names
+
+    assert att(b"3; a.pdf, b.png ,, c") == (3, ("a.pdf", "b.png", "c"))
+    assert att(b"0") == (0, ())
+    assert att(b"2;") == (2, ())
+    assert att(b"-1; a") == (0, ())
+    assert att(b"1234567890") == (0, ())
+    assert att(b"12; " + b", ".join(b"f%d" % i for i in range(30)))[1] == tuple(
+        f"f{i}" for i in range(10)
+    )
+
+
+def test_decode_enforces_caps() -> None:
+    data = ("Subject: " + "s" * 5000 + "\r\nHeadline: " + "h" * 900 + "\r\n").encode()
+    got = decode_envelope_block(data).summary
+    assert len(got.subject) == 998 - len("Subject: ")
+    assert got.headlines == ("h" * 200,)
+    many = b"".join(b"Headline: %d\r\n" % i for i in range(50))
+    assert len(decode_envelope_block(many).summary.headlines) == MAX_HEADLINES
+
+
+def test_decode_size_limit() -> None:
+    exact = b"X: " + b"a" * (MAX_BLOCK_OCTETS - 5) + b"\r\n"
+    assert len(exact) == MAX_BLOCK_OCTETS
+    decode_envelope_block(exact)
+    with pytest.raises(EnvelopeError):
+        decode_envelope_block(exact + b"x")
+    assert issubclass(EnvelopeError, ValueError)
+
+
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf")), max_size=40
+)
+_WORDS = st.lists(_TEXT.filter(bool), max_size=5).map(" ".join)
+_NAME = _WORDS.map(lambda s: s.replace(",", "").replace(";", "").strip()).filter(bool)
+
+
+@given(
+    subject=_WORDS,
+    from_name=_WORDS,
+    to=_WORDS,
+    cc=_WORDS,
+    date=_WORDS,
+    attachments=st.integers(0, 10**6),
+    names=st.lists(_NAME, max_size=10),
+    headlines=st.lists(_WORDS.filter(bool), max_size=MAX_HEADLINES),
+    expires=_WORDS,
+)
+def test_block_round_trips(
+    subject: str,
+    from_name: str,
+    to: str,
+    cc: str,
+    date: str,
+    attachments: int,
+    names: list[str],
+    headlines: list[str],
+    expires: str,
+) -> None:
+    s = EnvelopeSummary(
+        subject, from_name, to, cc, date, attachments, tuple(names), tuple(headlines)
+    )
+    assert decode_envelope_block(encode_envelope_block(s, expires=expires)) == EnvelopeFields(
+        s, expires
+    )
+
+
+@given(st.binary(max_size=3000))
+def test_decode_is_total_and_idempotent(data: bytes) -> None:
+    first = decode_envelope_block(data)
+    again = decode_envelope_block(encode_envelope_block(first.summary, expires=first.expires))
+    assert again == first
+
+
+# ---------------------------------------------------------------------------
+# Optional: the shared corpus (absent on a fresh clone)
+
+
+@pytest.mark.skipif(not (CORPUS / "malformed").is_dir(), reason="shared corpus not present")
+def test_corpus_malformed_messages() -> None:
+    files = [p for p in (CORPUS / "malformed").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        s = env._extract(path.read_bytes(), 2)
+        assert len(encode_envelope_block(s, expires="")) <= MAX_BLOCK_OCTETS
+
+
+@pytest.mark.skipif(not (CORPUS / "spamassassin").is_dir(), reason="shared corpus not present")
+def test_corpus_spamassassin_sample() -> None:
+    files = sorted(p for p in (CORPUS / "spamassassin").rglob("*.eml") if p.is_file())
+    sample = random.Random(int(os.environ.get("SMDP_CORPUS_SEED", "5"))).sample(
+        files, min(600, len(files))
+    )
+    with_subject = 0
+    for path in sample:
+        s = env._extract(path.read_bytes(), 2)
+        with_subject += bool(s.subject)
+        assert decode_envelope_block(encode_envelope_block(s, expires="")).summary == s
+    assert with_subject > len(sample) * 0.9
