@@ -267,6 +267,12 @@ def _clean(text: str, max_chars: int, max_octets: int) -> str:
     return text
 
 
+# A well-formed multi-octet UTF-8 sequence; Latin-1 text almost never has one.
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+
 def _bytes_to_text(raw: bytes) -> str:
     """Undeclared 8-bit text: UTF-8 when it is valid, else Windows-1252, line by line.
 
@@ -279,11 +285,12 @@ def _bytes_to_text(raw: bytes) -> str:
         pass
     lines = raw.split(b"\n")
     for index, line in enumerate(lines):
-        try:
-            lines[index] = line.decode("utf-8").encode("utf-8")
-        except UnicodeDecodeError:
-            lines[index] = line.decode("cp1252", "replace").encode("utf-8", "replace")
-    return b"\n".join(lines).decode("utf-8", "replace")
+        if _UTF8_SEQUENCE.search(line):
+            # UTF-8 with a stray bad byte: replace that byte, keep the rest.
+            lines[index] = line.decode("utf-8", "replace").encode("utf-8")
+        else:
+            lines[index] = line.decode("cp1252", "replace").encode("utf-8")
+    return b"\n".join(lines).decode("utf-8")
 
 
 # Labels seen in mail that Python's codec registry does not know.
@@ -704,11 +711,13 @@ _HIDDEN_CLOSE = {
 _COMMENT_CLOSE = re.compile(r"-->")
 _HTML_SPACE = re.compile(r"\s+")
 # "[^<>]*" rather than "[^>]*" keeps the scan linear on text full of "<".
+# A tag starts with a letter (after "/" or "!"), as in HTML's tokenizer, so
+# "a < b > c" stays text.
 _BLOCK_TAG = re.compile(
-    r"<\s*/?\s*(?:br|p|div|tr|li|h[1-6]|table|blockquote|pre|hr|ul|ol|dt|dd)\b[^<>]*>",
+    r"</?(?:br|p|div|tr|li|h[1-6]|table|blockquote|pre|hr|ul|ol|dt|dd)\b[^<>]*>",
     re.IGNORECASE,
 )
-_ANY_TAG = re.compile(r"<[^<>]*>")
+_ANY_TAG = re.compile(r"<[/!?]?[A-Za-z][^<>]*>")
 
 
 def _html_to_text(text: str) -> str:

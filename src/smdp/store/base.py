@@ -1,17 +1,232 @@
 """The storage interface every backend implements.
 
-The SQLite backend (``sqlite.py``) is the reference; a PostgreSQL backend
-implements the same methods with the same transaction semantics. The domain
-core only ever sees this interface and the records of ``records.py``.
+The SQLite backend (``sqlite.py``) is the reference implementation; a
+PostgreSQL backend implements the same methods with the same semantics. The
+domain core (``smdp.core``) and the adapters (``smdp.server``) only ever see
+this interface and the records of ``records.py``: no SQL leaves a backend.
+
+Semantics every backend keeps:
+
+- ``transaction()`` is one atomic unit; nested calls join the enclosing one.
+  A state change and the queue entry it causes are written in one transaction.
+- A method that writes and is called outside ``transaction()`` is its own
+  transaction only where it says so (user and identity administration);
+  every other write is meant to run inside a caller's transaction.
+- Committed data survives a crash (SQLite: WAL with synchronous=FULL).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from smdp.store.sqlite import SqliteStore as Store
-else:  # at run time the name only needs to exist for annotations
-    Store = object
+from smdp.store.records import (
+    InEnvelope,
+    Job,
+    ListEntry,
+    MailboxEntry,
+    OutEnvelope,
+    OutMessage,
+    OutRecipient,
+    Quality,
+    User,
+)
 
 __all__ = ["Store"]
+
+
+class Store(Protocol):
+    def close(self) -> None:
+        ...
+
+    def schema_version(self) -> int:
+        ...
+
+    def migrate(self) -> list[str]:
+        """Apply every migration newer than the database, each in its own transaction."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic unit: everything inside commits together or not at all."""
+        ...
+
+    def create_user(self, main_address: str, password_hash: str) -> User:
+        ...
+
+    def add_identity(self, user_id: int, address: str) -> None:
+        ...
+
+    def remove_identity(self, user_id: int, address: str) -> None:
+        ...
+
+    def set_password(self, user_id: int, password_hash: str) -> None:
+        ...
+
+    def user_by_address(self, address: str) -> User | None:
+        ...
+
+    def user_by_id(self, user_id: int) -> User | None:
+        ...
+
+    def identities(self, user_id: int) -> list[str]:
+        ...
+
+    def users(self) -> list[User]:
+        ...
+
+    def insert_out_message(
+        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        summary: str, expires_at: float,
+    ) -> int:
+        ...
+
+    def out_message(self, message_id: int) -> OutMessage | None:
+        ...
+
+    def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
+        ...
+
+    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
+        ...
+
+    def out_body(self, message_id: int) -> bytes | None:
+        ...
+
+    def drop_out_body(self, message_id: int) -> None:
+        ...
+
+    def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
+        ...
+
+    def out_envelope(self, envid: str) -> OutEnvelope | None:
+        ...
+
+    def insert_out_recipient(
+        self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
+        detail: str = "",
+    ) -> None:
+        ...
+
+    def out_recipients(self, message_id: int) -> list[OutRecipient]:
+        ...
+
+    def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
+        ...
+
+    def update_out_recipient(
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+    ) -> None:
+        ...
+
+    def add_spam_report(
+        self, user_id: int, sender: str, recipient: str, kind: str, envid: str
+    ) -> None:
+        ...
+
+    def spam_reports(self) -> list[tuple[str, int]]:
+        ...
+
+    def insert_in_envelope(
+        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
+        subject: str, body: bytes | None,
+    ) -> int:
+        ...
+
+    def in_envelope(self, envelope_id: int) -> InEnvelope | None:
+        ...
+
+    def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
+        ...
+
+    def set_in_body(self, envelope_id: int, body: bytes) -> None:
+        ...
+
+    def in_body(self, envelope_id: int) -> bytes | None:
+        ...
+
+    def insert_mailbox_entry(
+        self, user_id: int, envelope_id: int, recipient: str, state: str
+    ) -> int:
+        ...
+
+    def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
+        ...
+
+    def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
+        ...
+
+    def mailbox_entries(
+        self, user_id: int, states: Sequence[str] | None = None
+    ) -> list[MailboxEntry]:
+        ...
+
+    def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
+        ...
+
+    def update_mailbox_entry(
+        self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
+    ) -> None:
+        ...
+
+    def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        ...
+
+    def count_messages(self, server: str, n: int) -> None:
+        ...
+
+    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
+        """Record one user's vote on one message; a changed vote replaces the old one."""
+        ...
+
+    def quality(self, server: str) -> Quality:
+        ...
+
+    def all_quality(self) -> list[Quality]:
+        ...
+
+    def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
+        ...
+
+    def outbound_kind(self, user_id: int, address: str) -> str | None:
+        ...
+
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+        ...
+
+    def put_outbound(self, user_id: int, kind: str, address: str, how: str) -> None:
+        ...
+
+    def drop_inbound(self, user_id: int, kind: str, address: str, server: str) -> bool:
+        ...
+
+    def drop_outbound(self, user_id: int, kind: str, address: str) -> bool:
+        ...
+
+    def touch_inbound(self, user_id: int, address: str, server: str) -> None:
+        ...
+
+    def touch_outbound(self, user_id: int, address: str) -> None:
+        ...
+
+    def list_entries(self, user_id: int) -> list[ListEntry]:
+        ...
+
+    def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
+        ...
+
+    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
+        ...
+
+    def finish_job(self, job_id: int) -> None:
+        ...
+
+    def retry_job(self, job_id: int, at: float, error: str) -> None:
+        ...
+
+    def queue_size(self) -> int:
+        ...
+
+    def jobs(self) -> list[Job]:
+        ...
