@@ -167,3 +167,28 @@ def test_decision_by_someone_else_is_refused(pair: tuple[Server, Server]) -> Non
     assert b.query("SELECT state FROM mailbox") == [("pending",)]
     assert b.query("SELECT COUNT(*) FROM inbound_lists") == [(0,)]
     u.cmd("QUIT")
+
+
+def test_several_envelopes_and_mails_in_one_peer_session(pair: tuple[Server, Server]) -> None:
+    """Table 4, HELO/EHLO: multiple envelopes and mails in the same session."""
+    _a, b = pair
+    p = PeerSocket(b.peer_port)
+    assert code(p.cmd("EHLO smdp.a.example")) == 250
+    for i, envid in enumerate(["b" * 26, "c" * 26]):
+        assert code(p.cmd(f"ENVELOPE From:<alice@a.example> ID={envid}")) == 250
+        assert code(p.cmd("RCPT To:<bob@b.example>")) == 250
+        assert code(p.cmd("SIZE=1234")) == 250
+        assert code(p.cmd("DATA")) == 354
+        p.send(f"Subject: number {i}\r\nHeadline: .dotted\r\n.\r\n".encode().replace(
+            b"\r\nHeadline: .", b"\r\nHeadline: .."))
+        assert p.reply() == f"250 2.0.0 {envid} stored"
+    # A whole message for a recipient who has not authorized the sender: 551,
+    # the origin is to send an envelope instead (Table 3).
+    assert code(p.cmd(f"MAIL From:<alice@a.example> ID={'d' * 26} SIZE=20")) == 250
+    assert p.cmd("RCPT To:<bob@b.example>").startswith("551 5.7.1")
+    assert code(p.cmd("RSET")) == 250
+    assert code(p.cmd("QUIT")) == 221
+    p.close()
+    rows = b.query("SELECT subject, size FROM in_envelopes ORDER BY id")
+    assert rows == [("number 0", 1234), ("number 1", 1234)]
+    assert b.query("SELECT COUNT(*) FROM mailbox WHERE state='pending'") == [(2,)]

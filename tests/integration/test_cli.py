@@ -12,7 +12,9 @@ from pathlib import Path
 from tests.integration.harness import make_pair, running, wait_until
 
 
-def smdp(*args: str, stdin: str = "", password: str | None = None) -> subprocess.CompletedProcess[str]:
+def smdp(
+    *args: str, stdin: str = "", password: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("SMDP_PASSWORD", None)
     if password is not None:

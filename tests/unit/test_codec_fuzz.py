@@ -135,10 +135,52 @@ USER_SEED_LINES = [
 ]
 
 
-def session(lines: list[str]) -> st.SearchStrategy[bytes]:
-    return st.lists(
-        st.tuples(st.sampled_from(lines), st.sampled_from(["\r\n", "\n"])), max_size=40
-    ).map(lambda items: "".join(line + end for line, end in items).encode())
+# Whole exchanges, so that random sessions reach the deeper states often.
+PEER_FRAGMENTS = [
+    [
+        f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=100",
+        "RCPT To:<r@here.example>",
+        "DATA",
+        "Subject: hi",
+        "..dot",
+        ".",
+    ],
+    [f"MAIL From:<s@b.example> ID={ENVID}", "RCPT To:<r@here.example>", "SIZE=5", "DATA", "abc", "."],
+    [
+        f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=1",
+        "RCPT To:<r@here.example>",
+        "RCPT To:<q@here.example>",
+        "RCPT To:<p@here.example>",
+        "DATA",
+        "x" * 59,
+        "y" * 150,
+        "z" * 80,
+        ".",
+    ],
+    [f"ACCEPT {ENVID} To:<r@here.example>", f"RECEIVED {ENVID}"],
+]
+USER_FRAGMENTS = [
+    ["MAIL", "RCPT TO:<bob@b.example>", "DATA", "Subject: hi", "", "..x", "."],
+    ["MAIL", "RCPT TO:<a@b.example>", "RCPT TO:<b@b.example>", "RCPT TO:<c@b.example>", "DATA"]
+    + ["w" * 58] * 5
+    + ["."],
+    ["PWD secret", "RETR 1", "TOP 1 0", "LIST", "UIDL 1"],
+]
+
+
+def session(
+    lines: list[str], fragments: list[list[str]], prefix: list[str]
+) -> st.SearchStrategy[bytes]:
+    pieces = st.sampled_from(lines).map(lambda line: [line]) | st.sampled_from(fragments)
+    return st.tuples(
+        st.booleans(),
+        st.lists(pieces, max_size=25),
+        st.sampled_from(["\r\n", "\n"]),
+    ).map(
+        lambda t: "".join(
+            line + t[2] for line in (prefix if t[0] else []) + [x for p in t[1] for x in p]
+        ).encode()
+    )
 
 
 edits = st.lists(
@@ -147,11 +189,17 @@ edits = st.lists(
 cuts = st.lists(st.integers(0, 10_000), max_size=20)
 hostile_peer = st.one_of(
     st.binary(max_size=1500),
-    st.tuples(session(PEER_SEED_LINES), edits).map(lambda t: mutate(*t)),
+    session(PEER_SEED_LINES, PEER_FRAGMENTS, ["EHLO b.example"]),
+    st.tuples(session(PEER_SEED_LINES, PEER_FRAGMENTS, ["EHLO b.example"]), edits).map(
+        lambda t: mutate(*t)
+    ),
 )
 hostile_user = st.one_of(
     st.binary(max_size=1500),
-    st.tuples(session(USER_SEED_LINES), edits).map(lambda t: mutate(*t)),
+    session(USER_SEED_LINES, USER_FRAGMENTS, ["USER alice", "PASS secret"]),
+    st.tuples(session(USER_SEED_LINES, USER_FRAGMENTS, ["USER alice", "PASS secret"]), edits).map(
+        lambda t: mutate(*t)
+    ),
 )
 
 
@@ -476,7 +524,7 @@ def test_user_round_trip(command: user.UserCommand, cut: list[int], data: st.Dat
 
 
 @FUZZ
-@given(body=st.binary(max_size=5000) | session(PEER_SEED_LINES), cut=cuts)
+@given(body=st.binary(max_size=5000) | session(PEER_SEED_LINES, PEER_FRAGMENTS, []), cut=cuts)
 def test_dot_stuff_round_trip(body: bytes, cut: list[int]) -> None:
     wire = dot_stuff(body)
     normal = normalize_line_ends(body)

@@ -490,7 +490,9 @@ def test_hostile_inputs_stay_cheap(data: bytes) -> None:
     assert time.perf_counter() - started < 1.0
 
 
-_FIXTURE_BYTES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml")) if p.stat().st_size < 10_000]
+_FIXTURE_BYTES = [
+    p.read_bytes() for p in sorted(FIXTURES.glob("*.eml")) if p.stat().st_size < 10_000
+]
 
 
 @st.composite
@@ -599,7 +601,9 @@ def test_decode_tolerates_missing_unknown_and_bad_fields() -> None:
         b"Headline:\r\n"
     )
     got = decode_envelope_block(data)
-    assert got.summary == summary(subject="spaced out", headlines=("\ufffd\ufffd bad utf-8", "upper"))
+    assert got.summary == summary(
+        subject="spaced out", headlines=("\ufffd\ufffd bad utf-8", "upper")
+    )
     assert got.expires == ""
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 import unicodedata
 from collections.abc import Iterator
 
@@ -132,24 +130,15 @@ def test_verify_absent_goes_through_a_real_verification(
     assert seen == [(cheap.dummy_hash, "hunter2")]
 
 
-def test_unknown_user_costs_as_much_as_a_wrong_password() -> None:
-    # Costly enough (~ms) that hashing dominates call overhead and noise.
-    p = Passwords(time_cost=2, memory_cost=4096, parallelism=1)
-    stored = p.hash("right")
-    p.verify_absent("warm-up")
-
-    wrong: list[float] = []
-    absent: list[float] = []
-    for _ in range(15):
-        t0 = time.perf_counter()
-        p.verify(stored, "wrong")
-        t1 = time.perf_counter()
-        p.verify_absent("wrong")
-        t2 = time.perf_counter()
-        wrong.append(t1 - t0)
-        absent.append(t2 - t1)
-    ratio = statistics.median(absent) / statistics.median(wrong)
-    assert 0.5 < ratio < 2.0, ratio
+def test_unknown_user_costs_the_same_work_as_a_wrong_password() -> None:
+    # No timing assertion (timings belong in benchmarks): the dummy hash that
+    # verify_absent checks has exactly the instance's Argon2 parameters, so an
+    # unknown account does the same work as a wrong password.
+    p = Passwords(time_cost=2, memory_cost=64, parallelism=1)
+    real = extract_parameters(p.hash("right"))
+    dummy = extract_parameters(p.dummy_hash)
+    assert (dummy.time_cost, dummy.memory_cost, dummy.parallelism) == (
+        real.time_cost, real.memory_cost, real.parallelism)
 
 
 def test_module_level_functions(cheap_default: Passwords) -> None:

@@ -6,6 +6,7 @@ section 5.3 quality).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 from smdp.config import QualityPolicy
@@ -15,6 +16,8 @@ from smdp.core.envelope import decode_envelope_block, encode_envelope_block, ext
 from smdp.core.quality import judge
 from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
+
+log = logging.getLogger("smdp.quality")
 
 
 class DecisionError(Exception):
@@ -144,6 +147,12 @@ class Destination:
         if effect.add_to_black_list:
             self.store.put_inbound(entry.user_id, "black", env.sender, env.origin_server, "auto")
         self.store.set_vote(entry.id, env.origin_server, effect.vote)
+        if effect.vote < 0:
+            # Section 5.3: thresholds "accommodate for automate management alerts".
+            verdict = judge(self.store.quality(env.origin_server), self.quality_policy)
+            if verdict.status in ("alert", "blocked"):
+                log.warning("peer server %s: %s (%s)", env.origin_server, verdict.status,
+                            verdict.reason)
         if message.accepts:
             # Assumption 5: a later acceptance uses the copy this server holds.
             state = d.ACCEPTED if env.has_body else d.FETCHING
