@@ -7,6 +7,7 @@ of the server as the very command the client sent.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -27,7 +28,7 @@ from smdp.protocol.framing import (
 
 # SMDP_FUZZ_EXAMPLES=5000 for a deeper run; the default keeps the suite quick.
 FUZZ = settings(
-    max_examples=int(os.environ.get("SMDP_FUZZ_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("SMDP_FUZZ_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -41,7 +42,7 @@ USER_AUTO_REPLY = re.compile(rb"-ERR [^\r\n]*\r\n")
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
+    return [data[a:b] for a, b in itertools.pairwise(points)] or [b""]
 
 
 def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
@@ -145,7 +146,14 @@ PEER_FRAGMENTS = [
         "..dot",
         ".",
     ],
-    [f"MAIL From:<s@b.example> ID={ENVID}", "RCPT To:<r@here.example>", "SIZE=5", "DATA", "abc", "."],
+    [
+        f"MAIL From:<s@b.example> ID={ENVID}",
+        "RCPT To:<r@here.example>",
+        "SIZE=5",
+        "DATA",
+        "abc",
+        ".",
+    ],
     [
         f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=1",
         "RCPT To:<r@here.example>",
@@ -336,7 +344,9 @@ atom = st.text(atext, min_size=1, max_size=8)
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True)
 domains = st.lists(label, min_size=1, max_size=4).map(".".join)
 mailboxes = st.builds(
-    lambda local, domain: f"{'.'.join(local)}@{domain}", st.lists(atom, min_size=1, max_size=3), domains
+    lambda local, domain: f"{'.'.join(local)}@{domain}",
+    st.lists(atom, min_size=1, max_size=3),
+    domains,
 )
 envids = st.text("abcdefghijklmnopqrstuvwxyz234567", min_size=26, max_size=26)
 sizes = st.integers(0, 10_000)
@@ -352,7 +362,9 @@ peer_commands = st.one_of(
     st.builds(peer.Data, bodies),
     st.builds(
         peer.Decision,
-        st.sampled_from([peer.DecisionKind.REJECT, peer.DecisionKind.SPAM, peer.DecisionKind.SPAMMER]),
+        st.sampled_from(
+            [peer.DecisionKind.REJECT, peer.DecisionKind.SPAM, peer.DecisionKind.SPAMMER]
+        ),
         envids,
         mailboxes,
     ),
@@ -372,7 +384,10 @@ peer_commands = st.one_of(
 PEER_SETUP = {
     peer.PeerState.GREETED: [],
     peer.PeerState.READY: ["HELO b.example"],
-    peer.PeerState.TXN_STARTED: ["HELO b.example", f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=1"],
+    peer.PeerState.TXN_STARTED: [
+        "HELO b.example",
+        f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=1",
+    ],
     peer.PeerState.TXN_RCPT: [
         "HELO b.example",
         f"ENVELOPE From:<s@b.example> ID={ENVID} SIZE=1",
@@ -388,9 +403,7 @@ PEER_SETUP = {
 
 
 def peer_server_in(state: peer.PeerState) -> peer.PeerServerConnection:
-    conn = peer.PeerServerConnection(
-        "here.example", max_message_size=10**6, max_recipients=100
-    )
+    conn = peer.PeerServerConnection("here.example", max_message_size=10**6, max_recipients=100)
     for line in PEER_SETUP[state]:
         conn.receive_data(line.encode() + b"\r\n")
         event = conn.next_event()
@@ -433,8 +446,11 @@ user_commands = st.one_of(
     st.builds(user.User, st.text(string.ascii_letters + "@.-_", min_size=1, max_size=30)),
     st.builds(
         user.Pass,
-        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclude_characters="\x7f"), min_size=1, max_size=20)
-        .flatmap(lambda head: st.text(" ab\u00e9", max_size=5).map(lambda tail: head + tail)),
+        st.text(
+            st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclude_characters="\x7f"),
+            min_size=1,
+            max_size=20,
+        ).flatmap(lambda head: st.text(" ab\u00e9", max_size=5).map(lambda tail: head + tail)),
         st.sampled_from(["PASS", "PWD"]),
     ),
     st.just(user.Capa()),

@@ -644,10 +644,12 @@ def test_decode_size_limit() -> None:
     assert issubclass(EnvelopeError, ValueError)
 
 
+# Values already clean and within every cap (at most 62 characters, the
+# Expires cap being 64), so the round trip must be exact.
 _TEXT = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf")), max_size=40
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf")), max_size=20
 )
-_WORDS = st.lists(_TEXT.filter(bool), max_size=5).map(" ".join)
+_WORDS = st.lists(_TEXT.filter(bool), max_size=3).map(" ".join)
 _NAME = _WORDS.map(lambda s: s.replace(",", "").replace(";", "").strip()).filter(bool)
 
 

@@ -284,7 +284,7 @@ def test_dot_unstuff_refuses_incomplete_or_oversized() -> None:
 
 def test_large_block_is_fast() -> None:
     # 32 MiB of short lines: the block path must stay in C (find/replace/split).
-    body = (b"Lorem ipsum dolor sit amet, consectetur adipiscing\r\n" b".leading dot\r\n") * (
+    body = (b"Lorem ipsum dolor sit amet, consectetur adipiscing\r\n.leading dot\r\n") * (
         32 * 1024 * 1024 // 66
     )
     wire = dot_stuff(body)

@@ -237,7 +237,7 @@ def test_block_end_returns_to_ready_even_when_refused() -> None:
 
 def test_closed_after_quit_ignores_input() -> None:
     conn = at_state(PeerState.READY)
-    event, _ = step(conn, "QUIT")
+    assert step(conn, "QUIT")[0] == Quit()
     conn.reply(221, "2.0.0 bye")
     assert conn.data_to_send() == b"221 2.0.0 bye\r\n"
     assert conn.state is PeerState.CLOSED
@@ -390,7 +390,7 @@ def test_refused_size_is_not_recorded() -> None:
     conn = at_state(PeerState.READY)
     for line in [f"MAIL From:<s@b.example> ID={ENVID}", "RCPT To:<r@here.example>"]:
         answer(conn, step(conn, line)[0])
-    event, _ = step(conn, "SIZE=5")
+    assert step(conn, "SIZE=5")[0] == SizeDecl(5)
     conn.reply(552, "5.3.4 not today")
     conn.data_to_send()
     assert step(conn, "DATA")[1].startswith(b"503 5.5.1 SIZE required")
@@ -912,7 +912,7 @@ def test_client_against_server() -> None:
     client.receive_data(srv.greeting())
     assert client.next_event() == Reply(220, [f"{HOST} SMDP ready"])
     replies: list[object] = []
-    for command in [
+    commands: list[PeerCommand] = [
         Helo("b.example"),
         EnvelopeStart("s@b.example", ENVID, 5),
         Rcpt("r@here.example"),
@@ -921,7 +921,8 @@ def test_client_against_server() -> None:
         Decision(DecisionKind.ACCEPT, ENVID, "r@here.example"),
         Received(ENVID),
         Quit(),
-    ]:
+    ]
+    for command in commands:
         srv.receive_data(client.send(command))
         event = srv.next_event()
         if isinstance(command, Data):

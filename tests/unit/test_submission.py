@@ -56,6 +56,11 @@ def test_keeps_existing_headers_and_the_exact_body() -> None:
     assert submit(raw) == raw
 
 
+def test_own_address_in_display_name_is_fine() -> None:
+    raw = b'From: "Alice, reach me at alice@a.example." <alice@a.example>\r\n\r\n'
+    assert submit(raw).endswith(raw)
+
+
 def test_secondary_identity_is_allowed_case_insensitively() -> None:
     out = submit(b"From: alice.work@a.example\r\nDate: x\r\nMessage-ID: <1@x>\r\n\r\nb\r\n")
     assert out.startswith(b"From: alice.work@a.example\r\n")

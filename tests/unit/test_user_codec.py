@@ -16,8 +16,8 @@ from smdp.protocol.user import (
     Capa,
     DataCmd,
     Dele,
-    EnvShow,
     Envs,
+    EnvShow,
     Ident,
     ListAdd,
     ListCmd,
@@ -286,7 +286,10 @@ def test_credentials(line: str, command: UserEvent) -> None:
         ("MAIL from: <alice@here.example>", MailCmd("alice@here.example")),
         ("SENT <a1.b2@here.example>", Sent("<a1.b2@here.example>")),
         ("LISTADD IN-BLACK x@b.example", ListAdd("in-black", "x@b.example", None)),
-        ("LISTDEL in-white x@b.example mx.b.example", ListDel("in-white", "x@b.example", "mx.b.example")),
+        (
+            "LISTDEL in-white x@b.example mx.b.example",
+            ListDel("in-white", "x@b.example", "mx.b.example"),
+        ),
         ("RETR 9999999999", Retr(9999999999)),
     ],
 )
@@ -431,7 +434,9 @@ def test_message_block() -> None:
     assert out == b""
     assert conn.state is UserState.TRANSACTION
     conn.ok("queued as m1 (1 recipients; 0 refused by your black list)")
-    assert conn.data_to_send() == b"+OK queued as m1 (1 recipients; 0 refused by your black list)\r\n"
+    assert (
+        conn.data_to_send() == b"+OK queued as m1 (1 recipients; 0 refused by your black list)\r\n"
+    )
     # The recipients went with the message: composing starts afresh.
     assert step(conn, "DATA")[1] == b"-ERR send MAIL first\r\n"
 
@@ -596,7 +601,10 @@ CLIENT_WIRE: list[tuple[UserCommand | Message, bytes]] = [
     (Sent(), b"SENT\r\n"),
     (Sent("m1"), b"SENT m1\r\n"),
     (Lists(), b"LISTS\r\n"),
-    (ListAdd("in-white", "a@b.example", "mx.b.example"), b"LISTADD in-white a@b.example mx.b.example\r\n"),
+    (
+        ListAdd("in-white", "a@b.example", "mx.b.example"),
+        b"LISTADD in-white a@b.example mx.b.example\r\n",
+    ),
     (ListDel("out-black", "a@b.example"), b"LISTDEL out-black a@b.example\r\n"),
     (Ident(), b"IDENT\r\n"),
 ]
@@ -640,7 +648,8 @@ def test_client_refuses_non_commands() -> None:
 
 def test_client_reads_each_kind_of_answer() -> None:
     client = UserClientConnection()
-    for command in [Pass("x", "PWD"), ListCmd(1), Retr(1), Envs(), Stat(), Top(1, 0)]:
+    commands: list[UserCommand] = [Pass("x", "PWD"), ListCmd(1), Retr(1), Envs(), Stat(), Top(1, 0)]
+    for command in commands:
         client.send(command)
     wire = (
         b"+OK ready\r\n"
@@ -678,7 +687,8 @@ def test_client_empty_listing() -> None:
 
 
 @pytest.mark.parametrize(
-    "wire", [b"OK\r\n", b"+ok lower\r\n", b"+OKAY\r\n", b"-ERRx\r\n", b"+OK " + b"x" * 2000 + b"\r\n"]
+    "wire",
+    [b"OK\r\n", b"+ok lower\r\n", b"+OKAY\r\n", b"-ERRx\r\n", b"+OK " + b"x" * 2000 + b"\r\n"],
 )
 def test_client_malformed_status(wire: bytes) -> None:
     client = UserClientConnection()
@@ -704,7 +714,8 @@ def test_client_against_server() -> None:
     client.receive_data(srv.greeting())
     assert client.next_event() == UserReply(True, f"{HOST} SMDP user port ready")
     replies = []
-    for command in [User("alice"), Pass("pw", "PWD"), Retr(1), ListCmd(), MailCmd()]:
+    commands: list[UserCommand] = [User("alice"), Pass("pw", "PWD"), Retr(1), ListCmd(), MailCmd()]
+    for command in commands:
         srv.receive_data(client.send(command))
         answer(srv, srv.next_event())
         client.receive_data(srv.data_to_send())

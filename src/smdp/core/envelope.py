@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
+    "EMPTY_SUMMARY",
     "MAX_ATTACHMENT_NAMES",
     "MAX_BLOCK_OCTETS",
     "MAX_DEPTH",

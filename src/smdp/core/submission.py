@@ -104,7 +104,9 @@ def _claimed_addresses(field: HeaderField) -> list[str]:
         ) from exc
     for address in addresses:
         found.append(address.addr_spec)
-    found.extend(_ADDRESS_LIKE.findall(decode_header_text(field.value)))
+    # A dot ending a sentence in a display name is not part of the address.
+    text = decode_header_text(field.value)
+    found.extend(token.rstrip(".") for token in _ADDRESS_LIKE.findall(text))
     return found
 
 

@@ -1,1 +1,66 @@
+"""Sans-IO codecs and session state tables of both SMDP ports.
 
+- :mod:`smdp.protocol.framing`: lines and dot-stuffed blocks (contract section 1).
+- :mod:`smdp.protocol.peer`: the peer port, server to server (Table 4, Table 2).
+- :mod:`smdp.protocol.user`: the user port, POP3 plus SMDP (Table 5, Table 1).
+
+The event classes of the two ports share some names (``Noop``, ``Rset``,
+``Quit``), so they are reached through their module: ``peer.Noop``, ``user.Noop``.
+"""
+
+from smdp.protocol import peer, user
+from smdp.protocol.framing import (
+    CLOSED,
+    LINE_TOO_LONG,
+    NEED_DATA,
+    DataBlockReader,
+    LineBuffer,
+    ProtocolUsageError,
+    RemoteProtocolError,
+    Sentinel,
+    dot_stuff,
+    dot_unstuff,
+    normalize_line_ends,
+)
+from smdp.protocol.peer import (
+    DecisionKind,
+    PeerClientConnection,
+    PeerServerConnection,
+    PeerState,
+    PulledBody,
+    Reply,
+)
+from smdp.protocol.user import (
+    UserClientConnection,
+    UserOption,
+    UserReply,
+    UserServerConnection,
+    UserState,
+)
+
+__all__ = [
+    "CLOSED",
+    "LINE_TOO_LONG",
+    "NEED_DATA",
+    "DataBlockReader",
+    "DecisionKind",
+    "LineBuffer",
+    "PeerClientConnection",
+    "PeerServerConnection",
+    "PeerState",
+    "ProtocolUsageError",
+    "PulledBody",
+    "RemoteProtocolError",
+    "Reply",
+    "Sentinel",
+    "UserClientConnection",
+    "UserOption",
+    "UserReply",
+    "UserServerConnection",
+    "UserState",
+    "dot_stuff",
+    "dot_unstuff",
+    "normalize_line_ends",
+    "peer",
+    "user",
+]

@@ -34,8 +34,14 @@ from smdp.protocol.framing import (
 
 __all__ = [
     "CLOSED",
+    "END_OF_BLOCK",
+    "LINE_TOO_LONG_REASON",
+    "MIB",
     "NEED_DATA",
+    "SIZE_MISMATCH_REASON",
+    "TOO_BIG_REASON",
     "TRANSITIONS",
+    "VERBS",
     "Data",
     "DataComplete",
     "DataFailed",
@@ -47,6 +53,8 @@ __all__ = [
     "MailStart",
     "Noop",
     "PeerClientConnection",
+    "PeerCommand",
+    "PeerEvent",
     "PeerServerConnection",
     "PeerState",
     "ProtocolUsageError",
@@ -818,9 +826,7 @@ class PeerClientConnection:
     ACCEPT/AUTHORIZE without BODY=HELD). The first reply is the greeting.
     """
 
-    def __init__(
-        self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB
-    ) -> None:
+    def __init__(self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB) -> None:
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
         self._lines = LineBuffer(max_line_length)
@@ -901,9 +907,7 @@ class PeerClientConnection:
                 if reader.too_long_line:
                     raise RemoteProtocolError("pulled body has an over-long line")
                 if reader.too_big:
-                    raise RemoteProtocolError(
-                        f"pulled body exceeds {self.max_message_size} octets"
-                    )
+                    raise RemoteProtocolError(f"pulled body exceeds {self.max_message_size} octets")
                 return PulledBody(code, text, reader.result())
             line = self._lines.next_line()
             if line is None:

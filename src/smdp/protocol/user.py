@@ -35,9 +35,14 @@ from smdp.protocol.peer import MIB, parse_hostname, parse_mailbox
 
 __all__ = [
     "CLOSED",
+    "END_OF_BLOCK",
+    "FAILED_PASS",
+    "LINE_TOO_LONG_REASON",
     "LIST_NAMES",
     "NEED_DATA",
+    "TOO_BIG_REASON",
     "TRANSITIONS",
+    "VERBS",
     "Capa",
     "DataCmd",
     "Dele",
@@ -66,7 +71,9 @@ __all__ = [
     "Uidl",
     "User",
     "UserClientConnection",
+    "UserCommand",
     "UserDecision",
+    "UserEvent",
     "UserOption",
     "UserReply",
     "UserServerConnection",
@@ -843,9 +850,7 @@ class UserClientConnection:
     reply is the greeting.
     """
 
-    def __init__(
-        self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB
-    ) -> None:
+    def __init__(self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB) -> None:
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
         self._lines = LineBuffer(max_line_length)
@@ -911,8 +916,9 @@ class UserClientConnection:
                 line = "SENT" if msgid is None else f"SENT {msgid}"
             case Lists():
                 line = "LISTS"
-            case ListAdd(list_name=list_name, address=address, server=server) | ListDel(
-                list_name=list_name, address=address, server=server
+            case (
+                ListAdd(list_name=list_name, address=address, server=server)
+                | ListDel(list_name=list_name, address=address, server=server)
             ):
                 verb = "LISTADD" if isinstance(command, ListAdd) else "LISTDEL"
                 if list_name not in LIST_NAMES:
