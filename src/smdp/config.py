@@ -69,7 +69,6 @@ class Config:
     # Argon2 cost; lowered only by tests and the demo, never below the floor.
     password_memory_kib: int = 65536
     password_time_cost: int = 3
-    allow_plaintext_login: bool = True
     config_path: Path | None = None
 
     def is_local(self, domain: str) -> bool:
@@ -209,8 +208,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     )
 
     sec = _check(data.get("security", {}), dict, "security")
-    _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
-                          "allow_plaintext_login"}, "security")
+    _reject_unknown(sec, {"password_memory_kib", "password_time_cost"}, "security")
     memory = _opt(sec, "password_memory_kib", int, 65536, "security")
     if memory < 8:
         raise ConfigError("security.password_memory_kib must be at least 8")
@@ -230,7 +228,6 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         dns_nameservers=nameservers,
         password_memory_kib=memory,
         password_time_cost=time_cost,
-        allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, True, "security"),
         config_path=source,
     )
 

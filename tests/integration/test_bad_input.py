@@ -192,3 +192,38 @@ def test_several_envelopes_and_mails_in_one_peer_session(pair: tuple[Server, Ser
     rows = b.query("SELECT subject, size FROM in_envelopes ORDER BY id")
     assert rows == [("number 0", 1234), ("number 1", 1234)]
     assert b.query("SELECT COUNT(*) FROM mailbox WHERE state='pending'") == [(2,)]
+
+
+def test_recipient_limit_on_both_ports(tmp_path: Path) -> None:
+    a, b = make_pair(tmp_path, extra_a=LIMITS, extra_b=LIMITS)
+    a.add_user("alice@a.example")
+    names = ["bob", "carol", "dave", "erin"]
+    for name in names:
+        b.add_user(f"{name}@b.example")
+    with running(a, b):
+        p = PeerSocket(b.peer_port)
+        p.cmd("EHLO smdp.a.example")
+        p.cmd(f"ENVELOPE From:<alice@a.example> ID={ENVID}")
+        replies = [p.cmd(f"RCPT To:<{n}@b.example>") for n in names]
+        assert [code(r) for r in replies] == [250, 250, 250, 452]
+        p.close()
+        u = UserSocket(a.user_port)
+        u.cmd("USER alice@a.example")
+        u.cmd("PASS secret")
+        u.cmd("MAIL")
+        replies = [u.cmd(f"RCPT TO:<{n}@b.example>") for n in names]
+        assert [r[:3] for r in replies] == ["+OK", "+OK", "+OK", "-ER"]
+        u.cmd("QUIT")
+
+
+def test_idle_sessions_are_closed(tmp_path: Path) -> None:
+    a, b = make_pair(tmp_path, extra_b="[limits]\nidle_timeout = 0.5\n")
+    b.add_user("bob@b.example")
+    with running(a, b):
+        p = PeerSocket(b.peer_port)
+        assert p.reply().startswith("421 4.4.2")
+        p.close()
+        u = UserSocket(b.user_port)
+        assert u.line().startswith("-ERR idle")
+        with pytest.raises(ConnectionError):
+            u.line()
