@@ -58,6 +58,7 @@ class DeliveryPolicy:
 class Config:
     hostname: str
     domains: tuple[str, ...]
+    node: str  # this process's name in queue claims; distinct per node sharing a store
     peer_listener: Listener
     user_listener: Listener
     store_path: Path
@@ -124,7 +125,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
                            "peers", "dns", "security"}, "config")
     server = _check(data.get("server", {}), dict, "server")
-    _reject_unknown(server, {"hostname", "domains"}, "server")
+    _reject_unknown(server, {"hostname", "domains", "node"}, "server")
     hostname = _need(server, "hostname", str, "server").lower()
     domains_raw = _need(server, "domains", list, "server")
     if not domains_raw:
@@ -218,6 +219,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     return Config(
         hostname=hostname,
         domains=domains,
+        node=_opt(server, "node", str, hostname, "server"),
         peer_listener=peer_listener,
         user_listener=user_listener,
         store_path=store_path,

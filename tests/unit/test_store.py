@@ -118,3 +118,23 @@ def test_queue_retry_and_finish(tmp_path: Path) -> None:
     store.finish_job(retried.id)
     assert store.queue_size() == 1
     store.close()
+
+
+def test_claims_one_job_per_key_and_expire(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "s.sqlite3"))
+    with store.transaction():
+        store.enqueue("send-envelope", "k1", "1", at=10.0)
+        store.enqueue("report-decision", "k1", "2", at=10.0)
+        store.enqueue("send-envelope", "k2", "3", at=10.0)
+        store.enqueue("send-envelope", "k3", "4", at=99.0)
+    first = store.claim_jobs("node-a", 20.0, 10, lease=50.0)
+    assert [j.payload for j in first] == ["1", "3"]  # the oldest per key, due ones only
+    assert store.claim_jobs("node-b", 30.0, 10, lease=50.0) == []  # all claimed
+    store.finish_job(first[0].id)
+    assert [j.payload for j in store.claim_jobs("node-b", 30.0, 10, lease=50.0)] == ["2"]
+    # node-a died holding k2: its lease runs out and another node takes over.
+    assert [j.payload for j in store.claim_jobs("node-b", 71.0, 10, lease=50.0)] == ["3"]
+    assert store.release_claims("node-b") == 2
+    assert {j.payload for j in store.claim_jobs("node-c", 100.0, 10, lease=50.0)} == {
+        "2", "3", "4"}
+    store.close()

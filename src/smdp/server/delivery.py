@@ -125,6 +125,9 @@ class DeliveryWorker:
         self._running: dict[str, asyncio.Task[None]] = {}  # envelope key -> task
         self.max_parallel = 16
         self.timeout = 30.0
+        # A claim outlives any single job (each network read has its own
+        # timeout); a node that dies leaves its claims to expire.
+        self.lease = 600.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -135,6 +138,8 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         poll = self.app.config.delivery.poll_interval
+        # This node just started: nothing it claimed before is still running.
+        self.app.store.release_claims(self.app.config.node)
         while not self._stopping:
             self._wake.clear()
             try:
@@ -150,14 +155,12 @@ class DeliveryWorker:
         free = self.max_parallel - len(self._running)
         if free <= 0:
             return
-        for job in self.app.store.due_jobs(time.time(), limit=free * 4):
-            if free <= 0:
-                break
-            if job.key in self._running:
-                continue  # one job at a time per envelope keeps decisions ordered
+        node = self.app.config.node
+        for job in self.app.store.claim_jobs(node, time.time(), free, self.lease):
+            # The claim already keeps one job per envelope at a time, which
+            # keeps the decisions on one envelope in order.
             task = asyncio.create_task(self._run_job(job))
             self._running[job.key] = task
-            free -= 1
 
     async def _run_job(self, job: Job) -> None:
         store = self.app.store

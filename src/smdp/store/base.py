@@ -216,6 +216,15 @@ class Store(Protocol):
     def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
         ...
 
+    def claim_jobs(self, node: str, now: float, limit: int, lease: float) -> list[Job]:
+        """Claim due jobs for ``node`` until ``now + lease``: only the oldest job
+        of each key, never one another node holds a live claim on."""
+        ...
+
+    def release_claims(self, node: str) -> int:
+        """Give back every claim ``node`` holds (it restarted: none is running)."""
+        ...
+
     def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
         ...
 

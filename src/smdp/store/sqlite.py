@@ -489,6 +489,33 @@ class SqliteStore:
             (kind, key, payload, now if at is None else at, now),
         )
 
+    def claim_jobs(self, node: str, now: float, limit: int, lease: float) -> list[Job]:
+        """Claim due jobs for ``node`` until ``now + lease``.
+
+        Only the oldest job of each key is eligible, so work on one envelope
+        runs in order and never twice at once, on this node or another.
+        """
+        with self.transaction():
+            rows = self._exec(
+                "UPDATE queue SET claimed_by=?, claimed_until=? WHERE id IN ("
+                " SELECT q.id FROM queue q"
+                " WHERE q.id = (SELECT MIN(q2.id) FROM queue q2 WHERE q2.key = q.key)"
+                " AND q.next_attempt <= ? AND (q.claimed_until IS NULL OR q.claimed_until < ?)"
+                " ORDER BY q.next_attempt, q.id LIMIT ?)"
+                " RETURNING id, kind, key, payload, attempts, last_error",
+                (node, now + lease, now, now, limit),
+            ).fetchall()
+        return sorted((Job(*r) for r in rows), key=lambda j: j.id)
+
+    def release_claims(self, node: str) -> int:
+        """Give back every claim ``node`` holds (it restarted: none is running)."""
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE queue SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?",
+                (node,),
+            )
+        return cur.rowcount
+
     def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
         rows = self._exec(
             "SELECT id, kind, key, payload, attempts, last_error FROM queue "
@@ -502,7 +529,8 @@ class SqliteStore:
 
     def retry_job(self, job_id: int, at: float, error: str) -> None:
         self._exec(
-            "UPDATE queue SET attempts=attempts+1, next_attempt=?, last_error=? WHERE id=?",
+            "UPDATE queue SET attempts=attempts+1, next_attempt=?, last_error=?, "
+            "claimed_by=NULL, claimed_until=NULL WHERE id=?",
             (at, error[:500], job_id),
         )
 
