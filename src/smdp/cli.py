@@ -57,7 +57,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from smdp.store import open_store
 
     config = _config(args)
-    store = open_store(str(config.store_path))
+    store = open_store(config)
     accounts = Accounts(store, config)
     try:
         if args.admin_cmd == "migrate":

@@ -34,6 +34,8 @@ class Limits:
     max_command_line: int = 1000
     max_line_length: int = 1000
     idle_timeout: float = 300.0
+    max_sessions: int = 1000  # concurrent sessions per port
+    max_sessions_per_client: int = 50  # concurrent sessions per client address, per port
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class DeliveryPolicy:
     max_attempts: int = 30
     expire_days: float = 30.0
     poll_interval: float = 1.0
+    claim_lease: float = 600.0  # seconds a node holds a queue entry before another may take it
+    housekeeping_interval: float = 60.0  # seconds between expiry and cleanup runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class Config:
     peer_listener: Listener
     user_listener: Listener
     store_path: Path
+    store_backend: str = "sqlite"
+    store_dsn: str = ""  # PostgreSQL connection string (backend = "postgresql")
     limits: Limits = field(default_factory=Limits)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
@@ -138,10 +144,15 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
 
     store = _check(data.get("store", {}), dict, "store")
-    _reject_unknown(store, {"backend", "path"}, "store")
+    _reject_unknown(store, {"backend", "path", "dsn"}, "store")
     backend = _opt(store, "backend", str, "sqlite", "store")
-    if backend != "sqlite":
-        raise ConfigError(f"store.backend {backend!r} is not supported (use 'sqlite')")
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"store.backend {backend!r} is not supported (use 'sqlite' or 'postgresql')"
+        )
+    dsn = _opt(store, "dsn", str, "", "store")
+    if backend == "postgresql" and not dsn:
+        raise ConfigError("store.dsn is required when store.backend is 'postgresql'")
     store_path = Path(_opt(store, "path", str, "smdp.sqlite3", "store"))
     if not store_path.is_absolute():
         store_path = base_dir / store_path
@@ -155,6 +166,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         max_command_line=_opt(lim, "max_command_line", int, d.max_command_line, "limits"),
         max_line_length=_opt(lim, "max_line_length", int, d.max_line_length, "limits"),
         idle_timeout=_opt(lim, "idle_timeout", float, d.idle_timeout, "limits"),
+        max_sessions=_opt(lim, "max_sessions", int, d.max_sessions, "limits"),
+        max_sessions_per_client=_opt(lim, "max_sessions_per_client", int,
+                                     d.max_sessions_per_client, "limits"),
     )
     for name in Limits.__dataclass_fields__:
         _positive(getattr(limits, name), f"limits.{name}")
@@ -184,6 +198,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         max_attempts=_opt(dl, "max_attempts", int, dd.max_attempts, "delivery"),
         expire_days=_opt(dl, "expire_days", float, dd.expire_days, "delivery"),
         poll_interval=_opt(dl, "poll_interval", float, dd.poll_interval, "delivery"),
+        claim_lease=_opt(dl, "claim_lease", float, dd.claim_lease, "delivery"),
+        housekeeping_interval=_opt(dl, "housekeeping_interval", float,
+                                   dd.housekeeping_interval, "delivery"),
     )
     for name in DeliveryPolicy.__dataclass_fields__:
         _positive(getattr(delivery, name), f"delivery.{name}")
@@ -223,6 +240,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         peer_listener=peer_listener,
         user_listener=user_listener,
         store_path=store_path,
+        store_backend=backend,
+        store_dsn=dsn,
         limits=limits,
         quality=quality,
         delivery=delivery,

@@ -84,7 +84,7 @@ password_time_cost = 1
     def add_user(self, address: str, password: str = "secret",
                  identities: tuple[str, ...] = ()) -> None:
         config = load_config(self.config_path)
-        store = open_store(str(config.store_path))
+        store = open_store(config)
         try:
             accounts = Accounts(store, config)
             accounts.create(address, password)

@@ -25,7 +25,7 @@ log = logging.getLogger("smdp")
 class SmdpServer:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store = store if store is not None else open_store(str(config.store_path))
+        self.store = store if store is not None else open_store(config)
         self.discovery = self._discovery(config.peer_listener.port)
         self.accounts = Accounts(self.store, config)
         self.origin = Origin(

@@ -127,7 +127,7 @@ class DeliveryWorker:
         self.timeout = 30.0
         # A claim outlives any single job (each network read has its own
         # timeout); a node that dies leaves its claims to expire.
-        self.lease = 600.0
+        self.lease = app.config.delivery.claim_lease
 
     def wake(self) -> None:
         self._wake.set()

@@ -66,7 +66,7 @@ def run_demo(root: Path, *, base_port: int = 2525) -> int:
     paths = write_configs(root, base_port)
     for path, (_domain, _host, user, password) in zip(paths, DOMAINS, strict=True):
         config = load_config(path)
-        store = open_store(str(config.store_path))
+        store = open_store(config)
         with contextlib.suppress(AccountError):  # already there from an earlier run
             Accounts(store, config).create(f"{user}@{config.domains[0]}", password)
         store.close()

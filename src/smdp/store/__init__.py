@@ -1,13 +1,25 @@
 """Storage: one interface (``smdp.store.base.Store``), backends beside it."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from smdp.store.base import Store
 from smdp.store.sqlite import SqliteStore, StoreError
+
+if TYPE_CHECKING:
+    from smdp.config import Config
 
 __all__ = ["SqliteStore", "Store", "StoreError", "open_store"]
 
 
-def open_store(path: str) -> Store:
-    """Open (and migrate) the store named in the configuration."""
-    store = SqliteStore(path)
+def open_store(target: Config | str) -> Store:
+    """Open (and migrate) the store a configuration names, or a SQLite file."""
+    if isinstance(target, str):
+        store: Store = SqliteStore(target)
+    elif target.store_backend == "sqlite":
+        store = SqliteStore(target.store_path)
+    else:
+        raise StoreError(f"store backend {target.store_backend!r} is not available")
     store.migrate()
     return store
