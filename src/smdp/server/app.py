@@ -9,7 +9,10 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from smdp.config import Config
 from smdp.core.destination import Destination
@@ -20,6 +23,17 @@ from smdp.server.discovery import Discovery, PeerServer
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
+
+Handler = Callable[["SmdpServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Connected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Sessions:
+    """The live sessions of one port, for the caps and for shutdown."""
+
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    per_client: dict[str, int] = field(default_factory=dict)
 
 
 class SmdpServer:
@@ -34,6 +48,9 @@ class SmdpServer:
         self.destination = Destination(self.store, quality=config.quality)
         self.worker = DeliveryWorker(self)
         self._servers: list[asyncio.Server] = []
+        self.peer_sessions = Sessions()
+        self.user_sessions = Sessions()
+        self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
         self.peer_port = 0
         self.user_port = 0
@@ -53,11 +70,11 @@ class SmdpServer:
         from smdp.server.user_server import serve_user
 
         peer = await asyncio.start_server(
-            lambda r, w: serve_peer(self, r, w),
+            self._gate(self.peer_sessions, serve_peer, b"421 4.7.0 "),
             self.config.peer_listener.host, self.config.peer_listener.port,
         )
         user = await asyncio.start_server(
-            lambda r, w: serve_user(self, r, w),
+            self._gate(self.user_sessions, serve_user, b"-ERR "),
             self.config.user_listener.host, self.config.user_listener.port,
         )
         self._servers = [peer, user]
@@ -69,16 +86,57 @@ class SmdpServer:
         log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
                  ", ".join(self.config.domains), self.peer_port, self.user_port)
 
-    async def stop(self) -> None:
+    def _gate(self, sessions: Sessions, handler: Handler, refusal: bytes) -> Connected:
+        """Wrap a port's session handler with the caps on concurrent sessions."""
+        limits = self.config.limits
+
+        async def gated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername")
+            client = str(peer[0]) if peer else "?"
+            why = None
+            if len(sessions.tasks) >= limits.max_sessions:
+                why = "too many sessions on this port, try again later"
+            elif sessions.per_client.get(client, 0) >= limits.max_sessions_per_client:
+                why = f"too many sessions from {client}, try again later"
+            if why is not None or self.stopping:
+                writer.write(refusal + (why or "shutting down, try again later").encode()
+                             + b"\r\n")
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                writer.close()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            sessions.tasks.add(task)
+            sessions.per_client[client] = sessions.per_client.get(client, 0) + 1
+            try:
+                await handler(self, reader, writer)
+            finally:
+                sessions.tasks.discard(task)
+                sessions.per_client[client] -= 1
+                if not sessions.per_client[client]:
+                    del sessions.per_client[client]
+
+        return gated
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM: stop accepting, let sessions finish for ``grace`` seconds,
+        then abandon the rest. Nothing is half-written: every store write is
+        one transaction, and an abandoned DATA was never committed."""
+        self.stopping = True
         for server in self._servers:
             server.close()
         self.worker.stop()
+        running = self.peer_sessions.tasks | self.user_sessions.tasks
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
         if self._worker_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._worker_task, timeout=10)
-        for server in self._servers:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), timeout=5)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._worker_task, timeout=grace)
         self.store.close()
 
 

@@ -149,7 +149,13 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
         if self._running:
-            await asyncio.wait(list(self._running.values()), timeout=5)
+            # Let jobs in flight finish; abandon the rest (their claims are
+            # released when this node starts again, and every step is idempotent).
+            _done, pending = await asyncio.wait(list(self._running.values()), timeout=5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
 
     def _launch_due(self) -> None:
         free = self.max_parallel - len(self._running)
