@@ -1,0 +1,17 @@
+"""Crash safety, proven (issue 3, item 4): SIGKILL both servers at random
+moments under a mixed workload; every message ends in exactly one final state
+matching its decisions. ``make soak`` runs the long version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.crashload import run
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    report = run(tmp_path, messages=60, seed=7, interval=(0.2, 0.7), timeout=240,
+                 pace=0.05, min_kills=6)
+    print(report)
+    assert sum(report.kills.values()) >= 5, report  # the test really killed servers
+    assert report.messages == 60
