@@ -660,7 +660,6 @@ def test_next_event_while_a_reply_is_owed() -> None:
         ("NOOP", 150, "1xx is for send_body"),
         ("NOOP", 600, "no such code"),
         ("NOOP", 99, "no such code"),
-        (f"ACCEPT {ENVID} To:<r@here.example>", 250, "a pull needs send_body"),
     ],
 )
 def test_bad_replies_are_usage_errors(line: str, code: int, text: str | list[str]) -> None:
@@ -934,3 +933,12 @@ def test_client_against_server() -> None:
     assert replies[3] == Reply(354, ["Send data, end with <CRLF>.<CRLF>"])
     assert replies[5] == PulledBody(150, "5 octets follow", b"hello\r\n")
     assert srv.state is PeerState.CLOSED
+
+
+def test_a_repeated_pulling_decision_may_be_answered_250() -> None:
+    """After RECEIVED the origin has nothing to transfer: 250, no block."""
+    conn = at_state(PeerState.READY)
+    step(conn, f"ACCEPT {ENVID} To:<r@here.example>")
+    conn.reply(250, "2.0.0 ACCEPT recorded; already transferred")
+    assert conn.data_to_send() == b"250 2.0.0 ACCEPT recorded; already transferred\r\n"
+    assert conn.state is PeerState.READY

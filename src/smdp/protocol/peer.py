@@ -554,8 +554,9 @@ class PeerServerConnection:
             positive = False
         else:
             raise ProtocolUsageError(f"reply code {code} does not fit {event!r}")
-        if isinstance(event, Decision) and event.wants_body and positive:
-            raise ProtocolUsageError("a pulling decision is answered by send_body() or 4xx/5xx")
+        # A pulling decision is normally answered by send_body(); a 2xx means
+        # "recorded, nothing to transfer" (the destination confirmed the body
+        # with RECEIVED already), which keeps a repeated decision idempotent.
         self._out += _format_reply(code, lines)
         self._owed = None
         if isinstance(event, Rcpt):

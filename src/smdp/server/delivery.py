@@ -44,21 +44,22 @@ class PeerLink:
     """One outgoing peer session, driven through the sans-IO client codec."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 timeout: float) -> None:
+                 timeout: float, max_message_size: int) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
-        self.conn = wire.PeerClientConnection()
+        self.conn = wire.PeerClientConnection(max_message_size=max_message_size)
 
     @classmethod
-    async def open(cls, address: str, port: int, timeout: float) -> PeerLink:
+    async def open(cls, address: str, port: int, timeout: float,
+                   max_message_size: int) -> PeerLink:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(address, port), timeout
             )
         except (OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}") from None
-        link = cls(reader, writer, timeout)
+        link = cls(reader, writer, timeout, max_message_size)
         greeting = await link.read_reply()
         if not isinstance(greeting, wire.Reply) or greeting.code != 220:
             await link.close()
@@ -101,12 +102,12 @@ class PeerLink:
         return reply
 
     async def close(self) -> None:
-        try:
+        """QUIT and wait briefly for the 221 (RFC 5321 4.1.1.10); best effort."""
+        with contextlib.suppress(Exception):  # the work is done; closing may fail
             if not self.writer.is_closing():
                 self.writer.write(self.conn.send(wire.Quit()))
                 await asyncio.wait_for(self.writer.drain(), 2)
-        except Exception:
-            pass
+                await asyncio.wait_for(self.read_reply(), 2)
         self.writer.close()
 
 
@@ -217,7 +218,8 @@ class DeliveryWorker:
             if getattr(exc, "transient", False):
                 raise TemporaryFailure(str(exc)) from None
             raise PermanentFailure(str(exc)) from None
-        link = await PeerLink.open(peer.address, peer.port, self.timeout)
+        link = await PeerLink.open(peer.address, peer.port, self.timeout,
+                                   self.app.config.limits.max_message_size)
         try:
             await link.expect(wire.Helo(self.app.config.hostname, True), "EHLO")
         except BaseException:

@@ -191,10 +191,7 @@ class PeerSession:
                 self.reply(554, f"5.6.0 {exc}")
                 return
         else:
-            if txn.size is not None and txn.size != len(data):
-                self.reply(554, f"5.3.4 Size mismatch: SIZE={txn.size} but {len(data)} octets "
-                                "arrived")
-                return
+            # The codec has already refused a block whose size differs from SIZE.
             self.app.destination.receive_message(
                 server=self.peer_host, envid=txn.envid, sender=txn.sender,
                 recipients=txn.recipients, body=data,

@@ -99,7 +99,10 @@ class UserSession:
                 self.messages.append(entry)
 
     def _message(self, n: int) -> MailboxEntry | None:
-        if 1 <= n <= len(self.messages) and n not in self.deleted:
+        if n in self.deleted:
+            self.conn.err(f"message {n} already deleted")  # RFC 1939 wording
+            return None
+        if 1 <= n <= len(self.messages):
             return self.messages[n - 1]
         self.conn.err(f"no message {n}")
         return None
@@ -164,9 +167,9 @@ class UserSession:
                     conn.ok(text)
             case wire.Capa():
                 conn.ok("capability list follows",
-                        ["USER", "UIDL", "TOP", "RESP-CODES", "IMPLEMENTATION smdp",
-                         "SMDP ENVS ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM REJECT&SPAMMER "
-                         "MAIL SENT LISTS"])
+                        ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
+                         "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
+                         "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT"])
             case wire.Stat():
                 self._refresh()
                 live = self._live()
