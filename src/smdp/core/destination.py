@@ -32,14 +32,19 @@ class DecisionResult:
 
 
 class Destination:
-    def __init__(self, store: Store, *, quality: QualityPolicy) -> None:
+    def __init__(self, store: Store, *, quality: QualityPolicy, hostname: str = "") -> None:
         self.store = store
         self.quality_policy = quality
+        # Local mail comes through our own peer port; we are not our own peer,
+        # so it neither counts towards a quality indicator nor can be blocked.
+        self.hostname = hostname
 
     # -- who may deliver ---------------------------------------------------------
 
     def peer_refusal(self, server: str) -> str | None:
         """Section 5.3: a peer whose quality is below the block threshold is refused."""
+        if server == self.hostname:
+            return None
         verdict = judge(self.store.quality(server), self.quality_policy)
         if verdict.status == "blocked":
             return f"5.7.1 {server} blocked: {verdict.reason}"
@@ -69,7 +74,8 @@ class Destination:
                 envid=envid, origin_server=server, sender=sender, size=size,
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
             )
-            self.store.count_messages(server, len(recipients))
+            if server != self.hostname:
+                self.store.count_messages(server, len(recipients))
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
@@ -100,7 +106,8 @@ class Destination:
                 envid=envid, origin_server=server, sender=sender, size=len(body),
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
             )
-            self.store.count_messages(server, len(recipients))
+            if server != self.hostname:
+                self.store.count_messages(server, len(recipients))
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
@@ -110,7 +117,8 @@ class Destination:
                     entry_id, state=d.ACCEPTED, decision=SmdpMessage.ACCEPT.value,
                     reason="sender is on your white list (sent directly)",
                 )
-                self.store.set_vote(entry_id, server, +1)
+                if server != self.hostname:
+                    self.store.set_vote(entry_id, server, +1)
                 self.store.touch_inbound(user.id, sender, server)
 
     # -- decisions (Table 1, Table 2 recipient column) ---------------------------
@@ -146,8 +154,9 @@ class Destination:
             self.store.put_inbound(entry.user_id, "white", env.sender, env.origin_server, "auto")
         if effect.add_to_black_list:
             self.store.put_inbound(entry.user_id, "black", env.sender, env.origin_server, "auto")
-        self.store.set_vote(entry.id, env.origin_server, effect.vote)
-        if effect.vote < 0:
+        if env.origin_server != self.hostname:
+            self.store.set_vote(entry.id, env.origin_server, effect.vote)
+        if effect.vote < 0 and env.origin_server != self.hostname:
             # Section 5.3: thresholds "accommodate for automate management alerts".
             verdict = judge(self.store.quality(env.origin_server), self.quality_policy)
             if verdict.status in ("alert", "blocked"):

@@ -119,11 +119,18 @@ class Origin:
 
     # -- outcome of sending an envelope or a whole message ----------------------
 
-    def envelope_sent(self, envid: str, refused: dict[str, str]) -> None:
-        """The destination stored the envelope; ``refused`` maps recipient -> reply."""
+    def envelope_sent(self, envid: str, refused: dict[str, str],
+                      deferred: list[str] | None = None) -> None:
+        """The destination stored the envelope; ``refused`` maps recipient -> reply;
+        ``deferred`` recipients were not taken this time and get an envelope of
+        their own."""
+        env = self.store.out_envelope(envid)
         with self.store.transaction():
-            for r in self.store.out_recipients_of_envelope(envid):
-                if r.state != d.OUT_QUEUED:
+            rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)}
+            if deferred and env is not None:
+                self._queue_envelope(env.message_id, env.domain, env.mode, deferred, rcpts)
+            for r in rcpts.values():
+                if r.state != d.OUT_QUEUED or r.recipient in (deferred or ()):
                     continue
                 if r.recipient in refused:
                     self.store.update_out_recipient(r.id, d.OUT_FAILED, refused[r.recipient])
@@ -132,7 +139,7 @@ class Origin:
             self._drop_body_when_done(envid)
 
     def direct_sent(self, envid: str, delivered: list[str], unauthorized: list[str],
-                    refused: dict[str, str]) -> None:
+                    refused: dict[str, str], deferred: list[str] | None = None) -> None:
         """The whole message went to ``delivered``; recipients who have not
         authorized the sender fall back to an envelope (contract 2.4)."""
         env = self.store.out_envelope(envid)
@@ -151,6 +158,9 @@ class Origin:
             fallback = [r for r in unauthorized if r in rcpts]
             if fallback:
                 self._queue_envelope(env.message_id, env.domain, "envelope", fallback, rcpts)
+            later = [r for r in deferred or () if r in rcpts]
+            if later:
+                self._queue_envelope(env.message_id, env.domain, "direct", later, rcpts)
             self._drop_body_when_done(envid)
 
     def delivery_failed(self, envid: str, reason: str) -> None:
@@ -183,6 +193,9 @@ class Origin:
             return DecisionOutcome(554, f"5.7.0 {envid} was rejected; message deleted")
         if message.accepts and rcpt.state in (d.OUT_FAILED, "expired"):
             return DecisionOutcome(554, f"5.7.0 {envid} is no longer held: {rcpt.detail}")
+        pulling = message.accepts and rcpt.state != d.OUT_DELIVERED and not body_held
+        if pulling and not msg.held:
+            return DecisionOutcome(554, f"5.7.0 {envid} is no longer held")
 
         body: bytes | None = None
         with self.store.transaction():
@@ -195,12 +208,10 @@ class Origin:
                     msg.user_id, msg.sender, recipient, message.value, envid
                 )
             if message.accepts:
-                if rcpt.state == d.OUT_DELIVERED or body_held:
+                if not pulling:
                     new_state, detail = d.OUT_DELIVERED, f"{effect.state} by recipient"
                 else:
                     body = self.store.out_body(msg.id)
-                    if body is None:
-                        return DecisionOutcome(554, f"5.7.0 {envid} is no longer held")
                     new_state, detail = effect.state, "transfer in progress"
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"

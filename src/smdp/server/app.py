@@ -45,7 +45,9 @@ class SmdpServer:
         self.origin = Origin(
             self.store, hostname=config.hostname, expire_days=config.delivery.expire_days
         )
-        self.destination = Destination(self.store, quality=config.quality)
+        self.destination = Destination(
+            self.store, quality=config.quality, hostname=config.hostname
+        )
         self.worker = DeliveryWorker(self)
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()

@@ -258,15 +258,21 @@ class DeliveryWorker:
             accepted: list[str] = []
             unauthorized: list[str] = []
             refused: dict[str, str] = {}
-            for rcpt in rcpts:
+            deferred: list[str] = []
+            for i, rcpt in enumerate(rcpts):
                 reply = await link.command(wire.Rcpt(rcpt))
                 assert isinstance(reply, wire.Reply)
                 if reply.ok:
                     accepted.append(rcpt)
                 elif reply.code == 551 and direct:
-                    unauthorized.append(rcpt)  # contract 2.4: fall back to an envelope
+                    unauthorized.append(rcpt)  # protocol.md: fall back to an envelope
                 elif reply.code >= 500:
                     refused[rcpt] = f"{reply.code} {reply.text}"
+                elif accepted:
+                    # A temporary refusal (e.g. 452 too many recipients): send to
+                    # those taken so far and queue the rest as a new envelope.
+                    deferred = rcpts[i:]
+                    break
                 else:
                     raise TemporaryFailure(f"RCPT <{rcpt}>: {reply.code} {reply.text}")
             if accepted:
@@ -280,9 +286,9 @@ class DeliveryWorker:
         finally:
             await link.close()
         if direct:
-            self.app.origin.direct_sent(envid, accepted, unauthorized, refused)
+            self.app.origin.direct_sent(envid, accepted, unauthorized, refused, deferred)
         else:
-            self.app.origin.envelope_sent(envid, refused)
+            self.app.origin.envelope_sent(envid, refused, deferred)
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 

@@ -200,9 +200,13 @@ class UserSession:
                     self.deleted.add(n)
                     conn.ok(f"message {n} deleted")
             case wire.Rset():
-                self.deleted.clear()
-                self.compose_from, self.compose_to = None, []
-                conn.ok("reset")
+                if self.compose_from is not None:
+                    # RSET while composing abandons the message only.
+                    self.compose_from, self.compose_to = None, []
+                    conn.ok("message abandoned")
+                else:
+                    self.deleted.clear()  # POP3: unmark deleted messages
+                    conn.ok("reset")
             case wire.Noop():
                 conn.ok("")
             case wire.Quit():
@@ -417,7 +421,10 @@ def _top(body: bytes, lines: int) -> bytes:
     head, sep, rest = body.partition(b"\r\n\r\n")
     if not sep:
         return body
-    kept = rest.split(b"\r\n")[:lines] if lines > 0 else []
+    body_lines = rest.split(b"\r\n")
+    if rest.endswith(b"\r\n"):
+        body_lines.pop()  # the split leaves an empty piece after the last CRLF
+    kept = body_lines[:lines] if lines > 0 else []
     return head + b"\r\n\r\n" + b"".join(line + b"\r\n" for line in kept)
 
 

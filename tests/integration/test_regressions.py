@@ -1,0 +1,216 @@
+"""Independent review: each test here proves one defect found in review.
+
+Two real servers on loopback (harness), separate stores. Every test should
+pass once its defect is fixed.
+"""
+
+from __future__ import annotations
+
+import poplib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smdp.protocol import user as wire
+from tests.integration.harness import Server, make_pair, running, wait_until
+
+ALICE, ANN = "alice@a.example", "ann@a.example"
+BOB, CAROL, DAVE = "bob@b.example", "carol@b.example", "dave@b.example"
+
+
+def message(subject: str, body: str = "Hello Bob,\r\nsee you at noon.\r\n",
+            to: str = BOB) -> bytes:
+    return (f"To: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
+
+
+def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = ""
+               ) -> tuple[Server, Server]:
+    a, b = make_pair(tmp_path, extra_a, extra_b)
+    a.add_user(ALICE, identities=("sales@a.example",))
+    a.add_user(ANN)
+    for u in (BOB, CAROL, DAVE):
+        b.add_user(u)
+    return a, b
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    a, b = start_pair(tmp_path)
+    with running(a, b):
+        yield a, b
+
+
+def send(a: Server, to: list[str], msg: bytes, user: str = ALICE) -> str:
+    c = a.client(user)
+    try:
+        return c.submit(to, msg)
+    finally:
+        c.quit()
+
+
+def msgid_of(reply: str) -> str:
+    return reply.split("queued as ")[1].split()[0]
+
+
+def sent_states(a: Server, msgid: str) -> dict[str, str]:
+    rows = a.query(
+        "SELECT r.recipient, r.state FROM out_recipients r JOIN out_messages m "
+        "ON m.id = r.message_id WHERE m.msgid=?", (msgid,))
+    return dict(rows)
+
+
+def entries(s: Server, user: str) -> list[tuple[int, str]]:
+    return s.query("SELECT m.id, m.state FROM mailbox m JOIN identities i "
+                   "ON i.user_id = m.user_id WHERE i.address=? ORDER BY m.id", (user,))
+
+
+def wait_entry(s: Server, user: str, n: int = 1) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = wait_until(
+        lambda: (e := entries(s, user)) and len(e) >= n and e,
+        what=f"{n} mailbox entries for {user}")
+    return found
+
+
+def decide(s: Server, entry: int, option: str, user: str) -> str:
+    c = s.client(user)
+    try:
+        return c.call(wire.UserDecision(wire.UserOption(option), entry)).text
+    finally:
+        c.quit()
+
+
+class RawUser:
+    """A raw user-port line client: send a line, read one reply (multi-line aware)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.greeting = self.line()
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line.decode()
+
+    def cmd(self, text: str, multi: bool = False) -> list[str]:
+        self.sock.sendall(text.encode() + b"\r\n")
+        first = self.line()
+        out = [first]
+        if multi and first.startswith("+OK"):
+            while (ln := self.line()) != ".":
+                out.append(ln)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def deliver(a: Server, b: Server, subject: str, body: str = "Hello Bob,\r\nsee you.\r\n",
+            user: str = BOB) -> int:
+    """alice -> user, accepted, body in the mailbox; returns the mailbox entry id."""
+    msgid = msgid_of(send(a, [user], message(subject, body, to=user)))
+    entry = int(wait_until(lambda: [e for e in entries(b, user) if e[1] == "pending"],
+                           what="envelope")[-1][0])
+    decide(b, entry, "ACCEPT", user)
+    wait_until(lambda: sent_states(a, msgid) == {user: "delivered"}, what="delivered")
+    wait_until(lambda: dict(entries(b, user))[entry] == "accepted", what="accepted")
+    return entry
+
+
+# ------------------------------------------------------------------- findings
+
+
+def test_envelope_to_more_recipients_than_the_peer_takes_is_split(tmp_path: Path) -> None:
+    """A destination that answers 452 Too many recipients after two RCPTs: the
+    origin must deliver the envelope to the first two and send the rest in
+    another transaction (RFC 5321 4.5.3.1.10). Today the whole job is retried
+    with the same RCPT list until max_attempts and every recipient ends failed."""
+    a, b = start_pair(tmp_path, extra_b="[limits]\nmax_recipients = 2\n")
+    with running(a, b):
+        msgid = msgid_of(send(a, [BOB, CAROL, DAVE], message("three of us")))
+        try:
+            wait_until(lambda: all(entries(b, u) for u in (BOB, CAROL, DAVE)), timeout=8,
+                       what="an envelope for each of three recipients")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; origin says {sent_states(a, msgid)}, queue "
+                                 f"{a.query('SELECT last_error FROM queue')}") from None
+        assert set(sent_states(a, msgid).values()) == {"envelope-sent"}
+
+
+def test_rset_abandoning_a_message_keeps_pop3_deletion_marks(
+    pair: tuple[Server, Server],
+) -> None:
+    """RSET in COMPOSE abandons the message being composed (protocol.md 12.1);
+    it must not also undo the DELE marks of the POP3 session. Today the
+    user-port RSET handler clears ``deleted`` in every state, so a DELE'd
+    message survives QUIT."""
+    a, b = pair
+    deliver(a, b, "to delete")
+    u = RawUser(b.user_port)
+    try:
+        assert u.cmd(f"USER {BOB}")[0].startswith("+OK")
+        assert u.cmd("PASS secret")[0].startswith("+OK")
+        assert u.cmd("DELE 1")[0].startswith("+OK")
+        assert u.cmd("MAIL")[0].startswith("+OK")
+        assert u.cmd("RSET")[0].startswith("+OK")  # abandon the new message
+        assert u.cmd("STAT")[0] == "+OK 0 0"  # message 1 is still marked deleted
+        assert u.cmd("QUIT")[0].startswith("+OK")
+    finally:
+        u.close()
+    pop = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
+    try:
+        pop.user(BOB)
+        pop.pass_("secret")
+        assert pop.stat()[0] == 0
+    finally:
+        pop.quit()
+
+
+def test_top_with_more_lines_than_the_body_equals_retr(pair: tuple[Server, Server]) -> None:
+    """RFC 1939 TOP: when k exceeds the body, the whole message is sent. Today
+    ``_top`` splits a CRLF-terminated body into one line too many and appends
+    an empty line that RETR does not have."""
+    a, b = pair
+    deliver(a, b, "short", "line one\r\nline two\r\n")
+    pop = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
+    try:
+        pop.user(BOB)
+        pop.pass_("secret")
+        _r, retr_lines, _ = pop.retr(1)
+        _t, top_lines, _ = pop.top(1, 100)
+        assert top_lines == retr_lines
+        _t, top2, _ = pop.top(1, 2)
+        assert top2 == retr_lines
+    finally:
+        pop.quit()
+
+
+def test_local_rejections_do_not_make_the_server_block_itself(tmp_path: Path) -> None:
+    """Local recipients go through the peer port over loopback, so their
+    decisions count in Quality(own hostname). Once local users have rejected
+    enough local mail, peer_refusal() refuses the server's own envelopes and
+    all local delivery fails (554 ... blocked). A server must not judge itself
+    as a peer (section 5.3 is about peer servers X)."""
+    a, _b = start_pair(tmp_path, extra_a="[quality]\nmin_messages = 2\nblock_below = -0.5\n")
+    with running(a):
+        for i in range(2):
+            send(a, [ANN], message(f"local {i}", to=ANN))
+            entry = wait_entry(a, ANN, i + 1)[i][0]
+            decide(a, entry, "REJECT", ANN)
+        # We are not our own peer: local mail counts towards no quality indicator.
+        wait_until(lambda: a.query("SELECT state FROM mailbox") == [("rejected",)] * 2,
+                   what="two local rejections")
+        assert a.query("SELECT * FROM peer_quality") == []
+        send(a, [ANN], message("local again", to=ANN))
+        try:
+            wait_until(lambda: len(entries(a, ANN)) == 3, timeout=5, what="third local envelope")
+        except AssertionError as exc:
+            last = a.query("SELECT recipient, state, detail FROM out_recipients")[-1]
+            raise AssertionError(f"{exc}; origin says {last}") from None
