@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean bench
+.PHONY: run test lint typecheck clean soak load venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,20 @@ run: $(STAMP)
 
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+## Crash soak: several hundred messages, servers SIGKILLed at random (not part of make test).
+soak: $(STAMP)
+	$(BIN)/python -m tests.integration.crashload --messages $${SOAK_MESSAGES:-400}
+
+## Load test: 500 user sessions + 50 peer sessions for 60 s (not part of make test).
+load: $(STAMP)
+	$(BIN)/python -m bench.load
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,313 @@
+"""Bounded load test (``make load``; issue 3, item 7).
+
+One server under test (b.example) and its peer (a.example), both real
+``smdp serve`` processes on loopback with SQLite stores. For DURATION seconds:
+
+- CLIENTS concurrent user-port sessions: half on a.example submit messages to
+  b.example users and read their SENT status; half on b.example list envelopes
+  (ENVS), decide them (every option of Table 1), and read mail (STAT, LIST, RETR);
+- PEERS concurrent peer-port sessions to b.example deliver envelopes as
+  smdp.a.example would (ENVELOPE, RCPT, SIZE=, DATA) in a loop.
+
+Then the load stops, the queues drain, and every submitted message is checked:
+each recipient of each message must be in a final state at the origin
+(delivered or rejected family) and delivered ones must be in the mailbox once.
+Reported: operations per second, latency percentiles per operation, errors,
+and the peak memory (VmHWM) of each server. Bounded in count and time; only
+127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smdp.protocol import user as uw
+from smdp.protocol.framing import CLOSED, NEED_DATA
+from tests.integration.harness import Server, make_pair, running, wait_until
+
+# The harness already lowers the Argon2 cost (8 KiB): 500 logins at the
+# production 64 MiB each would measure the KDF, not the server.
+SETTINGS = """[limits]
+max_sessions = 2000
+max_sessions_per_client = 2000
+"""
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    error_samples: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)  # msgids
+
+    def record(self, op: str, seconds: float) -> None:
+        self.latencies[op].append(seconds)
+
+    def error(self, op: str, text: str) -> None:
+        self.errors[op] += 1
+        if len(self.error_samples) < 20:
+            self.error_samples.append(f"{op}: {text}")
+
+
+class UserSession:
+    """A user-port session on the sans-IO client codec, over asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = uw.UserClientConnection()
+
+    @classmethod
+    async def open(cls, port: int, user: str) -> UserSession:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        s = cls(reader, writer)
+        await s.read()
+        await s.call(uw.User(user))
+        await s.call(uw.Pass("secret"))
+        return s
+
+    async def read(self) -> uw.UserReply:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                data = await asyncio.wait_for(self.reader.read(65536), 60)
+                self.conn.receive_data(data)
+                continue
+            if event is CLOSED:
+                raise ConnectionError("closed")
+            assert isinstance(event, uw.UserReply)
+            return event
+
+    async def call(self, command: uw.UserCommand | uw.Message) -> uw.UserReply:
+        self.writer.write(self.conn.send(command))
+        reply = await self.read()
+        if not reply.ok:
+            raise RuntimeError(reply.text)
+        return reply
+
+    async def close(self) -> None:
+        try:
+            await self.call(uw.Quit())
+        finally:
+            self.writer.close()
+
+
+async def timed(stats: Stats, op: str, coro) -> uw.UserReply | None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    try:
+        result: uw.UserReply = await coro
+    except Exception as exc:
+        stats.error(op, repr(exc))
+        return None
+    stats.record(op, time.perf_counter() - started)
+    return result
+
+
+async def sender(a: Server, user: str, rcpts: list[str], stats: Stats, stop: float,
+                 rng: random.Random) -> None:
+    s = await UserSession.open(a.user_port, user)
+    n = 0
+    while time.monotonic() < stop:
+        n += 1
+        to = rng.sample(rcpts, rng.choice([1, 1, 2]))
+        body = (f"To: {', '.join(to)}\r\nSubject: load {user} {n}\r\n\r\n"
+                f"Hello, this is message {n} of {user}.\r\n" + "filler line\r\n" * 50).encode()
+
+        async def submit() -> uw.UserReply:
+            await s.call(uw.MailCmd(None))
+            for r in to:
+                await s.call(uw.RcptCmd(r))
+            await s.call(uw.DataCmd())
+            return await s.call(uw.Message(body))
+
+        reply = await timed(stats, "submit", submit())
+        if reply is not None:
+            stats.submitted.append(reply.text.split("queued as ")[1].split()[0])
+        if n % 5 == 0:
+            await timed(stats, "sent", s.call(uw.Sent(None)))
+        await asyncio.sleep(rng.uniform(0.05, 0.3))
+    await s.close()
+
+
+OPTIONS = [uw.UserOption.ACCEPT, uw.UserOption.ACCEPT, uw.UserOption.ACCEPT_AUTH,
+           uw.UserOption.REJECT, uw.UserOption.REJECT_SPAM]
+
+
+async def recipient(b: Server, user: str, stats: Stats, stop: float,
+                    rng: random.Random) -> None:
+    s = await UserSession.open(b.user_port, user)
+    while time.monotonic() < stop:
+        reply = await timed(stats, "envs", s.call(uw.Envs(False)))
+        for line in (reply.lines or [])[:5] if reply else []:
+            entry = int(line.split()[0])
+            await timed(stats, "decide",
+                        s.call(uw.UserDecision(rng.choice(OPTIONS), entry)))
+        stat = await timed(stats, "stat", s.call(uw.Stat()))
+        if stat is not None and int(stat.text.split()[0]) > 0:
+            await timed(stats, "retr", s.call(uw.Retr(1)))
+        await asyncio.sleep(rng.uniform(0.1, 0.4))
+    await s.close()
+
+
+async def peer(b: Server, rcpts: list[str], stats: Stats, stop: float,
+               rng: random.Random) -> None:
+    """A peer session delivering envelopes, as smdp.a.example would."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", b.peer_port)
+
+    async def reply() -> str:
+        line = await asyncio.wait_for(reader.readline(), 60)
+        while line[3:4] == b"-":
+            line = await asyncio.wait_for(reader.readline(), 60)
+        return line.decode()
+
+    async def cmd(text: str) -> str:
+        writer.write(text.encode() + b"\r\n")
+        return await reply()
+
+    await reply()
+    await cmd("EHLO smdp.a.example")
+    while time.monotonic() < stop:
+        envid = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(26))
+
+        async def envelope(envid: str = envid) -> str:
+            for line in (f"ENVELOPE From:<loadpeer@a.example> ID={envid}",
+                         f"RCPT To:<{rng.choice(rcpts)}>", "SIZE=2000", "DATA"):
+                r = await cmd(line)
+                if r[0] not in "23":
+                    raise RuntimeError(f"{line}: {r.strip()}")
+            writer.write(b"Subject: peer load\r\nHeadline: hello\r\n.\r\n")
+            r = await reply()
+            if not r.startswith("250"):
+                raise RuntimeError(r.strip())
+            return r
+
+        await timed(stats, "peer-envelope", envelope())
+        await asyncio.sleep(rng.uniform(0.05, 0.3))
+    await cmd("QUIT")
+    writer.close()
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    qs = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
+    return {"count": len(values), "p50_ms": qs[49] * 1000, "p90_ms": qs[89] * 1000,
+            "p99_ms": qs[98] * 1000, "max_ms": max(values) * 1000}
+
+
+async def drive(a: Server, b: Server, clients: int, peers: int, duration: float,
+                seed: int) -> Stats:
+    rng = random.Random(seed)
+    stats = Stats()
+    a_users = [f"user{i}@a.example" for i in range(50)]
+    b_users = [f"user{i}@b.example" for i in range(50)]
+    stop = time.monotonic() + duration
+    tasks = []
+    for i in range(clients):
+        if i % 2 == 0:
+            tasks.append(sender(a, a_users[i % 50], b_users, stats, stop, random.Random(i)))
+        else:
+            tasks.append(recipient(b, b_users[i % 50], stats, stop, random.Random(i)))
+    tasks += [peer(b, b_users, stats, stop, random.Random(10_000 + i)) for i in range(peers)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            stats.error("session", repr(r))
+    _ = rng
+    return stats
+
+
+def check_no_loss(a: Server, b: Server, stats: Stats) -> dict[str, int]:
+    """Every submitted message reached a final state; delivered ones once."""
+    finals = {"delivered", "rejected", "spam", "spammer", "refused"}
+    states: dict[str, int] = defaultdict(int)
+    marks = ",".join("?" * len(stats.submitted))
+    rows = a.query(
+        "SELECT m.msgid, r.recipient, r.state FROM out_recipients r JOIN out_messages m "
+        f"ON m.id = r.message_id WHERE m.msgid IN ({marks})", tuple(stats.submitted))
+    assert len({r[0] for r in rows}) == len(stats.submitted), "a submitted message is missing"
+    for _msgid, _rcpt, state in rows:
+        states[state] += 1
+    return dict(states) | {"not final": sum(v for k, v in states.items() if k not in finals)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--peers", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="bench/results/load.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = make_pair(Path(tmp), extra_a=SETTINGS, extra_b=SETTINGS)
+        for i in range(50):
+            a.add_user(f"user{i}@a.example")
+            b.add_user(f"user{i}@b.example")
+        b.add_user("decider@b.example")
+        with running(a, b):
+            # The peer sessions claim to be smdp.a.example: give b.example's
+            # decisions on their envelopes somewhere to go (a.example answers
+            # 550 Unknown envelope, which ends them cleanly).
+            started = time.monotonic()
+            stats = asyncio.run(drive(a, b, args.clients, args.peers, args.duration,
+                                      args.seed))
+            elapsed = time.monotonic() - started
+            # Let the recipients decide what is still pending, then drain.
+            asyncio.run(drain_decisions(b, [f"user{i}@b.example" for i in range(50)]))
+            wait_until(lambda: not a.query("SELECT 1 FROM queue") and
+                       not b.query("SELECT 1 FROM queue"), timeout=300, what="queues drain")
+            final = check_no_loss(a, b, stats)
+            assert a.proc is not None and b.proc is not None
+            memory = {"a.example_vmhwm_mib": vm_hwm_kib(a.proc.pid) / 1024,
+                      "b.example_vmhwm_mib": vm_hwm_kib(b.proc.pid) / 1024}
+    ops = sum(len(v) for v in stats.latencies.values())
+    report = {
+        "clients": args.clients, "peers": args.peers, "duration_s": args.duration,
+        "elapsed_s": round(elapsed, 1), "operations": ops,
+        "operations_per_s": round(ops / elapsed, 1),
+        "messages_submitted": len(stats.submitted),
+        "messages_per_s": round(len(stats.submitted) / elapsed, 1),
+        "errors": dict(stats.errors), "error_samples": stats.error_samples,
+        "final_recipient_states": final, "memory": memory,
+        "latency": {op: percentiles(v) for op, v in sorted(stats.latencies.items())},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    ok = not stats.errors and final["not final"] == 0
+    print("load test", "PASSED" if ok else "FAILED", file=sys.stderr)
+    return 0 if ok else 1
+
+
+async def drain_decisions(b: Server, users: list[str]) -> None:
+    for user in users:
+        s = await UserSession.open(b.user_port, user)
+        for _ in range(100):
+            reply = await s.call(uw.Envs(False))
+            if not reply.lines:
+                break
+            for line in reply.lines:
+                await s.call(uw.UserDecision(uw.UserOption.ACCEPT, int(line.split()[0])))
+        await s.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
