@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
@@ -18,6 +20,19 @@ from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
 
 log = logging.getLogger("smdp.quality")
+
+
+# When an envelope names no (valid) Expires, assume the usual hold time.
+DEFAULT_HOLD_SECONDS = 30 * 86400.0
+
+
+def expiry_time(expires: str) -> float:
+    """The envelope's ``Expires`` (RFC 3339, UTC) as a Unix time."""
+    try:
+        when = datetime.strptime(expires.strip(), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return time.time() + DEFAULT_HOLD_SECONDS
+    return when.replace(tzinfo=UTC).timestamp()
 
 
 class DecisionError(Exception):
@@ -74,6 +89,7 @@ class Destination:
                 envid=envid, origin_server=server, sender=sender, size=size,
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
             )
+            self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             if server != self.hostname:
                 self.store.count_messages(server, len(recipients))
             for rcpt in recipients:

@@ -20,6 +20,7 @@ from smdp.core.origin import Origin
 from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.discovery import Discovery, PeerServer
+from smdp.server.housekeeping import housekeeping_loop
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
@@ -54,6 +55,7 @@ class SmdpServer:
         self.user_sessions = Sessions()
         self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self.peer_port = 0
         self.user_port = 0
 
@@ -85,6 +87,9 @@ class SmdpServer:
         # With port 0 the real peer port is known only after binding.
         self.discovery = self._discovery(self.peer_port)
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
+        self._housekeeping_task = asyncio.create_task(
+            housekeeping_loop(self), name="housekeeping"
+        )
         log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
                  ", ".join(self.config.domains), self.peer_port, self.user_port)
 
@@ -128,6 +133,10 @@ class SmdpServer:
         self.stopping = True
         for server in self._servers:
             server.close()
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping_task
         self.worker.stop()
         running = self.peer_sessions.tasks | self.user_sessions.tasks
         if running:

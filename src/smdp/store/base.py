@@ -139,6 +139,28 @@ class Store(Protocol):
     def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
         ...
 
+    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
+        ...
+
+    def expire_out_messages(self, now: float) -> int:
+        """Origin: undecided recipients of messages past ``expires_at`` end
+        ``expired``; the held body is deleted. Its own transaction."""
+        ...
+
+    def expire_in_envelopes(self, now: float) -> int:
+        """Destination: pending/fetching entries of envelopes past their Expires
+        become ``expired``. Its own transaction."""
+        ...
+
+    def purge(self, before: float) -> int:
+        """Delete origin records expired before ``before`` and envelopes no one
+        keeps (all entries deleted or long expired). Its own transaction."""
+        ...
+
+    def compact(self) -> None:
+        """Return freed space to the file system (vacuum or equivalent)."""
+        ...
+
     def set_in_body(self, envelope_id: int, body: bytes) -> None:
         ...
 

@@ -50,10 +50,15 @@ class SqliteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # Must precede the first table: lets compact() return freed pages.
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # Deleted messages are overwritten, not merely unlinked from the b-tree:
+        # expired and deleted mail is really gone from the file (issue 3).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._in_txn = False
         self._lock = threading.RLock()
 
@@ -303,6 +308,9 @@ class SqliteStore:
         row = self._exec(self._IN_ENV + " WHERE envid=?", (envid,)).fetchone()
         return _in_envelope(row) if row else None
 
+    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
+        self._exec("UPDATE in_envelopes SET expires_at=? WHERE id=?", (expires_at, envelope_id))
+
     def set_in_body(self, envelope_id: int, body: bytes) -> None:
         self._exec("UPDATE in_envelopes SET body=? WHERE id=?", (body, envelope_id))
 
@@ -478,6 +486,59 @@ class SqliteStore:
             (user_id,),
         ).fetchall()
         return [ListEntry(*r) for r in inbound + outbound]
+
+    # -- expiry and cleanup ------------------------------------------------------
+
+    def expire_out_messages(self, now: float) -> int:
+        """Origin: every recipient still undecided at ``expires_at`` ends
+        ``expired`` and the held body is deleted. Returns the messages expired."""
+        with self.transaction():
+            ids = [r[0] for r in self._exec(
+                "SELECT id FROM out_messages WHERE expires_at <= ? AND body IS NOT NULL", (now,)
+            ).fetchall()]
+            for message_id in ids:
+                self._exec(
+                    "UPDATE out_recipients SET state='expired', updated_at=?, "
+                    "detail='expired: no decision before the message expired' "
+                    "WHERE message_id=? AND state IN "
+                    "('queued', 'envelope-sent', 'accepted', 'authorized')",
+                    (now, message_id),
+                )
+                self._exec("UPDATE out_messages SET body=NULL WHERE id=?", (message_id,))
+        return len(ids)
+
+    def expire_in_envelopes(self, now: float) -> int:
+        """Destination: envelopes past their Expires with no decision (or a
+        pull that never completed) are marked ``expired``."""
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
+                "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
+                "(SELECT id FROM in_envelopes WHERE expires_at <= ?)",
+                (now,),
+            )
+        return cur.rowcount
+
+    def purge(self, before: float) -> int:
+        """Delete what nobody needs any more: origin records whose message
+        expired before ``before``, and envelopes all of whose entries were deleted
+        (POP3 DELE) or expired before ``before``. Quality counters stay."""
+        with self.transaction():
+            n = self._exec(
+                "DELETE FROM out_messages WHERE body IS NULL AND expires_at < ?", (before,)
+            ).rowcount
+            n += self._exec(
+                "DELETE FROM in_envelopes WHERE id IN (SELECT e.id FROM in_envelopes e "
+                "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
+                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < ?)))",
+                (before,),
+            ).rowcount
+        return n
+
+    def compact(self) -> None:
+        """Give freed pages back to the file system and empty the WAL."""
+        self._db.execute("PRAGMA incremental_vacuum")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- the work queue ----------------------------------------------------------
 
