@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,15 @@ log = logging.getLogger("smdp.delivery")
 
 
 class TemporaryFailure(Exception):
-    """Try again later (peer down, 4xx reply, DNS cannot tell now)."""
+    """Try again later (peer down, 4xx reply, DNS cannot tell now).
+
+    ``unreachable``: no session could be had at all, so every other job for
+    the same peer would fail the same way right now.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class PermanentFailure(Exception):
@@ -58,7 +67,8 @@ class PeerLink:
                 asyncio.open_connection(address, port), timeout
             )
         except (OSError, TimeoutError) as exc:
-            raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}") from None
+            raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}",
+                                   unreachable=True) from None
         link = cls(reader, writer, timeout, max_message_size)
         greeting = await link.read_reply()
         if not isinstance(greeting, wire.Reply) or greeting.code != 220:
@@ -118,17 +128,35 @@ def check(reply: wire.Reply, what: str) -> None:
         raise TemporaryFailure(f"{what}: {reply.code} {reply.text}")
 
 
+class Route:
+    """The jobs bound for one peer domain, carried out over one peer session
+    (Table 4: many envelopes and mails in the same session)."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+        self.jobs: deque[Job] = deque()
+        self.link: PeerLink | None = None
+
+
 class DeliveryWorker:
     def __init__(self, app: SmdpServer) -> None:
         self.app = app
         self._wake = asyncio.Event()
         self._stopping = False
-        self._running: dict[str, asyncio.Task[None]] = {}  # envelope key -> task
-        self.max_parallel = 16
+        self._routes: dict[str, Route] = {}  # peer domain -> its queue of claimed jobs
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[Route] = set()  # routes whose task is running
+        self.max_routes = 16  # peer sessions open at once
+        self.max_claimed = 512  # jobs held in memory, claimed, at once
         self.timeout = 30.0
         # A claim outlives any single job (each network read has its own
         # timeout); a node that dies leaves its claims to expire.
         self.lease = app.config.delivery.claim_lease
+        self.handlers: dict[str, Callable[[dict[str, Any], Route], Awaitable[None]]] = {
+            "send-envelope": self.send_envelope,
+            "send-direct": self.send_direct,
+            "report-decision": self.report_decision,
+        }
 
     def wake(self) -> None:
         self._wake.set()
@@ -149,47 +177,95 @@ class DeliveryWorker:
                 log.exception("queue scan failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
-        if self._running:
+        if self._tasks:
             # Let jobs in flight finish; abandon the rest (their claims are
             # released when this node starts again, and every step is idempotent).
-            _done, pending = await asyncio.wait(list(self._running.values()), timeout=5)
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=5)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
 
+    def _claimed(self) -> int:
+        return sum(len(r.jobs) for r in self._routes.values())
+
     def _launch_due(self) -> None:
-        free = self.max_parallel - len(self._running)
-        if free <= 0:
+        room = self.max_claimed - self._claimed()
+        if room <= 0:
             return
         node = self.app.config.node
-        for job in self.app.store.claim_jobs(node, time.time(), free, self.lease):
-            # The claim already keeps one job per envelope at a time, which
-            # keeps the decisions on one envelope in order.
-            task = asyncio.create_task(self._run_job(job))
-            self._running[job.key] = task
+        # The claim gives only the oldest job of each envelope, so the
+        # decisions on one envelope stay in order and never run twice at once.
+        for job in self.app.store.claim_jobs(node, time.time(), room, self.lease):
+            domain = self._route_of(job)
+            route = self._routes.get(domain)
+            if route is None:
+                route = self._routes[domain] = Route(domain)
+            route.jobs.append(job)
+        for route in list(self._routes.values()):
+            if route in self._busy or not route.jobs:
+                continue
+            if len(self._busy) >= self.max_routes:
+                break
+            self._busy.add(route)
+            task = asyncio.create_task(self._run_route(route))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _run_job(self, job: Job) -> None:
+    def _route_of(self, job: Job) -> str:
+        """The peer domain a job talks to (jobs of unknown records go anywhere)."""
         store = self.app.store
         try:
-            handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
-                "send-envelope": self.send_envelope,
-                "send-direct": self.send_direct,
-                "report-decision": self.report_decision,
-            }
-            await handlers[job.kind](json.loads(job.payload))
-            store.finish_job(job.id)
-        except TemporaryFailure as exc:
-            self._retry_or_give_up(job, str(exc))
-        except PermanentFailure as exc:
-            log.info("job %s %s failed: %s", job.kind, job.key, exc)
-            self._give_up(job, str(exc))
-        except Exception as exc:
-            log.exception("job %s %s crashed", job.kind, job.key)
-            self._retry_or_give_up(job, f"internal error: {exc}")
+            payload = json.loads(job.payload)
+            if job.kind == "report-decision":
+                entry = store.mailbox_entry(payload["entry"])
+                env = store.in_envelope(entry.envelope_id) if entry else None
+                # Decisions and pulls go to the sender's domain (protocol.md 8).
+                return env.sender.rpartition("@")[2] if env else ""
+            out = store.out_envelope(payload["envid"])
+            return out.domain if out else ""
+        except (ValueError, KeyError, TypeError):
+            return ""
+
+    async def _run_route(self, route: Route) -> None:
+        store = self.app.store
+        try:
+            while route.jobs:
+                job = route.jobs.popleft()
+                try:
+                    await self.handlers[job.kind](json.loads(job.payload), route)
+                    store.finish_job(job.id)
+                except (TemporaryFailure, PermanentFailure, Exception) as exc:
+                    await self._drop_link(route)  # the session may be mid-command
+                    if isinstance(exc, PermanentFailure):
+                        log.info("job %s %s failed: %s", job.kind, job.key, exc)
+                        self._give_up(job, str(exc))
+                    elif isinstance(exc, TemporaryFailure):
+                        self._retry_or_give_up(job, str(exc))
+                        if exc.unreachable:
+                            # The peer is down: the rest of this route waits too.
+                            while route.jobs:
+                                self._retry_or_give_up(route.jobs.popleft(), str(exc))
+                    else:
+                        log.exception("job %s %s crashed", job.kind, job.key)
+                        self._retry_or_give_up(job, f"internal error: {exc}")
         finally:
-            self._running.pop(job.key, None)
+            await self._drop_link(route)
+            self._busy.discard(route)
+            if not route.jobs:
+                self._routes.pop(route.domain, None)
             self._wake.set()
+
+    async def _drop_link(self, route: Route) -> None:
+        if route.link is not None:
+            link, route.link = route.link, None
+            await link.close()
+
+    async def _session(self, route: Route) -> PeerLink:
+        """The route's open peer session, opened (and greeted) on first use."""
+        if route.link is None:
+            route.link = await self._link(route.domain)
+        return route.link
 
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         policy = self.app.config.delivery
@@ -216,7 +292,7 @@ class DeliveryWorker:
             peer = await self.app.discovery.resolve(domain)
         except DiscoveryError as exc:
             if getattr(exc, "transient", False):
-                raise TemporaryFailure(str(exc)) from None
+                raise TemporaryFailure(str(exc), unreachable=True) from None
             raise PermanentFailure(str(exc)) from None
         link = await PeerLink.open(peer.address, peer.port, self.timeout,
                                    self.app.config.limits.max_message_size)
@@ -229,13 +305,13 @@ class DeliveryWorker:
 
     # -- section 5.2 step 4: the envelope ------------------------------------------
 
-    async def send_envelope(self, payload: dict[str, Any]) -> None:
-        await self._send(payload["envid"], direct=False)
+    async def send_envelope(self, payload: dict[str, Any], route: Route) -> None:
+        await self._send(payload["envid"], route, direct=False)
 
-    async def send_direct(self, payload: dict[str, Any]) -> None:
-        await self._send(payload["envid"], direct=True)
+    async def send_direct(self, payload: dict[str, Any], route: Route) -> None:
+        await self._send(payload["envid"], route, direct=True)
 
-    async def _send(self, envid: str, *, direct: bool) -> None:
+    async def _send(self, envid: str, route: Route, *, direct: bool) -> None:
         store = self.app.store
         env = store.out_envelope(envid)
         if env is None:
@@ -249,42 +325,42 @@ class DeliveryWorker:
         body = store.out_body(msg.id) if direct else msg.summary.encode("utf-8")
         if body is None:
             raise PermanentFailure("the message is no longer held")
-        link = await self._link(env.domain)
-        try:
-            if direct:
-                await link.expect(wire.MailStart(msg.sender, envid, None), "MAIL")
+        link = await self._session(route)
+        if direct:
+            await link.expect(wire.MailStart(msg.sender, envid, None), "MAIL")
+        else:
+            await link.expect(wire.EnvelopeStart(msg.sender, envid, None), "ENVELOPE")
+        accepted: list[str] = []
+        unauthorized: list[str] = []
+        refused: dict[str, str] = {}
+        deferred: list[str] = []
+        for i, rcpt in enumerate(rcpts):
+            reply = await link.command(wire.Rcpt(rcpt))
+            assert isinstance(reply, wire.Reply)
+            if reply.ok:
+                accepted.append(rcpt)
+            elif reply.code == 551 and direct:
+                unauthorized.append(rcpt)  # protocol.md: fall back to an envelope
+            elif reply.code >= 500:
+                refused[rcpt] = f"{reply.code} {reply.text}"
+            elif accepted:
+                # A temporary refusal (e.g. 452 too many recipients): send to
+                # those taken so far and queue the rest as a new envelope.
+                deferred = rcpts[i:]
+                break
             else:
-                await link.expect(wire.EnvelopeStart(msg.sender, envid, None), "ENVELOPE")
-            accepted: list[str] = []
-            unauthorized: list[str] = []
-            refused: dict[str, str] = {}
-            deferred: list[str] = []
-            for i, rcpt in enumerate(rcpts):
-                reply = await link.command(wire.Rcpt(rcpt))
-                assert isinstance(reply, wire.Reply)
-                if reply.ok:
-                    accepted.append(rcpt)
-                elif reply.code == 551 and direct:
-                    unauthorized.append(rcpt)  # protocol.md: fall back to an envelope
-                elif reply.code >= 500:
-                    refused[rcpt] = f"{reply.code} {reply.text}"
-                elif accepted:
-                    # A temporary refusal (e.g. 452 too many recipients): send to
-                    # those taken so far and queue the rest as a new envelope.
-                    deferred = rcpts[i:]
-                    break
-                else:
-                    raise TemporaryFailure(f"RCPT <{rcpt}>: {reply.code} {reply.text}")
-            if accepted:
-                await link.expect(wire.SizeDecl(msg.size), "SIZE")
-                reply = await link.command(wire.DataStart())
-                assert isinstance(reply, wire.Reply)
-                if reply.code != 354:
-                    check(reply, "DATA")
-                    raise TemporaryFailure(f"DATA: {reply.code} {reply.text}")
-                await link.expect(wire.Data(body), "end of data")
-        finally:
-            await link.close()
+                raise TemporaryFailure(f"RCPT <{rcpt}>: {reply.code} {reply.text}")
+        if accepted:
+            await link.expect(wire.SizeDecl(msg.size), "SIZE")
+            reply = await link.command(wire.DataStart())
+            assert isinstance(reply, wire.Reply)
+            if reply.code != 354:
+                check(reply, "DATA")
+                raise TemporaryFailure(f"DATA: {reply.code} {reply.text}")
+            await link.expect(wire.Data(body), "end of data")
+        else:
+            # No recipient taken: close the transaction, keep the session.
+            await link.expect(wire.Rset(), "RSET")
         if direct:
             self.app.origin.direct_sent(envid, accepted, unauthorized, refused, deferred)
         else:
@@ -292,7 +368,7 @@ class DeliveryWorker:
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 
-    async def report_decision(self, payload: dict[str, Any]) -> None:
+    async def report_decision(self, payload: dict[str, Any], route: Route) -> None:
         store = self.app.store
         entry = store.mailbox_entry(payload["entry"])
         if entry is None or entry.decision is None:
@@ -302,21 +378,18 @@ class DeliveryWorker:
         message = SmdpMessage(entry.decision)
         # The pull goes to the server discovery gives for the sender's domain,
         # never to whoever delivered the envelope (contract 2.5).
-        link = await self._link(env.sender.rpartition("@")[2])
-        try:
-            held = env.has_body and message.accepts
-            reply = await link.command(
-                wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
-            )
-            if isinstance(reply, wire.PulledBody):
-                self.app.destination.body_pulled(env.id, reply.body)
-                await link.expect(wire.Received(env.envid), "RECEIVED")
-                return
-            if reply.code >= 500:
-                self.app.destination.decision_refused(entry.id, f"{reply.code} {reply.text}")
-                return
-            check(reply, message.value)
-            if message.accepts:
-                self.app.destination.body_pulled(env.id, None)
-        finally:
-            await link.close()
+        link = await self._session(route)
+        held = env.has_body and message.accepts
+        reply = await link.command(
+            wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
+        )
+        if isinstance(reply, wire.PulledBody):
+            self.app.destination.body_pulled(env.id, reply.body)
+            await link.expect(wire.Received(env.envid), "RECEIVED")
+            return
+        if reply.code >= 500:
+            self.app.destination.decision_refused(entry.id, f"{reply.code} {reply.text}")
+            return
+        check(reply, message.value)
+        if message.accepts:
+            self.app.destination.body_pulled(env.id, None)
