@@ -1,7 +1,9 @@
 """Real SMDP server processes on loopback for integration tests.
 
-Each server is ``python -m smdp serve`` with its own SQLite file; tests talk to
-them over real sockets with our client, poplib, or a raw peer socket.
+Each server is ``python -m smdp serve`` with its own store: a SQLite file, or
+(``backend="postgresql"``) a PostgreSQL database, which several servers (nodes
+of one domain) may share. Tests talk to them over real sockets with our
+client, poplib, or a raw peer socket, and read their stores with plain SQL.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from smdp.client.session import UserClient
 from smdp.config import load_config
@@ -48,33 +52,49 @@ class Server:
     extra: str = ""
     peers: dict[str, tuple[str, int]] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    backend: str = "sqlite"  # or "postgresql", with dsn
+    dsn: str = ""
+    node: str = ""  # [server] node; set when several servers share one store
+    delivery: str = ""  # more [delivery] settings, one per line
+
+    @property
+    def name(self) -> str:
+        """Names this server's files: the node, since nodes share a domain."""
+        return self.node or self.domain
 
     @property
     def config_path(self) -> Path:
-        return self.root / f"{self.domain}.toml"
+        return self.root / f"{self.name}.toml"
 
     @property
     def db_path(self) -> Path:
-        return self.root / f"{self.domain}.sqlite3"
+        return self.root / f"{self.name}.sqlite3"
 
     def write_config(self) -> None:
         peers = "".join(
             f'[peers."{d}"]\nhostname = "{h}"\naddress = "127.0.0.1"\nport = {p}\n'
             for d, (h, p) in self.peers.items()
         )
+        if self.backend == "postgresql":
+            store = f'backend = "postgresql"\ndsn = "{self.dsn}"'
+        else:
+            store = f'path = "{self.db_path.name}"'
+        node = f'node = "{self.node}"' if self.node else ""
         self.config_path.write_text(f"""
 [server]
 hostname = "{self.hostname}"
 domains = ["{self.domain}"]
+{node}
 [listen]
 peer = "127.0.0.1:{self.peer_port}"
 user = "127.0.0.1:{self.user_port}"
 [store]
-path = "{self.db_path.name}"
+{store}
 [delivery]
 retry_initial = 0.2
 retry_max = 1.0
 poll_interval = 0.1
+{self.delivery}
 [security]
 password_memory_kib = 8
 password_time_cost = 1
@@ -94,9 +114,9 @@ password_time_cost = 1
             store.close()
 
     def start(self) -> None:
-        ready = self.root / f"{self.domain}.ready"
+        ready = self.root / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
-        log = open(self.root / f"{self.domain}.log", "ab")  # noqa: SIM115
+        log = open(self.root / f"{self.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "smdp", "serve", "--config", str(self.config_path),
              "--ready-file", str(ready)],
@@ -105,9 +125,9 @@ password_time_cost = 1
         deadline = time.monotonic() + 20
         while not ready.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server {self.domain} exited: {self.log()}")
+                raise RuntimeError(f"server {self.name} exited: {self.log()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server {self.domain} did not start: {self.log()}")
+                raise RuntimeError(f"server {self.name} did not start: {self.log()}")
             time.sleep(0.02)
         ports = json.loads(ready.read_text())
         assert ports == {"peer": self.peer_port, "user": self.user_port}
@@ -122,8 +142,15 @@ password_time_cost = 1
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, as a crash or power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def log(self) -> str:
-        path = self.root / f"{self.domain}.log"
+        path = self.root / f"{self.name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def client(self, user: str, password: str = "secret") -> UserClient:
@@ -132,7 +159,16 @@ password_time_cost = 1
         return c
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Read the server's own SQLite file (a real store, read-only here)."""
+        """Read the server's own store (a real one, read-only here).
+
+        Tests write SQLite's ``?`` placeholders; for PostgreSQL they become
+        psycopg's ``%s`` (and a literal ``%`` is doubled), the SQL otherwise the same.
+        """
+        if self.backend == "postgresql":
+            pg_sql = sql.replace("%", "%%").replace("?", "%s")
+            with psycopg.connect(self.dsn, autocommit=True,
+                                 options="-c default_transaction_read_only=on") as pg:
+                return pg.execute(pg_sql, args).fetchall()
         db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return db.execute(sql, args).fetchall()
@@ -140,10 +176,15 @@ password_time_cost = 1
             db.close()
 
 
-def make_pair(root: Path, extra_a: str = "", extra_b: str = "") -> tuple[Server, Server]:
+def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str = "sqlite",
+              dsn_a: str = "", dsn_b: str = "") -> tuple[Server, Server]:
+    """a.example and b.example, each with its own store of ``backend``
+    (for PostgreSQL: the databases ``dsn_a`` and ``dsn_b``)."""
+    if backend == "postgresql" and not (dsn_a and dsn_b):
+        raise ValueError("a PostgreSQL pair needs a database per server (dsn_a, dsn_b)")
     pa, ua, pb, ub = free_ports(4)
-    a = Server("a.example", "smdp.a.example", root, pa, ua, extra_a)
-    b = Server("b.example", "smdp.b.example", root, pb, ub, extra_b)
+    a = Server("a.example", "smdp.a.example", root, pa, ua, extra_a, backend=backend, dsn=dsn_a)
+    b = Server("b.example", "smdp.b.example", root, pb, ub, extra_b, backend=backend, dsn=dsn_b)
     a.peers = {"b.example": (b.hostname, pb)}
     b.peers = {"a.example": (a.hostname, pa)}
     for s in (a, b):

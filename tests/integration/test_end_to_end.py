@@ -23,9 +23,14 @@ def message(subject: str, body: str = "Hello Bob,\r\nsee you at noon.\r\n") -> b
             f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    a, b = make_pair(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    # Every test below runs on each backend: same servers, same SQL checks.
+    if request.param == "postgresql":
+        new_db = request.getfixturevalue("new_pg_dsn")
+        a, b = make_pair(tmp_path, backend="postgresql", dsn_a=new_db(), dsn_b=new_db())
+    else:
+        a, b = make_pair(tmp_path)
     a.add_user(ALICE, identities=("sales@a.example",))
     b.add_user(BOB)
     b.add_user(CAROL)

@@ -1,0 +1,740 @@
+"""The scale-out backend: one PostgreSQL database shared by several SMDP nodes.
+
+Every method keeps the semantics of the SQLite reference (``sqlite.py``); this
+module only says where PostgreSQL needs something different to get there:
+
+- One connection per store, in autocommit mode, so a write outside
+  ``transaction()`` commits at once exactly as SQLite's ``isolation_level=None``
+  does; ``transaction()`` opens a real transaction with ``conn.transaction()``
+  and nested calls join it (no savepoints: an inner failure aborts the whole
+  unit, as in SQLite).
+- Transactions run at READ COMMITTED. SQLite's ``BEGIN IMMEDIATE`` serialises
+  every writer; here the places where a read decides a write that another node
+  could race take a row or advisory lock (``set_vote``, ``claim_jobs``,
+  ``migrate``, ``expire_out_messages``, ``compact``), and the check-then-insert
+  paths are backed by unique keys.
+- Durability is the server's (``fsync``/``synchronous_commit`` on, the defaults):
+  a committed transaction survives a crash of the node or of the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from smdp.store.records import (
+    InEnvelope,
+    Job,
+    ListEntry,
+    MailboxEntry,
+    OutEnvelope,
+    OutMessage,
+    OutRecipient,
+    Quality,
+    User,
+)
+from smdp.store.sqlite import StoreError, _split_sql
+
+__all__ = ["PostgresStore", "migrations"]
+
+# Advisory lock keys (one 64-bit namespace per database, shared with any other
+# application using it): "smdp" in ASCII, then a small number per purpose.
+_MIGRATE_LOCK = 0x736D6470_0001
+_CLAIM_LOCK = 0x736D6470_0002
+_COMPACT_LOCK = 0x736D6470_0003
+
+Row = tuple[Any, ...]
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The PostgreSQL dialect of the numbered migrations, in order.
+
+    Same numbers and names as the SQLite ones (``smdp.store.sqlite.migrations``)
+    so ``schema_migrations`` tells the same story in either backend.
+    """
+    folder = resources.files("smdp.store.migrations").joinpath("postgresql")
+    found = []
+    for item in folder.iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class PostgresStore:
+    """Storage for one SMDP node; several nodes may share the database.
+
+    One connection per object; not shared between threads (as ``SqliteStore``).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._db = self._connect()
+        self._in_txn = False
+        self._lock = threading.RLock()
+
+    def _connect(self) -> psycopg.Connection[Row]:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _exec(
+        self, sql: str, args: Sequence[object] | Mapping[str, object] = ()
+    ) -> psycopg.Cursor[Row]:
+        if self._db.closed and not self._in_txn:
+            # The database restarted or a network blip broke the connection:
+            # the failed call already raised; the next one starts afresh
+            # instead of failing forever. Never inside a transaction, whose
+            # earlier statements died with the old connection.
+            self._db = self._connect()
+        # No arguments: no placeholder parsing, so a literal % needs no escaping.
+        return self._db.execute(sql, args or None)
+
+    # -- schema ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self.transaction():
+            # Serialised with ``migrate`` on other nodes: a concurrent
+            # CREATE TABLE IF NOT EXISTS can still fail on the catalog's
+            # unique keys in PostgreSQL.
+            self._exec("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            exists = self._exec("SELECT to_regclass('schema_migrations')").fetchone()
+            if exists is None or exists[0] is None:
+                self._exec(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+            row = self._exec("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> list[str]:
+        """Apply every migration newer than the database, each in its own transaction.
+
+        Several nodes starting at once each call this: a session advisory lock
+        lets the first apply the migrations while the others wait, then find
+        the schema current and apply nothing.
+        """
+        applied = []
+        with self._lock:
+            self._exec("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
+            try:
+                current = self.schema_version()
+                for version, name, sql in migrations():
+                    if version <= current:
+                        continue
+                    with self.transaction():
+                        for statement in _split_sql(sql):
+                            self._exec(statement)
+                        self._exec(
+                            "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                            (version, name, time.time()),
+                        )
+                    applied.append(name)
+            finally:
+                # A lost connection has released the lock already.
+                with contextlib.suppress(psycopg.Error):
+                    self._exec("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit: everything inside commits together or not at all."""
+        with self._lock:
+            if self._in_txn:
+                yield  # nested: part of the enclosing transaction
+                return
+            if self._db.closed:
+                self._db = self._connect()
+            self._in_txn = True
+            try:
+                with self._db.transaction():
+                    yield
+            finally:
+                self._in_txn = False
+
+    # -- users and identities (assumptions 1 to 3) ---------------------------
+
+    def create_user(self, main_address: str, password_hash: str) -> User:
+        try:
+            with self.transaction():
+                if self._exec(
+                    "SELECT 1 FROM identities WHERE address=%s", (main_address,)
+                ).fetchone():
+                    raise StoreError(f"{main_address} already belongs to a user")
+                row = self._exec(
+                    "INSERT INTO users (main_address, password_hash, created_at) "
+                    "VALUES (%s, %s, %s) RETURNING id",
+                    (main_address, password_hash, time.time()),
+                ).fetchone()
+                assert row is not None
+                user_id = int(row[0])
+                self._exec(
+                    "INSERT INTO identities (address, user_id, is_main) VALUES (%s, %s, 1)",
+                    (main_address, user_id),
+                )
+        except pg_errors.UniqueViolation:
+            # Another node (or admin command) took the address between our
+            # check and our insert; SQLite's serialised writers never see this.
+            raise StoreError(f"{main_address} already belongs to a user") from None
+        return User(user_id, main_address, password_hash)
+
+    def add_identity(self, user_id: int, address: str) -> None:
+        try:
+            with self.transaction():
+                if self._exec(
+                    "SELECT 1 FROM identities WHERE address=%s", (address,)
+                ).fetchone():
+                    raise StoreError(f"{address} already belongs to a user")
+                self._exec(
+                    "INSERT INTO identities (address, user_id, is_main) VALUES (%s, %s, 0)",
+                    (address, user_id),
+                )
+        except pg_errors.UniqueViolation:
+            raise StoreError(f"{address} already belongs to a user") from None
+
+    def remove_identity(self, user_id: int, address: str) -> None:
+        with self.transaction():
+            row = self._exec(
+                "SELECT is_main FROM identities WHERE address=%s AND user_id=%s",
+                (address, user_id),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{address} is not an identity of this user")
+            if row[0]:
+                raise StoreError(f"{address} is the main identity and cannot be removed")
+            self._exec("DELETE FROM identities WHERE address=%s", (address,))
+
+    def set_password(self, user_id: int, password_hash: str) -> None:
+        with self.transaction():
+            self._exec("UPDATE users SET password_hash=%s WHERE id=%s", (password_hash, user_id))
+
+    def user_by_address(self, address: str) -> User | None:
+        row = self._exec(
+            "SELECT u.id, u.main_address, u.password_hash FROM identities i "
+            "JOIN users u ON u.id = i.user_id WHERE i.address=%s",
+            (address,),
+        ).fetchone()
+        return User(*row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._exec(
+            "SELECT id, main_address, password_hash FROM users WHERE id=%s", (user_id,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def identities(self, user_id: int) -> list[str]:
+        rows = self._exec(
+            "SELECT address FROM identities WHERE user_id=%s ORDER BY is_main DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def users(self) -> list[User]:
+        rows = self._exec("SELECT id, main_address, password_hash FROM users ORDER BY id")
+        return [User(*r) for r in rows.fetchall()]
+
+    # -- origin side: held messages ------------------------------------------
+
+    _OUT_MSG = (
+        "SELECT id, msgid, user_id, sender, size, subject, summary, created_at, expires_at, "
+        "body IS NOT NULL FROM out_messages"
+    )
+
+    def insert_out_message(
+        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        summary: str, expires_at: float,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
+            "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
+        )
+
+    def _insert(self, sql: str, args: Sequence[object]) -> int:
+        row = self._exec(sql, args).fetchone()
+        assert row is not None  # INSERT ... RETURNING id gives one row
+        return int(row[0])
+
+    def out_message(self, message_id: int) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE id=%s", (message_id,)).fetchone()
+        return _out_message(row) if row else None
+
+    def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE msgid=%s", (msgid,)).fetchone()
+        return _out_message(row) if row else None
+
+    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
+        rows = self._exec(
+            self._OUT_MSG + " WHERE user_id=%s ORDER BY id DESC LIMIT %s", (user_id, limit)
+        ).fetchall()
+        return [_out_message(r) for r in rows]
+
+    def out_body(self, message_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM out_messages WHERE id=%s", (message_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def drop_out_body(self, message_id: int) -> None:
+        self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
+
+    def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
+        self._exec(
+            "INSERT INTO out_envelopes (envid, message_id, domain, mode) VALUES (%s, %s, %s, %s)",
+            (envid, message_id, domain, mode),
+        )
+
+    def out_envelope(self, envid: str) -> OutEnvelope | None:
+        row = self._exec(
+            "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=%s", (envid,)
+        ).fetchone()
+        return OutEnvelope(*row) if row else None
+
+    _OUT_RCPT = (
+        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
+        "FROM out_recipients"
+    )
+
+    def insert_out_recipient(
+        self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
+        detail: str = "",
+    ) -> None:
+        self._exec(
+            "INSERT INTO out_recipients (message_id, envid, recipient, domain, state, detail, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (message_id, envid, recipient, domain, state, detail, time.time()),
+        )
+
+    def out_recipients(self, message_id: int) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE message_id=%s ORDER BY id", (message_id,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE envid=%s ORDER BY id", (envid,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def update_out_recipient(
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+    ) -> None:
+        if envid is None:
+            self._exec(
+                "UPDATE out_recipients SET state=%s, detail=%s, updated_at=%s WHERE id=%s",
+                (state, detail, time.time(), rcpt_id),
+            )
+        else:
+            self._exec(
+                "UPDATE out_recipients SET state=%s, detail=%s, envid=%s, updated_at=%s "
+                "WHERE id=%s",
+                (state, detail, envid, time.time(), rcpt_id),
+            )
+
+    def add_spam_report(
+        self, user_id: int, sender: str, recipient: str, kind: str, envid: str
+    ) -> None:
+        self._exec(
+            "INSERT INTO spam_reports (user_id, sender, recipient, kind, envid, reported_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
+            (user_id, sender, recipient, kind, envid, time.time()),
+        )
+
+    def spam_reports(self) -> list[tuple[str, int]]:
+        rows = self._exec(
+            "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender ORDER BY 2 DESC, 1"
+        )
+        return [(r[0], int(r[1])) for r in rows.fetchall()]
+
+    # -- destination side: envelopes and mailboxes ---------------------------
+
+    _IN_ENV = (
+        "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
+        "body IS NOT NULL FROM in_envelopes"
+    )
+
+    def insert_in_envelope(
+        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
+        subject: str, body: bytes | None,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+            "received_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (envid, origin_server, sender, size, block, subject, time.time(), body),
+        )
+
+    def in_envelope(self, envelope_id: int) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE id=%s", (envelope_id,)).fetchone()
+        return _in_envelope(row) if row else None
+
+    def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE envid=%s", (envid,)).fetchone()
+        return _in_envelope(row) if row else None
+
+    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
+        self._exec(
+            "UPDATE in_envelopes SET expires_at=%s WHERE id=%s", (expires_at, envelope_id)
+        )
+
+    def set_in_body(self, envelope_id: int, body: bytes) -> None:
+        self._exec("UPDATE in_envelopes SET body=%s WHERE id=%s", (body, envelope_id))
+
+    def in_body(self, envelope_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM in_envelopes WHERE id=%s", (envelope_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    _MAILBOX = (
+        "SELECT id, user_id, envelope_id, recipient, state, decision, reason, decided_at, "
+        "deleted FROM mailbox"
+    )
+
+    def insert_mailbox_entry(
+        self, user_id: int, envelope_id: int, recipient: str, state: str
+    ) -> int:
+        return self._insert(
+            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
+            (user_id, envelope_id, recipient, state),
+        )
+
+    def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
+        row = self._exec(self._MAILBOX + " WHERE id=%s", (entry_id,)).fetchone()
+        return _mailbox(row) if row else None
+
+    def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
+        row = self._exec(
+            self._MAILBOX + " WHERE envelope_id=%s AND recipient=%s", (envelope_id, recipient)
+        ).fetchone()
+        return _mailbox(row) if row else None
+
+    def mailbox_entries(
+        self, user_id: int, states: Sequence[str] | None = None
+    ) -> list[MailboxEntry]:
+        if states is None:
+            rows = self._exec(self._MAILBOX + " WHERE user_id=%s ORDER BY id", (user_id,))
+        else:
+            rows = self._exec(
+                self._MAILBOX + " WHERE user_id=%s AND state = ANY(%s) AND deleted=0 ORDER BY id",
+                (user_id, list(states)),
+            )
+        return [_mailbox(r) for r in rows.fetchall()]
+
+    def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
+        rows = self._exec(self._MAILBOX + " WHERE envelope_id=%s ORDER BY id", (envelope_id,))
+        return [_mailbox(r) for r in rows.fetchall()]
+
+    def update_mailbox_entry(
+        self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
+    ) -> None:
+        if decision is None:
+            self._exec("UPDATE mailbox SET state=%s WHERE id=%s", (state, entry_id))
+        else:
+            self._exec(
+                "UPDATE mailbox SET state=%s, decision=%s, reason=%s, decided_at=%s WHERE id=%s",
+                (state, decision, reason or "", time.time(), entry_id),
+            )
+
+    def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        with self.transaction():
+            self._exec("UPDATE mailbox SET deleted=1 WHERE id = ANY(%s)", (list(entry_ids),))
+
+    # -- quality (section 5.3) ------------------------------------------------
+
+    def count_messages(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (%s, %s, 0, %s) ON CONFLICT (server) DO UPDATE SET "
+            "messages = peer_quality.messages + excluded.messages, "
+            "updated_at = excluded.updated_at",
+            (server, n, time.time()),
+        )
+
+    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
+        """Record one user's vote on one message; a changed vote replaces the old one."""
+        # The counter moves by (new - old), so the old vote must not change
+        # under us: two nodes applying decisions on one entry at once would
+        # both read the same old vote. Locking the entry's row (it exists: the
+        # vote references it) serialises them, as SQLite's single writer does.
+        self._exec("SELECT 1 FROM mailbox WHERE id=%s FOR UPDATE", (entry_id,))
+        row = self._exec("SELECT vote FROM votes WHERE mailbox_id=%s", (entry_id,)).fetchone()
+        old = int(row[0]) if row else 0
+        if old == vote:
+            return
+        self._exec(
+            "INSERT INTO votes (mailbox_id, server, vote) VALUES (%s, %s, %s) "
+            "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
+            (entry_id, server, vote),
+        )
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (%s, 0, %s, %s) ON CONFLICT (server) DO UPDATE SET "
+            "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
+            (server, vote - old, time.time()),
+        )
+
+    def quality(self, server: str) -> Quality:
+        row = self._exec(
+            "SELECT server, messages, votes FROM peer_quality WHERE server=%s", (server,)
+        ).fetchone()
+        return Quality(*row) if row else Quality(server, 0, 0)
+
+    def all_quality(self) -> list[Quality]:
+        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
+        return [Quality(*r) for r in rows.fetchall()]
+
+    # -- lists (Table 1, Table 3) ---------------------------------------------
+
+    def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM inbound_lists WHERE user_id=%s AND address=%s AND server=%s",
+            (user_id, address, server),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def outbound_kind(self, user_id: int, address: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM outbound_lists WHERE user_id=%s AND address=%s", (user_id, address)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+        self._exec(
+            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, address, server) DO UPDATE "
+            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, server, how, time.time()),
+        )
+
+    def put_outbound(self, user_id: int, kind: str, address: str, how: str) -> None:
+        self._exec(
+            "INSERT INTO outbound_lists (user_id, kind, address, how, added_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, address) DO UPDATE SET "
+            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, how, time.time()),
+        )
+
+    def drop_inbound(self, user_id: int, kind: str, address: str, server: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM inbound_lists WHERE user_id=%s AND kind=%s AND address=%s AND server=%s",
+            (user_id, kind, address, server),
+        )
+        return cur.rowcount > 0
+
+    def drop_outbound(self, user_id: int, kind: str, address: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM outbound_lists WHERE user_id=%s AND kind=%s AND address=%s",
+            (user_id, kind, address),
+        )
+        return cur.rowcount > 0
+
+    def touch_inbound(self, user_id: int, address: str, server: str) -> None:
+        self._exec(
+            "UPDATE inbound_lists SET uses=uses+1, last_used=%s "
+            "WHERE user_id=%s AND address=%s AND server=%s",
+            (time.time(), user_id, address, server),
+        )
+
+    def touch_outbound(self, user_id: int, address: str) -> None:
+        self._exec(
+            "UPDATE outbound_lists SET uses=uses+1, last_used=%s WHERE user_id=%s AND address=%s",
+            (time.time(), user_id, address),
+        )
+
+    def list_entries(self, user_id: int) -> list[ListEntry]:
+        inbound = self._exec(
+            "SELECT 'in', kind, address, server, how, added_at, uses FROM inbound_lists "
+            "WHERE user_id=%s ORDER BY kind DESC, address, server",
+            (user_id,),
+        ).fetchall()
+        outbound = self._exec(
+            "SELECT 'out', kind, address, NULL, how, added_at, uses FROM outbound_lists "
+            "WHERE user_id=%s ORDER BY kind DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [ListEntry(*r) for r in inbound + outbound]
+
+    # -- expiry and cleanup ------------------------------------------------------
+
+    def expire_out_messages(self, now: float) -> int:
+        """Origin: every recipient still undecided at ``expires_at`` ends
+        ``expired`` and the held body is deleted. Returns the messages expired."""
+        with self.transaction():
+            # Every node runs housekeeping: SKIP LOCKED leaves a message another
+            # node is expiring right now to that node, so each is counted once.
+            ids = [r[0] for r in self._exec(
+                "SELECT id FROM out_messages WHERE expires_at <= %s AND body IS NOT NULL "
+                "FOR UPDATE SKIP LOCKED",
+                (now,),
+            ).fetchall()]
+            for message_id in ids:
+                self._exec(
+                    "UPDATE out_recipients SET state='expired', updated_at=%s, "
+                    "detail='expired: no decision before the message expired' "
+                    "WHERE message_id=%s AND state IN "
+                    "('queued', 'envelope-sent', 'accepted', 'authorized')",
+                    (now, message_id),
+                )
+                self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
+        return len(ids)
+
+    def expire_in_envelopes(self, now: float) -> int:
+        """Destination: envelopes past their Expires with no decision (or a
+        pull that never completed) are marked ``expired``."""
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
+                "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
+                "(SELECT id FROM in_envelopes WHERE expires_at <= %s)",
+                (now,),
+            )
+        return cur.rowcount
+
+    def purge(self, before: float) -> int:
+        """Delete what nobody needs any more: origin records whose message
+        expired before ``before``, and envelopes all of whose entries were deleted
+        (POP3 DELE) or expired before ``before``. Quality counters stay."""
+        with self.transaction():
+            n = self._exec(
+                "DELETE FROM out_messages WHERE body IS NULL AND expires_at < %s", (before,)
+            ).rowcount
+            n += self._exec(
+                "DELETE FROM in_envelopes WHERE id IN (SELECT e.id FROM in_envelopes e "
+                "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
+                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < %s)))",
+                (before,),
+            ).rowcount
+        return n
+
+    def compact(self) -> None:
+        """Let PostgreSQL reclaim the space of deleted rows (plain VACUUM).
+
+        Not VACUUM FULL: it would lock every node out of the tables while it
+        rewrites them. Plain VACUUM runs beside live traffic, makes dead rows'
+        space reusable, and hands trailing empty pages back to the file system;
+        autovacuum does the same on its own schedule, this only makes it prompt
+        after a purge. One node at a time: the others skip their turn.
+        """
+        if self._in_txn:
+            raise StoreError("compact() cannot run inside a transaction")
+        got = self._exec("SELECT pg_try_advisory_lock(%s)", (_COMPACT_LOCK,)).fetchone()
+        if not got or not got[0]:
+            return
+        try:
+            self._exec("VACUUM out_messages, out_recipients, out_envelopes, in_envelopes, "
+                       "mailbox, votes, spam_reports, queue")
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                self._exec("SELECT pg_advisory_unlock(%s)", (_COMPACT_LOCK,))
+
+    # -- the work queue ----------------------------------------------------------
+
+    def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
+        now = time.time()
+        self._exec(
+            "INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (kind, key, payload, now if at is None else at, now),
+        )
+
+    def claim_jobs(self, node: str, now: float, limit: int, lease: float) -> list[Job]:
+        """Claim due jobs for ``node`` until ``now + lease``.
+
+        Only the oldest job of each key is eligible, and never while another
+        job of its key is under a live claim, so work on one envelope runs in
+        order and never twice at once, on this node or another.
+        """
+        with self.transaction():
+            # One advisory lock serialises claims across nodes (released at
+            # commit, after the claims are visible). Row locks alone cannot
+            # give "one job per key": two claimers whose snapshots each miss
+            # the other's uncommitted claim would lock *different* rows of one
+            # key (a sequence hands out ids before commit, so a lower id can
+            # appear after a higher one was claimed). A lock per key
+            # (pg_try_advisory_xact_lock(hashtext(key))) would still need a
+            # second, fresh snapshot after locking to see claims committed
+            # meanwhile; a claim is one short indexed UPDATE per poll per node,
+            # so serialising them costs next to nothing while the jobs
+            # themselves, the slow part, still run in parallel. The claim
+            # statement runs after the lock, so its snapshot (READ COMMITTED:
+            # one per statement) holds every earlier claim.
+            self._exec("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+            # SKIP LOCKED: a row another node is finishing or retrying right
+            # now is left for the next poll instead of stalling this claim.
+            rows = self._exec(
+                "WITH picked AS ("
+                " SELECT q.id FROM queue q"
+                " WHERE q.id = (SELECT MIN(q2.id) FROM queue q2 WHERE q2.key = q.key)"
+                " AND q.next_attempt <= %(now)s"
+                " AND (q.claimed_until IS NULL OR q.claimed_until < %(now)s)"
+                " AND NOT EXISTS (SELECT 1 FROM queue q3 WHERE q3.key = q.key"
+                "  AND q3.claimed_until >= %(now)s)"
+                " ORDER BY q.next_attempt, q.id LIMIT %(limit)s"
+                " FOR UPDATE OF q SKIP LOCKED)"
+                " UPDATE queue SET claimed_by=%(node)s, claimed_until=%(until)s"
+                " FROM picked WHERE queue.id = picked.id"
+                " RETURNING queue.id, queue.kind, queue.key, queue.payload, queue.attempts,"
+                " queue.last_error",
+                {"now": now, "limit": limit, "node": node, "until": now + lease},
+            ).fetchall()
+        return sorted((Job(*r) for r in rows), key=lambda j: j.id)
+
+    def release_claims(self, node: str) -> int:
+        """Give back every claim ``node`` holds (it restarted: none is running)."""
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE queue SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=%s",
+                (node,),
+            )
+        return cur.rowcount
+
+    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue "
+            "WHERE next_attempt <= %s ORDER BY next_attempt, id LIMIT %s",
+            (now, limit),
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+    def finish_job(self, job_id: int) -> None:
+        self._exec("DELETE FROM queue WHERE id=%s", (job_id,))
+
+    def retry_job(self, job_id: int, at: float, error: str) -> None:
+        self._exec(
+            "UPDATE queue SET attempts=attempts+1, next_attempt=%s, last_error=%s, "
+            "claimed_by=NULL, claimed_until=NULL WHERE id=%s",
+            (at, error[:500], job_id),
+        )
+
+    def queue_size(self) -> int:
+        row = self._exec("SELECT COUNT(*) FROM queue").fetchone()
+        return int(row[0]) if row else 0
+
+    def jobs(self) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+
+def _out_message(row: Row) -> OutMessage:
+    r = list(row)
+    r[9] = bool(r[9])
+    return OutMessage(*r)
+
+
+def _in_envelope(row: Row) -> InEnvelope:
+    r = list(row)
+    r[8] = bool(r[8])
+    return InEnvelope(*r)
+
+
+def _mailbox(row: Row) -> MailboxEntry:
+    r = list(row)
+    r[8] = bool(r[8])
+    return MailboxEntry(*r)

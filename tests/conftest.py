@@ -1,0 +1,49 @@
+"""Fixtures shared by the unit and integration suites: a throwaway PostgreSQL.
+
+One cluster per test session (initdb and start cost about a second), a fresh
+database per test. Without the PostgreSQL binaries the PostgreSQL tests FAIL,
+so a machine or CI that lacks them cannot pass as if both backends were
+proven; SMDP_SKIP_POSTGRES=1 skips them instead, on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests import pg
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.PgCluster]:
+    if os.environ.get("SMDP_SKIP_POSTGRES") == "1":
+        pytest.skip("SMDP_SKIP_POSTGRES=1: PostgreSQL tests skipped")
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(pg.cluster())
+        except pg.PostgresUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield cluster
+
+
+@pytest.fixture
+def new_pg_dsn(pg_cluster: pg.PgCluster) -> Iterator[Callable[[], str]]:
+    """Make as many fresh databases as a test needs; all dropped after it."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(pg_cluster.create_database())
+        return made[-1]
+
+    yield make
+    for dsn in made:
+        pg_cluster.drop_database(dsn)
+
+
+@pytest.fixture
+def pg_dsn(new_pg_dsn: Callable[[], str]) -> str:
+    """One fresh, empty database for this test."""
+    return new_pg_dsn()
