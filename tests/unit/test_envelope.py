@@ -650,7 +650,8 @@ _TEXT = st.text(
     st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf")), max_size=20
 )
 _WORDS = st.lists(_TEXT.filter(bool), max_size=3).map(" ".join)
-_NAME = _WORDS.map(lambda s: s.replace(",", "").replace(";", "").strip()).filter(bool)
+# File names as the block carries them: no separators, single spaces.
+_NAME = _WORDS.map(lambda s: " ".join(s.replace(",", " ").replace(";", " ").split())).filter(bool)
 
 
 @given(
