@@ -13,8 +13,18 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import pg
+
+# Property tests explore new inputs on every developer run; under CI (CI=true)
+# they replay a fixed sequence so a landing never hinges on a lucky draw, and
+# no per-example deadline applies on a shared, busy machine.
+settings.register_profile("dev", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True,
+                          database=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")

@@ -247,8 +247,17 @@ def test_several_recipients_one_transfer(pair: tuple[Server, Server]) -> None:
     wait_until(lambda: not held(a, msgid), what="origin drops the body")
 
 
-def test_quality_blocks_a_bad_peer(tmp_path: Path) -> None:
-    a, b = make_pair(tmp_path, extra_b="[quality]\nmin_messages = 2\nblock_below = -0.5\n")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_quality_blocks_a_bad_peer(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    quality = "[quality]\nmin_messages = 2\nblock_below = -0.5\n"
+    if backend == "postgresql":
+        new_db = request.getfixturevalue("new_pg_dsn")
+        a, b = make_pair(tmp_path, extra_b=quality, backend=backend, dsn_a=new_db(),
+                         dsn_b=new_db())
+    else:
+        a, b = make_pair(tmp_path, extra_b=quality)
     a.add_user(ALICE)
     b.add_user(BOB)
     with running(a, b):
