@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean soak load venv
+.PHONY: run test lint typecheck clean soak load venv bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,13 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/smdp demo --dir .demo
 
-## Lint, type-check and run the whole test suite.
+## Lint, type-check and run the whole test suite; the integration suite runs
+## a second time with every server on PostgreSQL (a throwaway cluster).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	SMDP_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/integration
 
 ## Crash soak: several hundred messages, servers SIGKILLed at random (not part of make test).
 soak: $(STAMP)
@@ -32,6 +34,13 @@ soak: $(STAMP)
 ## Load test: 500 user sessions + 50 peer sessions for 60 s (not part of make test).
 load: $(STAMP)
 	$(BIN)/python -m bench.load
+
+## Benchmark suite (issue 5): quick size by default, BENCH_SIZE=full for the long one;
+## SMDP_CORPUS points at the real-mail corpus (default ../shared/corpus). Results,
+## summary.md and plots go to bench/results/ (see docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -c "import matplotlib, aiosmtpd" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

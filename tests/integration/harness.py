@@ -176,10 +176,20 @@ password_time_cost = 1
             db.close()
 
 
-def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str = "sqlite",
+# The backend make_pair uses when a test names none: SQLite, unless the suite
+# runs with SMDP_TEST_BACKEND=postgresql (tests/integration/conftest.py sets a
+# factory of fresh databases here), so the same integration suite runs on both.
+DEFAULT_BACKEND: tuple[str, Callable[[], str] | None] = ("sqlite", None)
+
+
+def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | None = None,
               dsn_a: str = "", dsn_b: str = "") -> tuple[Server, Server]:
     """a.example and b.example, each with its own store of ``backend``
     (for PostgreSQL: the databases ``dsn_a`` and ``dsn_b``)."""
+    if backend is None:
+        backend, new_database = DEFAULT_BACKEND
+        if new_database is not None:
+            dsn_a, dsn_b = new_database(), new_database()
     if backend == "postgresql" and not (dsn_a and dsn_b):
         raise ValueError("a PostgreSQL pair needs a database per server (dsn_a, dsn_b)")
     pa, ua, pb, ub = free_ports(4)

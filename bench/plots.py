@@ -1,0 +1,149 @@
+"""PNG plots of the scaling curves (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def envelope_plot(data: dict[str, Any], out: Path) -> Path | None:
+    rows = data.get("size_curve")
+    if not rows:
+        return None
+    kib = [r["message_kib"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.loglog(kib, [r["smdp_ms"] for r in rows], "o-", label="smdp extract_envelope")
+    left.loglog(kib, [r["email_ms"] for r in rows], "s-", label="email package, full parse")
+    left.axhline(1.0, color="grey", linestyle=":", label="aim: 1 ms at 680 KB")
+    left.set_xlabel("message size (KiB)")
+    left.set_ylabel("time per message (ms)")
+    left.set_title("Envelope extraction time")
+    left.legend(fontsize=8)
+    right.loglog(kib, [r["smdp_peak_kib"] for r in rows], "o-", label="smdp extract_envelope")
+    right.loglog(kib, [r["email_peak_kib"] for r in rows], "s-", label="email package")
+    right.loglog(kib, kib, color="grey", linestyle=":", label="= message size")
+    right.set_xlabel("message size (KiB)")
+    right.set_ylabel("peak memory allocated (KiB, tracemalloc)")
+    right.set_title("Extra memory while extracting")
+    right.legend(fontsize=8)
+    return _save(fig, out / "envelope_size.png")
+
+
+def lists_plot(data: dict[str, Any], out: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    drawn = False
+    for backend, marker in (("sqlite", "o"), ("postgresql", "s")):
+        by_size = data.get(backend) or {}
+        sizes = sorted(int(k) for k in by_size if k.isdigit())
+        if not sizes:
+            continue
+        for op, style in (("lookup_hit", "-"), ("add_in_txn", "--"), ("add", ":")):
+            ax.semilogx(sizes, [by_size[str(n)]["ops"][op]["median_us"] for n in sizes],
+                        marker=marker, linestyle=style, label=f"{backend} {op}")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_yscale("log")
+    ax.axhline(50, color="grey", linestyle=":", label="aim: 50 µs")
+    ax.set_xlabel("entries in the user's white list")
+    ax.set_ylabel("median latency (µs)")
+    ax.set_title("List maintenance: lookup, add (in a transaction / committed)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, out / "lists.png")
+
+
+def mailbox_plot(data: dict[str, Any], out: Path) -> Path | None:
+    rows = data.get("mailbox")
+    if not rows:
+        return None
+    n = [r["envelopes"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for op in ("login", "stat", "list", "envs"):
+        ax.loglog(n, [r[f"{op}_ms"] for r in rows], "o-", label=op.upper())
+    ax.set_xlabel("envelopes in the mailbox (half pending, half accepted)")
+    ax.set_ylabel("time per command (ms)")
+    ax.set_title("User port cost against mailbox size")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "mailbox.png")
+
+
+def message_size_plot(data: dict[str, Any], out: Path) -> Path | None:
+    rows = (data.get("message_size") or {}).get("rows")
+    if not rows:
+        return None
+    kib = [r["message_kib"] for r in rows]
+    mib = [k / 1024 for k in kib]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.loglog(mib, [max(r["a_peak_growth_mib"], 0.05) for r in rows], "o-",
+                label="origin a.example")
+    left.loglog(mib, [max(r["b_peak_growth_mib"], 0.05) for r in rows], "s-",
+                label="destination b.example")
+    left.loglog(mib, mib, color="grey", linestyle=":", label="= message size")
+    left.set_xlabel("message size (MiB)")
+    left.set_ylabel("server peak RSS growth (MiB, VmHWM; 0 drawn at 0.05)")
+    left.set_title("Server memory against message size")
+    left.legend(fontsize=8)
+    for key, label in (("submit_ms", "submit (user port)"),
+                       ("envelope_arrival_ms", "envelope at destination"),
+                       ("accept_to_stored_ms", "accept to stored (pull)")):
+        right.loglog(mib, [max(r[key], 0.1) for r in rows], "o-", label=label)
+    right.set_xlabel("message size (MiB)")
+    right.set_ylabel("time (ms)")
+    right.set_title("Time against message size")
+    right.legend(fontsize=8)
+    return _save(fig, out / "message_size.png")
+
+
+def spam_plot(data: dict[str, Any], out: Path) -> Path | None:
+    smdp, smtp = data.get("smdp"), data.get("smtp")
+    if not smdp or not smtp:
+        return None
+    weeks = [w["week"] for w in smdp["weeks"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(weeks, [w["origin_to_destination"] / 1e6 for w in smtp["weeks"]], "s-",
+              label="SMTP (aiosmtpd)")
+    left.plot(weeks, [w["origin_to_destination"] / 1e6 for w in smdp["weeks"]], "o-",
+              label="SMDP")
+    left.set_xlabel("simulated week")
+    left.set_ylabel("MB from origin to destination (cumulative)")
+    left.set_title("Octets on the wire, 80% spam")
+    left.legend(fontsize=8)
+    right.plot(weeks, [w.get("ham_no_decision_share") for w in smdp["weeks"]], "o-",
+               label="all ham")
+    right.plot(weeks, [w.get("repeat_ham_no_decision_share") for w in smdp["weeks"]], "s-",
+               label="repeat ham")
+    right.axhline(0.9, color="grey", linestyle=":", label="aim: 90% of repeat ham")
+    right.set_ylim(0, 1.05)
+    right.set_xlabel("simulated week")
+    right.set_ylabel("share delivered with no decision asked")
+    right.set_title("White lists at work")
+    right.legend(fontsize=8)
+    return _save(fig, out / "spam_weeks.png")
+
+
+def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[Path | None] = []
+    if "envelopes" in results:
+        made.append(envelope_plot(results["envelopes"], out))
+    if "lists" in results:
+        made.append(lists_plot(results["lists"], out))
+    if "scaling" in results:
+        made.append(mailbox_plot(results["scaling"], out))
+        made.append(message_size_plot(results["scaling"], out))
+    if "spam" in results:
+        made.append(spam_plot(results["spam"], out))
+    return [p for p in made if p is not None]

@@ -1,0 +1,258 @@
+"""The markdown summary of one run (bench/results/summary.md): each aim of issue 5
+beside the figure measured, then the tables behind them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """[item, aim, measured, met] rows."""
+    rows: list[list[str]] = []
+    env = results.get("envelopes") or {}
+    shape = env.get("paper_shape")
+    if shape:
+        ms = shape["smdp"]["ms_per_message"]
+        rows.append(["1 envelope", "at most 1 ms per 680 KB message",
+                     f"{ms:.3f} ms per message (mean {shape['mean_message_kb']:.0f} KB; "
+                     f"paper: 51 ms)", _met(ms <= 1.0)])
+        r = shape["ratio_email_over_smdp"]
+        corpus = env.get("corpus") or {}
+        rc = corpus.get("ratio_email_over_smdp")
+        both = [x for x in (r, rc) if x is not None]
+        rows.append(["1 envelope", "at least 10x faster than a full email parse",
+                     f"{_fmt(r, 1)}x on the paper's shape, {_fmt(rc, 1)}x on the corpus "
+                     f"(median per message {_fmt(corpus.get('ratio_median_per_message'), 1)}x)",
+                     _met(all(x >= 10 for x in both) if both else None)])
+    curve = env.get("size_curve")
+    if curve:
+        small, big = curve[0], curve[-1]
+        flat = big["smdp_peak_kib"] <= 4 * max(small["smdp_peak_kib"], 64.0)
+        rows.append(["1 envelope", "memory flat in message size (extraction)",
+                     f"{small['smdp_peak_kib']:.0f} KiB at {small['message_kib']:.0f} KiB, "
+                     f"{big['smdp_peak_kib']:.0f} KiB at {big['message_kib'] / 1024:.0f} MiB "
+                     f"(email: {big['email_peak_kib'] / 1024:.0f} MiB); the input itself is "
+                     "one bytes object", _met(flat)])
+    lists = results.get("lists") or {}
+    for backend in ("sqlite", "postgresql"):
+        by_size = lists.get(backend) or {}
+        sizes = sorted(int(k) for k in by_size if k.isdigit())
+        if not sizes:
+            if by_size.get("skipped"):
+                rows.append([f"2 lists ({backend})", "at most 50 µs at 1,000,000 entries",
+                             by_size["skipped"], "n/a"])
+            continue
+        n = sizes[-1]
+        ops = by_size[str(n)]["ops"]
+        worst = max(ops["lookup_hit"]["median_us"], ops["lookup_miss"]["median_us"],
+                    ops["add_in_txn"]["median_us"], ops["delete_in_txn"]["median_us"])
+        at_1m = n >= 1_000_000
+        rows.append([
+            f"2 lists ({backend})", "at most 50 µs at 1,000,000 entries",
+            f"at {n:,} entries: lookup {ops['lookup_hit']['median_us']:.1f} µs, add "
+            f"{ops['add_in_txn']['median_us']:.1f} µs, delete "
+            f"{ops['delete_in_txn']['median_us']:.1f} µs inside a transaction; committed "
+            f"(durable) add {ops['add']['median_us']:.0f} µs, delete "
+            f"{ops['delete']['median_us']:.0f} µs"
+            + ("" if at_1m else " (1,000,000 only at BENCH_SIZE=full)"),
+            _met(worst <= 50) + ("" if at_1m else " (at the largest size run)")
+            + ("; committed: " + _met(ops["add"]["median_us"] <= 50)),
+        ])
+        growth = lists.get(f"{backend}_growth") or {}
+        if growth:
+            last = growth[str(n)]
+            rows.append([
+                f"2 lists ({backend})", "growing like log n",
+                f"{sizes[0]:,} -> {n:,}: lookup x{_fmt(last['lookup_hit'])}, add "
+                f"x{_fmt(last['add_in_txn'])}, delete x{_fmt(last['delete_in_txn'])} "
+                f"(log n grows x{last['log_n_ratio']})",
+                _met(max(last["lookup_hit"] or 0, last["add_in_txn"] or 0,
+                         last["delete_in_txn"] or 0) <= last["log_n_ratio"] * 1.5)])
+    spam = results.get("spam") or {}
+    if spam.get("skipped"):
+        rows.append(["4 spam", "all aims", spam["skipped"], "n/a"])
+    elif "smdp_over_smtp" in spam:
+        over = spam["smdp_over_smtp"]
+        share = over["origin_to_destination"]
+        rows.append(["4 spam", "at most 25% of SMTP's octets",
+                     f"{share:.1%} origin->destination ({over['both_directions']:.1%} both "
+                     f"ways; stored at the destination {over['stored_at_destination']:.1%})",
+                     _met(share <= 0.25)])
+        after = spam["after_warmup"]
+        s = after["repeat_ham_no_decision_share"]
+        rows.append(["4 spam", "at least 90% of repeat ham needs no decision after warm-up",
+                     f"{_fmt(s, 3)} of {after['repeat_ham']} repeat ham after "
+                     f"{spam['mix']['warmup_weeks']} warm-up weeks "
+                     f"(all ham: {_fmt(after['ham_no_decision_share'], 3)})",
+                     _met(s >= 0.9 if s is not None else None)])
+        runs = spam.get("spamming_peer", {}).get("runs", [])
+        if runs:
+            through = [r["envelopes_through_before_block"] for r in runs]
+            rows.append(["4 spam", "a spamming peer blocked within 50 envelopes",
+                         ", ".join(f"{t if t is not None else 'not blocked'} envelopes "
+                                   f"(decision lag {r['decision_lag_envelopes']})"
+                                   for t, r in zip(through, runs, strict=True)),
+                         _met(all(t is not None and t <= 50 for t in through))])
+    scaling = results.get("scaling") or {}
+    msg_rows = (scaling.get("message_size") or {}).get("rows")
+    if msg_rows:
+        big = msg_rows[-1]
+        small = msg_rows[0]
+        grows = big["a_peak_growth_mib"] > 4 * max(small["a_peak_growth_mib"], 1.0)
+        rows.append(["5 scaling", "server memory does not grow with message size",
+                     f"{big['message_kib'] / 1024:.0f} MiB message: origin peak +"
+                     f"{big['a_peak_growth_mib']:.0f} MiB, destination +"
+                     f"{big['b_peak_growth_mib']:.0f} MiB (1 KB message: +"
+                     f"{small['a_peak_growth_mib']:.1f} / +{small['b_peak_growth_mib']:.1f} MiB)",
+                     _met(not grows)])
+    mailbox = scaling.get("mailbox")
+    if mailbox:
+        last = mailbox[-1]
+        rows.append(["5 scaling", "mailbox 1,000 to 1,000,000 envelopes (curve)",
+                     f"{last['envelopes']:,} envelopes: login {last['login_ms']:.0f} ms, "
+                     f"STAT {last['stat_ms']:.0f} ms, ENVS {last['envs_ms']:.0f} ms "
+                     f"({last['envs_us_per_envelope']:.1f} µs per envelope)", "curve"])
+    return rows
+
+
+def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
+    m = info["machine"]
+    out = [
+        "# smdp benchmark summary",
+        "",
+        f"Size `{info['size']}`, run {info['started']}, {info['elapsed_s']:.0f} s in all. "
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, Python "
+        f"{m['python']}, load average at start {m['loadavg_at_start']}.",
+        f"Corpus: `{info['corpus']}`" + ("" if info["corpus_present"] else " (absent)") + ".",
+        "",
+        "## Aims of issue 5",
+        "",
+    ]
+    out += _table(["item", "aim", "measured", "verdict"], aims(results))
+    for name, data in results.items():
+        if "error" in data:
+            out += [f"**{name} failed**:", "", "```", data["error"][-2000:], "```", ""]
+    env = results.get("envelopes") or {}
+    if "paper_shape" in env:
+        out += ["## 1. Envelope extraction", ""]
+        rows = []
+        for label, w in (("paper's shape", env["paper_shape"]), ("corpus", env.get("corpus"))):
+            if not w or "smdp" not in w:
+                continue
+            for method in ("smdp", "email"):
+                r = w[method]
+                rows.append([label, f"{w['messages']} msgs, {w['octets'] / 1e6:.0f} MB",
+                             method, r["ms_per_message"], r["median_ms"], r["p99_ms"],
+                             r["mb_per_s"], r["peak_memory_kib_max"], r["errors"]])
+        out += _table(["workload", "size", "method", "ms/msg", "median ms", "p99 ms", "MB/s",
+                       "peak KiB (max)", "errors"], rows)
+        if (env.get("corpus") or {}).get("skipped"):
+            out += [env["corpus"]["skipped"], ""]
+        out += ["Against message size (one attachment):", ""]
+        out += _table(["KiB", "smdp ms", "email ms", "ratio", "smdp peak KiB",
+                       "email peak KiB"],
+                      [[r["message_kib"], r["smdp_ms"], r["email_ms"], r["ratio"],
+                        r["smdp_peak_kib"], r["email_peak_kib"]] for r in env["size_curve"]])
+    lists = results.get("lists") or {}
+    if "sqlite" in lists:
+        out += ["## 2. List maintenance (median µs; p99 in brackets)", ""]
+        rows = []
+        for backend in ("sqlite", "postgresql"):
+            by_size = lists.get(backend) or {}
+            for key in sorted((k for k in by_size if k.isdigit()), key=int):
+                ops = by_size[key]["ops"]
+                rows.append([backend, int(key)] + [
+                    f"{ops[op]['median_us']:.1f} ({ops[op]['p99_us']:.0f})"
+                    for op in ("lookup_hit", "lookup_miss", "add_in_txn", "delete_in_txn",
+                               "add", "delete")])
+        out += _table(["backend", "entries", "lookup hit", "lookup miss", "add in txn",
+                       "delete in txn", "add committed", "delete committed"], rows)
+        if (lists.get("postgresql") or {}).get("skipped"):
+            out += [lists["postgresql"]["skipped"], ""]
+        tf = lists.get("text_file") or {}
+        out += ["The paper's method in this run (text file, search line by line, append / "
+                "rewrite, fsync): " + ", ".join(
+                    f"{int(k):,} lines {v['search_and_add_or_delete']['median_us']:.0f} µs"
+                    for k, v in tf.items()) + "; the paper: 9 ms at 1,000 lines.", ""]
+    spam = results.get("spam") or {}
+    if "smdp" in spam:
+        mix = spam["mix"]
+        smdp, smtp = spam["smdp"], spam["smtp"]
+        out += ["## 4. Spam stays home", "",
+                f"{mix['messages']} corpus messages ({mix['spam']} spam, {mix['ham']} ham, "
+                f"{mix['octets'] / 1e6:.1f} MB), {mix['weeks']} weeks, "
+                f"{mix['ham_accounts']} ham and {mix['spam_accounts']} spam sender accounts, "
+                f"{mix['recipients']} recipients.", ""]
+        out += _table(["", "SMDP", "SMTP (aiosmtpd)", "SMDP / SMTP"], [
+            ["octets origin -> destination", smdp["origin_to_destination_octets"],
+             smtp["origin_to_destination_octets"],
+             spam["smdp_over_smtp"]["origin_to_destination"]],
+            ["octets destination -> origin", smdp["destination_to_origin_octets"],
+             smtp["destination_to_origin_octets"], None],
+            ["octets stored at the destination", smdp["stored_at_destination"]["octets"],
+             smtp["stored_at_destination"]["octets"],
+             spam["smdp_over_smtp"]["stored_at_destination"]],
+        ])
+        out += ["Outcomes: " + "; ".join(
+            f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+            for label, d in smdp["outcomes"].items()), ""]
+        out += _table(["week", "SMDP octets (cum.)", "SMTP octets (cum.)", "ham",
+                       "ham, no decision", "repeat ham", "repeat ham, no decision"],
+                      [[w["week"], w["origin_to_destination"], s["origin_to_destination"],
+                        w.get("ham", 0), w.get("ham_no_decision_share"), w.get("repeat", 0),
+                        w.get("repeat_ham_no_decision_share")]
+                       for w, s in zip(smdp["weeks"], smtp["weeks"], strict=True)])
+        runs = spam.get("spamming_peer", {}).get("runs", [])
+        if runs:
+            out += ["Spamming peer (90% spam; min_messages 10, block_below -0.5):", ""]
+            out += _table(["decision lag", "submitted", "envelopes through", "blocked",
+                           "quality at block"],
+                          [[r["decision_lag_envelopes"], r["submitted"],
+                            r["envelopes_through_before_block"], r["blocked"],
+                            r["quality_at_block"]] for r in runs])
+    scaling = results.get("scaling") or {}
+    if scaling.get("mailbox"):
+        out += ["## 5. Scaling", "", "Mailbox size (user port, median ms):", ""]
+        out += _table(["envelopes", "login", "STAT", "LIST", "ENVS (pending)",
+                       "ENVS µs/envelope", "server VmHWM MiB"],
+                      [[r["envelopes"], r["login_ms"], r["stat_ms"], r["list_ms"],
+                        r["envs_ms"], r["envs_us_per_envelope"], r["server_vmhwm_mib"]]
+                       for r in scaling["mailbox"]])
+    msg = (scaling.get("message_size") or {}).get("rows")
+    if msg:
+        out += ["Message size (submitted at a.example, accepted and pulled by b.example):", ""]
+        out += _table(["KiB", "submit ms", "envelope arrival ms", "accept to stored ms",
+                       "origin peak +MiB", "destination peak +MiB"],
+                      [[r["message_kib"], r["submit_ms"], r["envelope_arrival_ms"],
+                        r["accept_to_stored_ms"], r["a_peak_growth_mib"],
+                        r["b_peak_growth_mib"]] for r in msg])
+    load = info.get("load")
+    if load:
+        out += ["Concurrent sessions: the last `make load` result (bench/results/load.json, "
+                "not re-run by `make bench`): "
+                f"{load.get('clients')} user + {load.get('peers')} peer sessions, "
+                f"{load.get('operations_per_s')} operations/s, "
+                f"{load.get('messages_per_s')} messages/s.", ""]
+    if info.get("plots"):
+        out += ["Plots: " + ", ".join(f"`{p}`" for p in info["plots"]), ""]
+    return "\n".join(out)
