@@ -263,3 +263,47 @@ def test_blocked_peer_is_refused(tmp_path: Path) -> None:
         world.dest.decide(world.bob, entry.id, Option.REJECT)
     refusal = world.dest.peer_refusal(A_HOST)
     assert refusal is not None and "blocked" in refusal
+
+
+def test_repeated_decisions_and_pulls_change_nothing_twice(world: World) -> None:
+    """Issue 3, idempotency: a retried decision or pull is answered as the
+    first time and creates no second vote, report, list entry or copy."""
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    first = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
+    again = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
+    assert first.code == again.code == 150 and first.body == again.body  # not yet RECEIVED
+    assert world.origin.on_received(env.envid).code == 250
+    assert world.origin.on_received(env.envid).code == 250
+    after = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
+    assert (after.code, after.body) == (250, None)  # nothing left to transfer
+    for _ in range(2):
+        world.dest.body_pulled(env.id, first.body)
+    assert world.b.in_body(env.id) == first.body
+    for _ in range(3):
+        world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.SPAMMER, False)
+    assert world.a.spam_reports() == [("alice@a.example", 1)]
+    assert [(e.kind, e.address) for e in world.a.list_entries(world.alice.id)] == [
+        ("black", "bob@b.example")]
+
+
+def test_replayed_direct_message_is_stored_once(world: World) -> None:
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", A_HOST, "manual")
+    for _ in range(2):
+        world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                                   recipients=["bob@b.example"], body=MSG)
+    assert len(world.b.mailbox_entries(world.bob.id)) == 1
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, 1)
+
+
+def test_a_user_decision_repeated_queues_one_report(world: World) -> None:
+    world.send(["bob@b.example"])
+    world.deliver_envelopes()
+    entry = world.entry(world.bob)
+    world.dest.decide(world.bob, entry, Option.REJECT)
+    result = world.dest.decide(world.bob, entry, Option.REJECT)
+    assert result.text == "already decided"
+    assert len(world.b.jobs()) == 1
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
