@@ -99,6 +99,16 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 print("no spam reports")
             for sender, count in reports:
                 print(f"{sender}\t{count} report(s)")
+            for address, reason in store.suspended_users():
+                print(f"SUSPENDED {address}: {reason}")
+        elif args.admin_cmd == "unsuspend":
+            user = accounts.user(args.address)
+            store.set_suspension(user.id, None)
+            print(f"sending re-enabled for {user.main_address}")
+        elif args.admin_cmd == "suspend":
+            user = accounts.user(args.address)
+            store.set_suspension(user.id, args.reason)
+            print(f"sending suspended for {user.main_address}")
     except AccountError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -153,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser("queue", help="work waiting to cross the network")
     asub.add_parser("reports", help="spam reports against local senders (Table 2, SPAM)")
     asub.add_parser("migrate", help="bring the store's schema up to date")
+    p = asub.add_parser("suspend", help="suspend a user's sending")
+    p.add_argument("address")
+    p.add_argument("--reason", default="suspended by the administrator")
+    p = asub.add_parser("unsuspend", help="lift a suspension (after investigating)")
+    p.add_argument("address")
     admin.set_defaults(func=cmd_admin)
 
     from smdp.client.cli import add_client_parser

@@ -59,6 +59,24 @@ class DeliveryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class AbusePolicy:
+    """Issue 4: limits against envelope floods, password guessing, slow senders
+    and local senders reported as spammers."""
+
+    login_failures_per_client: int = 10  # per 15 minutes, then replies slow down
+    login_failures_per_account: int = 5  # per 15 minutes, then replies slow down
+    login_delay_max: float = 10.0  # seconds: the slowest a failed login gets
+    envelopes_per_peer_per_hour: int = 10_000
+    envelopes_per_new_peer_per_hour: int = 100  # until the peer's quality is known
+    envelopes_per_recipient_per_hour: int = 500
+    envelopes_per_session: int = 1_000
+    command_timeout: float = 60.0  # seconds for one command line to arrive whole
+    min_data_rate: int = 1024  # bytes per second a DATA block must keep up ...
+    data_grace: float = 30.0  # ... after this many seconds
+    spam_reports_per_day: int = 20  # SPAM/SPAMMER reports before a sender is suspended
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     domains: tuple[str, ...]
@@ -71,6 +89,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    abuse: AbusePolicy = field(default_factory=AbusePolicy)
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     # Argon2 cost; lowered only by tests and the demo, never below the floor.
@@ -129,7 +148,7 @@ def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
-                           "peers", "dns", "security"}, "config")
+                           "peers", "dns", "security", "abuse", "tls"}, "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
     hostname = _need(server, "hostname", str, "server").lower()
@@ -205,6 +224,16 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     for name in DeliveryPolicy.__dataclass_fields__:
         _positive(getattr(delivery, name), f"delivery.{name}")
 
+    ab = _check(data.get("abuse", {}), dict, "abuse")
+    _reject_unknown(ab, set(AbusePolicy.__dataclass_fields__), "abuse")
+    da = AbusePolicy()
+    abuse = AbusePolicy(**{
+        name: _opt(ab, name, type(getattr(da, name)), getattr(da, name), "abuse")
+        for name in AbusePolicy.__dataclass_fields__
+    })
+    for name in AbusePolicy.__dataclass_fields__:
+        _positive(getattr(abuse, name), f"abuse.{name}")
+
     peers_raw = _check(data.get("peers", {}), dict, "peers")
     peers: dict[str, PeerServer] = {}
     for domain, entry in peers_raw.items():
@@ -245,6 +274,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         limits=limits,
         quality=quality,
         delivery=delivery,
+        abuse=abuse,
         peers=peers,
         dns_nameservers=nameservers,
         password_memory_kib=memory,

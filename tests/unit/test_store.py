@@ -264,7 +264,8 @@ def test_expiry_purge_and_compact(backend: Backend) -> None:
     assert store.expire_out_messages(200.0) == 0
     assert [r.state for r in store.out_recipients(old)] == ["expired", "rejected"]
     assert store.out_body(old) is None and store.out_body(new) == b"new"
-    assert store.expire_in_envelopes(200.0) == 1
+    assert store.expire_in_envelopes(200.0) == [(pending, "x")]
+    assert store.expire_in_envelopes(200.0) == []
     states = {e.id: e.state for e in store.entries_of_envelope(env)}
     assert states == {pending: "expired", kept: "accepted"}
     assert store.purge(150.0) == 1  # m1; the envelope still has a kept entry

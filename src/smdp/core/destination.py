@@ -190,6 +190,19 @@ class Destination:
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
         self.store.enqueue("report-decision", env.envid, json.dumps({"entry": entry.id}))
 
+    # -- expiry ---------------------------------------------------------------------
+
+    def expire(self, now: float) -> int:
+        """Envelopes nobody decided on before their Expires end ``expired`` and
+        count against their origin's quality like a rejection (issue 4: pull
+        mail makes envelope floods cheap; an unpulled envelope is not free)."""
+        undecided = self.store.expire_in_envelopes(now)
+        with self.store.transaction():
+            for entry_id, server in undecided:
+                if server != self.hostname:
+                    self.store.set_vote(entry_id, server, -1)
+        return len(undecided)
+
     # -- the pull (section 5.2 step 7) --------------------------------------------
 
     def body_pulled(self, envelope_id: int, body: bytes | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from smdp.core import decisions as d
 from smdp.core.decisions import SmdpMessage, origin_side
 from smdp.core.envelope import encode_envelope_block, extract_envelope
-from smdp.core.submission import prepare_submission
+from smdp.core.submission import SubmissionError, prepare_submission
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
+
+log = logging.getLogger("smdp.abuse")
 
 
 def new_token() -> str:
@@ -44,10 +47,12 @@ class DecisionOutcome:
 
 
 class Origin:
-    def __init__(self, store: Store, *, hostname: str, expire_days: float) -> None:
+    def __init__(self, store: Store, *, hostname: str, expire_days: float,
+                 spam_reports_per_day: int = 20) -> None:
         self.store = store
         self.hostname = hostname
         self.expire_seconds = expire_days * 86400.0
+        self.spam_reports_per_day = spam_reports_per_day
 
     # -- submission (section 5.2 steps 1-4) -------------------------------------
 
@@ -58,6 +63,12 @@ class Origin:
 
         Raises SubmissionError (assumption 3) before anything is stored.
         """
+        suspended = self.store.suspension(user.id)
+        if suspended is not None:
+            raise SubmissionError(
+                f"sending is suspended for this account ({suspended}); "
+                "contact your administrator"
+            )
         identities = self.store.identities(user.id)
         body = prepare_submission(
             raw, identities=identities, sender=sender, hostname=self.hostname
@@ -207,6 +218,7 @@ class Origin:
                 self.store.add_spam_report(
                     msg.user_id, msg.sender, recipient, message.value, envid
                 )
+                self._investigate(msg.user_id)
             if message.accepts:
                 if not pulling:
                     new_state, detail = d.OUT_DELIVERED, f"{effect.state} by recipient"
@@ -220,6 +232,19 @@ class Origin:
         if body is not None:
             return DecisionOutcome(150, f"{len(body)} octets follow", body)
         return DecisionOutcome(250, f"2.0.0 {message.value} recorded for <{recipient}>")
+
+    def _investigate(self, user_id: int) -> None:
+        """Table 2, SPAM at the origin: "investigate with sender". Past the
+        configured rate of SPAM/SPAMMER reports, the sender's sending is
+        suspended and the administrator alerted (issue 4, outgoing abuse)."""
+        reports = self.store.count_spam_reports(user_id, time.time() - 86400.0)
+        if reports < self.spam_reports_per_day or self.store.suspension(user_id):
+            return
+        user = self.store.user_by_id(user_id)
+        reason = f"{reports} spam reports in 24 hours"
+        self.store.set_suspension(user_id, reason)
+        log.warning("ALERT: sending suspended for %s: %s",
+                    user.main_address if user else user_id, reason)
 
     def on_received(self, envid: str) -> DecisionOutcome:
         """The destination confirms it stored the pulled body (contract 2.5)."""

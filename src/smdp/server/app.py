@@ -21,6 +21,7 @@ from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.discovery import Discovery, PeerServer
 from smdp.server.housekeeping import housekeeping_loop
+from smdp.server.ratelimit import Window
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
@@ -44,12 +45,18 @@ class SmdpServer:
         self.discovery = self._discovery(config.peer_listener.port)
         self.accounts = Accounts(self.store, config)
         self.origin = Origin(
-            self.store, hostname=config.hostname, expire_days=config.delivery.expire_days
+            self.store, hostname=config.hostname, expire_days=config.delivery.expire_days,
+            spam_reports_per_day=config.abuse.spam_reports_per_day,
         )
         self.destination = Destination(
             self.store, quality=config.quality, hostname=config.hostname
         )
         self.worker = DeliveryWorker(self)
+        # Issue 4 abuse limits: sliding windows, per process.
+        self.envelopes_by_peer = Window(3600.0)
+        self.envelopes_by_recipient = Window(3600.0)
+        self.login_failures_by_client = Window(900.0)
+        self.login_failures_by_account = Window(900.0)
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()

@@ -27,7 +27,7 @@ def run_once(app: SmdpServer, now: float | None = None) -> dict[str, int]:
     hold = app.config.delivery.expire_days * 86400.0
     done = {
         "expired_at_origin": store.expire_out_messages(now),
-        "expired_at_destination": store.expire_in_envelopes(now),
+        "expired_at_destination": app.destination.expire(now),
         "purged": store.purge(now - hold),
     }
     store.compact()

@@ -6,15 +6,15 @@ peer may speak for (contract 2.6); the rules live in ``smdp.core``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import EnvelopeError
+from smdp.core.quality import judge
 from smdp.protocol import peer as wire
-from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.server.session import Session
 
 if TYPE_CHECKING:
     from smdp.server.app import SmdpServer
@@ -35,12 +35,13 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-class PeerSession:
+class PeerSession(Session):
+    conn: wire.PeerServerConnection
+
     def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
+        super().__init__(app.config, reader, writer)
         self.app = app
-        self.reader = reader
-        self.writer = writer
         limits = app.config.limits
         self.conn = wire.PeerServerConnection(
             app.config.hostname,
@@ -51,41 +52,18 @@ class PeerSession:
         )
         self.peer_host: str | None = None
         self.txn: _Transaction | None = None
+        self.transactions = 0  # ENVELOPE/MAIL taken in this session
 
-    async def run(self) -> None:
-        self.writer.write(self.conn.greeting())
-        idle = self.app.config.limits.idle_timeout
-        try:
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    self.writer.write(self.conn.data_to_send())
-                    await self.writer.drain()
-                    try:
-                        data = await asyncio.wait_for(self.reader.read(65536), idle)
-                    except TimeoutError:
-                        self.writer.write(b"421 4.4.2 Idle too long, closing\r\n")
-                        break
-                    self.conn.receive_data(data)
-                    continue
-                if event is CLOSED:
-                    break
-                try:
-                    await self.handle(event)
-                except Exception:
-                    # A failed transaction rolled back; the peer may retry.
-                    log.exception("peer command %s failed", type(event).__name__)
-                    self.txn = None
-                    if self.conn.reply_owed is not None:
-                        self.reply(451, "4.3.0 Local error; nothing was stored, try again later")
-            self.writer.write(self.conn.data_to_send())
-            await self.writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+    def in_block(self) -> bool:
+        return self.conn.state is wire.PeerState.DATA_IN
+
+    def closing_line(self, why: str) -> bytes:
+        return f"421 4.4.2 {why}, closing\r\n".encode()
+
+    def internal_error(self) -> None:
+        # A failed transaction rolled back; the peer may retry.
+        self.txn = None
+        self.reply(451, "4.3.0 Local error; nothing was stored, try again later")
 
     def reply(self, code: int, text: str | list[str]) -> None:
         self.conn.reply(code, text)
@@ -150,6 +128,8 @@ class PeerSession:
         if refusal is not None:
             self.reply(554, refusal)
             return
+        if self.peer_host != self.app.config.hostname and not self._within_quota():
+            return
         if self.app.store.in_envelope_by_envid(event.envid) is not None:
             # A replayed envelope: say yes, store nothing twice.
             log.info("replayed envelope %s from %s", event.envid, self.peer_host)
@@ -157,6 +137,25 @@ class PeerSession:
         self.txn = _Transaction(kind, event.sender.lower(), event.envid, event.size)
         what = "Envelope" if kind == "envelope" else "Message"
         self.reply(250, f"2.1.0 {what} {event.envid} from <{event.sender}> ok")
+
+    def _within_quota(self) -> bool:
+        """Issue 4, envelope floods: per session, per peer and hour (lower for
+        a peer whose quality is not yet known)."""
+        app, abuse = self.app, self.app.config.abuse
+        assert self.peer_host is not None
+        if self.transactions >= abuse.envelopes_per_session:
+            self.reply(452, f"4.7.0 {abuse.envelopes_per_session} envelopes in one session; "
+                            "start a new session")
+            return False
+        verdict = judge(app.store.quality(self.peer_host), app.config.quality)
+        limit = (abuse.envelopes_per_new_peer_per_hour if verdict.status == "new"
+                 else abuse.envelopes_per_peer_per_hour)
+        if not app.envelopes_by_peer.allow(self.peer_host, limit):
+            self.reply(452, f"4.7.0 {self.peer_host} sent {limit} envelopes this hour; "
+                            "try again later")
+            return False
+        self.transactions += 1
+        return True
 
     def _recipient(self, rcpt: str) -> None:
         app = self.app
@@ -173,6 +172,12 @@ class PeerSession:
         ):
             self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
                             "send an envelope")
+            return
+        limit = app.config.abuse.envelopes_per_recipient_per_hour
+        if (rcpt not in self.txn.recipients and self.peer_host != app.config.hostname
+                and not app.envelopes_by_recipient.allow(rcpt, limit)):
+            self.reply(452, f"4.7.0 <{rcpt}> received {limit} envelopes this hour; "
+                            "try again later")
             return
         if rcpt not in self.txn.recipients:
             self.txn.recipients.append(rcpt)

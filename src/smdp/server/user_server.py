@@ -5,7 +5,6 @@ between sockets, the sans-IO user codec and the domain core.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,8 +16,8 @@ from smdp.core.destination import DecisionError
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.submission import SubmissionError
 from smdp.protocol import user as wire
-from smdp.protocol.framing import CLOSED, NEED_DATA
 from smdp.server.discovery import DiscoveryError
+from smdp.server.session import Session
 from smdp.store.records import MailboxEntry, User
 
 if TYPE_CHECKING:
@@ -34,12 +33,13 @@ def _clean(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
-class UserSession:
+class UserSession(Session):
+    conn: wire.UserServerConnection
+
     def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
+        super().__init__(app.config, reader, writer)
         self.app = app
-        self.reader = reader
-        self.writer = writer
         limits = app.config.limits
         self.conn = wire.UserServerConnection(
             app.config.hostname,
@@ -49,6 +49,8 @@ class UserSession:
         )
         self.name: str | None = None
         self.user: User | None = None
+        peer = writer.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
         # POP3: message numbers are fixed for the session (RFC 1939 section 4);
         # mail that arrives later gets the next numbers.
         self.messages: list[MailboxEntry] = []
@@ -56,38 +58,14 @@ class UserSession:
         self.compose_from: str | None = None
         self.compose_to: list[str] = []
 
-    async def run(self) -> None:
-        self.writer.write(self.conn.greeting())
-        idle = self.app.config.limits.idle_timeout
-        try:
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    self.writer.write(self.conn.data_to_send())
-                    await self.writer.drain()
-                    try:
-                        data = await asyncio.wait_for(self.reader.read(65536), idle)
-                    except TimeoutError:
-                        self.writer.write(b"-ERR idle too long, closing\r\n")
-                        break
-                    self.conn.receive_data(data)
-                    continue
-                if event is CLOSED:
-                    break
-                try:
-                    await self.handle(event)
-                except Exception:
-                    log.exception("user command failed")
-                    if self.conn.reply_owed is not None:
-                        self.conn.err("internal error; nothing was changed, try again")
-            self.writer.write(self.conn.data_to_send())
-            await self.writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+    def in_block(self) -> bool:
+        return self.conn.state is wire.UserState.COMPOSE_DATA
+
+    def closing_line(self, why: str) -> bytes:
+        return f"-ERR {why}, closing\r\n".encode()
+
+    def internal_error(self) -> None:
+        self.conn.err("internal error; nothing was changed, try again")
 
     # -- helpers -------------------------------------------------------------------
 
@@ -154,7 +132,9 @@ class UserSession:
             case wire.Pass(password=password, verb=verb):
                 user = await self._authenticate(password)
                 if user is None:
-                    await asyncio.sleep(0.2)  # slows guessing; same reply either way
+                    # Same reply whether or not the account exists; each failure
+                    # slows the next replies to this client and for this name.
+                    await asyncio.sleep(self._failed_login())
                     conn.err("authentication failed")
                     return
                 self.user = user
@@ -251,6 +231,17 @@ class UserSession:
                 conn.ok(f"{len(ids)} identities, main first", ids)
             case _:
                 conn.err("command not implemented")
+
+    def _failed_login(self) -> float:
+        """Record a failed login; the delay before its reply (issue 4)."""
+        app, abuse = self.app, self.app.config.abuse
+        by_client = app.login_failures_by_client.add(self.client)
+        by_account = app.login_failures_by_account.add((self.name or "").lower())
+        excess = max(by_client - abuse.login_failures_per_client,
+                     by_account - abuse.login_failures_per_account)
+        if excess <= 0:
+            return 0.2
+        return float(min(abuse.login_delay_max, 0.5 * 2 ** min(excess, 16)))
 
     async def _authenticate(self, password: str) -> User | None:
         accounts = self.app.accounts

@@ -127,6 +127,20 @@ class Store(Protocol):
     def spam_reports(self) -> list[tuple[str, int]]:
         ...
 
+    def count_spam_reports(self, user_id: int, since: float) -> int:
+        """SPAM and SPAMMER reports against a local user since ``since``."""
+        ...
+
+    def set_suspension(self, user_id: int, reason: str | None) -> None:
+        """Suspend a user's sending (a reason) or lift it (None). Own transaction."""
+        ...
+
+    def suspension(self, user_id: int) -> str | None:
+        ...
+
+    def suspended_users(self) -> list[tuple[str, str]]:
+        ...
+
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: bytes | None,
@@ -147,9 +161,10 @@ class Store(Protocol):
         ``expired``; the held body is deleted. Its own transaction."""
         ...
 
-    def expire_in_envelopes(self, now: float) -> int:
+    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
         """Destination: pending/fetching entries of envelopes past their Expires
-        become ``expired``. Its own transaction."""
+        become ``expired``; returns the undecided ones (entry id, origin server).
+        Its own transaction."""
         ...
 
     def purge(self, before: float) -> int:

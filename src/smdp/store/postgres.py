@@ -351,6 +351,27 @@ class PostgresStore:
         )
         return [(r[0], int(r[1])) for r in rows.fetchall()]
 
+    def count_spam_reports(self, user_id: int, since: float) -> int:
+        row = self._exec(
+            "SELECT COUNT(*) FROM spam_reports WHERE user_id=%s AND reported_at >= %s",
+            (user_id, since),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_suspension(self, user_id: int, reason: str | None) -> None:
+        with self.transaction():
+            self._exec("UPDATE users SET suspended=%s WHERE id=%s", (reason, user_id))
+
+    def suspension(self, user_id: int) -> str | None:
+        row = self._exec("SELECT suspended FROM users WHERE id=%s", (user_id,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def suspended_users(self) -> list[tuple[str, str]]:
+        rows = self._exec(
+            "SELECT main_address, suspended FROM users WHERE suspended IS NOT NULL ORDER BY 1"
+        )
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
     # -- destination side: envelopes and mailboxes ---------------------------
 
     _IN_ENV = (
@@ -583,17 +604,23 @@ class PostgresStore:
                 self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
         return len(ids)
 
-    def expire_in_envelopes(self, now: float) -> int:
+    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
         """Destination: envelopes past their Expires with no decision (or a
-        pull that never completed) are marked ``expired``."""
+        pull that never completed) are marked ``expired``. Returns the entries
+        nobody had decided on, with their origin server."""
         with self.transaction():
-            cur = self._exec(
+            undecided = [(int(r[0]), str(r[1])) for r in self._exec(
+                "SELECT m.id, e.origin_server FROM mailbox m JOIN in_envelopes e "
+                "ON e.id = m.envelope_id WHERE m.state = 'pending' AND e.expires_at <= %s",
+                (now,),
+            ).fetchall()]
+            self._exec(
                 "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
                 "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
                 "(SELECT id FROM in_envelopes WHERE expires_at <= %s)",
                 (now,),
             )
-        return cur.rowcount
+        return undecided
 
     def purge(self, before: float) -> int:
         """Delete what nobody needs any more: origin records whose message

@@ -1,0 +1,136 @@
+"""The read loop both ports share: feed bytes to a sans-IO connection, hand
+its events to the session, write what it answers, and cut off clients that
+stall (issue 4, "slow senders"):
+
+- idle: no byte at all for ``limits.idle_timeout``;
+- a command line that does not arrive whole within ``abuse.command_timeout``;
+- a data block that, after ``abuse.data_grace`` seconds, has come in slower
+  than ``abuse.min_data_rate`` bytes per second on average.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+from smdp.config import Config
+from smdp.protocol.framing import CLOSED, NEED_DATA
+
+log = logging.getLogger("smdp.session")
+
+
+class SansIoServer(Protocol):
+    """What the loop needs of a server-side connection (peer or user port)."""
+
+    def greeting(self) -> bytes: ...
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> Any: ...
+    def data_to_send(self) -> bytes: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def reply_owed(self) -> Any: ...
+
+
+class Session:
+    """Base of PeerSession and UserSession: the loop; subclasses handle events."""
+
+    conn: SansIoServer
+
+    def __init__(self, config: Config, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        self._partial_since: float | None = None  # a command line has begun
+        self._block_since: float | None = None  # a data block has begun
+        self._block_bytes = 0
+
+    # -- what a port says and does ---------------------------------------------------
+
+    async def handle(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def in_block(self) -> bool:
+        """True while the connection reads a data block from the client."""
+        raise NotImplementedError
+
+    def closing_line(self, why: str) -> bytes:
+        """The last line before the server closes the session."""
+        raise NotImplementedError
+
+    def internal_error(self) -> None:
+        """Answer the owed reply after a failure in handle()."""
+        raise NotImplementedError
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _cutoff(self, now: float) -> tuple[float, str]:
+        """The time this session is cut off if nothing changes, and why."""
+        limits, abuse = self.config.limits, self.config.abuse
+        cut, why = now + limits.idle_timeout, "idle too long"
+        if self._block_since is not None:
+            # The block may take as long as its bytes justify at min_data_rate.
+            slow = self._block_since + max(abuse.data_grace,
+                                           self._block_bytes / abuse.min_data_rate)
+            if slow < cut:
+                cut, why = slow, "data arriving too slowly"
+        elif self._partial_since is not None:
+            slow = self._partial_since + abuse.command_timeout
+            if slow < cut:
+                cut, why = slow, "command line arriving too slowly"
+        return cut, why
+
+    def _track(self, now: float, received: int) -> None:
+        if self.in_block():
+            if self._block_since is None:
+                self._block_since, self._block_bytes = now, 0
+            self._block_bytes += received
+            self._partial_since = None
+        else:
+            self._block_since = None
+            if self.conn.buffered == 0:
+                self._partial_since = None
+            elif self._partial_since is None:
+                self._partial_since = now
+
+    async def run(self) -> None:
+        self.writer.write(self.conn.greeting())
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    self.writer.write(self.conn.data_to_send())
+                    await self.writer.drain()
+                    now = time.monotonic()
+                    self._track(now, 0)
+                    cut, why = self._cutoff(now)
+                    try:
+                        data = await asyncio.wait_for(self.reader.read(65536),
+                                                      max(0.0, cut - now))
+                    except TimeoutError:
+                        self.writer.write(self.closing_line(why))
+                        log.info("session cut off: %s", why)
+                        break
+                    self.conn.receive_data(data)
+                    self._track(time.monotonic(), len(data))
+                    continue
+                if event is CLOSED:
+                    break
+                try:
+                    await self.handle(event)
+                except Exception:
+                    log.exception("%s failed", type(event).__name__)
+                    if self.conn.reply_owed is not None:
+                        self.internal_error()
+            self.writer.write(self.conn.data_to_send())
+            await self.writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
