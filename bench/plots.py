@@ -134,6 +134,40 @@ def spam_plot(data: dict[str, Any], out: Path) -> Path | None:
     return _save(fig, out / "spam_weeks.png")
 
 
+def e2e_plot(data: dict[str, Any], out: Path) -> Path | None:
+    smdp, smtp, pf = data.get("smdp") or {}, data.get("aiosmtpd") or {}, data.get("postfix") or {}
+    sizes = [s for s in ("4k", "700k") if s in smdp and s in smtp]
+    if not sizes:
+        return None
+    fig, axes = plt.subplots(1, 2 * len(sizes), figsize=(5 * len(sizes) + 2, 4.5))
+    for i, size in enumerate(sizes):
+        labels, rate, cpu = [], [], []
+        for path in ("full", "direct", "reject"):
+            run = smdp[size][path]["saturated"]
+            labels.append(f"SMDP\n{path}")
+            rate.append(run["mb_per_s"] if size == "700k" else run["msgs_per_s"])
+            cpu.append(run["cpu_ms_per_msg"]["total"])
+        run = smtp[size]["saturated"]
+        labels.append("aiosmtpd\n+fsync")
+        rate.append(run["mb_per_s"] if size == "700k" else run["msgs_per_s"])
+        cpu.append(run["cpu_ms_per_msg"])
+        if size in pf:
+            labels.append("Postfix\nrelay")
+            rate.append(pf[size]["mb_per_s"] if size == "700k" else pf[size]["msgs_per_s"])
+            cpu.append(pf[size]["cpu_ms_per_msg"])
+        colors = ["tab:blue"] * 3 + ["tab:orange", "tab:green"][: len(labels) - 3]
+        left, right = axes[2 * i], axes[2 * i + 1]
+        left.bar(labels, rate, color=colors)
+        left.set_ylabel("MB/s" if size == "700k" else "messages/s")
+        left.set_title(f"{size}: throughput")
+        right.bar(labels, cpu, color=colors)
+        right.set_ylabel("ms (sum of the server processes)")
+        right.set_title(f"{size}: server CPU per message")
+        for ax in (left, right):
+            ax.tick_params(axis="x", labelsize=7)
+    return _save(fig, out / "e2e.png")
+
+
 def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = []
@@ -146,4 +180,6 @@ def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
         made.append(message_size_plot(results["scaling"], out))
     if "spam" in results:
         made.append(spam_plot(results["spam"], out))
+    if "e2e" in results:
+        made.append(e2e_plot(results["e2e"], out))
     return [p for p in made if p is not None]

@@ -88,6 +88,7 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                 f"(log n grows x{last['log_n_ratio']})",
                 _met(max(last["lookup_hit"] or 0, last["add_in_txn"] or 0,
                          last["delete_in_txn"] or 0) <= last["log_n_ratio"] * 1.5)])
+    rows += e2e_aims(results.get("e2e") or {})
     spam = results.get("spam") or {}
     if spam.get("skipped"):
         rows.append(["4 spam", "all aims", spam["skipped"], "n/a"])
@@ -194,6 +195,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                 "rewrite, fsync): " + ", ".join(
                     f"{int(k):,} lines {v['search_and_add_or_delete']['median_us']:.0f} µs"
                     for k, v in tf.items()) + "; the paper: 9 ms at 1,000 lines.", ""]
+    out += e2e_section(results.get("e2e") or {})
     spam = results.get("spam") or {}
     if "smdp" in spam:
         mix = spam["mix"]
@@ -256,3 +258,96 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
     if info.get("plots"):
         out += ["Plots: " + ", ".join(f"`{p}`" for p in info["plots"]), ""]
     return "\n".join(out)
+
+
+# -- item 3: end to end on loopback (bench/e2e.py) ---------------------------------
+
+
+def e2e_aims(e2e: dict[str, Any]) -> list[list[str]]:
+    smdp, smtp, pf = e2e.get("smdp") or {}, e2e.get("aiosmtpd") or {}, e2e.get("postfix") or {}
+    if "4k" not in smdp or "4k" not in smtp:
+        return []
+    r = e2e.get("ratios") or {}
+    full = smdp["4k"]["full"]["saturated"]
+    rows = []
+    if "4k" in pf:
+        x = r.get("full_4k_over_postfix_relay_msgs")
+        rows.append(["3 end to end", "full SMDP flow at least as fast as Postfix's relay (4 KB)",
+                     f"{_fmt(x)}x: SMDP {full['msgs_per_s']:,.0f} msgs/s, Postfix relay "
+                     f"{pf['4k']['msgs_per_s']:,.0f} msgs/s", _met(x >= 1 if x else None)])
+    else:
+        rows.append(["3 end to end", "full SMDP flow at least as fast as Postfix's relay (4 KB)",
+                     pf.get("skipped", "Postfix not run"), "n/a"])
+    for size in ("4k", "700k"):
+        if size not in smdp or size not in smtp:
+            continue
+        x = r.get(f"direct_{size}_over_aiosmtpd_msgs")
+        c = r.get(f"direct_{size}_over_aiosmtpd_by_smtp_source_msgs")
+        rows.append(["3 end to end", f"direct path at least as fast as aiosmtpd+fsync ({size})",
+                     f"{_fmt(x)}x: {smdp[size]['direct']['saturated']['msgs_per_s']:,.1f} "
+                     f"against {smtp[size]['saturated']['msgs_per_s']:,.1f} msgs/s"
+                     + (f" ({_fmt(c)}x against aiosmtpd driven by smtp-source)" if c else ""),
+                     _met(min(v for v in (x, c) if v) >= 1 if x else None)])
+    if "700k" in smdp and "700k" in smtp:
+        x = r.get("full_700k_over_aiosmtpd_mb")
+        s7, a7 = smdp["700k"]["full"]["saturated"], smtp["700k"]["saturated"]
+        rows.append(["3 end to end", "700 KB: at least 5x aiosmtpd's receive throughput",
+                     f"{_fmt(x)}x: full flow {s7['mb_per_s']:.1f} MB/s (direct "
+                     f"{smdp['700k']['direct']['saturated']['mb_per_s']:.1f}) against "
+                     f"{a7['mb_per_s']:.1f} MB/s; CPU {s7['cpu_ms_per_msg']['total']:.1f} ms/msg "
+                     f"(both servers) against {a7['cpu_ms_per_msg']:.1f}",
+                     _met(x >= 5 if x else None)])
+    return rows
+
+
+def e2e_section(e2e: dict[str, Any]) -> list[str]:
+    smdp, smtp, pf = e2e.get("smdp") or {}, e2e.get("aiosmtpd") or {}, e2e.get("postfix") or {}
+    if "4k" not in smdp:
+        return []
+    setup = e2e["setup"]
+    out = ["## 3. End to end on loopback", "",
+           f"{setup['concurrency']} concurrent sessions, {setup['recipients']} recipients; "
+           + "; ".join(f"{k}: {v['count']} messages (paced {v['paced']}), mean "
+                       f"{v['mean_octets']:,} octets, {v['source']}"
+                       for k, v in setup["messages"].items()) + ".", ""]
+    rows: list[list[Any]] = []
+    for size in ("4k", "700k"):
+        for path in ("full", "direct", "reject"):
+            if size not in smdp:
+                continue
+            sat, pace = smdp[size][path]["saturated"], smdp[size][path]["paced"]
+            rows.append([size, f"SMDP {path}", sat["msgs_per_s"], sat["mb_per_s"],
+                         pace["latency"]["p50_ms"], pace["latency"]["p99_ms"],
+                         sat["latency"]["p50_ms"], sat["cpu_ms_per_msg"]["total"],
+                         f"{sat['peak_mib']['origin']:.0f} / {sat['peak_mib']['destination']:.0f}",
+                         sat["client_cpu_share"]])
+        if size in smtp:
+            sat, pace = smtp[size]["saturated"], smtp[size]["paced"]
+            rows.append([size, "aiosmtpd + fsync", sat["msgs_per_s"], sat["mb_per_s"],
+                         pace["latency"]["p50_ms"], pace["latency"]["p99_ms"],
+                         sat["latency"]["p50_ms"], sat["cpu_ms_per_msg"],
+                         f"{sat['peak_mib']:.0f}", sat["client_cpu_share"]])
+        if size in pf:
+            p = pf[size]
+            rows.append([size, "Postfix relay -> smtp-sink", p["msgs_per_s"], p["mb_per_s"],
+                         None, None, p["latency_from_log"]["p50_ms"], p["cpu_ms_per_msg"],
+                         f"{p['peak_mib']['largest_process']:.0f} (largest of "
+                         f"{p['peak_mib']['processes']})", p["client_cpu_share"]])
+        if f"wire_ceiling_{size}" in pf:
+            w = pf[f"wire_ceiling_{size}"]
+            rows.append([size, "smtp-source -> smtp-sink (wire)", w["msgs_per_s"], w["mb_per_s"],
+                         None, None, None, None, None, None])
+    out += _table(["size", "system / path", "msgs/s", "MB/s", "paced p50 ms", "paced p99 ms",
+                   "saturated p50 ms", "CPU ms/msg", "peak MiB", "client CPU share"], rows)
+    if pf.get("skipped"):
+        out += [f"Postfix: {pf['skipped']}", ""]
+    check = smtp.get("smtp_source_4k")
+    if check:
+        out += [f"Client check: smtp-source (C) into the same aiosmtpd, 4 KB: "
+                f"{check['msgs_per_s']:,.0f} msgs/s against our client's "
+                f"{smtp['4k']['saturated']['msgs_per_s']:,.0f}.", ""]
+    ratios = e2e.get("ratios") or {}
+    if ratios:
+        out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()),
+                ""]
+    return out

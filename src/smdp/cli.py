@@ -4,6 +4,7 @@
     smdp admin  --config FILE COMMAND    accounts, identities, quality, queue
     smdp client --server HOST:PORT ...   the user's side (Table 5)
     smdp demo   [--dir DIR]              two demo domains on loopback (make run)
+    smdp gencert --hostname H --out DIR  a certificate for development (TLS)
 
 Every error is one sentence on stderr and a non-zero exit, never a traceback.
 """
@@ -134,6 +135,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), base_port=args.base_port)
 
 
+# -- gencert ----------------------------------------------------------------------
+
+
+def cmd_gencert(args: argparse.Namespace) -> int:
+    from smdp.certs import CertError, load_issuer, make_ca, make_cert, write_issued
+
+    out = Path(args.out)
+    try:
+        if args.ca:
+            issued = make_ca(args.name or "smdp private CA")
+            cert, key = write_issued(issued, out, "ca")
+            print(f"private CA: {cert} (key {key})")
+            print("trust it with [tls] ca, or per peer with [peers.\"domain\"] ca; issue "
+                  f"host certificates with: smdp gencert --hostname H --out DIR --ca-dir {out}")
+            return 0
+        if not args.hostname:
+            raise CliError("give --hostname (the server's [server] hostname), or --ca")
+        issuer = None
+        if args.ca_dir:
+            ca_dir = Path(args.ca_dir)
+            issuer = load_issuer(ca_dir / "ca.pem", ca_dir / "ca.key")
+        issued = make_cert(args.hostname, issuer=issuer)
+        cert, key = write_issued(issued, out, args.hostname.lower())
+    except (CertError, OSError, ValueError) as exc:
+        raise CliError(f"cannot make the certificate: {exc}") from None
+    kind = "issued by the CA in " + args.ca_dir if args.ca_dir else "self-signed"
+    print(f"certificate for {args.hostname} ({kind}): {cert}\nkey: {key}")
+    print(f"sha256 fingerprint: {issued.fingerprint}")
+    print(f'[tls]\ncert = "{cert.resolve()}"\nkey = "{key.resolve()}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smdp", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default=".demo", help="where the demo keeps configs and stores")
     demo.add_argument("--base-port", type=int, default=2525)
     demo.set_defaults(func=cmd_demo)
+
+    gencert = sub.add_parser(
+        "gencert", help="make a TLS certificate and key for development",
+        description="A self-signed certificate for --hostname (peers pin its fingerprint or "
+                    "name it as their ca), one issued by the private CA in --ca-dir, or, with "
+                    "--ca, such a private CA.",
+    )
+    gencert.add_argument("--hostname", help="the server's host name ([server] hostname)")
+    gencert.add_argument("--out", required=True,
+                         help="folder for <hostname>.pem and <hostname>.key (ca.pem, ca.key)")
+    gencert.add_argument("--ca", action="store_true", help="make a private CA instead")
+    gencert.add_argument("--name", help="with --ca: the CA's name")
+    gencert.add_argument("--ca-dir", help="issue with the CA in this folder (ca.pem, ca.key)")
+    gencert.set_defaults(func=cmd_gencert)
     return parser
 
 

@@ -77,6 +77,26 @@ class AbusePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """[tls]: this server's certificate, whom it trusts, and whether peers
+    without TLS are refused (docs/protocol.md section 15)."""
+
+    cert: Path | None = None  # PEM chain: shown on both ports and as client certificate
+    key: Path | None = None
+    ca: Path | None = None  # trust anchors for peer certificates; None: the system store
+    require: bool = False  # parsed default: True when a certificate is configured
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTrust:
+    """[peers."domain"] ca / pin_sha256: how that domain's server is verified
+    instead of by [tls] ca (private networks)."""
+
+    ca: Path | None = None  # only certificates issued by (or equal to) these count
+    pin_sha256: str | None = None  # only this exact certificate counts
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     domains: tuple[str, ...]
@@ -92,6 +112,14 @@ class Config:
     abuse: AbusePolicy = field(default_factory=AbusePolicy)
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    peer_trust: dict[str, PeerTrust] = field(default_factory=dict)
+    # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
+    peer_tls_listener: Listener | None = None
+    user_tls_listener: Listener | None = None
+    # Passwords over a connection without TLS: only ever on loopback, and only
+    # when this is set (the demo and the tests).
+    allow_plaintext_login: bool = False
     # Argon2 cost; lowered only by tests and the demo, never below the floor.
     password_memory_kib: int = 65536
     password_time_cost: int = 3
@@ -158,9 +186,13 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     domains = tuple(_check(d, str, "server.domains[]").lower() for d in domains_raw)
 
     listen = _check(data.get("listen", {}), dict, "listen")
-    _reject_unknown(listen, {"peer", "user"}, "listen")
+    _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
+    tls_listeners = {
+        key: _listener(_check(listen[key], str, f"listen.{key}"), f"listen.{key}")
+        for key in ("peer_tls", "user_tls") if key in listen
+    }
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn"}, "store")
@@ -234,12 +266,23 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     for name in AbusePolicy.__dataclass_fields__:
         _positive(getattr(abuse, name), f"abuse.{name}")
 
+    tls = _parse_tls(_check(data.get("tls", {}), dict, "tls"), base_dir)
+    for key in tls_listeners:
+        if tls.cert is None:
+            raise ConfigError(f"listen.{key} needs tls.cert and tls.key")
+
     peers_raw = _check(data.get("peers", {}), dict, "peers")
     peers: dict[str, PeerServer] = {}
+    peer_trust: dict[str, PeerTrust] = {}
     for domain, entry in peers_raw.items():
         where = f"peers.{domain}"
         entry = _check(entry, dict, where)
-        _reject_unknown(entry, {"hostname", "address", "port"}, where)
+        _reject_unknown(entry, {"hostname", "address", "port", "ca", "pin_sha256"}, where)
+        trust = _peer_trust(entry, where, base_dir)
+        if trust is not None:
+            peer_trust[domain.lower()] = trust
+        if trust is not None and "hostname" not in entry:
+            continue  # only how to verify the domain's server; discovery stays DNS
         peers[domain.lower()] = PeerServer(
             hostname=_need(entry, "hostname", str, where).lower(),
             address=_opt(entry, "address", str, _need(entry, "hostname", str, where), where),
@@ -255,7 +298,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     )
 
     sec = _check(data.get("security", {}), dict, "security")
-    _reject_unknown(sec, {"password_memory_kib", "password_time_cost"}, "security")
+    _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
+                          "allow_plaintext_login"}, "security")
     memory = _opt(sec, "password_memory_kib", int, 65536, "security")
     if memory < 8:
         raise ConfigError("security.password_memory_kib must be at least 8")
@@ -277,10 +321,63 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         abuse=abuse,
         peers=peers,
         dns_nameservers=nameservers,
+        tls=tls,
+        peer_trust=peer_trust,
+        peer_tls_listener=tls_listeners.get("peer_tls"),
+        user_tls_listener=tls_listeners.get("user_tls"),
+        allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,
         config_path=source,
     )
+
+
+def _file(table: dict[str, Any], key: str, where: str, base_dir: Path) -> Path | None:
+    """An optional file setting, relative to the configuration's folder; it
+    must exist now, so that a typo stops the server at start, not at the
+    first handshake."""
+    if key not in table:
+        return None
+    path = Path(_check(table[key], str, f"{where}.{key}"))
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise ConfigError(f"{where}.{key}: cannot read {path}")
+    return path
+
+
+def _parse_tls(table: dict[str, Any], base_dir: Path) -> TlsSettings:
+    _reject_unknown(table, {"cert", "key", "ca", "require"}, "tls")
+    cert = _file(table, "cert", "tls", base_dir)
+    key = _file(table, "key", "tls", base_dir)
+    if (cert is None) != (key is None):
+        raise ConfigError("tls.cert and tls.key go together: give both or neither")
+    # Secure by default: a server that can prove who it is demands the same
+    # of its peers, unless the administrator explicitly says otherwise.
+    require = _opt(table, "require", bool, cert is not None, "tls")
+    if require and cert is None:
+        raise ConfigError("tls.require = true needs tls.cert and tls.key: without a "
+                          "certificate this server cannot prove it speaks for its domains")
+    return TlsSettings(cert=cert, key=key, ca=_file(table, "ca", "tls", base_dir),
+                       require=require)
+
+
+def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust | None:
+    ca = _file(entry, "ca", where, base_dir)
+    pin = None
+    if "pin_sha256" in entry:
+        # Imported here: the certificate helpers pull in cryptography, which
+        # only configurations that pin a certificate need at parse time.
+        from smdp.certs import normalize_fingerprint
+
+        text = _check(entry["pin_sha256"], str, f"{where}.pin_sha256")
+        pin = normalize_fingerprint(text)
+        if pin is None:
+            raise ConfigError(f"{where}.pin_sha256 must be 64 hexadecimal digits "
+                              f"(colons allowed), not {text!r}")
+    if ca is None and pin is None:
+        return None
+    return PeerTrust(ca=ca, pin_sha256=pin)
 
 
 def load_config(path: Path | str) -> Config:

@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from smdp.certs import Issued, make_ca, make_cert, write_issued
 from smdp.client.session import UserClient
 from smdp.config import load_config
 from smdp.server.accounts import Accounts
@@ -56,6 +58,13 @@ class Server:
     dsn: str = ""
     node: str = ""  # [server] node; set when several servers share one store
     delivery: str = ""  # more [delivery] settings, one per line
+    # TLS (tests/integration/test_tls.py). The default, used by the rest of the
+    # suite, is plaintext on loopback: no [tls] table, so require is false.
+    tls: str = ""  # the [tls] table's settings, one per line
+    peer_extra: dict[str, str] = field(default_factory=dict)  # domain -> more [peers] lines
+    peer_tls_port: int | None = None  # [listen] peer_tls (implicit TLS)
+    user_tls_port: int | None = None  # [listen] user_tls
+    plaintext_login: bool = True  # [security] allow_plaintext_login
 
     @property
     def name(self) -> str:
@@ -73,8 +82,19 @@ class Server:
     def write_config(self) -> None:
         peers = "".join(
             f'[peers."{d}"]\nhostname = "{h}"\naddress = "127.0.0.1"\nport = {p}\n'
+            f'{self.peer_extra.get(d, "")}\n'
             for d, (h, p) in self.peers.items()
         )
+        peers += "".join(  # trust settings for domains without a static address
+            f'[peers."{d}"]\n{lines}\n'
+            for d, lines in self.peer_extra.items() if d not in self.peers
+        )
+        listen_tls = "".join(
+            f'{key} = "127.0.0.1:{port}"\n'
+            for key, port in (("peer_tls", self.peer_tls_port), ("user_tls", self.user_tls_port))
+            if port is not None
+        )
+        tls = f"[tls]\n{self.tls}\n" if self.tls else ""
         if self.backend == "postgresql":
             store = f'backend = "postgresql"\ndsn = "{self.dsn}"'
         else:
@@ -88,7 +108,7 @@ domains = ["{self.domain}"]
 [listen]
 peer = "127.0.0.1:{self.peer_port}"
 user = "127.0.0.1:{self.user_port}"
-[store]
+{listen_tls}[store]
 {store}
 [delivery]
 retry_initial = 0.2
@@ -98,7 +118,8 @@ poll_interval = 0.1
 [security]
 password_memory_kib = 8
 password_time_cost = 1
-{self.extra}
+allow_plaintext_login = {"true" if self.plaintext_login else "false"}
+{tls}{self.extra}
 {peers}""")
 
     def add_user(self, address: str, password: str = "secret",
@@ -130,7 +151,9 @@ password_time_cost = 1
                 raise RuntimeError(f"server {self.name} did not start: {self.log()}")
             time.sleep(0.02)
         ports = json.loads(ready.read_text())
-        assert ports == {"peer": self.peer_port, "user": self.user_port}
+        assert (ports["peer"], ports["user"]) == (self.peer_port, self.user_port)
+        assert (ports.get("peer_tls"), ports.get("user_tls")) == (self.peer_tls_port,
+                                                                  self.user_tls_port)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -202,6 +225,45 @@ def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | N
     return a, b
 
 
+class Pki:
+    """A private CA in ``root/pki`` and certificates for test servers, made
+    with the same helpers as ``smdp gencert``."""
+
+    def __init__(self, root: Path, name: str = "smdp test CA") -> None:
+        self.dir = root / "pki"
+        self.ca = make_ca(name)
+        self.ca_path, _ = write_issued(self.ca, self.dir, name.replace(" ", "-"))
+
+    def issue(self, hostname: str, *, self_signed: bool = False,
+              names: tuple[str, ...] = ()) -> tuple[Path, Path, Issued]:
+        """A certificate for ``hostname`` (issued by this CA unless
+        ``self_signed``), written as ``<stem>.pem`` and ``<stem>.key``."""
+        issued = make_cert(hostname, issuer=None if self_signed else self.ca, extra_names=names)
+        stem = f"{hostname}{'-self' if self_signed else ''}"
+        cert, key = write_issued(issued, self.dir, stem)
+        return cert, key, issued
+
+    def tls(self, hostname: str, *, require: bool | None = None) -> str:
+        """[tls] lines: a CA-issued certificate for ``hostname``, peers checked
+        against this CA."""
+        cert, key, _ = self.issue(hostname)
+        lines = f'cert = "{cert}"\nkey = "{key}"\nca = "{self.ca_path}"\n'
+        if require is not None:
+            lines += f"require = {'true' if require else 'false'}\n"
+        return lines
+
+
+def make_tls_pair(root: Path, **kwargs: Any) -> tuple[Server, Server, Pki]:
+    """``make_pair`` with certificates from one private CA, STARTTLS on both
+    ports, and TLS required between the two (the secure default)."""
+    pki = Pki(root)
+    a, b = make_pair(root, **kwargs)
+    for s in (a, b):
+        s.tls = pki.tls(s.hostname)
+        s.write_config()
+    return a, b, pki
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -227,8 +289,11 @@ def running(*servers: Server) -> Iterator[None]:
 class PeerSocket:
     """A raw peer-port client for bad-input tests: bytes in, reply lines out."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
+        """``tls``: (context, server name) for an implicit-TLS port."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls is not None:
+            self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
         self.buf = b""
         self.greeting = self.reply()
 
@@ -254,6 +319,14 @@ class PeerSocket:
     def cmd(self, text: str) -> str:
         self.send(text.encode() + b"\r\n")
         return self.reply()
+
+    def starttls(self, context: ssl.SSLContext, hostname: str) -> str:
+        """STARTTLS and the handshake; returns the 220 reply."""
+        reply = self.cmd("STARTTLS")
+        assert reply.startswith("220 "), reply
+        assert self.buf == b"", self.buf  # nothing may follow the 220 in plaintext
+        self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
+        return reply
 
     def close(self) -> None:
         self.sock.close()

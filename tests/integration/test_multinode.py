@@ -218,6 +218,9 @@ def test_two_nodes_share_the_work_once_and_take_over_a_dead_nodes_claims(
         ("smdp.b.example", 3, 3)]
 
     # -- node 1 dies holding claimed work; node 2 finishes it after the lease ---
+    # Let idle peer sessions close first (the worker keeps one open for a
+    # second for more jobs): the hang below stops new sessions at the greeting.
+    time.sleep(1.5)
     proxy.hang = True
     for i in range(3):
         send(a1, ALICE, BOB, f"during the outage {i}")

@@ -88,6 +88,7 @@ PEER_SEED_LINES = [
     "RSET",
     "NOOP",
     "QUIT",
+    "STARTTLS",
     "Subject: hello",
     "..dotted",
     ".",
@@ -128,6 +129,7 @@ USER_SEED_LINES = [
     "LISTADD in-white a@b.example mx.b.example",
     "LISTDEL out-black a@b.example",
     "IDENT",
+    "STLS",
     "Subject: hi",
     "..dotted",
     ".",
@@ -229,7 +231,9 @@ def peer_app(conn: peer.PeerServerConnection, event: object, rng: random.Random)
             assert out == b"150 n octets follow\r\na\r\n..b\r\n.\r\n"
             return b""
         case peer.Helo() if yes:
-            conn.reply(250, ["here hello", "SMDP 1", "SIZE 200"])
+            conn.reply(250, ["here hello", "SMDP 1", "SIZE 200", "STARTTLS"])
+        case peer.StartTls():
+            conn.reply(220 if yes else 454, "2.0.0 Ready" if yes else "4.7.0 TLS not available")
         case _:
             conn.reply(250 if yes else 550, "2.0.0 OK" if yes else "5.7.1 no")
     return conn.data_to_send()
@@ -379,6 +383,7 @@ peer_commands = st.one_of(
     st.just(peer.Rset()),
     st.just(peer.Noop()),
     st.just(peer.Quit()),
+    st.just(peer.StartTls()),
 )
 
 PEER_SETUP = {
@@ -477,6 +482,7 @@ user_commands = st.one_of(
     ),
     st.builds(user.ListDel, st.sampled_from(["out-white", "out-black"]), mailboxes),
     st.just(user.Ident()),
+    st.just(user.Stls()),
 )
 
 USER_SETUP = {

@@ -36,6 +36,7 @@ from smdp.protocol.peer import (
     Reply,
     Rset,
     SizeDecl,
+    StartTls,
     parse_hostname,
     parse_mailbox,
 )
@@ -70,6 +71,8 @@ def answer(conn: PeerServerConnection, event: Event) -> None:
             conn.reply(221, f"2.0.0 {HOST} closing")
         case Decision() if event.wants_body:
             conn.send_body(150, "5 octets follow", b"hello")
+        case StartTls():
+            conn.reply(220, "2.0.0 Ready to start TLS")
         case DataFailed():
             pass
         case _:
@@ -165,6 +168,7 @@ SAMPLES: dict[str, tuple[str, PeerEvent]] = {
     "RSET": ("RSET", Rset()),
     "NOOP": ("NOOP anything goes", Noop()),
     "QUIT": ("QUIT", Quit()),
+    "STARTTLS": ("starttls", StartTls()),
 }
 
 COMMAND_STATES = [s for s in PeerState if s not in (PeerState.DATA_IN, PeerState.CLOSED)]
@@ -787,6 +791,7 @@ def test_client_serialises_every_command() -> None:
         (Rset(), b"RSET\r\n"),
         (Noop(), b"NOOP\r\n"),
         (Quit(), b"QUIT\r\n"),
+        (StartTls(), b"STARTTLS\r\n"),
     ]
     for command, wire in commands:
         assert client.send(command) == wire

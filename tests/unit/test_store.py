@@ -182,6 +182,13 @@ def test_one_vote_per_entry(backend: Backend) -> None:
         store.set_vote(entry, "x", -1)
     assert store.quality("x").votes == -1
     assert store.quality("unknown").value == 0.0
+    # A forgery (proof of origin failed) is a message voted -1 with no entry.
+    with store.transaction():
+        store.count_forged("x", 2)
+    assert (store.quality("x").messages, store.quality("x").votes) == (3, -3)
+    with store.transaction():
+        store.count_forged("rogue", 1)
+    assert (store.quality("rogue").messages, store.quality("rogue").votes) == (1, -1)
     store.close()
 
 

@@ -37,6 +37,7 @@ from smdp.protocol.user import (
     Rset,
     Sent,
     Stat,
+    Stls,
     Top,
     Uidl,
     User,
@@ -153,6 +154,7 @@ SAMPLES: dict[str, tuple[str, UserEvent]] = {
     ),
     "LISTDEL": ("LISTDEL out-black x@b.example", ListDel("out-black", "x@b.example", None)),
     "IDENT": ("IDENT", Ident()),
+    "STLS": ("stls", Stls()),
 }
 
 COMMAND_STATES = [s for s in UserState if s not in (UserState.COMPOSE_DATA, UserState.CLOSED)]
@@ -302,7 +304,7 @@ TRANSACTION_ERRORS = [
     ("FOO", "-ERR unknown command"),
     ("", "-ERR unknown command"),
     ("APOP alice 1234", "-ERR unknown command"),
-    ("STLS", "-ERR unknown command"),
+    ("STLS", "-ERR STLS is allowed only before login"),
     ("l\u0131st", "-ERR unknown command"),
     (" LIST", "-ERR unknown command"),
     ("RETR", "-ERR syntax: RETR <n>"),
@@ -607,6 +609,7 @@ CLIENT_WIRE: list[tuple[UserCommand | Message, bytes]] = [
     ),
     (ListDel("out-black", "a@b.example"), b"LISTDEL out-black a@b.example\r\n"),
     (Ident(), b"IDENT\r\n"),
+    (Stls(), b"STLS\r\n"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from collections.abc import Callable
 from email.utils import formatdate
@@ -27,6 +28,13 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
         description="Password: --password-stdin, or the SMDP_PASSWORD variable, or a prompt.",
     )
     client.add_argument("--server", default="127.0.0.1:1110", help="user port, HOST:PORT")
+    client.add_argument("--tls", choices=["starttls", "implicit"],
+                        help="TLS: STLS on the user port, or a TLS-only port (user_tls); "
+                             "a server takes passwords without TLS only from loopback")
+    client.add_argument("--cafile", help="verify the server against this CA (PEM) "
+                                         "instead of the system trust store")
+    client.add_argument("--tls-name", help="the name the server's certificate must carry "
+                                           "(default: the host of --server)")
     client.add_argument("--user", "-u", required=True, help="your address (any identity)")
     client.add_argument("--password-stdin", action="store_true")
     csub = client.add_subparsers(dest="client_cmd", required=True)
@@ -88,8 +96,15 @@ def run_client(args: argparse.Namespace, password: str) -> int:
         message = _compose(args) if args.client_cmd == "send" else b""
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    context = None
+    if args.cafile:
+        try:
+            context = ssl.create_default_context(cafile=args.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot use --cafile {args.cafile}: {exc}") from None
     try:
-        client = UserClient(host.strip("[]") or "127.0.0.1", int(port))
+        client = UserClient(host.strip("[]") or "127.0.0.1", int(port), tls=args.tls,
+                            context=context, server_name=args.tls_name)
         try:
             reply = client.login(args.user, password,
                                  verb="PWD" if args.client_cmd == "inbox" else "PASS")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 
 from smdp.protocol import user as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA
@@ -13,13 +14,39 @@ class ClientError(Exception):
 
 
 class UserClient:
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
+    """``tls``: None (plaintext; the server takes passwords so only from
+    loopback, if configured to), ``"starttls"`` (STLS, RFC 2595) or
+    ``"implicit"`` (TLS from the first byte, the ``user_tls`` listener). The
+    server's certificate is checked against ``context`` (default: the system
+    trust store) and ``server_name`` (default: the host connected to)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0, tls: str | None = None,
+                 context: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
+        if tls not in (None, "starttls", "implicit"):
+            raise ValueError(f"tls must be None, 'starttls' or 'implicit', not {tls!r}")
+        self.host = host
+        self.server_name = server_name or host
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
+            if tls == "implicit":
+                self.sock = (context or ssl.create_default_context()).wrap_socket(
+                    self.sock, server_hostname=self.server_name)
+        except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.conn = wire.UserClientConnection()
         self.greeting = self._read()
+        if tls == "starttls":
+            self.starttls(context)
+
+    def starttls(self, context: ssl.SSLContext | None = None) -> None:
+        """STLS, then the handshake (RFC 2595)."""
+        self.call(wire.Stls())
+        try:
+            self.conn.start_tls()
+            self.sock = (context or ssl.create_default_context()).wrap_socket(
+                self.sock, server_hostname=self.server_name)
+        except (OSError, ssl.SSLError, wire.RemoteProtocolError) as exc:
+            raise ClientError(f"TLS with {self.host} failed: {exc}") from None
 
     def _read(self) -> wire.UserReply:
         while True:

@@ -66,6 +66,7 @@ __all__ = [
     "Reply",
     "Rset",
     "SizeDecl",
+    "StartTls",
     "parse_hostname",
     "parse_mailbox",
 ]
@@ -195,6 +196,16 @@ class Quit:
     """QUIT (Table 4): ends the connection once answered 221."""
 
 
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """STARTTLS (RFC 3207): answered 220, then both sides start TLS at once.
+
+    The connection forgets everything it knew of the session, including any
+    bytes that arrived after the command (they were sent in plaintext and may
+    have been injected), and waits for a new EHLO.
+    """
+
+
 _PULLING_KINDS: Final = frozenset({DecisionKind.ACCEPT, DecisionKind.AUTHORIZE})
 
 LINE_TOO_LONG_REASON: Final = "line too long"
@@ -215,6 +226,7 @@ PeerEvent: TypeAlias = (
     | Rset
     | Noop
     | Quit
+    | StartTls
 )
 PeerCommand: TypeAlias = (
     Helo
@@ -229,6 +241,7 @@ PeerCommand: TypeAlias = (
     | Rset
     | Noop
     | Quit
+    | StartTls
 )
 
 
@@ -311,6 +324,9 @@ TRANSITIONS: Final[dict[tuple[PeerState, str], PeerState]] = {
     (_R, "SPAM"): _R,
     (_R, "SPAMMER"): _R,
     (_R, "RECEIVED"): _R,
+    # RFC 3207: STARTTLS between transactions, after EHLO. After the handshake
+    # the session starts over: the client must introduce itself again.
+    (_R, "STARTTLS"): _G,
     # Housekeeping, anywhere but inside a block.
     (_G, "RSET"): _G,
     (_R, "RSET"): _R,
@@ -440,6 +456,7 @@ class PeerServerConnection:
         max_recipients: int,
         max_command_line: int = 1000,
         max_line_length: int = 1000,
+        tls: bool = False,
     ) -> None:
         _check_text(hostname)
         self.hostname = hostname
@@ -450,6 +467,9 @@ class PeerServerConnection:
         self._out = bytearray()
         self._state = PeerState.GREETED
         self._eof = False
+        # True once the session runs over TLS (implicit TLS, or after STARTTLS):
+        # a second STARTTLS is refused (RFC 3207 section 4.2).
+        self._tls = tls
         # The event waiting for the application's reply, with its command name.
         self._owed: tuple[str, PeerEvent] | None = None
         self._reader: DataBlockReader | None = None
@@ -472,6 +492,7 @@ class PeerServerConnection:
             "SPAM": self._parse_decision,
             "SPAMMER": self._parse_decision,
             "RECEIVED": self._parse_received,
+            "STARTTLS": self._parse_starttls,
             "RSET": self._parse_bare,
             "NOOP": self._parse_noop,
             "QUIT": self._parse_bare,
@@ -487,6 +508,11 @@ class PeerServerConnection:
     def buffered(self) -> int:
         """Octets received and not processed yet."""
         return self._lines.buffered
+
+    @property
+    def tls(self) -> bool:
+        """True when the session runs over TLS (the application said so)."""
+        return self._tls
 
     @property
     def reply_owed(self) -> PeerEvent | None:
@@ -548,6 +574,11 @@ class PeerServerConnection:
             positive = code == 354
             if not positive and not 400 <= code <= 599:
                 raise ProtocolUsageError("DATA is answered 354, 4xx or 5xx")
+        elif isinstance(event, StartTls):
+            # 220 is the one answer after which both sides switch to TLS.
+            positive = code == 220
+            if not positive and not 400 <= code <= 599:
+                raise ProtocolUsageError("STARTTLS is answered 220, 4xx or 5xx")
         elif 200 <= code <= 299:
             positive = True
         elif 400 <= code <= 599:
@@ -618,6 +649,15 @@ class PeerServerConnection:
                 self._reader = DataBlockReader(self.max_line_length, limit)
             case Quit():
                 self._lines = LineBuffer(self._lines.max_line)
+            case StartTls():
+                # RFC 3207 section 4.2: whatever followed STARTTLS in the same
+                # read arrived in plaintext, before the handshake; executing it
+                # after the handshake would let a man in the middle inject
+                # commands into the protected session (CVE-2011-0411, the
+                # "STARTTLS buffer injection"). Drop it, and forget the session.
+                self._lines = LineBuffer(self._lines.max_line)
+                self._reset_txn()
+                self._tls = True
             case _:
                 pass
 
@@ -769,6 +809,13 @@ class PeerServerConnection:
             raise _syntax("Syntax: RECEIVED <envid>")
         return Received(rest.rstrip(" "))
 
+    def _parse_starttls(self, cmd: str, rest: str) -> PeerEvent:
+        if rest.strip(" "):
+            raise _syntax("Syntax: STARTTLS")
+        if self._tls:
+            raise _Refusal("503 5.5.1 Bad sequence of commands: TLS already active")
+        return StartTls()
+
     def _parse_bare(self, cmd: str, rest: str) -> PeerEvent:
         if rest.strip(" "):
             raise _syntax(f"Syntax: {cmd}")
@@ -876,10 +923,27 @@ class PeerClientConnection:
                 line = "NOOP"
             case Quit():
                 line = "QUIT"
+            case StartTls():
+                line = "STARTTLS"
             case _:
                 raise ProtocolUsageError(f"not a peer command: {command!r}")
         self._expecting.append(expect)
         return line.encode("ascii") + b"\r\n"
+
+    def start_tls(self) -> None:
+        """Call after the 220 to STARTTLS, before the handshake.
+
+        RFC 3207 section 4.2: nothing received in plaintext may count once TLS
+        is up. A server that sent more after its 220 is broken, or someone on
+        the path injected replies meant to be read as TLS-protected answers;
+        either way the session cannot be trusted.
+        """
+        if self._lines.buffered or self._partial or self._pull is not None:
+            self._broken = True
+            raise RemoteProtocolError("the server sent data after its STARTTLS reply")
+        if self._expecting:
+            raise ProtocolUsageError("start_tls() with replies still outstanding")
+        self._lines = LineBuffer(self._lines.max_line)
 
     def receive_data(self, data: bytes) -> None:
         if self._eof:

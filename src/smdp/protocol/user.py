@@ -67,6 +67,7 @@ __all__ = [
     "Rset",
     "Sent",
     "Stat",
+    "Stls",
     "Top",
     "Uidl",
     "User",
@@ -272,6 +273,15 @@ class Ident:
     """IDENT: the user's identities (section 5.1, assumption 1)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stls:
+    """STLS (RFC 2595): answered +OK, then both sides start TLS at once.
+
+    Allowed only before login. The connection drops any bytes that followed
+    the command (plaintext, possibly injected) and returns to AUTHORIZATION.
+    """
+
+
 LINE_TOO_LONG_REASON: Final = "line too long"
 TOO_BIG_REASON: Final = "too big"
 
@@ -302,6 +312,7 @@ UserCommand: TypeAlias = (
     | ListAdd
     | ListDel
     | Ident
+    | Stls
 )
 UserEvent: TypeAlias = UserCommand | MessageComplete | MessageFailed
 
@@ -381,6 +392,10 @@ TRANSITIONS: Final[dict[tuple[UserState, str], UserState]] = {
     (_AP, "NOOP"): _AP,
     (_A, "QUIT"): _CL,
     (_AP, "QUIT"): _CL,
+    # RFC 2595 section 4: STLS in the AUTHORIZATION state (before or after
+    # USER); the session stays there, and a USER sent before counts no more.
+    (_A, "STLS"): _A,
+    (_AP, "STLS"): _A,
     # RFC 1939 TRANSACTION state (Table 5 "list", "retr", "del").
     (_T, "STAT"): _T,
     (_T, "LIST"): _T,
@@ -484,6 +499,7 @@ class UserServerConnection:
         max_recipients: int,
         max_command_line: int = 512,
         max_line_length: int = 1000,
+        tls: bool = False,
     ) -> None:
         _check_text(hostname)
         self.hostname = hostname
@@ -494,6 +510,9 @@ class UserServerConnection:
         self._out = bytearray()
         self._state = UserState.AUTHORIZATION
         self._eof = False
+        # True once the session runs over TLS (implicit TLS, or after STLS):
+        # a second STLS is refused (RFC 2595 section 4).
+        self._tls = tls
         self._owed: tuple[str, UserEvent] | None = None
         self._reader: DataBlockReader | None = None
         self._rcpts_ok = 0
@@ -525,6 +544,7 @@ class UserServerConnection:
             "LISTADD": self._parse_list_edit,
             "LISTDEL": self._parse_list_edit,
             "IDENT": self._parse_bare,
+            "STLS": self._parse_stls,
         }
 
     # -- public API ---------------------------------------------------------
@@ -536,6 +556,11 @@ class UserServerConnection:
     @property
     def buffered(self) -> int:
         return self._lines.buffered
+
+    @property
+    def tls(self) -> bool:
+        """True when the session runs over TLS (the application said so)."""
+        return self._tls
 
     @property
     def reply_owed(self) -> UserEvent | None:
@@ -635,6 +660,12 @@ class UserServerConnection:
                 self._reader = DataBlockReader(self.max_line_length, self.max_message_size)
             case Quit():
                 self._lines = LineBuffer(self._lines.max_line)
+            case Stls():
+                # RFC 2595 section 4 (and RFC 3207's injection lesson): bytes
+                # that followed STLS arrived in plaintext and must never be
+                # read as commands of the protected session.
+                self._lines = LineBuffer(self._lines.max_line)
+                self._tls = True
             case _:
                 pass
 
@@ -682,6 +713,8 @@ class UserServerConnection:
 
     def _sequence_error(self, cmd: str) -> str:
         state = self._state
+        if cmd == "STLS":
+            return "STLS is allowed only before login"
         if state in (_A, _AP):
             return "send USER first" if cmd == "PASS" else "log in first"
         if state is _T:
@@ -726,6 +759,13 @@ class UserServerConnection:
                 return Lists()
             case _:
                 return Ident()
+
+    def _parse_stls(self, verb: str, rest: str) -> UserEvent:
+        if rest.strip(" "):
+            raise _Refusal("STLS takes no argument")
+        if self._tls:
+            raise _Refusal("command not permitted when TLS active")  # RFC 2595 4
+        return Stls()
 
     def _parse_optional_n(self, verb: str, rest: str) -> UserEvent:
         args = rest.split()
@@ -930,6 +970,8 @@ class UserClientConnection:
                     line += f" {server}"
             case Ident():
                 line = "IDENT"
+            case Stls():
+                line = "STLS"
             case _:
                 raise ProtocolUsageError(f"not a user command: {command!r}")
         if isinstance(command, Retr | Top):
@@ -939,6 +981,19 @@ class UserClientConnection:
         else:
             self._expecting.append(_Expect.LINE)
         return line.encode("utf-8") + b"\r\n"
+
+    def start_tls(self) -> None:
+        """Call after the +OK to STLS, before the handshake.
+
+        Anything the server sent after that +OK came in plaintext and could
+        be an injected answer (RFC 2595 section 4): refuse to go on.
+        """
+        if self._lines.buffered or self._block is not None:
+            self._broken = True
+            raise RemoteProtocolError("the server sent data after its STLS reply")
+        if self._expecting:
+            raise ProtocolUsageError("start_tls() with replies still outstanding")
+        self._lines = LineBuffer(self._lines.max_line)
 
     def receive_data(self, data: bytes) -> None:
         if self._eof:

@@ -9,12 +9,13 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smdp.config import Config
+from smdp.config import Config, Listener
 from smdp.core.destination import Destination
 from smdp.core.origin import Origin
 from smdp.server.accounts import Accounts
@@ -22,6 +23,7 @@ from smdp.server.delivery import DeliveryWorker
 from smdp.server.discovery import Discovery, PeerServer
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.ratelimit import Window
+from smdp.server.tls import HANDSHAKE_TIMEOUT, TlsPolicy
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
@@ -41,6 +43,8 @@ class Sessions:
 class SmdpServer:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
+        # First: a certificate that cannot be loaded stops the server at start.
+        self.tls = TlsPolicy(config)
         self.store = store if store is not None else open_store(config)
         self.discovery = self._discovery(config.peer_listener.port)
         self.accounts = Accounts(self.store, config)
@@ -65,6 +69,8 @@ class SmdpServer:
         self._housekeeping_task: asyncio.Task[None] | None = None
         self.peer_port = 0
         self.user_port = 0
+        self.peer_tls_port: int | None = None
+        self.user_tls_port: int | None = None
 
     def _discovery(self, own_port: int) -> Discovery:
         static = dict(self.config.peers)
@@ -91,6 +97,14 @@ class SmdpServer:
         self._servers = [peer, user]
         self.peer_port = peer.sockets[0].getsockname()[1]
         self.user_port = user.sockets[0].getsockname()[1]
+        # Implicit TLS (TLS from the first byte) beside the STARTTLS ports; the
+        # sessions count towards the same caps as their plaintext port's.
+        self.peer_tls_port = await self._listen_tls(
+            self.config.peer_tls_listener, self.tls.peer_server_context,
+            self._gate(self.peer_sessions, serve_peer, b"421 4.7.0 "))
+        self.user_tls_port = await self._listen_tls(
+            self.config.user_tls_listener, self.tls.user_server_context,
+            self._gate(self.user_sessions, serve_user, b"-ERR "))
         # With port 0 the real peer port is known only after binding.
         self.discovery = self._discovery(self.peer_port)
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
@@ -99,6 +113,16 @@ class SmdpServer:
         )
         log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
                  ", ".join(self.config.domains), self.peer_port, self.user_port)
+
+    async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
+                          gated: Connected) -> int | None:
+        if listener is None or context is None:
+            return None
+        server = await asyncio.start_server(gated, listener.host, listener.port, ssl=context,
+                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        self._servers.append(server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
 
     def _gate(self, sessions: Sessions, handler: Handler, refusal: bytes) -> Connected:
         """Wrap a port's session handler with the caps on concurrent sessions."""
@@ -168,7 +192,12 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
               f"peer port {server.peer_port}, user port {server.user_port}", flush=True)
         if ready_file:
             tmp = Path(ready_file + ".tmp")
-            tmp.write_text(json.dumps({"peer": server.peer_port, "user": server.user_port}))
+            ports = {"peer": server.peer_port, "user": server.user_port}
+            if server.peer_tls_port is not None:
+                ports["peer_tls"] = server.peer_tls_port
+            if server.user_tls_port is not None:
+                ports["user_tls"] = server.user_tls_port
+            tmp.write_text(json.dumps(ports))
             tmp.replace(ready_file)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from smdp.core.decisions import OUT_QUEUED, SmdpMessage
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA
 from smdp.server.discovery import DiscoveryError
+from smdp.server.tls import TlsError, TlsPolicy, peer_certificate, start_tls
 from smdp.store.records import Job
 
 if TYPE_CHECKING:
@@ -58,6 +60,9 @@ class PeerLink:
         self.writer = writer
         self.timeout = timeout
         self.conn = wire.PeerClientConnection(max_message_size=max_message_size)
+        # After STARTTLS: the plaintext writer, kept so that collecting it does
+        # not close the transport under the TLS layer (see tls.start_tls).
+        self._plain_writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def open(cls, address: str, port: int, timeout: float,
@@ -111,6 +116,41 @@ class PeerLink:
         check(reply, what)
         return reply
 
+    async def starttls(self, context: ssl.SSLContext, hostname: str, pin: str | None) -> None:
+        """RFC 3207 from the client side: STARTTLS, then the handshake with
+        the server named ``hostname`` (the name discovery gave, never the
+        address), then the pin if the configuration has one. Any failure is
+        temporary: the route waits and retries, and the sender sees why."""
+        reply = await self.command(wire.StartTls())
+        if not isinstance(reply, wire.Reply) or reply.code != 220:
+            what = f"{reply.code} {reply.text}" if isinstance(reply, wire.Reply) else "a body"
+            raise TemporaryFailure(f"STARTTLS refused by {hostname}: {what}", unreachable=True)
+        try:
+            self.conn.start_tls()
+        except wire.RemoteProtocolError as exc:
+            raise TemporaryFailure(f"STARTTLS with {hostname}: {exc}",
+                                   unreachable=True) from None
+        plain = self.writer
+        try:
+            self.reader, self.writer = await start_tls(
+                self.reader, plain, context, server_side=False, server_hostname=hostname,
+                timeout=self.timeout,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise TemporaryFailure(f"TLS with {hostname} failed: certificate not accepted: "
+                                   f"{exc.verify_message}", unreachable=True) from None
+        except (OSError, TimeoutError) as exc:
+            raise TemporaryFailure(f"TLS with {hostname} failed: {exc}",
+                                   unreachable=True) from None
+        self._plain_writer = plain
+        if pin is not None:
+            cert = peer_certificate(self.writer.get_extra_info("ssl_object"), verified=False)
+            try:
+                TlsPolicy.check_pin(cert, pin, hostname)
+            except TlsError as exc:
+                raise TemporaryFailure(f"TLS with {hostname} failed: {exc}",
+                                       unreachable=True) from None
+
     async def close(self) -> None:
         """QUIT and wait briefly for the 221 (RFC 5321 4.1.1.10); best effort."""
         with contextlib.suppress(Exception):  # the work is done; closing may fail
@@ -132,10 +172,13 @@ class Route:
     """The jobs bound for one peer domain, carried out over one peer session
     (Table 4: many envelopes and mails in the same session)."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, key: str) -> None:
         self.domain = domain
+        self.key = key
         self.jobs: deque[Job] = deque()
         self.link: PeerLink | None = None
+        self.more = asyncio.Event()  # jobs were added while the route ran
+        self.done: list[int] = []  # finished jobs not yet deleted from the queue
 
 
 class DeliveryWorker:
@@ -143,12 +186,14 @@ class DeliveryWorker:
         self.app = app
         self._wake = asyncio.Event()
         self._stopping = False
-        self._routes: dict[str, Route] = {}  # peer domain -> its queue of claimed jobs
+        self._routes: dict[str, Route] = {}  # "domain#n" -> its queue of claimed jobs
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: set[Route] = set()  # routes whose task is running
-        self.max_routes = 16  # peer sessions open at once
+        self.max_routes = 16  # peer sessions open at once, all peers together
+        self.sessions_per_peer = 4
         self.max_claimed = 512  # jobs held in memory, claimed, at once
         self.timeout = 30.0
+        self.linger = 1.0  # seconds an idle peer session stays open for more jobs
         # A claim outlives any single job (each network read has its own
         # timeout); a node that dies leaves its claims to expire.
         self.lease = app.config.delivery.claim_lease
@@ -198,10 +243,16 @@ class DeliveryWorker:
         # decisions on one envelope stay in order and never run twice at once.
         for job in self.app.store.claim_jobs(node, time.time(), room, self.lease):
             domain = self._route_of(job)
-            route = self._routes.get(domain)
+            # Up to sessions_per_peer sessions to one peer, each taking the
+            # next job when it has the fewest waiting: jobs of one envelope
+            # never overlap (the claim), so any session may carry any job.
+            keys = [f"{domain}#{i}" for i in range(self.sessions_per_peer)]
+            key = min(keys, key=lambda k: len(self._routes[k].jobs) if k in self._routes else -1)
+            route = self._routes.get(key)
             if route is None:
-                route = self._routes[domain] = Route(domain)
+                route = self._routes[key] = Route(domain, key)
             route.jobs.append(job)
+            route.more.set()
         for route in list(self._routes.values()):
             if route in self._busy or not route.jobs:
                 continue
@@ -228,13 +279,16 @@ class DeliveryWorker:
             return ""
 
     async def _run_route(self, route: Route) -> None:
-        store = self.app.store
         try:
-            while route.jobs:
+            while route.jobs or await self._linger(route):
                 job = route.jobs.popleft()
                 try:
                     await self.handlers[job.kind](json.loads(job.payload), route)
-                    store.finish_job(job.id)
+                    # Deleting finished jobs in batches saves a durable commit per
+                    # job; a crash before the delete only re-runs idempotent work.
+                    route.done.append(job.id)
+                    if len(route.done) >= 32:
+                        self._flush(route)
                 except (TemporaryFailure, PermanentFailure, Exception) as exc:
                     await self._drop_link(route)  # the session may be mid-command
                     if isinstance(exc, PermanentFailure):
@@ -250,11 +304,28 @@ class DeliveryWorker:
                         log.exception("job %s %s crashed", job.kind, job.key)
                         self._retry_or_give_up(job, f"internal error: {exc}")
         finally:
+            self._flush(route)
             await self._drop_link(route)
             self._busy.discard(route)
             if not route.jobs:
-                self._routes.pop(route.domain, None)
+                self._routes.pop(route.key, None)
             self._wake.set()
+
+    async def _linger(self, route: Route) -> bool:
+        """Keep an open session a moment for jobs the next scan brings."""
+        self._flush(route)
+        if route.link is None or self._stopping:
+            return False
+        route.more.clear()
+        self._wake.set()  # let the scan look for more work for this peer now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(route.more.wait(), self.linger)
+        return bool(route.jobs)
+
+    def _flush(self, route: Route) -> None:
+        if route.done:
+            done, route.done = route.done, []
+            self.app.store.finish_jobs(done)
 
     async def _drop_link(self, route: Route) -> None:
         if route.link is not None:
@@ -296,8 +367,18 @@ class DeliveryWorker:
             raise PermanentFailure(str(exc)) from None
         link = await PeerLink.open(peer.address, peer.port, self.timeout,
                                    self.app.config.limits.max_message_size)
+        ehlo = wire.Helo(self.app.config.hostname, True)
         try:
-            await link.expect(wire.Helo(self.app.config.hostname, True), "EHLO")
+            reply = await link.expect(ehlo, "EHLO")
+            if any(line.upper().split()[:1] == ["STARTTLS"] for line in reply.lines[1:]):
+                # Always taken when offered: it is what lets the peer verify
+                # our client certificate, the proof of origin (protocol.md 15).
+                context, pin = self.app.tls.client_context(domain)
+                await link.starttls(context, peer.hostname, pin)
+                await link.expect(ehlo, "EHLO")  # RFC 3207: introduce ourselves anew
+            elif self.app.tls.require:
+                raise TemporaryFailure(f"{peer.hostname} does not offer STARTTLS and this "
+                                       "server requires TLS ([tls] require)", unreachable=True)
         except BaseException:
             await link.close()
             raise

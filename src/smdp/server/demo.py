@@ -54,6 +54,8 @@ poll_interval = 0.5
 # Cheap hashing keeps the demo snappy; production keeps the defaults.
 password_memory_kib = 8192
 password_time_cost = 1
+# The demo has no certificates: passwords in the clear, from loopback only.
+allow_plaintext_login = true
 
 {peers}"""
         path = root / f"{domain}.toml"

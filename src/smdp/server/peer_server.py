@@ -1,6 +1,7 @@
 """The peer port (Table 4): an asyncio adapter between sockets, the sans-IO
 peer codec and the domain core. It decides nothing of its own beyond who the
-peer may speak for (contract 2.6); the rules live in ``smdp.core``.
+peer may speak for (contract 2.6, and with TLS the proof of origin of
+docs/protocol.md section 15); the rules live in ``smdp.core``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import EnvelopeError
 from smdp.core.quality import judge
 from smdp.protocol import peer as wire
+from smdp.server.discovery import DiscoveryError
 from smdp.server.session import Session
+from smdp.server.tls import peer_certificate
 
 if TYPE_CHECKING:
     from smdp.server.app import SmdpServer
@@ -43,13 +46,19 @@ class PeerSession(Session):
         super().__init__(app.config, reader, writer)
         self.app = app
         limits = app.config.limits
+        ssl_object = writer.get_extra_info("ssl_object")  # set on the implicit-TLS port
         self.conn = wire.PeerServerConnection(
             app.config.hostname,
             max_message_size=limits.max_message_size,
             max_recipients=limits.max_recipients,
             max_command_line=limits.max_command_line,
             max_line_length=limits.max_line_length,
+            tls=ssl_object is not None,
         )
+        # The client certificate: the only thing that proves who the peer is.
+        self.peer_cert = peer_certificate(ssl_object)
+        # The EHLO name; once a command proved the peer to be the server of a
+        # domain, the name it proved (quality, quotas and lists use it).
         self.peer_host: str | None = None
         self.txn: _Transaction | None = None
         self.transactions = 0  # ENVELOPE/MAIL taken in this session
@@ -76,10 +85,14 @@ class PeerSession(Session):
                 self.txn = None
                 greeting = f"{app.config.hostname} hello {hostname}"
                 if extended:
-                    self.reply(250, [greeting, "SMDP 1",
-                                     f"SIZE {app.config.limits.max_message_size}"])
+                    keywords = [greeting, "SMDP 1", f"SIZE {app.config.limits.max_message_size}"]
+                    if app.tls.peer_server_context is not None and not self.conn.tls:
+                        keywords.append("STARTTLS")  # RFC 3207: offered until in use
+                    self.reply(250, keywords)
                 else:
                     self.reply(250, greeting)
+            case wire.StartTls():
+                await self._starttls()
             case wire.EnvelopeStart() | wire.MailStart():
                 await self._start(event)
             case wire.Rcpt(recipient=rcpt):
@@ -112,16 +125,63 @@ class PeerSession(Session):
             case _:
                 self.reply(502, "5.5.1 Command not implemented")
 
-    async def _speaks_for(self, domain: str) -> bool:
-        """Contract 2.6: a peer speaks only for the domains discovery gives it."""
+    async def _starttls(self) -> None:
+        context = self.app.tls.peer_server_context
+        if context is None:
+            self.reply(454, "4.7.0 TLS not available")
+            return
+        self.reply(220, "2.0.0 Ready to start TLS")
+        # RFC 3207 section 4.2: the session starts over; the client must EHLO
+        # again, and nothing said before counts.
+        self.peer_host, self.txn = None, None
+        if await self.start_tls(context):
+            self.peer_cert = peer_certificate(self.writer.get_extra_info("ssl_object"))
+
+    async def _speaks_for(self, domain: str, *, announcing: bool = False) -> bool:
+        """Who may say what (protocol.md 10.2 and 15): the peer is the SMDP
+        server of ``domain`` only if its TLS client certificate proves it.
+
+        The EHLO name alone counts only where the configuration allows peers
+        without TLS (``[tls] require = false``) and the peer showed no
+        certificate; a certificate, once shown, is the only identity.
+        ``announcing``: an ENVELOPE or MAIL, which is a forgery if unproven.
+        """
         assert self.peer_host is not None
-        if await self.app.discovery.speaks_for(self.peer_host, domain):
-            return True
-        self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
-        return False
+        tls = self.app.tls
+        if tls.require and not self.conn.tls:
+            self.reply(530, "5.7.0 Must issue a STARTTLS command first")
+            return False
+        if self.peer_cert is None and not tls.require:
+            if await self.app.discovery.speaks_for(self.peer_host, domain):
+                return True
+            self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
+            return False
+        try:
+            proven = await tls.proven_server(self.peer_cert, domain, self.app.discovery)
+        except DiscoveryError as exc:
+            # DNS cannot tell now: neither a proof nor a forgery; ask again later.
+            self.reply(451, f"4.4.3 Cannot check the SMDP server of {domain} now: {exc}")
+            return False
+        if proven is None:
+            who = tls.identity(self.peer_cert, self.peer_host) or self.peer_host
+            self.reply(550, f"5.7.1 {who} has not proved it is the SMDP server of {domain}")
+            if announcing:
+                self._count_forgery()
+            return False
+        self.peer_host = proven
+        return True
+
+    def _count_forgery(self) -> None:
+        """A forged envelope counts against the identity the forger proved, if
+        any; never against the domain it claimed (PRIOR-ART.md 1)."""
+        who = self.app.tls.identity(self.peer_cert, self.peer_host)
+        if who is not None and who != self.app.config.hostname:
+            with self.app.store.transaction():
+                self.app.store.count_forged(who, 1)
+            log.info("forged envelope from %s refused and counted against it", who)
 
     async def _start(self, event: wire.EnvelopeStart | wire.MailStart) -> None:
-        if not await self._speaks_for(_domain(event.sender)):
+        if not await self._speaks_for(_domain(event.sender), announcing=True):
             return
         assert self.peer_host is not None
         refusal = self.app.destination.peer_refusal(self.peer_host)

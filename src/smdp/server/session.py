@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any, Protocol
 
 from smdp.config import Config
 from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.server.tls import start_tls
 
 log = logging.getLogger("smdp.session")
 
@@ -48,6 +50,9 @@ class Session:
         self._partial_since: float | None = None  # a command line has begun
         self._block_since: float | None = None  # a data block has begun
         self._block_bytes = 0
+        # The plaintext writer after STARTTLS/STLS: kept, because collecting it
+        # would close the transport under the TLS layer (see tls.start_tls).
+        self._plain_writer: asyncio.StreamWriter | None = None
 
     # -- what a port says and does ---------------------------------------------------
 
@@ -65,6 +70,24 @@ class Session:
     def internal_error(self) -> None:
         """Answer the owed reply after a failure in handle()."""
         raise NotImplementedError
+
+    async def start_tls(self, context: ssl.SSLContext) -> bool:
+        """Call right after answering STARTTLS/STLS positively: sends that
+        answer, then takes the TLS handshake. False when it failed; the session
+        then ends (the client may be half-way into TLS: no plaintext reply
+        could reach it as one)."""
+        self.writer.write(self.conn.data_to_send())
+        plain = self.writer
+        try:
+            self.reader, self.writer = await start_tls(self.reader, plain, context,
+                                                       server_side=True)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info("TLS handshake failed: %s", exc)
+            self.conn.receive_data(b"")  # nothing more will be read: end the session
+            return False
+        self._plain_writer = plain
+        self._partial_since = None
+        return True
 
     # -- the loop --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ between sockets, the sans-IO user codec and the domain core.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -46,11 +47,15 @@ class UserSession(Session):
             max_message_size=limits.max_message_size,
             max_recipients=limits.max_recipients,
             max_line_length=limits.max_line_length,
+            tls=writer.get_extra_info("ssl_object") is not None,  # the implicit-TLS port
         )
         self.name: str | None = None
         self.user: User | None = None
         peer = writer.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
+        # Passwords in the clear only ever from this machine, and only when the
+        # configuration asks for it (the demo, the tests): issue 4, item 1.
+        self.plaintext_login = app.config.allow_plaintext_login and _is_loopback(self.client)
         # POP3: message numbers are fixed for the session (RFC 1939 section 4);
         # mail that arrives later gets the next numbers.
         self.messages: list[MailboxEntry] = []
@@ -124,6 +129,10 @@ class UserSession(Session):
         app = self.app
         conn = self.conn
         match event:
+            case wire.User() | wire.Pass() if not (conn.tls or self.plaintext_login):
+                # Refused already at USER, so that a well-behaved client never
+                # sends the password over the open connection.
+                conn.err("TLS required for passwords (use STLS)")
             case wire.User(name=name):
                 # Always ask for the password: the reply must not reveal whether
                 # the account exists (the check happens at PASS).
@@ -146,10 +155,21 @@ class UserSession(Session):
                 else:
                     conn.ok(text)
             case wire.Capa():
-                conn.ok("capability list follows",
-                        ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
-                         "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
-                         "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT"])
+                capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
+                                "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
+                                "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT"]
+                if (app.tls.user_server_context is not None and not conn.tls
+                        and self.user is None):
+                    capabilities.append("STLS")  # RFC 2595: offered until in use
+                conn.ok("capability list follows", capabilities)
+            case wire.Stls():
+                context = app.tls.user_server_context
+                if context is None:
+                    conn.err("TLS not available")
+                    return
+                conn.ok("Begin TLS negotiation")
+                self.name = None  # RFC 2595 4: a USER sent in plaintext counts no more
+                await self.start_tls(context)
             case wire.Stat():
                 self._refresh()
                 live = self._live()
@@ -405,6 +425,16 @@ class UserSession(Session):
             self.conn.err(f"{address} is not on your {name} list")
             return
         self.conn.ok(f"{address} {'added to' if adding else 'removed from'} your {name} list")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False  # a Unix socket or an unknown peer: not provably local
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket
+    return ip.is_loopback
 
 
 def _top(body: bytes, lines: int) -> bytes:

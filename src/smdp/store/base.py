@@ -212,6 +212,12 @@ class Store(Protocol):
     def count_messages(self, server: str, n: int) -> None:
         ...
 
+    def count_forged(self, server: str, n: int) -> None:
+        """``n`` envelopes or messages that ``server`` sent for a domain it has
+        not proved to serve: each counts as a message voted -1, with no
+        mailbox entry (nobody saw it)."""
+        ...
+
     def set_vote(self, entry_id: int, server: str, vote: int) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         ...
@@ -266,6 +272,10 @@ class Store(Protocol):
         ...
 
     def finish_job(self, job_id: int) -> None:
+        ...
+
+    def finish_jobs(self, job_ids: Sequence[int]) -> None:
+        """Delete several finished jobs in one transaction."""
         ...
 
     def retry_job(self, job_id: int, at: float, error: str) -> None:

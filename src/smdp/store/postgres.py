@@ -475,6 +475,16 @@ class PostgresStore:
             (server, n, time.time()),
         )
 
+    def count_forged(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (server) DO UPDATE SET "
+            "messages = peer_quality.messages + excluded.messages, "
+            "votes = peer_quality.votes + excluded.votes, "
+            "updated_at = excluded.updated_at",
+            (server, n, -n, time.time()),
+        )
+
     def set_vote(self, entry_id: int, server: str, vote: int) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         # The counter moves by (new - old), so the old vote must not change
@@ -730,6 +740,9 @@ class PostgresStore:
 
     def finish_job(self, job_id: int) -> None:
         self._exec("DELETE FROM queue WHERE id=%s", (job_id,))
+
+    def finish_jobs(self, job_ids: Sequence[int]) -> None:
+        self._exec("DELETE FROM queue WHERE id = ANY(%s)", (list(job_ids),))
 
     def retry_job(self, job_id: int, at: float, error: str) -> None:
         self._exec(

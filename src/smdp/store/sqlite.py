@@ -408,6 +408,14 @@ class SqliteStore:
             (server, n, time.time()),
         )
 
+    def count_forged(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET messages = messages + excluded.messages, "
+            "votes = votes + excluded.votes, updated_at = excluded.updated_at",
+            (server, n, -n, time.time()),
+        )
+
     def set_vote(self, entry_id: int, server: str, vote: int) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         row = self._exec("SELECT vote FROM votes WHERE mailbox_id=?", (entry_id,)).fetchone()
@@ -614,6 +622,10 @@ class SqliteStore:
 
     def finish_job(self, job_id: int) -> None:
         self._exec("DELETE FROM queue WHERE id=?", (job_id,))
+
+    def finish_jobs(self, job_ids: Sequence[int]) -> None:
+        with self.transaction():
+            self._db.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in job_ids])
 
     def retry_job(self, job_id: int, at: float, error: str) -> None:
         self._exec(
