@@ -38,9 +38,17 @@ from smdp.protocol.framing import CLOSED, NEED_DATA
 
 # The harness already lowers the Argon2 cost (8 KiB): 500 logins at the
 # production 64 MiB each would measure the KDF, not the server.
+# The abuse quotas would (rightly) stop 50 peer sessions from one host sending
+# thousands of envelopes a minute; this test measures capacity, so they are
+# raised out of reach (test_abuse.py proves them).
 SETTINGS = """[limits]
 max_sessions = 2000
 max_sessions_per_client = 2000
+[abuse]
+envelopes_per_peer_per_hour = 100000000
+envelopes_per_new_peer_per_hour = 100000000
+envelopes_per_recipient_per_hour = 100000000
+envelopes_per_session = 100000000
 """
 
 

@@ -228,7 +228,11 @@ def _smdp_mix(root: Path, mails: list[Mail], weeks: int, pop: Population,
               timeout: float) -> dict[str, Any]:
     # No quality verdict in this part (min_messages out of reach): an 80%
     # spam mix would get a.example blocked, which is measured separately.
-    a, b = make_pair(root, extra_b="[quality]\nmin_messages = 1000000000\n", backend="sqlite")
+    # Quality never blocks here (this run measures bytes, not blocking), and the
+    # flood quotas sit above the replay's volume: it replays weeks in seconds.
+    a, b = make_pair(root, extra_b="[quality]\nmin_messages = 1000000000\n"
+                     "[abuse]\nenvelopes_per_new_peer_per_hour = 1000000\n"
+                     "envelopes_per_recipient_per_hour = 1000000\n", backend="sqlite")
     to_b = CountingRelay(b.peer_port).start()
     to_a = CountingRelay(a.peer_port).start()
     try:
@@ -377,8 +381,10 @@ def _smtp_mix(mails: list[Mail], weeks: int) -> dict[str, Any]:
 
 def _spamming_peer(root: Path, mails: list[Mail], pop: Population, lag: int,
                    limit: int) -> dict[str, Any]:
-    a, b = make_pair(root, extra_b="[quality]\nmin_messages = 10\nblock_below = -0.5\n",
-                     backend="sqlite")
+    # Flood quotas out of reach: this part measures the quality block alone.
+    a, b = make_pair(root, extra_b="[quality]\nmin_messages = 10\nblock_below = -0.5\n"
+                     "[abuse]\nenvelopes_per_new_peer_per_hour = 1000000\n"
+                     "envelopes_per_recipient_per_hour = 1000000\n", backend="sqlite")
     for account in pop.ham_accounts + pop.spam_accounts:
         a.add_user(account)
     for user in pop.recipients:

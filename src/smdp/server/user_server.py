@@ -108,7 +108,9 @@ class UserSession(Session):
         att = fields.summary.attachments
         return _clean(f"{entry.id} {entry.state} {env.sender} {env.size} {att} {env.subject}")
 
-    def _login_summary(self) -> tuple[str, list[str]]:
+    def _login_summary(self, *, listing: bool) -> tuple[str, list[str]]:
+        """The login answer; the per-envelope ``listing`` only for PWD (POP3's
+        PASS needs the counts alone, which keeps logins cheap in big mailboxes)."""
         assert self.user is not None
         pending = self.app.store.mailbox_entries(self.user.id, [d.PENDING])
         self._refresh()
@@ -116,6 +118,8 @@ class UserSession(Session):
         octets = sum(self._size(e) for _, e in live)
         text = (f"{self.user.main_address} has {len(pending)} envelope(s) awaiting a decision "
                 f"and {len(live)} message(s) ({octets} octets)")
+        if not listing:
+            return text, []
         lines = [f"envelope {self._envelope_line(e)}" for e in pending]
         for n, e in live:
             env = self.app.store.in_envelope(e.envelope_id)
@@ -147,10 +151,11 @@ class UserSession(Session):
                     conn.err("authentication failed")
                     return
                 self.user = user
-                text, lines = self._login_summary()
+                pwd = verb.upper() == "PWD"
+                text, lines = self._login_summary(listing=pwd)
                 # Table 5 "pwd": on success the server answers with the envelopes
                 # and messages in the mailbox; PASS stays exactly POP3.
-                if verb.upper() == "PWD":
+                if pwd:
                     conn.ok(text, lines)
                 else:
                     conn.ok(text)
