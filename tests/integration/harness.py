@@ -330,3 +330,34 @@ class PeerSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class UserSocket:
+    """A raw user-port client for bad-input tests: a line in, a reply line out."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.greeting = self.line()
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line.decode()
+
+    def cmd(self, text: str | bytes) -> str:
+        self.sock.sendall((text.encode() if isinstance(text, str) else text) + b"\r\n")
+        return self.line()
+
+    def block(self) -> list[str]:
+        lines = []
+        while (line := self.line()) != ".":
+            lines.append(line)
+        return lines
+
+    def close(self) -> None:
+        self.sock.close()

@@ -4,13 +4,12 @@ session goes on, and nothing half-written is left in the store.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import PeerSocket, Server, make_pair, running
+from tests.integration.harness import PeerSocket, Server, UserSocket, make_pair, running
 
 ENVID = "a" * 26
 LIMITS = "[limits]\nmax_message_size = 4000\nmax_recipients = 3\n"
@@ -28,32 +27,6 @@ def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
 
 def code(reply: str) -> int:
     return int(reply[:3])
-
-
-class UserSocket:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
-        self.greeting = self.line()
-
-    def line(self) -> str:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line.decode()
-
-    def cmd(self, text: str | bytes) -> str:
-        self.sock.sendall((text.encode() if isinstance(text, str) else text) + b"\r\n")
-        return self.line()
-
-    def block(self) -> list[str]:
-        lines = []
-        while (line := self.line()) != ".":
-            lines.append(line)
-        return lines
 
 
 def test_peer_port_errors_keep_the_session(pair: tuple[Server, Server]) -> None:

@@ -7,14 +7,13 @@ pass once its defect is fixed.
 from __future__ import annotations
 
 import poplib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from smdp.protocol import user as wire
-from tests.integration.harness import Server, make_pair, running, wait_until
+from tests.integration.harness import Server, UserSocket, make_pair, running, wait_until
 
 ALICE, ANN = "alice@a.example", "ann@a.example"
 BOB, CAROL, DAVE = "bob@b.example", "carol@b.example", "dave@b.example"
@@ -82,36 +81,6 @@ def decide(s: Server, entry: int, option: str, user: str) -> str:
         c.quit()
 
 
-class RawUser:
-    """A raw user-port line client: send a line, read one reply (multi-line aware)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
-        self.greeting = self.line()
-
-    def line(self) -> str:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line.decode()
-
-    def cmd(self, text: str, multi: bool = False) -> list[str]:
-        self.sock.sendall(text.encode() + b"\r\n")
-        first = self.line()
-        out = [first]
-        if multi and first.startswith("+OK"):
-            while (ln := self.line()) != ".":
-                out.append(ln)
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def deliver(a: Server, b: Server, subject: str, body: str = "Hello Bob,\r\nsee you.\r\n",
             user: str = BOB) -> int:
     """alice -> user, accepted, body in the mailbox; returns the mailbox entry id."""
@@ -153,15 +122,15 @@ def test_rset_abandoning_a_message_keeps_pop3_deletion_marks(
     message survives QUIT."""
     a, b = pair
     deliver(a, b, "to delete")
-    u = RawUser(b.user_port)
+    u = UserSocket(b.user_port)
     try:
-        assert u.cmd(f"USER {BOB}")[0].startswith("+OK")
-        assert u.cmd("PASS secret")[0].startswith("+OK")
-        assert u.cmd("DELE 1")[0].startswith("+OK")
-        assert u.cmd("MAIL")[0].startswith("+OK")
-        assert u.cmd("RSET")[0].startswith("+OK")  # abandon the new message
-        assert u.cmd("STAT")[0] == "+OK 0 0"  # message 1 is still marked deleted
-        assert u.cmd("QUIT")[0].startswith("+OK")
+        assert u.cmd(f"USER {BOB}").startswith("+OK")
+        assert u.cmd("PASS secret").startswith("+OK")
+        assert u.cmd("DELE 1").startswith("+OK")
+        assert u.cmd("MAIL").startswith("+OK")
+        assert u.cmd("RSET").startswith("+OK")  # abandon the new message
+        assert u.cmd("STAT") == "+OK 0 0"  # message 1 is still marked deleted
+        assert u.cmd("QUIT").startswith("+OK")
     finally:
         u.close()
     pop = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
