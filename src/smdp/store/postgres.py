@@ -31,16 +31,11 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from smdp.store.records import (
-    InEnvelope,
     Job,
-    ListEntry,
     MailboxEntry,
-    OutEnvelope,
-    OutMessage,
-    OutRecipient,
-    Quality,
     User,
 )
+from smdp.store.sql import SqlStore, mailbox_row
 from smdp.store.sqlite import StoreError, _split_sql
 
 __all__ = ["PostgresStore", "migrations"]
@@ -69,7 +64,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """Storage for one SMDP node; several nodes may share the database.
 
     One connection per object; not shared between threads (as ``SqliteStore``).
@@ -97,7 +92,10 @@ class PostgresStore:
             # earlier statements died with the old connection.
             self._db = self._connect()
         # No arguments: no placeholder parsing, so a literal % needs no escaping.
-        return self._db.execute(sql, args or None)
+        if not args:
+            return self._db.execute(sql, None)
+        # The shared statements (store/sql.py) are written with "?" placeholders.
+        return self._db.execute(sql.replace("?", "%s"), args)
 
     # -- schema ---------------------------------------------------------------
 
@@ -213,41 +211,7 @@ class PostgresStore:
                 raise StoreError(f"{address} is the main identity and cannot be removed")
             self._exec("DELETE FROM identities WHERE address=%s", (address,))
 
-    def set_password(self, user_id: int, password_hash: str) -> None:
-        with self.transaction():
-            self._exec("UPDATE users SET password_hash=%s WHERE id=%s", (password_hash, user_id))
-
-    def user_by_address(self, address: str) -> User | None:
-        row = self._exec(
-            "SELECT u.id, u.main_address, u.password_hash FROM identities i "
-            "JOIN users u ON u.id = i.user_id WHERE i.address=%s",
-            (address,),
-        ).fetchone()
-        return User(*row) if row else None
-
-    def user_by_id(self, user_id: int) -> User | None:
-        row = self._exec(
-            "SELECT id, main_address, password_hash FROM users WHERE id=%s", (user_id,)
-        ).fetchone()
-        return User(*row) if row else None
-
-    def identities(self, user_id: int) -> list[str]:
-        rows = self._exec(
-            "SELECT address FROM identities WHERE user_id=%s ORDER BY is_main DESC, address",
-            (user_id,),
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def users(self) -> list[User]:
-        rows = self._exec("SELECT id, main_address, password_hash FROM users ORDER BY id")
-        return [User(*r) for r in rows.fetchall()]
-
     # -- origin side: held messages ------------------------------------------
-
-    _OUT_MSG = (
-        "SELECT id, msgid, user_id, sender, size, subject, summary, created_at, expires_at, "
-        "body IS NOT NULL FROM out_messages"
-    )
 
     def insert_out_message(
         self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
@@ -264,62 +228,6 @@ class PostgresStore:
         assert row is not None  # INSERT ... RETURNING id gives one row
         return int(row[0])
 
-    def out_message(self, message_id: int) -> OutMessage | None:
-        row = self._exec(self._OUT_MSG + " WHERE id=%s", (message_id,)).fetchone()
-        return _out_message(row) if row else None
-
-    def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
-        row = self._exec(self._OUT_MSG + " WHERE msgid=%s", (msgid,)).fetchone()
-        return _out_message(row) if row else None
-
-    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
-        rows = self._exec(
-            self._OUT_MSG + " WHERE user_id=%s ORDER BY id DESC LIMIT %s", (user_id, limit)
-        ).fetchall()
-        return [_out_message(r) for r in rows]
-
-    def out_body(self, message_id: int) -> bytes | None:
-        row = self._exec("SELECT body FROM out_messages WHERE id=%s", (message_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
-
-    def drop_out_body(self, message_id: int) -> None:
-        self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
-
-    def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
-        self._exec(
-            "INSERT INTO out_envelopes (envid, message_id, domain, mode) VALUES (%s, %s, %s, %s)",
-            (envid, message_id, domain, mode),
-        )
-
-    def out_envelope(self, envid: str) -> OutEnvelope | None:
-        row = self._exec(
-            "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=%s", (envid,)
-        ).fetchone()
-        return OutEnvelope(*row) if row else None
-
-    _OUT_RCPT = (
-        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
-        "FROM out_recipients"
-    )
-
-    def insert_out_recipient(
-        self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
-        detail: str = "",
-    ) -> None:
-        self._exec(
-            "INSERT INTO out_recipients (message_id, envid, recipient, domain, state, detail, "
-            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (message_id, envid, recipient, domain, state, detail, time.time()),
-        )
-
-    def out_recipients(self, message_id: int) -> list[OutRecipient]:
-        rows = self._exec(self._OUT_RCPT + " WHERE message_id=%s ORDER BY id", (message_id,))
-        return [OutRecipient(*r) for r in rows.fetchall()]
-
-    def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
-        rows = self._exec(self._OUT_RCPT + " WHERE envid=%s ORDER BY id", (envid,))
-        return [OutRecipient(*r) for r in rows.fetchall()]
-
     def update_out_recipient(
         self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
     ) -> None:
@@ -335,22 +243,6 @@ class PostgresStore:
                 (state, detail, envid, time.time(), rcpt_id),
             )
 
-    def add_spam_report(
-        self, user_id: int, sender: str, recipient: str, kind: str, envid: str
-    ) -> None:
-        self._exec(
-            "INSERT INTO spam_reports (user_id, sender, recipient, kind, envid, reported_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
-            (user_id, sender, recipient, kind, envid, time.time()),
-        )
-
-    def spam_reports(self) -> list[tuple[str, int]]:
-        rows = self._exec(
-            "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender ORDER BY 2 DESC, 1"
-        )
-        return [(r[0], int(r[1])) for r in rows.fetchall()]
-
     def count_spam_reports(self, user_id: int, since: float) -> int:
         row = self._exec(
             "SELECT COUNT(*) FROM spam_reports WHERE user_id=%s AND reported_at >= %s",
@@ -358,26 +250,7 @@ class PostgresStore:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def set_suspension(self, user_id: int, reason: str | None) -> None:
-        with self.transaction():
-            self._exec("UPDATE users SET suspended=%s WHERE id=%s", (reason, user_id))
-
-    def suspension(self, user_id: int) -> str | None:
-        row = self._exec("SELECT suspended FROM users WHERE id=%s", (user_id,)).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
-
-    def suspended_users(self) -> list[tuple[str, str]]:
-        rows = self._exec(
-            "SELECT main_address, suspended FROM users WHERE suspended IS NOT NULL ORDER BY 1"
-        )
-        return [(r[0], r[1]) for r in rows.fetchall()]
-
     # -- destination side: envelopes and mailboxes ---------------------------
-
-    _IN_ENV = (
-        "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "body IS NOT NULL FROM in_envelopes"
-    )
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
@@ -389,30 +262,10 @@ class PostgresStore:
             (envid, origin_server, sender, size, block, subject, time.time(), body),
         )
 
-    def in_envelope(self, envelope_id: int) -> InEnvelope | None:
-        row = self._exec(self._IN_ENV + " WHERE id=%s", (envelope_id,)).fetchone()
-        return _in_envelope(row) if row else None
-
-    def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
-        row = self._exec(self._IN_ENV + " WHERE envid=%s", (envid,)).fetchone()
-        return _in_envelope(row) if row else None
-
     def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
         self._exec(
             "UPDATE in_envelopes SET expires_at=%s WHERE id=%s", (expires_at, envelope_id)
         )
-
-    def set_in_body(self, envelope_id: int, body: bytes) -> None:
-        self._exec("UPDATE in_envelopes SET body=%s WHERE id=%s", (body, envelope_id))
-
-    def in_body(self, envelope_id: int) -> bytes | None:
-        row = self._exec("SELECT body FROM in_envelopes WHERE id=%s", (envelope_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
-
-    _MAILBOX = (
-        "SELECT id, user_id, envelope_id, recipient, state, decision, reason, decided_at, "
-        "deleted FROM mailbox"
-    )
 
     def insert_mailbox_entry(
         self, user_id: int, envelope_id: int, recipient: str, state: str
@@ -422,16 +275,6 @@ class PostgresStore:
             "VALUES (%s, %s, %s, %s) RETURNING id",
             (user_id, envelope_id, recipient, state),
         )
-
-    def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
-        row = self._exec(self._MAILBOX + " WHERE id=%s", (entry_id,)).fetchone()
-        return _mailbox(row) if row else None
-
-    def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
-        row = self._exec(
-            self._MAILBOX + " WHERE envelope_id=%s AND recipient=%s", (envelope_id, recipient)
-        ).fetchone()
-        return _mailbox(row) if row else None
 
     def mailbox_entries(
         self, user_id: int, states: Sequence[str] | None = None
@@ -443,22 +286,7 @@ class PostgresStore:
                 self._MAILBOX + " WHERE user_id=%s AND state = ANY(%s) AND deleted=0 ORDER BY id",
                 (user_id, list(states)),
             )
-        return [_mailbox(r) for r in rows.fetchall()]
-
-    def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
-        rows = self._exec(self._MAILBOX + " WHERE envelope_id=%s ORDER BY id", (envelope_id,))
-        return [_mailbox(r) for r in rows.fetchall()]
-
-    def update_mailbox_entry(
-        self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
-    ) -> None:
-        if decision is None:
-            self._exec("UPDATE mailbox SET state=%s WHERE id=%s", (state, entry_id))
-        else:
-            self._exec(
-                "UPDATE mailbox SET state=%s, decision=%s, reason=%s, decided_at=%s WHERE id=%s",
-                (state, decision, reason or "", time.time(), entry_id),
-            )
+        return [mailbox_row(r) for r in rows.fetchall()]
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
         with self.transaction():
@@ -508,30 +336,7 @@ class PostgresStore:
             (server, vote - old, time.time()),
         )
 
-    def quality(self, server: str) -> Quality:
-        row = self._exec(
-            "SELECT server, messages, votes FROM peer_quality WHERE server=%s", (server,)
-        ).fetchone()
-        return Quality(*row) if row else Quality(server, 0, 0)
-
-    def all_quality(self) -> list[Quality]:
-        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
-        return [Quality(*r) for r in rows.fetchall()]
-
     # -- lists (Table 1, Table 3) ---------------------------------------------
-
-    def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
-        row = self._exec(
-            "SELECT kind FROM inbound_lists WHERE user_id=%s AND address=%s AND server=%s",
-            (user_id, address, server),
-        ).fetchone()
-        return str(row[0]) if row else None
-
-    def outbound_kind(self, user_id: int, address: str) -> str | None:
-        row = self._exec(
-            "SELECT kind FROM outbound_lists WHERE user_id=%s AND address=%s", (user_id, address)
-        ).fetchone()
-        return str(row[0]) if row else None
 
     def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
         """Add a pair; one pair sits on at most one list, so this moves it if needed."""
@@ -541,54 +346,6 @@ class PostgresStore:
             "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
             (user_id, kind, address, server, how, time.time()),
         )
-
-    def put_outbound(self, user_id: int, kind: str, address: str, how: str) -> None:
-        self._exec(
-            "INSERT INTO outbound_lists (user_id, kind, address, how, added_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, address) DO UPDATE SET "
-            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
-            (user_id, kind, address, how, time.time()),
-        )
-
-    def drop_inbound(self, user_id: int, kind: str, address: str, server: str) -> bool:
-        cur = self._exec(
-            "DELETE FROM inbound_lists WHERE user_id=%s AND kind=%s AND address=%s AND server=%s",
-            (user_id, kind, address, server),
-        )
-        return cur.rowcount > 0
-
-    def drop_outbound(self, user_id: int, kind: str, address: str) -> bool:
-        cur = self._exec(
-            "DELETE FROM outbound_lists WHERE user_id=%s AND kind=%s AND address=%s",
-            (user_id, kind, address),
-        )
-        return cur.rowcount > 0
-
-    def touch_inbound(self, user_id: int, address: str, server: str) -> None:
-        self._exec(
-            "UPDATE inbound_lists SET uses=uses+1, last_used=%s "
-            "WHERE user_id=%s AND address=%s AND server=%s",
-            (time.time(), user_id, address, server),
-        )
-
-    def touch_outbound(self, user_id: int, address: str) -> None:
-        self._exec(
-            "UPDATE outbound_lists SET uses=uses+1, last_used=%s WHERE user_id=%s AND address=%s",
-            (time.time(), user_id, address),
-        )
-
-    def list_entries(self, user_id: int) -> list[ListEntry]:
-        inbound = self._exec(
-            "SELECT 'in', kind, address, server, how, added_at, uses FROM inbound_lists "
-            "WHERE user_id=%s ORDER BY kind DESC, address, server",
-            (user_id,),
-        ).fetchall()
-        outbound = self._exec(
-            "SELECT 'out', kind, address, NULL, how, added_at, uses FROM outbound_lists "
-            "WHERE user_id=%s ORDER BY kind DESC, address",
-            (user_id,),
-        ).fetchall()
-        return [ListEntry(*r) for r in inbound + outbound]
 
     # -- expiry and cleanup ------------------------------------------------------
 
@@ -614,40 +371,6 @@ class PostgresStore:
                 self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
         return len(ids)
 
-    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
-        """Destination: envelopes past their Expires with no decision (or a
-        pull that never completed) are marked ``expired``. Returns the entries
-        nobody had decided on, with their origin server."""
-        with self.transaction():
-            undecided = [(int(r[0]), str(r[1])) for r in self._exec(
-                "SELECT m.id, e.origin_server FROM mailbox m JOIN in_envelopes e "
-                "ON e.id = m.envelope_id WHERE m.state = 'pending' AND e.expires_at <= %s",
-                (now,),
-            ).fetchall()]
-            self._exec(
-                "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
-                "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
-                "(SELECT id FROM in_envelopes WHERE expires_at <= %s)",
-                (now,),
-            )
-        return undecided
-
-    def purge(self, before: float) -> int:
-        """Delete what nobody needs any more: origin records whose message
-        expired before ``before``, and envelopes all of whose entries were deleted
-        (POP3 DELE) or expired before ``before``. Quality counters stay."""
-        with self.transaction():
-            n = self._exec(
-                "DELETE FROM out_messages WHERE body IS NULL AND expires_at < %s", (before,)
-            ).rowcount
-            n += self._exec(
-                "DELETE FROM in_envelopes WHERE id IN (SELECT e.id FROM in_envelopes e "
-                "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
-                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < %s)))",
-                (before,),
-            ).rowcount
-        return n
-
     def compact(self) -> None:
         """Let PostgreSQL reclaim the space of deleted rows (plain VACUUM).
 
@@ -670,14 +393,6 @@ class PostgresStore:
                 self._exec("SELECT pg_advisory_unlock(%s)", (_COMPACT_LOCK,))
 
     # -- the work queue ----------------------------------------------------------
-
-    def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
-        now = time.time()
-        self._exec(
-            "INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (kind, key, payload, now if at is None else at, now),
-        )
 
     def claim_jobs(self, node: str, now: float, limit: int, lease: float) -> list[Job]:
         """Claim due jobs for ``node`` until ``now + lease``.
@@ -721,60 +436,9 @@ class PostgresStore:
             ).fetchall()
         return sorted((Job(*r) for r in rows), key=lambda j: j.id)
 
-    def release_claims(self, node: str) -> int:
-        """Give back every claim ``node`` holds (it restarted: none is running)."""
-        with self.transaction():
-            cur = self._exec(
-                "UPDATE queue SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=%s",
-                (node,),
-            )
-        return cur.rowcount
-
-    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
-        rows = self._exec(
-            "SELECT id, kind, key, payload, attempts, last_error FROM queue "
-            "WHERE next_attempt <= %s ORDER BY next_attempt, id LIMIT %s",
-            (now, limit),
-        ).fetchall()
-        return [Job(*r) for r in rows]
-
-    def finish_job(self, job_id: int) -> None:
-        self._exec("DELETE FROM queue WHERE id=%s", (job_id,))
-
     def finish_jobs(self, job_ids: Sequence[int]) -> None:
         self._exec("DELETE FROM queue WHERE id = ANY(%s)", (list(job_ids),))
-
-    def retry_job(self, job_id: int, at: float, error: str) -> None:
-        self._exec(
-            "UPDATE queue SET attempts=attempts+1, next_attempt=%s, last_error=%s, "
-            "claimed_by=NULL, claimed_until=NULL WHERE id=%s",
-            (at, error[:500], job_id),
-        )
 
     def queue_size(self) -> int:
         row = self._exec("SELECT COUNT(*) FROM queue").fetchone()
         return int(row[0]) if row else 0
-
-    def jobs(self) -> list[Job]:
-        rows = self._exec(
-            "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
-        ).fetchall()
-        return [Job(*r) for r in rows]
-
-
-def _out_message(row: Row) -> OutMessage:
-    r = list(row)
-    r[9] = bool(r[9])
-    return OutMessage(*r)
-
-
-def _in_envelope(row: Row) -> InEnvelope:
-    r = list(row)
-    r[8] = bool(r[8])
-    return InEnvelope(*r)
-
-
-def _mailbox(row: Row) -> MailboxEntry:
-    r = list(row)
-    r[8] = bool(r[8])
-    return MailboxEntry(*r)

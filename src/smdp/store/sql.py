@@ -1,0 +1,368 @@
+"""The SQL both backends share: every statement that reads the same on SQLite
+and PostgreSQL lives here once, written with ``?`` placeholders (the
+PostgreSQL backend turns them into ``%s``). A backend supplies ``_exec``,
+``transaction`` and what differs in its dialect (inserts that return an id,
+locking, upserts that need it, migrations)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from smdp.store.records import (
+    InEnvelope,
+    Job,
+    ListEntry,
+    MailboxEntry,
+    OutEnvelope,
+    OutMessage,
+    OutRecipient,
+    Quality,
+    User,
+)
+
+
+class SqlStore:
+    """Methods identical on both backends; subclasses provide the rest."""
+
+    def _exec(self, sql: str, args: Sequence[object] = ()) -> Any:
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def set_password(self, user_id: int, password_hash: str) -> None:
+        with self.transaction():
+            self._exec("UPDATE users SET password_hash=? WHERE id=?", (password_hash, user_id))
+
+    def user_by_address(self, address: str) -> User | None:
+        row = self._exec(
+            "SELECT u.id, u.main_address, u.password_hash FROM identities i "
+            "JOIN users u ON u.id = i.user_id WHERE i.address=?",
+            (address,),
+        ).fetchone()
+        return User(*row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._exec(
+            "SELECT id, main_address, password_hash FROM users WHERE id=?", (user_id,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def identities(self, user_id: int) -> list[str]:
+        rows = self._exec(
+            "SELECT address FROM identities WHERE user_id=? ORDER BY is_main DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def users(self) -> list[User]:
+        rows = self._exec("SELECT id, main_address, password_hash FROM users ORDER BY id")
+        return [User(*r) for r in rows.fetchall()]
+
+    _OUT_MSG = (
+        "SELECT id, msgid, user_id, sender, size, subject, summary, created_at, expires_at, "
+        "body IS NOT NULL FROM out_messages"
+    )
+
+    def out_message(self, message_id: int) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE id=?", (message_id,)).fetchone()
+        return out_message_row(row) if row else None
+
+    def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
+        row = self._exec(self._OUT_MSG + " WHERE msgid=?", (msgid,)).fetchone()
+        return out_message_row(row) if row else None
+
+    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
+        rows = self._exec(
+            self._OUT_MSG + " WHERE user_id=? ORDER BY id DESC LIMIT ?", (user_id, limit)
+        ).fetchall()
+        return [out_message_row(r) for r in rows]
+
+    def out_body(self, message_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM out_messages WHERE id=?", (message_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def drop_out_body(self, message_id: int) -> None:
+        self._exec("UPDATE out_messages SET body=NULL WHERE id=?", (message_id,))
+
+    def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
+        self._exec(
+            "INSERT INTO out_envelopes (envid, message_id, domain, mode) VALUES (?, ?, ?, ?)",
+            (envid, message_id, domain, mode),
+        )
+
+    def out_envelope(self, envid: str) -> OutEnvelope | None:
+        row = self._exec(
+            "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=?", (envid,)
+        ).fetchone()
+        return OutEnvelope(*row) if row else None
+
+    _OUT_RCPT = (
+        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
+        "FROM out_recipients"
+    )
+
+    def insert_out_recipient(
+        self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
+        detail: str = "",
+    ) -> None:
+        self._exec(
+            "INSERT INTO out_recipients (message_id, envid, recipient, domain, state, detail, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message_id, envid, recipient, domain, state, detail, time.time()),
+        )
+
+    def out_recipients(self, message_id: int) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE message_id=? ORDER BY id", (message_id,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
+        rows = self._exec(self._OUT_RCPT + " WHERE envid=? ORDER BY id", (envid,))
+        return [OutRecipient(*r) for r in rows.fetchall()]
+
+    def add_spam_report(
+        self, user_id: int, sender: str, recipient: str, kind: str, envid: str
+    ) -> None:
+        self._exec(
+            "INSERT INTO spam_reports (user_id, sender, recipient, kind, envid, reported_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (envid, recipient) DO UPDATE SET kind=excluded.kind",
+            (user_id, sender, recipient, kind, envid, time.time()),
+        )
+
+    def spam_reports(self) -> list[tuple[str, int]]:
+        rows = self._exec(
+            "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender ORDER BY 2 DESC, 1"
+        )
+        return [(r[0], int(r[1])) for r in rows.fetchall()]
+
+    def set_suspension(self, user_id: int, reason: str | None) -> None:
+        with self.transaction():
+            self._exec("UPDATE users SET suspended=? WHERE id=?", (reason, user_id))
+
+    def suspension(self, user_id: int) -> str | None:
+        row = self._exec("SELECT suspended FROM users WHERE id=?", (user_id,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def suspended_users(self) -> list[tuple[str, str]]:
+        rows = self._exec(
+            "SELECT main_address, suspended FROM users WHERE suspended IS NOT NULL ORDER BY 1"
+        )
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
+    _IN_ENV = (
+        "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
+        "body IS NOT NULL FROM in_envelopes"
+    )
+
+    def in_envelope(self, envelope_id: int) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE id=?", (envelope_id,)).fetchone()
+        return in_envelope_row(row) if row else None
+
+    def in_envelope_by_envid(self, envid: str) -> InEnvelope | None:
+        row = self._exec(self._IN_ENV + " WHERE envid=?", (envid,)).fetchone()
+        return in_envelope_row(row) if row else None
+
+    def set_in_body(self, envelope_id: int, body: bytes) -> None:
+        self._exec("UPDATE in_envelopes SET body=? WHERE id=?", (body, envelope_id))
+
+    def in_body(self, envelope_id: int) -> bytes | None:
+        row = self._exec("SELECT body FROM in_envelopes WHERE id=?", (envelope_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    _MAILBOX = (
+        "SELECT id, user_id, envelope_id, recipient, state, decision, reason, decided_at, "
+        "deleted FROM mailbox"
+    )
+
+    def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
+        row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
+        return mailbox_row(row) if row else None
+
+    def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
+        row = self._exec(
+            self._MAILBOX + " WHERE envelope_id=? AND recipient=?", (envelope_id, recipient)
+        ).fetchone()
+        return mailbox_row(row) if row else None
+
+    def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
+        rows = self._exec(self._MAILBOX + " WHERE envelope_id=? ORDER BY id", (envelope_id,))
+        return [mailbox_row(r) for r in rows.fetchall()]
+
+    def update_mailbox_entry(
+        self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
+    ) -> None:
+        if decision is None:
+            self._exec("UPDATE mailbox SET state=? WHERE id=?", (state, entry_id))
+        else:
+            self._exec(
+                "UPDATE mailbox SET state=?, decision=?, reason=?, decided_at=? WHERE id=?",
+                (state, decision, reason or "", time.time(), entry_id),
+            )
+
+    def quality(self, server: str) -> Quality:
+        row = self._exec(
+            "SELECT server, messages, votes FROM peer_quality WHERE server=?", (server,)
+        ).fetchone()
+        return Quality(*row) if row else Quality(server, 0, 0)
+
+    def all_quality(self) -> list[Quality]:
+        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
+        return [Quality(*r) for r in rows.fetchall()]
+
+    def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM inbound_lists WHERE user_id=? AND address=? AND server=?",
+            (user_id, address, server),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def outbound_kind(self, user_id: int, address: str) -> str | None:
+        row = self._exec(
+            "SELECT kind FROM outbound_lists WHERE user_id=? AND address=?", (user_id, address)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def put_outbound(self, user_id: int, kind: str, address: str, how: str) -> None:
+        self._exec(
+            "INSERT INTO outbound_lists (user_id, kind, address, how, added_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, address) DO UPDATE SET "
+            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, how, time.time()),
+        )
+
+    def drop_inbound(self, user_id: int, kind: str, address: str, server: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM inbound_lists WHERE user_id=? AND kind=? AND address=? AND server=?",
+            (user_id, kind, address, server),
+        )
+        return bool(cur.rowcount > 0)
+
+    def drop_outbound(self, user_id: int, kind: str, address: str) -> bool:
+        cur = self._exec(
+            "DELETE FROM outbound_lists WHERE user_id=? AND kind=? AND address=?",
+            (user_id, kind, address),
+        )
+        return bool(cur.rowcount > 0)
+
+    def touch_inbound(self, user_id: int, address: str, server: str) -> None:
+        self._exec(
+            "UPDATE inbound_lists SET uses=uses+1, last_used=? "
+            "WHERE user_id=? AND address=? AND server=?",
+            (time.time(), user_id, address, server),
+        )
+
+    def touch_outbound(self, user_id: int, address: str) -> None:
+        self._exec(
+            "UPDATE outbound_lists SET uses=uses+1, last_used=? WHERE user_id=? AND address=?",
+            (time.time(), user_id, address),
+        )
+
+    def list_entries(self, user_id: int) -> list[ListEntry]:
+        inbound = self._exec(
+            "SELECT 'in', kind, address, server, how, added_at, uses FROM inbound_lists "
+            "WHERE user_id=? ORDER BY kind DESC, address, server",
+            (user_id,),
+        ).fetchall()
+        outbound = self._exec(
+            "SELECT 'out', kind, address, NULL, how, added_at, uses FROM outbound_lists "
+            "WHERE user_id=? ORDER BY kind DESC, address",
+            (user_id,),
+        ).fetchall()
+        return [ListEntry(*r) for r in inbound + outbound]
+
+    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
+        """Destination: envelopes past their Expires with no decision (or a
+        pull that never completed) are marked ``expired``. Returns the entries
+        nobody had decided on, with their origin server."""
+        with self.transaction():
+            undecided = [(int(r[0]), str(r[1])) for r in self._exec(
+                "SELECT m.id, e.origin_server FROM mailbox m JOIN in_envelopes e "
+                "ON e.id = m.envelope_id WHERE m.state = 'pending' AND e.expires_at <= ?",
+                (now,),
+            ).fetchall()]
+            self._exec(
+                "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
+                "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
+                "(SELECT id FROM in_envelopes WHERE expires_at <= ?)",
+                (now,),
+            )
+        return undecided
+
+    def purge(self, before: float) -> int:
+        """Delete what nobody needs any more: origin records whose message
+        expired before ``before``, and envelopes all of whose entries were deleted
+        (POP3 DELE) or expired before ``before``. Quality counters stay."""
+        with self.transaction():
+            n = self._exec(
+                "DELETE FROM out_messages WHERE body IS NULL AND expires_at < ?", (before,)
+            ).rowcount
+            n += self._exec(
+                "DELETE FROM in_envelopes WHERE id IN (SELECT e.id FROM in_envelopes e "
+                "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
+                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < ?)))",
+                (before,),
+            ).rowcount
+        return int(n)
+
+    def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:
+        now = time.time()
+        self._exec(
+            "INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (kind, key, payload, now if at is None else at, now),
+        )
+
+    def release_claims(self, node: str) -> int:
+        """Give back every claim ``node`` holds (it restarted: none is running)."""
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE queue SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?",
+                (node,),
+            )
+        return int(cur.rowcount)
+
+    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue "
+            "WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+    def finish_job(self, job_id: int) -> None:
+        self._exec("DELETE FROM queue WHERE id=?", (job_id,))
+
+    def retry_job(self, job_id: int, at: float, error: str) -> None:
+        self._exec(
+            "UPDATE queue SET attempts=attempts+1, next_attempt=?, last_error=?, "
+            "claimed_by=NULL, claimed_until=NULL WHERE id=?",
+            (at, error[:500], job_id),
+        )
+
+    def jobs(self) -> list[Job]:
+        rows = self._exec(
+            "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
+        ).fetchall()
+        return [Job(*r) for r in rows]
+
+
+def out_message_row(row: Sequence[object]) -> OutMessage:
+    r = list(row)
+    r[9] = bool(r[9])
+    return OutMessage(*r)  # type: ignore[arg-type]
+
+
+def in_envelope_row(row: Sequence[object]) -> InEnvelope:
+    r = list(row)
+    r[8] = bool(r[8])
+    return InEnvelope(*r)  # type: ignore[arg-type]
+
+
+def mailbox_row(row: Sequence[object]) -> MailboxEntry:
+    r = list(row)
+    r[8] = bool(r[8])
+    return MailboxEntry(*r)  # type: ignore[arg-type]
