@@ -179,6 +179,7 @@ class Route:
         self.link: PeerLink | None = None
         self.more = asyncio.Event()  # jobs were added while the route ran
         self.done: list[int] = []  # finished jobs not yet deleted from the queue
+        self.flush_timer: asyncio.TimerHandle | None = None
 
 
 class DeliveryWorker:
@@ -197,6 +198,7 @@ class DeliveryWorker:
         # A claim outlives any single job (each network read has its own
         # timeout); a node that dies leaves its claims to expire.
         self.lease = app.config.delivery.claim_lease
+        self.flush_delay = min(0.5, self.lease / 4)
         self.handlers: dict[str, Callable[[dict[str, Any], Route], Awaitable[None]]] = {
             "send-envelope": self.send_envelope,
             "send-direct": self.send_direct,
@@ -284,11 +286,7 @@ class DeliveryWorker:
                 job = route.jobs.popleft()
                 try:
                     await self.handlers[job.kind](json.loads(job.payload), route)
-                    # Deleting finished jobs in batches saves a durable commit per
-                    # job; a crash before the delete only re-runs idempotent work.
-                    route.done.append(job.id)
-                    if len(route.done) >= 32:
-                        self._flush(route)
+                    self._done(route, job)
                 except (TemporaryFailure, PermanentFailure, Exception) as exc:
                     await self._drop_link(route)  # the session may be mid-command
                     if isinstance(exc, PermanentFailure):
@@ -322,10 +320,34 @@ class DeliveryWorker:
             await asyncio.wait_for(route.more.wait(), self.linger)
         return bool(route.jobs)
 
+    def _done(self, route: Route, job: Job) -> None:
+        """Delete finished jobs in batches: one durable commit for many. A
+        crash before the delete only re-runs idempotent work; the timer keeps
+        the wait far inside the claim lease, so no scan takes a finished job
+        for a due one."""
+        route.done.append(job.id)
+        if len(route.done) >= 32:
+            self._flush(route)
+        elif route.flush_timer is None:
+            route.flush_timer = asyncio.get_running_loop().call_later(
+                self.flush_delay, self._flush, route)
+
     def _flush(self, route: Route) -> None:
-        if route.done:
-            done, route.done = route.done, []
-            self.app.store.finish_jobs(done)
+        if route.flush_timer is not None:
+            route.flush_timer.cancel()
+            route.flush_timer = None
+        if not route.done:
+            return
+        try:
+            self.app.store.finish_jobs(route.done)
+        except Exception:
+            # The jobs are done: never retry them for this. Keep their ids and
+            # try the delete again shortly.
+            log.exception("could not delete %d finished jobs; trying again", len(route.done))
+            route.flush_timer = asyncio.get_running_loop().call_later(
+                self.flush_delay, self._flush, route)
+            return
+        route.done = []
 
     async def _drop_link(self, route: Route) -> None:
         if route.link is not None:

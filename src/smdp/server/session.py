@@ -11,7 +11,6 @@ stall (issue 4, "slow senders"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -127,7 +126,8 @@ class Session:
                 event = self.conn.next_event()
                 if event is NEED_DATA:
                     self.writer.write(self.conn.data_to_send())
-                    await self.writer.drain()
+                    if not await self._drain():
+                        break
                     now = time.monotonic()
                     self._track(now, 0)
                     cut, why = self._cutoff(now)
@@ -150,10 +150,23 @@ class Session:
                     if self.conn.reply_owed is not None:
                         self.internal_error()
             self.writer.write(self.conn.data_to_send())
-            await self.writer.drain()
+            await self._drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 5.0)
+            except Exception:
+                self.writer.transport.abort()  # a peer that never reads is not waited for
+
+    async def _drain(self) -> bool:
+        """Wait for our replies to leave; a client that stops reading them is cut
+        off like an idle one (it would hold its session slot forever)."""
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.config.limits.idle_timeout)
+        except TimeoutError:
+            log.info("session cut off: the client does not read its replies")
+            self.writer.transport.abort()
+            return False
+        return True

@@ -1,0 +1,116 @@
+"""Review findings (round 2), unit level: the delivery worker's batched
+deletes. Each test fails while its defect is present."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from smdp.config import DeliveryPolicy
+from smdp.server.delivery import DeliveryWorker, Route
+from smdp.store import open_store
+from smdp.store.records import Job
+
+
+class FakeStore:
+    """Records deletes and retries; finish_jobs fails ``fail`` times first."""
+
+    def __init__(self, fail: int) -> None:
+        self.fail = fail
+        self.finished: list[int] = []
+        self.retried: list[int] = []
+
+    def finish_jobs(self, ids: list[int]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        self.finished.extend(ids)
+
+    def retry_job(self, job_id: int, at: float, error: str) -> None:
+        self.retried.append(job_id)
+
+
+def _worker(store: Any, lease: float = 600.0) -> DeliveryWorker:
+    policy = DeliveryPolicy(claim_lease=lease, retry_initial=0.01, retry_max=0.01)
+    app = SimpleNamespace(config=SimpleNamespace(delivery=policy, node="n1"), store=store)
+    worker = DeliveryWorker(app)  # type: ignore[arg-type]
+    worker.linger = 0.01
+    return worker
+
+
+def _job(i: int) -> Job:
+    return Job(i, "send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}), 0, "")
+
+
+async def _ok(payload: dict[str, Any], route: Route) -> None:
+    return None
+
+
+def test_failed_batch_delete_does_not_retry_a_delivered_job_nor_lose_the_batch() -> None:
+    """delivery.py _run_route/_flush: the 32nd success triggers _flush inside
+    the job's try; a failing finish_jobs is then taken for a failure of *that
+    job* (retry_job: it is sent again, and after max_attempts the sender is
+    told it failed), and the 32 ids, already swapped out of route.done, are
+    never deleted by this worker (they re-run when the lease expires)."""
+    store = FakeStore(fail=1)
+    worker = _worker(store)
+    worker.handlers["send-envelope"] = _ok
+    route = Route("b.example", "b.example#0")
+    route.jobs.extend(_job(i) for i in range(1, 33))
+    worker._busy.add(route)
+    asyncio.run(worker._run_route(route))
+    assert store.retried == [], f"delivered jobs put back for retry: {store.retried}"
+    assert sorted(store.finished) == list(range(1, 33)), "finished jobs never deleted"
+
+
+def test_failed_delete_while_lingering_loses_the_finished_ids() -> None:
+    """delivery.py _linger: its _flush raising escapes _run_route (an unretrieved
+    task exception) after route.done was emptied, so the finally's _flush has
+    nothing left to delete: the finished job stays in the queue, claimed."""
+    store = FakeStore(fail=1)
+    worker = _worker(store)
+    worker.handlers["send-envelope"] = _ok
+    route = Route("b.example", "b.example#0")
+    route.jobs.append(_job(7))
+    worker._busy.add(route)
+    try:
+        asyncio.run(worker._run_route(route))
+    except sqlite3.OperationalError:
+        pass
+    assert store.finished == [7], "the finished job was never deleted"
+
+
+def test_finished_job_not_yet_deleted_is_claimed_and_run_again(tmp_path: Path) -> None:
+    """delivery.py batching vs. the claim lease: a finished job waits in
+    route.done while the route carries on with the next job; when that takes
+    longer than claim_lease, the scan claims the finished job again and a
+    second session runs it a second time (and, once the first route flushes,
+    the next job of its envelope can start while the duplicate still runs)."""
+    store = open_store(str(tmp_path / "q.sqlite3"))
+    runs: list[str] = []
+
+    async def handler(payload: dict[str, Any], route: Route) -> None:
+        runs.append(payload["envid"])
+        if payload["envid"] == "slow":
+            await asyncio.sleep(0.6)  # longer than the lease below
+
+    async def main() -> None:
+        worker = _worker(store, lease=0.2)
+        worker.app.config.delivery = DeliveryPolicy(claim_lease=0.2, poll_interval=0.05)
+        worker.handlers["send-envelope"] = handler
+        worker._route_of = lambda job: "b.example"  # type: ignore[method-assign]
+        worker.sessions_per_peer = 1  # both jobs on one session, in order
+        store.enqueue("send-envelope", "k1", json.dumps({"envid": "fast"}))
+        store.enqueue("send-envelope", "k2", json.dumps({"envid": "slow"}))
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(1.5)
+        worker.stop()
+        await task
+
+    asyncio.run(main())
+    store.close()
+    assert runs.count("fast") == 1, f"a finished job ran again: {runs}"
