@@ -14,7 +14,7 @@ def test_client_that_never_reads_is_cut_off_and_frees_its_session(tmp_path: Path
     commands and never reads their replies parks the session in
     ``writer.drain()`` (no timeout) and then in ``wait_closed()``: it holds its
     slot forever, so with max_sessions = 1 nobody else gets in."""
-    a, b = make_pair(tmp_path, extra_b="[limits]\nidle_timeout = 1\nmax_sessions = 1\n")
+    _a, b = make_pair(tmp_path, extra_b="[limits]\nidle_timeout = 1\nmax_sessions = 1\n")
     with running(b):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
