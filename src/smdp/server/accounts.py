@@ -73,21 +73,22 @@ class Accounts:
             raise AccountError("the password must not be empty")
         self.store.set_password(self.user(address).id, self.passwords.hash(password))
 
-    def authenticate(self, name: str, password: str) -> User | None:
+    async def authenticate(self, name: str, password: str) -> User | None:
         """Assumption 2: any identity (main or secondary) logs the user in.
 
-        An unknown name costs as much time as a wrong password, so the reply
-        time does not tell whether an account exists.
+        An unknown name costs as much Argon2 work as a wrong password, so the
+        reply time does not tell whether an account exists. The hashing runs
+        in a thread pool, off the event loop.
         """
         try:
             address = str(parse_address(name)).lower()
         except AddressError:
-            self.passwords.verify_absent(password)
+            await self.passwords.verify_absent_async(password)
             return None
         user = self.store.user_by_address(address)
         if user is None:
-            self.passwords.verify_absent(password)
+            await self.passwords.verify_absent_async(password)
             return None
-        if not self.passwords.verify(user.password_hash, password):
+        if not await self.passwords.verify_async(user.password_hash, password):
             return None
         return user

@@ -143,7 +143,7 @@ class UserSession(Session):
                 self.name = name
                 conn.ok("send your password")
             case wire.Pass(password=password, verb=verb):
-                user = await self._authenticate(password)
+                user = await app.accounts.authenticate(self.name or "", password)
                 if user is None:
                     # Same reply whether or not the account exists; each failure
                     # slows the next replies to this client and for this name.
@@ -267,22 +267,6 @@ class UserSession(Session):
         if excess <= 0:
             return 0.2
         return float(min(abuse.login_delay_max, 0.5 * 2 ** min(excess, 16)))
-
-    async def _authenticate(self, password: str) -> User | None:
-        accounts = self.app.accounts
-        name = self.name or ""
-        try:
-            address = str(parse_address(name)).lower()
-        except AddressError:
-            await accounts.passwords.verify_absent_async(password)
-            return None
-        user = self.app.store.user_by_address(address)
-        if user is None:
-            await accounts.passwords.verify_absent_async(password)
-            return None
-        if not await accounts.passwords.verify_async(user.password_hash, password):
-            return None
-        return user
 
     def _show_envelope(self, entry_id: int) -> None:
         assert self.user is not None
