@@ -221,12 +221,12 @@ def test_queue_retry_and_finish(backend: Backend) -> None:
     with store.transaction():
         store.enqueue("send-envelope", "k1", '{"envid": "x"}', at=100.0)
         store.enqueue("report-decision", "k2", '{"entry": 1}', at=200.0)
-    assert [j.key for j in store.due_jobs(150.0)] == ["k1"]
-    job = store.due_jobs(150.0)[0]
-    store.retry_job(job.id, 300.0, "peer down")
-    assert [j.key for j in store.due_jobs(250.0)] == ["k2"]
-    [retried] = [j for j in store.due_jobs(300.0) if j.key == "k1"]
-    assert (retried.attempts, retried.last_error) == (1, "peer down")
+    [job] = store.claim_jobs("n", 150.0, 10, lease=1000.0)  # only k1 is due
+    assert job.key == "k1"
+    store.retry_job(job.id, 300.0, "peer down")  # also gives the claim back
+    assert [j.key for j in store.claim_jobs("n", 250.0, 10, lease=1000.0)] == ["k2"]
+    [retried] = store.claim_jobs("n", 300.0, 10, lease=1000.0)  # k2 is still claimed
+    assert (retried.key, retried.attempts, retried.last_error) == ("k1", 1, "peer down")
     store.finish_job(retried.id)
     assert store.queue_size() == 1
     store.close()

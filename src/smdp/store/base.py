@@ -268,9 +268,6 @@ class Store(Protocol):
         """Give back every claim ``node`` holds (it restarted: none is running)."""
         ...
 
-    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
-        ...
-
     def finish_job(self, job_id: int) -> None:
         ...
 

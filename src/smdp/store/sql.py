@@ -325,14 +325,6 @@ class SqlStore:
             )
         return int(cur.rowcount)
 
-    def due_jobs(self, now: float, limit: int = 100) -> list[Job]:
-        rows = self._exec(
-            "SELECT id, kind, key, payload, attempts, last_error FROM queue "
-            "WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [Job(*r) for r in rows]
-
     def finish_job(self, job_id: int) -> None:
         self._exec("DELETE FROM queue WHERE id=?", (job_id,))
 
