@@ -22,7 +22,7 @@ in C, and never a byte at a time in Python.
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 __all__ = [
     "CLOSED",
@@ -33,6 +33,7 @@ __all__ = [
     "ProtocolUsageError",
     "RemoteProtocolError",
     "Sentinel",
+    "ServerConnection",
     "dot_stuff",
     "dot_unstuff",
     "normalize_line_ends",
@@ -304,3 +305,55 @@ def dot_unstuff(wire: bytes, *, max_line: int = 1 << 30, max_size: int = 1 << 62
     if reader.failed:
         raise ValueError("block exceeds a limit")
     return reader.result()
+
+
+_Event = TypeVar("_Event")
+
+
+class ServerConnection(Generic[_Event]):
+    """What the server side of both ports shares: the received bytes, the
+    queued output, TLS status and the one event a reply is owed to.
+
+    Subclasses set the attributes in ``__init__`` and say when the session is
+    over (``_closed``); the grammar and the state table are theirs.
+    """
+
+    _lines: LineBuffer
+    _out: bytearray
+    _eof: bool
+    _tls: bool
+    _owed: tuple[str, _Event] | None
+
+    def _closed(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def buffered(self) -> int:
+        """Octets received and not processed yet."""
+        return self._lines.buffered
+
+    @property
+    def tls(self) -> bool:
+        """True when the session runs over TLS (the application said so)."""
+        return self._tls
+
+    @property
+    def reply_owed(self) -> _Event | None:
+        """The event still waiting for its answer, if any."""
+        return self._owed[1] if self._owed else None
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed received bytes; ``b""`` means the peer closed its side."""
+        if self._closed():
+            return
+        if self._eof:
+            raise ProtocolUsageError("receive_data() after EOF")
+        if data:
+            self._lines.feed(data)
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out

@@ -29,6 +29,7 @@ from smdp.protocol.framing import (
     ProtocolUsageError,
     RemoteProtocolError,
     Sentinel,
+    ServerConnection,
     dot_stuff,
 )
 
@@ -438,7 +439,7 @@ def _check_text(line: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-class PeerServerConnection:
+class PeerServerConnection(ServerConnection[PeerEvent]):
     """The server side of one peer session (we are the origin or the destination).
 
     Drive it like h11: ``receive_data(bytes)`` (``b""`` at EOF), then call
@@ -500,42 +501,15 @@ class PeerServerConnection:
 
     # -- public API ---------------------------------------------------------
 
+    def _closed(self) -> bool:
+        return self._state is PeerState.CLOSED
+
     @property
     def state(self) -> PeerState:
         return self._state
 
-    @property
-    def buffered(self) -> int:
-        """Octets received and not processed yet."""
-        return self._lines.buffered
-
-    @property
-    def tls(self) -> bool:
-        """True when the session runs over TLS (the application said so)."""
-        return self._tls
-
-    @property
-    def reply_owed(self) -> PeerEvent | None:
-        """The event still waiting for ``reply()``/``send_body()``, if any."""
-        return self._owed[1] if self._owed else None
-
     def greeting(self) -> bytes:
         return f"220 {self.hostname} SMDP ready\r\n".encode()
-
-    def receive_data(self, data: bytes) -> None:
-        if self._state is PeerState.CLOSED:
-            return
-        if self._eof:
-            raise ProtocolUsageError("receive_data() after EOF")
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     def next_event(self) -> PeerEvent | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         if self._owed is not None:

@@ -29,6 +29,7 @@ from smdp.protocol.framing import (
     ProtocolUsageError,
     RemoteProtocolError,
     Sentinel,
+    ServerConnection,
     dot_stuff,
 )
 from smdp.protocol.peer import MIB, parse_hostname, parse_mailbox
@@ -481,7 +482,7 @@ def _status(ok: bool, text: str) -> bytes:
 # ---------------------------------------------------------------------------
 
 
-class UserServerConnection:
+class UserServerConnection(ServerConnection[UserEvent]):
     """The server side of one user session.
 
     Same shape as :class:`smdp.protocol.peer.PeerServerConnection`: feed
@@ -549,40 +550,15 @@ class UserServerConnection:
 
     # -- public API ---------------------------------------------------------
 
+    def _closed(self) -> bool:
+        return self._state is UserState.CLOSED
+
     @property
     def state(self) -> UserState:
         return self._state
 
-    @property
-    def buffered(self) -> int:
-        return self._lines.buffered
-
-    @property
-    def tls(self) -> bool:
-        """True when the session runs over TLS (the application said so)."""
-        return self._tls
-
-    @property
-    def reply_owed(self) -> UserEvent | None:
-        return self._owed[1] if self._owed else None
-
     def greeting(self) -> bytes:
         return f"+OK {self.hostname} SMDP user port ready\r\n".encode()
-
-    def receive_data(self, data: bytes) -> None:
-        if self._state is UserState.CLOSED:
-            return
-        if self._eof:
-            raise ProtocolUsageError("receive_data() after EOF")
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     def next_event(self) -> UserEvent | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         if self._owed is not None:
