@@ -213,36 +213,6 @@ class PostgresStore(SqlStore):
 
     # -- origin side: held messages ------------------------------------------
 
-    def insert_out_message(
-        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
-        summary: str, expires_at: float,
-    ) -> int:
-        return self._insert(
-            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
-            "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
-        )
-
-    def _insert(self, sql: str, args: Sequence[object]) -> int:
-        row = self._exec(sql, args).fetchone()
-        assert row is not None  # INSERT ... RETURNING id gives one row
-        return int(row[0])
-
-    def update_out_recipient(
-        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
-    ) -> None:
-        if envid is None:
-            self._exec(
-                "UPDATE out_recipients SET state=%s, detail=%s, updated_at=%s WHERE id=%s",
-                (state, detail, time.time(), rcpt_id),
-            )
-        else:
-            self._exec(
-                "UPDATE out_recipients SET state=%s, detail=%s, envid=%s, updated_at=%s "
-                "WHERE id=%s",
-                (state, detail, envid, time.time(), rcpt_id),
-            )
-
     def count_spam_reports(self, user_id: int, since: float) -> int:
         row = self._exec(
             "SELECT COUNT(*) FROM spam_reports WHERE user_id=%s AND reported_at >= %s",
@@ -251,30 +221,6 @@ class PostgresStore(SqlStore):
         return int(row[0]) if row else 0
 
     # -- destination side: envelopes and mailboxes ---------------------------
-
-    def insert_in_envelope(
-        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: bytes | None,
-    ) -> int:
-        return self._insert(
-            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-            "received_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (envid, origin_server, sender, size, block, subject, time.time(), body),
-        )
-
-    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
-        self._exec(
-            "UPDATE in_envelopes SET expires_at=%s WHERE id=%s", (expires_at, envelope_id)
-        )
-
-    def insert_mailbox_entry(
-        self, user_id: int, envelope_id: int, recipient: str, state: str
-    ) -> int:
-        return self._insert(
-            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) "
-            "VALUES (%s, %s, %s, %s) RETURNING id",
-            (user_id, envelope_id, recipient, state),
-        )
 
     def mailbox_entries(
         self, user_id: int, states: Sequence[str] | None = None
@@ -293,25 +239,6 @@ class PostgresStore(SqlStore):
             self._exec("UPDATE mailbox SET deleted=1 WHERE id = ANY(%s)", (list(entry_ids),))
 
     # -- quality (section 5.3) ------------------------------------------------
-
-    def count_messages(self, server: str, n: int) -> None:
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (%s, %s, 0, %s) ON CONFLICT (server) DO UPDATE SET "
-            "messages = peer_quality.messages + excluded.messages, "
-            "updated_at = excluded.updated_at",
-            (server, n, time.time()),
-        )
-
-    def count_forged(self, server: str, n: int) -> None:
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (server) DO UPDATE SET "
-            "messages = peer_quality.messages + excluded.messages, "
-            "votes = peer_quality.votes + excluded.votes, "
-            "updated_at = excluded.updated_at",
-            (server, n, -n, time.time()),
-        )
 
     def set_vote(self, entry_id: int, server: str, vote: int) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
@@ -337,15 +264,6 @@ class PostgresStore(SqlStore):
         )
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
-
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
-        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
-        self._exec(
-            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, address, server) DO UPDATE "
-            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
-            (user_id, kind, address, server, how, time.time()),
-        )
 
     # -- expiry and cleanup ------------------------------------------------------
 

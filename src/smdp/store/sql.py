@@ -33,6 +33,88 @@ class SqlStore:
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+        self._exec(
+            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE "
+            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
+            (user_id, kind, address, server, how, time.time()),
+        )
+
+    def update_out_recipient(
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+    ) -> None:
+        if envid is None:
+            self._exec(
+                "UPDATE out_recipients SET state=?, detail=?, updated_at=? WHERE id=?",
+                (state, detail, time.time(), rcpt_id),
+            )
+        else:
+            self._exec(
+                "UPDATE out_recipients SET state=?, detail=?, envid=?, updated_at=? "
+                "WHERE id=?",
+                (state, detail, envid, time.time(), rcpt_id),
+            )
+
+    def count_messages(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (?, ?, 0, ?) ON CONFLICT (server) DO UPDATE SET "
+            "messages = peer_quality.messages + excluded.messages, "
+            "updated_at = excluded.updated_at",
+            (server, n, time.time()),
+        )
+
+    def count_forged(self, server: str, n: int) -> None:
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (server) DO UPDATE SET "
+            "messages = peer_quality.messages + excluded.messages, "
+            "votes = peer_quality.votes + excluded.votes, "
+            "updated_at = excluded.updated_at",
+            (server, n, -n, time.time()),
+        )
+
+    def insert_out_message(
+        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        summary: str, expires_at: float,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
+        )
+
+    def insert_in_envelope(
+        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
+        subject: str, body: bytes | None,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+            "received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (envid, origin_server, sender, size, block, subject, time.time(), body),
+        )
+
+    def insert_mailbox_entry(
+        self, user_id: int, envelope_id: int, recipient: str, state: str
+    ) -> int:
+        return self._insert(
+            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) "
+            "VALUES (?, ?, ?, ?) RETURNING id",
+            (user_id, envelope_id, recipient, state),
+        )
+
+    def _insert(self, sql: str, args: Sequence[object]) -> int:
+        row = self._exec(sql, args).fetchone()
+        assert row is not None  # INSERT ... RETURNING id gives one row
+        return int(row[0])
+
+    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
+        self._exec(
+            "UPDATE in_envelopes SET expires_at=? WHERE id=?", (expires_at, envelope_id)
+        )
+
     def set_password(self, user_id: int, password_hash: str) -> None:
         with self.transaction():
             self._exec("UPDATE users SET password_hash=? WHERE id=?", (password_hash, user_id))

@@ -146,31 +146,6 @@ class SqliteStore(SqlStore):
 
     # -- origin side: held messages ------------------------------------------
 
-    def insert_out_message(
-        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
-        summary: str, expires_at: float,
-    ) -> int:
-        cur = self._exec(
-            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
-        )
-        return int(cur.lastrowid or 0)
-
-    def update_out_recipient(
-        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
-    ) -> None:
-        if envid is None:
-            self._exec(
-                "UPDATE out_recipients SET state=?, detail=?, updated_at=? WHERE id=?",
-                (state, detail, time.time(), rcpt_id),
-            )
-        else:
-            self._exec(
-                "UPDATE out_recipients SET state=?, detail=?, envid=?, updated_at=? WHERE id=?",
-                (state, detail, envid, time.time(), rcpt_id),
-            )
-
     def count_spam_reports(self, user_id: int, since: float) -> int:
         row = self._exec(
             "SELECT COUNT(*) FROM spam_reports WHERE user_id=? AND reported_at >= ?",
@@ -179,29 +154,6 @@ class SqliteStore(SqlStore):
         return int(row[0])
 
     # -- destination side: envelopes and mailboxes ---------------------------
-
-    def insert_in_envelope(
-        self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: bytes | None,
-    ) -> int:
-        cur = self._exec(
-            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-            "received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (envid, origin_server, sender, size, block, subject, time.time(), body),
-        )
-        return int(cur.lastrowid or 0)
-
-    def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
-        self._exec("UPDATE in_envelopes SET expires_at=? WHERE id=?", (expires_at, envelope_id))
-
-    def insert_mailbox_entry(
-        self, user_id: int, envelope_id: int, recipient: str, state: str
-    ) -> int:
-        cur = self._exec(
-            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) VALUES (?, ?, ?, ?)",
-            (user_id, envelope_id, recipient, state),
-        )
-        return int(cur.lastrowid or 0)
 
     def mailbox_entries(
         self, user_id: int, states: Sequence[str] | None = None
@@ -225,22 +177,6 @@ class SqliteStore(SqlStore):
 
     # -- quality (section 5.3) ------------------------------------------------
 
-    def count_messages(self, server: str, n: int) -> None:
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, ?, 0, ?) "
-            "ON CONFLICT (server) DO UPDATE SET messages = messages + excluded.messages, "
-            "updated_at = excluded.updated_at",
-            (server, n, time.time()),
-        )
-
-    def count_forged(self, server: str, n: int) -> None:
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (server) DO UPDATE SET messages = messages + excluded.messages, "
-            "votes = votes + excluded.votes, updated_at = excluded.updated_at",
-            (server, n, -n, time.time()),
-        )
-
     def set_vote(self, entry_id: int, server: str, vote: int) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         row = self._exec("SELECT vote FROM votes WHERE mailbox_id=?", (entry_id,)).fetchone()
@@ -260,15 +196,6 @@ class SqliteStore(SqlStore):
         )
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
-
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
-        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
-        self._exec(
-            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE SET "
-            "kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
-            (user_id, kind, address, server, how, time.time()),
-        )
 
     # -- expiry and cleanup ------------------------------------------------------
 
