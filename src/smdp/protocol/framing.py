@@ -14,6 +14,11 @@ Memory is bounded by construction: a partial line longer than the limit is dropp
 as it arrives and only remembered as "too long", and a block larger than its size
 limit is counted but no longer stored. Neither class ever raises on peer input.
 
+Large blocks need not be held whole either way: :meth:`DataBlockReader.take`
+hands out what was read so far (the connections turn it into :class:`BlockChunk`
+events once a ``stream_threshold`` is reached), and :class:`DotStuffer` encodes a
+body given in pieces.
+
 Speed matters for blocks (a 64 MiB body is common enough), so blocks are processed
 a buffer at a time with ``bytes.find``/``bytes.replace``/``bytes.split``, which run
 in C, and never a byte at a time in Python.
@@ -22,13 +27,16 @@ in C, and never a byte at a time in Python.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Final, Generic, Literal, TypeVar
 
 __all__ = [
     "CLOSED",
     "LINE_TOO_LONG",
     "NEED_DATA",
+    "BlockChunk",
     "DataBlockReader",
+    "DotStuffer",
     "LineBuffer",
     "ProtocolUsageError",
     "RemoteProtocolError",
@@ -79,6 +87,22 @@ class RemoteProtocolError(Exception):
 
 
 _CRLF: Final = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockChunk:
+    """A piece of a message body being received (only with ``stream_threshold``).
+
+    A connection created with ``stream_threshold=n`` emits one each time it
+    holds at least ``n`` octets of the body block being read: unstuffed, CRLF
+    line ends, always whole lines. The body is the concatenation of every
+    chunk's ``data`` and the ``data`` of the block's final event (``DataComplete``,
+    ``MessageComplete``, ``PulledBody.body``, ``UserReply.body``). If the block
+    fails in the end, the failure is reported as without streaming and the
+    chunks received so far must be thrown away. No reply is owed to a chunk.
+    """
+
+    data: bytes
 
 
 class LineBuffer:
@@ -161,11 +185,18 @@ class DataBlockReader:
     sets :attr:`too_big`. Either way the reader keeps consuming up to the
     terminator, so the session stays in step, but stops storing anything
     (contract section 1: "read to its end and refused as a whole").
+
+    To hold less than a whole block, call :meth:`take` between :meth:`consume`
+    calls: it hands out (and forgets) the complete lines read so far, in final
+    form; :meth:`result` then gives only the rest. The limits keep counting the
+    whole block (:attr:`size` includes what was taken), so a block that fails
+    after some was taken still fails, and what was taken must be thrown away.
     """
 
     __slots__ = (
         "_chunks",
         "_done",
+        "_held",
         "_max_content",
         "_skipping",
         "max_line",
@@ -185,6 +216,8 @@ class DataBlockReader:
         self._max_content = max_line - 2
         # Unstuffed block text with LF line ends; CRLF is restored once in result().
         self._chunks: list[bytes] = []
+        # Octets in _chunks once line ends are CRLF (what take() would return).
+        self._held = 0
         self._done = False
         # True while the rest of an over-long line is being thrown away.
         self._skipping = False
@@ -199,6 +232,11 @@ class DataBlockReader:
     @property
     def failed(self) -> bool:
         return self.too_long_line or self.too_big
+
+    @property
+    def held(self) -> int:
+        """Octets of content stored and not taken yet (in final, CRLF form)."""
+        return self._held
 
     def consume(self, lines: LineBuffer) -> bool:
         """Take what belongs to the block from ``lines``; True once it is complete."""
@@ -238,7 +276,7 @@ class DataBlockReader:
             # A partial line already over the limit (allowing for a stuffing dot
             # and a CR) cannot be the terminator.
             self.too_long_line = True
-            self._chunks.clear()
+            self._forget()
             self._skipping = True
             buf.clear()
         return False
@@ -260,11 +298,26 @@ class DataBlockReader:
             self.too_big = True
         else:
             self._chunks.append(chunk)
+            self._held += len(chunk) + line_count
             return
+        self._forget()
+
+    def _forget(self) -> None:
         self._chunks.clear()
+        self._held = 0
+
+    def take(self) -> bytes:
+        """Hand out and forget the content stored so far: unstuffed, CRLF line
+        ends, whole lines only. ``b""`` once the block failed (nothing is stored)."""
+        data = b"".join(self._chunks).replace(b"\n", _CRLF)
+        self._forget()
+        return data
 
     def result(self) -> bytes:
-        """The block, unstuffed, with CRLF line ends (raises unless complete and valid)."""
+        """The block, unstuffed, with CRLF line ends (raises unless complete and valid).
+
+        Only the part not handed out by :meth:`take` yet.
+        """
         if not self._done:
             raise ProtocolUsageError("the block is not complete yet")
         if self.failed:
@@ -290,6 +343,59 @@ def dot_stuff(body: bytes) -> bytes:
     if body.startswith(b"."):
         body = b"." + body
     return body.replace(b"\n.", b"\n..") + b".\r\n"
+
+
+class DotStuffer:
+    """:func:`dot_stuff` for a body given in pieces of any size.
+
+    ``b"".join(map(s.feed, pieces)) + s.end() == dot_stuff(b"".join(pieces))``
+    for every way of cutting a body into pieces. Each piece is encoded with
+    ``bytes.replace`` as a whole; only a trailing CR is held back, since an LF
+    at the start of the next piece makes it a line end. One stuffer encodes one
+    body: :meth:`feed` or :meth:`end` after :meth:`end` raise ProtocolUsageError.
+    """
+
+    __slots__ = ("_at_line_start", "_cr", "_ended", "_started")
+
+    def __init__(self) -> None:
+        # The output so far is empty or ends with CRLF: a "." next is stuffed.
+        self._at_line_start = True
+        # A CR ended the last piece and has not been written out yet.
+        self._cr = False
+        self._started = False
+        self._ended = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The wire form of the next piece of the body (possibly ``b""``)."""
+        if self._ended:
+            raise ProtocolUsageError("feed() after end()")
+        if not chunk:
+            return b""
+        self._started = True
+        if self._cr:
+            chunk = b"\r" + chunk
+        self._cr = chunk.endswith(b"\r")
+        if self._cr:
+            chunk = chunk[:-1]
+            if not chunk:
+                return b""
+        chunk = chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+        stuffed = chunk.replace(b"\n.", b"\n..")
+        if self._at_line_start and chunk.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._at_line_start = chunk.endswith(b"\n")
+        return stuffed
+
+    def end(self) -> bytes:
+        """The rest: a held-back CR, a final CRLF if missing, and ``.\\r\\n``."""
+        if self._ended:
+            raise ProtocolUsageError("end() called twice")
+        self._ended = True
+        if self._cr:
+            return b"\r\r\n.\r\n"
+        if self._started and not self._at_line_start:
+            return b"\r\n.\r\n"
+        return b".\r\n"
 
 
 def dot_unstuff(wire: bytes, *, max_line: int = 1 << 30, max_size: int = 1 << 62) -> bytes:

@@ -24,13 +24,14 @@ from smdp.protocol.framing import (
     CLOSED,
     LINE_TOO_LONG,
     NEED_DATA,
+    BlockChunk,
     DataBlockReader,
+    DotStuffer,
     LineBuffer,
     ProtocolUsageError,
     RemoteProtocolError,
     Sentinel,
     ServerConnection,
-    dot_stuff,
 )
 
 __all__ = [
@@ -43,9 +44,12 @@ __all__ = [
     "TOO_BIG_REASON",
     "TRANSITIONS",
     "VERBS",
+    "BlockChunk",
     "Data",
     "DataComplete",
+    "DataEnd",
     "DataFailed",
+    "DataPart",
     "DataStart",
     "Decision",
     "DecisionKind",
@@ -136,14 +140,38 @@ class DataStart:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Client only: the block after a 354, sent dot-stuffed."""
+    """Client only: the block after a 354, sent dot-stuffed (one reply expected).
+
+    The same as ``DataPart(body)`` followed by ``DataEnd()``.
+    """
 
     body: bytes
 
 
 @dataclass(frozen=True, slots=True)
+class DataPart:
+    """Client only: the next piece of a block sent in pieces after a 354.
+
+    Any cut is fine (inside a line, between CR and LF). No reply is expected;
+    :class:`DataEnd` ends the block.
+    """
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataEnd:
+    """Client only: the end of a block sent with :class:`DataPart` (a final CRLF
+    if the body lacks one, then "."). One reply is expected."""
+
+
+@dataclass(frozen=True, slots=True)
 class DataComplete:
-    """The block arrived whole: unstuffed, CRLF line ends, final CRLF kept."""
+    """The block arrived whole: unstuffed, CRLF line ends, final CRLF kept.
+
+    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
+    ``data`` is only the rest: the block is their ``data`` joined, then this.
+    """
 
     data: bytes
 
@@ -154,7 +182,7 @@ class DataFailed:
 
     ``reason`` is one of :data:`LINE_TOO_LONG_REASON`, :data:`TOO_BIG_REASON`,
     :data:`SIZE_MISMATCH_REASON`. No reply is owed: the application only drops
-    its transaction.
+    its transaction, and any :class:`BlockChunk` data received for the block.
     """
 
     reason: str
@@ -220,6 +248,7 @@ PeerEvent: TypeAlias = (
     | Rcpt
     | SizeDecl
     | DataStart
+    | BlockChunk
     | DataComplete
     | DataFailed
     | Decision
@@ -237,6 +266,8 @@ PeerCommand: TypeAlias = (
     | SizeDecl
     | DataStart
     | Data
+    | DataPart
+    | DataEnd
     | Decision
     | Received
     | Rset
@@ -434,6 +465,12 @@ def _check_text(line: str) -> None:
         raise ProtocolUsageError(f"reply text must not hold CR, LF or NUL: {line!r}")
 
 
+def _check_threshold(stream_threshold: int | None) -> int | None:
+    if stream_threshold is not None and stream_threshold < 1:
+        raise ValueError("stream_threshold must be None or at least 1")
+    return stream_threshold
+
+
 # ---------------------------------------------------------------------------
 # Server side.
 # ---------------------------------------------------------------------------
@@ -447,6 +484,13 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
     every event with ``reply()`` (or ``send_body()`` for a pull, see
     :attr:`Decision.wants_body`), except :class:`DataFailed`, which is already
     answered; write out ``data_to_send()`` after each step.
+
+    Large bodies need not be held whole. With ``stream_threshold=n``, a DATA
+    block (of MAIL or ENVELOPE) comes as :class:`BlockChunk` events, one each
+    time ``n`` octets or more are held, before its :class:`DataComplete`; they
+    need no reply. A pull may be sent in pieces: ``send_body_start()``, any
+    number of ``send_body_chunk()``, then ``send_body_end()``, which settles
+    the owed reply.
     """
 
     def __init__(
@@ -458,14 +502,18 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
         max_command_line: int = 1000,
         max_line_length: int = 1000,
         tls: bool = False,
+        stream_threshold: int | None = None,
     ) -> None:
         _check_text(hostname)
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
         self.max_line_length = max_line_length
+        self.stream_threshold = _check_threshold(stream_threshold)
         self._lines = LineBuffer(max_command_line)
         self._out = bytearray()
+        # The body of a pull being sent in pieces (send_body_start() was called).
+        self._stuffer: DotStuffer | None = None
         self._state = PeerState.GREETED
         self._eof = False
         # True once the session runs over TLS (implicit TLS, or after STARTTLS):
@@ -571,24 +619,49 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
 
     def send_body(self, code: int, text: str, body: bytes) -> None:
         """The pull (section 2.5): ``150 <text>`` then ``body`` dot-stuffed."""
-        cmd, event = self._require_owed()
+        self.send_body_start(code, text)
+        self.send_body_chunk(body)
+        self.send_body_end()
+
+    def send_body_start(self, code: int, text: str) -> None:
+        """Start a pull sent in pieces: ``150 <text>``. The reply stays owed
+        until :meth:`send_body_end`; only body pieces may be sent meanwhile."""
+        _, event = self._require_owed()
         if not (isinstance(event, Decision) and event.wants_body):
             raise ProtocolUsageError("send_body() answers ACCEPT/AUTHORIZE without BODY=HELD")
         if not 100 <= code <= 199:
             raise ProtocolUsageError("the pull is answered with a 1xx code (150)")
         _check_text(text)
         self._out += _format_reply(code, [text])
-        self._out += dot_stuff(body)
+        self._stuffer = DotStuffer()
+
+    def send_body_chunk(self, data: bytes) -> None:
+        """The next piece of the body, cut anywhere; queued dot-stuffed."""
+        self._out += self._body_stuffer().feed(data)
+
+    def send_body_end(self) -> None:
+        """End the body (final CRLF if missing, then "."): the pull is answered."""
+        self._out += self._body_stuffer().end()
+        assert self._owed is not None  # a body is sent only while its reply is owed
+        cmd, event = self._owed
+        self._stuffer = None
         self._owed = None
         self._apply(cmd, event)
 
     # -- internals ----------------------------------------------------------
+
+    def _body_stuffer(self) -> DotStuffer:
+        if self._stuffer is None:
+            raise ProtocolUsageError("no body is being sent; call send_body_start() first")
+        return self._stuffer
 
     def _require_owed(self) -> tuple[str, PeerEvent]:
         if self._owed is None:
             raise ProtocolUsageError("no event is waiting for a reply")
         if self._state is PeerState.CLOSED:
             raise ProtocolUsageError("the session is closed")
+        if self._stuffer is not None:
+            raise ProtocolUsageError("a body is being sent; finish it with send_body_end()")
         return self._owed
 
     def _send_line(self, line: str) -> None:
@@ -637,6 +710,9 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
 
     def _read_block(self, reader: DataBlockReader) -> PeerEvent | None:
         if not reader.consume(self._lines):
+            threshold = self.stream_threshold
+            if threshold is not None and reader.held >= threshold:
+                return BlockChunk(reader.take())
             return None
         self._reader = None
         self._state = TRANSITIONS[(self._state, END_OF_BLOCK)]
@@ -824,7 +900,13 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class PulledBody:
-    """The answer to a pulling decision: ``150 <text>`` and the message."""
+    """The answer to a pulling decision: ``150 <text>`` and the message.
+
+    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
+    ``body`` is only the rest: the message is their ``data`` joined, then this.
+    A block that fails after some chunks raises :class:`RemoteProtocolError` as
+    without streaming; the chunks must then be thrown away.
+    """
 
     code: int
     text: str
@@ -846,11 +928,25 @@ class PeerClientConnection:
     ``send(command)`` returns the bytes to write. Replies are matched to commands
     in order, so the connection knows when a ``150`` brings a block (the answer to
     ACCEPT/AUTHORIZE without BODY=HELD). The first reply is the greeting.
+
+    With ``stream_threshold=n``, that block comes as :class:`BlockChunk` events,
+    one each time ``n`` octets or more are held, before its :class:`PulledBody`.
+    A DATA block may be sent in pieces: :class:`DataPart` commands, then
+    :class:`DataEnd`.
     """
 
-    def __init__(self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB) -> None:
+    def __init__(
+        self,
+        *,
+        max_line_length: int = 1000,
+        max_message_size: int = 64 * MIB,
+        stream_threshold: int | None = None,
+    ) -> None:
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
+        self.stream_threshold = _check_threshold(stream_threshold)
+        # The DATA block being sent in pieces (DataPart), until DataEnd.
+        self._stuffer: DotStuffer | None = None
         self._lines = LineBuffer(max_line_length)
         self._expecting: deque[_Expect] = deque([_Expect.REPLY])
         self._partial: list[str] = []
@@ -865,6 +961,8 @@ class PeerClientConnection:
 
     def send(self, command: PeerCommand) -> bytes:
         expect = _Expect.REPLY
+        if self._stuffer is not None and not isinstance(command, Data | DataPart | DataEnd):
+            raise ProtocolUsageError(f"{command!r} inside a DATA block; send DataEnd() first")
         match command:
             case Helo(hostname=hostname, extended=extended):
                 line = f"{'EHLO' if extended else 'HELO'} {_checked_host(hostname)}"
@@ -879,8 +977,15 @@ class PeerClientConnection:
             case DataStart():
                 line = "DATA"
             case Data(body=body):
+                return self.send(DataPart(body)) + self.send(DataEnd())
+            case DataPart(body=body):
+                if self._stuffer is None:
+                    self._stuffer = DotStuffer()
+                return self._stuffer.feed(body)
+            case DataEnd():
+                stuffer, self._stuffer = self._stuffer or DotStuffer(), None
                 self._expecting.append(expect)
-                return dot_stuff(body)
+                return stuffer.end()
             case Decision(kind=kind, envid=envid, recipient=recipient, body_held=held):
                 if held and kind not in _PULLING_KINDS:
                     raise ProtocolUsageError("BODY=HELD only goes with ACCEPT or AUTHORIZE")
@@ -927,7 +1032,9 @@ class PeerClientConnection:
         else:
             self._eof = True
 
-    def next_event(self) -> Reply | PulledBody | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+    def next_event(
+        self,
+    ) -> Reply | PulledBody | BlockChunk | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         if self._broken:
             raise RemoteProtocolError("the connection already failed")
         try:
@@ -936,11 +1043,16 @@ class PeerClientConnection:
             self._broken = True
             raise
 
-    def _next_event(self) -> Reply | PulledBody | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+    def _next_event(
+        self,
+    ) -> Reply | PulledBody | BlockChunk | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         while True:
             if self._pull is not None:
                 code, text, reader = self._pull
                 if not reader.consume(self._lines):
+                    threshold = self.stream_threshold
+                    if threshold is not None and reader.held >= threshold:
+                        return BlockChunk(reader.take())
                     return CLOSED if self._eof else NEED_DATA
                 self._pull = None
                 if reader.too_long_line:

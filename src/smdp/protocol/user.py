@@ -24,7 +24,9 @@ from smdp.protocol.framing import (
     CLOSED,
     LINE_TOO_LONG,
     NEED_DATA,
+    BlockChunk,
     DataBlockReader,
+    DotStuffer,
     LineBuffer,
     ProtocolUsageError,
     RemoteProtocolError,
@@ -44,6 +46,7 @@ __all__ = [
     "TOO_BIG_REASON",
     "TRANSITIONS",
     "VERBS",
+    "BlockChunk",
     "Capa",
     "DataCmd",
     "Dele",
@@ -224,7 +227,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class MessageComplete:
-    """The composed message: unstuffed, CRLF line ends, final CRLF kept."""
+    """The composed message: unstuffed, CRLF line ends, final CRLF kept.
+
+    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
+    ``data`` is only the rest: the message is their ``data`` joined, then this.
+    """
 
     data: bytes
 
@@ -233,7 +240,8 @@ class MessageComplete:
 class MessageFailed:
     """The message block was refused; the connection has already sent the -ERR.
 
-    ``reason`` is ``"line too long"`` or ``"too big"``. No answer is owed.
+    ``reason`` is ``"line too long"`` or ``"too big"``. No answer is owed; any
+    :class:`BlockChunk` data received for the message is to be thrown away.
     """
 
     reason: str
@@ -315,7 +323,7 @@ UserCommand: TypeAlias = (
     | Ident
     | Stls
 )
-UserEvent: TypeAlias = UserCommand | MessageComplete | MessageFailed
+UserEvent: TypeAlias = UserCommand | BlockChunk | MessageComplete | MessageFailed
 
 
 def answers_multiline(command: UserEvent | Message) -> bool:
@@ -472,6 +480,12 @@ def _check_text(line: str) -> None:
         raise ProtocolUsageError(f"answer text must not hold CR, LF or NUL: {line!r}")
 
 
+def _check_threshold(stream_threshold: int | None) -> int | None:
+    if stream_threshold is not None and stream_threshold < 1:
+        raise ValueError("stream_threshold must be None or at least 1")
+    return stream_threshold
+
+
 def _status(ok: bool, text: str) -> bytes:
     head = "+OK" if ok else "-ERR"
     return f"{head} {text}\r\n".encode() if text else f"{head}\r\n".encode()
@@ -490,6 +504,12 @@ class UserServerConnection(ServerConnection[UserEvent]):
     ``ok_block()`` or ``err()`` (except :class:`MessageFailed`, already answered),
     write ``data_to_send()``. Check :func:`answers_multiline` for which events take
     ``lines`` or a block.
+
+    Large bodies need not be held whole. With ``stream_threshold=n``, the
+    message after DATA comes as :class:`BlockChunk` events, one each time ``n``
+    octets or more are held, before its :class:`MessageComplete`; they need no
+    answer. A block answer may be sent in pieces: ``ok_block_start()``, any
+    number of ``block_chunk()``, then ``block_end()``, which settles the answer.
     """
 
     def __init__(
@@ -501,12 +521,16 @@ class UserServerConnection(ServerConnection[UserEvent]):
         max_command_line: int = 512,
         max_line_length: int = 1000,
         tls: bool = False,
+        stream_threshold: int | None = None,
     ) -> None:
         _check_text(hostname)
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
         self.max_line_length = max_line_length
+        self.stream_threshold = _check_threshold(stream_threshold)
+        # The block answer being sent in pieces (ok_block_start() was called).
+        self._stuffer: DotStuffer | None = None
         self._lines = LineBuffer(max_command_line)
         self._out = bytearray()
         self._state = UserState.AUTHORIZATION
@@ -600,11 +624,30 @@ class UserServerConnection(ServerConnection[UserEvent]):
 
     def ok_block(self, text: str, body: bytes) -> None:
         """``+OK text`` and ``body`` dot-stuffed (RETR, TOP, or any multi-line answer)."""
-        cmd, event = self._require_owed()
+        self.ok_block_start(text)
+        self.block_chunk(body)
+        self.block_end()
+
+    def ok_block_start(self, text: str) -> None:
+        """Start a block answer sent in pieces: ``+OK text``. The answer stays
+        owed until :meth:`block_end`; only block pieces may be sent meanwhile."""
+        _, event = self._require_owed()
         _check_text(text)
         if not answers_multiline(event):
             raise ProtocolUsageError(f"{event!r} is answered on one line")
-        self._finish(cmd, event, _status(True, text) + dot_stuff(body), positive=True)
+        self._out += _status(True, text)
+        self._stuffer = DotStuffer()
+
+    def block_chunk(self, data: bytes) -> None:
+        """The next piece of the block, cut anywhere; queued dot-stuffed."""
+        self._out += self._block_stuffer().feed(data)
+
+    def block_end(self) -> None:
+        """End the block (final CRLF if missing, then "."): the answer is sent."""
+        tail = self._block_stuffer().end()
+        self._stuffer = None
+        cmd, event = self._require_owed()
+        self._finish(cmd, event, tail, positive=True)
 
     def err(self, text: str) -> None:
         cmd, event = self._require_owed()
@@ -616,7 +659,14 @@ class UserServerConnection(ServerConnection[UserEvent]):
     def _require_owed(self) -> tuple[str, UserEvent]:
         if self._owed is None:
             raise ProtocolUsageError("no event is waiting for an answer")
+        if self._stuffer is not None:
+            raise ProtocolUsageError("a block is being sent; finish it with block_end()")
         return self._owed
+
+    def _block_stuffer(self) -> DotStuffer:
+        if self._stuffer is None:
+            raise ProtocolUsageError("no block is being sent; call ok_block_start() first")
+        return self._stuffer
 
     def _finish(self, cmd: str, event: UserEvent, wire: bytes, *, positive: bool) -> None:
         self._out += wire
@@ -647,6 +697,9 @@ class UserServerConnection(ServerConnection[UserEvent]):
 
     def _read_block(self, reader: DataBlockReader) -> UserEvent | None:
         if not reader.consume(self._lines):
+            threshold = self.stream_threshold
+            if threshold is not None and reader.held >= threshold:
+                return BlockChunk(reader.take())
             return None
         self._reader = None
         self._state = TRANSITIONS[(self._state, END_OF_BLOCK)]
@@ -864,11 +917,25 @@ class UserClientConnection:
     ``send(command)`` returns the bytes to write; replies are matched to commands
     in order, so the connection knows which ``+OK`` brings a block. The first
     reply is the greeting.
+
+    With ``stream_threshold=n``, the block answering RETR or TOP comes as
+    :class:`BlockChunk` events, one each time ``n`` octets or more are held,
+    before its :class:`UserReply` (whose ``body`` is then only the rest). A
+    block that fails after some chunks raises :class:`RemoteProtocolError` as
+    without streaming; the chunks must then be thrown away. Listings (``lines``)
+    are never streamed.
     """
 
-    def __init__(self, *, max_line_length: int = 1000, max_message_size: int = 64 * MIB) -> None:
+    def __init__(
+        self,
+        *,
+        max_line_length: int = 1000,
+        max_message_size: int = 64 * MIB,
+        stream_threshold: int | None = None,
+    ) -> None:
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
+        self.stream_threshold = _check_threshold(stream_threshold)
         self._lines = LineBuffer(max_line_length)
         self._expecting: deque[_Expect] = deque([_Expect.LINE])
         self._block: tuple[str, _Expect, DataBlockReader] | None = None
@@ -979,7 +1046,7 @@ class UserClientConnection:
         else:
             self._eof = True
 
-    def next_event(self) -> UserReply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+    def next_event(self) -> UserReply | BlockChunk | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         if self._broken:
             raise RemoteProtocolError("the connection already failed")
         try:
@@ -988,11 +1055,18 @@ class UserClientConnection:
             self._broken = True
             raise
 
-    def _next_event(self) -> UserReply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+    def _next_event(self) -> UserReply | BlockChunk | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         while True:
             if self._block is not None:
                 text, expect, reader = self._block
                 if not reader.consume(self._lines):
+                    threshold = self.stream_threshold
+                    if (
+                        expect is _Expect.BODY
+                        and threshold is not None
+                        and reader.held >= threshold
+                    ):
+                        return BlockChunk(reader.take())
                     return CLOSED if self._eof else NEED_DATA
                 self._block = None
                 if reader.failed:
