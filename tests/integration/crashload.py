@@ -226,14 +226,14 @@ def check(a: Server, b: Server, planned: list[Planned], report: Report) -> None:
     origin = {
         (subject, rcpt): (state, held)
         for subject, rcpt, state, held in a.query(
-            "SELECT m.subject, r.recipient, r.state, m.body IS NOT NULL FROM out_recipients r "
+            "SELECT m.subject, r.recipient, r.state, m.has_body FROM out_recipients r "
             "JOIN out_messages m ON m.id = r.message_id")
     }
     dest: dict[tuple[str, str], list[tuple[str, bool]]] = {}
     envelope_of: dict[tuple[str, str], int] = {}
     accepted_in: set[int] = set()  # envelopes some recipient accepted (brings the body)
     for env_id, subject, rcpt, state, has_body in b.query(
-        "SELECT e.id, e.subject, m.recipient, m.state, e.body IS NOT NULL "
+        "SELECT e.id, e.subject, m.recipient, m.state, e.has_body "
         "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id"):
         dest.setdefault((subject, rcpt), []).append((state, bool(has_body)))
         envelope_of[(subject, rcpt)] = env_id
@@ -256,10 +256,12 @@ def check(a: Server, b: Server, planned: list[Planned], report: Report) -> None:
             dstate, has_body = entries[0]
             if state == "delivered":
                 assert (dstate, has_body) == ("accepted", True), (key, entries)
-                body = b.query(
-                    "SELECT e.body FROM in_envelopes e JOIN mailbox m ON m.envelope_id = e.id "
-                    "WHERE e.subject=? AND m.recipient=?", key)[0][0]
-                assert f"token {p.subject}".encode() in bytes(body)
+                chunks = b.query(
+                    "SELECT c.data FROM in_body_chunks c JOIN mailbox m "
+                    "ON m.envelope_id = c.envelope_id JOIN in_envelopes e ON e.id = c.envelope_id "
+                    "WHERE e.subject=? AND m.recipient=? ORDER BY c.seq", key)
+                body = b"".join(bytes(data) for (data,) in chunks)
+                assert f"token {p.subject}".encode() in body
             else:
                 assert dstate == state, (key, plan, dstate, state)
                 # A rejected message crossed the network only if it was accepted

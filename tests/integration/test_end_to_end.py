@@ -75,7 +75,7 @@ def sent_states(a: Server, msgid: str) -> dict[str, str]:
 
 
 def held(a: Server, msgid: str) -> bool:
-    return a.query("SELECT body IS NOT NULL FROM out_messages WHERE msgid=?", (msgid,))[0][0] == 1
+    return a.query("SELECT has_body FROM out_messages WHERE msgid=?", (msgid,))[0][0] == 1
 
 
 def wait_envelope(b: Server, user: str = BOB, n: int = 1) -> list[list[str]]:
@@ -92,7 +92,7 @@ def test_section_5_2_accept_pulls_the_message(pair: tuple[Server, Server]) -> No
     assert (state, sender, attachments, subject) == ("pending", ALICE, "0", "Lunch?")
     wait_until(lambda: sent_states(a, msgid) == {BOB: "envelope-sent"}, what="envelope sent")
     assert held(a, msgid)
-    assert b.query("SELECT COUNT(*) FROM in_envelopes WHERE body IS NOT NULL") == [(0,)]
+    assert b.query("SELECT COUNT(*) FROM in_envelopes WHERE has_body = 1") == [(0,)]
     c = b.client(BOB)
     shown = c.call(wire.EnvShow(int(entry))).lines or []
     assert "Headline: Hello Bob," in shown and "Server: smdp.a.example" in shown
@@ -167,7 +167,7 @@ def test_every_option_of_table_1(pair: tuple[Server, Server], option: str) -> No
     assert b.query("SELECT server, messages, votes FROM peer_quality") == [
         ("smdp.a.example", 1, vote)]
     assert a.query("SELECT COUNT(*) FROM spam_reports") == [(reports,)]
-    has_body = b.query("SELECT body IS NOT NULL FROM in_envelopes")[0][0]
+    has_body = b.query("SELECT has_body FROM in_envelopes")[0][0]
     assert has_body == (vote > 0)  # a rejected message never crosses the network
 
 

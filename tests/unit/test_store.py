@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from smdp.config import parse_config
+from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.store import SqliteStore, Store, StoreError, open_store
+from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
 
 
@@ -281,6 +283,250 @@ def test_expiry_purge_and_compact(backend: Backend) -> None:
     assert store.purge(150.0) == 1  # now nobody keeps the envelope
     assert store.in_envelope(env) is None and store.out_message(new) is not None
     store.compact()
+    store.close()
+
+
+# -- bodies, a chunk per row (migration 0005) --------------------------------------
+
+
+def rows(store: Store, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Raw SQL on either backend (the shared ``?`` placeholders)."""
+    assert isinstance(store, SqlStore)
+    return [tuple(r) for r in store._exec(sql, args).fetchall()]
+
+
+def count(store: Store, table: str) -> int:
+    [(n,)] = rows(store, f"SELECT COUNT(*) FROM {table}")
+    assert isinstance(n, int)
+    return n
+
+
+def read_chunks(read: Callable[[int], bytes | None]) -> list[bytes]:
+    """What a server streaming a body does: chunk 0, 1, ... until None."""
+    out: list[bytes] = []
+    while (chunk := read(len(out))) is not None:
+        out.append(chunk)
+    return out
+
+
+def file_body(data: bytes) -> Body:
+    """A body spooled to a temporary file, as a large one arrives from the wire."""
+    writer = BodyWriter(threshold=0)
+    for start in range(0, len(data), 100_000):  # pieces that straddle the chunks
+        writer.write(data[start : start + 100_000])
+    body = writer.finish()
+    assert not body.in_memory and body.size == len(data)
+    return body
+
+
+BIG = 3 * 1024 * 1024 + 7  # several MiB, not a whole number of chunks
+SIZES = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, BIG]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["0", "1", "chunk", "chunk+1", "MiBs"])
+def test_bodies_round_trip_a_chunk_per_row(backend: Backend, size: int) -> None:
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    data = random.Random(size).randbytes(size)
+    body = file_body(data) if size == BIG else Body.of(data)
+    expected = -(-size // CHUNK_SIZE)  # full chunks, the last one shorter
+    with store.transaction():
+        mid = store.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
+                                       body=body, subject="s", summary="", expires_at=1e12)
+        direct = store.insert_in_envelope(envid="d" * 26, origin_server="x", sender="s@x",
+                                          size=999, block="", subject="", body=body)
+        pulled = store.insert_in_envelope(envid="p" * 26, origin_server="x", sender="s@x",
+                                          size=999, block="", subject="", body=None)
+    announced = store.in_envelope(pulled)
+    assert announced is not None and not announced.has_body and announced.size == 999
+    store.set_in_body(pulled, body)
+    msg = store.out_message(mid)
+    assert msg is not None and msg.held and msg.size == size
+    out = read_chunks(lambda seq: store.out_body_chunk(mid, seq))
+    assert [len(c) for c in out] == [CHUNK_SIZE] * (size // CHUNK_SIZE) + (
+        [size % CHUNK_SIZE] if size % CHUNK_SIZE else [])
+    assert len(out) == expected and b"".join(out) == data
+    assert store.out_body(mid) == data  # b"" for the empty body, not None
+    for env_id in (direct, pulled):
+        env = store.in_envelope(env_id)
+        # The size of a stored body is the body's, whatever the envelope announced.
+        assert env is not None and env.has_body and env.size == size
+        got = read_chunks(lambda seq, e=env_id: store.in_body_chunk(e, seq))
+        assert len(got) == expected and b"".join(got) == data
+        assert store.in_body(env_id) == data
+    assert count(store, "out_body_chunks") == expected
+    assert count(store, "in_body_chunks") == 2 * expected
+    body_read_again = b"".join(body.chunks())  # storing it did not consume the body
+    assert body_read_again == data
+    store.close()
+
+
+def test_no_body_and_unknown_ids(backend: Backend) -> None:
+    store = backend.open()
+    env = store.insert_in_envelope(envid="n" * 26, origin_server="x", sender="s@x",
+                                   size=10, block="", subject="", body=None)
+    assert store.in_body(env) is None and store.in_body_chunk(env, 0) is None
+    assert store.in_body(env + 1) is None and store.in_body_chunk(env + 1, 0) is None
+    assert store.out_body(12345) is None and store.out_body_chunk(12345, 0) is None
+    store.close()
+
+
+def test_a_body_replaced_or_rolled_back_leaves_no_stray_chunk(backend: Backend) -> None:
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    env = store.insert_in_envelope(envid="r" * 26, origin_server="x", sender="s@x",
+                                   size=1, block="", subject="", body=None)
+    store.set_in_body(env, Body.of(b"a" * (3 * CHUNK_SIZE)))
+    store.set_in_body(env, b"short")  # bytes are still accepted
+    assert store.in_body(env) == b"short" and count(store, "in_body_chunks") == 1
+    assert store.in_body_chunk(env, 1) is None
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
+                                 body=Body.of(b"z" * (2 * CHUNK_SIZE)), subject="s",
+                                 summary="", expires_at=0)
+        raise RuntimeError("crash after the chunks")
+    assert count(store, "out_body_chunks") == 0
+    store.close()
+
+
+def test_drop_expiry_and_purge_delete_the_chunks(backend: Backend) -> None:
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    two_chunks = Body.of(b"q" * (CHUNK_SIZE + 10))
+    with store.transaction():
+        dropped = store.insert_out_message(msgid="m1", user_id=u.id, sender="a@a.example",
+                                           body=two_chunks, subject="s", summary="",
+                                           expires_at=1e12)
+        expired = store.insert_out_message(msgid="m2", user_id=u.id, sender="a@a.example",
+                                           body=two_chunks, subject="s", summary="",
+                                           expires_at=100.0)
+        kept = store.insert_out_message(msgid="m3", user_id=u.id, sender="a@a.example",
+                                        body=two_chunks, subject="s", summary="",
+                                        expires_at=1e12)
+        env = store.insert_in_envelope(envid="h" * 26, origin_server="x", sender="s@x",
+                                       size=1, block="", subject="", body=two_chunks)
+        store.set_in_expiry(env, 100.0)
+        entry = store.insert_mailbox_entry(u.id, env, "alice@a.example", "accepted")
+    assert count(store, "out_body_chunks") == 6 and count(store, "in_body_chunks") == 2
+    with store.transaction():
+        store.drop_out_body(dropped)
+    msg = store.out_message(dropped)
+    assert msg is not None and not msg.held and msg.size == CHUNK_SIZE + 10
+    assert store.out_body(dropped) is None and store.out_body_chunk(dropped, 0) is None
+    assert store.expire_out_messages(200.0) == 1
+    assert store.out_body(expired) is None and store.out_body_chunk(expired, 0) is None
+    assert rows(store, "SELECT DISTINCT message_id FROM out_body_chunks") == [(kept,)]
+    assert store.purge(150.0) == 1  # m2, expired; m1 expires later
+    store.mark_deleted([entry])
+    assert store.purge(150.0) == 1  # the envelope nobody keeps, and its body
+    assert count(store, "in_body_chunks") == 0
+    assert store.out_body(kept) == b"q" * (CHUNK_SIZE + 10)
+    store.compact()
+    store.close()
+
+
+def test_sqlite_dropped_chunks_leave_the_file(tmp_path: Path) -> None:
+    """secure_delete zeroes a dropped body's chunks, and compact() (incremental
+    vacuum and a WAL checkpoint) gives their pages back to the file system."""
+    store = open_store(str(tmp_path / "s.sqlite3"))
+    assert isinstance(store, SqliteStore)
+    token = b"TOKEN-9c2e-never-left-behind"
+    data = (token + bytes(range(256))) * (3 * CHUNK_SIZE // 256)  # a token in every chunk
+    u = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        mid = store.insert_out_message(msgid="m1", user_id=u.id, sender="a@a.example",
+                                       body=file_body(data), subject="s", summary="",
+                                       expires_at=100.0)
+    store.compact()
+
+    def on_disk() -> bool:
+        return any(token in p.read_bytes() for p in tmp_path.glob("s.sqlite3*"))
+
+    assert on_disk()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    assert store.expire_out_messages(200.0) == 1 and store.out_body(mid) is None
+    store.compact()
+    assert not on_disk()
+    assert store._db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    # Three chunks took some 195 pages of 4 KiB: the file gave them back.
+    assert store._db.execute("PRAGMA page_count").fetchone()[0] < pages - 150
+    store.close()
+
+
+def test_migration_0005_moves_the_bodies_into_chunks(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made at version 0004, with bodies in their rows, migrates: each
+    body is cut into CHUNK_SIZE chunks, has_body and in_envelopes' size follow,
+    and the body columns are gone."""
+    import smdp.store.postgres
+    import smdp.store.sqlite
+
+    module = smdp.store.sqlite if backend.name == "sqlite" else smdp.store.postgres
+    every = backend_migrations(backend)
+    assert [v for v, _n, _s in every][4] == 5
+    monkeypatch.setattr(module, "migrations", lambda: every[:4])
+    old = backend.open_raw()
+    old.migrate()
+    assert old.schema_version() == 4
+    u = old.create_user("alice@a.example", "h")
+    bodies = {f"m{n}": random.Random(n).randbytes(n) for n in
+              (0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 3)}
+    token = b"TOKEN-0004-body-in-its-row"
+    bodies["token"] = token * (CHUNK_SIZE // len(token) + 1)
+    with old.transaction():
+        for msgid, data in bodies.items():
+            rows(old, "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, "
+                 "body, created_at, expires_at) VALUES (?, ?, 'a@a.example', ?, '', '', ?, 0, 0) "
+                 "RETURNING id", (msgid, u.id, len(data), data))
+            rows(old, "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, "
+                 "subject, received_at, body) VALUES (?, 'x', 's@x', 1, '', '', 0, ?) "
+                 "RETURNING id", (msgid, data))
+        rows(old, "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, "
+             "body, created_at, expires_at) VALUES ('gone', ?, 'a', 5, '', '', NULL, 0, 0) "
+             "RETURNING id", (u.id,))
+        rows(old, "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+             "received_at, body) VALUES ('none', 'x', 's@x', 77, '', '', 0, NULL) RETURNING id")
+    old.close()
+    monkeypatch.undo()
+
+    store = backend.open()  # open_store migrates
+    assert store.schema_version() == every[-1][0]
+    for msgid, data in bodies.items():
+        msg = store.out_message_by_msgid(msgid)
+        assert msg is not None and msg.held and msg.size == len(data)
+        out = read_chunks(lambda seq, m=msg.id: store.out_body_chunk(m, seq))
+        assert len(out) == -(-len(data) // CHUNK_SIZE)
+        assert all(len(c) == CHUNK_SIZE for c in out[:-1])
+        assert b"".join(out) == data and store.out_body(msg.id) == data
+        env = store.in_envelope_by_envid(msgid)
+        assert env is not None and env.has_body and env.size == len(data)
+        got = read_chunks(lambda seq, e=env.id: store.in_body_chunk(e, seq))
+        assert got == out and store.in_body(env.id) == data
+    gone = store.out_message_by_msgid("gone")
+    assert gone is not None and not gone.held and store.out_body(gone.id) is None
+    none = store.in_envelope_by_envid("none")
+    assert none is not None and not none.has_body and none.size == 77
+    assert store.in_body(none.id) is None
+    columns = (
+        "SELECT name FROM pragma_table_info(?)" if backend.name == "sqlite"
+        else "SELECT column_name FROM information_schema.columns WHERE table_name=?"
+    )
+    for table in ("out_messages", "in_envelopes"):
+        names = {r[0] for r in rows(store, columns, (table,))}
+        assert "has_body" in names and "body" not in names
+    if backend.name == "sqlite":  # the rewrite of the rows left no copy behind
+        assert isinstance(store, SqliteStore)
+
+        def on_disk() -> bool:
+            return any(token in p.read_bytes() for p in store.path.parent.glob("s.sqlite3*"))
+
+        assert on_disk()
+        for msg in store.out_messages_of(u.id):
+            store.drop_out_body(msg.id)
+        assert store.purge(1.0) == 2 * len(bodies) + 2
+        store.compact()
+        assert not on_disk()
     store.close()
 
 

@@ -13,6 +13,10 @@ Semantics every backend keeps:
   transaction only where it says so (user and identity administration);
   every other write is meant to run inside a caller's transaction.
 - Committed data survives a crash (SQLite: WAL with synchronous=FULL).
+- Message bodies are stored a chunk per row (``out_body_chunks``,
+  ``in_body_chunks``) and read a chunk at a time (``out_body_chunk``,
+  ``in_body_chunk``), so no body is ever in memory whole. A body passed in
+  may be a :class:`~smdp.core.body.Body` or, for older callers, bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from smdp.core.body import Body
 from smdp.store.records import (
     InEnvelope,
     Job,
@@ -76,9 +81,11 @@ class Store(Protocol):
         ...
 
     def insert_out_message(
-        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        self, *, msgid: str, user_id: int, sender: str, body: Body | bytes, subject: str,
         summary: str, expires_at: float,
     ) -> int:
+        """Store a held message; its size is ``body.size``, its body written a chunk
+        (``CHUNK_SIZE``) per row."""
         ...
 
     def out_message(self, message_id: int) -> OutMessage | None:
@@ -90,10 +97,18 @@ class Store(Protocol):
     def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
         ...
 
+    def out_body_chunk(self, message_id: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` (from 0) of the held body: None past the end, or when the
+        body is not held. Chunks may be of any size; the total is ``OutMessage.size``."""
+        ...
+
     def out_body(self, message_id: int) -> bytes | None:
+        """The whole held body (``b""`` if empty, None if not held): for tests and
+        small uses only."""
         ...
 
     def drop_out_body(self, message_id: int) -> None:
+        """Delete the held body (its chunks) and keep the message record."""
         ...
 
     def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
@@ -143,8 +158,9 @@ class Store(Protocol):
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: bytes | None,
+        subject: str, body: Body | bytes | None,
     ) -> int:
+        """``size`` is what the envelope announced; with a body, the body's own size."""
         ...
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -176,10 +192,18 @@ class Store(Protocol):
         """Return freed space to the file system (vacuum or equivalent)."""
         ...
 
-    def set_in_body(self, envelope_id: int, body: bytes) -> None:
+    def set_in_body(self, envelope_id: int, body: Body | bytes) -> None:
+        """Store (or replace) the envelope's body; ``InEnvelope.size`` becomes its size."""
+        ...
+
+    def in_body_chunk(self, envelope_id: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` (from 0) of the stored body: None past the end, or when
+        there is no body. Chunks may be of any size; the total is ``InEnvelope.size``."""
         ...
 
     def in_body(self, envelope_id: int) -> bytes | None:
+        """The whole stored body (``b""`` if empty, None if none): for tests and
+        small uses only."""
         ...
 
     def insert_mailbox_entry(

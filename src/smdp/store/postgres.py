@@ -274,7 +274,7 @@ class PostgresStore(SqlStore):
             # Every node runs housekeeping: SKIP LOCKED leaves a message another
             # node is expiring right now to that node, so each is counted once.
             ids = [r[0] for r in self._exec(
-                "SELECT id FROM out_messages WHERE expires_at <= %s AND body IS NOT NULL "
+                "SELECT id FROM out_messages WHERE expires_at <= %s AND has_body = 1 "
                 "FOR UPDATE SKIP LOCKED",
                 (now,),
             ).fetchall()]
@@ -286,7 +286,7 @@ class PostgresStore(SqlStore):
                     "('queued', 'envelope-sent', 'accepted', 'authorized')",
                     (now, message_id),
                 )
-                self._exec("UPDATE out_messages SET body=NULL WHERE id=%s", (message_id,))
+                self.drop_out_body(message_id)  # its chunks go in this transaction
         return len(ids)
 
     def compact(self) -> None:
@@ -304,8 +304,8 @@ class PostgresStore(SqlStore):
         if not got or not got[0]:
             return
         try:
-            self._exec("VACUUM out_messages, out_recipients, out_envelopes, in_envelopes, "
-                       "mailbox, votes, spam_reports, queue")
+            self._exec("VACUUM out_messages, out_body_chunks, out_recipients, out_envelopes, "
+                       "in_envelopes, in_body_chunks, mailbox, votes, spam_reports, queue")
         finally:
             with contextlib.suppress(psycopg.Error):
                 self._exec("SELECT pg_advisory_unlock(%s)", (_COMPACT_LOCK,))

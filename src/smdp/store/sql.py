@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from smdp.core.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     InEnvelope,
     Job,
@@ -77,24 +78,82 @@ class SqlStore:
         )
 
     def insert_out_message(
-        self, *, msgid: str, user_id: int, sender: str, body: bytes, subject: str,
+        self, *, msgid: str, user_id: int, sender: str, body: Body | bytes, subject: str,
         summary: str, expires_at: float,
     ) -> int:
-        return self._insert(
-            "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, body, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (msgid, user_id, sender, len(body), subject, summary, body, time.time(), expires_at),
-        )
+        body = as_body(body)
+        with self.transaction():
+            message_id = self._insert(
+                "INSERT INTO out_messages (msgid, user_id, sender, size, subject, summary, "
+                "has_body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) "
+                "RETURNING id",
+                (msgid, user_id, sender, body.size, subject, summary, time.time(), expires_at),
+            )
+            self._write_chunks(_OUT_CHUNKS, message_id, body)
+        return message_id
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: bytes | None,
+        subject: str, body: Body | bytes | None,
     ) -> int:
-        return self._insert(
-            "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-            "received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (envid, origin_server, sender, size, block, subject, time.time(), body),
-        )
+        """``size`` is the size the envelope announced; with a body, the body's own."""
+        if body is None:
+            return self._insert(
+                "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+                "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
+                (envid, origin_server, sender, size, block, subject, time.time()),
+            )
+        body = as_body(body)
+        with self.transaction():
+            envelope_id = self._insert(
+                "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+                "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
+                (envid, origin_server, sender, body.size, block, subject, time.time()),
+            )
+            self._write_chunks(_IN_CHUNKS, envelope_id, body)
+        return envelope_id
+
+    # -- bodies, a chunk per row ---------------------------------------------------
+
+    def _write_chunks(self, table: tuple[str, str], owner: int, body: Body) -> None:
+        """One row per ``CHUNK_SIZE`` piece: only one piece is in memory at a time
+        (a file-backed body is read a piece at a time as it is written)."""
+        name, key = table
+        sql = f"INSERT INTO {name} ({key}, seq, data) VALUES (?, ?, ?)"
+        for seq, chunk in enumerate(body.chunks(CHUNK_SIZE)):
+            self._exec(sql, (owner, seq, chunk))
+
+    def _chunk(self, table: tuple[str, str], owner: int, seq: int) -> bytes | None:
+        name, key = table
+        row = self._exec(
+            f"SELECT data FROM {name} WHERE {key}=? AND seq=?", (owner, seq)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def _whole(self, table: tuple[str, str], parent: str, owner: int) -> bytes | None:
+        # One statement, so a body dropped meanwhile reads as gone, never as cut short.
+        name, key = table
+        rows = self._exec(
+            f"SELECT c.data FROM {parent} p LEFT JOIN {name} c ON c.{key} = p.id "
+            "WHERE p.id=? AND p.has_body=1 ORDER BY c.seq",
+            (owner,),
+        ).fetchall()
+        if not rows:
+            return None
+        return b"".join(bytes(r[0]) for r in rows if r[0] is not None)
+
+    def out_body_chunk(self, message_id: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` (from 0) of a held body; None past its end or with no body.
+
+        Chunks may be of any size (a body migrated whole is one chunk): read
+        until None and compare the octets read with ``OutMessage.size``.
+        """
+        return self._chunk(_OUT_CHUNKS, message_id, seq)
+
+    def in_body_chunk(self, envelope_id: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` (from 0) of a stored body; None past its end or with no
+        body. Compare the octets read with ``InEnvelope.size``."""
+        return self._chunk(_IN_CHUNKS, envelope_id, seq)
 
     def insert_mailbox_entry(
         self, user_id: int, envelope_id: int, recipient: str, state: str
@@ -146,7 +205,7 @@ class SqlStore:
 
     _OUT_MSG = (
         "SELECT id, msgid, user_id, sender, size, subject, summary, created_at, expires_at, "
-        "body IS NOT NULL FROM out_messages"
+        "has_body FROM out_messages"
     )
 
     def out_message(self, message_id: int) -> OutMessage | None:
@@ -164,11 +223,15 @@ class SqlStore:
         return [out_message_row(r) for r in rows]
 
     def out_body(self, message_id: int) -> bytes | None:
-        row = self._exec("SELECT body FROM out_messages WHERE id=?", (message_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+        """The whole held body (None when not held): for tests and small uses;
+        a server streams with ``out_body_chunk``."""
+        return self._whole(_OUT_CHUNKS, "out_messages", message_id)
 
     def drop_out_body(self, message_id: int) -> None:
-        self._exec("UPDATE out_messages SET body=NULL WHERE id=?", (message_id,))
+        """Delete the held body's chunks (the message record stays)."""
+        with self.transaction():
+            self._exec("DELETE FROM out_body_chunks WHERE message_id=?", (message_id,))
+            self._exec("UPDATE out_messages SET has_body=0 WHERE id=?", (message_id,))
 
     def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
         self._exec(
@@ -237,7 +300,7 @@ class SqlStore:
 
     _IN_ENV = (
         "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "body IS NOT NULL FROM in_envelopes"
+        "has_body FROM in_envelopes"
     )
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -248,12 +311,23 @@ class SqlStore:
         row = self._exec(self._IN_ENV + " WHERE envid=?", (envid,)).fetchone()
         return in_envelope_row(row) if row else None
 
-    def set_in_body(self, envelope_id: int, body: bytes) -> None:
-        self._exec("UPDATE in_envelopes SET body=? WHERE id=?", (body, envelope_id))
+    def set_in_body(self, envelope_id: int, body: Body | bytes) -> None:
+        """Store (or replace) the envelope's body; its size becomes the body's."""
+        body = as_body(body)
+        with self.transaction():
+            # The envelope's row first: on PostgreSQL its lock makes a second node
+            # storing the same body wait, then replace the first one's chunks
+            # (instead of colliding with them on the primary key).
+            self._exec(
+                "UPDATE in_envelopes SET has_body=1, size=? WHERE id=?", (body.size, envelope_id)
+            )
+            self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (envelope_id,))
+            self._write_chunks(_IN_CHUNKS, envelope_id, body)
 
     def in_body(self, envelope_id: int) -> bytes | None:
-        row = self._exec("SELECT body FROM in_envelopes WHERE id=?", (envelope_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+        """The whole stored body (None when there is none): for tests and small
+        uses; a server streams with ``in_body_chunk``."""
+        return self._whole(_IN_CHUNKS, "in_envelopes", envelope_id)
 
     _MAILBOX = (
         "SELECT id, user_id, envelope_id, recipient, state, decision, reason, decided_at, "
@@ -380,13 +454,21 @@ class SqlStore:
         (POP3 DELE) or expired before ``before``. Quality counters stay."""
         with self.transaction():
             n = self._exec(
-                "DELETE FROM out_messages WHERE body IS NULL AND expires_at < ?", (before,)
+                "DELETE FROM out_messages WHERE has_body = 0 AND expires_at < ?", (before,)
             ).rowcount
-            n += self._exec(
-                "DELETE FROM in_envelopes WHERE id IN (SELECT e.id FROM in_envelopes e "
+            # The chunks first, explicitly: the foreign keys' ON DELETE CASCADE
+            # would do it too, but only where they are enforced.
+            unkept = (
+                "SELECT e.id FROM in_envelopes e "
                 "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
-                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < ?)))",
+                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < ?))"
+            )
+            self._exec(
+                f"DELETE FROM in_body_chunks WHERE envelope_id IN ({unkept})",
                 (before,),
+            )
+            n += self._exec(
+                f"DELETE FROM in_envelopes WHERE id IN ({unkept})", (before,)
             ).rowcount
         return int(n)
 
@@ -422,6 +504,15 @@ class SqlStore:
             "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
         ).fetchall()
         return [Job(*r) for r in rows]
+
+
+_OUT_CHUNKS = ("out_body_chunks", "message_id")
+_IN_CHUNKS = ("in_body_chunks", "envelope_id")
+
+
+def as_body(body: Body | bytes) -> Body:
+    """Callers may still pass bytes; the store works with :class:`Body`."""
+    return body if isinstance(body, Body) else Body.of(body)
 
 
 def out_message_row(row: Sequence[object]) -> OutMessage:

@@ -204,7 +204,7 @@ class SqliteStore(SqlStore):
         ``expired`` and the held body is deleted. Returns the messages expired."""
         with self.transaction():
             ids = [r[0] for r in self._exec(
-                "SELECT id FROM out_messages WHERE expires_at <= ? AND body IS NOT NULL", (now,)
+                "SELECT id FROM out_messages WHERE expires_at <= ? AND has_body = 1", (now,)
             ).fetchall()]
             for message_id in ids:
                 self._exec(
@@ -214,13 +214,19 @@ class SqliteStore(SqlStore):
                     "('queued', 'envelope-sent', 'accepted', 'authorized')",
                     (now, message_id),
                 )
-                self._exec("UPDATE out_messages SET body=NULL WHERE id=?", (message_id,))
+                self.drop_out_body(message_id)  # its chunks go in this transaction
         return len(ids)
 
     def compact(self) -> None:
         """Give freed pages back to the file system and empty the WAL."""
-        self._db.execute("PRAGMA incremental_vacuum")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._in_txn:
+            raise StoreError("compact() cannot run inside a transaction")
+        with self._lock:
+            # incremental_vacuum frees one page per step of the statement, and
+            # execute() steps a statement without result columns only once
+            # (one page per call); executescript() steps it to the end.
+            self._db.executescript("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- the work queue ----------------------------------------------------------
 
