@@ -15,6 +15,12 @@ each recipient of each message must be in a final state at the origin
 Reported: operations per second, latency percentiles per operation, errors,
 and the peak memory (VmHWM) of each server. Bounded in count and time; only
 127.0.0.1 is used.
+
+The pieces are reusable: ``bench/sessions.py`` (the 10 to 1,000 sessions
+curve of ``make bench``) builds its servers with ``new_pair`` and runs the same
+sessions with ``drive(..., login_first=True, probe=...)``, which logs every
+session in before the measured window opens and reads the servers at its start
+and end.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.integration.harness import Server, make_pair, running, wait_until
 
@@ -50,6 +60,19 @@ envelopes_per_new_peer_per_hour = 100000000
 envelopes_per_recipient_per_hour = 100000000
 envelopes_per_session = 100000000
 """
+USERS = 50  # accounts per domain: user0..user49@a.example and @b.example
+
+
+def new_pair(root: Path, users: int = USERS, settings: str = SETTINGS,
+             ) -> tuple[Server, Server]:
+    """a.example and b.example (SQLite stores in ``root``) with ``settings`` and the
+    accounts the sessions log in to; not started."""
+    a, b = make_pair(root, extra_a=settings, extra_b=settings)
+    for i in range(users):
+        a.add_user(f"user{i}@a.example")
+        b.add_user(f"user{i}@b.example")
+    b.add_user("decider@b.example")
+    return a, b
 
 
 @dataclass
@@ -59,6 +82,8 @@ class Stats:
     conflicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error_samples: list[str] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)  # msgids
+    logins: list[float] = field(default_factory=list)  # seconds (login_first only)
+    window: dict[str, Any] = field(default_factory=dict)  # drive(): start/stop readings
 
     def record(self, op: str, seconds: float) -> None:
         self.latencies[op].append(seconds)
@@ -129,7 +154,12 @@ async def timed(stats: Stats, op: str, coro) -> uw.UserReply | None:  # type: ig
 
 async def sender(a: Server, user: str, rcpts: list[str], stats: Stats, stop: float,
                  rng: random.Random) -> None:
-    s = await UserSession.open(a.user_port, user)
+    await send_loop(await UserSession.open(a.user_port, user), user, rcpts, stats, stop, rng)
+
+
+async def send_loop(s: UserSession, user: str, rcpts: list[str], stats: Stats, stop: float,
+                    rng: random.Random) -> None:
+    """Submit messages to ``rcpts`` (SENT every fifth) until ``stop``, then QUIT."""
     n = 0
     while time.monotonic() < stop:
         n += 1
@@ -159,7 +189,11 @@ OPTIONS = [uw.UserOption.ACCEPT, uw.UserOption.ACCEPT, uw.UserOption.ACCEPT_AUTH
 
 async def recipient(b: Server, user: str, stats: Stats, stop: float,
                     rng: random.Random) -> None:
-    s = await UserSession.open(b.user_port, user)
+    await decide_loop(await UserSession.open(b.user_port, user), stats, stop, rng)
+
+
+async def decide_loop(s: UserSession, stats: Stats, stop: float, rng: random.Random) -> None:
+    """ENVS, decide up to five, STAT, RETR 1, until ``stop``, then QUIT."""
     while time.monotonic() < stop:
         reply = await timed(stats, "envs", s.call(uw.Envs(False)))
         for line in (reply.lines or [])[:5] if reply else []:
@@ -218,6 +252,24 @@ def vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (/proc/<pid>/stat)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_nofile(needed: int) -> dict[str, int]:
+    """Raise this process's soft open-file limit to ``needed`` (at most the hard
+    limit); servers started afterwards inherit it. Returns the limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    return {"soft": int(soft), "hard": int(hard), "needed": needed}
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -227,25 +279,77 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def drive(a: Server, b: Server, clients: int, peers: int, duration: float,
-                seed: int) -> Stats:
-    rng = random.Random(seed)
+                seed: int, *, login_first: bool = False, login_concurrency: int = 50,
+                probe: Callable[[], dict[str, Any]] | None = None) -> Stats:
+    """CLIENTS user sessions (even: senders at a.example, odd: recipients at
+    b.example) and PEERS peer sessions to b.example, for DURATION seconds.
+
+    ``make load``: every session logs in on its own inside the DURATION.
+    ``login_first``: all user sessions log in first (``login_concurrency`` at a
+    time, each login timed in ``stats.logins``), then the DURATION starts.
+    ``stats.window`` gets the window's start and stop (monotonic), the client's
+    CPU time, the operation and submission counts at the stop (operations still
+    running then finish afterwards and are recorded after those counts), and
+    ``probe()`` read at the start and at the stop.
+    """
     stats = Stats()
-    a_users = [f"user{i}@a.example" for i in range(50)]
-    b_users = [f"user{i}@b.example" for i in range(50)]
-    stop = time.monotonic() + duration
-    tasks = []
-    for i in range(clients):
-        if i % 2 == 0:
-            tasks.append(sender(a, a_users[i % 50], b_users, stats, stop, random.Random(i)))
-        else:
-            tasks.append(recipient(b, b_users[i % 50], stats, stop, random.Random(i)))
+    a_users = [f"user{i}@a.example" for i in range(USERS)]
+    b_users = [f"user{i}@b.example" for i in range(USERS)]
+    tasks: list[Awaitable[None]] = []
+    if login_first:
+        gate = asyncio.Semaphore(login_concurrency)
+
+        async def login(server: Server, user: str) -> UserSession:
+            async with gate:
+                started = time.perf_counter()
+                s = await UserSession.open(server.user_port, user)
+                stats.logins.append(time.perf_counter() - started)
+                return s
+
+        opened = await asyncio.gather(
+            *(login(a, a_users[i % USERS]) if i % 2 == 0 else login(b, b_users[i % USERS])
+              for i in range(clients)), return_exceptions=True)
+        stop = _open_window(stats, duration, probe)
+        for i, s in enumerate(opened):
+            if isinstance(s, BaseException):
+                stats.error("login", repr(s))
+            elif i % 2 == 0:
+                tasks.append(send_loop(s, a_users[i % USERS], b_users, stats, stop,
+                                       random.Random(i)))
+            else:
+                tasks.append(decide_loop(s, stats, stop, random.Random(i)))
+    else:
+        stop = _open_window(stats, duration, probe)
+        for i in range(clients):
+            if i % 2 == 0:
+                tasks.append(sender(a, a_users[i % USERS], b_users, stats, stop,
+                                    random.Random(i)))
+            else:
+                tasks.append(recipient(b, b_users[i % USERS], stats, stop, random.Random(i)))
     tasks += [peer(b, b_users, stats, stop, random.Random(10_000 + i)) for i in range(peers)]
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close_window() -> None:
+        await asyncio.sleep(max(0.0, stop - time.monotonic()))
+        stats.window |= {
+            "stop": time.monotonic(), "client_cpu_stop": time.process_time(),
+            "ops_at_stop": {op: len(v) for op, v in stats.latencies.items()},
+            "submitted_at_stop": len(stats.submitted),
+            "probe_stop": probe() if probe else None,
+        }
+
+    results = await asyncio.gather(close_window(), *tasks, return_exceptions=True)
     for r in results:
         if isinstance(r, BaseException):
             stats.error("session", repr(r))
-    _ = rng
+    _ = seed
     return stats
+
+
+def _open_window(stats: Stats, duration: float, probe: Callable[[], dict[str, Any]] | None,
+                 ) -> float:
+    stats.window = {"probe_start": probe() if probe else None,
+                    "client_cpu_start": time.process_time(), "start": time.monotonic()}
+    return float(stats.window["start"] + duration)
 
 
 def check_no_loss(a: Server, b: Server, stats: Stats) -> dict[str, int]:
@@ -270,12 +374,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="bench/results/load.json")
     args = parser.parse_args()
+    raise_nofile(2 * (args.clients + args.peers) + 256)  # the client's sockets; servers inherit
     with tempfile.TemporaryDirectory() as tmp:
-        a, b = make_pair(Path(tmp), extra_a=SETTINGS, extra_b=SETTINGS)
-        for i in range(50):
-            a.add_user(f"user{i}@a.example")
-            b.add_user(f"user{i}@b.example")
-        b.add_user("decider@b.example")
+        a, b = new_pair(Path(tmp))
         with running(a, b):
             # The peer sessions claim to be smdp.a.example: give b.example's
             # decisions on their envelopes somewhere to go (a.example answers
@@ -289,7 +390,7 @@ def main() -> int:
             drain_started = time.monotonic()
             wait_until(lambda: not a.query("SELECT 1 FROM queue"), timeout=600,
                        what="the origin's queue drains")
-            asyncio.run(drain_decisions(b, [f"user{i}@b.example" for i in range(50)]))
+            asyncio.run(drain_decisions(b, [f"user{i}@b.example" for i in range(USERS)]))
             wait_until(lambda: not a.query("SELECT 1 FROM queue") and
                        not b.query("SELECT 1 FROM queue"), timeout=600, what="queues drain")
             drain = time.monotonic() - drain_started

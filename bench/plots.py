@@ -168,6 +168,56 @@ def e2e_plot(data: dict[str, Any], out: Path) -> Path | None:
     return _save(fig, out / "e2e.png")
 
 
+OP_LABELS = {"submit": "submit (a.example)", "decide": "decide (b.example)",
+             "stat": "STAT (b.example)", "envs": "ENVS (b.example)"}
+
+
+def sessions_plot(data: dict[str, Any], out: Path) -> Path | None:
+    rows = data.get("points")
+    if not rows:
+        return None
+    n = [r["sessions"] for r in rows]
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(14, 4.2))
+    left.loglog(n, [r["operations_per_s"] for r in rows], "o-", label="user-port operations/s")
+    left.loglog(n, [r["messages_per_s"] for r in rows], "s-", label="messages submitted/s")
+    if all(r.get("arrived_at_destination_per_s") for r in rows):
+        left.loglog(n, [r["arrived_at_destination_per_s"] for r in rows], "^--",
+                    label="envelopes arrived at b.example/s")
+    left.set_xlabel("concurrent user sessions")
+    left.set_ylabel("per second (window)")
+    left.set_title("Throughput against sessions")
+    left.legend(fontsize=8)
+    for op, label in OP_LABELS.items():
+        points = [(r["sessions"], r["latency"][op]["p99_ms"]) for r in rows
+                  if op in r["latency"]]
+        if points:
+            mid.loglog([x for x, _ in points], [max(y, 0.1) for _, y in points], "o-",
+                       label=label)
+    mid.set_xlabel("concurrent user sessions")
+    mid.set_ylabel("p99 latency (ms)")
+    mid.set_title("p99 latency against sessions")
+    mid.legend(fontsize=8)
+    right.semilogx(n, [r["server_cpu_ms_per_op"] or 0 for r in rows], "o-", color="tab:red",
+                   label="server CPU ms/op, window")
+    if all("server_cpu_ms_per_op_with_drain" in r for r in rows):
+        right.semilogx(n, [r["server_cpu_ms_per_op_with_drain"] or 0 for r in rows], "o:",
+                       color="tab:purple", label="server CPU ms/op, with the drain")
+    right.set_xlabel("concurrent user sessions")
+    right.set_ylabel("CPU ms per operation", color="tab:red")
+    rss = right.twinx()
+    rss.semilogx(n, [r["peak_rss_mib"]["origin"] for r in rows], "s--", color="tab:blue",
+                 label="origin peak RSS")
+    rss.semilogx(n, [r["peak_rss_mib"]["destination"] for r in rows], "^--",
+                 color="tab:green", label="destination peak RSS")
+    rss.set_ylabel("peak RSS (MiB, VmHWM)")
+    right.set_ylim(bottom=0)
+    right.set_title("Server CPU per operation (both) and memory")
+    lines = right.get_legend_handles_labels()
+    more = rss.get_legend_handles_labels()
+    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper left")
+    return _save(fig, out / "sessions.png")
+
+
 def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = []
@@ -178,6 +228,8 @@ def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     if "scaling" in results:
         made.append(mailbox_plot(results["scaling"], out))
         made.append(message_size_plot(results["scaling"], out))
+    if "sessions" in results:
+        made.append(sessions_plot(results["sessions"], out))
     if "spam" in results:
         made.append(spam_plot(results["spam"], out))
     if "e2e" in results:

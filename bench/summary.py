@@ -126,6 +126,7 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                      f"{big['b_peak_growth_mib']:.0f} MiB (1 KB message: +"
                      f"{small['a_peak_growth_mib']:.1f} / +{small['b_peak_growth_mib']:.1f} MiB)",
                      _met(not grows)])
+    rows += sessions_aims(results.get("sessions") or {})
     mailbox = scaling.get("mailbox")
     if mailbox:
         last = mailbox[-1]
@@ -248,6 +249,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                       [[r["message_kib"], r["submit_ms"], r["envelope_arrival_ms"],
                         r["accept_to_stored_ms"], r["a_peak_growth_mib"],
                         r["b_peak_growth_mib"]] for r in msg])
+    out += sessions_section(results.get("sessions") or {})
     load = info.get("load")
     if load:
         out += ["Concurrent sessions: the last `make load` result (bench/results/load.json, "
@@ -350,4 +352,62 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
     if ratios:
         out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()),
                 ""]
+    return out
+
+
+# -- item 5: concurrent sessions, 10 to 1,000 (bench/sessions.py) -------------------
+
+
+def _p(latency: dict[str, Any], op: str) -> str:
+    r = latency.get(op)
+    return f"{r['p50_ms']:,.1f} / {r['p99_ms']:,.0f}" if r else "n/a"
+
+
+def sessions_aims(data: dict[str, Any]) -> list[list[str]]:
+    rows = data.get("points")
+    if not rows:
+        return []
+    last, first = rows[-1], rows[0]
+    errors = data.get("errors_total", 0)
+    return [["5 scaling", f"concurrent sessions {first['sessions']:,} to "
+             f"{last['sessions']:,} (curve; errors must be 0)",
+             f"{last['sessions']:,} sessions: {last['operations_per_s']:,.0f} ops/s, "
+             f"{last['messages_per_s']:,.0f} msgs/s, p99 submit "
+             f"{last['latency'].get('submit', {}).get('p99_ms', 0):,.0f} ms, ENVS "
+             f"{last['latency'].get('envs', {}).get('p99_ms', 0):,.0f} ms; server CPU "
+             f"{_fmt(last.get('server_cpu_ms_per_op_with_drain'))} ms/op with the drain "
+             f"({_fmt(first.get('server_cpu_ms_per_op_with_drain'))} at {first['sessions']}); "
+             f"errors {errors}",
+             "curve" if not errors else f"curve; {errors} ERRORS"]]
+
+
+def sessions_section(data: dict[str, Any]) -> list[str]:
+    rows = data.get("points")
+    if not rows:
+        return []
+    setup = data["setup"]
+    out = ["## 5. Scaling: concurrent sessions", "",
+           "Concurrent user sessions (`bench/sessions.py`; a fresh pair of servers per point, "
+           f"all sessions logged in before a {setup['window_s']:.0f} s window; half submit at "
+           "a.example, half list, decide and read at b.example; latency p50 / p99 ms):", ""]
+    out += _table(["sessions", "ops/s", "msgs/s", "arrived at b /s", "submit", "decide",
+                   "STAT", "ENVS",
+                   "server CPU ms/op (window / with drain)", "server cores", "client CPU",
+                   "peak RSS MiB (a / b)", "queued at end (a / b)", "drain s", "errors"],
+                  [[r["sessions"], r["operations_per_s"], r["messages_per_s"],
+                    r.get("arrived_at_destination_per_s"), _p(r["latency"], "submit"),
+                    _p(r["latency"], "decide"),
+                    _p(r["latency"], "stat"), _p(r["latency"], "envs"),
+                    f"{_fmt(r['server_cpu_ms_per_op'])} / "
+                    f"{_fmt(r.get('server_cpu_ms_per_op_with_drain'))}",
+                    r["server_cores_used"], r["client_cpu_share"],
+                    f"{r['peak_rss_mib']['origin']:.0f} / {r['peak_rss_mib']['destination']:.0f}",
+                    f"{r['queue_at_stop']['origin']} / {r['queue_at_stop']['destination']}",
+                    f"{r.get('drain_s', 'n/a')}" + ("" if r.get("drained", True)
+                                                    else " (not drained)"),
+                    r["error_count"]] for r in rows])
+    for r in rows:
+        if r["error_count"]:
+            out += [f"Errors at {r['sessions']} sessions: {r['errors']}; e.g. "
+                    + "; ".join(r["error_samples"][:3]), ""]
     return out
