@@ -106,6 +106,10 @@ class Config:
     store_path: Path
     store_backend: str = "sqlite"
     store_dsn: str = ""  # PostgreSQL connection string (backend = "postgresql")
+    # Where bodies larger than 1 MiB wait while they arrive, before the store
+    # has them (anonymous files, gone on close or crash); None: the system's
+    # temporary directory.
+    spool_dir: str | None = None
     limits: Limits = field(default_factory=Limits)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
@@ -195,7 +199,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     }
 
     store = _check(data.get("store", {}), dict, "store")
-    _reject_unknown(store, {"backend", "path", "dsn"}, "store")
+    _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
     backend = _opt(store, "backend", str, "sqlite", "store")
     if backend not in ("sqlite", "postgresql"):
         raise ConfigError(
@@ -205,6 +209,10 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     if backend == "postgresql" and not dsn:
         raise ConfigError("store.dsn is required when store.backend is 'postgresql'")
     store_path = Path(_opt(store, "path", str, "smdp.sqlite3", "store"))
+    spool_setting = _opt(store, "spool_dir", str, "", "store")
+    spool_dir = str(base_dir / spool_setting) if spool_setting else None
+    if spool_dir is not None and not Path(spool_dir).is_dir():
+        raise ConfigError(f"store.spool_dir {spool_dir!r} is not a directory")
     if not store_path.is_absolute():
         store_path = base_dir / store_path
 
@@ -315,6 +323,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         store_path=store_path,
         store_backend=backend,
         store_dsn=dsn,
+        spool_dir=spool_dir,
         limits=limits,
         quality=quality,
         delivery=delivery,

@@ -71,9 +71,11 @@ class World:
             message = SmdpMessage(entry.decision)
             held = env.has_body and message.accepts
             outcome = self.origin.on_decision(env.envid, entry.recipient, message, held)
-            if outcome.body is not None:
-                pulls.append(len(outcome.body))
-                self.dest.body_pulled(env.id, outcome.body)
+            if outcome.pull_message_id is not None:
+                body = self.a.out_body(outcome.pull_message_id)
+                assert body is not None and len(body) == outcome.pull_size
+                pulls.append(len(body))
+                self.dest.body_pulled(env.id, body)
                 self.origin.on_received(env.envid)
             elif message.accepts:
                 self.dest.body_pulled(env.id, None)
@@ -274,14 +276,16 @@ def test_repeated_decisions_and_pulls_change_nothing_twice(world: World) -> None
     assert env is not None
     first = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
     again = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
-    assert first.code == again.code == 150 and first.body == again.body  # not yet RECEIVED
+    assert first.code == again.code == 150  # not yet RECEIVED
+    assert first.pull_message_id == again.pull_message_id is not None
+    body = world.a.out_body(first.pull_message_id)
     assert world.origin.on_received(env.envid).code == 250
     assert world.origin.on_received(env.envid).code == 250
     after = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
-    assert (after.code, after.body) == (250, None)  # nothing left to transfer
+    assert (after.code, after.pull_message_id) == (250, None)  # nothing left to transfer
     for _ in range(2):
-        world.dest.body_pulled(env.id, first.body)
-    assert world.b.in_body(env.id) == first.body
+        world.dest.body_pulled(env.id, body)
+    assert world.b.in_body(env.id) == body
     for _ in range(3):
         world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.SPAMMER, False)
     assert world.a.spam_reports() == [("alice@a.example", 1)]

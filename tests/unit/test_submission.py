@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
+import gc
 import re
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import getaddresses
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope
-from smdp.core.submission import SubmissionError, prepare_submission
+from smdp.core import submission
+from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
+from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope, scan_header
+from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 
 IDS = ("alice@a.example", "Alice.Work@A.example")
 NOW = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC)
@@ -303,3 +313,275 @@ def test_random_bytes_give_bytes_or_submission_error(raw: bytes) -> None:
     assert out.endswith(b"\r\n")
     assert b"\r" not in out.replace(b"\r\n", b"")
     assert b"\n" not in out.replace(b"\r\n", b"")
+
+
+# ---------------------------------------------------------------------------
+# prepare_submission_body: the same octets and errors from a Body, chunk by chunk
+
+
+def submit_body(raw: Body, **kwargs: object) -> Body:
+    options: dict[str, object] = {
+        "identities": IDS,
+        "sender": "alice@a.example",
+        "hostname": "smdp.a.example",
+        "now": NOW,
+    }
+    options.update(kwargs)
+    return prepare_submission_body(raw, **options)  # type: ignore[arg-type]
+
+
+@contextmanager
+def fixed_message_ids() -> Iterator[None]:
+    """Generated Message-IDs all alike, so that two results can be compared."""
+    fake = SimpleNamespace(token_bytes=lambda n: bytes(n))
+    with mock.patch.object(submission, "secrets", fake):
+        yield
+
+
+def outcome(fn: Callable[[], bytes]) -> bytes | tuple[str, str]:
+    try:
+        return fn()
+    except SubmissionError as exc:
+        return ("SubmissionError", str(exc))
+
+
+def split(raw: bytes, cuts: list[int]) -> Body:
+    """``raw`` as an in-memory Body whose chunks end at ``cuts``."""
+    points = sorted({c for c in cuts if 0 < c < len(raw)})
+    return Body(raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True))
+
+
+def file_body(raw: bytes, threshold: int = 0) -> Body:
+    writer = BodyWriter(threshold=threshold)
+    writer.write(raw)
+    return writer.finish()
+
+
+def chunkings(raw: bytes) -> list[Body]:
+    size = len(raw)
+    return [
+        Body.of(raw),
+        split(raw, list(range(1, size))),  # one octet at a time
+        split(raw, list(range(2, size, 2))),
+        split(raw, list(range(3, size, 7))),
+        split(raw, [i + 1 for i, octet in enumerate(raw) if octet == 0x0D]),  # after every CR
+        file_body(raw),
+    ]
+
+
+def assert_same(raw: bytes, **kwargs: object) -> None:
+    with fixed_message_ids():
+        expected = outcome(lambda: submit(raw, **kwargs))
+        for body in chunkings(raw):
+            got = outcome(lambda body=body: submit_body(body, **kwargs).read())  # type: ignore[misc]
+            assert got == expected, (raw, body)
+
+
+EXISTING_INPUTS = [
+    b"Subject: hi\n\nHello\n",
+    b"Subject: x\r\n\r\n",
+    (b"From: Alice <ALICE@a.example>\r\nDate: Mon, 04 May 2026 09:00:00 +0000\r\n"
+     b"Message-ID: <mine@a.example>\r\nSubject: s\r\n\r\nbody\r\n.dot line\r\n"),
+    b'From: "Alice, reach me at alice@a.example." <alice@a.example>\r\n\r\n',
+    b"From: alice.work@a.example\r\nDate: x\r\nMessage-ID: <1@x>\r\n\r\nb\r\n",
+    *[b"Subject: t\n\n" + raw for raw in (b"a\nb\n", b"a\rb\r", b"a\r\nb", b"a\r\r\nb\n\r")],
+    b"Subject: hi\rFrom: evil@x.example\r\n\r\nbody",
+    *[b"From: " + v + b"\r\nSubject: s\r\n\r\nbody\r\n" for v in (
+        b"mallory@x.example", b"Alice <alice@a.example>, mallory@x.example",
+        b'"alice@a.example" <mallory@x.example>', b'"mallory@x.example" <alice@a.example>',
+        b"=?utf-8?q?mallory=40x=2Eexample?= <alice@a.example>",
+        b"alice@a.example (mallory@x.example)", b"alice@a.example <mallory@x.example>",
+        b"mallory(comment)@x.example", b"alice@a.example)<mallory@x.example>", b"alice")],
+    b"From: Mallory <mallory@x.example>\r\n\r\n",
+    b"From: alice@a.example\r\nFrom: mallory@x.example\r\n\r\n",
+    b"From: alice@a.example\r\nFrom: alice.work@a.example\r\n\r\n",
+    *[b"From: " + v + b"\r\n\r\n" for v in (b"", b"undisclosed-recipients:;", b"Alice")],
+    *[n + b": mallory@x.example\r\n\r\n" for n in (b"Sender", b"Resent-From", b"FROM", b"from ")],
+    b"From: Alice\r\n <mallory@x.example>\r\n\r\n",
+    *[b"From: " + v + b"\r\n\r\n" for v in (b"(" * 3000, b'"' * 3000, b"<" * 3000, b"a" * 5000)],
+    *[b"Subject: a" + c + b"From: evil@x.example\r\n\r\n" for c in (b"\x00", b"\x0b", b"\x7f")],
+    b"Subject: a\r\n\r\nbinary\x00body\r\n",
+    b"Subject: hi\nFrom: alice@a.example\nHello there\nFrom: evil@x.example\n",
+    b"Subject: only a header",
+    b"Hello Bob,\nFrom: evil@x.example\n\nbye\n",
+    b" indented\r\nFrom: evil@x.example\r\n\r\nx",
+    b"",
+    b"\r",
+    b"\n",
+    b"To: b@b.example\r\nBcc: secret@c.example,\r\n other@d.example\r\nSubject: s\r\n\r\nx",
+    b"Message-ID: <>\r\nSubject: weird\r\n\r\nbody",
+    b"From: " + b"m" * 1000 + b"@x.example\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", EXISTING_INPUTS)
+def test_body_version_gives_the_same_octets_or_error(raw: bytes) -> None:
+    assert_same(raw)
+
+
+def test_body_version_checks_sender_and_hostname_first() -> None:
+    for kwargs, exc in (({"sender": "bob@b.example"}, SubmissionError),
+                        ({"sender": "not an address"}, SubmissionError),
+                        ({"hostname": "bad host"}, ValueError)):
+        with pytest.raises(exc) as bytes_error:
+            submit(b"Subject: x\r\n\r\n", **kwargs)
+        with pytest.raises(exc) as body_error:
+            submit_body(Body.of(b"Subject: x\r\n\r\n"), **kwargs)
+        assert str(body_error.value) == str(bytes_error.value)
+
+
+def test_body_version_default_time_and_random_ids() -> None:
+    out = prepare_submission_body(Body.of(b"Subject: x\r\n\r\n"), identities=IDS,
+                                  sender="alice@a.example", hostname="h.example").read()
+    date = email.message_from_bytes(out, policy=email.policy.default)["Date"].datetime
+    assert abs((date - datetime.now(UTC)).total_seconds()) < 60
+    assert submit_body(Body.of(b"Subject: x\r\n\r\n")).read() != out
+
+
+def test_body_version_oversized_header_is_refused() -> None:
+    line = b"X-Filler: " + b"x" * 990 + b"\r\n"
+    raw = line * (MAX_HEADER_OCTETS // len(line) + 2) + b"\r\nbody"
+    with pytest.raises(SubmissionError, match="header is larger"):
+        submit_body(file_body(raw))
+    with pytest.raises(SubmissionError, match="header is larger"):
+        submit_body(split(raw, list(range(1000, len(raw), 4093))))
+
+
+def test_cr_and_lf_on_either_side_of_a_file_chunk() -> None:
+    # A CR ending one 256 KiB chunk of the file and an LF starting the next.
+    head = b"From: alice@a.example\r\nSubject: s\r\n\r\n"
+    for line_end in (b"\r\n", b"\r", b"\n", b"\r\r", b"\n\r"):
+        filler = b"x" * (CHUNK_SIZE - len(head) - 1)
+        raw = head + filler + line_end + b"y" * 1000 + b"\r"
+        with fixed_message_ids():
+            expected = submit(raw)
+            assert submit_body(file_body(raw)).read() == expected
+
+
+def test_large_body_is_spooled_and_memory_stays_bounded(tmp_path: Path) -> None:
+    piece = b"line of text\r\nbare lf\nbare cr\r" * 1000
+    raw = b"From: alice@a.example\nSubject: big\n\n" + piece * 200  # about 7.6 MB
+    body = file_body(raw)
+    with fixed_message_ids():
+        expected = submit(raw)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            out = submit_body(body, spool_dir=str(tmp_path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert not out.in_memory
+    assert out.size == len(expected)
+    assert out.read() == expected
+    # The writer's in-memory part (1 MiB) and a few chunks, not the message.
+    assert peak < 4 * 1024 * 1024
+    small = submit_body(Body.of(b"Subject: s\r\n\r\nhi\r\n"))
+    assert small.in_memory
+
+
+def test_long_first_body_line_is_followed_not_held() -> None:
+    # No blank line: the header stops at a line that is not a field, and that
+    # line is 2 MB of field-name octets: only its end (no colon) decides.
+    # With a colon it is a 2 MB field: the header is too large either way.
+    for tail in (b"\r\nmore\r\n", b"", b" and then: a colon\r\n", b"  :field\r\n\r\nbody"):
+        raw = b"Subject: s\r\n" + b"x" * 2_000_000 + tail
+        with fixed_message_ids():
+            expected = outcome(lambda raw=raw: submit(raw))  # type: ignore[misc]
+            got = outcome(lambda raw=raw: submit_body(file_body(raw)).read())  # type: ignore[misc]
+        assert got == expected
+
+
+# Small limits make every path of the header read reachable with short input.
+_SMALL_LIMITS = (("MAX_HEADER_OCTETS", 128), ("_HEADER_SLACK", 32), ("_FIRST_SCAN", 8))
+
+_SOME_LINES = st.one_of(
+    _LINES,
+    st.builds(lambda n: b"X" * n, st.integers(40, 300)),
+    st.builds(lambda n, end: b"X" * n + end, st.integers(40, 300), st.sampled_from([b":", b" :"])),
+    st.builds(lambda n: b"Subject: " + b"v" * n, st.integers(40, 300)),
+    st.builds(lambda n, c: b"XX" + b" " * n + c, st.integers(0, 200),
+              st.sampled_from([b":", b"y"])),
+    st.binary(max_size=30),
+)
+
+
+def _is_documented_difference(raw: bytes, got: object, expected: object) -> bool:
+    """The one difference prepare_submission_body documents: an all-header message
+    more than _HEADER_SLACK over the limit, refused rather than taken whole."""
+    data = submission._normalize_line_ends(raw)
+    block = scan_header(data, limit=submission.MAX_HEADER_OCTETS)
+    return (
+        isinstance(got, tuple)
+        and "larger" in got[1]
+        and not block.truncated
+        and block.end == len(data) > submission.MAX_HEADER_OCTETS + submission._HEADER_SLACK
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_SOME_LINES, _ENDS), max_size=10), st.booleans(),
+       st.lists(st.integers(1, 2000), max_size=8), st.booleans())
+def test_body_version_matches_any_chunking(
+    lines: list[tuple[bytes, bytes]], cut_last: bool, cuts: list[int], small_limits: bool
+) -> None:
+    raw = b"".join(line + end for line, end in lines)
+    if cut_last:
+        raw = raw[:-1]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fixed_message_ids())
+        if small_limits:
+            for name, value in _SMALL_LIMITS:
+                stack.enter_context(mock.patch.object(submission, name, value))
+        expected = outcome(lambda: submit(raw))
+        got = outcome(lambda: submit_body(split(raw, cuts)).read())
+        if got != expected:
+            assert small_limits and _is_documented_difference(raw, got, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600), st.lists(st.integers(1, 600), max_size=6))
+def test_body_version_random_bytes(raw: bytes, cuts: list[int]) -> None:
+    with fixed_message_ids():
+        assert outcome(lambda: submit_body(split(raw, cuts)).read()) == outcome(
+            lambda: submit(raw)
+        )
+
+
+@contextmanager
+def small_limits() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for name, value in _SMALL_LIMITS:
+            stack.enter_context(mock.patch.object(submission, name, value))
+        yield
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: s\r\n" + b"X" * 400 + b"\r\nbody\r\n",  # a long line that is body
+        b"Subject: s\r\n" + b"X" * 400,
+        b"Subject: s\r\n" + b"X" * 400 + b"   y\r\n",  # name octets, blanks, no colon
+        b"Subject: s\r\n" + b"X" * 400 + b"  \t",
+        b"X" * 400 + b"\r\n\r\n",  # no header at all
+        b"Subject: s\r\n" + b"X" * 400 + b"   :v\r\n\r\nb",  # a long field: too large
+        b"Subject: s\r\n" + b"X" * 400 + b":v\r\n\r\nb",
+        b"Subject: " + b"v" * 400 + b"\r\n\r\nbody",
+        b"Subject: s\r\n" * 30 + b"\r\nbody",
+    ],
+)
+def test_long_lines_around_the_header_limit(raw: bytes) -> None:
+    with small_limits():
+        assert_same(raw)
+
+
+def test_the_documented_difference() -> None:
+    # All header, its last line crossing the limit by more than the slack:
+    # prepare_submission takes it whole, prepare_submission_body refuses it.
+    raw = b"Subject: s\r\nX-Long: " + b"v" * 400
+    with small_limits(), fixed_message_ids():
+        assert submit(raw).endswith(b"v\r\n\r\n")
+        with pytest.raises(SubmissionError, match="larger"):
+            submit_body(file_body(raw))
+        assert _is_documented_difference(raw, outcome(lambda: submit_body(Body.of(raw)).read()),
+                                         submit(raw))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
+from smdp.core.body import Body
 from smdp.core.decisions import OPTIONS, Option, SmdpMessage, recipient_side
 from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
 from smdp.core.quality import judge
@@ -110,16 +111,18 @@ class Destination:
                     self._apply(entry_id, SmdpMessage.ACCEPT, "sender is on your white list")
 
     def receive_message(
-        self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes
+        self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
     ) -> None:
         """A whole message sent directly (Table 3, both sides white-listed)."""
+        if not isinstance(body, Body):
+            body = Body.of(body)
         summary = extract_envelope(body)
         block = encode_envelope_block(summary, expires="")
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
                 return
             env_id = self.store.insert_in_envelope(
-                envid=envid, origin_server=server, sender=sender, size=len(body),
+                envid=envid, origin_server=server, sender=sender, size=body.size,
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
             )
             if server != self.hostname:
@@ -205,15 +208,18 @@ class Destination:
 
     # -- the pull (section 5.2 step 7) --------------------------------------------
 
-    def body_pulled(self, envelope_id: int, body: bytes | None) -> None:
+    def body_pulled(self, envelope_id: int, body: bytes | Body | None) -> None:
         """Store the pulled message once; every accepted recipient gets it.
 
         ``body`` is None when the origin answered a BODY=HELD decision: the
         copy is already here (assumption 5).
         """
         with self.store.transaction():
-            if body is not None and self.store.in_body(envelope_id) is None:
-                self.store.set_in_body(envelope_id, body)
+            env = self.store.in_envelope(envelope_id)
+            if body is not None and env is not None and not env.has_body:
+                self.store.set_in_body(
+                    envelope_id, body if isinstance(body, Body) else Body.of(body)
+                )
             for entry in self.store.entries_of_envelope(envelope_id):
                 if entry.state == d.FETCHING:
                     self.store.update_mailbox_entry(entry.id, state=d.ACCEPTED)

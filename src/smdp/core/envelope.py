@@ -12,7 +12,11 @@ not use the :mod:`email` parser (which decodes and copies every part): it scans
 the header block with :func:`scan_header`, walks the MIME tree by searching
 for boundaries with ``bytes.find``, and decodes only the first few kilobytes
 of the first text part. Attachment bodies are never decoded. Work is bounded
-by :data:`MAX_DEPTH` and :data:`MAX_PARTS`.
+by :data:`MAX_DEPTH` and :data:`MAX_PARTS`. A message held as a
+:class:`~smdp.core.body.Body` (a large one is in a temporary file) is not read
+whole either: its chunks are filtered down to a small skeleton of the message
+(headers, possible delimiter lines, the start of each text part) that gives
+the same envelope (see _Skeleton).
 
 The header scanner is shared with :mod:`smdp.core.submission`, so that the
 anti-spoofing check (assumption 3) and the envelope see the same header.
@@ -30,8 +34,11 @@ import binascii
 import html
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
+
+from smdp.core.body import Body
 
 __all__ = [
     "EMPTY_SUMMARY",
@@ -543,6 +550,34 @@ def _first(fields: tuple[HeaderField, ...], key: str) -> bytes | None:
     return None
 
 
+def _content_type(
+    fields: tuple[HeaderField, ...], parent: str
+) -> tuple[str, str, dict[str, str]]:
+    """The main type, subtype and parameters of an entity, with RFC 2045's defaults."""
+    raw_type = _first(fields, "content-type")
+    default = "message/rfc822" if parent == "digest" else "text/plain"
+    mime, params = _parse_params(raw_type) if raw_type is not None else (default, {})
+    maintype, slash, subtype = mime.partition("/")
+    if not slash or not maintype or not subtype:
+        # RFC 2045 5.2: an invalid Content-Type means text/plain.
+        maintype, subtype, params = "text", "plain", {}
+    return maintype, subtype, params
+
+
+def _disposition(
+    fields: tuple[HeaderField, ...], params: dict[str, str]
+) -> tuple[str, str | None]:
+    """The disposition type and the file name (``filename``, else the type's ``name``)."""
+    raw_disposition = _first(fields, "content-disposition")
+    disposition, disposition_params = (
+        _parse_params(raw_disposition) if raw_disposition is not None else ("", {})
+    )
+    filename = _param_text(disposition_params, "filename")
+    if filename is None:
+        filename = _param_text(params, "name")
+    return disposition, filename
+
+
 def _entity(
     walk: _Walk,
     fields: tuple[HeaderField, ...],
@@ -552,13 +587,7 @@ def _entity(
     parent: str,
 ) -> None:
     """Classify one MIME entity whose body is ``data[body_start:end]``."""
-    raw_type = _first(fields, "content-type")
-    default = "message/rfc822" if parent == "digest" else "text/plain"
-    mime, params = _parse_params(raw_type) if raw_type is not None else (default, {})
-    maintype, slash, subtype = mime.partition("/")
-    if not slash or not maintype or not subtype:
-        # RFC 2045 5.2: an invalid Content-Type means text/plain.
-        maintype, subtype, params = "text", "plain", {}
+    maintype, subtype, params = _content_type(fields, parent)
     if maintype == "multipart":
         if depth >= MAX_DEPTH:
             return
@@ -574,13 +603,7 @@ def _entity(
             return
         # No usable boundary: read the body as text, as a reader would show it.
         maintype, subtype = "text", "plain"
-    raw_disposition = _first(fields, "content-disposition")
-    disposition, disposition_params = (
-        _parse_params(raw_disposition) if raw_disposition is not None else ("", {})
-    )
-    filename = _param_text(disposition_params, "filename")
-    if filename is None:
-        filename = _param_text(params, "name")
+    disposition, filename = _disposition(fields, params)
     if (
         disposition == "attachment"
         or filename is not None
@@ -858,14 +881,589 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
     )
 
 
-def extract_envelope(message: bytes, *, headlines: int = 2) -> EnvelopeSummary:
+# ---------------------------------------------------------------------------
+# Bodies: extraction from a skeleton of the message
+#
+# A message that is a :class:`Body` (25 MiB in a temporary file, say) is never
+# read whole. Its chunks pass through :class:`_Skeleton`, a filter that keeps
+# what :func:`_extract` looks at and drops the rest; :func:`_extract` then runs
+# on that skeleton, a few KiB for a message of text and attachments whatever
+# its size. Kept:
+#
+# - the mbox "From " line and the top header block;
+# - every "--" line that may be a delimiter, with the line end before it, and
+#   the header block after it (up to the blank line or the first line that is
+#   not a field, exactly where scan_header ends it), unless the line can only
+#   be a closing delimiter (no part follows one). A "--" line may be a
+#   delimiter when it is one of a boundary that some multipart header declared
+#   before it, or of a boundary _guess_boundary could take (any "--" line in
+#   the first _GUESS_WINDOW octets of a multipart body gives one): _extract
+#   takes no other. Other "--" lines (signatures, diffs, SQL) are content;
+#   outside windows they cost one bytes.find per boundary and chunk;
+# - after a header block whose body _extract may read (text/plain or
+#   text/html that is not an attachment; multipart, for its preamble; no or an
+#   invalid Content-Type), a window: the body's first _TEXT_WINDOW octets,
+#   more than _body_lines ever decodes. Other bodies (attachments) are dropped.
+#
+# Within a window everything is kept, so a text part's prefix is whole and
+# contiguous. A window ends early only where its part is certainly over: at a
+# delimiter of the boundary that opened the part (the only boundary that the
+# opening line delimits), or, for a multipart, when the first possible
+# delimiter after its header is one of its own boundary only (_multipart then
+# finds a delimiter and never reads the preamble). Between kept pieces only
+# whole lines are dropped, except at the end of a window, where the next kept
+# octet is the line end before a delimiter. So every delimiter, part header and
+# text prefix that _extract reads is in the same place relative to the others
+# as in the message, and the envelope is the same.
+#
+# Bounds: a "--" line or part header line outside a window is cut to _LINE_CAP
+# octets plus its line end (a top header line to MAX_HEADER_OCTETS; the top
+# header stops past MAX_HEADER_OCTETS, as _extract does). Past _SKELETON_CAP
+# octets of skeleton or _MAX_DASH_LINES possible delimiters nothing more is
+# read, since nothing more is kept: on hostile input only (a message made of
+# "--x" lines, or of dozens of inline text parts of 256 KiB) the attachment
+# count and names may then be short of what the bytes give. Past
+# _MAX_BOUNDARIES boundaries every "--" line counts as a possible delimiter and
+# no window ends early: only more is kept.
+
+# The longest prefix of a text part that _body_lines decodes, with room for
+# the line end that may follow a window (the part is then still longer than
+# the last step, so it is not taken as complete).
+_TEXT_WINDOW = max(_TEXT_STEPS[-1], _HTML_STEPS[-1]) + 64
+# Longest "--" line or part header line kept whole outside a window.
+_LINE_CAP = 64 * 1024
+# Largest skeleton, and most possible delimiters; past either nothing more is read.
+_SKELETON_CAP = 4 * 1024 * 1024
+_MAX_DASH_LINES = 10_000
+# Boundaries searched for, and windows that may end early, at most.
+_MAX_BOUNDARIES = 64
+_MAX_WINDOWS = 16
+# In-memory bodies up to this size are read whole and take the bytes path.
+_STREAM_ABOVE = 1024 * 1024
+# Octets read at a time: smaller than CHUNK_SIZE, since a chunk and the
+# buffer made of it and the octets carried over are what the filter holds.
+_READ_CHUNK = 64 * 1024
+# "-" octets that start no "--" line after which the rest of a buffer is
+# searched for "\n--" and "\r--" (bytes.find, about 1.5 GB/s) rather than for
+# "-" (memchr, much faster, but one Python step per hit).
+_FAST_MISSES = 32
+
+# Filter states.
+_MBOX = 0  # the start: is there an mbox "From " line?
+_MBOX_LINE = 1  # in the mbox line (it ends at LF only, as _extract reads it)
+_HEADER = 2  # in a header block (top or part)
+_DASH = 3  # at a "--" line (after the line end before it, with dash_break)
+_REGION = 4  # in a body: keep the windows, look for the next possible delimiter
+_SKIP = 5  # dropping the rest of an over-long kept line, up to its line end
+_TRUNCATED = 6  # the top header passed MAX_HEADER_OCTETS: one more octet, then done
+_DONE = 7
+
+_NEED = -1  # _Skeleton._line: the line end is not in the buffer yet
+_LONG = -2  # _Skeleton._line: no line end yet and the line is over its cap
+
+
+def _line_break(buf: bytes, start: int) -> int:
+    """Where the first CR or LF at or after ``start`` is, or -1 (two memchr calls)."""
+    lf = buf.find(b"\n", start)
+    cr = buf.find(b"\r", start) if lf < 0 else buf.find(b"\r", start, lf)
+    return cr if cr >= 0 else lf
+
+
+def _body_use(fields: tuple[HeaderField, ...]) -> tuple[bool, bool, bytes]:
+    """Whether _entity may read the body after a header with ``fields``, whether it
+    is a multipart, and the multipart's boundary.
+
+    Where the parent matters (a part without Content-Type is message/rfc822 in
+    a digest), the answer is the one that keeps more.
+    """
+    maintype, subtype, params = _content_type(fields, "")
+    if maintype == "multipart":
+        return True, True, params.get("boundary", "").encode("latin-1")
+    if maintype != "text" or subtype not in ("plain", "html"):
+        return False, False, b""
+    disposition, filename = _disposition(fields, params)
+    return disposition != "attachment" and filename is None, False, b""
+
+
+@dataclass(slots=True)
+class _Window:
+    until: int  # octets before this offset of the message are kept
+    ends_at: bytes | None  # it ends at a delimiter of this boundary
+    own: bytes  # a multipart's boundary
+    first: bool  # no possible delimiter seen since it opened
+
+
+class _Skeleton:
+    """The filter described above: :meth:`feed` it chunks, then :meth:`finish`."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.kept = 0  # octets kept, the current run included
+        self.capped = False
+        self.state = _MBOX
+        self.carry = b""  # octets not processed yet
+        self.base = 0  # offset in the message of the buffer being processed
+        # The kept octets run_buf[run_start:run_end], not in out yet.
+        self.run_buf: bytes | None = None
+        self.run_start = self.run_end = 0
+        # Windows: octets before keep_until are kept; fixed_until is the same
+        # for the windows that cannot end early; windows holds the others.
+        self.keep_until = 0
+        self.fixed_until = 0
+        self.windows: list[_Window] = []
+        # Possible delimiters: "--" + each boundary (declared or guessable).
+        self.exact = True  # False: every "--" line is one (too many boundaries)
+        self.needles: dict[bytes, bytes] = {}
+        self.hold = 2  # octets held back at the end of a buffer
+        self.guess_until = 0  # "--" lines before this offset give boundaries
+        self.opener: bytes | None = None  # the one boundary the last delimiter is of
+        self.dash_lines = 0
+        self.dash_break = False
+        # Header blocks.
+        self.top = True
+        self.header_index = 0  # where in out the header block starts
+        self.header_kept = 0  # kept when the top header started
+        self.seen_field = False
+        self.at_line_start = False
+        self.skip_lf_only = False
+        self.after_skip = _HEADER
+        # Finds cached for the buffer being processed (-2: not searched, -1: none).
+        self.misses = 0
+        self.next_lf = self.next_cr = -2
+        self.next_known: dict[bytes, int] = {}
+        self.not_delimiters = 0
+
+    @property
+    def done(self) -> bool:
+        return self.capped or self.state == _DONE
+
+    def feed(self, chunk: bytes, *, eof: bool = False) -> None:
+        if self.done:
+            return
+        buf = self.carry + chunk if self.carry else chunk
+        used = self._run(buf, eof)
+        self._flush()
+        self.base += used
+        self.carry = buf[used:]
+
+    def finish(self) -> bytes:
+        self.feed(b"", eof=True)
+        self._flush()
+        skeleton = b"".join(self.out)
+        self.out = []
+        if self.capped:
+            # Not a partial line at the end: a cut "--boundaryX" would read as a delimiter.
+            cut = max(skeleton.rfind(b"\n"), skeleton.rfind(b"\r"))
+            skeleton = skeleton[: cut + 1]
+        return skeleton
+
+    # -- output
+
+    def _keep(self, buf: bytes, start: int, end: int) -> None:
+        """Keep ``buf[start:end]``; adjacent pieces are joined into one run."""
+        if end <= start or self.capped:
+            return
+        if self.kept + end - start > _SKELETON_CAP:
+            end = start + _SKELETON_CAP - self.kept
+            self.capped = True  # the state machine stops at its next step
+        if self.run_buf is buf and self.run_end == start:
+            self.run_end = end
+        else:
+            self._flush()
+            self.run_buf, self.run_start, self.run_end = buf, start, end
+        self.kept += end - start
+
+    def _flush(self) -> None:
+        if self.run_buf is not None:
+            self.out.append(self.run_buf[self.run_start : self.run_end])
+            self.run_buf = None
+
+    def _window(self, buf: bytes, start: int, end: int) -> None:
+        """Keep what of ``buf[start:end]`` is in a window."""
+        self._keep(buf, start, min(end, self.keep_until - self.base))
+
+    def _keep_line(self, buf: bytes, start: int, end: int, term: int, cap: int) -> None:
+        """Keep a line: its first ``cap`` octets, the rest in a window, its line end."""
+        cut = min(end, start + cap)
+        self._keep(buf, start, cut)
+        self._window(buf, cut, end)
+        self._keep(buf, end, term)
+
+    # -- finding lines
+
+    def _line(self, buf: bytes, start: int, eof: bool, cap: int, lf_only: bool = False
+              ) -> tuple[int, int]:
+        """(line end, next line start) of the line at ``start``, or (_NEED or _LONG, 0).
+
+        Line ends are CRLF, LF or a bare CR, as scan_header reads them (LF
+        only for the mbox line, as _extract reads it).
+        """
+        size = len(buf)
+        if lf_only:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                return end, end + 1
+        else:
+            end = _line_break(buf, start)
+            if end >= 0:
+                if buf[end] == 0x0A:
+                    return end, end + 1
+                if end + 1 < size:
+                    return end, end + (2 if buf[end + 1] == 0x0A else 1)
+                if eof:
+                    return end, end + 1
+                # A CR that ends the buffer: an LF may follow.
+                return (_LONG if end - start > cap else _NEED), 0
+        if eof:
+            return size, size
+        return (_LONG if size - start > cap else _NEED), 0
+
+    def _next_dash(self, buf: bytes, pos: int) -> int:
+        """The line end before the next line that starts with "--", at or after ``pos``.
+
+        -1 when there is none in ``buf`` (a "-" ending it may start one).
+        Searching for "-" is a memchr, so a base64 body costs one call per
+        chunk; after _FAST_MISSES "-" that start no "--" line (text, binary)
+        the rest of the buffer is searched for "\\n--" and "\\r--" instead.
+        """
+        size = len(buf)
+        if self.misses < _FAST_MISSES:
+            dash = buf.find(b"-", pos + 1)
+            while True:
+                if dash < 0 or dash + 1 >= size:
+                    return -1
+                if buf[dash + 1] == 0x2D and buf[dash - 1] in (0x0A, 0x0D):
+                    return dash - 1
+                self.misses += 1
+                if self.misses >= _FAST_MISSES:
+                    break
+                dash = buf.find(b"-", dash + 1)
+            pos = max(pos, dash)  # no "--" line starts before this "-"
+        if self.next_lf != -1 and self.next_lf < pos:
+            self.next_lf = buf.find(b"\n--", pos)
+        if self.next_cr != -1 and self.next_cr < pos:
+            self.next_cr = buf.find(b"\r--", pos)
+        lf, cr = self.next_lf, self.next_cr
+        return lf if cr < 0 else cr if lf < 0 else min(lf, cr)
+
+    def _next_known(self, buf: bytes, pos: int) -> int:
+        """The line end before the next line that starts with "--" and a boundary."""
+        best = -1
+        for boundary, needle in self.needles.items():
+            brk = self.next_known.get(boundary, -2)
+            if brk != -1 and brk < pos:
+                at = buf.find(needle, pos + 1)
+                while at > 0 and buf[at - 1] not in (0x0A, 0x0D):
+                    at = buf.find(needle, at + 1)
+                brk = at - 1 if at > 0 else -1
+                self.next_known[boundary] = brk
+            if brk >= 0 and (best < 0 or brk < best):
+                best = brk
+        return best
+
+    def _next_candidate(self, buf: bytes, pos: int) -> int:
+        """The line end before the next "--" line to look at, at or after ``pos``; or -1.
+
+        Any "--" line (the DASH state passes over those that cannot be
+        delimiters) until _FAST_MISSES of them were not in this buffer; then
+        only lines that start with "--" and a boundary, except where a "--"
+        line may give a boundary (near the start of a multipart body).
+        """
+        if not self.exact:
+            return self._next_dash(buf, pos)
+        guess = self.base + pos < self.guess_until
+        if not guess and not self.needles:
+            return -1  # no boundary yet: no "--" line can be a delimiter
+        if guess or self.not_delimiters < _FAST_MISSES:
+            return self._next_dash(buf, pos)
+        return self._next_known(buf, pos)
+
+    # -- boundaries and windows
+
+    def _add_boundary(self, boundary: bytes) -> None:
+        if not self.exact or boundary in self.needles:
+            return
+        if len(self.needles) >= _MAX_BOUNDARIES or boundary[-1] in b" \t":
+            # Too many to search for, or one _delimiters could miss.
+            self.exact = False
+            self.fixed_until = self.keep_until
+            self.windows = []
+            self.hold = 2
+            return
+        self.needles[boundary] = b"--" + boundary
+        self.hold = max(self.hold, len(boundary) + 3)
+
+    def _delimiters(self, line: bytes | None, at: int) -> set[bytes] | None:
+        """The boundaries ``line`` (None: cut) at offset ``at`` is a delimiter of.
+
+        None when unknown (every "--" line is then a possible delimiter). A
+        delimiter as _multipart reads it: "--", the boundary, "--" if it
+        closes, blanks. A "--" line near the start of a multipart body first
+        adds the boundary _guess_boundary would take from it.
+        """
+        if not self.exact or line is None:
+            return None
+        rest = line[2:].rstrip(b" \t")
+        if at < self.guess_until and rest and 0x21 <= rest[0] <= 0x7E and len(rest) <= 200:
+            guess = rest[:-2] if rest.endswith(b"--") else rest
+            if guess:
+                self._add_boundary(guess)
+                if not self.exact:
+                    return None
+        found = {rest} if rest in self.needles else set()
+        if rest.endswith(b"--") and rest[:-2] in self.needles:
+            found.add(rest[:-2])
+        return found
+
+    def _delimiter(self, found: set[bytes] | None, at: int) -> None:
+        """A possible delimiter starts at offset ``at``; ``found`` as from _delimiters."""
+        self.dash_lines += 1
+        if self.dash_lines > _MAX_DASH_LINES:
+            self.capped = True
+            return
+        self.opener = next(iter(found)) if found and len(found) == 1 else None
+        if found is None:
+            for window in self.windows:
+                window.first = False  # it might have been anyone's delimiter
+            return
+        if not self.windows:
+            return
+        windows = []
+        for window in self.windows:
+            if window.until <= at:
+                continue  # over: no longer matters
+            if (window.ends_at is not None and window.ends_at in found) or (
+                window.first and window.own and found == {window.own}
+            ):
+                continue  # the part (or the multipart's preamble) is over
+            window.first = False
+            windows.append(window)
+        self.windows = windows
+        self.keep_until = max([self.fixed_until, *(w.until for w in windows)])
+
+    def _start_header(self, top: bool) -> None:
+        self.state = _HEADER
+        self.top = top
+        self.seen_field = False
+        self._flush()
+        self.header_index = len(self.out)
+        self.header_kept = self.kept
+
+    def _header_line_kept(self) -> None:
+        # scan_header(limit=MAX_HEADER_OCTETS) gives up on the top header once
+        # a line ends past the limit and anything follows, and so does _extract.
+        if self.top and self.kept - self.header_kept >= MAX_HEADER_OCTETS:
+            self.state = _TRUNCATED
+
+    def _end_header(self, region_start: int) -> None:
+        """The header block ended; its body starts at ``buf[region_start]``."""
+        self._flush()
+        block = b"".join(self.out[self.header_index :])
+        reads, multipart, boundary = _body_use(scan_header(block, keep=_PART_KEEP).fields)
+        self.top = False
+        self.state = _REGION
+        self.at_line_start = True
+        if not reads:
+            return
+        start = self.base + region_start
+        until = start + _TEXT_WINDOW
+        self.keep_until = max(self.keep_until, until)
+        if multipart:
+            self.guess_until = max(self.guess_until, start + _GUESS_WINDOW)
+            if boundary:
+                self._add_boundary(boundary)
+        own = boundary if boundary != self.opener else b""
+        if self.exact and len(self.windows) < _MAX_WINDOWS and (own or self.opener):
+            self.windows.append(_Window(until, self.opener, own, True))
+        else:
+            self.fixed_until = max(self.fixed_until, until)
+
+    # -- the filter
+
+    def _run(self, buf: bytes, eof: bool) -> int:
+        """Process ``buf``; return how many octets are done with (the rest is carried)."""
+        size = len(buf)
+        pos = 0
+        self.misses = 0
+        self.next_lf = self.next_cr = -2
+        self.next_known.clear()
+        self.not_delimiters = 0
+        while True:
+            state = self.state
+            if state == _DONE or self.capped:
+                self.state = _DONE
+                return size
+            if state == _REGION:
+                if self.at_line_start:
+                    if pos >= size:
+                        return pos
+                    if buf[pos] == 0x2D:  # "-"
+                        if pos + 1 >= size:
+                            if not eof:
+                                return pos
+                        elif buf[pos + 1] == 0x2D:
+                            self.state, self.dash_break = _DASH, False
+                            continue
+                    self.at_line_start = False
+                brk = self._next_candidate(buf, pos)
+                if brk < 0:
+                    # Hold back what may be the start of a delimiter line.
+                    stop = size if eof else max(pos, size - self.hold)
+                    self._window(buf, pos, stop)
+                    return stop
+                self._window(buf, pos, brk)
+                pos = brk
+                self.state, self.dash_break = _DASH, True
+            elif state == _DASH:
+                start = pos + self.dash_break
+                end, term = self._line(buf, start, eof, _LINE_CAP)
+                if end == _NEED:
+                    return pos
+                line = None if end == _LONG else buf[start:end]
+                found = self._delimiters(line, self.base + start)
+                if found is not None and not found:
+                    # Not a delimiter of anything: content.
+                    self.not_delimiters += 1
+                    self._window(buf, pos, term)
+                    pos = term
+                    self.state, self.at_line_start = _REGION, True
+                    continue
+                self._keep(buf, pos, start)  # the line end before it
+                self._delimiter(found, self.base + start)
+                if found and line is not None and line[2:].rstrip(b" \t") not in found:
+                    # Only ever a closing delimiter: no part follows it.
+                    self._keep(buf, start, term)
+                    pos = term
+                    self.state, self.at_line_start = _REGION, True
+                    continue
+                if end == _LONG:
+                    self._keep(buf, start, start + _LINE_CAP)
+                    pos = start + _LINE_CAP
+                    self.state, self.skip_lf_only, self.after_skip = _SKIP, False, _DASH
+                    continue
+                self._keep_line(buf, start, end, term, _LINE_CAP)
+                pos = term
+                self._start_header(top=False)
+            elif state == _HEADER:
+                if pos >= size and eof:
+                    self._end_header(pos)
+                    continue
+                cap = MAX_HEADER_OCTETS if self.top else _LINE_CAP
+                end, term = self._line(buf, pos, eof, cap)
+                if end == _NEED:
+                    return pos
+                if end == pos:  # the blank line
+                    self._keep(buf, pos, term)
+                    self._end_header(term)
+                    pos = term
+                    continue
+                if buf[pos] in (0x20, 0x09):
+                    field_line = self.seen_field
+                else:
+                    line_end = size if end == _LONG else end
+                    field_line = _FIELD_NAME.match(buf, pos, line_end) is not None
+                    self.seen_field = self.seen_field or field_line
+                if not field_line:
+                    self._end_header(pos)  # this line is the body's first
+                    continue
+                if end == _LONG:
+                    self._keep(buf, pos, pos + cap)
+                    pos += cap
+                    self.state, self.skip_lf_only, self.after_skip = _SKIP, False, _HEADER
+                    continue
+                self._keep_line(buf, pos, end, term, cap)
+                pos = term
+                self._header_line_kept()
+            elif state == _SKIP:
+                if self.skip_lf_only:
+                    end = buf.find(b"\n", pos)
+                    term = end + 1
+                else:
+                    end = _line_break(buf, pos)
+                    term = end + 1
+                    if end >= 0 and buf[end] == 0x0D:
+                        if end + 1 < size:
+                            term += buf[end + 1] == 0x0A
+                        elif not eof:
+                            self._window(buf, pos, end)
+                            return end  # is the CR followed by an LF?
+                if end < 0:
+                    self._window(buf, pos, size)
+                    return size
+                self._window(buf, pos, end)
+                self._keep(buf, end, term)
+                pos = term
+                if self.after_skip == _DASH:
+                    self._start_header(top=False)
+                elif self.after_skip == _MBOX_LINE:
+                    self._start_header(top=True)
+                else:
+                    self.state = _HEADER
+                    self._header_line_kept()
+            elif state == _MBOX:
+                if size - pos < 5 and not eof:
+                    return pos
+                if buf.startswith(b"From ", pos):
+                    self.state = _MBOX_LINE
+                else:
+                    self._start_header(top=True)
+            elif state == _MBOX_LINE:
+                end, term = self._line(buf, pos, eof, _LINE_CAP, lf_only=True)
+                if end == _NEED:
+                    return pos
+                if end == _LONG:
+                    self._keep(buf, pos, pos + _LINE_CAP)
+                    pos += _LINE_CAP
+                    self.state, self.skip_lf_only, self.after_skip = _SKIP, True, _MBOX_LINE
+                    continue
+                self._keep_line(buf, pos, end, term, _LINE_CAP)
+                pos = term
+                self._start_header(top=True)
+            else:  # _TRUNCATED
+                if pos < size:
+                    self._keep(buf, pos, pos + 1)
+                    self.state = _DONE
+                elif eof:
+                    self.state = _DONE
+                else:
+                    return pos
+
+
+def _skeleton(chunks: Iterable[bytes]) -> bytes:
+    """The skeleton of the message made of ``chunks`` (see _Skeleton)."""
+    skeleton = _Skeleton()
+    for chunk in chunks:
+        skeleton.feed(chunk)
+        if skeleton.done:
+            break
+    return skeleton.finish()
+
+
+def _extract_body(body: Body, headlines: int, chunk_size: int = _READ_CHUNK) -> EnvelopeSummary:
+    """_extract on the skeleton of ``body``, read ``chunk_size`` octets at a time."""
+    return _extract(_skeleton(body.chunks(chunk_size)), headlines)
+
+
+def extract_envelope(message: bytes | Body, *, headlines: int = 2) -> EnvelopeSummary:
     """The envelope of ``message`` (paper section 5.2 step 4). Never raises.
 
     ``headlines`` (at most :data:`MAX_HEADLINES`) is how many non-empty lines
     of the first text/plain part (else of the first text/html part, tags
     stripped) are kept.
+
+    A :class:`~smdp.core.body.Body` is read a chunk at a time and never whole
+    (unless it is in memory and small): the envelope is extracted from its
+    skeleton (see _Skeleton), in memory bounded whatever the message size, and
+    is the same as for the bytes. Only on hostile input whose skeleton passes
+    _SKELETON_CAP (4 MiB) or that has over _MAX_DASH_LINES (10,000) possible
+    delimiter lines is the rest not read, and the attachment count may then
+    come out short.
     """
     try:
+        if isinstance(message, Body):
+            if message.in_memory and message.size <= _STREAM_ABOVE:
+                return _extract(message.read(), headlines)
+            return _extract_body(message, headlines)
         if not isinstance(message, bytes):
             message = bytes(message)
         return _extract(message, headlines)

@@ -17,9 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from smdp.core import decisions as d
+from smdp.core.body import Body
 from smdp.core.decisions import SmdpMessage, origin_side
 from smdp.core.envelope import encode_envelope_block, extract_envelope
-from smdp.core.submission import SubmissionError, prepare_submission
+from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
 
@@ -43,7 +44,11 @@ class SubmitResult:
 class DecisionOutcome:
     code: int
     text: str
-    body: bytes | None = None  # set when the decision is answered with the pull
+    # Set when the decision is answered with the pull: the stored message
+    # whose body follows, and its size. The adapter streams the body from the
+    # store a chunk at a time (it is held until RECEIVED, so it stays put).
+    pull_message_id: int | None = None
+    pull_size: int = 0
 
 
 class Origin:
@@ -57,11 +62,13 @@ class Origin:
     # -- submission (section 5.2 steps 1-4) -------------------------------------
 
     def submit(
-        self, user: User, sender: str, recipients: list[str], raw: bytes
+        self, user: User, sender: str, recipients: list[str], raw: bytes | Body,
+        *, spool_dir: str | None = None,
     ) -> SubmitResult:
         """Store the message durably, then queue its envelopes, in one transaction.
 
-        Raises SubmissionError (assumption 3) before anything is stored.
+        Raises SubmissionError (assumption 3) before anything is stored. A
+        large ``raw`` comes as a file-backed Body and is never read whole.
         """
         suspended = self.store.suspension(user.id)
         if suspended is not None:
@@ -70,9 +77,15 @@ class Origin:
                 "contact your administrator"
             )
         identities = self.store.identities(user.id)
-        body = prepare_submission(
-            raw, identities=identities, sender=sender, hostname=self.hostname
-        )
+        if isinstance(raw, Body):
+            body = prepare_submission_body(
+                raw, identities=identities, sender=sender, hostname=self.hostname,
+                spool_dir=spool_dir,
+            )
+        else:
+            body = Body.of(prepare_submission(
+                raw, identities=identities, sender=sender, hostname=self.hostname
+            ))
         summary = extract_envelope(body)
         now = time.time()
         expires = now + self.expire_seconds
@@ -208,7 +221,7 @@ class Origin:
         if pulling and not msg.held:
             return DecisionOutcome(554, f"5.7.0 {envid} is no longer held")
 
-        body: bytes | None = None
+        pull = False
         with self.store.transaction():
             if effect.add_to_white_list:
                 self.store.put_outbound(msg.user_id, "white", recipient, "auto")
@@ -223,14 +236,14 @@ class Origin:
                 if not pulling:
                     new_state, detail = d.OUT_DELIVERED, f"{effect.state} by recipient"
                 else:
-                    body = self.store.out_body(msg.id)
+                    pull = True
                     new_state, detail = effect.state, "transfer in progress"
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"
             self.store.update_out_recipient(rcpt.id, new_state, detail)
             self._drop_body_when_done(envid)
-        if body is not None:
-            return DecisionOutcome(150, f"{len(body)} octets follow", body)
+        if pull:
+            return DecisionOutcome(150, f"{msg.size} octets follow", msg.id, msg.size)
         return DecisionOutcome(250, f"2.0.0 {message.value} recorded for <{recipient}>")
 
     def _investigate(self, user_id: int) -> None:

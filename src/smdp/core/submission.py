@@ -15,15 +15,23 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
 from email.utils import format_datetime, getaddresses
 
-from smdp.core.addresses import AddressError, normalize, parse_address
-from smdp.core.envelope import MAX_HEADER_OCTETS, HeaderField, decode_header_text, scan_header
+from smdp.core.addresses import Address, AddressError, normalize, parse_address
+from smdp.core.body import Body, BodyWriter
+from smdp.core.envelope import (
+    MAX_HEADER_OCTETS,
+    HeaderBlock,
+    HeaderField,
+    decode_header_text,
+    scan_header,
+)
 
-__all__ = ["SubmissionError", "prepare_submission"]
+__all__ = ["SubmissionError", "prepare_submission", "prepare_submission_body"]
 
 _CRLF = b"\r\n"
 # Fields that name an author of the message (RFC 5322 3.6.2 and 3.6.6): each
@@ -55,13 +63,37 @@ class SubmissionError(ValueError):
     """The message cannot be accepted; the text is shown to the user as is."""
 
 
+class _LineEnds:
+    """Line ends to CRLF over a stream of chunks: CRLF, LF and bare CR alike.
+
+    Bare CR becomes a line end too: the email package and many readers split
+    on it, so leaving it would let a line hide inside another one. A CR that
+    ends a chunk is written as CRLF at once; an LF that starts the next chunk
+    is then the rest of that line end, and dropped. :meth:`end` gives the CRLF
+    that ends a message that does not end with a line end.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = -1  # the last octet fed, -1 before any
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        last = chunk[-1]
+        if self._last == 0x0D and chunk[0] == 0x0A:
+            chunk = chunk[1:]
+        self._last = last
+        return chunk.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
+
+    def end(self) -> bytes:
+        return b"" if self._last in (-1, 0x0A, 0x0D) else _CRLF
+
+
 def _normalize_line_ends(raw: bytes) -> bytes:
-    # Bare CR becomes a line end too: the email package and many readers split
-    # on it, so leaving it would let a line hide inside another one.
-    data = raw.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
-    if data and not data.endswith(_CRLF):
-        data += _CRLF
-    return data
+    lines = _LineEnds()
+    return lines.feed(raw) + lines.end()
 
 
 def _printable(text: str) -> str:
@@ -129,6 +161,67 @@ def _check_authors(fields: Sequence[HeaderField], allowed: set[str]) -> bool:
     return has_from
 
 
+@dataclass(frozen=True, slots=True)
+class _Submitter:
+    """What the header rewrite needs to know about the user and the server."""
+
+    allowed: set[str]
+    sender: Address
+    host: str
+    now: datetime | None
+
+    @classmethod
+    def check(cls, identities: Sequence[str], sender: str, hostname: str,
+              now: datetime | None) -> _Submitter:
+        allowed = {_key(identity) for identity in identities}
+        try:
+            sender_address = parse_address(sender)
+        except AddressError as exc:
+            raise SubmissionError(f"The sender address is invalid: {exc}") from exc
+        if normalize(sender) not in allowed:
+            raise SubmissionError("The sender is not one of your identities.")
+        try:
+            host = parse_address("postmaster@" + hostname).domain
+        except AddressError as exc:
+            raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
+        return cls(allowed, sender_address, host, now)
+
+    def header(self, data: bytes, block: HeaderBlock) -> bytes:
+        """The new header block, blank line included, for the header ``block`` of ``data``.
+
+        ``data`` has CRLF line ends; it need only reach ``block.end``.
+        """
+        if block.truncated:
+            raise SubmissionError(
+                f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
+            )
+        if _HEADER_CONTROL.search(data[: block.end].replace(_CRLF, b"")):
+            raise SubmissionError(
+                "The message header contains NUL or another control character."
+            )
+        has_from = _check_authors(block.fields, self.allowed)
+        keys = {field.key for field in block.fields}
+
+        added: list[bytes] = []
+        if not has_from:
+            added.append(b"From: " + str(self.sender).encode("ascii") + _CRLF)
+        if "date" not in keys:
+            when = self.now if self.now is not None else datetime.now(UTC)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            added.append(b"Date: " + format_datetime(when).encode("ascii") + _CRLF)
+        if "message-id" not in keys:
+            token = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+            added.append(f"Message-ID: <{token}@{self.host}>".encode("ascii") + _CRLF)
+
+        kept = [
+            data[field.start : field.end]
+            for field in block.fields
+            if field.key not in _DROPPED_FIELDS
+        ]
+        return b"".join(added) + b"".join(kept) + _CRLF
+
+
 def prepare_submission(
     raw: bytes,
     *,
@@ -155,44 +248,147 @@ def prepare_submission(
     time (a naive value is taken as UTC); ``hostname`` is the right-hand side
     of generated Message-IDs.
     """
-    allowed = {_key(identity) for identity in identities}
-    try:
-        sender_address = parse_address(sender)
-    except AddressError as exc:
-        raise SubmissionError(f"The sender address is invalid: {exc}") from exc
-    if normalize(sender) not in allowed:
-        raise SubmissionError("The sender is not one of your identities.")
-    try:
-        host = parse_address("postmaster@" + hostname).domain
-    except AddressError as exc:
-        raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
-
+    submitter = _Submitter.check(identities, sender, hostname, now)
     data = _normalize_line_ends(raw)
     block = scan_header(data, limit=MAX_HEADER_OCTETS)
-    if block.truncated:
-        raise SubmissionError(
-            f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
-        )
-    if _HEADER_CONTROL.search(data[: block.end].replace(_CRLF, b"")):
-        raise SubmissionError("The message header contains NUL or another control character.")
-    has_from = _check_authors(block.fields, allowed)
-    keys = {field.key for field in block.fields}
+    return submitter.header(data, block) + data[block.body_start :]
 
-    added: list[bytes] = []
-    if not has_from:
-        added.append(b"From: " + str(sender_address).encode("ascii") + _CRLF)
-    if "date" not in keys:
-        when = now if now is not None else datetime.now(UTC)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        added.append(b"Date: " + format_datetime(when).encode("ascii") + _CRLF)
-    if "message-id" not in keys:
-        token = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
-        added.append(f"Message-ID: <{token}@{host}>".encode("ascii") + _CRLF)
 
-    kept = [
-        data[field.start : field.end]
-        for field in block.fields
-        if field.key not in _DROPPED_FIELDS
-    ]
-    return b"".join(added) + b"".join(kept) + _CRLF + data[block.body_start :]
+# ---------------------------------------------------------------------------
+# Bodies: the same, a chunk at a time
+
+# Normalised octets read before the header is first scanned; the buffer at
+# least doubles before each new scan, so scanning costs O(header) overall.
+_FIRST_SCAN = 64 * 1024
+# Octets past MAX_HEADER_OCTETS that the header buffer may hold. Past them, a
+# line that may still be a field is followed to the octet that decides without
+# being held, and a header line still going on makes the header too large.
+_HEADER_SLACK = 64 * 1024
+# A line that may still become a header field: field-name octets, then blanks.
+_MAY_BE_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]++[ \t]*+\Z")
+_NOT_NAME = re.compile(rb"[^\x21-\x39\x3b-\x7e]")
+_NOT_BLANK = re.compile(rb"[^ \t]")
+
+
+def _header_decided(data: bytes, block: HeaderBlock) -> bool:
+    """Whether ``scan_header(data)`` gives ``block`` whatever follows ``data``.
+
+    ``data`` is normalised (CRLF line ends, never a lone CR at its end).
+    """
+    if block.truncated or block.separator:
+        return True
+    if block.end == len(data):
+        return False  # every line so far is header: the next one decides
+    # The header stopped at the line at block.end, which is not a field. That
+    # holds once the line is complete, or when no more octets can make it one.
+    return data.find(_CRLF, block.end) >= 0 or _MAY_BE_FIELD.match(data, block.end) is None
+
+
+def _becomes_field(line_start: bytes, rest: Iterator[bytes]) -> bool:
+    """Whether the line that starts with ``line_start`` (field-name octets, maybe
+    blanks, as _MAY_BE_FIELD) and goes on in the raw chunks ``rest`` is a field."""
+    blanks = line_start[-1:] in (b" ", b"\t")
+    for chunk in rest:
+        pos = 0
+        if not blanks:
+            match = _NOT_NAME.search(chunk)
+            if match is None:
+                continue
+            octet = chunk[match.start()]
+            if octet == 0x3A:  # ":"
+                return True
+            if octet not in (0x20, 0x09):
+                return False
+            blanks, pos = True, match.start()
+        match = _NOT_BLANK.search(chunk, pos)
+        if match is not None:
+            return chunk[match.start()] == 0x3A
+    return False  # the message ends on that line: a line end, no colon
+
+
+def prepare_submission_body(
+    raw: Body,
+    *,
+    identities: Sequence[str],
+    sender: str,
+    hostname: str,
+    now: datetime | None = None,
+    spool_dir: str | None = None,
+) -> Body:
+    """:func:`prepare_submission` for a :class:`~smdp.core.body.Body`, never read whole.
+
+    The same checks, errors and resulting octets. The header is read from the
+    start of ``raw`` (normalised chunk by chunk, at most about
+    MAX_HEADER_OCTETS of it held), then the rest is normalised a chunk at a
+    time into a new Body (a BodyWriter in ``spool_dir``: small ones stay in
+    memory). One difference: a message that is all header, whose last line
+    crosses MAX_HEADER_OCTETS and runs on more than 64 KiB past it, is taken
+    whole by prepare_submission (nothing follows that line, so its header scan
+    does not give up) but refused here as larger than MAX_HEADER_OCTETS, like
+    every header that crosses the limit with anything after it.
+    """
+    submitter = _Submitter.check(identities, sender, hostname, now)
+    lines = _LineEnds()
+    chunks = raw.chunks()
+    pieces: list[bytes] = []
+    held = consumed = 0
+    ended = False
+    want = _FIRST_SCAN
+    body_from = -1  # >= 0: the body is raw from this octet on, not held in data
+    while True:
+        while held < want and not ended:
+            chunk = next(chunks, None)
+            if chunk is None:
+                ended = True
+                piece = lines.end()
+            else:
+                consumed += len(chunk)
+                piece = lines.feed(chunk)
+            if piece:
+                pieces.append(piece)
+                held += len(piece)
+        data = b"".join(pieces)
+        pieces = [data]
+        block = scan_header(data, limit=MAX_HEADER_OCTETS)
+        if ended or _header_decided(data, block):
+            break
+        if held > MAX_HEADER_OCTETS + _HEADER_SLACK:
+            if block.end == held:
+                # A header line crossing the limit: a larger header, unless
+                # the message ended right after it (see above).
+                raise SubmissionError(
+                    f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
+                )
+            # A very long line that may yet be a field: follow it to its
+            # first octet that decides, without holding it.
+            if _becomes_field(data[block.end :], chunks):
+                raise SubmissionError(
+                    f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
+                )
+            # Not a field: the header ends before it, and the body starts
+            # there, in raw (the line has no line end, so it is raw as is).
+            body_from = consumed - (held - block.end)
+            break
+        want = max(held + 1, min(2 * held, MAX_HEADER_OCTETS + _HEADER_SLACK + 1))
+
+    head = submitter.header(data, block)
+    writer = BodyWriter(directory=spool_dir)
+    try:
+        writer.write(head)
+        if body_from >= 0:
+            del data, pieces
+            lines = _LineEnds()
+            for chunk in raw.tail(body_from).chunks():
+                writer.write(lines.feed(chunk))
+        else:
+            writer.write(data[block.body_start :])
+            del data, pieces
+            for chunk in chunks:
+                writer.write(lines.feed(chunk))
+            if ended:
+                return writer.finish()
+        writer.write(lines.end())
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.finish()

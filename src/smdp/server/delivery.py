@@ -20,11 +20,14 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import count
 from typing import TYPE_CHECKING, Any
 
+from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.core.decisions import OUT_QUEUED, SmdpMessage
 from smdp.protocol import peer as wire
-from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.protocol.framing import CLOSED, NEED_DATA, BlockChunk
 from smdp.server.discovery import DiscoveryError
 from smdp.server.tls import TlsError, TlsPolicy, peer_certificate, start_tls
 from smdp.store.records import Job
@@ -51,22 +54,35 @@ class PermanentFailure(Exception):
     """Give up; the message is the reason the sender will see."""
 
 
+@dataclass(frozen=True, slots=True)
+class PulledMessage:
+    """The answer to a pulling decision, its body gathered chunk by chunk."""
+
+    code: int
+    text: str
+    body: Body
+
+
 class PeerLink:
     """One outgoing peer session, driven through the sans-IO client codec."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 timeout: float, max_message_size: int) -> None:
+                 timeout: float, max_message_size: int, spool_dir: str | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
-        self.conn = wire.PeerClientConnection(max_message_size=max_message_size)
+        self.spool_dir = spool_dir
+        # A pulled body comes in chunks, spooled to a file past 1 MiB.
+        self.conn = wire.PeerClientConnection(
+            max_message_size=max_message_size, stream_threshold=CHUNK_SIZE
+        )
         # After STARTTLS: the plaintext writer, kept so that collecting it does
         # not close the transport under the TLS layer (see tls.start_tls).
         self._plain_writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def open(cls, address: str, port: int, timeout: float,
-                   max_message_size: int) -> PeerLink:
+                   max_message_size: int, spool_dir: str | None = None) -> PeerLink:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(address, port), timeout
@@ -74,16 +90,36 @@ class PeerLink:
         except (OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}",
                                    unreachable=True) from None
-        link = cls(reader, writer, timeout, max_message_size)
+        link = cls(reader, writer, timeout, max_message_size, spool_dir)
         greeting = await link.read_reply()
         if not isinstance(greeting, wire.Reply) or greeting.code != 220:
             await link.close()
             raise TemporaryFailure(f"unexpected greeting from {address}:{port}")
         return link
 
-    async def read_reply(self) -> wire.Reply | wire.PulledBody:
+    async def read_reply(self) -> wire.Reply | PulledMessage:
+        spool = BodyWriter(directory=self.spool_dir)  # no file unless a large body comes
+        try:
+            return await self._read_reply(spool)
+        except BaseException:
+            spool.discard()
+            raise
+
+    async def _read_reply(self, spool: BodyWriter) -> wire.Reply | PulledMessage:
         while True:
             event = self.conn.next_event()
+            if isinstance(event, BlockChunk):
+                try:
+                    spool.write(event.data)
+                except OSError as exc:
+                    raise TemporaryFailure(f"cannot spool the pulled body: {exc}") from None
+                continue
+            if isinstance(event, wire.PulledBody):
+                try:
+                    spool.write(event.body)
+                except OSError as exc:
+                    raise TemporaryFailure(f"cannot spool the pulled body: {exc}") from None
+                return PulledMessage(event.code, event.text, spool.finish())
             if event is NEED_DATA:
                 try:
                     data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
@@ -95,10 +131,10 @@ class PeerLink:
                 continue
             if event is CLOSED:
                 raise TemporaryFailure("the peer closed the connection")
-            assert isinstance(event, wire.Reply | wire.PulledBody)
+            assert isinstance(event, wire.Reply)
             return event
 
-    async def command(self, command: wire.PeerCommand) -> wire.Reply | wire.PulledBody:
+    async def command(self, command: wire.PeerCommand) -> wire.Reply | PulledMessage:
         try:
             self.writer.write(self.conn.send(command))
             await self.writer.drain()
@@ -109,9 +145,31 @@ class PeerLink:
         except wire.RemoteProtocolError as exc:
             raise TemporaryFailure(f"the peer broke the protocol: {exc}") from None
 
+    async def send_body(self, read_chunk: Callable[[int], bytes | None], size: int) -> None:
+        """After a 354: the stored body, a chunk at a time, then the end of data.
+
+        A body that changed while being sent (it can only shrink: expiry) must
+        not arrive cut short and ended as whole; the session is dropped instead.
+        """
+        sent = 0
+        try:
+            for seq in count():
+                chunk = read_chunk(seq)
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                self.writer.write(self.conn.send(wire.DataPart(chunk)))
+                await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except (OSError, TimeoutError) as exc:
+            raise TemporaryFailure(f"connection lost: {exc}") from None
+        if sent != size:
+            self.writer.transport.abort()
+            raise TemporaryFailure(f"the stored body is {sent} octets, {size} expected")
+        await self.expect(wire.DataEnd(), "end of data")
+
     async def expect(self, command: wire.PeerCommand, what: str) -> wire.Reply:
         reply = await self.command(command)
-        if isinstance(reply, wire.PulledBody):
+        if isinstance(reply, PulledMessage):
             raise PermanentFailure(f"{what}: unexpected message body")
         check(reply, what)
         return reply
@@ -388,7 +446,8 @@ class DeliveryWorker:
                 raise TemporaryFailure(str(exc), unreachable=True) from None
             raise PermanentFailure(str(exc)) from None
         link = await PeerLink.open(peer.address, peer.port, self.timeout,
-                                   self.app.config.limits.max_message_size)
+                                   self.app.config.limits.max_message_size,
+                                   self.app.config.spool_dir)
         ehlo = wire.Helo(self.app.config.hostname, True)
         try:
             reply = await link.expect(ehlo, "EHLO")
@@ -425,8 +484,7 @@ class DeliveryWorker:
                  if r.state == OUT_QUEUED]
         if not rcpts:
             return
-        body = store.out_body(msg.id) if direct else msg.summary.encode("utf-8")
-        if body is None:
+        if direct and not msg.held:
             raise PermanentFailure("the message is no longer held")
         link = await self._session(route)
         if direct:
@@ -460,7 +518,13 @@ class DeliveryWorker:
             if reply.code != 354:
                 check(reply, "DATA")
                 raise TemporaryFailure(f"DATA: {reply.code} {reply.text}")
-            await link.expect(wire.Data(body), "end of data")
+            if direct:
+                message_id = msg.id
+                await link.send_body(
+                    lambda seq: store.out_body_chunk(message_id, seq), msg.size
+                )
+            else:
+                await link.expect(wire.Data(msg.summary.encode("utf-8")), "end of data")
         else:
             # No recipient taken: close the transaction, keep the session.
             await link.expect(wire.Rset(), "RSET")
@@ -486,7 +550,7 @@ class DeliveryWorker:
         reply = await link.command(
             wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
         )
-        if isinstance(reply, wire.PulledBody):
+        if isinstance(reply, PulledMessage):
             self.app.destination.body_pulled(env.id, reply.body)
             await link.expect(wire.Received(env.envid), "RECEIVED")
             return

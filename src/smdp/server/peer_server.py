@@ -11,10 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from smdp.core.body import CHUNK_SIZE, Body
 from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import EnvelopeError
 from smdp.core.quality import judge
 from smdp.protocol import peer as wire
+from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
 from smdp.server.session import Session
 from smdp.server.tls import peer_certificate
@@ -54,6 +56,7 @@ class PeerSession(Session):
             max_command_line=limits.max_command_line,
             max_line_length=limits.max_line_length,
             tls=ssl_object is not None,
+            stream_threshold=CHUNK_SIZE,  # bodies come in chunks, never whole
         )
         # The client certificate: the only thing that proves who the peer is.
         self.peer_cert = peer_certificate(ssl_object)
@@ -103,9 +106,12 @@ class PeerSession(Session):
                 self.reply(250, f"2.3.0 Size {size} ok")
             case wire.DataStart():
                 self.reply(354, "Send data, end with <CRLF>.<CRLF>")
+            case BlockChunk(data=data):
+                self.spool_chunk(data)
             case wire.DataComplete(data=data):
-                self._complete(data)
+                self._complete(self.spooled_body(data))
             case wire.DataFailed():
+                self.drop_spool()
                 self.txn = None
             case wire.Decision():
                 await self._decision(event)
@@ -243,14 +249,17 @@ class PeerSession(Session):
             self.txn.recipients.append(rcpt)
         self.reply(250, f"2.1.5 Recipient <{rcpt}> ok")
 
-    def _complete(self, data: bytes) -> None:
+    def _complete(self, data: Body | OSError) -> None:
         txn, self.txn = self.txn, None
         assert txn is not None and self.peer_host is not None
+        if isinstance(data, OSError):
+            self.reply(452, "4.3.1 Insufficient system storage; try again later")
+            return
         if txn.kind == "envelope":
             try:
                 self.app.destination.receive_envelope(
                     server=self.peer_host, envid=txn.envid, sender=txn.sender,
-                    recipients=txn.recipients, size=txn.size or 0, block=data,
+                    recipients=txn.recipients, size=txn.size or 0, block=data.read(),
                 )
             except EnvelopeError as exc:
                 self.reply(554, f"5.6.0 {exc}")
@@ -269,8 +278,13 @@ class PeerSession(Session):
         outcome = self.app.origin.on_decision(
             event.envid, event.recipient.lower(), SmdpMessage(event.kind.value), event.body_held
         )
-        if outcome.body is not None:
-            self.conn.send_body(outcome.code, outcome.text, outcome.body)
+        if outcome.pull_message_id is not None:
+            message_id = outcome.pull_message_id
+            self.conn.send_body_start(outcome.code, outcome.text)
+            await self.stream_body(
+                lambda seq: self.app.store.out_body_chunk(message_id, seq), outcome.pull_size,
+                self.conn.send_body_chunk, self.conn.send_body_end,
+            )
         else:
             self.reply(outcome.code, outcome.text)
 

@@ -14,9 +14,12 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
+from itertools import count
 from typing import Any, Protocol
 
 from smdp.config import Config
+from smdp.core.body import Body, BodyWriter
 from smdp.protocol.framing import CLOSED, NEED_DATA
 from smdp.server.tls import start_tls
 
@@ -52,6 +55,11 @@ class Session:
         # The plaintext writer after STARTTLS/STLS: kept, because collecting it
         # would close the transport under the TLS layer (see tls.start_tls).
         self._plain_writer: asyncio.StreamWriter | None = None
+        # The body of the block being received, past the codec's stream
+        # threshold: written to a temporary file as it comes, so that the
+        # server never holds a large message whole.
+        self._spool: BodyWriter | None = None
+        self._spool_error: OSError | None = None
 
     # -- what a port says and does ---------------------------------------------------
 
@@ -87,6 +95,79 @@ class Session:
         self._plain_writer = plain
         self._partial_since = None
         return True
+
+    # -- message bodies in and out, a chunk at a time ---------------------------------
+
+    def spool_chunk(self, data: bytes) -> None:
+        """A :class:`BlockChunk` of the block being received."""
+        if self._spool_error is not None:
+            return  # the block is read to its end and then refused
+        if self._spool is None:
+            self._spool = BodyWriter(directory=self.config.spool_dir)
+        try:
+            self._spool.write(data)
+        except OSError as exc:
+            log.error("cannot spool a message body: %s", exc)
+            self._spool_error = exc
+            self._spool.discard()
+
+    def spooled_body(self, rest: bytes) -> Body | OSError:
+        """The whole received body: what was spooled and the final event's
+        ``rest``. An OSError (a full disk) means it could not be kept; the
+        caller refuses the message with a temporary error."""
+        spool, error = self._spool, self._spool_error
+        self._spool, self._spool_error = None, None
+        if error is not None:
+            return error
+        if spool is None:
+            return Body.of(rest)
+        try:
+            spool.write(rest)
+        except OSError as exc:
+            spool.discard()
+            return exc
+        return spool.finish()
+
+    def drop_spool(self) -> None:
+        """The block failed or was abandoned: forget what was spooled."""
+        if self._spool is not None:
+            self._spool.discard()
+        self._spool, self._spool_error = None, None
+
+    async def stream_body(
+        self, read_chunk: Callable[[int], bytes | None], size: int,
+        send_chunk: Callable[[bytes], None], end: Callable[[], None],
+    ) -> None:
+        """Send a stored body chunk by chunk (the start line already queued).
+
+        ``read_chunk(seq)`` reads chunk ``seq`` from the store, None past the
+        end. A body that changes while it is sent (deleted by expiry, say)
+        must never reach the client cut short and ended as if whole: the
+        connection is dropped instead, without the terminating ".", so the
+        client retries.
+        """
+        sent = 0
+        for seq in count():
+            try:
+                chunk = read_chunk(seq)
+            except Exception:
+                # Half a body is on its way: no reply can follow it, only an
+                # end to the session (the client retries).
+                log.exception("cannot read a stored body; dropping the session")
+                self.writer.transport.abort()
+                raise ConnectionAbortedError("stored body unreadable") from None
+            if chunk is None:
+                break
+            sent += len(chunk)
+            send_chunk(chunk)
+            self.writer.write(self.conn.data_to_send())
+            if not await self._drain():
+                raise ConnectionAbortedError("the client stopped reading a body")
+        if sent != size:
+            log.error("stored body is %d octets, %d expected; dropping the session", sent, size)
+            self.writer.transport.abort()
+            raise ConnectionAbortedError("stored body changed while being sent")
+        end()
 
     # -- the loop --------------------------------------------------------------------
 
@@ -145,6 +226,8 @@ class Session:
                     break
                 try:
                     await self.handle(event)
+                except ConnectionError:
+                    raise  # the session is over (see stream_body)
                 except Exception:
                     log.exception("%s failed", type(event).__name__)
                     if self.conn.reply_owed is not None:
@@ -154,6 +237,7 @@ class Session:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.drop_spool()
             self.writer.close()
             try:
                 await asyncio.wait_for(self.writer.wait_closed(), 5.0)

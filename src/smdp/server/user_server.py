@@ -8,15 +8,19 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Iterable, Iterator
+from itertools import count
 from typing import TYPE_CHECKING
 
 from smdp.core import decisions as d
 from smdp.core.addresses import AddressError, parse_address
+from smdp.core.body import CHUNK_SIZE, Body
 from smdp.core.decisions import Option
 from smdp.core.destination import DecisionError
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.submission import SubmissionError
 from smdp.protocol import user as wire
+from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
 from smdp.server.session import Session
 from smdp.store.records import MailboxEntry, User
@@ -48,6 +52,7 @@ class UserSession(Session):
             max_recipients=limits.max_recipients,
             max_line_length=limits.max_line_length,
             tls=writer.get_extra_info("ssl_object") is not None,  # the implicit-TLS port
+            stream_threshold=CHUNK_SIZE,  # submissions come in chunks, never whole
         )
         self.name: str | None = None
         self.user: User | None = None
@@ -89,6 +94,29 @@ class UserSession(Session):
             return self.messages[n - 1]
         self.conn.err(f"no message {n}")
         return None
+
+    def _chunks(self, envelope_id: int) -> Iterator[bytes]:
+        for seq in count():
+            chunk = self.app.store.in_body_chunk(envelope_id, seq)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def _stream(self, envelope_id: int, length: int) -> None:
+        """Send the first ``length`` octets of a stored body as the block."""
+        left = length
+
+        def read_chunk(seq: int) -> bytes | None:
+            nonlocal left
+            if left <= 0:
+                return None
+            chunk = self.app.store.in_body_chunk(envelope_id, seq)
+            if chunk is not None:
+                chunk = chunk[:left]
+                left -= len(chunk)
+            return chunk
+
+        await self.stream_body(read_chunk, length, self.conn.block_chunk, self.conn.block_end)
 
     def _size(self, entry: MailboxEntry) -> int:
         env = self.app.store.in_envelope(entry.envelope_id)
@@ -194,12 +222,15 @@ class UserSession(Session):
                     conn.ok(f"{n} {self._uid(entry)}")
             case wire.Retr(n=n):
                 if (entry := self._message(n)) is not None:
-                    body = app.store.in_body(entry.envelope_id) or b""
-                    conn.ok_block(f"{len(body)} octets", body)
+                    size = self._size(entry)
+                    conn.ok_block_start(f"{size} octets")
+                    await self._stream(entry.envelope_id, size)
             case wire.Top(n=n, lines=k):
                 if (entry := self._message(n)) is not None:
-                    body = app.store.in_body(entry.envelope_id) or b""
-                    conn.ok_block("top of message follows", _top(body, k))
+                    envelope_id = entry.envelope_id
+                    length = _top_length(self._chunks(envelope_id), k)
+                    conn.ok_block_start("top of message follows")
+                    await self._stream(envelope_id, length)
             case wire.Dele(n=n):
                 if self._message(n) is not None:
                     self.deleted.add(n)
@@ -233,9 +264,12 @@ class UserSession(Session):
                 self._rcpt(address)
             case wire.DataCmd():
                 conn.ok('send the message, end with "." on a line by itself')
+            case BlockChunk(data=data):
+                self.spool_chunk(data)
             case wire.MessageComplete(data=data):
-                self._submit(data)
+                self._submit(self.spooled_body(data))
             case wire.MessageFailed(reason=reason):
+                self.drop_spool()
                 self.compose_from, self.compose_to = None, []
                 log.info("submission refused: %s", reason)
             case wire.Sent(msgid=msgid):
@@ -331,14 +365,23 @@ class UserSession(Session):
             self.compose_to.append(rcpt)
         self.conn.ok(f"recipient {rcpt}")
 
-    def _submit(self, data: bytes) -> None:
+    def _submit(self, data: Body | OSError) -> None:
         assert self.user is not None and self.compose_from is not None
         sender, rcpts = self.compose_from, self.compose_to
         self.compose_from, self.compose_to = None, []
+        if isinstance(data, OSError):
+            self.conn.err("insufficient storage on the server; nothing was stored, try later")
+            return
         try:
-            result = self.app.origin.submit(self.user, sender, rcpts, data)
+            result = self.app.origin.submit(
+                self.user, sender, rcpts, data, spool_dir=self.app.config.spool_dir
+            )
         except SubmissionError as exc:
             self.conn.err(str(exc))
+            return
+        except OSError as exc:  # a full disk while spooling the rewritten message
+            log.error("cannot spool a submission: %s", exc)
+            self.conn.err("insufficient storage on the server; nothing was stored, try later")
             return
         self.app.worker.wake()
         text = f"queued as {result.msgid} ({len(result.queued)} recipient(s)"
@@ -426,16 +469,39 @@ def _is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-def _top(body: bytes, lines: int) -> bytes:
-    """POP3 TOP: the header, the blank line, and the first ``lines`` body lines."""
-    head, sep, rest = body.partition(b"\r\n\r\n")
-    if not sep:
-        return body
-    body_lines = rest.split(b"\r\n")
-    if rest.endswith(b"\r\n"):
-        body_lines.pop()  # the split leaves an empty piece after the last CRLF
-    kept = body_lines[:lines] if lines > 0 else []
-    return head + b"\r\n\r\n" + b"".join(line + b"\r\n" for line in kept)
+def _top_length(chunks: Iterable[bytes], lines: int) -> int:
+    """POP3 TOP's answer is a prefix of the stored body (the header, the blank
+    line and the first ``lines`` body lines; all of it when there is no blank
+    line or fewer lines): its length, found a chunk at a time.
+
+    Stored bodies have CRLF line ends, so counting LFs counts lines.
+    """
+    offset = 0  # octets before the current chunk
+    carry = b""  # the last 3 octets of the header so far: a separator may straddle chunks
+    body_start: int | None = None
+    wanted = max(lines, 0)
+    for chunk in chunks:
+        pos = 0
+        if body_start is None:
+            joined = carry + chunk
+            at = joined.find(b"\r\n\r\n")
+            if at < 0:
+                carry = joined[-3:]
+                offset += len(chunk)
+                continue
+            pos = at + 4 - len(carry)
+            body_start = offset + pos
+        if wanted == 0:
+            return offset + pos
+        here = chunk.count(b"\n", pos)
+        if here < wanted:
+            wanted -= here
+            offset += len(chunk)
+            continue
+        for _ in range(wanted):
+            pos = chunk.index(b"\n", pos) + 1
+        return offset + pos
+    return offset
 
 
 async def serve_user(app: SmdpServer, reader: asyncio.StreamReader,
