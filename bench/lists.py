@@ -12,14 +12,29 @@ binaries are there), through the methods the server calls:
   as ``receive_envelope`` does for every recipient of every envelope;
 - ``add``: search and add if absent, ``inbound_kind`` + ``put_inbound`` in one
   ``transaction()`` (the paper's search-and-add), committed;
-- ``delete``: ``drop_inbound`` in one ``transaction()``, committed.
+- ``delete``: ``drop_inbound`` in one ``transaction()``, committed;
+- ``upsert_in_txn``: ``put_inbound`` alone (one statement), what the servers
+  run when a decision or a user's command lists a pair.
 
 A committed transaction is durable (SQLite WAL with synchronous=FULL,
 PostgreSQL with fsync=on), so add and delete pay a disk flush; the same
 operations inside one enclosing transaction (``*_in_txn``) show the list work
 without it; their difference (``commit``) is what the durable commit costs.
-Big lists are filled with one bulk INSERT (COPY on PostgreSQL) through the
-store's own connection.
+Big lists are filled with one bulk INSERT (COPY and a CHECKPOINT on
+PostgreSQL) through the store's own connection.
+
+PostgreSQL is measured twice on the same database, each time through a new
+store (connection): over TCP to 127.0.0.1 (``postgresql``) and over the
+cluster's Unix-domain socket (``postgresql_unix``). Beside each, the round trip
+alone (``round_trip_us``: ``SELECT 1`` straight through libpq on the store's
+connection) and, for both backends, the client's CPU time per lookup
+(``lookup_client_cpu_us``): a lookup's latency is that round trip, the
+client's own work, and the server's. On a small virtual machine the round trip
+depends on where the scheduler puts the server process: 15 µs (socket) to
+20 µs (TCP) when it runs on the client's CPU, 40 to 75 µs on another one, and
+a connection can move between the two in mid-run. ``postgresql_pinned``
+therefore measures the largest list again with both processes pinned, the
+server's on the client's CPU and on another one, over each connection.
 
 In the same run, the paper's method as the baseline: the list as a text file,
 one pair a line, searched line by line, appended to, rewritten without the
@@ -77,15 +92,19 @@ def _fill_postgres(store: Any, user_id: int, n: int) -> None:
         for k in range(n):
             copy.write_row((user_id, "white", *pair(k), "bench", now))
     db.execute("ANALYZE inbound_lists")
+    # Write the bulk load out now, as SQLite's fill does when it commits: a
+    # checkpoint running in the background would load the timed commits.
+    db.execute("CHECKPOINT")
 
 
 def _ops(store: Store, user_id: int, n: int, count: int, rng: random.Random
-         ) -> dict[str, dict[str, float]]:
+         ) -> dict[str, Any]:
     """Time each operation ``count`` times on a list of ``n``; the list ends as it began."""
     hits = [pair(rng.randrange(n)) for _ in range(count)]
     fresh = [absent(n + k) for k in range(count)]
     samples: dict[str, list[int]] = {k: [] for k in (
-        "lookup_hit", "lookup_miss", "add", "delete", "add_in_txn", "delete_in_txn")}
+        "lookup_hit", "lookup_miss", "add", "delete", "add_in_txn", "delete_in_txn",
+        "upsert_in_txn")}
 
     def clock(name: str, fn: Callable[[str, str], object], address: str, server: str) -> None:
         start = time.perf_counter_ns()
@@ -110,14 +129,19 @@ def _ops(store: Store, user_id: int, n: int, count: int, rng: random.Random
         with store.transaction():
             delete_in_txn(address, server)
 
+    def upsert_in_txn(address: str, server: str) -> None:
+        store.put_inbound(user_id, "white", address, server, "bench")
+
     # Warm up: the first statements prepare and cache their plans.
     for k, (address, server) in enumerate(hits[:20]):
         lookup(address, server)
         add(*absent(10 * n + k))
         delete(*absent(10 * n + k))
+    cpu = time.process_time()
     for hit, new in zip(hits, fresh, strict=True):
         clock("lookup_hit", lookup, *hit)
         clock("lookup_miss", lookup, *new)
+    cpu = time.process_time() - cpu
     for new in fresh:
         clock("add", add, *new)
     for new in fresh:
@@ -127,7 +151,13 @@ def _ops(store: Store, user_id: int, n: int, count: int, rng: random.Random
             clock("add_in_txn", add_in_txn, *new)
         for new in fresh:
             clock("delete_in_txn", delete_in_txn, *new)
-    out = {name: summary_us(values) for name, values in samples.items()}
+        for new in fresh:
+            clock("upsert_in_txn", upsert_in_txn, *new)
+        for new in fresh:
+            delete_in_txn(*new)
+    out: dict[str, Any] = {name: summary_us(values) for name, values in samples.items()}
+    # Whole process, timing included: an upper bound of the client's own work.
+    out["lookup_client_cpu_us"] = round(cpu / (2 * count) * 1e6, 2)
     # What the durable commit adds to one list change (the disk flush, mostly).
     out["commit"] = {"median_us": round(out["add"]["median_us"]
                                         - out["add_in_txn"]["median_us"], 2)}
@@ -147,6 +177,17 @@ def _measure(open_store: Callable[[], Iterator[Store]], fill: Callable[[Any, int
             ops = _ops(store, user.id, n, count, random.Random(SEED + n))
         out[str(n)] = {"entries": n, "fill_s": round(fill_s, 2), "ops": ops}
     return out
+
+
+def _round_trip_us(store: Any, count: int) -> float:
+    """Median of ``SELECT 1`` through libpq alone on the store's connection."""
+    pgconn = store._db.pgconn
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        pgconn.exec_(b"SELECT 1")
+        samples.append(time.perf_counter_ns() - start)
+    return float(summary_us(samples)["median_us"])
 
 
 def _growth(by_size: dict[str, Any]) -> dict[str, Any]:
@@ -234,9 +275,10 @@ def run(settings: Settings) -> dict[str, Any]:
         result["sqlite_growth"] = _growth(result["sqlite"])
         result["text_file"] = _text_file_baseline(settings.pick([1_000, 100_000],
                                                                 [1_000, 100_000]), root)
-        result["postgresql"] = _postgres(sizes, count)
+        result.update(_postgres(sizes, count))
         if "skipped" not in result["postgresql"]:
             result["postgresql_growth"] = _growth(result["postgresql"])
+            result["postgresql_unix_growth"] = _growth(result["postgresql_unix"])
     small = str(sizes[0])
     base = result["text_file"][small]["search_and_add_or_delete"]["median_us"]
     result["ratio_text_file_over_sqlite_commit"] = ratio(
@@ -245,28 +287,82 @@ def run(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _postgres(sizes: list[int], count: int) -> dict[str, Any]:
+def _postgres(sizes: list[int], count: int) -> dict[str, dict[str, Any]]:
     try:
+        from psycopg.conninfo import make_conninfo
         from tests import pg
 
         from smdp.store.postgres import PostgresStore
     except ImportError as exc:
-        return {"skipped": f"PostgreSQL not measured: {exc}"}
+        return {"postgresql": {"skipped": f"PostgreSQL not measured: {exc}"}}
+
+    def one_pass(conninfo: str, user: int, n: int, seed: int,
+                 cpus: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The operations through a new store; with ``cpus``, this process on
+        the first CPU and the store's server process on the second."""
+        store = PostgresStore(conninfo)
+        mask = os.sched_getaffinity(0)
+        try:
+            if cpus is not None:
+                row = store._db.execute("SELECT pg_backend_pid()").fetchone()
+                assert row is not None
+                os.sched_setaffinity(0, {cpus[0]})
+                os.sched_setaffinity(int(row[0]), {cpus[1]})
+            return {"round_trip_us": _round_trip_us(store, count),
+                    "ops": _ops(store, user, n, count, random.Random(seed))}
+        finally:
+            os.sched_setaffinity(0, mask)
+            store.close()
+
+    server = "throwaway cluster (tests/pg.py): fsync=on, shared_buffers=16MB"
+    tcp: dict[str, Any] = {"server": server, "connection": "TCP, 127.0.0.1"}
+    unix: dict[str, Any] = {"server": server, "connection": "Unix-domain socket"}
+    pinned: dict[str, Any] = {}
     try:
         with pg.cluster() as cluster:
-
-            def pg_store() -> Iterator[Store]:
+            for n in sizes:
                 dsn = cluster.create_database()
-                store = PostgresStore(dsn)
-                store.migrate()
                 try:
-                    yield store
-                finally:
+                    store = PostgresStore(dsn)
+                    store.migrate()
+                    user = store.create_user(USER, "x").id
+                    started = time.perf_counter()
+                    _fill_postgres(store, user, n)
+                    fill_s = time.perf_counter() - started
                     store.close()
+                    # The same list through each connection, in turn; each with
+                    # its own draw of listed pairs, so that neither finds the
+                    # other's pages in the server's cache.
+                    socket = make_conninfo(dsn, host=str(cluster.root))
+                    for out, conninfo, seed in ((tcp, dsn, SEED + n),
+                                                (unix, socket, SEED + 2 * n + 1)):
+                        out[str(n)] = {"entries": n, "fill_s": round(fill_s, 2)} | one_pass(
+                            conninfo, user, n, seed)
+                    if n == sizes[-1]:
+                        pinned = _pinned(one_pass, {"tcp": dsn, "unix": socket}, user, n)
+                finally:
                     cluster.drop_database(dsn)
-
-            out = _measure(pg_store, _fill_postgres, sizes, count)
-            out["server"] = "throwaway cluster (tests/pg.py): fsync=on, shared_buffers=16MB"
-            return out
     except pg.PostgresUnavailable as exc:
-        return {"skipped": f"PostgreSQL not measured: {exc}"}
+        return {"postgresql": {"skipped": f"PostgreSQL not measured: {exc}"}}
+    return {"postgresql": tcp, "postgresql_unix": unix, "postgresql_pinned": pinned}
+
+
+def _pinned(one_pass: Callable[..., dict[str, Any]], conninfos: dict[str, str], user: int,
+            n: int) -> dict[str, Any]:
+    """The largest list again with the scheduler's choice taken away: the
+    server process pinned to this process's CPU, then to another one. Where
+    the scheduler puts it is what makes the unpinned figures vary from run to
+    run (the round trip shows which case a run got)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {"skipped": "fewer than 2 CPUs"}
+    out: dict[str, Any] = {"entries": n}
+    seed = SEED + 3 * n
+    try:
+        for name, conninfo in conninfos.items():
+            for where, other in (("same_cpu", cpus[0]), ("other_cpu", cpus[1])):
+                seed += 1  # a fresh draw of pairs each time (see _postgres)
+                out[f"{name}_{where}"] = one_pass(conninfo, user, n, seed, (cpus[0], other))
+    except OSError as exc:  # not allowed to move the server's process
+        return {"skipped": f"cannot pin: {exc}"}
+    return out
