@@ -88,7 +88,8 @@ class PeerSession(Session):
                 self.txn = None
                 greeting = f"{app.config.hostname} hello {hostname}"
                 if extended:
-                    keywords = [greeting, "SMDP 1", f"SIZE {app.config.limits.max_message_size}"]
+                    keywords = [greeting, "SMDP 1", "PIPELINING",
+                                f"SIZE {app.config.limits.max_message_size}"]
                     if app.tls.peer_server_context is not None and not self.conn.tls:
                         keywords.append("STARTTLS")  # RFC 3207: offered until in use
                     self.reply(250, keywords)
