@@ -56,6 +56,9 @@ class DeliveryPolicy:
     poll_interval: float = 1.0
     claim_lease: float = 600.0  # seconds a node holds a queue entry before another may take it
     housekeeping_interval: float = 60.0  # seconds between expiry and cleanup runs
+    # Postfix's in_flow_delay: while the delivery worker is behind, a
+    # submission waits up to this long for it to catch up (0: never waits).
+    in_flow_delay: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +263,13 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         claim_lease=_opt(dl, "claim_lease", float, dd.claim_lease, "delivery"),
         housekeeping_interval=_opt(dl, "housekeeping_interval", float,
                                    dd.housekeeping_interval, "delivery"),
+        in_flow_delay=_opt(dl, "in_flow_delay", float, dd.in_flow_delay, "delivery"),
     )
     for name in DeliveryPolicy.__dataclass_fields__:
-        _positive(getattr(delivery, name), f"delivery.{name}")
+        if name != "in_flow_delay":
+            _positive(getattr(delivery, name), f"delivery.{name}")
+    if delivery.in_flow_delay < 0:
+        raise ConfigError("delivery.in_flow_delay must not be negative")
 
     ab = _check(data.get("abuse", {}), dict, "abuse")
     _reject_unknown(ab, set(AbusePolicy.__dataclass_fields__), "abuse")

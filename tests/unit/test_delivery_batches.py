@@ -110,3 +110,51 @@ def test_finished_job_not_yet_deleted_is_claimed_and_run_again(tmp_path: Path) -
     asyncio.run(main())
     store.close()
     assert runs.count("fast") == 1, f"a finished job ran again: {runs}"
+
+
+def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_up(
+    tmp_path: Path,
+) -> None:
+    """In-flow control (delivery.in_flow_delay): past in_flow_threshold jobs
+    waiting in memory, room_for_submission() waits; it returns as soon as the
+    worker drains below the threshold, and after in_flow_delay at the latest."""
+    store = open_store(str(tmp_path / "q.sqlite3"))
+    gate = asyncio.Event()
+
+    async def stuck(payload: dict[str, Any], route: Route) -> None:
+        await gate.wait()  # a slow peer: jobs pile up behind this one
+
+    async def main() -> tuple[float, bool, float, float]:
+        worker = _worker(store)
+        worker.app.config.delivery = DeliveryPolicy(poll_interval=0.05)
+        worker.handlers["send-envelope"] = stuck
+        worker._route_of = lambda job: "b.example"  # type: ignore[method-assign]
+        worker.in_flow_threshold = 10
+        worker.in_flow_delay = 30.0
+        assert await worker.room_for_submission() == 0.0  # nothing waiting yet
+        for i in range(40):
+            store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.3)
+        waiter = asyncio.create_task(worker.room_for_submission())
+        await asyncio.sleep(0.3)
+        blocked = not waiter.done()
+        gate.set()  # the peer answers: the worker catches up
+        waited = await asyncio.wait_for(waiter, 10)
+        worker.in_flow_delay = 0.2  # a worker that never catches up is not waited for long
+        gate.clear()
+        for i in range(40, 80):
+            store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
+        worker.wake()
+        await asyncio.sleep(0.3)
+        capped = await worker.room_for_submission()
+        gate.set()
+        worker.stop()
+        await task
+        return waited, blocked, capped, worker.in_flow_delay
+
+    waited, blocked, capped, delay = asyncio.run(main())
+    store.close()
+    assert blocked, "a submission went ahead while 40 jobs waited (threshold 10)"
+    assert 0.2 < waited < 10, waited
+    assert delay <= capped < 5, capped

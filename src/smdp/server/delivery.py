@@ -276,6 +276,16 @@ class DeliveryWorker:
         # timeout); a node that dies leaves its claims to expire.
         self.lease = app.config.delivery.claim_lease
         self.flush_delay = min(0.5, self.lease / 4)
+        # In-flow control (Postfix's in_flow_delay): the worker shares one
+        # event loop with every session, one task per peer session against
+        # hundreds of user sessions, so under heavy submission it gets a
+        # sliver of the loop and the queue grows without bound (measured:
+        # bench/sessions.py). While more than in_flow_threshold claimed jobs
+        # wait, submissions wait (up to delivery.in_flow_delay) for room.
+        self.in_flow_threshold = self.max_claimed // 2
+        self.in_flow_delay = app.config.delivery.in_flow_delay
+        self._room = asyncio.Event()
+        self._room.set()
         self.handlers: dict[str, Callable[[dict[str, Any], Route], Awaitable[None]]] = {
             "send-envelope": self.send_envelope,
             "send-direct": self.send_direct,
@@ -313,6 +323,23 @@ class DeliveryWorker:
     def _claimed(self) -> int:
         return sum(len(r.jobs) for r in self._routes.values())
 
+    def _check_room(self) -> None:
+        if self._claimed() < self.in_flow_threshold:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    async def room_for_submission(self) -> float:
+        """Wait while the worker is behind, at most ``delivery.in_flow_delay``
+        seconds; the message is taken after that anyway (nothing is refused
+        for it). Returns the seconds waited."""
+        if self._room.is_set() or self.in_flow_delay <= 0:
+            return 0.0
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), self.in_flow_delay)
+        return time.monotonic() - started
+
     def _launch_due(self) -> None:
         room = self.max_claimed - self._claimed()
         if room <= 0:
@@ -332,6 +359,7 @@ class DeliveryWorker:
                 route = self._routes[key] = Route(domain, key)
             route.jobs.append(job)
             route.more.set()
+        self._check_room()
         for route in list(self._routes.values()):
             if route in self._busy or not route.jobs:
                 continue
@@ -361,6 +389,7 @@ class DeliveryWorker:
         try:
             while route.jobs or await self._linger(route):
                 job = route.jobs.popleft()
+                self._check_room()
                 try:
                     await self.handlers[job.kind](json.loads(job.payload), route)
                     self._done(route, job)
@@ -384,6 +413,7 @@ class DeliveryWorker:
             self._busy.discard(route)
             if not route.jobs:
                 self._routes.pop(route.key, None)
+            self._check_room()
             self._wake.set()
 
     async def _linger(self, route: Route) -> bool:

@@ -267,7 +267,9 @@ class UserSession(Session):
             case BlockChunk(data=data):
                 self.spool_chunk(data)
             case wire.MessageComplete(data=data):
-                self._submit(self.spooled_body(data))
+                body = self.spooled_body(data)
+                await app.worker.room_for_submission()  # in-flow control
+                self._submit(body)
             case wire.MessageFailed(reason=reason):
                 self.drop_spool()
                 self.compose_from, self.compose_to = None, []
