@@ -83,10 +83,14 @@ def _fill_mailbox(db: Path, start: int, stop: int) -> None:
         with store.transaction():
             conn.executemany(
                 "INSERT INTO in_envelopes (id, envid, origin_server, sender, size, block, "
-                "subject, received_at, body, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "subject, received_at, has_body, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((k + 1, f"bench{k:09d}", "smdp.peer.example", f"sender{k % 97}@peer.example",
                   len(body), block, f"Message number {k}", now,
-                  body if k % 2 else None, now + 86400 * 365) for k in range(start, stop)))
+                  k % 2, now + 86400 * 365) for k in range(start, stop)))
+            # Accepted envelopes hold the body (one chunk: it is small).
+            conn.executemany(
+                "INSERT INTO in_body_chunks (envelope_id, seq, data) VALUES (?, 0, ?)",
+                ((k + 1, body) for k in range(start, stop) if k % 2))
             conn.executemany(
                 "INSERT INTO mailbox (id, user_id, envelope_id, recipient, state) "
                 "VALUES (?, ?, ?, ?, ?)",

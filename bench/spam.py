@@ -165,16 +165,27 @@ class Recipients:
     ham_accounts: frozenset[str]
     known: set[tuple[str, str]] = field(default_factory=set)
     decisions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Pairs the recipient put on a list (ACCEPT&AUTH: white, REJECT&SPAMMER:
+    # black). Table 3 says their later mail needs no decision, so asking
+    # again would be a defect of the servers, not of the simulated people.
+    listed: set[tuple[str, str]] = field(default_factory=set)
+    asked_again: int = 0
 
     def option(self, user: str, sender: str) -> wire.UserOption:
         pair = (user, sender)
+        if pair in self.listed:
+            self.asked_again += 1
         if sender in self.ham_accounts:
             p_auth = 0.8 if pair in self.known else 0.3
             self.known.add(pair)
-            return (wire.UserOption.ACCEPT_AUTH if self.rng.random() < p_auth
-                    else wire.UserOption.ACCEPT)
-        return (wire.UserOption.REJECT_SPAMMER if self.rng.random() < 0.3
-                else wire.UserOption.REJECT_SPAM)
+            choice = (wire.UserOption.ACCEPT_AUTH if self.rng.random() < p_auth
+                      else wire.UserOption.ACCEPT)
+        else:
+            choice = (wire.UserOption.REJECT_SPAMMER if self.rng.random() < 0.3
+                      else wire.UserOption.REJECT_SPAM)
+        if choice in (wire.UserOption.ACCEPT_AUTH, wire.UserOption.REJECT_SPAMMER):
+            self.listed.add(pair)
+        return choice
 
     def decide_pending(self, b: Server, users: list[str]) -> int:
         done = 0
@@ -182,8 +193,8 @@ class Recipients:
             c = b.client(user)
             try:
                 lines = c.call(wire.Envs(False)).lines or []
-                for line in lines:
-                    entry, _state, sender = line.split(" ", 3)[:3]
+                while lines:
+                    entry, _state, sender = lines.pop(0).split(" ", 3)[:3]
                     option = self.option(user, sender)
                     try:
                         c.call(wire.UserDecision(option, int(entry)))
@@ -192,6 +203,10 @@ class Recipients:
                             raise
                     self.decisions[option.value] += 1
                     done += 1
+                    if option in (wire.UserOption.ACCEPT_AUTH, wire.UserOption.REJECT_SPAMMER):
+                        # The list settled this sender's other pending envelopes:
+                        # look again, as a reader's screen would.
+                        lines = c.call(wire.Envs(False)).lines or []
             finally:
                 c.quit()
         return done
@@ -277,9 +292,11 @@ def _smdp_mix(root: Path, mails: list[Mail], weeks: int, pop: Population,
             env_of = dict(a.query("SELECT m.msgid, e.envid FROM out_envelopes e "
                                   "JOIN out_messages m ON m.id = e.message_id "
                                   "ORDER BY e.rowid"))
-            stored = b.query("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), "
-                             "COALESCE(SUM(LENGTH(block)), 0), "
-                             "COALESCE(SUM(body IS NOT NULL), 0) FROM in_envelopes")[0]
+            stored = b.query(
+                "SELECT COUNT(*), "
+                "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM in_body_chunks), "
+                "COALESCE(SUM(LENGTH(block)), 0), "
+                "COALESCE(SUM(has_body), 0) FROM in_envelopes")[0]
             quality = b.query("SELECT messages, votes FROM peer_quality")
         db_octets = sum(p.stat().st_size for p in root.glob("b.example.sqlite3*"))
     finally:
@@ -330,6 +347,7 @@ def _smdp_mix(root: Path, mails: list[Mail], weeks: int, pop: Population,
                                   "sqlite_file_octets": db_octets},
         "outcomes": {k: dict(v) for k, v in outcome.items()},
         "decisions": dict(recipients.decisions),
+        "asked_again_after_listing": recipients.asked_again,
         "peer_quality_at_b": [list(r) for r in quality],
         "weeks": per_week,
     }

@@ -104,7 +104,9 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         rows.append(["4 spam", "at least 90% of repeat ham needs no decision after warm-up",
                      f"{_fmt(s, 3)} of {after['repeat_ham']} repeat ham after "
                      f"{spam['mix']['warmup_weeks']} warm-up weeks "
-                     f"(all ham: {_fmt(after['ham_no_decision_share'], 3)})",
+                     f"(all ham: {_fmt(after['ham_no_decision_share'], 3)}); decisions "
+                     "asked for a sender the recipient had already listed: "
+                     f"{spam['smdp'].get('asked_again_after_listing', 'n/a')}",
                      _met(s >= 0.9 if s is not None else None)])
         runs = spam.get("spamming_peer", {}).get("runs", [])
         if runs:

@@ -165,6 +165,30 @@ def test_table_3_recipient_side(world: World) -> None:
                                        "carol@b.example": "spammer"}
 
 
+@pytest.mark.parametrize(("option", "listed_as"), [
+    (Option.ACCEPT_AUTH, ("fetching", "ACCEPT", "sender is on your white list")),
+    (Option.REJECT_SPAMMER, ("spammer", "SPAMMER", "sender is on your black list")),
+])
+def test_listing_a_sender_settles_their_other_pending_envelopes(
+    world: World, option: Option, listed_as: tuple[str, str, str],
+) -> None:
+    """Table 3 applied to what is already waiting: after ACCEPT&AUTH or
+    REJECT&SPAMMER nobody is asked again about the same sender."""
+    for _ in range(3):
+        world.send(["bob@b.example", "carol@b.example"])
+    world.deliver_envelopes()
+    first, *others = [e.id for e in world.b.mailbox_entries(world.bob.id)]
+    world.dest.decide(world.bob, first, option)
+    for entry_id in others:
+        entry = world.b.mailbox_entry(entry_id)
+        assert entry is not None
+        assert (entry.state, entry.decision, entry.reason) == listed_as
+    # Carol's envelopes from the same sender are hers to decide.
+    assert {e.state for e in world.b.mailbox_entries(world.carol.id)} == {"pending"}
+    # Each settled envelope reports its decision to the origin (Table 2).
+    assert len([j for j in world.b.jobs() if j.kind == "report-decision"]) == 3
+
+
 def test_pair_must_match_the_server_too(world: World) -> None:
     # Lists hold (address, SMDP server) pairs: the same address from another
     # server is not white-listed (section 5.3, unlawful servers).

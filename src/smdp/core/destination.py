@@ -158,9 +158,29 @@ class Destination:
             return DecisionResult(entry, message, "already accepted")
         with self.store.transaction():
             self._apply(entry.id, message, "your decision")
+            self._list_applies_to_pending(entry, message)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
         return DecisionResult(updated, message, "recorded")
+
+    def _list_applies_to_pending(self, entry: MailboxEntry, message: SmdpMessage) -> None:
+        """A decision that lists the sender (ACCEPT&AUTH, REJECT&SPAMMER) also
+        settles the sender's envelopes still pending for this user, as Table 3
+        would have on their arrival: nobody is asked again about a sender
+        they have just authorized or blocked."""
+        effect = recipient_side(message)
+        if not (effect.add_to_white_list or effect.add_to_black_list):
+            return
+        env = self.store.in_envelope(entry.envelope_id)
+        assert env is not None
+        if effect.add_to_white_list:
+            automatic, reason = SmdpMessage.ACCEPT, "sender is on your white list"
+        else:
+            automatic, reason = SmdpMessage.SPAMMER, "sender is on your black list"
+        for other in self.store.pending_entries_from(entry.user_id, env.sender,
+                                                     env.origin_server):
+            self._apply(other, automatic, reason)
+            self.store.touch_inbound(entry.user_id, env.sender, env.origin_server)
 
     def _apply(self, entry_id: int, message: SmdpMessage, reason: str) -> None:
         """Table 2, recipient column, inside the caller's transaction."""

@@ -225,6 +225,10 @@ class Store(Protocol):
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         ...
 
+    def pending_entries_from(self, user_id: int, sender: str, server: str) -> list[int]:
+        """The user's undecided mailbox entries from ``sender`` via ``server``."""
+        ...
+
     def update_mailbox_entry(
         self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
     ) -> None:

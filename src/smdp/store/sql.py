@@ -344,6 +344,13 @@ class SqlStore:
         ).fetchone()
         return mailbox_row(row) if row else None
 
+    def pending_entries_from(self, user_id: int, sender: str, server: str) -> list[int]:
+        rows = self._exec(
+            "SELECT m.id FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id "
+            "WHERE m.user_id=? AND m.state='pending' AND e.sender=? AND e.origin_server=? "
+            "ORDER BY m.id", (user_id, sender, server))
+        return [int(r[0]) for r in rows.fetchall()]
+
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         rows = self._exec(self._MAILBOX + " WHERE envelope_id=? ORDER BY id", (envelope_id,))
         return [mailbox_row(r) for r in rows.fetchall()]
