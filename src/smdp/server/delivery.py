@@ -267,8 +267,13 @@ class DeliveryWorker:
         self._routes: dict[str, Route] = {}  # "domain#n" -> its queue of claimed jobs
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: set[Route] = set()  # routes whose task is running
-        self.max_routes = 16  # peer sessions open at once, all peers together
-        self.sessions_per_peer = 4
+        # Peer sessions open at once, all peers together, and to one peer (in
+        # the range of Postfix's default_destination_concurrency_limit, 20).
+        # More sessions per peer mostly shorten the wait in the queue: with 16
+        # instead of 4, submit-to-mailbox p50 under saturation fell from 928
+        # to 204 ms for 4 KB messages (bench/e2e.py, same throughput).
+        self.max_routes = 64
+        self.sessions_per_peer = 16
         self.max_claimed = 512  # jobs held in memory, claimed, at once
         self.timeout = 30.0
         self.linger = 1.0  # seconds an idle peer session stays open for more jobs
