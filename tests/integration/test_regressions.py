@@ -7,13 +7,23 @@ pass once its defect is fixed.
 from __future__ import annotations
 
 import poplib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from smdp.protocol import user as wire
-from tests.integration.harness import Server, UserSocket, make_pair, running, wait_until
+from tests.integration.harness import (
+    PeerSocket,
+    Server,
+    UserSocket,
+    free_ports,
+    make_pair,
+    running,
+    wait_until,
+)
 
 ALICE, ANN = "alice@a.example", "ann@a.example"
 BOB, CAROL, DAVE = "bob@b.example", "carol@b.example", "dave@b.example"
@@ -183,3 +193,85 @@ def test_local_rejections_do_not_make_the_server_block_itself(tmp_path: Path) ->
         except AssertionError as exc:
             last = a.query("SELECT recipient, state, detail FROM out_recipients")[-1]
             raise AssertionError(f"{exc}; origin says {last}") from None
+
+
+# Review of the streaming change (round 3).
+
+
+class ContrarianOrigin(threading.Thread):
+    """An origin that answers every decision 250, never with the 150 pull."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def run(self) -> None:
+        self.listener.settimeout(60)
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 smdp.a.example SMDP ready\r\n")
+            for line in lines:
+                verb = line.split()[0].upper() if line.split() else b""
+                if verb == b"QUIT":
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                    return
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+def test_an_accept_answered_without_the_message_fails_instead_of_wedging_pop3(
+    tmp_path: Path,
+) -> None:
+    """Destination.body_pulled(None) marked the entry accepted with no body
+    stored; RETR then announced the envelope's size, found nothing and
+    dropped the POP3 session at every try."""
+    origin = ContrarianOrigin()
+    origin.start()
+    peer_port, user_port = free_ports(2)
+    b = Server("b.example", "smdp.b.example", tmp_path, peer_port, user_port)
+    b.peers = {"a.example": ("smdp.a.example", origin.port)}
+    b.write_config()
+    b.add_user(BOB)
+    with running(b):
+        p = PeerSocket(peer_port)
+        assert p.cmd("EHLO smdp.a.example").startswith("250")
+        assert p.cmd(f"ENVELOPE FROM:<eve@a.example> ID={'a' * 26}").startswith("250")
+        assert p.cmd(f"RCPT TO:<{BOB}>").startswith("250")
+        assert p.cmd("SIZE=5000").startswith("250")
+        assert p.cmd("DATA").startswith("354")
+        assert p.cmd("Subject: hi\r\n.").startswith("250")
+        p.cmd("QUIT")
+        p.close()
+        c = b.client(BOB)
+        c.call(wire.UserDecision(wire.UserOption("ACCEPT"), 1))
+        c.quit()
+        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("failed",)],
+                   what="the entry fails")
+        pop = poplib.POP3("127.0.0.1", user_port, timeout=10)
+        try:
+            pop.user(BOB)
+            pop.pass_("secret")
+            assert pop.stat()[0] == 0  # nothing readable was promised
+            pop.noop()  # the session is alive
+        finally:
+            pop.quit()
+
+
+def test_an_oversized_envelope_block_is_refused_as_it_arrives(pair: tuple[Server, Server]
+                                                              ) -> None:
+    """An ENVELOPE block was held to max_message_size, spooled, then read
+    whole into memory before its 16 KiB cap was checked."""
+    _a, b = pair
+    p = PeerSocket(b.peer_port)
+    try:
+        assert p.cmd("EHLO smdp.a.example").startswith("250")
+        assert p.cmd(f"ENVELOPE FROM:<{ALICE}> ID={'b' * 26}").startswith("250")
+        assert p.cmd(f"RCPT TO:<{BOB}>").startswith("250")
+        assert p.cmd("SIZE=100").startswith("250")
+        assert p.cmd("DATA").startswith("354")
+        reply = p.cmd(("Subject: x\r\n" + "y" * 900 + "\r\n") * 100 + ".")
+        assert reply.startswith("552") and "Envelope block exceeds" in reply, reply
+        assert p.cmd("NOOP").startswith("250")  # the session goes on
+    finally:
+        p.close()
+    assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]

@@ -236,10 +236,23 @@ class Destination:
         """
         with self.store.transaction():
             env = self.store.in_envelope(envelope_id)
-            if body is not None and env is not None and not env.has_body:
+            if env is None:
+                return
+            if body is not None and not env.has_body:
                 self.store.set_in_body(
                     envelope_id, body if isinstance(body, Body) else Body.of(body)
                 )
+            elif body is None and not env.has_body:
+                # The origin answered an accepting decision without the message
+                # while no copy is here: nothing can be read, so the entry fails
+                # rather than show as accepted and empty.
+                for entry in self.store.entries_of_envelope(envelope_id):
+                    if entry.state == d.FETCHING:
+                        self.store.update_mailbox_entry(
+                            entry.id, state=d.FAILED, decision=entry.decision,
+                            reason="the origin confirmed the decision but sent no message",
+                        )
+                return
             for entry in self.store.entries_of_envelope(envelope_id):
                 if entry.state == d.FETCHING:
                     self.store.update_mailbox_entry(entry.id, state=d.ACCEPTED)

@@ -503,10 +503,15 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
         max_line_length: int = 1000,
         tls: bool = False,
         stream_threshold: int | None = None,
+        max_envelope_block: int | None = None,
     ) -> None:
         _check_text(hostname)
         self.hostname = hostname
         self.max_message_size = max_message_size
+        # An ENVELOPE block describes a message in a few lines; None holds it
+        # to max_message_size only (the application then checks its size).
+        self.max_envelope_block = (max_message_size if max_envelope_block is None
+                                   else min(max_envelope_block, max_message_size))
         self.max_recipients = max_recipients
         self.max_line_length = max_line_length
         self.stream_threshold = _check_threshold(stream_threshold)
@@ -692,7 +697,8 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
                 assert self._declared_size is not None
                 # A whole message must be exactly SIZE (2.4); an envelope block
                 # describes the message and is only held to the server's limit.
-                limit = self._declared_size if self._txn_kind == "MAIL" else self.max_message_size
+                limit = (self._declared_size if self._txn_kind == "MAIL"
+                         else self.max_envelope_block)
                 self._reader = DataBlockReader(self.max_line_length, limit)
             case Quit():
                 self._lines = LineBuffer(self._lines.max_line)
@@ -725,7 +731,9 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
             self._send_line("554 5.3.4 Size mismatch")
             return DataFailed(SIZE_MISMATCH_REASON)
         if reader.too_big:
-            self._send_line(self._too_big_line())
+            self._send_line(self._too_big_line() if kind == "MAIL" or
+                            self.max_envelope_block == self.max_message_size else
+                            f"552 5.3.4 Envelope block exceeds {self.max_envelope_block} octets")
             return DataFailed(TOO_BIG_REASON)
         event = DataComplete(reader.result())
         self._owed = (END_OF_BLOCK, event)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from smdp.core.body import CHUNK_SIZE, Body
 from smdp.core.decisions import SmdpMessage
-from smdp.core.envelope import EnvelopeError
+from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
 from smdp.core.quality import judge
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import BlockChunk
@@ -57,6 +57,8 @@ class PeerSession(Session):
             max_line_length=limits.max_line_length,
             tls=ssl_object is not None,
             stream_threshold=CHUNK_SIZE,  # bodies come in chunks, never whole
+            # Refused while it arrives, not after it was read whole.
+            max_envelope_block=MAX_BLOCK_OCTETS,
         )
         # The client certificate: the only thing that proves who the peer is.
         self.peer_cert = peer_certificate(ssl_object)
@@ -99,6 +101,11 @@ class PeerSession(Session):
                 await self._starttls()
             case wire.EnvelopeStart() | wire.MailStart():
                 await self._start(event)
+            case wire.Rcpt() | wire.SizeDecl() | wire.DataComplete() if self.txn is None:
+                # A local error (internal_error) dropped the transaction while
+                # the codec still counts it open: refuse the rest of it.
+                self.drop_spool()
+                self.reply(451, "4.3.0 Local error earlier in this transaction; send RSET")
             case wire.Rcpt(recipient=rcpt):
                 self._recipient(rcpt)
             case wire.SizeDecl(size=size):

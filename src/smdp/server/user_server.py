@@ -118,6 +118,14 @@ class UserSession(Session):
 
         await self.stream_body(read_chunk, length, self.conn.block_chunk, self.conn.block_end)
 
+    def _readable(self, n: int, entry: MailboxEntry) -> bool:
+        """Whether the body is here to read; else the -ERR is sent."""
+        env = self.app.store.in_envelope(entry.envelope_id)
+        if env is not None and env.has_body:
+            return True
+        self.conn.err(f"message {n} is not stored here yet")
+        return False
+
     def _size(self, entry: MailboxEntry) -> int:
         env = self.app.store.in_envelope(entry.envelope_id)
         return env.size if env else 0
@@ -221,12 +229,12 @@ class UserSession(Session):
                 elif (entry := self._message(n)) is not None:
                     conn.ok(f"{n} {self._uid(entry)}")
             case wire.Retr(n=n):
-                if (entry := self._message(n)) is not None:
+                if (entry := self._message(n)) is not None and self._readable(n, entry):
                     size = self._size(entry)
                     conn.ok_block_start(f"{size} octets")
                     await self._stream(entry.envelope_id, size)
             case wire.Top(n=n, lines=k):
-                if (entry := self._message(n)) is not None:
+                if (entry := self._message(n)) is not None and self._readable(n, entry):
                     envelope_id = entry.envelope_id
                     length = _top_length(self._chunks(envelope_id), k)
                     conn.ok_block_start("top of message follows")
