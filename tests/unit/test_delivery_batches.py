@@ -116,8 +116,9 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
     tmp_path: Path,
 ) -> None:
     """In-flow control (delivery.in_flow_delay): past in_flow_threshold jobs
-    waiting in memory, room_for_submission() waits; it returns as soon as the
-    worker drains below the threshold, and after in_flow_delay at the latest."""
+    waiting in memory for a domain, room_for_submission() waits for mail to
+    that domain only; it returns as soon as the worker drains below the
+    threshold, and after in_flow_delay at the latest."""
     store = open_store(str(tmp_path / "q.sqlite3"))
     gate = asyncio.Event()
 
@@ -131,14 +132,16 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
         worker._route_of = lambda job: "b.example"  # type: ignore[method-assign]
         worker.in_flow_threshold = 10
         worker.in_flow_delay = 30.0
-        assert await worker.room_for_submission() == 0.0  # nothing waiting yet
+        assert await worker.room_for_submission(["b.example"]) == 0.0  # nothing waiting yet
         for i in range(40):
             store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.3)
-        waiter = asyncio.create_task(worker.room_for_submission())
+        waiter = asyncio.create_task(worker.room_for_submission(["B.example"]))
         await asyncio.sleep(0.3)
         blocked = not waiter.done()
+        # Mail to another domain does not wait for b.example's backlog.
+        assert await worker.room_for_submission(["c.example"]) == 0.0
         gate.set()  # the peer answers: the worker catches up
         waited = await asyncio.wait_for(waiter, 10)
         worker.in_flow_delay = 0.2  # a worker that never catches up is not waited for long
@@ -147,7 +150,7 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
             store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
         worker.wake()
         await asyncio.sleep(0.3)
-        capped = await worker.room_for_submission()
+        capped = await worker.room_for_submission(["b.example"])
         gate.set()
         worker.stop()
         await task

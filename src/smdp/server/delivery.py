@@ -19,7 +19,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -286,11 +286,13 @@ class DeliveryWorker:
         # hundreds of user sessions, so under heavy submission it gets a
         # sliver of the loop and the queue grows without bound (measured:
         # bench/sessions.py). While more than in_flow_threshold claimed jobs
-        # wait, submissions wait (up to delivery.in_flow_delay) for room.
+        # for one of its recipients' domains wait, a submission waits (up to
+        # delivery.in_flow_delay) for room. Per domain: a slow or tarpitting
+        # peer holds back only the mail that goes to it.
         self.in_flow_threshold = self.max_claimed // 2
         self.in_flow_delay = app.config.delivery.in_flow_delay
-        self._room = asyncio.Event()
-        self._room.set()
+        self._waiting: dict[str, int] = {}  # domain -> claimed jobs not started
+        self._progress = asyncio.Event()  # set (and replaced) whenever a job starts
         self.handlers: dict[str, Callable[[dict[str, Any], Route], Awaitable[None]]] = {
             "send-envelope": self.send_envelope,
             "send-direct": self.send_direct,
@@ -329,20 +331,34 @@ class DeliveryWorker:
         return sum(len(r.jobs) for r in self._routes.values())
 
     def _check_room(self) -> None:
-        if self._claimed() < self.in_flow_threshold:
-            self._room.set()
-        else:
-            self._room.clear()
+        waiting: dict[str, int] = {}
+        for route in self._routes.values():
+            waiting[route.domain] = waiting.get(route.domain, 0) + len(route.jobs)
+        shrank = any(n < self._waiting.get(d, 0) for d, n in waiting.items()) or any(
+            d not in waiting for d in self._waiting)
+        self._waiting = waiting
+        if shrank:
+            self._progress.set()
+            self._progress = asyncio.Event()
 
-    async def room_for_submission(self) -> float:
-        """Wait while the worker is behind, at most ``delivery.in_flow_delay``
-        seconds; the message is taken after that anyway (nothing is refused
-        for it). Returns the seconds waited."""
-        if self._room.is_set() or self.in_flow_delay <= 0:
+    def _behind(self, domains: Iterable[str]) -> bool:
+        return any(self._waiting.get(d, 0) >= self.in_flow_threshold for d in domains)
+
+    async def room_for_submission(self, domains: Iterable[str]) -> float:
+        """Wait while the worker is behind on one of ``domains``, at most
+        ``delivery.in_flow_delay`` seconds; the message is taken after that
+        anyway (nothing is refused for it). Returns the seconds waited."""
+        wanted = {d.lower() for d in domains}
+        if self.in_flow_delay <= 0 or not self._behind(wanted):
             return 0.0
         started = time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._room.wait(), self.in_flow_delay)
+        deadline = started + self.in_flow_delay
+        while self._behind(wanted):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), left)
         return time.monotonic() - started
 
     def _launch_due(self) -> None:

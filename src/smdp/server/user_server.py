@@ -276,7 +276,9 @@ class UserSession(Session):
                 self.spool_chunk(data)
             case wire.MessageComplete(data=data):
                 body = self.spooled_body(data)
-                await app.worker.room_for_submission()  # in-flow control
+                # In-flow control: wait while delivery to these domains lags.
+                await app.worker.room_for_submission(
+                    r.rpartition("@")[2] for r in self.compose_to)
                 self._submit(body)
             case wire.MessageFailed(reason=reason):
                 self.drop_spool()
