@@ -733,7 +733,7 @@ class PeerServerConnection(ServerConnection[PeerEvent]):
         if reader.too_big:
             self._send_line(self._too_big_line() if kind == "MAIL" or
                             self.max_envelope_block == self.max_message_size else
-                            f"552 5.3.4 Envelope block exceeds {self.max_envelope_block} octets")
+                            f"554 5.6.0 Envelope block exceeds {self.max_envelope_block} octets.")
             return DataFailed(TOO_BIG_REASON)
         event = DataComplete(reader.result())
         self._owed = (END_OF_BLOCK, event)
