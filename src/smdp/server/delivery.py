@@ -123,7 +123,8 @@ class PeerLink:
                 return PulledMessage(event.code, event.text, spool.finish())
             if event is NEED_DATA:
                 try:
-                    data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+                    async with asyncio.timeout(self.timeout):  # no task per read
+                        data = await self.reader.read(65536)
                 except (OSError, TimeoutError) as exc:
                     raise TemporaryFailure(f"connection lost: {exc}") from None
                 if not data:
@@ -178,7 +179,8 @@ class PeerLink:
                     break
                 sent += len(chunk)
                 self.writer.write(self.conn.send(wire.DataPart(chunk)))
-                await asyncio.wait_for(self.writer.drain(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await self.writer.drain()
         except (OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"connection lost: {exc}") from None
         if sent != size:
@@ -317,7 +319,8 @@ class DeliveryWorker:
             except Exception:
                 log.exception("queue scan failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
         if self._tasks:
             # Let jobs in flight finish; abandon the rest (their claims are
             # released when this node starts again, and every step is idempotent).
@@ -445,7 +448,8 @@ class DeliveryWorker:
         route.more.clear()
         self._wake.set()  # let the scan look for more work for this peer now
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(route.more.wait(), self.linger)
+            async with asyncio.timeout(self.linger):
+                await route.more.wait()
         return bool(route.jobs)
 
     def _done(self, route: Route, job: Job) -> None:

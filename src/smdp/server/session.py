@@ -213,8 +213,13 @@ class Session:
                     self._track(now, 0)
                     cut, why = self._cutoff(now)
                     try:
-                        data = await asyncio.wait_for(self.reader.read(65536),
-                                                      max(0.0, cut - now))
+                        # asyncio.timeout, not wait_for: no task per read
+                        # (wait_for wraps each read in one). A deadline already
+                        # past cuts off at once, as wait_for(..., 0) did.
+                        if cut <= now:
+                            raise TimeoutError
+                        async with asyncio.timeout(cut - now):
+                            data = await self.reader.read(65536)
                     except TimeoutError:
                         self.writer.write(self.closing_line(why))
                         log.info("session cut off: %s", why)
@@ -248,7 +253,8 @@ class Session:
         """Wait for our replies to leave; a client that stops reading them is cut
         off like an idle one (it would hold its session slot forever)."""
         try:
-            await asyncio.wait_for(self.writer.drain(), self.config.limits.idle_timeout)
+            async with asyncio.timeout(self.config.limits.idle_timeout):
+                await self.writer.drain()
         except TimeoutError:
             log.info("session cut off: the client does not read its replies")
             self.writer.transport.abort()
