@@ -225,6 +225,19 @@ def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | N
     return a, b
 
 
+def facing_stand_in(root: Path, domain: str, user: str, peer_domain: str,
+                    peer_port: int) -> Server:
+    """One real server whose only peer, ``peer_domain``, is a scripted stand-in
+    for another SMDP implementation listening on ``peer_port``; ``user`` has an
+    account on it."""
+    peer_port_of_ours, user_port = free_ports(2)
+    server = Server(domain, f"smdp.{domain}", root, peer_port_of_ours, user_port)
+    server.peers = {peer_domain: (f"smdp.{peer_domain}", peer_port)}
+    server.write_config()
+    server.add_user(user)
+    return server
+
+
 class Pki:
     """A private CA in ``root/pki`` and certificates for test servers, made
     with the same helpers as ``smdp gencert``."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Server, free_ports, running, wait_until
+from tests.integration.harness import facing_stand_in, running, wait_until
 
 ALICE = "alice@a.example"
 RCPTS = ["bob@b.example", "carol@b.example"]
@@ -98,11 +98,7 @@ class ScriptedPeer(threading.Thread):
 def test_the_origin_pipelines_only_when_offered(tmp_path: Path, pipelining: bool) -> None:
     peer = ScriptedPeer(pipelining)
     peer.start()
-    peer_port, user_port = free_ports(2)
-    a = Server("a.example", "smdp.a.example", tmp_path, peer_port, user_port)
-    a.peers = {"b.example": ("smdp.b.example", peer.port)}
-    a.write_config()
-    a.add_user(ALICE)
+    a = facing_stand_in(tmp_path, "a.example", ALICE, "b.example", peer.port)
     with running(a):
         c = a.client(ALICE)
         try:

@@ -19,7 +19,7 @@ from tests.integration.harness import (
     PeerSocket,
     Server,
     UserSocket,
-    free_ports,
+    facing_stand_in,
     make_pair,
     running,
     wait_until,
@@ -227,13 +227,9 @@ def test_an_accept_answered_without_the_message_fails_instead_of_wedging_pop3(
     dropped the POP3 session at every try."""
     origin = ContrarianOrigin()
     origin.start()
-    peer_port, user_port = free_ports(2)
-    b = Server("b.example", "smdp.b.example", tmp_path, peer_port, user_port)
-    b.peers = {"a.example": ("smdp.a.example", origin.port)}
-    b.write_config()
-    b.add_user(BOB)
+    b = facing_stand_in(tmp_path, "b.example", BOB, "a.example", origin.port)
     with running(b):
-        p = PeerSocket(peer_port)
+        p = PeerSocket(b.peer_port)
         assert p.cmd("EHLO smdp.a.example").startswith("250")
         assert p.cmd(f"ENVELOPE FROM:<eve@a.example> ID={'a' * 26}").startswith("250")
         assert p.cmd(f"RCPT TO:<{BOB}>").startswith("250")
@@ -247,7 +243,7 @@ def test_an_accept_answered_without_the_message_fails_instead_of_wedging_pop3(
         c.quit()
         wait_until(lambda: b.query("SELECT state FROM mailbox") == [("failed",)],
                    what="the entry fails")
-        pop = poplib.POP3("127.0.0.1", user_port, timeout=10)
+        pop = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
         try:
             pop.user(BOB)
             pop.pass_("secret")
