@@ -56,9 +56,12 @@ class DeliveryPolicy:
     poll_interval: float = 1.0
     claim_lease: float = 600.0  # seconds a node holds a queue entry before another may take it
     housekeeping_interval: float = 60.0  # seconds between expiry and cleanup runs
-    # Postfix's in_flow_delay: while the delivery worker is behind, a
-    # submission waits up to this long for it to catch up (0: never waits).
-    in_flow_delay: float = 5.0
+    # Postfix's in_flow_delay (and its default): while the delivery worker is
+    # behind on a domain, a submission there waits up to this long for it to
+    # catch up (0: never waits). Under make load's mix, 1 s finalised 194
+    # recipients/s, 5 s only 83/s (submissions idled while the destination
+    # was the bottleneck), none 168/s with twice the backlog left.
+    in_flow_delay: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
