@@ -269,13 +269,14 @@ class DeliveryWorker:
         self._routes: dict[str, Route] = {}  # "domain#n" -> its queue of claimed jobs
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: set[Route] = set()  # routes whose task is running
-        # Peer sessions open at once, all peers together, and to one peer (in
-        # the range of Postfix's default_destination_concurrency_limit, 20).
-        # More sessions per peer mostly shorten the wait in the queue: with 16
-        # instead of 4, submit-to-mailbox p50 under saturation fell from 928
-        # to 204 ms for 4 KB messages (bench/e2e.py, same throughput).
+        # Peer sessions open at once, all peers together, and to one peer.
+        # More sessions per peer shorten the queue wait of a pure pipeline
+        # (bench/e2e.py, 4 KB saturated: p50 928 ms with 4, 204 ms with 16)
+        # but cost the users of a busy peer: under make load's mix, ENVS p50
+        # at the destination was 14 ms with 4, 22 ms with 8 and 51 ms with 16,
+        # for the same delivered rate (~180 messages/s). Users first.
         self.max_routes = 64
-        self.sessions_per_peer = 16
+        self.sessions_per_peer = 4
         self.max_claimed = 512  # jobs held in memory, claimed, at once
         self.timeout = 30.0
         self.linger = 1.0  # seconds an idle peer session stays open for more jobs
