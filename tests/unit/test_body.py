@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smdp.core.body import Body, BodyWriter
+from smdp.core.body import Body, BodyWriter, stored_chunks
 
 
 def _written(pieces: list[bytes], threshold: int) -> Body:
@@ -38,6 +38,7 @@ def test_every_view_reads_the_octets_written(
     assert body.prefixed(head).read() == head + expected
     assert body.prefixed(head).tail(start).read() == (head + expected)[start:]
     assert body.startswith(expected[:3])
+    assert not body.startswith(expected + b"x")  # longer than the body
 
 
 def test_large_bodies_go_to_a_file_and_small_ones_stay_in_memory() -> None:
@@ -59,3 +60,15 @@ def test_discard_forgets_everything() -> None:
 def test_chunk_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         list(Body.of(b"abc").chunks(0))
+
+
+def test_stored_chunks_reads_until_the_store_says_none_and_no_further() -> None:
+    store = [b"ab", b"", b"cd"]
+    asked: list[int] = []
+
+    def read(seq: int) -> bytes | None:
+        asked.append(seq)
+        return store[seq] if seq < len(store) else None
+
+    assert list(stored_chunks(read)) == [b"ab", b"", b"cd"]
+    assert asked == [0, 1, 2, 3]

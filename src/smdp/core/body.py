@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import count
 from typing import IO, Final
 
-__all__ = ["CHUNK_SIZE", "SPOOL_THRESHOLD", "Body", "BodyWriter"]
+__all__ = ["CHUNK_SIZE", "SPOOL_THRESHOLD", "Body", "BodyWriter", "stored_chunks"]
 
 #: How much of a body is read, written or sent at a time.
 CHUNK_SIZE: Final = 256 * 1024
@@ -189,3 +190,14 @@ class BodyWriter:
             self._file.close()
             self._file = None
         self.size = 0
+
+
+def stored_chunks(read_chunk: Callable[[int], bytes | None]) -> Iterator[bytes]:
+    """A stored body, chunk by chunk: ``read_chunk(seq)`` for seq = 0, 1, 2 ...
+    (``Store.out_body_chunk`` / ``in_body_chunk`` bound to one body) until it
+    gives None. Lazy: one chunk is read, and held, at a time."""
+    for seq in count():
+        chunk = read_chunk(seq)
+        if chunk is None:
+            return
+        yield chunk

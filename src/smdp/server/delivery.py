@@ -21,10 +21,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
+from smdp.core.body import CHUNK_SIZE, Body, BodyWriter, stored_chunks
 from smdp.core.decisions import OUT_QUEUED, SmdpMessage
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA, BlockChunk
@@ -165,7 +164,7 @@ class PeerLink:
             raise TemporaryFailure(f"the peer broke the protocol: {exc}") from None
         return replies
 
-    async def send_body(self, read_chunk: Callable[[int], bytes | None], size: int) -> None:
+    async def send_body(self, chunks: Iterable[bytes], size: int) -> None:
         """After a 354: the stored body, a chunk at a time, then the end of data.
 
         A body that changed while being sent (it can only shrink: expiry) must
@@ -173,10 +172,7 @@ class PeerLink:
         """
         sent = 0
         try:
-            for seq in count():
-                chunk = read_chunk(seq)
-                if chunk is None:
-                    break
+            for chunk in chunks:
                 sent += len(chunk)
                 self.writer.write(self.conn.send(wire.DataPart(chunk)))
                 async with asyncio.timeout(self.timeout):
@@ -620,7 +616,7 @@ class DeliveryWorker:
             if direct:
                 message_id = msg.id
                 await link.send_body(
-                    lambda seq: store.out_body_chunk(message_id, seq), msg.size
+                    stored_chunks(lambda seq: store.out_body_chunk(message_id, seq)), msg.size
                 )
             else:
                 await link.expect(wire.Data(msg.summary.encode("utf-8")), "end of data")

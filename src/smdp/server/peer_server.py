@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from smdp.core.body import CHUNK_SIZE, Body
+from smdp.core.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
 from smdp.core.quality import judge
@@ -290,7 +290,8 @@ class PeerSession(Session):
             message_id = outcome.pull_message_id
             self.conn.send_body_start(outcome.code, outcome.text)
             await self.stream_body(
-                lambda seq: self.app.store.out_body_chunk(message_id, seq), outcome.pull_size,
+                stored_chunks(lambda seq: self.app.store.out_body_chunk(message_id, seq)),
+                outcome.pull_size,
                 self.conn.send_body_chunk, self.conn.send_body_end,
             )
         else:

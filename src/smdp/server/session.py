@@ -14,8 +14,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
-from itertools import count
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from smdp.config import Config
@@ -135,21 +134,21 @@ class Session:
         self._spool, self._spool_error = None, None
 
     async def stream_body(
-        self, read_chunk: Callable[[int], bytes | None], size: int,
+        self, chunks: Iterable[bytes], size: int,
         send_chunk: Callable[[bytes], None], end: Callable[[], None],
     ) -> None:
         """Send a stored body chunk by chunk (the start line already queued).
 
-        ``read_chunk(seq)`` reads chunk ``seq`` from the store, None past the
-        end. A body that changes while it is sent (deleted by expiry, say)
-        must never reach the client cut short and ended as if whole: the
-        connection is dropped instead, without the terminating ".", so the
-        client retries.
+        ``chunks`` reads the store lazily (``core.body.stored_chunks``). A
+        body that changes while it is sent (deleted by expiry, say) must never
+        reach the client cut short and ended as if whole: the connection is
+        dropped instead, without the terminating ".", so the client retries.
         """
         sent = 0
-        for seq in count():
+        pieces = iter(chunks)
+        while True:
             try:
-                chunk = read_chunk(seq)
+                chunk = next(pieces, None)
             except Exception:
                 # Half a body is on its way: no reply can follow it, only an
                 # end to the session (the client retries).

@@ -9,12 +9,11 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from itertools import count
 from typing import TYPE_CHECKING
 
 from smdp.core import decisions as d
 from smdp.core.addresses import AddressError, parse_address
-from smdp.core.body import CHUNK_SIZE, Body
+from smdp.core.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.core.decisions import Option
 from smdp.core.destination import DecisionError
 from smdp.core.envelope import decode_envelope_block
@@ -96,27 +95,12 @@ class UserSession(Session):
         return None
 
     def _chunks(self, envelope_id: int) -> Iterator[bytes]:
-        for seq in count():
-            chunk = self.app.store.in_body_chunk(envelope_id, seq)
-            if chunk is None:
-                return
-            yield chunk
+        return stored_chunks(lambda seq: self.app.store.in_body_chunk(envelope_id, seq))
 
     async def _stream(self, envelope_id: int, length: int) -> None:
         """Send the first ``length`` octets of a stored body as the block."""
-        left = length
-
-        def read_chunk(seq: int) -> bytes | None:
-            nonlocal left
-            if left <= 0:
-                return None
-            chunk = self.app.store.in_body_chunk(envelope_id, seq)
-            if chunk is not None:
-                chunk = chunk[:left]
-                left -= len(chunk)
-            return chunk
-
-        await self.stream_body(read_chunk, length, self.conn.block_chunk, self.conn.block_end)
+        await self.stream_body(_first_octets(self._chunks(envelope_id), length), length,
+                               self.conn.block_chunk, self.conn.block_end)
 
     def _readable(self, n: int, entry: MailboxEntry) -> bool:
         """Whether the body is here to read; else the -ERR is sent."""
@@ -479,6 +463,18 @@ def _is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket
     return ip.is_loopback
+
+
+def _first_octets(chunks: Iterable[bytes], length: int) -> Iterator[bytes]:
+    """The first ``length`` octets of ``chunks``; the rest is never read."""
+    left = length
+    if left <= 0:
+        return
+    for chunk in chunks:
+        yield chunk[:left]
+        left -= len(chunk)
+        if left <= 0:
+            return
 
 
 def _top_length(chunks: Iterable[bytes], lines: int) -> int:
