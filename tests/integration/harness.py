@@ -65,6 +65,7 @@ class Server:
     peer_tls_port: int | None = None  # [listen] peer_tls (implicit TLS)
     user_tls_port: int | None = None  # [listen] user_tls
     plaintext_login: bool = True  # [security] allow_plaintext_login
+    store_extra: str = ""  # more [store] settings, one per line
 
     @property
     def name(self) -> str:
@@ -99,6 +100,8 @@ class Server:
             store = f'backend = "postgresql"\ndsn = "{self.dsn}"'
         else:
             store = f'path = "{self.db_path.name}"'
+        if self.store_extra:
+            store += "\n" + self.store_extra
         node = f'node = "{self.node}"' if self.node else ""
         self.config_path.write_text(f"""
 [server]

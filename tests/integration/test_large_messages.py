@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from smdp.client.session import ClientError
 from smdp.protocol import user as wire
-from tests.integration.harness import Server, make_pair, running, wait_until
+from smdp.protocol.framing import dot_stuff
+from tests.integration.harness import PeerSocket, Server, make_pair, running, wait_until
 
 ALICE, BOB = "alice@a.example", "bob@b.example"
 MIB = 1024 * 1024
@@ -130,3 +132,52 @@ def test_large_messages_cross_whole_without_being_held_in_memory(
     # Each server has now received, stored, sent and served messages of
     # about 16 MiB; holding even one of them whole would show here.
     assert max(growth) < 8 * MIB, f"peak memory grew by {growth} octets"
+
+
+def test_a_body_that_cannot_be_spooled_is_refused_whole_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A full or missing spool directory (here: removed under the running
+    server) refuses the message with a temporary error on both ports, stores
+    nothing, and keeps the session; with the directory back, the same
+    message goes through."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    a, b = make_pair(tmp_path)
+    for server in (a, b):
+        server.store_extra = f'spool_dir = "{spool}"'
+        server.write_config()
+    a.add_user(ALICE)
+    b.add_user(BOB)
+    msg = big_message("no room", seed=3)  # well past the 1 MiB kept in memory
+    with running(a, b):
+        spool.rmdir()
+        c = a.client(ALICE)
+        try:
+            with pytest.raises(ClientError, match="insufficient storage"):
+                c.submit([BOB], msg)
+            c.call(wire.Noop())  # the session goes on
+        finally:
+            c.quit()
+        assert a.query("SELECT COUNT(*) FROM out_messages") == [(0,)]
+        # The peer port: a direct MAIL from a white-listed sender.
+        c = b.client(BOB)
+        try:
+            c.call(wire.ListAdd("in-white", ALICE, "smdp.a.example"))
+        finally:
+            c.quit()
+        p = PeerSocket(b.peer_port)
+        try:
+            assert p.cmd("EHLO smdp.a.example").startswith("250")
+            assert p.cmd(f"MAIL FROM:<{ALICE}> ID={'c' * 26}").startswith("250")
+            assert p.cmd(f"RCPT TO:<{BOB}>").startswith("250")
+            assert p.cmd(f"SIZE={len(msg)}").startswith("250")
+            assert p.cmd("DATA").startswith("354")
+            p.send(dot_stuff(msg))
+            assert p.reply().startswith("452 4.3.1 Insufficient system storage")
+            assert p.cmd("NOOP").startswith("250")
+        finally:
+            p.close()
+        assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+        spool.mkdir()
+        assert "queued as" in submit(a, msg)
