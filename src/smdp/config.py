@@ -172,9 +172,17 @@ def _listener(text: str, name: str) -> Listener:
     return Listener(host, port)
 
 
+# Settings for which 0 turns a feature off; every other number must be positive.
+_ZERO_MEANS_OFF = frozenset({"delivery.in_flow_delay"})
+
+
 def _positive(value: float, name: str) -> None:
+    zero_means_off = name in _ZERO_MEANS_OFF
+    if zero_means_off and value == 0:
+        return
     if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {value}")
+        raise ConfigError(f"{name} must be positive{' or 0' if zero_means_off else ''}, "
+                          f"not {value}")
 
 
 def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -257,22 +265,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     dl = _check(data.get("delivery", {}), dict, "delivery")
     _reject_unknown(dl, set(DeliveryPolicy.__dataclass_fields__), "delivery")
     dd = DeliveryPolicy()
-    delivery = DeliveryPolicy(
-        retry_initial=_opt(dl, "retry_initial", float, dd.retry_initial, "delivery"),
-        retry_max=_opt(dl, "retry_max", float, dd.retry_max, "delivery"),
-        max_attempts=_opt(dl, "max_attempts", int, dd.max_attempts, "delivery"),
-        expire_days=_opt(dl, "expire_days", float, dd.expire_days, "delivery"),
-        poll_interval=_opt(dl, "poll_interval", float, dd.poll_interval, "delivery"),
-        claim_lease=_opt(dl, "claim_lease", float, dd.claim_lease, "delivery"),
-        housekeeping_interval=_opt(dl, "housekeeping_interval", float,
-                                   dd.housekeeping_interval, "delivery"),
-        in_flow_delay=_opt(dl, "in_flow_delay", float, dd.in_flow_delay, "delivery"),
-    )
+    delivery = DeliveryPolicy(**{
+        name: _opt(dl, name, type(getattr(dd, name)), getattr(dd, name), "delivery")
+        for name in DeliveryPolicy.__dataclass_fields__
+    })
     for name in DeliveryPolicy.__dataclass_fields__:
-        if name != "in_flow_delay":
-            _positive(getattr(delivery, name), f"delivery.{name}")
-    if delivery.in_flow_delay < 0:
-        raise ConfigError("delivery.in_flow_delay must not be negative")
+        _positive(getattr(delivery, name), f"delivery.{name}")
 
     ab = _check(data.get("abuse", {}), dict, "abuse")
     _reject_unknown(ab, set(AbusePolicy.__dataclass_fields__), "abuse")

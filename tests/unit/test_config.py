@@ -82,6 +82,10 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "store": {"backend": "oracle"}}, "not supported"),
         ({**MINIMAL, "peers": {"b.example": {"port": 1}}}, "peers.b.example.hostname is required"),
         ({**MINIMAL, "delivery": {"expire_days": -1}}, "delivery.expire_days must be positive"),
+        ({**MINIMAL, "delivery": {"retry_initial": 0}}, "delivery.retry_initial must be positive"),
+        ({**MINIMAL, "delivery": {"in_flow_delay": -1}},
+         "delivery.in_flow_delay must be positive or 0"),
+        ({**MINIMAL, "store": {"spool_dir": "no-such-dir"}}, "is not a directory"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -99,3 +103,9 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[server\nhostname=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_in_flow_delay_zero_turns_the_control_off(tmp_path: Path) -> None:
+    config = parse_config({**MINIMAL, "delivery": {"in_flow_delay": 0}}, tmp_path)
+    assert config.delivery.in_flow_delay == 0.0
+    assert parse_config(MINIMAL, tmp_path).delivery.in_flow_delay == 1.0  # Postfix's default
