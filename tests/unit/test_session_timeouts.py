@@ -50,6 +50,8 @@ class _Conn:
 
 
 class _Echo(Session):
+    conn: _Conn
+
     def __init__(self, config: Config, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         super().__init__(config, reader, writer)
