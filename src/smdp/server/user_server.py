@@ -22,7 +22,7 @@ from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
 from smdp.server.session import Session
-from smdp.store.records import MailboxEntry, User
+from smdp.store.records import InEnvelope, MailboxEntry, User
 
 if TYPE_CHECKING:
     from smdp.server.app import SmdpServer
@@ -102,13 +102,17 @@ class UserSession(Session):
         await self.stream_body(_first_octets(self._chunks(envelope_id), length), length,
                                self.conn.block_chunk, self.conn.block_end)
 
-    def _readable(self, n: int, entry: MailboxEntry) -> bool:
-        """Whether the body is here to read; else the -ERR is sent."""
+    def _stored(self, n: int) -> InEnvelope | None:
+        """Message ``n``'s envelope when its body is here to read; else the
+        -ERR (unknown number, or no body stored) is sent and None returned."""
+        entry = self._message(n)
+        if entry is None:
+            return None
         env = self.app.store.in_envelope(entry.envelope_id)
         if env is not None and env.has_body:
-            return True
+            return env
         self.conn.err(f"message {n} is not stored here yet")
-        return False
+        return None
 
     def _size(self, entry: MailboxEntry) -> int:
         env = self.app.store.in_envelope(entry.envelope_id)
@@ -213,16 +217,14 @@ class UserSession(Session):
                 elif (entry := self._message(n)) is not None:
                     conn.ok(f"{n} {self._uid(entry)}")
             case wire.Retr(n=n):
-                if (entry := self._message(n)) is not None and self._readable(n, entry):
-                    size = self._size(entry)
-                    conn.ok_block_start(f"{size} octets")
-                    await self._stream(entry.envelope_id, size)
+                if (env := self._stored(n)) is not None:
+                    conn.ok_block_start(f"{env.size} octets")
+                    await self._stream(env.id, env.size)
             case wire.Top(n=n, lines=k):
-                if (entry := self._message(n)) is not None and self._readable(n, entry):
-                    envelope_id = entry.envelope_id
-                    length = _top_length(self._chunks(envelope_id), k)
+                if (env := self._stored(n)) is not None:
+                    length = _top_length(self._chunks(env.id), k)
                     conn.ok_block_start("top of message follows")
-                    await self._stream(envelope_id, length)
+                    await self._stream(env.id, length)
             case wire.Dele(n=n):
                 if self._message(n) is not None:
                     self.deleted.add(n)
