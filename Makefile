@@ -19,10 +19,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/smdp demo --dir .demo
 
-## Lint, type-check and run the whole test suite; the integration suite runs
+## Lint, check the import layers (pyproject.toml [tool.importlinter]), type-check and run the whole test suite; the integration suite runs
 ## a second time with every server on PostgreSQL (a throwaway cluster).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 	SMDP_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/integration
@@ -44,6 +45,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -18,7 +18,7 @@ message, MB/s, peak memory allocated by each (tracemalloc, in a separate pass
 so that tracing does not slow the timed pass) and the ratio baseline / smdp.
 A third part measures both at message sizes from 10 KB to 25 MB: is the
 extractor's memory flat in message size? There the input is one bytes object;
-in the server a message is a :class:`smdp.core.body.Body`, in a temporary file
+in the server a message is a :class:`smdp.mail.body.Body`, in a temporary file
 once large, which extract_envelope reads a chunk at a time. A fourth part
 measures that: peak memory and time of extract_envelope on a file-backed Body
 of 1, 10 and 25 MB (``body_curve``: flat, the file never read whole), and on
@@ -55,8 +55,8 @@ from bench.common import (
     settings_from_env,
     write_json,
 )
-from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.core.envelope import extract_envelope
+from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 
 PAPER_MESSAGES = 281
 PAPER_TOTAL = 191_000_000  # octets: 281 messages, "191 MB in all"

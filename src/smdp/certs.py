@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from smdp.config import normalize_fingerprint
 
 __all__ = [
     "CertError",
@@ -42,7 +43,6 @@ __all__ = [
     "write_issued",
 ]
 
-_FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
 # Backdating covers clocks that differ a little between hosts.
 _BACKDATE = datetime.timedelta(hours=1)
 
@@ -69,12 +69,6 @@ def fingerprint_sha256(cert: bytes) -> str:
     if cert.lstrip().startswith(b"-----BEGIN"):
         cert = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(cert).hexdigest()
-
-
-def normalize_fingerprint(text: str) -> str | None:
-    """Accept ``AB:CD:...`` (openssl's form) or plain hex; None if malformed."""
-    value = text.strip().replace(":", "").lower()
-    return value if _FINGERPRINT_RE.fullmatch(value) else None
 
 
 def _now() -> datetime.datetime:

@@ -19,10 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smdp.config import Config, ConfigError, load_config
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+from smdp.errors import CliError
 
 
 def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:

@@ -6,16 +6,27 @@ server at start with one sentence naming the key, never with a traceback.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smdp.server.discovery import PeerServer
-
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerServer:
+    """An SMDP server: who it is (EHLO identity) and where to connect.
+
+    A setting ([peers] maps domains to them) as much as an answer of
+    discovery, so it lives here, below both."""
+
+    hostname: str
+    address: str
+    port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,10 +394,6 @@ def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust 
     ca = _file(entry, "ca", where, base_dir)
     pin = None
     if "pin_sha256" in entry:
-        # Imported here: the certificate helpers pull in cryptography, which
-        # only configurations that pin a certificate need at parse time.
-        from smdp.certs import normalize_fingerprint
-
         text = _check(entry["pin_sha256"], str, f"{where}.pin_sha256")
         pin = normalize_fingerprint(text)
         if pin is None:
@@ -395,6 +402,16 @@ def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust 
     if ca is None and pin is None:
         return None
     return PeerTrust(ca=ca, pin_sha256=pin)
+
+
+_FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def normalize_fingerprint(text: str) -> str | None:
+    """A SHA-256 fingerprint as ``AB:CD:...`` (openssl's form) or plain hex,
+    in plain lower-case hex; None if malformed."""
+    value = text.strip().replace(":", "").lower()
+    return value if _FINGERPRINT_RE.fullmatch(value) else None
 
 
 def load_config(path: Path | str) -> Config:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smdp.core.addresses import (
+from smdp.mail.addresses import (
     Address,
     AddressError,
     normalize,

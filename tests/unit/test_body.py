@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smdp.core.body import Body, BodyWriter, stored_chunks
+from smdp.mail.body import Body, BodyWriter, stored_chunks
 
 
 def _written(pieces: list[bytes], threshold: int) -> Body:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from smdp.config import parse_config
-from smdp.core.body import CHUNK_SIZE, Body, BodyWriter
+from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smdp.core import envelope as env
-from smdp.core.body import Body, BodyWriter
 from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope
+from smdp.mail.body import Body, BodyWriter
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("*.eml"))

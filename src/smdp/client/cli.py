@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from smdp.client.session import ClientError, UserClient
+from smdp.errors import CliError
 from smdp.protocol import user as wire
 
 DECISIONS = {
@@ -87,7 +88,6 @@ def _print(reply: wire.UserReply) -> None:
 
 
 def run_client(args: argparse.Namespace, password: str) -> int:
-    from smdp.cli import CliError
 
     host, _, port = args.server.rpartition(":")
     if not port.isdigit():

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
-from smdp.core.body import Body
 from smdp.core.decisions import OPTIONS, Option, SmdpMessage, recipient_side
 from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
 from smdp.core.quality import judge
+from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
 

@@ -13,7 +13,7 @@ the header block with :func:`scan_header`, walks the MIME tree by searching
 for boundaries with ``bytes.find``, and decodes only the first few kilobytes
 of the first text part. Attachment bodies are never decoded. Work is bounded
 by :data:`MAX_DEPTH` and :data:`MAX_PARTS`. A message held as a
-:class:`~smdp.core.body.Body` (a large one is in a temporary file) is not read
+:class:`~smdp.mail.body.Body` (a large one is in a temporary file) is not read
 whole either: its chunks are filtered down to a small skeleton of the message
 (headers, possible delimiter lines, the start of each text part) that gives
 the same envelope (see _Skeleton).
@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from smdp.core.body import Body
+from smdp.mail.body import Body
 
 __all__ = [
     "EMPTY_SUMMARY",
@@ -1657,7 +1657,7 @@ def extract_envelope(message: bytes | Body, *, headlines: int = 2) -> EnvelopeSu
     of the first text/plain part (else of the first text/html part, tags
     stripped) are kept.
 
-    A :class:`~smdp.core.body.Body` is read a chunk at a time and never whole
+    A :class:`~smdp.mail.body.Body` is read a chunk at a time and never whole
     (unless it is in memory and small): the envelope is extracted from its
     skeleton (see _Skeleton), in memory bounded whatever the message size, and
     is the same as for the bytes. Only on hostile input whose skeleton passes

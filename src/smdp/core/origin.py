@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from smdp.core import decisions as d
-from smdp.core.body import Body
 from smdp.core.decisions import SmdpMessage, origin_side
 from smdp.core.envelope import encode_envelope_block, extract_envelope
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
+from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
 

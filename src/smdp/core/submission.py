@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
 from email.utils import format_datetime, getaddresses
 
-from smdp.core.addresses import Address, AddressError, normalize, parse_address
-from smdp.core.body import Body, BodyWriter
 from smdp.core.envelope import (
     MAX_HEADER_OCTETS,
     HeaderBlock,
@@ -30,6 +28,8 @@ from smdp.core.envelope import (
     decode_header_text,
     scan_header,
 )
+from smdp.mail.addresses import Address, AddressError, normalize, parse_address
+from smdp.mail.body import Body, BodyWriter
 
 __all__ = ["SubmissionError", "prepare_submission", "prepare_submission_body"]
 
@@ -315,7 +315,7 @@ def prepare_submission_body(
     now: datetime | None = None,
     spool_dir: str | None = None,
 ) -> Body:
-    """:func:`prepare_submission` for a :class:`~smdp.core.body.Body`, never read whole.
+    """:func:`prepare_submission` for a :class:`~smdp.mail.body.Body`, never read whole.
 
     The same checks, errors and resulting octets. The header is read from the
     start of ``raw`` (normalised chunk by chunk, at most about

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from smdp.config import Config
-from smdp.core.addresses import AddressError, parse_address
 from smdp.core.passwords import Passwords
+from smdp.mail.addresses import AddressError, parse_address
 from smdp.store import Store, StoreError
 from smdp.store.records import User
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from smdp.core.body import CHUNK_SIZE, Body, BodyWriter, stored_chunks
 from smdp.core.decisions import OUT_QUEUED, SmdpMessage
+from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter, stored_chunks
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA, BlockChunk
 from smdp.server.discovery import DiscoveryError

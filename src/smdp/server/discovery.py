@@ -27,6 +27,8 @@ import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.IN.SRV import SRV
 
+from smdp.config import PeerServer
+
 __all__ = [
     "NEGATIVE_CACHE_TTL",
     "SERVICE_LABEL",
@@ -44,15 +46,6 @@ SERVICE_LABEL = "_smdp._tcp"
 # just published its record is reachable within a minute, long enough that a
 # burst of mail to a dead domain costs one query.
 NEGATIVE_CACHE_TTL = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerServer:
-    """An SMDP server: who it is (EHLO identity) and where to connect."""
-
-    hostname: str
-    address: str
-    port: int
 
 
 @dataclass(frozen=True, slots=True)

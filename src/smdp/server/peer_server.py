@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from smdp.core.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
 from smdp.core.quality import judge
+from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError

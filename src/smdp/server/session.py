@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from smdp.config import Config
-from smdp.core.body import Body, BodyWriter
+from smdp.mail.body import Body, BodyWriter
 from smdp.protocol.framing import CLOSED, NEED_DATA
 from smdp.server.tls import start_tls
 
@@ -139,7 +139,7 @@ class Session:
     ) -> None:
         """Send a stored body chunk by chunk (the start line already queued).
 
-        ``chunks`` reads the store lazily (``core.body.stored_chunks``). A
+        ``chunks`` reads the store lazily (``mail.body.stored_chunks``). A
         body that changes while it is sent (deleted by expiry, say) must never
         reach the client cut short and ended as if whole: the connection is
         dropped instead, without the terminating ".", so the client retries.

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from smdp.core import decisions as d
-from smdp.core.addresses import AddressError, parse_address
-from smdp.core.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.core.decisions import Option
 from smdp.core.destination import DecisionError
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.submission import SubmissionError
+from smdp.mail.addresses import AddressError, parse_address
+from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError

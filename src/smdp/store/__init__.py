@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smdp.store.base import Store
-from smdp.store.sqlite import SqliteStore, StoreError
+from smdp.store.base import Store, StoreError
+from smdp.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from smdp.config import Config

@@ -16,7 +16,7 @@ Semantics every backend keeps:
 - Message bodies are stored a chunk per row (``out_body_chunks``,
   ``in_body_chunks``) and read a chunk at a time (``out_body_chunk``,
   ``in_body_chunk``), so no body is ever in memory whole. A body passed in
-  may be a :class:`~smdp.core.body.Body` or, for older callers, bytes.
+  may be a :class:`~smdp.mail.body.Body` or, for older callers, bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from smdp.core.body import Body
+from smdp.mail.body import Body
 from smdp.store.records import (
     InEnvelope,
     Job,
@@ -39,6 +39,10 @@ from smdp.store.records import (
 )
 
 __all__ = ["Store"]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (the message says why)."""
 
 
 class Store(Protocol):

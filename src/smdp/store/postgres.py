@@ -31,13 +31,14 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
+from smdp.store.base import StoreError
 from smdp.store.records import (
     Job,
     MailboxEntry,
     User,
 )
 from smdp.store.sql import SqlStore, mailbox_row
-from smdp.store.sqlite import StoreError, _split_sql
+from smdp.store.sqlscript import split_statements
 
 __all__ = ["PostgresStore", "migrations"]
 
@@ -184,7 +185,7 @@ class PostgresStore(SqlStore):
                     if version <= current:
                         continue
                     with self.transaction():
-                        for statement in _split_sql(sql):
+                        for statement in split_statements(sql):
                             self._exec(statement)
                         self._exec(
                             "INSERT INTO schema_migrations VALUES (%s, %s, %s)",

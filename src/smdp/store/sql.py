@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from smdp.core.body import CHUNK_SIZE, Body
+from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     InEnvelope,
     Job,

@@ -16,16 +16,14 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from smdp.store.base import StoreError
 from smdp.store.records import (
     Job,
     MailboxEntry,
     User,
 )
 from smdp.store.sql import SqlStore, mailbox_row
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked (the message says why)."""
+from smdp.store.sqlscript import split_statements
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -78,7 +76,7 @@ class SqliteStore(SqlStore):
             if version <= current:
                 continue
             with self.transaction():
-                for statement in _split_sql(sql):
+                for statement in split_statements(sql):
                     self._db.execute(statement)
                 self._db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
@@ -254,8 +252,3 @@ class SqliteStore(SqlStore):
 
     def queue_size(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM queue").fetchone()[0])
-
-def _split_sql(script: str) -> list[str]:
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-

@@ -1,5 +1,5 @@
 -- 0005: message bodies move out of their rows into chunk tables, so a body is
--- written and read a chunk (smdp.core.body.CHUNK_SIZE, 256 KiB) at a time and
+-- written and read a chunk (smdp.mail.body.CHUNK_SIZE, 256 KiB) at a time and
 -- the server never holds a whole message in memory. A body is the chunks of
 -- its id in seq order (0, 1, ...); a reader accepts chunks of any size. An
 -- empty body is has_body = 1 with no chunk; no body at all is has_body = 0.
