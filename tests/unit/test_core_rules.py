@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from smdp.config import QualityPolicy
-from smdp.core.decisions import OPTIONS, TABLE_2, Option, SmdpMessage
-from smdp.core.destination import DecisionError, Destination
+from smdp.core.decisions import TABLE_2
+from smdp.core.destination import Destination
 from smdp.core.origin import Origin
+from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import judge
 from smdp.core.submission import SubmissionError
 from smdp.store import SqliteStore
 from smdp.store.records import Quality, User
+from smdp.terms import Decision
 
 A_HOST = "smdp.a.example"
 MSG = b"Subject: hello\r\n\r\nfirst line\r\nsecond line\r\nthird\r\n"
@@ -68,7 +70,7 @@ class World:
             assert entry is not None and entry.decision is not None
             env = self.b.in_envelope(entry.envelope_id)
             assert env is not None
-            message = SmdpMessage(entry.decision)
+            message = entry.decision
             held = env.has_body and message.accepts
             outcome = self.origin.on_decision(env.envid, entry.recipient, message, held)
             if outcome.pull_message_id is not None:
@@ -102,20 +104,22 @@ def world(tmp_path: Path) -> World:
 
 
 def test_table_1_maps_each_option_to_its_message() -> None:
-    assert {o.value: m.value for o, m in OPTIONS.items()} == {
-        "ACCEPT": "ACCEPT", "ACCEPT&AUTH": "AUTHORIZE", "REJECT": "REJECT",
-        "REJECT&SPAM": "SPAM", "REJECT&SPAMMER": "SPAMMER",
+    # Table 1's options (the members) and the Table 2 message each sends
+    # (the values); the user port's spelling of the options is its codec's.
+    assert {d.name: d.value for d in Decision} == {
+        "ACCEPT": "ACCEPT", "ACCEPT_AUTH": "AUTHORIZE", "REJECT": "REJECT",
+        "REJECT_SPAM": "SPAM", "REJECT_SPAMMER": "SPAMMER",
     }
-    assert set(TABLE_2) == set(SmdpMessage)
+    assert set(TABLE_2) == set(Decision)
 
 
-@pytest.mark.parametrize("option", list(Option))
-def test_table_2_effects_on_both_sides(world: World, option: Option) -> None:
+@pytest.mark.parametrize("option", list(Decision))
+def test_table_2_effects_on_both_sides(world: World, option: Decision) -> None:
     msgid = world.send(["bob@b.example"])
     world.deliver_envelopes()
     world.dest.decide(world.bob, world.entry(world.bob), option)
     pulls = world.report_decisions()
-    message = OPTIONS[option]
+    message = option
     recipient, origin = TABLE_2[message]
     inbound = {(e.kind, e.address, e.server) for e in world.b.list_entries(world.bob.id)}
     outbound = {(e.kind, e.address) for e in world.a.list_entries(world.alice.id)}
@@ -166,11 +170,11 @@ def test_table_3_recipient_side(world: World) -> None:
 
 
 @pytest.mark.parametrize(("option", "listed_as"), [
-    (Option.ACCEPT_AUTH, ("fetching", "ACCEPT", "sender is on your white list")),
-    (Option.REJECT_SPAMMER, ("spammer", "SPAMMER", "sender is on your black list")),
+    (Decision.ACCEPT_AUTH, ("fetching", "ACCEPT", "sender is on your white list")),
+    (Decision.REJECT_SPAMMER, ("spammer", "SPAMMER", "sender is on your black list")),
 ])
 def test_listing_a_sender_settles_their_other_pending_envelopes(
-    world: World, option: Option, listed_as: tuple[str, str, str],
+    world: World, option: Decision, listed_as: tuple[str, str, str],
 ) -> None:
     """Table 3 applied to what is already waiting: after ACCEPT&AUTH or
     REJECT&SPAMMER nobody is asked again about the same sender."""
@@ -201,10 +205,10 @@ def test_pair_must_match_the_server_too(world: World) -> None:
 def test_assumption_5_second_acceptance_uses_the_local_copy(world: World) -> None:
     msgid = world.send(["bob@b.example", "carol@b.example"])
     world.deliver_envelopes()
-    world.dest.decide(world.bob, world.entry(world.bob), Option.ACCEPT)
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
     assert world.report_decisions() == [len(world.a.out_body(1) or b"")]
     assert world.held(msgid)  # carol has not decided
-    result = world.dest.decide(world.carol, world.entry(world.carol), Option.ACCEPT)
+    result = world.dest.decide(world.carol, world.entry(world.carol), Decision.ACCEPT)
     assert result.entry.state == "accepted"  # readable at once
     assert world.report_decisions() == []  # ACCEPT ... BODY=HELD: no second transfer
     assert not world.held(msgid)
@@ -214,24 +218,24 @@ def test_reject_after_accept_replaces_the_vote(world: World) -> None:
     world.send(["bob@b.example"])
     world.deliver_envelopes()
     entry = world.entry(world.bob)
-    world.dest.decide(world.bob, entry, Option.ACCEPT)
+    world.dest.decide(world.bob, entry, Decision.ACCEPT)
     world.report_decisions()
-    world.dest.decide(world.bob, entry, Option.REJECT_SPAMMER)
+    world.dest.decide(world.bob, entry, Decision.REJECT_SPAMMER)
     world.report_decisions()
     assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)  # one vote per message
     assert [(e.kind, e.address) for e in world.a.list_entries(world.alice.id)] == [
         ("black", "bob@b.example")]
-    with pytest.raises(DecisionError, match="already rejected"):
-        world.dest.decide(world.bob, entry, Option.ACCEPT)
+    late = world.dest.decide(world.bob, entry, Decision.ACCEPT).outcome
+    assert late == Outcome(Kind.ALREADY_REJECTED, f"envelope {entry} was already rejected")
 
 
 def test_decisions_only_by_the_recipient(world: World) -> None:
     world.send(["bob@b.example"])
     world.deliver_envelopes()
-    with pytest.raises(DecisionError, match="no envelope"):
-        world.dest.decide(world.carol, world.entry(world.bob), Option.ACCEPT)
-    with pytest.raises(DecisionError, match="no envelope"):
-        world.dest.decide(world.carol, 999, Option.REJECT)
+    foreign = world.dest.decide(world.carol, world.entry(world.bob), Decision.ACCEPT).outcome
+    assert foreign == Outcome(Kind.UNKNOWN, f"no envelope {world.entry(world.bob)} in your mailbox")
+    missing = world.dest.decide(world.carol, 999, Decision.REJECT).outcome
+    assert missing == Outcome(Kind.UNKNOWN, "no envelope 999 in your mailbox")
 
 
 def test_origin_refuses_unknown_and_foreign_envelopes(world: World) -> None:
@@ -239,13 +243,13 @@ def test_origin_refuses_unknown_and_foreign_envelopes(world: World) -> None:
     world.deliver_envelopes()
     env = world.b.in_envelope(1)
     assert env is not None
-    assert world.origin.on_decision("a" * 26, "bob@b.example", SmdpMessage.ACCEPT,
-                                    False).code == 550
-    assert world.origin.on_decision(env.envid, "carol@b.example", SmdpMessage.ACCEPT,
-                                    False).code == 550
-    world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.REJECT, False)
-    assert world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT,
-                                    False).code == 554
+    assert world.origin.on_decision("a" * 26, "bob@b.example", Decision.ACCEPT,
+                                    False).kind is Kind.UNKNOWN
+    assert world.origin.on_decision(env.envid, "carol@b.example", Decision.ACCEPT,
+                                    False).kind is Kind.NOT_A_RECIPIENT
+    world.origin.on_decision(env.envid, "bob@b.example", Decision.REJECT, False)
+    assert world.origin.on_decision(env.envid, "bob@b.example", Decision.ACCEPT,
+                                    False).kind is Kind.ALREADY_REJECTED
 
 
 def test_replayed_envelope_is_stored_once(world: World) -> None:
@@ -286,9 +290,10 @@ def test_blocked_peer_is_refused(tmp_path: Path) -> None:
     world.deliver_envelopes()
     assert world.dest.peer_refusal(A_HOST) is None
     for entry in world.b.mailbox_entries(world.bob.id):
-        world.dest.decide(world.bob, entry.id, Option.REJECT)
+        world.dest.decide(world.bob, entry.id, Decision.REJECT)
     refusal = world.dest.peer_refusal(A_HOST)
-    assert refusal is not None and "blocked" in refusal
+    assert refusal is not None and refusal.kind is Kind.PEER_BLOCKED
+    assert refusal.reason.startswith(f"{A_HOST} blocked: quality")
 
 
 def test_repeated_decisions_and_pulls_change_nothing_twice(world: World) -> None:
@@ -298,20 +303,20 @@ def test_repeated_decisions_and_pulls_change_nothing_twice(world: World) -> None
     world.deliver_envelopes()
     env = world.b.in_envelope(1)
     assert env is not None
-    first = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
-    again = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
-    assert first.code == again.code == 150  # not yet RECEIVED
+    first = world.origin.on_decision(env.envid, "bob@b.example", Decision.ACCEPT, False)
+    again = world.origin.on_decision(env.envid, "bob@b.example", Decision.ACCEPT, False)
+    assert first.kind is again.kind is Kind.PULL  # not yet RECEIVED
     assert first.pull_message_id == again.pull_message_id is not None
     body = world.a.out_body(first.pull_message_id)
-    assert world.origin.on_received(env.envid).code == 250
-    assert world.origin.on_received(env.envid).code == 250
-    after = world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.ACCEPT, False)
-    assert (after.code, after.pull_message_id) == (250, None)  # nothing left to transfer
+    assert world.origin.on_received(env.envid).kind is Kind.DONE
+    assert world.origin.on_received(env.envid).kind is Kind.DONE
+    after = world.origin.on_decision(env.envid, "bob@b.example", Decision.ACCEPT, False)
+    assert (after.kind, after.pull_message_id) == (Kind.DONE, None)  # nothing left to transfer
     for _ in range(2):
         world.dest.body_pulled(env.id, body)
     assert world.b.in_body(env.id) == body
     for _ in range(3):
-        world.origin.on_decision(env.envid, "bob@b.example", SmdpMessage.SPAMMER, False)
+        world.origin.on_decision(env.envid, "bob@b.example", Decision.REJECT_SPAMMER, False)
     assert world.a.spam_reports() == [("alice@a.example", 1)]
     assert [(e.kind, e.address) for e in world.a.list_entries(world.alice.id)] == [
         ("black", "bob@b.example")]
@@ -330,8 +335,8 @@ def test_a_user_decision_repeated_queues_one_report(world: World) -> None:
     world.send(["bob@b.example"])
     world.deliver_envelopes()
     entry = world.entry(world.bob)
-    world.dest.decide(world.bob, entry, Option.REJECT)
-    result = world.dest.decide(world.bob, entry, Option.REJECT)
-    assert result.text == "already decided"
+    world.dest.decide(world.bob, entry, Decision.REJECT)
+    result = world.dest.decide(world.bob, entry, Decision.REJECT)
+    assert result.outcome == Outcome(Kind.UNCHANGED, "already decided")
     assert len(world.b.jobs()) == 1
     assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)

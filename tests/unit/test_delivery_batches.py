@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from smdp.config import DeliveryPolicy
@@ -34,10 +34,35 @@ class FakeStore:
         self.retried.append(job_id)
 
 
-def _worker(store: Any, lease: float = 600.0) -> DeliveryWorker:
-    policy = DeliveryPolicy(claim_lease=lease, retry_initial=0.01, retry_max=0.01)
-    app = SimpleNamespace(config=SimpleNamespace(delivery=policy, node="n1"), store=store)
-    worker = DeliveryWorker(app)  # type: ignore[arg-type]
+Handler = Callable[[dict[str, Any], Route], Awaitable[None]]
+
+
+class ScriptedJobs:
+    """A JobRunner whose jobs run ``handler`` on their payload, all bound for
+    one peer domain; no peer sessions."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.given_up: list[int] = []
+
+    def route_of(self, job: Job) -> str:
+        return "b.example"
+
+    async def run(self, job: Job, route: Route) -> None:
+        await self.handler(json.loads(job.payload), route)
+
+    def give_up(self, job: Job, reason: str) -> None:
+        self.given_up.append(job.id)
+
+    async def drop_session(self, route: Route) -> None:
+        route.session = None
+
+
+def _worker(store: Any, handler: Handler, lease: float = 600.0,
+            poll_interval: float = 1.0) -> DeliveryWorker:
+    policy = DeliveryPolicy(claim_lease=lease, retry_initial=0.01, retry_max=0.01,
+                            poll_interval=poll_interval)
+    worker = DeliveryWorker(store, policy, "n1", ScriptedJobs(handler))
     worker.linger = 0.01
     return worker
 
@@ -57,8 +82,7 @@ def test_failed_batch_delete_does_not_retry_a_delivered_job_nor_lose_the_batch()
     told it failed), and the 32 ids, already swapped out of route.done, are
     never deleted by this worker (they re-run when the lease expires)."""
     store = FakeStore(fail=1)
-    worker = _worker(store)
-    worker.handlers["send-envelope"] = _ok
+    worker = _worker(store, _ok)
     route = Route("b.example", "b.example#0")
     route.jobs.extend(_job(i) for i in range(1, 33))
     worker._busy.add(route)
@@ -71,8 +95,7 @@ def test_failed_delete_while_lingering_loses_the_finished_ids() -> None:
     """delivery.py _linger: a delete that fails while the session lingers must
     not escape _run_route nor drop the finished ids: they are deleted later."""
     store = FakeStore(fail=1)
-    worker = _worker(store)
-    worker.handlers["send-envelope"] = _ok
+    worker = _worker(store, _ok)
     route = Route("b.example", "b.example#0")
     route.jobs.append(_job(7))
     worker._busy.add(route)
@@ -95,10 +118,7 @@ def test_finished_job_not_yet_deleted_is_claimed_and_run_again(tmp_path: Path) -
             await asyncio.sleep(0.6)  # longer than the lease below
 
     async def main() -> None:
-        worker = _worker(store, lease=0.2)
-        worker.app.config.delivery = DeliveryPolicy(claim_lease=0.2, poll_interval=0.05)
-        worker.handlers["send-envelope"] = handler
-        worker._route_of = lambda job: "b.example"  # type: ignore[method-assign]
+        worker = _worker(store, handler, lease=0.2, poll_interval=0.05)
         worker.sessions_per_peer = 1  # both jobs on one session, in order
         store.enqueue("send-envelope", "k1", json.dumps({"envid": "fast"}))
         store.enqueue("send-envelope", "k2", json.dumps({"envid": "slow"}))
@@ -126,10 +146,7 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
         await gate.wait()  # a slow peer: jobs pile up behind this one
 
     async def main() -> tuple[float, bool, float, float]:
-        worker = _worker(store)
-        worker.app.config.delivery = DeliveryPolicy(poll_interval=0.05)
-        worker.handlers["send-envelope"] = stuck
-        worker._route_of = lambda job: "b.example"  # type: ignore[method-assign]
+        worker = _worker(store, stuck, poll_interval=0.05)
         worker.in_flow_threshold = 10
         worker.in_flow_delay = 30.0
         assert await worker.room_for_submission(["b.example"]) == 0.0  # nothing waiting yet

@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 
 from smdp.config import parse_config
+from smdp.core.decisions import NEEDS_BODY, OPEN_ENTRIES
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
+from smdp.terms import EntryState, RecipientState
+
+# The states the rules pass to the store's expiry (core/origin.py expire,
+# core/destination.py expire): the store spells none of them itself.
+OUT_EXPIRY = {"open_states": NEEDS_BODY, "expired": RecipientState.EXPIRED,
+              "detail": "expired: no decision before the message expired"}
+IN_EXPIRY = {"undecided": EntryState.PENDING, "open_states": OPEN_ENTRIES,
+             "expired": EntryState.EXPIRED, "reason": "the origin no longer holds it: it expired"}
 
 
 @dataclass
@@ -269,18 +278,19 @@ def test_expiry_purge_and_compact(backend: Backend) -> None:
         store.set_in_expiry(env, 100.0)
         pending = store.insert_mailbox_entry(u.id, env, "alice@a.example", "pending")
         kept = store.insert_mailbox_entry(u.id, env, "al@a.example", "accepted")
-    assert store.expire_out_messages(200.0) == 1
-    assert store.expire_out_messages(200.0) == 0
+    assert store.expire_out_messages(200.0, **OUT_EXPIRY) == 1
+    assert store.expire_out_messages(200.0, **OUT_EXPIRY) == 0
     assert [r.state for r in store.out_recipients(old)] == ["expired", "rejected"]
     assert store.out_body(old) is None and store.out_body(new) == b"new"
-    assert store.expire_in_envelopes(200.0) == [(pending, "x")]
-    assert store.expire_in_envelopes(200.0) == []
+    assert store.expire_in_envelopes(200.0, **IN_EXPIRY) == [(pending, "x")]
+    assert store.expire_in_envelopes(200.0, **IN_EXPIRY) == []
     states = {e.id: e.state for e in store.entries_of_envelope(env)}
     assert states == {pending: "expired", kept: "accepted"}
-    assert store.purge(150.0) == 1  # m1; the envelope still has a kept entry
+    # m1; the envelope still has a kept entry
+    assert store.purge(150.0, expired=EntryState.EXPIRED) == 1
     assert store.out_message(old) is None and store.out_recipients(old) == []
     store.mark_deleted([kept])
-    assert store.purge(150.0) == 1  # now nobody keeps the envelope
+    assert store.purge(150.0, expired=EntryState.EXPIRED) == 1  # now nobody keeps the envelope
     assert store.in_envelope(env) is None and store.out_message(new) is not None
     store.compact()
     store.close()
@@ -413,12 +423,14 @@ def test_drop_expiry_and_purge_delete_the_chunks(backend: Backend) -> None:
     msg = store.out_message(dropped)
     assert msg is not None and not msg.held and msg.size == CHUNK_SIZE + 10
     assert store.out_body(dropped) is None and store.out_body_chunk(dropped, 0) is None
-    assert store.expire_out_messages(200.0) == 1
+    assert store.expire_out_messages(200.0, **OUT_EXPIRY) == 1
     assert store.out_body(expired) is None and store.out_body_chunk(expired, 0) is None
     assert rows(store, "SELECT DISTINCT message_id FROM out_body_chunks") == [(kept,)]
-    assert store.purge(150.0) == 1  # m2, expired; m1 expires later
+    # m2, expired; m1 expires later
+    assert store.purge(150.0, expired=EntryState.EXPIRED) == 1
     store.mark_deleted([entry])
-    assert store.purge(150.0) == 1  # the envelope nobody keeps, and its body
+    # the envelope nobody keeps, and its body
+    assert store.purge(150.0, expired=EntryState.EXPIRED) == 1
     assert count(store, "in_body_chunks") == 0
     assert store.out_body(kept) == b"q" * (CHUNK_SIZE + 10)
     store.compact()
@@ -444,7 +456,7 @@ def test_sqlite_dropped_chunks_leave_the_file(tmp_path: Path) -> None:
 
     assert on_disk()
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-    assert store.expire_out_messages(200.0) == 1 and store.out_body(mid) is None
+    assert store.expire_out_messages(200.0, **OUT_EXPIRY) == 1 and store.out_body(mid) is None
     store.compact()
     assert not on_disk()
     assert store._db.execute("PRAGMA freelist_count").fetchone()[0] == 0
@@ -524,7 +536,7 @@ def test_migration_0005_moves_the_bodies_into_chunks(
         assert on_disk()
         for msg in store.out_messages_of(u.id):
             store.drop_out_body(msg.id)
-        assert store.purge(1.0) == 2 * len(bodies) + 2
+        assert store.purge(1.0, expired=EntryState.EXPIRED) == 2 * len(bodies) + 2
         store.compact()
         assert not on_disk()
     store.close()

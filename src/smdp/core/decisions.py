@@ -1,39 +1,17 @@
 """Tables 1 and 2 of the paper, as data.
 
-Table 1 lists the five options a recipient has; Table 2 says what each SMDP
-message does at the recipient's server and at the origin. Both tables read off
-``OPTIONS`` and ``TABLE_2`` below; the services in ``destination.py`` and
+Table 1 lists the five options a recipient has (``smdp.terms.Decision``: the
+members are the options, the values the SMDP messages they send); Table 2 says
+what each SMDP message does at the recipient's server and at the origin. Both
+tables read off ``TABLE_2`` below; the services in ``destination.py`` and
 ``origin.py`` apply these effects and nothing else decides them.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class SmdpMessage(enum.Enum):
-    """Table 2: the messages a destination sends to the origin (wire verbs)."""
-
-    ACCEPT = "ACCEPT"
-    AUTHORIZE = "AUTHORIZE"
-    REJECT = "REJECT"
-    SPAM = "SPAM"
-    SPAMMER = "SPAMMER"
-
-    @property
-    def accepts(self) -> bool:
-        return self in (SmdpMessage.ACCEPT, SmdpMessage.AUTHORIZE)
-
-
-class Option(enum.Enum):
-    """Table 1: the recipient's options (user-port verbs of Table 5)."""
-
-    ACCEPT = "ACCEPT"
-    ACCEPT_AUTH = "ACCEPT&AUTH"
-    REJECT = "REJECT"
-    REJECT_SPAM = "REJECT&SPAM"
-    REJECT_SPAMMER = "REJECT&SPAMMER"
+from smdp.terms import Decision, EntryState, RecipientState
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +21,7 @@ class RecipientSide:
     add_to_white_list: bool  # add (sender, SMDP) to the user's inbound white list
     add_to_black_list: bool  # add (sender, SMDP) to the user's inbound black list
     vote: int  # section 5.3: Votes(X) +1 for every accept, -1 for every reject
-    state: str  # the mailbox entry's state once decided
+    state: EntryState  # the mailbox entry's state once decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,65 +32,61 @@ class OriginSide:
     add_to_white_list: bool  # add the recipient to the sender's outbound white list
     add_to_black_list: bool  # add the recipient to the sender's outbound black list
     report_spam: bool  # "investigate with sender": a spam report against the sender
-    state: str  # the recipient's state as the sender sees it
+    state: RecipientState  # the recipient's state as the sender sees it
 
-
-# Table 1: option -> the SMDP message it sends.
-OPTIONS: dict[Option, SmdpMessage] = {
-    Option.ACCEPT: SmdpMessage.ACCEPT,
-    Option.ACCEPT_AUTH: SmdpMessage.AUTHORIZE,
-    Option.REJECT: SmdpMessage.REJECT,
-    Option.REJECT_SPAM: SmdpMessage.SPAM,
-    Option.REJECT_SPAMMER: SmdpMessage.SPAMMER,
-}
 
 # Table 2, row by row. Every reject-family message also deletes the message at
 # the origin (assumption 6: "the message is deleted in its origin"); the
 # origin drops a body once no recipient needs it any more.
-TABLE_2: dict[SmdpMessage, tuple[RecipientSide, OriginSide]] = {
-    SmdpMessage.ACCEPT: (
-        RecipientSide(False, False, +1, "accepted"),
-        OriginSide(True, False, False, False, "accepted"),
+TABLE_2: dict[Decision, tuple[RecipientSide, OriginSide]] = {
+    Decision.ACCEPT: (
+        RecipientSide(False, False, +1, EntryState.ACCEPTED),
+        OriginSide(True, False, False, False, RecipientState.ACCEPTED),
     ),
-    SmdpMessage.AUTHORIZE: (
-        RecipientSide(True, False, +1, "accepted"),
-        OriginSide(True, True, False, False, "authorized"),
+    Decision.ACCEPT_AUTH: (
+        RecipientSide(True, False, +1, EntryState.ACCEPTED),
+        OriginSide(True, True, False, False, RecipientState.AUTHORIZED),
     ),
-    SmdpMessage.REJECT: (
-        RecipientSide(False, False, -1, "rejected"),
-        OriginSide(False, False, False, False, "rejected"),
+    Decision.REJECT: (
+        RecipientSide(False, False, -1, EntryState.REJECTED),
+        OriginSide(False, False, False, False, RecipientState.REJECTED),
     ),
-    SmdpMessage.SPAM: (
-        RecipientSide(False, False, -1, "spam"),
-        OriginSide(False, False, False, True, "spam"),
+    Decision.REJECT_SPAM: (
+        RecipientSide(False, False, -1, EntryState.SPAM),
+        OriginSide(False, False, False, True, RecipientState.SPAM),
     ),
-    SmdpMessage.SPAMMER: (
-        RecipientSide(False, True, -1, "spammer"),
-        OriginSide(False, False, True, True, "spammer"),
+    Decision.REJECT_SPAMMER: (
+        RecipientSide(False, True, -1, EntryState.SPAMMER),
+        OriginSide(False, False, True, True, RecipientState.SPAMMER),
     ),
 }
 
 
-def recipient_side(message: SmdpMessage) -> RecipientSide:
-    return TABLE_2[message][0]
+def recipient_side(decision: Decision) -> RecipientSide:
+    return TABLE_2[decision][0]
 
 
-def origin_side(message: SmdpMessage) -> OriginSide:
-    return TABLE_2[message][1]
+def origin_side(decision: Decision) -> OriginSide:
+    return TABLE_2[decision][1]
 
 
-# Mailbox entry states at the destination.
-PENDING = "pending"  # an envelope waiting for the recipient's decision
-FETCHING = "fetching"  # accepted; the pull from the origin is queued
-ACCEPTED = "accepted"  # the whole message is in the mailbox
-REJECTED_STATES = frozenset({"rejected", "spam", "spammer"})
-FAILED = "failed"  # the origin no longer holds the message (it expired or was lost)
+# Mailbox entries a reject-family decision closed: no accept may follow.
+REJECTED_ENTRIES = frozenset({EntryState.REJECTED, EntryState.SPAM, EntryState.SPAMMER})
+# Entries whose message can no longer be fetched.
+LOST_ENTRIES = frozenset({EntryState.FAILED, EntryState.EXPIRED})
+# Entries still open when their envelope expires.
+OPEN_ENTRIES = frozenset({EntryState.PENDING, EntryState.FETCHING})
 
-# Recipient states at the origin, as the sender sees them (SENT command).
-OUT_QUEUED = "queued"  # the envelope or message is waiting to be sent
-OUT_ENVELOPE_SENT = "envelope-sent"  # waiting for the recipient's decision
-OUT_REFUSED = "refused"  # Table 3, sender side: recipient on the outbound black list
-OUT_DELIVERED = "delivered"  # the destination holds the whole message
-OUT_FAILED = "failed"  # permanent error; the detail says why
-# States in which the origin still needs the body for this recipient.
-OUT_NEEDS_BODY = frozenset({OUT_QUEUED, OUT_ENVELOPE_SENT, "accepted", "authorized"})
+# Recipients who rejected: the origin refuses an accept after it.
+REJECTED_RECIPIENTS = frozenset(
+    {RecipientState.REJECTED, RecipientState.SPAM, RecipientState.SPAMMER}
+)
+# Recipients whose message is gone for good.
+LOST_RECIPIENTS = frozenset({RecipientState.FAILED, RecipientState.EXPIRED})
+# Recipients being pulled: RECEIVED turns them into ``delivered``.
+PULLING_RECIPIENTS = frozenset({RecipientState.ACCEPTED, RecipientState.AUTHORIZED})
+# States in which the origin still needs the body for this recipient
+# (assumptions 4 and 6: held until every recipient has decided).
+NEEDS_BODY = frozenset(
+    {RecipientState.QUEUED, RecipientState.ENVELOPE_SENT} | PULLING_RECIPIENTS
+)

@@ -5,7 +5,6 @@ section 5.3 quality).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -13,12 +12,15 @@ from datetime import UTC, datetime
 
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
-from smdp.core.decisions import OPTIONS, Option, SmdpMessage, recipient_side
+from smdp.core.decisions import recipient_side
 from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
-from smdp.core.quality import judge
+from smdp.core.jobs import queue_decision
+from smdp.core.outcomes import Kind, Outcome
+from smdp.core.quality import Standing, judge
 from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
+from smdp.terms import Decision, EntryState, ListedBy, ListKind
 
 log = logging.getLogger("smdp.quality")
 
@@ -36,15 +38,13 @@ def expiry_time(expires: str) -> float:
     return when.replace(tzinfo=UTC).timestamp()
 
 
-class DecisionError(Exception):
-    """A user's decision cannot be taken; the message says why."""
-
-
 @dataclass(frozen=True, slots=True)
 class DecisionResult:
-    entry: MailboxEntry
-    message: SmdpMessage
-    text: str
+    """A user's decision: the outcome, and the entry as it is now (None when
+    the entry is unknown to this user)."""
+
+    outcome: Outcome
+    entry: MailboxEntry | None = None
 
 
 class Destination:
@@ -57,14 +57,18 @@ class Destination:
 
     # -- who may deliver ---------------------------------------------------------
 
-    def peer_refusal(self, server: str) -> str | None:
+    def peer_refusal(self, server: str) -> Outcome | None:
         """Section 5.3: a peer whose quality is below the block threshold is refused."""
         if server == self.hostname:
             return None
         verdict = judge(self.store.quality(server), self.quality_policy)
-        if verdict.status == "blocked":
-            return f"5.7.1 {server} blocked: {verdict.reason}"
+        if verdict.status is Standing.BLOCKED:
+            return Outcome(Kind.PEER_BLOCKED, f"{server} blocked: {verdict.reason}")
         return None
+
+    def standing(self, server: str) -> Standing:
+        """Section 5.3: how the peer ``server`` stands (new peers get a lower quota)."""
+        return judge(self.store.quality(server), self.quality_policy).status
 
     def local_user(self, address: str) -> User | None:
         return self.store.user_by_address(address)
@@ -72,7 +76,8 @@ class Destination:
     def may_send_directly(self, server: str, sender: str, recipient: str) -> bool:
         """Table 3: a whole message (no envelope phase) only from an authorized pair."""
         user = self.store.user_by_address(recipient)
-        return user is not None and self.store.inbound_kind(user.id, sender, server) == "white"
+        return (user is not None
+                and self.store.inbound_kind(user.id, sender, server) == ListKind.WHITE)
 
     # -- arrivals (section 5.2 step 4) -------------------------------------------
 
@@ -97,18 +102,19 @@ class Destination:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue  # refused at RCPT already
-                entry_id = self.store.insert_mailbox_entry(user.id, env_id, rcpt, d.PENDING)
+                entry_id = self.store.insert_mailbox_entry(
+                    user.id, env_id, rcpt, EntryState.PENDING)
                 listed = self.store.inbound_kind(user.id, sender, server)
-                if listed == "black":
+                if listed == ListKind.BLACK:
                     # Table 3, recipient side: sender in the recipient's black
                     # list: reject the message, send SPAMMER to the origin.
                     self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, SmdpMessage.SPAMMER, "sender is on your black list")
-                elif listed == "white":
+                    self._apply(entry_id, Decision.REJECT_SPAMMER, "sender is on your black list")
+                elif listed == ListKind.WHITE:
                     # Table 3, recipient side: sender in the recipient's white
                     # list: authorized user, accept the message.
                     self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, SmdpMessage.ACCEPT, "sender is on your white list")
+                    self._apply(entry_id, Decision.ACCEPT, "sender is on your white list")
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
@@ -131,9 +137,10 @@ class Destination:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue
-                entry_id = self.store.insert_mailbox_entry(user.id, env_id, rcpt, d.ACCEPTED)
+                entry_id = self.store.insert_mailbox_entry(
+                    user.id, env_id, rcpt, EntryState.ACCEPTED)
                 self.store.update_mailbox_entry(
-                    entry_id, state=d.ACCEPTED, decision=SmdpMessage.ACCEPT.value,
+                    entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
                     reason="sender is on your white list (sent directly)",
                 )
                 if server != self.hostname:
@@ -142,76 +149,81 @@ class Destination:
 
     # -- decisions (Table 1, Table 2 recipient column) ---------------------------
 
-    def decide(self, user: User, entry_id: int, option: Option) -> DecisionResult:
+    def decide(self, user: User, entry_id: int, decision: Decision) -> DecisionResult:
         entry = self.store.mailbox_entry(entry_id)
         if entry is None or entry.user_id != user.id:
-            raise DecisionError(f"no envelope {entry_id} in your mailbox")
-        message = OPTIONS[option]
-        if message.accepts and entry.state in d.REJECTED_STATES:
-            raise DecisionError(f"envelope {entry_id} was already rejected")
-        if message.accepts and entry.state in (d.FAILED, "expired"):
-            raise DecisionError(f"envelope {entry_id} can no longer be fetched: {entry.reason}")
-        if entry.decision == message.value:
-            return DecisionResult(entry, message, "already decided")
-        # Accept after accept: only AUTHORIZE adds something (the white list).
-        if (message is SmdpMessage.ACCEPT and entry.state in (d.ACCEPTED, d.FETCHING)):
-            return DecisionResult(entry, message, "already accepted")
+            return DecisionResult(Outcome(Kind.UNKNOWN, f"no envelope {entry_id} in your mailbox"))
+        if decision.accepts and entry.state in d.REJECTED_ENTRIES:
+            # Assumption 6: the rejection deleted the message at its origin.
+            return DecisionResult(Outcome(
+                Kind.ALREADY_REJECTED, f"envelope {entry_id} was already rejected"), entry)
+        if decision.accepts and entry.state in d.LOST_ENTRIES:
+            return DecisionResult(Outcome(
+                Kind.NOT_HELD, f"envelope {entry_id} can no longer be fetched: {entry.reason}"),
+                entry)
+        if entry.decision is decision:
+            return DecisionResult(Outcome(Kind.UNCHANGED, "already decided"), entry)
+        # Accept after accept: only ACCEPT&AUTH adds something (the white list).
+        if decision is Decision.ACCEPT and entry.state in (EntryState.ACCEPTED,
+                                                           EntryState.FETCHING):
+            return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, message, "your decision")
-            self._list_applies_to_pending(entry, message)
+            self._apply(entry.id, decision, "your decision")
+            self._list_applies_to_pending(entry, decision)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
-        return DecisionResult(updated, message, "recorded")
+        return DecisionResult(Outcome(Kind.DONE, "recorded"), updated)
 
-    def _list_applies_to_pending(self, entry: MailboxEntry, message: SmdpMessage) -> None:
+    def _list_applies_to_pending(self, entry: MailboxEntry, decision: Decision) -> None:
         """A decision that lists the sender (ACCEPT&AUTH, REJECT&SPAMMER) also
         settles the sender's envelopes still pending for this user, as Table 3
         would have on their arrival: nobody is asked again about a sender
         they have just authorized or blocked."""
-        effect = recipient_side(message)
+        effect = recipient_side(decision)
         if not (effect.add_to_white_list or effect.add_to_black_list):
             return
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         if effect.add_to_white_list:
-            automatic, reason = SmdpMessage.ACCEPT, "sender is on your white list"
+            automatic, reason = Decision.ACCEPT, "sender is on your white list"
         else:
-            automatic, reason = SmdpMessage.SPAMMER, "sender is on your black list"
-        for other in self.store.pending_entries_from(entry.user_id, env.sender,
-                                                     env.origin_server):
+            automatic, reason = Decision.REJECT_SPAMMER, "sender is on your black list"
+        for other in self.store.entries_from(entry.user_id, env.sender, env.origin_server,
+                                             EntryState.PENDING):
             self._apply(other, automatic, reason)
             self.store.touch_inbound(entry.user_id, env.sender, env.origin_server)
 
-    def _apply(self, entry_id: int, message: SmdpMessage, reason: str) -> None:
+    def _apply(self, entry_id: int, decision: Decision, reason: str) -> None:
         """Table 2, recipient column, inside the caller's transaction."""
         entry = self.store.mailbox_entry(entry_id)
         assert entry is not None
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
-        effect = recipient_side(message)
+        effect = recipient_side(decision)
         if effect.add_to_white_list:
-            self.store.put_inbound(entry.user_id, "white", env.sender, env.origin_server, "auto")
+            self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender, env.origin_server,
+                                   ListedBy.AUTO)
         if effect.add_to_black_list:
-            self.store.put_inbound(entry.user_id, "black", env.sender, env.origin_server, "auto")
+            self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender, env.origin_server,
+                                   ListedBy.AUTO)
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)
         if effect.vote < 0 and env.origin_server != self.hostname:
             # Section 5.3: thresholds "accommodate for automate management alerts".
             verdict = judge(self.store.quality(env.origin_server), self.quality_policy)
-            if verdict.status in ("alert", "blocked"):
+            if verdict.status in (Standing.ALERT, Standing.BLOCKED):
                 log.warning("peer server %s: %s (%s)", env.origin_server, verdict.status,
                             verdict.reason)
-        if message.accepts:
+        if decision.accepts:
             # Assumption 5: a later acceptance uses the copy this server holds.
-            state = d.ACCEPTED if env.has_body else d.FETCHING
-            if entry.state == d.ACCEPTED:
-                state = d.ACCEPTED
+            state = EntryState.ACCEPTED if env.has_body else EntryState.FETCHING
+            if entry.state is EntryState.ACCEPTED:
+                state = EntryState.ACCEPTED
         else:
             state = effect.state
-        self.store.update_mailbox_entry(entry.id, state=state, decision=message.value,
-                                        reason=reason)
+        self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
-        self.store.enqueue("report-decision", env.envid, json.dumps({"entry": entry.id}))
+        queue_decision(self.store, env.envid, entry.id)
 
     # -- expiry ---------------------------------------------------------------------
 
@@ -219,12 +231,19 @@ class Destination:
         """Envelopes nobody decided on before their Expires end ``expired`` and
         count against their origin's quality like a rejection (issue 4: pull
         mail makes envelope floods cheap; an unpulled envelope is not free)."""
-        undecided = self.store.expire_in_envelopes(now)
+        undecided = self.store.expire_in_envelopes(
+            now, undecided=EntryState.PENDING, open_states=d.OPEN_ENTRIES,
+            expired=EntryState.EXPIRED, reason="the origin no longer holds it: it expired")
         with self.store.transaction():
             for entry_id, server in undecided:
                 if server != self.hostname:
                     self.store.set_vote(entry_id, server, -1)
         return len(undecided)
+
+    def purge(self, before: float) -> int:
+        """Records nobody needs any more: origin messages expired before
+        ``before``, envelopes whose every entry was deleted or expired then."""
+        return self.store.purge(before, expired=EntryState.EXPIRED)
 
     # -- the pull (section 5.2 step 7) --------------------------------------------
 
@@ -247,22 +266,22 @@ class Destination:
                 # while no copy is here: nothing can be read, so the entry fails
                 # rather than show as accepted and empty.
                 for entry in self.store.entries_of_envelope(envelope_id):
-                    if entry.state == d.FETCHING:
+                    if entry.state is EntryState.FETCHING:
                         self.store.update_mailbox_entry(
-                            entry.id, state=d.FAILED, decision=entry.decision,
+                            entry.id, state=EntryState.FAILED, decision=entry.decision,
                             reason="the origin confirmed the decision but sent no message",
                         )
                 return
             for entry in self.store.entries_of_envelope(envelope_id):
-                if entry.state == d.FETCHING:
-                    self.store.update_mailbox_entry(entry.id, state=d.ACCEPTED)
+                if entry.state is EntryState.FETCHING:
+                    self.store.update_mailbox_entry(entry.id, state=EntryState.ACCEPTED)
 
     def decision_refused(self, entry_id: int, reply: str) -> None:
         """The origin no longer holds the message (expired, deleted, unknown)."""
         with self.store.transaction():
             entry = self.store.mailbox_entry(entry_id)
-            if entry is not None and entry.state == d.FETCHING:
+            if entry is not None and entry.state is EntryState.FETCHING:
                 self.store.update_mailbox_entry(
-                    entry.id, state=d.FAILED, decision=entry.decision,
+                    entry.id, state=EntryState.FAILED, decision=entry.decision,
                     reason=f"the origin refused the pull: {reply}",
                 )

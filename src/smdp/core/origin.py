@@ -9,20 +9,23 @@ sender's outbound white list), answers decisions, and serves pulls.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from smdp.core import decisions as d
-from smdp.core.decisions import SmdpMessage, origin_side
+from smdp.core.decisions import origin_side
 from smdp.core.envelope import encode_envelope_block, extract_envelope
+from smdp.core.jobs import queue_send
+from smdp.core.outcomes import DecisionOutcome, Kind, Outcome
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
+from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState
 
 log = logging.getLogger("smdp.abuse")
 
@@ -40,15 +43,48 @@ class SubmitResult:
     direct: list[str] = field(default_factory=list)  # Table 3: outbound white list
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionOutcome:
-    code: int
-    text: str
-    # Set when the decision is answered with the pull: the stored message
-    # whose body follows, and its size. The adapter streams the body from the
-    # store a chunk at a time (it is held until RECEIVED, so it stays put).
-    pull_message_id: int | None = None
-    pull_size: int = 0
+class Answer(StrEnum):
+    """What a destination said to one recipient of an envelope or a direct send."""
+
+    TAKEN = "taken"
+    UNAUTHORIZED = "unauthorized"  # a direct send to someone who has not authorized us
+    REFUSED = "refused"  # a permanent refusal: the recipient fails with the reply
+    DEFERRED = "deferred"  # a temporary refusal: the recipient goes again later
+
+
+@dataclass(slots=True)
+class Answers:
+    """A transaction's recipients sorted by what to do with them."""
+
+    taken: list[str] = field(default_factory=list)
+    unauthorized: list[str] = field(default_factory=list)  # fall back to an envelope
+    refused: dict[str, str] = field(default_factory=dict)  # recipient -> the reply
+    deferred: list[str] = field(default_factory=list)  # a new envelope of their own
+    first_deferral: str = ""  # why, when nobody was taken (the retry's reason)
+
+
+def sort_answers(answers: list[tuple[str, Answer, str]], recipients: list[str],
+                 *, direct: bool) -> Answers:
+    """Sort the destination's per-recipient ``answers`` (recipient, answer,
+    the reply as text). Recipients never asked (after a temporary refusal
+    ended the exchange) are deferred too. "Not authorized" means something
+    only to a direct send (protocol.md: fall back to an envelope); to an
+    envelope it is a refusal like any other."""
+    out = Answers()
+    for rcpt, answer, reply in answers:
+        if answer is Answer.UNAUTHORIZED and not direct:
+            answer = Answer.REFUSED
+        if answer is Answer.TAKEN:
+            out.taken.append(rcpt)
+        elif answer is Answer.UNAUTHORIZED:
+            out.unauthorized.append(rcpt)
+        elif answer is Answer.REFUSED:
+            out.refused[rcpt] = reply
+        else:
+            out.deferred.append(rcpt)
+            out.first_deferral = out.first_deferral or f"RCPT <{rcpt}>: {reply}"
+    out.deferred += recipients[len(answers):]
+    return out
 
 
 class Origin:
@@ -93,7 +129,7 @@ class Origin:
             summary, expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
         )
         result = SubmitResult(new_token())
-        by_domain: dict[tuple[str, str], list[str]] = defaultdict(list)
+        by_domain: dict[tuple[str, DeliveryMode], list[str]] = defaultdict(list)
         with self.store.transaction():
             message_id = self.store.insert_out_message(
                 msgid=result.msgid, user_id=user.id, sender=sender, body=body,
@@ -102,11 +138,11 @@ class Origin:
             for rcpt in dict.fromkeys(recipients):  # a recipient named twice gets one copy
                 domain = rcpt.rpartition("@")[2]
                 listed = self.store.outbound_kind(user.id, rcpt)
-                if listed == "black":
+                if listed == ListKind.BLACK:
                     # Table 3, sender side: recipient in the sender's black list:
                     # reject the message, nothing is sent.
                     self.store.insert_out_recipient(
-                        message_id, rcpt, domain, d.OUT_REFUSED,
+                        message_id, rcpt, domain, RecipientState.REFUSED,
                         None, "refused at the source: recipient is on your black list",
                     )
                     self.store.touch_outbound(user.id, rcpt)
@@ -114,8 +150,8 @@ class Origin:
                     continue
                 # Table 3, sender side: recipient in the sender's white list:
                 # send the entire message directly, no envelope phase.
-                mode = "direct" if listed == "white" else "envelope"
-                if listed == "white":
+                mode = DeliveryMode.DIRECT if listed == ListKind.WHITE else DeliveryMode.ENVELOPE
+                if mode is DeliveryMode.DIRECT:
                     self.store.touch_outbound(user.id, rcpt)
                     result.direct.append(rcpt)
                 by_domain[(domain, mode)].append(rcpt)
@@ -127,19 +163,37 @@ class Origin:
         return result
 
     def _queue_envelope(
-        self, message_id: int, domain: str, mode: str, rcpts: list[str],
+        self, message_id: int, domain: str, mode: DeliveryMode, rcpts: list[str],
         existing: dict[str, OutRecipient] | None = None,
     ) -> str:
         envid = new_token()
         self.store.insert_out_envelope(envid, message_id, domain, mode)
         for rcpt in rcpts:
             if existing and rcpt in existing:
-                self.store.update_out_recipient(existing[rcpt].id, d.OUT_QUEUED, "", envid)
+                self.store.update_out_recipient(
+                    existing[rcpt].id, RecipientState.QUEUED, "", envid)
             else:
-                self.store.insert_out_recipient(message_id, rcpt, domain, d.OUT_QUEUED, envid)
-        kind = "send-direct" if mode == "direct" else "send-envelope"
-        self.store.enqueue(kind, envid, json.dumps({"envid": envid}))
+                self.store.insert_out_recipient(
+                    message_id, rcpt, domain, RecipientState.QUEUED, envid)
+        queue_send(self.store, envid, mode)
         return envid
+
+    def choose_identity(self, user: User, identity: str | None) -> Outcome:
+        """Assumption 3, no spoofing: a message goes out under one of the
+        user's own identities (the main one unless another is named). The
+        reason of a DONE outcome is the identity chosen."""
+        identities = self.store.identities(user.id)
+        if identity is None:
+            return Outcome(Kind.DONE, identities[0])
+        chosen = identity.lower()
+        if chosen not in identities:
+            return Outcome(Kind.NOT_YOUR_IDENTITY, f"{identity} is not one of your identities")
+        return Outcome(Kind.DONE, chosen)
+
+    def open_recipients(self, envid: str) -> list[str]:
+        """The recipients of ``envid`` still to be sent to."""
+        return [r.recipient for r in self.store.out_recipients_of_envelope(envid)
+                if r.state is RecipientState.QUEUED]
 
     # -- outcome of sending an envelope or a whole message ----------------------
 
@@ -154,12 +208,13 @@ class Origin:
             if deferred and env is not None:
                 self._queue_envelope(env.message_id, env.domain, env.mode, deferred, rcpts)
             for r in rcpts.values():
-                if r.state != d.OUT_QUEUED or r.recipient in (deferred or ()):
+                if r.state is not RecipientState.QUEUED or r.recipient in (deferred or ()):
                     continue
                 if r.recipient in refused:
-                    self.store.update_out_recipient(r.id, d.OUT_FAILED, refused[r.recipient])
+                    self.store.update_out_recipient(
+                        r.id, RecipientState.FAILED, refused[r.recipient])
                 else:
-                    self.store.update_out_recipient(r.id, d.OUT_ENVELOPE_SENT)
+                    self.store.update_out_recipient(r.id, RecipientState.ENVELOPE_SENT)
             self._drop_body_when_done(envid)
 
     def direct_sent(self, envid: str, delivered: list[str], unauthorized: list[str],
@@ -174,77 +229,79 @@ class Origin:
             for rcpt in delivered:
                 if rcpt in rcpts:
                     self.store.update_out_recipient(
-                        rcpts[rcpt].id, d.OUT_DELIVERED, "delivered directly (white list)"
+                        rcpts[rcpt].id, RecipientState.DELIVERED,
+                        "delivered directly (white list)",
                     )
             for rcpt, reply in refused.items():
                 if rcpt in rcpts:
-                    self.store.update_out_recipient(rcpts[rcpt].id, d.OUT_FAILED, reply)
+                    self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.FAILED, reply)
             fallback = [r for r in unauthorized if r in rcpts]
             if fallback:
-                self._queue_envelope(env.message_id, env.domain, "envelope", fallback, rcpts)
+                self._queue_envelope(env.message_id, env.domain, DeliveryMode.ENVELOPE,
+                                     fallback, rcpts)
             later = [r for r in deferred or () if r in rcpts]
             if later:
-                self._queue_envelope(env.message_id, env.domain, "direct", later, rcpts)
+                self._queue_envelope(env.message_id, env.domain, DeliveryMode.DIRECT,
+                                     later, rcpts)
             self._drop_body_when_done(envid)
 
     def delivery_failed(self, envid: str, reason: str) -> None:
         """Permanent failure (or retries exhausted) for every open recipient."""
         with self.store.transaction():
             for r in self.store.out_recipients_of_envelope(envid):
-                if r.state == d.OUT_QUEUED:
-                    self.store.update_out_recipient(r.id, d.OUT_FAILED, reason)
+                if r.state is RecipientState.QUEUED:
+                    self.store.update_out_recipient(r.id, RecipientState.FAILED, reason)
             self._drop_body_when_done(envid)
 
     # -- decisions from the destination (Table 2, origin column) -----------------
 
     def on_decision(
-        self, envid: str, recipient: str, message: SmdpMessage, body_held: bool
+        self, envid: str, recipient: str, decision: Decision, body_held: bool
     ) -> DecisionOutcome:
         env = self.store.out_envelope(envid)
         if env is None:
-            return DecisionOutcome(550, f"5.1.0 Unknown envelope {envid}")
+            return DecisionOutcome(Kind.UNKNOWN, f"Unknown envelope {envid}")
         rcpt = next(
             (r for r in self.store.out_recipients_of_envelope(envid) if r.recipient == recipient),
             None,
         )
         if rcpt is None:
-            return DecisionOutcome(550, f"5.1.1 <{recipient}> is not a recipient of {envid}")
+            return DecisionOutcome(Kind.NOT_A_RECIPIENT,
+                                   f"<{recipient}> is not a recipient of {envid}")
         msg = self.store.out_message(env.message_id)
         assert msg is not None  # out_envelopes rows cascade with their message
-        effect = origin_side(message)
-        already_rejected = rcpt.state in d.REJECTED_STATES
-        if message.accepts and already_rejected:
-            return DecisionOutcome(554, f"5.7.0 {envid} was rejected; message deleted")
-        if message.accepts and rcpt.state in (d.OUT_FAILED, "expired"):
-            return DecisionOutcome(554, f"5.7.0 {envid} is no longer held: {rcpt.detail}")
-        pulling = message.accepts and rcpt.state != d.OUT_DELIVERED and not body_held
+        effect = origin_side(decision)
+        if decision.accepts and rcpt.state in d.REJECTED_RECIPIENTS:
+            # Assumption 6: the rejection deleted the message for this recipient.
+            return DecisionOutcome(Kind.ALREADY_REJECTED, f"{envid} was rejected; message deleted")
+        if decision.accepts and rcpt.state in d.LOST_RECIPIENTS:
+            return DecisionOutcome(Kind.NOT_HELD, f"{envid} is no longer held: {rcpt.detail}")
+        pulling = (decision.accepts and rcpt.state is not RecipientState.DELIVERED
+                   and not body_held)
         if pulling and not msg.held:
-            return DecisionOutcome(554, f"5.7.0 {envid} is no longer held")
+            return DecisionOutcome(Kind.NOT_HELD, f"{envid} is no longer held")
 
-        pull = False
         with self.store.transaction():
             if effect.add_to_white_list:
-                self.store.put_outbound(msg.user_id, "white", recipient, "auto")
+                self.store.put_outbound(msg.user_id, ListKind.WHITE, recipient, ListedBy.AUTO)
             if effect.add_to_black_list:
-                self.store.put_outbound(msg.user_id, "black", recipient, "auto")
+                self.store.put_outbound(msg.user_id, ListKind.BLACK, recipient, ListedBy.AUTO)
             if effect.report_spam:
                 self.store.add_spam_report(
-                    msg.user_id, msg.sender, recipient, message.value, envid
+                    msg.user_id, msg.sender, recipient, decision.value, envid
                 )
                 self._investigate(msg.user_id)
-            if message.accepts:
-                if not pulling:
-                    new_state, detail = d.OUT_DELIVERED, f"{effect.state} by recipient"
-                else:
-                    pull = True
-                    new_state, detail = effect.state, "transfer in progress"
+            if decision.accepts and not pulling:
+                new_state, detail = RecipientState.DELIVERED, f"{effect.state} by recipient"
+            elif decision.accepts:
+                new_state, detail = effect.state, "transfer in progress"
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"
             self.store.update_out_recipient(rcpt.id, new_state, detail)
             self._drop_body_when_done(envid)
-        if pull:
-            return DecisionOutcome(150, f"{msg.size} octets follow", msg.id, msg.size)
-        return DecisionOutcome(250, f"2.0.0 {message.value} recorded for <{recipient}>")
+        if pulling:
+            return DecisionOutcome(Kind.PULL, f"{msg.size} octets follow", msg.id, msg.size)
+        return DecisionOutcome(Kind.DONE, f"{decision.value} recorded for <{recipient}>")
 
     def _investigate(self, user_id: int) -> None:
         """Table 2, SPAM at the origin: "investigate with sender". Past the
@@ -259,23 +316,32 @@ class Origin:
         log.warning("ALERT: sending suspended for %s: %s",
                     user.main_address if user else user_id, reason)
 
-    def on_received(self, envid: str) -> DecisionOutcome:
+    def on_received(self, envid: str) -> Outcome:
         """The destination confirms it stored the pulled body (contract 2.5)."""
         if self.store.out_envelope(envid) is None:
-            return DecisionOutcome(550, f"5.1.0 Unknown envelope {envid}")
+            return Outcome(Kind.UNKNOWN, f"Unknown envelope {envid}")
         with self.store.transaction():
             for r in self.store.out_recipients_of_envelope(envid):
-                if r.state in ("accepted", "authorized"):
+                if r.state in d.PULLING_RECIPIENTS:
                     self.store.update_out_recipient(
-                        r.id, d.OUT_DELIVERED, f"{r.state} by recipient"
+                        r.id, RecipientState.DELIVERED, f"{r.state} by recipient"
                     )
             self._drop_body_when_done(envid)
-        return DecisionOutcome(250, f"2.0.0 {envid} transfer confirmed")
+        return Outcome(Kind.DONE, f"{envid} transfer confirmed")
+
+    def expire(self, now: float) -> int:
+        """PRIOR-ART.md, "Expire held mail": every recipient still undecided
+        when the message's hold time ends is ``expired``, and the body goes.
+        Returns the messages expired."""
+        return self.store.expire_out_messages(
+            now, open_states=d.NEEDS_BODY, expired=RecipientState.EXPIRED,
+            detail="expired: no decision before the message expired",
+        )
 
     def _drop_body_when_done(self, envid: str) -> None:
         """Assumption 4 and 6: hold the message until every recipient decided."""
         env = self.store.out_envelope(envid)
         if env is None:
             return
-        if all(r.state not in d.OUT_NEEDS_BODY for r in self.store.out_recipients(env.message_id)):
+        if all(r.state not in d.NEEDS_BODY for r in self.store.out_recipients(env.message_id)):
             self.store.drop_out_body(env.message_id)

@@ -10,27 +10,34 @@ before ``min_messages`` messages have been counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from smdp.config import QualityPolicy
 from smdp.store.records import Quality
 
 
+class Standing(StrEnum):
+    NEW = "new"  # too few messages to judge
+    OK = "ok"
+    ALERT = "alert"  # below the alert threshold: the administrator is told
+    BLOCKED = "blocked"  # below the block threshold: its envelopes are refused
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    status: str  # 'ok', 'new' (too few messages to judge), 'alert' or 'blocked'
+    status: Standing
     reason: str
 
 
 def judge(quality: Quality, policy: QualityPolicy) -> Verdict:
     q = quality.value
     if quality.messages < policy.min_messages:
-        return Verdict(
-            "new", f"{quality.messages} of {policy.min_messages} messages needed before judging"
-        )
+        return Verdict(Standing.NEW, f"{quality.messages} of {policy.min_messages} "
+                                     "messages needed before judging")
     if q < policy.block_below:
-        return Verdict("blocked", f"quality {q:.2f} is below the block threshold "
+        return Verdict(Standing.BLOCKED, f"quality {q:.2f} is below the block threshold "
                                   f"{policy.block_below:.2f}")
     if q < policy.alert_below:
-        return Verdict("alert", f"quality {q:.2f} is below the alert threshold "
+        return Verdict(Standing.ALERT, f"quality {q:.2f} is below the alert threshold "
                                 f"{policy.alert_below:.2f}")
-    return Verdict("ok", f"quality {q:.2f}")
+    return Verdict(Standing.OK, f"quality {q:.2f}")

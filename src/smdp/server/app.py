@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smdp.config import Config, Listener
-from smdp.core.destination import Destination
-from smdp.core.origin import Origin
+from smdp.config import Config, Listener, PeerServer
 from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
-from smdp.server.discovery import Discovery, PeerServer
+from smdp.server.delivery_jobs import PeerJobs
+from smdp.server.discovery import Discovery
 from smdp.server.housekeeping import housekeeping_loop
-from smdp.server.ratelimit import Window
+from smdp.server.peer_server import serve_peer
+from smdp.server.services import Core, LoginThrottle, PeerPort, PeerQuotas, UserPort
 from smdp.server.tls import HANDSHAKE_TIMEOUT, TlsPolicy
+from smdp.server.user_server import serve_user
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
 
-Handler = Callable[["SmdpServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Connected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -46,21 +46,17 @@ class SmdpServer:
         # First: a certificate that cannot be loaded stops the server at start.
         self.tls = TlsPolicy(config)
         self.store = store if store is not None else open_store(config)
-        self.discovery = self._discovery(config.peer_listener.port)
-        self.accounts = Accounts(self.store, config)
-        self.origin = Origin(
-            self.store, hostname=config.hostname, expire_days=config.delivery.expire_days,
-            spam_reports_per_day=config.abuse.spam_reports_per_day,
-        )
-        self.destination = Destination(
-            self.store, quality=config.quality, hostname=config.hostname
-        )
-        self.worker = DeliveryWorker(self)
+        self.core = Core.build(config, self.store)
+        self.discovery = Discovery(dict(config.peers),
+                                   nameservers=list(config.dns_nameservers) or None)
+        self._serve_own_domains(config.peer_listener.port)
+        self.worker = DeliveryWorker(self.store, config.delivery, config.node,
+                                     PeerJobs(self.core, self.tls, self.discovery))
         # Issue 4 abuse limits: sliding windows, per process.
-        self.envelopes_by_peer = Window(3600.0)
-        self.envelopes_by_recipient = Window(3600.0)
-        self.login_failures_by_client = Window(900.0)
-        self.login_failures_by_account = Window(900.0)
+        self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, PeerQuotas())
+        self.user_port_services = UserPort(
+            self.core, self.tls, self.discovery, Accounts(self.store, config), self.worker,
+            LoginThrottle(config))
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
@@ -72,44 +68,39 @@ class SmdpServer:
         self.peer_tls_port: int | None = None
         self.user_tls_port: int | None = None
 
-    def _discovery(self, own_port: int) -> Discovery:
-        static = dict(self.config.peers)
+    def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
         # same envelope flow over loopback, so there is one code path.
         for domain in self.config.domains:
-            static.setdefault(
-                domain, PeerServer(self.config.hostname, self.config.peer_listener.host, own_port)
-            )
-        return Discovery(static, nameservers=list(self.config.dns_nameservers) or None)
+            if domain not in self.config.peers:
+                self.discovery.set_static(domain, PeerServer(
+                    self.config.hostname, self.config.peer_listener.host, own_port))
 
     async def start(self) -> None:
-        from smdp.server.peer_server import serve_peer
-        from smdp.server.user_server import serve_user
-
+        peer_gate = self._gate(
+            self.peer_sessions, lambda r, w: serve_peer(self.peer_port_services, r, w),
+            b"421 4.7.0 ")
+        user_gate = self._gate(
+            self.user_sessions, lambda r, w: serve_user(self.user_port_services, r, w),
+            b"-ERR ")
         peer = await asyncio.start_server(
-            self._gate(self.peer_sessions, serve_peer, b"421 4.7.0 "),
-            self.config.peer_listener.host, self.config.peer_listener.port,
-        )
+            peer_gate, self.config.peer_listener.host, self.config.peer_listener.port)
         user = await asyncio.start_server(
-            self._gate(self.user_sessions, serve_user, b"-ERR "),
-            self.config.user_listener.host, self.config.user_listener.port,
-        )
+            user_gate, self.config.user_listener.host, self.config.user_listener.port)
         self._servers = [peer, user]
         self.peer_port = peer.sockets[0].getsockname()[1]
         self.user_port = user.sockets[0].getsockname()[1]
         # Implicit TLS (TLS from the first byte) beside the STARTTLS ports; the
         # sessions count towards the same caps as their plaintext port's.
         self.peer_tls_port = await self._listen_tls(
-            self.config.peer_tls_listener, self.tls.peer_server_context,
-            self._gate(self.peer_sessions, serve_peer, b"421 4.7.0 "))
+            self.config.peer_tls_listener, self.tls.peer_server_context, peer_gate)
         self.user_tls_port = await self._listen_tls(
-            self.config.user_tls_listener, self.tls.user_server_context,
-            self._gate(self.user_sessions, serve_user, b"-ERR "))
+            self.config.user_tls_listener, self.tls.user_server_context, user_gate)
         # With port 0 the real peer port is known only after binding.
-        self.discovery = self._discovery(self.peer_port)
+        self._serve_own_domains(self.peer_port)
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
         self._housekeeping_task = asyncio.create_task(
-            housekeeping_loop(self), name="housekeeping"
+            housekeeping_loop(self.core), name="housekeeping"
         )
         log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
                  ", ".join(self.config.domains), self.peer_port, self.user_port)
@@ -124,7 +115,7 @@ class SmdpServer:
         port: int = server.sockets[0].getsockname()[1]
         return port
 
-    def _gate(self, sessions: Sessions, handler: Handler, refusal: bytes) -> Connected:
+    def _gate(self, sessions: Sessions, handler: Connected, refusal: bytes) -> Connected:
         """Wrap a port's session handler with the caps on concurrent sessions."""
         limits = self.config.limits
 
@@ -148,7 +139,7 @@ class SmdpServer:
             sessions.tasks.add(task)
             sessions.per_client[client] = sessions.per_client.get(client, 0) + 1
             try:
-                await handler(self, reader, writer)
+                await handler(reader, writer)
             finally:
                 sessions.tasks.discard(task)
                 sessions.per_client[client] -= 1

@@ -144,6 +144,13 @@ class Discovery:
         self._cache: dict[str, _CacheEntry] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
 
+    def set_static(self, domain: str, server: PeerServer) -> None:
+        """Answer ``domain`` with ``server`` from now on (our own domains, once
+        the peer port is bound and its real port known)."""
+        key = _normalize(domain)
+        self._static[key] = server
+        self._cache.pop(key, None)
+
     async def resolve(self, domain: str) -> PeerServer:
         """The server to deliver to for ``domain``.
 

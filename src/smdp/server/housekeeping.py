@@ -13,34 +13,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from smdp.server.app import SmdpServer
+from smdp.server.services import Core
 
 log = logging.getLogger("smdp.housekeeping")
 
 
-def run_once(app: SmdpServer, now: float | None = None) -> dict[str, int]:
+def run_once(core: Core, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
-    store = app.store
-    hold = app.config.delivery.expire_days * 86400.0
+    hold = core.config.delivery.expire_days * 86400.0
     done = {
-        "expired_at_origin": store.expire_out_messages(now),
-        "expired_at_destination": app.destination.expire(now),
-        "purged": store.purge(now - hold),
+        "expired_at_origin": core.origin.expire(now),
+        "expired_at_destination": core.destination.expire(now),
+        "purged": core.destination.purge(now - hold),
     }
-    store.compact()
+    core.store.compact()
     if any(done.values()):
         log.info("housekeeping: %s", done)
     return done
 
 
-async def housekeeping_loop(app: SmdpServer) -> None:
-    interval = app.config.delivery.housekeeping_interval
+async def housekeeping_loop(core: Core) -> None:
+    interval = core.config.delivery.housekeeping_interval
     while True:
         try:
-            run_once(app)
+            run_once(core)
         except Exception:
             log.exception("housekeeping failed; trying again next round")
         await asyncio.sleep(interval)

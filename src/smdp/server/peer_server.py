@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from smdp.core.decisions import SmdpMessage
 from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
-from smdp.core.quality import judge
+from smdp.core.quality import Standing
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
+from smdp.server.replies import peer_reply
+from smdp.server.services import PeerPort
 from smdp.server.session import Session
 from smdp.server.tls import peer_certificate
-
-if TYPE_CHECKING:
-    from smdp.server.app import SmdpServer
+from smdp.terms import Decision
 
 log = logging.getLogger("smdp.peer")
 
@@ -43,14 +41,16 @@ def _domain(address: str) -> str:
 class PeerSession(Session):
     conn: wire.PeerServerConnection
 
-    def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
+    def __init__(self, port: PeerPort, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
-        super().__init__(app.config, reader, writer)
-        self.app = app
-        limits = app.config.limits
+        super().__init__(port.core.config, reader, writer)
+        self.port = port
+        self.core = port.core
+        self.store = port.core.store
+        limits = self.config.limits
         ssl_object = writer.get_extra_info("ssl_object")  # set on the implicit-TLS port
         self.conn = wire.PeerServerConnection(
-            app.config.hostname,
+            self.config.hostname,
             max_message_size=limits.max_message_size,
             max_recipients=limits.max_recipients,
             max_command_line=limits.max_command_line,
@@ -83,16 +83,16 @@ class PeerSession(Session):
         self.conn.reply(code, text)
 
     async def handle(self, event: object) -> None:
-        app = self.app
+        config = self.config
         match event:
             case wire.Helo(hostname=hostname, extended=extended):
                 self.peer_host = hostname.lower()
                 self.txn = None
-                greeting = f"{app.config.hostname} hello {hostname}"
+                greeting = f"{config.hostname} hello {hostname}"
                 if extended:
                     keywords = [greeting, "SMDP 1", "PIPELINING",
-                                f"SIZE {app.config.limits.max_message_size}"]
-                    if app.tls.peer_server_context is not None and not self.conn.tls:
+                                f"SIZE {config.limits.max_message_size}"]
+                    if self.port.tls.peer_server_context is not None and not self.conn.tls:
                         keywords.append("STARTTLS")  # RFC 3207: offered until in use
                     self.reply(250, keywords)
                 else:
@@ -124,23 +124,22 @@ class PeerSession(Session):
             case wire.Decision():
                 await self._decision(event)
             case wire.Received(envid=envid):
-                env = app.store.out_envelope(envid)
+                env = self.store.out_envelope(envid)
                 if env is not None and not await self._speaks_for(env.domain):
                     return
-                outcome = app.origin.on_received(envid)
-                self.reply(outcome.code, outcome.text)
+                self.reply(*peer_reply(self.core.origin.on_received(envid)))
             case wire.Rset():
                 self.txn = None
                 self.reply(250, "2.0.0 Reset")
             case wire.Noop():
                 self.reply(250, "2.0.0 OK")
             case wire.Quit():
-                self.reply(221, f"2.0.0 {app.config.hostname} closing")
+                self.reply(221, f"2.0.0 {config.hostname} closing")
             case _:
                 self.reply(502, "5.5.1 Command not implemented")
 
     async def _starttls(self) -> None:
-        context = self.app.tls.peer_server_context
+        context = self.port.tls.peer_server_context
         if context is None:
             self.reply(454, "4.7.0 TLS not available")
             return
@@ -161,17 +160,17 @@ class PeerSession(Session):
         ``announcing``: an ENVELOPE or MAIL, which is a forgery if unproven.
         """
         assert self.peer_host is not None
-        tls = self.app.tls
+        tls, discovery = self.port.tls, self.port.discovery
         if tls.require and not self.conn.tls:
             self.reply(530, "5.7.0 Must issue a STARTTLS command first")
             return False
         if self.peer_cert is None and not tls.require:
-            if await self.app.discovery.speaks_for(self.peer_host, domain):
+            if await discovery.speaks_for(self.peer_host, domain):
                 return True
             self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
             return False
         try:
-            proven = await tls.proven_server(self.peer_cert, domain, self.app.discovery)
+            proven = await tls.proven_server(self.peer_cert, domain, discovery)
         except DiscoveryError as exc:
             # DNS cannot tell now: neither a proof nor a forgery; ask again later.
             self.reply(451, f"4.4.3 Cannot check the SMDP server of {domain} now: {exc}")
@@ -188,23 +187,23 @@ class PeerSession(Session):
     def _count_forgery(self) -> None:
         """A forged envelope counts against the identity the forger proved, if
         any; never against the domain it claimed (PRIOR-ART.md 1)."""
-        who = self.app.tls.identity(self.peer_cert, self.peer_host)
-        if who is not None and who != self.app.config.hostname:
-            with self.app.store.transaction():
-                self.app.store.count_forged(who, 1)
+        who = self.port.tls.identity(self.peer_cert, self.peer_host)
+        if who is not None and who != self.config.hostname:
+            with self.store.transaction():
+                self.store.count_forged(who, 1)
             log.info("forged envelope from %s refused and counted against it", who)
 
     async def _start(self, event: wire.EnvelopeStart | wire.MailStart) -> None:
         if not await self._speaks_for(_domain(event.sender), announcing=True):
             return
         assert self.peer_host is not None
-        refusal = self.app.destination.peer_refusal(self.peer_host)
+        refusal = self.core.destination.peer_refusal(self.peer_host)
         if refusal is not None:
-            self.reply(554, refusal)
+            self.reply(*peer_reply(refusal))
             return
-        if self.peer_host != self.app.config.hostname and not self._within_quota():
+        if self.peer_host != self.config.hostname and not self._within_quota():
             return
-        if self.app.store.in_envelope_by_envid(event.envid) is not None:
+        if self.store.in_envelope_by_envid(event.envid) is not None:
             # A replayed envelope: say yes, store nothing twice.
             log.info("replayed envelope %s from %s", event.envid, self.peer_host)
         kind = "envelope" if isinstance(event, wire.EnvelopeStart) else "mail"
@@ -215,16 +214,16 @@ class PeerSession(Session):
     def _within_quota(self) -> bool:
         """Issue 4, envelope floods: per session, per peer and hour (lower for
         a peer whose quality is not yet known)."""
-        app, abuse = self.app, self.app.config.abuse
+        abuse = self.config.abuse
         assert self.peer_host is not None
         if self.transactions >= abuse.envelopes_per_session:
             self.reply(452, f"4.7.0 {abuse.envelopes_per_session} envelopes in one session; "
                             "start a new session")
             return False
-        verdict = judge(app.store.quality(self.peer_host), app.config.quality)
-        limit = (abuse.envelopes_per_new_peer_per_hour if verdict.status == "new"
+        standing = self.core.destination.standing(self.peer_host)
+        limit = (abuse.envelopes_per_new_peer_per_hour if standing is Standing.NEW
                  else abuse.envelopes_per_peer_per_hour)
-        if not app.envelopes_by_peer.allow(self.peer_host, limit):
+        if not self.port.quotas.by_peer.allow(self.peer_host, limit):
             self.reply(452, f"4.7.0 {self.peer_host} sent {limit} envelopes this hour; "
                             "try again later")
             return False
@@ -232,24 +231,24 @@ class PeerSession(Session):
         return True
 
     def _recipient(self, rcpt: str) -> None:
-        app = self.app
+        config, destination = self.config, self.core.destination
         assert self.txn is not None and self.peer_host is not None
         rcpt = rcpt.lower()
-        if not app.config.is_local(_domain(rcpt)):
+        if not config.is_local(_domain(rcpt)):
             self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {_domain(rcpt)} is not served here")
             return
-        if app.destination.local_user(rcpt) is None:
+        if destination.local_user(rcpt) is None:
             self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
             return
-        if self.txn.kind == "mail" and not app.destination.may_send_directly(
+        if self.txn.kind == "mail" and not destination.may_send_directly(
             self.peer_host, self.txn.sender, rcpt
         ):
             self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
                             "send an envelope")
             return
-        limit = app.config.abuse.envelopes_per_recipient_per_hour
-        if (rcpt not in self.txn.recipients and self.peer_host != app.config.hostname
-                and not app.envelopes_by_recipient.allow(rcpt, limit)):
+        limit = config.abuse.envelopes_per_recipient_per_hour
+        if (rcpt not in self.txn.recipients and self.peer_host != config.hostname
+                and not self.port.quotas.by_recipient.allow(rcpt, limit)):
             self.reply(452, f"4.7.0 <{rcpt}> received {limit} envelopes this hour; "
                             "try again later")
             return
@@ -265,7 +264,7 @@ class PeerSession(Session):
             return
         if txn.kind == "envelope":
             try:
-                self.app.destination.receive_envelope(
+                self.core.destination.receive_envelope(
                     server=self.peer_host, envid=txn.envid, sender=txn.sender,
                     recipients=txn.recipients, size=txn.size or 0, block=data.read(),
                 )
@@ -274,7 +273,7 @@ class PeerSession(Session):
                 return
         else:
             # The codec has already refused a block whose size differs from SIZE.
-            self.app.destination.receive_message(
+            self.core.destination.receive_message(
                 server=self.peer_host, envid=txn.envid, sender=txn.sender,
                 recipients=txn.recipients, body=data,
             )
@@ -283,24 +282,24 @@ class PeerSession(Session):
     async def _decision(self, event: wire.Decision) -> None:
         if not await self._speaks_for(_domain(event.recipient)):
             return
-        outcome = self.app.origin.on_decision(
-            event.envid, event.recipient.lower(), SmdpMessage(event.kind.value), event.body_held
+        outcome = self.core.origin.on_decision(
+            event.envid, event.recipient.lower(), Decision(event.kind.value), event.body_held
         )
         if outcome.pull_message_id is not None:
             message_id = outcome.pull_message_id
-            self.conn.send_body_start(outcome.code, outcome.text)
+            self.conn.send_body_start(*peer_reply(outcome))
             await self.stream_body(
-                stored_chunks(lambda seq: self.app.store.out_body_chunk(message_id, seq)),
+                stored_chunks(lambda seq: self.store.out_body_chunk(message_id, seq)),
                 outcome.pull_size,
                 self.conn.send_body_chunk, self.conn.send_body_end,
             )
         else:
-            self.reply(outcome.code, outcome.text)
+            self.reply(*peer_reply(outcome))
 
 
-async def serve_peer(app: SmdpServer, reader: asyncio.StreamReader,
+async def serve_peer(port: PeerPort, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
     try:
-        await PeerSession(app, reader, writer).run()
+        await PeerSession(port, reader, writer).run()
     except Exception:  # one broken session must never take the server down
         log.exception("peer session failed")

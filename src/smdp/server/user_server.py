@@ -9,28 +9,22 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
-from smdp.core import decisions as d
-from smdp.core.decisions import Option
-from smdp.core.destination import DecisionError
 from smdp.core.envelope import decode_envelope_block
+from smdp.core.lists import ListRequest, parse_list_request
+from smdp.core.outcomes import Kind, Outcome
 from smdp.core.submission import SubmissionError
 from smdp.mail.addresses import AddressError, parse_address
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
+from smdp.server.services import UserPort
 from smdp.server.session import Session
 from smdp.store.records import InEnvelope, MailboxEntry, User
-
-if TYPE_CHECKING:
-    from smdp.server.app import SmdpServer
+from smdp.terms import Decision, EntryState, ListDirection
 
 log = logging.getLogger("smdp.user")
-
-LIST_NAMES = {"in-white", "in-black", "out-white", "out-black"}
-
 
 def _clean(text: str) -> str:
     """One line of a multi-line answer: no control characters, no tabs."""
@@ -40,13 +34,15 @@ def _clean(text: str) -> str:
 class UserSession(Session):
     conn: wire.UserServerConnection
 
-    def __init__(self, app: SmdpServer, reader: asyncio.StreamReader,
+    def __init__(self, port: UserPort, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
-        super().__init__(app.config, reader, writer)
-        self.app = app
-        limits = app.config.limits
+        super().__init__(port.core.config, reader, writer)
+        self.port = port
+        self.core = port.core
+        self.store = port.core.store
+        limits = self.config.limits
         self.conn = wire.UserServerConnection(
-            app.config.hostname,
+            self.config.hostname,
             max_message_size=limits.max_message_size,
             max_recipients=limits.max_recipients,
             max_line_length=limits.max_line_length,
@@ -59,7 +55,7 @@ class UserSession(Session):
         self.client = str(peer[0]) if peer else "?"
         # Passwords in the clear only ever from this machine, and only when the
         # configuration asks for it (the demo, the tests): issue 4, item 1.
-        self.plaintext_login = app.config.allow_plaintext_login and _is_loopback(self.client)
+        self.plaintext_login = self.config.allow_plaintext_login and _is_loopback(self.client)
         # POP3: message numbers are fixed for the session (RFC 1939 section 4);
         # mail that arrives later gets the next numbers.
         self.messages: list[MailboxEntry] = []
@@ -81,7 +77,7 @@ class UserSession(Session):
     def _refresh(self) -> None:
         assert self.user is not None
         known = {e.id for e in self.messages}
-        for entry in self.app.store.mailbox_entries(self.user.id, [d.ACCEPTED]):
+        for entry in self.store.mailbox_entries(self.user.id, [EntryState.ACCEPTED]):
             if entry.id not in known:
                 self.messages.append(entry)
 
@@ -95,7 +91,7 @@ class UserSession(Session):
         return None
 
     def _chunks(self, envelope_id: int) -> Iterator[bytes]:
-        return stored_chunks(lambda seq: self.app.store.in_body_chunk(envelope_id, seq))
+        return stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq))
 
     async def _stream(self, envelope_id: int, length: int) -> None:
         """Send the first ``length`` octets of a stored body as the block."""
@@ -108,25 +104,25 @@ class UserSession(Session):
         entry = self._message(n)
         if entry is None:
             return None
-        env = self.app.store.in_envelope(entry.envelope_id)
+        env = self.store.in_envelope(entry.envelope_id)
         if env is not None and env.has_body:
             return env
         self.conn.err(f"message {n} is not stored here yet")
         return None
 
     def _size(self, entry: MailboxEntry) -> int:
-        env = self.app.store.in_envelope(entry.envelope_id)
+        env = self.store.in_envelope(entry.envelope_id)
         return env.size if env else 0
 
     def _uid(self, entry: MailboxEntry) -> str:
-        env = self.app.store.in_envelope(entry.envelope_id)
+        env = self.store.in_envelope(entry.envelope_id)
         return f"{env.envid if env else 'x'}.{entry.id}"
 
     def _live(self) -> list[tuple[int, MailboxEntry]]:
         return [(n, e) for n, e in enumerate(self.messages, 1) if n not in self.deleted]
 
     def _envelope_line(self, entry: MailboxEntry) -> str:
-        env = self.app.store.in_envelope(entry.envelope_id)
+        env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         fields = decode_envelope_block(env.block.encode("utf-8"))
         att = fields.summary.attachments
@@ -136,7 +132,7 @@ class UserSession(Session):
         """The login answer; the per-envelope ``listing`` only for PWD (POP3's
         PASS needs the counts alone, which keeps logins cheap in big mailboxes)."""
         assert self.user is not None
-        pending = self.app.store.mailbox_entries(self.user.id, [d.PENDING])
+        pending = self.store.mailbox_entries(self.user.id, [EntryState.PENDING])
         self._refresh()
         live = self._live()
         octets = sum(self._size(e) for _, e in live)
@@ -146,7 +142,7 @@ class UserSession(Session):
             return text, []
         lines = [f"envelope {self._envelope_line(e)}" for e in pending]
         for n, e in live:
-            env = self.app.store.in_envelope(e.envelope_id)
+            env = self.store.in_envelope(e.envelope_id)
             subject = env.subject if env else ""
             lines.append(_clean(f"message {n} {self._size(e)} {subject}"))
         return text, lines
@@ -154,7 +150,7 @@ class UserSession(Session):
     # -- dispatch --------------------------------------------------------------------
 
     async def handle(self, event: object) -> None:
-        app = self.app
+        port, store = self.port, self.store
         conn = self.conn
         match event:
             case wire.User() | wire.Pass() if not (conn.tls or self.plaintext_login):
@@ -167,11 +163,11 @@ class UserSession(Session):
                 self.name = name
                 conn.ok("send your password")
             case wire.Pass(password=password, verb=verb):
-                user = await app.accounts.authenticate(self.name or "", password)
+                user = await port.accounts.authenticate(self.name or "", password)
                 if user is None:
                     # Same reply whether or not the account exists; each failure
                     # slows the next replies to this client and for this name.
-                    await asyncio.sleep(self._failed_login())
+                    await asyncio.sleep(port.logins.failed(self.client, self.name or ""))
                     conn.err("authentication failed")
                     return
                 self.user = user
@@ -187,12 +183,12 @@ class UserSession(Session):
                 capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
                                 "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
                                 "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT"]
-                if (app.tls.user_server_context is not None and not conn.tls
+                if (port.tls.user_server_context is not None and not conn.tls
                         and self.user is None):
                     capabilities.append("STLS")  # RFC 2595: offered until in use
                 conn.ok("capability list follows", capabilities)
             case wire.Stls():
-                context = app.tls.user_server_context
+                context = port.tls.user_server_context
                 if context is None:
                     conn.err("TLS not available")
                     return
@@ -241,17 +237,17 @@ class UserSession(Session):
                 conn.ok("")
             case wire.Quit():
                 if self.user is not None and self.deleted:
-                    app.store.mark_deleted([self.messages[n - 1].id for n in self.deleted])
-                conn.ok(f"{app.config.hostname} signing off")
+                    store.mark_deleted([self.messages[n - 1].id for n in self.deleted])
+                conn.ok(f"{self.config.hostname} signing off")
             case wire.Envs(all=show_all):
                 assert self.user is not None
-                states = None if show_all else [d.PENDING]
-                entries = app.store.mailbox_entries(self.user.id, states)
+                states = None if show_all else [EntryState.PENDING]
+                entries = store.mailbox_entries(self.user.id, states)
                 conn.ok(f"{len(entries)} envelope(s)", [self._envelope_line(e) for e in entries])
             case wire.EnvShow(id=entry_id):
                 self._show_envelope(entry_id)
             case wire.UserDecision(option=option, id=entry_id):
-                self._decide(Option(option.value), entry_id)
+                self._decide(Decision(option.value), entry_id)
             case wire.MailCmd(identity=identity):
                 self._mail(identity)
             case wire.RcptCmd(address=address):
@@ -263,7 +259,7 @@ class UserSession(Session):
             case wire.MessageComplete(data=data):
                 body = self.spooled_body(data)
                 # In-flow control: wait while delivery to these domains lags.
-                await app.worker.room_for_submission(
+                await port.outbox.room_for_submission(
                     r.rpartition("@")[2] for r in self.compose_to)
                 self._submit(body)
             case wire.MessageFailed(reason=reason):
@@ -275,7 +271,7 @@ class UserSession(Session):
             case wire.Lists():
                 assert self.user is not None
                 lines = []
-                for e in app.store.list_entries(self.user.id):
+                for e in store.list_entries(self.user.id):
                     added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.added_at))
                     server = f" {e.server}" if e.server else ""
                     lines.append(f"{e.direction}-{e.kind} {e.address}{server} {e.how} {added}")
@@ -284,29 +280,18 @@ class UserSession(Session):
                 await self._edit_list(event)
             case wire.Ident():
                 assert self.user is not None
-                ids = app.store.identities(self.user.id)
+                ids = store.identities(self.user.id)
                 conn.ok(f"{len(ids)} identities, main first", ids)
             case _:
                 conn.err("command not implemented")
 
-    def _failed_login(self) -> float:
-        """Record a failed login; the delay before its reply (issue 4)."""
-        app, abuse = self.app, self.app.config.abuse
-        by_client = app.login_failures_by_client.add(self.client)
-        by_account = app.login_failures_by_account.add((self.name or "").lower())
-        excess = max(by_client - abuse.login_failures_per_client,
-                     by_account - abuse.login_failures_per_account)
-        if excess <= 0:
-            return 0.2
-        return float(min(abuse.login_delay_max, 0.5 * 2 ** min(excess, 16)))
-
     def _show_envelope(self, entry_id: int) -> None:
         assert self.user is not None
-        entry = self.app.store.mailbox_entry(entry_id)
+        entry = self.store.mailbox_entry(entry_id)
         if entry is None or entry.user_id != self.user.id:
             self.conn.err(f"no envelope {entry_id} in your mailbox")
             return
-        env = self.app.store.in_envelope(entry.envelope_id)
+        env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         lines = [
             f"Id: {entry.id}", f"State: {entry.state}",
@@ -317,41 +302,35 @@ class UserSession(Session):
         lines += [_clean(line) for line in env.block.splitlines() if line]
         self.conn.ok(f"envelope {entry.id}", lines)
 
-    def _decide(self, option: Option, entry_id: int) -> None:
+    def _decide(self, decision: Decision, entry_id: int) -> None:
         assert self.user is not None
-        try:
-            result = self.app.destination.decide(self.user, entry_id, option)
-        except DecisionError as exc:
-            self.conn.err(str(exc))
+        result = self.core.destination.decide(self.user, entry_id, decision)
+        if not result.outcome.ok or result.entry is None:
+            self.conn.err(result.outcome.reason)
             return
-        self.app.worker.wake()
-        env = self.app.store.in_envelope(result.entry.envelope_id)
+        self.port.outbox.wake()
+        env = self.store.in_envelope(result.entry.envelope_id)
         sender = env.sender if env else "the sender"
         texts = {
-            Option.ACCEPT: "accepted; the message will be fetched",
-            Option.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
-            Option.REJECT: "rejected",
-            Option.REJECT_SPAM: "rejected as spam",
-            Option.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
+            Decision.ACCEPT: "accepted; the message will be fetched",
+            Decision.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
+            Decision.REJECT: "rejected",
+            Decision.REJECT_SPAM: "rejected as spam",
+            Decision.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
         }
-        if result.entry.state == d.ACCEPTED and option in (Option.ACCEPT, Option.ACCEPT_AUTH):
-            texts[Option.ACCEPT] = "accepted; the message is in your mailbox"
-        suffix = f" ({result.text})" if result.text != "recorded" else ""
-        self.conn.ok(f"envelope {entry_id} {texts[option]}{suffix}")
+        if result.entry.state is EntryState.ACCEPTED and decision.accepts:
+            texts[Decision.ACCEPT] = "accepted; the message is in your mailbox"
+        suffix = f" ({result.outcome.reason})" if result.outcome.kind is Kind.UNCHANGED else ""
+        self.conn.ok(f"envelope {entry_id} {texts[decision]}{suffix}")
 
     def _mail(self, identity: str | None) -> None:
         assert self.user is not None
-        identities = self.app.store.identities(self.user.id)
-        if identity is None:
-            chosen = identities[0]
-        else:
-            chosen = identity.lower()
-            if chosen not in identities:
-                # Assumption 3: no spoofing.
-                self.conn.err(f"{identity} is not one of your identities")
-                return
-        self.compose_from, self.compose_to = chosen, []
-        self.conn.ok(f"composing as {chosen}")
+        chosen = self.core.origin.choose_identity(self.user, identity)
+        if not chosen.ok:
+            self.conn.err(chosen.reason)
+            return
+        self.compose_from, self.compose_to = chosen.reason, []
+        self.conn.ok(f"composing as {chosen.reason}")
 
     def _rcpt(self, address: str) -> None:
         try:
@@ -371,8 +350,8 @@ class UserSession(Session):
             self.conn.err("insufficient storage on the server; nothing was stored, try later")
             return
         try:
-            result = self.app.origin.submit(
-                self.user, sender, rcpts, data, spool_dir=self.app.config.spool_dir
+            result = self.core.origin.submit(
+                self.user, sender, rcpts, data, spool_dir=self.config.spool_dir
             )
         except SubmissionError as exc:
             self.conn.err(str(exc))
@@ -381,7 +360,7 @@ class UserSession(Session):
             log.error("cannot spool a submission: %s", exc)
             self.conn.err("insufficient storage on the server; nothing was stored, try later")
             return
-        self.app.worker.wake()
+        self.port.outbox.wake()
         text = f"queued as {result.msgid} ({len(result.queued)} recipient(s)"
         if result.direct:
             text += f"; {len(result.direct)} sent directly (white list)"
@@ -392,7 +371,7 @@ class UserSession(Session):
 
     def _sent(self, msgid: str | None) -> None:
         assert self.user is not None
-        store = self.app.store
+        store = self.store
         if msgid is None:
             messages = store.out_messages_of(self.user.id)
         else:
@@ -411,50 +390,26 @@ class UserSession(Session):
 
     async def _edit_list(self, event: wire.ListAdd | wire.ListDel) -> None:
         assert self.user is not None
-        store = self.app.store
-        name = event.list_name.lower()
-        if name not in LIST_NAMES:
-            self.conn.err(f"unknown list {event.list_name}: use one of "
-                          + ", ".join(sorted(LIST_NAMES)))
+        request = parse_list_request(event.list_name, event.address, event.server)
+        if isinstance(request, Outcome):
+            self.conn.err(request.reason)
             return
-        try:
-            address = str(parse_address(event.address)).lower()
-        except AddressError as exc:
-            self.conn.err(str(exc))
-            return
-        direction, kind = name.split("-")
-        adding = isinstance(event, wire.ListAdd)
-        if direction == "out":
-            if event.server:
-                self.conn.err("outbound lists hold addresses only (Table 2)")
+        if request.direction is ListDirection.INBOUND and request.server is None:
+            # Inbound entries are (address, SMDP server) pairs: the server of
+            # the address's domain, as discovery gives it.
+            try:
+                found = await self.port.discovery.resolve(request.address.rpartition("@")[2])
+            except DiscoveryError as exc:
+                self.conn.err(f"name the SMDP server of {request.address}: {exc}")
                 return
-            with store.transaction():
-                if adding:
-                    store.put_outbound(self.user.id, kind, address, "manual")
-                    done = True
-                else:
-                    done = store.drop_outbound(self.user.id, kind, address)
+            request = ListRequest(request.name, request.direction, request.kind,
+                                  request.address, found.hostname)
+        outcome = self.core.lists.edit(self.user.id, request,
+                                       adding=isinstance(event, wire.ListAdd))
+        if outcome.ok:
+            self.conn.ok(outcome.reason)
         else:
-            server = event.server.lower() if event.server else None
-            if server is None:
-                # Inbound entries are (address, SMDP server) pairs: the server
-                # of the address's domain, as discovery gives it.
-                try:
-                    server = (await self.app.discovery.resolve(
-                        address.rpartition("@")[2])).hostname
-                except DiscoveryError as exc:
-                    self.conn.err(f"name the SMDP server of {address}: {exc}")
-                    return
-            with store.transaction():
-                if adding:
-                    store.put_inbound(self.user.id, kind, address, server, "manual")
-                    done = True
-                else:
-                    done = store.drop_inbound(self.user.id, kind, address, server)
-        if not done:
-            self.conn.err(f"{address} is not on your {name} list")
-            return
-        self.conn.ok(f"{address} {'added to' if adding else 'removed from'} your {name} list")
+            self.conn.err(outcome.reason)
 
 
 def _is_loopback(address: str) -> bool:
@@ -514,9 +469,9 @@ def _top_length(chunks: Iterable[bytes], lines: int) -> int:
     return offset
 
 
-async def serve_user(app: SmdpServer, reader: asyncio.StreamReader,
+async def serve_user(port: UserPort, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
     try:
-        await UserSession(app, reader, writer).run()
+        await UserSession(port, reader, writer).run()
     except Exception:
         log.exception("user session failed")

@@ -21,7 +21,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -176,20 +176,27 @@ class Store(Protocol):
     def set_in_expiry(self, envelope_id: int, expires_at: float) -> None:
         ...
 
-    def expire_out_messages(self, now: float) -> int:
-        """Origin: undecided recipients of messages past ``expires_at`` end
-        ``expired``; the held body is deleted. Its own transaction."""
+    def expire_out_messages(
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+    ) -> int:
+        """Origin: recipients in ``open_states`` of messages past ``expires_at``
+        end in state ``expired`` with ``detail``; the held body is deleted. Its
+        own transaction. The states are the caller's (the rules own them)."""
         ...
 
-    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
-        """Destination: pending/fetching entries of envelopes past their Expires
-        become ``expired``; returns the undecided ones (entry id, origin server).
-        Its own transaction."""
+    def expire_in_envelopes(
+        self, now: float, *, undecided: str, open_states: Collection[str], expired: str,
+        reason: str,
+    ) -> list[tuple[int, str]]:
+        """Destination: entries in ``open_states`` of envelopes past their
+        Expires end in state ``expired`` with ``reason``; returns those that
+        were ``undecided`` (entry id, origin server). Its own transaction."""
         ...
 
-    def purge(self, before: float) -> int:
+    def purge(self, before: float, *, expired: str) -> int:
         """Delete origin records expired before ``before`` and envelopes no one
-        keeps (all entries deleted or long expired). Its own transaction."""
+        keeps (all entries deleted, or in state ``expired`` since before
+        ``before``). Its own transaction."""
         ...
 
     def compact(self) -> None:
@@ -229,8 +236,8 @@ class Store(Protocol):
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         ...
 
-    def pending_entries_from(self, user_id: int, sender: str, server: str) -> list[int]:
-        """The user's undecided mailbox entries from ``sender`` via ``server``."""
+    def entries_from(self, user_id: int, sender: str, server: str, state: str) -> list[int]:
+        """The user's mailbox entries in ``state`` from ``sender`` via ``server``."""
         ...
 
     def update_mailbox_entry(

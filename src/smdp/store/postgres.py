@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -37,7 +37,7 @@ from smdp.store.records import (
     MailboxEntry,
     User,
 )
-from smdp.store.sql import SqlStore, mailbox_row
+from smdp.store.sql import SqlStore, job_row, mailbox_row
 from smdp.store.sqlscript import split_statements
 
 __all__ = ["PostgresStore", "migrations"]
@@ -322,9 +322,14 @@ class PostgresStore(SqlStore):
 
     # -- expiry and cleanup ------------------------------------------------------
 
-    def expire_out_messages(self, now: float) -> int:
+    def expire_out_messages(
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+    ) -> int:
         """Origin: every recipient still undecided at ``expires_at`` ends
-        ``expired`` and the held body is deleted. Returns the messages expired."""
+        ``expired`` and the held body is deleted. Returns the messages expired.
+
+        ``open_states``: the recipient states that still wait for a decision."""
+        marks = ", ".join(["%s"] * len(open_states))
         with self.transaction():
             # Every node runs housekeeping: SKIP LOCKED leaves a message another
             # node is expiring right now to that node, so each is counted once.
@@ -335,11 +340,9 @@ class PostgresStore(SqlStore):
             ).fetchall()]
             for message_id in ids:
                 self._exec(
-                    "UPDATE out_recipients SET state='expired', updated_at=%s, "
-                    "detail='expired: no decision before the message expired' "
-                    "WHERE message_id=%s AND state IN "
-                    "('queued', 'envelope-sent', 'accepted', 'authorized')",
-                    (now, message_id),
+                    f"UPDATE out_recipients SET state=%s, updated_at=%s, detail=%s "
+                    f"WHERE message_id=%s AND state IN ({marks})",
+                    (expired, now, detail, message_id, *open_states),
                 )
                 self.drop_out_body(message_id)  # its chunks go in this transaction
         return len(ids)
@@ -407,7 +410,7 @@ class PostgresStore(SqlStore):
                 " queue.last_error",
                 {"now": now, "limit": limit, "node": node, "until": now + lease},
             ).fetchall()
-        return sorted((Job(*r) for r in rows), key=lambda j: j.id)
+        return sorted((job_row(r) for r in rows), key=lambda j: j.id)
 
     def finish_jobs(self, job_ids: Sequence[int]) -> None:
         self._exec("DELETE FROM queue WHERE id = ANY(%s)", (list(job_ids),))

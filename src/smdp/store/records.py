@@ -1,8 +1,23 @@
-"""Plain records the storage layer hands to the domain core (no SQL leaks out)."""
+"""Plain records the storage layer hands to the domain core (no SQL leaks out).
+
+States, kinds and modes come back as the enums of ``smdp.terms``: a value the
+enums do not know is a corrupt row and fails loudly where it is read.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from smdp.terms import (
+    Decision,
+    DeliveryMode,
+    EntryState,
+    JobKind,
+    ListDirection,
+    ListedBy,
+    ListKind,
+    RecipientState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +46,7 @@ class OutEnvelope:
     envid: str
     message_id: int
     domain: str
-    mode: str  # 'envelope' or 'direct'
+    mode: DeliveryMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +56,7 @@ class OutRecipient:
     envid: str | None
     recipient: str
     domain: str
-    state: str
+    state: RecipientState
     detail: str
     updated_at: float
 
@@ -65,8 +80,8 @@ class MailboxEntry:
     user_id: int
     envelope_id: int
     recipient: str
-    state: str
-    decision: str | None
+    state: EntryState
+    decision: Decision | None
     reason: str
     decided_at: float | None
     deleted: bool
@@ -86,11 +101,11 @@ class Quality:
 
 @dataclass(frozen=True, slots=True)
 class ListEntry:
-    direction: str  # 'in' or 'out'
-    kind: str  # 'white' or 'black'
+    direction: ListDirection
+    kind: ListKind
     address: str
     server: str | None  # inbound entries only
-    how: str  # 'auto' (a decision made it) or 'manual'
+    how: ListedBy
     added_at: float
     uses: int
 
@@ -98,7 +113,7 @@ class ListEntry:
 @dataclass(frozen=True, slots=True)
 class Job:
     id: int
-    kind: str
+    kind: JobKind
     key: str
     payload: str
     attempts: int

@@ -7,7 +7,7 @@ locking, upserts that need it, migrations)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -22,6 +22,16 @@ from smdp.store.records import (
     OutRecipient,
     Quality,
     User,
+)
+from smdp.terms import (
+    Decision,
+    DeliveryMode,
+    EntryState,
+    JobKind,
+    ListDirection,
+    ListedBy,
+    ListKind,
+    RecipientState,
 )
 
 
@@ -243,7 +253,7 @@ class SqlStore:
         row = self._exec(
             "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=?", (envid,)
         ).fetchone()
-        return OutEnvelope(*row) if row else None
+        return OutEnvelope(row[0], row[1], row[2], DeliveryMode(row[3])) if row else None
 
     _OUT_RCPT = (
         "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
@@ -262,11 +272,11 @@ class SqlStore:
 
     def out_recipients(self, message_id: int) -> list[OutRecipient]:
         rows = self._exec(self._OUT_RCPT + " WHERE message_id=? ORDER BY id", (message_id,))
-        return [OutRecipient(*r) for r in rows.fetchall()]
+        return [out_recipient_row(r) for r in rows.fetchall()]
 
     def out_recipients_of_envelope(self, envid: str) -> list[OutRecipient]:
         rows = self._exec(self._OUT_RCPT + " WHERE envid=? ORDER BY id", (envid,))
-        return [OutRecipient(*r) for r in rows.fetchall()]
+        return [out_recipient_row(r) for r in rows.fetchall()]
 
     def add_spam_report(
         self, user_id: int, sender: str, recipient: str, kind: str, envid: str
@@ -344,11 +354,11 @@ class SqlStore:
         ).fetchone()
         return mailbox_row(row) if row else None
 
-    def pending_entries_from(self, user_id: int, sender: str, server: str) -> list[int]:
+    def entries_from(self, user_id: int, sender: str, server: str, state: str) -> list[int]:
         rows = self._exec(
             "SELECT m.id FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id "
-            "WHERE m.user_id=? AND m.state='pending' AND e.sender=? AND e.origin_server=? "
-            "ORDER BY m.id", (user_id, sender, server))
+            "WHERE m.user_id=? AND m.state=? AND e.sender=? AND e.origin_server=? "
+            "ORDER BY m.id", (user_id, state, sender, server))
         return [int(r[0]) for r in rows.fetchall()]
 
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
@@ -426,36 +436,42 @@ class SqlStore:
 
     def list_entries(self, user_id: int) -> list[ListEntry]:
         inbound = self._exec(
-            "SELECT 'in', kind, address, server, how, added_at, uses FROM inbound_lists "
+            "SELECT kind, address, server, how, added_at, uses FROM inbound_lists "
             "WHERE user_id=? ORDER BY kind DESC, address, server",
             (user_id,),
         ).fetchall()
         outbound = self._exec(
-            "SELECT 'out', kind, address, NULL, how, added_at, uses FROM outbound_lists "
+            "SELECT kind, address, NULL, how, added_at, uses FROM outbound_lists "
             "WHERE user_id=? ORDER BY kind DESC, address",
             (user_id,),
         ).fetchall()
-        return [ListEntry(*r) for r in inbound + outbound]
+        return [ListEntry(direction, ListKind(r[0]), r[1], r[2], ListedBy(r[3]), r[4], r[5])
+                for direction, rows in ((ListDirection.INBOUND, inbound),
+                                        (ListDirection.OUTBOUND, outbound))
+                for r in rows]
 
-    def expire_in_envelopes(self, now: float) -> list[tuple[int, str]]:
-        """Destination: envelopes past their Expires with no decision (or a
-        pull that never completed) are marked ``expired``. Returns the entries
-        nobody had decided on, with their origin server."""
+    def expire_in_envelopes(
+        self, now: float, *, undecided: str, open_states: Collection[str], expired: str,
+        reason: str,
+    ) -> list[tuple[int, str]]:
+        """Destination: entries in ``open_states`` of envelopes past their
+        Expires end in state ``expired`` with ``reason``. Returns the entries
+        that were ``undecided``, with their origin server."""
+        marks = ", ".join("?" * len(open_states))
         with self.transaction():
-            undecided = [(int(r[0]), str(r[1])) for r in self._exec(
+            rows = [(int(r[0]), str(r[1])) for r in self._exec(
                 "SELECT m.id, e.origin_server FROM mailbox m JOIN in_envelopes e "
-                "ON e.id = m.envelope_id WHERE m.state = 'pending' AND e.expires_at <= ?",
-                (now,),
+                "ON e.id = m.envelope_id WHERE m.state = ? AND e.expires_at <= ?",
+                (undecided, now),
             ).fetchall()]
             self._exec(
-                "UPDATE mailbox SET state='expired', reason='the origin no longer holds it: "
-                "it expired' WHERE state IN ('pending', 'fetching') AND envelope_id IN "
-                "(SELECT id FROM in_envelopes WHERE expires_at <= ?)",
-                (now,),
+                f"UPDATE mailbox SET state=?, reason=? WHERE state IN ({marks}) "
+                "AND envelope_id IN (SELECT id FROM in_envelopes WHERE expires_at <= ?)",
+                (expired, reason, *open_states, now),
             )
-        return undecided
+        return rows
 
-    def purge(self, before: float) -> int:
+    def purge(self, before: float, *, expired: str) -> int:
         """Delete what nobody needs any more: origin records whose message
         expired before ``before``, and envelopes all of whose entries were deleted
         (POP3 DELE) or expired before ``before``. Quality counters stay."""
@@ -468,14 +484,14 @@ class SqlStore:
             unkept = (
                 "SELECT e.id FROM in_envelopes e "
                 "WHERE NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.envelope_id = e.id "
-                "AND m.deleted = 0 AND NOT (m.state = 'expired' AND e.expires_at < ?))"
+                "AND m.deleted = 0 AND NOT (m.state = ? AND e.expires_at < ?))"
             )
             self._exec(
                 f"DELETE FROM in_body_chunks WHERE envelope_id IN ({unkept})",
-                (before,),
+                (expired, before),
             )
             n += self._exec(
-                f"DELETE FROM in_envelopes WHERE id IN ({unkept})", (before,)
+                f"DELETE FROM in_envelopes WHERE id IN ({unkept})", (expired, before)
             ).rowcount
         return int(n)
 
@@ -510,7 +526,7 @@ class SqlStore:
         rows = self._exec(
             "SELECT id, kind, key, payload, attempts, last_error FROM queue ORDER BY id"
         ).fetchall()
-        return [Job(*r) for r in rows]
+        return [job_row(r) for r in rows]
 
 
 _OUT_CHUNKS = ("out_body_chunks", "message_id")
@@ -536,5 +552,19 @@ def in_envelope_row(row: Sequence[object]) -> InEnvelope:
 
 def mailbox_row(row: Sequence[object]) -> MailboxEntry:
     r = list(row)
+    r[4] = EntryState(str(r[4]))
+    r[5] = None if r[5] is None else Decision(str(r[5]))
     r[8] = bool(r[8])
     return MailboxEntry(*r)  # type: ignore[arg-type]
+
+
+def out_recipient_row(row: Sequence[object]) -> OutRecipient:
+    r = list(row)
+    r[5] = RecipientState(str(r[5]))
+    return OutRecipient(*r)  # type: ignore[arg-type]
+
+
+def job_row(row: Sequence[object]) -> Job:
+    r = list(row)
+    r[1] = JobKind(str(r[1]))
+    return Job(*r)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -22,7 +22,7 @@ from smdp.store.records import (
     MailboxEntry,
     User,
 )
-from smdp.store.sql import SqlStore, mailbox_row
+from smdp.store.sql import SqlStore, job_row, mailbox_row
 from smdp.store.sqlscript import split_statements
 
 
@@ -197,20 +197,23 @@ class SqliteStore(SqlStore):
 
     # -- expiry and cleanup ------------------------------------------------------
 
-    def expire_out_messages(self, now: float) -> int:
+    def expire_out_messages(
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+    ) -> int:
         """Origin: every recipient still undecided at ``expires_at`` ends
-        ``expired`` and the held body is deleted. Returns the messages expired."""
+        ``expired`` and the held body is deleted. Returns the messages expired.
+
+        ``open_states``: the recipient states that still wait for a decision."""
+        marks = ", ".join(["?"] * len(open_states))
         with self.transaction():
             ids = [r[0] for r in self._exec(
                 "SELECT id FROM out_messages WHERE expires_at <= ? AND has_body = 1", (now,)
             ).fetchall()]
             for message_id in ids:
                 self._exec(
-                    "UPDATE out_recipients SET state='expired', updated_at=?, "
-                    "detail='expired: no decision before the message expired' "
-                    "WHERE message_id=? AND state IN "
-                    "('queued', 'envelope-sent', 'accepted', 'authorized')",
-                    (now, message_id),
+                    f"UPDATE out_recipients SET state=?, updated_at=?, detail=? "
+                    f"WHERE message_id=? AND state IN ({marks})",
+                    (expired, now, detail, message_id, *open_states),
                 )
                 self.drop_out_body(message_id)  # its chunks go in this transaction
         return len(ids)
@@ -244,7 +247,7 @@ class SqliteStore(SqlStore):
                 " RETURNING id, kind, key, payload, attempts, last_error",
                 (node, now + lease, now, now, limit),
             ).fetchall()
-        return sorted((Job(*r) for r in rows), key=lambda j: j.id)
+        return sorted((job_row(r) for r in rows), key=lambda j: j.id)
 
     def finish_jobs(self, job_ids: Sequence[int]) -> None:
         with self.transaction():

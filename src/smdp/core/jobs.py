@@ -1,0 +1,59 @@
+"""The durable queue's jobs as typed values.
+
+Every step that crosses the network is a queue row written in the same
+transaction as its cause (docs/architecture.md, "Life of a message"). The rules
+create jobs here; the delivery adapter reads them back with ``decode_job``.
+The payload is kept as the same small JSON object as always, so rows queued
+by an older version still run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from smdp.store import Store
+from smdp.store.records import Job
+from smdp.terms import DeliveryMode, JobKind
+
+
+@dataclass(frozen=True, slots=True)
+class SendJob:
+    """Section 5.2 step 4 (an envelope) or Table 3's direct send (the whole
+    message): one outbound envelope to its destination domain."""
+
+    envid: str
+
+    def kind(self, mode: DeliveryMode) -> JobKind:
+        return JobKind.SEND_DIRECT if mode is DeliveryMode.DIRECT else JobKind.SEND_ENVELOPE
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionJob:
+    """Table 2: a recipient's decision on one mailbox entry, to the origin
+    (and for an accept, the pull of section 5.2 step 7)."""
+
+    entry: int
+
+
+class BadJob(ValueError):
+    """A queue row whose payload this version cannot read."""
+
+
+def queue_send(store: Store, envid: str, mode: DeliveryMode) -> None:
+    store.enqueue(SendJob(envid).kind(mode), envid, json.dumps({"envid": envid}))
+
+
+def queue_decision(store: Store, envid: str, entry_id: int) -> None:
+    # Keyed by the envelope: decisions on one envelope run in order.
+    store.enqueue(JobKind.REPORT_DECISION, envid, json.dumps({"entry": entry_id}))
+
+
+def decode_job(job: Job) -> SendJob | DecisionJob:
+    try:
+        payload = json.loads(job.payload)
+        if job.kind is JobKind.REPORT_DECISION:
+            return DecisionJob(int(payload["entry"]))
+        return SendJob(str(payload["envid"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadJob(f"job {job.id} ({job.kind}): unreadable payload {job.payload!r}") from exc
