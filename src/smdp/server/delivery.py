@@ -100,7 +100,6 @@ class DeliveryWorker:
         self.max_routes = 64
         self.sessions_per_peer = 4
         self.max_claimed = 512  # jobs held in memory, claimed, at once
-        self.timeout = 30.0
         self.linger = 1.0  # seconds an idle peer session stays open for more jobs
         # A claim outlives any single job (each network read has its own
         # timeout); a node that dies leaves its claims to expire.

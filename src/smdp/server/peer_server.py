@@ -20,14 +20,14 @@ from smdp.server.replies import peer_reply
 from smdp.server.services import PeerPort
 from smdp.server.session import Session
 from smdp.server.tls import peer_certificate
-from smdp.terms import Decision
+from smdp.terms import Decision, DeliveryMode
 
 log = logging.getLogger("smdp.peer")
 
 
 @dataclass(slots=True)
 class _Transaction:
-    kind: str  # 'envelope' or 'mail'
+    mode: DeliveryMode  # ENVELOPE, or MAIL: the whole message (Table 3)
     sender: str
     envid: str
     size: int | None
@@ -206,9 +206,10 @@ class PeerSession(Session):
         if self.store.in_envelope_by_envid(event.envid) is not None:
             # A replayed envelope: say yes, store nothing twice.
             log.info("replayed envelope %s from %s", event.envid, self.peer_host)
-        kind = "envelope" if isinstance(event, wire.EnvelopeStart) else "mail"
-        self.txn = _Transaction(kind, event.sender.lower(), event.envid, event.size)
-        what = "Envelope" if kind == "envelope" else "Message"
+        mode = (DeliveryMode.ENVELOPE if isinstance(event, wire.EnvelopeStart)
+                else DeliveryMode.DIRECT)
+        self.txn = _Transaction(mode, event.sender.lower(), event.envid, event.size)
+        what = "Envelope" if mode is DeliveryMode.ENVELOPE else "Message"
         self.reply(250, f"2.1.0 {what} {event.envid} from <{event.sender}> ok")
 
     def _within_quota(self) -> bool:
@@ -240,7 +241,7 @@ class PeerSession(Session):
         if destination.local_user(rcpt) is None:
             self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
             return
-        if self.txn.kind == "mail" and not destination.may_send_directly(
+        if self.txn.mode is DeliveryMode.DIRECT and not destination.may_send_directly(
             self.peer_host, self.txn.sender, rcpt
         ):
             self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
@@ -262,7 +263,7 @@ class PeerSession(Session):
         if isinstance(data, OSError):
             self.reply(452, "4.3.1 Insufficient system storage; try again later")
             return
-        if txn.kind == "envelope":
+        if txn.mode is DeliveryMode.ENVELOPE:
             try:
                 self.core.destination.receive_envelope(
                     server=self.peer_host, envid=txn.envid, sender=txn.sender,
