@@ -30,6 +30,7 @@ from smdp.protocol.framing import CLOSED, NEED_DATA, BlockChunk
 from smdp.server.discovery import DiscoveryError
 from smdp.server.tls import TlsError, TlsPolicy, peer_certificate, start_tls
 from smdp.store.records import Job
+from smdp.terms import Decision
 
 if TYPE_CHECKING:
     from smdp.server.app import SmdpServer
@@ -643,7 +644,7 @@ class DeliveryWorker:
         link = await self._session(route)
         held = env.has_body and message.accepts
         reply = await link.command(
-            wire.Decision(wire.DecisionKind(message.value), env.envid, entry.recipient, held)
+            wire.Decision(Decision(message.value), env.envid, entry.recipient, held)
         )
         if isinstance(reply, PulledMessage):
             self.app.destination.body_pulled(env.id, reply.body)

@@ -251,7 +251,7 @@ class UserSession(Session):
             case wire.EnvShow(id=entry_id):
                 self._show_envelope(entry_id)
             case wire.UserDecision(option=option, id=entry_id):
-                self._decide(Option(option.value), entry_id)
+                self._decide(Option[option.name], entry_id)
             case wire.MailCmd(identity=identity):
                 self._mail(identity)
             case wire.RcptCmd(address=address):

@@ -1,0 +1,261 @@
+"""The peer port's events (wire contract section 2, paper Table 4, Table 2).
+
+Small immutable classes, one per command: the server connection emits them,
+and the client connection sends the same classes as commands. The client
+reads :class:`Reply` and :class:`PulledBody` back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from smdp import terms
+from smdp.protocol.framing import LINE_TOO_LONG_REASON, TOO_BIG_REASON, BlockChunk
+
+__all__ = [
+    "LINE_TOO_LONG_REASON",
+    "SIZE_MISMATCH_REASON",
+    "TOO_BIG_REASON",
+    "Data",
+    "DataComplete",
+    "DataEnd",
+    "DataFailed",
+    "DataPart",
+    "DataStart",
+    "Decision",
+    "EnvelopeStart",
+    "Helo",
+    "MailStart",
+    "Noop",
+    "PeerCommand",
+    "PeerEvent",
+    "PulledBody",
+    "Quit",
+    "Rcpt",
+    "Received",
+    "Reply",
+    "Rset",
+    "SizeDecl",
+    "StartTls",
+]
+
+#: ``DataFailed.reason`` of a MAIL block that is not exactly its SIZE (2.4).
+SIZE_MISMATCH_REASON: Final = "size mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Helo:
+    """HELO / EHLO sending-hostname (Table 4): starts the session."""
+
+    hostname: str
+    extended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeStart:
+    """ENVELOPE From:<addr> ID=<envid> [SIZE=<n>] (Table 4): starts an envelope."""
+
+    sender: str
+    envid: str
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailStart:
+    """MAIL From:<addr> ID=<envid> [SIZE=<n>] (Table 4): starts a full message."""
+
+    sender: str
+    envid: str
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt:
+    """RCPT To:<addr> (Table 4): one recipient."""
+
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class SizeDecl:
+    """SIZE=<n> (Table 4): the message's size in octets."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataStart:
+    """DATA (Table 4): the block follows once the application answered 354."""
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Client only: the block after a 354, sent dot-stuffed (one reply expected).
+
+    The same as ``DataPart(body)`` followed by ``DataEnd()``.
+    """
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataPart:
+    """Client only: the next piece of a block sent in pieces after a 354.
+
+    Any cut is fine (inside a line, between CR and LF). No reply is expected;
+    :class:`DataEnd` ends the block.
+    """
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataEnd:
+    """Client only: the end of a block sent with :class:`DataPart` (a final CRLF
+    if the body lacks one, then "."). One reply is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataComplete:
+    """The block arrived whole: unstuffed, CRLF line ends, final CRLF kept.
+
+    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
+    ``data`` is only the rest: the block is their ``data`` joined, then this.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataFailed:
+    """The block was refused; the connection has already sent the error reply.
+
+    ``reason`` is one of :data:`LINE_TOO_LONG_REASON`, :data:`TOO_BIG_REASON`,
+    :data:`SIZE_MISMATCH_REASON`. No reply is owed: the application only drops
+    its transaction, and any :class:`BlockChunk` data received for the block.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """ACCEPT|AUTHORIZE|REJECT|SPAM|SPAMMER <envid> To:<addr> [BODY=HELD] (Table 2).
+
+    ``kind`` is the recipient's decision; ``grammar.DECISION_VERBS`` spells it.
+    """
+
+    kind: terms.Decision
+    envid: str
+    recipient: str
+    body_held: bool = False
+
+    @property
+    def wants_body(self) -> bool:
+        """True when the answer is the pull: 150 and the dot-stuffed message."""
+        return self.kind.accepts and not self.body_held
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """RECEIVED <envid> (section 2.5): the pulled body is stored durably."""
+
+    envid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rset:
+    """RSET: abandon the transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class Noop:
+    """NOOP."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """QUIT (Table 4): ends the connection once answered 221."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """STARTTLS (RFC 3207): answered 220, then both sides start TLS at once.
+
+    The connection forgets everything it knew of the session, including any
+    bytes that arrived after the command (they were sent in plaintext and may
+    have been injected), and waits for a new EHLO.
+    """
+
+
+
+PeerEvent: TypeAlias = (
+    Helo
+    | EnvelopeStart
+    | MailStart
+    | Rcpt
+    | SizeDecl
+    | DataStart
+    | BlockChunk
+    | DataComplete
+    | DataFailed
+    | Decision
+    | Received
+    | Rset
+    | Noop
+    | Quit
+    | StartTls
+)
+PeerCommand: TypeAlias = (
+    Helo
+    | EnvelopeStart
+    | MailStart
+    | Rcpt
+    | SizeDecl
+    | DataStart
+    | Data
+    | DataPart
+    | DataEnd
+    | Decision
+    | Received
+    | Rset
+    | Noop
+    | Quit
+    | StartTls
+)
+
+
+# Client side: what the server answers.
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One (possibly multi-line) reply; ``lines`` are the texts without codes."""
+
+    code: int
+    lines: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """Positive completion or intermediate (2xx, 3xx)."""
+        return 200 <= self.code <= 399
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class PulledBody:
+    """The answer to a pulling decision: ``150 <text>`` and the message.
+
+    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
+    ``body`` is only the rest: the message is their ``data`` joined, then this.
+    A block that fails after some chunks raises :class:`RemoteProtocolError` as
+    without streaming; the chunks must then be thrown away.
+    """
+
+    code: int
+    text: str
+    body: bytes
