@@ -186,12 +186,12 @@ def test_every_command_in_every_state(state: PeerState, verb: str) -> None:
     conn = at_state(state)
     line, expected = SAMPLES[verb]
     event, out = step(conn, line)
-    if (state, verb) in TRANSITIONS:
+    if verb in TRANSITIONS.get(state, {}):
         assert event == expected
         assert out == b""
         assert conn.reply_owed == expected
         answer(conn, event)
-        assert conn.state is TRANSITIONS[(state, verb)]
+        assert conn.state is TRANSITIONS[state][verb]
         assert conn.data_to_send()[:1] in (b"1", b"2", b"3")
     else:
         assert event is NEED_DATA
@@ -202,7 +202,7 @@ def test_every_command_in_every_state(state: PeerState, verb: str) -> None:
 
 @pytest.mark.parametrize(
     ("state", "verb"),
-    [key for key in TRANSITIONS if key[1] != END_OF_BLOCK],
+    [(s, verb) for s, row in TRANSITIONS.items() for verb in row if verb != END_OF_BLOCK],
     ids=lambda v: v.value if isinstance(v, PeerState) else v,
 )
 def test_negative_reply_leaves_the_state(state: PeerState, verb: str) -> None:

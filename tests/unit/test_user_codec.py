@@ -174,12 +174,12 @@ def test_every_command_in_every_state(state: UserState, verb: str) -> None:
     conn = at_state(state)
     line, expected = SAMPLES[verb]
     event, out = step(conn, line)
-    if (state, verb) in TRANSITIONS:
+    if verb in TRANSITIONS.get(state, {}):
         assert event == expected
         assert out == b""
         assert conn.reply_owed == expected
         answer(conn, event)
-        assert conn.state is TRANSITIONS[(state, verb)]
+        assert conn.state is TRANSITIONS[state][verb]
         assert conn.data_to_send().startswith(b"+OK ")
     else:
         assert event is NEED_DATA
@@ -190,7 +190,7 @@ def test_every_command_in_every_state(state: UserState, verb: str) -> None:
 
 @pytest.mark.parametrize(
     ("state", "verb"),
-    [key for key in TRANSITIONS if key[1] != END_OF_BLOCK],
+    [(s, verb) for s, row in TRANSITIONS.items() for verb in row if verb != END_OF_BLOCK],
     ids=lambda v: v.value if isinstance(v, UserState) else v,
 )
 def test_err_leaves_the_state_except_for_pass(state: UserState, verb: str) -> None:
@@ -199,7 +199,7 @@ def test_err_leaves_the_state_except_for_pass(state: UserState, verb: str) -> No
     assert event == SAMPLES[verb][1]
     conn.err("no")
     assert conn.data_to_send() == b"-ERR no\r\n"
-    assert conn.state is FAILED_PASS.get((state, verb), state)
+    assert conn.state is FAILED_PASS.get(state, {}).get(verb, state)
 
 
 def test_failed_password_needs_user_again() -> None:

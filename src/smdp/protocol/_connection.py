@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import ClassVar, Final, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, NamedTuple, Required, TypedDict, TypeVar
 
+from smdp.protocol._events import BlockFailed
+from smdp.protocol._grammar import Refusal
 from smdp.protocol._states import END_OF_BLOCK, OutOfSequence, StateTable
 from smdp.protocol.framing import (
     CLOSED,
@@ -40,9 +42,11 @@ from smdp.protocol.framing import (
 __all__ = [
     "MIB",
     "ClientConnection",
+    "ClientLimits",
     "Pending",
-    "Refusal",
     "ServerConnection",
+    "ServerLimits",
+    "Vocabulary",
     "check_text",
     "check_threshold",
 ]
@@ -57,16 +61,32 @@ X = TypeVar("X", bound=enum.Enum)
 Pending = Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]
 
 
-class Refusal(Exception):
-    """A command the server connection answers by itself, with an error.
+class Vocabulary(NamedTuple):
+    """How a port's answer API names things, for its ProtocolUsageError messages."""
 
-    ``text`` is what the port's error reply says: on the peer port the whole
-    reply line, code included; on the user port the text after ``-ERR``.
-    """
+    answer: str  # an answer to an event: "reply", "answer"
+    block: str  # a block answer sent in pieces: "body", "block"
+    start: str  # the method that starts one
+    end: str  # the method that ends it
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
+
+class ServerLimits(TypedDict, total=False):
+    """The keyword arguments of :class:`ServerConnection`, for subclasses that add theirs."""
+
+    max_message_size: Required[int]
+    max_recipients: Required[int]
+    max_command_line: int | None
+    max_line_length: int
+    tls: bool
+    stream_threshold: int | None
+
+
+class ClientLimits(TypedDict, total=False):
+    """The keyword arguments of :class:`ClientConnection`."""
+
+    max_line_length: int
+    max_message_size: int
+    stream_threshold: int | None
 
 
 def check_text(line: str, what: str) -> None:
@@ -92,20 +112,48 @@ def _article(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
-class ServerConnection(Generic[S, E]):
+class _Received:
+    """The bytes one side of a session received and has not read yet."""
+
+    def __init__(self, max_line: int) -> None:
+        self._lines = LineBuffer(max_line)
+        self._eof = False
+
+    @property
+    def buffered(self) -> int:
+        """Octets received and not processed yet."""
+        return self._lines.buffered
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed received bytes; ``b""`` means the other side closed its half."""
+        if self._eof:
+            raise ProtocolUsageError("receive_data() after EOF")
+        if data:
+            self._lines.feed(data)
+        else:
+            self._eof = True
+
+    def _drop_input(self) -> None:
+        """Forget every byte received and not read yet."""
+        self._lines = LineBuffer(self._lines.max_line)
+
+
+class ServerConnection(_Received, Generic[S, E]):
     """The server side of one session, less the port's grammar and replies.
 
-    A port subclass passes its :class:`StateTable` and fills in the hooks
-    below (``_split``, ``_read``, ``_refuse``, ``_sequence_error``,
-    ``_end_block``, ``_block_event``, ``_after``); the public half of the
-    answer API (``reply()`` or ``ok()``/``err()``) is the port's too, built on
+    ``max_command_line`` counts a command line with its CRLF; None is the
+    port's default. A port subclass names its :class:`StateTable` and fills
+    in the hooks below (``_split``, ``_read``, ``_refuse``, ``_sequence_error``,
+    ``_end_block``, ``_after``); the public half of the answer API
+    (``reply()``, or ``ok()`` and ``err()``) is the port's too, built on
     :meth:`_answer` and the block helpers.
     """
 
-    #: What the port calls an answer, in ProtocolUsageError messages.
-    _ANSWER: ClassVar[str]
-    #: The block answer sent in pieces: its noun, start and end methods.
-    _BLOCK_API: ClassVar[tuple[str, str, str]]
+    #: The port's state table, and its default longest command line.
+    _TABLE: ClassVar[StateTable[Any]]
+    _COMMAND_LINE: ClassVar[int]
+    #: How the port's answer API is named, for its usage errors.
+    _WORDS: ClassVar[Vocabulary]
     #: The port's refusals of an unknown verb and of an over-long line.
     _UNKNOWN_COMMAND: ClassVar[str]
     _LINE_TOO_LONG: ClassVar[str]
@@ -113,26 +161,24 @@ class ServerConnection(Generic[S, E]):
     def __init__(
         self,
         hostname: str,
-        table: StateTable[S],
         *,
         max_message_size: int,
         max_recipients: int,
-        max_command_line: int,
-        max_line_length: int,
-        tls: bool,
-        stream_threshold: int | None,
+        max_command_line: int | None = None,
+        max_line_length: int = 1000,
+        tls: bool = False,
+        stream_threshold: int | None = None,
     ) -> None:
-        check_text(hostname, self._ANSWER)
+        check_text(hostname, self._WORDS.answer)
+        super().__init__(self._COMMAND_LINE if max_command_line is None else max_command_line)
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
         self.max_line_length = max_line_length
         self.stream_threshold = check_threshold(stream_threshold)
-        self._table = table
-        self._state = table.initial
-        self._lines = LineBuffer(max_command_line)
+        self._table: StateTable[S] = self._TABLE
+        self._state: S = self._table.initial
         self._out = bytearray()
-        self._eof = False
         # True once the session runs over TLS (implicit TLS, or after the
         # port's upgrade command): a second upgrade is refused (RFC 3207
         # section 4.2, RFC 2595 section 4).
@@ -153,11 +199,6 @@ class ServerConnection(Generic[S, E]):
         return self._state
 
     @property
-    def buffered(self) -> int:
-        """Octets received and not processed yet."""
-        return self._lines.buffered
-
-    @property
     def tls(self) -> bool:
         """True when the session runs over TLS (the application said so)."""
         return self._tls
@@ -169,14 +210,8 @@ class ServerConnection(Generic[S, E]):
 
     def receive_data(self, data: bytes) -> None:
         """Feed received bytes; ``b""`` means the peer closed its side."""
-        if self._state is self._table.closed:
-            return
-        if self._eof:
-            raise ProtocolUsageError("receive_data() after EOF")
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
+        if self._state is not self._table.closed:
+            super().receive_data(data)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -185,7 +220,7 @@ class ServerConnection(Generic[S, E]):
 
     def next_event(self) -> E | BlockChunk | Pending:
         if self._owed is not None:
-            raise ProtocolUsageError(f"{self._ANSWER} owed to {self._owed[1]!r}")
+            raise ProtocolUsageError(f"{self._WORDS.answer} owed to {self._owed[1]!r}")
         while self._state is not self._table.closed:
             if self._reader is not None:
                 event = self._read_block(self._reader)
@@ -227,13 +262,9 @@ class ServerConnection(Generic[S, E]):
         """The refusal of ``cmd`` in the current state."""
         raise NotImplementedError
 
-    def _end_block(self, reader: DataBlockReader) -> E | None:
-        """The block is over: drop the transaction, and refuse a failed block
-        (return its failure event, already answered); None when it is whole."""
-        raise NotImplementedError
-
-    def _block_event(self, data: bytes) -> E:
-        """The event of a whole block (the rest after any :class:`BlockChunk`)."""
+    def _end_block(self, reader: DataBlockReader) -> E:
+        """The block is over: drop the transaction, and return the block's
+        event, a ``BlockComplete`` or, already refused, a ``BlockFailed``."""
         raise NotImplementedError
 
     def _after(self, cmd: str, event: E) -> None:
@@ -266,21 +297,21 @@ class ServerConnection(Generic[S, E]):
         # The block's end closes the transaction whatever the answer, so its
         # transition is taken as soon as the terminating "." is read.
         self._state = self._table.after(self._state, END_OF_BLOCK)
-        failure = self._end_block(reader)
-        if failure is not None:
-            return failure
-        event = self._block_event(reader.result())
-        self._owed = (END_OF_BLOCK, event)
+        event = self._end_block(reader)
+        if not isinstance(event, BlockFailed):
+            self._owed = (END_OF_BLOCK, event)
         return event
 
     def _require_owed(self) -> tuple[str, E]:
         if self._owed is None:
-            raise ProtocolUsageError(f"no event is waiting for {_article(self._ANSWER)}")
+            raise ProtocolUsageError(f"no event is waiting for {_article(self._WORDS.answer)}")
         if self._state is self._table.closed:
             raise ProtocolUsageError("the session is closed")
         if self._stuffer is not None:
-            noun, _, end = self._BLOCK_API
-            raise ProtocolUsageError(f"{_article(noun)} is being sent; finish it with {end}()")
+            words = self._WORDS
+            raise ProtocolUsageError(
+                f"{_article(words.block)} is being sent; finish it with {words.end}()"
+            )
         return self._owed
 
     def _answer(self, cmd: str, event: E, wire: bytes, *, positive: bool) -> None:
@@ -312,13 +343,9 @@ class ServerConnection(Generic[S, E]):
 
     def _block_stuffer(self) -> DotStuffer:
         if self._stuffer is None:
-            noun, start, _ = self._BLOCK_API
-            raise ProtocolUsageError(f"no {noun} is being sent; call {start}() first")
+            words = self._WORDS
+            raise ProtocolUsageError(f"no {words.block} is being sent; call {words.start}() first")
         return self._stuffer
-
-    def _drop_input(self) -> None:
-        """Forget every byte received and not read yet."""
-        self._lines = LineBuffer(self._lines.max_line)
 
     def _upgraded(self) -> None:
         """The TLS upgrade was answered positively: both sides start TLS now.
@@ -333,7 +360,7 @@ class ServerConnection(Generic[S, E]):
         self._tls = True
 
 
-class ClientConnection(Generic[X, R]):
+class ClientConnection(_Received, Generic[X, R]):
     """The initiating side of one session, less the port's grammar.
 
     Answers are matched to commands in order: ``_expecting`` holds, per
@@ -349,31 +376,18 @@ class ClientConnection(Generic[X, R]):
 
     def __init__(
         self,
-        greeting: X,
         *,
-        max_line_length: int,
-        max_message_size: int,
-        stream_threshold: int | None,
+        max_line_length: int = 1000,
+        max_message_size: int = 64 * MIB,
+        stream_threshold: int | None = None,
     ) -> None:
+        super().__init__(max_line_length)
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
         self.stream_threshold = check_threshold(stream_threshold)
-        self._lines = LineBuffer(max_line_length)
-        self._expecting: deque[X] = deque([greeting])
-        self._eof = False
+        # The subclass puts its expectation of the greeting first.
+        self._expecting: deque[X] = deque()
         self._broken = False
-
-    @property
-    def buffered(self) -> int:
-        return self._lines.buffered
-
-    def receive_data(self, data: bytes) -> None:
-        if self._eof:
-            raise ProtocolUsageError("receive_data() after EOF")
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
 
     def next_event(self) -> R | BlockChunk | Pending:
         if self._broken:
@@ -397,7 +411,7 @@ class ClientConnection(Generic[X, R]):
             raise RemoteProtocolError(f"the server sent data after its {self._UPGRADE} reply")
         if self._expecting:
             raise ProtocolUsageError("start_tls() with replies still outstanding")
-        self._lines = LineBuffer(self._lines.max_line)
+        self._drop_input()
 
     # -- the port's part ------------------------------------------------------
 

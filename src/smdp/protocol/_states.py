@@ -1,7 +1,7 @@
 """How both ports keep their session state: one table, one lookup.
 
-Each port writes its whole state machine as one dict, ``TRANSITIONS[(state,
-command)] -> next state`` (``peer/states.py``, ``user/states.py``), in the
+Each port writes its whole state machine as one dict, ``TRANSITIONS[state]
+[command] -> next state`` (``peer/states.py``, ``user/states.py``), in the
 manner of h11's ``_state.py``. :class:`StateTable` is the only code that reads
 such a dict: a command the table does not list for the current state is the
 one lookup failing, raised as :class:`OutOfSequence`, and the connections turn
@@ -44,11 +44,11 @@ class StateTable(Generic[S]):
 
     def __init__(
         self,
-        transitions: Mapping[tuple[S, str], S],
+        transitions: Mapping[S, Mapping[str, S]],
         *,
         initial: S,
         closed: S,
-        on_refusal: Mapping[tuple[S, str], S] | None = None,
+        on_refusal: Mapping[S, Mapping[str, S]] | None = None,
     ) -> None:
         self._transitions = transitions
         self._on_refusal = on_refusal or {}
@@ -57,16 +57,16 @@ class StateTable(Generic[S]):
         #: Every verb some state allows: a verb outside it is unknown, not
         #: out of sequence.
         self.verbs: frozenset[str] = frozenset(
-            cmd for (_, cmd) in transitions if cmd != END_OF_BLOCK
+            cmd for row in transitions.values() for cmd in row if cmd != END_OF_BLOCK
         )
 
     def after(self, state: S, command: str) -> S:
         """The state once ``command`` was answered positively in ``state``."""
         try:
-            return self._transitions[(state, command)]
+            return self._transitions[state][command]
         except KeyError:
             raise OutOfSequence(state, command) from None
 
     def after_refusal(self, state: S, command: str) -> S:
         """The state once ``command`` was answered negatively in ``state``."""
-        return self._on_refusal.get((state, command), state)
+        return self._on_refusal.get(state, {}).get(command, state)

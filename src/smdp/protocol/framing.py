@@ -27,8 +27,9 @@ in C, and never a byte at a time in Python.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final, Literal
+
+from smdp.protocol._events import event
 
 __all__ = [
     "CLOSED",
@@ -95,7 +96,7 @@ class RemoteProtocolError(Exception):
 _CRLF: Final = b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class BlockChunk:
     """A piece of a message body being received (only with ``stream_threshold``).
 

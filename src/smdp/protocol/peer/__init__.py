@@ -9,18 +9,13 @@ reachable from here: ``from smdp.protocol import peer as wire; wire.Helo(...)``.
 """
 
 from smdp.protocol._connection import MIB
-from smdp.protocol.framing import (
-    CLOSED,
-    LINE_TOO_LONG_REASON,
-    NEED_DATA,
-    TOO_BIG_REASON,
-    BlockChunk,
-    ProtocolUsageError,
-    RemoteProtocolError,
-)
+from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError, RemoteProtocolError
 from smdp.protocol.peer.connection import PeerClientConnection, PeerServerConnection
 from smdp.protocol.peer.events import (
+    LINE_TOO_LONG_REASON,
     SIZE_MISMATCH_REASON,
+    TOO_BIG_REASON,
+    BlockChunk,
     Data,
     DataComplete,
     DataEnd,

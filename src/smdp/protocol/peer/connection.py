@@ -15,27 +15,29 @@ asking for the next one; the answer's code decides whether the state moves.
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, Unpack
 
 from smdp.protocol._connection import (
-    MIB,
     ClientConnection,
+    ClientLimits,
     Pending,
-    Refusal,
     ServerConnection,
+    ServerLimits,
+    Vocabulary,
     check_text,
 )
+from smdp.protocol._grammar import Refusal
 from smdp.protocol.framing import (
-    LINE_TOO_LONG_REASON,
-    TOO_BIG_REASON,
-    BlockChunk,
     DataBlockReader,
     DotStuffer,
     ProtocolUsageError,
     RemoteProtocolError,
 )
 from smdp.protocol.peer.events import (
+    LINE_TOO_LONG_REASON,
     SIZE_MISMATCH_REASON,
+    TOO_BIG_REASON,
+    BlockChunk,
     Data,
     DataComplete,
     DataEnd,
@@ -89,8 +91,9 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
     the owed reply.
     """
 
-    _ANSWER = "reply"
-    _BLOCK_API = ("body", "send_body_start", "send_body_end")
+    _TABLE = TABLE
+    _COMMAND_LINE = 1000
+    _WORDS = Vocabulary("reply", "body", "send_body_start", "send_body_end")
     _UNKNOWN_COMMAND = "500 5.5.1 Unknown command"
     _LINE_TOO_LONG = "500 5.5.2 Line too long"
 
@@ -98,28 +101,14 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
         self,
         hostname: str,
         *,
-        max_message_size: int,
-        max_recipients: int,
-        max_command_line: int = 1000,
-        max_line_length: int = 1000,
-        tls: bool = False,
-        stream_threshold: int | None = None,
         max_envelope_block: int | None = None,
+        **limits: Unpack[ServerLimits],
     ) -> None:
-        super().__init__(
-            hostname,
-            TABLE,
-            max_message_size=max_message_size,
-            max_recipients=max_recipients,
-            max_command_line=max_command_line,
-            max_line_length=max_line_length,
-            tls=tls,
-            stream_threshold=stream_threshold,
-        )
+        super().__init__(hostname, **limits)
         # An ENVELOPE block describes a message in a few lines; None holds it
         # to max_message_size only (the application then checks its size).
-        self.max_envelope_block = (max_message_size if max_envelope_block is None
-                                   else min(max_envelope_block, max_message_size))
+        self.max_envelope_block = (self.max_message_size if max_envelope_block is None
+                                   else min(max_envelope_block, self.max_message_size))
         # Transaction data (states.py, "Theory of operation": data, not state).
         self._txn_kind: str | None = None
         self._declared_size: int | None = None
@@ -135,7 +124,7 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
         if not lines:
             raise ProtocolUsageError("a reply needs at least one line")
         for line in lines:
-            check_text(line, self._ANSWER)
+            check_text(line, self._WORDS.answer)
         if isinstance(event, DataStart):
             positive = code == 354
             if not positive and not 400 <= code <= 599:
@@ -172,7 +161,7 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
             raise ProtocolUsageError("send_body() answers ACCEPT/AUTHORIZE without BODY=HELD")
         if not 100 <= code <= 199:
             raise ProtocolUsageError("the pull is answered with a 1xx code (150)")
-        check_text(text, self._ANSWER)
+        check_text(text, self._WORDS.answer)
         self._begin_block(format_reply(code, [text]))
 
     def send_body_chunk(self, data: bytes) -> None:
@@ -219,7 +208,7 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
             why = f"{cmd} not allowed inside a transaction; send RSET first"
         return f"503 5.5.1 Bad sequence of commands: {why}"
 
-    def _end_block(self, reader: DataBlockReader) -> PeerEvent | None:
+    def _end_block(self, reader: DataBlockReader) -> PeerEvent:
         kind, declared = self._txn_kind, self._declared_size
         self._reset_txn()
         if reader.too_long_line:
@@ -233,10 +222,7 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
                          self.max_envelope_block == self.max_message_size else
                          f"554 5.6.0 Envelope block exceeds {self.max_envelope_block} octets.")
             return DataFailed(TOO_BIG_REASON)
-        return None
-
-    def _block_event(self, data: bytes) -> PeerEvent:
-        return DataComplete(data)
+        return DataComplete(reader.result())
 
     def _after(self, cmd: str, event: PeerEvent) -> None:
         match event:
@@ -295,19 +281,9 @@ class PeerClientConnection(ClientConnection[_Expect, Reply | PulledBody]):
     _UPGRADE = "STARTTLS"
     _LINE_NAME = "reply"
 
-    def __init__(
-        self,
-        *,
-        max_line_length: int = 1000,
-        max_message_size: int = 64 * MIB,
-        stream_threshold: int | None = None,
-    ) -> None:
-        super().__init__(
-            _Expect.REPLY,
-            max_line_length=max_line_length,
-            max_message_size=max_message_size,
-            stream_threshold=stream_threshold,
-        )
+    def __init__(self, **limits: Unpack[ClientLimits]) -> None:
+        super().__init__(**limits)
+        self._expecting.append(_Expect.REPLY)  # the greeting
         # The DATA block being sent in pieces (DataPart), until DataEnd.
         self._stuffer: DotStuffer | None = None
         # The lines of a multi-line reply read so far, and its code.

@@ -7,16 +7,17 @@ reads :class:`Reply` and :class:`PulledBody` back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from smdp import terms
+from smdp.protocol._events import BlockComplete, BlockFailed, event
 from smdp.protocol.framing import LINE_TOO_LONG_REASON, TOO_BIG_REASON, BlockChunk
 
 __all__ = [
     "LINE_TOO_LONG_REASON",
     "SIZE_MISMATCH_REASON",
     "TOO_BIG_REASON",
+    "BlockChunk",
     "Data",
     "DataComplete",
     "DataEnd",
@@ -44,7 +45,7 @@ __all__ = [
 SIZE_MISMATCH_REASON: Final = "size mismatch"
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Helo:
     """HELO / EHLO sending-hostname (Table 4): starts the session."""
 
@@ -52,44 +53,45 @@ class Helo:
     extended: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class EnvelopeStart:
+@event
+class _Start:
+    """What ENVELOPE and MAIL both carry (Table 4): the sender, the id, the size."""
+
+    sender: str
+    envid: str
+    size: int | None = None
+
+
+@event
+class EnvelopeStart(_Start):
     """ENVELOPE From:<addr> ID=<envid> [SIZE=<n>] (Table 4): starts an envelope."""
 
-    sender: str
-    envid: str
-    size: int | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class MailStart:
+@event
+class MailStart(_Start):
     """MAIL From:<addr> ID=<envid> [SIZE=<n>] (Table 4): starts a full message."""
 
-    sender: str
-    envid: str
-    size: int | None = None
 
-
-@dataclass(frozen=True, slots=True)
+@event
 class Rcpt:
     """RCPT To:<addr> (Table 4): one recipient."""
 
     recipient: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class SizeDecl:
     """SIZE=<n> (Table 4): the message's size in octets."""
 
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class DataStart:
     """DATA (Table 4): the block follows once the application answered 354."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Data:
     """Client only: the block after a 354, sent dot-stuffed (one reply expected).
 
@@ -99,7 +101,7 @@ class Data:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class DataPart:
     """Client only: the next piece of a block sent in pieces after a 354.
 
@@ -110,36 +112,27 @@ class DataPart:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class DataEnd:
     """Client only: the end of a block sent with :class:`DataPart` (a final CRLF
     if the body lacks one, then "."). One reply is expected."""
 
 
-@dataclass(frozen=True, slots=True)
-class DataComplete:
-    """The block arrived whole: unstuffed, CRLF line ends, final CRLF kept.
-
-    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
-    ``data`` is only the rest: the block is their ``data`` joined, then this.
-    """
-
-    data: bytes
+@event
+class DataComplete(BlockComplete):
+    """The block after DATA (of MAIL or ENVELOPE) arrived whole (see the base class)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DataFailed:
-    """The block was refused; the connection has already sent the error reply.
+@event
+class DataFailed(BlockFailed):
+    """The block after DATA was refused, and already answered (see the base class).
 
     ``reason`` is one of :data:`LINE_TOO_LONG_REASON`, :data:`TOO_BIG_REASON`,
-    :data:`SIZE_MISMATCH_REASON`. No reply is owed: the application only drops
-    its transaction, and any :class:`BlockChunk` data received for the block.
+    :data:`SIZE_MISMATCH_REASON`.
     """
 
-    reason: str
 
-
-@dataclass(frozen=True, slots=True)
+@event
 class Decision:
     """ACCEPT|AUTHORIZE|REJECT|SPAM|SPAMMER <envid> To:<addr> [BODY=HELD] (Table 2).
 
@@ -157,29 +150,29 @@ class Decision:
         return self.kind.accepts and not self.body_held
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Received:
     """RECEIVED <envid> (section 2.5): the pulled body is stored durably."""
 
     envid: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Rset:
     """RSET: abandon the transaction."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Noop:
     """NOOP."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Quit:
     """QUIT (Table 4): ends the connection once answered 221."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class StartTls:
     """STARTTLS (RFC 3207): answered 220, then both sides start TLS at once.
 
@@ -190,16 +183,14 @@ class StartTls:
 
 
 
-PeerEvent: TypeAlias = (
+# The commands that are one line on the wire: what both sides share.
+_LineCommand: TypeAlias = (
     Helo
     | EnvelopeStart
     | MailStart
     | Rcpt
     | SizeDecl
     | DataStart
-    | BlockChunk
-    | DataComplete
-    | DataFailed
     | Decision
     | Received
     | Rset
@@ -207,29 +198,14 @@ PeerEvent: TypeAlias = (
     | Quit
     | StartTls
 )
-PeerCommand: TypeAlias = (
-    Helo
-    | EnvelopeStart
-    | MailStart
-    | Rcpt
-    | SizeDecl
-    | DataStart
-    | Data
-    | DataPart
-    | DataEnd
-    | Decision
-    | Received
-    | Rset
-    | Noop
-    | Quit
-    | StartTls
-)
+PeerEvent: TypeAlias = _LineCommand | BlockChunk | DataComplete | DataFailed
+PeerCommand: TypeAlias = _LineCommand | Data | DataPart | DataEnd
 
 
 # Client side: what the server answers.
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Reply:
     """One (possibly multi-line) reply; ``lines`` are the texts without codes."""
 
@@ -246,7 +222,7 @@ class Reply:
         return "\n".join(self.lines)
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class PulledBody:
     """The answer to a pulling decision: ``150 <text>`` and the message.
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Final
 
 from smdp import terms
-from smdp.mail.addresses import parse_hostname, parse_mailbox
-from smdp.protocol._connection import Refusal
+from smdp.mail.addresses import parse_hostname
+from smdp.protocol._grammar import Refusal, checked_hostname, checked_mailbox, read_mailbox
 from smdp.protocol.framing import ProtocolUsageError, RemoteProtocolError
 from smdp.protocol.peer.events import (
     DataStart,
@@ -127,10 +127,7 @@ def _parse_number(text: str, what: str) -> int:
 
 
 def _mailbox(text: str) -> str:
-    address = parse_mailbox(text)
-    if address is None:
-        raise _syntax(f"Bad address <{text}>")
-    return address
+    return read_mailbox(text, f"501 5.5.4 Bad address <{text}>")
 
 
 def _read_helo(cmd: str, rest: str) -> PeerEvent:
@@ -259,18 +256,6 @@ def format_reply(code: int, lines: list[str]) -> bytes:
 # -- writing commands and reading replies (client side) --------------------------
 
 
-def _checked_host(hostname: str) -> str:
-    if parse_hostname(hostname) is None:
-        raise ProtocolUsageError(f"bad hostname {hostname!r}")
-    return hostname
-
-
-def _checked_mailbox(address: str) -> str:
-    if parse_mailbox(address) is None:
-        raise ProtocolUsageError(f"bad address {address!r}")
-    return address
-
-
 def _checked_envid(envid: str) -> str:
     if not _is_envid(envid):
         raise ProtocolUsageError(f"bad envelope id {envid!r}")
@@ -284,7 +269,7 @@ def _checked_size(size: int) -> int:
 
 
 def _start_args(sender: str, envid: str, size: int | None) -> str:
-    args = f"From:<{_checked_mailbox(sender)}> ID={_checked_envid(envid)}"
+    args = f"From:<{checked_mailbox(sender)}> ID={_checked_envid(envid)}"
     if size is not None:
         args += f" SIZE={_checked_size(size)}"
     return args
@@ -295,13 +280,13 @@ def write_command(command: PeerCommand) -> str:
     pieces, ``Data``/``DataPart``/``DataEnd``, are the connection's)."""
     match command:
         case Helo(hostname=hostname, extended=extended):
-            return f"{'EHLO' if extended else 'HELO'} {_checked_host(hostname)}"
+            return f"{'EHLO' if extended else 'HELO'} {checked_hostname(hostname, 'hostname')}"
         case EnvelopeStart(sender=sender, envid=envid, size=size):
             return f"ENVELOPE {_start_args(sender, envid, size)}"
         case MailStart(sender=sender, envid=envid, size=size):
             return f"MAIL {_start_args(sender, envid, size)}"
         case Rcpt(recipient=recipient):
-            return f"RCPT To:<{_checked_mailbox(recipient)}>"
+            return f"RCPT To:<{checked_mailbox(recipient)}>"
         case SizeDecl(size=size):
             return f"SIZE={_checked_size(size)}"
         case DataStart():
@@ -310,7 +295,7 @@ def write_command(command: PeerCommand) -> str:
             if held and not kind.accepts:
                 raise ProtocolUsageError("BODY=HELD only goes with ACCEPT or AUTHORIZE")
             line = f"{DECISION_VERBS[kind]} {_checked_envid(envid)}"
-            line += f" To:<{_checked_mailbox(recipient)}>"
+            line += f" To:<{checked_mailbox(recipient)}>"
             return line + " BODY=HELD" if held else line
         case Received(envid=envid):
             return f"RECEIVED {_checked_envid(envid)}"

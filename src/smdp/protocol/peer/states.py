@@ -27,7 +27,7 @@ class PeerState(enum.Enum):
 # -------------------
 #
 # The server side of a peer session is a single state machine (contract 2.2). Its
-# state changes only through the lookup TRANSITIONS[(state, command)] below; no
+# state changes only through the lookup TRANSITIONS[state][command] below; no
 # other code decides which command is allowed when (h11's "Rule 1"). The
 # connection object keeps a little transaction *data* beside the state (declared
 # size, recipient counts), but never a second notion of where the session is.
@@ -43,7 +43,7 @@ class PeerState(enum.Enum):
 #
 # A command that passes becomes an event, and the application owes a reply. The
 # reply code is the second half of the transition: a positive reply (2xx, 354 to
-# DATA, 150 to a pulling decision) applies TRANSITIONS[(state, command)]; a 4xx
+# DATA, 150 to a pulling decision) applies TRANSITIONS[state][command]; a 4xx
 # or 5xx leaves the state as it was (a refused RCPT is no recipient, a refused
 # ENVELOPE opens no transaction). The one exception is END_OF_BLOCK: the block's
 # end closes the transaction whatever the reply (RFC 5321 4.1.1.4), so that
@@ -64,44 +64,57 @@ _G, _R, _TS, _TR, _DI, _CL = (
     PeerState.DATA_IN,
     PeerState.CLOSED,
 )
-TRANSITIONS: Final[dict[tuple[PeerState, str], PeerState]] = {
-    # Table 4: HELO/EHLO starts the session; repeated, it resets it.
-    (_G, "HELO"): _R,
-    (_G, "EHLO"): _R,
-    (_R, "HELO"): _R,
-    (_R, "EHLO"): _R,
-    # Table 4: ENVELOPE and MAIL open a transaction, RCPT adds recipients.
-    (_R, "ENVELOPE"): _TS,
-    (_R, "MAIL"): _TS,
-    (_TS, "RCPT"): _TR,
-    (_TR, "RCPT"): _TR,
-    # Table 4: SIZE= as a command (it may also be an ENVELOPE/MAIL parameter).
-    (_TR, "SIZE"): _TR,
-    (_TR, "DATA"): _DI,
-    (_DI, END_OF_BLOCK): _R,
-    # Table 2: decisions and the pull confirmation, outside transactions.
-    (_R, "ACCEPT"): _R,
-    (_R, "AUTHORIZE"): _R,
-    (_R, "REJECT"): _R,
-    (_R, "SPAM"): _R,
-    (_R, "SPAMMER"): _R,
-    (_R, "RECEIVED"): _R,
-    # RFC 3207: STARTTLS between transactions, after EHLO. After the handshake
-    # the session starts over: the client must introduce itself again.
-    (_R, "STARTTLS"): _G,
-    # Housekeeping, anywhere but inside a block.
-    (_G, "RSET"): _G,
-    (_R, "RSET"): _R,
-    (_TS, "RSET"): _R,
-    (_TR, "RSET"): _R,
-    (_G, "NOOP"): _G,
-    (_R, "NOOP"): _R,
-    (_TS, "NOOP"): _TS,
-    (_TR, "NOOP"): _TR,
-    (_G, "QUIT"): _CL,
-    (_R, "QUIT"): _CL,
-    (_TS, "QUIT"): _CL,
-    (_TR, "QUIT"): _CL,
+TRANSITIONS: Final[dict[PeerState, dict[str, PeerState]]] = {
+    _G: {
+        # Table 4: HELO/EHLO starts the session.
+        "HELO": _R,
+        "EHLO": _R,
+        # Housekeeping, in every state but inside a block.
+        "RSET": _G,
+        "NOOP": _G,
+        "QUIT": _CL,
+    },
+    _R: {
+        # Table 4: a repeated HELO/EHLO resets the session.
+        "HELO": _R,
+        "EHLO": _R,
+        # Table 4: ENVELOPE and MAIL open a transaction.
+        "ENVELOPE": _TS,
+        "MAIL": _TS,
+        # Table 2: decisions and the pull confirmation, outside transactions.
+        "ACCEPT": _R,
+        "AUTHORIZE": _R,
+        "REJECT": _R,
+        "SPAM": _R,
+        "SPAMMER": _R,
+        "RECEIVED": _R,
+        # RFC 3207: STARTTLS between transactions, after EHLO. After the handshake
+        # the session starts over: the client must introduce itself again.
+        "STARTTLS": _G,
+        "RSET": _R,
+        "NOOP": _R,
+        "QUIT": _CL,
+    },
+    _TS: {
+        # Table 4: RCPT adds recipients.
+        "RCPT": _TR,
+        "RSET": _R,
+        "NOOP": _TS,
+        "QUIT": _CL,
+    },
+    _TR: {
+        "RCPT": _TR,
+        # Table 4: SIZE= as a command (it may also be an ENVELOPE/MAIL parameter).
+        "SIZE": _TR,
+        "DATA": _DI,
+        "RSET": _R,
+        "NOOP": _TR,
+        "QUIT": _CL,
+    },
+    _DI: {
+        # No command is read inside the block; its end closes the transaction.
+        END_OF_BLOCK: _R,
+    },
 }
 
 TABLE: Final = StateTable(TRANSITIONS, initial=PeerState.GREETED, closed=PeerState.CLOSED)

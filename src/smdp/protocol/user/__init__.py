@@ -9,17 +9,12 @@ Every public name of those modules is reachable from here:
 ``from smdp.protocol import user as wire; wire.Retr(1)``.
 """
 
-from smdp.protocol.framing import (
-    CLOSED,
-    LINE_TOO_LONG_REASON,
-    NEED_DATA,
-    TOO_BIG_REASON,
-    BlockChunk,
-    ProtocolUsageError,
-    RemoteProtocolError,
-)
+from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError, RemoteProtocolError
 from smdp.protocol.user.connection import UserClientConnection, UserServerConnection
 from smdp.protocol.user.events import (
+    LINE_TOO_LONG_REASON,
+    TOO_BIG_REASON,
+    BlockChunk,
     Capa,
     DataCmd,
     Dele,

@@ -14,25 +14,27 @@ allows them, and must answer each before asking for the next event.
 from __future__ import annotations
 
 import enum
+from typing import Unpack
 
 from smdp.protocol._connection import (
-    MIB,
     ClientConnection,
+    ClientLimits,
     Pending,
-    Refusal,
     ServerConnection,
+    Vocabulary,
     check_text,
 )
+from smdp.protocol._grammar import Refusal
 from smdp.protocol.framing import (
-    LINE_TOO_LONG_REASON,
-    TOO_BIG_REASON,
-    BlockChunk,
     DataBlockReader,
     ProtocolUsageError,
     RemoteProtocolError,
     dot_stuff,
 )
 from smdp.protocol.user.events import (
+    LINE_TOO_LONG_REASON,
+    TOO_BIG_REASON,
+    BlockChunk,
     DataCmd,
     MailCmd,
     Message,
@@ -78,32 +80,11 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
     number of ``block_chunk()``, then ``block_end()``, which settles the answer.
     """
 
-    _ANSWER = "answer"
-    _BLOCK_API = ("block", "ok_block_start", "block_end")
+    _TABLE = TABLE
+    _COMMAND_LINE = 512
+    _WORDS = Vocabulary("answer", "block", "ok_block_start", "block_end")
     _UNKNOWN_COMMAND = "unknown command"
     _LINE_TOO_LONG = "line too long"
-
-    def __init__(
-        self,
-        hostname: str,
-        *,
-        max_message_size: int,
-        max_recipients: int,
-        max_command_line: int = 512,
-        max_line_length: int = 1000,
-        tls: bool = False,
-        stream_threshold: int | None = None,
-    ) -> None:
-        super().__init__(
-            hostname,
-            TABLE,
-            max_message_size=max_message_size,
-            max_recipients=max_recipients,
-            max_command_line=max_command_line,
-            max_line_length=max_line_length,
-            tls=tls,
-            stream_threshold=stream_threshold,
-        )
 
     def greeting(self) -> bytes:
         return f"+OK {self.hostname} SMDP user port ready\r\n".encode()
@@ -111,14 +92,14 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
     def ok(self, text: str, lines: list[str] | None = None) -> None:
         """``+OK text``; with ``lines`` (or for a multi-line command) a block follows."""
         cmd, event = self._require_owed()
-        check_text(text, self._ANSWER)
+        check_text(text, self._WORDS.answer)
         multi = answers_multiline(event)
         if lines is not None and not multi:
             raise ProtocolUsageError(f"{event!r} is answered on one line")
         block = b""
         if multi:
             for line in lines or ():
-                check_text(line, self._ANSWER)
+                check_text(line, self._WORDS.answer)
             block = dot_stuff("".join(f"{line}\r\n" for line in lines or ()).encode())
         self._answer(cmd, event, status(True, text) + block, positive=True)
 
@@ -132,7 +113,7 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
         """Start a block answer sent in pieces: ``+OK text``. The answer stays
         owed until :meth:`block_end`; only block pieces may be sent meanwhile."""
         _, event = self._require_owed()
-        check_text(text, self._ANSWER)
+        check_text(text, self._WORDS.answer)
         if not answers_multiline(event):
             raise ProtocolUsageError(f"{event!r} is answered on one line")
         self._begin_block(status(True, text))
@@ -147,7 +128,7 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
 
     def err(self, text: str) -> None:
         cmd, event = self._require_owed()
-        check_text(text, self._ANSWER)
+        check_text(text, self._WORDS.answer)
         self._answer(cmd, event, status(False, text), positive=False)
 
     # -- the port's part of ServerConnection -------------------------------------
@@ -181,7 +162,7 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
             return "no recipient yet; send RCPT TO first"
         return "finish the message with DATA or abandon it with RSET first"
 
-    def _end_block(self, reader: DataBlockReader) -> UserEvent | None:
+    def _end_block(self, reader: DataBlockReader) -> UserEvent:
         self._rcpts_ok = 0
         if reader.too_long_line:
             self._refuse("line too long; message refused")
@@ -189,10 +170,7 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
         if reader.too_big:
             self._refuse(f"message exceeds fixed maximum of {self.max_message_size} octets")
             return MessageFailed(TOO_BIG_REASON)
-        return None
-
-    def _block_event(self, data: bytes) -> UserEvent:
-        return MessageComplete(data)
+        return MessageComplete(reader.result())
 
     def _after(self, cmd: str, event: UserEvent) -> None:
         match event:
@@ -237,19 +215,9 @@ class UserClientConnection(ClientConnection[_Expect, UserReply]):
     _UPGRADE = "STLS"
     _LINE_NAME = "status"
 
-    def __init__(
-        self,
-        *,
-        max_line_length: int = 1000,
-        max_message_size: int = 64 * MIB,
-        stream_threshold: int | None = None,
-    ) -> None:
-        super().__init__(
-            _Expect.LINE,
-            max_line_length=max_line_length,
-            max_message_size=max_message_size,
-            stream_threshold=stream_threshold,
-        )
+    def __init__(self, **limits: Unpack[ClientLimits]) -> None:
+        super().__init__(**limits)
+        self._expecting.append(_Expect.LINE)  # the greeting
         # The block being read after a +OK: its status text, and what it is.
         self._block: tuple[str, _Expect, DataBlockReader] | None = None
 

@@ -7,15 +7,16 @@ and the client connection sends the same classes as commands (plus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeAlias
 
 from smdp import terms
+from smdp.protocol._events import BlockComplete, BlockFailed, event
 from smdp.protocol.framing import LINE_TOO_LONG_REASON, TOO_BIG_REASON, BlockChunk
 
 __all__ = [
     "LINE_TOO_LONG_REASON",
     "TOO_BIG_REASON",
+    "BlockChunk",
     "Capa",
     "DataCmd",
     "Dele",
@@ -49,14 +50,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class User:
     """USER <name> (Table 5, RFC 1939)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Pass:
     """PASS <password>, or PWD <password> (Table 5), which wants a multi-line answer."""
 
@@ -64,45 +65,45 @@ class Pass:
     verb: str = "PASS"
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Capa:
     """CAPA (RFC 2449)."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Stat:
     """STAT (RFC 1939)."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class ListCmd:
     """LIST [n] (Table 5, RFC 1939): multi-line without an argument."""
 
     n: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Uidl:
     """UIDL [n] (RFC 1939): multi-line without an argument."""
 
     n: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Retr:
     """RETR n (Table 5, RFC 1939)."""
 
     n: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Dele:
     """DELE n, alias DEL n (Table 5 "del")."""
 
     n: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Top:
     """TOP n k (RFC 1939)."""
 
@@ -110,36 +111,36 @@ class Top:
     lines: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Noop:
     """NOOP."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Rset:
     """RSET: unmark deletions (TRANSACTION) or abandon the message (COMPOSE)."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Quit:
     """QUIT (Table 5)."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Envs:
     """ENVS [ALL]: the envelopes (pending ones only unless ALL)."""
 
     all: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class EnvShow:
     """ENV <id>: one envelope's fields."""
 
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class UserDecision:
     """ACCEPT / ACCEPT&AUTH / REJECT / REJECT&SPAM / REJECT&SPAMMER <id> (Table 5).
 
@@ -150,90 +151,82 @@ class UserDecision:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class MailCmd:
     """MAIL [FROM:<identity>] (Table 5 "mail"): the server writes From itself."""
 
     identity: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class RcptCmd:
     """RCPT TO:<addr> (Table 5 "rcpt to")."""
 
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class DataCmd:
     """DATA (Table 5 "data"): the message follows once answered +OK."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Message:
     """Client only: the message after DATA's +OK, sent dot-stuffed."""
 
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class MessageComplete:
-    """The composed message: unstuffed, CRLF line ends, final CRLF kept.
+@event
+class MessageComplete(BlockComplete):
+    """The composed message after DATA arrived whole (see the base class)."""
 
-    With ``stream_threshold`` set, :class:`BlockChunk` events came first and
-    ``data`` is only the rest: the message is their ``data`` joined, then this.
+
+@event
+class MessageFailed(BlockFailed):
+    """The message after DATA was refused with an -ERR (see the base class).
+
+    ``reason`` is ``"line too long"`` or ``"too big"``.
     """
 
-    data: bytes
 
-
-@dataclass(frozen=True, slots=True)
-class MessageFailed:
-    """The message block was refused; the connection has already sent the -ERR.
-
-    ``reason`` is ``"line too long"`` or ``"too big"``. No answer is owed; any
-    :class:`BlockChunk` data received for the message is to be thrown away.
-    """
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
+@event
 class Sent:
     """SENT [<msgid>]: delivery status of sent mail."""
 
     msgid: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Lists:
     """LISTS: the user's white and black lists (Table 3)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ListAdd:
+@event
+class _ListEdit:
+    """What LISTADD and LISTDEL both carry: the list, the address, the server."""
+
+    list_name: str
+    address: str
+    server: str | None = None
+
+
+@event
+class ListAdd(_ListEdit):
     """LISTADD <list> <address> [<server>]."""
 
-    list_name: str
-    address: str
-    server: str | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class ListDel:
+@event
+class ListDel(_ListEdit):
     """LISTDEL <list> <address> [<server>]."""
 
-    list_name: str
-    address: str
-    server: str | None = None
 
-
-@dataclass(frozen=True, slots=True)
+@event
 class Ident:
     """IDENT: the user's identities (section 5.1, assumption 1)."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Stls:
     """STLS (RFC 2595): answered +OK, then both sides start TLS at once.
 
@@ -275,7 +268,7 @@ UserEvent: TypeAlias = UserCommand | BlockChunk | MessageComplete | MessageFaile
 # Client side: what the server answers.
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class UserReply:
     """One answer. ``lines`` for multi-line listings, ``body`` for RETR/TOP."""
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Final
 
 from smdp import terms
-from smdp.mail.addresses import parse_hostname, parse_mailbox
-from smdp.protocol._connection import Refusal
+from smdp.mail.addresses import parse_hostname
+from smdp.protocol._grammar import Refusal, checked_hostname, checked_mailbox, read_mailbox
 from smdp.protocol.framing import ProtocolUsageError, RemoteProtocolError
 from smdp.protocol.user.events import (
     Capa,
@@ -136,13 +136,6 @@ def _positive(token: str, what: str = "message number") -> int:
     return int(token)
 
 
-def _mailbox(text: str, shown: str) -> str:
-    address = parse_mailbox(text)
-    if address is None:
-        raise Refusal(f"bad address {shown}")
-    return address
-
-
 def _read_user(verb: str, rest: str) -> UserEvent:
     args = rest.split()
     if len(args) != 1 or len(args[0]) > _MAX_NAME:
@@ -230,14 +223,14 @@ def _read_mail(verb: str, rest: str) -> UserEvent:
     m = _FROM_RE.fullmatch(rest)
     if m is None:
         raise Refusal("syntax: MAIL [FROM:<identity>]")
-    return MailCmd(_mailbox(m.group(1), f"<{m.group(1)}>"))
+    return MailCmd(read_mailbox(m.group(1), f"bad address <{m.group(1)}>"))
 
 
 def _read_rcpt(verb: str, rest: str) -> UserEvent:
     m = _TO_RE.fullmatch(rest.rstrip(" "))
     if m is None:
         raise Refusal("syntax: RCPT TO:<address>")
-    return RcptCmd(_mailbox(m.group(1), f"<{m.group(1)}>"))
+    return RcptCmd(read_mailbox(m.group(1), f"bad address <{m.group(1)}>"))
 
 
 def _read_sent(verb: str, rest: str) -> UserEvent:
@@ -257,7 +250,7 @@ def _read_list_edit(verb: str, rest: str) -> UserEvent:
     raw_address = args[1]
     if raw_address.startswith("<") and raw_address.endswith(">"):
         raw_address = raw_address[1:-1]
-    address = _mailbox(raw_address, args[1])
+    address = read_mailbox(raw_address, f"bad address {args[1]}")
     server = None
     if len(args) == 3:
         if list_name.startswith("out-"):
@@ -312,21 +305,13 @@ def _checked_positive(n: int) -> int:
     return n
 
 
-def _checked_mailbox(address: str) -> str:
-    if parse_mailbox(address) is None:
-        raise ProtocolUsageError(f"bad address {address!r}")
-    return address
-
-
 def _list_edit_line(command: ListAdd | ListDel) -> str:
     verb = "LISTADD" if isinstance(command, ListAdd) else "LISTDEL"
     if command.list_name not in LIST_NAMES:
         raise ProtocolUsageError(f"unknown list {command.list_name!r}")
-    line = f"{verb} {command.list_name} {_checked_mailbox(command.address)}"
+    line = f"{verb} {command.list_name} {checked_mailbox(command.address)}"
     if command.server is not None:
-        if parse_hostname(command.server) is None:
-            raise ProtocolUsageError(f"bad server name {command.server!r}")
-        line += f" {command.server}"
+        line += f" {checked_hostname(command.server, 'server name')}"
     return line
 
 
@@ -371,9 +356,9 @@ def write_command(command: UserCommand) -> str:
         case UserDecision(option=option, id=envelope):
             return f"{DECISION_VERBS[option]} {_checked_positive(envelope)}"
         case MailCmd(identity=identity):
-            return "MAIL" if identity is None else f"MAIL FROM:<{_checked_mailbox(identity)}>"
+            return "MAIL" if identity is None else f"MAIL FROM:<{checked_mailbox(identity)}>"
         case RcptCmd(address=address):
-            return f"RCPT TO:<{_checked_mailbox(address)}>"
+            return f"RCPT TO:<{checked_mailbox(address)}>"
         case DataCmd():
             return "DATA"
         case Sent(msgid=msgid):

@@ -29,7 +29,7 @@ class UserState(enum.Enum):
 # -------------------
 #
 # One state machine per session (contract 3.1), held in TRANSITIONS below and
-# nowhere else: TRANSITIONS[(state, command)] -> next state. Aliases are folded
+# nowhere else: TRANSITIONS[state][command] -> next state. Aliases are folded
 # first (DEL is DELE, PWD is PASS), so the table speaks canonical verbs only.
 #
 # A line goes through: known verb (else "-ERR unknown command"), then the table
@@ -59,62 +59,74 @@ _A, _AP, _T, _C, _CR, _CD, _CL = (
     UserState.COMPOSE_DATA,
     UserState.CLOSED,
 )
-TRANSITIONS: Final[dict[tuple[UserState, str], UserState]] = {
-    # Table 5 "user"/"pwd", RFC 1939 USER/PASS; CAPA before login (RFC 2449).
-    (_A, "USER"): _AP,
-    (_AP, "USER"): _AP,
-    (_AP, "PASS"): _T,
-    (_A, "CAPA"): _A,
-    (_AP, "CAPA"): _AP,
-    (_A, "NOOP"): _A,
-    (_AP, "NOOP"): _AP,
-    (_A, "QUIT"): _CL,
-    (_AP, "QUIT"): _CL,
-    # RFC 2595 section 4: STLS in the AUTHORIZATION state (before or after
-    # USER); the session stays there, and a USER sent before counts no more.
-    (_A, "STLS"): _A,
-    (_AP, "STLS"): _A,
-    # RFC 1939 TRANSACTION state (Table 5 "list", "retr", "del").
-    (_T, "STAT"): _T,
-    (_T, "LIST"): _T,
-    (_T, "UIDL"): _T,
-    (_T, "RETR"): _T,
-    (_T, "DELE"): _T,
-    (_T, "TOP"): _T,
-    (_T, "NOOP"): _T,
-    (_T, "RSET"): _T,
-    (_T, "CAPA"): _T,
-    (_T, "QUIT"): _CL,
-    # SMDP: envelopes and the user's options on them (Table 5, Table 1).
-    (_T, "ENVS"): _T,
-    (_T, "ENV"): _T,
-    (_T, "ACCEPT"): _T,
-    (_T, "ACCEPT&AUTH"): _T,
-    (_T, "REJECT"): _T,
-    (_T, "REJECT&SPAM"): _T,
-    (_T, "REJECT&SPAMMER"): _T,
-    # SMDP: status of sent mail, the lists (Table 3), the identities.
-    (_T, "SENT"): _T,
-    (_T, "LISTS"): _T,
-    (_T, "LISTADD"): _T,
-    (_T, "LISTDEL"): _T,
-    (_T, "IDENT"): _T,
-    # Table 5 "mail", "rcpt to", "data": composing.
-    (_T, "MAIL"): _C,
-    (_C, "RCPT"): _CR,
-    (_CR, "RCPT"): _CR,
-    (_CR, "DATA"): _CD,
-    (_CD, END_OF_BLOCK): _T,
-    (_C, "RSET"): _T,
-    (_CR, "RSET"): _T,
-    (_C, "NOOP"): _C,
-    (_CR, "NOOP"): _CR,
-    (_C, "QUIT"): _CL,
-    (_CR, "QUIT"): _CL,
+TRANSITIONS: Final[dict[UserState, dict[str, UserState]]] = {
+    _A: {
+        # Table 5 "user"/"pwd", RFC 1939 USER/PASS; CAPA before login (RFC 2449).
+        "USER": _AP,
+        "CAPA": _A,
+        "NOOP": _A,
+        "QUIT": _CL,
+        # RFC 2595 section 4: STLS in the AUTHORIZATION state (before or after
+        # USER); the session stays there, and a USER sent before counts no more.
+        "STLS": _A,
+    },
+    _AP: {
+        "USER": _AP,
+        "PASS": _T,
+        "CAPA": _AP,
+        "NOOP": _AP,
+        "QUIT": _CL,
+        "STLS": _A,
+    },
+    _T: {
+        # RFC 1939 TRANSACTION state (Table 5 "list", "retr", "del").
+        "STAT": _T,
+        "LIST": _T,
+        "UIDL": _T,
+        "RETR": _T,
+        "DELE": _T,
+        "TOP": _T,
+        "NOOP": _T,
+        "RSET": _T,
+        "CAPA": _T,
+        "QUIT": _CL,
+        # SMDP: envelopes and the user's options on them (Table 5, Table 1).
+        "ENVS": _T,
+        "ENV": _T,
+        "ACCEPT": _T,
+        "ACCEPT&AUTH": _T,
+        "REJECT": _T,
+        "REJECT&SPAM": _T,
+        "REJECT&SPAMMER": _T,
+        # SMDP: status of sent mail, the lists (Table 3), the identities.
+        "SENT": _T,
+        "LISTS": _T,
+        "LISTADD": _T,
+        "LISTDEL": _T,
+        "IDENT": _T,
+        # Table 5 "mail", "rcpt to", "data": composing.
+        "MAIL": _C,
+    },
+    _C: {
+        "RCPT": _CR,
+        "RSET": _T,
+        "NOOP": _C,
+        "QUIT": _CL,
+    },
+    _CR: {
+        "RCPT": _CR,
+        "DATA": _CD,
+        "RSET": _T,
+        "NOOP": _CR,
+        "QUIT": _CL,
+    },
+    _CD: {
+        END_OF_BLOCK: _T,
+    },
 }
 
 #: The one transition taken on a negative answer (RFC 1939 section 4).
-FAILED_PASS: Final = {(_AP, "PASS"): _A}
+FAILED_PASS: Final = {_AP: {"PASS": _A}}
 
 TABLE: Final = StateTable(
     TRANSITIONS,
