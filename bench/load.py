@@ -45,6 +45,7 @@ from tests.integration.harness import Server, make_pair, running, wait_until
 
 from smdp.protocol import user as uw
 from smdp.protocol.framing import CLOSED, NEED_DATA
+from smdp.terms import Decision
 
 # The harness already lowers the Argon2 cost (8 KiB): 500 logins at the
 # production 64 MiB each would measure the KDF, not the server.
@@ -190,8 +191,8 @@ async def send_loop(s: UserSession, user: str, rcpts: list[str], stats: Stats, s
     await s.close()
 
 
-OPTIONS = [uw.UserOption.ACCEPT, uw.UserOption.ACCEPT, uw.UserOption.ACCEPT_AUTH,
-           uw.UserOption.REJECT, uw.UserOption.REJECT_SPAM]
+OPTIONS = [Decision.ACCEPT, Decision.ACCEPT, Decision.ACCEPT_AUTH,
+           Decision.REJECT, Decision.REJECT_SPAM]
 
 
 async def recipient(b: Server, user: str, stats: Stats, stop: float,
@@ -436,7 +437,7 @@ async def drain_decisions(b: Server, users: list[str]) -> None:
                 break
             for line in reply.lines:
                 try:
-                    await s.call(uw.UserDecision(uw.UserOption.ACCEPT, int(line.split()[0])))
+                    await s.call(uw.UserDecision(Decision.ACCEPT, int(line.split()[0])))
                 except RuntimeError as exc:
                     if "already" not in str(exc):
                         raise

@@ -35,6 +35,7 @@ from smdp.client.session import UserClient
 from smdp.core.envelope import encode_envelope_block, extract_envelope
 from smdp.protocol import user as wire
 from smdp.store import SqliteStore
+from smdp.terms import Decision
 
 OWNER = "owner@b.example"
 ALICE = "alice@a.example"
@@ -196,7 +197,7 @@ def message_curve(root: Path, sizes: list[int]) -> dict[str, Any]:
                  "the envelope")
             arrived = time.perf_counter()
             entry = b.query("SELECT MAX(id) FROM mailbox")[0][0]
-            bob.call(wire.UserDecision(wire.UserOption.ACCEPT, int(entry)))
+            bob.call(wire.UserDecision(Decision.ACCEPT, int(entry)))
             decided = time.perf_counter()
             poll(lambda: b.query("SELECT state FROM mailbox WHERE id=?", (entry,))
                  == [("accepted",)], 300, "the pull")

@@ -53,6 +53,7 @@ from smdp.client.session import ClientError, UserClient
 from smdp.core.envelope import scan_header
 from smdp.core.submission import SubmissionError, prepare_submission
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 
 SEED = 4
 A_HOST = "smdp.a.example"
@@ -171,19 +172,19 @@ class Recipients:
     listed: set[tuple[str, str]] = field(default_factory=set)
     asked_again: int = 0
 
-    def option(self, user: str, sender: str) -> wire.UserOption:
+    def option(self, user: str, sender: str) -> Decision:
         pair = (user, sender)
         if pair in self.listed:
             self.asked_again += 1
         if sender in self.ham_accounts:
             p_auth = 0.8 if pair in self.known else 0.3
             self.known.add(pair)
-            choice = (wire.UserOption.ACCEPT_AUTH if self.rng.random() < p_auth
-                      else wire.UserOption.ACCEPT)
+            choice = (Decision.ACCEPT_AUTH if self.rng.random() < p_auth
+                      else Decision.ACCEPT)
         else:
-            choice = (wire.UserOption.REJECT_SPAMMER if self.rng.random() < 0.3
-                      else wire.UserOption.REJECT_SPAM)
-        if choice in (wire.UserOption.ACCEPT_AUTH, wire.UserOption.REJECT_SPAMMER):
+            choice = (Decision.REJECT_SPAMMER if self.rng.random() < 0.3
+                      else Decision.REJECT_SPAM)
+        if choice in (Decision.ACCEPT_AUTH, Decision.REJECT_SPAMMER):
             self.listed.add(pair)
         return choice
 
@@ -201,9 +202,9 @@ class Recipients:
                     except ClientError as exc:
                         if "already" not in str(exc):
                             raise
-                    self.decisions[option.value] += 1
+                    self.decisions[wire.DECISION_VERBS[option]] += 1
                     done += 1
-                    if option in (wire.UserOption.ACCEPT_AUTH, wire.UserOption.REJECT_SPAMMER):
+                    if option in (Decision.ACCEPT_AUTH, Decision.REJECT_SPAMMER):
                         # The list settled this sender's other pending envelopes:
                         # look again, as a reader's screen would.
                         lines = c.call(wire.Envs(False)).lines or []

@@ -200,7 +200,7 @@ def decide_all(a: Server, b: Server, planned: list[Planned], deadline: float) ->
             # A refusal (e.g. decided meanwhile) is fine: the next round looks again.
             with contextlib.suppress(ClientError):
                 with_client(b, rcpt, lambda c, e=entry, o=action: c.call(
-                    wire.UserDecision(wire.UserOption(o), e)), attempts=50)
+                    wire.UserDecision(wire.DECISIONS_BY_VERB[o], e)), attempts=50)
         time.sleep(0.2)
     raise AssertionError("decisions did not settle in time")
 

@@ -15,6 +15,7 @@ import pytest
 
 from smdp.client.session import ClientError
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 from tests.integration.harness import PeerSocket, make_pair, running, wait_until
 
 ENVIDS = [c * 26 for c in "abcdefg"]
@@ -168,7 +169,7 @@ def test_a_sender_reported_as_spammer_is_suspended(tmp_path: Path) -> None:
         wait_until(lambda: len(b.query("SELECT id FROM mailbox")) == 2, what="envelopes")
         for entry, rcpt in b.query("SELECT id, recipient FROM mailbox"):
             u = b.client(rcpt)
-            u.call(wire.UserDecision(wire.UserOption.REJECT_SPAM, entry))
+            u.call(wire.UserDecision(Decision.REJECT_SPAM, entry))
             u.quit()
         wait_until(lambda: a.query("SELECT suspended FROM users") ==
                    [("2 spam reports in 24 hours",)], what="suspension")

@@ -62,7 +62,7 @@ def envelopes(b: Server, user: str = BOB, all_: bool = True) -> list[list[str]]:
 def decide(b: Server, entry: str, option: str, user: str = BOB) -> str:
     c = b.client(user)
     try:
-        return c.call(wire.UserDecision(wire.UserOption(option), int(entry))).text
+        return c.call(wire.UserDecision(wire.DECISIONS_BY_VERB[option], int(entry))).text
     finally:
         c.quit()
 

@@ -9,6 +9,7 @@ import pytest
 
 from smdp.client.session import ClientError
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 from tests.integration.harness import Server, make_pair, running, wait_until
 
 HOLD_DAYS = 4 / 86400  # four seconds
@@ -53,7 +54,7 @@ def test_undecided_mail_expires_on_both_sides_and_leaves_the_disk(tmp_path: Path
         envs = c.call(wire.Envs(True)).lines or []
         assert envs and envs[0].split()[1] == "expired"
         with pytest.raises(ClientError, match="can no longer be fetched"):
-            c.call(wire.UserDecision(wire.UserOption.ACCEPT, int(envs[0].split()[0])))
+            c.call(wire.UserDecision(Decision.ACCEPT, int(envs[0].split()[0])))
         c.quit()
         sent = a.client("alice@a.example")
         lines = sent.call(wire.Sent(None)).lines or []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from smdp.client.session import UserClient
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 
 from .inprocess import InProcessServer, inprocess_pair
 
@@ -56,7 +57,7 @@ def test_envelope_decision_and_pull_told_by_the_commands(tmp_path: Path) -> None
         shown = lines(bob, wire.EnvShow(int(entry)))
         assert "Server: smdp.a.example" in shown and "State: pending" in shown
 
-        reply = bob.call(wire.UserDecision(wire.UserOption.ACCEPT_AUTH, int(entry)))
+        reply = bob.call(wire.UserDecision(Decision.ACCEPT_AUTH, int(entry)))
         assert reply.text == (f"envelope {entry} accepted; alice@a.example added to your "
                               "white list")
         bob.quit()
@@ -85,11 +86,11 @@ def test_a_rejected_envelope_never_crosses_and_the_sender_sees_why(tmp_path: Pat
         bob = b.client("bob@b.example")
         wait_for(lambda: len(lines(bob, wire.Envs(False))) == 1, "the envelope")
         entry = int(lines(bob, wire.Envs(False))[0].split()[0])
-        reply = bob.call(wire.UserDecision(wire.UserOption.REJECT_SPAMMER, entry))
+        reply = bob.call(wire.UserDecision(Decision.REJECT_SPAMMER, entry))
         assert reply.text == (f"envelope {entry} rejected; alice@a.example added to your "
                               "black list")
         # Assumption 6: no accept after a rejection.
-        refused = bob.conn.send(wire.UserDecision(wire.UserOption.ACCEPT, entry))
+        refused = bob.conn.send(wire.UserDecision(Decision.ACCEPT, entry))
         bob.sock.sendall(refused)
         answer = bob._read()
         assert (answer.ok, answer.text) == (False, f"envelope {entry} was already rejected")

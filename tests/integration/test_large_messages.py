@@ -70,7 +70,7 @@ def decide_last(b: Server, option: str) -> None:
     try:
         lines = c.call(wire.Envs(False)).lines or []
         entry = int(lines[-1].split()[0])
-        c.call(wire.UserDecision(wire.UserOption(option), entry))
+        c.call(wire.UserDecision(wire.DECISIONS_BY_VERB[option], entry))
     finally:
         c.quit()
 

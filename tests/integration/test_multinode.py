@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 from tests.integration.harness import Server, free_ports, running, wait_until
 
 ALICE, BOB = "alice@a.example", "bob@b.example"
@@ -181,7 +182,7 @@ def accept_all(server: Server, user: str, n: int) -> None:
     c = server.client(user)
     try:
         for entry in entries:
-            c.call(wire.UserDecision(wire.UserOption.ACCEPT, entry))
+            c.call(wire.UserDecision(Decision.ACCEPT, entry))
     finally:
         c.quit()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 from tests.integration.harness import (
     PeerSocket,
     Server,
@@ -86,7 +87,7 @@ def wait_entry(s: Server, user: str, n: int = 1) -> list[tuple[int, str]]:
 def decide(s: Server, entry: int, option: str, user: str) -> str:
     c = s.client(user)
     try:
-        return c.call(wire.UserDecision(wire.UserOption(option), entry)).text
+        return c.call(wire.UserDecision(wire.DECISIONS_BY_VERB[option], entry)).text
     finally:
         c.quit()
 
@@ -239,7 +240,7 @@ def test_an_accept_answered_without_the_message_fails_instead_of_wedging_pop3(
         p.cmd("QUIT")
         p.close()
         c = b.client(BOB)
-        c.call(wire.UserDecision(wire.UserOption("ACCEPT"), 1))
+        c.call(wire.UserDecision(Decision.ACCEPT, 1))
         c.quit()
         wait_until(lambda: b.query("SELECT state FROM mailbox") == [("failed",)],
                    what="the entry fails")

@@ -21,6 +21,7 @@ import pytest
 from smdp.certs import fingerprint_sha256, make_ca, make_cert, write_issued
 from smdp.client.session import ClientError, UserClient
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 from tests.integration.harness import (
     PeerSocket,
     Pki,
@@ -97,7 +98,7 @@ def test_whole_flow_over_starttls_with_proof_of_origin(
     [entry] = wait_until(lambda: pending(b), what="envelope over TLS")
     assert b.query("SELECT origin_server FROM in_envelopes") == [("smdp.a.example",)]
     c = b.client(BOB)
-    c.call(wire.UserDecision(wire.UserOption.ACCEPT, entry))
+    c.call(wire.UserDecision(Decision.ACCEPT, entry))
     c.quit()
     wait_until(lambda: sent(a, msgid)[0] == "delivered", what="pull over TLS")
     c = b.client(BOB)
@@ -126,7 +127,7 @@ def test_local_recipients_over_tls(tmp_path: Path, issuer: str) -> None:
         c.quit()
         [entry] = wait_until(lambda: pending(a), what="local envelope over TLS")
         c = a.client("carol@a.example")
-        c.call(wire.UserDecision(wire.UserOption.ACCEPT, entry))
+        c.call(wire.UserDecision(Decision.ACCEPT, entry))
         c.quit()
         wait_until(lambda: a.query("SELECT state FROM mailbox") == [("accepted",)],
                    what="local pull over TLS")
@@ -376,7 +377,7 @@ def test_peer_ca_file_holding_the_peers_own_certificate(tmp_path: Path) -> None:
         msgid = send(a, "private network")
         [entry] = wait_until(lambda: pending(b), what="envelope")
         c = b.client(BOB)
-        c.call(wire.UserDecision(wire.UserOption.ACCEPT, entry))
+        c.call(wire.UserDecision(Decision.ACCEPT, entry))
         c.quit()
         wait_until(lambda: sent(a, msgid)[0] == "delivered", what="pull")
 

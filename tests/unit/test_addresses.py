@@ -1,4 +1,8 @@
-"""Mailbox grammar of wire contract section 1 (dot-atom local part, LDH domain)."""
+"""Mailbox grammar of wire contract section 1 (dot-atom local part, LDH domain).
+
+The codecs' reading of it (``parse_mailbox``, ``parse_hostname``) is tested here
+too: it is the same grammar, written once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from smdp.mail.addresses import (
     AddressError,
     normalize,
     parse_address,
+    parse_hostname,
+    parse_mailbox,
     parse_path,
 )
 
@@ -165,3 +171,80 @@ def test_parse_address_raises_only_address_error(text: str) -> None:
     else:
         assert text.isascii() and len(text) <= 254
         assert str(addr).lower() == text.lower()
+
+
+# -- the codecs' reading: parse_mailbox, parse_hostname ------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("user@Example.ORG", "user@example.org"),
+        ("User.Name+tag@a.b.example", "User.Name+tag@a.b.example"),
+        ("x!#$%&'*+/=?^_`{|}~-y@localhost", "x!#$%&'*+/=?^_`{|}~-y@localhost"),
+        ("a@" + "b" * 63 + ".example", "a@" + "b" * 63 + ".example"),
+        ("a" * 64 + "@b.example", "a" * 64 + "@b.example"),
+        ("", None),
+        ("user", None),
+        ("@b.example", None),
+        ("user@", None),
+        (".user@b.example", None),
+        ("user.@b.example", None),
+        ("us er@b.example", None),
+        ("user@b..example", None),
+        ("user@-b.example", None),
+        ("user@b-.example", None),
+        ("user@[127.0.0.1]", None),
+        ("us\u00e9r@b.example", None),
+        ("user@b\u00e9.example", None),
+        ("user@b.example\n", None),
+        ("a" * 65 + "@b.example", None),
+    ],
+)
+def test_parse_mailbox(text: str, result: str | None) -> None:
+    assert parse_mailbox(text) == result
+
+
+def test_mailbox_length_limit_is_254() -> None:
+    domain = ".".join(["b" * 63] * 3) + "." + "c" * 58
+    assert len(domain) == 250
+    assert parse_mailbox("aaa@" + domain) is not None  # 254 octets
+    assert parse_mailbox("aaaa@" + domain) is None  # 255 octets
+
+
+def test_parse_hostname() -> None:
+    assert parse_hostname("MX.B.Example") == "mx.b.example"
+    assert parse_hostname("localhost") == "localhost"
+    assert parse_hostname("a_b.example") is None
+    assert parse_hostname("") is None
+
+
+@pytest.mark.parametrize("text", ["a@192.0.2.1", "a@123", "a@b.123"])
+def test_the_wire_accepts_an_all_numeric_last_label(text: str) -> None:
+    # protocol.md 5.1: the peer port accepts it; the user port's server
+    # refuses it afterwards, with parse_address's reason.
+    assert parse_mailbox(text) == text
+    with pytest.raises(AddressError, match="all-numeric"):
+        parse_address(text)
+
+
+def test_parse_hostname_allows_an_all_numeric_last_label_and_253_octets() -> None:
+    assert parse_hostname("192.0.2.1") == "192.0.2.1"
+    name = ".".join(["b" * 63] * 3) + "." + "c" * 61
+    assert len(name) == 253
+    assert parse_hostname(name) == name
+    assert parse_hostname(name + "c") is None
+    assert parse_hostname("a\nb") is None
+    assert parse_hostname("b\u00e9.example") is None
+
+
+@given(st.text(max_size=80))
+def test_parse_mailbox_is_parse_address_but_for_all_numeric_domains(text: str) -> None:
+    try:
+        expected: str | None = str(parse_address(text))
+    except AddressError as exc:
+        expected = text if "all-numeric" in str(exc) else None
+        if expected is not None:
+            local, _, domain = text.partition("@")
+            expected = f"{local}@{domain.lower()}"
+    assert parse_mailbox(text) == expected

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
+from smdp import terms
 from smdp.protocol.peer import (
     CLOSED,
     END_OF_BLOCK,
@@ -17,7 +18,6 @@ from smdp.protocol.peer import (
     DataFailed,
     DataStart,
     Decision,
-    DecisionKind,
     EnvelopeStart,
     Helo,
     MailStart,
@@ -37,8 +37,6 @@ from smdp.protocol.peer import (
     Rset,
     SizeDecl,
     StartTls,
-    parse_hostname,
-    parse_mailbox,
 )
 
 ENVID = "abcdefghijklmnopqrstuvwxyz"
@@ -146,23 +144,23 @@ SAMPLES: dict[str, tuple[str, PeerEvent]] = {
     "DATA": ("DATA", DataStart()),
     "ACCEPT": (
         f"ACCEPT {ENVID} To:<r@here.example>",
-        Decision(DecisionKind.ACCEPT, ENVID, "r@here.example"),
+        Decision(terms.Decision.ACCEPT, ENVID, "r@here.example"),
     ),
     "AUTHORIZE": (
         f"AUTHORIZE {ENVID} To:<r@here.example> BODY=HELD",
-        Decision(DecisionKind.AUTHORIZE, ENVID, "r@here.example", body_held=True),
+        Decision(terms.Decision.ACCEPT_AUTH, ENVID, "r@here.example", body_held=True),
     ),
     "REJECT": (
         f"REJECT {ENVID} To:<r@here.example>",
-        Decision(DecisionKind.REJECT, ENVID, "r@here.example"),
+        Decision(terms.Decision.REJECT, ENVID, "r@here.example"),
     ),
     "SPAM": (
         f"spam {ENVID} to:<r@here.example>",
-        Decision(DecisionKind.SPAM, ENVID, "r@here.example"),
+        Decision(terms.Decision.REJECT_SPAM, ENVID, "r@here.example"),
     ),
     "SPAMMER": (
         f"SPAMMER {ENVID}  To:<r@here.example>",
-        Decision(DecisionKind.SPAMMER, ENVID, "r@here.example"),
+        Decision(terms.Decision.REJECT_SPAMMER, ENVID, "r@here.example"),
     ),
     "RECEIVED": (f"RECEIVED {ENVID}", Received(ENVID)),
     "RSET": ("RSET", Rset()),
@@ -188,12 +186,12 @@ def test_every_command_in_every_state(state: PeerState, verb: str) -> None:
     conn = at_state(state)
     line, expected = SAMPLES[verb]
     event, out = step(conn, line)
-    if (state, verb) in TRANSITIONS:
+    if verb in TRANSITIONS.get(state, {}):
         assert event == expected
         assert out == b""
         assert conn.reply_owed == expected
         answer(conn, event)
-        assert conn.state is TRANSITIONS[(state, verb)]
+        assert conn.state is TRANSITIONS[state][verb]
         assert conn.data_to_send()[:1] in (b"1", b"2", b"3")
     else:
         assert event is NEED_DATA
@@ -204,7 +202,7 @@ def test_every_command_in_every_state(state: PeerState, verb: str) -> None:
 
 @pytest.mark.parametrize(
     ("state", "verb"),
-    [key for key in TRANSITIONS if key[1] != END_OF_BLOCK],
+    [(s, verb) for s, row in TRANSITIONS.items() for verb in row if verb != END_OF_BLOCK],
     ids=lambda v: v.value if isinstance(v, PeerState) else v,
 )
 def test_negative_reply_leaves_the_state(state: PeerState, verb: str) -> None:
@@ -560,10 +558,10 @@ SESSION_EVENTS: list[Event] = [
     SizeDecl(3),
     DataStart(),
     DataComplete(b"x\r\n"),
-    Decision(DecisionKind.ACCEPT, ENVID, "r1@here.example"),
-    Decision(DecisionKind.AUTHORIZE, ENVID, "r2@here.example", body_held=True),
+    Decision(terms.Decision.ACCEPT, ENVID, "r1@here.example"),
+    Decision(terms.Decision.ACCEPT_AUTH, ENVID, "r2@here.example", body_held=True),
     Received(ENVID),
-    Decision(DecisionKind.SPAMMER, OTHER_ENVID, "r1@here.example"),
+    Decision(terms.Decision.REJECT_SPAMMER, OTHER_ENVID, "r1@here.example"),
     Rset(),
     Noop(),
     Quit(),
@@ -709,52 +707,6 @@ def test_hostname_with_newline_is_refused() -> None:
         PeerServerConnection("a\r\nb", max_message_size=1, max_recipients=1)
 
 
-# -- address grammar ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "result"),
-    [
-        ("user@Example.ORG", "user@example.org"),
-        ("User.Name+tag@a.b.example", "User.Name+tag@a.b.example"),
-        ("x!#$%&'*+/=?^_`{|}~-y@localhost", "x!#$%&'*+/=?^_`{|}~-y@localhost"),
-        ("a@" + "b" * 63 + ".example", "a@" + "b" * 63 + ".example"),
-        ("a" * 64 + "@b.example", "a" * 64 + "@b.example"),
-        ("", None),
-        ("user", None),
-        ("@b.example", None),
-        ("user@", None),
-        (".user@b.example", None),
-        ("user.@b.example", None),
-        ("us er@b.example", None),
-        ("user@b..example", None),
-        ("user@-b.example", None),
-        ("user@b-.example", None),
-        ("user@[127.0.0.1]", None),
-        ("us\u00e9r@b.example", None),
-        ("user@b\u00e9.example", None),
-        ("user@b.example\n", None),
-        ("a" * 65 + "@b.example", None),
-    ],
-)
-def test_parse_mailbox(text: str, result: str | None) -> None:
-    assert parse_mailbox(text) == result
-
-
-def test_mailbox_length_limit_is_254() -> None:
-    domain = ".".join(["b" * 63] * 3) + "." + "c" * 58
-    assert len(domain) == 250
-    assert parse_mailbox("aaa@" + domain) is not None  # 254 octets
-    assert parse_mailbox("aaaa@" + domain) is None  # 255 octets
-
-
-def test_parse_hostname() -> None:
-    assert parse_hostname("MX.B.Example") == "mx.b.example"
-    assert parse_hostname("localhost") == "localhost"
-    assert parse_hostname("a_b.example") is None
-    assert parse_hostname("") is None
-
-
 # -- client side ----------------------------------------------------------------
 
 
@@ -780,11 +732,11 @@ def test_client_serialises_every_command() -> None:
         (DataStart(), b"DATA\r\n"),
         (Data(b"a\n.b"), b"a\r\n..b\r\n.\r\n"),
         (
-            Decision(DecisionKind.ACCEPT, ENVID, "r@a.example", body_held=True),
+            Decision(terms.Decision.ACCEPT, ENVID, "r@a.example", body_held=True),
             f"ACCEPT {ENVID} To:<r@a.example> BODY=HELD\r\n".encode(),
         ),
         (
-            Decision(DecisionKind.SPAM, ENVID, "r@a.example"),
+            Decision(terms.Decision.REJECT_SPAM, ENVID, "r@a.example"),
             f"SPAM {ENVID} To:<r@a.example>\r\n".encode(),
         ),
         (Received(ENVID), f"RECEIVED {ENVID}\r\n".encode()),
@@ -807,7 +759,7 @@ def test_client_serialises_every_command() -> None:
         MailStart("s@b.example", ENVID, -1),
         Rcpt("<r@a.example>"),
         SizeDecl(-5),
-        Decision(DecisionKind.REJECT, ENVID, "r@a.example", body_held=True),
+        Decision(terms.Decision.REJECT, ENVID, "r@a.example", body_held=True),
         Received(ENVID.upper()),
     ],
 )
@@ -845,7 +797,7 @@ def test_client_reply_ok_and_text() -> None:
 
 def test_client_pull_reads_the_block() -> None:
     client = client_with_greeting()
-    client.send(Decision(DecisionKind.AUTHORIZE, ENVID, "r@a.example"))
+    client.send(Decision(terms.Decision.ACCEPT_AUTH, ENVID, "r@a.example"))
     client.send(Received(ENVID))
     client.receive_data(b"150 7 octets follow\r\n..x\r\ny\n.\r\n250 2.0.0 done\r\n")
     assert client.next_event() == PulledBody(150, "7 octets follow", b".x\r\ny\r\n")
@@ -855,14 +807,14 @@ def test_client_pull_reads_the_block() -> None:
 
 def test_client_pull_refused_is_a_plain_reply() -> None:
     client = client_with_greeting()
-    client.send(Decision(DecisionKind.ACCEPT, ENVID, "r@a.example"))
+    client.send(Decision(terms.Decision.ACCEPT, ENVID, "r@a.example"))
     client.receive_data(b"550 5.1.0 Unknown envelope\r\n")
     assert client.next_event() == Reply(550, ["5.1.0 Unknown envelope"])
 
 
 def test_client_body_held_decision_is_no_pull() -> None:
     client = client_with_greeting()
-    client.send(Decision(DecisionKind.ACCEPT, ENVID, "r@a.example", body_held=True))
+    client.send(Decision(terms.Decision.ACCEPT, ENVID, "r@a.example", body_held=True))
     client.send(Noop())
     client.receive_data(b"150 odd\r\n250 ok\r\n")
     assert client.next_event() == Reply(150, ["odd"])
@@ -871,7 +823,7 @@ def test_client_body_held_decision_is_no_pull() -> None:
 
 def test_client_pull_too_big() -> None:
     client = PeerClientConnection(max_message_size=10)
-    client.send(Decision(DecisionKind.ACCEPT, ENVID, "r@a.example"))
+    client.send(Decision(terms.Decision.ACCEPT, ENVID, "r@a.example"))
     client.receive_data(b"220 hi\r\n150 big\r\n" + b"x" * 50 + b"\r\n.\r\n")
     assert client.next_event() == Reply(220, ["hi"])
     with pytest.raises(RemoteProtocolError):
@@ -922,7 +874,7 @@ def test_client_against_server() -> None:
         Rcpt("r@here.example"),
         DataStart(),
         Data(b"Subject: x\n"),
-        Decision(DecisionKind.ACCEPT, ENVID, "r@here.example"),
+        Decision(terms.Decision.ACCEPT, ENVID, "r@here.example"),
         Received(ENVID),
         Quit(),
     ]

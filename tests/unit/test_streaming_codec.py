@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smdp import terms
 from smdp.protocol import peer, user
 from smdp.protocol.framing import (
     CLOSED,
@@ -370,7 +371,7 @@ def peer_client(threshold: int | None, max_size: int = 300) -> peer.PeerClientCo
     client = peer.PeerClientConnection(
         max_line_length=MAX_LINE, max_message_size=max_size, stream_threshold=threshold
     )
-    client.send(peer.Decision(peer.DecisionKind.ACCEPT, ENVID, "r@a.example"))
+    client.send(peer.Decision(terms.Decision.ACCEPT, ENVID, "r@a.example"))
     client.send(peer.Noop())
     return client
 
@@ -680,7 +681,7 @@ def test_data_parts_expect_one_reply() -> None:
     client.send(peer.DataPart(b"\nb"))
     assert client.send(peer.DataEnd()) == b"\r\n.\r\n"
     # If a DataPart expected a reply, the 150 below would not be read as a pull.
-    client.send(peer.Decision(peer.DecisionKind.ACCEPT, ENVID, "r@a.example"))
+    client.send(peer.Decision(terms.Decision.ACCEPT, ENVID, "r@a.example"))
     client.receive_data(b"220 hi\r\n354 go\r\n250 queued\r\n150 body\r\nx\r\n.\r\n")
     assert [client.next_event() for _ in range(4)] == [
         peer.Reply(220, ["hi"]),

@@ -13,13 +13,14 @@ from typing import Any
 from smdp.client.session import ClientError, UserClient
 from smdp.errors import CliError
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 
 DECISIONS = {
-    "accept": "ACCEPT",
-    "accept-auth": "ACCEPT&AUTH",
-    "reject": "REJECT",
-    "reject-spam": "REJECT&SPAM",
-    "reject-spammer": "REJECT&SPAMMER",
+    "accept": Decision.ACCEPT,
+    "accept-auth": Decision.ACCEPT_AUTH,
+    "reject": Decision.REJECT,
+    "reject-spam": Decision.REJECT_SPAM,
+    "reject-spammer": Decision.REJECT_SPAMMER,
 }
 
 
@@ -45,7 +46,8 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     p = csub.add_parser("show", help="show one envelope in full")
     p.add_argument("id", type=int)
     for name, option in DECISIONS.items():
-        p = csub.add_parser(name, help=f"Table 1: {option.lower()} an envelope")
+        verb = wire.DECISION_VERBS[option].lower()
+        p = csub.add_parser(name, help=f"Table 1: {verb} an envelope")
         p.add_argument("id", type=int)
     p = csub.add_parser("read", help="print message N (POP3 RETR)")
     p.add_argument("n", type=int)
@@ -116,7 +118,7 @@ def run_client(args: argparse.Namespace, password: str) -> int:
             elif cmd == "show":
                 _print(client.call(wire.EnvShow(args.id)))
             elif cmd in DECISIONS:
-                _print(client.call(wire.UserDecision(wire.UserOption(DECISIONS[cmd]), args.id)))
+                _print(client.call(wire.UserDecision(DECISIONS[cmd], args.id)))
             elif cmd == "read":
                 body = client.call(wire.Retr(args.n)).body or b""
                 sys.stdout.write(body.decode("utf-8", "replace").replace("\r\n", "\n"))

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 __all__ = [
     "MAX_ADDRESS_OCTETS",
     "MAX_DOMAIN_LABEL_OCTETS",
+    "MAX_HOSTNAME_OCTETS",
     "MAX_LOCAL_OCTETS",
     "Address",
     "AddressError",
     "normalize",
     "parse_address",
+    "parse_hostname",
+    "parse_mailbox",
     "parse_path",
 ]
 
@@ -32,6 +35,8 @@ __all__ = [
 MAX_LOCAL_OCTETS = 64
 MAX_ADDRESS_OCTETS = 254
 MAX_DOMAIN_LABEL_OCTETS = 63
+# RFC 1035 2.3.4, written without the trailing dot (protocol.md 5.1).
+MAX_HOSTNAME_OCTETS = 253
 
 # RFC 5322 3.2.3 atext.
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -87,8 +92,7 @@ def _check_domain(domain: str) -> None:
         raise AddressError("The domain starts or ends with a dot.")
     if ".." in domain:
         raise AddressError("The domain has two consecutive dots.")
-    labels = domain.split(".")
-    for label in labels:
+    for label in domain.split("."):
         if len(label) > MAX_DOMAIN_LABEL_OCTETS:
             raise AddressError(
                 f"A domain label is longer than {MAX_DOMAIN_LABEL_OCTETS} characters."
@@ -101,25 +105,20 @@ def _check_domain(domain: str) -> None:
                 )
         if label.startswith("-") or label.endswith("-"):
             raise AddressError("A domain label starts or ends with a hyphen.")
-    # An all-numeric last label is an IP address in disguise (RFC 3696
-    # section 2); discovery (SRV lookups) would treat it as a name and fail.
-    if labels[-1].isdigit():
-        raise AddressError(
-            "The domain ends in an all-numeric label; IP addresses are not supported."
-        )
 
 
-def parse_address(text: str) -> Address:
-    """Parse ``local@domain``; the domain is lower-cased, the local part kept as is.
-
-    Raises :class:`AddressError` with a one-sentence reason.
-    """
-    if not text:
-        raise AddressError("The address is empty.")
+def _check_printable_ascii(text: str) -> None:
     if not text.isascii():
         raise AddressError("The address contains a non-ASCII character; addresses are ASCII only.")
     if _CONTROL.search(text):
         raise AddressError("The address contains a control character such as CR, LF or NUL.")
+
+
+def _parse_syntax(text: str) -> Address:
+    """The grammar of protocol.md 5.1, and nothing more."""
+    if not text:
+        raise AddressError("The address is empty.")
+    _check_printable_ascii(text)
     if '"' in text:
         raise AddressError("Quoted local parts are not supported.")
     if " " in text:
@@ -137,6 +136,53 @@ def parse_address(text: str) -> Address:
     _check_local(local)
     _check_domain(domain)
     return Address(local=local, domain=domain.lower())
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``local@domain``; the domain is lower-cased, the local part kept as is.
+
+    Beyond the grammar, a domain whose last label is all digits is refused,
+    as protocol.md 5.1 recommends. Raises :class:`AddressError`
+    with a one-sentence reason.
+    """
+    address = _parse_syntax(text)
+    # An all-numeric last label is an IP address in disguise (RFC 3696
+    # section 2); discovery (SRV lookups) would treat it as a name and fail.
+    if address.domain.rpartition(".")[2].isdigit():
+        raise AddressError(
+            "The domain ends in an all-numeric label; IP addresses are not supported."
+        )
+    return address
+
+
+def parse_mailbox(text: str) -> str | None:
+    """The wire's reading of a mailbox: ``local@domain`` with the domain
+    lower-cased (the local part keeps its case), or None if it breaks the
+    grammar of protocol.md 5.1.
+
+    This is what the codecs (``smdp.protocol``) accept in a path. It differs
+    from :func:`parse_address` in one way only, which the contract records
+    (protocol.md 5.1, "the reference implementation accepts it on the peer port"):
+    an all-numeric last label passes here; the user port's server refuses it
+    afterwards with :func:`parse_address`'s reason.
+    """
+    try:
+        return str(_parse_syntax(text))
+    except AddressError:
+        return None
+
+
+def parse_hostname(text: str) -> str | None:
+    """A host name (HELO/EHLO, a list entry's server): the domain grammar of
+    protocol.md 5.1, at most 253 octets; lower-cased, or None."""
+    if len(text) > MAX_HOSTNAME_OCTETS:
+        return None
+    try:
+        _check_printable_ascii(text)
+        _check_domain(text)
+    except AddressError:
+        return None
+    return text.lower()
 
 
 def parse_path(arg: str, keyword: str) -> Address:

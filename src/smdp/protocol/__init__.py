@@ -4,8 +4,14 @@
 - :mod:`smdp.protocol.peer`: the peer port, server to server (Table 4, Table 2).
 - :mod:`smdp.protocol.user`: the user port, POP3 plus SMDP (Table 5, Table 1).
 
+Each port is a package in h11's shape: ``events`` (immutable event classes),
+``states`` (the one transition table), ``grammar`` (reading and writing
+lines, the decisions' wire words among them) and ``connection`` (server and
+client). What their connections share is written once, in ``_connection``
+and ``_states``; addresses are read by :mod:`smdp.mail.addresses`.
+
 The event classes of the two ports share some names (``Noop``, ``Rset``,
-``Quit``), so they are reached through their module: ``peer.Noop``, ``user.Noop``.
+``Quit``), so they are reached through their package: ``peer.Noop``, ``user.Noop``.
 """
 
 from smdp.protocol import peer, user
@@ -25,7 +31,6 @@ from smdp.protocol.framing import (
     normalize_line_ends,
 )
 from smdp.protocol.peer import (
-    DecisionKind,
     PeerClientConnection,
     PeerServerConnection,
     PeerState,
@@ -34,7 +39,6 @@ from smdp.protocol.peer import (
 )
 from smdp.protocol.user import (
     UserClientConnection,
-    UserOption,
     UserReply,
     UserServerConnection,
     UserState,
@@ -46,7 +50,6 @@ __all__ = [
     "NEED_DATA",
     "BlockChunk",
     "DataBlockReader",
-    "DecisionKind",
     "DotStuffer",
     "LineBuffer",
     "PeerClientConnection",
@@ -58,7 +61,6 @@ __all__ = [
     "Reply",
     "Sentinel",
     "UserClientConnection",
-    "UserOption",
     "UserReply",
     "UserServerConnection",
     "UserState",

@@ -27,13 +27,16 @@ in C, and never a byte at a time in Python.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Literal
+
+from smdp.protocol._events import event
 
 __all__ = [
     "CLOSED",
     "LINE_TOO_LONG",
+    "LINE_TOO_LONG_REASON",
     "NEED_DATA",
+    "TOO_BIG_REASON",
     "BlockChunk",
     "DataBlockReader",
     "DotStuffer",
@@ -41,7 +44,6 @@ __all__ = [
     "ProtocolUsageError",
     "RemoteProtocolError",
     "Sentinel",
-    "ServerConnection",
     "dot_stuff",
     "dot_unstuff",
     "normalize_line_ends",
@@ -69,6 +71,11 @@ CLOSED: Final = Sentinel.CLOSED
 #: ``LineBuffer.next_line()``: an over-long line was discarded up to its line end.
 LINE_TOO_LONG: Final = Sentinel.LINE_TOO_LONG
 
+#: Why a block was refused (``DataFailed.reason``, ``MessageFailed.reason``):
+#: :attr:`DataBlockReader.too_long_line` and :attr:`DataBlockReader.too_big`.
+LINE_TOO_LONG_REASON: Final = "line too long"
+TOO_BIG_REASON: Final = "too big"
+
 
 class ProtocolUsageError(Exception):
     """The application drove a connection object wrongly (a bug in our code).
@@ -89,7 +96,7 @@ class RemoteProtocolError(Exception):
 _CRLF: Final = b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class BlockChunk:
     """A piece of a message body being received (only with ``stream_threshold``).
 
@@ -411,55 +418,3 @@ def dot_unstuff(wire: bytes, *, max_line: int = 1 << 30, max_size: int = 1 << 62
     if reader.failed:
         raise ValueError("block exceeds a limit")
     return reader.result()
-
-
-_Event = TypeVar("_Event")
-
-
-class ServerConnection(Generic[_Event]):
-    """What the server side of both ports shares: the received bytes, the
-    queued output, TLS status and the one event a reply is owed to.
-
-    Subclasses set the attributes in ``__init__`` and say when the session is
-    over (``_closed``); the grammar and the state table are theirs.
-    """
-
-    _lines: LineBuffer
-    _out: bytearray
-    _eof: bool
-    _tls: bool
-    _owed: tuple[str, _Event] | None
-
-    def _closed(self) -> bool:
-        raise NotImplementedError
-
-    @property
-    def buffered(self) -> int:
-        """Octets received and not processed yet."""
-        return self._lines.buffered
-
-    @property
-    def tls(self) -> bool:
-        """True when the session runs over TLS (the application said so)."""
-        return self._tls
-
-    @property
-    def reply_owed(self) -> _Event | None:
-        """The event still waiting for its answer, if any."""
-        return self._owed[1] if self._owed else None
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed received bytes; ``b""`` means the peer closed its side."""
-        if self._closed():
-            return
-        if self._eof:
-            raise ProtocolUsageError("receive_data() after EOF")
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out

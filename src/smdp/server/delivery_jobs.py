@@ -173,7 +173,7 @@ class PeerJobs:
         link = await self._session(route)
         held = env.has_body and decision.accepts
         reply = await link.command(
-            wire.Decision(wire.DecisionKind(decision.value), env.envid, entry.recipient, held)
+            wire.Decision(decision, env.envid, entry.recipient, held)
         )
         if isinstance(reply, PulledMessage):
             destination.body_pulled(env.id, reply.body)

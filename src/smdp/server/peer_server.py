@@ -20,7 +20,7 @@ from smdp.server.replies import peer_reply
 from smdp.server.services import PeerPort
 from smdp.server.session import Session
 from smdp.server.tls import peer_certificate
-from smdp.terms import Decision, DeliveryMode
+from smdp.terms import DeliveryMode
 
 log = logging.getLogger("smdp.peer")
 
@@ -284,7 +284,7 @@ class PeerSession(Session):
         if not await self._speaks_for(_domain(event.recipient)):
             return
         outcome = self.core.origin.on_decision(
-            event.envid, event.recipient.lower(), Decision(event.kind.value), event.body_held
+            event.envid, event.recipient.lower(), event.kind, event.body_held
         )
         if outcome.pull_message_id is not None:
             message_id = outcome.pull_message_id

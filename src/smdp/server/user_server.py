@@ -247,7 +247,7 @@ class UserSession(Session):
             case wire.EnvShow(id=entry_id):
                 self._show_envelope(entry_id)
             case wire.UserDecision(option=option, id=entry_id):
-                self._decide(Decision[option.name], entry_id)
+                self._decide(option, entry_id)
             case wire.MailCmd(identity=identity):
                 self._mail(identity)
             case wire.RcptCmd(address=address):

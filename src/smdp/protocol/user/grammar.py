@@ -1,0 +1,385 @@
+"""The user port's grammar: reading and writing command and status lines.
+
+POP3 (RFC 1939) where the commands overlap, so a stock POP3 client can read its
+mail; the SMDP commands (envelopes, decisions, composing, lists) sit beside them
+(protocol.md 12.3). Readers turn the arguments of one command line
+into its event, or raise :class:`~smdp.protocol._connection.Refusal` with the
+text of the ``-ERR`` the server sends instead; writers turn a command back into
+its line, refusing with :class:`ProtocolUsageError` what the application got
+wrong. Addresses and host names are read by :mod:`smdp.mail.addresses`, the one
+place their grammar is written (protocol.md 5.1). Limits that depend on
+the session (recipients, TLS) are the connection's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+from smdp import terms
+from smdp.mail.addresses import parse_hostname
+from smdp.protocol._grammar import Refusal, checked_hostname, checked_mailbox, read_mailbox
+from smdp.protocol.framing import ProtocolUsageError, RemoteProtocolError
+from smdp.protocol.user.events import (
+    Capa,
+    DataCmd,
+    Dele,
+    Envs,
+    EnvShow,
+    Ident,
+    ListAdd,
+    ListCmd,
+    ListDel,
+    Lists,
+    MailCmd,
+    Message,
+    Noop,
+    Pass,
+    Quit,
+    RcptCmd,
+    Retr,
+    Rset,
+    Sent,
+    Stat,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    UserCommand,
+    UserDecision,
+    UserEvent,
+)
+
+__all__ = [
+    "DECISIONS_BY_VERB",
+    "DECISION_VERBS",
+    "LIST_NAMES",
+    "answers_multiline",
+    "read_arguments",
+    "read_command",
+    "read_status_line",
+    "split_command",
+    "status",
+    "write_command",
+]
+
+#: Table 5: how the user names each of the options of Table 1. The one place
+#: the user port spells them; the peer port spells them as Table 2 does.
+DECISION_VERBS: Final[dict[terms.Decision, str]] = {
+    terms.Decision.ACCEPT: "ACCEPT",
+    terms.Decision.ACCEPT_AUTH: "ACCEPT&AUTH",
+    terms.Decision.REJECT: "REJECT",
+    terms.Decision.REJECT_SPAM: "REJECT&SPAM",
+    terms.Decision.REJECT_SPAMMER: "REJECT&SPAMMER",
+}
+DECISIONS_BY_VERB: Final = {verb: kind for kind, verb in DECISION_VERBS.items()}
+
+#: Inbound lists hold (address, server) pairs, outbound ones addresses (Table 2).
+LIST_NAMES: Final = frozenset({"in-white", "in-black", "out-white", "out-black"})
+
+# Folded before the state table is consulted, so it speaks canonical verbs only.
+_ALIASES: Final = {"DEL": "DELE", "PWD": "PASS"}
+
+_COUNT_RE: Final = re.compile(r"[0-9]{1,10}")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+_MSGID_RE: Final = re.compile(r"[\x21-\x7e]{1,255}")
+_FROM_RE: Final = re.compile(r"from:[ ]*<([^<> ]*)>", re.IGNORECASE)
+_TO_RE: Final = re.compile(r"to:[ ]*<([^<> ]*)>", re.IGNORECASE)
+_STATUS_RE: Final = re.compile(rb"(\+OK|-ERR)(?: (.*))?", re.DOTALL)
+_MAX_NAME: Final = 255
+
+
+def answers_multiline(command: UserEvent | Message) -> bool:
+    """Whether a positive answer to ``command`` is a dot-stuffed block."""
+    match command:
+        case ListCmd(n=n) | Uidl(n=n):
+            return n is None
+        case Pass(verb=verb):
+            return verb == "PWD"
+        case Retr() | Top() | Capa() | Envs() | EnvShow() | Sent() | Lists() | Ident():
+            return True
+        case _:
+            return False
+
+
+def status(ok: bool, text: str) -> bytes:
+    """A status line: ``+OK text`` or ``-ERR text``."""
+    head = "+OK" if ok else "-ERR"
+    return f"{head} {text}\r\n".encode() if text else f"{head}\r\n".encode()
+
+
+# -- reading commands (server side) ---------------------------------------------
+
+
+def split_command(raw: bytes) -> tuple[str, str, bytes]:
+    """A command line's verb as sent (upper-cased), the command it names in the
+    state table (aliases folded), and its arguments."""
+    verb_bytes, _, rest = raw.partition(b" ")
+    verb = verb_bytes.decode("ascii", "replace").upper()
+    return verb, _ALIASES.get(verb, verb), rest
+
+
+def read_arguments(rest: bytes) -> str:
+    try:
+        text = rest.decode("utf-8").lstrip(" ")
+    except UnicodeDecodeError:
+        raise Refusal("arguments must be UTF-8") from None
+    if _CONTROL_RE.search(text):
+        raise Refusal("control characters are not allowed")
+    return text
+
+
+def _positive(token: str, what: str = "message number") -> int:
+    if _COUNT_RE.fullmatch(token) is None or int(token) == 0:
+        raise Refusal(f"{what} must be a positive decimal integer")
+    return int(token)
+
+
+def _read_user(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) != 1 or len(args[0]) > _MAX_NAME:
+        raise Refusal("syntax: USER <name>")
+    return User(args[0])
+
+
+def _read_pass(verb: str, rest: str) -> UserEvent:
+    # RFC 1939 7: the password is the rest of the line and may hold spaces.
+    if not rest:
+        raise Refusal(f"syntax: {verb} <password>")
+    return Pass(rest, verb)
+
+
+_BARE: Final[dict[str, Callable[[], UserEvent]]] = {
+    "CAPA": Capa,
+    "STAT": Stat,
+    "NOOP": Noop,
+    "RSET": Rset,
+    "QUIT": Quit,
+    "DATA": DataCmd,
+    "LISTS": Lists,
+    "IDENT": Ident,
+}
+
+
+def _read_bare(verb: str, rest: str) -> UserEvent:
+    if rest.strip(" "):
+        raise Refusal(f"{verb} takes no argument")
+    return _BARE[verb]()
+
+
+def _read_stls(verb: str, rest: str) -> UserEvent:
+    if rest.strip(" "):
+        raise Refusal("STLS takes no argument")
+    return Stls()
+
+
+def _read_optional_n(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) > 1:
+        raise Refusal(f"syntax: {verb} [<n>]")
+    n = _positive(args[0]) if args else None
+    return ListCmd(n) if verb == "LIST" else Uidl(n)
+
+
+def _read_n(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) != 1:
+        raise Refusal(f"syntax: {verb} <n>")
+    if verb == "ENV":
+        return EnvShow(_positive(args[0], "envelope id"))
+    n = _positive(args[0])
+    return Retr(n) if verb == "RETR" else Dele(n)
+
+
+def _read_top(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) != 2:
+        raise Refusal("syntax: TOP <n> <lines>")
+    n = _positive(args[0])
+    if _COUNT_RE.fullmatch(args[1]) is None:
+        raise Refusal("line count must be a non-negative decimal integer")
+    return Top(n, int(args[1]))
+
+
+def _read_envs(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if args and (len(args) > 1 or args[0].upper() != "ALL"):
+        raise Refusal("syntax: ENVS [ALL]")
+    return Envs(all=bool(args))
+
+
+def _read_decision(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) != 1:
+        raise Refusal(f"syntax: {verb} <envelope id>")
+    return UserDecision(DECISIONS_BY_VERB[verb], _positive(args[0], "envelope id"))
+
+
+def _read_mail(verb: str, rest: str) -> UserEvent:
+    rest = rest.rstrip(" ")
+    if not rest:
+        return MailCmd(None)
+    m = _FROM_RE.fullmatch(rest)
+    if m is None:
+        raise Refusal("syntax: MAIL [FROM:<identity>]")
+    return MailCmd(read_mailbox(m.group(1), f"bad address <{m.group(1)}>"))
+
+
+def _read_rcpt(verb: str, rest: str) -> UserEvent:
+    m = _TO_RE.fullmatch(rest.rstrip(" "))
+    if m is None:
+        raise Refusal("syntax: RCPT TO:<address>")
+    return RcptCmd(read_mailbox(m.group(1), f"bad address <{m.group(1)}>"))
+
+
+def _read_sent(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) > 1 or (args and _MSGID_RE.fullmatch(args[0]) is None):
+        raise Refusal("syntax: SENT [<msgid>]")
+    return Sent(args[0] if args else None)
+
+
+def _read_list_edit(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) not in (2, 3):
+        raise Refusal(f"syntax: {verb} <list> <address> [<server>]")
+    list_name = args[0].lower()
+    if list_name not in LIST_NAMES:
+        raise Refusal("list must be one of in-white, in-black, out-white, out-black")
+    raw_address = args[1]
+    if raw_address.startswith("<") and raw_address.endswith(">"):
+        raw_address = raw_address[1:-1]
+    address = read_mailbox(raw_address, f"bad address {args[1]}")
+    server = None
+    if len(args) == 3:
+        if list_name.startswith("out-"):
+            raise Refusal("outbound lists hold addresses only")
+        server = parse_hostname(args[2])
+        if server is None:
+            raise Refusal(f"bad server name {args[2]}")
+    if verb == "LISTADD":
+        return ListAdd(list_name, address, server)
+    return ListDel(list_name, address, server)
+
+
+_READERS: Final[dict[str, Callable[[str, str], UserEvent]]] = {
+    "USER": _read_user,
+    "PASS": _read_pass,
+    "LIST": _read_optional_n,
+    "UIDL": _read_optional_n,
+    "RETR": _read_n,
+    "DELE": _read_n,
+    "TOP": _read_top,
+    "ENVS": _read_envs,
+    "ENV": _read_n,
+    **dict.fromkeys(DECISIONS_BY_VERB, _read_decision),
+    "MAIL": _read_mail,
+    "RCPT": _read_rcpt,
+    "SENT": _read_sent,
+    "LISTADD": _read_list_edit,
+    "LISTDEL": _read_list_edit,
+    "STLS": _read_stls,
+    **dict.fromkeys(_BARE, _read_bare),
+}
+
+
+def read_command(verb: str, cmd: str, rest: str) -> UserEvent:
+    """The event of a known command ``cmd`` sent as ``verb`` with arguments
+    ``rest``, or raise :class:`Refusal`."""
+    return _READERS[cmd](verb, rest)
+
+
+# -- writing commands and reading answers (client side) --------------------------
+
+
+def _checked_token(text: str) -> str:
+    if not text or len(text) > _MAX_NAME or " " in text or _CONTROL_RE.search(text):
+        raise ProtocolUsageError(f"bad name {text!r}")
+    return text
+
+
+def _checked_positive(n: int) -> int:
+    if n <= 0 or n >= 10**10:
+        raise ProtocolUsageError(f"not a positive number in range: {n!r}")
+    return n
+
+
+def _list_edit_line(command: ListAdd | ListDel) -> str:
+    verb = "LISTADD" if isinstance(command, ListAdd) else "LISTDEL"
+    if command.list_name not in LIST_NAMES:
+        raise ProtocolUsageError(f"unknown list {command.list_name!r}")
+    line = f"{verb} {command.list_name} {checked_mailbox(command.address)}"
+    if command.server is not None:
+        line += f" {checked_hostname(command.server, 'server name')}"
+    return line
+
+
+def write_command(command: UserCommand) -> str:
+    """The line of a command, without its CRLF (the message after DATA,
+    :class:`Message`, is the connection's)."""
+    match command:
+        case User(name=name):
+            return f"USER {_checked_token(name)}"
+        case Pass(password=password, verb=verb):
+            if verb not in ("PASS", "PWD"):
+                raise ProtocolUsageError(f"password verb is PASS or PWD, not {verb!r}")
+            if not password or password.startswith(" ") or _CONTROL_RE.search(password):
+                raise ProtocolUsageError("password is empty, starts with SP or holds controls")
+            return f"{verb} {password}"
+        case Capa():
+            return "CAPA"
+        case Stat():
+            return "STAT"
+        case ListCmd(n=n):
+            return "LIST" if n is None else f"LIST {_checked_positive(n)}"
+        case Uidl(n=n):
+            return "UIDL" if n is None else f"UIDL {_checked_positive(n)}"
+        case Retr(n=n):
+            return f"RETR {_checked_positive(n)}"
+        case Dele(n=n):
+            return f"DELE {_checked_positive(n)}"
+        case Top(n=n, lines=count):
+            if count < 0:
+                raise ProtocolUsageError("TOP line count must not be negative")
+            return f"TOP {_checked_positive(n)} {count}"
+        case Noop():
+            return "NOOP"
+        case Rset():
+            return "RSET"
+        case Quit():
+            return "QUIT"
+        case Envs(all=all_):
+            return "ENVS ALL" if all_ else "ENVS"
+        case EnvShow(id=envelope):
+            return f"ENV {_checked_positive(envelope)}"
+        case UserDecision(option=option, id=envelope):
+            return f"{DECISION_VERBS[option]} {_checked_positive(envelope)}"
+        case MailCmd(identity=identity):
+            return "MAIL" if identity is None else f"MAIL FROM:<{checked_mailbox(identity)}>"
+        case RcptCmd(address=address):
+            return f"RCPT TO:<{checked_mailbox(address)}>"
+        case DataCmd():
+            return "DATA"
+        case Sent(msgid=msgid):
+            if msgid is not None and _MSGID_RE.fullmatch(msgid) is None:
+                raise ProtocolUsageError(f"bad message id {msgid!r}")
+            return "SENT" if msgid is None else f"SENT {msgid}"
+        case Lists():
+            return "LISTS"
+        case ListAdd() | ListDel():
+            return _list_edit_line(command)
+        case Ident():
+            return "IDENT"
+        case Stls():
+            return "STLS"
+        case _:
+            raise ProtocolUsageError(f"not a user command: {command!r}")
+
+
+def read_status_line(line: bytes) -> tuple[bool, str]:
+    """Whether a status line is ``+OK``, and its text."""
+    m = _STATUS_RE.fullmatch(line)
+    if m is None:
+        raise RemoteProtocolError(f"malformed status line {line[:80]!r}")
+    return m.group(1) == b"+OK", (m.group(2) or b"").decode("utf-8", "replace")
