@@ -1,7 +1,7 @@
 """The peer port's grammar: reading and writing command and reply lines.
 
 Readers turn the arguments of one command line into its event, or raise
-:class:`~smdp.protocol._connection.Refusal` with the reply line the server
+:class:`~smdp.protocol._grammar.Refusal` with the reply line the server
 sends instead (protocol.md 6.3); writers turn a command back into
 its line, refusing with :class:`ProtocolUsageError` what the application got
 wrong. Addresses and host names are read by :mod:`smdp.mail.addresses`, the

@@ -3,7 +3,7 @@
 POP3 (RFC 1939) where the commands overlap, so a stock POP3 client can read its
 mail; the SMDP commands (envelopes, decisions, composing, lists) sit beside them
 (protocol.md 12.3). Readers turn the arguments of one command line
-into its event, or raise :class:`~smdp.protocol._connection.Refusal` with the
+into its event, or raise :class:`~smdp.protocol._grammar.Refusal` with the
 text of the ``-ERR`` the server sends instead; writers turn a command back into
 its line, refusing with :class:`ProtocolUsageError` what the application got
 wrong. Addresses and host names are read by :mod:`smdp.mail.addresses`, the one
