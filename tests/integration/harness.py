@@ -26,9 +26,23 @@ import psycopg
 
 from smdp.certs import Issued, make_ca, make_cert, write_issued
 from smdp.client.session import UserClient
-from smdp.config import load_config
+from smdp.config import Config, load_config
 from smdp.server.accounts import Accounts
 from smdp.store import open_store
+
+
+def create_user(config: Config, address: str, password: str = "secret",
+                identities: tuple[str, ...] = ()) -> None:
+    """A user with ``identities``, through a connection of its own to the
+    server's store, as ``smdp admin user-add`` and ``identity-add`` would."""
+    store = open_store(config)
+    try:
+        accounts = Accounts(store, config)
+        accounts.create(address, password)
+        for ident in identities:
+            accounts.add_identity(address, ident)
+    finally:
+        store.close()
 
 
 def free_ports(n: int) -> list[int]:
@@ -127,15 +141,7 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
 
     def add_user(self, address: str, password: str = "secret",
                  identities: tuple[str, ...] = ()) -> None:
-        config = load_config(self.config_path)
-        store = open_store(config)
-        try:
-            accounts = Accounts(store, config)
-            accounts.create(address, password)
-            for ident in identities:
-                accounts.add_identity(address, ident)
-        finally:
-            store.close()
+        create_user(load_config(self.config_path), address, password, identities)
 
     def start(self) -> None:
         ready = self.root / f"{self.name}.ready"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from smdp.client.session import UserClient
 from smdp.config import Config, PeerServer, load_config
-from smdp.server.accounts import Accounts
 from smdp.server.app import SmdpServer
-from smdp.store import open_store
+
+from .harness import create_user
 
 CONFIG = """
 [server]
@@ -63,16 +63,8 @@ class InProcessServer:
 
     def add_user(self, address: str, password: str = "secret",
                  identities: tuple[str, ...] = ()) -> None:
-        """Before ``start``, through its own connection to the store, as
-        ``smdp admin user-add`` would."""
-        store = open_store(self.config)
-        try:
-            accounts = Accounts(store, self.config)
-            accounts.create(address, password)
-            for ident in identities:
-                accounts.add_identity(address, ident)
-        finally:
-            store.close()
+        """Before ``start`` (SQLite: one writer at a time is the server's)."""
+        create_user(self.config, address, password, identities)
 
     def start(self) -> None:
         started: Future[None] = Future()
