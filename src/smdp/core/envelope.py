@@ -39,9 +39,9 @@ from smdp.mail.mime import (
     Walk,
     decode_header_text,
     display_name,
+    message_skeleton,
     part_lines,
     scan_header,
-    skeleton,
     walk_message,
 )
 
@@ -270,7 +270,7 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
 
 def _extract_body(body: Body, headlines: int, chunk_size: int = _READ_CHUNK) -> EnvelopeSummary:
     """_extract on the skeleton of ``body``, read ``chunk_size`` octets at a time."""
-    return _extract(skeleton(body.chunks(chunk_size)), headlines)
+    return _extract(message_skeleton(body.chunks(chunk_size)), headlines)
 
 
 def extract_envelope(message: bytes | Body, *, headlines: int = 2) -> EnvelopeSummary:

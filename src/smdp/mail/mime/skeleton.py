@@ -59,7 +59,7 @@ from smdp.mail.mime.headers import FIELD_NAME, first_values, scan_header
 from smdp.mail.mime.text import HTML_STEPS, TEXT_STEPS
 from smdp.mail.mime.walk import GUESS_WINDOW, MAX_HEADER_OCTETS, MIME_FIELDS, body_use
 
-__all__ = ["MAX_DASH_LINES", "SKELETON_CAP", "skeleton"]
+__all__ = ["MAX_DASH_LINES", "SKELETON_CAP", "message_skeleton"]
 
 # The longest prefix of a text part that part_lines decodes, with room for
 # the line end that may follow a window (the part is then still longer than
@@ -82,7 +82,7 @@ _NEED = -1  # _line: the line end is not in the buffer yet
 _LONG = -2  # _line: no line end yet and the line is over its cap
 
 
-def skeleton(chunks: Iterable[bytes]) -> bytes:
+def message_skeleton(chunks: Iterable[bytes]) -> bytes:
     """The skeleton of the message made of ``chunks`` (see above)."""
     kept = _Skeleton()
     for chunk in chunks:
@@ -345,6 +345,11 @@ class _State(enum.Enum):
     TRUNCATED = enum.auto()  # the top header passed MAX_HEADER_OCTETS: one more octet, done
     DONE = enum.auto()
 
+    # Members are singletons, so hashing by identity is right, and a C call
+    # rather than Enum's Python-level hash of the name: _STEPS is looked up
+    # at every state change, a few times a "--" line at worst.
+    __hash__ = object.__hash__
+
 
 class _Skeleton:
     """The filter described above: :meth:`feed` it chunks, then :meth:`finish`.
@@ -358,6 +363,7 @@ class _Skeleton:
 
     def __init__(self) -> None:
         self.state = _State.MBOX
+        self.done = False  # the DONE state was reached: no more input is wanted
         self.kept = _Kept()
         self.windows = _Windows()
         self.boundaries = _Boundaries()
@@ -375,10 +381,6 @@ class _Skeleton:
         # SKIP: which line (LF only: the mbox line) and the state it was in.
         self.skip_lf_only = False
         self.after_skip = _State.HEADER
-
-    @property
-    def done(self) -> bool:
-        return self.kept.capped or self.state is _State.DONE
 
     def feed(self, chunk: bytes, *, eof: bool = False) -> None:
         if self.done:
@@ -402,6 +404,7 @@ class _Skeleton:
             pos = _STEPS[state](self, buf, pos, eof)
             if self.kept.capped:
                 self.state = _State.DONE
+                self.done = True
                 return len(buf)
             if self.state is state:
                 return pos
@@ -649,6 +652,7 @@ class _Skeleton:
         return pos
 
     def _done(self, buf: bytes, pos: int, eof: bool) -> int:
+        self.done = True
         return len(buf)
 
 
