@@ -1,8 +1,8 @@
 """HTML made visible text: hidden elements dropped, blanks collapsed, tags stripped.
 
 Not an HTML parser: a few linear regular expressions that find the lines a
-reader would see at the start of an HTML part, which is all the walk's
-callers need. Entities are left for the caller to unescape, line by line.
+reader would see at the start of an HTML part, which is all a preview
+needs. Entities are left for the caller to unescape, line by line.
 """
 
 from __future__ import annotations

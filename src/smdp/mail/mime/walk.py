@@ -35,8 +35,8 @@ __all__ = [
     "walk_message",
 ]
 
-# The largest header block read; submission refuses larger ones, so every
-# stored message is read in full.
+# The largest top header read (submission refuses larger ones, so every
+# stored message is read in full).
 MAX_HEADER_OCTETS = 1024 * 1024
 # Bounds on the MIME walk: deeper or further parts are not inspected.
 MAX_DEPTH = 20
@@ -66,8 +66,8 @@ def _as_is(name: str) -> str:
 class Walk:
     """What :func:`walk_message` found in ``data``.
 
-    ``fields`` are the top header's fields that were asked for, ``values``
-    the first value of each by lower-case name. ``names`` are the first
+    ``fields`` are the top header's fields that were asked for and the MIME
+    ones, ``values`` the first value of each by lower-case name. ``names`` are the first
     ``max_names`` attachment names that ``show_name`` leaves non-empty, as it
     leaves them.
     """
@@ -189,6 +189,8 @@ def _entity(
         walk.html = part
 
 
+# A missing or unused boundary is guessed from a delimiter-looking line in
+# this many octets at the start of a multipart body.
 GUESS_WINDOW = 4096
 # "--" then a boundary that starts with a visible character, so that a "-- "
 # signature separator is never taken for one.
