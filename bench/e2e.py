@@ -157,7 +157,7 @@ def _prepare(rest: bytes) -> bytes | None:
 
 def _split_corpus(data: bytes, drop: frozenset[str]) -> tuple[bytes, bytes, dict[str, bytes]]:
     """(header without the ``drop`` fields, body, {field: value}) of a corpus message."""
-    from smdp.core.envelope import scan_header
+    from smdp.mail.mime import scan_header
 
     block = scan_header(data, limit=1024 * 1024)
     if block.truncated:

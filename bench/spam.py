@@ -50,8 +50,8 @@ from tests.integration.harness import Server, free_ports, make_pair, running, wa
 from bench.common import Settings, corpus_files, corpus_note, ratio, to_wire
 from bench.relay import CountingRelay
 from smdp.client.session import ClientError, UserClient
-from smdp.core.envelope import scan_header
 from smdp.core.submission import SubmissionError, prepare_submission
+from smdp.mail.mime import scan_header
 from smdp.protocol import user as wire
 from smdp.terms import Decision
 

@@ -6,7 +6,6 @@ import base64
 import logging
 import os
 import random
-import re
 import time
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from smdp.core.envelope import (
     EnvelopeFields,
     EnvelopeSummary,
     decode_envelope_block,
-    decode_header_text,
     encode_envelope_block,
     extract_envelope,
-    scan_header,
 )
+from smdp.mail.mime import MAX_DEPTH
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 CORPUS = Path("/work/shared/corpus")
@@ -195,7 +193,7 @@ def test_deep_nesting_is_cut_at_max_depth() -> None:
 
 
 def test_shallow_nesting_within_the_cap_is_read() -> None:
-    depth = env.MAX_DEPTH - 1
+    depth = MAX_DEPTH - 1
     opening = "".join(
         f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth)
     )
@@ -337,71 +335,6 @@ def test_html_unclosed_script_and_angle_brackets() -> None:
     assert extract_envelope(data).headlines == ("shown", "a < b > c")
 
 
-# ---------------------------------------------------------------------------
-# Header scanner and decoding
-
-
-def test_scan_header_unfolds_and_keeps_offsets() -> None:
-    data = b"Subject: one\r\n two\r\nX-A:b\nTo: c\r\rbody"
-    block = scan_header(data)
-    assert [(f.name, f.value) for f in block.fields] == [
-        ("Subject", b"one two"),
-        ("X-A", b"b"),
-        ("To", b"c"),
-    ]
-    assert data[block.fields[0].start : block.fields[0].end] == b"Subject: one\r\n two\r\n"
-    assert block.separator and data[block.body_start :] == b"body"
-
-
-def test_scan_header_stops_at_non_header_line() -> None:
-    data = b"Subject: x\r\nnot a header\r\nFrom: evil@x\r\n\r\n"
-    block = scan_header(data)
-    assert [f.key for f in block.fields] == ["subject"]
-    assert not block.separator
-    assert block.end == block.body_start == data.index(b"not a header")
-
-
-def test_scan_header_first_line_continuation_is_body() -> None:
-    block = scan_header(b" folded\r\nFrom: x@y\r\n\r\nbody")
-    assert block.fields == () and block.body_start == 0
-
-
-def test_scan_header_keep_and_limit() -> None:
-    data = b"A: 1\r\nB: 2\r\nC: 3\r\n\r\n"
-    assert [f.name for f in scan_header(data, keep=frozenset({"b"})).fields] == ["B"]
-    truncated = scan_header(data, limit=7)
-    assert truncated.truncated and [f.name for f in truncated.fields] == ["A", "B"]
-    assert not scan_header(data, limit=len(data)).truncated
-
-
-def test_scan_header_accepts_blank_before_colon() -> None:
-    # Obsolete syntax, but some readers take it: it must be seen (assumption 3).
-    assert scan_header(b"From : x@y\r\n\r\n").fields[0].key == "from"
-
-
-@pytest.mark.parametrize(
-    ("raw", "text"),
-    [
-        (b"plain", "plain"),
-        (b"=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),
-        (b"=?utf-8?q?a?= x =?utf-8?q?b?=", "a x b"),
-        (b"=?UTF-8?B?5pel?==?UTF-8?B?5pys?=", "日本"),
-        # One character split over two words: joined before decoding.
-        (b"=?utf-8?b?" + base64.b64encode("é".encode()[:1]) + b"?= =?utf-8?b?"
-         + base64.b64encode("é".encode()[1:]) + b"?=", "é"),
-        (b"=?utf-8*en?q?lang?=", "lang"),
-        (b"=?utf-8?b?!!!?=", ""),
-        (b"=?no-such-charset?q?ok?=", "ok"),
-        (b"=?utf-8?q?broken", "=?utf-8?q?broken"),
-        (b"=?iso-8859-1?q?=E9?= =?utf-8?q?=C3=A9?=", "éé"),
-        (b"caf\xe9", "café"),
-        (b"caf\xc3\xa9 \xff", "café \ufffd"),  # UTF-8 with one stray byte
-    ],
-)
-def test_decode_header_text(raw: bytes, text: str) -> None:
-    assert decode_header_text(raw) == text
-
-
 def test_control_and_bidi_characters_are_removed() -> None:
     data = "Subject: a\x1b[31mred\x7f \u202eevil\u2028x\x85\r\nFrom: \x00Bob\x00 <b@x>\r\n\r\n"
     s = extract_envelope(data.encode())
@@ -416,17 +349,6 @@ def test_mbox_from_line_is_skipped() -> None:
     data = b"From alice@a.example Mon Jan  1 00:00:00 2026\nSubject: hi\n\nbody\n"
     s = extract_envelope(data)
     assert s.subject == "hi" and s.headlines == ("body",)
-
-
-def test_display_name_forms() -> None:
-    for raw, name in [
-        (b'"Doe, John" <j@x>', "Doe, John"),
-        (b"j@x (John Doe)", "John Doe"),
-        (b"j@x", ""),
-        (b'"a \\" b" <x@y>', 'a " b'),
-        (b"(" * 5000, ""),  # email.utils.parseaddr would raise RecursionError
-    ]:
-        assert env._display_name(raw) == name
 
 
 # ---------------------------------------------------------------------------
@@ -720,167 +642,10 @@ def test_corpus_spamassassin_sample() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Fast paths against their plain definitions: each must give exactly what the
-# straightforward code (the first version's) gives, on random input built to
-# hit the edge cases (mixed line ends, folding, limits, cut points).
-
-
-def _scan_header_by_lines(
-    data: bytes,
-    start: int = 0,
-    end: int | None = None,
-    *,
-    keep: frozenset[str] | None = None,
-    limit: int | None = None,
-) -> env.HeaderBlock:
-    """scan_header as first written: one Python step a line."""
-    stop = len(data) if end is None else end
-    give_up = stop if limit is None else min(stop, start + limit)
-    fields: list[env.HeaderField] = []
-    pos, name, field_start, parts, wanted = start, None, 0, [], False
-
-    def flush(field_end: int) -> None:
-        if name is not None and wanted:
-            value = b"".join(parts).strip(b" \t")
-            fields.append(env.HeaderField(name, value, field_start, field_end))
-
-    while pos < stop:
-        match = env._LINE_BREAK.search(data, pos, stop)
-        if match is None:
-            line_end = next_pos = stop
-        else:
-            line_end = match.start()
-            next_pos = line_end + 1
-            if data[line_end] == 0x0D and next_pos < stop and data[next_pos] == 0x0A:
-                next_pos += 1
-        if line_end == pos:
-            flush(pos)
-            return env.HeaderBlock(tuple(fields), pos, next_pos, True)
-        if data[pos] in (0x20, 0x09):
-            if name is None:
-                break
-            if wanted:
-                parts.append(data[pos:line_end])
-        else:
-            field = env._FIELD_NAME.match(data, pos, line_end)
-            if field is None:
-                break
-            flush(pos)
-            name = field.group(1).decode("ascii")
-            wanted = keep is None or name.lower() in keep
-            field_start = pos
-            parts = [data[field.end() : line_end]] if wanted else []
-        pos = next_pos
-        if pos >= give_up and pos < stop:
-            flush(pos)
-            return env.HeaderBlock(tuple(fields), pos, pos, False, truncated=True)
-    flush(pos)
-    return env.HeaderBlock(tuple(fields), pos, pos, False)
-
-
-_HEADER_ATOMS = [
-    b"From", b"To", b"Subject", b"X-A", b"cc", b"CC", b"x-1", b"1", b"-", b"a", b":", b" :",
-    b" ", b"\t", b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"\n\n", b"\r\r\n", b"value", b"\x00",
-    b"\xff", b"(", b"<", b"=?utf-8?q?x?=",
-]
-_KEEPS = [
-    None, frozenset({"subject", "from", "to", "cc"}), frozenset({"content-type"}),
-    frozenset({"Subject", "x-a"}), frozenset(), frozenset({"-", "x-1", "to", "\u00e9"}),
-]
-
-
-def test_scan_header_matches_the_line_by_line_scan() -> None:
-    rnd = random.Random(11)
-    for _ in range(30_000):
-        data = b"".join(rnd.choice(_HEADER_ATOMS) for _ in range(rnd.randint(0, 30)))
-        start = rnd.randint(0, len(data)) if rnd.random() < 0.3 else 0
-        end = rnd.randint(start, len(data)) if rnd.random() < 0.3 else None
-        limit = rnd.randint(0, len(data) + 2) if rnd.random() < 0.5 else None
-        keep = rnd.choice(_KEEPS)
-        expected = _scan_header_by_lines(data, start, end, keep=keep, limit=limit)
-        assert scan_header(data, start, end, keep=keep, limit=limit) == expected, (
-            data, start, end, keep, limit)
+# Sanitising
 
 
 def test_every_unsafe_character_is_unprintable() -> None:
     # _clean skips the _UNSAFE substitution for printable text.
     unsafe = [chr(c) for c in range(0x110000) if env._UNSAFE.match(chr(c))]
     assert unsafe and not any(c.isprintable() for c in unsafe)
-
-
-def test_utf8_sequence_pattern_is_the_plain_alternation() -> None:
-    plain = re.compile(
-        rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
-    )
-    rnd = random.Random(12)
-    octets = b"\xc1\xc2\xdf\xe0\xef\xf0\xf4\xf5\x80\xbf\xc0\x7fa\n"
-    for _ in range(20_000):
-        data = bytes(rnd.choice(octets) for _ in range(rnd.randint(0, 12)))
-        assert [m.span() for m in env._UTF8_SEQUENCE.finditer(data)] == [
-            m.span() for m in plain.finditer(data)
-        ], data
-
-
-def _bytes_to_text_by_lines(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    lines = raw.split(b"\n")
-    for index, line in enumerate(lines):
-        if env._UTF8_SEQUENCE.search(line):
-            lines[index] = line.decode("utf-8", "replace").encode("utf-8")
-        else:
-            lines[index] = line.decode("cp1252", "replace").encode("utf-8")
-    return b"\n".join(lines).decode("utf-8")
-
-
-def test_bytes_to_text_matches_the_line_by_line_decoding() -> None:
-    rnd = random.Random(13)
-    atoms = [b"a", b"\n", b"\n\n", b"\xe9", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
-             b"\x81", b"\x80", b"\xc3", b" ", b"\r\n", b"\xff", b"\xed\xa0\x80"]
-    for _ in range(20_000):
-        raw = b"".join(rnd.choice(atoms) for _ in range(rnd.randint(0, 25)))
-        assert env._bytes_to_text(raw) == _bytes_to_text_by_lines(raw), raw
-
-
-def test_collapse_blanks_is_the_substitution() -> None:
-    rnd = random.Random(14)
-    atoms = ["a", "b c", " ", "  ", "\n", "\r\n", "\t", "\x0b", "\x1c", "\x85", "\xa0",
-             "\u2028", "\u3000", "\u200b", "x"]
-    for _ in range(20_000):
-        text = "".join(rnd.choice(atoms) for _ in range(rnd.randint(0, 12)))
-        assert env._collapse_blanks(text) == re.sub(r"\s+", " ", text), repr(text)
-
-
-_HTML_ATOMS = [
-    "<br>", "<BR/>", "<p>", "</p>", "<div class=x>", "<b>", "</b>", "<a href='x'>", "<a", ">",
-    "<", "<!--", "-->", "<script>", "</script>", "<style>", "</style >", "<title>", "</title>",
-    "hello", "world", " ", "  ", "\n", "\r\n", "\t", "\x1c", "\x85", "\u2028", "\x0b", "&amp;",
-    "&#10;", "&lt;br&gt;", "&nbsp;", "<tr", "<li>", "<h1>", "<hr/>", "<!doctype html>", "<?x?>",
-    "a<b>c", "\u202e", "\x00", "é", "<br", "<p\n>", "<td>", "<TABLE>", "<pre>", "</ li>",
-]
-
-
-def _html_lines_whole(text: str, wanted: int, complete: bool) -> list[str]:
-    """The first ``wanted`` headlines of an HTML text, stripping all markup at once."""
-    stripped = env._strip_markup(env._strip_hidden(text))
-    assert stripped == env._ANY_TAG.sub(
-        "", env._BLOCK_TAG.sub("\n", re.sub(r"\s+", " ", env._strip_hidden(text))))
-    pieces = stripped.splitlines()
-    if not complete and pieces:
-        pieces.pop()
-    lines: list[str] = []
-    env._take_lines(pieces, wanted, True, lines)
-    return lines
-
-
-def test_html_lines_piece_by_piece_match_the_whole_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    rnd = random.Random(15)
-    for _ in range(5_000):
-        text = "".join(rnd.choice(_HTML_ATOMS) for _ in range(rnd.randint(0, 60)))
-        monkeypatch.setattr(env, "_HTML_PIECE", rnd.choice([1, 2, 5, 10, 30, 100]))
-        wanted = rnd.choice([1, 2, 3, 10])
-        complete = rnd.random() < 0.5
-        assert env._html_lines(env._strip_hidden(text), wanted, complete) == (
-            _html_lines_whole(text, wanted, complete)), (text, wanted, complete)

@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smdp.core import submission
-from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope, scan_header
+from smdp.core.envelope import extract_envelope
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
+from smdp.mail.mime import MAX_HEADER_OCTETS, scan_header
 
 IDS = ("alice@a.example", "Alice.Work@A.example")
 NOW = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC)

@@ -21,15 +21,15 @@ from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
 from email.utils import format_datetime, getaddresses
 
-from smdp.core.envelope import (
+from smdp.mail.addresses import Address, AddressError, normalize, parse_address
+from smdp.mail.body import Body, BodyWriter
+from smdp.mail.mime import (
     MAX_HEADER_OCTETS,
     HeaderBlock,
     HeaderField,
     decode_header_text,
     scan_header,
 )
-from smdp.mail.addresses import Address, AddressError, normalize, parse_address
-from smdp.mail.body import Body, BodyWriter
 
 __all__ = ["SubmissionError", "prepare_submission", "prepare_submission_body"]
 
@@ -233,7 +233,7 @@ def prepare_submission(
     """Check and complete a message submitted by a local user; return the bytes to store.
 
     - Line ends become CRLF (bare CR and LF included) and the message ends in CRLF.
-    - The header is read with the scanner of :mod:`smdp.core.envelope`. Where it
+    - The header is read with the scanner of :mod:`smdp.mail.mime.headers`. Where it
       stops without a blank line (a line that is not a header field, or no
       header at all) a blank line is inserted there, so the rest is body for
       every reader.

@@ -1,4 +1,4 @@
-"""Envelope extraction from a Body, chunk by chunk (smdp.core.envelope._Skeleton).
+"""Envelope extraction from a Body, chunk by chunk, through its skeleton (smdp.mail.mime.skeleton).
 
 The property everywhere: ``extract_envelope`` of a Body read in chunks of any
 size is the envelope of the same message given as bytes, while only a bounded
@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smdp.core import envelope as env
-from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope
+from smdp.core.envelope import extract_envelope
 from smdp.mail.body import Body, BodyWriter
+from smdp.mail.mime import MAX_HEADER_OCTETS
+from smdp.mail.mime.skeleton import SKELETON_CAP, message_skeleton
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mail"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("*.eml"))
 CORPUS = Path("/work/shared/corpus")
 
@@ -40,7 +42,7 @@ def streamed(data: bytes, chunk: int, headlines: int = 2) -> env.EnvelopeSummary
 
 
 def skeleton(data: bytes, chunk: int = 256 * 1024) -> bytes:
-    return env._skeleton(Body.of(data).chunks(chunk))
+    return message_skeleton(Body.of(data).chunks(chunk))
 
 
 def mixed(*parts: bytes, boundary: bytes = b"b1", eol: bytes = b"\r\n",
@@ -292,7 +294,7 @@ def test_only_delimiter_lines_stay_bounded() -> None:
     started = time.perf_counter()
     kept = skeleton(data)
     assert time.perf_counter() - started < 5
-    assert len(kept) <= env._SKELETON_CAP
+    assert len(kept) <= SKELETON_CAP
     summary = extract_envelope(file_body(data))
     assert summary == extract_envelope(data)  # here nothing is short: no attachments at all
 
@@ -301,7 +303,7 @@ def test_the_skeleton_cap_holds_and_ends_on_a_line() -> None:
     big_text = text_part(b"x" * 300_000 + b"\r\n")
     data = mixed(*([big_text] * 20), attachment(1000))
     kept = skeleton(data)
-    assert len(kept) <= env._SKELETON_CAP
+    assert len(kept) <= SKELETON_CAP
     assert kept.endswith((b"\n", b"\r"))
     # Past the cap the attachment after 20 inline text parts of 300 KB is not seen.
     assert extract_envelope(file_body(data)).attachments <= extract_envelope(data).attachments
@@ -329,7 +331,7 @@ def test_the_skeleton_cap_holds_and_ends_on_a_line() -> None:
 def test_hostile_inputs_are_bounded_and_agree(data: bytes) -> None:
     started = time.perf_counter()
     kept = skeleton(data)
-    assert len(kept) <= env._SKELETON_CAP
+    assert len(kept) <= SKELETON_CAP
     assert streamed(data, 256 * 1024) == extract_envelope(data)
     assert time.perf_counter() - started < 10
 
@@ -366,3 +368,24 @@ def test_memory_is_flat_in_message_size() -> None:
     # A few chunks of 256 KiB and a small skeleton, whatever the size.
     assert max(peaks) < 2 * 1024 * 1024
     assert peaks[1] < peaks[0] * 1.5 + 256 * 1024
+
+
+def test_steps_are_taken_per_state_change_not_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smdp.mail.mime import skeleton as module
+
+    steps = 0
+    counted = dict(module._STEPS)
+
+    def counting(step: object) -> object:
+        def run(*args: object) -> int:
+            nonlocal steps
+            steps += 1
+            return step(*args)  # type: ignore[operator, no-any-return]
+        return run
+
+    for state, step in counted.items():
+        monkeypatch.setitem(module._STEPS, state, counting(step))
+    head = b"".join(b"Received: from relay%d\r\n" % i for i in range(2000))
+    data = head + b"Subject: x\r\n\r\nbody\r\n"
+    assert message_skeleton(Body.of(data).chunks(len(data))) == data
+    assert steps < 10

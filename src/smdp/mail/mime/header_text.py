@@ -1,0 +1,86 @@
+"""Header values as text: RFC 2047 encoded words, raw 8-bit, and a From's display name."""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+from smdp.mail.mime.charsets import bytes_to_text, decode_charset
+
+__all__ = ["QUOTED_PAIR", "decode_header_text", "display_name"]
+
+_ENCODED_WORD = re.compile(rb"=\?([^?\s]{1,75})\?([bBqQ])\?([^?\s]*)\?=")
+_BLANKS = b" \t\r\n"
+
+
+def _decode_word_payload(encoding: bytes, payload: bytes) -> bytes:
+    try:
+        if encoding in b"bB":
+            payload = payload.rstrip(b"=")
+            payload += b"=" * (-len(payload) % 4)
+            return binascii.a2b_base64(payload)
+        return binascii.a2b_qp(payload, header=True)
+    except (binascii.Error, ValueError):
+        return payload
+
+
+def decode_header_text(raw: bytes) -> str:
+    """Decode a raw header value to text: RFC 2047 words in any charset, raw 8-bit as UTF-8.
+
+    Adjacent encoded words in one charset are joined before decoding, since
+    mailers split multi-octet characters across them. Never raises.
+    """
+    if b"=?" not in raw:
+        return bytes_to_text(raw)
+    out: list[str] = []
+    pending = b""
+    pending_charset: str | None = None
+    pos = 0
+    for match in _ENCODED_WORD.finditer(raw):
+        between = raw[pos : match.start()]
+        if pending_charset is None or between.strip(_BLANKS):
+            if pending_charset is not None:
+                out.append(decode_charset(pending, pending_charset))
+                pending, pending_charset = b"", None
+            out.append(bytes_to_text(between))
+        charset = match.group(1).decode("ascii", "replace").split("*", 1)[0]
+        payload = _decode_word_payload(match.group(2), match.group(3))
+        if pending_charset is not None and charset.lower() != pending_charset.lower():
+            out.append(decode_charset(pending, pending_charset))
+            pending = b""
+        pending_charset = charset
+        pending += payload
+        pos = match.end()
+    if pending_charset is not None:
+        out.append(decode_charset(pending, pending_charset))
+    out.append(bytes_to_text(raw[pos:]))
+    return "".join(out)
+
+
+# RFC 5322 3.2.1 quoted-pair: a backslash and the character it quotes.
+QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# A From value is cut to this before its display name is looked for.
+_MAX_RAW_ADDRESS = 4 * 1024
+# The phrase before the first "<" that is not inside a quoted string.
+_NAME_BEFORE_ANGLE = re.compile(r'((?:"(?:[^"\\]|\\.)*+"|[^"<])*+)<', re.DOTALL)
+
+
+def display_name(raw: bytes) -> str:
+    """The display name of the first mailbox of a From value, decoded.
+
+    Not :func:`email.utils.parseaddr`: it recurses once per nested comment
+    and raises RecursionError on a From of a few thousand "(". The name is
+    cut out of the raw value and decoded afterwards, since decoding first
+    could turn an encoded "<" into syntax.
+    """
+    text = raw[:_MAX_RAW_ADDRESS].decode("latin-1")
+    match = _NAME_BEFORE_ANGLE.match(text)
+    if match is not None:
+        name = match.group(1).strip()
+    else:
+        # "addr (Name)", the old comment form.
+        opening, closing = text.find("("), text.rfind(")")
+        name = text[opening + 1 : closing].strip() if 0 <= opening < closing else ""
+    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+        name = QUOTED_PAIR.sub(r"\1", name[1:-1])
+    return decode_header_text(name.encode("latin-1"))
