@@ -158,7 +158,26 @@ def test_from_without_address_is_refused(value: bytes) -> None:
 def test_other_author_fields_are_checked(name: bytes) -> None:
     with pytest.raises(SubmissionError, match=re.escape("mallory@x.example")):
         submit(name + b": mallory@x.example\r\n\r\n")
-    submit(name + b": alice@a.example\r\n\r\n")
+
+
+@pytest.mark.parametrize("name", [b"Sender", b"Resent-From", b"Resent-Sender"])
+def test_an_own_author_field_other_than_from_still_gets_a_from(name: bytes) -> None:
+    """Sender and the Resent-* fields may name the user, but none is a From:
+    the server still writes one (Table 5), above the user's fields, kept as sent."""
+    out = submit(name + b": Alice <alice@a.example>\r\nSubject: s\r\n\r\nbody\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"From: alice@a.example"
+    assert lines[1] == b"Date: Tue, 05 May 2026 10:00:00 +0000"
+    assert re.fullmatch(rb"Message-ID: <[a-z2-7]{26}@smdp\.a\.example>", lines[2])
+    assert lines[3:] == [name + b": Alice <alice@a.example>", b"Subject: s"]
+    assert body == b"body\r\n"
+
+
+@pytest.mark.parametrize("name", [b"FROM", b"from "])
+def test_an_own_from_in_any_spelling_is_the_from(name: bytes) -> None:
+    raw = name + b": alice@a.example\r\nDate: x\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n"
+    assert submit(raw) == raw  # nothing added: the user's From is the From
 
 
 def test_folded_from_is_checked() -> None:
@@ -267,6 +286,9 @@ _LINES = st.sampled_from(
         b"From: mallory@x.example",
         b"From: \"alice@a.example\" <mallory@x.example>",
         b"Sender: mallory@x.example",
+        b"Sender: alice@a.example",
+        b"Resent-From: Alice <alice.work@a.example>",
+        b"Resent-Sender: alice@a.example",
         b"Subject: hello",
         b"Subject: =?utf-8?q?caf=C3=A9?=",
         b" folded continuation",
