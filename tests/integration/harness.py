@@ -29,6 +29,7 @@ from smdp.client.session import UserClient
 from smdp.config import load_config
 from smdp.server.accounts import Accounts
 from smdp.store import open_store
+from tests.conditions import wait_until as wait_until  # re-exported for the tests
 
 
 def free_ports(n: int) -> list[int]:
@@ -278,17 +279,6 @@ def make_tls_pair(root: Path, **kwargs: Any) -> tuple[Server, Server, Pki]:
         s.tls = pki.tls(s.hostname)
         s.write_config()
     return a, b, pki
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

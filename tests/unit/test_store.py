@@ -19,6 +19,7 @@ from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
+from tests.conditions import wait_until
 
 
 @dataclass
@@ -685,6 +686,14 @@ def test_postgresql_a_late_older_job_waits_for_a_claim_in_flight(pg_dsn: str) ->
 
     a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
     a.migrate()
+    b_pid = b._db.info.backend_pid
+    watch = psycopg.connect(pg_dsn, autocommit=True)  # a fresh statistics snapshot per query
+
+    def b_waits_on_a_lock() -> bool:
+        row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                            (b_pid,)).fetchone()
+        return row is not None and row[0] == "Lock"
+
     slow = psycopg.connect(pg_dsn)  # an enqueuing transaction that commits late
     slow.execute("INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
                  "VALUES ('send-envelope', 'k', 'older', 0, 0)")
@@ -696,13 +705,16 @@ def test_postgresql_a_late_older_job_waits_for_a_claim_in_flight(pg_dsn: str) ->
         t = threading.Thread(target=lambda: got_b.append(
             [j.payload for j in b.claim_jobs("node-b", 10.0, 10, lease=60.0)]))
         t.start()
-        t.join(0.5)
-        assert t.is_alive()  # B waits for A's claim to commit ...
-    t.join(10)
+        # B waits for A's claim to commit: its backend blocks on a lock ...
+        wait_until(b_waits_on_a_lock, what="node B blocked on node A's lock")
+        assert t.is_alive() and got_b == []
+    t.join(30)
+    assert not t.is_alive()
     assert got_b == [[]]  # ... and then sees key k is busy
     a.finish_job(next(j.id for j in a.jobs() if j.payload == "newer"))
     assert [j.payload for j in b.claim_jobs("node-b", 10.0, 10, lease=60.0)] == ["older"]
     slow.close()
+    watch.close()
     a.close()
     b.close()
 
