@@ -151,7 +151,7 @@ def test_unpulled_envelopes_count_against_the_origin(tmp_path: Path) -> None:
         c.quit()
         wait_until(lambda: b.query("SELECT messages, votes FROM peer_quality") == [(1, 0)],
                    what="the envelope counted")
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)], timeout=20,
+        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)],
                    what="expiry")
         assert b.query("SELECT messages, votes FROM peer_quality") == [(1, -1)]
 
