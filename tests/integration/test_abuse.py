@@ -15,7 +15,7 @@ import pytest
 
 from smdp.client.session import ClientError
 from smdp.protocol import user as wire
-from tests.integration.harness import PeerSocket, make_pair, running, wait_until
+from tests.integration.harness import PeerSocket, UserSocket, make_pair, running, wait_until
 
 ENVIDS = [c * 26 for c in "abcdefg"]
 
@@ -120,13 +120,16 @@ def test_header_injection_is_impossible(tmp_path: Path) -> None:
     a.add_user("alice@a.example")
     b.add_user("bob@b.example")
     with running(a, b):
-        c = a.client("alice@a.example")
-        with pytest.raises(ClientError):
-            c.call(wire.MailCmd(None))
-            c.sock.sendall(b"RCPT TO:<bob@b.example\rX-Injected: yes>\r\n")
-            c.call(wire.Noop())  # the reply to the bad RCPT comes first
-            raise AssertionError("unreachable: the RCPT must be refused")
-        c.quit()
+        u = UserSocket(a.user_port)
+        assert u.cmd("USER alice@a.example").startswith("+OK")
+        assert u.cmd("PASS secret").startswith("+OK")
+        assert u.cmd("MAIL") == "+OK composing as alice@a.example"
+        # A bare CR inside the command: refused whole, not split into two lines.
+        assert u.cmd(b"RCPT TO:<bob@b.example\rX-Injected: yes>") == (
+            "-ERR control characters are not allowed")
+        assert u.cmd("NOOP") == "+OK"  # no second reply was owed
+        assert u.cmd("QUIT").startswith("+OK")
+        u.close()
         c = a.client("alice@a.example")
         subject = "=?utf-8?q?Hello=0D=0AX-Injected:_yes=00?="
         c.submit(["bob@b.example"], f"Subject: {subject}\r\n\r\nhi\r\n".encode())

@@ -134,10 +134,11 @@ def test_poplib_reads_accepted_mail(pair: tuple[Server, Server]) -> None:
     pop.pass_("secret")
     assert pop.stat()[0] == 0  # DELE took effect at QUIT (RFC 1939 UPDATE state)
     pop.quit()
-    with pytest.raises(poplib.error_proto):
-        bad = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
-        bad.user(BOB)
+    bad = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
+    bad.user(BOB)
+    with pytest.raises(poplib.error_proto, match="-ERR authentication failed"):
         bad.pass_("wrong")
+    bad.quit()
 
 
 # Table 1 / Table 2: each option's effect on both sides.

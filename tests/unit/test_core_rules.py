@@ -282,7 +282,7 @@ def test_replayed_envelope_is_stored_once(world: World) -> None:
 
 
 def test_spoofed_from_is_refused_before_anything_is_stored(world: World) -> None:
-    with pytest.raises(SubmissionError):
+    with pytest.raises(SubmissionError, match=r"<ceo@a\.example> is not one of your identities"):
         world.origin.submit(world.alice, "alice@a.example", ["bob@b.example"],
                             b"From: ceo@a.example\r\n\r\nhi\r\n")
     assert world.a.out_messages_of(world.alice.id) == []

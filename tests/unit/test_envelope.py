@@ -640,7 +640,7 @@ def test_decode_size_limit() -> None:
     exact = b"X: " + b"a" * (MAX_BLOCK_OCTETS - 5) + b"\r\n"
     assert len(exact) == MAX_BLOCK_OCTETS
     decode_envelope_block(exact)
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="Envelope block exceeds 16384 octets"):
         decode_envelope_block(exact + b"x")
     assert issubclass(EnvelopeError, ValueError)
 

@@ -79,7 +79,7 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
 def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
     store: Store = backend.open()
     user = store.create_user("alice@a.example", "h")
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="crash in the middle"), store.transaction():
         store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
                                  body=b"x", subject="s", summary="", expires_at=0)
         store.enqueue("send-envelope", "k", "{}")
@@ -92,7 +92,7 @@ def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
 def test_nested_transactions_join_the_outer_one(backend: Backend) -> None:
     store = backend.open()
     user = store.create_user("alice@a.example", "h")
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="the outer one fails"), store.transaction():
         with store.transaction():
             store.enqueue("send-envelope", "k", "{}")
         store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
@@ -381,7 +381,7 @@ def test_a_body_replaced_or_rolled_back_leaves_no_stray_chunk(backend: Backend) 
     store.set_in_body(env, b"short")  # bytes are still accepted
     assert store.in_body(env) == b"short" and count(store, "in_body_chunks") == 1
     assert store.in_body_chunk(env, 1) is None
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="crash after the chunks"), store.transaction():
         store.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
                                  body=Body.of(b"z" * (2 * CHUNK_SIZE)), subject="s",
                                  summary="", expires_at=0)
@@ -732,7 +732,7 @@ def test_postgresql_reconnects_after_the_connection_drops(pg_dsn: str) -> None:
     pid = store._db.info.backend_pid
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(psycopg.OperationalError, match="terminating connection"):
         store.queue_size()
     assert store.queue_size() == 1
     with store.transaction():
