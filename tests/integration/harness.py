@@ -209,6 +209,13 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
 DEFAULT_BACKEND: tuple[str, Callable[[], str] | None] = ("sqlite", None)
 
 
+def pass_store() -> dict[str, str]:
+    """``backend`` and ``dsn`` for one more server on the backend this test runs
+    on (DEFAULT_BACKEND; a fresh database for PostgreSQL): ``Server(..., **pass_store())``."""
+    backend, new_database = DEFAULT_BACKEND
+    return {"backend": backend, "dsn": new_database() if new_database is not None else ""}
+
+
 def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | None = None,
               dsn_a: str = "", dsn_b: str = "") -> tuple[Server, Server]:
     """a.example and b.example, each with its own store of ``backend``
@@ -233,9 +240,10 @@ def facing_stand_in(root: Path, domain: str, user: str, peer_domain: str,
                     peer_port: int) -> Server:
     """One real server whose only peer, ``peer_domain``, is a scripted stand-in
     for another SMDP implementation listening on ``peer_port``; ``user`` has an
-    account on it."""
+    account on it. Its store is on the backend of the test (``pass_store``)."""
     peer_port_of_ours, user_port = free_ports(2)
-    server = Server(domain, f"smdp.{domain}", root, peer_port_of_ours, user_port)
+    server = Server(domain, f"smdp.{domain}", root, peer_port_of_ours, user_port,
+                    **pass_store())
     server.peers = {peer_domain: (f"smdp.{peer_domain}", peer_port)}
     server.write_config()
     server.add_user(user)

@@ -23,6 +23,9 @@ from smdp.protocol import user as wire
 from tests.integration.harness import Server, free_ports, running, wait_until
 
 ALICE, BOB = "alice@a.example", "bob@b.example"
+# a.example's nodes share one PostgreSQL database, b.example is on SQLite,
+# whatever the pass: the test runs in the default pass only (conftest.py).
+pytestmark = pytest.mark.own_backend
 LEASE = 4.0  # [delivery] claim_lease of the a.example nodes, in seconds
 
 
