@@ -27,9 +27,9 @@ from smdp.core.envelope import (
     extract_envelope,
     scan_header,
 )
+from tests.corpus import CORPUS, needs_corpus
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
-CORPUS = Path("/work/shared/corpus")
 
 
 def load(name: str) -> bytes:
@@ -693,10 +693,10 @@ def test_decode_is_total_and_idempotent(data: bytes) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Optional: the shared corpus (absent on a fresh clone)
+# Optional: the shared corpus (absent on a fresh clone; see tests/corpus.py)
 
 
-@pytest.mark.skipif(not (CORPUS / "malformed").is_dir(), reason="shared corpus not present")
+@needs_corpus("malformed")
 def test_corpus_malformed_messages() -> None:
     files = [p for p in (CORPUS / "malformed").rglob("*") if p.is_file()]
     assert files
@@ -705,7 +705,7 @@ def test_corpus_malformed_messages() -> None:
         assert len(encode_envelope_block(s, expires="")) <= MAX_BLOCK_OCTETS
 
 
-@pytest.mark.skipif(not (CORPUS / "spamassassin").is_dir(), reason="shared corpus not present")
+@needs_corpus("spamassassin")
 def test_corpus_spamassassin_sample() -> None:
     files = sorted(p for p in (CORPUS / "spamassassin").rglob("*.eml") if p.is_file())
     sample = random.Random(int(os.environ.get("SMDP_CORPUS_SEED", "5"))).sample(

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from smdp.core import envelope as env
 from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope
 from smdp.mail.body import Body, BodyWriter
+from tests.corpus import CORPUS, needs_corpus
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("*.eml"))
-CORPUS = Path("/work/shared/corpus")
 
 
 def file_body(data: bytes, *, threshold: int = 0, piece: int = 1 << 20) -> Body:
@@ -192,7 +192,7 @@ def test_body_with_memory_and_file_pieces() -> None:
     assert extract_envelope(body) == extract_envelope(data)
 
 
-@pytest.mark.skipif(not (CORPUS / "spamassassin").is_dir(), reason="shared corpus not present")
+@needs_corpus("spamassassin")
 def test_corpus_sample_any_chunking() -> None:
     files = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix in ("", ".eml"))
     rng = random.Random(11)
