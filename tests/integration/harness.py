@@ -147,7 +147,7 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
              "--ready-file", str(ready)],
             stdout=log, stderr=log,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a bound on failure: slow under coverage, one core
         while not ready.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.name} exited: {self.log()}")
@@ -305,7 +305,7 @@ class PeerSocket:
 
     def __init__(self, port: int, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
         """``tls``: (context, server name) for an implicit-TLS port."""
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         if tls is not None:
             self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
         self.buf = b""
@@ -350,7 +350,7 @@ class UserSocket:
     """A raw user-port client for bad-input tests: a line in, a reply line out."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.buf = b""
         self.greeting = self.line()
 
