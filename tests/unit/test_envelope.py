@@ -28,6 +28,7 @@ from smdp.core.envelope import (
     scan_header,
 )
 from tests.corpus import CORPUS, needs_corpus
+from tests.speed import within
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 
@@ -465,7 +466,7 @@ def test_big_message_is_fast_and_correct() -> None:
         extract_envelope(data)
     per_message = (time.perf_counter() - started) / runs
     # Target well under 1 ms; the bound is loose so a loaded CI box passes.
-    assert per_message < 0.02
+    assert per_message < within(0.02)
 
 
 @pytest.mark.parametrize(
@@ -488,7 +489,7 @@ def test_big_message_is_fast_and_correct() -> None:
 def test_hostile_inputs_stay_cheap(data: bytes) -> None:
     started = time.perf_counter()
     env._extract(data, 2)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < within(1.0)
 
 
 _FIXTURE_BYTES = [

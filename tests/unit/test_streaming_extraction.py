@@ -22,6 +22,7 @@ from smdp.core import envelope as env
 from smdp.core.envelope import MAX_HEADER_OCTETS, extract_envelope
 from smdp.mail.body import Body, BodyWriter
 from tests.corpus import CORPUS, needs_corpus
+from tests.speed import within
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("*.eml"))
@@ -291,7 +292,7 @@ def test_only_delimiter_lines_stay_bounded() -> None:
     data = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n" + b"--x\r\n" * 1_000_000
     started = time.perf_counter()
     kept = skeleton(data)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < within(5)
     assert len(kept) <= env._SKELETON_CAP
     summary = extract_envelope(file_body(data))
     assert summary == extract_envelope(data)  # here nothing is short: no attachments at all
@@ -331,7 +332,7 @@ def test_hostile_inputs_are_bounded_and_agree(data: bytes) -> None:
     kept = skeleton(data)
     assert len(kept) <= env._SKELETON_CAP
     assert streamed(data, 256 * 1024) == extract_envelope(data)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < within(10)
 
 
 def test_header_past_the_limit_is_truncated_the_same() -> None:
