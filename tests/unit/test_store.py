@@ -607,17 +607,22 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
     done: list[tuple[str, str]] = []  # (node, payload), in completion order
     problems: list[str] = []
 
+    enqueued = threading.Event()  # both enqueuers have committed all their jobs
+
     def node(name: str) -> None:
         store = PostgresStore(pg_dsn)
         rnd = random.Random(name)
-        idle_since = time.monotonic()
+        deadline = time.monotonic() + 60
         try:
-            while time.monotonic() - idle_since < 1.0:
+            while time.monotonic() < deadline:
                 jobs = store.claim_jobs(name, time.time(), rnd.randint(1, 5), lease=60.0)
                 if not jobs:
-                    time.sleep(0.002)
+                    # Done when no job can come any more and none is left (a
+                    # job the other node runs stays queued until finished).
+                    if enqueued.is_set() and store.queue_size() == 0:
+                        return
+                    time.sleep(0.002)  # poll interval
                     continue
-                idle_since = time.monotonic()
                 with guard:
                     for job in jobs:
                         if job.key in running:
@@ -632,6 +637,7 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
                     # Finishing releases the key, so it goes after the
                     # bookkeeping: the other node may claim the next job at once.
                     store.finish_job(job.id)
+            problems.append(f"{name}: jobs still coming after 60 s")
         except BaseException as exc:
             problems.append(f"{name}: {exc!r}")
         finally:
@@ -656,12 +662,16 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
             store.close()
 
     late = 50
-    threads = [threading.Thread(target=node, args=(n,)) for n in ("node-1", "node-2")]
-    threads += [threading.Thread(target=enqueuer, args=(n,)) for n in ("in-1", "in-2")]
-    for t in threads:
+    nodes = [threading.Thread(target=node, args=(n,)) for n in ("node-1", "node-2")]
+    enqueuers = [threading.Thread(target=enqueuer, args=(n,)) for n in ("in-1", "in-2")]
+    for t in nodes + enqueuers:
         t.start()
-    for t in threads:
+    for t in enqueuers:
         t.join(60)
+    enqueued.set()
+    for t in nodes:
+        t.join(90)
+    assert not any(t.is_alive() for t in nodes + enqueuers)
     assert problems == []
     payloads = [p for _n, p in done]
     assert sorted(payloads) == sorted(
