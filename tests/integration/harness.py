@@ -153,7 +153,7 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
                 raise RuntimeError(f"server {self.name} exited: {self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server {self.name} did not start: {self.log()}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval: waiting for the ready file
         ports = json.loads(ready.read_text())
         assert (ports["peer"], ports["user"]) == (self.peer_port, self.user_port)
         assert (ports.get("peer_tls"), ports.get("user_tls")) == (self.peer_tls_port,

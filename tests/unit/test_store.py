@@ -655,7 +655,7 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
                 with store.transaction():
                     store.enqueue("report-decision", f"k{rnd.randrange(keys)}",
                                   f"late:{name}:{i}", at=0.0)
-                    time.sleep(rnd.uniform(0, 0.02))
+                    time.sleep(rnd.uniform(0, 0.02))  # hold the transaction open: the race
         except BaseException as exc:
             problems.append(f"{name}: {exc!r}")
         finally:
