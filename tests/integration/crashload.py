@@ -107,7 +107,7 @@ def with_client(server: Server, user: str, action, attempts: int = 200):  # type
             c = server.client(user)
         except (ClientError, OSError) as exc:
             last = exc
-            time.sleep(0.1)
+            time.sleep(0.1)  # retry pause: the server is being restarted
             continue
         try:
             return action(c)
@@ -115,7 +115,7 @@ def with_client(server: Server, user: str, action, attempts: int = 200):  # type
             if isinstance(exc, ClientError) and not _transient(exc):
                 raise
             last = exc
-            time.sleep(0.1)
+            time.sleep(0.1)  # retry pause: the server is being restarted
         finally:
             with contextlib.suppress(Exception):  # the server may be gone
                 c.quit()
@@ -155,9 +155,10 @@ class Killer(threading.Thread):
         self.join()
 
 
-def submit_all(a: Server, planned: list[Planned], pace: float) -> None:
+def submit_all(a: Server, planned: list[Planned], pace: float, deadline: float) -> None:
     for p in planned:
-        time.sleep(pace)  # spread the work so kills land in the middle of it
+        assert time.monotonic() < deadline, f"submissions not done in time, at {p.subject}"
+        time.sleep(pace)  # the workload's pace: spread it so kills land in the middle of it
         body = (f"Subject: {p.subject}\r\nTo: {', '.join(p.recipients)}\r\n\r\n"
                 f"token {p.subject}\r\n").encode()
         for _ in range(200):
@@ -174,7 +175,7 @@ def submit_all(a: Server, planned: list[Planned], pace: float) -> None:
                         c.quit()
                 break
             except (ClientError, OSError):
-                time.sleep(0.1)
+                time.sleep(0.1)  # retry pause: the server is being restarted
         assert p.confirmed, f"could not submit {p.subject}"
 
 
@@ -201,7 +202,7 @@ def decide_all(a: Server, b: Server, planned: list[Planned], deadline: float) ->
             with contextlib.suppress(ClientError):
                 with_client(b, rcpt, lambda c, e=entry, o=action: c.call(
                     wire.UserDecision(wire.DECISIONS_BY_VERB[o], e)), attempts=50)
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval: look at the mailboxes again
     raise AssertionError("decisions did not settle in time")
 
 
@@ -301,9 +302,18 @@ def _used(planned: list[Planned], plan: str) -> int:
 
 def run(root: Path, messages: int, seed: int, interval: tuple[float, float],
         timeout: float, *, pace: float = 0.05, min_kills: int = 0) -> Report:
+    """The workload, bounded by ``timeout`` seconds as a whole: every wait in it
+    gets at most what is left, so a slow run fails saying what it waited for
+    (a caller with its own time limit, like pytest-timeout, gives more than
+    ``timeout`` plus the servers' start and stop)."""
     rng = random.Random(seed)
     report = Report()
     started = time.monotonic()
+    deadline = started + timeout
+
+    def left(cap: float) -> float:
+        return max(0.0, min(cap, deadline - time.monotonic()))
+
     a, b = setup(root)
     a.start()
     b.start()
@@ -312,16 +322,17 @@ def run(root: Path, messages: int, seed: int, interval: tuple[float, float],
         preset_lists(a, b)
         planned = plan_messages(messages, rng)
         killer.start()
-        submit_all(a, planned, pace)
-        decide_all(a, b, planned, time.monotonic() + timeout)
-        wait_until(lambda: sum(report.kills.values()) >= min_kills, timeout=60,
+        submit_all(a, planned, pace, deadline)
+        decide_all(a, b, planned, deadline)
+        wait_until(lambda: sum(report.kills.values()) >= min_kills, timeout=left(60),
                    what=f"{min_kills} kills")
         killer.stop()
         wait_until(lambda: not a.query("SELECT 1 FROM queue") and
-                   not b.query("SELECT 1 FROM queue"), timeout=60, what="queues drain")
-        decide_all(a, b, planned, time.monotonic() + 30)
+                   not b.query("SELECT 1 FROM queue"), timeout=left(60), what="queues drain")
+        decide_all(a, b, planned, time.monotonic() + left(30))
         wait_until(lambda: not a.query("SELECT 1 FROM queue") and
-                   not b.query("SELECT 1 FROM queue"), timeout=60, what="queues drain")
+                   not b.query("SELECT 1 FROM queue"), timeout=left(60),
+                   what="queues drain after the last decisions")
         check(a, b, planned, report)
     finally:
         if killer.is_alive():

@@ -29,6 +29,7 @@ from smdp.client.session import UserClient
 from smdp.config import Config, load_config
 from smdp.server.accounts import Accounts
 from smdp.store import open_store
+from tests.conditions import wait_until as wait_until  # re-exported for the tests
 
 
 def create_user(config: Config, address: str, password: str = "secret",
@@ -152,13 +153,13 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
              "--ready-file", str(ready)],
             stdout=log, stderr=log,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a bound on failure: slow under coverage, one core
         while not ready.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.name} exited: {self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server {self.name} did not start: {self.log()}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval: waiting for the ready file
         ports = json.loads(ready.read_text())
         assert (ports["peer"], ports["user"]) == (self.peer_port, self.user_port)
         assert (ports.get("peer_tls"), ports.get("user_tls")) == (self.peer_tls_port,
@@ -214,6 +215,13 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
 DEFAULT_BACKEND: tuple[str, Callable[[], str] | None] = ("sqlite", None)
 
 
+def pass_store() -> dict[str, str]:
+    """``backend`` and ``dsn`` for one more server on the backend this test runs
+    on (DEFAULT_BACKEND; a fresh database for PostgreSQL): ``Server(..., **pass_store())``."""
+    backend, new_database = DEFAULT_BACKEND
+    return {"backend": backend, "dsn": new_database() if new_database is not None else ""}
+
+
 def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | None = None,
               dsn_a: str = "", dsn_b: str = "") -> tuple[Server, Server]:
     """a.example and b.example, each with its own store of ``backend``
@@ -238,9 +246,10 @@ def facing_stand_in(root: Path, domain: str, user: str, peer_domain: str,
                     peer_port: int) -> Server:
     """One real server whose only peer, ``peer_domain``, is a scripted stand-in
     for another SMDP implementation listening on ``peer_port``; ``user`` has an
-    account on it."""
+    account on it. Its store is on the backend of the test (``pass_store``)."""
     peer_port_of_ours, user_port = free_ports(2)
-    server = Server(domain, f"smdp.{domain}", root, peer_port_of_ours, user_port)
+    server = Server(domain, f"smdp.{domain}", root, peer_port_of_ours, user_port,
+                    **pass_store())
     server.peers = {peer_domain: (f"smdp.{peer_domain}", peer_port)}
     server.write_config()
     server.add_user(user)
@@ -286,17 +295,6 @@ def make_tls_pair(root: Path, **kwargs: Any) -> tuple[Server, Server, Pki]:
     return a, b, pki
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def running(*servers: Server) -> Iterator[None]:
     try:
@@ -313,7 +311,7 @@ class PeerSocket:
 
     def __init__(self, port: int, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
         """``tls``: (context, server name) for an implicit-TLS port."""
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         if tls is not None:
             self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
         self.buf = b""
@@ -358,7 +356,7 @@ class UserSocket:
     """A raw user-port client for bad-input tests: a line in, a reply line out."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.buf = b""
         self.greeting = self.line()
 

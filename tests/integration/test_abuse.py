@@ -16,7 +16,7 @@ import pytest
 from smdp.client.session import ClientError
 from smdp.protocol import user as wire
 from smdp.terms import Decision
-from tests.integration.harness import PeerSocket, make_pair, running, wait_until
+from tests.integration.harness import PeerSocket, UserSocket, make_pair, running, wait_until
 
 ENVIDS = [c * 26 for c in "abcdefg"]
 
@@ -121,13 +121,16 @@ def test_header_injection_is_impossible(tmp_path: Path) -> None:
     a.add_user("alice@a.example")
     b.add_user("bob@b.example")
     with running(a, b):
-        c = a.client("alice@a.example")
-        with pytest.raises(ClientError):
-            c.call(wire.MailCmd(None))
-            c.sock.sendall(b"RCPT TO:<bob@b.example\rX-Injected: yes>\r\n")
-            c.call(wire.Noop())  # the reply to the bad RCPT comes first
-            raise AssertionError("unreachable: the RCPT must be refused")
-        c.quit()
+        u = UserSocket(a.user_port)
+        assert u.cmd("USER alice@a.example").startswith("+OK")
+        assert u.cmd("PASS secret").startswith("+OK")
+        assert u.cmd("MAIL") == "+OK composing as alice@a.example"
+        # A bare CR inside the command: refused whole, not split into two lines.
+        assert u.cmd(b"RCPT TO:<bob@b.example\rX-Injected: yes>") == (
+            "-ERR control characters are not allowed")
+        assert u.cmd("NOOP") == "+OK"  # no second reply was owed
+        assert u.cmd("QUIT").startswith("+OK")
+        u.close()
         c = a.client("alice@a.example")
         subject = "=?utf-8?q?Hello=0D=0AX-Injected:_yes=00?="
         c.submit(["bob@b.example"], f"Subject: {subject}\r\n\r\nhi\r\n".encode())
@@ -152,9 +155,11 @@ def test_unpulled_envelopes_count_against_the_origin(tmp_path: Path) -> None:
         c.quit()
         wait_until(lambda: b.query("SELECT messages, votes FROM peer_quality") == [(1, 0)],
                    what="the envelope counted")
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)], timeout=20,
-                   what="expiry")
-        assert b.query("SELECT messages, votes FROM peer_quality") == [(1, -1)]
+        # Destination.expire marks the entry expired, then votes in a second
+        # transaction: wait for both, not for the first alone.
+        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)] and
+                   b.query("SELECT messages, votes FROM peer_quality") == [(1, -1)],
+                   what="expiry, counted against the origin")
 
 
 def test_a_sender_reported_as_spammer_is_suspended(tmp_path: Path) -> None:

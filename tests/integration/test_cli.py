@@ -9,7 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import smdp.store
+from smdp.client.session import ClientError
 from tests.integration.harness import make_pair, running, wait_until
+
+MIGRATIONS = Path(smdp.store.__file__).parent / "migrations"
 
 
 def smdp(
@@ -45,18 +51,35 @@ def test_admin_commands(tmp_path: Path) -> None:
     assert r.returncode == 1
     no_traceback(r)
     r = smdp("admin", "-c", cfg, "identity-add", "alice@a.example", "sales@a.example")
-    assert r.returncode == 0
+    assert (r.returncode, r.stdout) == (
+        0, "sales@a.example is now an identity of alice@a.example\n")
     r = smdp("admin", "-c", cfg, "users")
-    assert "alice@a.example\tsales@a.example" in r.stdout
+    assert r.stdout == "alice@a.example\tsales@a.example\n"
     r = smdp("admin", "-c", cfg, "identity-del", "alice@a.example", "alice@a.example")
     assert r.returncode == 1 and "main identity" in r.stderr
     r = smdp("admin", "-c", cfg, "passwd", "alice@a.example", "--password-stdin", stdin="new\n")
-    assert r.returncode == 0
-    for sub in ("quality", "queue", "reports", "migrate"):
-        r = smdp("admin", "-c", cfg, sub)
-        assert r.returncode == 0, r.stderr
+    assert (r.returncode, r.stdout, r.stderr) == (0, "password of alice@a.example changed\n", "")
+    r = smdp("admin", "-c", cfg, "passwd", "nobody@a.example", "--password-stdin", stdin="x\n")
+    assert r.returncode == 1 and r.stdout == ""
+    no_traceback(r)
+    # A fresh store: nothing measured, nothing queued, nobody reported.
+    r = smdp("admin", "-c", cfg, "quality")
+    assert (r.returncode, r.stdout.splitlines()) == (0, [
+        "no peer has sent anything yet",
+        f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status"])
+    assert smdp("admin", "-c", cfg, "queue").stdout == "0 job(s) queued\n"
+    assert smdp("admin", "-c", cfg, "reports").stdout == "no spam reports\n"
+    latest = max(int(name[:4]) for name in os.listdir(MIGRATIONS) if name.endswith(".sql"))
+    for _ in range(2):  # already current: migrating again changes nothing
+        r = smdp("admin", "-c", cfg, "migrate")
+        assert (r.returncode, r.stdout) == (0, f"schema at version {latest}\n")
     r = smdp("admin", "-c", cfg, "user-add", "bob@a.example")  # no password source, no tty
     assert r.returncode == 1 and "no password given" in r.stderr
+    # passwd took effect: the new password logs in, the old one no longer does.
+    with running(a):
+        a.client("alice@a.example", "new").quit()
+        with pytest.raises(ClientError, match="authentication failed"):
+            a.client("alice@a.example", "pw")
 
 
 def test_bad_configuration_is_one_line(tmp_path: Path) -> None:

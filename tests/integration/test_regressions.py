@@ -116,7 +116,7 @@ def test_envelope_to_more_recipients_than_the_peer_takes_is_split(tmp_path: Path
     with running(a, b):
         msgid = msgid_of(send(a, [BOB, CAROL, DAVE], message("three of us")))
         try:
-            wait_until(lambda: all(entries(b, u) for u in (BOB, CAROL, DAVE)), timeout=8,
+            wait_until(lambda: all(entries(b, u) for u in (BOB, CAROL, DAVE)),
                        what="an envelope for each of three recipients")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; origin says {sent_states(a, msgid)}, queue "
@@ -190,7 +190,7 @@ def test_local_rejections_do_not_make_the_server_block_itself(tmp_path: Path) ->
         assert a.query("SELECT * FROM peer_quality") == []
         send(a, [ANN], message("local again", to=ANN))
         try:
-            wait_until(lambda: len(entries(a, ANN)) == 3, timeout=5, what="third local envelope")
+            wait_until(lambda: len(entries(a, ANN)) == 3, what="third local envelope")
         except AssertionError as exc:
             last = a.query("SELECT recipient, state, detail FROM out_recipients")[-1]
             raise AssertionError(f"{exc}; origin says {last}") from None

@@ -29,6 +29,7 @@ from tests.integration.harness import (
     free_ports,
     make_pair,
     make_tls_pair,
+    pass_store,
     running,
     wait_until,
 )
@@ -407,7 +408,7 @@ def rogue_world(tmp_path: Path) -> Iterator[tuple[Server, Server, Server, Pki]]:
     rogue.example's server, so the rogue is a proven peer for its own domain."""
     a, b, pki = make_tls_pair(tmp_path)
     pr, ur = free_ports(2)
-    rogue = Server("rogue.example", "smdp.rogue.example", tmp_path, pr, ur)
+    rogue = Server("rogue.example", "smdp.rogue.example", tmp_path, pr, ur, **pass_store())
     rogue.tls = pki.tls(rogue.hostname)
     rogue.peers = {"b.example": (b.hostname, b.peer_port), "a.example": (a.hostname, a.peer_port)}
     rogue.write_config()

@@ -29,7 +29,7 @@ def test_parse_keeps_local_case_and_lowers_domain() -> None:
 
 def test_address_is_frozen_and_slotted() -> None:
     addr = parse_address("a@b")
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field"):
         addr.local = "x"  # type: ignore[misc]
     assert not hasattr(addr, "__dict__")
 
@@ -141,7 +141,7 @@ def test_normalize_lowercases_everything() -> None:
 
 
 def test_normalize_refuses_invalid() -> None:
-    with pytest.raises(AddressError):
+    with pytest.raises(AddressError, match="The address contains a space"):
         normalize("not an address")
 
 

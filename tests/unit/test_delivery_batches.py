@@ -14,6 +14,7 @@ from smdp.config import DeliveryPolicy
 from smdp.server.delivery import DeliveryWorker, Route
 from smdp.store import open_store
 from smdp.store.records import Job
+from tests.conditions import wait_until_async
 
 
 class FakeStore:
@@ -115,7 +116,8 @@ def test_finished_job_not_yet_deleted_is_claimed_and_run_again(tmp_path: Path) -
     async def handler(payload: dict[str, Any], route: Route) -> None:
         runs.append(payload["envid"])
         if payload["envid"] == "slow":
-            await asyncio.sleep(0.6)  # longer than the lease below
+            # The behaviour under test: a job that outlasts the lease (0.2 s).
+            await asyncio.sleep(0.6)
 
     async def main() -> None:
         worker = _worker(store, handler, lease=0.2, poll_interval=0.05)
@@ -123,7 +125,9 @@ def test_finished_job_not_yet_deleted_is_claimed_and_run_again(tmp_path: Path) -
         store.enqueue("send-envelope", "k1", json.dumps({"envid": "fast"}))
         store.enqueue("send-envelope", "k2", json.dumps({"envid": "slow"}))
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(1.5)
+        # Both jobs done and deleted: nothing is left that could run again.
+        await wait_until_async(lambda: "slow" in runs and store.queue_size() == 0,
+                               what="both jobs run and deleted")
         worker.stop()
         await task
 
@@ -142,7 +146,10 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
     store = open_store(str(tmp_path / "q.sqlite3"))
     gate = asyncio.Event()
 
+    entered = asyncio.Event()
+
     async def stuck(payload: dict[str, Any], route: Route) -> None:
+        entered.set()
         await gate.wait()  # a slow peer: jobs pile up behind this one
 
     async def main() -> tuple[float, bool, float, float]:
@@ -153,10 +160,13 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
         for i in range(40):
             store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(0.3)
+        # The worker claimed the jobs and the first one is stuck at the peer.
+        await asyncio.wait_for(entered.wait(), 30)
         waiter = asyncio.create_task(worker.room_for_submission(["B.example"]))
-        await asyncio.sleep(0.3)
-        blocked = not waiter.done()
+        # The behaviour under test: the submission waits (here for as long as
+        # the peer is stuck; 0.3 s is enough to see it does not go ahead).
+        done, _pending = await asyncio.wait({waiter}, timeout=0.3)
+        blocked = not done
         # Mail to another domain does not wait for b.example's backlog.
         assert await worker.room_for_submission(["c.example"]) == 0.0
         gate.set()  # the peer answers: the worker catches up
@@ -166,8 +176,11 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
         for i in range(40, 80):
             store.enqueue("send-envelope", f"k{i}", json.dumps({"envid": f"e{i}"}))
         worker.wake()
-        await asyncio.sleep(0.3)
-        capped = await worker.room_for_submission(["b.example"])
+        # Once the worker has claimed the new backlog, a submission waits, but
+        # no longer than in_flow_delay.
+        capped = await wait_until_async(
+            lambda: worker.room_for_submission(["b.example"]),
+            what="the worker behind on b.example again")
         gate.set()
         worker.stop()
         await task

@@ -89,7 +89,7 @@ async def _talk(idle: float, lines: list[bytes], pause: float) -> list[bytes]:
     for line in lines:
         writer.write(line + b"\r\n")
         got.append(await reader.readline())
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # the client's own pace: the behaviour under test
     got.append(await asyncio.wait_for(reader.readline(), 5))
     writer.close()
     server.close()

@@ -102,7 +102,7 @@ def test_starttls_twice_and_with_an_argument() -> None:
 def test_starttls_takes_220_or_an_error_only() -> None:
     conn = ready()
     feed(conn, b"STARTTLS\r\n")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="STARTTLS is answered 220, 4xx or 5xx"):
         conn.reply(250, "2.0.0 OK")
 
 
@@ -120,7 +120,7 @@ def test_client_starttls_refuses_injected_replies() -> None:
     # A man in the middle appends a fake EHLO answer to the 220.
     client.receive_data(b"220 2.0.0 Ready to start TLS\r\n250 mx hello\r\n")
     assert client.next_event() == peer.Reply(220, ["2.0.0 Ready to start TLS"])
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match="the server sent data after its STARTTLS reply"):
         client.start_tls()
 
 
@@ -140,7 +140,7 @@ def test_client_starttls_clean() -> None:
 
 def test_client_start_tls_with_replies_outstanding_is_a_usage_error() -> None:
     client = peer.PeerClientConnection()  # the greeting is still expected
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="with replies still outstanding"):
         client.start_tls()
 
 
@@ -211,5 +211,5 @@ def test_user_client_stls() -> None:
     injected.send(user.Stls())
     injected.receive_data(b"+OK Begin TLS negotiation\r\n+OK alice logged in\r\n")
     injected.next_event()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match="the server sent data after its STLS reply"):
         injected.start_tls()

@@ -21,6 +21,7 @@ from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
 from smdp.terms import EntryState, RecipientState
+from tests.conditions import wait_until
 
 # The states the rules pass to the store's expiry (core/origin.py expire,
 # core/destination.py expire): the store spells none of them itself.
@@ -87,7 +88,7 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
 def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
     store: Store = backend.open()
     user = store.create_user("alice@a.example", "h")
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="crash in the middle"), store.transaction():
         store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
                                  body=b"x", subject="s", summary="", expires_at=0)
         store.enqueue("send-envelope", "k", "{}")
@@ -100,7 +101,7 @@ def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
 def test_nested_transactions_join_the_outer_one(backend: Backend) -> None:
     store = backend.open()
     user = store.create_user("alice@a.example", "h")
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="the outer one fails"), store.transaction():
         with store.transaction():
             store.enqueue("send-envelope", "k", "{}")
         store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
@@ -390,7 +391,7 @@ def test_a_body_replaced_or_rolled_back_leaves_no_stray_chunk(backend: Backend) 
     store.set_in_body(env, b"short")  # bytes are still accepted
     assert store.in_body(env) == b"short" and count(store, "in_body_chunks") == 1
     assert store.in_body_chunk(env, 1) is None
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="crash after the chunks"), store.transaction():
         store.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
                                  body=Body.of(b"z" * (2 * CHUNK_SIZE)), subject="s",
                                  summary="", expires_at=0)
@@ -618,17 +619,22 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
     done: list[tuple[str, str]] = []  # (node, payload), in completion order
     problems: list[str] = []
 
+    enqueued = threading.Event()  # both enqueuers have committed all their jobs
+
     def node(name: str) -> None:
         store = PostgresStore(pg_dsn)
         rnd = random.Random(name)
-        idle_since = time.monotonic()
+        deadline = time.monotonic() + 60
         try:
-            while time.monotonic() - idle_since < 1.0:
+            while time.monotonic() < deadline:
                 jobs = store.claim_jobs(name, time.time(), rnd.randint(1, 5), lease=60.0)
                 if not jobs:
-                    time.sleep(0.002)
+                    # Done when no job can come any more and none is left (a
+                    # job the other node runs stays queued until finished).
+                    if enqueued.is_set() and store.queue_size() == 0:
+                        return
+                    time.sleep(0.002)  # poll interval
                     continue
-                idle_since = time.monotonic()
                 with guard:
                     for job in jobs:
                         if job.key in running:
@@ -643,6 +649,7 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
                     # Finishing releases the key, so it goes after the
                     # bookkeeping: the other node may claim the next job at once.
                     store.finish_job(job.id)
+            problems.append(f"{name}: jobs still coming after 60 s")
         except BaseException as exc:
             problems.append(f"{name}: {exc!r}")
         finally:
@@ -660,19 +667,23 @@ def test_postgresql_nodes_never_share_a_job_or_a_key(pg_dsn: str) -> None:
                 with store.transaction():
                     store.enqueue("report-decision", f"k{rnd.randrange(keys)}",
                                   f"late:{name}:{i}", at=0.0)
-                    time.sleep(rnd.uniform(0, 0.02))
+                    time.sleep(rnd.uniform(0, 0.02))  # hold the transaction open: the race
         except BaseException as exc:
             problems.append(f"{name}: {exc!r}")
         finally:
             store.close()
 
     late = 50
-    threads = [threading.Thread(target=node, args=(n,)) for n in ("node-1", "node-2")]
-    threads += [threading.Thread(target=enqueuer, args=(n,)) for n in ("in-1", "in-2")]
-    for t in threads:
+    nodes = [threading.Thread(target=node, args=(n,)) for n in ("node-1", "node-2")]
+    enqueuers = [threading.Thread(target=enqueuer, args=(n,)) for n in ("in-1", "in-2")]
+    for t in nodes + enqueuers:
         t.start()
-    for t in threads:
+    for t in enqueuers:
         t.join(60)
+    enqueued.set()
+    for t in nodes:
+        t.join(90)
+    assert not any(t.is_alive() for t in nodes + enqueuers)
     assert problems == []
     payloads = [p for _n, p in done]
     assert sorted(payloads) == sorted(
@@ -697,6 +708,14 @@ def test_postgresql_a_late_older_job_waits_for_a_claim_in_flight(pg_dsn: str) ->
 
     a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
     a.migrate()
+    b_pid = b._db.info.backend_pid
+    watch = psycopg.connect(pg_dsn, autocommit=True)  # a fresh statistics snapshot per query
+
+    def b_waits_on_a_lock() -> bool:
+        row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                            (b_pid,)).fetchone()
+        return row is not None and row[0] == "Lock"
+
     slow = psycopg.connect(pg_dsn)  # an enqueuing transaction that commits late
     slow.execute("INSERT INTO queue (kind, key, payload, next_attempt, created_at) "
                  "VALUES ('send-envelope', 'k', 'older', 0, 0)")
@@ -708,13 +727,16 @@ def test_postgresql_a_late_older_job_waits_for_a_claim_in_flight(pg_dsn: str) ->
         t = threading.Thread(target=lambda: got_b.append(
             [j.payload for j in b.claim_jobs("node-b", 10.0, 10, lease=60.0)]))
         t.start()
-        t.join(0.5)
-        assert t.is_alive()  # B waits for A's claim to commit ...
-    t.join(10)
+        # B waits for A's claim to commit: its backend blocks on a lock ...
+        wait_until(b_waits_on_a_lock, what="node B blocked on node A's lock")
+        assert t.is_alive() and got_b == []
+    t.join(30)
+    assert not t.is_alive()
     assert got_b == [[]]  # ... and then sees key k is busy
     a.finish_job(next(j.id for j in a.jobs() if j.payload == "newer"))
     assert [j.payload for j in b.claim_jobs("node-b", 10.0, 10, lease=60.0)] == ["older"]
     slow.close()
+    watch.close()
     a.close()
     b.close()
 
@@ -732,7 +754,7 @@ def test_postgresql_reconnects_after_the_connection_drops(pg_dsn: str) -> None:
     pid = store._db.info.backend_pid
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(psycopg.OperationalError, match="terminating connection"):
         store.queue_size()
     assert store.queue_size() == 1
     with store.transaction():

@@ -407,7 +407,7 @@ def test_peer_client_pull_failing_after_chunks() -> None:
     assert events == [peer.Reply(220, ["hi"])]
     assert chunks
     assert isinstance(error, RemoteProtocolError)
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match="the connection already failed"):
         client.next_event()
 
 
@@ -462,7 +462,7 @@ def test_user_client_does_not_stream_listings() -> None:
     ],
 )
 def test_threshold_must_be_positive(make: Callable[[], object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="stream_threshold must be None or at least 1"):
         make()
 
 
@@ -495,7 +495,7 @@ def test_reader_size_limit_counts_what_was_taken() -> None:
     lines.feed(b"9\r\n.\r\n")
     assert reader.consume(lines)
     assert reader.too_big and reader.held == 0 and reader.take() == b""
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="the block was refused; there is no result"):
         reader.result()
 
 
@@ -543,9 +543,9 @@ def test_dot_stuffer_edges(pieces: list[bytes]) -> None:
 def test_dot_stuffer_single_use() -> None:
     stuffer = DotStuffer()
     stuffer.end()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="after end"):
         stuffer.feed(b"x")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="called twice"):
         stuffer.end()
 
 
@@ -580,31 +580,31 @@ def test_send_body_in_pieces_equals_send_body(body: bytes, cuts: list[int]) -> N
 
 def test_send_body_pieces_misuse() -> None:
     conn = pulling_server()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no body is being sent; call send_body_start"):
         conn.send_body_chunk(b"x")  # not started
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no body is being sent; call send_body_start"):
         conn.send_body_end()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="the pull is answered with a 1xx code"):
         conn.send_body_start(250, "not a 1xx")
     conn.send_body_start(150, "here")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="a body is being sent; finish it"):
         conn.send_body_start(150, "again")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="a body is being sent; finish it"):
         conn.reply(250, "in the middle of a body")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="a body is being sent; finish it"):
         conn.send_body(150, "x", b"y")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="reply owed to Decision"):
         conn.next_event()
     conn.send_body_chunk(b"part")
     conn.send_body_end()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no body is being sent; call send_body_start"):
         conn.send_body_chunk(b"x")  # ended
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no body is being sent; call send_body_start"):
         conn.send_body_end()
     assert conn.data_to_send() == b"150 here\r\npart\r\n.\r\n"
     # A NOOP is no pull: it cannot be answered with a body.
     assert conn.next_event() == peer.Noop()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answers ACCEPT/AUTHORIZE without BODY=HELD"):
         conn.send_body_start(150, "no")
 
 
@@ -639,9 +639,9 @@ def test_block_in_pieces_equals_ok_block(body: bytes, cuts: list[int]) -> None:
 
 def test_block_pieces_misuse() -> None:
     conn = retr_server()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no block is being sent; call ok_block_start"):
         conn.block_chunk(b"x")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no block is being sent; call ok_block_start"):
         conn.block_end()
     conn.ok_block_start("follows")
     for wrong in (
@@ -649,16 +649,17 @@ def test_block_pieces_misuse() -> None:
         lambda: conn.ok("done"),
         lambda: conn.err("no"),
         lambda: conn.ok_block("x", b"y"),
-        conn.next_event,
     ):
-        with pytest.raises(ProtocolUsageError):
+        with pytest.raises(ProtocolUsageError, match="a block is being sent; finish it"):
             wrong()
+    with pytest.raises(ProtocolUsageError, match=r"answer owed to Retr\(n=1\)"):
+        conn.next_event()
     conn.block_end()
     assert conn.data_to_send() == b"+OK follows\r\n.\r\n"
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no block is being sent; call ok_block_start"):
         conn.block_end()
     assert conn.next_event() == user.Noop()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="is answered on one line"):
         conn.ok_block_start("NOOP is answered on one line")
 
 
@@ -698,7 +699,7 @@ def test_data_end_alone_is_an_empty_block() -> None:
 def test_no_other_command_inside_data_parts() -> None:
     client = peer.PeerClientConnection()
     client.send(peer.DataPart(b"x"))
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="inside a DATA block; send DataEnd"):
         client.send(peer.Noop())
     assert client.send(peer.DataEnd()) == b"\r\n.\r\n"
     assert client.send(peer.Noop()) == b"NOOP\r\n"

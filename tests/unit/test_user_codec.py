@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pytest
@@ -233,7 +234,7 @@ def test_pwd_answers_multi_line_and_pass_single_line() -> None:
     )
     conn = at_state(UserState.AUTH_PASS)
     step(conn, "PASS s3cret")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="is answered on one line"):
         conn.ok("x", ["a"])
     conn.ok("alice has 0 envelopes awaiting a decision and 0 messages (0 octets)")
     assert conn.data_to_send().count(b"\r\n") == 1
@@ -475,7 +476,7 @@ def test_eof() -> None:
     conn.receive_data(b"partial")
     conn.receive_data(b"")
     assert conn.next_event() is CLOSED
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="no event is waiting for an answer"):
         at_state(UserState.AUTHORIZATION).ok("nothing owed")
 
 
@@ -486,24 +487,24 @@ def test_usage_errors() -> None:
     conn = at_state(UserState.TRANSACTION)
     conn.receive_data(b"STAT\r\nNOOP\r\n")
     assert conn.next_event() == Stat()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answer owed to Stat"):
         conn.next_event()
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="is answered on one line"):
         conn.ok("1 2", ["not multi-line"])
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="is answered on one line"):
         conn.ok_block("x", b"not multi-line")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answer text must not hold CR, LF or NUL"):
         conn.ok("two\r\nlines")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answer text must not hold CR, LF or NUL"):
         conn.err("two\nlines")
     conn.ok("1 120")
     assert conn.next_event() == Noop()
     conn.ok("")
     assert conn.data_to_send() == b"+OK 1 120\r\n+OK\r\n"
     step(conn, "LIST")
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answer text must not hold CR, LF or NUL"):
         conn.ok("x", ["bad\rline"])
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="answer text must not hold CR, LF or NUL"):
         conn.ok_block("a\nb", b"")
 
 
@@ -620,32 +621,32 @@ def test_client_serialises_every_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "error"),
     [
-        User("two words"),
-        User(""),
-        Pass(""),
-        Pass(" leading"),
-        Pass("a\r\nQUIT"),
-        Pass("x", "APOP"),
-        ListCmd(0),
-        Retr(-1),
-        Top(1, -1),
-        EnvShow(0),
-        MailCmd("nobody"),
-        RcptCmd("a@b.example>\r\nDATA"),
-        Sent("two words"),
-        ListAdd("gray", "a@b.example"),
-        ListAdd("in-white", "a@b.example", "bad server"),
+        (User("two words"), "bad name 'two words'"),
+        (User(""), "bad name ''"),
+        (Pass(""), "password is empty, starts with SP or holds controls"),
+        (Pass(" leading"), "password is empty, starts with SP or holds controls"),
+        (Pass("a\r\nQUIT"), "password is empty, starts with SP or holds controls"),
+        (Pass("x", "APOP"), "password verb is PASS or PWD, not 'APOP'"),
+        (ListCmd(0), "not a positive number in range: 0"),
+        (Retr(-1), "not a positive number in range: -1"),
+        (Top(1, -1), "TOP line count must not be negative"),
+        (EnvShow(0), "not a positive number in range: 0"),
+        (MailCmd("nobody"), "bad address 'nobody'"),
+        (RcptCmd("a@b.example>\r\nDATA"), "bad address 'a@b.example>\\r\\nDATA'"),
+        (Sent("two words"), "bad message id 'two words'"),
+        (ListAdd("gray", "a@b.example"), "unknown list 'gray'"),
+        (ListAdd("in-white", "a@b.example", "bad server"), "bad server name 'bad server'"),
     ],
 )
-def test_client_refuses_malformed_commands(command: UserCommand) -> None:
-    with pytest.raises(ProtocolUsageError):
+def test_client_refuses_malformed_commands(command: UserCommand, error: str) -> None:
+    with pytest.raises(ProtocolUsageError, match=re.escape(error)):
         UserClientConnection().send(command)
 
 
 def test_client_refuses_non_commands() -> None:
-    with pytest.raises(ProtocolUsageError):
+    with pytest.raises(ProtocolUsageError, match="not a user command: MessageComplete"):
         UserClientConnection().send(MessageComplete(b"x"))  # type: ignore[arg-type]
 
 
@@ -690,15 +691,21 @@ def test_client_empty_listing() -> None:
 
 
 @pytest.mark.parametrize(
-    "wire",
-    [b"OK\r\n", b"+ok lower\r\n", b"+OKAY\r\n", b"-ERRx\r\n", b"+OK " + b"x" * 2000 + b"\r\n"],
+    ("wire", "error"),
+    [
+        (b"OK\r\n", "malformed status line b'OK'"),
+        (b"+ok lower\r\n", "malformed status line b'+ok lower'"),
+        (b"+OKAY\r\n", "malformed status line b'+OKAY'"),
+        (b"-ERRx\r\n", "malformed status line b'-ERRx'"),
+        (b"+OK " + b"x" * 2000 + b"\r\n", "status line too long"),
+    ],
 )
-def test_client_malformed_status(wire: bytes) -> None:
+def test_client_malformed_status(wire: bytes, error: str) -> None:
     client = UserClientConnection()
     client.receive_data(wire)
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match=re.escape(error)):
         client.next_event()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match="the connection already failed"):
         client.next_event()
 
 
@@ -707,7 +714,7 @@ def test_client_block_too_big() -> None:
     client.send(Retr(1))
     client.receive_data(b"+OK hi\r\n+OK big\r\n0123456789\r\n.\r\n")
     assert client.next_event() == UserReply(True, "hi")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError, match="multi-line answer exceeds a limit"):
         client.next_event()
 
 
