@@ -61,9 +61,10 @@ ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".mutate"
 SHADOW = WORK / "src"
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
-# Bump when the filters below or the operators of operators.py change meaning:
-# every session then starts over (a change of the target's source does that too).
-FILTER_VERSION = 1
+# Bump when the pre-filters below change: every session's mutants are then
+# filtered again (results kept). When the operators of operators.py change,
+# run with --fresh; a change of the target's source starts its session over.
+FILTER_VERSION = 2
 
 cosmic_ray.plugins.OPERATOR_PROVIDERS.setdefault("smdp", operators.Provider())
 
@@ -225,6 +226,16 @@ class _StripAnnotations(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_arguments(self, node: ast.arguments) -> ast.arguments:
+        # Where the "/" and "*" markers stand changes which calls are accepted,
+        # not what an accepted call does: "*" made "/" is a signature, not a rule.
+        params = [*node.posonlyargs, *node.args, *node.kwonlyargs]
+        defaults = [*node.defaults, *(d for d in node.kw_defaults if d is not None)]
+        node.posonlyargs, node.args, node.kwonlyargs = [], params, []
+        node.defaults, node.kw_defaults = defaults, []
+        self.generic_visit(node)
+        return node
+
 
 def _shape(source: str) -> str:
     return ast.dump(_StripAnnotations().visit(ast.parse(source)))
@@ -249,7 +260,7 @@ def prefilter(item: WorkItem, sources: dict[Path, str], scopes: dict[Path, Scope
     except (SyntaxError, ValueError):
         return "not valid Python"
     if shape == _shape(sources[path]):
-        return "annotation only (not evaluated)"
+        return "annotation or signature marker only"
     return None
 
 
@@ -332,10 +343,10 @@ def prepare(target: Target, fresh: bool) -> Path:
     paths = [SHADOW / s.path for s in target.scopes]
     sources = [ROOT / "src" / s.path for s in target.scopes]
     stamp = {
-        "source": _digest(sources)
-        + f"/{FILTER_VERSION}",
+        "source": _digest(sources),
         "tests": _digest([ROOT / t for t in target.tests]),
     }
+    stamp["filters"] = str(FILTER_VERSION)
     old = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
     if fresh or not session.exists() or old.get("source") != stamp["source"]:
         session.unlink(missing_ok=True)
@@ -343,9 +354,14 @@ def prepare(target: Target, fresh: bool) -> Path:
             cr_init(paths, db, {})
             _filter(target, db)
         print(f"[{target.name}] new session: {_count(session)} mutants")
-    elif old.get("tests") != stamp["tests"]:
-        n = _reset_survivors(session)
-        print(f"[{target.name}] tests changed: {n} survivors to run again")
+    else:
+        if old.get("filters") != stamp["filters"]:
+            with use_db(str(session)) as db:
+                _filter(target, db, every=True)
+            print(f"[{target.name}] filters changed: mutants filtered again")
+        if old.get("tests") != stamp["tests"]:
+            n = _reset_survivors(session)
+            print(f"[{target.name}] tests changed: {n} survivors to run again")
     stamp_file.write_text(json.dumps(stamp))
     return session
 
@@ -356,11 +372,13 @@ def _count(session: Path) -> int:
         return int(n)
 
 
-def _filter(target: Target, db: WorkDB) -> None:
+def _filter(target: Target, db: WorkDB, *, every: bool = False) -> None:
     scopes = {SHADOW / s.path: s for s in target.scopes}
     sources = {p: p.read_text() for p in scopes}
     defs = {p: _definitions(ast.parse(src)) for p, src in sources.items()}
-    for item in db.pending_work_items:
+    items = ([item for item, _ in db.completed_work_items] + list(db.pending_work_items)
+             if every else db.pending_work_items)
+    for item in items:
         why = prefilter(item, sources, scopes, defs)
         if why is not None:
             db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=why))
