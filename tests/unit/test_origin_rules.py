@@ -8,12 +8,13 @@ On real SQLite stores, no wire."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 
-from smdp.core.origin import Answer, Origin, SubmitResult, sort_answers
+from smdp.core.origin import Answer, Answers, Origin, SubmitResult, new_token, sort_answers
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.submission import SubmissionError
 from smdp.store.records import OutRecipient
@@ -340,3 +341,83 @@ def test_delivery_modes_of_the_queued_envelopes(world: World) -> None:
         modes[r.recipient] = (env.mode, env.domain)
     assert modes == {BOB: (DeliveryMode.DIRECT, "b.example"),
                      CAROL: (DeliveryMode.ENVELOPE, "b.example")}
+
+
+# -- details a survivor showed untested -------------------------------------------------------
+
+
+def test_tokens_are_128_random_bits_in_base32() -> None:
+    tokens = {new_token() for _ in range(50)}
+    assert len(tokens) == 50
+    for token in tokens:
+        assert len(token) == 26  # 128 bits: 25 full base32 digits and 3 bits
+        assert set(token) <= set("abcdefghijklmnopqrstuvwxyz234567")
+        assert token[-1] in "aeimquy4"  # the last digit carries 3 bits, then zeros
+
+
+def test_the_default_spam_report_rate(world: World) -> None:
+    assert Origin(world.a, hostname="x.example", expire_days=1).spam_reports_per_day == 20
+
+
+def test_send_bookkeeping_is_slotted() -> None:
+    assert not hasattr(SubmitResult("m"), "__dict__")
+    assert not hasattr(Answers(), "__dict__")
+
+
+def test_a_decision_finds_its_recipient_by_exact_address(world: World) -> None:
+    msgid = world.send([CAROL, BOB])  # carol sorts after bob and comes first
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    world.origin.on_decision(env.envid, BOB, Decision.REJECT, False)
+    rcpts = _recipients(world, msgid)
+    assert rcpts[BOB].state is RecipientState.REJECTED
+    assert rcpts[CAROL].state is RecipientState.ENVELOPE_SENT
+
+
+def test_a_black_listed_recipient_does_not_stop_the_others(world: World) -> None:
+    world.a.put_outbound(world.alice.id, "black", BOB, "manual")
+    result = world.origin.submit(world.alice, "alice@a.example", [BOB, CAROL], MSG)
+    assert (result.refused, result.queued) == ([BOB], [CAROL])
+
+
+def test_a_deferred_first_recipient_does_not_stop_the_others(world: World) -> None:
+    msgid = world.send([BOB, CAROL])
+    [(_, envid)] = _send_jobs(world)
+    world.origin.envelope_sent(envid, {}, deferred=[BOB])
+    rcpts = _recipients(world, msgid)
+    assert rcpts[CAROL].state is RecipientState.ENVELOPE_SENT
+    assert rcpts[BOB].state is RecipientState.QUEUED and rcpts[BOB].envid != envid
+
+
+def test_the_suspension_alert_names_the_sender(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path)
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          spam_reports_per_day=1)
+    world.send([BOB])
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    with caplog.at_level(logging.WARNING, logger="smdp.abuse"):
+        world.origin.on_decision(env.envid, BOB, Decision.REJECT_SPAM, False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ALERT: sending suspended for alice@a.example: 1 spam reports in 24 hours"]
+
+
+def test_old_spam_reports_do_not_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path)
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          spam_reports_per_day=2)
+    world.send([BOB])
+    world.send([BOB])
+    world.deliver_envelopes()
+    first, second = (world.b.in_envelope(i) for i in (1, 2))
+    assert first is not None and second is not None
+    now = time.time
+    monkeypatch.setattr(time, "time", lambda: now() - 2 * 86400)  # two days ago
+    world.origin.on_decision(first.envid, BOB, Decision.REJECT_SPAM, False)
+    monkeypatch.setattr(time, "time", now)
+    world.origin.on_decision(second.envid, BOB, Decision.REJECT_SPAM, False)
+    assert world.a.suspension(world.alice.id) is None
