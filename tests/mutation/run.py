@@ -59,7 +59,13 @@ from tests.mutation import operators
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".mutate"
-SHADOW = WORK / "src"
+
+
+def shadow(target: str) -> Path:
+    """The copy of src/ this target mutates: one per target, so that two
+    targets can run at once (``make mutate MODULES=a & make mutate MODULES=b``)."""
+    return WORK / target / "src"
+
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
 # Bump when the pre-filters below change: every session's mutants are then
 # filtered again (results kept). When the operators of operators.py change,
@@ -287,9 +293,8 @@ def _source_line(path: Path, line: int) -> str:
     return path.read_text().splitlines()[line - 1].strip()
 
 
-def equivalent_for(mutation_path: str, operator: str, line: str,
+def equivalent_for(rel: str, operator: str, line: str,
                    equivalents: list[Equivalent]) -> Equivalent | None:
-    rel = str(Path(mutation_path).relative_to(SHADOW))
     for e in equivalents:
         if e.file == rel and e.operator == operator and e.line == line:
             return e
@@ -307,11 +312,12 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def sync_shadow() -> None:
+def sync_shadow(target: str) -> None:
     """A fresh copy of src/ to mutate (also undoes a mutant left by a killed run)."""
-    if SHADOW.exists():
-        shutil.rmtree(SHADOW)
-    shutil.copytree(ROOT / "src", SHADOW,
+    copy = shadow(target)
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(ROOT / "src", copy,
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
@@ -340,7 +346,7 @@ def _reset_survivors(session: Path) -> int:
 def prepare(target: Target, fresh: bool) -> Path:
     session = WORK / f"{target.name}.sqlite"
     stamp_file = WORK / f"{target.name}.stamp.json"
-    paths = [SHADOW / s.path for s in target.scopes]
+    paths = [shadow(target.name) / s.path for s in target.scopes]
     sources = [ROOT / "src" / s.path for s in target.scopes]
     stamp = {
         "source": _digest(sources),
@@ -373,7 +379,7 @@ def _count(session: Path) -> int:
 
 
 def _filter(target: Target, db: WorkDB, *, every: bool = False) -> None:
-    scopes = {SHADOW / s.path: s for s in target.scopes}
+    scopes = {shadow(target.name) / s.path: s for s in target.scopes}
     sources = {p: p.read_text() for p in scopes}
     defs = {p: _definitions(ast.parse(src)) for p, src in sources.items()}
     items = ([item for item, _ in db.completed_work_items] + list(db.pending_work_items)
@@ -385,9 +391,10 @@ def _filter(target: Target, db: WorkDB, *, every: bool = False) -> None:
 
 
 def baseline(target: Target) -> float:
+    os.environ["PYTHONPATH"] = str(shadow(target.name))
     check = subprocess.run([sys.executable, "-c", "import smdp; print(smdp.__file__)"],
                            capture_output=True, text=True, check=True, cwd=ROOT)
-    if not check.stdout.strip().startswith(str(SHADOW)):
+    if not check.stdout.strip().startswith(str(shadow(target.name))):
         sys.exit(f"the tests would not import the mutated copy: {check.stdout.strip()}")
     started = time.monotonic()
     outcome, output = run_tests(test_command(target, 600), 600)
@@ -413,7 +420,8 @@ def execute(target: Target, session: Path) -> None:
             db.set_result(item.job_id, result)
             what = ("timeout" if result.output == "timeout"
                     else result.test_outcome.value if result.test_outcome else "?")
-            where = f"{Path(mutation.module_path).relative_to(SHADOW)}:{mutation.start_pos[0]}"
+            rel = Path(mutation.module_path).relative_to(shadow(target.name))
+            where = f"{rel}:{mutation.start_pos[0]}"
             print(f"[{target.name}] {n}/{len(pending)} {what:<11} {mutation.operator_name} "
                   f"{where}", flush=True)
 
@@ -451,9 +459,10 @@ def report(target: Target, session: Path, equivalents: list[Equivalent]) -> Figu
                 figures.skipped[result.output or "skipped"] += 1
                 continue
             path = Path(m.module_path)
-            line = _source_line(ROOT / "src" / path.relative_to(SHADOW), m.start_pos[0])
-            eq = equivalent_for(m.module_path, m.operator_name, line, equivalents)
-            where = f"{path.relative_to(SHADOW)}:{m.start_pos[0]} {m.operator_name}"
+            rel = str(path.relative_to(shadow(target.name)))
+            line = _source_line(ROOT / "src" / rel, m.start_pos[0])
+            eq = equivalent_for(rel, m.operator_name, line, equivalents)
+            where = f"{rel}:{m.start_pos[0]} {m.operator_name}"
             if result.test_outcome == TestOutcome.SURVIVED:
                 if eq is not None:
                     figures.equivalent += 1
@@ -492,16 +501,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     WORK.mkdir(exist_ok=True)
     os.chdir(ROOT)
-    os.environ["PYTHONPATH"] = str(SHADOW)
     equivalents = load_equivalents()
     rows = []
     started = time.monotonic()
-    if not args.report:
-        sync_shadow()
     for name in names:
         target = TARGETS[name]
         session = WORK / f"{name}.sqlite"
         if not args.report:
+            sync_shadow(name)
             session = prepare(target, args.fresh)
             execute(target, session)
         if session.exists():
