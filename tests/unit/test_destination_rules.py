@@ -278,3 +278,40 @@ def test_purge_forgets_envelopes_expired_before(world: World) -> None:
     assert world.dest.purge(time.time() - 86400) == 0  # expired just now, not before
     assert world.dest.purge(later + 86400) >= 1
     assert world.b.in_envelope(1) is None
+
+
+def test_a_peer_that_sorts_after_us_is_counted_too(tmp_path: Path) -> None:
+    """"Not our own server" is inequality, not an order of names: a peer whose
+    name sorts before ours (smdp.a.example < zz.b.example) counts and votes."""
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5))
+    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, alert_below=0.5),
+                             hostname="zz.b.example")
+    world.send([BOB])
+    world.deliver_envelopes()
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, 0)
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=MSG)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.expire(time.time() + 400 * 86400)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, -1)
+
+
+def test_no_one_decides_for_a_user_with_a_higher_id(world: World) -> None:
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    carols = world.entry(world.carol)
+    outcome = world.dest.decide(world.bob, carols, Decision.ACCEPT).outcome
+    assert outcome.kind is Kind.UNKNOWN
+
+
+def test_envelopes_for_unknown_users_do_not_stop_the_others(world: World) -> None:
+    world.send(["nobody@b.example", BOB])
+    world.deliver_envelopes()
+    assert [e.recipient for e in world.b.mailbox_entries(world.bob.id)] == [BOB]
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=["nobody@b.example", "carol@b.example"], body=MSG)
+    assert [e.state for e in world.b.mailbox_entries(world.carol.id)] == [EntryState.ACCEPTED]
