@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean soak load venv bench
+.PHONY: run test lint typecheck clean soak load venv bench mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ bench: $(STAMP)
 	$(BIN)/python -c "import matplotlib, aiosmtpd" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run
 
+## Mutation testing of the rule modules (issue 17; not part of make test, it is slow):
+## cosmic-ray, one resumable session per target in .mutate/. MODULES picks targets
+## (e.g. make mutate MODULES="origin quality"); MUTATE_ARGS=--fresh forgets earlier results.
+## Figures and every survivor's reason: docs/mutation.md.
+mutate: $(STAMP)
+	$(BIN)/python -c "import cosmic_ray" 2>/dev/null || $(BIN)/pip install --quiet -e '.[mutate]'
+	$(BIN)/python -m tests.mutation.run $(MUTATE_ARGS) $(MODULES)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
@@ -51,4 +59,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .demo build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .mutate build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,317 @@
+"""The destination's rules (core/destination.py) beyond Tables 1-3's happy
+paths: Expires, who counts towards a peer's quality (not ourselves), the
+quality alert, direct sends, the pull's outcomes, expiry and refusals.
+On real SQLite stores, no wire."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from smdp.config import QualityPolicy
+from smdp.core.destination import DEFAULT_HOLD_SECONDS, Destination, expiry_time
+from smdp.core.outcomes import Kind
+from smdp.core.quality import Standing
+from smdp.store.records import Quality
+from smdp.terms import Decision, EntryState
+from tests.unit.test_core_rules import A_HOST, MSG, World
+
+BOB = "bob@b.example"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def local_world(tmp: Path) -> World:
+    """b.example's destination, with a.example's mail coming in as local
+    mail: the destination's own hostname is the envelope's origin server."""
+    world = World(tmp)
+    world.dest = Destination(world.b, quality=QualityPolicy(), hostname=A_HOST)
+    return world
+
+
+def test_expires_is_read_as_utc() -> None:
+    when = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC).timestamp()
+    assert expiry_time("2026-05-05T10:00:00Z") == when
+    assert expiry_time("  2026-05-05T10:00:00Z \r\n") == when
+
+
+def test_no_valid_expires_means_the_usual_hold_time() -> None:
+    before = time.time()
+    got = expiry_time("next week")
+    assert before + DEFAULT_HOLD_SECONDS <= got <= time.time() + DEFAULT_HOLD_SECONDS
+    assert DEFAULT_HOLD_SECONDS == 30 * 86400
+
+
+def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=1, block_below=0.5, alert_below=0.9))
+    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, block_below=0.5),
+                             hostname=A_HOST)
+    world.b.count_messages(A_HOST, 5)
+    assert world.dest.peer_refusal(A_HOST) is None
+    assert world.dest.peer_refusal("peer.example") is None  # new: nothing counted
+    world.b.count_messages("peer.example", 1)
+    refusal = world.dest.peer_refusal("peer.example")
+    assert refusal is not None and refusal.kind is Kind.PEER_BLOCKED
+    assert refusal.reason == ("peer.example blocked: quality 0.00 is below the block "
+                              "threshold 0.50")
+
+
+def test_standing_follows_the_quality_policy(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, alert_below=0.5, block_below=-0.5))
+    assert world.dest.standing("peer.example") is Standing.NEW
+    world.b.count_messages("peer.example", 2)
+    assert world.dest.standing("peer.example") is Standing.ALERT
+
+
+def test_direct_sends_only_from_an_authorized_pair(world: World) -> None:
+    assert not world.dest.may_send_directly(A_HOST, "alice@a.example", BOB)
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", A_HOST, "manual")
+    assert world.dest.may_send_directly(A_HOST, "alice@a.example", BOB)
+    assert not world.dest.may_send_directly("rogue.example", "alice@a.example", BOB)
+    assert not world.dest.may_send_directly(A_HOST, "alice@a.example", "nobody@b.example")
+    world.b.put_inbound(world.carol.id, "black", "alice@a.example", A_HOST, "manual")
+    assert not world.dest.may_send_directly(A_HOST, "alice@a.example", "carol@b.example")
+
+
+def test_an_envelope_counts_each_recipient_towards_the_peer(world: World) -> None:
+    world.send([BOB, "carol@b.example", "nobody@b.example"])
+    world.deliver_envelopes()
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, 0)
+    # Unknown recipients get no entry (they were refused at RCPT).
+    assert [e.recipient for e in world.b.mailbox_entries(world.bob.id)] == [BOB]
+
+
+def test_local_mail_counts_and_votes_nothing(tmp_path: Path) -> None:
+    world = local_world(tmp_path)
+    world.send([BOB])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=MSG)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+    world.dest.expire(time.time() + 400 * 86400)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+
+
+def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB, "nobody@b.example"], body=MSG)
+    [entry] = world.b.mailbox_entries(world.bob.id)
+    assert (entry.state, entry.decision, entry.reason) == (
+        EntryState.ACCEPTED, Decision.ACCEPT, "sender is on your white list (sent directly)")
+    assert world.b.in_body(entry.envelope_id) == MSG
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
+    assert world.b.jobs() == []  # nothing to report: the sender sent it whole
+
+
+def test_the_expires_of_an_envelope_is_kept(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    # Before its Expires nothing expires; after it, the undecided entry does.
+    assert world.dest.expire(time.time() + 86400) == 0
+    assert world.dest.expire(time.time() + 31 * 86400) == 1
+    entry = world.b.mailbox_entry(world.entry(world.bob))
+    assert entry is not None
+    assert (entry.state, entry.reason) == (EntryState.EXPIRED,
+                                           "the origin no longer holds it: it expired")
+    # An unpulled envelope counts against the origin like a rejection.
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+
+
+def test_accept_after_accept_changes_nothing(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    entry = world.entry(world.bob)
+    world.dest.decide(world.bob, entry, Decision.ACCEPT_AUTH)
+    again = world.dest.decide(world.bob, entry, Decision.ACCEPT)
+    assert (again.outcome.kind, again.outcome.reason) == (Kind.UNCHANGED, "already accepted")
+    assert again.entry is not None and again.entry.state is EntryState.FETCHING
+    world.report_decisions()
+    once_more = world.dest.decide(world.bob, entry, Decision.ACCEPT)
+    assert once_more.outcome.reason == "already accepted"  # accepted now, not fetching
+    # ACCEPT&AUTH after ACCEPT does add something: the white list.
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    second = world.entry(world.carol)
+    world.dest.decide(world.carol, second, Decision.ACCEPT)
+    result = world.dest.decide(world.carol, second, Decision.ACCEPT_AUTH)
+    assert result.outcome.kind is Kind.DONE
+    assert result.entry is not None and result.entry.decision is Decision.ACCEPT_AUTH
+
+
+def test_a_decision_records_the_users_reason(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    result = world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    assert (result.outcome.kind, result.outcome.reason) == (Kind.DONE, "recorded")
+    assert result.entry is not None
+    assert (result.entry.state, result.entry.decision, result.entry.reason) == (
+        EntryState.REJECTED, Decision.REJECT, "your decision")
+
+
+def test_reject_after_accept_keeps_the_copy_rejected(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    entry = world.entry(world.bob)
+    world.dest.decide(world.bob, entry, Decision.ACCEPT)
+    world.report_decisions()
+    result = world.dest.decide(world.bob, entry, Decision.REJECT_SPAM)
+    assert result.entry is not None and result.entry.state is EntryState.SPAM
+
+
+def test_an_accept_of_a_held_copy_stays_accepted(world: World) -> None:
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=MSG)
+    entry = world.entry(world.bob)
+    result = world.dest.decide(world.bob, entry, Decision.ACCEPT_AUTH)
+    assert result.entry is not None and result.entry.state is EntryState.ACCEPTED
+
+
+def test_a_reject_below_the_alert_threshold_tells_the_administrator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world.send([BOB])
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    with caplog.at_level(logging.WARNING, logger="smdp.quality"):
+        world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+        assert caplog.records == []  # an accept never alerts
+        world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
+    [record] = caplog.records
+    assert record.getMessage() == (f"peer server {A_HOST}: alert (quality 0.00 is below "
+                                   "the alert threshold 0.50)")
+
+
+def test_a_reject_of_a_good_peer_alerts_nobody(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=-0.5, block_below=-0.9))
+    for rcpt in (BOB, BOB, BOB, "carol@b.example"):
+        world.send([rcpt])
+    world.deliver_envelopes()
+    for entry in world.b.mailbox_entries(world.bob.id):
+        world.dest.decide(world.bob, entry.id, Decision.ACCEPT)
+    with caplog.at_level(logging.WARNING, logger="smdp.quality"):
+        world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
+    assert caplog.records == []
+
+
+def test_a_blocked_peers_reject_alerts_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=0.0))
+    world.send([BOB])
+    world.deliver_envelopes()
+    with caplog.at_level(logging.WARNING, logger="smdp.quality"):
+        world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"peer server {A_HOST}: blocked (quality -1.00")
+
+
+def test_a_pulled_body_completes_every_fetching_entry(world: World) -> None:
+    world.send([BOB, "carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    env = world.b.in_envelope(1)
+    assert env is not None
+    world.dest.body_pulled(env.id, MSG)
+    states = {e.recipient: e.state for e in world.b.entries_of_envelope(env.id)}
+    assert states == {BOB: EntryState.ACCEPTED, "carol@b.example": EntryState.PENDING}
+    assert world.b.in_body(env.id) == MSG
+    world.dest.body_pulled(999, MSG)  # unknown envelope: nothing happens
+
+
+def test_an_accept_answered_without_a_body_fails_the_entry(world: World) -> None:
+    world.send([BOB, "carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    env = world.b.in_envelope(1)
+    assert env is not None
+    world.dest.body_pulled(env.id, None)
+    states = {e.recipient: (e.state, e.reason) for e in world.b.entries_of_envelope(env.id)}
+    assert states[BOB] == (EntryState.FAILED,
+                           "the origin confirmed the decision but sent no message")
+    assert states["carol@b.example"][0] is EntryState.PENDING
+
+
+def test_a_held_body_answered_without_one_is_fine(world: World) -> None:
+    world.send([BOB, "carol@b.example"])
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    world.dest.body_pulled(env.id, MSG)
+    world.dest.decide(world.carol, world.entry(world.carol), Decision.ACCEPT)
+    world.dest.body_pulled(env.id, None)  # BODY=HELD: the copy is here
+    states = {e.recipient: e.state for e in world.b.entries_of_envelope(env.id)}
+    assert states == {BOB: EntryState.ACCEPTED, "carol@b.example": EntryState.ACCEPTED}
+
+
+def test_a_refused_pull_fails_only_a_fetching_entry(world: World) -> None:
+    world.send([BOB, "carol@b.example"])
+    world.deliver_envelopes()
+    bob, carol = world.entry(world.bob), world.entry(world.carol)
+    world.dest.decide(world.bob, bob, Decision.ACCEPT)
+    world.dest.decision_refused(bob, "554 expired")
+    world.dest.decision_refused(carol, "554 expired")  # pending: not this one's pull
+    world.dest.decision_refused(999, "554 expired")
+    b, c = world.b.mailbox_entry(bob), world.b.mailbox_entry(carol)
+    assert b is not None and c is not None
+    assert (b.state, b.decision, b.reason) == (
+        EntryState.FAILED, Decision.ACCEPT, "the origin refused the pull: 554 expired")
+    assert c.state is EntryState.PENDING
+
+
+def test_purge_forgets_envelopes_expired_before(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    later = time.time() + 31 * 86400
+    world.dest.expire(later)
+    assert world.dest.purge(time.time() - 86400) == 0  # expired just now, not before
+    assert world.dest.purge(later + 86400) >= 1
+    assert world.b.in_envelope(1) is None
+
+
+def test_a_peer_that_sorts_after_us_is_counted_too(tmp_path: Path) -> None:
+    """"Not our own server" is inequality, not an order of names: a peer whose
+    name sorts before ours (smdp.a.example < zz.b.example) counts and votes."""
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5))
+    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, alert_below=0.5),
+                             hostname="zz.b.example")
+    world.send([BOB])
+    world.deliver_envelopes()
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, 0)
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=MSG)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.expire(time.time() + 400 * 86400)
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, -1)
+
+
+def test_no_one_decides_for_a_user_with_a_higher_id(world: World) -> None:
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    carols = world.entry(world.carol)
+    outcome = world.dest.decide(world.bob, carols, Decision.ACCEPT).outcome
+    assert outcome.kind is Kind.UNKNOWN
+
+
+def test_envelopes_for_unknown_users_do_not_stop_the_others(world: World) -> None:
+    world.send(["nobody@b.example", BOB])
+    world.deliver_envelopes()
+    assert [e.recipient for e in world.b.mailbox_entries(world.bob.id)] == [BOB]
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=["nobody@b.example", "carol@b.example"], body=MSG)
+    assert [e.state for e in world.b.mailbox_entries(world.carol.id)] == [EntryState.ACCEPTED]
