@@ -1,4 +1,6 @@
-"""Review findings (round 2): each test fails while its defect is present."""
+"""Clients that stop reading: cut off, their session slot freed for others.
+
+Each test fails while the defect it guards is present."""
 
 from __future__ import annotations
 

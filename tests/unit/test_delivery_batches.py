@@ -1,5 +1,6 @@
-"""Review findings (round 2), unit level: the delivery worker's batched
-deletes. Each test fails while its defect is present."""
+"""The delivery worker's batched deletes of finished jobs, the claim lease
+and in-flow control, on the scheduler alone (a scripted job runner). Each
+test fails while the defect it guards is present."""
 
 from __future__ import annotations
 

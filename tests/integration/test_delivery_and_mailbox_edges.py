@@ -1,7 +1,9 @@
-"""Independent review: each test here proves one defect found in review.
+"""Edges of delivery and of the mailbox, each once a defect: an envelope to
+more recipients than the peer takes, RSET and TOP in POP3, local rejections
+and the quality of our own server, an origin that answers an accept without
+the message, an oversized envelope block.
 
-Two real servers on loopback (harness), separate stores. Every test should
-pass once its defect is fixed.
+Two real servers on loopback (harness), separate stores.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def deliver(a: Server, b: Server, subject: str, body: str = "Hello Bob,\r\nsee y
     return entry
 
 
-# ------------------------------------------------------------------- findings
+# ---------------------------------------------------------- delivery and POP3
 
 
 def test_envelope_to_more_recipients_than_the_peer_takes_is_split(tmp_path: Path) -> None:
@@ -196,7 +198,7 @@ def test_local_rejections_do_not_make_the_server_block_itself(tmp_path: Path) ->
             raise AssertionError(f"{exc}; origin says {last}") from None
 
 
-# Review of the streaming change (round 3).
+# Streamed bodies and blocks: a contrary origin, a block too large.
 
 
 class ContrarianOrigin(threading.Thread):
