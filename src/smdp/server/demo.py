@@ -64,7 +64,14 @@ allow_plaintext_login = true
     return paths
 
 
+def _stop_as_ctrl_c(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(root: Path, *, base_port: int = 2525) -> int:
+    # SIGTERM (kill, a process manager) stops the demo as Ctrl-C does, servers
+    # included; by default it would end this process alone and leave them running.
+    signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     paths = write_configs(root, base_port)
     for path, (_domain, _host, user, password) in zip(paths, DOMAINS, strict=True):
         config = load_config(path)
