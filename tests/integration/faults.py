@@ -37,6 +37,8 @@ from tests.integration.harness import Server
 # -- a scripted SMDP peer ----------------------------------------------------------------
 
 Answer = Callable[[str], "str | None"]
+# Appended to an answer: the stand-in sends the rest, then closes the connection.
+HANG_UP = "\x00hang-up"
 
 
 @dataclass
@@ -55,7 +57,8 @@ class StandInPeer:
     thread per session.
 
     ``answer(command_line)`` gives the reply to each command (lines joined
-    with CRLF, no final CRLF), or None for the default: the EHLO reply (with
+    with CRLF, no final CRLF; ending in HANG_UP, the connection is closed
+    after it), or None for the default: the EHLO reply (with
     PIPELINING when ``pipelining``), ``354`` to DATA, ``221`` to QUIT and
     ``250`` to anything else. After a 354 the data block is read and answered
     with ``block_reply(block)`` (default ``250 2.0.0 stored``).
@@ -66,6 +69,10 @@ class StandInPeer:
     in the middle of its body for as long as the test needs. With
     ``reset_held_once`` the first held block is not read on: its connection
     is reset (RST) instead.
+
+    ``greetings``: what the first sessions are greeted with instead of
+    ``220``, one per session (a busy server's ``421``, say); such a session
+    ends after its greeting.
     """
 
     def __init__(self, hostname: str, answer: Answer | None = None, *,
@@ -78,6 +85,7 @@ class StandInPeer:
         self.hold = hold
         self.block_started = threading.Event()
         self.reset_held_once = False
+        self.greetings: list[str] = []
         self.sessions: list[Exchange] = []
         self.errors: list[BaseException] = []
         self._listener = socket.socket()
@@ -160,6 +168,9 @@ class _Session:
 
     def run(self) -> None:
         peer = self.peer
+        if peer.greetings:
+            self._send(peer.greetings.pop(0))
+            return
         self._send(f"220 {peer.hostname} SMDP ready")
         while (command := self._line()) is not None:
             self.exchange.commands.append(command)
@@ -171,6 +182,9 @@ class _Session:
                 self.recipients = 0
             elif verb == "RCPT" and reply.startswith("2"):
                 self.recipients += 1
+            if reply.endswith(HANG_UP):
+                self._send(reply.removesuffix(HANG_UP))
+                return
             self._send(reply)
             if verb == "QUIT":
                 return

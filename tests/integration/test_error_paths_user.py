@@ -308,3 +308,51 @@ def test_a_deleted_message_cannot_be_read_in_the_session_or_after_quit(a: Server
     finally:
         u.close()
     assert a.query("SELECT deleted FROM mailbox ORDER BY id") == [(1,), (0,)]
+
+
+def test_pwd_lists_the_mailbox_and_repeated_options_say_so(a: Server) -> None:
+    """Table 5 "pwd": PWD answers with the envelopes and messages. An option
+    repeated, or an ACCEPT after ACCEPT&AUTH, is answered with a note and
+    sends nothing new; an accept after a rejection is refused (protocol.md 12.5)."""
+    deliver_directly(a, ["one"])
+    p = PeerSocket(a.peer_port)
+    summary = b"Subject: lunch?\r\nAttachments: 0\r\n"
+    try:
+        assert p.cmd("EHLO smdp.b.example").startswith("250")
+        assert p.cmd(f"ENVELOPE From:<{CAROL}> ID={'e' * 26} SIZE=321").startswith("250")
+        assert p.cmd(f"RCPT To:<{ALICE}>").startswith("250")
+        assert p.cmd("DATA").startswith("354")
+        p.send(dot_stuff(summary))
+        assert p.reply().startswith("250")
+    finally:
+        p.close()
+    [(entry,)] = a.query("SELECT id FROM mailbox WHERE state = 'pending'")
+    u = UserSocket(a.user_port)
+    try:
+        assert u.cmd(f"USER {ALICE}").startswith("+OK")
+        size = len(b"Subject: one\r\n\r\nmessage one\r\n")
+        assert u.cmd("PWD secret") == (
+            f"+OK {ALICE} has 1 envelope(s) awaiting a decision and 1 message(s) ({size} octets)")
+        assert u.block() == [f"envelope {entry} pending {CAROL} 321 0 lunch?",
+                             f"message 1 {size} one"]
+        assert u.cmd(f"ACCEPT&AUTH {entry}") == (
+            f"+OK envelope {entry} accepted; {CAROL} added to your white list")
+        assert u.cmd(f"ACCEPT&AUTH {entry}") == (
+            f"+OK envelope {entry} accepted; {CAROL} added to your white list (already decided)")
+        assert u.cmd(f"ACCEPT {entry}") == (
+            f"+OK envelope {entry} accepted; the message will be fetched (already accepted)")
+        assert u.cmd(f"REJECT {entry}") == f"+OK envelope {entry} rejected"
+        assert u.cmd(f"ACCEPT {entry}") == f"-ERR envelope {entry} was already rejected"
+        assert u.cmd("ENV 99") == "-ERR no envelope 99 in your mailbox"
+        # A recipient named twice is one recipient.
+        assert u.cmd("MAIL").startswith("+OK")
+        assert u.cmd("RCPT TO:<dave@b.example>") == "+OK recipient dave@b.example"
+        assert u.cmd("RCPT TO:<DAVE@B.example>") == "+OK recipient dave@b.example"
+        assert u.cmd("DATA").startswith("+OK")
+        u.sock.sendall(dot_stuff(b"Subject: x\r\n\r\ny\r\n"))
+        assert re.fullmatch(r"\+OK queued as [a-z2-7]{26} \(1 recipient\(s\)\)", u.line())
+    finally:
+        u.close()
+    # b.example is down, so every decision sent is still queued: AUTHORIZE
+    # and REJECT, and nothing for the repeated options.
+    assert a.query("SELECT COUNT(*) FROM queue WHERE kind = 'report-decision'") == [(2,)]
