@@ -10,6 +10,7 @@ reason as ENVS/ENV show it at the destination, and what crossed the wire.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -356,3 +357,49 @@ def test_a_pulled_body_that_cannot_be_spooled_is_pulled_again_later(tmp_path: Pa
             wait_until(lambda: f"RECEIVED {ENVID}" in origin.commands(), what="RECEIVED")
             assert b.query("SELECT size FROM in_envelopes") == [(len(body),)]
     assert not origin.errors, origin.errors
+
+
+def test_a_pull_whose_body_disappears_is_dropped_without_the_dot(tmp_path: Path) -> None:
+    """Session.stream_body in a real origin: the held body disappears (its
+    chunks deleted, as expiry does) while the origin answers a pull. The
+    destination gets the 150 and part of the body, then the connection ends
+    without the terminating dot: it can never take the part for the whole."""
+    with StandInPeer("smdp.b.example") as peer:
+        a = facing_stand_in(tmp_path, "a.example", ALICE, "b.example", peer.port)
+        with running(a):
+            _reply, msgid = submit(a, [BOB], big_message(8 * MIB))
+            wait_until(lambda: sent(a, ALICE, msgid) == {BOB: ("envelope-sent", "")},
+                       what="the envelope")
+            [(envid,)] = a.query("SELECT envid FROM out_envelopes")
+            [(message_id, size)] = a.query("SELECT id, size FROM out_messages")
+            pull = socket.socket()
+            pull.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            pull.settimeout(30)
+            pull.connect(("127.0.0.1", a.peer_port))
+            try:
+                seen = pull.recv(4096)
+                pull.sendall(b"EHLO smdp.b.example\r\n")
+                while not re.search(rb"\r\n250 [^\r]*\r\n$", seen):
+                    seen += pull.recv(4096)
+                pull.sendall(f"ACCEPT {envid} To:<{BOB}>\r\n".encode())
+                seen = b""
+                while b"octets follow\r\n" not in seen:
+                    seen += pull.recv(65536)
+                assert seen.startswith(f"150 {size} octets follow\r\n".encode())
+                # The origin is now stuck in the middle of the body: take it away.
+                execute(a, f"DELETE FROM out_body_chunks WHERE message_id = {message_id}",
+                        f"UPDATE out_messages SET has_body = 0 WHERE id = {message_id}")
+                while True:
+                    try:
+                        data = pull.recv(1024 * 1024)
+                    except ConnectionResetError:
+                        break
+                    if not data:
+                        break
+                    seen += data
+            finally:
+                pull.close()
+            log = full_log(a)
+    assert b"\r\n.\r\n" not in seen
+    assert len(seen) < size
+    assert re.search(rf"stored body is \d+ octets, {size} expected; dropping the session", log)
