@@ -20,13 +20,19 @@ run: $(STAMP)
 	$(BIN)/smdp demo --dir .demo
 
 ## Lint, check the import layers (pyproject.toml [tool.importlinter]), type-check and run the whole test suite; the integration suite runs
-## a second time with every server on PostgreSQL (a throwaway cluster).
+## a second time with every server on PostgreSQL (a throwaway cluster). Both runs measure coverage, server subprocesses included, and
+## the target fails below the floors of pyproject.toml [tool.smdp.coverage-floor] (docs/testing.md).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q
-	SMDP_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/integration
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest -q
+	SMDP_TEST_BACKEND=postgresql $(BIN)/coverage run -m pytest -q tests/integration
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
+	$(BIN)/coverage json -q -o coverage.json
+	$(BIN)/python -m tests.coverage_floor coverage.json
 
 ## Crash soak: several hundred messages, servers SIGKILLed at random (not part of make test).
 soak: $(STAMP)
@@ -59,4 +65,5 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .demo .mutate build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .mutate build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		.coverage .coverage.* coverage.json htmlcov

@@ -64,7 +64,17 @@ allow_plaintext_login = true
     return paths
 
 
+def _stop_as_ctrl_c(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(root: Path, *, base_port: int = 2525) -> int:
+    # Ctrl-C and SIGTERM (kill, a process manager) stop the demo and its servers
+    # alike. By default SIGTERM would end this process alone and leave the
+    # servers running, and a SIGINT inherited as ignored (a background job)
+    # would stop the servers, which take it explicitly, but not the demo.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_as_ctrl_c)
     paths = write_configs(root, base_port)
     for path, (_domain, _host, user, password) in zip(paths, DOMAINS, strict=True):
         config = load_config(path)

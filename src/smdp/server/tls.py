@@ -346,13 +346,19 @@ class TlsPolicy:
         certificate must be valid for one of the domain's SRV targets, and be
         vouched for by the anchors that apply to the domain: its pinned
         fingerprint, else its own ``ca``, else the global anchors.
+
+        A discovery failure that may pass (timeout, SERVFAIL) is raised as
+        the DiscoveryError: neither a proof nor a forgery, the caller answers
+        451 (protocol.md 10.2); a definitive one (NXDOMAIN, no SRV) is None.
         """
         if cert is None:
             return None
         domain = domain.lower()
         try:
             servers = await discovery.resolve_all(domain)
-        except DiscoveryError:
+        except DiscoveryError as exc:
+            if exc.transient:
+                raise
             return None
         hostnames = list(dict.fromkeys(s.hostname.lower() for s in servers))
         if not hostnames:
