@@ -52,7 +52,7 @@ bench: $(STAMP)
 ## Mutation testing of the rule modules (issue 17; not part of make test, it is slow):
 ## cosmic-ray, one resumable session per target in .mutate/. MODULES picks targets
 ## (e.g. make mutate MODULES="origin quality"); MUTATE_ARGS=--fresh forgets earlier results.
-## Figures and every survivor's reason: docs/mutation.md.
+## Figures and every survivor's reason: docs/testing.md, "Mutation testing".
 mutate: $(STAMP)
 	$(BIN)/python -c "import cosmic_ray" 2>/dev/null || $(BIN)/pip install --quiet -e '.[mutate]'
 	$(BIN)/python -m tests.mutation.run $(MUTATE_ARGS) $(MODULES)
