@@ -27,6 +27,7 @@ import psycopg
 from smdp.certs import Issued, make_ca, make_cert, write_issued
 from smdp.client.session import UserClient
 from smdp.config import Config, load_config
+from smdp.protocol import user as wire
 from smdp.server.accounts import Accounts
 from smdp.store import open_store
 from tests.conditions import wait_until as wait_until  # re-exported for the tests
@@ -190,6 +191,56 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
         c = UserClient("127.0.0.1", self.user_port)
         c.login(user, password, verb="PASS")
         return c
+
+    def _lines(self, user: str, command: wire.UserCommand) -> list[str]:
+        c = self.client(user)
+        try:
+            return c.call(command).lines or []
+        finally:
+            c.quit()
+
+    def envelopes(self, user: str, all: bool = False) -> list[list[str]]:
+        """ENVS (``ENVS ALL``): [number, state, sender, size, attachments, subject]."""
+        return [line.split(" ", 5) for line in self._lines(user, wire.Envs(all))]
+
+    def envelope(self, user: str, entry: int | str) -> dict[str, str]:
+        """ENV <entry>: its ``Field: value`` lines as a dict."""
+        lines = self._lines(user, wire.EnvShow(int(entry)))
+        return dict(line.split(": ", 1) if ": " in line else (line.rstrip(":"), "")
+                    for line in lines)
+
+    def sent(self, user: str, msgid: str | None = None) -> list[list[str]]:
+        """SENT [msgid]: [msgid, recipient, state, time, detail] (detail may be "")."""
+        rows = [line.split(" ", 4) for line in self._lines(user, wire.Sent(msgid))]
+        return [row + [""] * (5 - len(row)) for row in rows]
+
+    def lists(self, user: str) -> list[list[str]]:
+        """LISTS: [list-name, address, (server,) how, added]."""
+        return [line.split(" ") for line in self._lines(user, wire.Lists())]
+
+    def admin(self, *args: str) -> str:
+        """``smdp admin <args>`` as a real process on this server's config; its stdout."""
+        result = subprocess.run(
+            [sys.executable, "-m", "smdp", "admin", "--config", str(self.config_path), *args],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        return result.stdout
+
+    def quality(self) -> dict[str, tuple[int, int]]:
+        """``smdp admin quality``: server -> (messages, votes)."""
+        lines = self.admin("quality").splitlines()
+        rows = [line.split() for line in lines if line and not line.startswith(("server ", "no "))]
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+    def reports(self) -> dict[str, int]:
+        """``smdp admin reports``: sender -> number of spam reports."""
+        rows = [line.split("\t") for line in self.admin("reports").splitlines()]
+        return {row[0]: int(row[1].split()[0]) for row in rows if len(row) == 2}
+
+    def queue(self) -> list[list[str]]:
+        """``smdp admin queue``: [id, kind, key, attempts=..(, last error)] per job."""
+        return [line.split("\t") for line in self.admin("queue").splitlines()[1:]]
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the server's own store (a real one, read-only here).
