@@ -48,13 +48,8 @@ def msgid_of(reply: str) -> str:
     return reply.split("queued as ")[1].split()[0]
 
 
-def envelopes(b: Server, user: str = BOB, all_: bool = True) -> list[list[str]]:
-    c = b.client(user)
-    try:
-        lines = c.call(wire.Envs(all_)).lines or []
-    finally:
-        c.quit()
-    return [line.split(" ", 5) for line in lines]
+def envelopes(b: Server, user: str = BOB) -> list[list[str]]:
+    return b.envelopes(user, all=True)
 
 
 def decide(b: Server, entry: str, option: str, user: str = BOB) -> str:
@@ -66,14 +61,29 @@ def decide(b: Server, entry: str, option: str, user: str = BOB) -> str:
 
 
 def sent_states(a: Server, msgid: str) -> dict[str, str]:
-    rows = a.query(
-        "SELECT r.recipient, r.state FROM out_recipients r JOIN out_messages m "
-        "ON m.id = r.message_id WHERE m.msgid=?", (msgid,))
-    return dict(rows)
+    return {row[1]: row[2] for row in a.sent(ALICE, msgid)}
 
 
 def held(a: Server, msgid: str) -> bool:
+    # no command shows this: whether the origin still holds the message body
     return a.query("SELECT has_body FROM out_messages WHERE msgid=?", (msgid,))[0][0] == 1
+
+
+def list_entries(s: Server, *users: str) -> list[tuple[str, ...]]:
+    """LISTS of ``users``, without when and how: (list-name, address[, server])."""
+    return [tuple(row[:-2]) for user in users for row in s.lists(user)]
+
+
+def entry_of(b: Server, subject: str, user: str = BOB) -> str:
+    """The ENVS ALL number of ``user``'s one entry with ``subject``."""
+    [entry] = [env[0] for env in envelopes(b, user) if env[5] == subject]
+    return entry
+
+
+def reasons(b: Server, *users: str) -> dict[str, str]:
+    """Recipient -> Reason, from ENV of each entry ENVS ALL lists for ``users``."""
+    shown = [b.envelope(user, env[0]) for user in users for env in envelopes(b, user)]
+    return {env["Recipient"]: env["Reason"] for env in shown}
 
 
 def wait_envelope(b: Server, user: str = BOB, n: int = 1) -> list[list[str]]:
@@ -90,6 +100,7 @@ def test_section_5_2_accept_pulls_the_message(pair: tuple[Server, Server]) -> No
     assert (state, sender, attachments, subject) == ("pending", ALICE, "0", "Lunch?")
     wait_until(lambda: sent_states(a, msgid) == {BOB: "envelope-sent"}, what="envelope sent")
     assert held(a, msgid)
+    # no command shows this: that the destination holds no body yet
     assert b.query("SELECT COUNT(*) FROM in_envelopes WHERE has_body = 1") == [(0,)]
     c = b.client(BOB)
     shown = c.call(wire.EnvShow(int(entry))).lines or []
@@ -113,7 +124,8 @@ def test_poplib_reads_accepted_mail(pair: tuple[Server, Server]) -> None:
     send(a, [BOB], message("For POP3", "Line one\r\n.starts with a dot\r\n"))
     [env] = wait_envelope(b)
     decide(b, env[0], "ACCEPT")
-    wait_until(lambda: b.query("SELECT state FROM mailbox") == [("accepted",)], what="pull")
+    wait_until(lambda: [e[1] for e in envelopes(b, BOB) + envelopes(b, CAROL)] == ["accepted"],
+               what="pull")
     pop = poplib.POP3("127.0.0.1", b.user_port, timeout=10)
     try:
         pop.user(BOB)
@@ -159,13 +171,12 @@ def test_every_option_of_table_1(pair: tuple[Server, Server], option: str) -> No
     decide(b, env[0], option)
     wait_until(lambda: sent_states(a, msgid) == {BOB: origin_state}, what=origin_state)
     wait_until(lambda: not held(a, msgid), what="origin drops the body")
-    assert b.query("SELECT kind, address, server FROM inbound_lists") == (
-        [(in_list, ALICE, "smdp.a.example")] if in_list else [])
-    assert a.query("SELECT kind, address FROM outbound_lists") == (
-        [(out_list, BOB)] if out_list else [])
-    assert b.query("SELECT server, messages, votes FROM peer_quality") == [
-        ("smdp.a.example", 1, vote)]
-    assert a.query("SELECT COUNT(*) FROM spam_reports") == [(reports,)]
+    assert list_entries(b, BOB, CAROL) == (
+        [(f"in-{in_list}", ALICE, "smdp.a.example")] if in_list else [])
+    assert list_entries(a, ALICE) == ([(f"out-{out_list}", BOB)] if out_list else [])
+    assert b.quality() == {"smdp.a.example": (1, vote)}
+    assert sum(a.reports().values()) == reports
+    # no command shows this: whether the body ever reached the destination
     has_body = b.query("SELECT has_body FROM in_envelopes")[0][0]
     assert has_body == (vote > 0)  # a rejected message never crosses the network
 
@@ -177,25 +188,25 @@ def test_white_lists_send_directly_and_black_lists_refuse_at_source(
     send(a, [BOB], message("first"))
     [env] = wait_envelope(b)
     decide(b, env[0], "ACCEPT&AUTH")
-    wait_until(lambda: a.query("SELECT kind FROM outbound_lists") == [("white",)], what="auth")
+    wait_until(lambda: list_entries(a, ALICE) == [("out-white", BOB)], what="auth")
     # Table 3, sender side, white list: the whole message, no envelope phase.
     reply = send(a, [BOB], message("second"))
     assert "sent directly" in reply
     msgid = msgid_of(reply)
     wait_until(lambda: sent_states(a, msgid) == {BOB: "delivered"}, what="direct delivery")
-    rows = b.query("SELECT e.subject, m.state, m.reason FROM mailbox m JOIN in_envelopes e "
-                   "ON e.id=m.envelope_id WHERE e.subject='second'")
-    assert rows == [("second", "accepted", "sender is on your white list (sent directly)")]
+    entry = entry_of(b, "second")
+    shown = b.envelope(BOB, entry)
+    assert (shown["State"], shown["Reason"]) == (
+        "accepted", "sender is on your white list (sent directly)")
     assert not held(a, msgid)
     # Reject after accept (Table 1): the reject family works on accepted mail.
-    entry = b.query("SELECT m.id FROM mailbox m JOIN in_envelopes e ON e.id=m.envelope_id "
-                    "WHERE e.subject='second'")[0][0]
-    decide(b, str(entry), "REJECT&SPAMMER")
-    wait_until(lambda: a.query("SELECT kind FROM outbound_lists") == [("black",)],
+    decide(b, entry, "REJECT&SPAMMER")
+    wait_until(lambda: list_entries(a, ALICE) == [("out-black", BOB)],
                what="SPAMMER reaches the origin")
-    assert b.query("SELECT kind FROM inbound_lists") == [("black",)]
-    assert b.query("SELECT messages, votes FROM peer_quality") == [(2, 0)]
+    assert [e[0] for e in list_entries(b, BOB, CAROL)] == ["in-black"]
+    assert b.quality() == {"smdp.a.example": (2, 0)}
     # Table 3, sender side, black list: refused at the source, nothing is sent.
+    # no command shows this: envelopes stored at the destination, for any mailbox
     before = b.query("SELECT COUNT(*) FROM in_envelopes")
     reply = send(a, [BOB], message("third"))
     assert "refused by your black list" in reply
@@ -217,9 +228,9 @@ def test_recipient_lists_decide_automatically(pair: tuple[Server, Server]) -> No
     # rejects and sends SPAMMER to the origin.
     wait_until(lambda: sent_states(a, msgid) == {BOB: "delivered", CAROL: "spammer"},
                what="automatic decisions")
-    assert a.query("SELECT kind, address FROM outbound_lists") == [("black", CAROL)]
-    rows = dict(b.query("SELECT recipient, reason FROM mailbox"))
-    assert rows == {BOB: "sender is on your white list", CAROL: "sender is on your black list"}
+    assert list_entries(a, ALICE) == [("out-black", CAROL)]
+    assert reasons(b, BOB, CAROL) == {BOB: "sender is on your white list",
+                                      CAROL: "sender is on your black list"}
 
 
 def test_several_recipients_one_transfer(pair: tuple[Server, Server]) -> None:
@@ -228,15 +239,17 @@ def test_several_recipients_one_transfer(pair: tuple[Server, Server]) -> None:
     # One envelope for the destination domain, one mailbox entry per recipient.
     wait_envelope(b, BOB)
     wait_envelope(b, CAROL)
+    # no command shows this: one envelope row stored for both recipients
     assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(1,)]
-    entries = dict(b.query("SELECT recipient, id FROM mailbox"))
-    decide(b, str(entries[BOB]), "ACCEPT", BOB)
+    entries = {user: env[0] for user in (BOB, CAROL) for env in envelopes(b, user)}
+    assert len(entries) == 2 and len(envelopes(b, BOB)) == len(envelopes(b, CAROL)) == 1
+    decide(b, entries[BOB], "ACCEPT", BOB)
     wait_until(lambda: sent_states(a, msgid)[BOB] == "delivered", what="first pull")
     assert held(a, msgid)  # carol has not decided yet
     # With the origin down, the second acceptance still delivers at once: the
     # destination uses its own copy (assumption 5), no second transfer.
     a.stop()
-    assert "in your mailbox" in decide(b, str(entries[CAROL]), "ACCEPT", CAROL)
+    assert "in your mailbox" in decide(b, entries[CAROL], "ACCEPT", CAROL)
     c = b.client(CAROL)
     assert b"to both" in (c.call(wire.Retr(1)).body or b"")
     c.quit()
@@ -258,11 +271,10 @@ def test_quality_blocks_a_bad_peer(tmp_path: Path, backend: str) -> None:
         envs = wait_envelope(b, n=2)
         for env in envs:
             decide(b, env[0], "REJECT&SPAM")
-        wait_until(lambda: b.query("SELECT messages, votes FROM peer_quality") == [(2, -2)],
-                   what="votes")
+        wait_until(lambda: b.quality() == {"smdp.a.example": (2, -2)}, what="votes")
         msgid = msgid_of(send(a, [BOB], message("refused")))
         wait_until(lambda: sent_states(a, msgid) == {BOB: "failed"}, what="refusal")
-        detail = a.query("SELECT detail FROM out_recipients WHERE state='failed'")[0][0]
+        [detail] = [row[4] for row in a.sent(ALICE) if row[2] == "failed"]
         assert "blocked" in detail and "quality -1.00" in detail
 
 
@@ -277,6 +289,8 @@ def test_spoofed_from_is_refused_and_identities_work(pair: tuple[Server, Server]
     c.call(wire.DataCmd())
     with pytest.raises(ClientError, match="not one of your identities"):
         c.call(wire.Message(forged))
+    assert a.sent(ALICE) == []
+    # no command shows this: a message row stored without its recipients
     assert a.query("SELECT COUNT(*) FROM out_messages") == [(0,)]  # nothing half-stored
     c.quit()
     # A secondary identity (assumption 1) may send; the server writes From.
