@@ -22,6 +22,14 @@ def short_hold(server: Server) -> None:
         f"poll_interval = 0.1\nexpire_days = {HOLD_DAYS}\nhousekeeping_interval = 0.3\n"))
 
 
+ALICE, BOB = "alice@a.example", "bob@b.example"
+
+
+def states(b: Server) -> list[str]:
+    """The state of each of bob's entries, from ENVS ALL."""
+    return [env[1] for env in b.envelopes(BOB, all=True)]
+
+
 def on_disk(server: Server, needle: bytes) -> bool:
     return any(needle in p.read_bytes()
                for p in server.root.glob(f"{server.db_path.name}*") if p.is_file())
@@ -43,14 +51,13 @@ def test_undecided_mail_expires_on_both_sides_and_leaves_the_disk(tmp_path: Path
         # at right after the submission: the hold period runs from there.
         sqlite = a.backend == "sqlite"
         assert on_disk(a, token) or not sqlite  # the origin holds the message
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("pending",)],
-                   what="the envelope")
+        wait_until(lambda: states(b) == ["pending"], what="the envelope")
         # Nobody decides: the origin expires it, the destination shows it.
-        wait_until(lambda: a.query("SELECT state FROM out_recipients") == [("expired",)],
+        wait_until(lambda: [row[2] for row in a.sent(ALICE)] == ["expired"],
                    what="expiry at the origin")
+        # no command shows this: that the origin dropped the body
         assert a.query("SELECT has_body FROM out_messages") == [(0,)]
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)],
-                   what="expiry at the destination")
+        wait_until(lambda: states(b) == ["expired"], what="expiry at the destination")
         c = b.client("bob@b.example")
         envs = c.call(wire.Envs(True)).lines or []
         assert envs and envs[0].split()[1] == "expired"
@@ -62,9 +69,11 @@ def test_undecided_mail_expires_on_both_sides_and_leaves_the_disk(tmp_path: Path
         sent.quit()
         assert "expired" in lines[0]
         # After a second hold period the records go too, and the bytes with them.
-        wait_until(lambda: a.query("SELECT COUNT(*) FROM out_messages") == [(0,)],
-                   what="purge at the origin")
-        wait_until(lambda: b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)],
-                   what="purge at the destination")
+        wait_until(lambda: a.sent(ALICE) == [], what="purge at the origin")
+        # no command shows this: the message row itself is gone, not only its recipients
+        assert a.query("SELECT COUNT(*) FROM out_messages") == [(0,)]
+        wait_until(lambda: states(b) == [], what="purge at the destination")
+        # no command shows this: the envelope row itself is gone, not only the entry
+        assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
         if sqlite:
             wait_until(lambda: not on_disk(a, token), what="bytes gone from disk")
