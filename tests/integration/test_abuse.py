@@ -113,6 +113,8 @@ def test_slow_senders_are_cut_off(tmp_path: Path) -> None:
         p.send(b"Subject: a trickle\r\n")
         assert p.reply() == "421 4.4.2 data arriving too slowly, closing"
         p.close()
+        assert b.envelopes("bob@b.example", all=True) == []
+        # no command shows this: an envelope row stored for no mailbox entry
         assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
 
 
@@ -135,7 +137,8 @@ def test_header_injection_is_impossible(tmp_path: Path) -> None:
         subject = "=?utf-8?q?Hello=0D=0AX-Injected:_yes=00?="
         c.submit(["bob@b.example"], f"Subject: {subject}\r\n\r\nhi\r\n".encode())
         c.quit()
-        wait_until(lambda: b.query("SELECT block FROM in_envelopes"), what="envelope")
+        wait_until(lambda: b.envelopes("bob@b.example"), what="envelope")
+        # no command shows this: the block as stored (ENV shows it sanitised)
         block = b.query("SELECT block FROM in_envelopes")[0][0]
         assert not any(line.startswith("X-Injected") for line in block.splitlines())
         assert "\x00" not in block and "\r" not in block.replace("\r\n", "")
@@ -153,12 +156,12 @@ def test_unpulled_envelopes_count_against_the_origin(tmp_path: Path) -> None:
         c = a.client("alice@a.example")
         c.submit(["bob@b.example"], b"Subject: ignored\r\n\r\nnobody reads this\r\n")
         c.quit()
-        wait_until(lambda: b.query("SELECT messages, votes FROM peer_quality") == [(1, 0)],
+        wait_until(lambda: b.quality() == {"smdp.a.example": (1, 0)},
                    what="the envelope counted")
         # Destination.expire marks the entry expired, then votes in a second
         # transaction: wait for both, not for the first alone.
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("expired",)] and
-                   b.query("SELECT messages, votes FROM peer_quality") == [(1, -1)],
+        wait_until(lambda: [e[1] for e in b.envelopes("bob@b.example", all=True)]
+                   == ["expired"] and b.quality() == {"smdp.a.example": (1, -1)},
                    what="expiry, counted against the origin")
 
 
@@ -171,13 +174,17 @@ def test_a_sender_reported_as_spammer_is_suspended(tmp_path: Path) -> None:
         c = a.client("alice@a.example")
         c.submit(["bob@b.example", "carol@b.example"], b"Subject: buy now\r\n\r\ncheap\r\n")
         c.quit()
-        wait_until(lambda: len(b.query("SELECT id FROM mailbox")) == 2, what="envelopes")
-        for entry, rcpt in b.query("SELECT id, recipient FROM mailbox"):
+        users = ("bob@b.example", "carol@b.example")
+        wait_until(lambda: all(b.envelopes(u) for u in users), what="envelopes")
+        for rcpt in users:
+            [env] = b.envelopes(rcpt)
             u = b.client(rcpt)
-            u.call(wire.UserDecision(Decision.REJECT_SPAM, entry))
+            u.call(wire.UserDecision(Decision.REJECT_SPAM, int(env[0])))
             u.quit()
-        wait_until(lambda: a.query("SELECT suspended FROM users") ==
-                   [("2 spam reports in 24 hours",)], what="suspension")
+        wait_until(lambda: [line for line in a.admin("reports").splitlines()
+                            if line.startswith("SUSPENDED ")]
+                   == ["SUSPENDED alice@a.example: 2 spam reports in 24 hours"],
+                   what="suspension")
         c = a.client("alice@a.example")
         c.call(wire.MailCmd(None))
         c.call(wire.RcptCmd("bob@b.example"))
