@@ -239,7 +239,7 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
         return {row[0]: int(row[1].split()[0]) for row in rows if len(row) == 2}
 
     def queue(self) -> list[list[str]]:
-        """``smdp admin queue``: [id, kind, key, attempts=..(, last error)] per job."""
+        """``smdp admin queue``: [id, kind, key, "attempts=<n>[ last error: ...]"] per job."""
         return [line.split("\t") for line in self.admin("queue").splitlines()[1:]]
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
