@@ -52,19 +52,23 @@ def send(a: Server, subject: str) -> str:
 
 def sent(a: Server, msgid: str) -> tuple[str, str]:
     """(state, detail) of bob's copy of ``msgid`` at the origin."""
-    [(state, detail)] = a.query(
-        "SELECT r.state, COALESCE(r.detail, '') FROM out_recipients r "
-        "JOIN out_messages m ON m.id = r.message_id WHERE m.msgid=?", (msgid,))
+    [(_msgid, _rcpt, state, _time, detail)] = a.sent(ALICE, msgid)
     return state, detail
 
 
-def pending(b: Server) -> list[int]:
-    return [r[0] for r in b.query("SELECT id FROM mailbox WHERE state='pending' ORDER BY id")]
+def pending(s: Server, *users: str) -> list[int]:
+    """The numbers of the pending entries of ``users`` (bob), from ENVS."""
+    return sorted(int(env[0]) for user in users or (BOB,) for env in s.envelopes(user))
+
+
+def no_envelope_stored(b: Server) -> None:
+    assert b.envelopes(BOB, all=True) == []
+    # no command shows this: an envelope row stored for no mailbox entry
+    assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
 
 
 def quality(s: Server, server: str) -> tuple[int, int] | None:
-    rows = s.query("SELECT messages, votes FROM peer_quality WHERE server=?", (server,))
-    return (rows[0][0], rows[0][1]) if rows else None
+    return s.quality().get(server)
 
 
 def client_context(pki: Pki, cert: Path | None = None, key: Path | None = None,
@@ -97,7 +101,7 @@ def test_whole_flow_over_starttls_with_proof_of_origin(
     a, b, _pki = tls_pair
     msgid = send(a, "over TLS")
     [entry] = wait_until(lambda: pending(b), what="envelope over TLS")
-    assert b.query("SELECT origin_server FROM in_envelopes") == [("smdp.a.example",)]
+    assert b.envelope(BOB, entry)["Server"] == "smdp.a.example"
     c = b.client(BOB)
     c.call(wire.UserDecision(Decision.ACCEPT, entry))
     c.quit()
@@ -126,11 +130,13 @@ def test_local_recipients_over_tls(tmp_path: Path, issuer: str) -> None:
         c = a.client(ALICE)
         c.submit(["carol@a.example"], b"Subject: next door\r\n\r\nhi\r\n")
         c.quit()
-        [entry] = wait_until(lambda: pending(a), what="local envelope over TLS")
+        [entry] = wait_until(lambda: pending(a, ALICE, "carol@a.example"),
+                             what="local envelope over TLS")
         c = a.client("carol@a.example")
         c.call(wire.UserDecision(Decision.ACCEPT, entry))
         c.quit()
-        wait_until(lambda: a.query("SELECT state FROM mailbox") == [("accepted",)],
+        wait_until(lambda: [e[1] for u in (ALICE, "carol@a.example")
+                            for e in a.envelopes(u, all=True)] == ["accepted"],
                    what="local pull over TLS")
         assert quality(a, "smdp.a.example") is None  # a server never judges itself
 
@@ -174,7 +180,7 @@ def test_starttls_buffer_injection_is_discarded(tls_pair: tuple[Server, Server, 
     assert s.cmd(f"RCPT To:<{BOB}>") == \
         "503 5.5.1 Bad sequence of commands: send HELO or EHLO first"
     s.close()
-    assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+    no_envelope_stored(b)
 
 
 def test_failed_handshake_ends_the_session_cleanly(tmp_path: Path) -> None:
@@ -311,7 +317,7 @@ def test_wrong_hostname_makes_delivery_retry_then_fail_visibly(tmp_path: Path) -
         assert "TLS with smdp.b.example failed: certificate not accepted" in detail
         assert "not valid for 'smdp.b.example'" in detail
         assert "gave up after 3 attempts" in detail
-        assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+        no_envelope_stored(b)
 
 
 def test_self_signed_destination_without_pin_is_refused(tmp_path: Path) -> None:
@@ -326,8 +332,8 @@ def test_self_signed_destination_without_pin_is_refused(tmp_path: Path) -> None:
     with running(a, b):
         msgid = send(a, "self-signed")
         # While it retries, the administrator sees why (smdp admin queue).
-        wait_until(lambda: a.query("SELECT last_error FROM queue WHERE last_error LIKE "
-                                   "'%certificate not accepted%'"), what="the retry's reason")
+        wait_until(lambda: any("certificate not accepted" in job[3]
+                               for job in a.queue()), what="the retry's reason")
         _state, detail = wait_until(lambda: (r := sent(a, msgid))[0] == "failed" and r,
                                     what="delivery gives up")
         assert "certificate not accepted" in detail and "self-signed" in detail
@@ -357,8 +363,8 @@ def test_pinned_self_signed_destination(tmp_path: Path) -> None:
     a.write_config()
     with running(a, b):
         send(a, "right pin")
-        wait_until(lambda: pending(b), what="envelope over a pinned connection")
-        assert b.query("SELECT origin_server FROM in_envelopes") == [("smdp.a.example",)]
+        [entry] = wait_until(lambda: pending(b), what="envelope over a pinned connection")
+        assert b.envelope(BOB, entry)["Server"] == "smdp.a.example"
 
 
 def test_peer_ca_file_holding_the_peers_own_certificate(tmp_path: Path) -> None:
@@ -460,9 +466,10 @@ def test_rogue_forging_envelopes_is_refused_and_counted_against_itself(
     assert quality(b, "smdp.rogue.example") == (5, -4)
     # ... and never against a.example, whose server was never called back.
     assert quality(b, "smdp.a.example") == before
+    # no command shows this: an envelope's envid at the destination
     assert b.query("SELECT COUNT(*) FROM in_envelopes WHERE envid=?", (ENVID,)) == [(0,)]
     # Nothing was queued at b for a.example: no decision, no pull, no call back.
-    assert b.query("SELECT COUNT(*) FROM queue") == [(0,)]
+    assert b.queue() == []
 
 
 def test_rogue_with_a_cert_from_a_ca_trusted_only_for_another_peer(
@@ -485,7 +492,7 @@ def test_rogue_with_a_cert_from_a_ca_trusted_only_for_another_peer(
             "550 5.7.1 smdp.a.example has not proved it is the SMDP server of a.example")
         s.close()
         # A CA scoped to one peer names nobody: nothing is counted anywhere.
-        assert b.query("SELECT COUNT(*) FROM peer_quality") == [(0,)]
+        assert b.quality() == {}
 
 
 def test_rogue_cannot_decide_or_pull_someone_elses_envelope(
@@ -493,6 +500,7 @@ def test_rogue_cannot_decide_or_pull_someone_elses_envelope(
     a, b, _rogue, pki = rogue_world
     msgid = send(a, "for bob only")
     wait_until(lambda: pending(b), what="envelope")
+    # no command shows this: the envid the origin sent (what a rogue would need)
     [(envid,)] = a.query("SELECT envid FROM out_envelopes")
     s = rogue_socket(a, pki, "smdp.b.example", "smdp.a.example")
     refused = "550 5.7.1 smdp.rogue.example has not proved it is the SMDP server of b.example"
@@ -505,6 +513,7 @@ def test_rogue_cannot_decide_or_pull_someone_elses_envelope(
         f"550 5.1.1 <mallory@rogue.example> is not a recipient of {envid}")
     s.close()
     assert sent(a, msgid)[0] == "envelope-sent"
+    # no command shows this: that the origin still holds the body
     assert a.query("SELECT has_body FROM out_messages") == [(1,)]
 
 
