@@ -192,16 +192,18 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
         c.login(user, password, verb="PASS")
         return c
 
-    def _lines(self, user: str, command: wire.UserCommand) -> list[str]:
-        c = self.client(user)
+    def _lines(self, user: str, command: wire.UserCommand,
+               password: str = "secret") -> list[str]:
+        c = self.client(user, password)
         try:
             return c.call(command).lines or []
         finally:
             c.quit()
 
-    def envelopes(self, user: str, all: bool = False) -> list[list[str]]:
+    def envelopes(self, user: str, all: bool = False,
+                  password: str = "secret") -> list[list[str]]:
         """ENVS (``ENVS ALL``): [number, state, sender, size, attachments, subject]."""
-        return [line.split(" ", 5) for line in self._lines(user, wire.Envs(all))]
+        return [line.split(" ", 5) for line in self._lines(user, wire.Envs(all), password)]
 
     def envelope(self, user: str, entry: int | str) -> dict[str, str]:
         """ENV <entry>: its ``Field: value`` lines as a dict."""
