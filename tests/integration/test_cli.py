@@ -102,7 +102,8 @@ def test_client_walks_the_whole_flow(tmp_path: Path) -> None:
         r = smdp(*ua, "send", "--to", "bob@b.example", "--subject", "Hi Bob",
                  stdin="Hello there\n", password="apw")
         assert r.returncode == 0 and "queued as" in r.stdout, r.stderr
-        wait_until(lambda: b.query("SELECT COUNT(*) FROM mailbox") == [(1,)], what="envelope")
+        wait_until(lambda: len(b.envelopes("bob@b.example", all=True, password="bpw")) == 1,
+                   what="envelope")
         r = smdp(*ub, "inbox", password="bpw")
         assert "1 envelope(s) awaiting a decision" in r.stdout
         assert "alice@a.example" in r.stdout and "Hi Bob" in r.stdout
@@ -110,7 +111,9 @@ def test_client_walks_the_whole_flow(tmp_path: Path) -> None:
         assert "Headline: Hello there" in r.stdout
         r = smdp(*ub, "accept-auth", "1", password="bpw")
         assert r.returncode == 0 and "white list" in r.stdout
-        wait_until(lambda: b.query("SELECT state FROM mailbox") == [("accepted",)], what="pull")
+        wait_until(lambda: [e[1] for e in b.envelopes("bob@b.example", all=True,
+                                                      password="bpw")] == ["accepted"],
+                   what="pull")
         r = smdp(*ub, "read", "1", password="bpw")
         assert "Subject: Hi Bob" in r.stdout and "Hello there" in r.stdout
         r = smdp(*ub, "lists", password="bpw")
