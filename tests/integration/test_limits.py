@@ -78,7 +78,9 @@ def test_sigterm_abandons_a_half_sent_message_and_exits(tmp_path: Path) -> None:
         assert time.monotonic() - started < 15
         with pytest.raises(ConnectionRefusedError):  # nobody listens any more
             socket.create_connection(("127.0.0.1", b.peer_port), timeout=2)
+        # no command shows this: the server is stopped, only its store can tell
         assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
+        # no command shows this either: no mailbox entry, and the server is stopped
         assert b.query("SELECT COUNT(*) FROM mailbox") == [(0,)]
         p.close()
         b.proc = None
