@@ -3,7 +3,9 @@
 Each server is ``python -m smdp serve`` with its own store: a SQLite file, or
 (``backend="postgresql"``) a PostgreSQL database, which several servers (nodes
 of one domain) may share. Tests talk to them over real sockets with our
-client, poplib, or a raw peer socket, and read their stores with plain SQL.
+client, poplib, or a raw peer socket; they check what happened through the
+product's own commands (ENVS, ENV, SENT, LISTS, ``smdp admin``), and read a
+store with plain SQL only for what no command shows.
 """
 
 from __future__ import annotations
