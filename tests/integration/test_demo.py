@@ -4,6 +4,7 @@ to and send mail between, and a clean stop on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import poplib
 import re
@@ -89,9 +90,11 @@ class Demo:
         return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        """Whatever is left of the demo's process group, servers included
+        (also when the demo itself is gone and left them behind)."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
 
 
 def refuses(port: int) -> bool:
