@@ -30,3 +30,10 @@ def test_each_verdict_says_why() -> None:
     assert judge(Quality("x", 10, -2), policy) == Verdict(
         Standing.ALERT, "quality -0.20 is below the alert threshold 0.00")
     assert judge(Quality("x", 10, 7), policy) == Verdict(Standing.OK, "quality 0.70")
+
+
+def test_a_peer_past_the_minimum_is_judged_not_new() -> None:
+    """Section 5.3's thresholds apply from min_messages on, not only at it."""
+    policy = QualityPolicy(min_messages=10, alert_below=0.0, block_below=-0.5)
+    assert judge(Quality("x", 11, 11), policy).status == Standing.OK
+    assert judge(Quality("x", 400, -400), policy).status == Standing.BLOCKED

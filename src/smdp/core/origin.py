@@ -271,12 +271,13 @@ class Origin:
         msg = self.store.out_message(env.message_id)
         assert msg is not None  # out_envelopes rows cascade with their message
         effect = origin_side(decision)
-        if decision.accepts and rcpt.state in d.REJECTED_RECIPIENTS:
+        # Table 2's "send the entire message" column says which decisions accept.
+        if effect.send_message and rcpt.state in d.REJECTED_RECIPIENTS:
             # Assumption 6: the rejection deleted the message for this recipient.
             return DecisionOutcome(Kind.ALREADY_REJECTED, f"{envid} was rejected; message deleted")
-        if decision.accepts and rcpt.state in d.LOST_RECIPIENTS:
+        if effect.send_message and rcpt.state in d.LOST_RECIPIENTS:
             return DecisionOutcome(Kind.NOT_HELD, f"{envid} is no longer held: {rcpt.detail}")
-        pulling = (decision.accepts and rcpt.state is not RecipientState.DELIVERED
+        pulling = (effect.send_message and rcpt.state is not RecipientState.DELIVERED
                    and not body_held)
         if pulling and not msg.held:
             return DecisionOutcome(Kind.NOT_HELD, f"{envid} is no longer held")
@@ -291,9 +292,9 @@ class Origin:
                     msg.user_id, msg.sender, recipient, decision.value, envid
                 )
                 self._investigate(msg.user_id)
-            if decision.accepts and not pulling:
+            if effect.send_message and not pulling:
                 new_state, detail = RecipientState.DELIVERED, f"{effect.state} by recipient"
-            elif decision.accepts:
+            elif effect.send_message:
                 new_state, detail = effect.state, "transfer in progress"
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"
