@@ -65,9 +65,9 @@ def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
 
 def test_standing_follows_the_quality_policy(tmp_path: Path) -> None:
     world = World(tmp_path, QualityPolicy(min_messages=2, alert_below=0.5, block_below=-0.5))
-    assert world.dest.standing("peer.example") is Standing.NEW
+    assert world.dest.peer_verdict("peer.example").status is Standing.NEW
     world.b.count_messages("peer.example", 2)
-    assert world.dest.standing("peer.example") is Standing.ALERT
+    assert world.dest.peer_verdict("peer.example").status is Standing.ALERT
 
 
 def test_direct_sends_only_from_an_authorized_pair(world: World) -> None:

@@ -16,7 +16,7 @@ from smdp.core.decisions import recipient_side
 from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
 from smdp.core.jobs import queue_decision
 from smdp.core.outcomes import Kind, Outcome
-from smdp.core.quality import Standing, judge
+from smdp.core.quality import Standing, Verdict, judge
 from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
@@ -57,18 +57,19 @@ class Destination:
 
     # -- who may deliver ---------------------------------------------------------
 
-    def peer_refusal(self, server: str) -> Outcome | None:
-        """Section 5.3: a peer whose quality is below the block threshold is refused."""
+    def peer_verdict(self, server: str) -> Verdict:
+        """Section 5.3: how the peer ``server`` stands, from one read of Quality(X)."""
+        return judge(self.store.quality(server), self.quality_policy)
+
+    def peer_refusal(self, server: str, verdict: Verdict | None = None) -> Outcome | None:
+        """Section 5.3: a peer whose quality is below the block threshold is
+        refused. ``verdict``: the peer's, when the caller has it already."""
         if server == self.hostname:
             return None
-        verdict = judge(self.store.quality(server), self.quality_policy)
+        verdict = verdict or self.peer_verdict(server)
         if verdict.status is Standing.BLOCKED:
             return Outcome(Kind.PEER_BLOCKED, f"{server} blocked: {verdict.reason}")
         return None
-
-    def standing(self, server: str) -> Standing:
-        """Section 5.3: how the peer ``server`` stands (new peers get a lower quota)."""
-        return judge(self.store.quality(server), self.quality_policy).status
 
     def local_user(self, address: str) -> User | None:
         return self.store.user_by_address(address)

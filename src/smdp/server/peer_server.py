@@ -197,12 +197,15 @@ class PeerSession(Session):
         if not await self._speaks_for(_domain(event.sender), announcing=True):
             return
         assert self.peer_host is not None
-        refusal = self.core.destination.peer_refusal(self.peer_host)
-        if refusal is not None:
-            self.reply(*peer_reply(refusal))
-            return
-        if self.peer_host != self.config.hostname and not self._within_quota():
-            return
+        if self.peer_host != self.config.hostname:
+            # One read of Quality(X) serves the block (section 5.3) and the quota.
+            verdict = self.core.destination.peer_verdict(self.peer_host)
+            refusal = self.core.destination.peer_refusal(self.peer_host, verdict)
+            if refusal is not None:
+                self.reply(*peer_reply(refusal))
+                return
+            if not self._within_quota(verdict.status):
+                return
         if self.store.in_envelope_by_envid(event.envid) is not None:
             # A replayed envelope: say yes, store nothing twice.
             log.info("replayed envelope %s from %s", event.envid, self.peer_host)
@@ -212,7 +215,7 @@ class PeerSession(Session):
         what = "Envelope" if mode is DeliveryMode.ENVELOPE else "Message"
         self.reply(250, f"2.1.0 {what} {event.envid} from <{event.sender}> ok")
 
-    def _within_quota(self) -> bool:
+    def _within_quota(self, standing: Standing) -> bool:
         """Issue 4, envelope floods: per session, per peer and hour (lower for
         a peer whose quality is not yet known)."""
         abuse = self.config.abuse
@@ -221,7 +224,6 @@ class PeerSession(Session):
             self.reply(452, f"4.7.0 {abuse.envelopes_per_session} envelopes in one session; "
                             "start a new session")
             return False
-        standing = self.core.destination.standing(self.peer_host)
         limit = (abuse.envelopes_per_new_peer_per_hour if standing is Standing.NEW
                  else abuse.envelopes_per_peer_per_hour)
         if not self.port.quotas.by_peer.allow(self.peer_host, limit):
