@@ -22,6 +22,7 @@ from smdp.core.envelope import encode_envelope_block, extract_envelope
 from smdp.core.jobs import queue_send
 from smdp.core.outcomes import DecisionOutcome, Kind, Outcome
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
+from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
@@ -136,7 +137,7 @@ class Origin:
                 subject=summary.subject, summary=block.decode("utf-8"), expires_at=expires,
             )
             for rcpt in dict.fromkeys(recipients):  # a recipient named twice gets one copy
-                domain = rcpt.rpartition("@")[2]
+                domain = domain_of(rcpt)
                 listed = self.store.outbound_kind(user.id, rcpt)
                 if listed == ListKind.BLACK:
                     # Table 3, sender side: recipient in the sender's black list:

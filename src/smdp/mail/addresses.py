@@ -212,6 +212,12 @@ def parse_path(arg: str, keyword: str) -> Address:
     return parse_address(inner)
 
 
+def domain_of(address: str) -> str:
+    """The domain of an address already checked (lower-cased): where its mail
+    goes, and whose SMDP server speaks for it."""
+    return address.rpartition("@")[2].lower()
+
+
 def normalize(addr: str) -> str:
     """The canonical form of ``addr`` used as a database key.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from smdp.core.jobs import BadJob, DecisionJob, SendJob, decode_job
 from smdp.core.origin import sort_answers
+from smdp.mail.addresses import domain_of
 from smdp.mail.body import stored_chunks
 from smdp.protocol import peer as wire
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
@@ -48,7 +49,7 @@ class PeerJobs:
             entry = store.mailbox_entry(work.entry)
             env = store.in_envelope(entry.envelope_id) if entry else None
             # Decisions and pulls go to the sender's domain (protocol.md 8).
-            return env.sender.rpartition("@")[2] if env else ""
+            return domain_of(env.sender) if env else ""
         out = store.out_envelope(work.envid)
         return out.domain if out else ""
 

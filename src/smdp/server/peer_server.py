@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
 from smdp.core.quality import Standing
+from smdp.mail.addresses import domain_of
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import BlockChunk
@@ -32,10 +33,6 @@ class _Transaction:
     envid: str
     size: int | None
     recipients: list[str] = field(default_factory=list)
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
 
 
 class PeerSession(Session):
@@ -194,7 +191,7 @@ class PeerSession(Session):
             log.info("forged envelope from %s refused and counted against it", who)
 
     async def _start(self, event: wire.EnvelopeStart | wire.MailStart) -> None:
-        if not await self._speaks_for(_domain(event.sender), announcing=True):
+        if not await self._speaks_for(domain_of(event.sender), announcing=True):
             return
         assert self.peer_host is not None
         if self.peer_host != self.config.hostname:
@@ -237,8 +234,9 @@ class PeerSession(Session):
         config, destination = self.config, self.core.destination
         assert self.txn is not None and self.peer_host is not None
         rcpt = rcpt.lower()
-        if not config.is_local(_domain(rcpt)):
-            self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {_domain(rcpt)} is not served here")
+        domain = domain_of(rcpt)
+        if not config.is_local(domain):
+            self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {domain} is not served here")
             return
         if destination.local_user(rcpt) is None:
             self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
@@ -283,7 +281,7 @@ class PeerSession(Session):
         self.reply(250, f"2.0.0 {txn.envid} stored")
 
     async def _decision(self, event: wire.Decision) -> None:
-        if not await self._speaks_for(_domain(event.recipient)):
+        if not await self._speaks_for(domain_of(event.recipient)):
             return
         outcome = self.core.origin.on_decision(
             event.envid, event.recipient.lower(), event.kind, event.body_held

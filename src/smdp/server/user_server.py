@@ -14,7 +14,7 @@ from smdp.core.envelope import decode_envelope_block
 from smdp.core.lists import ListRequest, parse_list_request
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.submission import SubmissionError
-from smdp.mail.addresses import AddressError, parse_address
+from smdp.mail.addresses import AddressError, domain_of, parse_address
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
@@ -260,7 +260,7 @@ class UserSession(Session):
                 body = self.spooled_body(data)
                 # In-flow control: wait while delivery to these domains lags.
                 await port.outbox.room_for_submission(
-                    r.rpartition("@")[2] for r in self.compose_to)
+                    domain_of(r) for r in self.compose_to)
                 self._submit(body)
             case wire.MessageFailed(reason=reason):
                 self.drop_spool()
@@ -398,7 +398,7 @@ class UserSession(Session):
             # Inbound entries are (address, SMDP server) pairs: the server of
             # the address's domain, as discovery gives it.
             try:
-                found = await self.port.discovery.resolve(request.address.rpartition("@")[2])
+                found = await self.port.discovery.resolve(domain_of(request.address))
             except DiscoveryError as exc:
                 self.conn.err(f"name the SMDP server of {request.address}: {exc}")
                 return
