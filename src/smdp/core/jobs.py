@@ -24,8 +24,9 @@ class SendJob:
 
     envid: str
 
-    def kind(self, mode: DeliveryMode) -> JobKind:
-        return JobKind.SEND_DIRECT if mode is DeliveryMode.DIRECT else JobKind.SEND_ENVELOPE
+
+# Table 3, sender side: how an outbound envelope travels names its job.
+SEND_JOBS = {DeliveryMode.ENVELOPE: JobKind.SEND_ENVELOPE, DeliveryMode.DIRECT: JobKind.SEND_DIRECT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class BadJob(ValueError):
 
 
 def queue_send(store: Store, envid: str, mode: DeliveryMode) -> None:
-    store.enqueue(SendJob(envid).kind(mode), envid, json.dumps({"envid": envid}))
+    store.enqueue(SEND_JOBS[mode], envid, json.dumps({"envid": envid}))
 
 
 def queue_decision(store: Store, envid: str, entry_id: int) -> None:
