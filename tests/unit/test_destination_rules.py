@@ -6,6 +6,7 @@ On real SQLite stores, no wire."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -315,3 +316,25 @@ def test_envelopes_for_unknown_users_do_not_stop_the_others(world: World) -> Non
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=["nobody@b.example", "carol@b.example"], body=MSG)
     assert [e.state for e in world.b.mailbox_entries(world.carol.id)] == [EntryState.ACCEPTED]
+
+
+def test_expiry_and_its_vote_are_one_transaction(world: World, tmp_path: Path) -> None:
+    """An entry that expires and the -1 its origin gets for it are written
+    together: a store that refuses the vote leaves the entry pending too, so
+    the next pass expires it and counts it, instead of an expired entry that
+    never counted."""
+    world.send([BOB])
+    world.deliver_envelopes()
+    beside = sqlite3.connect(tmp_path / "b.sqlite3")
+    beside.execute("CREATE TRIGGER refuse_votes BEFORE INSERT ON votes "
+                   "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    beside.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="injected fault"):
+        world.dest.expire(time.time() + 31 * 86400)
+    entry = world.b.mailbox_entry(world.entry(world.bob))
+    assert entry is not None and entry.state is EntryState.PENDING
+    beside.execute("DROP TRIGGER refuse_votes")
+    beside.commit()
+    beside.close()
+    assert world.dest.expire(time.time() + 31 * 86400) == 1
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)

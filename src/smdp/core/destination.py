@@ -232,10 +232,12 @@ class Destination:
         """Envelopes nobody decided on before their Expires end ``expired`` and
         count against their origin's quality like a rejection (issue 4: pull
         mail makes envelope floods cheap; an unpulled envelope is not free)."""
-        undecided = self.store.expire_in_envelopes(
-            now, undecided=EntryState.PENDING, open_states=d.OPEN_ENTRIES,
-            expired=EntryState.EXPIRED, reason="the origin no longer holds it: it expired")
+        # One transaction: an entry that ended expired without its -1 would
+        # never count, and one that counted without ending would count twice.
         with self.store.transaction():
+            undecided = self.store.expire_in_envelopes(
+                now, undecided=EntryState.PENDING, open_states=d.OPEN_ENTRIES,
+                expired=EntryState.EXPIRED, reason="the origin no longer holds it: it expired")
             for entry_id, server in undecided:
                 if server != self.hostname:
                     self.store.set_vote(entry_id, server, -1)
