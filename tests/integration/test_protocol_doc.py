@@ -233,6 +233,7 @@ def test_control_characters_are_checked_after_the_verb_and_the_state(tmp_path: P
         assert u.cmd("NO\x01OP") == "-ERR unknown command"
         assert u.cmd("NOOP\tx") == "-ERR unknown command"
         assert u.cmd("RETR \x01") == "-ERR log in first"
+        assert u.cmd("RETR \x00") == "-ERR log in first"
         assert u.cmd(b"USER b\xffb") == "-ERR arguments must be UTF-8"
         assert u.cmd(b"USER \x01\xff") == "-ERR arguments must be UTF-8"  # UTF-8 first
         assert u.cmd("USER bob\tx") == "-ERR control characters are not allowed"
@@ -312,6 +313,9 @@ def test_repeated_and_changed_options_and_what_env_shows(tmp_path: Path) -> None
 
         wait_until(lambda: sent_state(a, BOB) == "spam", what="SPAM at the origin")
         assert admin(a, "reports") == f"{ALICE}\t1 report(s)\n"
+        admin(a, "suspend", ALICE)
+        assert admin(a, "reports") == (
+            f"{ALICE}\t1 report(s)\nSUSPENDED {ALICE}: suspended by the administrator\n")
         # One vote per entry, replaced: -1, not +1 +1 -1 -1.
         assert admin(b, "quality").splitlines() == [
             f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status",
@@ -363,7 +367,7 @@ def test_a_peer_refused_for_not_speaking_for_a_domain_counts_against_nothing(
 def test_messages_count_message_recipient_pairs_and_votes_are_per_entry(
     tmp_path: Path,
 ) -> None:
-    """Section 18, departures from the paper: one envelope for two recipients
+    """Section 17, departures from the paper: one envelope for two recipients
     is two messages; a changed decision replaces its vote."""
     with inprocess_pair(tmp_path, users=USERS) as (_a, b):
         announce_by_hand(b, (BOB, CAROL))
@@ -385,11 +389,12 @@ def test_messages_count_message_recipient_pairs_and_votes_are_per_entry(
         assert counters() == ["smdp.a.example", "2", "-2", "-1.00"]
 
 
-# -- 17: the ready file ------------------------------------------------------------------
+# -- 18: the ready file ------------------------------------------------------------------
 
 
 def test_the_ready_file_is_a_json_object_of_the_listening_ports(tmp_path: Path) -> None:
     a, _b = make_pair(tmp_path)
     with running(a):
-        ready = json.loads((tmp_path / "a.example.ready").read_text())
-    assert ready == {"peer": a.peer_port, "user": a.user_port}
+        text = (tmp_path / "a.example.ready").read_text()
+    assert "\n" not in text
+    assert json.loads(text) == {"peer": a.peer_port, "user": a.user_port}
