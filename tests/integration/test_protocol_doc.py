@@ -174,7 +174,7 @@ def test_the_origin_sends_no_block_when_every_rcpt_gets_551(tmp_path: Path) -> N
     commands = [c.split(" ", 1)[0].split("=")[0].upper() for c in peer.commands()]
     mail = commands.index("MAIL")
     assert commands[mail:mail + 5] == ["MAIL", "RCPT", "SIZE", "DATA", "RSET"]
-    assert [c for c in commands[mail + 5:] if c in ("MAIL", "ENVELOPE")][0] == "ENVELOPE"
+    assert next(c for c in commands[mail + 5:] if c in ("MAIL", "ENVELOPE")) == "ENVELOPE"
     [block] = [b for s in peer.sessions for b in s.blocks]  # the envelope's only
     assert b"Subject: Minutes\r\n" in block
 
