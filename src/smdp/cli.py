@@ -80,7 +80,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
             rows = store.all_quality()
             if not rows:
                 print("no peer has sent anything yet")
-            print(f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status")
+            else:
+                print(f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status")
             for q in rows:
                 verdict = judge(q, config.quality)
                 print(f"{q.server:<32} {q.messages:>8} {q.votes:>6} {q.value:>8.2f}  "

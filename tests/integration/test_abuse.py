@@ -102,7 +102,7 @@ def test_slow_senders_are_cut_off(tmp_path: Path) -> None:
     with running(a, b):
         p = PeerSocket(b.peer_port)
         p.send(b"EHLO smdp.a.ex")  # ... and the rest never comes
-        assert p.reply() == "421 4.4.2 command line arriving too slowly, closing"
+        assert p.reply() == "421 4.4.2 Command line arriving too slowly, closing"
         p.close()
         p = PeerSocket(b.peer_port)
         p.cmd("EHLO smdp.a.example")
@@ -111,7 +111,7 @@ def test_slow_senders_are_cut_off(tmp_path: Path) -> None:
         p.cmd("SIZE=10")
         assert code(p.cmd("DATA")) == 354
         p.send(b"Subject: a trickle\r\n")
-        assert p.reply() == "421 4.4.2 data arriving too slowly, closing"
+        assert p.reply() == "421 4.4.2 Data arriving too slowly, closing"
         p.close()
         assert b.envelopes("bob@b.example", all=True) == []
         # no command shows this: an envelope row stored for no mailbox entry

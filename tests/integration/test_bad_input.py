@@ -237,7 +237,7 @@ def test_idle_sessions_are_closed(tmp_path: Path) -> None:
     b.add_user("bob@b.example")
     with running(a, b):
         p = PeerSocket(b.peer_port)
-        assert p.reply() == "421 4.4.2 idle too long, closing"
+        assert p.reply() == "421 4.4.2 Idle too long, closing"
         p.close()
         u = UserSocket(b.user_port)
         assert u.line() == "-ERR idle too long, closing"

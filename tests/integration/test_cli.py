@@ -64,9 +64,7 @@ def test_admin_commands(tmp_path: Path) -> None:
     no_traceback(r)
     # A fresh store: nothing measured, nothing queued, nobody reported.
     r = smdp("admin", "-c", cfg, "quality")
-    assert (r.returncode, r.stdout.splitlines()) == (0, [
-        "no peer has sent anything yet",
-        f"{'server':<32} {'messages':>8} {'votes':>6} {'quality':>8}  status"])
+    assert (r.returncode, r.stdout) == (0, "no peer has sent anything yet\n")
     assert smdp("admin", "-c", cfg, "queue").stdout == "0 job(s) queued\n"
     assert smdp("admin", "-c", cfg, "reports").stdout == "no spam reports\n"
     latest = max(int(name[:4]) for name in os.listdir(MIGRATIONS) if name.endswith(".sql"))

@@ -69,7 +69,8 @@ class PeerSession(Session):
         return self.conn.state is wire.PeerState.DATA_IN
 
     def closing_line(self, why: str) -> bytes:
-        return f"421 4.4.2 {why}, closing\r\n".encode()
+        # Peer replies are sentences, as in SMTP: "421 4.4.2 Idle too long, closing".
+        return f"421 4.4.2 {why[:1].upper()}{why[1:]}, closing\r\n".encode()
 
     def internal_error(self) -> None:
         # A failed transaction rolled back; the peer may retry.

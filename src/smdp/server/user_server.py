@@ -293,9 +293,12 @@ class UserSession(Session):
             return
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
+        # The option as this port spells it (Table 5: ACCEPT&AUTH, not the
+        # AUTHORIZE the peer port sends for it).
+        option = wire.DECISION_VERBS[entry.decision] if entry.decision else "-"
         lines = [
             f"Id: {entry.id}", f"State: {entry.state}",
-            f"Decision: {entry.decision or '-'}", f"Reason: {entry.reason or '-'}",
+            f"Decision: {option}", f"Reason: {entry.reason or '-'}",
             f"Sender: {env.sender}", f"Server: {env.origin_server}",
             f"Recipient: {entry.recipient}", f"Size: {env.size}",
         ]
