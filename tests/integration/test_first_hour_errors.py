@@ -21,8 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from smdp.client.session import ClientError
@@ -103,8 +105,8 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     a, _b = make_pair(tmp_path)
     with socket.create_server(("127.0.0.1", a.user_port)):
         r = smdp("serve", "-c", str(a.config_path))
-    one_line_error(r, f"cannot listen on 127.0.0.1:{a.user_port} ([listen] user)",
-                   "stop it, or choose another port in [listen]")
+    one_line_error(r, f"cannot listen on 127.0.0.1:{a.user_port} ([listen] user): address "
+                   "already in use", "stop it, or choose another port in [listen]")
 
 
 def test_client_mistakes_are_one_line(tmp_path: Path) -> None:
@@ -140,22 +142,31 @@ def test_ctrl_d_at_a_password_prompt_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.own_backend  # PostgreSQL whatever the pass: it is what is missing here
-def test_postgresql_unreachable_or_missing_is_one_line(tmp_path: Path,
-                                                       pg_cluster: PgCluster) -> None:
+def test_postgresql_unreachable_or_missing_is_one_line(
+        tmp_path: Path, pg_cluster: PgCluster, new_pg_dsn: Callable[[], str]) -> None:
     closed_port = free_ports(1)[0]
-    for dsn, why in [
+    # A database the server's role may not create tables in (PostgreSQL 15:
+    # only the owner may, in schema public).
+    unowned = psycopg.conninfo.conninfo_to_dict(new_pg_dsn())["dbname"]
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as db:
+        db.execute("DROP ROLE IF EXISTS smdp_guest")
+        db.execute("CREATE ROLE smdp_guest LOGIN")
+    for dsn, why, advice in [
         (f"host=127.0.0.1 port={closed_port} dbname=smdp user=smdp connect_timeout=10",
-         "Connection refused"),
-        (pg_cluster.dsn("no_such_database"), 'database "no_such_database" does not exist'),
+         "Connection refused", "check that it is running and that [store] dsn names an "
+                               "existing database"),
+        (pg_cluster.dsn("no_such_database"), 'database "no_such_database" does not exist',
+         "check that it is running and that [store] dsn names an existing database"),
+        (f"host=127.0.0.1 port={pg_cluster.port} user=smdp_guest dbname={unowned}",
+         "permission denied for schema public", "the role of [store] dsn must own the "
+                                                "database, or a superuser must run"),
     ]:
         server = Server("a.example", "smdp.a.example", tmp_path, *free_ports(2),
                         backend="postgresql", dsn=dsn)
         server.write_config()
         for command in (["admin", "-c", str(server.config_path), "users"],
                         ["serve", "-c", str(server.config_path)]):
-            one_line_error(smdp(*command), "cannot connect to PostgreSQL", why,
-                           "check that it is running and that [store] dsn names an existing "
-                           "database")
+            one_line_error(smdp(*command), why, advice)
 
 
 # -- item 2: passwords that work ------------------------------------------------------

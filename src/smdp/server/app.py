@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -200,8 +201,9 @@ async def _listen(gated: Connected, listener: Listener, name: str,
         return await asyncio.start_server(gated, listener.host, listener.port, **kwargs)
     except OSError as exc:
         advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
-        raise CliError(f"cannot listen on {listener} ([listen] {name}): "
-                       f"{exc.strerror or exc}; {advice}") from None
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}"
+                       ) from None
 
 
 def run_server(config: Config, *, ready_file: str | None = None) -> int:

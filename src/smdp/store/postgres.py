@@ -201,6 +201,12 @@ class PostgresStore(SqlStore):
                             (version, name, time.time()),
                         )
                     applied.append(name)
+            except pg_errors.InsufficientPrivilege as exc:
+                why = " ".join(str(exc).split())
+                raise StoreError(
+                    f"cannot bring the database schema up to date ({why}); the role of "
+                    "[store] dsn must own the database, or a superuser must run the "
+                    "migrations once (docs/deployment.md)") from None
             finally:
                 # A lost connection has released the lock already.
                 with contextlib.suppress(psycopg.Error):
