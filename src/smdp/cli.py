@@ -20,17 +20,48 @@ from pathlib import Path
 
 from smdp.config import Config, ConfigError, load_config
 from smdp.errors import CliError
+from smdp.store import StoreError
 
 
-def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
-    if getattr(args, "password_stdin", False):
+def _prompt(prompt: str) -> str:
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:  # Ctrl-D
+        raise CliError("no password given (the input ended at the prompt): type one, "
+                       "or use --password-stdin or SMDP_PASSWORD") from None
+
+
+def _usable(password: str, what: str) -> str:
+    """``password`` if a login could ever use it (the user port's rule), else
+    a CliError saying what is wrong with it."""
+    from smdp.protocol.user import password_problem
+
+    problem = password_problem(password)
+    if problem is not None:
+        raise CliError(f"{problem}: {what}")
+    return password
+
+
+def _read_password(args: argparse.Namespace, prompt: str = "Password: ", *,
+                   stdin_flag: str = "password_stdin", variable: str = "SMDP_PASSWORD",
+                   confirm: bool = False) -> str:
+    """From stdin (one line) with the flag, else the variable, else a prompt on
+    the terminal, asked twice with ``confirm`` (a new password: a typing slip
+    would lock the user out)."""
+    if getattr(args, stdin_flag, False):
         return sys.stdin.readline().rstrip("\r\n")
-    env = os.environ.get("SMDP_PASSWORD")
+    env = os.environ.get(variable)
     if env is not None:
         return env
     if not sys.stdin.isatty():
-        raise CliError("no password given: use --password-stdin or set SMDP_PASSWORD")
-    return getpass.getpass(prompt)
+        option = "--" + stdin_flag.replace("_", "-")
+        raise CliError(f"no password given: use {option} or set {variable}")
+    password = _prompt(prompt)
+    if confirm:
+        _usable(password, "no one could log in with it; choose another")
+        if _prompt(f"{prompt.rstrip(': ')} again: ") != password:
+            raise CliError("the two passwords differ; nothing was changed, run the command again")
+    return password
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -61,10 +92,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
         if args.admin_cmd == "migrate":
             print(f"schema at version {store.schema_version()}")
         elif args.admin_cmd == "user-add":
-            user = accounts.create(args.address, _read_password(args))
+            user = accounts.create(args.address, _read_password(args, confirm=True))
             print(f"created user {user.main_address}")
         elif args.admin_cmd == "passwd":
-            accounts.set_password(args.address, _read_password(args, "New password: "))
+            accounts.set_password(args.address,
+                                  _read_password(args, "New password: ", confirm=True))
             print(f"password of {args.address} changed")
         elif args.admin_cmd == "identity-add":
             accounts.add_identity(args.user, args.identity)
@@ -121,7 +153,15 @@ def cmd_admin(args: argparse.Namespace) -> int:
 def cmd_client(args: argparse.Namespace) -> int:
     from smdp.client.cli import run_client
 
-    return run_client(args, _read_password(args))
+    password = _usable(_read_password(args),
+                       "no account has such a password; check what you typed")
+    new_password = None
+    if args.client_cmd == "passwd":
+        new_password = _usable(
+            _read_password(args, "New password: ", stdin_flag="new_password_stdin",
+                           variable="SMDP_NEW_PASSWORD", confirm=True),
+            "no one could log in with it; choose another")
+    return run_client(args, password, new_password)
 
 
 # -- demo -------------------------------------------------------------------------
@@ -232,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (CliError, ConfigError) as exc:
+    except (CliError, ConfigError, StoreError) as exc:
         print(f"smdp: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

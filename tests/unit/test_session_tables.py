@@ -31,8 +31,9 @@ PEER_SPEC: dict[PeerState, dict[str, PeerState]] = {
     TR: {"RCPT": TR, "SIZE": TR, "DATA": DI, "RSET": R, "NOOP": TR, "QUIT": CL},
 }
 
-A, AP, T, C, CR, CD = (UserState.AUTHORIZATION, UserState.AUTH_PASS, UserState.TRANSACTION,
-                       UserState.COMPOSE, UserState.COMPOSE_RCPT, UserState.COMPOSE_DATA)
+A, AP, T, NP, C, CR, CD = (UserState.AUTHORIZATION, UserState.AUTH_PASS,
+                           UserState.TRANSACTION, UserState.NEW_PASS, UserState.COMPOSE,
+                           UserState.COMPOSE_RCPT, UserState.COMPOSE_DATA)
 _TRANSACTION = ("STAT", "LIST", "UIDL", "RETR", "DELE", "TOP", "NOOP", "RSET", "CAPA",
                 "ENVS", "ENV", "ACCEPT", "ACCEPT&AUTH", "REJECT", "REJECT&SPAM",
                 "REJECT&SPAMMER", "SENT", "LISTS", "LISTADD", "LISTDEL", "IDENT")
@@ -41,7 +42,8 @@ _TRANSACTION = ("STAT", "LIST", "UIDL", "RETR", "DELE", "TOP", "NOOP", "RSET", "
 USER_SPEC: dict[UserState, dict[str, UserState]] = {
     A: {"USER": AP, "CAPA": A, "NOOP": A, "QUIT": UserState.CLOSED, "STLS": A},
     AP: {"USER": AP, "PASS": T, "CAPA": AP, "NOOP": AP, "QUIT": UserState.CLOSED, "STLS": A},
-    T: {**dict.fromkeys(_TRANSACTION, T), "MAIL": C, "QUIT": UserState.CLOSED},
+    T: {**dict.fromkeys(_TRANSACTION, T), "MAIL": C, "PASSWD": NP, "QUIT": UserState.CLOSED},
+    NP: {"NEWPASS": T, "RSET": T, "NOOP": NP, "QUIT": UserState.CLOSED},
     C: {"RCPT": CR, "RSET": T, "NOOP": C, "QUIT": UserState.CLOSED},
     CR: {"RCPT": CR, "DATA": CD, "RSET": T, "NOOP": CR, "QUIT": UserState.CLOSED},
 }
@@ -93,7 +95,8 @@ def test_user_block_end_returns_to_transaction() -> None:
 
 
 @pytest.mark.parametrize(("state", "verb"), [(A, "USER"), (AP, "USER"), (T, "MAIL"),
-                                             (C, "RCPT"), (CR, "DATA"), (AP, "STLS")])
+                                             (C, "RCPT"), (CR, "DATA"), (AP, "STLS"),
+                                             (T, "PASSWD"), (NP, "RSET")])
 def test_a_refusal_leaves_the_user_state(state: UserState, verb: str) -> None:
     conn = user_codec.at_state(state)
     user_codec.step(conn, user_codec.SAMPLES[verb][0])
@@ -107,3 +110,11 @@ def test_a_failed_password_starts_the_login_again() -> None:
     user_codec.step(conn, "PASS wrong")
     conn.err("invalid password")
     assert conn.state is A
+
+
+def test_a_failed_new_password_asks_for_the_current_one_again() -> None:
+    # protocol.md 12.2 / 12.9: NEWPASS -ERR goes back to TRANSACTION.
+    conn = user_codec.at_state(NP)
+    user_codec.step(conn, "NEWPASS fresh")
+    conn.err("internal error; nothing was changed, try again")
+    assert conn.state is T

@@ -6,11 +6,14 @@ import re
 from collections.abc import Iterable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smdp.protocol.user import (
     CLOSED,
     END_OF_BLOCK,
     FAILED_PASS,
+    MAX_PASSWORD_OCTETS,
     NEED_DATA,
     TRANSITIONS,
     VERBS,
@@ -28,8 +31,10 @@ from smdp.protocol.user import (
     Message,
     MessageComplete,
     MessageFailed,
+    NewPass,
     Noop,
     Pass,
+    Passwd,
     ProtocolUsageError,
     Quit,
     RcptCmd,
@@ -50,6 +55,7 @@ from smdp.protocol.user import (
     UserServerConnection,
     UserState,
     answers_multiline,
+    password_problem,
 )
 from smdp.terms import Decision
 
@@ -106,6 +112,7 @@ SETUP: dict[UserState, list[str]] = {
     UserState.AUTHORIZATION: [],
     UserState.AUTH_PASS: ["USER alice"],
     UserState.TRANSACTION: LOGIN,
+    UserState.NEW_PASS: [*LOGIN, "PASSWD secret"],
     UserState.COMPOSE: [*LOGIN, "MAIL"],
     UserState.COMPOSE_RCPT: [*LOGIN, "MAIL", "RCPT TO:<bob@b.example>"],
     UserState.COMPOSE_DATA: [*LOGIN, "MAIL", "RCPT TO:<bob@b.example>", "DATA"],
@@ -156,6 +163,8 @@ SAMPLES: dict[str, tuple[str, UserEvent]] = {
     "LISTDEL": ("LISTDEL out-black x@b.example", ListDel("out-black", "x@b.example", None)),
     "IDENT": ("IDENT", Ident()),
     "STLS": ("stls", Stls()),
+    "PASSWD": ("passwd  old secret ", Passwd("old secret ")),
+    "NEWPASS": ("NEWPASS n\u00e9w one", NewPass("n\u00e9w one")),
 }
 
 COMMAND_STATES = [s for s in UserState if s not in (UserState.COMPOSE_DATA, UserState.CLOSED)]
@@ -210,6 +219,59 @@ def test_failed_password_needs_user_again() -> None:
     assert conn.data_to_send() == b"-ERR authentication failed\r\n"
     assert conn.state is UserState.AUTHORIZATION
     assert step(conn, "PASS wrong") == (NEED_DATA, b"-ERR send USER first\r\n")
+
+
+def test_failed_newpass_needs_passwd_again() -> None:
+    conn = at_state(UserState.NEW_PASS)
+    step(conn, "NEWPASS fresh")
+    conn.err("internal error; nothing was changed, try again")
+    assert conn.state is UserState.TRANSACTION
+    conn.data_to_send()
+    assert step(conn, "NEWPASS fresh") == (
+        NEED_DATA, b"-ERR send PASSWD with your current password first\r\n")
+
+
+# The longest password the rule allows, in 2-octet characters plus one octet.
+LONGEST = "\u00e9" * ((MAX_PASSWORD_OCTETS - 1) // 2) + "x" * ((MAX_PASSWORD_OCTETS - 1) % 2 + 1)
+
+
+@pytest.mark.parametrize(("state", "verb", "event"), [
+    (UserState.AUTH_PASS, "PASS", Pass(LONGEST)),
+    (UserState.AUTH_PASS, "PWD", Pass(LONGEST, "PWD")),
+    (UserState.TRANSACTION, "PASSWD", Passwd(LONGEST)),
+    (UserState.NEW_PASS, "NEWPASS", NewPass(LONGEST)),
+])
+def test_the_longest_password_fits_every_command(state: UserState, verb: str,
+                                                 event: UserEvent) -> None:
+    assert len(LONGEST.encode()) == MAX_PASSWORD_OCTETS and password_problem(LONGEST) is None
+    assert password_problem(LONGEST + "x") is not None
+    line = UserClientConnection().send(event)  # type: ignore[arg-type]
+    assert len(line) <= 512
+    assert step(at_state(state), line) == (event, b"")
+
+
+@given(st.text(max_size=600))
+def test_the_password_rule_is_what_the_wire_carries(password: str) -> None:
+    """protocol.md 12.3: a password the rule accepts reaches the server
+    unchanged in each command that carries one; the client refuses any other."""
+    commands: list[tuple[UserState, UserEvent]] = [
+        (UserState.AUTH_PASS, Pass(password)), (UserState.AUTH_PASS, Pass(password, "PWD")),
+        (UserState.TRANSACTION, Passwd(password)), (UserState.NEW_PASS, NewPass(password))]
+    for state, command in commands:
+        if password_problem(password) is not None:
+            with pytest.raises(ProtocolUsageError):
+                UserClientConnection().send(command)  # type: ignore[arg-type]
+            continue
+        line = UserClientConnection().send(command)  # type: ignore[arg-type]
+        assert step(at_state(state), line) == (command, b"")
+
+
+@given(st.text(max_size=600))
+def test_the_server_reads_only_passwords_the_rule_allows(password: str) -> None:
+    line = b"PASS " + password.encode("utf-8", "surrogatepass") + b"\r\n"
+    event, _ = step(at_state(UserState.AUTH_PASS), line)
+    if isinstance(event, Pass):
+        assert password_problem(event.password) is None
 
 
 def test_aliases() -> None:
@@ -356,6 +418,11 @@ TRANSACTION_ERRORS = [
     ("PWD x", "-ERR already logged in"),
     ("RCPT TO:<a@b.example>", "-ERR send MAIL first"),
     ("DATA", "-ERR send MAIL first"),
+    ("NEWPASS x", "-ERR send PASSWD with your current password first"),
+    ("PASSWD", "-ERR syntax: PASSWD <current password>"),
+    ("PASSWD  ", "-ERR syntax: PASSWD <current password>"),
+    ("PASSWD a\tb", "-ERR control characters are not allowed"),
+    ("PASSWD " + "p" * 501, "-ERR the password is longer than 500 octets (UTF-8)"),
 ]
 
 
@@ -392,6 +459,18 @@ def test_errors_in_transaction(line: str, reply: str) -> None:
         (UserState.COMPOSE, "RCPT TO:<a@b.example> X", "-ERR syntax: RCPT TO:<address>"),
         (UserState.COMPOSE_RCPT, "DATA now", "-ERR DATA takes no argument"),
         (UserState.COMPOSE_RCPT, "ACCEPT 1", "-ERR finish the message"),
+        (UserState.COMPOSE, "PASSWD x", "-ERR finish the message"),
+        (UserState.AUTHORIZATION, "PASSWD x", "-ERR log in first"),
+        (UserState.AUTH_PASS, "NEWPASS x", "-ERR log in first"),
+        (UserState.AUTH_PASS, "PASS " + "\u00e9" * 251,
+         "-ERR the password is longer than 500 octets (UTF-8)"),
+        (UserState.NEW_PASS, "NEWPASS", "-ERR syntax: NEWPASS <new password>"),
+        (UserState.NEW_PASS, "NEWPASS  ", "-ERR syntax: NEWPASS <new password>"),
+        (UserState.NEW_PASS, "NEWPASS a\x7fb", "-ERR control characters are not allowed"),
+        (UserState.NEW_PASS, "STAT",
+         "-ERR send NEWPASS with the new password, or RSET to keep the current one"),
+        (UserState.NEW_PASS, "PASSWD x", "-ERR send NEWPASS with the new password"),
+        (UserState.NEW_PASS, "MAIL", "-ERR send NEWPASS with the new password"),
     ],
 )
 def test_errors_in_other_states(state: UserState, line: str, reply: str) -> None:
@@ -611,6 +690,8 @@ CLIENT_WIRE: list[tuple[UserCommand | Message, bytes]] = [
     (ListDel("out-black", "a@b.example"), b"LISTDEL out-black a@b.example\r\n"),
     (Ident(), b"IDENT\r\n"),
     (Stls(), b"STLS\r\n"),
+    (Passwd("old one"), b"PASSWD old one\r\n"),
+    (NewPass("n\u00e9w "), "NEWPASS n\u00e9w \r\n".encode()),
 ]
 
 
@@ -625,9 +706,14 @@ def test_client_serialises_every_command() -> None:
     [
         (User("two words"), "bad name 'two words'"),
         (User(""), "bad name ''"),
-        (Pass(""), "password is empty, starts with SP or holds controls"),
-        (Pass(" leading"), "password is empty, starts with SP or holds controls"),
-        (Pass("a\r\nQUIT"), "password is empty, starts with SP or holds controls"),
+        (Pass(""), "the password is empty"),
+        (Pass(" leading"), "the password starts with a space"),
+        (Pass("a\r\nQUIT"), "the password holds a control character"),
+        (Passwd("\tx"), "the password holds a control character"),
+        (NewPass(""), "the password is empty"),
+        (NewPass(" x"), "the password starts with a space"),
+        (NewPass("\udc80"), "the password is not valid Unicode text"),
+        (NewPass("x" * 501), "the password is longer than 500 octets (UTF-8)"),
         (Pass("x", "APOP"), "password verb is PASS or PWD, not 'APOP'"),
         (ListCmd(0), "not a positive number in range: 0"),
         (Retr(-1), "not a positive number in range: -1"),

@@ -68,6 +68,13 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
         p.add_argument("list_server", nargs="?", metavar="server",
                        help="SMDP server (inbound lists; default: found by discovery)")
     csub.add_parser("identities", help="your main and secondary identities")
+    p = csub.add_parser(
+        "passwd", help="change your password (asked twice on a terminal)",
+        description="The current password as for every command; the new one from "
+                    "--new-password-stdin (the line after the current one with "
+                    "--password-stdin), or the SMDP_NEW_PASSWORD variable, or a prompt.")
+    p.add_argument("--new-password-stdin", action="store_true",
+                   help="read the new password from stdin")
     client.set_defaults(func=func)
 
 
@@ -89,7 +96,8 @@ def _print(reply: wire.UserReply) -> None:
         print(f"  {line}")
 
 
-def run_client(args: argparse.Namespace, password: str) -> int:
+def run_client(args: argparse.Namespace, password: str,
+               new_password: str | None = None) -> int:
 
     host, _, port = args.server.rpartition(":")
     if not port.isdigit():
@@ -136,8 +144,13 @@ def run_client(args: argparse.Namespace, password: str) -> int:
                 _print(client.call(wire.ListDel(args.list, args.address, args.list_server)))
             elif cmd == "identities":
                 _print(client.call(wire.Ident()))
+            elif cmd == "passwd":
+                assert new_password is not None
+                _print(client.change_password(password, new_password))
         finally:
             client.quit()
     except ClientError as exc:
         raise CliError(str(exc)) from None
+    except wire.ProtocolUsageError as exc:  # an argument the wire cannot carry
+        raise CliError(f"{exc}: nothing was sent; correct it and run the command again") from None
     return 0

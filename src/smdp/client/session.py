@@ -25,6 +25,7 @@ class UserClient:
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls must be None, 'starttls' or 'implicit', not {tls!r}")
         self.host = host
+        self.port = port
         self.server_name = server_name or host
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -34,7 +35,11 @@ class UserClient:
         except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.conn = wire.UserClientConnection()
-        self.greeting = self._read()
+        try:
+            self.greeting = self._read()
+        except ClientError:
+            self.sock.close()
+            raise
         if tls == "starttls":
             self.starttls(context)
 
@@ -49,6 +54,14 @@ class UserClient:
             raise ClientError(f"TLS with {self.host} failed: {exc}") from None
 
     def _read(self) -> wire.UserReply:
+        try:
+            return self._next_reply()
+        except wire.RemoteProtocolError as exc:
+            raise ClientError(
+                f"{self.host}:{self.port} does not answer as an SMDP user port ({exc}); "
+                "check --server: it must name the user port, not the peer port") from None
+
+    def _next_reply(self) -> wire.UserReply:
         while True:
             event = self.conn.next_event()
             if event is NEED_DATA:
@@ -79,6 +92,11 @@ class UserClient:
     def login(self, name: str, password: str, *, verb: str = "PWD") -> wire.UserReply:
         self.call(wire.User(name))
         return self.call(wire.Pass(password, verb))
+
+    def change_password(self, current: str, new: str) -> wire.UserReply:
+        """PASSWD then NEWPASS (protocol.md 12.9)."""
+        self.call(wire.Passwd(current))
+        return self.call(wire.NewPass(new))
 
     def submit(self, recipients: list[str], message: bytes, identity: str | None = None) -> str:
         self.call(wire.MailCmd(identity))

@@ -5,12 +5,21 @@ from __future__ import annotations
 from smdp.config import Config
 from smdp.core.passwords import Passwords
 from smdp.mail.addresses import AddressError, parse_address
+from smdp.protocol.user import password_problem
 from smdp.store import Store, StoreError
 from smdp.store.records import User
 
 
 class AccountError(Exception):
     """An administrative request is invalid; the message says why."""
+
+
+def check_password(password: str) -> None:
+    """Refuse a password no one could log in with (protocol.md 12.3): the
+    user port's grammar is the one rule of which passwords exist."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise AccountError(f"{problem}: no one could log in with it; choose another")
 
 
 def passwords_for(config: Config) -> Passwords:
@@ -40,8 +49,7 @@ class Accounts:
         return str(address).lower()
 
     def create(self, address: str, password: str) -> User:
-        if len(password) < 1:
-            raise AccountError("the password must not be empty")
+        check_password(password)
         main = self._local_address(address)
         try:
             return self.store.create_user(main, self.passwords.hash(password))
@@ -69,9 +77,20 @@ class Accounts:
             raise AccountError(str(exc)) from None
 
     def set_password(self, address: str, password: str) -> None:
-        if not password:
-            raise AccountError("the password must not be empty")
+        check_password(password)
         self.store.set_password(self.user(address).id, self.passwords.hash(password))
+
+    async def verify(self, user: User, password: str) -> bool:
+        """Whether ``password`` is ``user``'s password now (read afresh: another
+        session may have changed it since this one logged in)."""
+        current = self.store.user_by_id(user.id)
+        stored = current.password_hash if current is not None else self.passwords.dummy_hash
+        return await self.passwords.verify_async(stored, password)
+
+    async def change_password(self, user: User, password: str) -> None:
+        """The user's own change (user port NEWPASS); hashed off the event loop."""
+        check_password(password)
+        self.store.set_password(user.id, await self.passwords.hash_async(password))
 
     async def authenticate(self, name: str, password: str) -> User | None:
         """Assumption 2: any identity (main or secondary) logs the user in.

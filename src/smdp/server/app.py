@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smdp.config import Config, Listener, PeerServer
+from smdp.errors import CliError
 from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.delivery_jobs import PeerJobs
@@ -83,19 +86,13 @@ class SmdpServer:
         user_gate = self._gate(
             self.user_sessions, lambda r, w: serve_user(self.user_port_services, r, w),
             b"-ERR ")
-        peer = await asyncio.start_server(
-            peer_gate, self.config.peer_listener.host, self.config.peer_listener.port)
-        user = await asyncio.start_server(
-            user_gate, self.config.user_listener.host, self.config.user_listener.port)
-        self._servers = [peer, user]
-        self.peer_port = peer.sockets[0].getsockname()[1]
-        self.user_port = user.sockets[0].getsockname()[1]
-        # Implicit TLS (TLS from the first byte) beside the STARTTLS ports; the
-        # sessions count towards the same caps as their plaintext port's.
-        self.peer_tls_port = await self._listen_tls(
-            self.config.peer_tls_listener, self.tls.peer_server_context, peer_gate)
-        self.user_tls_port = await self._listen_tls(
-            self.config.user_tls_listener, self.tls.user_server_context, user_gate)
+        try:
+            await self._listen_all(peer_gate, user_gate)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self.store.close()
+            raise
         # With port 0 the real peer port is known only after binding.
         self._serve_own_domains(self.peer_port)
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
@@ -105,12 +102,26 @@ class SmdpServer:
         log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
                  ", ".join(self.config.domains), self.peer_port, self.user_port)
 
+    async def _listen_all(self, peer_gate: Connected, user_gate: Connected) -> None:
+        peer = await _listen(peer_gate, self.config.peer_listener, "peer")
+        self._servers.append(peer)
+        user = await _listen(user_gate, self.config.user_listener, "user")
+        self._servers.append(user)
+        self.peer_port = peer.sockets[0].getsockname()[1]
+        self.user_port = user.sockets[0].getsockname()[1]
+        # Implicit TLS (TLS from the first byte) beside the STARTTLS ports; the
+        # sessions count towards the same caps as their plaintext port's.
+        self.peer_tls_port = await self._listen_tls(
+            self.config.peer_tls_listener, self.tls.peer_server_context, peer_gate, "peer_tls")
+        self.user_tls_port = await self._listen_tls(
+            self.config.user_tls_listener, self.tls.user_server_context, user_gate, "user_tls")
+
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
-                          gated: Connected) -> int | None:
+                          gated: Connected, name: str) -> int | None:
         if listener is None or context is None:
             return None
-        server = await asyncio.start_server(gated, listener.host, listener.port, ssl=context,
-                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        server = await _listen(gated, listener, name, ssl=context,
+                               ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self._servers.append(server)
         port: int = server.sockets[0].getsockname()[1]
         return port
@@ -171,6 +182,28 @@ class SmdpServer:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._worker_task, timeout=grace)
         self.store.close()
+
+
+_LISTEN_ADVICE = {
+    errno.EADDRINUSE: "another program uses it (a server already running?): stop it, "
+                      "or choose another port in [listen]",
+    errno.EACCES: "ports below 1024 need privileges: choose another port in [listen]",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address: "
+                         "correct it in [listen]",
+}
+
+
+async def _listen(gated: Connected, listener: Listener, name: str,
+                  **kwargs: Any) -> asyncio.Server:
+    """Bind one listener; a port that cannot be had is the operator's to fix,
+    so it is said in one sentence (CliError), not as a traceback."""
+    try:
+        return await asyncio.start_server(gated, listener.host, listener.port, **kwargs)
+    except OSError as exc:
+        advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}"
+                       ) from None
 
 
 def run_server(config: Config, *, ready_file: str | None = None) -> int:

@@ -153,7 +153,8 @@ class UserSession(Session):
         port, store = self.port, self.store
         conn = self.conn
         match event:
-            case wire.User() | wire.Pass() if not (conn.tls or self.plaintext_login):
+            case (wire.User() | wire.Pass() | wire.Passwd() | wire.NewPass()
+                  ) if not (conn.tls or self.plaintext_login):
                 # Refused already at USER, so that a well-behaved client never
                 # sends the password over the open connection.
                 conn.err("TLS required for passwords (use STLS)")
@@ -179,10 +180,19 @@ class UserSession(Session):
                     conn.ok(text, lines)
                 else:
                     conn.ok(text)
+            case wire.Passwd(password=current):
+                await self._prove_password(current)
+            case wire.NewPass(password=new):
+                assert self.user is not None
+                await port.accounts.change_password(self.user, new)
+                log.info("%s changed their password (from %s)", self.user.main_address,
+                         self.client)
+                conn.ok("password changed; use the new one from now on")
             case wire.Capa():
                 capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
                                 "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
-                                "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT"]
+                                "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT "
+                                "PASSWD"]
                 if (port.tls.user_server_context is not None and not conn.tls
                         and self.user is None):
                     capabilities.append("STLS")  # RFC 2595: offered until in use
@@ -226,7 +236,9 @@ class UserSession(Session):
                     self.deleted.add(n)
                     conn.ok(f"message {n} deleted")
             case wire.Rset():
-                if self.compose_from is not None:
+                if conn.state is wire.UserState.NEW_PASS:
+                    conn.ok("password unchanged")
+                elif self.compose_from is not None:
                     # RSET while composing abandons the message only.
                     self.compose_from, self.compose_to = None, []
                     conn.ok("message abandoned")
@@ -284,6 +296,18 @@ class UserSession(Session):
                 conn.ok(f"{len(ids)} identities, main first", ids)
             case _:
                 conn.err("command not implemented")
+
+    async def _prove_password(self, current: str) -> None:
+        """PASSWD: the current password again, so that a session left open
+        (or taken over) cannot change it; a wrong one is a failed login."""
+        assert self.user is not None
+        if not await self.port.accounts.verify(self.user, current):
+            log.info("wrong current password for %s (from %s)", self.user.main_address,
+                     self.client)
+            await asyncio.sleep(self.port.logins.failed(self.client, self.name or ""))
+            self.conn.err("wrong password; the password was not changed")
+            return
+        self.conn.ok("send the new password with NEWPASS")
 
     def _show_envelope(self, entry_id: int) -> None:
         assert self.user is not None

@@ -104,7 +104,16 @@ class PostgresStore(SqlStore):
         # One cursor per statement text, reused (see ``_exec``); they belong
         # to ``_db`` and go with it.
         self._cursors: dict[str, psycopg.Cursor[Row]] = {}
-        self._db = self._connect()
+        try:
+            self._db = self._connect()
+        except psycopg.Error as exc:
+            # Said once, at start, in one sentence: the operator's to fix. The
+            # DSN is not repeated (it may hold a password).
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreError(
+                f"cannot connect to PostgreSQL ({why}); check that it is running and that "
+                "[store] dsn names an existing database the server may use "
+                "(docs/deployment.md)") from None
         self._in_txn = False
         self._lock = threading.RLock()
 
@@ -192,6 +201,12 @@ class PostgresStore(SqlStore):
                             (version, name, time.time()),
                         )
                     applied.append(name)
+            except pg_errors.InsufficientPrivilege as exc:
+                why = " ".join(str(exc).split())
+                raise StoreError(
+                    f"cannot bring the database schema up to date ({why}); the role of "
+                    "[store] dsn must own the database, or a superuser must run the "
+                    "migrations once (docs/deployment.md)") from None
             finally:
                 # A lost connection has released the lock already.
                 with contextlib.suppress(psycopg.Error):

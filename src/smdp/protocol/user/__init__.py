@@ -29,8 +29,10 @@ from smdp.protocol.user.events import (
     Message,
     MessageComplete,
     MessageFailed,
+    NewPass,
     Noop,
     Pass,
+    Passwd,
     Quit,
     RcptCmd,
     Retr,
@@ -50,7 +52,9 @@ from smdp.protocol.user.grammar import (
     DECISION_VERBS,
     DECISIONS_BY_VERB,
     LIST_NAMES,
+    MAX_PASSWORD_OCTETS,
     answers_multiline,
+    password_problem,
 )
 from smdp.protocol.user.states import END_OF_BLOCK, FAILED_PASS, TRANSITIONS, VERBS, UserState
 
@@ -62,6 +66,7 @@ __all__ = [
     "FAILED_PASS",
     "LINE_TOO_LONG_REASON",
     "LIST_NAMES",
+    "MAX_PASSWORD_OCTETS",
     "NEED_DATA",
     "TOO_BIG_REASON",
     "TRANSITIONS",
@@ -81,8 +86,10 @@ __all__ = [
     "Message",
     "MessageComplete",
     "MessageFailed",
+    "NewPass",
     "Noop",
     "Pass",
+    "Passwd",
     "ProtocolUsageError",
     "Quit",
     "RcptCmd",
@@ -103,4 +110,5 @@ __all__ = [
     "UserServerConnection",
     "UserState",
     "answers_multiline",
+    "password_problem",
 ]

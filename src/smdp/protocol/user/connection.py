@@ -157,7 +157,11 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
         if state is UserState.TRANSACTION:
             if cmd in ("USER", "PASS"):
                 return "already logged in"
+            if cmd == "NEWPASS":
+                return "send PASSWD with your current password first"
             return "send MAIL first"  # RCPT, DATA
+        if state is UserState.NEW_PASS:
+            return "send NEWPASS with the new password, or RSET to keep the current one"
         if cmd == "DATA":
             return "no recipient yet; send RCPT TO first"
         return "finish the message with DATA or abandon it with RSET first"

@@ -31,8 +31,10 @@ __all__ = [
     "Message",
     "MessageComplete",
     "MessageFailed",
+    "NewPass",
     "Noop",
     "Pass",
+    "Passwd",
     "Quit",
     "RcptCmd",
     "Retr",
@@ -63,6 +65,20 @@ class Pass:
 
     password: str
     verb: str = "PASS"
+
+
+@event
+class Passwd:
+    """PASSWD <current password> (protocol.md 12.9): start a change of password."""
+
+    password: str
+
+
+@event
+class NewPass:
+    """NEWPASS <new password>, after PASSWD's +OK: the password from now on."""
+
+    password: str
 
 
 @event
@@ -261,6 +277,8 @@ UserCommand: TypeAlias = (
     | ListDel
     | Ident
     | Stls
+    | Passwd
+    | NewPass
 )
 UserEvent: TypeAlias = UserCommand | BlockChunk | MessageComplete | MessageFailed
 

@@ -34,8 +34,10 @@ from smdp.protocol.user.events import (
     Lists,
     MailCmd,
     Message,
+    NewPass,
     Noop,
     Pass,
+    Passwd,
     Quit,
     RcptCmd,
     Retr,
@@ -55,7 +57,9 @@ __all__ = [
     "DECISIONS_BY_VERB",
     "DECISION_VERBS",
     "LIST_NAMES",
+    "MAX_PASSWORD_OCTETS",
     "answers_multiline",
+    "password_problem",
     "read_arguments",
     "read_command",
     "read_status_line",
@@ -88,6 +92,36 @@ _FROM_RE: Final = re.compile(r"from:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _TO_RE: Final = re.compile(r"to:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _STATUS_RE: Final = re.compile(rb"(\+OK|-ERR)(?: (.*))?", re.DOTALL)
 _MAX_NAME: Final = 255
+
+#: The longest password, in UTF-8 octets. The command line holds 510 octets
+#: before its CRLF; 500 leave room for the longest verb that carries a
+#: password ("NEWPASS ") so that every password a user can log in with can
+#: also be set, and the reverse.
+MAX_PASSWORD_OCTETS: Final = 500
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` could never be sent in PASS (protocol.md 12.3), or None.
+
+    THE rule of which passwords exist: the wire refuses the others, and
+    accounts refuse to be given one (an account with such a password could
+    never log in). The password is the rest of the PASS line after the SP
+    that ends the verb, so it cannot be empty or start with SP; it is UTF-8
+    text without controls and fits in the command line.
+    """
+    if not password:
+        return "the password is empty"
+    if password.startswith(" "):
+        return "the password starts with a space"
+    if _CONTROL_RE.search(password):
+        return "the password holds a control character (such as a tab)"
+    try:
+        octets = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the password is not valid Unicode text"
+    if octets > MAX_PASSWORD_OCTETS:
+        return f"the password is longer than {MAX_PASSWORD_OCTETS} octets (UTF-8)"
+    return None
 
 
 def answers_multiline(command: UserEvent | Message) -> bool:
@@ -143,10 +177,22 @@ def _read_user(verb: str, rest: str) -> UserEvent:
     return User(args[0])
 
 
+_PASSWORD_SYNTAX: Final = {"PASSWD": "PASSWD <current password>",
+                            "NEWPASS": "NEWPASS <new password>"}
+
+
 def _read_pass(verb: str, rest: str) -> UserEvent:
     # RFC 1939 7: the password is the rest of the line and may hold spaces.
+    # read_arguments has taken the SPs after the verb, and any control.
     if not rest:
-        raise Refusal(f"syntax: {verb} <password>")
+        raise Refusal(f"syntax: {_PASSWORD_SYNTAX.get(verb, f'{verb} <password>')}")
+    problem = password_problem(rest)
+    if problem is not None:
+        raise Refusal(problem)  # too long: the one left
+    if verb == "PASSWD":
+        return Passwd(rest)
+    if verb == "NEWPASS":
+        return NewPass(rest)
     return Pass(rest, verb)
 
 
@@ -266,6 +312,8 @@ def _read_list_edit(verb: str, rest: str) -> UserEvent:
 _READERS: Final[dict[str, Callable[[str, str], UserEvent]]] = {
     "USER": _read_user,
     "PASS": _read_pass,
+    "PASSWD": _read_pass,
+    "NEWPASS": _read_pass,
     "LIST": _read_optional_n,
     "UIDL": _read_optional_n,
     "RETR": _read_n,
@@ -299,6 +347,13 @@ def _checked_token(text: str) -> str:
     return text
 
 
+def _checked_password(password: str) -> str:
+    problem = password_problem(password)
+    if problem is not None:
+        raise ProtocolUsageError(problem)
+    return password
+
+
 def _checked_positive(n: int) -> int:
     if n <= 0 or n >= 10**10:
         raise ProtocolUsageError(f"not a positive number in range: {n!r}")
@@ -324,9 +379,11 @@ def write_command(command: UserCommand) -> str:
         case Pass(password=password, verb=verb):
             if verb not in ("PASS", "PWD"):
                 raise ProtocolUsageError(f"password verb is PASS or PWD, not {verb!r}")
-            if not password or password.startswith(" ") or _CONTROL_RE.search(password):
-                raise ProtocolUsageError("password is empty, starts with SP or holds controls")
-            return f"{verb} {password}"
+            return f"{verb} {_checked_password(password)}"
+        case Passwd(password=password):
+            return f"PASSWD {_checked_password(password)}"
+        case NewPass(password=password):
+            return f"NEWPASS {_checked_password(password)}"
         case Capa():
             return "CAPA"
         case Stat():

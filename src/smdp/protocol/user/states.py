@@ -1,6 +1,6 @@
 """The user port's session states and THE transition table (protocol.md 12.2).
 
-Every transition of a user session is in :data:`TRANSITIONS` (and the one
+Every transition of a user session is in :data:`TRANSITIONS` (and the two
 taken on a refusal, :data:`FAILED_PASS`) and nowhere else;
 :class:`smdp.protocol._states.StateTable` is the only code that reads them.
 """
@@ -19,6 +19,7 @@ class UserState(enum.Enum):
     AUTHORIZATION = "AUTHORIZATION"
     AUTH_PASS = "AUTH_PASS"
     TRANSACTION = "TRANSACTION"
+    NEW_PASS = "NEW_PASS"
     COMPOSE = "COMPOSE"
     COMPOSE_RCPT = "COMPOSE_RCPT"
     COMPOSE_DATA = "COMPOSE_DATA"
@@ -37,8 +38,10 @@ class UserState(enum.Enum):
 # unchanged), then its arguments and limits (else
 # "-ERR <why>"). What passes becomes an event the application must answer with
 # ok()/ok_block()/err(). An ok applies the transition; an err leaves the state,
-# with one exception taken from RFC 1939: a failed PASS sends the session back to
-# the start of AUTHORIZATION (FAILED_PASS below), so USER must be sent again.
+# with two exceptions, both in FAILED_PASS below: a failed PASS sends the session
+# back to the start of AUTHORIZATION, so USER must be sent again (RFC 1939); a
+# failed NEWPASS goes back to TRANSACTION, so the current password must be
+# proven again with PASSWD before another try.
 # The end of the message block always returns to TRANSACTION, whatever the
 # answer, so that transition is applied as soon as the "." line is read.
 #
@@ -46,14 +49,17 @@ class UserState(enum.Enum):
 #   AUTHORIZATION  greeting sent, no user named
 #   AUTH_PASS      USER answered +OK; PASS/PWD expected
 #   TRANSACTION    logged in: POP3 mailbox commands and the SMDP commands
+#   NEW_PASS       PASSWD answered +OK (the current password is proven);
+#                  NEWPASS expected
 #   COMPOSE        MAIL answered +OK, no recipient accepted yet
 #   COMPOSE_RCPT   at least one recipient accepted; DATA allowed
 #   COMPOSE_DATA   reading the dot-stuffed message (no commands are parsed)
 #   CLOSED         QUIT answered, or the client went away
-_A, _AP, _T, _C, _CR, _CD, _CL = (
+_A, _AP, _T, _NP, _C, _CR, _CD, _CL = (
     UserState.AUTHORIZATION,
     UserState.AUTH_PASS,
     UserState.TRANSACTION,
+    UserState.NEW_PASS,
     UserState.COMPOSE,
     UserState.COMPOSE_RCPT,
     UserState.COMPOSE_DATA,
@@ -104,8 +110,16 @@ TRANSITIONS: Final[dict[UserState, dict[str, UserState]]] = {
         "LISTADD": _T,
         "LISTDEL": _T,
         "IDENT": _T,
+        # SMDP: the user changes their own password (protocol.md 12.9).
+        "PASSWD": _NP,
         # Table 5 "mail", "rcpt to", "data": composing.
         "MAIL": _C,
+    },
+    _NP: {
+        "NEWPASS": _T,
+        "RSET": _T,  # keep the current password
+        "NOOP": _NP,
+        "QUIT": _CL,
     },
     _C: {
         "RCPT": _CR,
@@ -125,8 +139,9 @@ TRANSITIONS: Final[dict[UserState, dict[str, UserState]]] = {
     },
 }
 
-#: The one transition taken on a negative answer (RFC 1939 section 4).
-FAILED_PASS: Final = {_AP: {"PASS": _A}}
+#: The transitions taken on a negative answer: a failed login starts again
+#: at USER (RFC 1939 section 4); a failed NEWPASS at PASSWD.
+FAILED_PASS: Final = {_AP: {"PASS": _A}, _NP: {"NEWPASS": _T}}
 
 TABLE: Final = StateTable(
     TRANSITIONS,
