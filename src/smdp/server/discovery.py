@@ -37,11 +37,11 @@ from dns.rdtypes.IN.SRV import SRV
 from smdp.config import PeerServer
 
 __all__ = [
-    "IPAddress",
     "NEGATIVE_CACHE_TTL",
     "SERVICE_LABEL",
     "Discovery",
     "DiscoveryError",
+    "IPAddress",
     "PeerServer",
     "SrvRecord",
     "ip_of",
