@@ -421,6 +421,8 @@ async def test_a_claim_holds_only_from_an_address_of_the_named_server(
     assert not await d.connects_from(servers, "127.0.0.2")
     assert not await d.connects_from(servers, "not an address")
     assert await d.servers_named("rogue.example.com", "example.org") == []
+    unaskable = "a" * 64 + ".example"  # a label too long for any resolver: no address
+    assert not await d.connects_from([PeerServer(unaskable, unaskable, 1)], "127.0.0.1")
     assert await d.servers_named("localhost", "unknown.example") == []  # NXDOMAIN: no
 
 

@@ -117,6 +117,8 @@ def test_loopback_only_for_plaintext_passwords() -> None:
         ({"peer": "0.0.0.0:2525"}, {}, "listen.peer = '0.0.0.0:2525'"),
         ({"user": "[::]:1110"}, {}, "listen.user = '[::]:1110'"),
         ({"user": "192.0.2.7:1110"}, {}, "listen.user = '192.0.2.7:1110'"),
+        # A name that cannot even be looked up is not provably local.
+        ({"peer": f"{'a' * 64}.example:1"}, {}, f"listen.peer = '{'a' * 64}.example:1'"),
         ({"peer": "0.0.0.0:2525"}, {"require": False}, None),  # said in so many words
         ({"peer": "0.0.0.0:2525"}, {"cert": "b.pem", "key": "b.key"}, None),
     ],
