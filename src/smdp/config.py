@@ -102,6 +102,10 @@ class TlsSettings:
     key: Path | None = None
     ca: Path | None = None  # trust anchors for peer certificates; None: the system store
     require: bool = False  # parsed default: True when a certificate is configured
+    # ``require`` was written in the file, not taken by default: without a
+    # certificate, only an explicit ``require = false`` lets the listeners
+    # leave loopback (docs/protocol.md 15.4).
+    require_explicit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,12 @@ class Config:
 
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.domains
+
+    def listeners(self) -> list[tuple[str, Listener]]:
+        """Every port this server listens on, by its [listen] key."""
+        found = [("peer", self.peer_listener), ("user", self.user_listener),
+                 ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener)]
+        return [(key, listener) for key, listener in found if listener is not None]
 
 
 def _need(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -387,7 +397,7 @@ def _parse_tls(table: dict[str, Any], base_dir: Path) -> TlsSettings:
         raise ConfigError("tls.require = true needs tls.cert and tls.key: without a "
                           "certificate this server cannot prove it speaks for its domains")
     return TlsSettings(cert=cert, key=key, ca=_file(table, "ca", "tls", base_dir),
-                       require=require)
+                       require=require, require_explicit="require" in table)
 
 
 def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust | None:

@@ -364,9 +364,13 @@ def running(*servers: Server) -> Iterator[None]:
 class PeerSocket:
     """A raw peer-port client for bad-input tests: bytes in, reply lines out."""
 
-    def __init__(self, port: int, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
-        """``tls``: (context, server name) for an implicit-TLS port."""
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, port: int, tls: tuple[ssl.SSLContext, str] | None = None,
+                 source: str | None = None) -> None:
+        """``tls``: (context, server name) for an implicit-TLS port; ``source``:
+        the address to connect from (on Linux, any of 127.0.0.0/8)."""
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=30,
+            source_address=(source, 0) if source is not None else None)
         if tls is not None:
             self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
         self.buf = b""

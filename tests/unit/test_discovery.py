@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -399,3 +400,73 @@ async def test_speaks_for(dns_server: DnsServer) -> None:
     assert not await d.speaks_for("evil.example.com", "example.org")
     assert not await d.speaks_for("one.example.org", "unknown.example")
     assert len(dns_server.queries) == 2
+
+
+# -- servers_named and connects_from: a peer without certificate ------------
+
+
+async def test_a_claim_holds_only_from_an_address_of_the_named_server(
+    dns_server: DnsServer,
+) -> None:
+    """protocol.md 10.2: the EHLO name must be one of the domain's SRV
+    targets, and the connection must come from one of that target's A/AAAA
+    addresses (here "localhost", resolved as a connection would resolve it)."""
+    dns_server.zone.records["_smdp._tcp.example.org."] = [
+        "10 0 4650 localhost.", "20 0 4650 backup.example.net."]
+    d = discovery(dns_server)
+    servers = await d.servers_named("LOCALHOST.", "example.org")
+    assert [s.hostname for s in servers] == ["localhost"]
+    assert await d.connects_from(servers, "127.0.0.1")
+    assert await d.connects_from(servers, "::ffff:127.0.0.1")  # a dual-stack socket's view
+    assert not await d.connects_from(servers, "127.0.0.2")
+    assert not await d.connects_from(servers, "not an address")
+    assert await d.servers_named("rogue.example.com", "example.org") == []
+    unaskable = "a" * 64 + ".example"  # a label too long for any resolver: no address
+    assert not await d.connects_from([PeerServer(unaskable, unaskable, 1)], "127.0.0.1")
+    assert await d.servers_named("localhost", "unknown.example") == []  # NXDOMAIN: no
+
+
+async def test_a_static_entry_gives_the_address_and_an_unspecified_one_means_loopback(
+    dns_server: DnsServer,
+) -> None:
+    a = PeerServer("smdp.a.example", "127.0.0.1", 2525)
+    own = PeerServer("smdp.b.example", "0.0.0.0", 2525)  # our own peer port on all addresses
+    d = discovery(dns_server, static={"a.example": a, "b.example": own})
+    assert await d.servers_named("smdp.a.example", "a.example") == [a]
+    assert await d.connects_from([a], "127.0.0.1")
+    assert not await d.connects_from([a], "127.0.0.2")
+    assert await d.connects_from([own], "127.0.0.1")
+    assert not await d.connects_from([own], "192.0.2.7")
+    assert dns_server.queries == []
+
+
+async def test_a_dns_failure_while_checking_a_claim_is_temporary(dns_server: DnsServer) -> None:
+    """SERVFAIL on the SRV, a temporary getaddrinfo failure or a lookup that
+    does not end are "cannot tell now" (the peer port's 451), never "no";
+    a host with no address at all is a plain no."""
+    dns_server.zone.records["_smdp._tcp.flaky.example."] = SERVFAIL
+    failures = {
+        "again.example": socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        "nowhere.example": socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    }
+    never = asyncio.Event()
+
+    async def lookup(host: str) -> list[str]:
+        if host == "slow.example":
+            await never.wait()  # a resolver that never answers
+        raise failures[host]
+
+    d = Discovery(nameservers=dns_server.nameservers, timeout=0.2, lookup_addresses=lookup)
+    with pytest.raises(DiscoveryError) as info:
+        await d.servers_named("smdp.flaky.example", "flaky.example")
+    assert info.value.transient
+    for host in ("again.example", "slow.example"):
+        with pytest.raises(DiscoveryError) as info:
+            await d.connects_from([PeerServer(host, host, 2525)], "127.0.0.1")
+        assert info.value.transient and host in str(info.value)
+    nowhere = PeerServer("nowhere.example", "nowhere.example", 2525)
+    assert not await d.connects_from([nowhere], "127.0.0.1")
+    # Any server of the name that does match settles it, whatever the others.
+    here = PeerServer("again.example", "127.0.0.1", 2525)
+    assert await d.connects_from([PeerServer("again.example", "again.example", 1), here],
+                                 "127.0.0.1")

@@ -20,7 +20,13 @@ from smdp.certs import (
 )
 from smdp.config import ConfigError, parse_config
 from smdp.server.discovery import Discovery, PeerServer
-from smdp.server.tls import PeerCertificate, TlsPolicy, _names
+from smdp.server.tls import (
+    PeerCertificate,
+    TlsPolicy,
+    _names,
+    check_exposure,
+    unauthenticated_warning,
+)
 from smdp.server.user_server import _is_loopback
 
 MINIMAL: dict[str, Any] = {"server": {"hostname": "smdp.b.example", "domains": ["b.example"]}}
@@ -100,6 +106,54 @@ def test_loopback_only_for_plaintext_passwords() -> None:
     assert _is_loopback("::ffff:127.0.0.1")
     assert not _is_loopback("192.0.2.7") and not _is_loopback("2001:db8::1")
     assert not _is_loopback("?") and not _is_loopback("")
+
+
+@pytest.mark.parametrize(
+    ("listen", "tls", "refused"),
+    [
+        ({}, {}, None),  # the defaults: 127.0.0.1
+        ({"peer": "localhost:0", "user": "[::1]:0"}, {}, None),
+        ({"peer": "127.0.0.2:0"}, {}, None),  # all of 127/8 is loopback
+        ({"peer": "0.0.0.0:2525"}, {}, "listen.peer = '0.0.0.0:2525'"),
+        ({"user": "[::]:1110"}, {}, "listen.user = '[::]:1110'"),
+        ({"user": "192.0.2.7:1110"}, {}, "listen.user = '192.0.2.7:1110'"),
+        # A name that cannot even be looked up is not provably local.
+        ({"peer": f"{'a' * 64}.example:1"}, {}, f"listen.peer = '{'a' * 64}.example:1'"),
+        ({"peer": "0.0.0.0:2525"}, {"require": False}, None),  # said in so many words
+        ({"peer": "0.0.0.0:2525"}, {"cert": "b.pem", "key": "b.key"}, None),
+    ],
+)
+def test_no_listener_beyond_loopback_without_a_certificate_unless_told(
+    tmp_path: Path, listen: dict[str, str], tls: dict[str, Any], refused: str | None,
+) -> None:
+    """Secure unless told otherwise: without tls.cert, a listener that is not
+    on loopback stops the server at start, with one line saying what to do,
+    unless the configuration says tls.require = false itself."""
+    write_issued(make_cert("smdp.b.example"), tmp_path, "b")
+    config = parse_config({**MINIMAL, "listen": listen, "tls": tls}, tmp_path)
+    if refused is None:
+        check_exposure(config)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_exposure(config)
+    message = str(info.value)
+    assert message.startswith(refused + " is not a loopback address") and "\n" not in message
+    assert message.endswith("give tls.cert and tls.key (smdp gencert), listen on 127.0.0.1, "
+                            "or set tls.require = false to accept unauthenticated peers "
+                            "on purpose")
+
+
+def test_the_unauthenticated_mode_is_announced(tmp_path: Path) -> None:
+    write_issued(make_cert("smdp.b.example"), tmp_path, "b")
+    assert unauthenticated_warning(parse_config(MINIMAL, tmp_path)) is None
+    secure = {"cert": "b.pem", "key": "b.key"}
+    assert unauthenticated_warning(parse_config({**MINIMAL, "tls": secure}, tmp_path)) is None
+    for tls in ({"require": False}, {**secure, "require": False}):
+        config = parse_config({**MINIMAL, "tls": tls}, tmp_path)
+        assert config.tls.require_explicit and not config.tls.require
+        warning = unauthenticated_warning(config)
+        assert warning is not None and warning.startswith("tls.require = false: a peer that "
+                                                          "shows no TLS client certificate")
 
 
 class World:

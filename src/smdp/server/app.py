@@ -26,7 +26,12 @@ from smdp.server.discovery import Discovery
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.peer_server import serve_peer
 from smdp.server.services import Core, LoginThrottle, PeerPort, PeerQuotas, UserPort
-from smdp.server.tls import HANDSHAKE_TIMEOUT, TlsPolicy
+from smdp.server.tls import (
+    HANDSHAKE_TIMEOUT,
+    TlsPolicy,
+    check_exposure,
+    unauthenticated_warning,
+)
 from smdp.server.user_server import serve_user
 from smdp.store import Store, open_store
 
@@ -46,7 +51,13 @@ class Sessions:
 class SmdpServer:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        # First: a certificate that cannot be loaded stops the server at start.
+        # First, before anything is opened or bound: no listener beyond
+        # loopback without a certificate, unless the configuration says so.
+        check_exposure(config)
+        warning = unauthenticated_warning(config)
+        if warning is not None:
+            log.warning("%s", warning)
+        # A certificate that cannot be loaded stops the server at start.
         self.tls = TlsPolicy(config)
         self.store = store if store is not None else open_store(config)
         self.core = Core.build(config, self.store)

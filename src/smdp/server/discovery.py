@@ -9,14 +9,21 @@ overrides DNS for private networks and tests.
 
 Only the SRV layer lives here; A/AAAA resolution of the target is left to the
 socket layer (``asyncio.open_connection`` resolves the hostname), so IPv4/IPv6
-selection and happy-eyeballs stay in one place.
+selection and happy-eyeballs stay in one place. The one exception is
+:meth:`Discovery.connects_from`: a peer believed by its EHLO name alone (no
+certificate) must also connect from an address of the server it names, and
+those addresses come from the same resolver a connection would use
+(``getaddrinfo``), so the check and the connection agree.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import random
+import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -34,8 +41,10 @@ __all__ = [
     "SERVICE_LABEL",
     "Discovery",
     "DiscoveryError",
+    "IPAddress",
     "PeerServer",
     "SrvRecord",
+    "ip_of",
     "rfc2782_order",
 ]
 
@@ -69,6 +78,36 @@ class DiscoveryError(Exception):
         super().__init__(message)
         self.domain = domain
         self.transient = transient
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# getaddrinfo(host) -> the host's addresses as text; raises socket.gaierror.
+AddressLookup = Callable[[str], Awaitable[list[str]]]
+
+# getaddrinfo errors that say "this name has no address" for good; any other
+# (EAI_AGAIN above all: the DNS server did not answer) may pass.
+_NO_SUCH_HOST = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None),
+                      getattr(socket, "EAI_ADDRFAMILY", None)) if code is not None
+)
+
+
+def ip_of(text: str) -> IPAddress | None:
+    """An address as the socket layer gives it, comparable: without an IPv6
+    zone, and an IPv4 client of a dual-stack socket (``::ffff:a.b.c.d``) as
+    IPv4. None for anything that is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+async def _getaddrinfo(host: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 def rfc2782_order(records: Iterable[SrvRecord], rng: random.Random) -> list[SrvRecord]:
@@ -131,6 +170,7 @@ class Discovery:
         cache_max_entries: int = 10_000,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lookup_addresses: AddressLookup = _getaddrinfo,
     ) -> None:
         self._static = {_normalize(k): v for k, v in (static or {}).items()}
         self._nameservers = list(nameservers) if nameservers is not None else None
@@ -141,6 +181,7 @@ class Discovery:
         self._cache_max = cache_max_entries
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
+        self._lookup_addresses = lookup_addresses
         self._cache: dict[str, _CacheEntry] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
 
@@ -176,11 +217,66 @@ class Discovery:
         that must tell "no" from "cannot tell now" use ``resolve_all``.
         """
         try:
-            records = await self._records(domain)
+            return bool(await self.servers_named(hostname, domain))
         except DiscoveryError:
             return False
+
+    async def servers_named(self, hostname: str, domain: str) -> list[PeerServer]:
+        """Those of ``domain``'s SMDP servers whose identity is ``hostname``
+        (any SRV target counts, as for ``speaks_for``); empty when none is,
+        or when discovery says for good that the domain has none. Raises the
+        DiscoveryError when DNS cannot tell now (transient)."""
+        try:
+            records = await self._records(domain)
+        except DiscoveryError as exc:
+            if exc.transient:
+                raise
+            return []
         wanted = _normalize(hostname)
-        return any(_normalize(r.server.hostname) == wanted for r in records)
+        return [r.server for r in records if _normalize(r.server.hostname) == wanted]
+
+    async def connects_from(self, servers: Iterable[PeerServer], client: str) -> bool:
+        """True when ``client`` (a connection's source address) is an address
+        of one of ``servers``: its static address, or the A/AAAA records of
+        its SRV target. A server listening on the unspecified address
+        (0.0.0.0, ::: our own domains, when the peer port binds all
+        addresses) is reached, and so answered, over loopback.
+
+        Raises a transient DiscoveryError when a lookup failed temporarily
+        and no other address matched: "cannot tell now", not "no"."""
+        ip = ip_of(client)
+        if ip is None:
+            return False
+        failure: DiscoveryError | None = None
+        for server in servers:
+            try:
+                found = await self._addresses(server.address)
+            except DiscoveryError as exc:
+                failure = exc
+                continue
+            if ip in found or (ip.is_loopback and any(a.is_unspecified for a in found)):
+                return True
+        if failure is not None:
+            raise failure
+        return False
+
+    async def _addresses(self, host: str) -> frozenset[IPAddress]:
+        literal = ip_of(host)
+        if literal is not None:
+            return frozenset({literal})
+        try:
+            texts = await asyncio.wait_for(self._lookup_addresses(host), self._timeout)
+        except TimeoutError as exc:
+            raise DiscoveryError(f"looking up the addresses of {host} timed out after "
+                                 f"{self._timeout:g} s", domain=host, transient=True) from exc
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_HOST:
+                return frozenset()
+            raise DiscoveryError(f"looking up the addresses of {host} failed: {exc.strerror}",
+                                 domain=host, transient=True) from exc
+        except (UnicodeError, ValueError):
+            return frozenset()  # not a name the resolver can even ask for
+        return frozenset(ip for ip in map(ip_of, texts) if ip is not None)
 
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -59,6 +59,10 @@ class PeerSession(Session):
         )
         # The client certificate: the only thing that proves who the peer is.
         self.peer_cert = peer_certificate(ssl_object)
+        # Where the connection comes from: without a certificate, the peer
+        # must connect from an address of the server it names (protocol.md 10.2).
+        peername = writer.get_extra_info("peername")
+        self.client = str(peername[0]) if peername else "?"
         # The EHLO name; once a command proved the peer to be the server of a
         # domain, the name it proved (quality, quotas and lists use it).
         self.peer_host: str | None = None
@@ -152,9 +156,10 @@ class PeerSession(Session):
         """Who may say what (protocol.md 10.2 and 15): the peer is the SMDP
         server of ``domain`` only if its TLS client certificate proves it.
 
-        The EHLO name alone counts only where the configuration allows peers
-        without TLS (``[tls] require = false``) and the peer showed no
-        certificate; a certificate, once shown, is the only identity.
+        The EHLO name counts only where the configuration allows peers
+        without TLS (``[tls] require = false``, or no certificate) and the
+        peer showed no certificate, and then only from an address of the
+        server it names; a certificate, once shown, is the only identity.
         ``announcing``: an ENVELOPE or MAIL, which is a forgery if unproven.
         """
         assert self.peer_host is not None
@@ -163,10 +168,7 @@ class PeerSession(Session):
             self.reply(530, "5.7.0 Must issue a STARTTLS command first")
             return False
         if self.peer_cert is None and not tls.require:
-            if await discovery.speaks_for(self.peer_host, domain):
-                return True
-            self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
-            return False
+            return await self._named_and_placed(domain)
         try:
             proven = await tls.proven_server(self.peer_cert, domain, discovery)
         except DiscoveryError as exc:
@@ -181,6 +183,30 @@ class PeerSession(Session):
             return False
         self.peer_host = proven
         return True
+
+    async def _named_and_placed(self, domain: str) -> bool:
+        """A peer without certificate: its EHLO name must be one of
+        ``domain``'s servers, and the connection must come from one of that
+        server's addresses, lest anyone who can reach this port speak for
+        any domain by naming its server."""
+        assert self.peer_host is not None
+        discovery = self.port.discovery
+        try:
+            servers = await discovery.servers_named(self.peer_host, domain)
+            if not servers:
+                self.reply(550, f"5.7.1 {self.peer_host} does not speak for {domain}")
+                return False
+            if await discovery.connects_from(servers, self.client):
+                return True
+        except DiscoveryError as exc:
+            # DNS cannot tell now: neither a claim upheld nor a forgery.
+            self.reply(451, f"4.4.3 Cannot check the SMDP server of {domain} now: {exc}")
+            return False
+        log.info("refused %s for %s from %s: not an address of that server",
+                 self.peer_host, domain, self.client)
+        self.reply(550, f"5.7.1 {self.client} is not an address of {self.peer_host}, "
+                        f"the SMDP server of {domain}")
+        return False
 
     def _count_forgery(self) -> None:
         """A forged envelope counts against the identity the forger proved, if

@@ -9,7 +9,10 @@ Three jobs:
   that nothing sent in plaintext can be read as part of the TLS session;
 - :meth:`TlsPolicy.proven_server`: which SMDP server of a domain the peer's
   certificate proves it is, if any (PRIOR-ART.md, "Prove the origin"; DMTP's
-  key rule).
+  key rule);
+- :func:`check_exposure` and :func:`unauthenticated_warning`: secure unless
+  told otherwise. A server that cannot ask peers for proof stays on loopback
+  unless its configuration says ``[tls] require = false`` in so many words.
 
 Python's ``ssl`` module has no certificate verification callback, so a client
 certificate must chain to a trust anchor of the incoming context for the
@@ -23,7 +26,9 @@ vouch for another.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,8 +47,10 @@ __all__ = [
     "PeerCertificate",
     "TlsError",
     "TlsPolicy",
+    "check_exposure",
     "peer_certificate",
     "start_tls",
+    "unauthenticated_warning",
 ]
 
 log = logging.getLogger("smdp.tls")
@@ -177,6 +184,49 @@ async def start_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     # ties the reader to the transport (flow control, EOF).
     protocol.connection_made(transport)
     return new_reader, asyncio.StreamWriter(transport, protocol, new_reader, loop)
+
+
+def _loopback_only(host: str) -> bool:
+    """True when binding ``host`` listens on loopback addresses only (what
+    ``asyncio.start_server`` binds: every address ``host`` resolves to)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return False  # cannot tell: not provably local (binding would fail anyway)
+    addresses = [str(info[4][0]).partition("%")[0] for info in infos]
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def check_exposure(config: Config) -> None:
+    """Secure unless told otherwise (issue 10, item 12): a server without a
+    certificate cannot ask peers to prove their domain, so it believes them
+    by their EHLO name and address; that is safe only where nobody else can
+    connect. Without a certificate, every listener must be on loopback
+    unless the configuration says ``[tls] require = false`` itself.
+    Raises the one-line ConfigError before anything is bound."""
+    tls = config.tls
+    if tls.cert is not None or tls.require_explicit:
+        return
+    for key, listener in config.listeners():
+        if not _loopback_only(listener.host):
+            raise ConfigError(
+                f"listen.{key} = {str(listener)!r} is not a loopback address, and without "
+                "tls.cert this server cannot tell a real peer from anyone claiming its "
+                "name: give tls.cert and tls.key (smdp gencert), listen on 127.0.0.1, or "
+                "set tls.require = false to accept unauthenticated peers on purpose")
+
+
+def unauthenticated_warning(config: Config) -> str | None:
+    """The warning a server logs at start when the configuration chose to
+    believe peers without a certificate (``[tls] require = false``)."""
+    tls = config.tls
+    if tls.require or not tls.require_explicit:
+        return None
+    return ("tls.require = false: a peer that shows no TLS client certificate is believed "
+            "by its EHLO name, checked only against discovery and its address; anyone "
+            "who can reach the peer port from such an address can speak for that domain. "
+            "Use this on closed networks only")
 
 
 def _pem_certs(path: Path) -> list[bytes]:
