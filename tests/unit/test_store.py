@@ -543,6 +543,94 @@ def test_migration_0005_moves_the_bodies_into_chunks(
     store.close()
 
 
+# -- stable ids (migration 0006) ----------------------------------------------------
+
+
+def _envelope_with_entry(store: Store, user_id: int, envid: str) -> tuple[int, int]:
+    with store.transaction():
+        env = store.insert_in_envelope(envid=envid, origin_server="x", sender="s@x.example",
+                                       size=3, block="", subject="", body=b"abc")
+        entry = store.insert_mailbox_entry(user_id, env, "alice@a.example", "accepted")
+    return env, entry
+
+
+def test_an_id_freed_by_purge_is_never_handed_out_again(backend: Backend) -> None:
+    """The user names a mailbox entry by its id (ENV, the options, the
+    client's read and delete): once housekeeping purges the entry with the
+    highest id, a new entry must not get that id, or a stale id would act on
+    newer mail. The store is closed and opened again in between (a real file
+    for SQLite), as a server restart does."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    kept_env, kept = _envelope_with_entry(store, u.id, "k" * 26)
+    gone_env, gone = _envelope_with_entry(store, u.id, "g" * 26)
+    assert gone > kept and gone_env > kept_env
+    store.mark_deleted([gone])
+    assert store.purge(1.0, expired=EntryState.EXPIRED) == 1
+    assert store.mailbox_entry(gone) is None and store.in_envelope(gone_env) is None
+    store.close()
+
+    store = backend.open()
+    new_env, new = _envelope_with_entry(store, u.id, "n" * 26)
+    assert new > gone and new_env > gone_env
+    assert store.mailbox_entry(kept) is not None
+    store.close()
+
+
+def test_migration_0006_keeps_every_id_and_reference(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made at version 0005 migrates to ids that are never reused
+    (SQLite rebuilds the two tables): entries, envelopes, bodies and votes
+    keep their ids and their links, and an id purged after the migration is
+    not handed out again."""
+    import smdp.store.postgres
+    import smdp.store.sqlite
+
+    module = smdp.store.sqlite if backend.name == "sqlite" else smdp.store.postgres
+    every = backend_migrations(backend)
+    assert [v for v, _n, _s in every][5] == 6
+    monkeypatch.setattr(module, "migrations", lambda: every[:5])
+    old = backend.open_raw()
+    old.migrate()
+    assert old.schema_version() == 5
+    u = old.create_user("alice@a.example", "h")
+    made = [_envelope_with_entry(old, u.id, f"{n:026d}") for n in range(4)]
+    first_env, first = made[0]
+    with old.transaction():
+        old.update_mailbox_entry(first, state="rejected", decision="REJECT")
+        old.set_vote(first, "x", -1)
+        old.set_in_expiry(first_env, 50.0)
+    old.mark_deleted([made[-1][1]])
+    assert old.purge(1.0, expired=EntryState.EXPIRED) == 1  # the last: freed before 0006
+    old.close()
+    monkeypatch.undo()
+
+    store = backend.open()
+    assert store.schema_version() == every[-1][0]
+    for env_id, entry_id in made[:-1]:
+        entry = store.mailbox_entry(entry_id)
+        assert entry is not None and entry.envelope_id == env_id
+        assert store.in_body(env_id) == b"abc"
+    entry = store.mailbox_entry(first)
+    assert entry is not None and (entry.state, entry.decision) == ("rejected", "REJECT")
+    assert rows(store, "SELECT mailbox_id, vote FROM votes") == [(first, -1)]
+    assert rows(store, "SELECT expires_at FROM in_envelopes WHERE id=?", (first_env,)) == [
+        (50.0,)]
+    # The indexes and keys came back with the tables.
+    with pytest.raises(Exception), store.transaction():  # noqa: B017 (either driver's error)
+        store.insert_mailbox_entry(u.id, first_env, "alice@a.example", "pending")
+    top_env, top = made[-2]
+    store.mark_deleted([top])
+    assert store.purge(1.0, expired=EntryState.EXPIRED) == 1
+    new_env, new = _envelope_with_entry(store, u.id, "n" * 26)
+    assert new > top and new_env > top_env
+    if backend.name == "sqlite":
+        assert rows(store, "PRAGMA foreign_key_check") == []
+        assert rows(store, "PRAGMA foreign_keys") == [(1,)]
+    store.close()
+
+
 # -- PostgreSQL only: several nodes sharing one database --------------------------
 
 

@@ -6,12 +6,13 @@ import argparse
 import ssl
 import sys
 from collections.abc import Callable
-from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+from smdp.client import compose, views
 from smdp.client.session import ClientError, UserClient
 from smdp.errors import CliError
+from smdp.mail.addresses import domain_of
 from smdp.protocol import user as wire
 from smdp.terms import Decision
 
@@ -43,21 +44,32 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     csub.add_parser("inbox", help="envelopes awaiting a decision and messages (Table 5 pwd)")
     p = csub.add_parser("envelopes", help="list envelopes (pending ones unless --all)")
     p.add_argument("--all", action="store_true")
+    # One id per mailbox entry, from its envelope to its message: the ID
+    # column of inbox. It never changes and is never given to another entry.
     p = csub.add_parser("show", help="show one envelope in full")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the entry's ID (see inbox)")
     for name, option in DECISIONS.items():
         verb = wire.DECISION_VERBS[option].lower()
         p = csub.add_parser(name, help=f"Table 1: {verb} an envelope")
-        p.add_argument("id", type=int)
-    p = csub.add_parser("read", help="print message N (POP3 RETR)")
-    p.add_argument("n", type=int)
-    p = csub.add_parser("delete", help="delete message N (POP3 DELE)")
-    p.add_argument("n", type=int)
-    p = csub.add_parser("send", help="send a message; the body comes from --file or stdin")
-    p.add_argument("--to", action="append", required=True, help="a recipient (repeatable)")
+        p.add_argument("id", type=int, help="the entry's ID (see inbox)")
+    p = csub.add_parser("read", help="print an accepted message")
+    p.add_argument("id", type=int, help="the entry's ID (see inbox)")
+    p = csub.add_parser("delete", help="delete an accepted message from your mailbox")
+    p.add_argument("id", type=int, help="the entry's ID (see inbox)")
+    p = csub.add_parser(
+        "send", help="compose and send a message (--subject), or send a prepared one (--raw)",
+        description="Composes a text message: the body is the text of --file or stdin "
+                    "(UTF-8), the header comes from --to, --subject and --name; whatever "
+                    "needs encoding is encoded. --raw FILE sends a whole RFC 5322 message "
+                    "as it is instead.")
+    p.add_argument("--to", action="append", required=True,
+                   help="a recipient, ADDRESS or 'NAME <ADDRESS>' (repeatable)")
     p.add_argument("--from", dest="identity", help="one of your identities (default: main)")
-    p.add_argument("--subject", help="build the header from --subject and --to")
-    p.add_argument("--file", help="a whole RFC 5322 message, or the body with --subject")
+    p.add_argument("--subject", help="the subject; required to compose ('' for none)")
+    p.add_argument("--name", help="your display name in the From field")
+    p.add_argument("--file", help="the body text (default: stdin)")
+    p.add_argument("--raw", metavar="FILE",
+                   help="send FILE (- for stdin), a prepared message, as it is")
     p = csub.add_parser("sent", help="status of your sent messages, per recipient")
     p.add_argument("msgid", nargs="?")
     csub.add_parser("lists", help="your white and black lists")
@@ -78,16 +90,41 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     client.set_defaults(func=func)
 
 
-def _compose(args: argparse.Namespace) -> bytes:
-    raw = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
-    if args.subject is None:
-        return raw
-    header = (
-        f"To: {', '.join(args.to)}\r\nSubject: {args.subject}\r\n"
-        f"Date: {formatdate(localtime=True)}\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-    )
-    return header.encode("utf-8") + raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+def _send_input(args: argparse.Namespace) -> bytes:
+    """What ``send`` reads, before connecting: a prepared message (--raw) or
+    the text of one to compose (which needs --subject, even an empty one)."""
+    if args.raw is not None:
+        if args.subject is not None or args.file or args.name is not None:
+            raise CliError("--raw sends a prepared message as it is: "
+                           "no --subject, --file or --name with it")
+        source = args.raw
+    elif args.subject is None:
+        raise CliError("send composes a message: give --subject (--subject '' for none), "
+                       "or send a prepared message as it is with --raw FILE")
+    else:
+        source = args.file
+    if source in (None, "-"):
+        if sys.stdin.isatty():
+            print("Type the message; end it with Ctrl-D on a line of its own.",
+                  file=sys.stderr)
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def _message(args: argparse.Namespace, data: bytes, client: UserClient) -> bytes:
+    if args.raw is not None:
+        return data
+    sender = args.identity
+    if args.name is not None and sender is None:
+        sender = (client.call(wire.Ident()).lines or [args.user])[0]  # main identity first
+    return compose.compose(
+        to=compose.recipients(args.to), subject=args.subject,
+        text=compose.text_of(data, args.file if args.file not in (None, "-")
+                             else "the text on stdin"),
+        domain=domain_of(sender or args.user), sender=sender, name=args.name)
 
 
 def _print(reply: wire.UserReply) -> None:
@@ -102,10 +139,10 @@ def run_client(args: argparse.Namespace, password: str,
     host, _, port = args.server.rpartition(":")
     if not port.isdigit():
         raise CliError(f"--server must be HOST:PORT, not {args.server!r}")
-    try:
-        message = _compose(args) if args.client_cmd == "send" else b""
-    except OSError as exc:
-        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    data = b""
+    if args.client_cmd == "send":
+        rcpts = [a.addr_spec for a in compose.recipients(args.to)]
+        data = _send_input(args)
     context = None
     if args.cafile:
         try:
@@ -120,20 +157,20 @@ def run_client(args: argparse.Namespace, password: str,
                                  verb="PWD" if args.client_cmd == "inbox" else "PASS")
             cmd = args.client_cmd
             if cmd == "inbox":
-                _print(reply)
+                print(views.inbox(reply))
             elif cmd == "envelopes":
-                _print(client.call(wire.Envs(args.all)))
+                print(views.envelopes(client.call(wire.Envs(args.all))))
             elif cmd == "show":
                 _print(client.call(wire.EnvShow(args.id)))
             elif cmd in DECISIONS:
                 _print(client.call(wire.UserDecision(DECISIONS[cmd], args.id)))
             elif cmd == "read":
-                body = client.call(wire.Retr(args.n)).body or b""
+                body = client.read(args.id)
                 sys.stdout.write(body.decode("utf-8", "replace").replace("\r\n", "\n"))
             elif cmd == "delete":
-                _print(client.call(wire.Dele(args.n)))
+                print(client.delete(args.id))
             elif cmd == "send":
-                print(client.submit(args.to, message, args.identity))
+                print(client.submit(rcpts, _message(args, data, client), args.identity))
             elif cmd == "sent":
                 _print(client.call(wire.Sent(args.msgid)))
             elif cmd == "lists":

@@ -35,6 +35,7 @@ class UserClient:
         except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.conn = wire.UserClientConnection()
+        self.closed = False
         try:
             self.greeting = self._read()
         except ClientError:
@@ -106,9 +107,71 @@ class UserClient:
         return self.call(wire.Message(message)).text
 
     def quit(self) -> None:
+        if self.closed:
+            return
         try:
             self.call(wire.Quit())
         except ClientError:
             pass
         finally:
+            self.closed = True
             self.sock.close()
+
+    # -- messages by their entry id (protocol.md 12.4, 12.5) -----------------------
+    #
+    # The client names every mailbox entry by its id, which never changes and is
+    # never reused; POP3 commands take the session's message numbers instead.
+    # UIDL bridges them: each message's uid is <envid>.<entry id>.
+
+    def message_number(self, entry_id: int) -> int:
+        """This session's POP3 number of the message of entry ``entry_id``;
+        if it is not a message to read, ClientError says what it is."""
+        for line in self.call(wire.Uidl()).lines or []:
+            number, _, uid = line.partition(" ")
+            if uid.rpartition(".")[2] == str(entry_id):
+                return int(number)
+        raise ClientError(self._not_a_message(entry_id))
+
+    def _not_a_message(self, entry_id: int) -> str:
+        try:
+            reply = self.call(wire.EnvShow(entry_id))
+        except ClientError:
+            return f"no message {entry_id} in your mailbox"
+        fields = dict(line.partition(": ")[::2] for line in reply.lines or [])
+        state, reason = fields.get("State", ""), fields.get("Reason", "-")
+        if state == "deleted":
+            return f"message {entry_id} was deleted"
+        if state == "pending":
+            return (f"envelope {entry_id} awaits your decision; accept it first "
+                    f"(smdp client accept {entry_id})")
+        if state == "fetching":
+            return (f"message {entry_id} is still being fetched from the sender's server; "
+                    "try again shortly")
+        rejected = {"rejected": "rejected", "spam": "rejected as spam",
+                    "spammer": "rejected, its sender black-listed"}
+        if state in rejected:
+            return f"envelope {entry_id} was {rejected[state]}; there is no message"
+        detail = f": {reason}" if reason not in ("", "-") else ""
+        return f"envelope {entry_id} is {state}{detail}; there is no message"
+
+    def read(self, entry_id: int) -> bytes:
+        """The message of entry ``entry_id`` (RETR)."""
+        number = self.message_number(entry_id)
+        try:
+            return self.call(wire.Retr(number)).body or b""
+        except ClientError as exc:
+            if "not stored here yet" not in str(exc):
+                raise
+            # The server's text names the session's number; the user knows the id.
+            raise ClientError(f"message {entry_id} is not stored here yet") from None
+
+    def delete(self, entry_id: int) -> str:
+        """Delete the message of entry ``entry_id``: DELE, then QUIT, which is
+        when a POP3 server removes it (so the session ends here)."""
+        self.call(wire.Dele(self.message_number(entry_id)))
+        try:
+            self.call(wire.Quit())
+        finally:
+            self.closed = True
+            self.sock.close()
+        return f"message {entry_id} deleted"

@@ -64,6 +64,33 @@ allow_plaintext_login = true
     return paths
 
 
+def instructions(a_user: int, b_user: int) -> str:
+    """The first session the demo prints; README.md's "Trying it" shows the
+    same commands (tests/unit/test_demo_text.py holds them to it)."""
+    a = f"SMDP_PASSWORD=alice-demo smdp client --server 127.0.0.1:{a_user} -u alice@a.example"
+    b = f"SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example"
+    return f"""
+  # alice@a.example sends to bob@b.example: only an envelope travels
+  echo "Hello Bob" | {a} \\
+      send --to bob@b.example --subject "Hi from A"
+
+  # bob sees the envelope (sender, subject, attachments) and its ID
+  {b} inbox
+  {b} show 1
+
+  # bob accepts it: b.example pulls the message from a.example; it keeps its ID
+  {b} accept 1
+  {b} read 1
+
+  # alice sees what happened to her message
+  {a} sent
+
+`send` composes a message from --subject and the text on stdin (or --file);
+`send --raw FILE` sends a prepared RFC 5322 message as it is.
+Any POP3 client can read bob's accepted mail: 127.0.0.1:{b_user}, user bob@b.example.
+"""
+
+
 def _stop_as_ctrl_c(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -109,23 +136,7 @@ SMDP demo running: a.example (user port {a_user}) and b.example (user port {b_us
 Stores, configs and logs are in {root}/. Press Ctrl-C to stop.
 
 In another terminal (with .venv/bin on your PATH, or use .venv/bin/smdp):
-
-  # alice@a.example sends to bob@b.example: only an envelope travels
-  echo "Hello Bob" | SMDP_PASSWORD=alice-demo smdp client --server 127.0.0.1:{a_user} \\
-      -u alice@a.example send --to bob@b.example --subject "Hi from A"
-
-  # bob sees the envelope (sender, subject, attachments, headlines)
-  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example inbox
-
-  # bob accepts it (use the envelope id shown); b.example pulls the message from a.example
-  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example accept-auth 1
-  SMDP_PASSWORD=bob-demo smdp client --server 127.0.0.1:{b_user} -u bob@b.example read 1
-
-  # alice sees what happened to her message, and her lists
-  SMDP_PASSWORD=alice-demo smdp client --server 127.0.0.1:{a_user} -u alice@a.example sent
-
-Any POP3 client can read bob's accepted mail: 127.0.0.1:{b_user}, user bob@b.example.
-""", flush=True)
+{instructions(a_user, b_user)}""", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         return 1

@@ -26,6 +26,10 @@ from smdp.terms import Decision, EntryState, ListDirection
 
 log = logging.getLogger("smdp.user")
 
+# The state word of an entry whose message was deleted (protocol.md 12.5); not
+# a stored state: the store keeps the state and a deleted flag.
+DELETED = "deleted"
+
 def _clean(text: str) -> str:
     """One line of a multi-line answer: no control characters, no tabs."""
     return "".join(ch if ch.isprintable() else " " for ch in text)
@@ -126,7 +130,8 @@ class UserSession(Session):
         assert env is not None
         fields = decode_envelope_block(env.block.encode("utf-8"))
         att = fields.summary.attachments
-        return _clean(f"{entry.id} {entry.state} {env.sender} {env.size} {att} {env.subject}")
+        return _clean(f"{entry.id} {_shown_state(entry)} {env.sender} {env.size} {att} "
+                      f"{env.subject}")
 
     def _login_summary(self, *, listing: bool) -> tuple[str, list[str]]:
         """The login answer; the per-envelope ``listing`` only for PWD (POP3's
@@ -141,10 +146,12 @@ class UserSession(Session):
         if not listing:
             return text, []
         lines = [f"envelope {self._envelope_line(e)}" for e in pending]
-        for n, e in live:
+        # An SMDP answer: each message by its entry id, the one id that names
+        # it in every SMDP command and in the client (not its POP3 number).
+        for _n, e in live:
             env = self.store.in_envelope(e.envelope_id)
             subject = env.subject if env else ""
-            lines.append(_clean(f"message {n} {self._size(e)} {subject}"))
+            lines.append(_clean(f"message {e.id} {self._size(e)} {subject}"))
         return text, lines
 
     # -- dispatch --------------------------------------------------------------------
@@ -321,7 +328,7 @@ class UserSession(Session):
         # AUTHORIZE the peer port sends for it).
         option = wire.DECISION_VERBS[entry.decision] if entry.decision else "-"
         lines = [
-            f"Id: {entry.id}", f"State: {entry.state}",
+            f"Id: {entry.id}", f"State: {_shown_state(entry)}",
             f"Decision: {option}", f"Reason: {entry.reason or '-'}",
             f"Sender: {env.sender}", f"Server: {env.origin_server}",
             f"Recipient: {entry.recipient}", f"Size: {env.size}",
@@ -437,6 +444,13 @@ class UserSession(Session):
             self.conn.ok(outcome.reason)
         else:
             self.conn.err(outcome.reason)
+
+
+def _shown_state(entry: MailboxEntry) -> str:
+    """An entry's state as ENVS and ENV show it: ``deleted`` once a POP3
+    session has removed the message (DELE, then QUIT), so that an id that
+    named a message says what became of it."""
+    return DELETED if entry.deleted else str(entry.state)
 
 
 def _is_loopback(address: str) -> bool:

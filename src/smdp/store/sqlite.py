@@ -72,16 +72,29 @@ class SqliteStore(SqlStore):
         """Apply every migration newer than the database, each in its own transaction."""
         applied = []
         current = self.schema_version()
-        for version, name, sql in migrations():
-            if version <= current:
-                continue
-            with self.transaction():
-                for statement in split_statements(sql):
-                    self._db.execute(statement)
-                self._db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
-                )
-            applied.append(name)
+        # Foreign keys off while the schema changes (they cannot change inside
+        # a transaction): rebuilding a table (0006) drops the old one, and with
+        # keys on that drop would cascade to every row referring to it. Each
+        # migration's keys are checked before it commits instead.
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for version, name, sql in migrations():
+                if version <= current:
+                    continue
+                with self.transaction():
+                    for statement in split_statements(sql):
+                        self._db.execute(statement)
+                    broken = self._db.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"migration {name} would break {len(broken)} "
+                                         f"reference(s), first in table {broken[0][0]}")
+                    self._db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (version, name, time.time()),
+                    )
+                applied.append(name)
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
         return applied
 
     @contextmanager
