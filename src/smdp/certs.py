@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,10 @@ def make_ca(name: str, *, days: int = 3650) -> Issued:
 
 
 def make_cert(hostname: str, *, issuer: Issued | None = None, days: int = 825,
-              extra_names: tuple[str, ...] = ()) -> Issued:
-    """A certificate for ``hostname``: issued by ``issuer``, or self-signed."""
+              extra_names: tuple[str, ...] = (), addresses: tuple[str, ...] = ()) -> Issued:
+    """A certificate for ``hostname``: issued by ``issuer``, or self-signed.
+    ``extra_names``: more DNS names; ``addresses``: IP addresses it is valid
+    for (IP subjectAltNames, what RFC 6125 clients check for an address)."""
     hostname = hostname.strip().rstrip(".").lower()
     if not hostname:
         raise CertError("a host name is required")
@@ -135,7 +138,12 @@ def make_cert(hostname: str, *, issuer: Issued | None = None, days: int = 825,
             raise CertError("the CA key must be an ECDSA key made by smdp gencert")
         issuer_name, signing_key = ca_cert.subject, ca_key
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    names = [x509.DNSName(n) for n in dict.fromkeys((hostname, *extra_names))]
+    names: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in dict.fromkeys((hostname, *extra_names))]
+    try:
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    except ValueError as exc:
+        raise CertError(str(exc)) from None
     now = _now()
     cert = (
         x509.CertificateBuilder()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from smdp.certs import Issued, load_issuer, make_ca, make_cert, write_issued
 from smdp.config import load_config
 from smdp.server.accounts import AccountError, Accounts
 from smdp.store import open_store
@@ -23,8 +24,28 @@ DOMAINS = [
 ]
 
 
+# The names a POP3 client on this machine may use for the demo's user ports.
+# fetchmail 6.4 checks only DNS names, also for an address it polls, so the
+# loopback address is there as a DNS name too, besides the IP subjectAltName
+# that RFC 6125 clients (Python's ssl) check.
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
+def demo_ca(root: Path) -> tuple[Path, Issued]:
+    """The demo's private CA (``pki/ca.pem``), made on the first run and kept:
+    a client told to trust it once keeps working across ``make run``s."""
+    pki = root / "pki"
+    cert, key = pki / "ca.pem", pki / "ca.key"
+    if cert.exists() and key.exists():
+        return cert, load_issuer(cert, key)
+    ca = make_ca("smdp demo CA")
+    write_issued(ca, pki, "ca")
+    return cert, ca
+
+
 def write_configs(root: Path, base_port: int) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
+    ca_path, ca = demo_ca(root)
     ports = {d: (base_port + 2 * i, base_port + 2 * i + 1) for i, (d, *_) in enumerate(DOMAINS)}
     paths = []
     for domain, hostname, _user, _pw in DOMAINS:
@@ -34,6 +55,12 @@ def write_configs(root: Path, base_port: int) -> list[Path]:
             f"port = {ports[other][0]}\n"
             for other, host, *_ in DOMAINS if other != domain
         )
+        # Certificates on both ports: fetchmail's defaults (6.4) insist on TLS
+        # with a verified certificate, and the two servers prove their domains
+        # to each other with them, as in production.
+        cert, key = write_issued(
+            make_cert(hostname, issuer=ca, extra_names=LOCAL_NAMES, addresses=("127.0.0.1",)),
+            root / "pki", hostname)
         text = f"""# Demo server for {domain} (written by `smdp demo`).
 [server]
 hostname = "{hostname}"
@@ -54,8 +81,14 @@ poll_interval = 0.5
 # Cheap hashing keeps the demo snappy; production keeps the defaults.
 password_memory_kib = 8192
 password_time_cost = 1
-# The demo has no certificates: passwords in the clear, from loopback only.
+# Passwords also without TLS, from loopback only, so that `smdp client`
+# works without --tls; POP3 clients may use STLS (the demo CA: pki/ca.pem).
 allow_plaintext_login = true
+
+[tls]
+cert = "{cert.resolve()}"
+key = "{key.resolve()}"
+ca = "{ca_path.resolve()}"
 
 {peers}"""
         path = root / f"{domain}.toml"
@@ -131,12 +164,19 @@ def run_demo(root: Path, *, base_port: int = 2525) -> int:
                 time.sleep(0.1)
         ports = [json.loads(p.with_suffix(".ready").read_text()) for p in paths]
         a_user, b_user = ports[0]["user"], ports[1]["user"]
+        ca = (root / "pki" / "ca.pem").resolve()
         print(f"""
 SMDP demo running: a.example (user port {a_user}) and b.example (user port {b_user}).
 Stores, configs and logs are in {root}/. Press Ctrl-C to stop.
 
 In another terminal (with .venv/bin on your PATH, or use .venv/bin/smdp):
-{instructions(a_user, b_user)}""", flush=True)
+{instructions(a_user, b_user)}\
+The servers offer STLS with certificates from the demo CA, {ca}: trust it
+for TLS. fetchmail, for one, insists on TLS with a certificate it can verify:
+
+  SSL_CERT_FILE={ca} fetchmail -p pop3 -P {b_user} -u bob@b.example \\
+      --mda 'cat >> bob.mbox' 127.0.0.1
+""", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         return 1
