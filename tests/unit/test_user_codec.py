@@ -56,6 +56,7 @@ from smdp.protocol.user import (
     UserState,
     answers_multiline,
     password_problem,
+    sent_continuation,
 )
 from smdp.terms import Decision
 
@@ -350,6 +351,9 @@ def test_credentials(line: str, command: UserEvent) -> None:
         ("MAIL", MailCmd(None)),
         ("MAIL from: <alice@here.example>", MailCmd("alice@here.example")),
         ("SENT <a1.b2@here.example>", Sent("<a1.b2@here.example>")),
+        ("SENT BEFORE m1", Sent(before="m1")),  # the next page (12.6)
+        ("sent before m1", Sent(before="m1")),
+        ("SENT BEFORE", Sent("BEFORE")),  # one argument: a message id
         ("LISTADD IN-BLACK x@b.example", ListAdd("in-black", "x@b.example", None)),
         (
             "LISTDEL in-white x@b.example mx.b.example",
@@ -404,6 +408,8 @@ TRANSACTION_ERRORS = [
     ("MAIL FROM:<\u00e4@here.example>", "-ERR bad address"),
     ("SENT a b", "-ERR syntax: SENT [<msgid>]"),
     ("SENT \u00e9", "-ERR syntax: SENT [<msgid>]"),
+    ("SENT BEFORE a b", "-ERR syntax: SENT [<msgid>] or SENT BEFORE <msgid>"),
+    ("SENT AFTER a", "-ERR syntax: SENT [<msgid>] or SENT BEFORE <msgid>"),
     ("SENT a\x01b", "-ERR control characters are not allowed"),
     ("SENT a\tb", "-ERR control characters are not allowed"),
     ("LISTS now", "-ERR LISTS takes no argument"),
@@ -682,6 +688,7 @@ CLIENT_WIRE: list[tuple[UserCommand | Message, bytes]] = [
     (Message(b".x\ny"), b"..x\r\ny\r\n.\r\n"),
     (Sent(), b"SENT\r\n"),
     (Sent("m1"), b"SENT m1\r\n"),
+    (Sent(before="m1"), b"SENT BEFORE m1\r\n"),
     (Lists(), b"LISTS\r\n"),
     (
         ListAdd("in-white", "a@b.example", "mx.b.example"),
@@ -722,6 +729,8 @@ def test_client_serialises_every_command() -> None:
         (MailCmd("nobody"), "bad address 'nobody'"),
         (RcptCmd("a@b.example>\r\nDATA"), "bad address 'a@b.example>\\r\\nDATA'"),
         (Sent("two words"), "bad message id 'two words'"),
+        (Sent(before="two words"), "bad message id 'two words'"),
+        (Sent("m1", "m2"), "SENT takes a message id or BEFORE one, not both"),
         (ListAdd("gray", "a@b.example"), "unknown list 'gray'"),
         (ListAdd("in-white", "a@b.example", "bad server"), "bad server name 'bad server'"),
     ],
@@ -729,6 +738,18 @@ def test_client_serialises_every_command() -> None:
 def test_client_refuses_malformed_commands(command: UserCommand, error: str) -> None:
     with pytest.raises(ProtocolUsageError, match=re.escape(error)):
         UserClientConnection().send(command)
+
+
+@pytest.mark.parametrize(
+    ("text", "more"),
+    [
+        ("250 recipient status line(s); more: SENT BEFORE m7", "m7"),
+        ("3 recipient status line(s)", None),
+        ("0 recipient status line(s)", None),
+    ],
+)
+def test_a_sent_answer_names_its_next_page(text: str, more: str | None) -> None:
+    assert sent_continuation(text) == more
 
 
 def test_client_refuses_non_commands() -> None:

@@ -72,6 +72,8 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
                    help="send FILE (- for stdin), a prepared message, as it is")
     p = csub.add_parser("sent", help="status of your sent messages, per recipient")
     p.add_argument("msgid", nargs="?")
+    p.add_argument("--before", metavar="MSGID",
+                   help="the page of messages sent before MSGID (100 a page, newest first)")
     csub.add_parser("lists", help="your white and black lists")
     for name in ("list-add", "list-del"):
         p = csub.add_parser(name, help=f"{name.split('-')[1]} a list entry")
@@ -172,7 +174,10 @@ def run_client(args: argparse.Namespace, password: str,
             elif cmd == "send":
                 print(client.submit(rcpts, _message(args, data, client), args.identity))
             elif cmd == "sent":
-                _print(client.call(wire.Sent(args.msgid)))
+                reply = client.call(wire.Sent(args.msgid, args.before))
+                _print(reply)
+                if (older := wire.sent_continuation(reply.text)) is not None:
+                    print(f"older messages: sent --before {older}")
             elif cmd == "lists":
                 _print(client.call(wire.Lists()))
             elif cmd == "list-add":

@@ -29,6 +29,8 @@ log = logging.getLogger("smdp.user")
 # The state word of an entry whose message was deleted (protocol.md 12.5); not
 # a stored state: the store keeps the state and a deleted flag.
 DELETED = "deleted"
+SENT_PAGE = 100  # messages per SENT answer; the answer names the next page
+
 
 def _clean(text: str) -> str:
     """One line of a multi-line answer: no control characters, no tabs."""
@@ -285,8 +287,8 @@ class UserSession(Session):
                 self.drop_spool()
                 self.compose_from, self.compose_to = None, []
                 log.info("submission refused: %s", reason)
-            case wire.Sent(msgid=msgid):
-                self._sent(msgid)
+            case wire.Sent(msgid=msgid, before=before):
+                self._sent(msgid, before)
             case wire.Lists():
                 assert self.user is not None
                 lines = []
@@ -403,11 +405,23 @@ class UserSession(Session):
                 ", ".join(result.refused)
         self.conn.ok(text + ")")
 
-    def _sent(self, msgid: str | None) -> None:
+    def _sent(self, msgid: str | None, before: str | None = None) -> None:
         assert self.user is not None
         store = self.store
+        more = None  # the msgid the next page starts before (protocol.md 12.6)
         if msgid is None:
-            messages = store.out_messages_of(self.user.id)
+            older_than = None
+            if before is not None:
+                anchor = store.out_message_by_msgid(before)
+                if anchor is None or anchor.user_id != self.user.id:
+                    self.conn.err(f"no sent message {before}")
+                    return
+                older_than = anchor.id
+            # One more than a page: whether there is a next page, without a count.
+            messages = store.out_messages_of(self.user.id, SENT_PAGE + 1, before=older_than)
+            if len(messages) > SENT_PAGE:
+                messages = messages[:SENT_PAGE]
+                more = messages[-1].msgid
         else:
             one = store.out_message_by_msgid(msgid)
             if one is None or one.user_id != self.user.id:
@@ -420,7 +434,10 @@ class UserSession(Session):
                 when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.updated_at))
                 detail = f" {r.detail}" if r.detail else ""
                 lines.append(_clean(f"{msg.msgid} {r.recipient} {r.state} {when}{detail}"))
-        self.conn.ok(f"{len(lines)} recipient status line(s)", lines)
+        text = f"{len(lines)} recipient status line(s)"
+        if more is not None:
+            text += f"; {wire.SENT_MORE}{more}"
+        self.conn.ok(text, lines)
 
     async def _edit_list(self, event: wire.ListAdd | wire.ListDel) -> None:
         assert self.user is not None

@@ -98,7 +98,10 @@ class Store(Protocol):
     def out_message_by_msgid(self, msgid: str) -> OutMessage | None:
         ...
 
-    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
+    def out_messages_of(self, user_id: int, limit: int = 100,
+                        before: int | None = None) -> list[OutMessage]:
+        """The user's newest ``limit`` sent messages, newest first; with
+        ``before`` (a message's id) only those sent before it."""
         ...
 
     def out_body_chunk(self, message_id: int, seq: int) -> bytes | None:

@@ -226,10 +226,17 @@ class SqlStore:
         row = self._exec(self._OUT_MSG + " WHERE msgid=?", (msgid,)).fetchone()
         return out_message_row(row) if row else None
 
-    def out_messages_of(self, user_id: int, limit: int = 100) -> list[OutMessage]:
-        rows = self._exec(
-            self._OUT_MSG + " WHERE user_id=? ORDER BY id DESC LIMIT ?", (user_id, limit)
-        ).fetchall()
+    def out_messages_of(self, user_id: int, limit: int = 100,
+                        before: int | None = None) -> list[OutMessage]:
+        if before is None:
+            rows = self._exec(
+                self._OUT_MSG + " WHERE user_id=? ORDER BY id DESC LIMIT ?", (user_id, limit)
+            ).fetchall()
+        else:
+            rows = self._exec(
+                self._OUT_MSG + " WHERE user_id=? AND id<? ORDER BY id DESC LIMIT ?",
+                (user_id, before, limit),
+            ).fetchall()
         return [out_message_row(r) for r in rows]
 
     def out_body(self, message_id: int) -> bytes | None:

@@ -53,12 +53,15 @@ from smdp.protocol.user.grammar import (
     DECISIONS_BY_VERB,
     LIST_NAMES,
     MAX_PASSWORD_OCTETS,
+    SENT_MORE,
     answers_multiline,
     password_problem,
+    sent_continuation,
 )
 from smdp.protocol.user.states import END_OF_BLOCK, FAILED_PASS, TRANSITIONS, VERBS, UserState
 
 __all__ = [
+    "SENT_MORE",
     "CLOSED",
     "DECISIONS_BY_VERB",
     "DECISION_VERBS",
@@ -97,6 +100,7 @@ __all__ = [
     "Retr",
     "Rset",
     "Sent",
+    "sent_continuation",
     "Stat",
     "Stls",
     "Top",

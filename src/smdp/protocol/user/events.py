@@ -208,9 +208,12 @@ class MessageFailed(BlockFailed):
 
 @event
 class Sent:
-    """SENT [<msgid>]: delivery status of sent mail."""
+    """SENT [<msgid>] or SENT BEFORE <msgid>: delivery status of sent mail,
+    the newest messages a page at a time; ``before``: the page of messages
+    sent before that one (the continuation a page's answer names)."""
 
     msgid: str | None = None
+    before: str | None = None
 
 
 @event

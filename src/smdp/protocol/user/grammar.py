@@ -58,11 +58,13 @@ __all__ = [
     "DECISION_VERBS",
     "LIST_NAMES",
     "MAX_PASSWORD_OCTETS",
+    "SENT_MORE",
     "answers_multiline",
     "password_problem",
     "read_arguments",
     "read_command",
     "read_status_line",
+    "sent_continuation",
     "split_command",
     "status",
     "write_command",
@@ -88,6 +90,9 @@ _ALIASES: Final = {"DEL": "DELE", "PWD": "PASS"}
 _COUNT_RE: Final = re.compile(r"[0-9]{1,10}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _MSGID_RE: Final = re.compile(r"[\x21-\x7e]{1,255}")
+#: How a SENT answer names its next page (docs/protocol.md 12.6).
+SENT_MORE: Final = "more: SENT BEFORE "
+_SENT_MORE_RE: Final = re.compile(re.escape(SENT_MORE) + r"([\x21-\x7e]{1,255})$")
 _FROM_RE: Final = re.compile(r"from:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _TO_RE: Final = re.compile(r"to:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _STATUS_RE: Final = re.compile(rb"(\+OK|-ERR)(?: (.*))?", re.DOTALL)
@@ -281,9 +286,18 @@ def _read_rcpt(verb: str, rest: str) -> UserEvent:
 
 def _read_sent(verb: str, rest: str) -> UserEvent:
     args = rest.split()
+    if len(args) == 2 and args[0].upper() == "BEFORE" and _MSGID_RE.fullmatch(args[1]):
+        return Sent(before=args[1])
     if len(args) > 1 or (args and _MSGID_RE.fullmatch(args[0]) is None):
-        raise Refusal("syntax: SENT [<msgid>]")
+        raise Refusal("syntax: SENT [<msgid>] or SENT BEFORE <msgid>")
     return Sent(args[0] if args else None)
+
+
+def sent_continuation(text: str) -> str | None:
+    """The msgid to continue a SENT listing with (``SENT BEFORE <msgid>``),
+    from the text of its ``+OK`` line; None when it was the last page."""
+    m = _SENT_MORE_RE.search(text)
+    return m.group(1) if m else None
 
 
 def _read_list_edit(verb: str, rest: str) -> UserEvent:
@@ -418,9 +432,14 @@ def write_command(command: UserCommand) -> str:
             return f"RCPT TO:<{checked_mailbox(address)}>"
         case DataCmd():
             return "DATA"
-        case Sent(msgid=msgid):
-            if msgid is not None and _MSGID_RE.fullmatch(msgid) is None:
-                raise ProtocolUsageError(f"bad message id {msgid!r}")
+        case Sent(msgid=msgid, before=before):
+            for given in (msgid, before):
+                if given is not None and _MSGID_RE.fullmatch(given) is None:
+                    raise ProtocolUsageError(f"bad message id {given!r}")
+            if msgid is not None and before is not None:
+                raise ProtocolUsageError("SENT takes a message id or BEFORE one, not both")
+            if before is not None:
+                return f"SENT BEFORE {before}"
             return "SENT" if msgid is None else f"SENT {msgid}"
         case Lists():
             return "LISTS"

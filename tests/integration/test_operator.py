@@ -1,0 +1,83 @@
+"""What an operator and a long-time user rely on: a log that tells each step
+of a message's way with the ids that join them, a start line naming every
+listener, ``smdp gencert``'s lines to paste, and SENT past one page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smdp.client.session import ClientError
+from smdp.config import load_config
+from smdp.protocol import user as wire
+from smdp.store import open_store
+from smdp.terms import RecipientState
+from tests.integration.inprocess import InProcessServer
+
+
+def smdp(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("SMDP_PASSWORD", None)
+    if password is not None:
+        env["SMDP_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "smdp", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def test_sent_pages_past_a_hundred_messages(tmp_path: Path) -> None:
+    server = InProcessServer(tmp_path, "a.example")
+    server.add_user("alice@a.example")
+    server.add_user("eve@a.example")
+    # 105 sent messages, seeded in the store (sending them would take minutes):
+    # m000 the oldest, m104 the newest, one recipient each.
+    store = open_store(load_config(server.config_path))
+    try:
+        alice = store.user_by_address("alice@a.example")
+        eve = store.user_by_address("eve@a.example")
+        assert alice is not None and eve is not None
+        with store.transaction():
+            for i in range(105):
+                message = store.insert_out_message(
+                    msgid=f"m{i:03d}", user_id=alice.id, sender="alice@a.example",
+                    body=b"x", subject="", summary="", expires_at=time.time() + 86400)
+                store.insert_out_recipient(message, f"r{i}@b.example", "b.example",
+                                           RecipientState.REFUSED, None, "seeded")
+            store.insert_out_message(msgid="eve1", user_id=eve.id, sender="eve@a.example",
+                                     body=b"x", subject="", summary="",
+                                     expires_at=time.time() + 86400)
+    finally:
+        store.close()
+    server.start()
+    try:
+        client = server.client("alice@a.example")
+        first = client.call(wire.Sent())
+        assert first.text == "100 recipient status line(s); more: SENT BEFORE m005"
+        assert [line.split()[0] for line in first.lines or []] == [
+            f"m{i:03d}" for i in range(104, 4, -1)]
+        rest = client.call(wire.Sent(before="m005"))
+        assert rest.text == "5 recipient status line(s)"  # the last page names no next
+        assert [line.split()[0] for line in rest.lines or []] == [
+            "m004", "m003", "m002", "m001", "m000"]
+        assert client.call(wire.Sent(before="m000")).text == "0 recipient status line(s)"
+        for foreign in ("eve1", "nope"):  # another user's message is unknown too
+            with pytest.raises(ClientError, match=f"^no sent message {foreign}$"):
+                client.call(wire.Sent(before=foreign))
+        client.quit()
+
+        # The client says how to see the older ones.
+        cli = ["client", "--server", f"127.0.0.1:{server.user_port}", "-u", "alice@a.example",
+               "sent"]
+        shown = smdp(*cli, password="secret")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[-1] == "older messages: sent --before m005"
+        older = smdp(*cli, "--before", "m005", password="secret")
+        assert older.returncode == 0, older.stderr
+        assert "m000 r0@b.example refused" in older.stdout
+        assert "older messages" not in older.stdout
+    finally:
+        server.stop()
