@@ -61,7 +61,6 @@ from smdp.protocol.user.grammar import (
 from smdp.protocol.user.states import END_OF_BLOCK, FAILED_PASS, TRANSITIONS, VERBS, UserState
 
 __all__ = [
-    "SENT_MORE",
     "CLOSED",
     "DECISIONS_BY_VERB",
     "DECISION_VERBS",
@@ -71,6 +70,7 @@ __all__ = [
     "LIST_NAMES",
     "MAX_PASSWORD_OCTETS",
     "NEED_DATA",
+    "SENT_MORE",
     "TOO_BIG_REASON",
     "TRANSITIONS",
     "VERBS",
@@ -100,7 +100,6 @@ __all__ = [
     "Retr",
     "Rset",
     "Sent",
-    "sent_continuation",
     "Stat",
     "Stls",
     "Top",
@@ -115,4 +114,5 @@ __all__ = [
     "UserState",
     "answers_multiline",
     "password_problem",
+    "sent_continuation",
 ]
