@@ -202,6 +202,10 @@ def cmd_gencert(args: argparse.Namespace) -> int:
     print(f"certificate for {args.hostname} ({kind}): {cert}\nkey: {key}")
     print(f"sha256 fingerprint: {issued.fingerprint}")
     print(f'[tls]\ncert = "{cert.resolve()}"\nkey = "{key.resolve()}"')
+    if args.ca_dir:
+        # The trust anchor this server checks its peers with; a peer with a
+        # certificate from another CA names this one in its [peers."domain"] ca.
+        print(f'ca = "{(Path(args.ca_dir) / "ca.pem").resolve()}"')
     return 0
 
 

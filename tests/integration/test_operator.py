@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from smdp.client.session import ClientError
 from smdp.config import load_config
@@ -81,3 +83,23 @@ def test_sent_pages_past_a_hundred_messages(tmp_path: Path) -> None:
         assert "older messages" not in older.stdout
     finally:
         server.stop()
+
+
+def test_gencert_prints_the_tls_lines_a_server_and_its_peers_need(tmp_path: Path) -> None:
+    made = smdp("gencert", "--ca", "--out", str(tmp_path / "ca"))
+    assert made.returncode == 0, made.stderr
+    issued = smdp("gencert", "--hostname", "smdp.y.example", "--out", str(tmp_path / "y"),
+                  "--ca-dir", str(tmp_path / "ca"))
+    assert issued.returncode == 0, issued.stderr
+    # What follows "[tls]" pastes as is into the configuration.
+    table = tomllib.loads(issued.stdout[issued.stdout.index("[tls]"):])["tls"]
+    ca = (tmp_path / "ca" / "ca.pem").resolve()
+    assert table == {"cert": str((tmp_path / "y" / "smdp.y.example.pem").resolve()),
+                     "key": str((tmp_path / "y" / "smdp.y.example.key").resolve()),
+                     "ca": str(ca)}
+    cert = x509.load_pem_x509_certificate(Path(table["cert"]).read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.read_bytes()))
+    # A self-signed certificate has no CA to trust: peers pin its fingerprint.
+    alone = smdp("gencert", "--hostname", "smdp.z.example", "--out", str(tmp_path / "z"))
+    assert alone.returncode == 0, alone.stderr
+    assert "ca" not in tomllib.loads(alone.stdout[alone.stdout.index("[tls]"):])["tls"]
