@@ -110,8 +110,22 @@ class SmdpServer:
         self._housekeeping_task = asyncio.create_task(
             housekeeping_loop(self.core), name="housekeeping"
         )
-        log.info("%s serving %s: peer port %s, user port %s", self.config.hostname,
-                 ", ".join(self.config.domains), self.peer_port, self.user_port)
+        # The one start line: every listener, with the port it really got.
+        log.info("started hostname=%s domains=%s %s", self.config.hostname,
+                 ",".join(self.config.domains),
+                 " ".join(f"{name}={where}" for name, where in self.listeners().items()))
+
+    def listeners(self) -> dict[str, Listener]:
+        """Each port this server listens on, by its [listen] name, once started."""
+        config = self.config
+        found = {"peer": Listener(config.peer_listener.host, self.peer_port),
+                 "user": Listener(config.user_listener.host, self.user_port)}
+        for name, listener, port in (
+                ("peer_tls", config.peer_tls_listener, self.peer_tls_port),
+                ("user_tls", config.user_tls_listener, self.user_tls_port)):
+            if listener is not None and port is not None:
+                found[name] = Listener(listener.host, port)
+        return found
 
     async def _listen_all(self, peer_gate: Connected, user_gate: Connected) -> None:
         peer = await _listen(peer_gate, self.config.peer_listener, "peer")
@@ -223,15 +237,9 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
     async def main() -> None:
         server = SmdpServer(config)
         await server.start()
-        print(f"smdp: {config.hostname} serving {', '.join(config.domains)}: "
-              f"peer port {server.peer_port}, user port {server.user_port}", flush=True)
         if ready_file:
             tmp = Path(ready_file + ".tmp")
-            ports = {"peer": server.peer_port, "user": server.user_port}
-            if server.peer_tls_port is not None:
-                ports["peer_tls"] = server.peer_tls_port
-            if server.user_tls_port is not None:
-                ports["user_tls"] = server.user_tls_port
+            ports = {name: where.port for name, where in server.listeners().items()}
             tmp.write_text(json.dumps(ports))
             tmp.replace(ready_file)
         stop = asyncio.Event()

@@ -12,6 +12,9 @@ The replies are read here and handed to the rules as typed answers
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 from smdp.core.jobs import BadJob, DecisionJob, SendJob, decode_job
 from smdp.core.origin import sort_answers
 from smdp.mail.addresses import domain_of
@@ -24,6 +27,14 @@ from smdp.server.services import Core
 from smdp.server.tls import TlsPolicy
 from smdp.store.records import Job
 from smdp.terms import JobKind
+
+log = logging.getLogger("smdp.delivery")
+
+
+def _listed(key: str, addresses: Iterable[str]) -> str:
+    """`` key=a,b`` for a log line; nothing when there are none."""
+    names = list(addresses)
+    return f" {key}={','.join(names)}" if names else ""
 
 
 class PeerJobs:
@@ -158,6 +169,12 @@ class PeerJobs:
                                answers.deferred)
         else:
             origin.envelope_sent(envid, answers.refused, answers.deferred)
+        log.info("%s envid=%s msgid=%s domain=%s sender=%s%s%s%s%s",
+                 ("message sent directly" if direct else "envelope sent") if answers.taken
+                 else ("message refused" if direct else "envelope refused"),
+                 envid, msg.msgid, route.domain, msg.sender, _listed("to", answers.taken),
+                 _listed("unauthorized", answers.unauthorized),
+                 _listed("refused", answers.refused), _listed("deferred", answers.deferred))
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 
@@ -176,13 +193,24 @@ class PeerJobs:
         reply = await link.command(
             wire.Decision(decision, env.envid, entry.recipient, held)
         )
+        ids = (f"entry={entry.id} envid={env.envid} recipient={entry.recipient} "
+               f"decision={decision.value} domain={route.domain}")
         if isinstance(reply, PulledMessage):
+            log.info("decision sent %s", ids)
             destination.body_pulled(env.id, reply.body)
+            log.info("message pulled %s size=%d", ids, env.size)
+            log.info("message delivered entry=%d envid=%s recipient=%s how=pulled",
+                     entry.id, env.envid, entry.recipient)
             await link.expect(wire.Received(env.envid), "RECEIVED")
             return
         if reply.code >= 500:
+            log.info("decision refused %s reply=%d %s", ids, reply.code, reply.text)
             destination.decision_refused(entry.id, f"{reply.code} {reply.text}")
             return
         check(reply, decision.value)
+        log.info("decision sent %s", ids)
         if decision.accepts:
             destination.body_pulled(env.id, None)
+            if held:
+                log.info("message delivered entry=%d envid=%s recipient=%s how=held-copy",
+                         entry.id, env.envid, entry.recipient)

@@ -129,7 +129,10 @@ class PeerSession(Session):
                 env = self.store.out_envelope(envid)
                 if env is not None and not await self._speaks_for(env.domain):
                     return
-                self.reply(*peer_reply(self.core.origin.on_received(envid)))
+                confirmed = self.core.origin.on_received(envid)
+                if confirmed.ok:
+                    log.info("transfer confirmed envid=%s peer=%s", envid, self.peer_host)
+                self.reply(*peer_reply(confirmed))
             case wire.Rset():
                 self.txn = None
                 self.reply(250, "2.0.0 Reset")
@@ -297,14 +300,21 @@ class PeerSession(Session):
                     recipients=txn.recipients, size=txn.size or 0, block=data.read(),
                 )
             except EnvelopeError as exc:
+                log.info("envelope refused envid=%s peer=%s reason=%s", txn.envid,
+                         self.peer_host, exc)
                 self.reply(554, f"5.6.0 {exc}")
                 return
+            log.info("envelope received envid=%s peer=%s sender=%s to=%s size=%d", txn.envid,
+                     self.peer_host, txn.sender, ",".join(txn.recipients), txn.size or 0)
         else:
             # The codec has already refused a block whose size differs from SIZE.
             self.core.destination.receive_message(
                 server=self.peer_host, envid=txn.envid, sender=txn.sender,
                 recipients=txn.recipients, body=data,
             )
+            for rcpt in txn.recipients:
+                log.info("message delivered envid=%s recipient=%s peer=%s sender=%s how=direct",
+                         txn.envid, rcpt, self.peer_host, txn.sender)
         self.reply(250, f"2.0.0 {txn.envid} stored")
 
     async def _decision(self, event: wire.Decision) -> None:
@@ -313,6 +323,9 @@ class PeerSession(Session):
         outcome = self.core.origin.on_decision(
             event.envid, event.recipient.lower(), event.kind, event.body_held
         )
+        log.info("decision received envid=%s recipient=%s decision=%s peer=%s outcome=%s",
+                 event.envid, event.recipient.lower(), event.kind.value, self.peer_host,
+                 outcome.kind)
         if outcome.pull_message_id is not None:
             message_id = outcome.pull_message_id
             self.conn.send_body_start(*peer_reply(outcome))
@@ -321,6 +334,8 @@ class PeerSession(Session):
                 outcome.pull_size,
                 self.conn.send_body_chunk, self.conn.send_body_end,
             )
+            log.info("pull served envid=%s recipient=%s size=%d peer=%s", event.envid,
+                     event.recipient.lower(), outcome.pull_size, self.peer_host)
         else:
             self.reply(*peer_reply(outcome))
 

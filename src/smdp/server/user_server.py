@@ -175,12 +175,15 @@ class UserSession(Session):
             case wire.Pass(password=password, verb=verb):
                 user = await port.accounts.authenticate(self.name or "", password)
                 if user is None:
+                    log.info("login failed user=%s client=%s", self.name or "-", self.client)
                     # Same reply whether or not the account exists; each failure
                     # slows the next replies to this client and for this name.
                     await asyncio.sleep(port.logins.failed(self.client, self.name or ""))
                     conn.err("authentication failed")
                     return
                 self.user = user
+                log.info("login ok user=%s client=%s%s", user.main_address, self.client,
+                         "" if self.name == user.main_address else f" as={self.name}")
                 pwd = verb.upper() == "PWD"
                 text, lines = self._login_summary(listing=pwd)
                 # Table 5 "pwd": on success the server answers with the envelopes
@@ -286,7 +289,8 @@ class UserSession(Session):
             case wire.MessageFailed(reason=reason):
                 self.drop_spool()
                 self.compose_from, self.compose_to = None, []
-                log.info("submission refused: %s", reason)
+                log.info("submission refused user=%s client=%s reason=%s",
+                         self.user.main_address if self.user else "-", self.client, reason)
             case wire.Sent(msgid=msgid, before=before):
                 self._sent(msgid, before)
             case wire.Lists():
@@ -357,6 +361,10 @@ class UserSession(Session):
         if result.entry.state is EntryState.ACCEPTED and decision.accepts:
             texts[Decision.ACCEPT] = "accepted; the message is in your mailbox"
         suffix = f" ({result.outcome.reason})" if result.outcome.kind is Kind.UNCHANGED else ""
+        if result.outcome.kind is Kind.DONE:
+            log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s",
+                     entry_id, env.envid if env else "-", self.user.main_address,
+                     decision.value, sender, env.origin_server if env else "-")
         self.conn.ok(f"envelope {entry_id} {texts[decision]}{suffix}")
 
     def _mail(self, identity: str | None) -> None:
@@ -390,6 +398,8 @@ class UserSession(Session):
                 self.user, sender, rcpts, data, spool_dir=self.config.spool_dir
             )
         except SubmissionError as exc:
+            log.info("submission refused user=%s client=%s reason=%s",
+                     self.user.main_address, self.client, exc)
             self.conn.err(str(exc))
             return
         except OSError as exc:  # a full disk while spooling the rewritten message
@@ -397,6 +407,11 @@ class UserSession(Session):
             self.conn.err("insufficient storage on the server; nothing was stored, try later")
             return
         self.port.outbox.wake()
+        log.info("submission msgid=%s user=%s from=%s to=%s%s%s client=%s", result.msgid,
+                 self.user.main_address, sender, ",".join(result.queued) or "-",
+                 f" direct={','.join(result.direct)}" if result.direct else "",
+                 f" refused={','.join(result.refused)}" if result.refused else "",
+                 self.client)
         text = f"queued as {result.msgid} ({len(result.queued)} recipient(s)"
         if result.direct:
             text += f"; {len(result.direct)} sent directly (white list)"
