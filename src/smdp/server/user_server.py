@@ -197,7 +197,7 @@ class UserSession(Session):
             case wire.NewPass(password=new):
                 assert self.user is not None
                 await port.accounts.change_password(self.user, new)
-                log.info("%s changed their password (from %s)", self.user.main_address,
+                log.info("password changed user=%s client=%s", self.user.main_address,
                          self.client)
                 conn.ok("password changed; use the new one from now on")
             case wire.Capa():
@@ -315,8 +315,8 @@ class UserSession(Session):
         (or taken over) cannot change it; a wrong one is a failed login."""
         assert self.user is not None
         if not await self.port.accounts.verify(self.user, current):
-            log.info("wrong current password for %s (from %s)", self.user.main_address,
-                     self.client)
+            log.info("password change refused user=%s client=%s reason=wrong current password",
+                     self.user.main_address, self.client)
             await asyncio.sleep(self.port.logins.failed(self.client, self.name or ""))
             self.conn.err("wrong password; the password was not changed")
             return
