@@ -94,6 +94,19 @@ class AbusePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticePolicy:
+    """[notices]: mail this server writes to its own users (docs/protocol.md,
+    "Notices"; issue 10, item 7)."""
+
+    # A delivery status notification (RFC 3464) to the sender when recipients
+    # fail for good (unknown user, no such domain, expiry, refused at the source).
+    delivery_reports: bool = True
+    # Seconds between notices of envelopes waiting for a user's decision
+    # (sent by the housekeeping pass, only when a new one waits); 0: none.
+    pending_interval: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """[tls]: this server's certificate, whom it trusts, and whether peers
     without TLS are refused (docs/protocol.md section 15)."""
@@ -135,6 +148,7 @@ class Config:
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     abuse: AbusePolicy = field(default_factory=AbusePolicy)
+    notices: NoticePolicy = field(default_factory=NoticePolicy)
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -194,7 +208,7 @@ def _listener(text: str, name: str) -> Listener:
 
 
 # Settings for which 0 turns a feature off; every other number must be positive.
-_ZERO_MEANS_OFF = frozenset({"delivery.in_flow_delay"})
+_ZERO_MEANS_OFF = frozenset({"delivery.in_flow_delay", "notices.pending_interval"})
 
 
 def _positive(value: float, name: str) -> None:
@@ -215,7 +229,7 @@ def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
-                           "peers", "dns", "security", "abuse", "tls"}, "config")
+                           "peers", "dns", "security", "abuse", "tls", "notices"}, "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
     hostname = _need(server, "hostname", str, "server").lower()
@@ -303,6 +317,15 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     for name in AbusePolicy.__dataclass_fields__:
         _positive(getattr(abuse, name), f"abuse.{name}")
 
+    nt = _check(data.get("notices", {}), dict, "notices")
+    _reject_unknown(nt, set(NoticePolicy.__dataclass_fields__), "notices")
+    dn = NoticePolicy()
+    notices = NoticePolicy(
+        delivery_reports=_opt(nt, "delivery_reports", bool, dn.delivery_reports, "notices"),
+        pending_interval=_opt(nt, "pending_interval", float, dn.pending_interval, "notices"),
+    )
+    _positive(notices.pending_interval, "notices.pending_interval")
+
     tls = _parse_tls(_check(data.get("tls", {}), dict, "tls"), base_dir)
     for key in tls_listeners:
         if tls.cert is None:
@@ -357,6 +380,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         quality=quality,
         delivery=delivery,
         abuse=abuse,
+        notices=notices,
         peers=peers,
         dns_nameservers=nameservers,
         tls=tls,

@@ -53,7 +53,7 @@ class ScriptedJobs:
     async def run(self, job: Job, route: Route) -> None:
         await self.handler(json.loads(job.payload), route)
 
-    def give_up(self, job: Job, reason: str) -> None:
+    def give_up(self, job: Job, reason: str, status: str = "") -> None:
         self.given_up.append(job.id)
 
     async def drop_session(self, route: Route) -> None:

@@ -13,8 +13,14 @@ from datetime import UTC, datetime
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
 from smdp.core.decisions import recipient_side
-from smdp.core.envelope import decode_envelope_block, encode_envelope_block, extract_envelope
+from smdp.core.envelope import (
+    decode_envelope_block,
+    encode_envelope_block,
+    extract_envelope,
+    new_token,
+)
 from smdp.core.jobs import queue_decision
+from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing, Verdict, judge
 from smdp.mail.body import Body
@@ -36,6 +42,25 @@ def expiry_time(expires: str) -> float:
     except ValueError:
         return time.time() + DEFAULT_HOLD_SECONDS
     return when.replace(tzinfo=UTC).timestamp()
+
+
+def deliver_notice(store: Store, *, hostname: str, user_id: int, recipient: str,
+                   raw: bytes) -> int:
+    """Store a message this server wrote (a notice: docs/protocol.md
+    "Notices") in the user's own mailbox, accepted, inside the caller's
+    transaction: readable by RETR like any message, never sent over the peer
+    port. Its envelope has the null sender, so nothing is ever reported about
+    it (``Destination._apply``) and no list learns it. Returns the entry id."""
+    body = Body.of(raw)
+    summary = extract_envelope(body)
+    block = encode_envelope_block(summary, expires="")
+    env_id = store.insert_in_envelope(
+        envid=new_token(), origin_server=hostname, sender="", size=body.size,
+        block=block.decode("utf-8"), subject=summary.subject, body=body)
+    entry_id = store.insert_mailbox_entry(user_id, env_id, recipient, EntryState.ACCEPTED)
+    store.update_mailbox_entry(entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
+                               reason="written by this server")
+    return entry_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +226,12 @@ class Destination:
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
+        if not env.sender:
+            # The null sender: a notice this server wrote (deliver_notice).
+            # Nobody to tell of the decision, nothing to list or vote on.
+            self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
+                                            reason=reason)
+            return
         if effect.add_to_white_list:
             self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender, env.origin_server,
                                    ListedBy.AUTO)
@@ -242,6 +273,45 @@ class Destination:
                 if server != self.hostname:
                     self.store.set_vote(entry_id, server, -1)
         return len(undecided)
+
+    def notify_pending(self, now: float, interval: float) -> int:
+        """Issue 10, item 7 (b): a user with envelopes pending gets a notice
+        listing them, at most once per ``interval`` seconds, and only when
+        one arrived since the previous notice (the same list is never sent
+        twice). Each user's notice is stored with its record in one
+        transaction. Returns the notices stored."""
+        sent = 0
+        for user_id in self.store.users_with_entries(EntryState.PENDING):
+            with self.store.transaction():
+                if self._notify_user(user_id, now, interval):
+                    sent += 1
+        return sent
+
+    def _notify_user(self, user_id: int, now: float, interval: float) -> bool:
+        entries = self.store.mailbox_entries(user_id, [EntryState.PENDING])
+        user = self.store.user_by_id(user_id)
+        if not entries or user is None:
+            return False
+        last = self.store.pending_notice(user_id)
+        seen = last[1] if last else 0
+        newest = max(e.id for e in entries)
+        if last is not None and (newest <= seen or now < last[0] + interval):
+            return False
+        if not self.store.claim_pending_notice(user_id, now, newest, now - interval):
+            return False  # another node sent it
+        items = []
+        for entry in entries:
+            env = self.store.in_envelope(entry.envelope_id)
+            if env is None:
+                continue
+            fields = decode_envelope_block(env.block.encode("utf-8"))
+            items.append(PendingItem(entry.id, env.sender, env.subject,
+                                     fields.summary.headlines, entry.id > seen))
+        raw = build_pending_notice(hostname=self.hostname, to=user.main_address,
+                                   pending=items, now=now)
+        deliver_notice(self.store, hostname=self.hostname, user_id=user_id,
+                       recipient=user.main_address, raw=raw)
+        return True
 
     def purge(self, before: float) -> int:
         """Records nobody needs any more: origin messages expired before

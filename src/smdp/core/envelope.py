@@ -25,8 +25,10 @@ the 1000-octet line limit of wire contract section 1.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 
 from smdp.mail.body import Body
@@ -99,6 +101,11 @@ _STREAM_ABOVE = 1024 * 1024
 # Octets read at a time: smaller than CHUNK_SIZE, since a chunk and the
 # buffer made of it and the octets carried over are what the filter holds.
 _READ_CHUNK = 64 * 1024
+
+
+def new_token() -> str:
+    """128 random bits in lower-case base32: unguessable ids (contract 2.1)."""
+    return base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
 
 
 class EnvelopeError(ValueError):

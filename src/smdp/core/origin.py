@@ -8,9 +8,7 @@ sender's outbound white list), answers decisions, and serves pulls.
 
 from __future__ import annotations
 
-import base64
 import logging
-import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,8 +16,10 @@ from enum import StrEnum
 
 from smdp.core import decisions as d
 from smdp.core.decisions import origin_side
-from smdp.core.envelope import encode_envelope_block, extract_envelope
+from smdp.core.destination import deliver_notice
+from smdp.core.envelope import encode_envelope_block, extract_envelope, new_token
 from smdp.core.jobs import queue_send
+from smdp.core.notices import FailedRecipient, build_dsn, failure_of, header_of
 from smdp.core.outcomes import DecisionOutcome, Kind, Outcome
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.addresses import domain_of
@@ -29,11 +29,6 @@ from smdp.store.records import OutRecipient, User
 from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState
 
 log = logging.getLogger("smdp.abuse")
-
-
-def new_token() -> str:
-    """128 random bits in lower-case base32: unguessable ids (contract 2.1)."""
-    return base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
 
 
 @dataclass(slots=True)
@@ -90,11 +85,13 @@ def sort_answers(answers: list[tuple[str, Answer, str]], recipients: list[str],
 
 class Origin:
     def __init__(self, store: Store, *, hostname: str, expire_days: float,
-                 spam_reports_per_day: int = 20) -> None:
+                 spam_reports_per_day: int = 20, delivery_reports: bool = True) -> None:
         self.store = store
         self.hostname = hostname
         self.expire_seconds = expire_days * 86400.0
         self.spam_reports_per_day = spam_reports_per_day
+        # [notices] delivery_reports: a DSN to the sender for each failure batch.
+        self.delivery_reports = delivery_reports
 
     # -- submission (section 5.2 steps 1-4) -------------------------------------
 
@@ -159,6 +156,12 @@ class Origin:
                 result.queued.append(rcpt)
             for (domain, mode), rcpts in by_domain.items():
                 self._queue_envelope(message_id, domain, mode, rcpts)
+            # Refused at the source by the sender's own list: the sender's
+            # server refused it, so the sender is told (docs/protocol.md, Notices).
+            self._report_failures(message_id, [
+                failure_of(r, RecipientState.REFUSED,
+                           "refused at the source: recipient is on your black list")
+                for r in result.refused])
             if not by_domain:
                 self.store.drop_out_body(message_id)
         return result
@@ -208,14 +211,19 @@ class Origin:
             rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)}
             if deferred and env is not None:
                 self._queue_envelope(env.message_id, env.domain, env.mode, deferred, rcpts)
+            failed: list[FailedRecipient] = []
             for r in rcpts.values():
                 if r.state is not RecipientState.QUEUED or r.recipient in (deferred or ()):
                     continue
                 if r.recipient in refused:
                     self.store.update_out_recipient(
                         r.id, RecipientState.FAILED, refused[r.recipient])
+                    failed.append(failure_of(r.recipient, RecipientState.FAILED,
+                                             refused[r.recipient]))
                 else:
                     self.store.update_out_recipient(r.id, RecipientState.ENVELOPE_SENT)
+            if env is not None:
+                self._report_failures(env.message_id, failed)
             self._drop_body_when_done(envid)
 
     def direct_sent(self, envid: str, delivered: list[str], unauthorized: list[str],
@@ -233,9 +241,12 @@ class Origin:
                         rcpts[rcpt].id, RecipientState.DELIVERED,
                         "delivered directly (white list)",
                     )
+            failed: list[FailedRecipient] = []
             for rcpt, reply in refused.items():
-                if rcpt in rcpts:
+                if rcpt in rcpts and rcpts[rcpt].state is RecipientState.QUEUED:
                     self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.FAILED, reply)
+                    failed.append(failure_of(rcpt, RecipientState.FAILED, reply))
+            self._report_failures(env.message_id, failed)
             fallback = [r for r in unauthorized if r in rcpts]
             if fallback:
                 self._queue_envelope(env.message_id, env.domain, DeliveryMode.ENVELOPE,
@@ -246,12 +257,20 @@ class Origin:
                                      later, rcpts)
             self._drop_body_when_done(envid)
 
-    def delivery_failed(self, envid: str, reason: str) -> None:
-        """Permanent failure (or retries exhausted) for every open recipient."""
+    def delivery_failed(self, envid: str, reason: str, status: str = "") -> None:
+        """Permanent failure (or retries exhausted) for every open recipient.
+        ``status``: the RFC 3463 code the sender's report gives when
+        ``reason`` holds no reply of the destination that says better."""
         with self.store.transaction():
+            failed: list[FailedRecipient] = []
+            message_id = None
             for r in self.store.out_recipients_of_envelope(envid):
+                message_id = r.message_id
                 if r.state is RecipientState.QUEUED:
                     self.store.update_out_recipient(r.id, RecipientState.FAILED, reason)
+                    failed.append(failure_of(r.recipient, RecipientState.FAILED, reason, status))
+            if message_id is not None:
+                self._report_failures(message_id, failed)
             self._drop_body_when_done(envid)
 
     # -- decisions from the destination (Table 2, origin column) -----------------
@@ -335,10 +354,39 @@ class Origin:
         """PRIOR-ART.md, "Expire held mail": every recipient still undecided
         when the message's hold time ends is ``expired``, and the body goes.
         Returns the messages expired."""
+        detail = "expired: no decision before the message expired"
+
+        def report(message_id: int) -> None:
+            self._report_failures(message_id, [
+                failure_of(r.recipient, RecipientState.EXPIRED, detail)
+                for r in self.store.out_recipients(message_id) if r.state in d.NEEDS_BODY])
+
         return self.store.expire_out_messages(
             now, open_states=d.NEEDS_BODY, expired=RecipientState.EXPIRED,
-            detail="expired: no decision before the message expired",
+            detail=detail, before_expiry=report,
         )
+
+    def _report_failures(self, message_id: int, failed: list[FailedRecipient]) -> None:
+        """Issue 10, item 7 (a): the sender of ``message_id`` gets one delivery
+        status notification naming the recipients of this batch that failed
+        for good, stored in their mailbox inside the caller's transaction, the
+        one that records the failures: a crash loses neither or both, and a
+        recipient fails only once, so it is never reported twice. Call it
+        while the body is still held (its header is quoted)."""
+        if not failed or not self.delivery_reports:
+            return
+        msg = self.store.out_message(message_id)
+        if msg is None or not msg.sender:
+            return  # the null sender is never told anything (RFC 3464: no loops)
+        user = self.store.user_by_id(msg.user_id)
+        if user is None:
+            return
+        start = self.store.out_body_chunk(message_id, 0)
+        header = header_of(start) if start else f"Subject: {msg.subject}\n"
+        raw = build_dsn(hostname=self.hostname, to=msg.sender, subject=msg.subject,
+                        arrival=msg.created_at, header=header, failed=failed)
+        deliver_notice(self.store, hostname=self.hostname, user_id=user.id,
+                       recipient=msg.sender, raw=raw)
 
     def _drop_body_when_done(self, envid: str) -> None:
         """Assumption 4 and 6: hold the message until every recipient decided."""

@@ -38,7 +38,13 @@ class TemporaryFailure(Exception):
 
 
 class PermanentFailure(Exception):
-    """Give up; the message is the reason the sender will see."""
+    """Give up; the message is the reason the sender will see. ``status``:
+    the RFC 3463 code of the failure when the reason carries no reply that
+    gives one (the sender's delivery status notification shows it)."""
+
+    def __init__(self, message: str, *, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JobRunner(Protocol):
@@ -52,8 +58,9 @@ class JobRunner(Protocol):
         """Carry ``job`` out over ``route``; raises TemporaryFailure or
         PermanentFailure when it cannot."""
 
-    def give_up(self, job: Job, reason: str) -> None:
-        """Record the permanent failure of ``job``, inside the caller's transaction."""
+    def give_up(self, job: Job, reason: str, status: str = "") -> None:
+        """Record the permanent failure of ``job`` (``status``: its RFC 3463
+        code, if known), inside the caller's transaction."""
 
     async def drop_session(self, route: Route) -> None:
         """Close ``route``'s peer session, if open."""
@@ -219,7 +226,7 @@ class DeliveryWorker:
                 except PermanentFailure as exc:
                     await self.runner.drop_session(route)  # it may be mid-command
                     log.info("job %s %s failed: %s", job.kind, job.key, exc)
-                    self._give_up(job, str(exc))
+                    self._give_up(job, str(exc), exc.status)
                 except TemporaryFailure as exc:
                     await self.runner.drop_session(route)
                     self._retry_or_give_up(job, str(exc))
@@ -286,14 +293,15 @@ class DeliveryWorker:
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         policy = self.policy
         if job.attempts + 1 >= policy.max_attempts:
-            self._give_up(job, f"gave up after {job.attempts + 1} attempts: {error}")
+            # RFC 3463 X.4.7, delivery time expired: final now.
+            self._give_up(job, f"gave up after {job.attempts + 1} attempts: {error}", "5.4.7")
             return
         delay = min(policy.retry_max, policy.retry_initial * 2 ** job.attempts)
         delay *= random.uniform(0.5, 1.0)  # jitter spreads retries of many jobs
         log.info("job %s %s will retry in %.1fs: %s", job.kind, job.key, delay, error)
         self.store.retry_job(job.id, time.time() + delay, error)
 
-    def _give_up(self, job: Job, reason: str) -> None:
+    def _give_up(self, job: Job, reason: str, status: str = "") -> None:
         with self.store.transaction():
-            self.runner.give_up(job, reason)
+            self.runner.give_up(job, reason, status)
             self.store.finish_job(job.id)

@@ -74,7 +74,7 @@ class PeerJobs:
         else:
             await self.send(work, route, direct=job.kind is JobKind.SEND_DIRECT)
 
-    def give_up(self, job: Job, reason: str) -> None:
+    def give_up(self, job: Job, reason: str, status: str = "") -> None:
         try:
             work = decode_job(job)
         except BadJob:
@@ -82,7 +82,7 @@ class PeerJobs:
         if isinstance(work, DecisionJob):
             self.core.destination.decision_refused(work.entry, reason)
         else:
-            self.core.origin.delivery_failed(work.envid, reason)
+            self.core.origin.delivery_failed(work.envid, reason, status)
 
     async def drop_session(self, route: Route) -> None:
         if route.session is not None:

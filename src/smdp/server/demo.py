@@ -77,6 +77,11 @@ path = "{domain}.sqlite3"
 retry_initial = 1.0
 poll_interval = 0.5
 
+[notices]
+# A notice in the mailbox when envelopes wait for a decision (POP3 readers
+# see nothing else of them), at most hourly; the first comes within a minute.
+pending_interval = 3600
+
 [security]
 # Cheap hashing keeps the demo snappy; production keeps the defaults.
 password_memory_kib = 8192

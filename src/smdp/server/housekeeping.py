@@ -5,7 +5,9 @@ PRIOR-ART.md, "Expire held mail": the origin keeps a message at most
 recipient who has not decided ends ``expired`` and the body is deleted. The
 destination marks the envelopes it still shows as expired. Records kept for
 late reject-family decisions go after a second hold period, and the store
-gives the freed space back (vacuum).
+gives the freed space back (vacuum). With ``[notices] pending_interval`` set,
+users with envelopes newly waiting for their decision get a notice
+(docs/protocol.md, "Notices"), at most once per interval each.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def run_once(core: Core, now: float | None = None) -> dict[str, int]:
         "expired_at_destination": core.destination.expire(now),
         "purged": core.destination.purge(now - hold),
     }
+    interval = core.config.notices.pending_interval
+    if interval > 0:
+        done["pending_notices"] = core.destination.notify_pending(now, interval)
     core.store.compact()
     if any(done.values()):
         log.info("housekeeping: %s", done)

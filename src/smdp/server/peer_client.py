@@ -234,7 +234,8 @@ async def open_session(domain: str, *, config: Config, tls: TlsPolicy, discovery
     except DiscoveryError as exc:
         if exc.transient:
             raise TemporaryFailure(str(exc), unreachable=True) from None
-        raise PermanentFailure(str(exc)) from None
+        # RFC 3463 X.1.2: the destination domain has no SMDP server.
+        raise PermanentFailure(str(exc), status="5.1.2") from None
     link = await PeerLink.open(peer.address, peer.port, timeout,
                                config.limits.max_message_size, config.spool_dir)
     ehlo = wire.Helo(config.hostname, True)

@@ -38,7 +38,8 @@ class Core:
         return cls(
             config, store,
             Origin(store, hostname=config.hostname, expire_days=config.delivery.expire_days,
-                   spam_reports_per_day=config.abuse.spam_reports_per_day),
+                   spam_reports_per_day=config.abuse.spam_reports_per_day,
+                   delivery_reports=config.notices.delivery_reports),
             Destination(store, quality=config.quality, hostname=config.hostname),
             Lists(store),
         )

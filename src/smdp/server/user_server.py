@@ -132,7 +132,10 @@ class UserSession(Session):
         assert env is not None
         fields = decode_envelope_block(env.block.encode("utf-8"))
         att = fields.summary.attachments
-        return _clean(f"{entry.id} {_shown_state(entry)} {env.sender} {env.size} {att} "
+        # A notice this server wrote has the null sender, spelled <> (a
+        # field of its own: the line is split on spaces).
+        sender = env.sender or "<>"
+        return _clean(f"{entry.id} {_shown_state(entry)} {sender} {env.size} {att} "
                       f"{env.subject}")
 
     def _login_summary(self, *, listing: bool) -> tuple[str, list[str]]:
@@ -336,7 +339,7 @@ class UserSession(Session):
         lines = [
             f"Id: {entry.id}", f"State: {_shown_state(entry)}",
             f"Decision: {option}", f"Reason: {entry.reason or '-'}",
-            f"Sender: {env.sender}", f"Server: {env.origin_server}",
+            f"Sender: {env.sender or '<>'}", f"Server: {env.origin_server}",
             f"Recipient: {entry.recipient}", f"Size: {env.size}",
         ]
         lines += [_clean(line) for line in env.block.splitlines() if line]

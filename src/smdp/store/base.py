@@ -21,7 +21,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -180,11 +180,15 @@ class Store(Protocol):
         ...
 
     def expire_out_messages(
-        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str,
+        before_expiry: Callable[[int], None] | None = None,
     ) -> int:
         """Origin: recipients in ``open_states`` of messages past ``expires_at``
         end in state ``expired`` with ``detail``; the held body is deleted. Its
-        own transaction. The states are the caller's (the rules own them)."""
+        own transaction. The states are the caller's (the rules own them).
+        ``before_expiry(message_id)`` runs inside that transaction for each
+        message, before its recipients change and its body goes (the delivery
+        status notification is written there: with the expiry, or not at all)."""
         ...
 
     def expire_in_envelopes(
@@ -249,6 +253,24 @@ class Store(Protocol):
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        ...
+
+    def users_with_entries(self, state: str) -> list[int]:
+        """The users with a mailbox entry in ``state`` not marked deleted."""
+        ...
+
+    def pending_notice(self, user_id: int) -> tuple[float, int] | None:
+        """When the user last got a pending notice, and the newest entry it
+        listed; None if never."""
+        ...
+
+    def claim_pending_notice(self, user_id: int, now: float, last_entry: int,
+                             not_after: float) -> bool:
+        """Record a pending notice sent at ``now`` listing entries up to
+        ``last_entry``, unless the last one was sent after ``not_after`` or
+        already listed ``last_entry``. True when recorded: only then may the
+        caller store the notice, in the same transaction (two nodes never
+        both send one)."""
         ...
 
     def count_messages(self, server: str, n: int) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -338,7 +338,8 @@ class PostgresStore(SqlStore):
     # -- expiry and cleanup ------------------------------------------------------
 
     def expire_out_messages(
-        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str,
+        before_expiry: Callable[[int], None] | None = None,
     ) -> int:
         """Origin: every recipient still undecided at ``expires_at`` ends
         ``expired`` and the held body is deleted. Returns the messages expired.
@@ -354,6 +355,8 @@ class PostgresStore(SqlStore):
                 (now,),
             ).fetchall()]
             for message_id in ids:
+                if before_expiry is not None:
+                    before_expiry(message_id)
                 self._exec(
                     f"UPDATE out_recipients SET state=%s, updated_at=%s, detail=%s "
                     f"WHERE message_id=%s AND state IN ({marks})",

@@ -478,6 +478,31 @@ class SqlStore:
             )
         return rows
 
+    # -- pending notices (issue 10, item 7) -------------------------------------
+
+    def users_with_entries(self, state: str) -> list[int]:
+        rows = self._exec(
+            "SELECT DISTINCT user_id FROM mailbox WHERE state=? AND deleted=0 ORDER BY user_id",
+            (state,))
+        return [int(r[0]) for r in rows.fetchall()]
+
+    def pending_notice(self, user_id: int) -> tuple[float, int] | None:
+        row = self._exec("SELECT sent_at, last_entry FROM pending_notices WHERE user_id=?",
+                         (user_id,)).fetchone()
+        return (float(row[0]), int(row[1])) if row else None
+
+    def claim_pending_notice(self, user_id: int, now: float, last_entry: int,
+                             not_after: float) -> bool:
+        # One statement decides: on PostgreSQL a second node's upsert waits
+        # for the first one's row and then finds its condition false.
+        cur = self._exec(
+            "INSERT INTO pending_notices (user_id, sent_at, last_entry) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET sent_at=excluded.sent_at, "
+            "last_entry=excluded.last_entry WHERE pending_notices.sent_at <= ? "
+            "AND pending_notices.last_entry < excluded.last_entry",
+            (user_id, now, last_entry, not_after))
+        return int(cur.rowcount) == 1
+
     def purge(self, before: float, *, expired: str) -> int:
         """Delete what nobody needs any more: origin records whose message
         expired before ``before``, and envelopes all of whose entries were deleted

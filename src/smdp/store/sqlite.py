@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -211,7 +211,8 @@ class SqliteStore(SqlStore):
     # -- expiry and cleanup ------------------------------------------------------
 
     def expire_out_messages(
-        self, now: float, *, open_states: Collection[str], expired: str, detail: str
+        self, now: float, *, open_states: Collection[str], expired: str, detail: str,
+        before_expiry: Callable[[int], None] | None = None,
     ) -> int:
         """Origin: every recipient still undecided at ``expires_at`` ends
         ``expired`` and the held body is deleted. Returns the messages expired.
@@ -223,6 +224,8 @@ class SqliteStore(SqlStore):
                 "SELECT id FROM out_messages WHERE expires_at <= ? AND has_body = 1", (now,)
             ).fetchall()]
             for message_id in ids:
+                if before_expiry is not None:
+                    before_expiry(message_id)
                 self._exec(
                     f"UPDATE out_recipients SET state=?, updated_at=?, detail=? "
                     f"WHERE message_id=? AND state IN ({marks})",
