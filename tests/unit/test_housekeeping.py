@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from smdp.core.outcomes import Kind
 from smdp.server.housekeeping import run_once
 from smdp.server.services import Core
 from smdp.store import Store, open_store
-from smdp.terms import Decision
+from smdp.terms import Decision, EntryState
 
 DAY = 86400.0
 PEER = "smdp.c.example"
@@ -163,3 +166,122 @@ def test_mail_decided_in_time_is_kept_until_its_own_hold_ends(
     assert h.run(msg.expires_at + 10 * DAY)["purged"] == 1  # the origin's record only
     assert store.out_message_by_msgid(msgid) is None
     assert store.in_body(env.id) == b"Subject: offer\r\n\r\nbody\r\n"
+
+
+# -- notices (issue 10, item 7) ------------------------------------------------------
+
+
+def notices_of(store: Store, user_id: int) -> list[EmailMessage]:
+    """The messages this server wrote into a user's mailbox, parsed."""
+    out = []
+    for entry in store.mailbox_entries(user_id, [EntryState.ACCEPTED]):
+        env = store.in_envelope(entry.envelope_id)
+        assert env is not None and env.sender == ""  # the null sender: a notice
+        raw = store.in_body(env.id)
+        assert raw is not None
+        msg = message_from_bytes(raw, policy=default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg)
+    return out
+
+
+def test_the_sender_gets_one_report_of_the_recipients_that_expired(
+    housekeeping: Housekeeping,
+) -> None:
+    """Expiry at the origin writes the delivery status notification in its
+    own transaction: the recipients still undecided, each once."""
+    h, store = housekeeping, housekeeping.store
+    alice = store.create_user("alice@a.example", "x")
+    msgid = h.origin.submit(alice, "alice@a.example", [CAROL, DAVE],
+                            b"From: alice@a.example\r\nSubject: hi\r\n\r\nhello\r\n").msgid
+    msg = store.out_message_by_msgid(msgid)
+    assert msg is not None
+    [envid] = {r.envid for r in store.out_recipients(msg.id)}
+    assert envid is not None
+    h.origin.envelope_sent(envid, {})
+    h.origin.on_decision(envid, CAROL, Decision.REJECT, False)
+    assert h.run(msg.expires_at - 1)["expired_at_origin"] == 0
+    assert notices_of(store, alice.id) == []
+    assert h.run(msg.expires_at + 1)["expired_at_origin"] == 1
+    [report] = notices_of(store, alice.id)
+    assert report["Subject"] == "Undelivered mail: hi"
+    _text, status, header = report.get_payload()
+    blocks = status.get_payload()
+    assert [(b["Final-Recipient"], b["Action"], b["Status"]) for b in blocks[1:]] == [
+        (f"rfc822; {DAVE}", "failed", "5.4.7")]
+    assert "Subject: hi" in header.get_content()  # the body was still there to quote
+    assert h.run(msg.expires_at + 2)["expired_at_origin"] == 0
+    assert len(notices_of(store, alice.id)) == 1
+
+
+@pytest.fixture
+def noticing(tmp_path: Path) -> Housekeeping:
+    """A server that sends pending notices at most hourly."""
+    path = tmp_path / "a.toml"
+    path.write_text('[server]\nhostname = "smdp.a.example"\ndomains = ["a.example"]\n'
+                    '[store]\npath = "a.sqlite3"\n[notices]\npending_interval = 3600\n')
+    config = load_config(path)
+    store = open_store(config)
+    origin = Origin(store, hostname=config.hostname, expire_days=config.delivery.expire_days)
+    destination = Destination(store, quality=config.quality, hostname=config.hostname)
+    return Housekeeping(config, store, origin, destination)
+
+
+def test_pending_envelopes_are_noticed_at_most_once_per_interval(
+    noticing: Housekeeping,
+) -> None:
+    h, store = noticing, noticing.store
+    bob = store.create_user("bob@a.example", "x")
+    carol = store.create_user("carol@a.example", "x")
+    far = time.time() + 30 * DAY
+    first = envelope_from_peer(h, "a" * 26, "bob@a.example", far)
+    t = time.time()
+    assert h.run(t)["pending_notices"] == 1
+    [notice] = notices_of(store, bob.id)
+    assert notice["To"] == "bob@a.example"
+    assert notice["Subject"] == "1 envelope waits for your decision"
+    text = notice.get_content().replace("\r\n", "\n")
+    assert f"  Envelope {first}  (new)\n    From:    eve@c.example\n    Subject: offer\n" in text
+    assert notices_of(store, carol.id) == []  # nothing pending for carol
+    # Nothing new: no second notice, even once the interval is over.
+    assert h.run(t + 10)["pending_notices"] == 0
+    assert h.run(t + 2 * 3600)["pending_notices"] == 0
+    assert len(notices_of(store, bob.id)) == 1
+
+
+def test_a_new_envelope_within_the_interval_is_noticed_when_it_ends(
+    noticing: Housekeeping,
+) -> None:
+    h, store = noticing, noticing.store
+    bob = store.create_user("bob@a.example", "x")
+    far = time.time() + 30 * DAY
+    first = envelope_from_peer(h, "a" * 26, "bob@a.example", far)
+    t = time.time()
+    assert h.run(t)["pending_notices"] == 1
+    second = envelope_from_peer(h, "b" * 26, "bob@a.example", far)
+    assert h.run(t + 3599)["pending_notices"] == 0  # within the interval
+    assert len(notices_of(store, bob.id)) == 1
+    assert h.run(t + 3600)["pending_notices"] == 1  # the interval is over
+    _first_notice, notice = notices_of(store, bob.id)
+    assert notice["Subject"] == "2 envelopes wait for your decision"
+    text = notice.get_content().replace("\r\n", "\n")
+    assert "(1 new since the last notice)" in text
+    assert f"  Envelope {first}\n" in text and f"  Envelope {second}  (new)\n" in text
+    # The notices themselves are never pending, so never the subject of one.
+    assert h.run(t + 3 * 3600)["pending_notices"] == 0
+    # Decided envelopes leave the list; a decision on a notice tells nobody.
+    h.destination.decide(bob, first, Decision.REJECT)
+    h.destination.decide(bob, second, Decision.REJECT)
+    jobs = len(store.jobs())
+    for entry in store.mailbox_entries(bob.id, [EntryState.ACCEPTED]):
+        h.destination.decide(bob, entry.id, Decision.REJECT_SPAMMER)
+    assert len(store.jobs()) == jobs
+    assert h.run(t + 5 * 3600)["pending_notices"] == 0
+
+
+def test_no_pending_notices_unless_configured(housekeeping: Housekeeping) -> None:
+    h, store = housekeeping, housekeeping.store
+    bob = store.create_user("bob@a.example", "x")
+    envelope_from_peer(h, "a" * 26, "bob@a.example", time.time() + DAY)
+    assert "pending_notices" not in h.run(time.time())
+    assert notices_of(store, bob.id) == []
