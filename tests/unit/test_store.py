@@ -849,3 +849,72 @@ def test_postgresql_reconnects_after_the_connection_drops(pg_dsn: str) -> None:
         store.enqueue("send-envelope", "k2", "{}")
     assert store.queue_size() == 2
     store.close()
+
+
+def test_a_pending_notice_is_claimed_once_per_interval_and_new_entry(
+    backend: Backend,
+) -> None:
+    """claim_pending_notice (issue 10, item 7): one statement decides, so two
+    nodes, or a pass run twice, never both send the notice."""
+    store, other = backend.open(), backend.open()
+    user = store.create_user("bob@a.example", "h")
+    assert store.pending_notice(user.id) is None
+    assert store.claim_pending_notice(user.id, 1000.0, 5, 1000.0 - 3600)
+    assert store.pending_notice(user.id) == (1000.0, 5)
+    # Another node with the same view: the record already says so.
+    assert not other.claim_pending_notice(user.id, 1000.0, 5, 1000.0 - 3600)
+    assert not store.claim_pending_notice(user.id, 2000.0, 6, 2000.0 - 3600)  # too soon
+    assert not store.claim_pending_notice(user.id, 5000.0, 5, 5000.0 - 3600)  # nothing new
+    assert store.claim_pending_notice(user.id, 5000.0, 6, 5000.0 - 3600)
+    assert other.pending_notice(user.id) == (5000.0, 6)
+    store.close()
+    other.close()
+
+
+def test_the_expiry_hook_shares_the_expiry_transaction(backend: Backend) -> None:
+    """What ``before_expiry`` writes (the sender's report) commits with the
+    expiry or not at all: a failure in it leaves the message held."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message_id = store.insert_out_message(
+            msgid="m1", user_id=user.id, sender="alice@a.example", body=b"Subject: s\r\n\r\nx",
+            subject="s", summary="", expires_at=10.0)
+        store.insert_out_recipient(message_id, "bob@b.example", "b.example",
+                                   RecipientState.QUEUED, None)
+    seen: list[tuple[int, bytes | None]] = []
+
+    def fail(mid: int) -> None:
+        store.enqueue("send-envelope", "k", "{}")
+        raise RuntimeError("the report cannot be written")
+
+    with pytest.raises(RuntimeError, match="the report cannot be written"):
+        store.expire_out_messages(20.0, before_expiry=fail, **OUT_EXPIRY)
+    assert [r.state for r in store.out_recipients(message_id)] == [RecipientState.QUEUED]
+    assert store.jobs() == []
+    msg = store.out_message(message_id)
+    assert msg is not None and msg.held
+
+    def report(mid: int) -> None:  # runs while the body is still there to quote
+        seen.append((mid, store.out_body_chunk(mid, 0)))
+
+    assert store.expire_out_messages(20.0, before_expiry=report, **OUT_EXPIRY) == 1
+    assert seen == [(message_id, b"Subject: s\r\n\r\nx")]
+    assert [r.state for r in store.out_recipients(message_id)] == [RecipientState.EXPIRED]
+    store.close()
+
+
+def test_users_with_entries_in_a_state(backend: Backend) -> None:
+    store = backend.open()
+    bob = store.create_user("bob@a.example", "h")
+    carol = store.create_user("carol@a.example", "h")
+    env = store.insert_in_envelope(envid="e1", origin_server="smdp.c.example",
+                                   sender="eve@c.example", size=1, block="", subject="",
+                                   body=None)
+    kept = store.insert_mailbox_entry(bob.id, env, "bob@a.example", EntryState.PENDING)
+    gone = store.insert_mailbox_entry(carol.id, env, "carol@a.example", EntryState.PENDING)
+    store.mark_deleted([gone])
+    assert store.users_with_entries(EntryState.PENDING) == [bob.id]
+    store.update_mailbox_entry(kept, state=EntryState.REJECTED)
+    assert store.users_with_entries(EntryState.PENDING) == []
+    store.close()
