@@ -86,6 +86,11 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "delivery": {"in_flow_delay": -1}},
          "delivery.in_flow_delay must be positive or 0"),
         ({**MINIMAL, "store": {"spool_dir": "no-such-dir"}}, "is not a directory"),
+        ({**MINIMAL, "notices": {"pending_interval": -1}},
+         "notices.pending_interval must be positive or 0"),
+        ({**MINIMAL, "notices": {"delivery_reports": "yes"}},
+         "notices.delivery_reports must be a bool"),
+        ({**MINIMAL, "notices": {"daily": True}}, "unknown setting notices.daily"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -109,3 +114,19 @@ def test_in_flow_delay_zero_turns_the_control_off(tmp_path: Path) -> None:
     config = parse_config({**MINIMAL, "delivery": {"in_flow_delay": 0}}, tmp_path)
     assert config.delivery.in_flow_delay == 0.0
     assert parse_config(MINIMAL, tmp_path).delivery.in_flow_delay == 1.0  # Postfix's default
+
+
+def test_notices_default_to_reports_on_and_pending_notices_off(tmp_path: Path) -> None:
+    """docs/configuration.md [notices]; the demo turns pending notices on."""
+    default = parse_config(MINIMAL, tmp_path).notices
+    assert (default.delivery_reports, default.pending_interval) == (True, 0.0)
+    set_ = parse_config({**MINIMAL, "notices": {"delivery_reports": False,
+                                                "pending_interval": 600}}, tmp_path).notices
+    assert (set_.delivery_reports, set_.pending_interval) == (False, 600.0)
+
+
+def test_the_demo_sends_pending_notices(tmp_path: Path) -> None:
+    from smdp.server.demo import write_configs
+
+    for path in write_configs(tmp_path, 40000):
+        assert load_config(path).notices.pending_interval == 3600.0
