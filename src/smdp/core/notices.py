@@ -246,7 +246,8 @@ def build_pending_notice(*, hostname: str, to: str, pending: Sequence[PendingIte
         "  reject-spammer ID  the same, and refuse this sender from now on",
         "",
         f"For example: smdp client --user {to} accept {first}",
-        "An accepted message then arrives in this mailbox like any other.",
+        "An accepted message then arrives in this mailbox like any other,",
+        "and keeps its ID: read ID prints it.",
     ]
     msg.set_content(_wrap(lines))
     return msg.as_bytes()
