@@ -421,3 +421,102 @@ def test_old_spam_reports_do_not_count(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(time, "time", now)
     world.origin.on_decision(second.envid, BOB, Decision.REJECT_SPAM, False)
     assert world.a.suspension(world.alice.id) is None
+
+
+# -- exact edges (mutation testing: a one-second shift, a negated guard) ------------------
+
+
+class FrozenClock:
+    """time.time as the test sets it: the origin and the store read the same."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+        self.now = now
+        monkeypatch.setattr(time, "time", lambda: self.now)
+
+
+def test_the_hold_time_is_exactly_the_configured_days(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FrozenClock(monkeypatch, 1_800_000_000.0)
+    world = World(tmp_path)
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=2)
+    msg = world.a.out_message_by_msgid(world.send([BOB]))
+    assert msg is not None
+    assert msg.expires_at == clock.now + 2 * 86400
+
+
+@pytest.mark.parametrize(("age", "suspended"), [(86400 - 0.5, True), (86400 + 0.5, False)])
+def test_the_spam_report_window_is_exactly_24_hours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, age: float, suspended: bool) -> None:
+    """A report half a second inside the 24 hours still counts; half a second
+    outside, it no longer does."""
+    t0 = 1_800_000_000.0
+    clock = FrozenClock(monkeypatch, t0 - age)
+    world = World(tmp_path)
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          spam_reports_per_day=2)
+    world.send([BOB])
+    world.send([BOB])
+    world.deliver_envelopes()
+    first, second = (world.b.in_envelope(i) for i in (1, 2))
+    assert first is not None and second is not None
+    world.origin.on_decision(first.envid, BOB, Decision.REJECT_SPAM, False)
+    clock.now = t0
+    world.origin.on_decision(second.envid, BOB, Decision.REJECT_SPAM, False)
+    assert (world.a.suspension(world.alice.id) is not None) is suspended
+
+
+def test_a_lowered_rate_suspends_a_sender_already_past_it(tmp_path: Path) -> None:
+    """The operator lowers the rate while a sender has more reports than the
+    new rate: the next report suspends them (past the rate, not only at it)."""
+    world = World(tmp_path)
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          spam_reports_per_day=10)
+    for _ in range(4):
+        world.send([BOB])
+    world.deliver_envelopes()
+    envids = [e.envid for e in (world.b.in_envelope(i) for i in (1, 2, 3, 4)) if e is not None]
+    for envid in envids[:3]:
+        world.origin.on_decision(envid, BOB, Decision.REJECT_SPAM, False)
+    assert world.a.suspension(world.alice.id) is None
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          spam_reports_per_day=2)
+    world.origin.on_decision(envids[3], BOB, Decision.REJECT_SPAM, False)
+    assert world.a.suspension(world.alice.id) == "4 spam reports in 24 hours"
+
+
+def test_a_deferred_direct_recipient_gets_a_new_direct_send(world: World) -> None:
+    for rcpt in (BOB, CAROL):
+        world.a.put_outbound(world.alice.id, "white", rcpt, "manual")
+    msgid = world.send([BOB, CAROL])
+    [(kind, first)] = _send_jobs(world)
+    world.origin.direct_sent(first, delivered=[BOB], unauthorized=[], refused={},
+                             deferred=[CAROL])
+    carol = _recipients(world, msgid)[CAROL]
+    assert carol.state is RecipientState.QUEUED and carol.envid != first
+    assert _send_jobs(world) == [(kind, first), ("send-direct", carol.envid)]
+
+
+def test_a_direct_send_with_nobody_deferred_queues_nothing_more(world: World) -> None:
+    for rcpt in (BOB, CAROL):
+        world.a.put_outbound(world.alice.id, "white", rcpt, "manual")
+    world.send([BOB, CAROL])
+    before = _send_jobs(world)
+    [(_, envid)] = before
+    world.origin.direct_sent(envid, delivered=[BOB, CAROL], unauthorized=[], refused={},
+                             deferred=[])
+    assert _send_jobs(world) == before
+
+
+def test_a_recipient_lost_to_expiry_cannot_accept_but_can_still_reject(world: World) -> None:
+    msgid = world.send([BOB, CAROL])
+    world.deliver_envelopes()
+    env = world.b.in_envelope(1)
+    assert env is not None
+    assert world.origin.expire(time.time() + 31 * 86400) == 1
+    accept = world.origin.on_decision(env.envid, BOB, Decision.ACCEPT, False)
+    assert (accept.kind, accept.reason) == (
+        Kind.NOT_HELD,
+        f"{env.envid} is no longer held: expired: no decision before the message expired")
+    spam = world.origin.on_decision(env.envid, CAROL, Decision.REJECT_SPAM, False)
+    assert (spam.kind, spam.reason) == (Kind.DONE, f"SPAM recorded for <{CAROL}>")
+    assert _recipients(world, msgid)[CAROL].state is RecipientState.SPAM
