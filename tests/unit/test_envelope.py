@@ -352,6 +352,12 @@ def test_mbox_from_line_is_skipped() -> None:
     assert s.subject == "hi" and s.headlines == ("body",)
 
 
+def test_text_starting_with_from_is_not_taken_for_an_mbox_line() -> None:
+    # No header follows it: the line is the message's first line of text.
+    s = extract_envelope(b"From now on we meet at ten.\nSee you there.\n")
+    assert s.subject == "" and s.headlines == ("From now on we meet at ten.", "See you there.")
+
+
 # ---------------------------------------------------------------------------
 # Robustness and cost
 

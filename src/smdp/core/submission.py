@@ -23,11 +23,13 @@ from email.utils import format_datetime, getaddresses
 
 from smdp.mail.addresses import Address, AddressError, normalize, parse_address
 from smdp.mail.body import Body, BodyWriter
+from smdp.mail.mime.headers import MBOX_DECIDED
 from smdp.mail.mime import (
     MAX_HEADER_OCTETS,
     HeaderBlock,
     HeaderField,
     decode_header_text,
+    mbox_line_end,
     scan_header,
 )
 
@@ -186,8 +188,9 @@ class _Submitter:
             raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
         return cls(allowed, sender_address, host, now)
 
-    def header(self, data: bytes, block: HeaderBlock) -> bytes:
-        """The new header block, blank line included, for the header ``block`` of ``data``.
+    def header(self, data: bytes, start: int, block: HeaderBlock) -> bytes:
+        """The new header block, blank line included, for the header ``block`` of
+        ``data`` that starts at ``start`` (past an mbox line, which is dropped).
 
         ``data`` has CRLF line ends; it need only reach ``block.end``.
         """
@@ -195,7 +198,7 @@ class _Submitter:
             raise SubmissionError(
                 f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
             )
-        if _HEADER_CONTROL.search(data[: block.end].replace(_CRLF, b"")):
+        if _HEADER_CONTROL.search(data[start : block.end].replace(_CRLF, b"")):
             raise SubmissionError(
                 "The message header contains NUL or another control character."
             )
@@ -233,6 +236,9 @@ def prepare_submission(
     """Check and complete a message submitted by a local user; return the bytes to store.
 
     - Line ends become CRLF (bare CR and LF included) and the message ends in CRLF.
+    - A leading mbox "From " line is dropped, as every reader of the message
+      skips it (:func:`smdp.mail.mime.mbox_line_end`): left in, it would end
+      the header before its first field and make the whole header body text.
     - The header is read with the scanner of :mod:`smdp.mail.mime.headers`. Where it
       stops without a blank line (a line that is not a header field, or no
       header at all) a blank line is inserted there, so the rest is body for
@@ -250,8 +256,9 @@ def prepare_submission(
     """
     submitter = _Submitter.check(identities, sender, hostname, now)
     data = _normalize_line_ends(raw)
-    block = scan_header(data, limit=MAX_HEADER_OCTETS)
-    return submitter.header(data, block) + data[block.body_start :]
+    start = mbox_line_end(data)
+    block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
+    return submitter.header(data, start, block) + data[block.body_start :]
 
 
 # ---------------------------------------------------------------------------
@@ -260,6 +267,7 @@ def prepare_submission(
 # Normalised octets read before the header is first scanned; the buffer at
 # least doubles before each new scan, so scanning costs O(header) overall.
 _FIRST_SCAN = 64 * 1024
+assert _FIRST_SCAN >= MBOX_DECIDED  # the mbox line is decided on the first scan
 # Octets past MAX_HEADER_OCTETS that the header buffer may hold. Past them, a
 # line that may still be a field is followed to the octet that decides without
 # being held, and a header line still going on makes the header too large.
@@ -349,7 +357,9 @@ def prepare_submission_body(
                 held += len(piece)
         data = b"".join(pieces)
         pieces = [data]
-        block = scan_header(data, limit=MAX_HEADER_OCTETS)
+        # _FIRST_SCAN is far more than MBOX_DECIDED: decided on the first scan.
+        start = mbox_line_end(data)
+        block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
         if ended or _header_decided(data, block):
             break
         if held > MAX_HEADER_OCTETS + _HEADER_SLACK:
@@ -371,7 +381,7 @@ def prepare_submission_body(
             break
         want = max(held + 1, min(2 * held, MAX_HEADER_OCTETS + _HEADER_SLACK + 1))
 
-    head = submitter.header(data, block)
+    head = submitter.header(data, start, block)
     writer = BodyWriter(directory=spool_dir)
     try:
         writer.write(head)
