@@ -23,7 +23,6 @@ from email.utils import format_datetime, getaddresses
 
 from smdp.mail.addresses import Address, AddressError, normalize, parse_address
 from smdp.mail.body import Body, BodyWriter
-from smdp.mail.mime.headers import MBOX_DECIDED
 from smdp.mail.mime import (
     MAX_HEADER_OCTETS,
     HeaderBlock,
@@ -32,6 +31,7 @@ from smdp.mail.mime import (
     mbox_line_end,
     scan_header,
 )
+from smdp.mail.mime.headers import MBOX_DECIDED
 
 __all__ = ["SubmissionError", "prepare_submission", "prepare_submission_body"]
 
@@ -43,7 +43,10 @@ _AUTHOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 # Bcc is dropped: the stored bytes go unchanged to every recipient, and a Bcc
 # line would show each of them who else was blind-copied (RFC 5322 3.6.3
 # allows removing it; the recipients travel in RCPT commands anyway).
-_DROPPED_FIELDS = frozenset({"bcc"})
+# Return-Path too: the server that delivers the message writes it (RFC 5321
+# 4.4: a message "SHOULD NOT" be sent with one), and a reader would otherwise
+# see two, the older one (say from a message saved from an mbox file) wrong.
+_DROPPED_FIELDS = frozenset({"bcc", "return-path"})
 # C0 controls but HT, and DEL. RFC 5322 allows none of them in a header, and
 # some readers break lines at VT, FF or FS: a From hidden behind one would
 # escape the check below.
@@ -171,10 +174,11 @@ class _Submitter:
     sender: Address
     host: str
     now: datetime | None
+    trace: bytes
 
     @classmethod
     def check(cls, identities: Sequence[str], sender: str, hostname: str,
-              now: datetime | None) -> _Submitter:
+              now: datetime | None, trace: bytes) -> _Submitter:
         allowed = {_key(identity) for identity in identities}
         try:
             sender_address = parse_address(sender)
@@ -186,7 +190,7 @@ class _Submitter:
             host = parse_address("postmaster@" + hostname).domain
         except AddressError as exc:
             raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
-        return cls(allowed, sender_address, host, now)
+        return cls(allowed, sender_address, host, now, trace)
 
     def header(self, data: bytes, start: int, block: HeaderBlock) -> bytes:
         """The new header block, blank line included, for the header ``block`` of
@@ -205,7 +209,7 @@ class _Submitter:
         has_from = _check_authors(block.fields, self.allowed)
         keys = {field.key for field in block.fields}
 
-        added: list[bytes] = []
+        added: list[bytes] = [self.trace]
         if not has_from:
             added.append(b"From: " + str(self.sender).encode("ascii") + _CRLF)
         if "date" not in keys:
@@ -232,6 +236,7 @@ def prepare_submission(
     sender: str,
     hostname: str,
     now: datetime | None = None,
+    trace: bytes = b"",
 ) -> bytes:
     """Check and complete a message submitted by a local user; return the bytes to store.
 
@@ -246,15 +251,17 @@ def prepare_submission(
     - From, Sender, Resent-From and Resent-Sender may name only ``identities``
       (case-insensitively), in their addresses and in their display names
       (assumption 3); otherwise :class:`SubmissionError`.
-    - With no From, ``From: <sender>`` is written at the top (Table 5 ``mail``);
-      a missing Date or Message-ID is added too. Bcc fields are removed.
+    - ``trace`` (trace fields, each ending in CRLF: the origin's Received) goes
+      first. With no From, ``From: <sender>`` is written at the top (Table 5
+      ``mail``); a missing Date or Message-ID is added too. Bcc and
+      Return-Path fields are removed.
     - NUL or other control characters in the header are refused.
 
     ``sender`` must be one of ``identities``; ``now`` defaults to the current
     time (a naive value is taken as UTC); ``hostname`` is the right-hand side
     of generated Message-IDs.
     """
-    submitter = _Submitter.check(identities, sender, hostname, now)
+    submitter = _Submitter.check(identities, sender, hostname, now, trace)
     data = _normalize_line_ends(raw)
     start = mbox_line_end(data)
     block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
@@ -322,6 +329,7 @@ def prepare_submission_body(
     hostname: str,
     now: datetime | None = None,
     spool_dir: str | None = None,
+    trace: bytes = b"",
 ) -> Body:
     """:func:`prepare_submission` for a :class:`~smdp.mail.body.Body`, never read whole.
 
@@ -335,7 +343,7 @@ def prepare_submission_body(
     does not give up) but refused here as larger than MAX_HEADER_OCTETS, like
     every header that crosses the limit with anything after it.
     """
-    submitter = _Submitter.check(identities, sender, hostname, now)
+    submitter = _Submitter.check(identities, sender, hostname, now, trace)
     lines = _LineEnds()
     chunks = raw.chunks()
     pieces: list[bytes] = []

@@ -7,9 +7,9 @@ import random
 from smdp.mail.mime.headers import (
     _LINE_BREAK,
     FIELD_NAME,
+    MAX_MBOX_LINE,
     HeaderBlock,
     HeaderField,
-    MAX_MBOX_LINE,
     first_values,
     mbox_line_end,
     scan_header,
