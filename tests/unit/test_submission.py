@@ -281,6 +281,20 @@ def test_text_that_starts_with_from_is_kept() -> None:
     assert body == b"From now on we meet at ten.\r\nSee you.\r\n"
 
 
+TRACE = b"Received: from [192.0.2.7] by smdp.a.example with SMDP-user id x; date\r\n"
+
+
+def test_trace_fields_go_first_and_return_path_is_dropped() -> None:
+    raw = (b"Return-Path: <old@x.example>\r\nFrom: alice@a.example\r\nDate: d\r\n"
+           b"Message-ID: <m@a>\r\nreturn-path:<older@x.example>\r\nSubject: s\r\n\r\n"
+           b"Return-Path: in the body stays\r\n")
+    assert submit(raw, trace=TRACE) == TRACE + (
+        b"From: alice@a.example\r\nDate: d\r\nMessage-ID: <m@a>\r\nSubject: s\r\n\r\n"
+        b"Return-Path: in the body stays\r\n")
+    assert submit(b"Subject: s\r\n\r\nx", trace=TRACE).startswith(TRACE + b"From: ")
+    assert_same(raw, trace=TRACE)
+
+
 def test_bcc_is_removed_and_the_rest_kept_in_order() -> None:
     raw = b"To: b@b.example\r\nBcc: secret@c.example,\r\n other@d.example\r\nSubject: s\r\n\r\nx"
     out = submit(raw)
