@@ -378,11 +378,16 @@ def _text(body: str) -> bytes:
     ("Am 24.04.2010 15:20, schrieb Lisi:\n> Kaffee?\nGut.\nBis morgen.\n",
      ("Gut.", "Bis morgen.")),
     ("Lisi schrieb:\n>> Kaffee?\n> Ja.\nGut.\n", ("Gut.",)),
+    # KMail's, without the colon: an attribution only before a quote.
+    ("On Monday 09 September 2002 09:51 pm, Geege Schuman wrote\n> dreams\nIndeed.\n",
+     ("Indeed.",)),
+    ("I wrote\nthe report.\n", ("I wrote", "the report.")),
     # An attribution its mail program wrapped before the verb.
     ("On Sat, Apr 24, 2010 at 3:20 PM, Lisi Reisz <lisi@example.com>\nwrote:\n"
      "> Lunch?\nFine by me.\n", ("Fine by me.",)),
     # Quoted lines however indented, and separators of every kind.
-    ("  > quoted\n-----\nThe real text.\n=====\n_____\n*****\nMore text.\n",
+    ("  > quoted\n-----\nThe real text.\n=====\n_____\n*****\n--- Sponsor ---~->\n"
+     "More text.\n",
      ("The real text.", "More text.")),
     # Top-posted replies over the quoted original (Outlook's two forms).
     ("Thanks, done.\n\n-----Original Message-----\nFrom: Lisi\nSent: Monday\n\n"

@@ -221,17 +221,17 @@ _HEADLINE_SCAN = 200
 # A reply attribution, as the common mail programs write it: "Lisi wrote:",
 # "On 04/24/2010 03:20 PM, Lisi wrote:", "Le 24/04/2010 15:20, Lisi a écrit :",
 # "Am 24.04.2010 15:20, schrieb Lisi:" and the like in a few more languages.
-_ATTRIBUTION = re.compile(
-    r"(?:\b(?:wrote|writes|a écrit|schrieb|escribió|ha scritto|schreef|skrev|kirjoitti"
-    r"|napisał)|написал[аи]?|写道)(?:\W.{0,100})?:\Z",
-    re.IGNORECASE,
-)
+_VERBS = (r"(?:\b(?:wrote|writes|a écrit|schrieb|escribió|ha scritto|schreef|skrev|kirjoitti"
+          r"|napisał)|написал[аи]?|写道)(?:\W.{0,100})?")
+_ATTRIBUTION = re.compile(_VERBS + r":\Z", re.IGNORECASE)
+# Some programs (KMail) end it without the colon: one only before a quote.
+_ATTRIBUTION_BARE = re.compile(_VERBS + r"\Z", re.IGNORECASE)
 # The first line of an attribution that its mail program wrapped before the
 # verb ("On Sat, Apr 24, 2010 at 3:20 PM, Lisi Reisz <lisi@example.com>").
 _ATTRIBUTION_START = re.compile(r"(?:On|Le|Am|El|Il|Op|Den|W dniu)\s", re.IGNORECASE)
 # A separator: a run of 3 or more of these, alone or around a few words
-# ("-----", "_____", "=====", "-----Original Message-----").
-_SEPARATOR = re.compile(r"[-_=*~#+.]{3,}(?:.{0,80}?[-_=*~#+.]{3,})?\Z")
+# ("-----", "_____", "=====", "-----Original Message-----", "--- Sponsor ---~->").
+_SEPARATOR = re.compile(r"[-_=*~#+.<>]{3,}(?:.{0,80}?[-_=*~#+.<>]{3,})?\Z")
 # A separator that starts a copy of the message replied to: what follows is
 # quoted, not the sender's own text.
 _ORIGINAL = re.compile(r"original|ursprüngliche|d'origine", re.IGNORECASE)
@@ -255,6 +255,8 @@ def _own_lines(lines: list[str]) -> list[str]:
                 break  # the earlier message, quoted whole
             continue
         if line.startswith(">") or _ATTRIBUTION.search(line):
+            continue
+        if after.startswith(">") and _ATTRIBUTION_BARE.search(line):
             continue
         if (_ATTRIBUTION_START.match(line) and _ATTRIBUTION.search(after)
                 and not _ATTRIBUTION_START.match(after)):
