@@ -34,8 +34,10 @@ MESSAGE = (b"From: Alice <alice@a.example>\r\nTo: bob@b.example\r\n"
 _DATE = r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}"
 
 
-def submit(server: InProcessServer, user: str, rcpt: str, message: bytes) -> str:
-    """Send ``message``; its msgid (the "queued as" of the DATA answer)."""
+def submit(server: InProcessServer, user: str, rcpt: str, message: bytes,
+           *, direct: bool = False) -> str:
+    """Send ``message``; its msgid (the "queued as" of the DATA answer).
+    ``direct``: the answer must say it is sent directly (Table 3)."""
     client = server.client(user)
     try:
         reply = client.submit([rcpt], message)
@@ -43,6 +45,7 @@ def submit(server: InProcessServer, user: str, rcpt: str, message: bytes) -> str
         client.quit()
     match = re.match(r"queued as (\S+) ", reply)
     assert match is not None, reply
+    assert ("sent directly" in reply) is direct, reply
     return match.group(1)
 
 
@@ -122,7 +125,7 @@ def test_trace_fields_of_a_pulled_and_a_direct_message(tmp_path: Path) -> None:
         wait_for(lambda: sent_states(a, "alice@a.example") == {"bob@b.example": "delivered"},
                  "the pull")
         second = submit(a, "alice@a.example", "bob@b.example",
-                        MESSAGE.replace(b"trace-1", b"trace-2"))
+                        MESSAGE.replace(b"trace-1", b"trace-2"), direct=True)
         wait_for(lambda: len(retr_all(b, "bob@b.example")) == 2, "the direct send")
 
         got = retr_all(b, "bob@b.example")
