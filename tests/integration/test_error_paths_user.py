@@ -271,6 +271,16 @@ def deliver_directly(a: Server, subjects: list[str]) -> None:
         p.close()
 
 
+def read_size(body: bytes, envid: str) -> int:
+    """The size STAT, LIST and RETR give a message deliver_directly sent: with
+    the Return-Path, Delivered-To and a's Received field (protocol.md 8.4),
+    whose date-time is 31 characters."""
+    trace = (f"Return-Path: <{BOB}>\r\nDelivered-To: {ALICE}\r\n"
+             f"Received: from smdp.b.example by smdp.a.example with SMDP id {envid}; "
+             + "x" * 31 + "\r\n")
+    return len(trace) + len(body)
+
+
 def test_a_deleted_message_cannot_be_read_in_the_session_or_after_quit(a: Server) -> None:
     """protocol.md 12.4: a DELE'd message is hidden at once (RETR, TOP, LIST
     n: "already deleted"), removed at QUIT, and the next session numbers
@@ -297,11 +307,15 @@ def test_a_deleted_message_cannot_be_read_in_the_session_or_after_quit(a: Server
         u.close()
     u = login(a)
     try:
-        size = len(b"Subject: two\r\n\r\nmessage two\r\n")
+        size = read_size(b"Subject: two\r\n\r\nmessage two\r\n", "b" * 26)
         assert u.cmd("STAT") == f"+OK 1 {size}"
         assert u.cmd("RETR 2") == "-ERR no message 2"
-        assert listing(u, "RETR 1") == (f"+OK {size} octets",
-                                        ["Subject: two", "", "message two"])
+        reply, lines = listing(u, "RETR 1")
+        assert reply == f"+OK {size} octets"
+        assert lines[:2] == [f"Return-Path: <{BOB}>", f"Delivered-To: {ALICE}"]
+        assert lines[2].startswith(
+            f"Received: from smdp.b.example by smdp.a.example with SMDP id {'b' * 26}; ")
+        assert lines[3:] == ["Subject: two", "", "message two"]
         # The uid stays with the message across sessions (RFC 1939 7).
         assert listing(u, "UIDL") == ("+OK unique ids follow",
                                       [f"1 {uids[1].split()[1]}"])
@@ -330,7 +344,7 @@ def test_pwd_lists_the_mailbox_and_repeated_options_say_so(a: Server) -> None:
     u = UserSocket(a.user_port)
     try:
         assert u.cmd(f"USER {ALICE}").startswith("+OK")
-        size = len(b"Subject: one\r\n\r\nmessage one\r\n")
+        size = read_size(b"Subject: one\r\n\r\nmessage one\r\n", "a" * 26)
         assert u.cmd("PWD secret") == (
             f"+OK {ALICE} has 1 envelope(s) awaiting a decision and 1 message(s) ({size} octets)")
         assert u.block() == [f"envelope {entry} pending {CAROL} 321 0 lunch?",

@@ -124,8 +124,10 @@ def test_large_messages_cross_whole_without_being_held_in_memory(
         assert len(whole) < len(original) + 500
         header_end = whole.index(b"\r\n\r\n") + 4
         assert top == whole[:header_end] + b"--XyZ\r\nContent-Type: text/plain\r\n\r\n"
-    # LIST and RETR announce the stored size.
-    assert [int(env[3]) for env in b.envelopes(BOB, all=True)][1:] == lengths
+    # ENVS shows the stored size; RETR adds Return-Path and Delivered-To
+    # (protocol.md 8.4).
+    delivery = len(f"Return-Path: <{ALICE}>\r\nDelivered-To: {BOB}\r\n")
+    assert [int(env[3]) + delivery for env in b.envelopes(BOB, all=True)][1:] == lengths
 
     after = peak_rss(a), peak_rss(b)
     growth = [x - y for x, y in zip(after, before, strict=True)]

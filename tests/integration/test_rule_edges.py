@@ -25,6 +25,7 @@ from tests.integration.harness import (
 
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@b.example"
 A_HOST = "smdp.a.example"
+B_HOST = "smdp.b.example"
 MAX = 4000  # [limits] max_message_size of both servers below
 LIMITS = f"[limits]\nmax_message_size = {MAX}\n"
 
@@ -182,7 +183,11 @@ def test_size_exactly_at_the_maximum_is_accepted_on_both_ports(tmp_path: Path) -
         assert p.reply() == f"250 2.0.0 {envid} stored"
         assert p.cmd("QUIT").startswith("221")
         p.close()
-        assert b.query("SELECT size FROM in_envelopes WHERE envid=?", (envid,)) == [(MAX,)]
+        # Stored after b's Received field (protocol.md 8.4; its date-time is
+        # 31 characters), which is b's own: MAX octets crossed.
+        received = f"Received: from {A_HOST} by {B_HOST} with SMDP id {envid}; " + "x" * 31
+        assert b.query("SELECT size FROM in_envelopes WHERE envid=?", (envid,)) == [
+            (MAX + len(received) + 2,)]
         # The user port: MAX octets are taken, MAX + 1 refused.
         reply = submit(a, ALICE, [BOB], message_of(MAX + 1, "one too many"))
         assert reply == f"-ERR message exceeds fixed maximum of {MAX} octets"
@@ -220,7 +225,8 @@ def test_an_own_sender_or_resent_field_still_gets_a_from(tmp_path: Path) -> None
                 lines = user_block(u, f"RETR {n}")
                 raw = "\r\n".join(line[1:] if line.startswith("..") else line
                                   for line in lines).encode()
-                head = headers_of(raw)
+                # The first field after the trace fields (protocol.md 8.4).
+                head = headers_of(raw)[4:]
                 assert head[0] == f"From: {ALICE}", head
                 assert [h for h in head if h.lower().startswith("from:")] == [f"From: {ALICE}"]
                 assert f"{field}: Alice <{ALICE}>" in head

@@ -340,7 +340,11 @@ def test_repeated_decisions_and_pulls_change_nothing_twice(world: World) -> None
     assert (after.kind, after.pull_message_id) == (Kind.DONE, None)  # nothing left to transfer
     for _ in range(2):
         world.dest.body_pulled(env.id, body)
-    assert world.b.in_body(env.id) == body
+    # One copy, after one Received field of the pull (protocol.md 8.4).
+    stored = world.b.in_body(env.id)
+    assert stored is not None and stored.endswith(body)
+    assert stored[: -len(body)].startswith(b"Received: from ")
+    assert stored[: -len(body)].count(b"\r\n") == 1
     for _ in range(3):
         world.origin.on_decision(env.envid, "bob@b.example", Decision.REJECT_SPAMMER, False)
     assert world.a.spam_reports() == [("alice@a.example", 1)]

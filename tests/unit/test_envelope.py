@@ -352,6 +352,92 @@ def test_mbox_from_line_is_skipped() -> None:
     assert s.subject == "hi" and s.headlines == ("body",)
 
 
+def test_text_starting_with_from_is_not_taken_for_an_mbox_line() -> None:
+    # No header follows it: the line is the message's first line of text.
+    s = extract_envelope(b"From now on we meet at ten.\nSee you there.\n")
+    assert s.subject == "" and s.headlines == ("From now on we meet at ten.", "See you there.")
+
+
+# ---------------------------------------------------------------------------
+# Headlines a recipient can use (issue 10): the sender's own lines, not the
+# attribution, the quote, a separator or the signature
+
+
+def _text(body: str) -> bytes:
+    return ("Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            + body).encode("utf-8")
+
+
+@pytest.mark.parametrize(("body", "headlines"), [
+    # Bottom-posted reply: the attribution and the quote come first.
+    ("On 04/24/2010 03:20 PM, Lisi wrote:\n> Is the meeting on?\n> At ten?\n\n"
+     "Yes, at ten.\nBring the slides.\n", ("Yes, at ten.", "Bring the slides.")),
+    ("Lisi wrote:\n> Coffee?\nSure.\n", ("Sure.",)),
+    ("Le 24/04/2010 15:20, Lisi a écrit :\n> Café ?\nD'accord.\nÀ demain.\n",
+     ("D'accord.", "À demain.")),
+    ("Am 24.04.2010 15:20, schrieb Lisi:\n> Kaffee?\nGut.\nBis morgen.\n",
+     ("Gut.", "Bis morgen.")),
+    ("Lisi schrieb:\n>> Kaffee?\n> Ja.\nGut.\n", ("Gut.",)),
+    # KMail's, without the colon: an attribution only before a quote.
+    ("On Monday 09 September 2002 09:51 pm, Geege Schuman wrote\n> dreams\nIndeed.\n",
+     ("Indeed.",)),
+    ("I wrote\nthe report.\n", ("I wrote", "the report.")),
+    # An attribution its mail program wrapped before the verb.
+    ("On Sat, Apr 24, 2010 at 3:20 PM, Lisi Reisz <lisi@example.com>\nwrote:\n"
+     "> Lunch?\nFine by me.\n", ("Fine by me.",)),
+    # Quoted lines however indented, and separators of every kind.
+    ("  > quoted\n-----\nThe real text.\n=====\n_____\n*****\n--- Sponsor ---~->\n"
+     "More text.\n",
+     ("The real text.", "More text.")),
+    # Top-posted replies over the quoted original (Outlook's two forms).
+    ("Thanks, done.\n\n-----Original Message-----\nFrom: Lisi\nSent: Monday\n\n"
+     "Please do it.\n", ("Thanks, done.",)),
+    ("Done.\n________________________________\nFrom: Lisi\nSent: Monday\nPlease.\n",
+     ("Done.",)),
+    # The signature delimiter "-- " and everything after it.
+    ("See you.\n-- \nJohn Smith\nACME Corp\n", ("See you.",)),
+    # An ordinary line that ends in a colon is the sender's own.
+    ("Agenda:\nBudget\n", ("Agenda:", "Budget")),
+])
+def test_headlines_skip_attributions_quotes_separators_and_signatures(
+    body: str, headlines: tuple[str, ...]
+) -> None:
+    assert extract_envelope(_text(body)).headlines == headlines
+
+
+@pytest.mark.parametrize(("body", "headlines"), [
+    ("> only a quote\n> and more of it\n", ("> only a quote", "> and more of it")),
+    ("Lisi wrote:\n> Coffee?\n", ("Lisi wrote:", "> Coffee?")),
+    ("-- \nJohn Smith\n", ("--", "John Smith")),
+    ("-----\n=====\n", ("-----", "=====")),
+])
+def test_headlines_fall_back_to_the_first_lines_when_nothing_else_is_there(
+    body: str, headlines: tuple[str, ...]
+) -> None:
+    assert extract_envelope(_text(body)).headlines == headlines
+
+
+def test_own_text_after_a_long_quote_is_found() -> None:
+    body = "Lisi wrote:\n" + "> quoted line\n" * 150 + "My answer.\n"
+    assert extract_envelope(_text(body)).headlines == ("My answer.",)
+
+
+@pytest.mark.parametrize(("from_value", "name"), [
+    (b'"" Angles " Puglisi" <angles@x.example>', "Angles Puglisi"),
+    (b'"John" "Smith" <john@x.example>', "John Smith"),
+    (b'John "Q." Smith <john@x.example>', "John Q. Smith"),
+    (b'"Smith, John \\"JS\\"" <john@x.example>', 'Smith, John "JS"'),
+    (b"John (the boss) Smith <john@x.example>", "John Smith"),
+    (b"=?utf-8?q?J=C3=B6rg?= =?utf-8?q?_M=C3=BCller?= <j@x.example>", "Jörg Müller"),
+    (b'=?utf-8?q?Ren=C3=A9e?= "Dupont" <r@x.example>', "Renée Dupont"),
+    (b'"=?iso-8859-1?q?Fran=E7ois?=" <f@x.example>', "François"),
+    (b"<nobody@x.example>", ""),
+])
+def test_display_names_are_read_as_rfc_5322_phrases(from_value: bytes, name: str) -> None:
+    data = b"From: " + from_value + b"\r\nSubject: s\r\n\r\nbody\r\n"
+    assert extract_envelope(data).from_name == name
+
+
 # ---------------------------------------------------------------------------
 # Robustness and cost
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -100,6 +101,21 @@ def test_a_recipient_named_twice_gets_one_copy(world: World) -> None:
     result = world.origin.submit(world.alice, "alice@a.example", [BOB, BOB, CAROL], MSG)
     assert result.queued == [BOB, CAROL]
     assert sorted(_recipients(world, result.msgid)) == [BOB, CAROL]
+
+
+def test_the_stored_message_starts_with_the_submission_hop(world: World) -> None:
+    """protocol.md 8.4: the origin's Received field is part of the message it
+    stores, so the size it declares is the size of what it sends."""
+    result = world.origin.submit(world.alice, "alice@a.example", [BOB], MSG,
+                                 client="192.0.2.7")
+    msg = world.a.out_message_by_msgid(result.msgid)
+    assert msg is not None
+    stored = world.a.out_body(msg.id)
+    assert stored is not None and msg.size == len(stored)
+    first, _, rest = stored.partition(b"\r\n")
+    assert re.fullmatch(rb"Received: from \[192\.0\.2\.7\] by smdp\.a\.example with "
+                        rb"SMDP-user id " + result.msgid.encode() + rb"; .+ \+0000", first)
+    assert b"Received:" not in rest
 
 
 def test_one_envelope_per_domain_and_mode(world: World) -> None:

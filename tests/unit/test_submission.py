@@ -242,6 +242,59 @@ def test_empty_message() -> None:
     assert out.startswith(b"From: alice@a.example\r\n") and out.endswith(b"\r\n\r\n")
 
 
+# A message saved from an mbox file starts with the mbox "From " line
+# (61% of the real mail tried in issue 10). Left in, it ended the header
+# before its first field: the whole header became body text.
+MBOX_MESSAGE = (
+    b"From fork-admin@xent.com  Mon Sep 23 12:34:56 2002\n"
+    b"X-Mailer: Mutt\nFrom: Alice <alice@a.example>\nSubject: Meeting moved\n"
+    b"Date: Mon, 23 Sep 2002 12:34:56 +0000\nMessage-ID: <m1@a.example>\n\n"
+    b"The meeting is at ten.\nSee you there.\n"
+)
+
+
+def test_mbox_from_line_is_dropped_and_the_header_kept() -> None:
+    out = submit(MBOX_MESSAGE)
+    assert out == MBOX_MESSAGE.split(b"\n", 1)[1].replace(b"\n", b"\r\n")
+    assert out.startswith(b"X-Mailer: Mutt\r\nFrom: Alice <alice@a.example>\r\n")
+    summary = extract_envelope(out)
+    assert summary.subject == "Meeting moved" and summary.from_name == "Alice"
+    assert summary.headlines == ("The meeting is at ten.", "See you there.")
+    # The envelope of the stored message is the one the original gives.
+    assert extract_envelope(MBOX_MESSAGE) == summary
+
+
+def test_the_header_behind_an_mbox_line_is_checked() -> None:
+    with pytest.raises(SubmissionError, match=re.escape("From <mallory@x.example>")):
+        submit(b"From alice@a.example Mon Sep 23 12:34:56 2002\r\n"
+               b"From: mallory@x.example\r\n\r\nhi\r\n")
+    # Controls in the mbox line are not in the header: the line is dropped.
+    out = submit(b"From a\x00b\nSubject: s\n\nx\n")
+    assert b"\x00" not in out and b"Subject: s\r\n\r\nx\r\n" in out
+
+
+def test_text_that_starts_with_from_is_kept() -> None:
+    # Not an mbox line (no header field follows): the user's first line of text.
+    out = submit(b"From now on we meet at ten.\nSee you.\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"From: alice@a.example\r\n")
+    assert body == b"From now on we meet at ten.\r\nSee you.\r\n"
+
+
+TRACE = b"Received: from [192.0.2.7] by smdp.a.example with SMDP-user id x; date\r\n"
+
+
+def test_trace_fields_go_first_and_return_path_is_dropped() -> None:
+    raw = (b"Return-Path: <old@x.example>\r\nFrom: alice@a.example\r\nDate: d\r\n"
+           b"Message-ID: <m@a>\r\nreturn-path:<older@x.example>\r\nSubject: s\r\n\r\n"
+           b"Return-Path: in the body stays\r\n")
+    assert submit(raw, trace=TRACE) == TRACE + (
+        b"From: alice@a.example\r\nDate: d\r\nMessage-ID: <m@a>\r\nSubject: s\r\n\r\n"
+        b"Return-Path: in the body stays\r\n")
+    assert submit(b"Subject: s\r\n\r\nx", trace=TRACE).startswith(TRACE + b"From: ")
+    assert_same(raw, trace=TRACE)
+
+
 def test_bcc_is_removed_and_the_rest_kept_in_order() -> None:
     raw = b"To: b@b.example\r\nBcc: secret@c.example,\r\n other@d.example\r\nSubject: s\r\n\r\nx"
     out = submit(raw)
@@ -309,6 +362,8 @@ _LINES = st.sampled_from(
         b"X-\xff: 8bit",
         b"Subject: a\rFrom: mallory@x.example",
         b"Subject: a\x0bFrom: mallory@x.example",
+        b"From mallory@x.example Mon Sep 23 12:34:56 2002",
+        b"From now on",
     ]
 )
 _ENDS = st.sampled_from([b"\r\n", b"\n", b"\r"])
@@ -441,6 +496,13 @@ EXISTING_INPUTS = [
     b"To: b@b.example\r\nBcc: secret@c.example,\r\n other@d.example\r\nSubject: s\r\n\r\nx",
     b"Message-ID: <>\r\nSubject: weird\r\n\r\nbody",
     b"From: " + b"m" * 1000 + b"@x.example\r\n\r\n",
+    MBOX_MESSAGE,
+    MBOX_MESSAGE.replace(b"\n", b"\r"),
+    b"From a@b Mon Sep 23 12:34:56 2002\r\nFrom: mallory@x.example\r\n\r\nhi\r\n",
+    b"From now on we meet at ten.\nSee you.\n",
+    b"From x\n",
+    b"From x\nSubj",
+    b"From " + b"x" * 2000 + b"\nSubject: s\n\nbody\n",
 ]
 
 

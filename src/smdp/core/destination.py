@@ -24,6 +24,7 @@ from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing, Verdict, judge
 from smdp.mail.body import Body
+from smdp.mail.trace import received_field
 from smdp.store import Store
 from smdp.store.records import MailboxEntry, User
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
@@ -96,6 +97,15 @@ class Destination:
             return Outcome(Kind.PEER_BLOCKED, f"{server} blocked: {verdict.reason}")
         return None
 
+    def _received(self, server: str, envid: str, body: bytes | Body) -> Body:
+        """``body`` as stored here: after the Received field of this hop
+        (protocol.md 8.4), once for every recipient of the envelope. The
+        origin's declared size was checked against what it sent; the field is
+        this server's own, and the stored size includes it."""
+        field = received_field(source=server, host=self.hostname or "localhost",
+                               protocol="SMDP", ident=envid, when=datetime.now(UTC))
+        return (body if isinstance(body, Body) else Body.of(body)).prefixed(field)
+
     def local_user(self, address: str) -> User | None:
         return self.store.user_by_address(address)
 
@@ -150,6 +160,7 @@ class Destination:
             body = Body.of(body)
         summary = extract_envelope(body)
         block = encode_envelope_block(summary, expires="")
+        body = self._received(server, envid, body)
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
                 return
@@ -332,8 +343,7 @@ class Destination:
                 return
             if body is not None and not env.has_body:
                 self.store.set_in_body(
-                    envelope_id, body if isinstance(body, Body) else Body.of(body)
-                )
+                    envelope_id, self._received(env.origin_server, env.envid, body))
             elif body is None and not env.has_body:
                 # The origin answered an accepting decision without the message
                 # while no copy is here: nothing can be read, so the entry fails

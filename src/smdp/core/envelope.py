@@ -222,17 +222,70 @@ def _headline(text: str) -> str:
 # Extraction
 
 
+# Lines of the text read when looking for headlines: enough to get past the
+# attribution and the quoted message of most bottom-posted replies.
+_HEADLINE_SCAN = 200
+# A reply attribution, as the common mail programs write it: "Lisi wrote:",
+# "On 04/24/2010 03:20 PM, Lisi wrote:", "Le 24/04/2010 15:20, Lisi a écrit :",
+# "Am 24.04.2010 15:20, schrieb Lisi:" and the like in a few more languages.
+_VERBS = (r"(?:\b(?:wrote|writes|a écrit|schrieb|escribió|ha scritto|schreef|skrev|kirjoitti"
+          r"|napisał)|написал[аи]?|写道)(?:\W.{0,100})?")
+_ATTRIBUTION = re.compile(_VERBS + r":\Z", re.IGNORECASE)
+# Some programs (KMail) end it without the colon: one only before a quote.
+_ATTRIBUTION_BARE = re.compile(_VERBS + r"\Z", re.IGNORECASE)
+# The first line of an attribution that its mail program wrapped before the
+# verb ("On Sat, Apr 24, 2010 at 3:20 PM, Lisi Reisz <lisi@example.com>").
+_ATTRIBUTION_START = re.compile(r"(?:On|Le|Am|El|Il|Op|Den|W dniu)\s", re.IGNORECASE)
+# A separator: a run of 3 or more of these, alone or around a few words
+# ("-----", "_____", "=====", "-----Original Message-----", "--- Sponsor ---~->").
+_SEPARATOR = re.compile(r"[-_=*~#+.<>]{3,}(?:.{0,80}?[-_=*~#+.<>]{3,})?\Z")
+# A separator that starts a copy of the message replied to: what follows is
+# quoted, not the sender's own text.
+_ORIGINAL = re.compile(r"original|ursprüngliche|d'origine", re.IGNORECASE)
+_QUOTED_HEADER = re.compile(r"(?:From|De|Von|Van|Da)\s?:", re.IGNORECASE)
+
+
+def _own_lines(lines: list[str]) -> list[str]:
+    """The lines of ``lines`` (shown lines of a text, in order, none empty) that
+    are the sender's own text: not a quoted line ("> ..."), a reply
+    attribution, a separator, a signature ("-- " and what follows it), or
+    the copy of an earlier message that a separator opens ("-----Original
+    Message-----", or a rule and a "From:" line)."""
+    own: list[str] = []
+    count = len(lines)
+    for i, line in enumerate(lines):
+        after = lines[i + 1] if i + 1 < count else ""
+        if line == "--":
+            break  # the signature delimiter "-- " (blanks collapsed), and the signature
+        if _SEPARATOR.match(line):
+            if _ORIGINAL.search(line) or _QUOTED_HEADER.match(after):
+                break  # the earlier message, quoted whole
+            continue
+        if line.startswith(">") or _ATTRIBUTION.search(line):
+            continue
+        if after.startswith(">") and _ATTRIBUTION_BARE.search(line):
+            continue
+        if (_ATTRIBUTION_START.match(line) and _ATTRIBUTION.search(after)
+                and not _ATTRIBUTION_START.match(after)):
+            continue  # an attribution wrapped over two lines
+        own.append(line)
+    return own
+
+
 def _headlines(walk: Walk, wanted: int) -> tuple[str, ...]:
-    """The first ``wanted`` non-empty lines of the first text/plain part, else of
-    the first text/html part."""
+    """The first ``wanted`` lines of the sender's own text (_own_lines) in the
+    first text/plain part, else in the first text/html part; when the part
+    has none among its first _HEADLINE_SCAN lines, its first lines as they
+    are (quotes, attributions and all)."""
     if wanted <= 0:
         return ()
     lines: list[str] = []
     if walk.plain is not None:
-        lines = part_lines(walk.data, walk.plain, wanted, False, _headline)
+        lines = part_lines(walk.data, walk.plain, _HEADLINE_SCAN, False, _headline)
     if not lines and walk.html is not None:
-        lines = part_lines(walk.data, walk.html, wanted, True, _headline)
-    return tuple(lines)
+        lines = part_lines(walk.data, walk.html, _HEADLINE_SCAN, True, _headline)
+    own = _own_lines(lines)
+    return tuple((own or lines)[:wanted])
 
 
 def _joined(fields: tuple[HeaderField, ...], key: str) -> str:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from smdp.core import decisions as d
@@ -24,6 +25,7 @@ from smdp.core.outcomes import DecisionOutcome, Kind, Outcome
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
+from smdp.mail.trace import client_name, received_field
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
 from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState
@@ -97,12 +99,15 @@ class Origin:
 
     def submit(
         self, user: User, sender: str, recipients: list[str], raw: bytes | Body,
-        *, spool_dir: str | None = None,
+        *, spool_dir: str | None = None, client: str = "",
     ) -> SubmitResult:
         """Store the message durably, then queue its envelopes, in one transaction.
 
         Raises SubmissionError (assumption 3) before anything is stored. A
         large ``raw`` comes as a file-backed Body and is never read whole.
+        The stored message starts with this hop's Received field (protocol.md
+        8.4), naming ``client`` (the user's IP address), so that the size
+        the origin declares is the size of what it sends.
         """
         suspended = self.store.suspension(user.id)
         if suspended is not None:
@@ -111,14 +116,19 @@ class Origin:
                 "contact your administrator"
             )
         identities = self.store.identities(user.id)
+        result = SubmitResult(new_token())
+        trace = received_field(source=client_name(client), host=self.hostname,
+                               protocol="SMDP-user", ident=result.msgid,
+                               when=datetime.now(UTC))
         if isinstance(raw, Body):
             body = prepare_submission_body(
                 raw, identities=identities, sender=sender, hostname=self.hostname,
-                spool_dir=spool_dir,
+                spool_dir=spool_dir, trace=trace,
             )
         else:
             body = Body.of(prepare_submission(
-                raw, identities=identities, sender=sender, hostname=self.hostname
+                raw, identities=identities, sender=sender, hostname=self.hostname,
+                trace=trace,
             ))
         summary = extract_envelope(body)
         now = time.time()
@@ -126,7 +136,6 @@ class Origin:
         block = encode_envelope_block(
             summary, expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
         )
-        result = SubmitResult(new_token())
         by_domain: dict[tuple[str, DeliveryMode], list[str]] = defaultdict(list)
         with self.store.transaction():
             message_id = self.store.insert_out_message(

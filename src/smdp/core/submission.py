@@ -28,8 +28,10 @@ from smdp.mail.mime import (
     HeaderBlock,
     HeaderField,
     decode_header_text,
+    mbox_line_end,
     scan_header,
 )
+from smdp.mail.mime.headers import MBOX_DECIDED
 
 __all__ = ["SubmissionError", "prepare_submission", "prepare_submission_body"]
 
@@ -41,7 +43,10 @@ _AUTHOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 # Bcc is dropped: the stored bytes go unchanged to every recipient, and a Bcc
 # line would show each of them who else was blind-copied (RFC 5322 3.6.3
 # allows removing it; the recipients travel in RCPT commands anyway).
-_DROPPED_FIELDS = frozenset({"bcc"})
+# Return-Path too: the server that delivers the message writes it (RFC 5321
+# 4.4: a message "SHOULD NOT" be sent with one), and a reader would otherwise
+# see two, the older one (say from a message saved from an mbox file) wrong.
+_DROPPED_FIELDS = frozenset({"bcc", "return-path"})
 # C0 controls but HT, and DEL. RFC 5322 allows none of them in a header, and
 # some readers break lines at VT, FF or FS: a From hidden behind one would
 # escape the check below.
@@ -169,10 +174,11 @@ class _Submitter:
     sender: Address
     host: str
     now: datetime | None
+    trace: bytes
 
     @classmethod
     def check(cls, identities: Sequence[str], sender: str, hostname: str,
-              now: datetime | None) -> _Submitter:
+              now: datetime | None, trace: bytes) -> _Submitter:
         allowed = {_key(identity) for identity in identities}
         try:
             sender_address = parse_address(sender)
@@ -184,10 +190,11 @@ class _Submitter:
             host = parse_address("postmaster@" + hostname).domain
         except AddressError as exc:
             raise ValueError(f"Invalid hostname for Message-ID: {exc}") from exc
-        return cls(allowed, sender_address, host, now)
+        return cls(allowed, sender_address, host, now, trace)
 
-    def header(self, data: bytes, block: HeaderBlock) -> bytes:
-        """The new header block, blank line included, for the header ``block`` of ``data``.
+    def header(self, data: bytes, start: int, block: HeaderBlock) -> bytes:
+        """The new header block, blank line included, for the header ``block`` of
+        ``data`` that starts at ``start`` (past an mbox line, which is dropped).
 
         ``data`` has CRLF line ends; it need only reach ``block.end``.
         """
@@ -195,14 +202,14 @@ class _Submitter:
             raise SubmissionError(
                 f"The message header is larger than {MAX_HEADER_OCTETS // 1024} KiB."
             )
-        if _HEADER_CONTROL.search(data[: block.end].replace(_CRLF, b"")):
+        if _HEADER_CONTROL.search(data[start : block.end].replace(_CRLF, b"")):
             raise SubmissionError(
                 "The message header contains NUL or another control character."
             )
         has_from = _check_authors(block.fields, self.allowed)
         keys = {field.key for field in block.fields}
 
-        added: list[bytes] = []
+        added: list[bytes] = [self.trace]
         if not has_from:
             added.append(b"From: " + str(self.sender).encode("ascii") + _CRLF)
         if "date" not in keys:
@@ -229,10 +236,14 @@ def prepare_submission(
     sender: str,
     hostname: str,
     now: datetime | None = None,
+    trace: bytes = b"",
 ) -> bytes:
     """Check and complete a message submitted by a local user; return the bytes to store.
 
     - Line ends become CRLF (bare CR and LF included) and the message ends in CRLF.
+    - A leading mbox "From " line is dropped, as every reader of the message
+      skips it (:func:`smdp.mail.mime.mbox_line_end`): left in, it would end
+      the header before its first field and make the whole header body text.
     - The header is read with the scanner of :mod:`smdp.mail.mime.headers`. Where it
       stops without a blank line (a line that is not a header field, or no
       header at all) a blank line is inserted there, so the rest is body for
@@ -240,18 +251,21 @@ def prepare_submission(
     - From, Sender, Resent-From and Resent-Sender may name only ``identities``
       (case-insensitively), in their addresses and in their display names
       (assumption 3); otherwise :class:`SubmissionError`.
-    - With no From, ``From: <sender>`` is written at the top (Table 5 ``mail``);
-      a missing Date or Message-ID is added too. Bcc fields are removed.
+    - ``trace`` (trace fields, each ending in CRLF: the origin's Received) goes
+      first. With no From, ``From: <sender>`` is written at the top (Table 5
+      ``mail``); a missing Date or Message-ID is added too. Bcc and
+      Return-Path fields are removed.
     - NUL or other control characters in the header are refused.
 
     ``sender`` must be one of ``identities``; ``now`` defaults to the current
     time (a naive value is taken as UTC); ``hostname`` is the right-hand side
     of generated Message-IDs.
     """
-    submitter = _Submitter.check(identities, sender, hostname, now)
+    submitter = _Submitter.check(identities, sender, hostname, now, trace)
     data = _normalize_line_ends(raw)
-    block = scan_header(data, limit=MAX_HEADER_OCTETS)
-    return submitter.header(data, block) + data[block.body_start :]
+    start = mbox_line_end(data)
+    block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
+    return submitter.header(data, start, block) + data[block.body_start :]
 
 
 # ---------------------------------------------------------------------------
@@ -260,6 +274,7 @@ def prepare_submission(
 # Normalised octets read before the header is first scanned; the buffer at
 # least doubles before each new scan, so scanning costs O(header) overall.
 _FIRST_SCAN = 64 * 1024
+assert _FIRST_SCAN >= MBOX_DECIDED  # the mbox line is decided on the first scan
 # Octets past MAX_HEADER_OCTETS that the header buffer may hold. Past them, a
 # line that may still be a field is followed to the octet that decides without
 # being held, and a header line still going on makes the header too large.
@@ -314,6 +329,7 @@ def prepare_submission_body(
     hostname: str,
     now: datetime | None = None,
     spool_dir: str | None = None,
+    trace: bytes = b"",
 ) -> Body:
     """:func:`prepare_submission` for a :class:`~smdp.mail.body.Body`, never read whole.
 
@@ -327,7 +343,7 @@ def prepare_submission_body(
     does not give up) but refused here as larger than MAX_HEADER_OCTETS, like
     every header that crosses the limit with anything after it.
     """
-    submitter = _Submitter.check(identities, sender, hostname, now)
+    submitter = _Submitter.check(identities, sender, hostname, now, trace)
     lines = _LineEnds()
     chunks = raw.chunks()
     pieces: list[bytes] = []
@@ -349,7 +365,9 @@ def prepare_submission_body(
                 held += len(piece)
         data = b"".join(pieces)
         pieces = [data]
-        block = scan_header(data, limit=MAX_HEADER_OCTETS)
+        # _FIRST_SCAN is far more than MBOX_DECIDED: decided on the first scan.
+        start = mbox_line_end(data)
+        block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
         if ended or _header_decided(data, block):
             break
         if held > MAX_HEADER_OCTETS + _HEADER_SLACK:
@@ -371,7 +389,7 @@ def prepare_submission_body(
             break
         want = max(held + 1, min(2 * held, MAX_HEADER_OCTETS + _HEADER_SLACK + 1))
 
-    head = submitter.header(data, block)
+    head = submitter.header(data, start, block)
     writer = BodyWriter(directory=spool_dir)
     try:
         writer.write(head)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from smdp.core.outcomes import Kind, Outcome
 from smdp.core.submission import SubmissionError
 from smdp.mail.addresses import AddressError, domain_of, parse_address
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
+from smdp.mail.trace import delivery_fields
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
@@ -99,26 +101,35 @@ class UserSession(Session):
     def _chunks(self, envelope_id: int) -> Iterator[bytes]:
         return stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq))
 
-    async def _stream(self, envelope_id: int, length: int) -> None:
-        """Send the first ``length`` octets of a stored body as the block."""
-        await self.stream_body(_first_octets(self._chunks(envelope_id), length), length,
+    async def _stream(self, envelope_id: int, length: int, head: bytes = b"") -> None:
+        """Send ``head``, then the first ``length`` octets of a stored body, as the block."""
+        chunks = itertools.chain((head,), _first_octets(self._chunks(envelope_id), length))
+        await self.stream_body(chunks, len(head) + length,
                                self.conn.block_chunk, self.conn.block_end)
 
-    def _stored(self, n: int) -> InEnvelope | None:
-        """Message ``n``'s envelope when its body is here to read; else the
-        -ERR (unknown number, or no body stored) is sent and None returned."""
+    def _delivery_fields(self, entry: MailboxEntry, env: InEnvelope) -> bytes:
+        # Return-Path and Delivered-To (protocol.md 8.4): one stored copy
+        # serves every recipient of an envelope, so the field naming the
+        # mailbox is written as the message is read, not stored.
+        return delivery_fields(env.sender, entry.recipient)
+
+    def _stored(self, n: int) -> tuple[InEnvelope, bytes] | None:
+        """Message ``n``'s envelope and delivery fields when its body is here to
+        read; else the -ERR (unknown number, or no body stored) is sent and
+        None returned."""
         entry = self._message(n)
         if entry is None:
             return None
         env = self.store.in_envelope(entry.envelope_id)
         if env is not None and env.has_body:
-            return env
+            return env, self._delivery_fields(entry, env)
         self.conn.err(f"message {n} is not stored here yet")
         return None
 
     def _size(self, entry: MailboxEntry) -> int:
+        """The size of the message as RETR sends it (delivery fields included)."""
         env = self.store.in_envelope(entry.envelope_id)
-        return env.size if env else 0
+        return env.size + len(self._delivery_fields(entry, env)) if env else 0
 
     def _uid(self, entry: MailboxEntry) -> str:
         env = self.store.in_envelope(entry.envelope_id)
@@ -238,14 +249,16 @@ class UserSession(Session):
                 elif (entry := self._message(n)) is not None:
                     conn.ok(f"{n} {self._uid(entry)}")
             case wire.Retr(n=n):
-                if (env := self._stored(n)) is not None:
-                    conn.ok_block_start(f"{env.size} octets")
-                    await self._stream(env.id, env.size)
+                if (stored := self._stored(n)) is not None:
+                    env, head = stored
+                    conn.ok_block_start(f"{len(head) + env.size} octets")
+                    await self._stream(env.id, env.size, head)
             case wire.Top(n=n, lines=k):
-                if (env := self._stored(n)) is not None:
+                if (stored := self._stored(n)) is not None:
+                    env, head = stored
                     length = _top_length(self._chunks(env.id), k)
                     conn.ok_block_start("top of message follows")
-                    await self._stream(env.id, length)
+                    await self._stream(env.id, length, head)
             case wire.Dele(n=n):
                 if self._message(n) is not None:
                     self.deleted.add(n)
@@ -398,7 +411,8 @@ class UserSession(Session):
             return
         try:
             result = self.core.origin.submit(
-                self.user, sender, rcpts, data, spool_dir=self.config.spool_dir
+                self.user, sender, rcpts, data, spool_dir=self.config.spool_dir,
+                client=self.client,
             )
         except SubmissionError as exc:
             log.info("submission refused user=%s client=%s reason=%s",

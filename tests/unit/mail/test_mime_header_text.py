@@ -39,5 +39,9 @@ def test_display_name_forms() -> None:
         (b"j@x", ""),
         (b'"a \\" b" <x@y>', 'a " b'),
         (b"(" * 5000, ""),  # email.utils.parseaddr would raise RecursionError
+        (b'"" Angles " Puglisi" <a@x>', "Angles Puglisi"),  # a phrase of several words
+        (b'"John" "Smith" <j@x>', "John Smith"),
+        (b'"unclosed " (comment (nested) \\) still) <x@y>', "unclosed"),
+        (b'"' * 3000 + b" <x@y>", ""),
     ]:
         assert display_name(raw) == name

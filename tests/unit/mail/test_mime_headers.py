@@ -7,9 +7,11 @@ import random
 from smdp.mail.mime.headers import (
     _LINE_BREAK,
     FIELD_NAME,
+    MAX_MBOX_LINE,
     HeaderBlock,
     HeaderField,
     first_values,
+    mbox_line_end,
     scan_header,
 )
 
@@ -138,3 +140,33 @@ def test_scan_header_matches_the_line_by_line_scan() -> None:
         expected = _scan_header_by_lines(data, start, end, keep=keep, limit=limit)
         assert scan_header(data, start, end, keep=keep, limit=limit) == expected, (
             data, start, end, keep, limit)
+
+
+# ---------------------------------------------------------------------------
+# The mbox "From " line (mbox_line_end): one rule for the walk and submission
+
+MBOX_LINE = b"From fork-admin@xent.com  Mon Sep 23 12:34:56 2002\n"
+
+
+def test_mbox_line_before_a_header_is_skipped() -> None:
+    assert mbox_line_end(MBOX_LINE + b"Return-Path: <x@y>\n\nbody") == len(MBOX_LINE)
+    assert mbox_line_end(b"From x\r\nSubject : y\r\n\r\n") == len(b"From x\r\n")
+
+
+def test_text_that_starts_with_from_is_not_an_mbox_line() -> None:
+    assert mbox_line_end(b"From now on we meet at ten.\nSee you.\n") == 0
+    assert mbox_line_end(b"From x\n\nbody") == 0  # no header after it
+    assert mbox_line_end(b"From x\n folded: no\n") == 0  # a continuation is no field
+    assert mbox_line_end(b"From x") == 0 and mbox_line_end(b"From x\n") == 0
+    assert mbox_line_end(b"From: alice@a.example\nSubject: s\n\n") == 0
+    assert mbox_line_end(b"from x\nSubject: s\n\n") == 0
+
+
+def test_mbox_line_is_bounded() -> None:
+    line = b"From " + b"x" * (MAX_MBOX_LINE - 6) + b"\n"
+    assert len(line) == MAX_MBOX_LINE
+    assert mbox_line_end(line + b"Subject: s\n") == MAX_MBOX_LINE
+    assert mbox_line_end(b"From x" + line + b"Subject: s\n") == 0  # one octet too long
+    name = b"X" * MAX_MBOX_LINE  # the colon is past the first MAX_MBOX_LINE octets
+    assert mbox_line_end(b"From x\n" + name + b": v\n") == 0
+    assert mbox_line_end(b"From x\n" + name[1:] + b": v\n") == len(b"From x\n")

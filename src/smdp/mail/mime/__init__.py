@@ -9,7 +9,13 @@ that is too large to hold a chunk at a time (:mod:`.skeleton`).
 """
 
 from smdp.mail.mime.header_text import decode_header_text, display_name
-from smdp.mail.mime.headers import HeaderBlock, HeaderField, first_values, scan_header
+from smdp.mail.mime.headers import (
+    HeaderBlock,
+    HeaderField,
+    first_values,
+    mbox_line_end,
+    scan_header,
+)
 from smdp.mail.mime.skeleton import message_skeleton
 from smdp.mail.mime.text import ShowLine, part_lines
 from smdp.mail.mime.walk import (
@@ -33,6 +39,7 @@ __all__ = [
     "decode_header_text",
     "display_name",
     "first_values",
+    "mbox_line_end",
     "message_skeleton",
     "part_lines",
     "scan_header",

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "FIELD_NAME",
+    "MAX_MBOX_LINE",
+    "MBOX_DECIDED",
     "HeaderBlock",
     "HeaderField",
     "first_values",
+    "mbox_line_end",
     "scan_header",
 ]
 
@@ -82,6 +85,36 @@ _FIELD = re.compile(FIELD_NAME.pattern + b"(" + _FIELD_BODY + b")")
 _NOT_FIELD_AFTER_LF = re.compile(rb"\n(?![ \t]|[\x21-\x39\x3b-\x7e]++[ \t]*+:)")
 _NOT_FIELD_AFTER_CR = re.compile(rb"\r(?![\n \t]|[\x21-\x39\x3b-\x7e]++[ \t]*+:)")
 _LINE_ENDS = b"\r\n"
+# The longest mbox "From " line, its LF included: RFC 5322's line limit. Real
+# ones are well under 200 octets.
+MAX_MBOX_LINE = 1000
+# mbox_line_end looks at no more than this many octets of a message: a reader
+# that holds this much of its start (or all of it) decides as on the whole.
+MBOX_DECIDED = 2 * MAX_MBOX_LINE
+
+
+def mbox_line_end(data: bytes) -> int:
+    """Where the message in ``data`` starts: past a leading mbox "From " line
+    (the From_ line of RFC 4155, left on messages taken from mbox files), else 0.
+
+    The one rule for every reader (the MIME walk and its skeleton, and
+    submission, which strips the line), so that the header a user's message
+    is checked by is the header the envelope shows. The first line is an mbox
+    line when it starts with "From ", ends with an LF within
+    :data:`MAX_MBOX_LINE` octets, and the next line starts a header field
+    within as many: a message with no header whose text happens to start with
+    "From " keeps that line as text. Only the first :data:`MBOX_DECIDED`
+    octets are looked at.
+    """
+    if not data.startswith(b"From "):
+        return 0
+    newline = data.find(b"\n", 0, MAX_MBOX_LINE)
+    if newline < 0:
+        return 0
+    start = newline + 1
+    if FIELD_NAME.match(data, start, start + MAX_MBOX_LINE) is None:
+        return 0
+    return start
 
 
 @functools.lru_cache(maxsize=16)

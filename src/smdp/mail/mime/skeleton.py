@@ -7,7 +7,7 @@ what :func:`~smdp.mail.mime.walk.walk_message` and
 run on that skeleton, a few KiB for a message of text and attachments
 whatever its size, and find the same. Kept:
 
-- the mbox "From " line and the top header block;
+- the mbox "From " line (as mbox_line_end finds it) and the top header block;
 - every "--" line that may be a delimiter, with the line end before it, and
   the header block after it (up to the blank line or the first line that is
   not a field, exactly where scan_header ends it), unless the line can only
@@ -55,7 +55,13 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from smdp.mail.mime.headers import FIELD_NAME, first_values, scan_header
+from smdp.mail.mime.headers import (
+    FIELD_NAME,
+    MBOX_DECIDED,
+    first_values,
+    mbox_line_end,
+    scan_header,
+)
 from smdp.mail.mime.text import HTML_STEPS, TEXT_STEPS
 from smdp.mail.mime.walk import GUESS_WINDOW, MAX_HEADER_OCTETS, MIME_FIELDS, body_use
 
@@ -99,28 +105,22 @@ def _line_break(buf: bytes, start: int) -> int:
     return cr if cr >= 0 else lf
 
 
-def _line(buf: bytes, start: int, eof: bool, cap: int, lf_only: bool = False) -> tuple[int, int]:
+def _line(buf: bytes, start: int, eof: bool, cap: int) -> tuple[int, int]:
     """(line end, next line start) of the line at ``start``, or (_NEED or _LONG, 0).
 
-    Line ends are CRLF, LF or a bare CR, as scan_header reads them (LF only
-    for the mbox line, as walk_message reads it).
+    Line ends are CRLF, LF or a bare CR, as scan_header reads them.
     """
     size = len(buf)
-    if lf_only:
-        end = buf.find(b"\n", start)
-        if end >= 0:
+    end = _line_break(buf, start)
+    if end >= 0:
+        if buf[end] == 0x0A:
             return end, end + 1
-    else:
-        end = _line_break(buf, start)
-        if end >= 0:
-            if buf[end] == 0x0A:
-                return end, end + 1
-            if end + 1 < size:
-                return end, end + (2 if buf[end + 1] == 0x0A else 1)
-            if eof:
-                return end, end + 1
-            # A CR that ends the buffer: an LF may follow.
-            return (_LONG if end - start > cap else _NEED), 0
+        if end + 1 < size:
+            return end, end + (2 if buf[end + 1] == 0x0A else 1)
+        if eof:
+            return end, end + 1
+        # A CR that ends the buffer: an LF may follow.
+        return (_LONG if end - start > cap else _NEED), 0
     if eof:
         return size, size
     return (_LONG if size - start > cap else _NEED), 0
@@ -337,7 +337,6 @@ class _State(enum.Enum):
     """Where the filter is; _STEPS gives the method that goes on from there."""
 
     MBOX = enum.auto()  # the start: is there an mbox "From " line?
-    MBOX_LINE = enum.auto()  # in the mbox line (it ends at LF only, as the walk reads it)
     HEADER = enum.auto()  # at a line of a header block (top or part)
     DASH = enum.auto()  # at a "--" line (after the line end before it, with dash_break)
     REGION = enum.auto()  # in a body: keep the windows, look for the next possible delimiter
@@ -378,8 +377,7 @@ class _Skeleton:
         self.header_mark = 0  # where in kept the block starts
         self.header_start = 0  # kept.size when the top header started
         self.seen_field = False
-        # SKIP: which line (LF only: the mbox line) and the state it was in.
-        self.skip_lf_only = False
+        # SKIP: the state the over-long line was in.
         self.after_skip = _State.HEADER
 
     def feed(self, chunk: bytes, *, eof: bool = False) -> None:
@@ -500,34 +498,22 @@ class _Skeleton:
         else:
             windows.fixed_until = max(windows.fixed_until, until)
 
-    def _skip(self, lf_only: bool, then: _State) -> None:
+    def _skip(self, then: _State) -> None:
         """Drop the rest of the line, then go on as after the line in state ``then``."""
         self.state = _State.SKIP
-        self.skip_lf_only = lf_only
         self.after_skip = then
 
     # -- the states
 
     def _at_start(self, buf: bytes, pos: int, eof: bool) -> int:
-        if len(buf) - pos < 5 and not eof:
+        # The first MBOX_DECIDED octets decide, and the buffer holds them (or
+        # the whole message): the walk finds the same line in the skeleton.
+        if len(buf) - pos < MBOX_DECIDED and not eof:
             return pos
-        if buf.startswith(b"From ", pos):
-            self.state = _State.MBOX_LINE
-        else:
-            self._start_header(top=True)
-        return pos
-
-    def _in_mbox_line(self, buf: bytes, pos: int, eof: bool) -> int:
-        end, term = _line(buf, pos, eof, _LINE_CAP, lf_only=True)
-        if end == _NEED:
-            return pos
-        if end == _LONG:
-            self.kept.keep(buf, pos, pos + _LINE_CAP)
-            self._skip(True, _State.MBOX_LINE)
-            return pos + _LINE_CAP
-        self._keep_line(buf, pos, end, term, _LINE_CAP)
+        skip = mbox_line_end(buf[pos : pos + MBOX_DECIDED])
+        self.kept.keep(buf, pos, pos + skip)
         self._start_header(top=True)
-        return term
+        return pos + skip
 
     def _in_header(self, buf: bytes, pos: int, eof: bool) -> int:
         size = len(buf)
@@ -555,7 +541,7 @@ class _Skeleton:
                 return pos
             if end == _LONG:
                 kept.keep(buf, pos, pos + cap)
-                self._skip(False, _State.HEADER)
+                self._skip(_State.HEADER)
                 return pos + cap
             self._keep_line(buf, pos, end, term, cap)
             pos = term
@@ -608,7 +594,7 @@ class _Skeleton:
             return term
         if end == _LONG:
             self.kept.keep(buf, start, start + _LINE_CAP)
-            self._skip(False, _State.DASH)
+            self._skip(_State.DASH)
             return start + _LINE_CAP
         self._keep_line(buf, start, end, term, _LINE_CAP)
         self._start_header(top=False)
@@ -616,18 +602,14 @@ class _Skeleton:
 
     def _skipping(self, buf: bytes, pos: int, eof: bool) -> int:
         size = len(buf)
-        if self.skip_lf_only:
-            end = buf.find(b"\n", pos)
-            term = end + 1
-        else:
-            end = _line_break(buf, pos)
-            term = end + 1
-            if end >= 0 and buf[end] == 0x0D:
-                if end + 1 < size:
-                    term += buf[end + 1] == 0x0A
-                elif not eof:
-                    self._window(buf, pos, end)
-                    return end  # is the CR followed by an LF?
+        end = _line_break(buf, pos)
+        term = end + 1
+        if end >= 0 and buf[end] == 0x0D:
+            if end + 1 < size:
+                term += buf[end + 1] == 0x0A
+            elif not eof:
+                self._window(buf, pos, end)
+                return end  # is the CR followed by an LF?
         if end < 0:
             self._window(buf, pos, size)
             return size
@@ -636,8 +618,6 @@ class _Skeleton:
         after = self.after_skip
         if after is _State.DASH:
             self._start_header(top=False)
-        elif after is _State.MBOX_LINE:
-            self._start_header(top=True)
         else:
             self.state = _State.HEADER
             self._header_full()
@@ -658,7 +638,6 @@ class _Skeleton:
 
 _STEPS: dict[_State, Callable[[_Skeleton, bytes, int, bool], int]] = {
     _State.MBOX: _Skeleton._at_start,
-    _State.MBOX_LINE: _Skeleton._in_mbox_line,
     _State.HEADER: _Skeleton._in_header,
     _State.DASH: _Skeleton._at_dash_line,
     _State.REGION: _Skeleton._in_body,

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from smdp.mail.mime.headers import HeaderField, first_values, scan_header
+from smdp.mail.mime.headers import HeaderField, first_values, mbox_line_end, scan_header
 from smdp.mail.mime.parameters import param_text, parse_params
 
 __all__ = [
@@ -99,15 +99,11 @@ def walk_message(
     """Walk the message ``data``: its top header (with the fields named in
     ``keep``, lower case) and its MIME tree.
 
-    An mbox "From " line before the header is skipped. A top header larger
+    An mbox "From " line before the header is skipped (see mbox_line_end). A top header larger
     than :data:`MAX_HEADER_OCTETS` is read only that far, and then the body
     is not walked (where it starts is unknown).
     """
-    start = 0
-    if data.startswith(b"From "):
-        # An mbox separator line, left on messages read from mbox files.
-        newline = data.find(b"\n")
-        start = len(data) if newline < 0 else newline + 1
+    start = mbox_line_end(data)
     block = scan_header(data, start, keep=_top_fields(keep), limit=MAX_HEADER_OCTETS)
     walk = Walk(data, show_name, max_names, block.fields, first_values(block.fields))
     if not block.truncated:
