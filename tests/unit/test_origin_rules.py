@@ -536,3 +536,22 @@ def test_a_recipient_lost_to_expiry_cannot_accept_but_can_still_reject(world: Wo
     spam = world.origin.on_decision(env.envid, CAROL, Decision.REJECT_SPAM, False)
     assert (spam.kind, spam.reason) == (Kind.DONE, f"SPAM recorded for <{CAROL}>")
     assert _recipients(world, msgid)[CAROL].state is RecipientState.SPAM
+
+
+def test_a_message_that_grows_past_the_maximum_is_refused_at_submission(
+        tmp_path: Path) -> None:
+    """The fields the origin adds (Received; From, Date, Message-ID where
+    missing) count: a message at the maximum before them is over it after,
+    and every destination would refuse its SIZE. Refused now, nothing stored."""
+    world = World(tmp_path)
+    raw = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n"
+    world.origin = Origin(world.a, hostname="smdp.a.example", expire_days=30,
+                          max_message_size=len(raw))
+    with pytest.raises(SubmissionError, match=(
+            r"^the message is \d+ octets with the fields this server adds \(Received, and "
+            rf"From, Date and Message-ID where missing\), over the maximum of {len(raw)}; "
+            r"send a smaller message$")):
+        world.send([BOB], body=raw)
+    assert world.a.out_messages_of(world.alice.id) == []
+    world.origin.max_message_size = len(raw) + 1024
+    assert world.send([BOB], body=raw)

@@ -87,8 +87,14 @@ def sort_answers(answers: list[tuple[str, Answer, str]], recipients: list[str],
 
 class Origin:
     def __init__(self, store: Store, *, hostname: str, expire_days: float,
-                 spam_reports_per_day: int = 20, delivery_reports: bool = True) -> None:
+                 spam_reports_per_day: int = 20, delivery_reports: bool = True,
+                 max_message_size: int | None = None) -> None:
         self.store = store
+        # The largest message a destination takes (its SIZE limit; ours, as
+        # every server of a deployment shares [limits]): a submission that
+        # grows past it with the fields added here is refused now, not
+        # accepted and then refused by every destination.
+        self.max_message_size = max_message_size
         self.hostname = hostname
         self.expire_seconds = expire_days * 86400.0
         self.spam_reports_per_day = spam_reports_per_day
@@ -130,6 +136,12 @@ class Origin:
                 raw, identities=identities, sender=sender, hostname=self.hostname,
                 trace=trace,
             ))
+        if self.max_message_size is not None and body.size > self.max_message_size:
+            raise SubmissionError(
+                f"the message is {body.size} octets with the fields this server adds "
+                f"(Received, and From, Date and Message-ID where missing), over the "
+                f"maximum of {self.max_message_size}; send a smaller message"
+            )
         summary = extract_envelope(body)
         now = time.time()
         expires = now + self.expire_seconds

@@ -39,7 +39,8 @@ class Core:
             config, store,
             Origin(store, hostname=config.hostname, expire_days=config.delivery.expire_days,
                    spam_reports_per_day=config.abuse.spam_reports_per_day,
-                   delivery_reports=config.notices.delivery_reports),
+                   delivery_reports=config.notices.delivery_reports,
+                   max_message_size=config.limits.max_message_size),
             Destination(store, quality=config.quality, hostname=config.hostname),
             Lists(store),
         )
