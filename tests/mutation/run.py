@@ -279,13 +279,17 @@ class Equivalent:
     operator: str
     line: str
     why: str
+    # Where one operator makes several mutants of a line (NumberReplacer's
+    # n+1 and n-1), the mutated line (stripped) this argument is about.
+    becomes: str = ""
 
 
 def load_equivalents() -> list[Equivalent]:
     if not EQUIVALENT_FILE.exists():
         return []
     data = tomllib.loads(EQUIVALENT_FILE.read_text())
-    return [Equivalent(e["file"], e["operator"], e["line"].strip(), e["why"])
+    return [Equivalent(e["file"], e["operator"], e["line"].strip(), e["why"],
+                       e.get("becomes", "").strip())
             for e in data.get("equivalent", [])]
 
 
@@ -294,9 +298,11 @@ def _source_line(path: Path, line: int) -> str:
 
 
 def equivalent_for(rel: str, operator: str, line: str,
-                   equivalents: list[Equivalent]) -> Equivalent | None:
+                   equivalents: list[Equivalent], diff: str = "") -> Equivalent | None:
+    added = {d[1:].strip() for d in diff.splitlines() if d.startswith("+")}
     for e in equivalents:
-        if e.file == rel and e.operator == operator and e.line == line:
+        if e.file == rel and e.operator == operator and e.line == line and (
+                not e.becomes or e.becomes in added):
             return e
     return None
 
@@ -461,7 +467,7 @@ def report(target: Target, session: Path, equivalents: list[Equivalent]) -> Figu
             path = Path(m.module_path)
             rel = str(path.relative_to(shadow(target.name)))
             line = _source_line(ROOT / "src" / rel, m.start_pos[0])
-            eq = equivalent_for(rel, m.operator_name, line, equivalents)
+            eq = equivalent_for(rel, m.operator_name, line, equivalents, result.diff or "")
             where = f"{rel}:{m.start_pos[0]} {m.operator_name}"
             if result.test_outcome == TestOutcome.SURVIVED:
                 if eq is not None:

@@ -5,6 +5,7 @@ On real SQLite stores, no wire."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sqlite3
@@ -15,8 +16,13 @@ from pathlib import Path
 import pytest
 
 from smdp.config import QualityPolicy
-from smdp.core.destination import DEFAULT_HOLD_SECONDS, Destination, expiry_time
-from smdp.core.outcomes import Kind
+from smdp.core.destination import (
+    DEFAULT_HOLD_SECONDS,
+    DecisionResult,
+    Destination,
+    expiry_time,
+)
+from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing
 from smdp.store.records import Quality
 from smdp.terms import Decision, EntryState
@@ -349,3 +355,40 @@ def test_expiry_and_its_vote_are_one_transaction(world: World, tmp_path: Path) -
     beside.close()
     assert world.dest.expire(time.time() + 31 * 86400) == 1
     assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+
+
+def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The alert follows a rejection; an accept that leaves the peer still
+    below the threshold says nothing. Our own name sorts after the peer's
+    (smdp.b.example > smdp.a.example): the check is "not us", not an order."""
+    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world.dest = Destination(world.b, quality=world.dest.quality_policy, hostname="smdp.b.example")
+    world.send(["carol@b.example"])
+    world.send([BOB])
+    world.deliver_envelopes()
+    with caplog.at_level(logging.WARNING, logger="smdp.quality"):
+        world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
+        world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"peer server {A_HOST}: alert (quality -0.50 is below the alert threshold 0.50)"]
+    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)  # still below 0.5 after the accept
+
+
+def test_an_expired_envelope_can_still_be_rejected(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    assert world.dest.expire(time.time() + 31 * 86400) == 1
+    result = world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT_SPAM)
+    assert result.outcome == Outcome(Kind.DONE, "recorded")
+    assert result.entry is not None and result.entry.decision is Decision.REJECT_SPAM
+    accept = world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    assert accept.outcome.kind is Kind.ALREADY_REJECTED
+
+
+def test_a_decision_result_is_frozen_and_slotted() -> None:
+    result = DecisionResult(Outcome(Kind.DONE, "recorded"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.entry = None  # type: ignore[misc]
+    assert not hasattr(result, "__dict__")
