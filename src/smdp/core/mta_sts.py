@@ -78,8 +78,6 @@ def _txt_id(record: str) -> str:
     sts-text-record = sts-version 1*(sts-field-delim sts-field) [sts-field-delim]
     sts-field-delim = *WSP ";" *WSP; sts-field = sts-id / sts-extension
     """
-    if not record.isascii():
-        raise PolicyError("the record is not US-ASCII")
     body = record[len("v=STSv1"):]
     parts = re.split(f"{_WSP};{_WSP}", body)
     # parts[0] is what came between "v=STSv1" and the first ";": nothing.

@@ -123,9 +123,6 @@ def _get(host: str, addresses: list[str], port: int, context: ssl.SSLContext,
         if media != "text/plain":
             raise FetchError(f"{host} served the policy as {media or 'no media type'!r}, "
                              "not text/plain")
-        length = response.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_POLICY_SIZE:
-            raise FetchError(f"the policy of {host} is larger than {MAX_POLICY_SIZE} bytes")
         body = bytearray()
         while True:
             if time.monotonic() > deadline:
