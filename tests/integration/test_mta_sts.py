@@ -8,6 +8,7 @@ pointed at 127.0.0.1, while SNI and the certificate check use the name.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,9 +19,19 @@ from pathlib import Path
 import pytest
 
 from smdp.certs import Issued, make_ca, make_cert
-from smdp.core.mta_sts import MAX_POLICY_SIZE, Mode, Policy
-from smdp.server.mta_sts import FetchError, MtaSts, fetch_policy, policy_context
+from smdp.config import parse_config
+from smdp.core.mta_sts import MAX_POLICY_SIZE, Mode, Policy, TlsOutcome
+from smdp.server.mta_sts import (
+    FetchError,
+    MtaSts,
+    fetch_policy,
+    from_config,
+    handshake_outcome,
+    mx_context,
+    policy_context,
+)
 from smdp.store import Store, open_store
+from tests.conditions import wait_until_async
 from tests.integration.faults import NXDOMAIN, SERVFAIL, StandInDns
 
 pytestmark = pytest.mark.own_backend  # the cache's store is SQLite, whatever the pass
@@ -375,3 +386,96 @@ async def test_the_txt_answer_is_believed_for_a_while_unless_fresh(world: World)
     world.dns.txt[TXT_NAME] = ["v=STSv1; id=three"]
     world.host.reply = text(POLICY_A)
     assert await sts.policy(DOMAIN) == ENFORCED
+
+
+async def test_deliveries_asking_at_once_share_one_fetch(world: World) -> None:
+    release = threading.Event()
+    world.host.hold = release
+    first = asyncio.ensure_future(world.sts.policy(DOMAIN))
+    second = asyncio.ensure_future(world.sts.policy(DOMAIN.upper()))
+    await wait_until_async(lambda: len(world.host.paths) == 1, what="the first fetch")
+    release.set()
+    assert await first == ENFORCED and await second == ENFORCED
+    assert world.host.paths == ["/.well-known/mta-sts.txt"]
+
+
+# -- STARTTLS with an MX host: the contexts and the outcome decide() takes ---------------
+
+MX = "mx.b.example"
+
+
+async def _handshake(tmp_path: Path, ca: Issued, served: Issued | None, name: str,
+                     *, verify: bool) -> tuple[TlsOutcome, str]:
+    """Connect to a loopback TLS server showing ``served`` (None: a server
+    that answers the handshake with junk) as ``name``; the outcome."""
+    (tmp_path / "mx-ca.pem").write_bytes(ca.cert_pem)
+    server_context: ssl.SSLContext | None = None
+    if served is not None:
+        (tmp_path / "mx.pem").write_bytes(served.cert_pem)
+        (tmp_path / "mx.key").write_bytes(served.key_pem)
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(str(tmp_path / "mx.pem"), str(tmp_path / "mx.key"))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if server_context is None:
+            writer.write(b"220 this is not TLS\r\n" * 4)
+        try:
+            await writer.drain()
+            await reader.read(1)
+        except (ssl.SSLError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    error: BaseException | None = None
+    try:
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=mx_context(tmp_path / "mx-ca.pem", verify=verify),
+            server_hostname=name)
+        writer.close()
+    except (ssl.SSLError, OSError) as exc:
+        error = exc
+    finally:
+        server.close()
+        await server.wait_closed()
+    return handshake_outcome(error, verified=verify)
+
+
+async def test_a_valid_mx_certificate_is_verified(tmp_path: Path, ca: Issued) -> None:
+    assert await _handshake(tmp_path, ca, make_cert(MX, issuer=ca), MX, verify=True) == (
+        TlsOutcome.VERIFIED, "")
+
+
+async def test_an_mx_certificate_for_another_name_is_invalid(tmp_path: Path,
+                                                            ca: Issued) -> None:
+    outcome, detail = await _handshake(tmp_path, ca, make_cert("mx.c.example", issuer=ca), MX,
+                                       verify=True)
+    assert outcome is TlsOutcome.CERTIFICATE_INVALID
+    assert "mx.b.example" in detail  # "Hostname mismatch, certificate is not valid for ..."
+
+
+async def test_an_untrusted_mx_certificate_is_invalid_unless_unchecked(tmp_path: Path,
+                                                                      ca: Issued) -> None:
+    served = make_cert(MX)  # self-signed
+    outcome, _detail = await _handshake(tmp_path, ca, served, MX, verify=True)
+    assert outcome is TlsOutcome.CERTIFICATE_INVALID
+    assert await _handshake(tmp_path, ca, served, MX, verify=False) == (
+        TlsOutcome.UNVERIFIED, "")
+
+
+async def test_a_broken_handshake_is_a_failed_one(tmp_path: Path, ca: Issued) -> None:
+    outcome, detail = await _handshake(tmp_path, ca, None, MX, verify=True)
+    assert outcome is TlsOutcome.HANDSHAKE_FAILED and detail
+
+
+def test_a_server_builds_its_cache_from_its_configuration(tmp_path: Path) -> None:
+    server = {"server": {"hostname": "smdp.a.example", "domains": ["a.example"]},
+              "dns": {"nameservers": ["127.0.0.1:5353"]}}
+    store = open_store(str(tmp_path / "s.sqlite3"))
+    try:
+        assert isinstance(from_config(parse_config(server, tmp_path), store), MtaSts)
+        off = parse_config({**server, "smtp": {"tls": {"mta_sts": False}}}, tmp_path)
+        assert from_config(off, store) is None
+    finally:
+        store.close()

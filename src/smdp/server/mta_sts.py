@@ -44,6 +44,7 @@ from smdp.core.mta_sts import (
     Mode,
     Policy,
     PolicyError,
+    TlsOutcome,
     parse_policy,
     parse_txt_records,
 )
@@ -51,7 +52,8 @@ from smdp.store import Store
 from smdp.store.records import CachedPolicy
 
 __all__ = ["FETCH_TIMEOUT", "RETRY_AFTER", "TXT_RECHECK", "FetchError", "MtaSts",
-           "fetch_policy", "from_config", "policy_context", "policy_url"]
+           "fetch_policy", "from_config", "handshake_outcome", "mx_context", "policy_context",
+           "policy_url"]
 
 log = logging.getLogger("smdp.mta_sts")
 
@@ -163,6 +165,35 @@ async def fetch_policy(domain: str, *, context: ssl.SSLContext,
     return policy, body.decode("utf-8")
 
 
+def mx_context(ca: Path | None, *, verify: bool) -> ssl.SSLContext:
+    """The client context for STARTTLS with an MX host.
+
+    ``verify`` (``Requirement.verify``): the chain must reach ``ca`` (or the
+    system store) and the certificate be valid for the MX host name the
+    caller gives as ``server_hostname``; TLS 1.2 at least. Without it
+    (opportunistic), any certificate and the library's default versions: an
+    old server's TLS still beats the plaintext a refusal would fall back to.
+    """
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    if verify:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def handshake_outcome(error: BaseException | None, *, verified: bool) -> tuple[TlsOutcome, str]:
+    """What a STARTTLS handshake gave, for ``decide``: its outcome and the
+    TLS library's words for a failure. ``error``: what the handshake raised
+    (None: it succeeded); ``verified``: it ran with a verifying context."""
+    if error is None:
+        return (TlsOutcome.VERIFIED if verified else TlsOutcome.UNVERIFIED), ""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return TlsOutcome.CERTIFICATE_INVALID, error.verify_message or str(error)
+    return TlsOutcome.HANDSHAKE_FAILED, str(error) or type(error).__name__
+
+
 def policy_context(ca: Path | None) -> ssl.SSLContext:
     """Verifies the policy host's certificate: chain to ``ca`` (or the system
     store), not expired, valid for ``mta-sts.<domain>``."""
@@ -201,6 +232,7 @@ class MtaSts:
         self._checks: dict[str, _Check] = {}
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> when a fetch failed
         self._resolver: dns.asyncresolver.Resolver | None = None
+        self._running: dict[str, asyncio.Future[Policy | None]] = {}
 
     async def policy(self, domain: str, *, fresh: bool = False) -> Policy | None:
         """The policy to apply to ``domain``'s mail, or None (none, ``mode:
@@ -208,9 +240,20 @@ class MtaSts:
 
         ``fresh``: ask DNS now, whatever was asked recently: RFC 8461 5.1
         wants a delivery checked against a newer policy before it fails
-        for good.
+        for good. Deliveries to one domain that ask at the same time share
+        one lookup (and one fetch).
         """
         domain = domain.strip().rstrip(".").lower()
+        running = self._running.get(domain)
+        if running is None:
+            running = asyncio.ensure_future(self._policy(domain, fresh))
+            self._running[domain] = running
+            running.add_done_callback(lambda _done: self._running.pop(domain, None))
+        # Shielded: one caller giving up (its delivery cancelled) must not
+        # cancel the lookup the others wait for.
+        return await asyncio.shield(running)
+
+    async def _policy(self, domain: str, fresh: bool) -> Policy | None:
         now = self._clock()
         cached = self._store.mta_sts_policy(domain)
         if cached is not None and cached.expires_at <= now:
