@@ -232,7 +232,7 @@ class MtaSts:
         self._checks: dict[str, _Check] = {}
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> when a fetch failed
         self._resolver: dns.asyncresolver.Resolver | None = None
-        self._running: dict[str, asyncio.Future[Policy | None]] = {}
+        self._running: dict[tuple[str, bool], asyncio.Future[Policy | None]] = {}
 
     async def policy(self, domain: str, *, fresh: bool = False) -> Policy | None:
         """The policy to apply to ``domain``'s mail, or None (none, ``mode:
@@ -244,11 +244,12 @@ class MtaSts:
         one lookup (and one fetch).
         """
         domain = domain.strip().rstrip(".").lower()
-        running = self._running.get(domain)
+        key = (domain, fresh)  # a fresh look must not join one that may not ask DNS
+        running = self._running.get(key)
         if running is None:
             running = asyncio.ensure_future(self._policy(domain, fresh))
-            self._running[domain] = running
-            running.add_done_callback(lambda _done: self._running.pop(domain, None))
+            self._running[key] = running
+            running.add_done_callback(lambda _done: self._running.pop(key, None))
         # Shielded: one caller giving up (its delivery cancelled) must not
         # cancel the lookup the others wait for.
         return await asyncio.shield(running)
