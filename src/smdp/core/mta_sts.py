@@ -19,7 +19,7 @@ STARTTLS, and records :attr:`Verdict.record` with the store's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -330,8 +330,3 @@ def decide(domain: str, mx_host: str, policy: Policy | None, settings: SmtpTlsSe
                        "would refuse this (mode testing: delivered)")
     return Verdict(True, outcome, need, "")
 
-
-def joined_txt(strings: Sequence[bytes]) -> str:
-    """One TXT record's strings as one text, concatenated without spaces
-    (RFC 8461 3.1); bytes that are not ASCII make it invalid later."""
-    return b"".join(strings).decode("latin-1")
