@@ -122,6 +122,27 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpTlsSettings:
+    """[smtp.tls]: how mail that leaves by SMTP is protected in transit
+    (docs/smtp.md, "Transport security (STARTTLS, MTA-STS)")."""
+
+    # "opportunistic": STARTTLS when offered, delivered without it otherwise
+    # (unless MTA-STS or require_verified says more); "require_verified":
+    # every SMTP domain needs STARTTLS with a verified certificate.
+    mode: str = "opportunistic"
+    # Domains whose mail leaves only over TLS with a verified certificate.
+    require_verified: tuple[str, ...] = ()
+    # Honour MTA-STS policies (RFC 8461); off only on closed networks.
+    mta_sts: bool = True
+    # Trust anchors for MX certificates and MTA-STS policy hosts; None: the
+    # system store (not [tls] ca, which vouches for SMDP peers).
+    ca: Path | None = None
+
+    def requires_verified(self, domain: str) -> bool:
+        return self.mode == "require_verified" or domain.lower() in self.require_verified
+
+
+@dataclass(frozen=True, slots=True)
 class PeerTrust:
     """[peers."domain"] ca / pin_sha256: how that domain's server is verified
     instead of by [tls] ca (private networks)."""
@@ -152,6 +173,7 @@ class Config:
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
+    smtp_tls: SmtpTlsSettings = field(default_factory=SmtpTlsSettings)
     peer_trust: dict[str, PeerTrust] = field(default_factory=dict)
     # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
     peer_tls_listener: Listener | None = None
@@ -229,7 +251,8 @@ def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
-                           "peers", "dns", "security", "abuse", "tls", "notices"}, "config")
+                           "peers", "dns", "security", "abuse", "tls", "notices", "smtp"},
+                    "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
     hostname = _need(server, "hostname", str, "server").lower()
@@ -331,6 +354,10 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         if tls.cert is None:
             raise ConfigError(f"listen.{key} needs tls.cert and tls.key")
 
+    smtp = _check(data.get("smtp", {}), dict, "smtp")
+    _reject_unknown(smtp, {"tls"}, "smtp")
+    smtp_tls = _parse_smtp_tls(_check(smtp.get("tls", {}), dict, "smtp.tls"), base_dir)
+
     peers_raw = _check(data.get("peers", {}), dict, "peers")
     peers: dict[str, PeerServer] = {}
     peer_trust: dict[str, PeerTrust] = {}
@@ -384,6 +411,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         peers=peers,
         dns_nameservers=nameservers,
         tls=tls,
+        smtp_tls=smtp_tls,
         peer_trust=peer_trust,
         peer_tls_listener=tls_listeners.get("peer_tls"),
         user_tls_listener=tls_listeners.get("user_tls"),
@@ -422,6 +450,30 @@ def _parse_tls(table: dict[str, Any], base_dir: Path) -> TlsSettings:
                           "certificate this server cannot prove it speaks for its domains")
     return TlsSettings(cert=cert, key=key, ca=_file(table, "ca", "tls", base_dir),
                        require=require, require_explicit="require" in table)
+
+
+_SMTP_TLS_MODES = ("opportunistic", "require_verified")
+
+
+def _parse_smtp_tls(table: dict[str, Any], base_dir: Path) -> SmtpTlsSettings:
+    _reject_unknown(table, {"mode", "require_verified", "mta_sts", "ca"}, "smtp.tls")
+    mode = _opt(table, "mode", str, "opportunistic", "smtp.tls")
+    if mode not in _SMTP_TLS_MODES:
+        raise ConfigError(f"smtp.tls.mode must be 'opportunistic' or 'require_verified', "
+                          f"not {mode!r}")
+    domains = []
+    for item in _opt(table, "require_verified", list, [], "smtp.tls"):
+        name = _check(item, str, "smtp.tls.require_verified[]").strip().rstrip(".").lower()
+        if not _DOMAIN_RE.fullmatch(name):
+            raise ConfigError(f"smtp.tls.require_verified: {item!r} is not a domain name")
+        domains.append(name)
+    return SmtpTlsSettings(mode=mode, require_verified=tuple(dict.fromkeys(domains)),
+                           mta_sts=_opt(table, "mta_sts", bool, True, "smtp.tls"),
+                           ca=_file(table, "ca", "smtp.tls", base_dir))
+
+
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
 
 
 def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust | None:

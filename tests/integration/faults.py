@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.TXT
 import psycopg
 
 from tests.integration.harness import Server
@@ -253,10 +255,16 @@ class StandInDns:
 
     ``answers`` maps a domain to the SRV records to give (``(target, port)``),
     or to SERVFAIL or NXDOMAIN; an unknown domain gets ``default``.
+
+    ``txt`` answers TXT questions (MTA-STS's ``_mta-sts.<domain>``): it maps
+    the whole name asked to its records, each a string or a tuple of the
+    strings of one record, or to SERVFAIL or NXDOMAIN; a name not in it gets
+    NXDOMAIN.
     """
 
     def __init__(self, default: str = NXDOMAIN) -> None:
         self.answers: dict[str, list[tuple[str, int]] | str] = {}
+        self.txt: dict[str, list[str | tuple[str, ...]] | str] = {}
         self.default = default
         self.questions: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -294,6 +302,10 @@ class StandInDns:
             answer = self.answers.get(domain, self.default)
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
+            if question.rdtype == dns.rdatatype.TXT:
+                self._txt_answer(response, question.name, self.txt.get(name, NXDOMAIN))
+                self._sock.sendto(response.to_wire(), addr)
+                continue
             if answer == SERVFAIL:
                 response.set_rcode(dns.rcode.SERVFAIL)
             elif answer == NXDOMAIN:
@@ -305,6 +317,22 @@ class StandInDns:
                     rrset.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV,
                                                   f"0 0 {port} {target}."), 60)
             self._sock.sendto(response.to_wire(), addr)
+
+
+    @staticmethod
+    def _txt_answer(response: dns.message.Message, qname: dns.name.Name,
+                    answer: list[str | tuple[str, ...]] | str) -> None:
+        if answer == SERVFAIL:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif answer == NXDOMAIN:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif answer:
+            rrset = response.find_rrset(response.answer, qname, dns.rdataclass.IN,
+                                        dns.rdatatype.TXT, create=True)
+            for record in answer:
+                strings = (record,) if isinstance(record, str) else record
+                rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT,
+                                                  [s.encode() for s in strings]), 60)
 
 
 def full_log(server: Server) -> str:

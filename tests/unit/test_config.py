@@ -130,3 +130,43 @@ def test_the_demo_sends_pending_notices(tmp_path: Path) -> None:
 
     for path in write_configs(tmp_path, 40000):
         assert load_config(path).notices.pending_interval == 3600.0
+
+
+def test_smtp_tls_defaults_to_opportunistic_with_mta_sts(tmp_path: Path) -> None:
+    tls = parse_config(MINIMAL, tmp_path).smtp_tls
+    assert (tls.mode, tls.require_verified, tls.mta_sts, tls.ca) == (
+        "opportunistic", (), True, None)
+    assert not tls.requires_verified("b.example")
+
+
+def test_smtp_tls_settings(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("anchors")
+    tls = parse_config({**MINIMAL, "smtp": {"tls": {
+        "require_verified": ["B.example.", "c.example", "b.example"], "mta_sts": False,
+        "ca": "ca.pem"}}}, tmp_path).smtp_tls
+    assert tls.require_verified == ("b.example", "c.example")
+    assert tls.requires_verified("B.EXAMPLE") and not tls.requires_verified("d.example")
+    assert (tls.mta_sts, tls.ca) == (False, tmp_path / "ca.pem")
+    everywhere = parse_config({**MINIMAL, "smtp": {"tls": {"mode": "require_verified"}}},
+                              tmp_path).smtp_tls
+    assert everywhere.requires_verified("any.example")
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"mode": "strict"}, "smtp.tls.mode must be 'opportunistic' or 'require_verified', "
+                         "not 'strict'"),
+    ({"require_verified": "b.example"}, "smtp.tls.require_verified must be a list"),
+    ({"require_verified": [1]}, "smtp.tls.require_verified[] must be a str"),
+    ({"require_verified": ["not a domain"]},
+     "smtp.tls.require_verified: 'not a domain' is not a domain name"),
+    ({"require_verified": ["localhost"]}, "'localhost' is not a domain name"),
+    ({"mta_sts": "yes"}, "smtp.tls.mta_sts must be a bool"),
+    ({"ca": "missing.pem"}, "smtp.tls.ca: cannot read"),
+    ({"dane": True}, "unknown setting smtp.tls.dane"),
+])
+def test_invalid_smtp_tls_settings_name_the_key(tmp_path: Path, table: dict[str, object],
+                                                message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "smtp": {"tls": table}}, tmp_path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)

@@ -918,3 +918,49 @@ def test_users_with_entries_in_a_state(backend: Backend) -> None:
     store.update_mailbox_entry(kept, state=EntryState.REJECTED)
     assert store.users_with_entries(EntryState.PENDING) == []
     store.close()
+
+
+def test_mta_sts_policies_are_cached_replaced_and_dropped(backend: Backend) -> None:
+    from smdp.store.records import CachedPolicy
+
+    store = backend.open()
+    assert store.mta_sts_policy("b.example") is None
+    first = CachedPolicy("b.example", "one", "version: STSv1\n", 100.0, 200.0)
+    with store.transaction():
+        store.put_mta_sts_policy(first)
+    assert store.mta_sts_policy("b.example") == first
+    second = CachedPolicy("b.example", "two", "version: STSv1\nmode: none\n", 150.0, 400.0)
+    with store.transaction():
+        store.put_mta_sts_policy(second)
+    other = backend.open()  # durable, and seen by another connection (another node)
+    assert other.mta_sts_policy("b.example") == second
+    with store.transaction():
+        # Not expired by then: another node may just have refreshed it.
+        assert store.drop_mta_sts_policy("b.example", expired_by=399.0) is False
+        assert store.drop_mta_sts_policy("b.example", expired_by=400.0) is True
+    assert other.mta_sts_policy("b.example") is None
+    with store.transaction():
+        store.put_mta_sts_policy(first)
+        assert store.drop_mta_sts_policy("b.example") is True
+    assert store.mta_sts_policy("b.example") is None
+    other.close()
+    store.close()
+
+
+def test_the_tls_outcome_of_each_smtp_delivery_is_recorded(backend: Backend) -> None:
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message = store.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
+                                           body=b"x", subject="s", summary="", expires_at=1e9)
+        for rcpt in ("bob@b.example", "carol@b.example", "dan@c.example"):
+            store.insert_out_recipient(message, rcpt, rcpt.split("@")[1], "queued", None)
+    ids = [r.id for r in store.out_recipients(message)]
+    assert store.recipients_tls(message) == dict.fromkeys(ids, "")
+    with store.transaction():
+        store.set_recipients_tls(ids[:2], "verified (mta-sts enforce)")
+        store.set_recipients_tls(ids[2:], "not-offered (opportunistic)")
+    assert store.recipients_tls(message) == {
+        ids[0]: "verified (mta-sts enforce)", ids[1]: "verified (mta-sts enforce)",
+        ids[2]: "not-offered (opportunistic)"}
+    store.close()

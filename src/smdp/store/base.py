@@ -27,6 +27,7 @@ from typing import Protocol
 
 from smdp.mail.body import Body
 from smdp.store.records import (
+    CachedPolicy,
     InEnvelope,
     Job,
     ListEntry,
@@ -346,4 +347,24 @@ class Store(Protocol):
         ...
 
     def jobs(self) -> list[Job]:
+        ...
+
+    def mta_sts_policy(self, domain: str) -> CachedPolicy | None:
+        """``domain``'s cached MTA-STS policy, expired or not (migration 0008)."""
+        ...
+
+    def put_mta_sts_policy(self, policy: CachedPolicy) -> None:
+        """Store (or replace) a domain's policy."""
+        ...
+
+    def drop_mta_sts_policy(self, domain: str, *, expired_by: float | None = None) -> bool:
+        """Forget a domain's policy; with ``expired_by``, only one that had expired by then."""
+        ...
+
+    def set_recipients_tls(self, rcpt_ids: Sequence[int], outcome: str) -> None:
+        """Record the TLS outcome of the SMTP delivery to these recipients."""
+        ...
+
+    def recipients_tls(self, message_id: int) -> dict[int, str]:
+        """Recipient id -> its recorded TLS outcome ('' when none)."""
         ...

@@ -118,3 +118,15 @@ class Job:
     payload: str
     attempts: int
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPolicy:
+    """A domain's MTA-STS policy as the store keeps it (migration 0008): the
+    body as served, parsed again by whoever reads it."""
+
+    domain: str
+    policy_id: str
+    policy: str
+    fetched_at: float
+    expires_at: float

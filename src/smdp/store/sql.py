@@ -13,6 +13,7 @@ from typing import Any
 
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
+    CachedPolicy,
     InEnvelope,
     Job,
     ListEntry,
@@ -502,6 +503,43 @@ class SqlStore:
             "AND pending_notices.last_entry < excluded.last_entry",
             (user_id, now, last_entry, not_after))
         return int(cur.rowcount) == 1
+
+    # -- outbound SMTP transport security (migration 0008) --------------------------
+
+    def mta_sts_policy(self, domain: str) -> CachedPolicy | None:
+        row = self._exec("SELECT domain, policy_id, policy, fetched_at, expires_at "
+                         "FROM mta_sts_policies WHERE domain=?", (domain,)).fetchone()
+        return CachedPolicy(row[0], row[1], row[2], float(row[3]), float(row[4])) if row else None
+
+    def put_mta_sts_policy(self, policy: CachedPolicy) -> None:
+        self._exec(
+            "INSERT INTO mta_sts_policies (domain, policy_id, policy, fetched_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (domain) DO UPDATE SET "
+            "policy_id=excluded.policy_id, policy=excluded.policy, "
+            "fetched_at=excluded.fetched_at, expires_at=excluded.expires_at",
+            (policy.domain, policy.policy_id, policy.policy, policy.fetched_at,
+             policy.expires_at))
+
+    def drop_mta_sts_policy(self, domain: str, *, expired_by: float | None = None) -> bool:
+        """Forget ``domain``'s policy (only if it expired by ``expired_by``,
+        when given: another node may have just refreshed it)."""
+        if expired_by is None:
+            cur = self._exec("DELETE FROM mta_sts_policies WHERE domain=?", (domain,))
+        else:
+            cur = self._exec("DELETE FROM mta_sts_policies WHERE domain=? AND expires_at <= ?",
+                             (domain, expired_by))
+        return int(cur.rowcount) > 0
+
+    def set_recipients_tls(self, rcpt_ids: Sequence[int], outcome: str) -> None:
+        """Record how the delivery to these recipients was protected."""
+        for rcpt_id in rcpt_ids:
+            self._exec("UPDATE out_recipients SET tls=? WHERE id=?", (outcome, rcpt_id))
+
+    def recipients_tls(self, message_id: int) -> dict[int, str]:
+        """Each recipient's recorded TLS outcome ('' where none is)."""
+        rows = self._exec("SELECT id, tls FROM out_recipients WHERE message_id=? ORDER BY id",
+                          (message_id,)).fetchall()
+        return {int(r[0]): str(r[1]) for r in rows}
 
     def purge(self, before: float, *, expired: str) -> int:
         """Delete what nobody needs any more: origin records whose message
