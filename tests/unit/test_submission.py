@@ -24,7 +24,7 @@ from smdp.core import submission
 from smdp.core.envelope import extract_envelope
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
-from smdp.mail.mime import MAX_HEADER_OCTETS, scan_header
+from smdp.mail.mime import MAX_HEADER_OCTETS, mbox_line_end, scan_header
 
 IDS = ("alice@a.example", "Alice.Work@A.example")
 NOW = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC)
@@ -603,8 +603,10 @@ _SOME_LINES = st.one_of(
 
 def _is_documented_difference(raw: bytes, got: object, expected: object) -> bool:
     """The one difference prepare_submission_body documents: an all-header message
-    more than _HEADER_SLACK over the limit, refused rather than taken whole."""
+    more than _HEADER_SLACK over the limit, refused rather than taken whole
+    (counted after a leading mbox line, which both versions strip)."""
     data = submission._normalize_line_ends(raw)
+    data = data[mbox_line_end(data):]
     block = scan_header(data, limit=submission.MAX_HEADER_OCTETS)
     return (
         isinstance(got, tuple)
@@ -680,3 +682,17 @@ def test_the_documented_difference() -> None:
             submit_body(file_body(raw))
         assert _is_documented_difference(raw, outcome(lambda: submit_body(Body.of(raw)).read()),
                                          submit(raw))
+
+
+def test_a_leading_mbox_line_does_not_count_towards_the_header_limit() -> None:
+    """Found by test_body_version_matches_any_chunking: the streamed version
+    counted the mbox line in the header's size, and refused a header under
+    the limit that the whole-bytes version took."""
+    raw = b"From mallory@x.example Mon Sep 23 12:34:56 2002\r\n" + b"X" * 108 + b" :\r\n"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fixed_message_ids())
+        for name, value in _SMALL_LIMITS:
+            stack.enter_context(mock.patch.object(submission, name, value))
+        whole = submit(raw)
+        assert submit_body(split(raw, [])).read() == whole
+        assert whole.endswith(b"\r\n" + b"X" * 108 + b" :\r\n\r\n")

@@ -370,7 +370,8 @@ def prepare_submission_body(
         block = scan_header(data, start, limit=MAX_HEADER_OCTETS)
         if ended or _header_decided(data, block):
             break
-        if held > MAX_HEADER_OCTETS + _HEADER_SLACK:
+        # The limit is the header's: a leading mbox line is not part of it.
+        if held - start > MAX_HEADER_OCTETS + _HEADER_SLACK:
             if block.end == held:
                 # A header line crossing the limit: a larger header, unless
                 # the message ended right after it (see above).
@@ -387,7 +388,7 @@ def prepare_submission_body(
             # there, in raw (the line has no line end, so it is raw as is).
             body_from = consumed - (held - block.end)
             break
-        want = max(held + 1, min(2 * held, MAX_HEADER_OCTETS + _HEADER_SLACK + 1))
+        want = max(held + 1, min(2 * held, start + MAX_HEADER_OCTETS + _HEADER_SLACK + 1))
 
     head = submitter.header(data, start, block)
     writer = BodyWriter(directory=spool_dir)
