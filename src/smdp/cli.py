@@ -337,7 +337,8 @@ def dns_records(config: Config, domain: str, args: argparse.Namespace) -> list[s
     policy_id = hashlib.sha256(policy.encode()).hexdigest()[:20]
     lines += ["", "; DMARC (RFC 7489): what receivers do with mail that fails SPF and DKIM",
               _txt(f"_dmarc.{zone}", f"v=DMARC1; p={args.dmarc}; rua=mailto:{report_to}"),
-              "", "; MTA-STS (RFC 8461): senders reach the MX over verified TLS only (mode enforce),",
+              "",
+              "; MTA-STS (RFC 8461): senders reach the MX over verified TLS only (mode enforce),",
               "; or deliver and report a failure (mode testing)",
               _txt(f"_mta-sts.{zone}", f"v=STSv1; id={policy_id}"),
               f"; and serve this file as https://mta-sts.{domain}/.well-known/mta-sts.txt",

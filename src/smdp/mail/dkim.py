@@ -65,7 +65,8 @@ MAX_HEADER_BLOCK: Final = 1024 * 1024
 _WSP_RUN = re.compile(rb"[ \t]+")
 _BLANK_LINE = re.compile(rb"(?:\A|\n)(\r?\n)")
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
-_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SELECTOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")  # RFC 6376 3.1: DNS labels
 
 
 class DkimError(Exception):

@@ -124,7 +124,7 @@ def test_a_large_body_in_odd_chunks_signs_as_the_whole(alg: str, tmp_path: Path)
     whole = sign_message(key, [body.read()], timestamp=1_700_000_000)
     for size in (1, 8191, 65537, 262144):
         chunks = body.chunks(size) if size > 1 else iter(
-            [body.head(3), body.tail(3).head(1)] + list(body.tail(4).chunks(4093)))
+            [body.head(3), body.tail(3).head(1), *body.tail(4).chunks(4093)])
         assert sign_message(key, chunks, timestamp=1_700_000_000) == whole, size
     assert both_verify(key, whole + body.read(), tmp_path)
 
