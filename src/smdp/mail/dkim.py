@@ -220,7 +220,8 @@ class BodyHasher:
             keep = len(self._carry.rstrip(b" \t"))
             if keep:
                 self._content(_one_space(self._carry[:keep]))
-                self._carry = self._carry[keep:]
+            # Trailing blanks stand for one space, or none at the line's end.
+            self._carry = b" " if keep < len(self._carry) else b""
 
     def _lines(self, block: bytes) -> None:
         block = _relaxed_lines(block)
@@ -303,22 +304,24 @@ def header_hash_input(fields: list[tuple[bytes, bytes]], signed: list[bytes]) ->
 # -- signing ------------------------------------------------------------------------
 
 
-def _fold_tags(tags: list[str], first: int) -> str:
-    """``tag=value`` items joined by ``; ``, folded before a tag so that lines
-    stay under 78 characters where they can (RFC 5322 2.1.1)."""
-    lines: list[str] = []
-    line = ""
+def _fold_tags(pieces: list[tuple[str, str]], first: int) -> str:
+    """The tag list from (glue, text) pieces: ``glue`` joins a piece to the one
+    before on the same line (a space between tags, nothing inside h=), and a
+    fold (CRLF TAB) replaces it where the line would pass 76 characters
+    (RFC 5322 2.1.1: 78 octets with CRLF), as far as a single piece allows."""
+    out: list[str] = []
     width = first
-    for tag in tags:
-        piece = tag if not line else " " + tag
-        if line and width + len(piece) + 1 > 76:
-            lines.append(line)
-            line, width = tag, 1 + len(tag)
+    for glue, text in pieces:
+        if not out:
+            out.append(text)
+            width += len(text)
+        elif width + len(glue) + len(text) > 76:
+            out.append("\r\n\t" + text)
+            width = 1 + len(text)
         else:
-            line += piece
-            width += len(piece)
-    lines.append(line)
-    return "\r\n\t".join(lines)
+            out.append(glue + text)
+            width += len(glue) + len(text)
+    return "".join(out)
 
 
 class MessageSigner:
@@ -366,12 +369,14 @@ class MessageSigner:
         signed = select_fields(fields)
         body_hash = base64.b64encode(self._body.digest()).decode("ascii")
         when = int(time.time()) if timestamp is None else timestamp
-        tags = [
+        names = [n.decode("ascii") for n in signed]
+        h_list = [("", f"{name}:") for name in names[:-1]] + [("", f"{names[-1]};")]
+        h_list[0] = (" ", "h=" + h_list[0][1])
+        pieces = [(" ", tag) for tag in (
             "v=1;", f"a={ALGORITHMS[key.algorithm]};", "c=relaxed/relaxed;",
-            f"d={key.domain};", f"s={key.selector};", f"t={when};",
-            f"h={':'.join(n.decode('ascii') for n in signed)};", f"bh={body_hash};", "b=",
-        ]
-        unsigned = _fold_tags(tags, len("DKIM-Signature: "))
+            f"d={key.domain};", f"s={key.selector};", f"t={when};")]
+        pieces += [*h_list, (" ", f"bh={body_hash};"), (" ", "b=")]
+        unsigned = _fold_tags(pieces, len("DKIM-Signature: "))
         data = header_hash_input(fields, signed) + relaxed_header(
             b"DKIM-Signature", b" " + unsigned.encode("ascii"))[:-2]  # hashed without CRLF
         sig = base64.b64encode(key.sign_hash_input(data)).decode("ascii")
