@@ -14,7 +14,7 @@ from pathlib import Path
 import dkim
 import pytest
 from dkim.canonicalization import Relaxed
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smdp.mail.body import BodyWriter
@@ -214,6 +214,9 @@ def test_a_bare_lf_message_signs_as_its_crlf_form() -> None:
     ends=st.lists(st.sampled_from(["\r\n", "\n"]), min_size=12, max_size=12),
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
 )
+# A bare CR just before the empty lines that end the body is content.
+@example(lines=["a\r", "", ""], ends=["\r\n"] * 12, cuts=[])
+@example(lines=["a", "\r", ""], ends=["\r\n"] * 12, cuts=[3])
 def test_body_hash_is_chunk_invariant_and_agrees_with_dkimpy(
     lines: list[str], ends: list[str], cuts: list[int]
 ) -> None:
