@@ -324,8 +324,7 @@ def dns_records(config: Config, domain: str, args: argparse.Namespace) -> list[s
     else:
         where = f'dkim."{domain}".key'
         try:
-            key = SigningKey.from_pem(domain, setting.selector, setting.algorithm,
-                                      setting.key.read_bytes())
+            key = SigningKey.from_setting(domain, setting, setting.key.read_bytes())
         except OSError as exc:
             raise CliError(f"{where}: cannot read {setting.key}: {exc.strerror}") from None
         except DkimError as exc:

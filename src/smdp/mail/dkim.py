@@ -2,7 +2,8 @@
 ed25519-sha256) of a message given as a stream of chunks.
 
 Pure: no files, no DNS, no clock unless asked. The caller (the outbound SMTP
-sender) loads the domain's key once (:meth:`SigningKey.from_pem`), feeds the
+sender) reads the domain's key file once and makes its key
+(:meth:`SigningKey.from_setting`, from ``config.dkim[domain]``), feeds the
 message through a :class:`MessageSigner` chunk by chunk, the same chunks a
 :class:`~smdp.mail.body.Body` gives, and prepends the DKIM-Signature field
 that :meth:`MessageSigner.signature` returns.
@@ -30,6 +31,8 @@ from typing import Final
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from smdp.config import DkimSetting
 
 __all__ = [
     "ALGORITHMS",
@@ -107,6 +110,12 @@ class SigningKey:
             raise DkimError(f"an RSA key of {key.key_size} bits is too short (RFC 8301: "
                             "at least 1024, 2048 advised)")
         return cls(domain.lower().rstrip("."), selector, algorithm, key)
+
+    @classmethod
+    def from_setting(cls, domain: str, setting: DkimSetting, pem: bytes) -> SigningKey:
+        """The key of ``[dkim."domain"]``, given the contents of its key file
+        (read by the caller: this module does no I/O)."""
+        return cls.from_pem(domain, setting.selector, setting.algorithm, pem)
 
     @property
     def record_name(self) -> str:

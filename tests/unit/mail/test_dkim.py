@@ -17,6 +17,7 @@ from dkim.canonicalization import Relaxed
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from smdp.config import DkimSetting
 from smdp.mail.body import BodyWriter
 from smdp.mail.dkim import (
     MAX_HEADER_BLOCK,
@@ -273,6 +274,9 @@ def test_keys() -> None:
         generate_key("dsa")
     key = SigningKey.from_pem("A.Example.", "2026.s1", "rsa", rsa_pem)
     assert key.record_name == "2026.s1._domainkey.a.example."
+    setting = DkimSetting(selector="s2", key=Path("unused"), algorithm="rsa")
+    assert SigningKey.from_setting("a.example", setting, rsa_pem).record_name == \
+        "s2._domainkey.a.example."
     assert KEYS["ed25519"].public_record().startswith("v=DKIM1; k=ed25519; p=")
     assert len(KEYS["ed25519"].public_record()) == len("v=DKIM1; k=ed25519; p=") + 44
 
