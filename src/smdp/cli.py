@@ -5,6 +5,7 @@
     smdp client --server HOST:PORT ...   the user's side (Table 5)
     smdp demo   [--dir DIR]              two demo domains on loopback (make run)
     smdp gencert --hostname H --out DIR  a certificate for development (TLS)
+    smdp dkim-keygen DOMAIN              a DKIM key, its [dkim] lines and its DNS record
 
 Every error is one sentence on stderr and a non-zero exit, never a traceback.
 """
@@ -209,6 +210,154 @@ def cmd_gencert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- dkim-keygen, admin dns-records -----------------------------------------------
+
+
+def _domain_arg(text: str) -> str:
+    from smdp.mail.addresses import parse_hostname
+
+    domain = parse_hostname(text.rstrip("."))
+    if domain is None or "." not in domain:
+        raise CliError(f"{text!r} is not a domain name")
+    return domain
+
+
+def _txt(name: str, record: str) -> str:
+    """A TXT record in zone-file syntax, cut into strings of at most 255 octets."""
+    from smdp.mail.dkim import txt_strings
+
+    return f"{name} IN TXT " + " ".join(f'"{part}"' for part in txt_strings(record))
+
+
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from smdp.mail.dkim import DkimError, SigningKey, generate_key
+
+    domain = _domain_arg(args.domain)
+    folder = Path(args.dir)
+    path = (folder / f"{domain}.{args.selector}.dkim.pem").absolute()
+    if path.exists() and not args.force:
+        raise CliError(f"{path} exists: give --force to replace it (mail signed with the old "
+                       "key fails to verify once its DNS record is replaced)")
+    try:
+        pem = generate_key(args.algorithm, args.bits)
+        key = SigningKey.from_pem(domain, args.selector, args.algorithm, pem)
+    except DkimError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if args.force:
+            path.unlink(missing_ok=True)
+        # Created 0600 from the start: the key is never readable by others,
+        # not even between a write and a chmod.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    size = f", {args.bits} bits" if args.algorithm == "rsa" else ""
+    print(f"DKIM key for {domain} ({args.algorithm}{size}): {path}")
+    print("\nAdd to the server's configuration:")
+    print(f'[dkim."{domain}"]\nselector = "{args.selector}"\nkey = "{path}"\n'
+          f'algorithm = "{args.algorithm}"')
+    print("\nPublish in DNS (then `smdp admin dns-records` shows it with the other records):")
+    print(_txt(key.record_name, key.public_record()))
+    return 0
+
+
+def _public_ips(config: Config, given: list[str], version: int) -> list[str]:
+    """The addresses given on the command line, else the listeners' own
+    addresses that are public (a listener on 0.0.0.0, ::, loopback or a
+    private network says nothing about the address the world sees)."""
+    import ipaddress
+
+    found: list[str] = []
+    for text in given:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            raise CliError(f"{text!r} is not an IP address") from None
+        if ip.version != version:
+            raise CliError(f"{text} is not an IPv{version} address")
+        found.append(str(ip))
+    if given:
+        return found
+    for _, listener in config.listeners():
+        try:
+            ip = ipaddress.ip_address(listener.host)
+        except ValueError:
+            continue
+        if ip.version == version and ip.is_global and str(ip) not in found:
+            found.append(str(ip))
+    return found
+
+
+def dns_records(config: Config, domain: str, args: argparse.Namespace) -> list[str]:
+    """Every DNS record ``domain`` needs, as zone-file lines with comments."""
+    import hashlib
+
+    from smdp.mail.dkim import DkimError, SigningKey
+
+    host = config.hostname.rstrip(".") + "."
+    zone = domain + "."
+    report_to = args.report_to or f"postmaster@{domain}"
+    lines = [f"; DNS records for {domain}, whose mail server is {config.hostname}",
+             "; (smdp admin dns-records; docs/smtp.md, \"DNS records\")",
+             "", "; SMDP: where other SMDP servers find this one (docs/protocol.md 10.1)",
+             f"_smdp._tcp.{zone} IN SRV 10 0 {config.peer_listener.port} {host}"]
+    lines += ["", f"; the addresses of {config.hostname} (SRV and MX targets)"]
+    ipv4 = _public_ips(config, args.ipv4 or [], 4)
+    ipv6 = _public_ips(config, args.ipv6 or [], 6)
+    if ipv4 or ipv6:  # a server reached over one version only needs no record of the other
+        lines += [f"{host} IN A {ip}" for ip in ipv4] + [f"{host} IN AAAA {ip}" for ip in ipv6]
+    else:
+        lines += [f"{host} IN A <public IPv4 address: give --ipv4>",
+                  f"{host} IN AAAA <public IPv6 address: give --ipv6, or leave it out>"]
+    lines += ["", "; SMTP: where the rest of the world delivers mail for the domain (RFC 5321 5)",
+              f"{zone} IN MX 10 {host}",
+              "", "; SPF (RFC 7208): mail from the domain leaves from this server only",
+              _txt(zone, f"v=spf1 a:{config.hostname} -all")]
+    setting = config.dkim.get(domain)
+    lines += ["", "; DKIM (RFC 6376): the key that signs the domain's mail sent by SMTP"]
+    if setting is None:
+        lines.append(f"; none configured: run `smdp dkim-keygen {domain}` and add its "
+                     "[dkim] lines to the configuration")
+    else:
+        where = f'dkim."{domain}".key'
+        try:
+            key = SigningKey.from_setting(domain, setting, setting.key.read_bytes())
+        except OSError as exc:
+            raise CliError(f"{where}: cannot read {setting.key}: {exc.strerror}") from None
+        except DkimError as exc:
+            raise CliError(f"{where}: {setting.key}: {exc}") from None
+        lines.append(_txt(key.record_name, key.public_record()))
+    policy = (f"version: STSv1\nmode: {args.mta_sts_mode}\nmx: {config.hostname}\n"
+              f"max_age: 604800\n")
+    # The id must change whenever the policy does (RFC 8461 3.1): a digest of it.
+    policy_id = hashlib.sha256(policy.encode()).hexdigest()[:20]
+    lines += ["", "; DMARC (RFC 7489): what receivers do with mail that fails SPF and DKIM",
+              _txt(f"_dmarc.{zone}", f"v=DMARC1; p={args.dmarc}; rua=mailto:{report_to}"),
+              "",
+              "; MTA-STS (RFC 8461): senders reach the MX over verified TLS only (mode enforce),",
+              "; or deliver and report a failure (mode testing)",
+              _txt(f"_mta-sts.{zone}", f"v=STSv1; id={policy_id}"),
+              f"; and serve this file as https://mta-sts.{domain}/.well-known/mta-sts.txt",
+              f"; (a web server with a certificate for mta-sts.{domain}):"]
+    lines += [f";   {line}" for line in policy.splitlines()]
+    lines += ["", "; TLS reporting (RFC 8460): where senders report TLS failures",
+              _txt(f"_smtp._tls.{zone}", f"v=TLSRPTv1; rua=mailto:{report_to}")]
+    return lines
+
+
+def cmd_dns_records(args: argparse.Namespace) -> int:
+    config = _config(args)
+    domain = _domain_arg(args.domain)
+    if not config.is_local(domain):
+        raise CliError(f"{domain} is not a domain of this server (server.domains: "
+                       f"{', '.join(config.domains)})")
+    print("\n".join(dns_records(config, domain, args)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smdp", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = asub.add_parser("unsuspend", help="lift a suspension (after investigating)")
     p.add_argument("address")
     admin.set_defaults(func=cmd_admin)
+    _add_dns_records_parser(asub)
 
     from smdp.client.cli import add_client_parser
 
@@ -267,7 +417,46 @@ def build_parser() -> argparse.ArgumentParser:
     gencert.add_argument("--name", help="with --ca: the CA's name")
     gencert.add_argument("--ca-dir", help="issue with the CA in this folder (ca.pem, ca.key)")
     gencert.set_defaults(func=cmd_gencert)
+    _add_dkim_keygen_parser(sub)
     return parser
+
+
+def _add_dkim_keygen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "dkim-keygen", help="make a DKIM key for a domain and print its DNS record",
+        description="Writes a private key (mode 0600) for signing DOMAIN's mail sent by SMTP, "
+                    "and prints the [dkim] lines for the configuration and the TXT record "
+                    "to publish.")
+    p.add_argument("domain")
+    p.add_argument("--selector", default="smdp",
+                   help="the key's name in DNS (default smdp; a new one for each new key)")
+    p.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa",
+                   help="rsa (rsa-sha256, the default: every receiver verifies it) or "
+                        "ed25519 (RFC 8463: not every receiver verifies it yet)")
+    p.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
+    p.add_argument("--dir", default=".", help="where the key file goes (default: here)")
+    p.add_argument("--force", action="store_true", help="replace an existing key file")
+    p.set_defaults(func=cmd_dkim_keygen)
+
+
+def _add_dns_records_parser(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = asub.add_parser(
+        "dns-records", help="every DNS record a domain needs (SRV, MX, SPF, DKIM, DMARC, "
+                            "MTA-STS)",
+        description="Prints, in zone-file syntax, the records to publish for DOMAIN, derived "
+                    "from the configuration; what it cannot know is asked for by option.")
+    p.add_argument("domain")
+    p.add_argument("--ipv4", action="append", metavar="ADDRESS",
+                   help="the server's public IPv4 address (repeatable; default: a public "
+                        "[listen] address, else a placeholder)")
+    p.add_argument("--ipv6", action="append", metavar="ADDRESS", help="the same for IPv6")
+    p.add_argument("--dmarc", choices=("none", "quarantine", "reject"), default="quarantine",
+                   help="the DMARC policy (default quarantine)")
+    p.add_argument("--report-to", metavar="ADDRESS",
+                   help="where DMARC and TLS reports go (default postmaster@DOMAIN)")
+    p.add_argument("--mta-sts-mode", choices=("testing", "enforce"), default="testing",
+                   help="the MTA-STS policy mode (default testing: reports, no refusals)")
+    p.set_defaults(func=cmd_dns_records)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

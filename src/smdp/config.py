@@ -152,6 +152,16 @@ class PeerTrust:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimSetting:
+    """[dkim."domain"]: how that domain's mail leaving by SMTP is signed
+    (docs/smtp.md, "DKIM"); the key file is read by ``smdp.mail.dkim``."""
+
+    selector: str
+    key: Path
+    algorithm: str = "rsa"  # "rsa" (rsa-sha256) or "ed25519" (ed25519-sha256, RFC 8463)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     domains: tuple[str, ...]
@@ -175,6 +185,7 @@ class Config:
     tls: TlsSettings = field(default_factory=TlsSettings)
     smtp_tls: SmtpTlsSettings = field(default_factory=SmtpTlsSettings)
     peer_trust: dict[str, PeerTrust] = field(default_factory=dict)
+    dkim: dict[str, DkimSetting] = field(default_factory=dict)
     # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
     peer_tls_listener: Listener | None = None
     user_tls_listener: Listener | None = None
@@ -251,7 +262,8 @@ def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
-                           "peers", "dns", "security", "abuse", "tls", "notices", "smtp"},
+                           "peers", "dns", "security", "abuse", "tls", "notices", "smtp",
+                           "dkim"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
@@ -413,6 +425,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         tls=tls,
         smtp_tls=smtp_tls,
         peer_trust=peer_trust,
+        dkim=_parse_dkim(_check(data.get("dkim", {}), dict, "dkim"), domains, base_dir),
         peer_tls_listener=tls_listeners.get("peer_tls"),
         user_tls_listener=tls_listeners.get("user_tls"),
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
@@ -474,6 +487,34 @@ def _parse_smtp_tls(table: dict[str, Any], base_dir: Path) -> SmtpTlsSettings:
 
 _DOMAIN_RE = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
                         r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
+
+
+# A selector is one or more DNS labels (RFC 6376 3.1): letters, digits, hyphens.
+_SELECTOR_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _parse_dkim(table: dict[str, Any], domains: tuple[str, ...],
+                base_dir: Path) -> dict[str, DkimSetting]:
+    settings: dict[str, DkimSetting] = {}
+    for domain, entry in table.items():
+        where = f"dkim.{domain}"
+        entry = _check(entry, dict, where)
+        _reject_unknown(entry, {"selector", "key", "algorithm"}, where)
+        if domain.lower() not in domains:
+            raise ConfigError(f"{where}: {domain} is not one of server.domains; only mail "
+                              "from this server's own domains is signed")
+        selector = _need(entry, "selector", str, where)
+        if not _SELECTOR_RE.fullmatch(selector):
+            raise ConfigError(f"{where}.selector must be DNS labels (letters, digits, '-', "
+                              f"separated by '.'), not {selector!r}")
+        algorithm = _opt(entry, "algorithm", str, "rsa", where)
+        if algorithm not in ("rsa", "ed25519"):
+            raise ConfigError(f"{where}.algorithm must be 'rsa' or 'ed25519', not {algorithm!r}")
+        _need(entry, "key", str, where)
+        key = _file(entry, "key", where, base_dir)
+        assert key is not None  # _need saw it
+        settings[domain.lower()] = DkimSetting(selector=selector, key=key, algorithm=algorithm)
+    return settings
 
 
 def _peer_trust(entry: dict[str, Any], where: str, base_dir: Path) -> PeerTrust | None:

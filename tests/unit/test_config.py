@@ -170,3 +170,48 @@ def test_invalid_smtp_tls_settings_name_the_key(tmp_path: Path, table: dict[str,
         parse_config({**MINIMAL, "smtp": {"tls": table}}, tmp_path)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _dkim(entry: object) -> dict[str, object]:
+    return {**MINIMAL, "dkim": {"a.example": entry}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({**MINIMAL, "dkim": []}, "dkim must be a dict"),
+        ({**MINIMAL, "dkim": {"b.example": {"selector": "s1", "key": "k.pem"}}},
+         "dkim.b.example: b.example is not one of server.domains"),
+        (_dkim("s1"), "dkim.a.example must be a dict"),
+        (_dkim({"key": "k.pem"}), "dkim.a.example.selector is required"),
+        (_dkim({"selector": "s1"}), "dkim.a.example.key is required"),
+        (_dkim({"selector": "s_1", "key": "k.pem"}), "dkim.a.example.selector must be DNS labels"),
+        (_dkim({"selector": "-s", "key": "k.pem"}), "dkim.a.example.selector must be DNS labels"),
+        (_dkim({"selector": "s1", "key": "k.pem", "algorithm": "dsa"}),
+         "dkim.a.example.algorithm must be 'rsa' or 'ed25519', not 'dsa'"),
+        (_dkim({"selector": "s1", "key": "missing.pem"}), "dkim.a.example.key: cannot read"),
+        (_dkim({"selector": "s1", "key": "k.pem", "bits": 2048}),
+         "unknown setting dkim.a.example.bits"),
+    ],
+)
+def test_invalid_dkim_settings_name_the_key(tmp_path: Path, doc: dict[str, object],
+                                            message: str) -> None:
+    (tmp_path / "k.pem").write_text("a key")
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, tmp_path)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+def test_dkim_settings(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "a.pem").write_text("a key")
+    config = parse_config(
+        {"server": {"hostname": "smdp.a.example", "domains": ["a.example", "b.example"]},
+         "dkim": {"A.example": {"selector": "2026.s1", "key": "keys/a.pem",
+                                "algorithm": "ed25519"},
+                  "b.example": {"selector": "s1", "key": str(tmp_path / "keys" / "a.pem")}}},
+        tmp_path)
+    a, b = config.dkim["a.example"], config.dkim["b.example"]
+    assert (a.selector, a.key, a.algorithm) == ("2026.s1", tmp_path / "keys" / "a.pem", "ed25519")
+    assert (b.selector, b.algorithm) == ("s1", "rsa")
+    assert parse_config(MINIMAL, tmp_path).dkim == {}  # type: ignore[arg-type]
