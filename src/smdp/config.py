@@ -107,6 +107,16 @@ class NoticePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """[smtp]: mail to domains without an SMDP server (docs/smtp.md)."""
+
+    # False: such a domain fails for good ("no SMDP server", 5.1.2), as
+    # before SMTP existed. True: its recipients are routed to its MX hosts
+    # and queued as send-smtp jobs (docs/smtp.md, "Routing").
+    outbound: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """[tls]: this server's certificate, whom it trusts, and whether peers
     without TLS are refused (docs/protocol.md section 15)."""
@@ -152,6 +162,7 @@ class Config:
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
     peer_trust: dict[str, PeerTrust] = field(default_factory=dict)
     # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
     peer_tls_listener: Listener | None = None
@@ -229,7 +240,8 @@ def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
-                           "peers", "dns", "security", "abuse", "tls", "notices"}, "config")
+                           "peers", "dns", "security", "abuse", "tls", "notices",
+                           "smtp"}, "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
     hostname = _need(server, "hostname", str, "server").lower()
@@ -357,6 +369,10 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                    for n in _opt(dns, "nameservers", list, [], "dns"))
     )
 
+    smtp_table = _check(data.get("smtp", {}), dict, "smtp")
+    _reject_unknown(smtp_table, set(SmtpSettings.__dataclass_fields__), "smtp")
+    smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"))
+
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
                           "allow_plaintext_login"}, "security")
@@ -384,6 +400,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         peers=peers,
         dns_nameservers=nameservers,
         tls=tls,
+        smtp=smtp,
         peer_trust=peer_trust,
         peer_tls_listener=tls_listeners.get("peer_tls"),
         user_tls_listener=tls_listeners.get("user_tls"),
