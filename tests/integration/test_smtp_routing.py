@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.faults import StandInDns
+from smdp.protocol import user as wire
+from tests.integration.faults import NXDOMAIN, StandInDns
 from tests.integration.harness import Server, make_pair, running, wait_until
+from tests.integration.test_notices import failed_in, mailbox
+
+from .inprocess import InProcessServer
 
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@c.example"
+NULL, NOWHERE = "x@null.example", "y@nx.example"
 
 
 def submit(server: Server, rcpts: list[str]) -> str:
@@ -44,3 +49,43 @@ def test_one_message_to_an_smdp_and_an_smtp_domain(tmp_path: Path) -> None:
                 ("send-smtp", "waiting for outbound SMTP, not yet enabled")],
                 what="carol's send-smtp job waiting")
             assert ("mx.c.example" in dns.questions) and ("c.example" in dns.questions)
+
+
+def sent_lines(server: InProcessServer, msgid: str) -> dict[str, list[str]]:
+    """SENT <msgid>: recipient -> [state, route, detail] (the time left out)."""
+    c = server.client(ALICE)
+    try:
+        reply = c.call(wire.Sent(msgid))
+    finally:
+        c.quit()
+    rows = [[*line.split(" ", 5), ""] for line in reply.lines]
+    return {row[1]: [row[2], row[4], row[5]] for row in rows}
+
+
+def test_domains_that_take_no_mail_fail_with_their_status(tmp_path: Path) -> None:
+    """A null MX (RFC 7505) fails for good with 5.1.10, a domain that does
+    not exist with 5.1.2; the sender's report gives each status."""
+    with StandInDns() as dns:
+        dns.mx = {"null.example": [(0, ".")], "nx.example": NXDOMAIN}
+        a = InProcessServer(tmp_path, "a.example",
+                            extra=dns.config + "[smtp]\noutbound = true\n")
+        a.add_user(ALICE)
+        a.start()
+        try:
+            c = a.client(ALICE)
+            try:
+                msgid = c.submit([NULL, NOWHERE], b"Subject: lunch\r\n\r\nAt noon?\r\n")
+                msgid = msgid.split()[2]
+            finally:
+                c.quit()
+            wait_until(lambda: sent_lines(a, msgid) == {
+                NULL: ["failed", "smdp", "null.example accepts no mail (null MX, RFC 7505)"],
+                NOWHERE: ["failed", "smdp", "no SMDP server for nx.example, and nx.example "
+                          "does not exist (NXDOMAIN)"]},
+                what="both recipients failed with the routing's reason")
+            # One report per domain (each is its own failure batch).
+            reports = mailbox(a, ALICE)  # type: ignore[arg-type]
+            assert sorted(failed_in(report).popitem() for report in reports) == [
+                (NULL, ("5.1.10", None)), (NOWHERE, ("5.1.2", None))]
+        finally:
+            a.stop()

@@ -91,6 +91,8 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "notices": {"delivery_reports": "yes"}},
          "notices.delivery_reports must be a bool"),
         ({**MINIMAL, "notices": {"daily": True}}, "unknown setting notices.daily"),
+        ({**MINIMAL, "smtp": {"outbound": "yes"}}, "smtp.outbound must be a bool"),
+        ({**MINIMAL, "smtp": {"inbound": True}}, "unknown setting smtp.inbound"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -130,3 +132,10 @@ def test_the_demo_sends_pending_notices(tmp_path: Path) -> None:
 
     for path in write_configs(tmp_path, 40000):
         assert load_config(path).notices.pending_interval == 3600.0
+
+
+def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
+    """docs/configuration.md [smtp]: off, a domain without an SMDP server fails
+    as it always has; on, it is routed to its MX hosts (docs/smtp.md)."""
+    assert parse_config(MINIMAL, tmp_path).smtp.outbound is False
+    assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True
