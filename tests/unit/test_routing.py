@@ -157,6 +157,14 @@ async def test_a_null_mx_beside_real_ones_is_ignored(dns_server: DnsServer) -> N
         (MxHost("mx.example.org", 10, ("192.0.2.1",)),))
 
 
+async def test_a_sole_dot_with_another_preference_is_no_null_mx(dns_server: DnsServer) -> None:
+    mail_zone(dns_server, ["10 ."], {DOMAIN: ["192.0.2.9"]})
+
+    assert await router(dns_server).route("example.org") == PermanentRouteFailure(
+        "no SMDP server for example.org, and none of its MX hosts can be used: "
+        ". (preference 10: not a host)", "5.4.4")
+
+
 async def test_mx_hosts_without_addresses_and_address_literals_are_skipped(
         dns_server: DnsServer) -> None:
     mail_zone(dns_server, ["5 192.0.2.7.", "10 empty.example.org.", "15 gone.example.org.",

@@ -146,16 +146,18 @@ class Router:
                                          "5.1.2")
         if not records:
             return await self._implicit_mx(domain)
-        if any(exchange == "" for _pref, exchange in records):
-            if len(records) == 1 and records[0][0] == 0:
-                return PermanentRouteFailure(
-                    f"{domain} accepts no mail (null MX, RFC 7505)", "5.1.10")
-            # RFC 7505 3: a null MX beside others is a broken zone; the
-            # usable exchanges still are the ones an MTA can try.
-            records = [r for r in records if r[1] != ""]
+        if records == [(0, "")]:
+            return PermanentRouteFailure(
+                f"{domain} accepts no mail (null MX, RFC 7505)", "5.1.10")
         hosts: list[MxHost] = []
         skipped: list[str] = []
         for preference, exchange in mx_order(records, self._rng):
+            if not exchange:
+                # RFC 7505 3: "." beside other MX records, or with a preference
+                # other than 0, is a broken zone, not a null MX; the other
+                # exchanges are still the ones to try.
+                skipped.append(f". (preference {preference}: not a host)")
+                continue
             if _is_address_literal(exchange):
                 skipped.append(f"{exchange} (an address literal, not a host name)")
                 continue
