@@ -60,7 +60,7 @@ class OutRecipient:
     state: RecipientState
     detail: str
     updated_at: float
-    route: RouteKind = RouteKind.SMDP  # how the mail leaves (migration 0008)
+    route: RouteKind = RouteKind.SMDP  # how the mail leaves (migration 0009)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
--- 0008 (issue 11, item 1): how each outbound recipient's mail leaves,
+-- 0009 (issue 11, item 1): how each outbound recipient's mail leaves,
 -- 'smdp' (an envelope to the domain's SMDP server) or 'smtp' (the whole
 -- message to the domain's MX hosts, when the domain has no SMDP server).
 -- Every recipient starts on the SMDP path; delivery moves those of an SMTP
