@@ -107,6 +107,16 @@ class NoticePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """[smtp]: mail to domains without an SMDP server (docs/smtp.md)."""
+
+    # False: such a domain fails for good ("no SMDP server", 5.1.2), as
+    # before SMTP existed. True: its recipients are routed to its MX hosts
+    # and queued as send-smtp jobs (docs/smtp.md, "Routing").
+    outbound: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """[tls]: this server's certificate, whom it trusts, and whether peers
     without TLS are refused (docs/protocol.md section 15)."""
@@ -184,6 +194,7 @@ class Config:
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
     smtp_tls: SmtpTlsSettings = field(default_factory=SmtpTlsSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
     peer_trust: dict[str, PeerTrust] = field(default_factory=dict)
     dkim: dict[str, DkimSetting] = field(default_factory=dict)
     # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
@@ -366,9 +377,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         if tls.cert is None:
             raise ConfigError(f"listen.{key} needs tls.cert and tls.key")
 
-    smtp = _check(data.get("smtp", {}), dict, "smtp")
-    _reject_unknown(smtp, {"tls"}, "smtp")
-    smtp_tls = _parse_smtp_tls(_check(smtp.get("tls", {}), dict, "smtp.tls"), base_dir)
+    smtp_table = _check(data.get("smtp", {}), dict, "smtp")
+    _reject_unknown(smtp_table, {"tls", *SmtpSettings.__dataclass_fields__}, "smtp")
+    smtp_tls = _parse_smtp_tls(_check(smtp_table.get("tls", {}), dict, "smtp.tls"), base_dir)
 
     peers_raw = _check(data.get("peers", {}), dict, "peers")
     peers: dict[str, PeerServer] = {}
@@ -395,6 +406,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         for ls in (_listener(_check(n, str, "dns.nameservers[]"), "dns.nameservers[]")
                    for n in _opt(dns, "nameservers", list, [], "dns"))
     )
+
+    smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"))
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
@@ -424,6 +437,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         dns_nameservers=nameservers,
         tls=tls,
         smtp_tls=smtp_tls,
+        smtp=smtp,
         peer_trust=peer_trust,
         dkim=_parse_dkim(_check(data.get("dkim", {}), dict, "dkim"), domains, base_dir),
         peer_tls_listener=tls_listeners.get("peer_tls"),

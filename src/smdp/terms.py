@@ -96,6 +96,7 @@ class DeliveryMode(StrEnum):
 
     ENVELOPE = "envelope"  # the envelope first; the body when it is pulled
     DIRECT = "direct"  # the whole message at once, to white-listed recipients
+    SMTP = "smtp"  # the domain has no SMDP server: the whole message by SMTP to its MX
 
 
 class JobKind(StrEnum):
@@ -104,3 +105,13 @@ class JobKind(StrEnum):
     SEND_ENVELOPE = "send-envelope"  # section 5.2 step 4
     SEND_DIRECT = "send-direct"  # Table 3, sender side: the whole message
     REPORT_DECISION = "report-decision"  # Table 2 to the origin, and the pull (step 7)
+    SEND_SMTP = "send-smtp"  # the whole message by SMTP, to a domain without SMDP
+
+
+class RouteKind(StrEnum):
+    """How an outbound recipient's mail leaves (docs/smtp.md, Routing): by
+    SMDP to its domain's SMDP server, or by SMTP to its MX hosts when the
+    domain has none. ``SENT`` shows it per recipient."""
+
+    SMDP = "smdp"
+    SMTP = "smtp"

@@ -260,11 +260,19 @@ class StandInDns:
     the whole name asked to its records, each a string or a tuple of the
     strings of one record, or to SERVFAIL or NXDOMAIN; a name not in it gets
     NXDOMAIN.
+
+    The mail of a domain without an SMDP server (docs/smtp.md, Routing):
+    ``mx`` maps a domain to its MX records (``(preference, exchange)``; "."
+    for a null MX) or to SERVFAIL or NXDOMAIN, and ``hosts`` a host name to
+    its addresses (A for IPv4, AAAA for IPv6) or to SERVFAIL or NXDOMAIN. A
+    name listed in either answers the other questions with no data (NOERROR).
     """
 
     def __init__(self, default: str = NXDOMAIN) -> None:
         self.answers: dict[str, list[tuple[str, int]] | str] = {}
         self.txt: dict[str, list[str | tuple[str, ...]] | str] = {}
+        self.mx: dict[str, list[tuple[int, str]] | str] = {}
+        self.hosts: dict[str, list[str] | str] = {}
         self.default = default
         self.questions: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -298,6 +306,9 @@ class StandInDns:
             question = query.question[0]
             name = question.name.to_text(omit_final_dot=True).lower()
             self.questions.append(name)
+            if question.rdtype != dns.rdatatype.SRV and (name in self.mx or name in self.hosts):
+                self._sock.sendto(self._mail_answer(query).to_wire(), addr)
+                continue
             domain = name.removeprefix("_smdp._tcp.")
             answer = self.answers.get(domain, self.default)
             response = dns.message.make_response(query)
@@ -333,6 +344,33 @@ class StandInDns:
                 strings = (record,) if isinstance(record, str) else record
                 rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT,
                                                   [s.encode() for s in strings]), 60)
+
+    def _mail_answer(self, query: dns.message.Message) -> dns.message.Message:
+        """The answer to an MX, A or AAAA question about a name of ``mx`` or ``hosts``."""
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if question.rdtype == dns.rdatatype.MX:
+            found: list[str] | str = [f"{pref} {exchange.rstrip('.')}."
+                                      for pref, exchange in self.mx.get(name, [])] \
+                if not isinstance(self.mx.get(name), str) else str(self.mx[name])
+        else:
+            family = ":" if question.rdtype == dns.rdatatype.AAAA else "."
+            addresses = self.hosts.get(name, [])
+            found = addresses if isinstance(addresses, str) else [
+                a for a in addresses if family in a]
+        if found == SERVFAIL:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif found == NXDOMAIN:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif found and question.rdtype in (dns.rdatatype.MX, dns.rdatatype.A,
+                                          dns.rdatatype.AAAA):
+            rrset = response.find_rrset(response.answer, question.name, dns.rdataclass.IN,
+                                        question.rdtype, create=True)
+            for text in found:
+                rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, text), 60)
+        return response
 
 
 def full_log(server: Server) -> str:

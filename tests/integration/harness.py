@@ -214,9 +214,18 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
                     for line in lines)
 
     def sent(self, user: str, msgid: str | None = None) -> list[list[str]]:
-        """SENT [msgid]: [msgid, recipient, state, time, detail] (detail may be "")."""
-        rows = [line.split(" ", 4) for line in self._lines(user, wire.Sent(msgid))]
-        return [row + [""] * (5 - len(row)) for row in rows]
+        """SENT [msgid]: [msgid, recipient, state, time, detail] (detail may
+        be ""); each recipient's route is in ``sent_routes``."""
+        return [row[:4] + row[5:] for row in self._sent_rows(user, msgid)]
+
+    def sent_routes(self, user: str, msgid: str | None = None) -> dict[str, tuple[str, str]]:
+        """SENT [msgid]: recipient -> (its route, its state)."""
+        return {row[1]: (row[4], row[2]) for row in self._sent_rows(user, msgid)}
+
+    def _sent_rows(self, user: str, msgid: str | None) -> list[list[str]]:
+        """SENT's lines: [msgid, recipient, state, time, route, detail]."""
+        rows = [line.split(" ", 5) for line in self._lines(user, wire.Sent(msgid))]
+        return [row + [""] * (6 - len(row)) for row in rows]
 
     def lists(self, user: str) -> list[list[str]]:
         """LISTS: [list-name, address, (server,) how, added]."""

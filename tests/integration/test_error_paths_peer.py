@@ -38,8 +38,8 @@ def sent(server: Server, user: str, msgid: str) -> dict[str, tuple[str, str]]:
         c.quit()
     shown = {}
     for line in lines:
-        shown_msgid, rcpt, state, _when, *detail = line.split(" ", 4)
-        assert shown_msgid == msgid
+        shown_msgid, rcpt, state, _when, route, *detail = line.split(" ", 5)
+        assert (shown_msgid, route) == (msgid, "smdp")
         shown[rcpt] = (state, detail[0] if detail else "")
     return shown
 

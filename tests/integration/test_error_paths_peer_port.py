@@ -277,4 +277,5 @@ def test_a_store_failing_under_a_decision_is_451_and_records_nothing(tmp_path: P
             [line] = c.call(wire.Sent(msgid)).lines or []
         finally:
             c.quit()
-        assert line.split(" ", 4)[2::2] == ["rejected", "rejected by recipient"]
+        _msgid, _rcpt, state, _time, route, detail = line.split(" ", 5)
+        assert [state, route, detail] == ["rejected", "smdp", "rejected by recipient"]

@@ -79,7 +79,7 @@ def test_sent_for_one_message_and_for_one_that_is_not_yours(a: Server) -> None:
         status, lines = listing(u, f"SENT {one}")
         assert status == "+OK 2 recipient status line(s)"
         assert [re.sub(DATE, "<time>", line) for line in sorted(lines)] == [
-            f"{one} {BOB} queued <time>", f"{one} {CAROL} queued <time>"]
+            f"{one} {BOB} queued <time> smdp", f"{one} {CAROL} queued <time> smdp"]
         status, lines = listing(u, "SENT")
         assert status == "+OK 3 recipient status line(s)"
         assert sorted(line.split()[0] for line in lines) == sorted([one, one, two])

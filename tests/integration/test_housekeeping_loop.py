@@ -37,6 +37,7 @@ def test_the_housekeeping_loop_goes_on_after_a_failed_pass(tmp_path: Path) -> No
             [line] = c.call(wire.Sent(msgid)).lines or []
         finally:
             c.quit()
-    assert line.split(" ", 4)[2::2] == ["expired",
-                                        "expired: no decision before the message expired"]
+    _msgid, _rcpt, state, _time, route, detail = line.split(" ", 5)
+    assert [state, route, detail] == ["expired", "smdp",
+                                      "expired: no decision before the message expired"]
     assert "Traceback" in full_log(a)  # the failure was logged with its cause

@@ -91,6 +91,8 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "notices": {"delivery_reports": "yes"}},
          "notices.delivery_reports must be a bool"),
         ({**MINIMAL, "notices": {"daily": True}}, "unknown setting notices.daily"),
+        ({**MINIMAL, "smtp": {"outbound": "yes"}}, "smtp.outbound must be a bool"),
+        ({**MINIMAL, "smtp": {"inbound": True}}, "unknown setting smtp.inbound"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -215,3 +217,10 @@ def test_dkim_settings(tmp_path: Path) -> None:
     assert (a.selector, a.key, a.algorithm) == ("2026.s1", tmp_path / "keys" / "a.pem", "ed25519")
     assert (b.selector, b.algorithm) == ("s1", "rsa")
     assert parse_config(MINIMAL, tmp_path).dkim == {}  # type: ignore[arg-type]
+
+
+def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
+    """docs/configuration.md [smtp]: off, a domain without an SMDP server fails
+    as it always has; on, it is routed to its MX hosts (docs/smtp.md)."""
+    assert parse_config(MINIMAL, tmp_path).smtp.outbound is False
+    assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True

@@ -32,6 +32,7 @@ from smdp.server.discovery import (
 
 DROP = "drop"
 SERVFAIL = "servfail"
+NXDOMAIN = "nxdomain"  # in Zone.typed: this name does not exist
 
 
 @dataclass
@@ -43,12 +44,17 @@ class Zone:
 
     records: dict[str, list[str] | str] = field(default_factory=dict)
     ttl: int = 300
+    # (name, type) -> rdata texts, DROP, SERVFAIL or NXDOMAIN, for the other
+    # questions routing asks (MX, A, AAAA: tests/unit/test_routing.py). A
+    # name listed here under another type answers NOERROR with no data.
+    typed: dict[tuple[str, str], list[str] | str] = field(default_factory=dict)
 
 
 class Responder(asyncio.DatagramProtocol):
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self.queries: list[str] = []
+        self.asked: list[tuple[str, str]] = []  # (name, type) of every question
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,25 +67,32 @@ class Responder(asyncio.DatagramProtocol):
         name = question.name.to_text().lower()
         self.queries.append(name)
         entry = self.zone.records.get(name)
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.asked.append((name, rdtype))
+        if question.rdtype != dns.rdatatype.SRV and any(n == name for n, _t in self.zone.typed):
+            entry = self.zone.typed.get((name, rdtype), [])
+            rdtype_answered = question.rdtype
+        else:
+            rdtype_answered = dns.rdatatype.SRV
         if entry == DROP:
             return
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if entry is None:
+        if entry is None or entry == NXDOMAIN:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif entry == SERVFAIL:
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif question.rdtype == dns.rdatatype.SRV and entry:
+        elif question.rdtype == rdtype_answered and entry:
             rrset = response.find_rrset(
                 response.answer,
                 question.name,
                 dns.rdataclass.IN,
-                dns.rdatatype.SRV,
+                rdtype_answered,
                 create=True,
             )
             for text in entry:
                 rrset.add(
-                    dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV, text),
+                    dns.rdata.from_text(dns.rdataclass.IN, rdtype_answered, text),
                     self.zone.ttl,
                 )
         assert self.transport is not None

@@ -20,7 +20,7 @@ from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
-from smdp.terms import EntryState, RecipientState
+from smdp.terms import EntryState, RecipientState, RouteKind
 from tests.conditions import wait_until
 
 # The states the rules pass to the store's expiry (core/origin.py expire,
@@ -628,6 +628,65 @@ def test_migration_0006_keeps_every_id_and_reference(
     if backend.name == "sqlite":
         assert rows(store, "PRAGMA foreign_key_check") == []
         assert rows(store, "PRAGMA foreign_keys") == [(1,)]
+    store.close()
+
+
+# -- each recipient's route (migration 0009) ----------------------------------------
+
+
+def test_migration_0009_gives_every_recipient_the_smdp_route(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made before 0009 migrates: its recipients keep their
+    envelopes and states and take the route they went by, ``smdp``; an
+    envelope may now leave by SMTP (mode ``smtp``), and no other mode."""
+    import smdp.store.postgres
+    import smdp.store.sqlite
+
+    module = smdp.store.sqlite if backend.name == "sqlite" else smdp.store.postgres
+    every = backend_migrations(backend)
+    # Every migration before 0009_recipient_route (0008 is another branch's).
+    before = [m for m in every if m[0] < 9]
+    assert every[len(before)][1] == "0009_recipient_route.sql"
+    monkeypatch.setattr(module, "migrations", lambda: before)
+    old = backend.open_raw()
+    old.migrate()
+    assert old.schema_version() == before[-1][0]
+    u = old.create_user("alice@a.example", "h")
+    with old.transaction():
+        mid = old.insert_out_message(msgid="m1", user_id=u.id, sender="alice@a.example",
+                                     body=Body.of(b"abc"), subject="s", summary="",
+                                     expires_at=1e12)
+        old.insert_out_envelope("e" * 26, mid, "b.example", "envelope")
+        assert isinstance(old, SqlStore)  # the row as the schema before 0009 had it
+        old._exec("INSERT INTO out_recipients (message_id, envid, recipient, domain, state, "
+                  "detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (mid, "e" * 26, "bob@b.example", "b.example", "envelope-sent", "", 1.0))
+    old.close()
+    monkeypatch.undo()
+
+    store = backend.open()
+    assert store.schema_version() == every[-1][0]
+    [bob] = store.out_recipients(mid)
+    assert (bob.envid, bob.state, bob.route) == ("e" * 26, "envelope-sent", RouteKind.SMDP)
+    env = store.out_envelope("e" * 26)
+    assert env is not None and (env.message_id, env.mode) == (mid, "envelope")
+    with store.transaction():
+        store.insert_out_envelope("s" * 26, mid, "c.example", "smtp")
+        store.insert_out_recipient(mid, "carol@c.example", "c.example", "queued", "s" * 26,
+                                   route="smtp")
+    assert [(r.recipient, r.route) for r in store.out_recipients(mid)] == [
+        ("bob@b.example", RouteKind.SMDP), ("carol@c.example", RouteKind.SMTP)]
+    with pytest.raises(Exception), store.transaction():  # noqa: B017 (either driver's error)
+        store.insert_out_envelope("x" * 26, mid, "c.example", "carrier-pigeon")
+    # The rebuilt table keeps its keys: a message's envelopes go with it.
+    if backend.name == "sqlite":
+        assert rows(store, "PRAGMA foreign_key_check") == []
+    assert isinstance(store, SqlStore)
+    with store.transaction():
+        store._exec("DELETE FROM out_recipients WHERE message_id=?", (mid,))
+        store._exec("DELETE FROM out_messages WHERE id=?", (mid,))
+    assert count(store, "out_envelopes") == 0
     store.close()
 
 

@@ -19,14 +19,17 @@ from smdp.terms import DeliveryMode, JobKind
 
 @dataclass(frozen=True, slots=True)
 class SendJob:
-    """Section 5.2 step 4 (an envelope) or Table 3's direct send (the whole
-    message): one outbound envelope to its destination domain."""
+    """Section 5.2 step 4 (an envelope), Table 3's direct send (the whole
+    message) or the whole message by SMTP: one outbound envelope to its
+    destination domain."""
 
     envid: str
 
 
-# Table 3, sender side: how an outbound envelope travels names its job.
-SEND_JOBS = {DeliveryMode.ENVELOPE: JobKind.SEND_ENVELOPE, DeliveryMode.DIRECT: JobKind.SEND_DIRECT}
+# Table 3, sender side: how an outbound envelope travels names its job; a
+# domain without an SMDP server gets the whole message by SMTP (docs/smtp.md).
+SEND_JOBS = {DeliveryMode.ENVELOPE: JobKind.SEND_ENVELOPE, DeliveryMode.DIRECT: JobKind.SEND_DIRECT,
+             DeliveryMode.SMTP: JobKind.SEND_SMTP}
 
 
 @dataclass(frozen=True, slots=True)

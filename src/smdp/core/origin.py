@@ -28,7 +28,7 @@ from smdp.mail.body import Body
 from smdp.mail.trace import client_name, received_field
 from smdp.store import Store
 from smdp.store.records import OutRecipient, User
-from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState
+from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState, RouteKind
 
 log = logging.getLogger("smdp.abuse")
 
@@ -192,16 +192,35 @@ class Origin:
         existing: dict[str, OutRecipient] | None = None,
     ) -> str:
         envid = new_token()
+        route = RouteKind.SMTP if mode is DeliveryMode.SMTP else RouteKind.SMDP
         self.store.insert_out_envelope(envid, message_id, domain, mode)
         for rcpt in rcpts:
             if existing and rcpt in existing:
                 self.store.update_out_recipient(
-                    existing[rcpt].id, RecipientState.QUEUED, "", envid)
+                    existing[rcpt].id, RecipientState.QUEUED, "", envid, route)
             else:
                 self.store.insert_out_recipient(
-                    message_id, rcpt, domain, RecipientState.QUEUED, envid)
+                    message_id, rcpt, domain, RecipientState.QUEUED, envid, route=route)
         queue_send(self.store, envid, mode)
         return envid
+
+    def route_by_smtp(self, envid: str) -> str | None:
+        """Discovery found that ``envid``'s domain has no SMDP server but
+        takes mail by SMTP (docs/smtp.md, Routing): its recipients still to
+        be sent to move, in one transaction, to a new envelope that leaves by
+        SMTP (route ``smtp``, job ``send-smtp``). Returns that envelope's id
+        (None when nobody was left to move). The old envelope keeps no open
+        recipient, so its own job ends with nothing to send."""
+        env = self.store.out_envelope(envid)
+        if env is None:
+            return None
+        with self.store.transaction():
+            rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)
+                     if r.state is RecipientState.QUEUED}
+            if not rcpts:
+                return None
+            return self._queue_envelope(env.message_id, env.domain, DeliveryMode.SMTP,
+                                        list(rcpts), rcpts)
 
     def choose_identity(self, user: User, identity: str | None) -> Outcome:
         """Assumption 3, no spoofing: a message goes out under one of the

@@ -25,6 +25,7 @@ from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.peer_server import serve_peer
+from smdp.server.routing import Router
 from smdp.server.services import Core, LoginThrottle, PeerPort, PeerQuotas, UserPort
 from smdp.server.tls import (
     HANDSHAKE_TIMEOUT,
@@ -65,7 +66,9 @@ class SmdpServer:
                                    nameservers=list(config.dns_nameservers) or None)
         self._serve_own_domains(config.peer_listener.port)
         self.worker = DeliveryWorker(self.store, config.delivery, config.node,
-                                     PeerJobs(self.core, self.tls, self.discovery))
+                                     PeerJobs(self.core, self.tls, self.discovery,
+                                              Router(self.discovery)
+                                              if config.smtp.outbound else None))
         # Issue 4 abuse limits: sliding windows, per process.
         self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, PeerQuotas())
         self.user_port_services = UserPort(

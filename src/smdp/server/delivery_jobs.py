@@ -3,7 +3,10 @@
 - ``send-envelope``: section 5.2 step 4, one envelope to one destination domain;
 - ``send-direct``: Table 3 sender side, the whole message to white-listed recipients;
 - ``report-decision``: Table 2, the recipient's decision to the origin, and for
-  an accept the pull of the whole message (step 7).
+  an accept the pull of the whole message (step 7);
+- ``send-smtp``: the whole message by SMTP to a domain without an SMDP server
+  (docs/smtp.md). With ``[smtp] outbound`` on, a send job whose domain routing
+  finds to be an SMTP domain moves its recipients to such a job first.
 
 The replies are read here and handed to the rules as typed answers
 (``peer_client.answer_of``); what becomes of each recipient is decided in
@@ -23,6 +26,7 @@ from smdp.protocol import peer as wire
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
 from smdp.server.discovery import Discovery
 from smdp.server.peer_client import PeerLink, PulledMessage, answer_of, check, open_session
+from smdp.server.routing import PermanentRouteFailure, Router, SmtpRoute, TemporaryRouteFailure
 from smdp.server.services import Core
 from smdp.server.tls import TlsPolicy
 from smdp.store.records import Job
@@ -43,11 +47,15 @@ class PeerJobs:
 
     timeout = 30.0  # seconds for any one network step
 
-    def __init__(self, core: Core, tls: TlsPolicy, discovery: Discovery) -> None:
+    def __init__(self, core: Core, tls: TlsPolicy, discovery: Discovery,
+                 router: Router | None = None) -> None:
         self.core = core
         self.store = core.store
         self.tls = tls
         self.discovery = discovery
+        # [smtp] outbound: routes domains without an SMDP server to SMTP.
+        # None (off): such a domain fails for good with 5.1.2, as it always has.
+        self.router = router
 
     def route_of(self, job: Job) -> str:
         """The peer domain a job talks to (jobs of unknown records go anywhere)."""
@@ -71,6 +79,8 @@ class PeerJobs:
             raise PermanentFailure(str(exc)) from None
         if isinstance(work, DecisionJob):
             await self.report_decision(work, route)
+        elif job.kind is JobKind.SEND_SMTP:
+            await self.send_smtp(work, route)
         else:
             await self.send(work, route, direct=job.kind is JobKind.SEND_DIRECT)
 
@@ -112,6 +122,8 @@ class PeerJobs:
             return
         if direct and not msg.held:
             raise PermanentFailure("the message is no longer held")
+        if route.session is None and await self._routed_by_smtp(job.envid, env.domain):
+            return
         link = await self._session(route)
         envid = job.envid
         start: wire.PeerCommand = (wire.MailStart(msg.sender, envid, None) if direct
@@ -175,6 +187,34 @@ class PeerJobs:
                  envid, msg.msgid, route.domain, msg.sender, _listed("to", answers.taken),
                  _listed("unauthorized", answers.unauthorized),
                  _listed("refused", answers.refused), _listed("deferred", answers.deferred))
+
+    async def _routed_by_smtp(self, envid: str, domain: str) -> bool:
+        """With ``[smtp] outbound`` on, route ``domain`` (docs/smtp.md,
+        Routing): True when it is an SMTP domain and ``envid``'s open
+        recipients were moved to a send-smtp job. An open session means the
+        domain has an SMDP server: no need to ask again."""
+        if self.router is None:
+            return False
+        routed = await self.router.route(domain)
+        if isinstance(routed, TemporaryRouteFailure):
+            raise TemporaryFailure(routed.reason, unreachable=True)
+        if isinstance(routed, PermanentRouteFailure):
+            raise PermanentFailure(routed.reason, status=routed.status)
+        if not isinstance(routed, SmtpRoute):
+            return False
+        moved = self.core.origin.route_by_smtp(envid)
+        log.info("routed by SMTP envid=%s domain=%s smtp-envid=%s mx=%s", envid, domain, moved,
+                 ",".join(f"{host.name}/{host.preference}" for host in routed.hosts))
+        return True
+
+    # -- the whole message by SMTP ---------------------------------------------------
+
+    async def send_smtp(self, job: SendJob, route: Route) -> None:
+        """EXTENSION POINT (issue 11, item 2): the SMTP client that delivers
+        ``job``'s message to its domain's MX hosts (``Router.route`` gives
+        them) is not written yet. Until it is, the job waits in the queue,
+        retried with backoff like any temporary failure."""
+        raise TemporaryFailure("waiting for outbound SMTP, not yet enabled")
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 

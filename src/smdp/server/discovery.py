@@ -281,6 +281,17 @@ class Discovery:
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    @property
+    def timeout(self) -> float:
+        """Seconds any one DNS question may take."""
+        return self._timeout
+
+    def resolver(self, domain: str) -> dns.asyncresolver.Resolver:
+        """The resolver SRV questions go to (``[dns] nameservers``, else the
+        system's), for the other questions routing asks (``routing.py``: MX,
+        A, AAAA). Raises a transient DiscoveryError when there is none."""
+        return self._get_resolver(domain)
+
     # -- internals ----------------------------------------------------------
 
     async def _records(self, domain: str) -> tuple[SrvRecord, ...]:

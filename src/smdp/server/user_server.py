@@ -465,7 +465,8 @@ class UserSession(Session):
             for r in store.out_recipients(msg.id):
                 when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.updated_at))
                 detail = f" {r.detail}" if r.detail else ""
-                lines.append(_clean(f"{msg.msgid} {r.recipient} {r.state} {when}{detail}"))
+                lines.append(_clean(
+                    f"{msg.msgid} {r.recipient} {r.state} {when} {r.route}{detail}"))
         text = f"{len(lines)} recipient status line(s)"
         if more is not None:
             text += f"; {wire.SENT_MORE}{more}"

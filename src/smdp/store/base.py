@@ -127,7 +127,7 @@ class Store(Protocol):
 
     def insert_out_recipient(
         self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
-        detail: str = "",
+        detail: str = "", route: str = "smdp",
     ) -> None:
         ...
 
@@ -138,8 +138,11 @@ class Store(Protocol):
         ...
 
     def update_out_recipient(
-        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None,
+        route: str | None = None,
     ) -> None:
+        """``route`` (with ``envid``): the recipient moves to an envelope
+        that leaves by that route (``terms.RouteKind``)."""
         ...
 
     def add_spam_report(

@@ -17,6 +17,7 @@ from smdp.terms import (
     ListedBy,
     ListKind,
     RecipientState,
+    RouteKind,
 )
 
 
@@ -59,6 +60,7 @@ class OutRecipient:
     state: RecipientState
     detail: str
     updated_at: float
+    route: RouteKind = RouteKind.SMDP  # how the mail leaves (migration 0009)
 
 
 @dataclass(frozen=True, slots=True)

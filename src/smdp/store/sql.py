@@ -33,6 +33,7 @@ from smdp.terms import (
     ListedBy,
     ListKind,
     RecipientState,
+    RouteKind,
 )
 
 
@@ -55,18 +56,25 @@ class SqlStore:
         )
 
     def update_out_recipient(
-        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None
+        self, rcpt_id: int, state: str, detail: str = "", envid: str | None = None,
+        route: str | None = None,
     ) -> None:
         if envid is None:
             self._exec(
                 "UPDATE out_recipients SET state=?, detail=?, updated_at=? WHERE id=?",
                 (state, detail, time.time(), rcpt_id),
             )
-        else:
+        elif route is None:
             self._exec(
                 "UPDATE out_recipients SET state=?, detail=?, envid=?, updated_at=? "
                 "WHERE id=?",
                 (state, detail, envid, time.time(), rcpt_id),
+            )
+        else:
+            self._exec(
+                "UPDATE out_recipients SET state=?, detail=?, envid=?, route=?, updated_at=? "
+                "WHERE id=?",
+                (state, detail, envid, route, time.time(), rcpt_id),
             )
 
     def count_messages(self, server: str, n: int) -> None:
@@ -264,18 +272,18 @@ class SqlStore:
         return OutEnvelope(row[0], row[1], row[2], DeliveryMode(row[3])) if row else None
 
     _OUT_RCPT = (
-        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at "
+        "SELECT id, message_id, envid, recipient, domain, state, detail, updated_at, route "
         "FROM out_recipients"
     )
 
     def insert_out_recipient(
         self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
-        detail: str = "",
+        detail: str = "", route: str = "smdp",
     ) -> None:
         self._exec(
             "INSERT INTO out_recipients (message_id, envid, recipient, domain, state, detail, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (message_id, envid, recipient, domain, state, detail, time.time()),
+            "updated_at, route) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (message_id, envid, recipient, domain, state, detail, time.time(), route),
         )
 
     def out_recipients(self, message_id: int) -> list[OutRecipient]:
@@ -631,6 +639,7 @@ def mailbox_row(row: Sequence[object]) -> MailboxEntry:
 def out_recipient_row(row: Sequence[object]) -> OutRecipient:
     r = list(row)
     r[5] = RecipientState(str(r[5]))
+    r[8] = RouteKind(str(r[8]))
     return OutRecipient(*r)  # type: ignore[arg-type]
 
 
