@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from itertools import pairwise
 from types import SimpleNamespace
 from unittest import mock
 
@@ -155,7 +156,7 @@ def test_the_header_limit_holds_whatever_the_chunks(cuts: list[int]) -> None:
         for size, taken in ((160, True), (161, False)):
             raw = _all_header(size)
             bounds = [0, *[c for c in cuts if c < size], size]
-            body = pieces(*[raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)])
+            body = pieces(*[raw[a:b] for a, b in pairwise(bounds)])
             got = outcome(lambda body=body: submit_body(body))  # type: ignore[misc]
             if taken:
                 assert got == submit(raw)
