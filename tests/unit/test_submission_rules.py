@@ -21,7 +21,7 @@ import pytest
 from smdp.core import submission
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.body import Body, BodyWriter
-from smdp.mail.mime import MAX_HEADER_OCTETS
+from smdp.mail.mime import MAX_HEADER_OCTETS, scan_header
 
 IDS = ("alice@a.example",)
 NOW = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC)
@@ -157,7 +157,7 @@ def test_the_header_limit_holds_whatever_the_chunks(cuts: list[int]) -> None:
             raw = _all_header(size)
             bounds = [0, *[c for c in cuts if c < size], size]
             body = pieces(*[raw[a:b] for a, b in pairwise(bounds)])
-            got = outcome(lambda body=body: submit_body(body))  # type: ignore[misc]
+            got = outcome(lambda body=body: submit_body(body))
             if taken:
                 assert got == submit(raw)
             else:
@@ -166,7 +166,7 @@ def test_the_header_limit_holds_whatever_the_chunks(cuts: list[int]) -> None:
 
 def _count_scans() -> tuple[mock._patch[object], list[int]]:
     sizes: list[int] = []
-    real = submission.scan_header
+    real = scan_header
 
     def counting(data: bytes, *args: object, **kwargs: object) -> object:
         sizes.append(len(data))
