@@ -135,8 +135,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _unit("test_core_rules", "test_destination_rules")),
     Target("quality", (Scope("smdp/core/quality.py"),),
            _unit("test_core_rules", "test_quality_rules")),
+    # The edge tests first: they take under a second, and -x stops there
+    # for the mutants they kill.
     Target("submission", (Scope("smdp/core/submission.py"),),
-           _unit("test_submission", "test_submission_rules")),
+           _unit("test_submission_rules", "test_submission")),
     Target("lists", (Scope("smdp/core/lists.py"),),
            _unit("test_list_edits", "test_core_rules")),
     Target("addresses", (Scope("smdp/mail/addresses.py"),),
@@ -275,13 +277,17 @@ def prefilter(item: WorkItem, sources: dict[Path, str], scopes: dict[Path, Scope
 
 @dataclass(frozen=True)
 class Equivalent:
+    """``mutant``, when given, is the mutated line (stripped): one operator can
+    make several mutants of a line (NumberReplacer: each number up and down),
+    of which only some are equivalent."""
+
     file: str
     operator: str
     line: str
     why: str
     # Where one operator makes several mutants of a line (NumberReplacer's
     # n+1 and n-1), the mutated line (stripped) this argument is about.
-    becomes: str = ""
+    mutant: str = ""
 
 
 def load_equivalents() -> list[Equivalent]:
@@ -289,7 +295,7 @@ def load_equivalents() -> list[Equivalent]:
         return []
     data = tomllib.loads(EQUIVALENT_FILE.read_text())
     return [Equivalent(e["file"], e["operator"], e["line"].strip(), e["why"],
-                       e.get("becomes", "").strip())
+                       e.get("mutant", "").strip())
             for e in data.get("equivalent", [])]
 
 
@@ -297,12 +303,19 @@ def _source_line(path: Path, line: int) -> str:
     return path.read_text().splitlines()[line - 1].strip()
 
 
-def equivalent_for(rel: str, operator: str, line: str,
-                   equivalents: list[Equivalent], diff: str = "") -> Equivalent | None:
-    added = {d[1:].strip() for d in diff.splitlines() if d.startswith("+")}
+def _mutated_line(diff: str | None) -> str:
+    """The line a mutant puts in place of the original (stripped), from its diff."""
+    for row in (diff or "").splitlines():
+        if row.startswith("+") and not row.startswith("+++"):
+            return row[1:].strip()
+    return ""
+
+
+def equivalent_for(rel: str, operator: str, line: str, equivalents: list[Equivalent],
+                   mutated: str = "") -> Equivalent | None:
     for e in equivalents:
-        if e.file == rel and e.operator == operator and e.line == line and (
-                not e.becomes or e.becomes in added):
+        if (e.file == rel and e.operator == operator and e.line == line
+                and (not e.mutant or e.mutant == mutated)):
             return e
     return None
 
@@ -467,7 +480,8 @@ def report(target: Target, session: Path, equivalents: list[Equivalent]) -> Figu
             path = Path(m.module_path)
             rel = str(path.relative_to(shadow(target.name)))
             line = _source_line(ROOT / "src" / rel, m.start_pos[0])
-            eq = equivalent_for(rel, m.operator_name, line, equivalents, result.diff or "")
+            eq = equivalent_for(rel, m.operator_name, line, equivalents,
+                                _mutated_line(result.diff))
             where = f"{rel}:{m.start_pos[0]} {m.operator_name}"
             if result.test_outcome == TestOutcome.SURVIVED:
                 if eq is not None:
