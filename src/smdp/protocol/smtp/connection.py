@@ -280,13 +280,12 @@ class SmtpServerConnection(ServerConnection[SmtpState, SmtpEvent]):
     def _refuse(self, text: str) -> None:
         # The one way the shared machinery answers a line that makes no
         # event. An AUTH exchange's 334 prompt is such an answer too, and
-        # moves the session into (or keeps it in) AUTH_IN; any other answer
-        # given inside the exchange ends it (a cancel, bad base64, a line
-        # too long).
+        # moves the session into (or keeps it in) AUTH_IN; an error given
+        # inside the exchange ends it (a cancel, bad base64, a line too long).
         self._out += text.encode("utf-8") + b"\r\n"
         if text.startswith("334"):
             self._state = self._table.after(self._state, AUTH_CHALLENGE)
-        elif self._state is SmtpState.AUTH_IN:
+        elif self._state is SmtpState.AUTH_IN and text.startswith("5"):
             self._state = self._table.after_refusal(self._state, "AUTH")
 
     def _split(self, raw: bytes) -> tuple[str, str, bytes]:
@@ -325,12 +324,13 @@ class SmtpServerConnection(ServerConnection[SmtpState, SmtpEvent]):
                 return read_rcpt(text, utf8=self._txn_utf8)
             case "AUTH":
                 return self._auth_start(text)
-            case "VRFY":
-                if not text.strip(" "):
+            case "VRFY" | "HELP":
+                if cmd == "VRFY" and not text.strip(" "):
                     raise Refusal("501 5.5.4 Syntax: VRFY string")
-                raise Refusal(_VRFY)  # answered here: it is no event
-            case "HELP":
-                raise Refusal(_HELP)  # answered here: it is no event
+                # Answered here, positively, so it is no event; its
+                # transition is still the table's (it keeps the state).
+                self._state = self._table.after(self._state, cmd)
+                raise Refusal(_VRFY if cmd == "VRFY" else _HELP)
             case "NOOP":
                 return Noop()  # RFC 5321 4.1.1.9: its argument is ignored
         if text.strip(" "):
