@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import pytest
 
 from smdp.protocol import smtp
+from smdp.protocol.framing import LineBuffer
 from smdp.protocol.smtp import (
     CLOSED,
     NEED_DATA,
@@ -958,3 +959,31 @@ def test_client_and_server_talk() -> None:
     assert [r.code for r in replies] == [250]
     assert [r.code for r in exchange(cli.send(Quit()))] == [221]
     assert srv.state is CL
+
+
+def test_the_stuffer_and_the_reader_refuse_misuse() -> None:
+    stuffer = smtp.SmtpDotStuffer()
+    assert stuffer.feed(b"") == b"" and stuffer.feed(b"\r") == b""
+    assert stuffer.end() == b"\r\n.\r\n"
+    with pytest.raises(ProtocolUsageError):
+        stuffer.feed(b"x")
+    with pytest.raises(ProtocolUsageError):
+        stuffer.end()
+    assert smtp.smtp_dot_stuff(b"") == b".\r\n"
+    assert smtp.smtp_dot_stuff(b".a\rb") == b"..a\r\nb\r\n.\r\n"
+    reader = smtp.SmtpDataReader(1000, 1000)
+    lines = LineBuffer(1000)
+    lines.feed(b".\r\nNOOP\r\n")
+    assert reader.consume(lines) and reader.consume(lines)
+    assert reader.result() == b"" and lines.buffered == 6
+
+
+def test_client_odds_and_ends() -> None:
+    c = client_ready(["BAD_KEYWORD", "8BITMIME"])
+    assert c.capabilities is not None
+    assert [k for k, _ in c.capabilities.keywords] == ["8BITMIME"]
+    with pytest.raises(ProtocolUsageError):
+        c.send(Rcpt("a@b.example>x"))
+    with pytest.raises(ProtocolUsageError):
+        c.send(smtp.DataComplete(b"x"))  # type: ignore[arg-type]
+    assert Reply(250, ["a", "b"]).text == "a\nb"

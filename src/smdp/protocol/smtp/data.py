@@ -63,7 +63,8 @@ class SmtpDataReader(DataBlockReader):
             if term >= 0:
                 body_end, term_end = term + 2, term + 5
             else:
-                body_end = term_end = buf.rfind(_CRLF) + 2 if _CRLF in buf else 0
+                last = buf.rfind(_CRLF)
+                body_end = term_end = last + 2 if last >= 0 else 0
         if body_end:
             self._take(bytes(buf[:body_end]))
         del buf[:term_end]
