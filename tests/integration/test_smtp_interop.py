@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from smdp.certs import make_ca, make_cert, write_issued
 from smdp.protocol import smtp
 
 pytestmark = pytest.mark.own_backend
@@ -122,14 +126,15 @@ class Received:
     logins: list[tuple[str, str]] = field(default_factory=list)
 
 
-def serve(listener: socket.socket, received: Received, **options: object) -> None:
+def serve(listener: socket.socket, received: Received, tls: ssl.SSLContext | None,
+          **options: object) -> None:
     """One session of our server codec on a blocking socket: the test's app."""
     sock, _ = listener.accept()
     conn = smtp.SmtpServerConnection("mx.here.example", max_message_size=10**6,  # type: ignore[arg-type]
                                      stream_threshold=64, **options)
     sock.sendall(conn.greeting())
     sender, rcpts, chunks = "", [], []
-    with sock:
+    try:
         while conn.state is not smtp.SmtpState.CLOSED:
             data = sock.recv(65536)
             conn.receive_data(data)
@@ -159,25 +164,30 @@ def serve(listener: socket.socket, received: Received, **options: object) -> Non
                     case _:
                         conn.ok()
             sock.sendall(conn.data_to_send())
+            if conn.tls and tls is not None and not isinstance(sock, ssl.SSLSocket):
+                sock = tls.wrap_socket(sock, server_side=True)  # after the 220
             if not data:
                 break
+    finally:
+        sock.close()
 
 
-Server = tuple[int, Received, Callable[[], None]]
+Server = tuple[int, Received, Callable[..., None]]
 
 
 @pytest.fixture
 def our_server() -> Iterator[Server]:
-    """Our server codec on a loopback port; call the third item to serve one session."""
+    """Our server codec on a loopback port; call the third item to serve one
+    session (its keywords: ``tls``, an SSL context for STARTTLS, and the
+    connection's options)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
     received = Received()
-    options: dict[str, object] = {"auth_mechanisms": ("PLAIN", "LOGIN"),
-                                  "auth_requires_tls": False}
     threads: list[threading.Thread] = []
 
-    def start() -> None:
-        thread = threading.Thread(target=serve, args=(listener, received), kwargs=options,
+    def start(tls: ssl.SSLContext | None = None, **options: object) -> None:
+        options = {"auth_mechanisms": ("PLAIN", "LOGIN"), "auth_requires_tls": False} | options
+        thread = threading.Thread(target=serve, args=(listener, received, tls), kwargs=options,
                                   daemon=True)
         thread.start()
         threads.append(thread)
@@ -223,3 +233,70 @@ def test_smtplib_auth_login_exchange_and_a_wrong_password(our_server: Server) ->
         client.password = "pw"
         assert client.auth("LOGIN", client.auth_login, initial_response_ok=False)[0] == 235
     assert received.logins == [("alice", "wrong"), ("alice", "pw")]
+
+
+# -- STARTTLS, both ways ---------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for mx.here.example (127.0.0.1) and a client trusting its CA."""
+    ca = make_ca("smtp-interop test CA")
+    issued = make_cert("mx.here.example", issuer=ca, addresses=("127.0.0.1",))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = write_issued(issued, Path(tmp), "mx")
+        server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    return server_ctx, client_ctx
+
+
+def test_smtplib_starttls_then_auth_through_our_server(
+        our_server: Server, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    port, received, start = our_server
+    server_ctx, client_ctx = tls_pair
+    start(tls=server_ctx, starttls=True, auth_requires_tls=True)
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        assert client.has_extn("starttls") and not client.has_extn("auth")
+        assert client.starttls(context=client_ctx)[0] == 220
+        client.ehlo()
+        assert client.has_extn("auth") and not client.has_extn("starttls")
+        client.login("alice", "pw")
+        client.sendmail("s@b.example", ["r@here.example"], b"Subject: tls\r\n\r\nhi\r\n")
+    assert received.messages == [("s@b.example", ["r@here.example"],
+                                  b"Subject: tls\r\n\r\nhi\r\n")]
+
+
+def test_our_client_starttls_with_aiosmtpd(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+                                           ) -> None:
+    server_ctx, client_ctx = tls_pair
+    sink = Sink()
+    port = free_port()
+    controller = aiosmtpd_controller.Controller(sink, hostname="127.0.0.1", port=port,
+                                                tls_context=server_ctx, require_starttls=True)
+    controller.start()
+    try:
+        wire = Wire(port)
+        wire.replies(b"", 1)
+        wire.replies(wire.conn.send(smtp.Helo("client.example")), 1)
+        assert wire.conn.capabilities is not None and wire.conn.capabilities.starttls
+        [ready] = wire.replies(wire.conn.send(smtp.StartTls()), 1)
+        assert (ready.code, ready.to) == (220, "STARTTLS")
+        wire.conn.start_tls()
+        assert wire.conn.capabilities is None
+        wire.sock = client_ctx.wrap_socket(wire.sock, server_hostname="mx.here.example")
+        wire.replies(wire.conn.send(smtp.Helo("client.example")), 1)
+        assert wire.conn.capabilities is not None and not wire.conn.capabilities.starttls
+        replies = [r for c in (smtp.Mail("s@b.example"), smtp.Rcpt("r@here.example"),
+                               smtp.DataStart())
+                   for r in wire.replies(wire.conn.send(c), 1)]
+        assert [r.code for r in replies] == [250, 250, 354]
+        [done] = wire.replies(wire.conn.send(smtp.Data(b"Subject: tls\n\nhi")), 1)
+        assert done.code == 250
+        wire.replies(wire.conn.send(smtp.Quit()), 1)
+        wire.sock.close()
+    finally:
+        controller.stop()
+    assert sink.messages == [("s@b.example", ["r@here.example"],
+                              b"Subject: tls\r\n\r\nhi\r\n")]
