@@ -987,3 +987,8 @@ def test_client_odds_and_ends() -> None:
     with pytest.raises(ProtocolUsageError):
         c.send(smtp.DataComplete(b"x"))  # type: ignore[arg-type]
     assert Reply(250, ["a", "b"]).text == "a\nb"
+
+
+def test_passwords_stay_out_of_event_reprs() -> None:
+    assert "pw" not in repr(Auth("PLAIN", "alice", "pw"))
+    assert "secret" not in repr(AuthResponse(b"secret"))

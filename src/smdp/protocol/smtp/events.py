@@ -13,6 +13,7 @@ takes one apart. The empty string is the null reverse path ``<>``.
 from __future__ import annotations
 
 import re
+from dataclasses import field
 from typing import Final, TypeAlias
 
 from smdp.protocol._events import BlockComplete, BlockFailed, event
@@ -151,7 +152,8 @@ class Auth:
 
     mechanism: str  # "PLAIN" or "LOGIN"
     username: str
-    password: str
+    # Kept out of repr(): an event may well end up in a log line.
+    password: str = field(repr=False)
     authzid: str = ""
 
 
@@ -159,7 +161,7 @@ class Auth:
 class AuthResponse:
     """Client only: a line answering a 334 challenge (sent base64-encoded)."""
 
-    data: bytes
+    data: bytes = field(repr=False)  # may be a password (AUTH LOGIN)
 
 
 @event
