@@ -992,3 +992,22 @@ def test_client_odds_and_ends() -> None:
 def test_passwords_stay_out_of_event_reprs() -> None:
     assert "pw" not in repr(Auth("PLAIN", "alice", "pw"))
     assert "secret" not in repr(AuthResponse(b"secret"))
+
+
+def test_client_sends_a_message_from_an_iterator_of_chunks() -> None:
+    c = client_ready()
+    c.send(DataStart())
+    c.receive_data(b"354 go\r\n")
+    c.next_event()
+    taken: list[bytes] = []
+
+    def chunks() -> Iterable[bytes]:
+        for piece in (b"Subject: x\r\n\r\n.", b"a\n", b"\r", b"\n.\r\n"):
+            taken.append(piece)
+            yield piece
+
+    pieces = c.send_message(chunks())
+    assert next(pieces) == b"Subject: x\r\n\r\n.." and len(taken) == 1  # lazily
+    assert b"".join(pieces) == b"a\r\n\r\n..\r\n.\r\n"
+    with pytest.raises(ProtocolUsageError):
+        c.send(DataPart(b"late"))

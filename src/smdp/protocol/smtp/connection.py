@@ -15,7 +15,7 @@ time, and each answer is queued after the one before.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, Unpack
 
 from smdp.protocol._connection import (
@@ -551,6 +551,14 @@ class SmtpClientConnection(ClientConnection[_Expect, Reply]):
             if not isinstance(command, _PIPELINABLE):
                 raise ProtocolUsageError(f"{command!r} must end a pipelined group (RFC 2920 3.1)")
         return b"".join(self.send(command) for command in commands)
+
+    def send_message(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """The message after DATA's 354, from ``chunks`` (say, read from the
+        store a chunk at a time): its wire pieces, one per chunk, then the end.
+        Nothing is held but the chunk at hand; one reply is expected."""
+        for chunk in chunks:
+            yield self.send(DataPart(chunk))
+        yield self.send(DataEnd())
 
     def start_tls(self) -> None:
         super().start_tls()
