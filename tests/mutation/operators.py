@@ -7,8 +7,9 @@ unmutated:
 
 * the codecs' state tables, ``TRANSITIONS[state][command] -> next state``
   (``protocol/peer/states.py``, ``protocol/user/states.py``,
-  ``protocol/smtp/states.py``; also ``FAILED_PASS`` and ``FAILED_AUTH``): :class:`RetargetTransition` sends a command to another
-  state, :class:`DropTransition` removes a (state, command) entry;
+  ``protocol/smtp/states.py``; also ``FAILED_PASS`` and ``FAILED_AUTH``):
+  :class:`RetargetTransition` sends a command to another state,
+  :class:`DropTransition` removes a (state, command) entry;
 * the module-level state sets of ``core/decisions.py`` (``NEEDS_BODY``,
   ``REJECTED_RECIPIENTS``, ...): :class:`DropSetMember` removes one member
   from a ``frozenset({...})`` literal.
