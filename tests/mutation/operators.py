@@ -6,9 +6,10 @@ operators. Two kinds of rule data have none of those tokens and would go
 unmutated:
 
 * the codecs' state tables, ``TRANSITIONS[state][command] -> next state``
-  (``protocol/peer/states.py``, ``protocol/user/states.py``; also
-  ``FAILED_PASS``): :class:`RetargetTransition` sends a command to another
-  state, :class:`DropTransition` removes a (state, command) entry;
+  (``protocol/peer/states.py``, ``protocol/user/states.py``,
+  ``protocol/smtp/states.py``; also ``FAILED_PASS`` and ``FAILED_AUTH``):
+  :class:`RetargetTransition` sends a command to another state,
+  :class:`DropTransition` removes a (state, command) entry;
 * the module-level state sets of ``core/decisions.py`` (``NEEDS_BODY``,
   ``REJECTED_RECIPIENTS``, ...): :class:`DropSetMember` removes one member
   from a ``frozenset({...})`` literal.
@@ -34,7 +35,7 @@ BaseNode = Any
 Position = tuple[tuple[int, int], tuple[int, int]]
 
 #: Module-level names whose value is a transition table ``{state: {command: state}}``.
-TABLE_NAMES = ("TRANSITIONS", "FAILED_PASS")
+TABLE_NAMES = ("TRANSITIONS", "FAILED_PASS", "FAILED_AUTH")
 
 
 def _module_level_target(node: NodeOrLeaf) -> str | None:

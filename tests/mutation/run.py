@@ -144,9 +144,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("addresses", (Scope("smdp/mail/addresses.py"),),
            _unit("test_addresses", "test_address_rules")),
     Target("states", (Scope("smdp/protocol/_states.py"), Scope("smdp/protocol/peer/states.py"),
-                      Scope("smdp/protocol/user/states.py")),
+                      Scope("smdp/protocol/user/states.py"),
+                      Scope("smdp/protocol/smtp/states.py")),
            _unit("test_protocol_shared", "test_peer_codec", "test_user_codec",
-                 "test_starttls_codec", "test_session_tables")),
+                 "test_starttls_codec", "test_session_tables", "test_smtp_codec",
+                 "test_smtp_session_table")),
     # The codecs' limits: where line lengths, block and message sizes and
     # recipient counts are compared, and the constants they are compared to.
     Target("limits", (

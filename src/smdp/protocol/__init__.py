@@ -3,6 +3,8 @@
 - :mod:`smdp.protocol.framing`: lines and dot-stuffed blocks (contract section 1).
 - :mod:`smdp.protocol.peer`: the peer port, server to server (Table 4, Table 2).
 - :mod:`smdp.protocol.user`: the user port, POP3 plus SMDP (Table 5, Table 1).
+- :mod:`smdp.protocol.smtp`: SMTP, for submission, the MX and outbound
+  delivery (docs/smtp.md, "The SMTP codec").
 
 Each port is a package in h11's shape: ``events`` (immutable event classes),
 ``states`` (the one transition table), ``grammar`` (reading and writing
@@ -14,7 +16,7 @@ The event classes of the two ports share some names (``Noop``, ``Rset``,
 ``Quit``), so they are reached through their package: ``peer.Noop``, ``user.Noop``.
 """
 
-from smdp.protocol import peer, user
+from smdp.protocol import peer, smtp, user
 from smdp.protocol.framing import (
     CLOSED,
     LINE_TOO_LONG,
@@ -68,5 +70,6 @@ __all__ = [
     "dot_unstuff",
     "normalize_line_ends",
     "peer",
+    "smtp",
     "user",
 ]
