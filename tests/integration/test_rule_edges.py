@@ -188,12 +188,18 @@ def test_size_exactly_at_the_maximum_is_accepted_on_both_ports(tmp_path: Path) -
         received = f"Received: from {A_HOST} by {B_HOST} with SMDP id {envid}; " + "x" * 31
         assert b.query("SELECT size FROM in_envelopes WHERE envid=?", (envid,)) == [
             (MAX + len(received) + 2,)]
-        # The user port: MAX octets are taken, MAX + 1 refused.
+        # The user port: MAX octets pass its codec, MAX + 1 do not. MAX is the
+        # size of the message as it travels, so the fields the origin adds
+        # (here its Received field) must fit too (protocol.md 12.6): a message
+        # of MAX octets is refused for that, one that leaves room is taken.
         reply = submit(a, ALICE, [BOB], message_of(MAX + 1, "one too many"))
         assert reply == f"-ERR message exceeds fixed maximum of {MAX} octets"
         reply = submit(a, ALICE, [BOB], message_of(MAX, "just fits"))
+        assert reply.startswith("-ERR the message is "), reply
+        assert reply.endswith(f"over the maximum of {MAX}; send a smaller message"), reply
+        reply = submit(a, ALICE, [BOB], message_of(MAX - 300, "fits with its trace"))
         assert reply.startswith("+OK queued as "), reply
-        assert a.query("SELECT subject FROM out_messages") == [("just fits",)]
+        assert a.query("SELECT subject FROM out_messages") == [("fits with its trace",)]
 
 
 def headers_of(raw: bytes) -> list[str]:
