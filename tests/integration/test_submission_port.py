@@ -106,7 +106,7 @@ def test_mail_needs_auth_then_plain_and_login_on_loopback(plain: InProcessServer
 
 def test_wrong_password_refused_and_slowed_like_the_user_port(tmp_path: Path) -> None:
     s = server(tmp_path, extra="[abuse]\nlogin_failures_per_client = 100\n"
-                               "login_failures_per_account = 1\nlogin_delay_max = 1\n")
+                               "login_failures_per_account = 2\nlogin_delay_max = 1\n")
     s.start()
     try:
         c = smtp(s.submission_port)
@@ -116,13 +116,14 @@ def test_wrong_password_refused_and_slowed_like_the_user_port(tmp_path: Path) ->
         assert failed.value.smtp_code == 535
         assert failed.value.smtp_error == b"5.7.8 Authentication credentials invalid"
         c.quit()
-        # One more failure, on the user port: the account is past its allowance...
+        # One more failure, on the user port: the account's allowance (2) is used up...
         pop = poplib.POP3("127.0.0.1", s.user_port, timeout=10)
         pop.user(ALICE)
         with pytest.raises(poplib.error_proto):
             pop.pass_("wrong again")
         pop.quit()
-        # ... so the next failure here waits login_delay_max: the same windows.
+        # ... so the next failure here waits login_delay_max: the same windows
+        # (the submission port's own two failures alone would wait 0.2 s).
         c = smtp(s.submission_port)
         c.user, c.password = ALICE, "still wrong"
         began = time.monotonic()
