@@ -56,6 +56,12 @@ def plain(tmp_path: Path) -> Iterator[InProcessServer]:
         s.stop()
 
 
+# The in-process server's store is SQLite whatever the pass: these run in the
+# default pass only (tests/integration/conftest.py); the whole flow, on
+# make_pair, runs on both backends.
+in_process = pytest.mark.own_backend
+
+
 def client_context(root: Path) -> ssl.SSLContext:
     """Trusts the test CA. smtplib checks the certificate against the host it
     connected to, 127.0.0.1, which a test certificate does not name: the
@@ -72,6 +78,7 @@ def smtp(port: int | None) -> smtplib.SMTP:
     return c
 
 
+@in_process
 def test_mail_needs_auth_then_plain_and_login_on_loopback(plain: InProcessServer) -> None:
     c = smtp(plain.submission_port)
     # Loopback with allow_plaintext_login: AUTH offered without TLS, as USER/PASS are.
@@ -104,6 +111,7 @@ def test_mail_needs_auth_then_plain_and_login_on_loopback(plain: InProcessServer
     assert [row.split()[:2] for row in rows] == [[msgid, BOB]]
 
 
+@in_process
 def test_wrong_password_refused_and_slowed_like_the_user_port(tmp_path: Path) -> None:
     s = server(tmp_path, extra="[abuse]\nlogin_failures_per_client = 100\n"
                                "login_failures_per_account = 2\nlogin_delay_max = 1\n")
@@ -135,6 +143,7 @@ def test_wrong_password_refused_and_slowed_like_the_user_port(tmp_path: Path) ->
         s.stop()
 
 
+@in_process
 def test_envelope_sender_and_from_must_be_the_users(plain: InProcessServer) -> None:
     c = smtp(plain.submission_port)
     c.login(ALICE, "secret")
@@ -150,6 +159,7 @@ def test_envelope_sender_and_from_must_be_the_users(plain: InProcessServer) -> N
     c.quit()
 
 
+@in_process
 def test_a_message_over_the_limit_with_the_added_fields_is_552(tmp_path: Path) -> None:
     s = server(tmp_path, extra="[limits]\nmax_message_size = 400\n")
     s.start()
@@ -166,6 +176,7 @@ def test_a_message_over_the_limit_with_the_added_fields_is_552(tmp_path: Path) -
         s.stop()
 
 
+@in_process
 def test_auth_only_over_tls_starttls_and_implicit_tls(tmp_path: Path) -> None:
     s = server(tmp_path, tls=True, plaintext_login=False)
     s.start()
@@ -196,6 +207,7 @@ def test_auth_only_over_tls_starttls_and_implicit_tls(tmp_path: Path) -> None:
         s.stop()
 
 
+@in_process
 def test_swaks_submits_with_auth_over_starttls(tmp_path: Path) -> None:
     swaks = shutil.which("swaks")
     if swaks is None:
