@@ -21,6 +21,8 @@ import pytest
 
 from smdp.client.session import UserClient
 from smdp.protocol import user as wire
+from smdp.server.accounts import Accounts
+from smdp.store import open_store
 from smdp.terms import Decision
 
 from .harness import Pki, free_ports, make_pair, running, wait_until
@@ -171,6 +173,28 @@ def test_a_message_over_the_limit_with_the_added_fields_is_552(tmp_path: Path) -
         # Under 400 octets as sent, over once Received, Date and Message-ID are added.
         code, text = c.data(f"To: {BOB}\r\n\r\n" + "x" * 300 + "\r\n")
         assert code == 552 and text.startswith(b"5.3.4 the message is ")
+        c.quit()
+    finally:
+        s.stop()
+
+
+@in_process
+def test_a_suspended_sender_is_refused_with_the_origins_sentence(tmp_path: Path) -> None:
+    s = server(tmp_path)
+    store = open_store(s.config)  # as `smdp admin suspend alice@a.example` does
+    try:
+        store.set_suspension(Accounts(store, s.config).user(ALICE).id, "spam reports")
+    finally:
+        store.close()
+    s.start()
+    try:
+        c = smtp(s.submission_port)
+        c.login(ALICE, "secret")
+        c.mail(ALICE)
+        c.rcpt(BOB)
+        code, text = c.data(MESSAGE)
+        assert (code, text) == (550, b"5.7.1 sending is suspended for this account "
+                                     b"(spam reports); contact your administrator")
         c.quit()
     finally:
         s.stop()
