@@ -298,3 +298,48 @@ def test_smtplib_message_reaches_the_smdp_recipient_without_bcc(tmp_path: Path) 
     assert b"\r\nSubject: from a mail client" in header
     assert b"Bcc" not in header and b"secret@c.example" not in body
     assert b" with ESMTPA id " in header  # RFC 3848: ESMTP with AUTH
+
+
+@in_process
+def test_a_message_larger_than_a_chunk_is_spooled_and_arrives_whole(tmp_path: Path) -> None:
+    """Past 256 KiB the codec hands the message out in pieces, each spooled
+    as it comes (BlockChunk): what the recipient reads is every octet sent."""
+    s = server(tmp_path)
+    s.add_user("carol@a.example")
+    s.start()
+    try:
+        lines = "".join(f"line {n:06d} of a long report\r\n" for n in range(30_000))
+        c = smtp(s.submission_port)
+        c.login(ALICE, "secret")
+        code, _text = c.mail(ALICE)
+        c.rcpt("carol@a.example")
+        code, text = c.data(f"From: {ALICE}\r\nSubject: big\r\n\r\n{lines}")
+        assert code == 250, text
+        c.quit()
+
+        def pending() -> list[str]:
+            carol = s.client("carol@a.example")
+            try:
+                return list(carol.call(wire.Envs(False)).lines or [])
+            finally:
+                carol.quit()
+
+        wait_until(lambda: len(pending()) == 1, 20, "the envelope to carol")
+        entry = int(pending()[0].split()[0])
+        carol = s.client("carol@a.example")
+        carol.call(wire.UserDecision(Decision.ACCEPT, entry))
+        carol.quit()
+
+        def read() -> bytes:
+            carol = s.client("carol@a.example")
+            try:
+                return carol.read(entry)
+            except Exception:
+                return b""
+            finally:
+                carol.quit()
+
+        wait_until(lambda: read() != b"", 20, "the message in carol's mailbox")
+        assert read().endswith(b"\r\n\r\n" + lines.encode())
+    finally:
+        s.stop()
