@@ -200,6 +200,10 @@ class Config:
     # Implicit-TLS listeners (TLS from the first byte), beside the STARTTLS ports.
     peer_tls_listener: Listener | None = None
     user_tls_listener: Listener | None = None
+    # The submission port for mail clients (RFC 6409, STARTTLS; 587 by
+    # convention) and its implicit-TLS twin (RFC 8314; 465): off unless set.
+    submission_listener: Listener | None = None
+    submission_tls_listener: Listener | None = None
     # Passwords over a connection without TLS: only ever on loopback, and only
     # when this is set (the demo and the tests).
     allow_plaintext_login: bool = False
@@ -214,7 +218,9 @@ class Config:
     def listeners(self) -> list[tuple[str, Listener]]:
         """Every port this server listens on, by its [listen] key."""
         found = [("peer", self.peer_listener), ("user", self.user_listener),
-                 ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener)]
+                 ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
+                 ("submission", self.submission_listener),
+                 ("submission_tls", self.submission_tls_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -285,13 +291,17 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     domains = tuple(_check(d, str, "server.domains[]").lower() for d in domains_raw)
 
     listen = _check(data.get("listen", {}), dict, "listen")
-    _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls"}, "listen")
+    _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
+                             "submission_tls"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
         key: _listener(_check(listen[key], str, f"listen.{key}"), f"listen.{key}")
-        for key in ("peer_tls", "user_tls") if key in listen
+        for key in ("peer_tls", "user_tls", "submission_tls") if key in listen
     }
+    submission_listener = (
+        _listener(_check(listen["submission"], str, "listen.submission"), "listen.submission")
+        if "submission" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -442,6 +452,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         dkim=_parse_dkim(_check(data.get("dkim", {}), dict, "dkim"), domains, base_dir),
         peer_tls_listener=tls_listeners.get("peer_tls"),
         user_tls_listener=tls_listeners.get("user_tls"),
+        submission_listener=submission_listener,
+        submission_tls_listener=tls_listeners.get("submission_tls"),
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,

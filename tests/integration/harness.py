@@ -82,6 +82,8 @@ class Server:
     peer_extra: dict[str, str] = field(default_factory=dict)  # domain -> more [peers] lines
     peer_tls_port: int | None = None  # [listen] peer_tls (implicit TLS)
     user_tls_port: int | None = None  # [listen] user_tls
+    submission_port: int | None = None  # [listen] submission (RFC 6409; off by default)
+    submission_tls_port: int | None = None  # [listen] submission_tls (RFC 8314)
     plaintext_login: bool = True  # [security] allow_plaintext_login
     store_extra: str = ""  # more [store] settings, one per line
 
@@ -110,7 +112,9 @@ class Server:
         )
         listen_tls = "".join(
             f'{key} = "127.0.0.1:{port}"\n'
-            for key, port in (("peer_tls", self.peer_tls_port), ("user_tls", self.user_tls_port))
+            for key, port in (("peer_tls", self.peer_tls_port), ("user_tls", self.user_tls_port),
+                              ("submission", self.submission_port),
+                              ("submission_tls", self.submission_tls_port))
             if port is not None
         )
         tls = f"[tls]\n{self.tls}\n" if self.tls else ""
@@ -167,6 +171,8 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
         assert (ports["peer"], ports["user"]) == (self.peer_port, self.user_port)
         assert (ports.get("peer_tls"), ports.get("user_tls")) == (self.peer_tls_port,
                                                                   self.user_tls_port)
+        assert (ports.get("submission"), ports.get("submission_tls")) == (
+            self.submission_port, self.submission_tls_port)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

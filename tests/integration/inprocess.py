@@ -31,6 +31,7 @@ domains = ["{domain}"]
 [listen]
 peer = "127.0.0.1:0"
 user = "127.0.0.1:0"
+{listen}
 [store]
 path = "{domain}.sqlite3"
 [delivery]
@@ -40,7 +41,7 @@ poll_interval = 0.1
 [security]
 password_memory_kib = 8
 password_time_cost = 1
-allow_plaintext_login = true
+allow_plaintext_login = {plaintext_login}
 {extra}
 """
 
@@ -48,15 +49,20 @@ allow_plaintext_login = true
 class InProcessServer:
     """One domain's server on a loop in a background thread."""
 
-    def __init__(self, root: Path, domain: str, extra: str = "") -> None:
+    def __init__(self, root: Path, domain: str, extra: str = "", listen: str = "",
+                 plaintext_login: bool = True) -> None:
         self.domain = domain
         self.hostname = f"smdp.{domain}"
         self.config_path = root / f"{domain}.toml"
         self.config_path.write_text(CONFIG.format(hostname=self.hostname, domain=domain,
-                                                  extra=extra))
+                                                  extra=extra, listen=listen,
+                                                  plaintext_login=str(plaintext_login).lower()))
         self.config: Config = load_config(self.config_path)
         self.peer_port = 0
         self.user_port = 0
+        # [listen] submission / submission_tls, when ``listen`` asks for them.
+        self.submission_port: int | None = None
+        self.submission_tls_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SmdpServer | None = None
@@ -93,6 +99,8 @@ class InProcessServer:
         started.result(timeout=20)
         assert self._server is not None
         self.peer_port, self.user_port = self._server.peer_port, self._server.user_port
+        self.submission_port = self._server.submission_port
+        self.submission_tls_port = self._server.submission_tls_port
 
     def peer_with(self, other: InProcessServer) -> None:
         """Deliver ``other.domain``'s mail to ``other`` (its real port is

@@ -224,3 +224,17 @@ def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
     as it always has; on, it is routed to its MX hosts (docs/smtp.md)."""
     assert parse_config(MINIMAL, tmp_path).smtp.outbound is False
     assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True
+
+
+def test_submission_listeners_are_off_unless_set(tmp_path: Path) -> None:
+    """docs/configuration.md [listen] submission, submission_tls (docs/smtp.md)."""
+    config = parse_config(MINIMAL, tmp_path)
+    assert (config.submission_listener, config.submission_tls_listener) == (None, None)
+    assert [key for key, _ in config.listeners()] == ["peer", "user"]
+    config = parse_config({**MINIMAL, "listen": {"submission": "127.0.0.1:587"}}, tmp_path)
+    assert str(config.submission_listener) == "127.0.0.1:587"
+    assert ("submission", config.submission_listener) in config.listeners()
+    with pytest.raises(ConfigError, match=r"listen\.submission_tls needs tls\.cert and tls\.key"):
+        parse_config({**MINIMAL, "listen": {"submission_tls": "127.0.0.1:465"}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"listen\.submission must look like 'host:port'"):
+        parse_config({**MINIMAL, "listen": {"submission": "587"}}, tmp_path)

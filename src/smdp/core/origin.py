@@ -105,7 +105,7 @@ class Origin:
 
     def submit(
         self, user: User, sender: str, recipients: list[str], raw: bytes | Body,
-        *, spool_dir: str | None = None, client: str = "",
+        *, spool_dir: str | None = None, client: str = "", protocol: str = "SMDP-user",
     ) -> SubmitResult:
         """Store the message durably, then queue its envelopes, in one transaction.
 
@@ -113,18 +113,19 @@ class Origin:
         large ``raw`` comes as a file-backed Body and is never read whole.
         The stored message starts with this hop's Received field (protocol.md
         8.4), naming ``client`` (the user's IP address), so that the size
-        the origin declares is the size of what it sends.
+        the origin declares is the size of what it sends. ``protocol`` is
+        that field's ``with`` word (RFC 3848 ``ESMTPSA`` on the submission port).
         """
         suspended = self.store.suspension(user.id)
         if suspended is not None:
             raise SubmissionError(
                 f"sending is suspended for this account ({suspended}); "
-                "contact your administrator"
+                "contact your administrator", Kind.SUSPENDED,
             )
         identities = self.store.identities(user.id)
         result = SubmitResult(new_token())
         trace = received_field(source=client_name(client), host=self.hostname,
-                               protocol="SMDP-user", ident=result.msgid,
+                               protocol=protocol, ident=result.msgid,
                                when=datetime.now(UTC))
         if isinstance(raw, Body):
             body = prepare_submission_body(
@@ -140,7 +141,8 @@ class Origin:
             raise SubmissionError(
                 f"the message is {body.size} octets with the fields this server adds "
                 f"(Received, and From, Date and Message-ID where missing), over the "
-                f"maximum of {self.max_message_size}; send a smaller message"
+                f"maximum of {self.max_message_size}; send a smaller message",
+                Kind.TOO_LARGE,
             )
         summary = extract_envelope(body)
         now = time.time()

@@ -35,6 +35,10 @@ class Kind(StrEnum):
     NOT_YOUR_IDENTITY = "not-your-identity"
     # The request itself is malformed (unknown list, bad address...).
     INVALID = "invalid"
+    # The user's sending is suspended (issue 4: reported as a spammer).
+    SUSPENDED = "suspended"
+    # A submitted message is over the size limit (with the fields the origin adds).
+    TOO_LARGE = "too-large"
 
 
 @dataclass(frozen=True, slots=True)

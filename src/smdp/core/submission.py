@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
 from email.utils import format_datetime, getaddresses
 
+from smdp.core.outcomes import Kind
 from smdp.mail.addresses import Address, AddressError, normalize, parse_address
 from smdp.mail.body import Body, BodyWriter
 from smdp.mail.mime import (
@@ -65,7 +66,16 @@ _REGISTRY = HeaderRegistry()
 
 
 class SubmissionError(ValueError):
-    """The message cannot be accepted; the text is shown to the user as is."""
+    """The message cannot be accepted; the text is shown to the user as is.
+
+    ``kind`` says why, for a port whose replies tell kinds apart (the
+    submission port's SMTP codes): ``NOT_YOUR_IDENTITY`` (assumption 3),
+    ``SUSPENDED``, ``TOO_LARGE``, or ``INVALID`` (a malformed message).
+    """
+
+    def __init__(self, text: str, kind: Kind = Kind.INVALID) -> None:
+        super().__init__(text)
+        self.kind = kind
 
 
 class _LineEnds:
@@ -161,7 +171,8 @@ def _check_authors(fields: Sequence[HeaderField], allowed: set[str]) -> bool:
             if _key(address) not in allowed:
                 label = "From" if field.key == "from" else field.name
                 raise SubmissionError(
-                    _printable(f"{label} <{address}> is not one of your identities")
+                    _printable(f"{label} <{address}> is not one of your identities"),
+                    Kind.NOT_YOUR_IDENTITY,
                 )
     return has_from
 
@@ -185,7 +196,8 @@ class _Submitter:
         except AddressError as exc:
             raise SubmissionError(f"The sender address is invalid: {exc}") from exc
         if normalize(sender) not in allowed:
-            raise SubmissionError("The sender is not one of your identities.")
+            raise SubmissionError("The sender is not one of your identities.",
+                                  Kind.NOT_YOUR_IDENTITY)
         try:
             host = parse_address("postmaster@" + hostname).domain
         except AddressError as exc:

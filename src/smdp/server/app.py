@@ -1,5 +1,5 @@
-"""One SMDP server: the store, the domain core and the three asyncio adapters
-(peer port, user port, delivery worker) wired together.
+"""One SMDP server: the store, the domain core and the asyncio adapters
+(peer port, user port, submission port, delivery worker) wired together.
 """
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from smdp.server.discovery import Discovery
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.peer_server import serve_peer
 from smdp.server.routing import Router
-from smdp.server.services import Core, LoginThrottle, PeerPort, PeerQuotas, UserPort
+from smdp.server.services import (
+    Core,
+    LoginThrottle,
+    PeerPort,
+    PeerQuotas,
+    SubmissionPort,
+    UserPort,
+)
+from smdp.server.submission_server import serve_submission
 from smdp.server.tls import (
     HANDSHAKE_TIMEOUT,
     TlsPolicy,
@@ -71,12 +79,17 @@ class SmdpServer:
                                               if config.smtp.outbound else None))
         # Issue 4 abuse limits: sliding windows, per process.
         self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, PeerQuotas())
+        accounts, logins = Accounts(self.store, config), LoginThrottle(config)
         self.user_port_services = UserPort(
-            self.core, self.tls, self.discovery, Accounts(self.store, config), self.worker,
-            LoginThrottle(config))
+            self.core, self.tls, self.discovery, accounts, self.worker, logins)
+        # The same accounts and login windows as the user port's: a password
+        # guessed on one port is slowed down on the other too.
+        self.submission_port_services = SubmissionPort(
+            self.core, self.tls, accounts, self.worker, logins)
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
+        self.submission_sessions = Sessions()  # ports 587 and 465 together
         self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
@@ -84,6 +97,8 @@ class SmdpServer:
         self.user_port = 0
         self.peer_tls_port: int | None = None
         self.user_tls_port: int | None = None
+        self.submission_port: int | None = None
+        self.submission_tls_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -100,8 +115,12 @@ class SmdpServer:
         user_gate = self._gate(
             self.user_sessions, lambda r, w: serve_user(self.user_port_services, r, w),
             b"-ERR ")
+        submission_gate = self._gate(
+            self.submission_sessions,
+            lambda r, w: serve_submission(self.submission_port_services, r, w),
+            b"421 4.7.0 ")
         try:
-            await self._listen_all(peer_gate, user_gate)
+            await self._listen_all(peer_gate, user_gate, submission_gate)
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -125,12 +144,15 @@ class SmdpServer:
                  "user": Listener(config.user_listener.host, self.user_port)}
         for name, listener, port in (
                 ("peer_tls", config.peer_tls_listener, self.peer_tls_port),
-                ("user_tls", config.user_tls_listener, self.user_tls_port)):
+                ("user_tls", config.user_tls_listener, self.user_tls_port),
+                ("submission", config.submission_listener, self.submission_port),
+                ("submission_tls", config.submission_tls_listener, self.submission_tls_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
 
-    async def _listen_all(self, peer_gate: Connected, user_gate: Connected) -> None:
+    async def _listen_all(self, peer_gate: Connected, user_gate: Connected,
+                          submission_gate: Connected) -> None:
         peer = await _listen(peer_gate, self.config.peer_listener, "peer")
         self._servers.append(peer)
         user = await _listen(user_gate, self.config.user_listener, "user")
@@ -143,6 +165,16 @@ class SmdpServer:
             self.config.peer_tls_listener, self.tls.peer_server_context, peer_gate, "peer_tls")
         self.user_tls_port = await self._listen_tls(
             self.config.user_tls_listener, self.tls.user_server_context, user_gate, "user_tls")
+        # Submission for mail clients (docs/smtp.md): 587 with STARTTLS when a
+        # certificate is configured, 465 with TLS from the first byte.
+        if self.config.submission_listener is not None:
+            submission = await _listen(submission_gate, self.config.submission_listener,
+                                       "submission")
+            self._servers.append(submission)
+            self.submission_port = submission.sockets[0].getsockname()[1]
+        self.submission_tls_port = await self._listen_tls(
+            self.config.submission_tls_listener, self.tls.user_server_context,
+            submission_gate, "submission_tls")
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -199,7 +231,8 @@ class SmdpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping_task
         self.worker.stop()
-        running = self.peer_sessions.tasks | self.user_sessions.tasks
+        running = (self.peer_sessions.tasks | self.user_sessions.tasks
+                   | self.submission_sessions.tasks)
         if running:
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:

@@ -104,3 +104,18 @@ class UserPort:
     accounts: Accounts
     outbox: Outbox
     logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionPort:
+    """The submission port's collaborators (RFC 6409, RFC 8314; docs/smtp.md).
+
+    ``accounts`` and ``logins`` are the user port's own objects: the same
+    accounts, and failed logins on either port slow down the other too.
+    """
+
+    core: Core
+    tls: TlsPolicy
+    accounts: Accounts
+    outbox: Outbox
+    logins: LoginThrottle
