@@ -1,0 +1,294 @@
+"""Outbound SMTP from the durable queue (issue 11, item 2; docs/smtp.md,
+"Outbound delivery"): a real server (in process) delivers to a real aiosmtpd
+on loopback, reached through MX records served by the stand-in DNS, with
+``[smtp] outbound_port`` pointing at aiosmtpd's free port."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smdp.certs import make_ca, make_cert, write_issued
+from smdp.mail.dkim import SigningKey, generate_key
+from smdp.store import open_store
+from smdp.store.records import CachedPolicy
+from tests.integration.faults import StandInDns
+from tests.integration.harness import wait_until
+from tests.integration.test_notices import failed_in, mailbox
+from tests.integration.test_smtp_routing import free_port, sent_lines
+
+from .inprocess import InProcessServer, inprocess_pair
+
+pytestmark = pytest.mark.own_backend
+
+aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
+dkim = pytest.importorskip("dkim")
+
+ALICE, BOB = "alice@a.example", "bob@b.example"
+CAROL, DAVE, ERIN = "carol@c.example", "dave@c.example", "erin@c.example"
+MESSAGE = b"Subject: lunch\r\nTo: carol@c.example\r\n\r\nAt noon?\r\n"
+
+
+@dataclass
+class Arrived:
+    sender: str
+    recipients: list[str]
+    content: bytes
+    tls: bool
+    options: list[str]
+
+
+@dataclass
+class Mx:
+    """An aiosmtpd handler that keeps what arrives. ``soft_once``:
+    recipients answered 451 the first time; ``hard``: answered 550;
+    ``pipelining``: PIPELINING offered (aiosmtpd reads commands in order,
+    so a pipelined group is served as RFC 2920 asks)."""
+
+    soft_once: set[str] = field(default_factory=set)
+    hard: set[str] = field(default_factory=set)
+    pipelining: bool = True
+    arrived: list[Arrived] = field(default_factory=list)
+    rcpt_commands: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        with self.lock:
+            self.rcpt_commands.append(address)
+            if address in self.soft_once:
+                self.soft_once.discard(address)
+                return "451 4.3.0 Try again later"
+        if address in self.hard:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.arrived.append(Arrived(envelope.mail_from, list(envelope.rcpt_tos),
+                                        envelope.original_content, session.ssl is not None,
+                                        list(envelope.mail_options)))
+        return "250 2.0.0 Queued as 4711"
+
+
+@dataclass
+class World:
+    dns: StandInDns
+    mx: Mx
+    port: int
+    root: Path
+    ca_file: Path | None = None
+
+    def config(self, more: str = "") -> str:
+        return (self.dns.config + f"[smtp]\noutbound = true\noutbound_port = {self.port}\n"
+                + more)
+
+
+@contextlib.contextmanager
+def world(root: Path, mx: Mx, tls: ssl.SSLContext | None = None) -> Iterator[World]:
+    """aiosmtpd as c.example's one MX host (mx.c.example, 127.0.0.1)."""
+    port = free_port()
+    controller = aiosmtpd_controller.Controller(mx, hostname="127.0.0.1", port=port,
+                                                tls_context=tls, require_starttls=False,
+                                                enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        with StandInDns() as dns:
+            dns.mx = {"c.example": [(10, "mx.c.example")]}
+            dns.hosts = {"mx.c.example": ["127.0.0.1"]}
+            yield World(dns, mx, port, root)
+    finally:
+        controller.stop()
+
+
+@contextlib.contextmanager
+def sender(w: World, more: str = "", before_start: Any = None) -> Iterator[InProcessServer]:
+    a = InProcessServer(w.root, "a.example", extra=w.config(more))
+    a.add_user(ALICE)
+    if before_start is not None:
+        before_start(a)
+    a.start()
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+def submit(server: InProcessServer, rcpts: list[str], raw: bytes = MESSAGE) -> str:
+    c = server.client(ALICE)
+    try:
+        reply = c.submit(rcpts, raw)
+    finally:
+        c.quit()
+    return reply.split()[2]  # "queued as <msgid> ..."
+
+
+def query(server: InProcessServer, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """Read the server's store read-only, for what no command shows."""
+    db = sqlite3.connect(f"file:{server.config.store_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def states(server: InProcessServer, msgid: str) -> dict[str, tuple[str, str]]:
+    """SENT: recipient -> (state, route)."""
+    return {rcpt: (state, route) for rcpt, (state, route, _detail)
+            in sent_lines(server, msgid).items()}
+
+
+def reply_from(w: World, text: str) -> str:
+    return f"{text} (from mx.c.example [127.0.0.1]:{w.port})"
+
+
+# -- the tests -----------------------------------------------------------------------
+
+
+def test_a_message_to_an_smdp_and_an_smtp_recipient_reaches_both(tmp_path: Path) -> None:
+    mx = Mx()
+    with world(tmp_path, mx) as w, inprocess_pair(
+            tmp_path, extra_a=w.config(), users={"a.example": (ALICE,),
+                                                 "b.example": (BOB,)}) as (a, _b):
+        msgid = submit(a, [BOB, CAROL])
+        wait_until(lambda: states(a, msgid) == {BOB: ("envelope-sent", "smdp"),
+                                                CAROL: ("delivered", "smtp")},
+                   what="bob's envelope sent by SMDP, carol's message delivered by SMTP")
+        assert sent_lines(a, msgid)[CAROL][2] == reply_from(w, "250 2.0.0 Queued as 4711")
+        [arrived] = mx.arrived
+        assert (arrived.sender, arrived.recipients) == (ALICE, [CAROL])
+        head, _, body = arrived.content.partition(b"\r\n\r\n")
+        assert b"Subject: lunch" in head and b"Received: from" in head
+        assert body == b"At noon?\r\n"
+        assert f"SIZE={len(arrived.content)}" in arrived.options  # no DKIM here
+        assert not query(a, "SELECT id FROM queue WHERE kind='send-smtp'")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_several_recipients_in_one_signed_transaction(tmp_path: Path, pipelining: bool) -> None:
+    """Three recipients of one domain in one transaction, pipelined where
+    offered; the DKIM-Signature verifies on arrival (dkimpy, an independent
+    verifier), and the 8-bit body goes with BODY=8BITMIME."""
+    pem = generate_key("rsa")
+    key_file = tmp_path / "a.example.dkim.pem"
+    key_file.write_bytes(pem)
+    key = SigningKey.from_pem("a.example", "s1", "rsa", pem)
+    mx = Mx(pipelining=pipelining)
+    raw = "Subject: caf\u00e9\r\nTo: carol@c.example\r\n\r\nCaf\u00e9 at noon?\r\n".encode()
+    with world(tmp_path, mx) as w, sender(
+            w, f'[dkim."a.example"]\nselector = "s1"\nkey = "{key_file}"\n') as a:
+        msgid = submit(a, [CAROL, DAVE, ERIN], raw)
+        wait_until(lambda: set(states(a, msgid).values()) == {("delivered", "smtp")},
+                   what="every recipient delivered by SMTP")
+    [arrived] = mx.arrived
+    assert sorted(arrived.recipients) == [CAROL, DAVE, ERIN]
+    assert "BODY=8BITMIME" in arrived.options
+    assert arrived.content.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return key.public_record().encode() if name.decode() == key.record_name else b""
+
+    assert dkim.verify(arrived.content, dnsfunc=dnsfunc)
+    assert message_from_bytes(arrived.content)["Subject"] is not None
+
+
+def test_starttls_with_a_verified_certificate_is_recorded(tmp_path: Path) -> None:
+    ca = make_ca("outbound test CA")
+    issued = make_cert("mx.c.example", issuer=ca, addresses=("127.0.0.1",))
+    cert, key = write_issued(issued, tmp_path, "mx")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    mx = Mx()
+    with world(tmp_path, mx, tls) as w, sender(
+            w, f'[smtp.tls]\nrequire_verified = ["c.example"]\nca = "{ca_file}"\n') as a:
+        msgid = submit(a, [CAROL])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp")},
+                   what="carol's message delivered over TLS")
+        # no command shows this: the TLS outcome kept with the recipient
+        assert query(a, "SELECT tls FROM out_recipients WHERE recipient=?", (CAROL,)) == [
+            ("verified (require_verified)",)]
+    [arrived] = mx.arrived
+    assert arrived.tls
+
+
+def test_a_4xx_is_retried_for_that_recipient_only(tmp_path: Path) -> None:
+    mx = Mx(soft_once={DAVE})
+    with world(tmp_path, mx) as w, sender(w) as a:
+        msgid = submit(a, [CAROL, DAVE])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp"),
+                                                DAVE: ("delivered", "smtp")},
+                   what="carol delivered at once, dave after the retry")
+    assert [m.recipients for m in mx.arrived] == [[CAROL], [DAVE]]
+    assert mx.rcpt_commands == [CAROL, DAVE, DAVE]  # carol, settled, never sent again
+
+
+def test_a_5xx_recipient_fails_with_the_remote_reply_in_a_report(tmp_path: Path) -> None:
+    mx = Mx(hard={DAVE})
+    with world(tmp_path, mx) as w, sender(w) as a:
+        msgid = submit(a, [CAROL, DAVE])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp"),
+                                                DAVE: ("failed", "smtp")},
+                   what="carol delivered, dave refused")
+        assert sent_lines(a, msgid)[DAVE][2] == reply_from(w, "550 5.1.1 No such user here")
+        [report] = mailbox(a, ALICE)  # type: ignore[arg-type]
+        [(rcpt, (status, diagnostic))] = failed_in(report).items()
+        assert (rcpt, status) == (DAVE, "5.1.1")
+        assert diagnostic is not None and "550 5.1.1 No such user here" in diagnostic
+    assert [m.recipients for m in mx.arrived] == [[CAROL]]
+
+
+def test_an_enforced_mta_sts_policy_refuses_plaintext_and_retries(tmp_path: Path) -> None:
+    """aiosmtpd offers no STARTTLS here; the domain's cached MTA-STS policy
+    (mode enforce) lists the MX host: the message is never sent in
+    plaintext, the recipient stays queued with the reason, and the job is
+    retried."""
+    def cache_policy(a: InProcessServer) -> None:
+        store = open_store(a.config)
+        try:
+            now = time.time()
+            store.put_mta_sts_policy(CachedPolicy(
+                "c.example", "id1", "version: STSv1\nmode: enforce\nmx: mx.c.example\n"
+                "max_age: 86400\n", now, now + 86400))
+        finally:
+            store.close()
+
+    mx = Mx()
+    with world(tmp_path, mx) as w, sender(w, before_start=cache_policy) as a:
+        msgid = submit(a, [CAROL])
+        # no command shows this: the job's attempts
+        wait_until(lambda: query(a, "SELECT attempts FROM queue WHERE kind='send-smtp'")
+                   >= [(2,)], what="the send-smtp job retried")
+        [state, route, detail] = sent_lines(a, msgid)[CAROL]
+        assert (state, route) == ("queued", "smtp")
+        assert detail.startswith("the MTA-STS policy of c.example (mode enforce) requires TLS "
+                                 "with a verified certificate, and mx.c.example did not offer "
+                                 "STARTTLS")
+        assert query(a, "SELECT tls FROM out_recipients WHERE recipient=?", (CAROL,)) == [
+            ("refused not-offered (mta-sts enforce)",)]
+    assert mx.arrived == [] and mx.rcpt_commands == []
