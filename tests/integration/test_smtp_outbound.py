@@ -5,6 +5,7 @@ on loopback, reached through MX records served by the stand-in DNS, with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import ssl
@@ -23,7 +24,7 @@ from smdp.mail.dkim import SigningKey, generate_key
 from smdp.store import open_store
 from smdp.store.records import CachedPolicy
 from tests.integration.faults import StandInDns
-from tests.integration.harness import wait_until
+from tests.integration.harness import Server, free_ports, running, wait_until
 from tests.integration.test_notices import failed_in, mailbox
 from tests.integration.test_smtp_routing import free_port, sent_lines
 
@@ -292,3 +293,63 @@ def test_an_enforced_mta_sts_policy_refuses_plaintext_and_retries(tmp_path: Path
         assert query(a, "SELECT tls FROM out_recipients WHERE recipient=?", (CAROL,)) == [
             ("refused not-offered (mta-sts enforce)",)]
     assert mx.arrived == [] and mx.rcpt_commands == []
+
+
+@dataclass
+class HoldingMx(Mx):
+    """Holds its answer to the first message's end of data until released,
+    so that the sender can be killed inside SMTP's duplicate window."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: asyncio.Event | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        first = not self.entered.is_set()
+        with self.lock:
+            self.arrived.append(Arrived(envelope.mail_from, list(envelope.rcpt_tos),
+                                        envelope.original_content, session.ssl is not None,
+                                        list(envelope.mail_options)))
+        if first:
+            self.release = asyncio.Event()
+            self.entered.set()
+            await self.release.wait()
+        return "250 2.0.0 Queued as 4711"
+
+
+def test_a_sigkill_after_the_final_dot_loses_nothing(tmp_path: Path) -> None:
+    """The sender is killed after the whole message went out and before the
+    250 was recorded (docs/smtp.md, "Crash safety"): after the restart the
+    job runs again and the recipient is delivered; the receiver holds the
+    message twice, the one duplicate SMTP allows, and never more."""
+    mx = HoldingMx()
+    port = free_port()
+    controller = aiosmtpd_controller.Controller(mx, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with StandInDns() as dns:
+            dns.mx = {"c.example": [(10, "mx.c.example")]}
+            dns.hosts = {"mx.c.example": ["127.0.0.1"]}
+            peer, user = free_ports(2)
+            a = Server("a.example", "smdp.a.example", tmp_path, peer, user,
+                       dns.config + f"[smtp]\noutbound = true\noutbound_port = {port}\n")
+            a.write_config()
+            a.add_user(ALICE)
+            with running(a):
+                c = a.client(ALICE)
+                try:
+                    msgid = c.submit([CAROL], MESSAGE).split()[2]
+                finally:
+                    c.quit()
+                wait_until(mx.entered.is_set, what="the message at the MX, its 250 held")
+                a.kill()
+                release = mx.release
+                assert release is not None
+                controller.loop.call_soon_threadsafe(release.set)
+                a.start()
+                wait_until(lambda: a.sent_routes(ALICE, msgid) == {
+                    CAROL: ("smtp", "delivered")}, what="carol delivered after the restart")
+                wait_until(lambda: not a.queue(), what="the job done")
+    finally:
+        controller.stop()
+    assert [m.recipients for m in mx.arrived] == [[CAROL], [CAROL]]
+    assert mx.arrived[0].content == mx.arrived[1].content
