@@ -189,6 +189,22 @@ def test_a_message_to_an_smdp_and_an_smtp_recipient_reaches_both(tmp_path: Path)
         assert not query(a, "SELECT id FROM queue WHERE kind='send-smtp'")
 
 
+def test_a_host_that_cannot_be_reached_passes_to_the_next_mx(tmp_path: Path) -> None:
+    """RFC 5321 5.1: the preferred MX host refuses the connection (nothing
+    listens on 127.0.0.2), so the next one gets the message."""
+    mx = Mx()
+    with world(tmp_path, mx) as w, sender(w) as a:
+        w.dns.mx = {"c.example": [(10, "mx1.c.example"), (20, "mx2.c.example")]}
+        w.dns.hosts = {"mx1.c.example": ["127.0.0.2"], "mx2.c.example": ["127.0.0.1"]}
+        msgid = submit(a, [CAROL])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp")},
+                   what="carol delivered by the second MX host")
+        assert sent_lines(a, msgid)[CAROL][2] == (
+            f"250 2.0.0 Queued as 4711 (from mx2.c.example [127.0.0.1]:{w.port})")
+        assert w.dns.questions.index("mx1.c.example") < w.dns.questions.index("mx2.c.example")
+    assert [m.recipients for m in mx.arrived] == [[CAROL]]
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_several_recipients_in_one_signed_transaction(tmp_path: Path, pipelining: bool) -> None:
     """Three recipients of one domain in one transaction, pipelined where

@@ -93,6 +93,10 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "notices": {"daily": True}}, "unknown setting notices.daily"),
         ({**MINIMAL, "smtp": {"outbound": "yes"}}, "smtp.outbound must be a bool"),
         ({**MINIMAL, "smtp": {"inbound": True}}, "unknown setting smtp.inbound"),
+        ({**MINIMAL, "smtp": {"outbound_port": 0}}, "smtp.outbound_port must be a port number"),
+        ({**MINIMAL, "smtp": {"outbound_port": 65536}},
+         "smtp.outbound_port must be a port number"),
+        ({**MINIMAL, "smtp": {"outbound_port": "25"}}, "smtp.outbound_port must be a int"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -224,3 +228,7 @@ def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
     as it always has; on, it is routed to its MX hosts (docs/smtp.md)."""
     assert parse_config(MINIMAL, tmp_path).smtp.outbound is False
     assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True
+    # The port is 25 unless a test (or an unusual setup) says otherwise.
+    assert parse_config(MINIMAL, tmp_path).smtp.outbound_port == 25
+    assert parse_config({**MINIMAL, "smtp": {"outbound_port": 2525}},
+                        tmp_path).smtp.outbound_port == 2525

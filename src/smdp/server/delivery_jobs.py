@@ -59,9 +59,10 @@ class _NextHost(Exception):
     """This MX host (this address) cannot take the message now: try the
     next. ``tls``: the TLS record when a policy refused the session."""
 
-    def __init__(self, reason: str, tls: str = "") -> None:
+    def __init__(self, reason: str, tls: str = "", *, permanent: bool = False) -> None:
         super().__init__(reason)
         self.tls = tls
+        self.permanent = permanent  # this host never will (no SMTPUTF8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,13 @@ class PeerJobs:
     sessions, one session per route, opened on first use."""
 
     timeout = 30.0  # seconds for any one network step
+    # SMTP servers may be slow on purpose (a delayed greeting) or busy
+    # (content checks after the end of data): RFC 5321 4.5.3.2 asks for 5
+    # minutes per command and 10 for the end of data's reply. Giving up
+    # early there would turn a slow 250 into a duplicate. Each is held
+    # under half the claim lease, so that no other node takes the job.
+    smtp_timeout = 300.0
+    smtp_data_timeout = 600.0
 
     def __init__(self, core: Core, tls: TlsPolicy, discovery: Discovery,
                  router: Router | None = None) -> None:
@@ -301,12 +309,14 @@ class PeerJobs:
         mta_sts = self._mta_sts_cache()
         policy = await mta_sts.policy(env.domain) if mta_sts is not None else None
         failures: list[str] = []
+        permanent = True  # every host failed in a way retrying will not change
         tls_refusal = ""  # the TLS record of the last host refused by the policy
         for host in routed.hosts:
             need = requirement(env.domain, host.name, policy, self.core.config.smtp_tls)
             if need.refusal is not None:
                 failures.append(need.refusal)
                 tls_refusal = f"refused not-connected ({need.by})"
+                permanent = False
                 continue
             for address in host.addresses:
                 try:
@@ -315,10 +325,14 @@ class PeerJobs:
                 except _NextHost as exc:
                     failures.append(str(exc))
                     tls_refusal = exc.tls or tls_refusal
+                    permanent = permanent and exc.permanent
                     continue
                 self._settle(job.envid, msg.msgid, env.domain, attempt)
                 return
         reason = "; ".join(failures) or f"no MX host of {env.domain} to try"
+        if failures and permanent:
+            # RFC 3463 X.6.7: non-ASCII addresses, and no host takes them.
+            raise PermanentFailure(reason, status="5.6.7")
         if tls_refusal:
             # The reason a policy refused delivery is the recipients' detail
             # (docs/smtp.md, "What is recorded").
@@ -389,8 +403,10 @@ class PeerJobs:
 
     async def _open(self, host: MxHost, address: str) -> tuple[SmtpLink, Capabilities | None]:
         try:
+            lease = self.core.config.delivery.claim_lease / 2
             link = await SmtpLink.open(host.name, address, self.core.config.smtp.outbound_port,
-                                       self.timeout)
+                                       min(self.smtp_timeout, lease),
+                                       min(self.smtp_data_timeout, lease))
         except SessionLost as exc:
             raise _NextHost(str(exc)) from None
         try:
@@ -457,12 +473,12 @@ class PeerJobs:
         deliver a second copy (the window SMTP itself has)."""
         attempt = _Attempt(link.where, tls)
         smtputf8 = not all(a.isascii() for a in (message.sender, *rcpts))
+        if smtputf8 and (caps is None or not caps.smtputf8):
+            raise _NextHost(f"{link.where} does not take non-ASCII addresses "
+                            "(no SMTPUTF8, RFC 6531)", permanent=True)
         if caps is None:
             mail = smtp.Mail(message.sender)
         else:
-            if smtputf8 and not caps.smtputf8:
-                raise _NextHost(f"{link.where} does not take non-ASCII addresses "
-                                "(no SMTPUTF8, RFC 6531)")
             total = message.size + len(message.head)
             mail = smtp.Mail(message.sender, total,
                              "8BITMIME" if message.eight_bit and caps.eightbitmime else None,
@@ -487,6 +503,8 @@ class PeerJobs:
         _sort(attempt, [(rcpt, reply) for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
                         if not 200 <= reply.code < 300])
         if not accepted:
+            if data_reply is not None and data_reply.code == 354:
+                link.abort()  # a 354 with nobody to send to: send nothing (RFC 2920 3.1)
             return attempt
         if data_reply is None:
             data_reply = await link.command(smtp.DataStart())

@@ -35,18 +35,21 @@ class SmtpLink:
     """One SMTP session, from the greeting to QUIT."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 where: str, timeout: float) -> None:
+                 where: str, timeout: float, data_timeout: float | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.where = where  # "mx.example.net [192.0.2.1]:25", for reasons
-        self.timeout = timeout
+        self.timeout = timeout  # any one read or write
+        # The wait for the reply to the end of data (RFC 5321 4.5.3.2.6).
+        self.data_timeout = data_timeout if data_timeout is not None else timeout
         self.conn = smtp.SmtpClientConnection()
         # After STARTTLS: the plaintext writer, kept so that collecting it does
         # not close the transport under the TLS layer (see tls.start_tls).
         self._plain_writer: asyncio.StreamWriter | None = None
 
     @classmethod
-    async def open(cls, host: str, address: str, port: int, timeout: float) -> SmtpLink:
+    async def open(cls, host: str, address: str, port: int, timeout: float,
+                   data_timeout: float | None = None) -> SmtpLink:
         """Connect and read the greeting: 220, or SessionLost (a 4xx or 5xx
         greeting means: try the next host, RFC 5321 3.1 and 5.1)."""
         where = f"{host} [{address}]:{port}"
@@ -55,7 +58,7 @@ class SmtpLink:
                                                     timeout)
         except (OSError, TimeoutError) as exc:
             raise SessionLost(f"cannot connect to {where}: {exc or type(exc).__name__}") from None
-        link = cls(reader, writer, where, timeout)
+        link = cls(reader, writer, where, timeout, data_timeout)
         try:
             greeting = await link.read_reply()
         except BaseException:
@@ -66,7 +69,8 @@ class SmtpLink:
             raise SessionLost(f"{where} greeted with {greeting}")
         return link
 
-    async def read_reply(self) -> smtp.Reply:
+    async def read_reply(self, timeout: float | None = None) -> smtp.Reply:
+        wait = self.timeout if timeout is None else timeout
         while True:
             try:
                 event = self.conn.next_event()
@@ -74,7 +78,7 @@ class SmtpLink:
                 raise SessionLost(f"{self.where} broke the protocol: {exc}") from None
             if event is smtp.NEED_DATA:
                 try:
-                    async with asyncio.timeout(self.timeout):
+                    async with asyncio.timeout(wait):
                         data = await self.reader.read(65536)
                 except (OSError, TimeoutError) as exc:
                     raise SessionLost(f"connection to {self.where} lost: "
@@ -161,7 +165,7 @@ class SmtpLink:
             raise SessionLost(f"the stored body is {sent} octets, {size} expected")
         try:
             await self._write(self.conn.send(smtp.DataEnd()))
-            return await self.read_reply()
+            return await self.read_reply(self.data_timeout)
         except SessionLost as exc:
             raise OutcomeUnknown(f"{exc}, after the end of the message was sent") from None
 
