@@ -11,7 +11,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from pathlib import Path
@@ -59,6 +59,8 @@ class Mx:
     soft_once: set[str] = field(default_factory=set)
     hard: set[str] = field(default_factory=set)
     pipelining: bool = True
+    ehlo_refused: bool = False  # EHLO answered 502: the client falls back to HELO
+    end_reply: str = "250 2.0.0 Queued as 4711"  # the answer to the end of data
     arrived: list[Arrived] = field(default_factory=list)
     rcpt_commands: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -66,6 +68,8 @@ class Mx:
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
+        if self.ehlo_refused:
+            return ["502 5.5.1 EHLO not implemented"]
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
@@ -93,7 +97,7 @@ class Mx:
             self.arrived.append(Arrived(envelope.mail_from, list(envelope.rcpt_tos),
                                         envelope.original_content, session.ssl is not None,
                                         list(envelope.mail_options)))
-        return "250 2.0.0 Queued as 4711"
+        return self.end_reply
 
 
 @dataclass
@@ -167,6 +171,22 @@ def reply_from(w: World, text: str) -> str:
     return f"{text} (from mx.c.example [127.0.0.1]:{w.port})"
 
 
+def cache_policy(mode: str) -> Callable[[InProcessServer], None]:
+    """Before the start: c.example's MTA-STS policy (listing mx.c.example)
+    in the server's cache, as a fetch would have left it; it holds whatever
+    DNS says (RFC 8461 5.1), so no HTTPS server is needed here."""
+    def put(a: InProcessServer) -> None:
+        store = open_store(a.config)
+        try:
+            now = time.time()
+            store.put_mta_sts_policy(CachedPolicy(
+                "c.example", "id1", f"version: STSv1\nmode: {mode}\nmx: mx.c.example\n"
+                "max_age: 86400\n", now, now + 86400))
+        finally:
+            store.close()
+    return put
+
+
 # -- the tests -----------------------------------------------------------------------
 
 
@@ -203,6 +223,50 @@ def test_a_host_that_cannot_be_reached_passes_to_the_next_mx(tmp_path: Path) -> 
             f"250 2.0.0 Queued as 4711 (from mx2.c.example [127.0.0.1]:{w.port})")
         assert w.dns.questions.index("mx1.c.example") < w.dns.questions.index("mx2.c.example")
     assert [m.recipients for m in mx.arrived] == [[CAROL]]
+
+
+def test_helo_when_ehlo_is_refused_and_a_5xx_after_data_fails_everyone(
+        tmp_path: Path) -> None:
+    """EHLO refused: HELO, and MAIL without any extension (RFC 5321 3.2). The
+    server refuses the message after its end: every accepted recipient
+    fails with that reply, and the sender gets one report naming both."""
+    mx = Mx(ehlo_refused=True, end_reply="554 5.7.1 Message rejected as spam")
+    with world(tmp_path, mx) as w, sender(w) as a:
+        msgid = submit(a, [CAROL, DAVE])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("failed", "smtp"),
+                                                DAVE: ("failed", "smtp")},
+                   what="both recipients failed with the reply to the end of data")
+        assert {rcpt: detail for rcpt, (_s, _r, detail) in sent_lines(a, msgid).items()} == {
+            rcpt: reply_from(w, "554 5.7.1 Message rejected as spam") for rcpt in (CAROL, DAVE)}
+        [report] = mailbox(a, ALICE)  # type: ignore[arg-type]
+        assert {rcpt: status for rcpt, (status, _d) in failed_in(report).items()} == {
+            CAROL: "5.7.1", DAVE: "5.7.1"}
+    [arrived] = mx.arrived
+    assert sorted(arrived.recipients) == [CAROL, DAVE]
+    assert arrived.options == []  # HELO: no SIZE, no BODY
+
+
+def test_a_testing_policy_delivers_past_a_bad_certificate_and_records_it(
+        tmp_path: Path) -> None:
+    """MTA-STS ``testing`` (RFC 8461 5): the MX's certificate comes from a CA
+    this server does not trust; the failure is recorded and the message is
+    delivered anyway, over TLS on a new connection without the check."""
+    ca = make_ca("nobody trusts this CA")
+    issued = make_cert("mx.c.example", issuer=ca, addresses=("127.0.0.1",))
+    cert, key = write_issued(issued, tmp_path, "mx")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    mx = Mx()
+    with world(tmp_path, mx, tls) as w, sender(
+            w, before_start=cache_policy("testing")) as a:
+        msgid = submit(a, [CAROL])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp")},
+                   what="carol delivered despite the certificate")
+        # no command shows this: the TLS outcome kept with the recipient
+        assert query(a, "SELECT tls FROM out_recipients WHERE recipient=?", (CAROL,)) == [
+            ("certificate-invalid (mta-sts testing)",)]
+    [arrived] = mx.arrived
+    assert arrived.tls
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
@@ -285,18 +349,8 @@ def test_an_enforced_mta_sts_policy_refuses_plaintext_and_retries(tmp_path: Path
     (mode enforce) lists the MX host: the message is never sent in
     plaintext, the recipient stays queued with the reason, and the job is
     retried."""
-    def cache_policy(a: InProcessServer) -> None:
-        store = open_store(a.config)
-        try:
-            now = time.time()
-            store.put_mta_sts_policy(CachedPolicy(
-                "c.example", "id1", "version: STSv1\nmode: enforce\nmx: mx.c.example\n"
-                "max_age: 86400\n", now, now + 86400))
-        finally:
-            store.close()
-
     mx = Mx()
-    with world(tmp_path, mx) as w, sender(w, before_start=cache_policy) as a:
+    with world(tmp_path, mx) as w, sender(w, before_start=cache_policy("enforce")) as a:
         msgid = submit(a, [CAROL])
         # no command shows this: the job's attempts
         wait_until(lambda: query(a, "SELECT attempts FROM queue WHERE kind='send-smtp'")
