@@ -87,6 +87,16 @@ class _Attempt:
     deferred: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Tried:
+    """What trying every MX host came to: a session's answer, or why not."""
+
+    attempt: _Attempt | None = None
+    failures: list[str] = field(default_factory=list)
+    permanent: bool = True  # every host failed in a way retrying will not change
+    tls_refusal: str = ""  # the TLS record of the last host a policy refused
+
+
 def _sort(attempt: _Attempt, replies: Iterable[tuple[str, smtp.Reply]]) -> None:
     for rcpt, reply in replies:
         said = f"{reply} (from {attempt.host})"
@@ -308,37 +318,51 @@ class PeerJobs:
         message = self._outgoing(msg)
         mta_sts = self._mta_sts_cache()
         policy = await mta_sts.policy(env.domain) if mta_sts is not None else None
-        failures: list[str] = []
-        permanent = True  # every host failed in a way retrying will not change
-        tls_refusal = ""  # the TLS record of the last host refused by the policy
-        for host in routed.hosts:
-            need = requirement(env.domain, host.name, policy, self.core.config.smtp_tls)
-            if need.refusal is not None:
-                failures.append(need.refusal)
-                tls_refusal = f"refused not-connected ({need.by})"
-                permanent = False
-                continue
-            for address in host.addresses:
-                try:
-                    attempt = await self._smtp_session(env.domain, host, address, policy,
-                                                       message, rcpts)
-                except _NextHost as exc:
-                    failures.append(str(exc))
-                    tls_refusal = exc.tls or tls_refusal
-                    permanent = permanent and exc.permanent
-                    continue
-                self._settle(job.envid, msg.msgid, env.domain, attempt)
-                return
+        tried = await self._each_mx(env.domain, routed, policy, message, rcpts)
+        if tried.tls_refusal and mta_sts is not None:
+            # RFC 8461 5.1: before mail is held back by a policy, look for a
+            # newer one (the domain may have changed its MX hosts or mode).
+            newer = await mta_sts.policy(env.domain, fresh=True)
+            if newer != policy:
+                tried = await self._each_mx(env.domain, routed, newer, message, rcpts)
+        if tried.attempt is not None:
+            self._settle(job.envid, msg.msgid, env.domain, tried.attempt)
+            return
+        failures = tried.failures
         reason = "; ".join(failures) or f"no MX host of {env.domain} to try"
-        if failures and permanent:
+        if failures and tried.permanent:
             # RFC 3463 X.6.7: non-ASCII addresses, and no host takes them.
             raise PermanentFailure(reason, status="5.6.7")
-        if tls_refusal:
+        if tried.tls_refusal:
             # The reason a policy refused delivery is the recipients' detail
             # (docs/smtp.md, "What is recorded").
             self.core.origin.smtp_sent(job.envid, {}, {}, dict.fromkeys(rcpts, reason),
-                                       tls_refusal)
+                                       tried.tls_refusal)
         raise TemporaryFailure(reason, unreachable=True)
+
+    async def _each_mx(self, domain: str, routed: SmtpRoute, policy: Policy | None,
+                       message: _Outgoing, rcpts: list[str]) -> _Tried:
+        """Each MX host in order, each of its addresses, until a session
+        gives an answer for the recipients."""
+        tried = _Tried()
+        for host in routed.hosts:
+            need = requirement(domain, host.name, policy, self.core.config.smtp_tls)
+            if need.refusal is not None:
+                tried.failures.append(need.refusal)
+                tried.tls_refusal = f"refused not-connected ({need.by})"
+                tried.permanent = False
+                continue
+            for address in host.addresses:
+                try:
+                    tried.attempt = await self._smtp_session(domain, host, address, policy,
+                                                             message, rcpts)
+                except _NextHost as exc:
+                    tried.failures.append(str(exc))
+                    tried.tls_refusal = exc.tls or tried.tls_refusal
+                    tried.permanent = tried.permanent and exc.permanent
+                    continue
+                return tried
+        return tried
 
     def _settle(self, envid: str, msgid: str, domain: str, attempt: _Attempt) -> None:
         self.core.origin.smtp_sent(envid, attempt.delivered, attempt.refused, attempt.deferred,
