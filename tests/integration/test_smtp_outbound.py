@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socketserver
 import sqlite3
 import ssl
 import threading
@@ -423,3 +424,80 @@ def test_a_sigkill_after_the_final_dot_loses_nothing(tmp_path: Path) -> None:
         controller.stop()
     assert [m.recipients for m in mx.arrived] == [[CAROL], [CAROL]]
     assert mx.arrived[0].content == mx.arrived[1].content
+
+
+class ScriptedMx(socketserver.ThreadingTCPServer):
+    """A raw SMTP stand-in on 127.0.0.2 (the same port as aiosmtpd on
+    127.0.0.1): ``busy`` greets 421 and hangs up; otherwise it takes the
+    whole message and hangs up after its final dot, before any reply."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, *, busy: bool) -> None:
+        self.busy = busy
+        self.sessions = 0
+        self.messages = 0
+        super().__init__(("127.0.0.2", port), _Scripted)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Scripted(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        mx = self.server
+        assert isinstance(mx, ScriptedMx)
+        mx.sessions += 1
+        if mx.busy:
+            self.wfile.write(b"421 4.3.2 Too busy, try another host\r\n")
+            return
+        self.wfile.write(b"220 mx1.c.example ESMTP\r\n")
+        for line in self.rfile:
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                self.wfile.write(b"354 Go ahead\r\n")
+                for body_line in self.rfile:
+                    if body_line == b".\r\n":
+                        mx.messages += 1
+                        return  # gone before the reply: the outcome is unknown
+            elif verb == b"QUIT":
+                return
+            else:
+                self.wfile.write(b"250 OK\r\n")
+
+
+def test_a_421_greeting_passes_to_the_next_mx(tmp_path: Path) -> None:
+    mx = Mx()
+    with world(tmp_path, mx) as w, ScriptedMx(w.port, busy=True) as busy, \
+            sender(w) as a:
+        w.dns.mx = {"c.example": [(10, "mx1.c.example"), (20, "mx2.c.example")]}
+        w.dns.hosts = {"mx1.c.example": ["127.0.0.2"], "mx2.c.example": ["127.0.0.1"]}
+        msgid = submit(a, [CAROL])
+        wait_until(lambda: states(a, msgid) == {CAROL: ("delivered", "smtp")},
+                   what="carol delivered by the second MX host")
+        a.stop()  # first: a job may be talking to the stand-in
+        busy.shutdown()
+    assert busy.sessions >= 1 and [m.recipients for m in mx.arrived] == [[CAROL]]
+
+
+def test_a_session_lost_after_the_final_dot_is_retried_not_sent_elsewhere(
+        tmp_path: Path) -> None:
+    """The preferred host hangs up after the final dot, before its reply:
+    it may hold the message, so the next host is not tried at once (that
+    would be a second copy now); the job is retried later, with backoff, and
+    each retry is the one duplicate SMTP's window allows."""
+    mx = Mx()
+    with world(tmp_path, mx) as w, \
+            ScriptedMx(w.port, busy=False) as mute, sender(w) as a:
+        w.dns.mx = {"c.example": [(10, "mx1.c.example"), (20, "mx2.c.example")]}
+        w.dns.hosts = {"mx1.c.example": ["127.0.0.2"], "mx2.c.example": ["127.0.0.1"]}
+        msgid = submit(a, [CAROL])
+        # no command shows this: the job's attempts
+        wait_until(lambda: query(a, "SELECT attempts FROM queue WHERE kind='send-smtp'")
+                   >= [(2,)], what="the send-smtp job retried")
+        assert states(a, msgid) == {CAROL: ("queued", "smtp")}
+        [(error,)] = query(a, "SELECT last_error FROM queue WHERE kind='send-smtp'")
+        assert error == (f"mx1.c.example [127.0.0.2]:{w.port} closed the connection, "
+                         "after the end of the message was sent")
+        a.stop()  # first: a job may be talking to the stand-in
+        mute.shutdown()
+    assert mute.messages >= 2 and mx.arrived == []
