@@ -223,12 +223,16 @@ def test_dkim_settings(tmp_path: Path) -> None:
     assert parse_config(MINIMAL, tmp_path).dkim == {}  # type: ignore[arg-type]
 
 
+def test_the_outbound_smtp_port_is_25_unless_set(tmp_path: Path) -> None:
+    """docs/configuration.md [smtp] outbound_port: other values are for
+    tests (a loopback server on a free port) and unusual setups."""
+    assert parse_config(MINIMAL, tmp_path).smtp.outbound_port == 25
+    assert parse_config({**MINIMAL, "smtp": {"outbound_port": 2525}},
+                        tmp_path).smtp.outbound_port == 2525
+
+
 def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
     """docs/configuration.md [smtp]: off, a domain without an SMDP server fails
     as it always has; on, it is routed to its MX hosts (docs/smtp.md)."""
     assert parse_config(MINIMAL, tmp_path).smtp.outbound is False
     assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True
-    # The port is 25 unless a test (or an unusual setup) says otherwise.
-    assert parse_config(MINIMAL, tmp_path).smtp.outbound_port == 25
-    assert parse_config({**MINIMAL, "smtp": {"outbound_port": 2525}},
-                        tmp_path).smtp.outbound_port == 2525
