@@ -114,6 +114,10 @@ class SmtpSettings:
     # before SMTP existed. True: its recipients are routed to its MX hosts
     # and queued as send-smtp jobs (docs/smtp.md, "Routing").
     outbound: bool = False
+    # The port outbound SMTP connects to on every MX host: 25, the port of
+    # mail between domains (RFC 5321). Another value is for tests (a
+    # loopback server on a free port) and unusual setups only.
+    outbound_port: int = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +421,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                    for n in _opt(dns, "nameservers", list, [], "dns"))
     )
 
-    smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"))
+    outbound_port = _opt(smtp_table, "outbound_port", int, 25, "smtp")
+    if isinstance(outbound_port, bool) or not 1 <= outbound_port <= 65535:
+        raise ConfigError(f"smtp.outbound_port must be a port number (1-65535), "
+                          f"not {outbound_port!r}")
+    smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"),
+                        outbound_port=outbound_port)
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",

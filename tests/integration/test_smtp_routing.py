@@ -2,10 +2,12 @@
 docs/smtp.md, "Routing"): one message to an SMDP domain and to a domain
 whose DNS has MX records but no SMDP server. The SMDP recipient gets the
 envelope; the SMTP one is moved to a send-smtp job and SENT shows each
-recipient's route. The SMTP client itself is not there yet: the job waits."""
+recipient's route. Here no SMTP server listens: the send-smtp job waits
+(delivery itself: test_smtp_outbound.py)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from smdp.protocol import user as wire
@@ -17,6 +19,12 @@ from .inprocess import InProcessServer
 
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@c.example"
 NULL, NOWHERE = "x@null.example", "y@nx.example"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def submit(server: Server, rcpts: list[str]) -> str:
@@ -33,7 +41,9 @@ def test_one_message_to_an_smdp_and_an_smtp_domain(tmp_path: Path) -> None:
         # c.example: no SMDP server (NXDOMAIN for _smdp._tcp.c.example), mail by MX.
         dns.mx = {"c.example": [(10, "mx.c.example")]}
         dns.hosts = {"mx.c.example": ["127.0.0.1"]}
-        a, b = make_pair(tmp_path, extra_a=dns.config + "[smtp]\noutbound = true\n")
+        closed = free_port()  # nothing listens there
+        a, b = make_pair(tmp_path, extra_a=dns.config + "[smtp]\noutbound = true\n"
+                         f"outbound_port = {closed}\n")
         a.add_user(ALICE)
         b.add_user(BOB)
         with running(a, b):
@@ -43,10 +53,10 @@ def test_one_message_to_an_smdp_and_an_smtp_domain(tmp_path: Path) -> None:
                 what="bob's envelope sent by SMDP, carol routed to SMTP")
             [[_n, state, sender, *_rest]] = b.envelopes(BOB)
             assert (state, sender) == ("pending", ALICE)
-            # The send-smtp job waits for the SMTP client (issue 11, item 2).
-            wait_until(lambda: [(row[1], row[3].split(" last error: ")[-1])
+            # The send-smtp job waits for the MX host to answer.
+            wait_until(lambda: [(row[1], row[3].split(" last error: ")[-1].split(": ")[0])
                                 for row in a.queue()] == [
-                ("send-smtp", "waiting for outbound SMTP, not yet enabled")],
+                ("send-smtp", f"cannot connect to mx.c.example [127.0.0.1]:{closed}")],
                 what="carol's send-smtp job waiting")
             assert ("mx.c.example" in dns.questions) and ("c.example" in dns.questions)
 

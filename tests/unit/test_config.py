@@ -93,6 +93,10 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "notices": {"daily": True}}, "unknown setting notices.daily"),
         ({**MINIMAL, "smtp": {"outbound": "yes"}}, "smtp.outbound must be a bool"),
         ({**MINIMAL, "smtp": {"inbound": True}}, "unknown setting smtp.inbound"),
+        ({**MINIMAL, "smtp": {"outbound_port": 0}}, "smtp.outbound_port must be a port number"),
+        ({**MINIMAL, "smtp": {"outbound_port": 65536}},
+         "smtp.outbound_port must be a port number"),
+        ({**MINIMAL, "smtp": {"outbound_port": "25"}}, "smtp.outbound_port must be a int"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
     ],
 )
@@ -217,6 +221,14 @@ def test_dkim_settings(tmp_path: Path) -> None:
     assert (a.selector, a.key, a.algorithm) == ("2026.s1", tmp_path / "keys" / "a.pem", "ed25519")
     assert (b.selector, b.algorithm) == ("s1", "rsa")
     assert parse_config(MINIMAL, tmp_path).dkim == {}  # type: ignore[arg-type]
+
+
+def test_the_outbound_smtp_port_is_25_unless_set(tmp_path: Path) -> None:
+    """docs/configuration.md [smtp] outbound_port: other values are for
+    tests (a loopback server on a free port) and unusual setups."""
+    assert parse_config(MINIMAL, tmp_path).smtp.outbound_port == 25
+    assert parse_config({**MINIMAL, "smtp": {"outbound_port": 2525}},
+                        tmp_path).smtp.outbound_port == 2525
 
 
 def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:

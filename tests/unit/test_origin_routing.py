@@ -141,3 +141,60 @@ def test_an_smtp_failure_fails_the_recipients_with_its_status(world: World) -> N
         RouteKind.SMTP, RecipientState.FAILED, "gave up after 3 attempts: waiting")
     msg = world.a.out_message_by_msgid(msgid)
     assert msg is not None and not msg.held
+
+
+def _smtp_envelope(world: World, rcpts: list[str]) -> tuple[str, str]:
+    msgid = world.send(rcpts)
+    [(_, envid, _)] = _jobs(world)
+    smtp_env = world.origin.route_by_smtp(envid)
+    assert smtp_env is not None
+    return msgid, smtp_env
+
+
+def _reports(world: World) -> int:
+    """How many notices the sender's mailbox holds (delivery status notifications)."""
+    return len(world.a.mailbox_entries(world.alice.id))
+
+
+def test_an_smtp_session_settles_each_recipient_once(world: World) -> None:
+    """``smtp_sent`` (docs/smtp.md, Outbound delivery): delivered, failed
+    with a report, and deferred (still queued, the reply its detail), with
+    the TLS outcome, in one transaction; a replay changes nothing."""
+    msgid, smtp_env = _smtp_envelope(world, [XAVIER, YVES, "zoe@c.example"])
+    outcome = ({XAVIER: "250 2.0.0 Queued as 1 (from mx)"},
+               {YVES: "550 5.1.1 No such user (from mx)"},
+               {"zoe@c.example": "451 4.3.0 Later (from mx)"})
+
+    world.origin.smtp_sent(smtp_env, *outcome, tls="verified (require_verified)")
+
+    rcpts = _recipients(world, msgid)
+    assert {r: (x.state, x.detail) for r, x in rcpts.items()} == {
+        XAVIER: (RecipientState.DELIVERED, "250 2.0.0 Queued as 1 (from mx)"),
+        YVES: (RecipientState.FAILED, "550 5.1.1 No such user (from mx)"),
+        "zoe@c.example": (RecipientState.QUEUED, "451 4.3.0 Later (from mx)")}
+    msg = world.a.out_message_by_msgid(msgid)
+    assert msg is not None and msg.held  # zoe still needs it
+    assert set(world.a.recipients_tls(msg.id).values()) == {"verified (require_verified)"}
+    assert _reports(world) == 1
+    assert world.origin.open_recipients(smtp_env) == ["zoe@c.example"]
+
+    # The same answers again (a replayed job): nobody settled twice, no second report.
+    world.origin.smtp_sent(smtp_env, *outcome[:2], {})
+    assert _recipients(world, msgid)[YVES].state is RecipientState.FAILED
+    assert _reports(world) == 1
+
+    world.origin.smtp_sent(smtp_env, {"zoe@c.example": "250 ok"}, {}, {})
+    msg = world.a.out_message_by_msgid(msgid)
+    assert msg is not None and not msg.held  # everyone settled: the body goes
+
+
+def test_an_smtp_envelope_whose_domain_now_has_an_smdp_server_goes_back(
+        world: World) -> None:
+    msgid, smtp_env = _smtp_envelope(world, [XAVIER])
+
+    back = world.origin.route_by_smdp(smtp_env)
+
+    rcpt = _recipients(world, msgid)[XAVIER]
+    assert back is not None and (rcpt.route, rcpt.envid) == (RouteKind.SMDP, back)
+    assert _jobs(world)[-1][:2] == ("send-envelope", back)
+    assert world.origin.route_by_smdp(smtp_env) is None  # nobody left there

@@ -299,6 +299,56 @@ class Origin:
                                      later, rcpts)
             self._drop_body_when_done(envid)
 
+    def smtp_sent(self, envid: str, delivered: dict[str, str], refused: dict[str, str],
+                  deferred: dict[str, str], tls: str = "") -> None:
+        """What one SMTP attempt for ``envid`` came to (docs/smtp.md,
+        "Outbound delivery"), in one transaction: ``delivered`` recipients
+        (recipient -> the server's reply to the end of data) are delivered,
+        ``refused`` ones (-> the 5xx reply) fail, and their sender gets a
+        delivery status notification; ``deferred`` ones (-> why: a 4xx
+        reply, a refused TLS session) stay queued for the job's retry, the
+        reason their detail. ``tls``: the TLS outcome to keep with every
+        recipient named (``Verdict.record``). Only recipients still queued
+        change: a replayed job never settles anyone twice."""
+        env = self.store.out_envelope(envid)
+        if env is None:
+            return
+        with self.store.transaction():
+            rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)
+                     if r.state is RecipientState.QUEUED}
+            if tls:
+                self.store.set_recipients_tls(
+                    [rcpts[r].id for r in (*delivered, *refused, *deferred) if r in rcpts], tls)
+            for rcpt, reply in delivered.items():
+                if rcpt in rcpts:
+                    self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.DELIVERED,
+                                                    reply)
+            failed: list[FailedRecipient] = []
+            for rcpt, reply in refused.items():
+                if rcpt in rcpts:
+                    self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.FAILED, reply)
+                    failed.append(failure_of(rcpt, RecipientState.FAILED, reply))
+            for rcpt, why in deferred.items():
+                if rcpt in rcpts:
+                    self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.QUEUED, why)
+            self._report_failures(env.message_id, failed)
+            self._drop_body_when_done(envid)
+
+    def route_by_smdp(self, envid: str) -> str | None:
+        """The reverse of ``route_by_smtp``: an SMTP envelope's domain has an
+        SMDP server now, so its queued recipients go back to an envelope of
+        their own (route ``smdp``). Returns its id (None: nobody moved)."""
+        env = self.store.out_envelope(envid)
+        if env is None:
+            return None
+        with self.store.transaction():
+            rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)
+                     if r.state is RecipientState.QUEUED}
+            if not rcpts:
+                return None
+            return self._queue_envelope(env.message_id, env.domain, DeliveryMode.ENVELOPE,
+                                        list(rcpts), rcpts)
+
     def delivery_failed(self, envid: str, reason: str, status: str = "") -> None:
         """Permanent failure (or retries exhausted) for every open recipient.
         ``status``: the RFC 3463 code the sender's report gives when

@@ -17,19 +17,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from smdp.core.jobs import BadJob, DecisionJob, SendJob, decode_job
+from smdp.core.mta_sts import Policy, TlsOutcome, Verdict, decide, requirement
 from smdp.core.origin import sort_answers
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import stored_chunks
+from smdp.mail.dkim import DkimError, MessageSigner, SigningKey
 from smdp.protocol import peer as wire
+from smdp.protocol import smtp
+from smdp.protocol.smtp import Capabilities
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
 from smdp.server.discovery import Discovery
+from smdp.server.mta_sts import MtaSts, handshake_outcome, mx_context
+from smdp.server.mta_sts import from_config as mta_sts_from_config
 from smdp.server.peer_client import PeerLink, PulledMessage, answer_of, check, open_session
-from smdp.server.routing import PermanentRouteFailure, Router, SmtpRoute, TemporaryRouteFailure
+from smdp.server.routing import (
+    MxHost,
+    PermanentRouteFailure,
+    Router,
+    SmtpRoute,
+    TemporaryRouteFailure,
+)
 from smdp.server.services import Core
+from smdp.server.smtp_client import OutcomeUnknown, SessionLost, SmtpLink
 from smdp.server.tls import TlsPolicy
-from smdp.store.records import Job
+from smdp.store.records import Job, OutMessage
 from smdp.terms import JobKind
 
 log = logging.getLogger("smdp.delivery")
@@ -41,11 +55,71 @@ def _listed(key: str, addresses: Iterable[str]) -> str:
     return f" {key}={','.join(names)}" if names else ""
 
 
+class _NextHost(Exception):
+    """This MX host (this address) cannot take the message now: try the
+    next. ``tls``: the TLS record when a policy refused the session."""
+
+    def __init__(self, reason: str, tls: str = "", *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.tls = tls
+        self.permanent = permanent  # this host never will (no SMTPUTF8)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A stored message as it leaves by SMTP."""
+
+    message_id: int
+    sender: str
+    size: int
+    head: bytes  # the DKIM-Signature field, or b""
+    eight_bit: bool
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One SMTP session's outcome, per recipient (each -> the reply)."""
+
+    host: str
+    tls: str
+    delivered: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Tried:
+    """What trying every MX host came to: a session's answer, or why not."""
+
+    attempt: _Attempt | None = None
+    failures: list[str] = field(default_factory=list)
+    permanent: bool = True  # every host failed in a way retrying will not change
+    tls_refusal: str = ""  # the TLS record of the last host a policy refused
+
+
+def _sort(attempt: _Attempt, replies: Iterable[tuple[str, smtp.Reply]]) -> None:
+    for rcpt, reply in replies:
+        said = f"{reply} (from {attempt.host})"
+        if 200 <= reply.code < 300:
+            attempt.delivered[rcpt] = said
+        elif reply.code >= 500:
+            attempt.refused[rcpt] = said
+        else:
+            attempt.deferred[rcpt] = said
+
+
 class PeerJobs:
     """The ``JobRunner`` of the delivery worker: jobs carried out over peer
     sessions, one session per route, opened on first use."""
 
     timeout = 30.0  # seconds for any one network step
+    # SMTP servers may be slow on purpose (a delayed greeting) or busy
+    # (content checks after the end of data): RFC 5321 4.5.3.2 asks for 5
+    # minutes per command and 10 for the end of data's reply. Giving up
+    # early there would turn a slow 250 into a duplicate. Each is held
+    # under half the claim lease, so that no other node takes the job.
+    smtp_timeout = 300.0
+    smtp_data_timeout = 600.0
 
     def __init__(self, core: Core, tls: TlsPolicy, discovery: Discovery,
                  router: Router | None = None) -> None:
@@ -56,6 +130,7 @@ class PeerJobs:
         # [smtp] outbound: routes domains without an SMDP server to SMTP.
         # None (off): such a domain fails for good with 5.1.2, as it always has.
         self.router = router
+        self._mta_sts: MtaSts | None = None  # made on first use (outbound SMTP only)
 
     def route_of(self, job: Job) -> str:
         """The peer domain a job talks to (jobs of unknown records go anywhere)."""
@@ -210,11 +285,264 @@ class PeerJobs:
     # -- the whole message by SMTP ---------------------------------------------------
 
     async def send_smtp(self, job: SendJob, route: Route) -> None:
-        """EXTENSION POINT (issue 11, item 2): the SMTP client that delivers
-        ``job``'s message to its domain's MX hosts (``Router.route`` gives
-        them) is not written yet. Until it is, the job waits in the queue,
-        retried with backoff like any temporary failure."""
-        raise TemporaryFailure("waiting for outbound SMTP, not yet enabled")
+        """The whole message by SMTP to its domain's MX hosts (docs/smtp.md,
+        "Outbound delivery"): route the domain again, then each MX host in
+        order, each of its addresses, until one session settles the
+        recipients. 2xx delivers, 5xx fails (with a notification), 4xx
+        keeps a recipient queued for the job's retry; a host that cannot be
+        reached, greets with an error or is refused by the TLS policy passes
+        the turn to the next; when every host has, the job is retried."""
+        store = self.store
+        env = store.out_envelope(job.envid)
+        if env is None:
+            return
+        msg = store.out_message(env.message_id)
+        assert msg is not None
+        rcpts = self.core.origin.open_recipients(job.envid)
+        if not rcpts:
+            return  # every recipient settled already: a replay sends nothing
+        if not msg.held:
+            raise PermanentFailure("the message is no longer held")
+        if self.router is None:
+            raise TemporaryFailure("outbound SMTP is switched off ([smtp] outbound = false)")
+        routed = await self.router.route(env.domain)
+        if isinstance(routed, TemporaryRouteFailure):
+            raise TemporaryFailure(routed.reason, unreachable=True)
+        if isinstance(routed, PermanentRouteFailure):
+            raise PermanentFailure(routed.reason, status=routed.status)
+        if not isinstance(routed, SmtpRoute):
+            moved = self.core.origin.route_by_smdp(job.envid)
+            log.info("routed by SMDP again envid=%s domain=%s smdp-envid=%s",
+                     job.envid, env.domain, moved)
+            return
+        message = self._outgoing(msg)
+        mta_sts = self._mta_sts_cache()
+        policy = await mta_sts.policy(env.domain) if mta_sts is not None else None
+        tried = await self._each_mx(env.domain, routed, policy, message, rcpts)
+        if tried.tls_refusal and mta_sts is not None:
+            # RFC 8461 5.1: before mail is held back by a policy, look for a
+            # newer one (the domain may have changed its MX hosts or mode).
+            newer = await mta_sts.policy(env.domain, fresh=True)
+            if newer != policy:
+                tried = await self._each_mx(env.domain, routed, newer, message, rcpts)
+        if tried.attempt is not None:
+            self._settle(job.envid, msg.msgid, env.domain, tried.attempt)
+            return
+        failures = tried.failures
+        reason = "; ".join(failures) or f"no MX host of {env.domain} to try"
+        if failures and tried.permanent:
+            # RFC 3463 X.6.7: non-ASCII addresses, and no host takes them.
+            raise PermanentFailure(reason, status="5.6.7")
+        if tried.tls_refusal:
+            # The reason a policy refused delivery is the recipients' detail
+            # (docs/smtp.md, "What is recorded").
+            self.core.origin.smtp_sent(job.envid, {}, {}, dict.fromkeys(rcpts, reason),
+                                       tried.tls_refusal)
+        raise TemporaryFailure(reason, unreachable=True)
+
+    async def _each_mx(self, domain: str, routed: SmtpRoute, policy: Policy | None,
+                       message: _Outgoing, rcpts: list[str]) -> _Tried:
+        """Each MX host in order, each of its addresses, until a session
+        gives an answer for the recipients."""
+        tried = _Tried()
+        for host in routed.hosts:
+            need = requirement(domain, host.name, policy, self.core.config.smtp_tls)
+            if need.refusal is not None:
+                tried.failures.append(need.refusal)
+                tried.tls_refusal = f"refused not-connected ({need.by})"
+                tried.permanent = False
+                continue
+            for address in host.addresses:
+                try:
+                    tried.attempt = await self._smtp_session(domain, host, address, policy,
+                                                             message, rcpts)
+                except _NextHost as exc:
+                    tried.failures.append(str(exc))
+                    tried.tls_refusal = exc.tls or tried.tls_refusal
+                    tried.permanent = tried.permanent and exc.permanent
+                    continue
+                return tried
+        return tried
+
+    def _settle(self, envid: str, msgid: str, domain: str, attempt: _Attempt) -> None:
+        self.core.origin.smtp_sent(envid, attempt.delivered, attempt.refused, attempt.deferred,
+                                   attempt.tls)
+        log.info("message sent by SMTP envid=%s msgid=%s domain=%s host=%s tls=%s%s%s%s",
+                 envid, msgid, domain, attempt.host, attempt.tls,
+                 _listed("to", attempt.delivered), _listed("refused", attempt.refused),
+                 _listed("deferred", attempt.deferred))
+        if attempt.deferred:
+            raise TemporaryFailure(next(iter(attempt.deferred.values())))
+
+    def _mta_sts_cache(self) -> MtaSts | None:
+        if self._mta_sts is None and self.core.config.smtp_tls.mta_sts:
+            self._mta_sts = mta_sts_from_config(self.core.config, self.store)
+        return self._mta_sts
+
+    def _outgoing(self, msg: OutMessage) -> _Outgoing:
+        """One pass over the stored body: its DKIM-Signature (when the
+        sender's domain has a ``[dkim]`` key) and whether it holds 8-bit
+        octets (BODY=8BITMIME). The body is read again to be sent; neither
+        pass holds more than a chunk."""
+        message_id = msg.id
+        signer: MessageSigner | None = None
+        setting = self.core.config.dkim.get(domain_of(msg.sender)) if msg.sender else None
+        if setting is not None:
+            try:
+                key = SigningKey.from_setting(domain_of(msg.sender), setting,
+                                              setting.key.read_bytes())
+            except (OSError, DkimError) as exc:
+                # The operator's to fix; the mail waits rather than leave unsigned.
+                raise TemporaryFailure(f"cannot sign with the DKIM key of "
+                                       f"{domain_of(msg.sender)} ({setting.key}): {exc}"
+                                       ) from None
+            signer = MessageSigner(key)
+        eight_bit = False
+        for chunk in stored_chunks(lambda seq: self.store.out_body_chunk(message_id, seq)):
+            eight_bit = eight_bit or not chunk.isascii()
+            if signer is not None:
+                signer.update(chunk)
+        try:
+            head = signer.signature() if signer is not None else b""
+        except DkimError as exc:
+            raise PermanentFailure(f"the message cannot be signed: {exc}") from None
+        return _Outgoing(message_id, msg.sender, msg.size, head, eight_bit)
+
+    async def _smtp_session(self, domain: str, host: MxHost, address: str,
+                            policy: Policy | None, message: _Outgoing,
+                            rcpts: list[str]) -> _Attempt:
+        """One session with one address of one MX host. _NextHost when
+        this host cannot take the transaction now (the next one may)."""
+        link, caps, verdict = await self._secured_session(domain, host, address, policy)
+        try:
+            return await self._transaction(link, caps, verdict.record, message, rcpts)
+        except OutcomeUnknown as exc:
+            # The message may have arrived: no other host now; the retry may
+            # deliver it twice (docs/smtp.md, "Outbound delivery").
+            raise TemporaryFailure(str(exc)) from None
+        except SessionLost as exc:
+            raise _NextHost(str(exc)) from None
+        finally:
+            await link.close()
+
+    async def _open(self, host: MxHost, address: str) -> tuple[SmtpLink, Capabilities | None]:
+        try:
+            lease = self.core.config.delivery.claim_lease / 2
+            link = await SmtpLink.open(host.name, address, self.core.config.smtp.outbound_port,
+                                       min(self.smtp_timeout, lease),
+                                       min(self.smtp_data_timeout, lease))
+        except SessionLost as exc:
+            raise _NextHost(str(exc)) from None
+        try:
+            return link, await link.hello(self.core.config.hostname)
+        except SessionLost as exc:
+            await link.close()
+            raise _NextHost(str(exc)) from None
+
+    async def _secured_session(self, domain: str, host: MxHost, address: str,
+                               policy: Policy | None,
+                               ) -> tuple[SmtpLink, Capabilities | None, Verdict]:
+        """A greeted session protected as the policy asks (docs/smtp.md,
+        "For the SMTP sender"): STARTTLS whenever offered, then
+        ``decide``. A refusal is _NextHost, with the TLS record."""
+        settings = self.core.config.smtp_tls
+        need = requirement(domain, host.name, policy, settings)
+        link, caps = await self._open(host, address)
+        if caps is None or not caps.starttls:
+            verdict = decide(domain, host.name, policy, settings, TlsOutcome.NOT_OFFERED)
+            if not verdict.deliver:
+                await link.close()
+                raise _NextHost(verdict.reason, verdict.record)
+            return link, caps, verdict
+        try:
+            error = await link.starttls(mx_context(settings.ca, verify=need.verify), host.name)
+        except SessionLost as exc:
+            link.abort()
+            raise _NextHost(str(exc)) from None
+        outcome, detail = handshake_outcome(error, verified=need.verify)
+        verdict = decide(domain, host.name, policy, settings, outcome, detail)
+        if error is None:
+            try:
+                caps = await link.hello(self.core.config.hostname)  # RFC 3207: anew
+            except SessionLost as exc:
+                await link.close()
+                raise _NextHost(str(exc)) from None
+            if not verdict.deliver:
+                await link.close()
+                raise _NextHost(verdict.reason, verdict.record)
+            return link, caps, verdict
+        link.abort()
+        if not verdict.deliver:
+            raise _NextHost(verdict.reason, verdict.record)
+        # Delivery may go on without what failed, on a new connection: after a
+        # certificate not checked out (a testing policy), TLS without the
+        # check; after a broken handshake, plaintext.
+        link, caps = await self._open(host, address)
+        if outcome is TlsOutcome.CERTIFICATE_INVALID and caps is not None and caps.starttls:
+            try:
+                error = await link.starttls(mx_context(settings.ca, verify=False), host.name)
+                if error is None:
+                    return link, await link.hello(self.core.config.hostname), verdict
+            except SessionLost:
+                pass
+            link.abort()
+            link, caps = await self._open(host, address)
+        return link, caps, verdict
+
+    async def _transaction(self, link: SmtpLink, caps: Capabilities | None, tls: str,
+                           message: _Outgoing, rcpts: list[str]) -> _Attempt:
+        """MAIL, every RCPT, DATA and the message, pipelined where offered.
+        SessionLost before the end of data: nothing was delivered (the next
+        host may do it); after it, the outcome is unknown, and the retry may
+        deliver a second copy (the window SMTP itself has)."""
+        attempt = _Attempt(link.where, tls)
+        smtputf8 = not all(a.isascii() for a in (message.sender, *rcpts))
+        if smtputf8 and (caps is None or not caps.smtputf8):
+            raise _NextHost(f"{link.where} does not take non-ASCII addresses "
+                            "(no SMTPUTF8, RFC 6531)", permanent=True)
+        if caps is None:
+            mail = smtp.Mail(message.sender)
+        else:
+            total = message.size + len(message.head)
+            mail = smtp.Mail(message.sender, total,
+                             "8BITMIME" if message.eight_bit and caps.eightbitmime else None,
+                             smtputf8)
+        commands: list[smtp.SmtpCommand] = [mail, *(smtp.Rcpt(r) for r in rcpts)]
+        data_reply: smtp.Reply | None = None
+        if caps is not None and caps.pipelining:
+            replies = await link.pipeline([*commands, smtp.DataStart()])
+            mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
+        else:
+            mail_reply = await link.command(mail)
+            rcpt_replies = []
+            if mail_reply.code == 250:
+                for rcpt in rcpts:
+                    rcpt_replies.append(await link.command(smtp.Rcpt(rcpt)))
+        if mail_reply.code != 250:
+            # The sender refused: every recipient shares the answer.
+            _sort(attempt, [(rcpt, mail_reply) for rcpt in rcpts])
+            return attempt
+        accepted = [rcpt for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
+                    if 200 <= reply.code < 300]
+        _sort(attempt, [(rcpt, reply) for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
+                        if not 200 <= reply.code < 300])
+        if not accepted:
+            if data_reply is not None and data_reply.code == 354:
+                link.abort()  # a 354 with nobody to send to: send nothing (RFC 2920 3.1)
+            return attempt
+        if data_reply is None:
+            data_reply = await link.command(smtp.DataStart())
+        if data_reply.code != 354:
+            _sort(attempt, [(rcpt, data_reply) for rcpt in accepted])
+            return attempt
+        message_id = message.message_id
+        end = await link.send_message(
+            message.head, stored_chunks(lambda seq: self.store.out_body_chunk(message_id, seq)),
+            message.size)
+        # RFC 5321 3.3: the reply to the end of data is every accepted
+        # recipient's (a 5xx fails them all).
+        _sort(attempt, [(rcpt, end) for rcpt in accepted])
+        return attempt
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 
