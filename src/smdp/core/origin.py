@@ -213,16 +213,7 @@ class Origin:
         SMTP (route ``smtp``, job ``send-smtp``). Returns that envelope's id
         (None when nobody was left to move). The old envelope keeps no open
         recipient, so its own job ends with nothing to send."""
-        env = self.store.out_envelope(envid)
-        if env is None:
-            return None
-        with self.store.transaction():
-            rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)
-                     if r.state is RecipientState.QUEUED}
-            if not rcpts:
-                return None
-            return self._queue_envelope(env.message_id, env.domain, DeliveryMode.SMTP,
-                                        list(rcpts), rcpts)
+        return self._move_queued(envid, DeliveryMode.SMTP)
 
     def choose_identity(self, user: User, identity: str | None) -> Outcome:
         """Assumption 3, no spoofing: a message goes out under one of the
@@ -338,6 +329,11 @@ class Origin:
         """The reverse of ``route_by_smtp``: an SMTP envelope's domain has an
         SMDP server now, so its queued recipients go back to an envelope of
         their own (route ``smdp``). Returns its id (None: nobody moved)."""
+        return self._move_queued(envid, DeliveryMode.ENVELOPE)
+
+    def _move_queued(self, envid: str, mode: DeliveryMode) -> str | None:
+        """``envid``'s recipients still queued move, in one transaction, to a
+        new envelope of ``mode``; its id, or None when nobody was queued."""
         env = self.store.out_envelope(envid)
         if env is None:
             return None
@@ -346,8 +342,7 @@ class Origin:
                      if r.state is RecipientState.QUEUED}
             if not rcpts:
                 return None
-            return self._queue_envelope(env.message_id, env.domain, DeliveryMode.ENVELOPE,
-                                        list(rcpts), rcpts)
+            return self._queue_envelope(env.message_id, env.domain, mode, list(rcpts), rcpts)
 
     def delivery_failed(self, envid: str, reason: str, status: str = "") -> None:
         """Permanent failure (or retries exhausted) for every open recipient.
