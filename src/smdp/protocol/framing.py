@@ -27,7 +27,7 @@ in C, and never a byte at a time in Python.
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import ClassVar, Final, Literal
 
 from smdp.protocol._events import event
 
@@ -386,12 +386,22 @@ class DotStuffer:
             chunk = chunk[:-1]
             if not chunk:
                 return b""
-        chunk = chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+        chunk = self._line_ends(chunk)
         stuffed = chunk.replace(b"\n.", b"\n..")
         if self._at_line_start and chunk.startswith(b"."):
             stuffed = b"." + stuffed
         self._at_line_start = chunk.endswith(b"\n")
         return stuffed
+
+    @staticmethod
+    def _line_ends(chunk: bytes) -> bytes:
+        """A piece (no trailing CR) with every line end CRLF: here a bare LF
+        is one, a bare CR stays text (the SMDP ports, section 4.1)."""
+        return chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+
+    #: What a CR held back at the end becomes before the final CRLF: kept
+    #: as text here (SMTP's stuffer makes it the line end itself).
+    _HELD_CR: ClassVar[bytes] = b"\r"
 
     def end(self) -> bytes:
         """The rest: a held-back CR, a final CRLF if missing, and ``.\\r\\n``."""
@@ -399,7 +409,7 @@ class DotStuffer:
             raise ProtocolUsageError("end() called twice")
         self._ended = True
         if self._cr:
-            return b"\r\r\n.\r\n"
+            return self._HELD_CR + b"\r\n.\r\n"
         if self._started and not self._at_line_start:
             return b"\r\n.\r\n"
         return b".\r\n"

@@ -14,9 +14,9 @@ receiver could take for an end.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
-from smdp.protocol.framing import DataBlockReader, LineBuffer, ProtocolUsageError
+from smdp.protocol.framing import DataBlockReader, DotStuffer, LineBuffer
 
 __all__ = ["SmtpDataReader", "SmtpDotStuffer", "smtp_dot_stuff", "smtp_normalize"]
 
@@ -105,48 +105,19 @@ def smtp_dot_stuff(body: bytes) -> bytes:
     return stuffer.feed(body) + stuffer.end()
 
 
-class SmtpDotStuffer:
+class SmtpDotStuffer(DotStuffer):
     """Dot-stuff a message given in pieces of any size, bare CR/LF made CRLF.
 
     ``b"".join(map(s.feed, pieces)) + s.end()`` is the same for every way of
-    cutting a message into pieces. Only a trailing CR is held back between
-    pieces, since an LF at the start of the next one pairs with it.
+    cutting a message into pieces. The SMDP ports' stuffer, with SMTP's rule
+    for line ends: a bare CR is a line end too (RFC 5321 2.3.8 allows no
+    other CR), so a CR held back at the end of the last piece is one.
     """
 
-    __slots__ = ("_at_line_start", "_cr", "_ended", "_started")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._at_line_start = True
-        self._cr = False
-        self._started = False
-        self._ended = False
+    _HELD_CR: ClassVar[bytes] = b""
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The wire form of the next piece (possibly ``b""``)."""
-        if self._ended:
-            raise ProtocolUsageError("feed() after end()")
-        if not chunk:
-            return b""
-        self._started = True
-        if self._cr:
-            chunk = b"\r" + chunk
-        self._cr = chunk.endswith(b"\r")
-        if self._cr:
-            chunk = chunk[:-1]
-            if not chunk:
-                return b""
-        chunk = chunk.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
-        stuffed = chunk.replace(b"\n.", b"\n..")
-        if self._at_line_start and chunk.startswith(b"."):
-            stuffed = b"." + stuffed
-        self._at_line_start = chunk.endswith(b"\n")
-        return stuffed
-
-    def end(self) -> bytes:
-        """The rest: a final CRLF if missing (a held CR is one), then ``.CRLF``."""
-        if self._ended:
-            raise ProtocolUsageError("end() called twice")
-        self._ended = True
-        if self._cr or (self._started and not self._at_line_start):
-            return b"\r\n.\r\n"
-        return b".\r\n"
+    @staticmethod
+    def _line_ends(chunk: bytes) -> bytes:
+        return chunk.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
