@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from smdp.mail.addresses import AddressError, parse_address, parse_path
+from smdp.mail.addresses import AddressError, domain_of, parse_address, parse_path
 
 
 @pytest.mark.parametrize(("text", "reason"), [
@@ -39,3 +39,8 @@ def test_parse_path_names_the_mistake(arg: str, reason: str) -> None:
     with pytest.raises(AddressError) as refused:
         parse_path(arg, "FROM")
     assert str(refused.value) == reason
+
+
+def test_the_domain_of_an_address_is_after_its_last_at_lower_cased() -> None:
+    assert domain_of("Bob@B.Example") == "b.example"
+    assert domain_of('"a@b"@c.example') == "c.example"
