@@ -27,6 +27,7 @@ from smdp.core.destination import (
 )
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing
+from smdp.mail.body import Body
 from smdp.store.records import Quality
 from smdp.terms import Decision, EntryState
 from tests.unit.test_core_rules import A_HOST, MSG, World
@@ -462,3 +463,21 @@ def test_no_pending_notice_when_the_newest_envelope_was_decided(world: World) ->
     world.dest.decide(world.bob, newest, Decision.REJECT)
     assert world.dest.notify_pending(t + 2 * hour, hour) == 0
     assert len(pending_notices(world)) == 1
+
+
+@pytest.mark.parametrize(("hostname", "by"), [("smdp.b.example", b"smdp.b.example"),
+                                              ("", b"localhost")])
+def test_a_direct_message_as_a_body_gets_this_hops_received_field(
+    world: World, hostname: str, by: bytes,
+) -> None:
+    """receive_message takes the message as bytes or as a Body (the peer
+    port streams it); the Received field names this server, or localhost
+    when it has no hostname configured (protocol.md 8.4)."""
+    world.dest = Destination(world.b, quality=QualityPolicy(), hostname=hostname)
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=Body.of(MSG))
+    [entry] = world.b.mailbox_entries(world.bob.id)
+    stored = world.b.in_body(entry.envelope_id)
+    assert stored_message(stored) == MSG
+    assert stored is not None
+    assert stored.startswith(b"Received: from smdp.a.example by " + by + b" with SMDP id ")
