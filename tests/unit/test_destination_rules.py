@@ -447,7 +447,8 @@ def test_pending_notices_come_once_per_interval_and_only_with_something_new(
     assert world.dest.notify_pending(t + 2 * hour - 1, hour) == 0
     assert world.dest.notify_pending(t + 3 * hour, hour) == 1
     *_, text = pending_notices(world)
-    assert f"  Envelope {second}\n" in text and f"  Envelope {third}  (new)\n" in text
+    assert f"  Envelope {first}\n" in text and f"  Envelope {second}\n" in text
+    assert f"  Envelope {third}  (new)\n" in text
     assert len(pending_notices(world)) == 3
 
 
