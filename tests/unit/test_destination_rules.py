@@ -11,6 +11,9 @@ import re
 import sqlite3
 import time
 from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from smdp.core.destination import (
 )
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing
+from smdp.mail.body import Body
 from smdp.store.records import Quality
 from smdp.terms import Decision, EntryState
 from tests.unit.test_core_rules import A_HOST, MSG, World
@@ -392,3 +396,89 @@ def test_a_decision_result_is_frozen_and_slotted() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.entry = None  # type: ignore[misc]
     assert not hasattr(result, "__dict__")
+
+
+def pending_notices(world: World) -> list[str]:
+    """The pending notices in bob's mailbox (null sender), their text."""
+    out = []
+    for entry in world.b.mailbox_entries(world.bob.id, [EntryState.ACCEPTED]):
+        env = world.b.in_envelope(entry.envelope_id)
+        assert env is not None and env.sender == ""
+        raw = world.b.in_body(env.id)
+        assert raw is not None
+        msg = message_from_bytes(raw, policy=default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg.get_content().replace("\r\n", "\n"))
+    return out
+
+
+def test_pending_notices_come_once_per_interval_and_only_with_something_new(
+    world: World,
+) -> None:
+    """notify_pending (issue 10, item 7 b) with the clock as its argument:
+    the interval is measured from the previous notice, its end included;
+    an envelope is "(new)" only when it arrived after that notice."""
+    t, hour = 1_000_000.0, 3600.0
+    assert world.dest.notify_pending(t, hour) == 0  # nothing pending anywhere
+    world.send([BOB])
+    world.deliver_envelopes()
+    first = world.entry(world.bob)
+    assert world.dest.notify_pending(t, hour) == 1
+    [text] = pending_notices(world)
+    assert f"  Envelope {first}  (new)\n" in text
+    assert world.b.mailbox_entries(world.carol.id) == []  # nothing pending for carol
+    # Nothing new: no notice, within the interval nor at or after its end.
+    assert world.dest.notify_pending(t + 10, hour) == 0
+    assert world.dest.notify_pending(t + hour, hour) == 0
+    assert world.dest.notify_pending(t + 2 * hour, hour) == 0
+    # Something new: only once the interval since the last notice is over.
+    world.send([BOB])
+    world.deliver_envelopes()
+    second = world.entry(world.bob)
+    assert world.dest.notify_pending(t + hour - 1, hour) == 0
+    assert world.dest.notify_pending(t + hour, hour) == 1
+    _, text = pending_notices(world)
+    assert f"  Envelope {first}\n" in text and f"  Envelope {second}  (new)\n" in text
+    assert "(1 new since the last notice)" in text
+    # The next one: more than the interval later (not just at its end).
+    world.send([BOB])
+    world.deliver_envelopes()
+    third = world.entry(world.bob)
+    assert world.dest.notify_pending(t + 2 * hour - 1, hour) == 0
+    assert world.dest.notify_pending(t + 3 * hour, hour) == 1
+    *_, text = pending_notices(world)
+    assert f"  Envelope {first}\n" in text and f"  Envelope {second}\n" in text
+    assert f"  Envelope {third}  (new)\n" in text
+    assert len(pending_notices(world)) == 3
+
+
+def test_no_pending_notice_when_the_newest_envelope_was_decided(world: World) -> None:
+    """Deciding the newest envelope leaves only ones already noticed: the
+    newest pending entry is then older than the last notice's, nothing new."""
+    t, hour = 1_000_000.0, 3600.0
+    world.send([BOB])
+    world.send([BOB])
+    world.deliver_envelopes()
+    newest = world.entry(world.bob)
+    assert world.dest.notify_pending(t, hour) == 1
+    world.dest.decide(world.bob, newest, Decision.REJECT)
+    assert world.dest.notify_pending(t + 2 * hour, hour) == 0
+    assert len(pending_notices(world)) == 1
+
+
+@pytest.mark.parametrize(("hostname", "by"), [("smdp.b.example", b"smdp.b.example"),
+                                              ("", b"localhost")])
+def test_a_direct_message_as_a_body_gets_this_hops_received_field(
+    world: World, hostname: str, by: bytes,
+) -> None:
+    """receive_message takes the message as bytes or as a Body (the peer
+    port streams it); the Received field names this server, or localhost
+    when it has no hostname configured (protocol.md 8.4)."""
+    world.dest = Destination(world.b, quality=QualityPolicy(), hostname=hostname)
+    world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
+                               recipients=[BOB], body=Body.of(MSG))
+    [entry] = world.b.mailbox_entries(world.bob.id)
+    stored = world.b.in_body(entry.envelope_id)
+    assert stored_message(stored) == MSG
+    assert stored is not None
+    assert stored.startswith(b"Received: from smdp.a.example by " + by + b" with SMDP id ")
