@@ -158,3 +158,33 @@ def test_a_decision_on_a_report_tells_nobody(world: World) -> None:
     assert result.entry is not None and result.entry.state is EntryState.SPAMMER
     assert [(j.kind, json.loads(j.payload)) for j in world.a.jobs()] == jobs  # nothing queued
     assert world.a.list_entries(world.alice.id) == []  # the null sender listed nowhere
+
+
+def test_a_direct_send_refused_again_is_not_reported_again(world: World) -> None:
+    """A replayed direct send (its job run twice) fails a recipient once:
+    one that already failed is no longer queued, so neither its state nor
+    the report changes."""
+    world.a.put_outbound(world.alice.id, ListKind.WHITE, BOB, ListedBy.MANUAL)
+    envid = envid_of(world, world.send([BOB]))
+    refused = {BOB: "550 5.1.1 <bob@b.example>: no such user"}
+    world.origin.direct_sent(envid, [], [], refused)
+    world.origin.direct_sent(envid, [], [], {BOB: "550 5.7.1 another answer"})
+    assert len(reports(world)) == 1
+    [msg] = world.a.out_messages_of(world.alice.id)
+    [rcpt] = world.a.out_recipients(msg.id)
+    assert rcpt.detail == refused[BOB]
+
+
+def test_the_report_quotes_the_header_of_the_failed_message(world: World) -> None:
+    """The report's last part is the failed message's own header (RFC 3464
+    text/rfc822-headers), read from the start of the held body."""
+    body = (b"Subject: hello\r\nX-Tracking-Tag: 8f3e\r\nTo: <bob@b.example>\r\n\r\n"
+            + b"the body, never quoted\r\n")
+    envid = envid_of(world, world.send([BOB], body=body))
+    world.origin.envelope_sent(envid, {BOB: "550 5.1.1 no such user"})
+    [report] = reports(world)
+    quoted = report.get_payload()[2]
+    assert quoted.get_content_type() == "text/rfc822-headers"
+    text = quoted.get_payload(decode=True).decode()
+    assert "X-Tracking-Tag: 8f3e" in text and "To: <bob@b.example>" in text
+    assert "never quoted" not in text

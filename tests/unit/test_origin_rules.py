@@ -555,3 +555,19 @@ def test_a_message_that_grows_past_the_maximum_is_refused_at_submission(
     assert world.a.out_messages_of(world.alice.id) == []
     world.origin.max_message_size = len(raw) + 1024
     assert world.send([BOB], body=raw)
+
+
+def test_a_message_exactly_at_the_maximum_is_taken(tmp_path: Path) -> None:
+    """The maximum is the largest size taken (a SIZE limit), not the first
+    one refused: with the fields added, exactly at it is accepted, one octet
+    over is not."""
+    world = World(tmp_path)
+    raw = b"Subject: edge\r\n\r\n" + b"x" * 500 + b"\r\n"
+    world.send([BOB], body=raw)
+    [first] = world.a.out_messages_of(world.alice.id)
+    size = first.size
+    world.origin.max_message_size = size
+    assert world.send([BOB], body=raw)
+    world.origin.max_message_size = size - 1
+    with pytest.raises(SubmissionError, match=rf"^the message is {size} octets "):
+        world.send([BOB], body=raw)
