@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 import pytest
 
 from smdp import terms
+from smdp.protocol._connection import MAX_REPLY_LINES
 from smdp.protocol.peer import (
     CLOSED,
     END_OF_BLOCK,
@@ -913,3 +914,16 @@ def test_a_repeated_pulling_decision_may_be_answered_250() -> None:
     conn.reply(250, "2.0.0 ACCEPT recorded; already transferred")
     assert conn.data_to_send() == b"250 2.0.0 ACCEPT recorded; already transferred\r\n"
     assert conn.state is PeerState.READY
+
+
+def test_client_takes_a_reply_of_max_reply_lines_and_no_more() -> None:
+    """The shared MultilineReply: MAX_REPLY_LINES lines make one reply; a
+    peer that goes on past them fails the connection."""
+    client = PeerClientConnection()
+    client.receive_data(b"220-x\r\n" * (MAX_REPLY_LINES - 1) + b"220 last\r\n")
+    reply = client.next_event()
+    assert isinstance(reply, Reply) and len(reply.lines) == MAX_REPLY_LINES
+    client = PeerClientConnection()
+    client.receive_data(b"220-x\r\n" * MAX_REPLY_LINES)
+    with pytest.raises(RemoteProtocolError, match="multi-line reply too long"):
+        client.next_event()

@@ -40,9 +40,11 @@ from smdp.protocol.framing import (
 )
 
 __all__ = [
+    "MAX_REPLY_LINES",
     "MIB",
     "ClientConnection",
     "ClientLimits",
+    "MultilineReply",
     "Pending",
     "ServerConnection",
     "ServerLimits",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 MIB: Final = 1024 * 1024
+#: The most lines one reply may have (``250-`` ... ``250 ``): a peer that
+#: never ends its reply must not grow a client without bound.
+MAX_REPLY_LINES: Final = 1000
 
 E = TypeVar("E")
 S = TypeVar("S", bound=enum.Enum)
@@ -358,6 +363,33 @@ class ServerConnection(_Received, Generic[S, E]):
         """
         self._drop_input()
         self._tls = True
+
+
+class MultilineReply:
+    """The lines of one reply as they come (RFC 5321 4.2.1, both SMTP and the
+    peer port): the same code on every line, at most MAX_REPLY_LINES."""
+
+    __slots__ = ("_code", "_lines")
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._code: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._lines)
+
+    def add(self, code: int, more: bool, text: str) -> list[str] | None:
+        """Take one line; the reply's lines once its last one came, else None."""
+        if self._code is not None and code != self._code:
+            raise RemoteProtocolError("multi-line reply changes its code")
+        self._lines.append(text)
+        if more:
+            if len(self._lines) >= MAX_REPLY_LINES:
+                raise RemoteProtocolError("multi-line reply too long")
+            self._code = code
+            return None
+        lines, self._lines, self._code = self._lines, [], None
+        return lines
 
 
 class ClientConnection(_Received, Generic[X, R]):

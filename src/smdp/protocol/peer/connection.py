@@ -15,11 +15,12 @@ asking for the next one; the answer's code decides whether the state moves.
 from __future__ import annotations
 
 import enum
-from typing import Final, Unpack
+from typing import Unpack
 
 from smdp.protocol._connection import (
     ClientConnection,
     ClientLimits,
+    MultilineReply,
     Pending,
     ServerConnection,
     ServerLimits,
@@ -71,7 +72,6 @@ from smdp.protocol.peer.states import TABLE, PeerState
 
 __all__ = ["PeerClientConnection", "PeerServerConnection"]
 
-_MAX_REPLY_LINES: Final = 1000
 
 
 class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
@@ -287,8 +287,7 @@ class PeerClientConnection(ClientConnection[_Expect, Reply | PulledBody]):
         # The DATA block being sent in pieces (DataPart), until DataEnd.
         self._stuffer: DotStuffer | None = None
         # The lines of a multi-line reply read so far, and its code.
-        self._partial: list[str] = []
-        self._partial_code: int | None = None
+        self._partial = MultilineReply()
         # The pulled body being read after its 150.
         self._pull: tuple[int, str, DataBlockReader] | None = None
 
@@ -331,15 +330,9 @@ class PeerClientConnection(ClientConnection[_Expect, Reply | PulledBody]):
             if not isinstance(line, bytes):
                 return line
             code, more, text = read_reply_line(line)
-            if self._partial_code is not None and code != self._partial_code:
-                raise RemoteProtocolError("multi-line reply changes its code")
-            self._partial.append(text)
-            if more:
-                if len(self._partial) >= _MAX_REPLY_LINES:
-                    raise RemoteProtocolError("multi-line reply too long")
-                self._partial_code = code
+            lines = self._partial.add(code, more, text)
+            if lines is None:
                 continue
-            lines, self._partial, self._partial_code = self._partial, [], None
             if self._expected(_Expect.REPLY) is _Expect.PULL and code == 150:
                 self._pull = (code, lines[-1], self._new_reader())
                 continue

@@ -21,6 +21,7 @@ from typing import Final, Unpack
 from smdp.protocol._connection import (
     ClientConnection,
     ClientLimits,
+    MultilineReply,
     Pending,
     ServerConnection,
     Vocabulary,
@@ -30,7 +31,6 @@ from smdp.protocol._grammar import Refusal
 from smdp.protocol.framing import (
     DataBlockReader,
     ProtocolUsageError,
-    RemoteProtocolError,
 )
 from smdp.protocol.smtp.data import SmtpDataReader, SmtpDotStuffer
 from smdp.protocol.smtp.events import (
@@ -96,7 +96,6 @@ MAIL_EXTENSION_ROOM: Final = 26 + 500 + 14 + 9
 AUTH_LINE: Final = 12288
 #: RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted.
 MAX_RECIPIENTS: Final = 100
-_MAX_REPLY_LINES: Final = 1000
 
 # The two prompts of AUTH LOGIN: base64 of "Username:" and "Password:".
 _LOGIN_USER: Final = "334 VXNlcm5hbWU6"
@@ -518,8 +517,7 @@ class SmtpClientConnection(ClientConnection[_Expect, Reply]):
         self._stuffer: SmtpDotStuffer | None = None
         # DATA was answered 354 and the message is not ended yet.
         self._data_go = False
-        self._partial: list[str] = []
-        self._partial_code: int | None = None
+        self._partial = MultilineReply()
         #: What the last positive EHLO answer offered (None before it, and
         #: again after STARTTLS: RFC 3207 4.2).
         self.capabilities: Capabilities | None = None
@@ -602,15 +600,9 @@ class SmtpClientConnection(ClientConnection[_Expect, Reply]):
             if not isinstance(line, bytes):
                 return line
             code, more, text = read_reply_line(line)
-            if self._partial_code is not None and code != self._partial_code:
-                raise RemoteProtocolError("multi-line reply changes its code")
-            self._partial.append(text)
-            if more:
-                if len(self._partial) >= _MAX_REPLY_LINES:
-                    raise RemoteProtocolError("multi-line reply too long")
-                self._partial_code = code
+            lines = self._partial.add(code, more, text)
+            if lines is None:
                 continue
-            lines, self._partial, self._partial_code = self._partial, [], None
             expect = self._expected(_Expect.UNASKED)
             if expect is _Expect.EHLO and code == 250:
                 self.capabilities = parse_ehlo(lines)
