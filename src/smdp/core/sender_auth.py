@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.errors import NonASCIILocalPartDefect
 from email.policy import default as _email_policy
@@ -325,10 +325,50 @@ def select_dmarc_record(texts: Iterable[str]) -> DmarcRecord | None:
     """The one DMARC record among a name's TXT records: those that are not
     DMARC records are ignored, and more than one DMARC record counts as none
     (section 6.6.3, step 5)."""
-    candidates = [t for t in texts if t.lstrip(" \t").startswith("v=DMARC1")]
+    candidates = [t for t in texts if is_dmarc_candidate(t)]
     if len(candidates) != 1:
         return None
     return parse_dmarc_record(candidates[0])
+
+
+def is_dmarc_candidate(text: str) -> bool:
+    """Whether a TXT record counts as a DMARC record in policy discovery
+    (RFC 7489 section 6.6.3, step 2): it starts with ``v=DMARC1``."""
+    return bool(re.match(r"[ \t]*v[ \t]*=[ \t]*DMARC1[ \t]*(;|\Z)", text))
+
+
+def discover_dmarc(from_domain: str, txt: Callable[[str], Sequence[str]],
+                   ) -> tuple[DmarcRecord | None, bool]:
+    """Policy discovery (RFC 7489 section 6.6.3): the DMARC record of
+    ``from_domain`` and whether it was found at the organisational domain.
+
+    ``txt(name)`` gives the TXT records at ``name`` (empty for NXDOMAIN or no
+    data) and raises when DNS cannot tell; the exception goes to the caller.
+    ``_dmarc.<from domain>`` is asked first; only when it holds no DMARC
+    record at all is ``_dmarc.<organisational domain>`` asked. Several DMARC
+    records, or one that is unusable, end discovery with no record."""
+    for at_org, domain in ((False, from_domain), (True, organizational_domain(from_domain))):
+        if not domain or (at_org and domain == from_domain):
+            break
+        candidates = [t for t in txt(f"_dmarc.{domain}") if is_dmarc_candidate(t)]
+        if candidates:
+            if len(candidates) > 1:
+                return None, at_org
+            return parse_dmarc_record(candidates[0]), at_org
+    return None, False
+
+
+def dkim_signature_tags(value: str) -> dict[str, str]:
+    """The tags of a DKIM-Signature field value (RFC 6376 section 3.2), white
+    space removed, the first of a repeated tag kept; for reporting which
+    signature a result belongs to, not for verifying it."""
+    tags: dict[str, str] = {}
+    for part in value.split(";"):
+        name, equals, tag_value = part.partition("=")
+        name = name.strip(" \t\r\n")
+        if equals and name:
+            tags.setdefault(name, re.sub(r"[ \t\r\n]+", "", tag_value))
+    return tags
 
 
 def applicable_policy(record: DmarcRecord | None, *, at_org_domain: bool) -> DmarcPolicy:
