@@ -361,6 +361,12 @@ class DnsSenderAuthenticator:
         outcome: list[str] = []
         try:
             valid = verifier.verify(idx=index, dnsfunc=lookups.for_dkim(outcome))
+        except dkim.ValidationError as exc:
+            # dkimpy reports a body changed in transit as a ValidationError,
+            # like a malformed signature; only the first is a failed check.
+            if str(exc).startswith("body hash mismatch"):
+                return "fail", "the body hash does not match"
+            return "permerror", f"the signature cannot be verified: {exc}"
         except dkim.DKIMException as exc:
             return "permerror", f"the signature cannot be verified: {exc}"
         except Exception as exc:  # a library fault is a result, not a crash
