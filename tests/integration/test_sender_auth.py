@@ -295,3 +295,50 @@ async def test_from_config_asks_the_configured_nameservers(
         assert (await auth.check_spf(LOOPBACK, "h", "x@a.example")).result == "pass"
     finally:
         auth.close()
+
+
+async def test_after_close_every_check_is_a_temperror(dns_server: StandInDns) -> None:
+    publish_spf(dns_server, "a.example")
+    auth = DnsSenderAuthenticator([(LOOPBACK, dns_server.port)], timeout=0.5)
+    auth.close()
+    assert (await auth.check_spf(LOOPBACK, "h", "x@a.example")).result == "temperror"
+    results = await auth.authenticate(LOOPBACK, "h", "x@a.example", SpfCheck("pass", "a.example"),
+                                      message("x@a.example", "bob@b.example"))
+    assert (results.dmarc, results.verified_domain) == ("temperror", "a.example")
+
+
+async def test_an_unusable_key_is_a_permerror(dns_server: StandInDns,
+                                              auth: DnsSenderAuthenticator) -> None:
+    key = publish_dkim(dns_server, "a.example")
+    dns_server.txt["s1._domainkey.a.example"] = ["v=DKIM1; k=rsa; p=bm90IGEga2V5"]
+    signed = sign(message("alice@a.example", "bob@b.example"), key)
+    [dkim] = (await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), signed)).dkim
+    assert dkim.result == "permerror" and dkim.reason.startswith("the key is unusable"), dkim
+
+
+async def test_spf_for_an_ipv6_client_asks_aaaa(dns_server: StandInDns,
+                                                auth: DnsSenderAuthenticator) -> None:
+    publish_spf(dns_server, "a.example", "v=spf1 a:mail.a.example -all")
+    dns_server.hosts["mail.a.example"] = ["::1", "192.0.2.9"]
+    assert (await auth.check_spf("::1", "h", "x@a.example")).result == "pass"
+    assert (await auth.check_spf("2001:db8::1", "h", "x@a.example")).result == "fail"
+
+
+async def test_servfail_is_a_temperror(dns_server: StandInDns,
+                                       auth: DnsSenderAuthenticator) -> None:
+    dns_server.txt["a.example"] = "servfail"
+    check = await auth.check_spf(LOOPBACK, "h", "x@a.example")
+    assert check.result == "temperror", check
+
+
+async def test_an_altered_signed_header_fails_and_a_malformed_signature_is_a_permerror(
+        dns_server: StandInDns, auth: DnsSenderAuthenticator) -> None:
+    key = publish_dkim(dns_server, "a.example")
+    signed = sign(message("alice@a.example", "bob@b.example", subject="Invoice"), key)
+    altered = signed.replace(b"Subject: Invoice", b"Subject: Urgent invoice")
+    [dkim] = (await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), altered)).dkim
+    assert (dkim.result, dkim.reason) == ("fail", "the signature does not verify")
+    malformed = b"DKIM-Signature: v=1; d=a.example; s=s1\r\n" + message("alice@a.example", "b")
+    [bad] = (await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), malformed)).dkim
+    assert (bad.result, bad.domain, bad.selector) == ("permerror", "a.example", "s1")
+    assert bad.reason.startswith("the signature cannot be verified")

@@ -63,6 +63,7 @@ def msg(*headers: str, body: str = "body\r\n") -> bytes:
     ("x" * 64 + ".example", ""),
     ("x" * 63 + ".example", "x" * 63 + ".example"),
     (".".join(["abcdefghi"] * 26), ""),  # 259 characters
+    ("ü" * 70 + ".de", ""),  # a U-label IDNA cannot encode
 ])
 def test_normalize_domain(name: str, expected: str) -> None:
     assert normalize_domain(name) == expected
@@ -353,6 +354,8 @@ def test_dkim_signature_tags() -> None:
 
 
 def test_no_authentication_verifies_nothing_but_reads_the_from_domain() -> None:
+    spf = asyncio.run(NoAuthentication().check_spf("192.0.2.1", "h", "x@a.example"))
+    assert spf == SpfCheck("none", "", "sender authentication is off")
     results = asyncio.run(NoAuthentication().authenticate(
         "192.0.2.1", "h", "x@a.example", SpfCheck("pass", "a.example"),
         msg("From: alice@a.example")))

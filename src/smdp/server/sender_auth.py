@@ -256,6 +256,8 @@ class DnsSenderAuthenticator:
             return await self._run(check, deadline)
         except TimeoutError:
             return SpfCheck("temperror", domain, "the SPF check ran out of time")
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            return SpfCheck("temperror", domain, "sender authentication is stopping")
 
     async def authenticate(self, client_ip: str, helo: str, mail_from: str,
                            spf: SpfCheck, message: bytes) -> AuthResults:
@@ -268,7 +270,7 @@ class DnsSenderAuthenticator:
 
         try:
             return await self._run(check, deadline)
-        except TimeoutError:
+        except (TimeoutError, RuntimeError):  # out of time, or the server is stopping
             outcome = evaluate_dmarc(author, spf, (), None, lookup="temperror")
             return AuthResults(client_ip=client_ip, helo=helo, mail_from=mail_from,
                                from_domain=author.domain, spf=spf, dkim=(),
