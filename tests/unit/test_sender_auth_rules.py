@@ -12,6 +12,7 @@ import pytest
 
 from smdp.core.sender_auth import (
     MAX_FROM_FIELD,
+    MAX_HEADER_SECTION,
     AuthResults,
     DkimSignatureCheck,
     DmarcRecord,
@@ -123,6 +124,15 @@ def test_header_fields_unfolds_and_ignores_case_and_the_body() -> None:
     # a continuation line before any field, and a line without a colon, are skipped
     assert header_fields(b" stray\r\nnot a field\r\n more\r\nFrom: z@a.example\r\n\r\n",
                          "from") == ["z@a.example"]
+
+
+def test_header_fields_reads_a_bounded_header_section() -> None:
+    filler = b"X-Filler: " + b"x" * 1000 + b"\r\n"
+    count = MAX_HEADER_SECTION // len(filler)
+    near_the_end = filler * (count - 1) + b"From: a@a.example\r\n\r\nbody"
+    assert header_fields(near_the_end, "from") == ["a@a.example"]
+    past_it = filler * (count + 1) + b"From: a@a.example\r\n\r\nbody"
+    assert header_fields(past_it, "from") == []
 
 
 @pytest.mark.parametrize(("from_field", "expected"), [

@@ -132,6 +132,11 @@ class NoAuthentication:
 # it, and the standard library's address parser is not linear on every input.
 MAX_FROM_FIELD = 4096
 
+# How much of a message is searched for its header fields: far more than any
+# real header section (the MX's own limits are lower), and a bound on the work
+# for a message that has no empty line at all.
+MAX_HEADER_SECTION = 1 << 20
+
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
@@ -163,9 +168,12 @@ def normalize_domain(name: str) -> str:
 
 def header_fields(message: bytes, name: str) -> list[str]:
     """The unfolded values of every header field ``name`` (case-insensitive)
-    of ``message``, in order. The header section ends at the first empty line."""
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[:end]
+    of ``message``, in order. The header section ends at the first empty
+    line; only its first MAX_HEADER_SECTION octets are read, so a message
+    with no empty line costs no more than that."""
+    window = message[:MAX_HEADER_SECTION]
+    end = window.find(b"\r\n\r\n")
+    head = window if end < 0 else window[:end]
     wanted = name.lower()
     fields: list[list[str]] = []
     current: list[str] | None = None

@@ -261,16 +261,15 @@ class DnsSenderAuthenticator:
 
     async def authenticate(self, client_ip: str, helo: str, mail_from: str,
                            spf: SpfCheck, message: bytes) -> AuthResults:
-        author = parse_from_domain(message)
         deadline = self._clock() + self._time_limit
 
         def check() -> AuthResults:
-            return self._authenticate(client_ip, helo, mail_from, spf, message, author,
-                                      deadline)
+            return self._authenticate(client_ip, helo, mail_from, spf, message, deadline)
 
         try:
             return await self._run(check, deadline)
         except (TimeoutError, RuntimeError):  # out of time, or the server is stopping
+            author = parse_from_domain(message)
             outcome = evaluate_dmarc(author, spf, (), None, lookup="temperror")
             return AuthResults(client_ip=client_ip, helo=helo, mail_from=mail_from,
                                from_domain=author.domain, spf=spf, dkim=(),
@@ -313,7 +312,8 @@ class DnsSenderAuthenticator:
         return SpfCheck(verdict, domain, str(explanation))
 
     def _authenticate(self, client_ip: str, helo: str, mail_from: str, spf_check: SpfCheck,
-                      message: bytes, author: FromDomain, deadline: float) -> AuthResults:
+                      message: bytes, deadline: float) -> AuthResults:
+        author = parse_from_domain(message)
         lookups = self._lookups(deadline)
         signatures = self._dkim(message, author, lookups)
         temporary = False
