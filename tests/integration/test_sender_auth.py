@@ -8,6 +8,7 @@ run in the default pass only (``own_backend``)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -353,3 +354,20 @@ async def test_an_altered_signed_header_fails_and_a_malformed_signature_is_a_per
     [bad] = (await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), malformed)).dkim
     assert (bad.result, bad.domain, bad.selector) == ("permerror", "a.example", "s1")
     assert bad.reason.startswith("the signature cannot be verified")
+
+
+async def test_waiting_for_a_thread_counts_against_a_checks_time(dns_server: StandInDns) -> None:
+    dns_server.silent.update({"a.example", "c.example"})
+    auth = DnsSenderAuthenticator([(LOOPBACK, dns_server.port)], timeout=0.9, time_limit=1.0,
+                                  workers=1)
+    try:
+        started = time.monotonic()
+        first, second = await asyncio.gather(auth.check_spf(LOOPBACK, "h", "x@a.example"),
+                                             auth.check_spf(LOOPBACK, "h", "x@c.example"))
+        elapsed = time.monotonic() - started
+    finally:
+        auth.close()
+    assert (first.result, second.result) == ("temperror", "temperror")
+    # One thread, two checks: the second got what was left of its second,
+    # not a second of its own after the first one's 0.9.
+    assert elapsed < 1.5, elapsed

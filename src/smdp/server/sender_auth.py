@@ -218,13 +218,11 @@ class DnsSenderAuthenticator:
 
     def __init__(self, nameservers: Sequence[tuple[str, int]] | None = None, *,
                  timeout: float = 5.0, time_limit: float = CHECK_TIME_LIMIT,
-                 max_signatures: int = MAX_SIGNATURES, workers: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_signatures: int = MAX_SIGNATURES, workers: int = 4) -> None:
         self._resolver = _build_resolver(nameservers)
         self._timeout = timeout
         self._time_limit = time_limit
         self._max_signatures = max_signatures
-        self._clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="smdp-sender-auth")
 
@@ -247,7 +245,7 @@ class DnsSenderAuthenticator:
                             "are not host names)")
         if not address:
             return SpfCheck("none", domain, "the client has no IP address")
-        deadline = self._clock() + self._time_limit
+        deadline = time.monotonic() + self._time_limit
 
         def check() -> SpfCheck:
             return self._spf(address, identity, helo, domain, deadline)
@@ -261,7 +259,7 @@ class DnsSenderAuthenticator:
 
     async def authenticate(self, client_ip: str, helo: str, mail_from: str,
                            spf: SpfCheck, message: bytes) -> AuthResults:
-        deadline = self._clock() + self._time_limit
+        deadline = time.monotonic() + self._time_limit
 
         def check() -> AuthResults:
             return self._authenticate(client_ip, helo, mail_from, spf, message, deadline)
@@ -283,18 +281,17 @@ class DnsSenderAuthenticator:
         deadline: the work itself stops asking DNS at the deadline, this
         only guards against a library that would not."""
         future = asyncio.get_running_loop().run_in_executor(self._pool, work)
-        return await asyncio.wait_for(future, max(0.0, deadline - self._clock()) + 1.0)
+        return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()) + 1.0)
 
     def _lookups(self, deadline: float) -> _Lookups:
-        # The deadline is on the clock the lookups read (time.monotonic), so a
-        # check that waited for a thread has only what is left of its time.
-        return _Lookups(self._resolver, self._timeout,
-                        time.monotonic() + (deadline - self._clock()))
+        # The deadline was set when the check was asked for, so a check that
+        # waited for a thread has only what is left of its time.
+        return _Lookups(self._resolver, self._timeout, deadline)
 
     def _spf(self, address: str, identity: str, helo: str, domain: str,
              deadline: float) -> SpfCheck:
         lookups = self._lookups(deadline)
-        left = deadline - self._clock()
+        left = deadline - time.monotonic()
         if left <= 0:
             return SpfCheck("temperror", domain, "the SPF check ran out of time")
         token = _spf_lookups.set(lookups)
