@@ -22,7 +22,8 @@ from collections.abc import Callable
 from smdp.mail.dkim import SigningKey, generate_key, sign_message, txt_strings
 from tests.integration.faults import StandInDns
 
-__all__ = ["message", "publish_dkim", "publish_dmarc", "publish_spf", "sign", "unpublish"]
+__all__ = ["message", "publish_dkim", "publish_dmarc", "publish_sender", "publish_spf", "sign",
+           "unpublish"]
 
 
 def publish_spf(dns_server: StandInDns, domain: str,
@@ -47,6 +48,15 @@ def publish_dkim(dns_server: StandInDns, domain: str, selector: str = "s1",
     key = SigningKey.from_pem(domain, selector, algorithm, _pem(algorithm, bits))
     dns_server.txt[key.record_name.rstrip(".")] = [tuple(txt_strings(key.public_record()))]
     return key
+
+
+def publish_sender(dns_server: StandInDns, domain: str,
+                   dmarc: str = "v=DMARC1; p=reject", algorithm: str = "rsa") -> SigningKey:
+    """All three at once for a domain that does everything right: SPF for
+    the loopback addresses, a DKIM key (returned, to sign with) and ``dmarc``."""
+    publish_spf(dns_server, domain)
+    publish_dmarc(dns_server, domain, dmarc)
+    return publish_dkim(dns_server, domain, algorithm=algorithm)
 
 
 def unpublish(dns_server: StandInDns, name: str) -> None:

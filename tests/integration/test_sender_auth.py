@@ -23,6 +23,7 @@ from tests.integration.auth_dns import (
     message,
     publish_dkim,
     publish_dmarc,
+    publish_sender,
     publish_spf,
     sign,
     unpublish,
@@ -371,3 +372,15 @@ async def test_waiting_for_a_thread_counts_against_a_checks_time(dns_server: Sta
     # One thread, two checks: the second got what was left of its second,
     # not a second of its own after the first one's 0.9.
     assert elapsed < 1.5, elapsed
+
+
+async def test_a_sender_that_does_everything_right(dns_server: StandInDns,
+                                                   auth: DnsSenderAuthenticator) -> None:
+    key = publish_sender(dns_server, "friend.example", algorithm="ed25519")
+    spf = await auth.check_spf(LOOPBACK, "mx.friend.example", "alice@friend.example")
+    results = await auth.authenticate(LOOPBACK, "mx.friend.example", "alice@friend.example",
+                                      spf, sign(message("alice@friend.example", "b@b.example"),
+                                                key))
+    assert (results.spf.result, [d.result for d in results.dkim], results.dmarc,
+            results.dmarc_policy, results.verified_domain) == (
+        "pass", ["pass"], "pass", "reject", "friend.example")

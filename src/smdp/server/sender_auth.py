@@ -57,6 +57,12 @@ from smdp.core.sender_auth import (
 __all__ = ["MAX_SIGNATURES", "DnsSenderAuthenticator"]
 
 log = logging.getLogger("smdp.sender_auth")
+# dkimpy logs every key it cannot use at ERROR level; those are the sender's
+# faults, chosen by the sender, and already in the result's reason: kept out
+# of the server's log, which an attacker must not be able to flood.
+_dkimpy_log = logging.getLogger("smdp.sender_auth.dkimpy")
+_dkimpy_log.propagate = False
+_dkimpy_log.addHandler(logging.NullHandler())
 
 # At most this many DKIM signatures are verified per message (RFC 6376
 # section 6.1 lets a verifier limit them): each costs a DNS question, a hash
@@ -330,7 +336,7 @@ class DnsSenderAuthenticator:
     def _dkim(self, message: bytes, author: FromDomain,
               lookups: _Lookups) -> tuple[DkimSignatureCheck, ...]:
         try:
-            verifier = dkim.DKIM(message, timeout=self._timeout)
+            verifier = dkim.DKIM(message, logger=_dkimpy_log, timeout=self._timeout)
         except Exception as exc:  # dkimpy refuses a malformed header section
             log.info("DKIM: the message cannot be parsed: %r", exc)
             return ()
