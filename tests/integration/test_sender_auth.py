@@ -14,7 +14,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from smdp.config import load_config
 from smdp.core.sender_auth import SpfCheck, authentication_results_header
@@ -384,3 +386,22 @@ async def test_a_sender_that_does_everything_right(dns_server: StandInDns,
     assert (results.spf.result, [d.result for d in results.dkim], results.dmarc,
             results.dmarc_policy, results.verified_domain) == (
         "pass", ["pass"], "pass", "reject", "friend.example")
+
+
+async def test_a_signature_over_part_of_the_body_does_not_verify_the_rest(
+        dns_server: StandInDns, auth: DnsSenderAuthenticator) -> None:
+    key = publish_dkim(dns_server, "a.example")
+    pem = key.private_key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.TraditionalOpenSSL,
+                                        serialization.NoEncryption())
+    original = message("alice@a.example", "bob@b.example", body="Original text.\r\n")
+    # dkimpy's signer, which can write l= (ours never does).
+    signed = dkim.sign(original, b"s1", b"a.example", pem, length=True) + original
+    whole = await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), signed)
+    assert [d.result for d in whole.dkim] == ["pass"]
+    assert whole.verified_domain == "a.example"
+    appended = signed + b"Appended by someone else: click here.\r\n"
+    partial = await auth.authenticate(ELSEWHERE, "h", "", _spf_fail(), appended)
+    [dkim_check] = partial.dkim
+    assert dkim_check.result == "policy" and "(l=)" in dkim_check.reason, dkim_check
+    assert partial.verified_domain is None
