@@ -33,8 +33,11 @@ from smdp.core.sender_auth import (
     organizational_domain,
     parse_dmarc_record,
     parse_from_domain,
+    results_from_json,
+    results_to_json,
     select_dmarc_record,
     spf_identity,
+    summary,
 )
 
 
@@ -490,3 +493,23 @@ def test_authentication_results_field_is_a_whole_header_line() -> None:
     assert field.endswith(b"\r\n") and not field.endswith(b"\r\n\r\n")
     utf8 = authentication_results_field("mx", results(mail_from="ü@bücher.de"))
     assert 'smtp.mailfrom="ü@bücher.de"'.encode() in utf8
+
+
+def test_summary() -> None:
+    assert summary(results()) == "spf=pass dkim=pass dmarc=pass; From verified: a.example"
+    assert summary(results(dkim=(), dmarc="none", verified_domain=None)) == (
+        "spf=pass dkim=none dmarc=none; From not verified")
+    two = (DkimSignatureCheck("fail", "a", "s"), DkimSignatureCheck("pass", "b", "s"))
+    assert summary(results(dkim=two)).startswith("spf=pass dkim=fail,pass dmarc=pass")
+
+
+def test_results_round_trip_through_json() -> None:
+    for original in (results(), results(dkim=(), verified_domain=None, mail_from="ü@bücher.de"),
+                     AuthResults.unauthenticated("::1", "", "", "")):
+        text = results_to_json(original)
+        assert "\n" not in text
+        assert results_from_json(text) == original
+    with pytest.raises(ValueError):
+        results_from_json("[]")
+    with pytest.raises(ValueError):
+        results_from_json("not json")

@@ -26,7 +26,9 @@ is still ``none``: there is no policy to pass or fail.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -544,3 +546,32 @@ def authentication_results_field(authserv_id: str, results: AuthResults) -> byte
     line: ``Authentication-Results: <value>`` and CRLF, UTF-8."""
     value = authentication_results_header(authserv_id, results)
     return f"{FIELD_NAME}: {value}\r\n".encode()
+
+
+# -- storing and showing the results --------------------------------------------------------------
+
+
+def summary(results: AuthResults) -> str:
+    """One line for a recipient or a log: each method's result, and whom the
+    From is verified as, e.g. ``spf=pass dkim=pass dmarc=pass; From verified:
+    a.example`` (``From not verified`` otherwise)."""
+    dkim = ",".join(sig.result for sig in results.dkim) or "none"
+    verified = (f"From verified: {results.verified_domain}" if results.verified_domain
+                else "From not verified")
+    return f"spf={results.spf.result} dkim={dkim} dmarc={results.dmarc}; {verified}"
+
+
+def results_to_json(results: AuthResults) -> str:
+    """``results`` as compact JSON, to be stored beside a message."""
+    return json.dumps(dataclasses.asdict(results), separators=(",", ":"), ensure_ascii=False)
+
+
+def results_from_json(text: str) -> AuthResults:
+    """The AuthResults that ``results_to_json`` wrote. Raises ValueError
+    (json.JSONDecodeError included) or KeyError/TypeError on anything else."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("stored authentication results are not a JSON object")
+    data["spf"] = SpfCheck(**data["spf"])
+    data["dkim"] = tuple(DkimSignatureCheck(**sig) for sig in data["dkim"])
+    return AuthResults(**data)
