@@ -266,6 +266,12 @@ class StandInDns:
     for a null MX) or to SERVFAIL or NXDOMAIN, and ``hosts`` a host name to
     its addresses (A for IPv4, AAAA for IPv6) or to SERVFAIL or NXDOMAIN. A
     name listed in either answers the other questions with no data (NOERROR).
+    A name in ``txt`` answers TXT questions from there even when it is also
+    in ``mx`` or ``hosts`` (an SPF record beside a domain's MX).
+
+    ``silent`` holds names whose questions, of any type, are never answered:
+    a DNS server that times out for them (SPF, DKIM or DMARC ``temperror``).
+    The helpers of ``auth_dns.py`` publish SPF, DKIM and DMARC records here.
     """
 
     def __init__(self, default: str = NXDOMAIN) -> None:
@@ -273,6 +279,7 @@ class StandInDns:
         self.txt: dict[str, list[str | tuple[str, ...]] | str] = {}
         self.mx: dict[str, list[tuple[int, str]] | str] = {}
         self.hosts: dict[str, list[str] | str] = {}
+        self.silent: set[str] = set()
         self.default = default
         self.questions: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -306,7 +313,11 @@ class StandInDns:
             question = query.question[0]
             name = question.name.to_text(omit_final_dot=True).lower()
             self.questions.append(name)
-            if question.rdtype != dns.rdatatype.SRV and (name in self.mx or name in self.hosts):
+            if name in self.silent:
+                continue
+            in_txt = question.rdtype == dns.rdatatype.TXT and name in self.txt
+            if question.rdtype != dns.rdatatype.SRV and not in_txt and (
+                    name in self.mx or name in self.hosts):
                 self._sock.sendto(self._mail_answer(query).to_wire(), addr)
                 continue
             domain = name.removeprefix("_smdp._tcp.")
