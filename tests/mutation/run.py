@@ -133,7 +133,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _unit("test_core_rules", "test_origin_rules", "test_origin_routing",
                  "test_notice_triggers")),
     Target("destination", (Scope("smdp/core/destination.py"),),
-           _unit("test_core_rules", "test_destination_rules")),
+           _unit("test_core_rules", "test_destination_rules", "test_destination_notify_edges")),
     Target("quality", (Scope("smdp/core/quality.py"),),
            _unit("test_core_rules", "test_quality_rules")),
     # The edge tests first: they take under a second, and -x stops there
@@ -175,7 +175,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
         Scope("smdp/protocol/user/grammar.py", ("_MAX_NAME", "_positive", "_checked_positive",
                                                 "_checked_token", "_read_user", "_read_pass")),
     ), _unit("test_framing", "test_peer_codec", "test_user_codec", "test_streaming_codec",
-             "test_protocol_shared", "test_codec_limits")),
+             "test_protocol_shared", "test_codec_limits", "test_limit_edges_codecs")),
 )}
 
 

@@ -159,8 +159,10 @@ class PeerServerConnection(ServerConnection[PeerState, PeerEvent]):
         _, event = self._require_owed()
         if not (isinstance(event, Decision) and event.wants_body):
             raise ProtocolUsageError("send_body() answers ACCEPT/AUTHORIZE without BODY=HELD")
-        if not 100 <= code <= 199:
-            raise ProtocolUsageError("the pull is answered with a 1xx code (150)")
+        # 150 is the one 1xx of the protocol (protocol.md 6.2): a client reads
+        # a block after it and after no other code.
+        if code != 150:
+            raise ProtocolUsageError("the pull is answered with a 1xx code, and only 150")
         check_text(text, self._WORDS.answer)
         self._begin_block(format_reply(code, [text]))
 

@@ -167,7 +167,7 @@ class UserServerConnection(ServerConnection[UserState, UserEvent]):
         return "finish the message with DATA or abandon it with RSET first"
 
     def _end_block(self, reader: DataBlockReader) -> UserEvent:
-        self._rcpts_ok = 0
+        self._rcpts_ok = 0  # the message is over (the next MAIL resets it too)
         if reader.too_long_line:
             self._refuse("line too long; message refused")
             return MessageFailed(LINE_TOO_LONG_REASON)
