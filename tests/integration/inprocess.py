@@ -63,6 +63,7 @@ class InProcessServer:
         # [listen] submission / submission_tls, when ``listen`` asks for them.
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
+        self.mx_port: int | None = None  # [listen] mx
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SmdpServer | None = None
@@ -101,6 +102,7 @@ class InProcessServer:
         self.peer_port, self.user_port = self._server.peer_port, self._server.user_port
         self.submission_port = self._server.submission_port
         self.submission_tls_port = self._server.submission_tls_port
+        self.mx_port = self._server.mx_port
 
     def peer_with(self, other: InProcessServer) -> None:
         """Deliver ``other.domain``'s mail to ``other`` (its real port is

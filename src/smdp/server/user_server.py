@@ -355,6 +355,11 @@ class UserSession(Session):
             f"Sender: {env.sender or '<>'}", f"Server: {env.origin_server}",
             f"Recipient: {entry.recipient}", f"Size: {env.size}",
         ]
+        if env.smtp_auth is not None:
+            # Mail that arrived by SMTP at the MX (issue 12; protocol.md 12.5):
+            # how it came, what was verified, and the results in full.
+            lines += ["Via: SMTP", f"Verified: {env.verified_domain or 'none'}",
+                      _clean(f"Authentication-Results: {env.smtp_auth}")]
         lines += [_clean(line) for line in env.block.splitlines() if line]
         self.conn.ok(f"envelope {entry.id}", lines)
 

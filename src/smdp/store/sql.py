@@ -113,7 +113,8 @@ class SqlStore:
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: Body | bytes | None,
+        subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
+        verified_domain: str | None = None,
     ) -> int:
         """``size`` is the size the envelope announced; with a body, the body's own."""
         if body is None:
@@ -126,8 +127,10 @@ class SqlStore:
         with self.transaction():
             envelope_id = self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-                "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
-                (envid, origin_server, sender, body.size, block, subject, time.time()),
+                "received_at, has_body, smtp_auth, verified_domain) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id",
+                (envid, origin_server, sender, body.size, block, subject, time.time(),
+                 smtp_auth, verified_domain),
             )
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
         return envelope_id
@@ -326,7 +329,7 @@ class SqlStore:
 
     _IN_ENV = (
         "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "has_body FROM in_envelopes"
+        "has_body, smtp_auth, verified_domain FROM in_envelopes"
     )
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -349,6 +352,28 @@ class SqlStore:
             )
             self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (envelope_id,))
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
+
+    def drop_smtp_bodies(self, keep_states: Collection[str],
+                         envelope_id: int | None = None) -> int:
+        """Free the bytes of SMTP arrivals (``smtp_auth`` set) none of whose
+        entries is in ``keep_states`` (say pending or accepted) and not
+        deleted; only ``envelope_id``'s when given. Returns the bodies freed."""
+        marks = ", ".join("?" * len(keep_states))
+        unneeded = (
+            "SELECT e.id FROM in_envelopes e WHERE e.has_body = 1 "
+            "AND e.smtp_auth IS NOT NULL AND NOT EXISTS (SELECT 1 FROM mailbox m "
+            f"WHERE m.envelope_id = e.id AND m.deleted = 0 AND m.state IN ({marks}))"
+        )
+        args: tuple[object, ...] = tuple(keep_states)
+        if envelope_id is not None:
+            unneeded += " AND e.id = ?"
+            args += (envelope_id,)
+        with self.transaction():
+            ids = [int(r[0]) for r in self._exec(unneeded, args).fetchall()]
+            for owner in ids:
+                self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (owner,))
+                self._exec("UPDATE in_envelopes SET has_body=0 WHERE id=?", (owner,))
+        return len(ids)
 
     def in_body(self, envelope_id: int) -> bytes | None:
         """The whole stored body (None when there is none): for tests and small

@@ -1,0 +1,8 @@
+-- 0010 (issue 12, item 3): mail that arrived by SMTP at the MX is held as an
+-- envelope like an SMDP one, with its bytes already here. smtp_auth is the
+-- value of the Authentication-Results field the MX wrote for it (RFC 8601);
+-- NULL marks an envelope that came over the peer port. verified_domain is
+-- the From domain SPF/DKIM/DMARC verified (NULL: unverified, or SMDP), the
+-- only thing a white-list entry may match for SMTP mail (docs/smtp.md, "The MX").
+ALTER TABLE in_envelopes ADD COLUMN smtp_auth TEXT;
+ALTER TABLE in_envelopes ADD COLUMN verified_domain TEXT COLLATE "C";
