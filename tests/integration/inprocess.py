@@ -20,6 +20,7 @@ from pathlib import Path
 
 from smdp.client.session import UserClient
 from smdp.config import Config, PeerServer, load_config
+from smdp.core.sender_auth import SenderAuthenticator
 from smdp.server.app import SmdpServer
 
 from .harness import create_user
@@ -50,8 +51,11 @@ class InProcessServer:
     """One domain's server on a loop in a background thread."""
 
     def __init__(self, root: Path, domain: str, extra: str = "", listen: str = "",
-                 plaintext_login: bool = True) -> None:
+                 plaintext_login: bool = True,
+                 authenticator: SenderAuthenticator | None = None) -> None:
         self.domain = domain
+        # The MX's sender authentication (issue 12): NoAuthentication unless given.
+        self.authenticator = authenticator
         self.hostname = f"smdp.{domain}"
         self.config_path = root / f"{domain}.toml"
         self.config_path.write_text(CONFIG.format(hostname=self.hostname, domain=domain,
@@ -84,7 +88,7 @@ class InProcessServer:
             async def begin() -> None:
                 # Built on the loop's own thread: the SQLite connection is
                 # used only where it was opened.
-                self._server = SmdpServer(self.config)
+                self._server = SmdpServer(self.config, authenticator=self.authenticator)
                 await self._server.start()
 
             try:

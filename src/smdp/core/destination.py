@@ -210,12 +210,13 @@ class Destination:
 
     def receive_smtp(
         self, *, envid: str, sender: str, verified_domain: str | None, auth_results: str,
-        recipients: list[str], body: Body, expires_at: float,
+        recipients: list[str], body: Body, expires_at: float, mail_from: str = "",
     ) -> SmtpArrival:
         """Table 3 for a message that arrived by SMTP at the MX (issue 12).
 
         ``sender`` is the From address ("" when there is none); its domain
-        stands where an SMDP envelope has its origin server. Per recipient:
+        stands where an SMDP envelope has its origin server; ``mail_from``
+        is the reverse-path, kept for the Return-Path. Per recipient:
         on the black list, refused and nothing stored for them (verified or
         not: a forger can only get its own mail refused); on the white list
         *and* ``verified_domain`` is the From domain, straight to the
@@ -253,7 +254,7 @@ class Destination:
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=body.size,
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
-                smtp_auth=auth_results, verified_domain=verified)
+                smtp_auth=auth_results, verified_domain=verified, mail_from=mail_from)
             self.store.set_in_expiry(env_id, expires_at)
             for rcpt, user in users:
                 if rcpt in delivered:

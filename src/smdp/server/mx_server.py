@@ -206,7 +206,7 @@ class MxSession(Session):
         arrival = self.core.destination.receive_smtp(
             envid=envid, sender=sender or "", verified_domain=verified,
             auth_results=authentication_results(hostname, auth),
-            recipients=txn.recipients, body=stored,
+            recipients=txn.recipients, body=stored, mail_from=txn.sender,
             # Held as long as an SMDP origin holds a message ([delivery] expire_days).
             expires_at=time.time() + self.config.delivery.expire_days * 86400.0)
         log.info("mx envid=%s mailfrom=%s from=%s client=%s helo=%s held=%s delivered=%s "

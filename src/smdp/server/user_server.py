@@ -111,7 +111,9 @@ class UserSession(Session):
         # Return-Path and Delivered-To (protocol.md 8.4): one stored copy
         # serves every recipient of an envelope, so the field naming the
         # mailbox is written as the message is read, not stored.
-        return delivery_fields(env.sender, entry.recipient)
+        # Mail from the MX: the Return-Path is its SMTP reverse-path, not From.
+        sender = env.mail_from if env.mail_from is not None else env.sender
+        return delivery_fields(sender, entry.recipient)
 
     def _stored(self, n: int) -> tuple[InEnvelope, bytes] | None:
         """Message ``n``'s envelope and delivery fields when its body is here to

@@ -170,7 +170,7 @@ class Store(Protocol):
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
-        verified_domain: str | None = None,
+        verified_domain: str | None = None, mail_from: str | None = None,
     ) -> int:
         """``size`` is what the envelope announced; with a body, the body's own size."""
         ...

@@ -79,6 +79,7 @@ class InEnvelope:
     # sender authentication verified (None when nothing was verified).
     smtp_auth: str | None = None
     verified_domain: str | None = None
+    mail_from: str | None = None  # the SMTP reverse-path ("" for <>)
 
     @property
     def via_smtp(self) -> bool:

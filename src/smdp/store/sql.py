@@ -114,7 +114,7 @@ class SqlStore:
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
-        verified_domain: str | None = None,
+        verified_domain: str | None = None, mail_from: str | None = None,
     ) -> int:
         """``size`` is the size the envelope announced; with a body, the body's own."""
         if body is None:
@@ -125,12 +125,16 @@ class SqlStore:
             )
         body = as_body(body)
         with self.transaction():
+            # The columns of migration 0010 only for SMTP mail: an SMDP
+            # arrival's statement is the same as before it.
+            smtp = ("", "") if smtp_auth is None else (
+                ", smtp_auth, verified_domain, mail_from", ", ?, ?, ?")
             envelope_id = self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-                "received_at, has_body, smtp_auth, verified_domain) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id",
+                f"received_at, has_body{smtp[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, 1{smtp[1]}) "
+                "RETURNING id",
                 (envid, origin_server, sender, body.size, block, subject, time.time(),
-                 smtp_auth, verified_domain),
+                 *(() if smtp_auth is None else (smtp_auth, verified_domain, mail_from))),
             )
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
         return envelope_id
@@ -329,7 +333,7 @@ class SqlStore:
 
     _IN_ENV = (
         "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "has_body, smtp_auth, verified_domain FROM in_envelopes"
+        "has_body, smtp_auth, verified_domain, mail_from FROM in_envelopes"
     )
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:

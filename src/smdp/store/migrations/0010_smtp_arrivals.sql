@@ -4,5 +4,8 @@
 -- NULL marks an envelope that came over the peer port. verified_domain is
 -- the From domain SPF/DKIM/DMARC verified (NULL: unverified, or SMDP), the
 -- only thing a white-list entry may match for SMTP mail (docs/smtp.md, "The MX").
+-- mail_from is the SMTP reverse-path ("" for <>), the Return-Path a reader
+-- sees; sender stays the From address, as Table 3 knows the SMTP sender.
 ALTER TABLE in_envelopes ADD COLUMN smtp_auth TEXT;
 ALTER TABLE in_envelopes ADD COLUMN verified_domain TEXT;
+ALTER TABLE in_envelopes ADD COLUMN mail_from TEXT;
