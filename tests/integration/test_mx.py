@@ -186,6 +186,10 @@ def test_smtplib_mail_is_held_and_shown_like_an_envelope(tmp_path: Path) -> None
         refused = c.sendmail(FRIEND, [BOB, CAROL], message("lunch", to=BOB)
                              + (big * 800).encode())  # about 800 KB: spooled
         assert refused == {}
+        # 8BITMIME and SMTPUTF8 (RFC 6152, RFC 6531): raw UTF-8 in path and header.
+        assert c.has_extn("8bitmime") and c.has_extn("smtputf8")
+        c.sendmail("amélie@c.example", [BOB], "From: amelie@c.example\r\nSubject: déjeuner\r\n"
+                   "\r\nÀ midi ?\r\n".encode(), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
         c.quit()
         bob = s.client(BOB)
         envs = envelopes(bob)
@@ -196,8 +200,8 @@ def test_smtplib_mail_is_held_and_shown_like_an_envelope(tmp_path: Path) -> None
         assert env["Authentication-Results"] == "smdp.b.example; none"
         assert env["Server"] == "c.example" and env["Subject"] == "lunch"
         assert "Headline: Hello Bob" in lines(bob, wire.EnvShow(int(entry)))
-        bob.quit()
-        assert stored(s)[0] == 1  # one copy for both recipients
+        assert envelopes(bob)["déjeuner"][1:3] == ["pending", "amelie@c.example"]
+        assert stored(s)[0] == 2  # one copy of each for both recipients
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None,
@@ -282,7 +286,10 @@ def test_each_decision_on_held_mail(tmp_path: Path) -> None:
     with mx(tmp_path) as s:
         c = smtp(s)
         for name in options:
-            c.sendmail(f"bounce-{name}@c.example", [BOB], message(name, sender=senders[name]))
+            # A forged claim of this server's own results (RFC 8601 section 5).
+            forged = b"Authentication-Results: smdp.b.example; dkim=pass\r\n"
+            c.sendmail(f"bounce-{name}@c.example", [BOB],
+                       forged + message(name, sender=senders[name]))
         c.quit()
         assert stored(s) == (5, 5)
         bob = s.client(BOB)
@@ -301,6 +308,7 @@ def test_each_decision_on_held_mail(tmp_path: Path) -> None:
         head, _, rest = body.partition(b"\r\n\r\n")
         assert b"Received: from mta.c.example ([127.0.0.1]) by smdp.b.example with ESMTP" in head
         assert b"Authentication-Results: smdp.b.example;\r\n\tnone" in head
+        assert b"dkim=pass" not in head  # the forged field is gone
         assert rest == b"Hello Bob\r\n"
         assert b"Return-Path: <bounce-one@c.example>" in head  # the MAIL FROM, not From
         lists = lines(bob, wire.Lists())

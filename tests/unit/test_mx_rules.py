@@ -14,6 +14,7 @@ from smdp.core.destination import Destination, SmtpArrival
 from smdp.core.mx import (
     authentication_results,
     authentication_results_field,
+    forged_results,
     from_address,
     relay_refusal,
 )
@@ -100,6 +101,19 @@ def test_authentication_results_null_path_and_hostile_text() -> None:
     field = authentication_results_field("mx.b.example", results())
     assert field.startswith(b"Authentication-Results: mx.b.example;\r\n\tspf=pass")
     assert field.endswith(b"\r\n") and field.count(b"\r\n") == 4
+
+
+def test_forged_results_in_our_name_are_cut_out() -> None:
+    head = (b"Received: x\r\nAuthentication-Results: mx.b.example; dkim=pass\r\n"
+            b" header.d=b.example\r\nSubject: s\r\n"
+            b"Authentication-Results: other.example; spf=pass\r\n"
+            b"authentication-results:MX.B.EXAMPLE 1; none\r\n\r\n"
+            b"Authentication-Results: mx.b.example; in the body, left alone\r\n")
+    kept, end = forged_results(head, "mx.b.example")
+    assert kept + head[end:] == (
+        b"Received: x\r\nSubject: s\r\nAuthentication-Results: other.example; spf=pass\r\n"
+        b"\r\nAuthentication-Results: mx.b.example; in the body, left alone\r\n")
+    assert forged_results(b"Subject: s\r\n\r\n", "mx.b.example") == (b"", 0)
 
 
 # -- Table 3 for SMTP mail -----------------------------------------------------------

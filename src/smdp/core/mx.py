@@ -8,7 +8,9 @@
 - :func:`from_address`: the RFC 5322 From address of a message, the SMTP
   sender as Table 3 knows it.
 - :func:`authentication_results`: the ``Authentication-Results`` field
-  (RFC 8601) for what sender authentication found.
+  (RFC 8601) for what sender authentication found, and
+  :func:`forged_results`: the fields of that name a sender wrote in our name,
+  which RFC 8601 section 5 says must go.
 
 Table 3 itself for SMTP mail is applied by ``destination.py``
 (``Destination.receive_smtp``).
@@ -26,7 +28,13 @@ from smdp.mail.addresses import AddressError, normalize, parse_address
 from smdp.mail.mime import MAX_HEADER_OCTETS, scan_header
 from smdp.protocol.smtp import split_mailbox
 
-__all__ = ["authentication_results", "from_address", "relay_refusal"]
+__all__ = [
+    "authentication_results",
+    "authentication_results_field",
+    "forged_results",
+    "from_address",
+    "relay_refusal",
+]
 
 # Characters that route mail onward when they stand in a local part: the
 # percent hack (user%other@us) and UUCP bang paths (other!user@us).
@@ -129,3 +137,31 @@ def authentication_results_field(authserv_id: str, results: AuthResults) -> byte
     every line stays short (RFC 5322 2.1.1)."""
     value = authentication_results(authserv_id, results)
     return ("Authentication-Results: " + value.replace("; ", ";\r\n\t") + "\r\n").encode("ascii")
+
+
+def forged_results(head: bytes, authserv_id: str) -> tuple[bytes, int]:
+    """RFC 8601 section 5: an MTA MUST delete the Authentication-Results
+    fields that claim its own authserv-id and did not come from a trusted
+    MTA (none is trusted here: every message comes from outside).
+
+    ``head`` is the start of the message (at least its header). Returns the
+    octets of ``head`` up to the end of the last such field with those
+    fields cut out, and that end: the message becomes the first followed by
+    the rest from that end on. ``(b"", 0)`` when there is none.
+    """
+    block = scan_header(head, keep=frozenset({"authentication-results"}),
+                        limit=MAX_HEADER_OCTETS)
+    spans = []
+    for found in block.fields:
+        # authserv-id [CFWS version] ";" ...: the first word before any ';'
+        # or comment.
+        words = re.split(r"[\s;(]", found.value.decode("latin-1").strip(), maxsplit=1)
+        if words and words[0].lower() == authserv_id.lower():
+            spans.append((found.start, found.end))
+    if not spans:
+        return b"", 0
+    kept, at = [], 0
+    for start, end in spans:
+        kept.append(head[at:start])
+        at = end
+    return b"".join(kept), at

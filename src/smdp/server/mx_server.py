@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from smdp.core.envelope import new_token
-from smdp.core.mx import authentication_results, authentication_results_field, from_address
+from smdp.core.mx import (
+    authentication_results,
+    authentication_results_field,
+    forged_results,
+    from_address,
+)
 from smdp.core.mx import relay_refusal as relay_problem
 from smdp.core.sender_auth import SpfCheck
 from smdp.mail.addresses import AddressError, domain_of, normalize, parse_address
@@ -201,6 +206,10 @@ class MxSession(Session):
         trace = received_field(source=self.helo or "unknown", host=hostname,
                                protocol="ESMTPS" if self.conn.tls else "ESMTP",
                                ident=envid, when=datetime.now(UTC), address=self.client)
+        # RFC 8601 section 5: results a sender wrote in our name are deleted.
+        kept, end = forged_results(body.head(MAX_HEADER_OCTETS), hostname)
+        if end:
+            body = body.tail(end).prefixed(kept)
         stored = body.prefixed(trace + authentication_results_field(hostname, auth))
         verified = auth.verified_domain if sender and auth.verified_domain else None
         arrival = self.core.destination.receive_smtp(
