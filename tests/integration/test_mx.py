@@ -201,6 +201,7 @@ def test_smtplib_mail_is_held_and_shown_like_an_envelope(tmp_path: Path) -> None
         assert env["Server"] == "c.example" and env["Subject"] == "lunch"
         assert "Headline: Hello Bob" in lines(bob, wire.EnvShow(int(entry)))
         assert envelopes(bob)["déjeuner"][1:3] == ["pending", "amelie@c.example"]
+        bob.quit()
         assert stored(s)[0] == 2  # one copy of each for both recipients
 
 
