@@ -68,11 +68,11 @@ class Verifies:
 
 
 @contextlib.contextmanager
-def mx(root: Path, *, tls: bool = False, hold: float | None = None,
+def mx(root: Path, *, tls: bool = False, hold: float | None = None, extra: str = "",
        authenticator: Verifies | None = None) -> Iterator[InProcessServer]:
     """b.example with the MX; ``hold``: [delivery] expire_days in seconds,
-    with housekeeping every 0.2 s."""
-    lines = "[tls]\n" + Pki(root).tls("smdp.b.example") if tls else ""
+    with housekeeping every 0.2 s; ``extra``: more tables."""
+    lines = extra + ("[tls]\n" + Pki(root).tls("smdp.b.example") if tls else "")
     s = InProcessServer(root, "b.example", lines, listen='mx = "127.0.0.1:0"\n',
                         authenticator=authenticator)
     if hold is not None:
@@ -177,6 +177,17 @@ def test_only_local_users_and_no_relay_in_any_form(tmp_path: Path) -> None:
         assert raw.cmd(b"RCPT TO:<BOB@B.example>").startswith("250 2.1.5")
         raw.close()
         assert stored(s) == (0, 0)
+
+
+def test_sessions_per_client_address_are_capped(tmp_path: Path) -> None:
+    with mx(tmp_path, extra="[limits]\nmax_sessions_per_client = 1\n") as s:
+        assert s.mx_port is not None
+        first = RawSmtp(s.mx_port)
+        with socket.create_connection(("127.0.0.1", s.mx_port), timeout=10) as second:
+            assert second.makefile("rb").readline().startswith(
+                b"421 4.7.0 too many sessions from 127.0.0.1")
+        assert first.cmd(b"NOOP").startswith("250")
+        first.close()
 
 
 def test_smtplib_mail_is_held_and_shown_like_an_envelope(tmp_path: Path) -> None:

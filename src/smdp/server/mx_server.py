@@ -106,6 +106,11 @@ class MxSession(Session):
                 await self.start_tls(context)
             case smtp.Mail(sender=sender):
                 await self._mail(sender)
+            case smtp.Rcpt() | smtp.DataStart() | smtp.DataComplete() if self.txn is None:
+                # A local error (internal_error) dropped the transaction while
+                # the codec still counts it open: refuse the rest of it.
+                self.drop_spool()
+                conn.reply(451, "local error earlier in this transaction; send RSET", "4.3.0")
             case smtp.Rcpt(recipient=recipient, route=route):
                 self._rcpt(recipient, route)
             case smtp.DataStart():
