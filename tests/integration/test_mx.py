@@ -396,6 +396,45 @@ def test_expiry_frees_the_bytes(tmp_path: Path) -> None:
         bob.quit()
 
 
+def test_a_client_network_voted_down_is_refused_before_data(tmp_path: Path) -> None:
+    """Issue 12 item 4: quality per client prefix (here 127.0.0.0/24), the
+    peer port's thresholds; a blocked sender gets 554 at MAIL FROM."""
+    with mx(tmp_path, extra="[quality]\nmin_messages = 2\n") as s:
+        c = smtp(s)
+        for n in range(2):
+            c.sendmail(FRIEND, [BOB], message(f"ad {n}"))
+        bob = s.client(BOB)
+        for entry in envelopes(bob).values():
+            bob.call(wire.UserDecision(Decision.REJECT_SPAM, int(entry[0])))
+        bob.quit()
+        code, text = c.mail("someone@d.example")
+        assert code == 554 and text.startswith(b"5.7.1 127.0.0.0/24 blocked: quality -1.00")
+        c.quit()
+        assert stored(s) == (2, 0)
+
+
+def test_a_verified_domain_voted_down_is_refused_at_the_end_of_data(tmp_path: Path) -> None:
+    with mx(tmp_path, extra="[quality]\nmin_messages = 2\n",
+            authenticator=Verifies("c.example")) as s:
+        c = smtp(s)
+        for n in range(2):
+            c.sendmail(FRIEND, [BOB], message(f"ad {n}"))
+            c.sendmail("pal@d.example", [BOB], message(f"note {n}", sender="pal@d.example"))
+        bob = s.client(BOB)
+        for subject, entry in envelopes(bob).items():
+            decision = Decision.REJECT if subject.startswith("ad") else Decision.ACCEPT
+            bob.call(wire.UserDecision(decision, int(entry[0])))
+        bob.quit()
+        # The network is even (2 accepted, 2 rejected); c.example is at -1.
+        code, _ = c.mail("bounces@e.example")  # no SPF pass: not known before the data
+        assert code == 250
+        c.rcpt(BOB)
+        code, text = c.data(message("more ads"))
+        assert code == 554 and text.startswith(b"5.7.1 c.example blocked")
+        c.quit()
+        assert stored(s)[0] == 4
+
+
 # -- crash safety ------------------------------------------------------------------------
 
 

@@ -14,10 +14,13 @@ from smdp.core.destination import Destination, SmtpArrival
 from smdp.core.mx import (
     authentication_results,
     authentication_results_field,
+    client_prefix,
     forged_results,
     from_address,
+    quality_keys,
     relay_refusal,
 )
+from smdp.core.outcomes import Kind
 from smdp.core.sender_auth import AuthResults, DkimSignatureCheck, SpfCheck
 from smdp.mail.body import Body
 from smdp.store.sqlite import SqliteStore
@@ -116,6 +119,23 @@ def test_forged_results_in_our_name_are_cut_out() -> None:
     assert forged_results(b"Subject: s\r\n\r\n", "mx.b.example") == (b"", 0)
 
 
+@pytest.mark.parametrize(("address", "prefix"), [
+    ("192.0.2.77", "192.0.2.0/24"),
+    ("::ffff:192.0.2.77", "192.0.2.0/24"),
+    ("2001:db8:1:2::5", "2001:db8:1::/48"),
+    ("fe80::1%eth0", "fe80::/48"),
+    ("?", None),
+])
+def test_client_prefix(address: str, prefix: str | None) -> None:
+    assert client_prefix(address) == prefix
+
+
+def test_quality_keys() -> None:
+    assert quality_keys("c.example", "192.0.2.0/24") == ["smtp:c.example", "smtp:192.0.2.0/24"]
+    assert quality_keys(None, "192.0.2.0/24") == ["smtp:192.0.2.0/24"]
+    assert quality_keys(None, None) == []
+
+
 # -- Table 3 for SMTP mail -----------------------------------------------------------
 
 
@@ -123,15 +143,16 @@ class Mx:
     def __init__(self, tmp: Path) -> None:
         self.store = SqliteStore(tmp / "b.sqlite3")
         self.store.migrate()
-        self.dest = Destination(self.store, quality=QualityPolicy(), hostname="smdp.b.example")
+        self.dest = Destination(self.store, quality=QualityPolicy(min_messages=3),
+                                hostname="smdp.b.example")
         self.bob = self.store.create_user("bob@b.example", "x")
         self.carol = self.store.create_user("carol@b.example", "x")
 
     def arrive(self, *, verified: str | None = None, sender: str = FRIEND,
                rcpts: tuple[str, ...] = ("bob@b.example",), envid: str = "e1",
-               expires: float | None = None) -> SmtpArrival:
+               expires: float | None = None, prefix: str | None = None) -> SmtpArrival:
         return self.dest.receive_smtp(
-            envid=envid, sender=sender, verified_domain=verified,
+            envid=envid, sender=sender, verified_domain=verified, client_prefix=prefix,
             auth_results="smdp.b.example; none", recipients=list(rcpts),
             body=Body.of(MESSAGE),
             expires_at=time.time() + 3600 if expires is None else expires)
@@ -205,7 +226,7 @@ def test_the_five_decisions_on_held_smtp_mail(mx: Mx, decision: Decision, state:
     assert mx.store.inbound_kind(mx.bob.id, FRIEND, "c.example") == listed
     assert (mx.store.in_body(arrival.envelope_id) is not None) is body_kept
     assert mx.store.jobs() == []  # no decision goes back, no bounce
-    assert mx.store.quality("c.example").messages == 0  # no vote either
+    assert mx.store.all_quality() == []  # neither verified nor from a network: no counter
 
 
 def test_a_rejection_keeps_the_bytes_another_recipient_holds(mx: Mx) -> None:
@@ -250,3 +271,47 @@ def test_smtp_black_listed_at_rcpt(mx: Mx) -> None:
     assert mx.dest.smtp_black_listed("bob@b.example", FRIEND)
     assert not mx.dest.smtp_black_listed("carol@b.example", FRIEND)
     assert not mx.dest.smtp_black_listed("bob@b.example", "")
+
+
+# -- quality for SMTP senders (issue 12 item 4) ----------------------------------------
+
+NET = "192.0.2.0/24"
+
+
+def test_votes_count_for_the_verified_domain_and_the_prefix(mx: Mx) -> None:
+    mx.arrive(verified="c.example", prefix=NET, envid="v")
+    mx.arrive(prefix=NET, envid="u")  # unverified: counts for the prefix only
+    entries = mx.store.mailbox_entries(mx.bob.id, None)
+    mx.dest.decide(mx.bob, entries[0].id, Decision.ACCEPT)
+    mx.dest.decide(mx.bob, entries[1].id, Decision.REJECT)
+    domain, net = mx.store.quality("smtp:c.example"), mx.store.quality(f"smtp:{NET}")
+    assert (domain.messages, domain.votes) == (1, 1)
+    assert (net.messages, net.votes) == (2, 0)
+    # A decision changed replaces the vote, on both keys.
+    mx.dest.decide(mx.bob, entries[0].id, Decision.REJECT_SPAM)
+    assert mx.store.quality("smtp:c.example").votes == -1
+    assert mx.store.quality(f"smtp:{NET}").votes == -2
+    assert mx.store.quality("c.example").messages == 0  # never an SMDP server's
+
+
+def test_black_list_refusals_and_expiry_count_against_the_sender(mx: Mx) -> None:
+    mx.listed(mx.bob.id, ListKind.BLACK)
+    mx.arrive(verified="c.example", prefix=NET, envid="refused")
+    mx.arrive(sender="x@d.example", prefix=NET, envid="expiring", expires=time.time() - 1)
+    mx.dest.expire(time.time())
+    net = mx.store.quality(f"smtp:{NET}")
+    assert (net.messages, net.votes) == (2, -2)
+    assert mx.store.quality("smtp:c.example").votes == -1
+
+
+def test_a_sender_below_the_block_threshold_is_refused(mx: Mx) -> None:
+    keys = quality_keys("c.example", NET)
+    for n in range(3):
+        mx.arrive(verified="c.example", prefix=NET, envid=f"m{n}")
+    assert mx.dest.smtp_refusal(keys) is None  # 3 messages, no vote yet: quality 0
+    for entry in mx.store.mailbox_entries(mx.bob.id, None):
+        mx.dest.decide(mx.bob, entry.id, Decision.REJECT)
+    refusal = mx.dest.smtp_refusal(keys)
+    assert refusal is not None and refusal.kind is Kind.PEER_BLOCKED
+    assert refusal.reason.startswith("c.example blocked: quality -1.00")
+    assert mx.dest.smtp_refusal(quality_keys(None, "198.51.100.0/24")) is None

@@ -1057,4 +1057,10 @@ def test_smtp_arrivals_keep_their_results_and_free_their_bytes(backend: Backend)
     assert store.drop_smtp_bodies(keep) == 1
     assert store.in_body(smtp) is None and store.in_body(kept) == b"def"
     assert store.in_body(smdp_env) == b"abc"
+    # One vote per entry, moving every quality key it counts under.
+    with store.transaction():
+        store.set_vote(smdp_entry, "smtp:c.example", -1, also=["smtp:192.0.2.0/24"])
+        store.set_vote(smdp_entry, "smtp:c.example", +1, also=["smtp:192.0.2.0/24"])
+    assert [(q.server, q.votes) for q in store.all_quality()] == [
+        ("smtp:192.0.2.0/24", 1), ("smtp:c.example", 1)]
     store.close()

@@ -20,6 +20,7 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.jobs import queue_decision
+from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing, Verdict, judge
@@ -199,6 +200,17 @@ class Destination:
                     self.store.set_vote(entry_id, server, +1)
                 self.store.touch_inbound(user.id, sender, server)
 
+    def smtp_refusal(self, keys: list[str]) -> Outcome | None:
+        """Section 5.3 for SMTP senders (issue 12 item 4): refused when the
+        quality under any of ``keys`` (``core/mx.py`` ``quality_keys``) is
+        below the block threshold."""
+        for key in keys:
+            verdict = judge(self.store.quality(key), self.quality_policy)
+            if verdict.status is Standing.BLOCKED:
+                return Outcome(Kind.PEER_BLOCKED, f"{key.removeprefix('smtp:')} blocked: "
+                                                  f"{verdict.reason}")
+        return None
+
     def smtp_black_listed(self, recipient: str, sender: str) -> bool:
         """Table 3 at RCPT for SMTP mail: is ``sender`` (a MAIL FROM address
         that passed SPF) on ``recipient``'s inbound black list? The pair's
@@ -211,6 +223,7 @@ class Destination:
     def receive_smtp(
         self, *, envid: str, sender: str, verified_domain: str | None, auth_results: str,
         recipients: list[str], body: Body, expires_at: float, mail_from: str = "",
+        client_prefix: str | None = None,
     ) -> SmtpArrival:
         """Table 3 for a message that arrived by SMTP at the MX (issue 12).
 
@@ -227,6 +240,10 @@ class Destination:
         server = domain_of(sender) if sender else ""
         verified = verified_domain.lower() if verified_domain else None
         trusted = bool(sender) and verified == server
+        # Issue 12 item 4: the message counts for its verified domain (if
+        # any) and its client's prefix; a black-list refusal as a message
+        # voted -1 that nobody saw, as a forged SMDP envelope does.
+        keys = quality_keys(verified if trusted else None, client_prefix)
         held: list[str] = []
         delivered: list[str] = []
         refused: list[str] = []
@@ -247,6 +264,11 @@ class Destination:
                 else:
                     held.append(rcpt)
                 users.append((rcpt, user))
+            for key in keys:
+                if refused:
+                    self.store.count_forged(key, len(refused))
+                if users:
+                    self.store.count_messages(key, len(users))
             if not users:
                 return SmtpArrival(None, refused=tuple(refused))
             summary = extract_envelope(body)
@@ -254,7 +276,9 @@ class Destination:
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=body.size,
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
-                smtp_auth=auth_results, verified_domain=verified, mail_from=mail_from)
+                smtp_auth=auth_results, verified_domain=verified if trusted else None,
+                mail_from=mail_from,
+                client_prefix=client_prefix)
             self.store.set_in_expiry(env_id, expires_at)
             for rcpt, user in users:
                 if rcpt in delivered:
@@ -263,6 +287,8 @@ class Destination:
                     self.store.update_mailbox_entry(
                         entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
                         reason="sender is on your white list (From verified)")
+                    if keys:
+                        self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
                 else:
                     self.store.insert_mailbox_entry(user.id, env_id, rcpt, EntryState.PENDING)
         return SmtpArrival(env_id, tuple(held), tuple(delivered), tuple(refused))
@@ -371,8 +397,8 @@ class Destination:
         the server; the bytes are here, so an accept puts the message in the
         mailbox and a rejection deletes them (once no other recipient keeps
         them). Nothing is queued: no decision goes back to an SMTP sender
-        (no backscatter), and no vote counts until quality per verified
-        domain exists (issue 12 item 4)."""
+        (no backscatter). The vote counts for the verified domain and the
+        client's prefix (issue 12 item 4)."""
         effect = recipient_side(decision)
         if env.sender:
             if effect.add_to_white_list:
@@ -383,8 +409,20 @@ class Destination:
                                        env.origin_server, ListedBy.AUTO)
         state = EntryState.ACCEPTED if decision.accepts else effect.state
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
+        self._smtp_vote(entry.id, env, effect.vote)
         if not decision.accepts:
             self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY, env.id)
+
+    def _smtp_vote(self, entry_id: int, env: InEnvelope, vote: int) -> None:
+        keys = quality_keys(env.verified_domain, env.client_prefix)
+        if not keys:
+            return
+        self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
+        if vote < 0:
+            for key in keys:
+                verdict = judge(self.store.quality(key), self.quality_policy)
+                if verdict.status in (Standing.ALERT, Standing.BLOCKED):
+                    log.warning("SMTP sender %s: %s (%s)", key, verdict.status, verdict.reason)
 
     # -- expiry ---------------------------------------------------------------------
 
@@ -399,17 +437,18 @@ class Destination:
                 now, undecided=EntryState.PENDING, open_states=d.OPEN_ENTRIES,
                 expired=EntryState.EXPIRED, reason="the origin no longer holds it: it expired")
             for entry_id, server in undecided:
-                if server != self.hostname and self._votes(entry_id):
+                env = self._envelope_of(entry_id)
+                if env is not None and env.via_smtp:
+                    self._smtp_vote(entry_id, env, -1)
+                elif server != self.hostname:
                     self.store.set_vote(entry_id, server, -1)
             # Held SMTP mail carries its bytes: they go with the expiry.
             self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY)
         return len(undecided)
 
-    def _votes(self, entry_id: int) -> bool:
-        """SMTP mail counts towards no peer's quality (issue 12 item 4 is not built)."""
+    def _envelope_of(self, entry_id: int) -> InEnvelope | None:
         entry = self.store.mailbox_entry(entry_id)
-        env = self.store.in_envelope(entry.envelope_id) if entry else None
-        return env is None or not env.via_smtp
+        return self.store.in_envelope(entry.envelope_id) if entry else None
 
     def notify_pending(self, now: float, interval: float) -> int:
         """Issue 10, item 7 (b): a user with envelopes pending gets a notice

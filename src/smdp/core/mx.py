@@ -18,6 +18,7 @@ Table 3 itself for SMTP mail is applied by ``destination.py``
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection
 from email.utils import getaddresses
@@ -31,8 +32,10 @@ from smdp.protocol.smtp import split_mailbox
 __all__ = [
     "authentication_results",
     "authentication_results_field",
+    "client_prefix",
     "forged_results",
     "from_address",
+    "quality_keys",
     "relay_refusal",
 ]
 
@@ -165,3 +168,29 @@ def forged_results(head: bytes, authserv_id: str) -> tuple[bytes, int]:
         kept.append(head[at:start])
         at = end
     return b"".join(kept), at
+
+
+def client_prefix(address: str) -> str | None:
+    """The network an SMTP client's address stands for in the quality
+    indicator (issue 12 item 4): its IPv4 /24 or IPv6 /48 (an IPv4-mapped
+    IPv6 address counts as IPv4). None for what is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def quality_keys(verified_domain: str | None, prefix: str | None) -> list[str]:
+    """Under which names an SMTP message counts in the quality indicator
+    (``peer_quality``, beside SMDP peer servers): ``smtp:<verified domain>``
+    and ``smtp:<client prefix>``. The ``smtp:`` mark keeps them apart from
+    SMDP servers' host names: a domain proven by DMARC is not a server
+    proven by its certificate."""
+    keys = [f"smtp:{verified_domain}"] if verified_domain else []
+    if prefix:
+        keys.append(f"smtp:{prefix}")
+    return keys

@@ -30,8 +30,10 @@ from smdp.core.envelope import new_token
 from smdp.core.mx import (
     authentication_results,
     authentication_results_field,
+    client_prefix,
     forged_results,
     from_address,
+    quality_keys,
 )
 from smdp.core.mx import relay_refusal as relay_problem
 from smdp.core.sender_auth import SpfCheck
@@ -67,6 +69,7 @@ class MxSession(Session):
         limits = self.config.limits
         peer = writer.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
+        self.prefix = client_prefix(self.client)  # its network, for quality
         self.conn = smtp.SmtpServerConnection(
             self.config.hostname,
             max_message_size=limits.max_message_size,
@@ -148,6 +151,15 @@ class MxSession(Session):
                                  "try again later", "4.7.0")
             return
         spf = await self.port.authenticator.check_spf(self.client, self.helo, sender)
+        # Section 5.3 before any byte of a message: the client's network, and
+        # the MAIL FROM domain when SPF passed for it (issue 12 item 4).
+        spf_domain = domain_of(sender) if self._spf_passed(_Transaction(sender, spf)) else None
+        blocked = self.core.destination.smtp_refusal(quality_keys(spf_domain, self.prefix))
+        if blocked is not None:
+            log.info("mx blocked client=%s mailfrom=%s reason=%s", self.client,
+                     sender or "<>", blocked.reason)
+            self.conn.reply(554, blocked.reason, "5.7.1")
+            return
         self.transactions += 1
         self.txn = _Transaction(sender, spf)
         self.conn.ok()
@@ -217,10 +229,18 @@ class MxSession(Session):
             body = body.tail(end).prefixed(kept)
         stored = body.prefixed(trace + authentication_results_field(hostname, auth))
         verified = auth.verified_domain if sender and auth.verified_domain else None
+        if verified and sender and verified.lower() == domain_of(sender):
+            blocked = self.core.destination.smtp_refusal(quality_keys(verified.lower(), None))
+            if blocked is not None:
+                log.info("mx blocked client=%s from=%s reason=%s", self.client, sender,
+                         blocked.reason)
+                self.conn.reply(554, blocked.reason, "5.7.1")
+                return
         arrival = self.core.destination.receive_smtp(
             envid=envid, sender=sender or "", verified_domain=verified,
             auth_results=authentication_results(hostname, auth),
             recipients=txn.recipients, body=stored, mail_from=txn.sender,
+            client_prefix=self.prefix,
             # Held as long as an SMDP origin holds a message ([delivery] expire_days).
             expires_at=time.time() + self.config.delivery.expire_days * 86400.0)
         log.info("mx envid=%s mailfrom=%s from=%s client=%s helo=%s held=%s delivered=%s "

@@ -171,6 +171,7 @@ class Store(Protocol):
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
         verified_domain: str | None = None, mail_from: str | None = None,
+        client_prefix: str | None = None,
     ) -> int:
         """``size`` is what the envelope announced; with a body, the body's own size."""
         ...
@@ -294,8 +295,11 @@ class Store(Protocol):
         mailbox entry (nobody saw it)."""
         ...
 
-    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
-        """Record one user's vote on one message; a changed vote replaces the old one."""
+    def set_vote(self, entry_id: int, server: str, vote: int,
+                 also: Sequence[str] = ()) -> None:
+        """Record one user's vote on one message; a changed vote replaces the old one.
+        ``also``: more quality keys that move with ``server``'s (an SMTP
+        message counts for its verified domain and its client's prefix)."""
         ...
 
     def quality(self, server: str) -> Quality:

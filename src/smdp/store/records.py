@@ -80,6 +80,7 @@ class InEnvelope:
     smtp_auth: str | None = None
     verified_domain: str | None = None
     mail_from: str | None = None  # the SMTP reverse-path ("" for <>)
+    client_prefix: str | None = None  # the SMTP client's /24 or /48
 
     @property
     def via_smtp(self) -> bool:

@@ -86,6 +86,15 @@ class SqlStore:
             (server, n, time.time()),
         )
 
+    def count_votes(self, server: str, delta: int) -> None:
+        """Move ``server``'s Votes by ``delta`` (``set_vote``'s other keys)."""
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (?, 0, ?, ?) ON CONFLICT (server) DO UPDATE SET "
+            "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
+            (server, delta, time.time()),
+        )
+
     def count_forged(self, server: str, n: int) -> None:
         self._exec(
             "INSERT INTO peer_quality (server, messages, votes, updated_at) "
@@ -115,6 +124,7 @@ class SqlStore:
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
         verified_domain: str | None = None, mail_from: str | None = None,
+        client_prefix: str | None = None,
     ) -> int:
         """``size`` is the size the envelope announced; with a body, the body's own."""
         if body is None:
@@ -128,13 +138,14 @@ class SqlStore:
             # The columns of migration 0010 only for SMTP mail: an SMDP
             # arrival's statement is the same as before it.
             smtp = ("", "") if smtp_auth is None else (
-                ", smtp_auth, verified_domain, mail_from", ", ?, ?, ?")
+                ", smtp_auth, verified_domain, mail_from, client_prefix", ", ?, ?, ?, ?")
             envelope_id = self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
                 f"received_at, has_body{smtp[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, 1{smtp[1]}) "
                 "RETURNING id",
                 (envid, origin_server, sender, body.size, block, subject, time.time(),
-                 *(() if smtp_auth is None else (smtp_auth, verified_domain, mail_from))),
+                 *(() if smtp_auth is None
+                   else (smtp_auth, verified_domain, mail_from, client_prefix))),
             )
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
         return envelope_id
@@ -333,7 +344,7 @@ class SqlStore:
 
     _IN_ENV = (
         "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "has_body, smtp_auth, verified_domain, mail_from FROM in_envelopes"
+        "has_body, smtp_auth, verified_domain, mail_from, client_prefix FROM in_envelopes"
     )
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
