@@ -118,6 +118,9 @@ class SmtpSettings:
     # mail between domains (RFC 5321). Another value is for tests (a
     # loopback server on a free port) and unusual setups only.
     outbound_port: int = 25
+    # Greylisting at the MX (issue 12 item 4; docs/smtp.md, "Greylisting"):
+    # seconds a first-time (MAIL FROM, client prefix) pair waits; 0: off.
+    greylist_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,8 +434,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     if isinstance(outbound_port, bool) or not 1 <= outbound_port <= 65535:
         raise ConfigError(f"smtp.outbound_port must be a port number (1-65535), "
                           f"not {outbound_port!r}")
+    greylist_delay = _opt(smtp_table, "greylist_delay", float, 0.0, "smtp")
+    if greylist_delay < 0:
+        raise ConfigError(f"smtp.greylist_delay must be 0 (off) or positive, "
+                          f"not {greylist_delay}")
     smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"),
-                        outbound_port=outbound_port)
+                        outbound_port=outbound_port, greylist_delay=greylist_delay)
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",

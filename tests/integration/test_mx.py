@@ -435,6 +435,23 @@ def test_a_verified_domain_voted_down_is_refused_at_the_end_of_data(tmp_path: Pa
         assert stored(s)[0] == 4
 
 
+def test_greylisting_refuses_a_first_time_pair_until_it_retries(tmp_path: Path) -> None:
+    with mx(tmp_path, extra="[smtp]\ngreylist_delay = 0.5\n") as s:
+        c = smtp(s)
+        c.mail(FRIEND)
+        code, text = c.rcpt(BOB)
+        assert code == 450 and text.startswith(b"4.7.1 <bob@b.example>: greylisted, try again")
+        assert c.rcpt("nobody@b.example")[0] == 550  # unknown users are still refused for good
+        # A retry after the delay passes: as an MTA's queue would, try again.
+        wait_until(lambda: c.rcpt(BOB)[0] == 250, 10, "the pair passed after the delay")
+        c.data(message("greylisted once"))
+        # The pair is remembered: no delay for the next message.
+        c.mail(FRIEND)
+        assert c.rcpt(BOB)[0] == 250
+        c.quit()
+        assert stored(s)[0] == 1
+
+
 # -- crash safety ------------------------------------------------------------------------
 
 

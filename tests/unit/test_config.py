@@ -246,6 +246,11 @@ def test_the_mx_listener_is_off_unless_set(tmp_path: Path) -> None:
     assert ("mx", config.mx_listener) in config.listeners()
     with pytest.raises(ConfigError, match=r"listen\.mx must look like 'host:port'"):
         parse_config({**MINIMAL, "listen": {"mx": "25"}}, tmp_path)
+    assert parse_config(MINIMAL, tmp_path).smtp.greylist_delay == 0.0  # off
+    config = parse_config({**MINIMAL, "smtp": {"greylist_delay": 300}}, tmp_path)
+    assert config.smtp.greylist_delay == 300.0
+    with pytest.raises(ConfigError, match=r"smtp\.greylist_delay must be 0 \(off\) or positive"):
+        parse_config({**MINIMAL, "smtp": {"greylist_delay": -1}}, tmp_path)
 
 
 def test_submission_listeners_are_off_unless_set(tmp_path: Path) -> None:

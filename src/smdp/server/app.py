@@ -24,6 +24,7 @@ from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
+from smdp.server.greylist import Greylist
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
@@ -87,8 +88,9 @@ class SmdpServer:
         # The MX shares the peer port's windows (messages per recipient add
         # up across both doors). Sender authentication: none yet (issue 12
         # item 2 plugs its SenderAuthenticator in here).
-        self.mx_port_services = MxPort(self.core, self.tls, quotas,
-                                       authenticator or NoAuthentication())
+        self.mx_port_services = MxPort(
+            self.core, self.tls, quotas, authenticator or NoAuthentication(),
+            Greylist(config.smtp.greylist_delay) if config.smtp.greylist_delay > 0 else None)
         accounts, logins = Accounts(self.store, config), LoginThrottle(config)
         self.user_port_services = UserPort(
             self.core, self.tls, self.discovery, accounts, self.worker, logins)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -190,6 +191,14 @@ class MxSession(Session):
                      txn.sender, rcpt)
             conn.reply(550, f"<{rcpt}> does not accept mail from <{txn.sender}>", "5.7.1")
             return
+        greylist = self.port.greylist
+        if greylist is not None and rcpt not in txn.recipients:
+            wait = greylist.wait(txn.sender, self.prefix or self.client)
+            if wait > 0:
+                # RFC 6647: a temporary refusal a real MTA retries.
+                conn.reply(450, f"<{rcpt}>: greylisted, try again in {math.ceil(wait)} seconds",
+                           "4.7.1")
+                return
         limit = config.abuse.envelopes_per_recipient_per_hour
         if rcpt not in txn.recipients and not self.port.quotas.by_recipient.allow(rcpt, limit):
             conn.reply(452, f"<{rcpt}> received {limit} messages this hour; try again later",

@@ -19,6 +19,7 @@ from smdp.core.origin import Origin
 from smdp.core.sender_auth import SenderAuthenticator
 from smdp.server.accounts import Accounts
 from smdp.server.discovery import Discovery
+from smdp.server.greylist import Greylist
 from smdp.server.ratelimit import Window
 from smdp.server.tls import TlsPolicy
 from smdp.store import Store
@@ -136,3 +137,4 @@ class MxPort:
     tls: TlsPolicy
     quotas: PeerQuotas
     authenticator: SenderAuthenticator
+    greylist: Greylist | None = None  # [smtp] greylist_delay; None: off
