@@ -118,6 +118,9 @@ class SmtpSettings:
     # mail between domains (RFC 5321). Another value is for tests (a
     # loopback server on a free port) and unusual setups only.
     outbound_port: int = 25
+    # Greylisting at the MX (issue 12 item 4; docs/smtp.md, "Greylisting"):
+    # seconds a first-time (MAIL FROM, client prefix) pair waits; 0: off.
+    greylist_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,9 @@ class Config:
     # convention) and its implicit-TLS twin (RFC 8314; 465): off unless set.
     submission_listener: Listener | None = None
     submission_tls_listener: Listener | None = None
+    # The MX for mail from the SMTP world (issue 12; port 25 by convention):
+    # off unless set.
+    mx_listener: Listener | None = None
     # Passwords over a connection without TLS: only ever on loopback, and only
     # when this is set (the demo and the tests).
     allow_plaintext_login: bool = False
@@ -224,7 +230,8 @@ class Config:
         found = [("peer", self.peer_listener), ("user", self.user_listener),
                  ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
                  ("submission", self.submission_listener),
-                 ("submission_tls", self.submission_tls_listener)]
+                 ("submission_tls", self.submission_tls_listener),
+                 ("mx", self.mx_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -296,7 +303,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls"}, "listen")
+                             "submission_tls", "mx"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
@@ -306,6 +313,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     submission_listener = (
         _listener(_check(listen["submission"], str, "listen.submission"), "listen.submission")
         if "submission" in listen else None)
+    mx_listener = (_listener(_check(listen["mx"], str, "listen.mx"), "listen.mx")
+                   if "mx" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -425,8 +434,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     if isinstance(outbound_port, bool) or not 1 <= outbound_port <= 65535:
         raise ConfigError(f"smtp.outbound_port must be a port number (1-65535), "
                           f"not {outbound_port!r}")
+    greylist_delay = _opt(smtp_table, "greylist_delay", float, 0.0, "smtp")
+    if greylist_delay < 0:
+        raise ConfigError(f"smtp.greylist_delay must be 0 (off) or positive, "
+                          f"not {greylist_delay}")
     smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"),
-                        outbound_port=outbound_port)
+                        outbound_port=outbound_port, greylist_delay=greylist_delay)
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
@@ -463,6 +476,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         user_tls_listener=tls_listeners.get("user_tls"),
         submission_listener=submission_listener,
         submission_tls_listener=tls_listeners.get("submission_tls"),
+        mx_listener=mx_listener,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,

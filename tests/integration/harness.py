@@ -84,6 +84,7 @@ class Server:
     user_tls_port: int | None = None  # [listen] user_tls
     submission_port: int | None = None  # [listen] submission (RFC 6409; off by default)
     submission_tls_port: int | None = None  # [listen] submission_tls (RFC 8314)
+    mx_port: int | None = None  # [listen] mx (issue 12; off by default)
     plaintext_login: bool = True  # [security] allow_plaintext_login
     store_extra: str = ""  # more [store] settings, one per line
 
@@ -114,7 +115,8 @@ class Server:
             f'{key} = "127.0.0.1:{port}"\n'
             for key, port in (("peer_tls", self.peer_tls_port), ("user_tls", self.user_tls_port),
                               ("submission", self.submission_port),
-                              ("submission_tls", self.submission_tls_port))
+                              ("submission_tls", self.submission_tls_port),
+                              ("mx", self.mx_port))
             if port is not None
         )
         tls = f"[tls]\n{self.tls}\n" if self.tls else ""

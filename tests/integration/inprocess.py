@@ -20,6 +20,7 @@ from pathlib import Path
 
 from smdp.client.session import UserClient
 from smdp.config import Config, PeerServer, load_config
+from smdp.core.sender_auth import SenderAuthenticator
 from smdp.server.app import SmdpServer
 
 from .harness import create_user
@@ -50,8 +51,11 @@ class InProcessServer:
     """One domain's server on a loop in a background thread."""
 
     def __init__(self, root: Path, domain: str, extra: str = "", listen: str = "",
-                 plaintext_login: bool = True) -> None:
+                 plaintext_login: bool = True,
+                 authenticator: SenderAuthenticator | None = None) -> None:
         self.domain = domain
+        # The MX's sender authentication (issue 12): NoAuthentication unless given.
+        self.authenticator = authenticator
         self.hostname = f"smdp.{domain}"
         self.config_path = root / f"{domain}.toml"
         self.config_path.write_text(CONFIG.format(hostname=self.hostname, domain=domain,
@@ -63,6 +67,7 @@ class InProcessServer:
         # [listen] submission / submission_tls, when ``listen`` asks for them.
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
+        self.mx_port: int | None = None  # [listen] mx
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SmdpServer | None = None
@@ -83,7 +88,7 @@ class InProcessServer:
             async def begin() -> None:
                 # Built on the loop's own thread: the SQLite connection is
                 # used only where it was opened.
-                self._server = SmdpServer(self.config)
+                self._server = SmdpServer(self.config, authenticator=self.authenticator)
                 await self._server.start()
 
             try:
@@ -101,6 +106,7 @@ class InProcessServer:
         self.peer_port, self.user_port = self._server.peer_port, self._server.user_port
         self.submission_port = self._server.submission_port
         self.submission_tls_port = self._server.submission_tls_port
+        self.mx_port = self._server.mx_port
 
     def peer_with(self, other: InProcessServer) -> None:
         """Deliver ``other.domain``'s mail to ``other`` (its real port is

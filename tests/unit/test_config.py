@@ -238,6 +238,21 @@ def test_outbound_smtp_is_off_unless_turned_on(tmp_path: Path) -> None:
     assert parse_config({**MINIMAL, "smtp": {"outbound": True}}, tmp_path).smtp.outbound is True
 
 
+def test_the_mx_listener_is_off_unless_set(tmp_path: Path) -> None:
+    """docs/configuration.md [listen] mx (docs/smtp.md, "The MX")."""
+    assert parse_config(MINIMAL, tmp_path).mx_listener is None
+    config = parse_config({**MINIMAL, "listen": {"mx": "127.0.0.1:25"}}, tmp_path)
+    assert str(config.mx_listener) == "127.0.0.1:25"
+    assert ("mx", config.mx_listener) in config.listeners()
+    with pytest.raises(ConfigError, match=r"listen\.mx must look like 'host:port'"):
+        parse_config({**MINIMAL, "listen": {"mx": "25"}}, tmp_path)
+    assert parse_config(MINIMAL, tmp_path).smtp.greylist_delay == 0.0  # off
+    config = parse_config({**MINIMAL, "smtp": {"greylist_delay": 300}}, tmp_path)
+    assert config.smtp.greylist_delay == 300.0
+    with pytest.raises(ConfigError, match=r"smtp\.greylist_delay must be 0 \(off\) or positive"):
+        parse_config({**MINIMAL, "smtp": {"greylist_delay": -1}}, tmp_path)
+
+
 def test_submission_listeners_are_off_unless_set(tmp_path: Path) -> None:
     """docs/configuration.md [listen] submission, submission_tls (docs/smtp.md)."""
     config = parse_config(MINIMAL, tmp_path)

@@ -1023,3 +1023,44 @@ def test_the_tls_outcome_of_each_smtp_delivery_is_recorded(backend: Backend) -> 
         ids[0]: "verified (mta-sts enforce)", ids[1]: "verified (mta-sts enforce)",
         ids[2]: "not-offered (opportunistic)"}
     store.close()
+
+
+# -- mail that arrived by SMTP at the MX (migration 0010) ------------------------------
+
+
+def test_smtp_arrivals_keep_their_results_and_free_their_bytes(backend: Backend) -> None:
+    """An SMTP arrival carries its Authentication-Results, verified domain and
+    reverse-path; its bytes go once no entry is pending, fetching or accepted,
+    while an SMDP envelope's stay whatever its entries (same SQL, both backends)."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        smtp = store.insert_in_envelope(
+            envid="smtp1", origin_server="c.example", sender="f@c.example", size=0,
+            block="", subject="", body=b"abc", smtp_auth="mx.a.example; none",
+            verified_domain="c.example", mail_from="")
+        kept = store.insert_in_envelope(
+            envid="smtp2", origin_server="c.example", sender="f@c.example", size=0,
+            block="", subject="", body=b"def", smtp_auth="mx.a.example; none")
+        smdp_env, smdp_entry = _envelope_with_entry(store, u.id, "smdp1")
+        store.insert_mailbox_entry(u.id, smtp, "alice@a.example", "rejected")
+        store.insert_mailbox_entry(u.id, kept, "alice@a.example", "pending")
+        store.update_mailbox_entry(smdp_entry, state="rejected", decision="REJECT")
+    env = store.in_envelope(smtp)
+    assert env is not None and env.via_smtp
+    assert (env.smtp_auth, env.verified_domain, env.mail_from) == (
+        "mx.a.example; none", "c.example", "")
+    plain = store.in_envelope(smdp_env)
+    assert plain is not None and not plain.via_smtp and plain.mail_from is None
+    keep = ("pending", "fetching", "accepted")
+    assert store.drop_smtp_bodies(keep, kept) == 0
+    assert store.drop_smtp_bodies(keep) == 1
+    assert store.in_body(smtp) is None and store.in_body(kept) == b"def"
+    assert store.in_body(smdp_env) == b"abc"
+    # One vote per entry, moving every quality key it counts under.
+    with store.transaction():
+        store.set_vote(smdp_entry, "smtp:c.example", -1, also=["smtp:192.0.2.0/24"])
+        store.set_vote(smdp_entry, "smtp:c.example", +1, also=["smtp:192.0.2.0/24"])
+    assert [(q.server, q.votes) for q in store.all_quality()] == [
+        ("smtp:192.0.2.0/24", 1), ("smtp:c.example", 1)]
+    store.close()

@@ -76,6 +76,9 @@ REJECTED_ENTRIES = frozenset({EntryState.REJECTED, EntryState.SPAM, EntryState.S
 LOST_ENTRIES = frozenset({EntryState.FAILED, EntryState.EXPIRED})
 # Entries still open when their envelope expires.
 OPEN_ENTRIES = frozenset({EntryState.PENDING, EntryState.FETCHING})
+# Entries for which the bytes of mail that arrived by SMTP are kept (issue
+# 12): undecided, or accepted. Once none is left, the bytes are freed.
+KEEPS_SMTP_BODY = frozenset({EntryState.PENDING, EntryState.FETCHING, EntryState.ACCEPTED})
 
 # Recipients who rejected: the origin refuses an accept after it.
 REJECTED_RECIPIENTS = frozenset(

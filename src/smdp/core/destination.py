@@ -20,13 +20,15 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.jobs import queue_decision
+from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing, Verdict, judge
+from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import received_field
 from smdp.store import Store
-from smdp.store.records import MailboxEntry, User
+from smdp.store.records import InEnvelope, MailboxEntry, User
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
 
 log = logging.getLogger("smdp.quality")
@@ -62,6 +64,20 @@ def deliver_notice(store: Store, *, hostname: str, user_id: int, recipient: str,
     store.update_mailbox_entry(entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
                                reason="written by this server")
     return entry_id
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpArrival:
+    """What Table 3 did with one SMTP message, per recipient (issue 12)."""
+
+    envelope_id: int | None  # None when nothing was stored
+    held: tuple[str, ...] = ()  # pending: the recipient decides, as for an envelope
+    delivered: tuple[str, ...] = ()  # white-listed and verified: in the mailbox
+    refused: tuple[str, ...] = ()  # black-listed: nothing stored for them
+
+
+def _expires_text(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,99 @@ class Destination:
                     self.store.set_vote(entry_id, server, +1)
                 self.store.touch_inbound(user.id, sender, server)
 
+    def smtp_refusal(self, keys: list[str]) -> Outcome | None:
+        """Section 5.3 for SMTP senders (issue 12 item 4): refused when the
+        quality under any of ``keys`` (``core/mx.py`` ``quality_keys``) is
+        below the block threshold."""
+        for key in keys:
+            verdict = judge(self.store.quality(key), self.quality_policy)
+            if verdict.status is Standing.BLOCKED:
+                return Outcome(Kind.PEER_BLOCKED, f"{key.removeprefix('smtp:')} blocked: "
+                                                  f"{verdict.reason}")
+        return None
+
+    def smtp_black_listed(self, recipient: str, sender: str) -> bool:
+        """Table 3 at RCPT for SMTP mail: is ``sender`` (a MAIL FROM address
+        that passed SPF) on ``recipient``'s inbound black list? The pair's
+        server is the address's domain (docs/smtp.md, "The MX")."""
+        user = self.store.user_by_address(recipient)
+        return (user is not None and bool(sender)
+                and self.store.inbound_kind(user.id, sender, domain_of(sender))
+                == ListKind.BLACK)
+
+    def receive_smtp(
+        self, *, envid: str, sender: str, verified_domain: str | None, auth_results: str,
+        recipients: list[str], body: Body, expires_at: float, mail_from: str = "",
+        client_prefix: str | None = None,
+    ) -> SmtpArrival:
+        """Table 3 for a message that arrived by SMTP at the MX (issue 12).
+
+        ``sender`` is the From address ("" when there is none); its domain
+        stands where an SMDP envelope has its origin server; ``mail_from``
+        is the reverse-path, kept for the Return-Path. Per recipient:
+        on the black list, refused and nothing stored for them (verified or
+        not: a forger can only get its own mail refused); on the white list
+        *and* ``verified_domain`` is the From domain, straight to the
+        mailbox; otherwise held, an envelope to decide like an SMDP one. The
+        bytes are stored once, in the transaction that makes the entries,
+        and only if some recipient keeps them. Nothing is ever sent back.
+        """
+        server = domain_of(sender) if sender else ""
+        verified = verified_domain.lower() if verified_domain else None
+        trusted = bool(sender) and verified == server
+        # Issue 12 item 4: the message counts for its verified domain (if
+        # any) and its client's prefix; a black-list refusal as a message
+        # voted -1 that nobody saw, as a forged SMDP envelope does.
+        keys = quality_keys(verified if trusted else None, client_prefix)
+        held: list[str] = []
+        delivered: list[str] = []
+        refused: list[str] = []
+        users: list[tuple[str, User]] = []
+        with self.store.transaction():
+            for rcpt in recipients:
+                user = self.store.user_by_address(rcpt)
+                if user is None:
+                    continue  # refused at RCPT already
+                listed = self.store.inbound_kind(user.id, sender, server) if sender else None
+                if listed == ListKind.BLACK:
+                    self.store.touch_inbound(user.id, sender, server)
+                    refused.append(rcpt)
+                    continue
+                if listed == ListKind.WHITE and trusted:
+                    self.store.touch_inbound(user.id, sender, server)
+                    delivered.append(rcpt)
+                else:
+                    held.append(rcpt)
+                users.append((rcpt, user))
+            for key in keys:
+                if refused:
+                    self.store.count_forged(key, len(refused))
+                if users:
+                    self.store.count_messages(key, len(users))
+            if not users:
+                return SmtpArrival(None, refused=tuple(refused))
+            summary = extract_envelope(body)
+            block = encode_envelope_block(summary, expires=_expires_text(expires_at))
+            env_id = self.store.insert_in_envelope(
+                envid=envid, origin_server=server, sender=sender, size=body.size,
+                block=block.decode("utf-8"), subject=summary.subject, body=body,
+                smtp_auth=auth_results, verified_domain=verified if trusted else None,
+                mail_from=mail_from,
+                client_prefix=client_prefix)
+            self.store.set_in_expiry(env_id, expires_at)
+            for rcpt, user in users:
+                if rcpt in delivered:
+                    entry_id = self.store.insert_mailbox_entry(
+                        user.id, env_id, rcpt, EntryState.ACCEPTED)
+                    self.store.update_mailbox_entry(
+                        entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
+                        reason="sender is on your white list (From verified)")
+                    if keys:
+                        self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
+                else:
+                    self.store.insert_mailbox_entry(user.id, env_id, rcpt, EntryState.PENDING)
+        return SmtpArrival(env_id, tuple(held), tuple(delivered), tuple(refused))
+
     # -- decisions (Table 1, Table 2 recipient column) ---------------------------
 
     def decide(self, user: User, entry_id: int, decision: Decision) -> DecisionResult:
@@ -227,8 +336,18 @@ class Destination:
             automatic, reason = Decision.REJECT_SPAMMER, "sender is on your black list"
         for other in self.store.entries_from(entry.user_id, env.sender, env.origin_server,
                                              EntryState.PENDING):
+            if effect.add_to_white_list and not self._white_list_may_match(other):
+                continue  # an unverified From never matches a white-list entry
             self._apply(other, automatic, reason)
             self.store.touch_inbound(entry.user_id, env.sender, env.origin_server)
+
+    def _white_list_may_match(self, entry_id: int) -> bool:
+        """False for SMTP mail whose From domain was not verified (issue 12)."""
+        entry = self.store.mailbox_entry(entry_id)
+        env = self.store.in_envelope(entry.envelope_id) if entry else None
+        if env is None or not env.via_smtp:
+            return True
+        return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
     def _apply(self, entry_id: int, decision: Decision, reason: str) -> None:
         """Table 2, recipient column, inside the caller's transaction."""
@@ -237,6 +356,9 @@ class Destination:
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
+        if env.via_smtp:
+            self._apply_smtp(entry, env, decision, reason)
+            return
         if not env.sender:
             # The null sender: a notice this server wrote (deliver_notice).
             # Nobody to tell of the decision, nothing to list or vote on.
@@ -268,6 +390,40 @@ class Destination:
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
         queue_decision(self.store, env.envid, entry.id)
 
+    def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
+                    reason: str) -> None:
+        """Table 2's recipient column for mail that arrived by SMTP (issue 12):
+        the lists are written as for an envelope, with the From domain for
+        the server; the bytes are here, so an accept puts the message in the
+        mailbox and a rejection deletes them (once no other recipient keeps
+        them). Nothing is queued: no decision goes back to an SMTP sender
+        (no backscatter). The vote counts for the verified domain and the
+        client's prefix (issue 12 item 4)."""
+        effect = recipient_side(decision)
+        if env.sender:
+            if effect.add_to_white_list:
+                self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender,
+                                       env.origin_server, ListedBy.AUTO)
+            if effect.add_to_black_list:
+                self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender,
+                                       env.origin_server, ListedBy.AUTO)
+        state = EntryState.ACCEPTED if decision.accepts else effect.state
+        self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
+        self._smtp_vote(entry.id, env, effect.vote)
+        if not decision.accepts:
+            self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY, env.id)
+
+    def _smtp_vote(self, entry_id: int, env: InEnvelope, vote: int) -> None:
+        keys = quality_keys(env.verified_domain, env.client_prefix)
+        if not keys:
+            return
+        self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
+        if vote < 0:
+            for key in keys:
+                verdict = judge(self.store.quality(key), self.quality_policy)
+                if verdict.status in (Standing.ALERT, Standing.BLOCKED):
+                    log.warning("SMTP sender %s: %s (%s)", key, verdict.status, verdict.reason)
+
     # -- expiry ---------------------------------------------------------------------
 
     def expire(self, now: float) -> int:
@@ -281,9 +437,18 @@ class Destination:
                 now, undecided=EntryState.PENDING, open_states=d.OPEN_ENTRIES,
                 expired=EntryState.EXPIRED, reason="the origin no longer holds it: it expired")
             for entry_id, server in undecided:
-                if server != self.hostname:
+                env = self._envelope_of(entry_id)
+                if env is not None and env.via_smtp:
+                    self._smtp_vote(entry_id, env, -1)
+                elif server != self.hostname:
                     self.store.set_vote(entry_id, server, -1)
+            # Held SMTP mail carries its bytes: they go with the expiry.
+            self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY)
         return len(undecided)
+
+    def _envelope_of(self, entry_id: int) -> InEnvelope | None:
+        entry = self.store.mailbox_entry(entry_id)
+        return self.store.in_envelope(entry.envelope_id) if entry else None
 
     def notify_pending(self, now: float, interval: float) -> int:
         """Issue 10, item 7 (b): a user with envelopes pending gets a notice

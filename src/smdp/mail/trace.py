@@ -43,10 +43,15 @@ def client_name(address: str) -> str:
 
 
 def received_field(*, source: str, host: str, protocol: str, ident: str | None,
-                   when: datetime) -> bytes:
+                   when: datetime, address: str | None = None) -> bytes:
     """``Received: from <source> by <host> with <protocol> id <ident>; <date>``,
-    one line with its CRLF (RFC 5321 4.4 Time-stamp-line). ``when`` must be aware."""
-    text = f"Received: from {_token(source)} by {_token(host)} with {_token(protocol)}"
+    one line with its CRLF (RFC 5321 4.4 Time-stamp-line). ``when`` must be aware.
+    ``address``: the client's IP address, written after the source as
+    ``([192.0.2.1])`` (the TCP-info of RFC 5321's Extended-Domain)."""
+    text = f"Received: from {_token(source)}"
+    if address is not None:
+        text += f" ({client_name(address)})"
+    text += f" by {_token(host)} with {_token(protocol)}"
     if ident:
         text += f" id {_token(ident)}"
     text += f"; {format_datetime(when)}"

@@ -18,17 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from smdp.config import Config, Listener, PeerServer
+from smdp.core.sender_auth import NoAuthentication, SenderAuthenticator
 from smdp.errors import CliError
 from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
+from smdp.server.greylist import Greylist
 from smdp.server.housekeeping import housekeeping_loop
+from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
 from smdp.server.routing import Router
 from smdp.server.services import (
     Core,
     LoginThrottle,
+    MxPort,
     PeerPort,
     PeerQuotas,
     SubmissionPort,
@@ -58,7 +62,8 @@ class Sessions:
 
 
 class SmdpServer:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None,
+                 authenticator: SenderAuthenticator | None = None) -> None:
         self.config = config
         # First, before anything is opened or bound: no listener beyond
         # loopback without a certificate, unless the configuration says so.
@@ -78,7 +83,14 @@ class SmdpServer:
                                               Router(self.discovery)
                                               if config.smtp.outbound else None))
         # Issue 4 abuse limits: sliding windows, per process.
-        self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, PeerQuotas())
+        quotas = PeerQuotas()
+        self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, quotas)
+        # The MX shares the peer port's windows (messages per recipient add
+        # up across both doors). Sender authentication: none yet (issue 12
+        # item 2 plugs its SenderAuthenticator in here).
+        self.mx_port_services = MxPort(
+            self.core, self.tls, quotas, authenticator or NoAuthentication(),
+            Greylist(config.smtp.greylist_delay) if config.smtp.greylist_delay > 0 else None)
         accounts, logins = Accounts(self.store, config), LoginThrottle(config)
         self.user_port_services = UserPort(
             self.core, self.tls, self.discovery, accounts, self.worker, logins)
@@ -90,6 +102,7 @@ class SmdpServer:
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
         self.submission_sessions = Sessions()  # ports 587 and 465 together
+        self.mx_sessions = Sessions()
         self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
@@ -99,6 +112,7 @@ class SmdpServer:
         self.user_tls_port: int | None = None
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
+        self.mx_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -119,8 +133,11 @@ class SmdpServer:
             self.submission_sessions,
             lambda r, w: serve_submission(self.submission_port_services, r, w),
             b"421 4.7.0 ")
+        mx_gate = self._gate(
+            self.mx_sessions, lambda r, w: serve_mx(self.mx_port_services, r, w),
+            b"421 4.7.0 ")
         try:
-            await self._listen_all(peer_gate, user_gate, submission_gate)
+            await self._listen_all(peer_gate, user_gate, submission_gate, mx_gate)
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -146,13 +163,14 @@ class SmdpServer:
                 ("peer_tls", config.peer_tls_listener, self.peer_tls_port),
                 ("user_tls", config.user_tls_listener, self.user_tls_port),
                 ("submission", config.submission_listener, self.submission_port),
-                ("submission_tls", config.submission_tls_listener, self.submission_tls_port)):
+                ("submission_tls", config.submission_tls_listener, self.submission_tls_port),
+                ("mx", config.mx_listener, self.mx_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
 
     async def _listen_all(self, peer_gate: Connected, user_gate: Connected,
-                          submission_gate: Connected) -> None:
+                          submission_gate: Connected, mx_gate: Connected) -> None:
         peer = await _listen(peer_gate, self.config.peer_listener, "peer")
         self._servers.append(peer)
         user = await _listen(user_gate, self.config.user_listener, "user")
@@ -175,6 +193,13 @@ class SmdpServer:
         self.submission_tls_port = await self._listen_tls(
             self.config.submission_tls_listener, self.tls.user_server_context,
             submission_gate, "submission_tls")
+        # The MX (issue 12, docs/smtp.md "The MX"): STARTTLS when a
+        # certificate is configured, never TLS from the first byte (RFC 3207
+        # is how SMTP servers reach an MX).
+        if self.config.mx_listener is not None:
+            mx = await _listen(mx_gate, self.config.mx_listener, "mx")
+            self._servers.append(mx)
+            self.mx_port = mx.sockets[0].getsockname()[1]
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -232,7 +257,7 @@ class SmdpServer:
                 await self._housekeeping_task
         self.worker.stop()
         running = (self.peer_sessions.tasks | self.user_sessions.tasks
-                   | self.submission_sessions.tasks)
+                   | self.submission_sessions.tasks | self.mx_sessions.tasks)
         if running:
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:

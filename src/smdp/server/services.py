@@ -16,8 +16,10 @@ from smdp.config import Config
 from smdp.core.destination import Destination
 from smdp.core.lists import Lists
 from smdp.core.origin import Origin
+from smdp.core.sender_auth import SenderAuthenticator
 from smdp.server.accounts import Accounts
 from smdp.server.discovery import Discovery
+from smdp.server.greylist import Greylist
 from smdp.server.ratelimit import Window
 from smdp.server.tls import TlsPolicy
 from smdp.store import Store
@@ -119,3 +121,20 @@ class SubmissionPort:
     accounts: Accounts
     outbox: Outbox
     logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
+class MxPort:
+    """The MX's collaborators (issue 12; docs/smtp.md, "The MX").
+
+    ``quotas`` is the peer port's own object: messages per recipient and hour
+    count across both doors, and the MX keys its per-sender window by the
+    client's address. ``authenticator`` checks SPF at MAIL FROM and DKIM and
+    DMARC after the message (``core/sender_auth.py``).
+    """
+
+    core: Core
+    tls: TlsPolicy
+    quotas: PeerQuotas
+    authenticator: SenderAuthenticator
+    greylist: Greylist | None = None  # [smtp] greylist_delay; None: off

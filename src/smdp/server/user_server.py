@@ -111,7 +111,9 @@ class UserSession(Session):
         # Return-Path and Delivered-To (protocol.md 8.4): one stored copy
         # serves every recipient of an envelope, so the field naming the
         # mailbox is written as the message is read, not stored.
-        return delivery_fields(env.sender, entry.recipient)
+        # Mail from the MX: the Return-Path is its SMTP reverse-path, not From.
+        sender = env.mail_from if env.mail_from is not None else env.sender
+        return delivery_fields(sender, entry.recipient)
 
     def _stored(self, n: int) -> tuple[InEnvelope, bytes] | None:
         """Message ``n``'s envelope and delivery fields when its body is here to
@@ -355,6 +357,11 @@ class UserSession(Session):
             f"Sender: {env.sender or '<>'}", f"Server: {env.origin_server}",
             f"Recipient: {entry.recipient}", f"Size: {env.size}",
         ]
+        if env.smtp_auth is not None:
+            # Mail that arrived by SMTP at the MX (issue 12; protocol.md 12.5):
+            # how it came, what was verified, and the results in full.
+            lines += ["Via: SMTP", f"Verified: {env.verified_domain or 'none'}",
+                      _clean(f"Authentication-Results: {env.smtp_auth}")]
         lines += [_clean(line) for line in env.block.splitlines() if line]
         self.conn.ok(f"envelope {entry.id}", lines)
 

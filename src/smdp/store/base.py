@@ -169,7 +169,9 @@ class Store(Protocol):
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: Body | bytes | None,
+        subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
+        verified_domain: str | None = None, mail_from: str | None = None,
+        client_prefix: str | None = None,
     ) -> int:
         """``size`` is what the envelope announced; with a body, the body's own size."""
         ...
@@ -221,6 +223,13 @@ class Store(Protocol):
     def in_body_chunk(self, envelope_id: int, seq: int) -> bytes | None:
         """Chunk ``seq`` (from 0) of the stored body: None past the end, or when
         there is no body. Chunks may be of any size; the total is ``InEnvelope.size``."""
+        ...
+
+    def drop_smtp_bodies(self, keep_states: Collection[str],
+                         envelope_id: int | None = None) -> int:
+        """Free the bytes of mail that arrived by SMTP (migration 0010) once no
+        entry of it that is not deleted is in ``keep_states``; only
+        ``envelope_id``'s when given. Returns the bodies freed."""
         ...
 
     def in_body(self, envelope_id: int) -> bytes | None:
@@ -286,8 +295,11 @@ class Store(Protocol):
         mailbox entry (nobody saw it)."""
         ...
 
-    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
-        """Record one user's vote on one message; a changed vote replaces the old one."""
+    def set_vote(self, entry_id: int, server: str, vote: int,
+                 also: Sequence[str] = ()) -> None:
+        """Record one user's vote on one message; a changed vote replaces the old one.
+        ``also``: more quality keys that move with ``server``'s (an SMTP
+        message counts for its verified domain and its client's prefix)."""
         ...
 
     def quality(self, server: str) -> Quality:

@@ -310,7 +310,8 @@ class PostgresStore(SqlStore):
 
     # -- quality (section 5.3) ------------------------------------------------
 
-    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
+    def set_vote(self, entry_id: int, server: str, vote: int,
+                 also: Sequence[str] = ()) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         # The counter moves by (new - old), so the old vote must not change
         # under us: two nodes applying decisions on one entry at once would
@@ -332,6 +333,8 @@ class PostgresStore(SqlStore):
             "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
             (server, vote - old, time.time()),
         )
+        for key in also:
+            self.count_votes(key, vote - old)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 

@@ -74,6 +74,17 @@ class InEnvelope:
     subject: str
     received_at: float
     has_body: bool
+    # Migration 0010: arrived by SMTP at the MX (its Authentication-Results
+    # value; None for an envelope from an SMDP peer), and the From domain
+    # sender authentication verified (None when nothing was verified).
+    smtp_auth: str | None = None
+    verified_domain: str | None = None
+    mail_from: str | None = None  # the SMTP reverse-path ("" for <>)
+    client_prefix: str | None = None  # the SMTP client's /24 or /48
+
+    @property
+    def via_smtp(self) -> bool:
+        return self.smtp_auth is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,15 @@ class SqlStore:
             (server, n, time.time()),
         )
 
+    def count_votes(self, server: str, delta: int) -> None:
+        """Move ``server``'s Votes by ``delta`` (``set_vote``'s other keys)."""
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
+            "VALUES (?, 0, ?, ?) ON CONFLICT (server) DO UPDATE SET "
+            "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
+            (server, delta, time.time()),
+        )
+
     def count_forged(self, server: str, n: int) -> None:
         self._exec(
             "INSERT INTO peer_quality (server, messages, votes, updated_at) "
@@ -113,7 +122,9 @@ class SqlStore:
 
     def insert_in_envelope(
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
-        subject: str, body: Body | bytes | None,
+        subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
+        verified_domain: str | None = None, mail_from: str | None = None,
+        client_prefix: str | None = None,
     ) -> int:
         """``size`` is the size the envelope announced; with a body, the body's own."""
         if body is None:
@@ -124,10 +135,17 @@ class SqlStore:
             )
         body = as_body(body)
         with self.transaction():
+            # The columns of migration 0010 only for SMTP mail: an SMDP
+            # arrival's statement is the same as before it.
+            smtp = ("", "") if smtp_auth is None else (
+                ", smtp_auth, verified_domain, mail_from, client_prefix", ", ?, ?, ?, ?")
             envelope_id = self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-                "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
-                (envid, origin_server, sender, body.size, block, subject, time.time()),
+                f"received_at, has_body{smtp[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, 1{smtp[1]}) "
+                "RETURNING id",
+                (envid, origin_server, sender, body.size, block, subject, time.time(),
+                 *(() if smtp_auth is None
+                   else (smtp_auth, verified_domain, mail_from, client_prefix))),
             )
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
         return envelope_id
@@ -326,7 +344,7 @@ class SqlStore:
 
     _IN_ENV = (
         "SELECT id, envid, origin_server, sender, size, block, subject, received_at, "
-        "has_body FROM in_envelopes"
+        "has_body, smtp_auth, verified_domain, mail_from, client_prefix FROM in_envelopes"
     )
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -349,6 +367,28 @@ class SqlStore:
             )
             self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (envelope_id,))
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
+
+    def drop_smtp_bodies(self, keep_states: Collection[str],
+                         envelope_id: int | None = None) -> int:
+        """Free the bytes of SMTP arrivals (``smtp_auth`` set) none of whose
+        entries is in ``keep_states`` (say pending or accepted) and not
+        deleted; only ``envelope_id``'s when given. Returns the bodies freed."""
+        marks = ", ".join("?" * len(keep_states))
+        unneeded = (
+            "SELECT e.id FROM in_envelopes e WHERE e.has_body = 1 "
+            "AND e.smtp_auth IS NOT NULL AND NOT EXISTS (SELECT 1 FROM mailbox m "
+            f"WHERE m.envelope_id = e.id AND m.deleted = 0 AND m.state IN ({marks}))"
+        )
+        args: tuple[object, ...] = tuple(keep_states)
+        if envelope_id is not None:
+            unneeded += " AND e.id = ?"
+            args += (envelope_id,)
+        with self.transaction():
+            ids = [int(r[0]) for r in self._exec(unneeded, args).fetchall()]
+            for owner in ids:
+                self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (owner,))
+                self._exec("UPDATE in_envelopes SET has_body=0 WHERE id=?", (owner,))
+        return len(ids)
 
     def in_body(self, envelope_id: int) -> bytes | None:
         """The whole stored body (None when there is none): for tests and small

@@ -188,7 +188,8 @@ class SqliteStore(SqlStore):
 
     # -- quality (section 5.3) ------------------------------------------------
 
-    def set_vote(self, entry_id: int, server: str, vote: int) -> None:
+    def set_vote(self, entry_id: int, server: str, vote: int,
+                 also: Sequence[str] = ()) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         row = self._exec("SELECT vote FROM votes WHERE mailbox_id=?", (entry_id,)).fetchone()
         old = int(row[0]) if row else 0
@@ -205,6 +206,8 @@ class SqliteStore(SqlStore):
             "updated_at = excluded.updated_at",
             (server, vote - old, time.time()),
         )
+        for key in also:
+            self.count_votes(key, vote - old)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 
