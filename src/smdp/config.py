@@ -121,6 +121,11 @@ class SmtpSettings:
     # Greylisting at the MX (issue 12 item 4; docs/smtp.md, "Greylisting"):
     # seconds a first-time (MAIL FROM, client prefix) pair waits; 0: off.
     greylist_delay: float = 0.0
+    # SPF, DKIM and DMARC on mail arriving at the MX (issue 12 item 2;
+    # docs/smtp.md, "Sender authentication"), through [dns] nameservers.
+    # False: nothing is checked, no From is ever verified, so no SMTP mail
+    # matches a white-list entry and all of it is held for a decision.
+    sender_auth: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +444,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         raise ConfigError(f"smtp.greylist_delay must be 0 (off) or positive, "
                           f"not {greylist_delay}")
     smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"),
-                        outbound_port=outbound_port, greylist_delay=greylist_delay)
+                        outbound_port=outbound_port, greylist_delay=greylist_delay,
+                        sender_auth=_opt(smtp_table, "sender_auth", bool, True, "smtp"))
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",

@@ -29,6 +29,7 @@ from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
 from smdp.server.routing import Router
+from smdp.server.sender_auth import DnsSenderAuthenticator
 from smdp.server.services import (
     Core,
     LoginThrottle,
@@ -86,8 +87,12 @@ class SmdpServer:
         quotas = PeerQuotas()
         self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, quotas)
         # The MX shares the peer port's windows (messages per recipient add
-        # up across both doors). Sender authentication: none yet (issue 12
-        # item 2 plugs its SenderAuthenticator in here).
+        # up across both doors). Its sender authentication asks the server's
+        # own resolver; the threads it checks in exist only with an MX.
+        self._own_authenticator: DnsSenderAuthenticator | None = None
+        if authenticator is None and config.mx_listener is not None \
+                and config.smtp.sender_auth:
+            authenticator = self._own_authenticator = DnsSenderAuthenticator.from_config(config)
         self.mx_port_services = MxPort(
             self.core, self.tls, quotas, authenticator or NoAuthentication(),
             Greylist(config.smtp.greylist_delay) if config.smtp.greylist_delay > 0 else None)
@@ -141,6 +146,8 @@ class SmdpServer:
         except BaseException:
             for server in self._servers:
                 server.close()
+            if self._own_authenticator is not None:
+                self._own_authenticator.close()
             self.store.close()
             raise
         # With port 0 the real peer port is known only after binding.
@@ -267,6 +274,8 @@ class SmdpServer:
         if self._worker_task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._worker_task, timeout=grace)
+        if self._own_authenticator is not None:
+            self._own_authenticator.close()
         self.store.close()
 
 
