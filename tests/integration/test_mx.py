@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -612,3 +613,61 @@ def test_sigkill_at_the_end_of_data_loses_nothing_acknowledged(tmp_path: Path) -
     finally:
         s.stop()
         dns.__exit__()
+
+
+def test_sigkill_around_the_final_dot_keeps_every_message_whole_and_once(
+        tmp_path: Path) -> None:
+    """Issue 12 item 6, the kill landing at many moments around the end of
+    data: before the message is read, while it is spooled, about when it
+    commits, after. Whatever the moment, every acknowledged message is
+    stored exactly once and whole (its octets end the stored message, under
+    our trace fields), and the one that was not acknowledged is stored whole
+    or not at all: never half, never twice."""
+    peer, user, mx_port = free_ports(3)
+    with StandInDns() as dns:
+        s = Server("b.example", "smdp.b.example", tmp_path, peer, user, mx_port=mx_port,
+                   extra=dns.config)
+        s.write_config()
+        s.add_user(BOB)
+        s.start()
+        sent: dict[str, bytes] = {}
+        acknowledged: set[str] = set()
+        filler = ("y" * 76 + "\r\n") * 4000  # about 300 KB: a spool of several chunks
+        try:
+            for n, delay in enumerate((0.0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.04, 0.08)):
+                c = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
+                c.ehlo("mta.c.example")
+                done = f"done {n}"
+                sent[done] = message(done, text=filler)
+                c.sendmail(FRIEND, [BOB], sent[done])
+                acknowledged.add(done)
+                cut = f"cut {n}"
+                sent[cut] = message(cut, text=filler)
+                c.mail(FRIEND)
+                c.rcpt(BOB)
+                c.putcmd("DATA")
+                assert c.getreply()[0] == 354
+                c.send(sent[cut] + b".\r\n")
+                # Not a wait for a condition: the delay is the experiment,
+                # moving the kill across the server's reading and commit.
+                time.sleep(delay)
+                s.kill()
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    if c.getreply()[0] == 250:  # answered before the kill landed
+                        acknowledged.add(cut)
+                c.close()
+                s.start()
+            rows = s.query("SELECT id, subject FROM in_envelopes")
+            subjects = [subject for _id, subject in rows]
+            assert len(subjects) == len(set(subjects)), subjects  # never twice
+            assert acknowledged <= set(subjects), (acknowledged, subjects)
+            for envelope_id, subject in rows:
+                chunks = s.query("SELECT data FROM in_body_chunks WHERE envelope_id = ? "
+                                 "ORDER BY seq", (envelope_id,))
+                stored_message = b"".join(bytes(chunk) for (chunk,) in chunks)
+                assert stored_message.endswith(sent[subject]), subject  # whole
+                entries = s.query("SELECT state FROM mailbox WHERE envelope_id = ?",
+                                  (envelope_id,))
+                assert entries == [("pending",)], (subject, entries)
+        finally:
+            s.stop()
