@@ -219,6 +219,9 @@ class Config:
     # The MX for mail from the SMTP world (issue 12; port 25 by convention):
     # off unless set.
     mx_listener: Listener | None = None
+    # The web app (issue 13; docs/web.md): HTTPS with the user port's
+    # certificate, plain HTTP only where passwords may go without TLS.
+    web_listener: Listener | None = None
     # Passwords over a connection without TLS: only ever on loopback, and only
     # when this is set (the demo and the tests).
     allow_plaintext_login: bool = False
@@ -236,7 +239,7 @@ class Config:
                  ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
                  ("submission", self.submission_listener),
                  ("submission_tls", self.submission_tls_listener),
-                 ("mx", self.mx_listener)]
+                 ("mx", self.mx_listener), ("web", self.web_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -308,7 +311,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls", "mx"}, "listen")
+                             "submission_tls", "mx", "web"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
@@ -320,6 +323,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         if "submission" in listen else None)
     mx_listener = (_listener(_check(listen["mx"], str, "listen.mx"), "listen.mx")
                    if "mx" in listen else None)
+    web_listener = (_listener(_check(listen["web"], str, "listen.web"), "listen.web")
+                    if "web" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -483,6 +488,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         submission_listener=submission_listener,
         submission_tls_listener=tls_listeners.get("submission_tls"),
         mx_listener=mx_listener,
+        web_listener=web_listener,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from smdp.config import Config, Listener, PeerServer
 from smdp.core.sender_auth import NoAuthentication, SenderAuthenticator
 from smdp.errors import CliError
@@ -38,6 +40,7 @@ from smdp.server.services import (
     PeerQuotas,
     SubmissionPort,
     UserPort,
+    WebPort,
 )
 from smdp.server.submission_server import serve_submission
 from smdp.server.tls import (
@@ -47,6 +50,7 @@ from smdp.server.tls import (
     unauthenticated_warning,
 )
 from smdp.server.user_server import serve_user
+from smdp.server.web import WebApp
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
@@ -103,6 +107,9 @@ class SmdpServer:
         # guessed on one port is slowed down on the other too.
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
+        # The web app: the same accounts and login windows again.
+        self.web = WebApp(WebPort(self.core, self.tls, accounts, self.worker, logins))
+        self._web_runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
@@ -118,6 +125,7 @@ class SmdpServer:
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
         self.mx_port: int | None = None
+        self.web_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -171,7 +179,8 @@ class SmdpServer:
                 ("user_tls", config.user_tls_listener, self.user_tls_port),
                 ("submission", config.submission_listener, self.submission_port),
                 ("submission_tls", config.submission_tls_listener, self.submission_tls_port),
-                ("mx", config.mx_listener, self.mx_port)):
+                ("mx", config.mx_listener, self.mx_port),
+                ("web", config.web_listener, self.web_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
@@ -207,6 +216,25 @@ class SmdpServer:
             mx = await _listen(mx_gate, self.config.mx_listener, "mx")
             self._servers.append(mx)
             self.mx_port = mx.sockets[0].getsockname()[1]
+        # The web app (issue 13, docs/web.md): aiohttp's request handler as
+        # the protocol of one more listener, HTTPS with the user port's
+        # certificate when there is one.
+        if self.config.web_listener is not None:
+            self._web_runner = web.AppRunner(self.web.application(), access_log=None,
+                                            shutdown_timeout=grace_for_web)
+            await self._web_runner.setup()
+            loop = asyncio.get_running_loop()
+            listener = self.config.web_listener
+            handler = self._web_runner.server
+            assert handler is not None  # set up above
+            try:
+                site = await loop.create_server(
+                    handler, listener.host, listener.port,
+                    ssl=self.tls.user_server_context)
+            except OSError as exc:
+                raise _listen_error(exc, listener, "web") from None
+            self._servers.append(site)
+            self.web_port = site.sockets[0].getsockname()[1]
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -274,10 +302,18 @@ class SmdpServer:
         if self._worker_task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._worker_task, timeout=grace)
+        if self._web_runner is not None:
+            # Open pages' event streams end here; their browsers reconnect.
+            self.web.stop()
+            await self._web_runner.cleanup()
         if self._own_authenticator is not None:
             self._own_authenticator.close()
         self.store.close()
 
+
+# Seconds a web request still running at shutdown is given (event streams
+# end at once: WebApp.stop).
+grace_for_web = 2.0
 
 _LISTEN_ADVICE = {
     errno.EADDRINUSE: "another program uses it (a server already running?): stop it, "
@@ -295,10 +331,13 @@ async def _listen(gated: Connected, listener: Listener, name: str,
     try:
         return await asyncio.start_server(gated, listener.host, listener.port, **kwargs)
     except OSError as exc:
-        advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
-        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        raise CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}"
-                       ) from None
+        raise _listen_error(exc, listener, name) from None
+
+
+def _listen_error(exc: OSError, listener: Listener, name: str) -> CliError:
+    advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}")
 
 
 def run_server(config: Config, *, ready_file: str | None = None) -> int:

@@ -21,6 +21,7 @@ from smdp.mail.trace import delivery_fields
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
 from smdp.server.discovery import DiscoveryError
+from smdp.server.replies import decision_text
 from smdp.server.services import UserPort
 from smdp.server.session import Session
 from smdp.store.records import InEnvelope, MailboxEntry, User
@@ -374,21 +375,12 @@ class UserSession(Session):
         self.port.outbox.wake()
         env = self.store.in_envelope(result.entry.envelope_id)
         sender = env.sender if env else "the sender"
-        texts = {
-            Decision.ACCEPT: "accepted; the message will be fetched",
-            Decision.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
-            Decision.REJECT: "rejected",
-            Decision.REJECT_SPAM: "rejected as spam",
-            Decision.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
-        }
-        if result.entry.state is EntryState.ACCEPTED and decision.accepts:
-            texts[Decision.ACCEPT] = "accepted; the message is in your mailbox"
-        suffix = f" ({result.outcome.reason})" if result.outcome.kind is Kind.UNCHANGED else ""
         if result.outcome.kind is Kind.DONE:
             log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s",
                      entry_id, env.envid if env else "-", self.user.main_address,
                      decision.value, sender, env.origin_server if env else "-")
-        self.conn.ok(f"envelope {entry_id} {texts[decision]}{suffix}")
+        text = decision_text(decision, result.outcome, result.entry.state, sender)
+        self.conn.ok(f"envelope {entry_id} {text}")
 
     def _mail(self, identity: str | None) -> None:
         assert self.user is not None

@@ -253,6 +253,12 @@ class Store(Protocol):
     ) -> list[MailboxEntry]:
         ...
 
+    def mailbox_page(self, user_id: int, states: Sequence[str] | None = None, *,
+                     search: str = "", before: int | None = None,
+                     limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
+        """A page of the mailbox, newest first, with each entry's envelope."""
+        ...
+
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         ...
 

@@ -400,6 +400,40 @@ class SqlStore:
         "deleted FROM mailbox"
     )
 
+    def mailbox_page(self, user_id: int, states: Sequence[str] | None = None, *,
+                     search: str = "", before: int | None = None,
+                     limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
+        """One page of a user's mailbox, newest first, each entry with its
+        envelope (issue 13: the web app's list). ``states`` None: every state;
+        ``search``: a case-insensitive piece of the sender, the subject or the
+        sending server; ``before``: only entries older than that entry id
+        (the previous page's last). Entries removed over POP3 are left out."""
+        where = ["m.user_id=?", "m.deleted=0"]
+        args: list[object] = [user_id]
+        if states is not None:
+            where.append(f"m.state IN ({','.join('?' * len(states))})")
+            args += list(states)
+        if before is not None:
+            where.append("m.id < ?")
+            args.append(before)
+        if search:
+            # A LIKE pattern of the user's text, its wildcards taken literally.
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%") \
+                .replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            where.append("(lower(e.sender) LIKE ? ESCAPE '\\' OR lower(e.subject) LIKE ? "
+                         "ESCAPE '\\' OR lower(e.origin_server) LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern, pattern]
+        rows = self._exec(
+            "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
+            "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "
+            "e.size, e.block, e.subject, e.received_at, e.has_body, e.smtp_auth, "
+            "e.verified_domain, e.mail_from, e.client_prefix "
+            "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id "
+            f"WHERE {' AND '.join(where)} ORDER BY m.id DESC LIMIT ?",
+            (*args, limit)).fetchall()
+        return [(mailbox_row(r[:9]), in_envelope_row(r[9:])) for r in rows]
+
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
         return mailbox_row(row) if row else None
