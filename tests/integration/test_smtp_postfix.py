@@ -37,7 +37,7 @@ from smdp.mail.dkim import SigningKey
 from smdp.protocol import user as wire
 from smdp.server.sender_auth import DnsSenderAuthenticator
 from smdp.terms import Decision
-from tests.integration.auth_dns import publish_dkim, publish_spf
+from tests.integration.auth_dns import message, publish_dkim, publish_sender, publish_spf, sign
 from tests.integration.faults import StandInDns
 from tests.integration.harness import Pki, wait_until
 from tests.integration.postfix import Postfix, postfix_instance
@@ -52,7 +52,8 @@ pytestmark = pytest.mark.own_backend
 
 dkim = pytest.importorskip("dkim")
 
-ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@c.example"
+ALICE, BOB = "alice@a.example", "bob@b.example"
+CAROL, DAVE = "carol@c.example", "dave@c.example"
 NOBODY_C, NOBODY_B = "nobody@c.example", "nobody@b.example"
 OPENDKIM = shutil.which("opendkim") or next(
     (p for p in ("/usr/sbin/opendkim",) if Path(p).exists()), None)
@@ -284,6 +285,51 @@ def test_postfix_relays_to_our_mx_held_then_accepted(tmp_path: Path) -> None:
             assert b"Received: from mx.c.example ([127.0.0.1]) by smdp.b.example with ESMTPS" \
                 in head
             assert b"by mx.c.example (Postfix) with ESMTP id " in head  # Postfix's own hop
+        finally:
+            b.stop()
+
+
+def test_a_signed_friend_through_postfix_goes_straight_to_the_mailbox(tmp_path: Path) -> None:
+    """c.example publishes SPF, DKIM and DMARC; carol's signed message passes
+    through Postfix (which adds its trace, and delivers dave's copy locally)
+    and still verifies at our MX: From verified and aligned, carol on bob's
+    white list, so no decision is asked (Table 3)."""
+    pki = Pki(tmp_path)
+    with StandInDns() as dns_server:
+        signing = publish_sender(dns_server, "c.example")
+        b = mx_server(tmp_path, dns_server, pki)
+        b.start()
+        try:
+            bob = b.client(BOB)
+            try:
+                assert bob.call(wire.ListAdd("in-white", CAROL, "c.example")).ok
+            finally:
+                bob.quit()
+            signed = sign(message(CAROL, f"{BOB}, {DAVE}", subject="signed by c.example",
+                                  body="Lunch at noon?\r\n"), signing)
+            with postfix_instance("c.example", ["carol", "dave"],
+                                  relayhost=f"[127.0.0.1]:{b.mx_port}", ca=pki.ca_path) as pf:
+                pf.send(CAROL, [BOB, DAVE], signed)
+                pf.wait_until_queue_empty()
+                [daves] = pf.mailbox("dave")
+            assert state_of(b, "signed by c.example") == "accepted"
+            bob = b.client(BOB)
+            try:
+                entry = envelopes(bob)["signed by c.example"][0]
+                env = shown(bob, entry)
+            finally:
+                bob.quit()
+            assert env["Via"] == "SMTP" and env["Verified"] == "c.example"
+            assert env["Authentication-Results"] == (
+                "smdp.b.example; spf=pass (sender SPF authorized) "
+                "smtp.mailfrom=carol@c.example; dkim=pass header.d=c.example header.s=s1; "
+                "dmarc=pass policy.dmarc=reject header.from=c.example")
+            bob = b.client(BOB)
+            try:
+                assert bob.read(int(entry)).endswith(b"\r\n\r\nLunch at noon?\r\n")
+            finally:
+                bob.quit()
+            assert daves.endswith(b"\n\nLunch at noon?\n")  # the Postfix recipient's copy
         finally:
             b.stop()
 
