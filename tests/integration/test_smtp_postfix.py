@@ -9,9 +9,11 @@ item 6, issue 12 item 6; docs/smtp.md): a throwaway instance per test
   read from the stand-in DNS. Postfix's 550 for an unknown user fails that
   recipient with Postfix's reply, in SENT and in the sender's report.
 - Inbound: Postfix relays mail submitted to it to our MX; the message is
-  held, shown through the user port, and in the mailbox after ACCEPT. An
-  unknown user is refused at RCPT: Postfix bounces the mail to its own
-  sender, and nothing is stored here.
+  held, shown through the user port, and in the mailbox after ACCEPT. A
+  message signed by c.example still verifies after Postfix's hop, and its
+  white-listed sender's mail goes straight to the mailbox. An unknown user
+  is refused at RCPT: Postfix bounces the mail to its own sender, and
+  nothing is stored here.
 - Mixed: one message to an SMDP and a Postfix recipient reaches both.
 
 Skipped, saying why, where Postfix is not installed or cannot run.
