@@ -203,9 +203,8 @@ class Postfix:
         (self.root / "queue").mkdir(exist_ok=True)
         self.mail_dir.mkdir(exist_ok=True)
         owner = pwd.getpwnam("postfix")
-        # Postfix's own checks want these owned by mail_owner.
-        for path in (self.mail_dir,):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
+        # virtual(8) makes the maildirs as the user of virtual_uid_maps.
+        os.chown(self.mail_dir, owner.pw_uid, owner.pw_gid)
         (self.config_dir / "main.cf").write_text(
             "".join(f"{key} = {value}\n" for key, value in self.main_cf().items()))
         (self.config_dir / "master.cf").write_text(
