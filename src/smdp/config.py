@@ -222,6 +222,10 @@ class Config:
     # The web app (issue 13; docs/web.md): HTTPS with the user port's
     # certificate, plain HTTP only where passwords may go without TLS.
     web_listener: Listener | None = None
+    # [web] https: whether the web listener speaks HTTPS (the user port's
+    # certificate). Default: when [tls] has a certificate. Plain HTTP only on
+    # loopback, where passwords may also go without TLS (docs/web.md).
+    web_https: bool = False
     # Passwords over a connection without TLS: only ever on loopback, and only
     # when this is set (the demo and the tests).
     allow_plaintext_login: bool = False
@@ -299,7 +303,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
                            "peers", "dns", "security", "abuse", "tls", "notices", "smtp",
-                           "dkim"},
+                           "dkim", "web"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
@@ -406,6 +410,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     _positive(notices.pending_interval, "notices.pending_interval")
 
     tls = _parse_tls(_check(data.get("tls", {}), dict, "tls"), base_dir)
+    web_table = _check(data.get("web", {}), dict, "web")
+    _reject_unknown(web_table, {"https"}, "web")
+    web_https = _opt(web_table, "https", bool, tls.cert is not None, "web")
+    if web_https and tls.cert is None:
+        raise ConfigError("web.https = true needs tls.cert and tls.key (the user port's "
+                          "certificate), or web.https = false on a loopback listener")
     for key in tls_listeners:
         if tls.cert is None:
             raise ConfigError(f"listen.{key} needs tls.cert and tls.key")
@@ -489,6 +499,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         submission_tls_listener=tls_listeners.get("submission_tls"),
         mx_listener=mx_listener,
         web_listener=web_listener,
+        web_https=web_https,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,

@@ -333,3 +333,29 @@ def test_https_with_the_user_ports_certificate_and_secure_cookies(tmp_path: Path
         with socket.create_connection(("127.0.0.1", b.web_port), timeout=10) as raw:
             raw.sendall(b"GET /api/me HTTP/1.1\r\nHost: x\r\n\r\n")
             assert not raw.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_the_openapi_description_is_the_api(tmp_path: Path) -> None:
+    """docs/api.md's OpenAPI document, served at /api/openapi.json, names
+    exactly the app's API routes, and an envelope has exactly its fields."""
+    with pair(tmp_path) as (a, b):
+        assert b.web_port is not None
+        anonymous = Browser(b.web_port)
+        status, _, spec = anonymous.request("GET", "/api/openapi.json")
+        assert status == 200 and spec["openapi"].startswith("3.1")
+        described = {(method.upper(), path) for path, ops in spec["paths"].items()
+                     for method in ops}
+        server = b._server
+        assert server is not None
+        app = server.web.application()
+        routes = {(r.method, r.resource.canonical) for r in app.router.routes()
+                  if r.resource is not None and r.resource.canonical.startswith("/api/")
+                  and r.method != "HEAD"}  # aiohttp's own twin of each GET
+        assert described == routes
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        send(a, "fields", [BOB])
+        env = pending(b, bob, 1)[0]
+        schema = spec["components"]["schemas"]["Envelope"]
+        assert set(env) == set(schema["properties"]) == set(schema["required"])
+        assert env["state"] in schema["properties"]["state"]["enum"]

@@ -230,7 +230,7 @@ class SmdpServer:
             try:
                 site = await loop.create_server(
                     handler, listener.host, listener.port,
-                    ssl=self.tls.user_server_context)
+                    ssl=self.tls.user_server_context if self.config.web_https else None)
             except OSError as exc:
                 raise _listen_error(exc, listener, "web") from None
             self._servers.append(site)

@@ -81,7 +81,10 @@ _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/api/openapi.json": ("openapi.json", "application/json"),
 }
+# Under /api/ without a session: logging in, and the API's own description.
+_OPEN = frozenset({"/api/login", "/api/openapi.json"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -141,6 +144,7 @@ class WebApp:
         app.router.add_get("/", self.asset)
         app.router.add_get("/static/app.js", self.asset)
         app.router.add_get("/static/app.css", self.asset)
+        app.router.add_get("/api/openapi.json", self.asset)
         app.router.add_post("/api/login", self.login)
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
@@ -174,7 +178,7 @@ class WebApp:
         return response
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/") and request.path != "/api/login":
+        if request.path.startswith("/api/") and request.path not in _OPEN:
             self._require(request)  # before anything else: 401 for any /api/ path
         return await handler(request)
 
