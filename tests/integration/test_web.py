@@ -8,6 +8,7 @@ envelopes, bad input answered in one sentence).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from smdp.protocol import user as wire
+from smdp.terms import Decision
 
 from .harness import Pki, wait_until
 from .inprocess import InProcessServer
@@ -359,3 +361,180 @@ def test_the_openapi_description_is_the_api(tmp_path: Path) -> None:
         schema = spec["components"]["schemas"]["Envelope"]
         assert set(env) == set(schema["properties"]) == set(schema["required"])
         assert env["state"] in schema["properties"]["state"]["enum"]
+
+
+# -- reading, sending, lists -------------------------------------------------------------
+
+
+HTML_MAIL = (
+    b"Subject: =?utf-8?q?caf=C3=A9?= <img src=x onerror=alert(1)>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b'--b1\r\nContent-Type: multipart/alternative; boundary="b2"\r\n\r\n'
+    b"--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain words.\r\n"
+    b"--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b'<p onclick="steal()">Hi<script>steal()</script>'
+    b'<img src="https://tracker.example/pixel.gif"><img src="data:image/gif;base64,R0lGOD==">'
+    b'<a href="javascript:steal()">x</a><a href="https://ok.example/">ok</a></p>\r\n'
+    b"--b2--\r\n"
+    b"--b1\r\nContent-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''invoice%E2%80%AEfdp.exe\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+    b"--b1--\r\n")
+
+
+def accepted_entry(a: InProcessServer, b: InProcessServer, bob: Browser, raw: bytes) -> int:
+    alice = a.client(ALICE)
+    alice.submit([BOB], raw)
+    alice.quit()
+    entry = pending(b, bob, 1)[0]["id"]
+    assert bob.request("POST", "/api/decisions", {"decision": "accept", "ids": [entry]})[0] \
+        == 200
+    wait_until(lambda: bob.request("GET", f"/api/envelopes/{entry}")[2]["state"]
+               == "accepted", 20, "the message pulled")
+    return int(entry)
+
+
+def test_reading_shows_html_inert_and_attachments_as_downloads(tmp_path: Path) -> None:
+    with pair(tmp_path) as (a, b):
+        assert b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        # Not accepted yet: no message to read.
+        alice = a.client(ALICE)
+        alice.submit([BOB], b"Subject: later\r\n\r\nnot yet\r\n")
+        alice.quit()
+        waiting = pending(b, bob, 1)[0]["id"]
+        status, _, body = bob.request("GET", f"/api/messages/{waiting}")
+        assert (status, body["error"]) == (409, f"message {waiting} is not in your mailbox yet "
+                                                "(its envelope is pending); accept it first")
+        bob.request("POST", "/api/decisions", {"decision": "reject", "ids": [waiting]})
+        entry = accepted_entry(a, b, bob, HTML_MAIL)
+        status, _, shown = bob.request("GET", f"/api/messages/{entry}")
+        assert status == 200
+        assert shown["headers"]["Subject"] == "café <img src=x onerror=alert(1)>"  # text
+        assert shown["headers"]["From"] == ALICE
+        assert shown["text"] == "Plain words." and shown["has_html"] is True
+        assert shown["attachments"] == [{"number": 1, "name": "invoice\u202efdp.exe",
+                                         "type": "application/pdf", "size": 9}]
+        # The HTML: no script, no handler, no javascript: link, the remote
+        # image cut out and counted; framed only by us, scripts off.
+        status, headers, html = bob.request("GET", f"/api/messages/{entry}/html")
+        page = html.decode()
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert "script" not in page and "onclick" not in page and "javascript" not in page
+        assert "tracker.example" not in page and 'src="data:image/gif' in page
+        assert 'href="https://ok.example/"' in page and 'rel="noopener noreferrer"' in page
+        assert headers["x-remote-content-blocked"] == "1"
+        csp = headers["content-security-policy"]
+        assert "sandbox" in csp and "frame-ancestors 'self'" in csp and "script-src" not in csp
+        assert headers["x-frame-options"] == "SAMEORIGIN"
+        # Remote images only when asked for.
+        status, headers, html = bob.request("GET", f"/api/messages/{entry}/html?remote=1")
+        assert b"https://tracker.example/pixel.gif" in html
+        assert headers["x-remote-content-blocked"] == "0"
+        assert "img-src data: cid: http: https:" in headers["content-security-policy"]
+        # The attachment: a download with its real name, never shown as a page.
+        status, headers, data = bob.request("GET", f"/api/messages/{entry}/attachments/1")
+        assert (status, data) == (200, b"%PDF-1.4\n")
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["content-disposition"] == (
+            "attachment; filename*=UTF-8''invoice%E2%80%AEfdp.exe")
+        assert bob.request("GET", f"/api/messages/{entry}/attachments/2")[2] == {
+            "error": f"message {entry} has no attachment 2"}
+        # Another user reads nothing of it.
+        carol = Browser(b.web_port)
+        carol.login(CAROL)
+        for path in (f"/api/messages/{entry}", f"/api/messages/{entry}/html",
+                     f"/api/messages/{entry}/attachments/1"):
+            assert carol.request("GET", path)[:3:2] == (
+                404, {"error": f"no message {entry} in your mailbox"})
+        # The reject family after reading: REJECT&SPAM on an accepted message.
+        status, _, done = bob.request("POST", "/api/decisions",
+                                      {"decision": "reject-spam", "ids": [entry]})
+        assert done["results"][0]["ok"] is True and done["results"][0]["state"] == "spam"
+
+
+def test_compose_with_attachment_and_watch_the_sent_state(tmp_path: Path) -> None:
+    with pair(tmp_path) as (a, b):
+        assert a.web_port is None and b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        status, _, sent = bob.request("POST", "/api/messages", {
+            "to": ["Alice <alice@a.example>"], "bcc": ["carol@b.example"],
+            "subject": "Report", "text": "Attached.\n",
+            "attachments": [{"name": "r.txt", "type": "text/plain",
+                             "data": base64.b64encode(b"numbers").decode()}]})
+        assert status == 201, sent
+        assert sorted(sent["queued"]) == [ALICE, CAROL] and sent["refused"] == []
+        # The sent view: each recipient's route and state, changing as they decide.
+        def states() -> dict[str, str]:
+            messages = bob.request("GET", "/api/sent")[2]["messages"]
+            return {r["recipient"]: r["state"] for r in messages[0]["recipients"]}
+
+        wait_until(lambda: states() == {ALICE: "envelope-sent", CAROL: "envelope-sent"}, 20,
+                   "both envelopes sent")
+        messages = bob.request("GET", "/api/sent")[2]["messages"]
+        assert messages[0]["msgid"] == sent["msgid"] and messages[0]["subject"] == "Report"
+        assert {r["route"] for r in messages[0]["recipients"]} == {"smdp"}
+        alice = a.client(ALICE)
+        entry = next(line.split()[0] for line in alice.call(wire.Envs(False)).lines or [])
+        assert alice.call(wire.UserDecision(Decision.ACCEPT, int(entry))).ok
+        alice.quit()
+        wait_until(lambda: states()[ALICE] == "delivered", 20, "alice's pull")
+        alice = a.client(ALICE)
+        message = alice.read(int(entry))
+        alice.quit()
+        assert b"From: bob@b.example" in message and b"Bcc" not in message
+        assert b"carol" not in message  # Bcc recipients are never written
+        assert b'filename="r.txt"' in message and base64.b64encode(b"numbers") in message
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({"to": []}, "name at least one recipient; nothing was sent"),
+    ({"to": ["not an address"]}, "'not an address' is not an address; nothing was sent"),
+    ({"to": "bob@b.example"}, None),
+    ({"to": [ALICE], "from": "mallory@b.example"}, None),
+    ({"to": [ALICE], "subject": "a\r\nBcc: x@y.example"}, None),
+    ({"to": [ALICE], "attachments": [{"name": "x", "data": "%%%"}]},
+     "attachment 1's data is not base64"),
+])
+def test_compose_refusals_send_nothing(tmp_path: Path, body: dict[str, Any],
+                                       error: str | None) -> None:
+    with pair(tmp_path) as (_a, b):
+        assert b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        status, _, answer = bob.request("POST", "/api/messages", body)
+        assert status == 400 and set(answer) == {"error"}, answer
+        if error is not None:
+            assert answer["error"] == error
+        assert bob.request("GET", "/api/sent")[2] == {"messages": [], "next": None}
+
+
+def test_lists_are_edited_from_the_web(tmp_path: Path) -> None:
+    with pair(tmp_path) as (_a, b):
+        assert b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        status, _, done = bob.request("POST", "/api/lists", {
+            "action": "add", "list": "in-black", "address": "spam@a.example"})
+        assert status == 200, done
+        status, _, done = bob.request("POST", "/api/lists", {
+            "action": "add", "list": "out-white", "address": ALICE})
+        assert status == 200, done
+        entries = bob.request("GET", "/api/lists")[2]["entries"]
+        assert sorted((e["list"], e["address"], e["server"], e["how"]) for e in entries) == [
+            ("in-black", "spam@a.example", "smdp.a.example", "manual"),
+            ("out-white", ALICE, None, "manual")]
+        status, _, done = bob.request("POST", "/api/lists", {
+            "action": "remove", "list": "in-black", "address": "spam@a.example",
+            "server": "smdp.a.example"})
+        assert status == 200, done
+        status, _, done = bob.request("POST", "/api/lists", {
+            "action": "remove", "list": "in-black", "address": "spam@a.example",
+            "server": "smdp.a.example"})
+        assert status == 404
+        status, _, done = bob.request("POST", "/api/lists", {
+            "action": "add", "list": "grey", "address": ALICE})
+        assert status == 400 and done["error"].startswith("unknown list grey")

@@ -108,7 +108,8 @@ class SmdpServer:
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
         # The web app: the same accounts and login windows again.
-        self.web = WebApp(WebPort(self.core, self.tls, accounts, self.worker, logins))
+        self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
+                                   logins))
         self._web_runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()

@@ -131,6 +131,7 @@ class WebPort:
 
     core: Core
     tls: TlsPolicy
+    discovery: Discovery
     accounts: Accounts
     outbox: Outbox
     logins: LoginThrottle

@@ -16,6 +16,8 @@ and WebSocket support built in, and no second server framework to embed
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import json
@@ -25,15 +27,29 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from smdp.core.envelope import decode_envelope_block
+from smdp.core.lists import parse_list_request
 from smdp.core.mx import quality_keys
+from smdp.core.outcomes import Outcome
 from smdp.core.quality import judge
+from smdp.core.submission import SubmissionError
+from smdp.mail.addresses import domain_of
+from smdp.mail.compose import (
+    AttachedFile,
+    ComposeError,
+    RecipientError,
+    compose_message,
+    parse_recipients,
+)
 from smdp.server.accounts import AccountError
+from smdp.server.discovery import with_inbound_server
 from smdp.server.replies import decision_text
 from smdp.server.services import WebPort
+from smdp.server.web import reading
 from smdp.server.web.sessions import WebSession, WebSessions
 from smdp.store.records import InEnvelope, MailboxEntry, User
 from smdp.terms import Decision, EntryState
@@ -139,8 +155,10 @@ class WebApp:
         self._stopping.set()
 
     def application(self) -> web.Application:
-        # Request bodies are small JSON: 1 MiB is far above any of them.
-        app = web.Application(middlewares=[self._guard], client_max_size=1 << 20)
+        # The largest request is a message composed with its attachments, in
+        # base64 (4/3 of the octets) inside JSON: room for the largest message.
+        largest = self.config.limits.max_message_size * 4 // 3 + (1 << 20)
+        app = web.Application(middlewares=[self._guard], client_max_size=largest)
         app.router.add_get("/", self.asset)
         app.router.add_get("/static/app.js", self.asset)
         app.router.add_get("/static/app.css", self.asset)
@@ -153,6 +171,12 @@ class WebApp:
         app.router.add_get("/api/envelopes/{id}", self.envelope)
         app.router.add_post("/api/decisions", self.decisions)
         app.router.add_get("/api/lists", self.lists)
+        app.router.add_post("/api/lists", self.edit_list)
+        app.router.add_post("/api/messages", self.compose)
+        app.router.add_get("/api/sent", self.sent)
+        app.router.add_get("/api/messages/{id}", self.message)
+        app.router.add_get("/api/messages/{id}/html", self.message_html)
+        app.router.add_get("/api/messages/{id}/attachments/{n}", self.message_attachment)
         app.router.add_get("/api/events", self.events)
         return app
 
@@ -172,7 +196,8 @@ class WebApp:
             log.exception("web request failed method=%s path=%s", request.method, request.path)
             response = _error(500, "internal error; the server log says more")
         if not response.prepared:
-            response.headers.update(SECURITY_HEADERS)
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
             if request.path.startswith("/api/"):
                 response.headers["Cache-Control"] = "no-store"
         return response
@@ -331,6 +356,178 @@ class WebApp:
             {"list": f"{e.direction}-{e.kind}", "address": e.address, "server": e.server,
              "how": str(e.how), "added": _iso(e.added_at), "uses": e.uses}
             for e in self.store.list_entries(user.id)]})
+
+    async def edit_list(self, request: web.Request) -> web.Response:
+        """``{"action": "add" | "remove", "list", "address"[, "server"]}``: the
+        user port's LISTADD and LISTDEL (protocol.md 12.7)."""
+        _session, user = self._require(request)
+        body = await self._json(request)
+        action, name, address = body.get("action"), body.get("list"), body.get("address")
+        server = body.get("server")
+        if action not in ("add", "remove") or not isinstance(name, str) \
+                or not isinstance(address, str) or not isinstance(server, (str, type(None))):
+            raise ApiError(400, "send {\"action\": \"add\" or \"remove\", \"list\", "
+                                "\"address\"} and, for inbound lists, \"server\" if you know it")
+        parsed = parse_list_request(name, address, server)
+        if not isinstance(parsed, Outcome):
+            parsed = await with_inbound_server(parsed, self.port.discovery)
+        if isinstance(parsed, Outcome):
+            raise ApiError(400, parsed.reason)
+        outcome = self.port.core.lists.edit(user.id, parsed, adding=action == "add")
+        if not outcome.ok:
+            raise ApiError(404 if action == "remove" else 400, outcome.reason)
+        return web.json_response({"message": outcome.reason})
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def compose(self, request: web.Request) -> web.Response:
+        """A message from its parts, submitted as the user port submits one
+        (the origin's rules: From forced to the identity, Bcc stripped, held
+        here, envelopes out; docs/api.md, "Sending")."""
+        _session, user = self._require(request)
+        body = await self._json(request)
+        fields = {key: body.get(key) for key in ("to", "cc", "bcc")}
+        subject, text = body.get("subject", ""), body.get("text", "")
+        identity, files = body.get("from"), body.get("attachments", [])
+        if (not all(isinstance(v, (list, type(None))) and all(isinstance(x, str)
+                                                               for x in v or [])
+                    for v in fields.values())
+                or not isinstance(subject, str) or not isinstance(text, str)
+                or not isinstance(identity, (str, type(None))) or not isinstance(files, list)):
+            raise ApiError(400, "send \"to\", \"cc\", \"bcc\" as lists of addresses, "
+                                "\"subject\" and \"text\" as strings, \"from\" as one of "
+                                "your identities, \"attachments\" as a list")
+        try:
+            addresses = {key: parse_recipients(values or []) for key, values in fields.items()}
+        except RecipientError as exc:
+            raise ApiError(400, f"{exc.value!r} is not an address; nothing was sent") from None
+        everyone = [a.addr_spec.lower() for key in ("to", "cc", "bcc") for a in addresses[key]]
+        if not everyone:
+            raise ApiError(400, "name at least one recipient; nothing was sent")
+        chosen = self.port.core.origin.choose_identity(user, identity)
+        if not chosen.ok:
+            raise ApiError(400, chosen.reason)
+        attached = [self._attached(item, n) for n, item in enumerate(files, 1)]
+        try:
+            raw = compose_message(to=addresses["to"], cc=addresses["cc"], subject=subject,
+                                  text=text, domain=domain_of(chosen.reason),
+                                  attachments=attached)
+        except ComposeError as exc:
+            raise ApiError(400, f"{exc}; nothing was sent") from None
+        rcpts = list(dict.fromkeys(everyone))
+        await self.port.outbox.room_for_submission(domain_of(r) for r in rcpts)
+        try:
+            result = self.port.core.origin.submit(
+                user, chosen.reason, rcpts, raw, spool_dir=self.config.spool_dir,
+                client=request.remote or "", protocol="HTTPS" if request.secure else "HTTP")
+        except SubmissionError as exc:
+            raise ApiError(400, str(exc)) from None
+        except OSError as exc:  # a full disk while spooling
+            log.error("cannot spool a web submission: %s", exc)
+            raise ApiError(507, "insufficient storage on the server; nothing was stored, "
+                                "try later") from None
+        self.port.outbox.wake()
+        log.info("web submission msgid=%s user=%s from=%s to=%s", result.msgid,
+                 user.main_address, chosen.reason, ",".join(rcpts))
+        return web.json_response({"msgid": result.msgid, "queued": result.queued,
+                                  "direct": result.direct, "refused": result.refused},
+                                 status=201)
+
+    @staticmethod
+    def _attached(item: object, n: int) -> AttachedFile:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("data"), str):
+            raise ApiError(400, f"attachment {n} must be {{\"name\", \"type\", \"data\"}} "
+                                "with data in base64")
+        try:
+            data = base64.b64decode(item["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, f"attachment {n}'s data is not base64") from None
+        kind = item.get("type")
+        return AttachedFile(item["name"], kind if isinstance(kind, str) else "", data)
+
+    async def sent(self, request: web.Request) -> web.Response:
+        """The user's sent messages, newest first, each recipient's state and
+        route (the user port's SENT, protocol.md 12.6)."""
+        _session, user = self._require(request)
+        before = (self._int(request.query["before"], "before", 1, 2**62)
+                  if "before" in request.query else None)
+        limit = self._int(request.query.get("limit", "50"), "limit", 1, MAX_PAGE)
+        messages = self.store.out_messages_of(user.id, limit + 1, before=before)
+        more = len(messages) > limit
+        shown = []
+        for msg in messages[:limit]:
+            shown.append({
+                "id": msg.id, "msgid": msg.msgid, "from": msg.sender, "subject": msg.subject,
+                "size": msg.size, "created_at": _iso(msg.created_at), "held": msg.held,
+                "recipients": [
+                    {"recipient": r.recipient, "state": str(r.state), "route": str(r.route),
+                     "detail": r.detail, "updated_at": _iso(r.updated_at)}
+                    for r in self.store.out_recipients(msg.id)]})
+        return web.json_response({"messages": shown,
+                                  "next": shown[-1]["id"] if more else None})
+
+    # -- reading accepted mail -----------------------------------------------------------
+
+    def _readable(self, request: web.Request) -> tuple[MailboxEntry, bytes]:
+        """The user's accepted message named in the path, whole. 404 for what
+        is not this user's, 409 for an envelope whose message is not here."""
+        _session, user = self._require(request)
+        entry_id = self._int(request.match_info["id"], "message id", 1, 2**62)
+        entry = self.store.mailbox_entry(entry_id)
+        if entry is None or entry.user_id != user.id or entry.deleted:
+            raise ApiError(404, f"no message {entry_id} in your mailbox")
+        env = self.store.in_envelope(entry.envelope_id)
+        raw = self.store.in_body(entry.envelope_id) \
+            if env is not None and env.has_body and entry.state is EntryState.ACCEPTED else None
+        if raw is None:
+            raise ApiError(409, f"message {entry_id} is not in your mailbox yet "
+                                f"(its envelope is {entry.state}); accept it first")
+        return entry, raw
+
+    async def message(self, request: web.Request) -> web.Response:
+        entry, raw = self._readable(request)
+        view = await asyncio.to_thread(reading.read, raw)
+        return web.json_response({
+            "id": entry.id, "headers": view.headers, "text": view.text,
+            "has_html": view.has_html,
+            "attachments": [{"number": a.number, "name": a.name, "type": a.content_type,
+                             "size": a.size} for a in view.attachments]})
+
+    async def message_html(self, request: web.Request) -> web.Response:
+        """The HTML body, inert, for a sandboxed frame of the page (docs/web.md)."""
+        entry, raw = self._readable(request)
+        html = await asyncio.to_thread(reading.html_body, raw)
+        if html is None:
+            raise ApiError(404, f"message {entry.id} has no HTML body")
+        remote = request.query.get("remote") == "1"
+        cleaned, blocked = await asyncio.to_thread(reading.sanitize, html, remote=remote)
+        images = "data: cid: http: https:" if remote else "data: cid:"
+        page = ('<!doctype html><meta charset="utf-8"><base target="_blank">'
+                f"{cleaned}")
+        return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
+            # No script at all, whatever slipped through; no frame but ours.
+            "Content-Security-Policy": (
+                f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'; "
+                "frame-ancestors 'self'; sandbox allow-popups "
+                "allow-popups-to-escape-sandbox"),
+            "X-Frame-Options": "SAMEORIGIN",
+            "X-Remote-Content-Blocked": str(blocked),
+        })
+
+    async def message_attachment(self, request: web.Request) -> web.Response:
+        entry, raw = self._readable(request)
+        number = self._int(request.match_info["n"], "attachment number", 1, 10_000)
+        found = await asyncio.to_thread(reading.attachment, raw, number)
+        if found is None:
+            raise ApiError(404, f"message {entry.id} has no attachment {number}")
+        meta, data = found
+        # Always a download, never shown in our origin: an HTML or SVG
+        # attachment would otherwise run as our page.
+        return web.Response(body=data, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(meta.name, safe='')}",
+        })
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``envelopes`` with the newest pending entry's
