@@ -56,6 +56,10 @@ class QualityPolicy:
     min_messages: int = 10
     alert_below: float = 0.0
     block_below: float = -0.5
+    # How often each peer's counters are sampled for the administrator's
+    # quality chart (docs/web.md), and how long samples are kept.
+    sample_interval: float = 3600.0
+    sample_days: float = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +377,11 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         min_messages=_opt(q, "min_messages", int, dq.min_messages, "quality"),
         alert_below=_opt(q, "alert_below", float, dq.alert_below, "quality"),
         block_below=_opt(q, "block_below", float, dq.block_below, "quality"),
+        sample_interval=_opt(q, "sample_interval", float, dq.sample_interval, "quality"),
+        sample_days=_opt(q, "sample_days", float, dq.sample_days, "quality"),
     )
+    _positive(quality.sample_interval, "quality.sample_interval")
+    _positive(quality.sample_days, "quality.sample_days")
     if quality.min_messages < 1:
         raise ConfigError("quality.min_messages must be at least 1")
     for name in ("alert_below", "block_below"):
