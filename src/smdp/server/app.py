@@ -109,7 +109,7 @@ class SmdpServer:
             self.core, self.tls, accounts, self.worker, logins)
         # The web app: the same accounts and login windows again.
         self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
-                                   logins))
+                                  logins), listeners=self.listeners)
         self._web_runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()

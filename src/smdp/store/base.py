@@ -36,6 +36,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 
@@ -383,6 +384,12 @@ class Store(Protocol):
         ...
 
     def queue_size(self) -> int:
+        ...
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        ...
+
+    def retry_now(self, job_id: int, now: float) -> bool:
         ...
 
     def jobs(self) -> list[Job]:

@@ -139,6 +139,23 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A queue row as the administrator sees it: when it runs next, whose
+    work it is (the peer: the destination domain of an outbound envelope,
+    the origin server of a decision), and how it went so far."""
+
+    id: int
+    kind: str
+    key: str
+    attempts: int
+    last_error: str
+    next_attempt: float
+    created_at: float
+    claimed_until: float | None
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class CachedPolicy:
     """A domain's MTA-STS policy as the store keeps it (migration 0008): the
     body as served, parsed again by whoever reads it."""

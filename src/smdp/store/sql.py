@@ -22,6 +22,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 from smdp.terms import (
@@ -717,6 +718,27 @@ class SqlStore:
             "claimed_by=NULL, claimed_until=NULL WHERE id=?",
             (at, error[:500], job_id),
         )
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        """The queue, soonest first, each job with its peer (see QueuedJob)."""
+        rows = self._exec(
+            "SELECT q.id, q.kind, q.key, q.attempts, q.last_error, q.next_attempt, "
+            "q.created_at, q.claimed_until, COALESCE(o.domain, i.origin_server, '') "
+            "FROM queue q LEFT JOIN out_envelopes o ON o.envid = q.key "
+            "LEFT JOIN in_envelopes i ON i.envid = q.key "
+            "ORDER BY q.next_attempt, q.id LIMIT ?", (limit,)).fetchall()
+        return [QueuedJob(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), float(r[5]),
+                          float(r[6]), None if r[7] is None else float(r[7]), str(r[8]))
+                for r in rows]
+
+    def retry_now(self, job_id: int, now: float) -> bool:
+        """An administrator's "retry now": the job is due at ``now`` (its
+        attempts and backoff unchanged). False when there is no such job or
+        a worker holds it at this moment."""
+        cur = self._exec(
+            "UPDATE queue SET next_attempt=? WHERE id=? "
+            "AND (claimed_until IS NULL OR claimed_until < ?)", (now, job_id, now))
+        return bool(cur.rowcount)
 
     def jobs(self) -> list[Job]:
         rows = self._exec(
