@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -96,6 +97,9 @@ class Destination:
         # Local mail comes through our own peer port; we are not our own peer,
         # so it neither counts towards a quality indicator nor can be blocked.
         self.hostname = hostname
+        # Told of every option taken on a mailbox entry, and whether the user
+        # took it (the server's metrics, issue 16 item 4).
+        self.decided: Callable[[Decision, bool], None] = _nobody
 
     # -- who may deliver ---------------------------------------------------------
 
@@ -196,6 +200,7 @@ class Destination:
                     entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
                     reason="sender is on your white list (sent directly)",
                 )
+                self.decided(Decision.ACCEPT, False)
                 if server != self.hostname:
                     self.store.set_vote(entry_id, server, +1)
                 self.store.touch_inbound(user.id, sender, server)
@@ -287,6 +292,7 @@ class Destination:
                     self.store.update_mailbox_entry(
                         entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
                         reason="sender is on your white list (From verified)")
+                    self.decided(Decision.ACCEPT, False)
                     if keys:
                         self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
                 else:
@@ -314,7 +320,7 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, decision, "your decision")
+            self._apply(entry.id, decision, "your decision", by_user=True)
             self._list_applies_to_pending(entry, decision)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
@@ -349,8 +355,10 @@ class Destination:
             return True
         return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
-    def _apply(self, entry_id: int, decision: Decision, reason: str) -> None:
+    def _apply(self, entry_id: int, decision: Decision, reason: str, *,
+               by_user: bool = False) -> None:
         """Table 2, recipient column, inside the caller's transaction."""
+        self.decided(decision, by_user)
         entry = self.store.mailbox_entry(entry_id)
         assert entry is not None
         env = self.store.in_envelope(entry.envelope_id)
@@ -533,3 +541,7 @@ class Destination:
                     entry.id, state=EntryState.FAILED, decision=entry.decision,
                     reason=f"the origin refused the pull: {reply}",
                 )
+
+
+def _nobody(_decision: Decision, _by_user: bool) -> None:
+    """The default of ``Destination.decided``: nobody is told."""

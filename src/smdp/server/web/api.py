@@ -240,6 +240,7 @@ class WebApp:
         user = await self.port.accounts.authenticate(address, password)
         if user is None:
             log.info("web login failed user=%s client=%s", address[:100], client)
+            self.port.core.metrics.login_failures.labels("web").inc()
             await asyncio.sleep(self.port.logins.failed(client, address))
             raise ApiError(401, "authentication failed")
         old = request.cookies.get(COOKIE)
@@ -274,6 +275,7 @@ class WebApp:
         if not isinstance(current, str) or not isinstance(new, str):
             raise ApiError(400, "send a JSON object with \"current\" and \"new\" strings")
         if not await self.port.accounts.verify(user, current):
+            self.port.core.metrics.login_failures.labels("web").inc()
             await asyncio.sleep(self.port.logins.failed(request.remote or "", user.main_address))
             raise ApiError(403, "wrong password; the password was not changed")
         try:
