@@ -6,6 +6,7 @@ called as the adapters call them.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,12 @@ def test_table_3_recipient_side(world: World) -> None:
 
 
 @pytest.mark.parametrize(("option", "listed_as"), [
-    (Decision.ACCEPT_AUTH, ("fetching", "ACCEPT", "sender is on your white list")),
-    (Decision.REJECT_SPAMMER, ("spammer", "SPAMMER", "sender is on your black list")),
+    (Decision.ACCEPT_AUTH, ("fetching", "ACCEPT",
+                            "sender is on your white list since {day} (your ACCEPT&AUTH on "
+                            "envelope {first})")),
+    (Decision.REJECT_SPAMMER, ("spammer", "SPAMMER",
+                               "sender is on your black list since {day} (your REJECT&SPAMMER "
+                               "on envelope {first})")),
 ])
 def test_listing_a_sender_settles_their_other_pending_envelopes(
     world: World, option: Decision, listed_as: tuple[str, str, str],
@@ -197,10 +202,15 @@ def test_listing_a_sender_settles_their_other_pending_envelopes(
     world.deliver_envelopes()
     first, *others = [e.id for e in world.b.mailbox_entries(world.bob.id)]
     world.dest.decide(world.bob, first, option)
+    # The evidence (issue 16 item 2): the list, since when, and the decision
+    # that put the sender there.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    state, decision, reason = listed_as
     for entry_id in others:
         entry = world.b.mailbox_entry(entry_id)
         assert entry is not None
-        assert (entry.state, entry.decision, entry.reason) == listed_as
+        assert (entry.state, entry.decision, entry.reason) == (
+            state, decision, reason.format(day=day, first=first))
     # Carol's envelopes from the same sender are hers to decide.
     assert {e.state for e in world.b.mailbox_entries(world.carol.id)} == {"pending"}
     # Each settled envelope reports its decision to the origin (Table 2).

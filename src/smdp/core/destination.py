@@ -21,6 +21,7 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.jobs import queue_decision
+from smdp.core.lists import listing_reason
 from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
@@ -160,17 +161,17 @@ class Destination:
                     continue  # refused at RCPT already
                 entry_id = self.store.insert_mailbox_entry(
                     user.id, env_id, rcpt, EntryState.PENDING)
-                listed = self.store.inbound_kind(user.id, sender, server)
-                if listed == ListKind.BLACK:
+                listed = self.store.inbound_listing(user.id, sender, server)
+                if listed is not None and listed.kind is ListKind.BLACK:
                     # Table 3, recipient side: sender in the recipient's black
                     # list: reject the message, send SPAMMER to the origin.
                     self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.REJECT_SPAMMER, "sender is on your black list")
-                elif listed == ListKind.WHITE:
+                    self._apply(entry_id, Decision.REJECT_SPAMMER, listing_reason(listed))
+                elif listed is not None and listed.kind is ListKind.WHITE:
                     # Table 3, recipient side: sender in the recipient's white
                     # list: authorized user, accept the message.
                     self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.ACCEPT, "sender is on your white list")
+                    self._apply(entry_id, Decision.ACCEPT, listing_reason(listed))
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
@@ -196,9 +197,11 @@ class Destination:
                     continue
                 entry_id = self.store.insert_mailbox_entry(
                     user.id, env_id, rcpt, EntryState.ACCEPTED)
+                listed = self.store.inbound_listing(user.id, sender, server)
                 self.store.update_mailbox_entry(
                     entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                    reason="sender is on your white list (sent directly)",
+                    reason=listing_reason(listed, how="sent directly") if listed is not None
+                    else "sender is on your white list (sent directly)",
                 )
                 self.decided(Decision.ACCEPT, False)
                 if server != self.hostname:
@@ -252,20 +255,22 @@ class Destination:
         held: list[str] = []
         delivered: list[str] = []
         refused: list[str] = []
+        reasons: dict[str, str] = {}
         users: list[tuple[str, User]] = []
         with self.store.transaction():
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue  # refused at RCPT already
-                listed = self.store.inbound_kind(user.id, sender, server) if sender else None
-                if listed == ListKind.BLACK:
+                listed = self.store.inbound_listing(user.id, sender, server) if sender else None
+                if listed is not None and listed.kind is ListKind.BLACK:
                     self.store.touch_inbound(user.id, sender, server)
                     refused.append(rcpt)
                     continue
-                if listed == ListKind.WHITE and trusted:
+                if listed is not None and listed.kind is ListKind.WHITE and trusted:
                     self.store.touch_inbound(user.id, sender, server)
                     delivered.append(rcpt)
+                    reasons[rcpt] = listing_reason(listed, how="From verified")
                 else:
                     held.append(rcpt)
                 users.append((rcpt, user))
@@ -291,7 +296,7 @@ class Destination:
                         user.id, env_id, rcpt, EntryState.ACCEPTED)
                     self.store.update_mailbox_entry(
                         entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                        reason="sender is on your white list (From verified)")
+                        reason=reasons[rcpt])
                     self.decided(Decision.ACCEPT, False)
                     if keys:
                         self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
@@ -336,10 +341,10 @@ class Destination:
             return
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
-        if effect.add_to_white_list:
-            automatic, reason = Decision.ACCEPT, "sender is on your white list"
-        else:
-            automatic, reason = Decision.REJECT_SPAMMER, "sender is on your black list"
+        automatic = Decision.ACCEPT if effect.add_to_white_list else Decision.REJECT_SPAMMER
+        listed = self.store.inbound_listing(entry.user_id, env.sender, env.origin_server)
+        reason = (listing_reason(listed) if listed is not None
+                  else f"sender is on your {'white' if effect.add_to_white_list else 'black'} list")
         for other in self.store.entries_from(entry.user_id, env.sender, env.origin_server,
                                              EntryState.PENDING):
             if effect.add_to_white_list and not self._white_list_may_match(other):
@@ -364,8 +369,11 @@ class Destination:
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
+        # Only the user's own decision writes the lists: an automatic one
+        # comes from the entry already there, whose evidence must stay.
+        listing = by_user
         if env.via_smtp:
-            self._apply_smtp(entry, env, decision, reason)
+            self._apply_smtp(entry, env, decision, reason, listing=listing)
             return
         if not env.sender:
             # The null sender: a notice this server wrote (deliver_notice).
@@ -373,12 +381,12 @@ class Destination:
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
             return
-        if effect.add_to_white_list:
+        if effect.add_to_white_list and listing:
             self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender, env.origin_server,
-                                   ListedBy.AUTO)
-        if effect.add_to_black_list:
+                                   ListedBy.AUTO, source=(entry.id, decision))
+        if effect.add_to_black_list and listing:
             self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender, env.origin_server,
-                                   ListedBy.AUTO)
+                                   ListedBy.AUTO, source=(entry.id, decision))
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)
         if effect.vote < 0 and env.origin_server != self.hostname:
@@ -399,7 +407,7 @@ class Destination:
         queue_decision(self.store, env.envid, entry.id)
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
-                    reason: str) -> None:
+                    reason: str, *, listing: bool) -> None:
         """Table 2's recipient column for mail that arrived by SMTP (issue 12):
         the lists are written as for an envelope, with the From domain for
         the server; the bytes are here, so an accept puts the message in the
@@ -408,13 +416,15 @@ class Destination:
         (no backscatter). The vote counts for the verified domain and the
         client's prefix (issue 12 item 4)."""
         effect = recipient_side(decision)
-        if env.sender:
+        if env.sender and listing:
             if effect.add_to_white_list:
                 self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender,
-                                       env.origin_server, ListedBy.AUTO)
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
             if effect.add_to_black_list:
                 self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender,
-                                       env.origin_server, ListedBy.AUTO)
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
         state = EntryState.ACCEPTED if decision.accepts else effect.state
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         self._smtp_vote(entry.id, env, effect.vote)

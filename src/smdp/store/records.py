@@ -118,6 +118,18 @@ class Quality:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundListing:
+    """Where one (sender, server) pair stands on a user's inbound lists, and
+    what put it there (migration 0012): the evidence of an automatic verdict."""
+
+    kind: ListKind
+    how: ListedBy
+    added_at: float
+    source_entry: int | None  # the mailbox entry whose decision listed it
+    source_decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
 class ListEntry:
     direction: ListDirection
     kind: ListKind
