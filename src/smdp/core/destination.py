@@ -21,7 +21,7 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.jobs import queue_decision
-from smdp.core.lists import listing_reason
+from smdp.core.lists import list_pair, listing_reason
 from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
@@ -30,7 +30,7 @@ from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import received_field
 from smdp.store import Store
-from smdp.store.records import InEnvelope, MailboxEntry, User
+from smdp.store.records import InboundListing, InEnvelope, MailboxEntry, User
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
 
 log = logging.getLogger("smdp.quality")
@@ -155,23 +155,37 @@ class Destination:
             self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             if server != self.hostname:
                 self.store.count_messages(server, len(recipients))
+            list_id = fields.summary.list_id
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue  # refused at RCPT already
                 entry_id = self.store.insert_mailbox_entry(
                     user.id, env_id, rcpt, EntryState.PENDING)
-                listed = self.store.inbound_listing(user.id, sender, server)
+                listed, who, address = self._listing(user.id, sender, server, list_id)
                 if listed is not None and listed.kind is ListKind.BLACK:
                     # Table 3, recipient side: sender in the recipient's black
                     # list: reject the message, send SPAMMER to the origin.
-                    self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.REJECT_SPAMMER, listing_reason(listed))
+                    self.store.touch_inbound(user.id, address, server)
+                    self._apply(entry_id, Decision.REJECT_SPAMMER,
+                                listing_reason(listed, who=who))
                 elif listed is not None and listed.kind is ListKind.WHITE:
                     # Table 3, recipient side: sender in the recipient's white
                     # list: authorized user, accept the message.
-                    self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.ACCEPT, listing_reason(listed))
+                    self.store.touch_inbound(user.id, address, server)
+                    self._apply(entry_id, Decision.ACCEPT, listing_reason(listed, who=who))
+
+    def _listing(self, user_id: int, sender: str, server: str, list_id: str
+                 ) -> tuple[InboundListing | None, str, str]:
+        """Table 3's lookup: the sender's own entry first, then, for a post
+        to a mailing list, the list's (issue 16 item 3). The entry, what it
+        lists (for the reason) and the address it is kept under."""
+        listed = self.store.inbound_listing(user_id, sender, server)
+        if listed is not None or not list_id:
+            return listed, "sender", sender
+        pair = list_pair(list_id)
+        return (self.store.inbound_listing(user_id, pair, server), f"the list {list_id}",
+                pair)
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
@@ -343,8 +357,11 @@ class Destination:
         assert env is not None
         automatic = Decision.ACCEPT if effect.add_to_white_list else Decision.REJECT_SPAMMER
         listed = self.store.inbound_listing(entry.user_id, env.sender, env.origin_server)
-        reason = (listing_reason(listed) if listed is not None
-                  else f"sender is on your {'white' if effect.add_to_white_list else 'black'} list")
+        if listed is None:
+            # The decision listed something else (a mailing list, _apply):
+            # the poster's other envelopes are not settled by it.
+            return
+        reason = listing_reason(listed)
         for other in self.store.entries_from(entry.user_id, env.sender, env.origin_server,
                                              EntryState.PENDING):
             if effect.add_to_white_list and not self._white_list_may_match(other):
@@ -372,6 +389,11 @@ class Destination:
         # Only the user's own decision writes the lists: an automatic one
         # comes from the entry already there, whose evidence must stay.
         listing = by_user
+        # A post to a mailing list lists the list, not its poster.
+        listed_as = env.sender
+        if listing and (effect.add_to_white_list or effect.add_to_black_list):
+            list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
+            listed_as = list_pair(list_id) if list_id else env.sender
         if env.via_smtp:
             self._apply_smtp(entry, env, decision, reason, listing=listing)
             return
@@ -382,10 +404,10 @@ class Destination:
                                             reason=reason)
             return
         if effect.add_to_white_list and listing:
-            self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender, env.origin_server,
+            self.store.put_inbound(entry.user_id, ListKind.WHITE, listed_as, env.origin_server,
                                    ListedBy.AUTO, source=(entry.id, decision))
         if effect.add_to_black_list and listing:
-            self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender, env.origin_server,
+            self.store.put_inbound(entry.user_id, ListKind.BLACK, listed_as, env.origin_server,
                                    ListedBy.AUTO, source=(entry.id, decision))
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)

@@ -73,12 +73,23 @@ class Lists:
         return Outcome(Kind.DONE, f"{addr} {verb} your {request.name} list")
 
 
-def listing_reason(listing: InboundListing, *, how: str = "") -> str:
+LIST_PAIR_PREFIX = "list:"
+
+
+def list_pair(list_id: str) -> str:
+    """The address under which a mailing list stands on inbound lists
+    (issue 16 item 3): each post to a list has a different From, so
+    authorizing one authorizes the (List-Id, server) pair."""
+    return LIST_PAIR_PREFIX + list_id
+
+
+def listing_reason(listing: InboundListing, *, how: str = "", who: str = "sender") -> str:
     """Why an envelope was decided without its recipient (issue 16 item 2),
     with the evidence: which list, since when, and what put the sender
     there, e.g. "sender is on your black list since 2026-11-02 (your
     REJECT&SPAMMER on envelope 14)". ``how``: a note on the delivery, such
-    as "sent directly" or "From verified"."""
+    as "sent directly" or "From verified"; ``who``: what is listed, "sender"
+    or "the list <list-id>"."""
     since = time.strftime("%Y-%m-%d", time.gmtime(listing.added_at))
     if listing.how is ListedBy.MANUAL:
         origin = "you added it"
@@ -87,4 +98,4 @@ def listing_reason(listing: InboundListing, *, how: str = "") -> str:
     else:
         origin = "by a decision of yours"
     notes = "; ".join(note for note in (origin, how) if note)
-    return f"sender is on your {listing.kind.value} list since {since} ({notes})"
+    return f"{who} is on your {listing.kind.value} list since {since} ({notes})"
