@@ -5,9 +5,9 @@ A line of exactly the maximum length and one octet more, whole and cut just
 before its LF; a bare LF at the first octet of the buffer (a line of its own,
 the line after a block, the line before a terminator); every block
 terminator split across two reads at every offset; the defaults of both
-sides of a connection (1000-octet lines, 64 MiB blocks, 1000-line replies)
-written out from protocol.md 14 rather than read from the constants they
-guard."""
+sides of a connection (1000-octet lines and 1000-line replies, as in
+protocol.md 14, and a client's 64 MiB block) written out rather than read
+from the constants they guard."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_a_partial_line_one_octet_past_the_limit_fails_at_once() -> None:
     assert all_lines(lines) == [b"NEXT"]
 
 
-# -- the connections' defaults (protocol.md 14) ---------------------------------------
+# -- the connections' defaults --------------------------------------------------------
 
 
 def peer_server() -> peer.PeerServerConnection:
