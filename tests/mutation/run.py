@@ -133,7 +133,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _unit("test_core_rules", "test_origin_rules", "test_origin_routing",
                  "test_notice_triggers")),
     Target("destination", (Scope("smdp/core/destination.py"),),
-           _unit("test_core_rules", "test_destination_rules", "test_destination_notify_edges")),
+           _unit("test_core_rules", "test_destination_rules", "test_destination_notify_edges",
+                 "test_mx_rules")),
     Target("quality", (Scope("smdp/core/quality.py"),),
            _unit("test_core_rules", "test_quality_rules")),
     # The edge tests first: they take under a second, and -x stops there
