@@ -59,7 +59,7 @@ from bench.e2e import cpu_s as process_cpu_s
 
 
 def _counts(settings: Settings) -> tuple[dict[str, int], int]:
-    counts = {"4k": settings.pick(600, 3000), "700k": settings.pick(40, 200)}
+    counts = {"4k": settings.pick(2000, 10000), "700k": settings.pick(60, 300)}
     return counts, settings.pick(20, 50)
 
 
