@@ -141,6 +141,17 @@ def cmd_admin(args: argparse.Namespace) -> int:
             user = accounts.user(args.address)
             store.set_suspension(user.id, args.reason)
             print(f"sending suspended for {user.main_address}")
+        elif args.admin_cmd in ("grant-admin", "revoke-admin"):
+            user = accounts.user(args.address)
+            granted = args.admin_cmd == "grant-admin"
+            store.set_admin(user.id, granted)
+            print(f"{user.main_address} {'is' if granted else 'is no longer'} an "
+                  "administrator (the web app's administrator pages)")
+        elif args.admin_cmd in ("block", "allow", "unblock"):
+            override = {"block": "blocked", "allow": "allowed", "unblock": None}[args.admin_cmd]
+            store.set_override(args.server, override, args.reason)
+            verdict = judge(store.quality(args.server), config.quality)
+            print(f"{args.server}: {verdict.status}: {verdict.reason}")
     except AccountError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -392,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="suspended by the administrator")
     p = asub.add_parser("unsuspend", help="lift a suspension (after investigating)")
     p.add_argument("address")
+    for name, text in (("grant-admin", "let a user open the web app's administrator pages"),
+                       ("revoke-admin", "take that away again")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("address")
+    for name, text in (("block", "refuse a peer server whatever its quality says"),
+                       ("allow", "never block a peer server for its quality"),
+                       ("unblock", "let the quality formula decide on a peer server again")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("server", help="the peer server's host name (smtp:<domain> for an "
+                                      "SMTP sender's verified domain)")
+        p.add_argument("--reason", default="", help="shown with the peer's status")
     admin.set_defaults(func=cmd_admin)
     _add_dns_records_parser(asub)
 

@@ -56,6 +56,10 @@ class QualityPolicy:
     min_messages: int = 10
     alert_below: float = 0.0
     block_below: float = -0.5
+    # How often each peer's counters are sampled for the administrator's
+    # quality chart (docs/web.md), and how long samples are kept.
+    sample_interval: float = 3600.0
+    sample_days: float = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,11 @@ class SmtpSettings:
     # Greylisting at the MX (issue 12 item 4; docs/smtp.md, "Greylisting"):
     # seconds a first-time (MAIL FROM, client prefix) pair waits; 0: off.
     greylist_delay: float = 0.0
+    # SPF, DKIM and DMARC on mail arriving at the MX (issue 12 item 2;
+    # docs/smtp.md, "Sender authentication"), through [dns] nameservers.
+    # False: nothing is checked, no From is ever verified, so no SMTP mail
+    # matches a white-list entry and all of it is held for a decision.
+    sender_auth: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,13 @@ class Config:
     # The MX for mail from the SMTP world (issue 12; port 25 by convention):
     # off unless set.
     mx_listener: Listener | None = None
+    # The web app (issue 13; docs/web.md): HTTPS with the user port's
+    # certificate, plain HTTP only where passwords may go without TLS.
+    web_listener: Listener | None = None
+    # [web] https: whether the web listener speaks HTTPS (the user port's
+    # certificate). Default: when [tls] has a certificate. Plain HTTP only on
+    # loopback, where passwords may also go without TLS (docs/web.md).
+    web_https: bool = False
     # Passwords over a connection without TLS: only ever on loopback, and only
     # when this is set (the demo and the tests).
     allow_plaintext_login: bool = False
@@ -232,7 +248,7 @@ class Config:
                  ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
                  ("submission", self.submission_listener),
                  ("submission_tls", self.submission_tls_listener),
-                 ("mx", self.mx_listener)]
+                 ("mx", self.mx_listener), ("web", self.web_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -292,7 +308,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
                            "peers", "dns", "security", "abuse", "tls", "notices", "smtp",
-                           "dkim"},
+                           "dkim", "web"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node"}, "server")
@@ -304,7 +320,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls", "mx"}, "listen")
+                             "submission_tls", "mx", "web"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
@@ -316,6 +332,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         if "submission" in listen else None)
     mx_listener = (_listener(_check(listen["mx"], str, "listen.mx"), "listen.mx")
                    if "mx" in listen else None)
+    web_listener = (_listener(_check(listen["web"], str, "listen.web"), "listen.web")
+                    if "web" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -360,7 +378,11 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         min_messages=_opt(q, "min_messages", int, dq.min_messages, "quality"),
         alert_below=_opt(q, "alert_below", float, dq.alert_below, "quality"),
         block_below=_opt(q, "block_below", float, dq.block_below, "quality"),
+        sample_interval=_opt(q, "sample_interval", float, dq.sample_interval, "quality"),
+        sample_days=_opt(q, "sample_days", float, dq.sample_days, "quality"),
     )
+    _positive(quality.sample_interval, "quality.sample_interval")
+    _positive(quality.sample_days, "quality.sample_days")
     if quality.min_messages < 1:
         raise ConfigError("quality.min_messages must be at least 1")
     for name in ("alert_below", "block_below"):
@@ -397,6 +419,12 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     _positive(notices.pending_interval, "notices.pending_interval")
 
     tls = _parse_tls(_check(data.get("tls", {}), dict, "tls"), base_dir)
+    web_table = _check(data.get("web", {}), dict, "web")
+    _reject_unknown(web_table, {"https"}, "web")
+    web_https = _opt(web_table, "https", bool, tls.cert is not None, "web")
+    if web_https and tls.cert is None:
+        raise ConfigError("web.https = true needs tls.cert and tls.key (the user port's "
+                          "certificate), or web.https = false on a loopback listener")
     for key in tls_listeners:
         if tls.cert is None:
             raise ConfigError(f"listen.{key} needs tls.cert and tls.key")
@@ -440,7 +468,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         raise ConfigError(f"smtp.greylist_delay must be 0 (off) or positive, "
                           f"not {greylist_delay}")
     smtp = SmtpSettings(outbound=_opt(smtp_table, "outbound", bool, False, "smtp"),
-                        outbound_port=outbound_port, greylist_delay=greylist_delay)
+                        outbound_port=outbound_port, greylist_delay=greylist_delay,
+                        sender_auth=_opt(smtp_table, "sender_auth", bool, True, "smtp"))
 
     sec = _check(data.get("security", {}), dict, "security")
     _reject_unknown(sec, {"password_memory_kib", "password_time_cost",
@@ -478,6 +507,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         submission_listener=submission_listener,
         submission_tls_listener=tls_listeners.get("submission_tls"),
         mx_listener=mx_listener,
+        web_listener=web_listener,
+        web_https=web_https,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,
         password_time_cost=time_cost,

@@ -68,6 +68,7 @@ class InProcessServer:
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
         self.mx_port: int | None = None  # [listen] mx
+        self.web_port: int | None = None  # [listen] web
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SmdpServer | None = None
@@ -107,6 +108,7 @@ class InProcessServer:
         self.submission_port = self._server.submission_port
         self.submission_tls_port = self._server.submission_tls_port
         self.mx_port = self._server.mx_port
+        self.web_port = self._server.web_port
 
     def peer_with(self, other: InProcessServer) -> None:
         """Deliver ``other.domain``'s mail to ``other`` (its real port is

@@ -5,6 +5,8 @@ to and send mail between, and a clean stop on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import poplib
 import re
@@ -28,7 +30,7 @@ MESSAGE = b"To: bob@b.example\r\nSubject: Hi from A\r\n\r\nHello Bob\r\n"
 
 def free_port_run(n: int) -> int:
     """The first of ``n`` consecutive free loopback ports (the demo takes a
-    base port and uses the next three): found by asking the OS for one and
+    base port and uses the next five): found by asking the OS for one and
     checking the ones after it."""
     for _ in range(100):
         with socket.socket() as probe:
@@ -60,7 +62,7 @@ class Demo:
 
     def __init__(self, root: Path, sigint: signal.Handlers) -> None:
         self.root = root
-        self.base = free_port_run(4)
+        self.base = free_port_run(6)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "smdp", "demo", "--dir", str(root),
              "--base-port", str(self.base)],
@@ -172,6 +174,22 @@ def test_the_demo_runs_two_domains_and_stops_cleanly(tmp_path: Path, stop: str) 
         assert pop.stat() == (0, 0)
         pop.quit()
 
+        # The web app at the printed address: the page, and bob's login.
+        web = re.search(r"and http://127\.0\.0\.1:(\d+)/ \(bob@b\.example, password "
+                        r"bob-demo\)", text)
+        assert web, text
+        web_port = int(web[1])
+        assert web_port == demo.base + 5
+        conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=10)
+        conn.request("GET", "/")
+        page = conn.getresponse()
+        assert page.status == 200 and b"/static/app.js" in page.read()
+        conn.request("POST", "/api/login", body=b'{"address": "bob@b.example", '
+                     b'"password": "bob-demo"}', headers={"Content-Type": "application/json"})
+        login = conn.getresponse()
+        assert login.status == 200 and json.loads(login.read())["user"] == "bob@b.example"
+        conn.close()
+
         # alice sends to bob; bob accepts; the message crosses and is read.
         body = alice_to_bob(a_port, b_port)
         assert body.endswith(b"Subject: Hi from A\r\n\r\nHello Bob")
@@ -183,7 +201,7 @@ def test_the_demo_runs_two_domains_and_stops_cleanly(tmp_path: Path, stop: str) 
         else:
             demo.proc.send_signal(signal.SIGTERM)
         assert demo.wait_closed() == 0
-        ports = (demo.base, a_port, demo.base + 2, b_port)
+        ports = (demo.base, a_port, demo.base + 2, b_port, demo.base + 4, web_port)
         wait_until(lambda: all(refuses(p) for p in ports), what="both servers stopped")
     finally:
         demo.kill()

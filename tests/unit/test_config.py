@@ -251,6 +251,11 @@ def test_the_mx_listener_is_off_unless_set(tmp_path: Path) -> None:
     assert config.smtp.greylist_delay == 300.0
     with pytest.raises(ConfigError, match=r"smtp\.greylist_delay must be 0 \(off\) or positive"):
         parse_config({**MINIMAL, "smtp": {"greylist_delay": -1}}, tmp_path)
+    assert parse_config(MINIMAL, tmp_path).smtp.sender_auth is True  # on by default
+    assert parse_config({**MINIMAL, "smtp": {"sender_auth": False}},
+                        tmp_path).smtp.sender_auth is False
+    with pytest.raises(ConfigError, match=r"smtp\.sender_auth must be a bool"):
+        parse_config({**MINIMAL, "smtp": {"sender_auth": "no"}}, tmp_path)
 
 
 def test_submission_listeners_are_off_unless_set(tmp_path: Path) -> None:

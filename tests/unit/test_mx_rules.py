@@ -12,8 +12,6 @@ import pytest
 from smdp.config import QualityPolicy
 from smdp.core.destination import Destination, SmtpArrival
 from smdp.core.mx import (
-    authentication_results,
-    authentication_results_field,
     client_prefix,
     forged_results,
     from_address,
@@ -21,7 +19,6 @@ from smdp.core.mx import (
     relay_refusal,
 )
 from smdp.core.outcomes import Kind
-from smdp.core.sender_auth import AuthResults, DkimSignatureCheck, SpfCheck
 from smdp.mail.body import Body
 from smdp.store.sqlite import SqliteStore
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
@@ -68,42 +65,6 @@ def test_a_plain_local_address_is_no_relay() -> None:
 ])
 def test_from_address(head: bytes, found: str | None) -> None:
     assert from_address(head) == found
-
-
-# -- authentication_results (RFC 8601) ----------------------------------------------
-
-
-def results(**changes: object) -> AuthResults:
-    base = AuthResults(client_ip="192.0.2.1", helo="mta.c.example", mail_from=FRIEND,
-                       from_domain="c.example", spf=SpfCheck("pass", "c.example", "ok"),
-                       dkim=(DkimSignatureCheck("pass", "c.example", "s1"),),
-                       dmarc="pass", dmarc_policy="reject", verified_domain="c.example")
-    return AuthResults(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
-                          **changes})  # type: ignore[arg-type]
-
-
-def test_authentication_results_names_each_method() -> None:
-    assert authentication_results("mx.b.example", results()) == (
-        "mx.b.example; spf=pass (ok) smtp.mailfrom=friend@c.example; "
-        "dkim=pass header.d=c.example header.s=s1; "
-        "dmarc=pass policy.dmarc=reject header.from=c.example")
-
-
-def test_authentication_results_when_nothing_was_checked() -> None:
-    nothing = AuthResults.unauthenticated("192.0.2.1", "mta.c.example", FRIEND, "c.example")
-    assert authentication_results("mx.b.example", nothing) == "mx.b.example; none"
-
-
-def test_authentication_results_null_path_and_hostile_text() -> None:
-    value = authentication_results("mx.b.example", results(
-        mail_from="", spf=SpfCheck("fail", "mta.c.example", "evil)\r\nX-Injected: 1 (x"),
-        dkim=(), dmarc="fail", dmarc_policy="", verified_domain=None))
-    assert "\r" not in value and "\n" not in value
-    assert "smtp.mailfrom=postmaster@mta.c.example" in value
-    assert "; dkim=none;" in value and "(evilX-Injected: 1 x)" in value
-    field = authentication_results_field("mx.b.example", results())
-    assert field.startswith(b"Authentication-Results: mx.b.example;\r\n\tspf=pass")
-    assert field.endswith(b"\r\n") and field.count(b"\r\n") == 4
 
 
 def test_forged_results_in_our_name_are_cut_out() -> None:

@@ -5,6 +5,7 @@ PostgreSQL (a throwaway cluster, see tests/pg.py) unless its name says which.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -1063,4 +1064,43 @@ def test_smtp_arrivals_keep_their_results_and_free_their_bytes(backend: Backend)
         store.set_vote(smdp_entry, "smtp:c.example", +1, also=["smtp:192.0.2.0/24"])
     assert [(q.server, q.votes) for q in store.all_quality()] == [
         ("smtp:192.0.2.0/24", 1), ("smtp:c.example", 1)]
+    store.close()
+
+
+def test_overrides_samples_and_administrators(backend: Backend) -> None:
+    """Migration 0011 (issue 13 item 3) on both backends: a peer blocked or
+    allowed by hand, handed back; samples only of what changed, at most one
+    per interval; the administrator flag."""
+    store = backend.open()
+    store.count_messages("smdp.p.example", 4)
+    store.set_override("smdp.p.example", "blocked", "phishing")
+    q = store.quality("smdp.p.example")
+    assert (q.messages, q.votes, q.override, q.override_reason) == (
+        4, 0, "blocked", "phishing")
+    assert q.override_at is not None
+    store.set_override("smdp.new.example", "allowed")  # never seen before: a row of its own
+    assert store.quality("smdp.new.example") == dataclasses.replace(
+        store.quality("smdp.new.example"), messages=0, votes=0, override="allowed")
+    store.set_override("smdp.p.example", None, "ignored")
+    q = store.quality("smdp.p.example")
+    assert (q.override, q.override_reason, q.override_at) == (None, "", None)
+    assert [x.server for x in store.all_quality()] == ["smdp.new.example", "smdp.p.example"]
+    # Samples: peers with messages only; none again within the interval, nor
+    # when nothing changed.
+    assert store.sample_quality(1000.0, every=60) == 1
+    assert store.sample_quality(1030.0, every=60) == 0
+    assert store.sample_quality(1100.0, every=60) == 0  # unchanged
+    store.count_messages("smdp.p.example", 1)
+    assert store.sample_quality(1200.0, every=60) == 1
+    assert store.quality_history("smdp.p.example", 0) == [(1000.0, 4, 0), (1200.0, 5, 0)]
+    assert store.quality_history("smdp.p.example", 1100) == [(1200.0, 5, 0)]
+    assert store.drop_quality_samples(1100) == 1
+    assert store.quality_history("smdp.p.example", 0) == [(1200.0, 5, 0)]
+    user = store.create_user("root@a.example", "x")
+    assert store.is_admin(user.id) is False
+    store.set_admin(user.id, True)
+    assert store.is_admin(user.id) is True
+    store.set_admin(user.id, False)
+    assert store.is_admin(user.id) is False
+    assert store.is_admin(999999) is False
     store.close()

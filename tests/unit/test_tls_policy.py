@@ -143,6 +143,40 @@ def test_no_listener_beyond_loopback_without_a_certificate_unless_told(
                             "on purpose")
 
 
+@pytest.mark.parametrize(("listen", "tls", "web", "refused"), [
+    ("127.0.0.1:8080", {}, {}, None),  # loopback: plain HTTP is fine
+    ("0.0.0.0:443", {"cert": "b.pem", "key": "b.key"}, {}, None),  # HTTPS by default
+    # Plain HTTP beyond loopback, even where peers may go without TLS.
+    ("0.0.0.0:8080", {"require": False}, {}, "listen.web = '0.0.0.0:8080'"),
+    ("0.0.0.0:8080", {"cert": "b.pem", "key": "b.key"}, {"https": False},
+     "listen.web = '0.0.0.0:8080'"),
+])
+def test_the_web_app_never_serves_passwords_in_the_clear_off_loopback(
+    tmp_path: Path, listen: str, tls: dict[str, Any], web: dict[str, Any],
+    refused: str | None,
+) -> None:
+    write_issued(make_cert("smdp.b.example"), tmp_path, "b")
+    config = parse_config({**MINIMAL, "listen": {"web": listen}, "tls": tls, "web": web},
+                          tmp_path)
+    assert config.web_https is (web.get("https", "cert" in tls))
+    if refused is None:
+        check_exposure(config)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_exposure(config)
+    assert str(info.value) == (
+        f"{refused} is not a loopback address, and web.https is false: passwords and "
+        "session cookies would cross the network in the clear; set web.https = true with "
+        "tls.cert and tls.key, or listen on 127.0.0.1")
+
+
+def test_web_https_needs_a_certificate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"web\.https = true needs tls\.cert and tls\.key"):
+        parse_config({**MINIMAL, "web": {"https": True}}, tmp_path)
+    with pytest.raises(ConfigError, match="unknown setting web.port"):
+        parse_config({**MINIMAL, "web": {"port": 1}}, tmp_path)
+
+
 def test_the_unauthenticated_mode_is_announced(tmp_path: Path) -> None:
     write_issued(make_cert("smdp.b.example"), tmp_path, "b")
     assert unauthenticated_warning(parse_config(MINIMAL, tmp_path)) is None

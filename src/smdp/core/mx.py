@@ -7,10 +7,10 @@
   address literal) is refused, whatever user it might reach.
 - :func:`from_address`: the RFC 5322 From address of a message, the SMTP
   sender as Table 3 knows it.
-- :func:`authentication_results`: the ``Authentication-Results`` field
-  (RFC 8601) for what sender authentication found, and
-  :func:`forged_results`: the fields of that name a sender wrote in our name,
-  which RFC 8601 section 5 says must go.
+- :func:`forged_results`: the ``Authentication-Results`` fields a sender
+  wrote in our name, which RFC 8601 section 5 says must go (the field we
+  write ourselves is ``core/sender_auth.py``'s
+  ``authentication_results_field``).
 
 Table 3 itself for SMTP mail is applied by ``destination.py``
 (``Destination.receive_smtp``).
@@ -24,14 +24,11 @@ from collections.abc import Collection
 from email.utils import getaddresses
 from typing import Final
 
-from smdp.core.sender_auth import AuthResults
 from smdp.mail.addresses import AddressError, normalize, parse_address
 from smdp.mail.mime import MAX_HEADER_OCTETS, scan_header
 from smdp.protocol.smtp import split_mailbox
 
 __all__ = [
-    "authentication_results",
-    "authentication_results_field",
     "client_prefix",
     "forged_results",
     "from_address",
@@ -91,55 +88,6 @@ def from_address(head: bytes) -> str | None:
                 return None
         return None
     return None
-
-
-# RFC 8601 2.2: a pvalue is a value (RFC 2045 token or quoted string) or an
-# address; what we write is kept to a token's characters and '@' and '.'.
-_PVALUE_UNSAFE: Final = re.compile(r"[^A-Za-z0-9!#$%&'*+\-.^_`{|}~@]")
-_COMMENT_UNSAFE: Final = re.compile(r"[^\x20-\x27\x2a-\x5b\x5d-\x7e]")
-_MAX_COMMENT: Final = 120
-
-
-def _pvalue(text: str) -> str:
-    cleaned = _PVALUE_UNSAFE.sub("", text)
-    return cleaned or '""'
-
-
-def _comment(text: str) -> str:
-    cleaned = " ".join(_COMMENT_UNSAFE.sub("", text).split())[:_MAX_COMMENT]
-    return f" ({cleaned})" if cleaned else ""
-
-
-def authentication_results(authserv_id: str, results: AuthResults) -> str:
-    """The value of an ``Authentication-Results`` field (RFC 8601 2.2), on one
-    line, without the field name: ``authserv-id; method=result ptype.property=value; ...``.
-
-    With nothing checked (no SPF domain, no DKIM signature, DMARC none and no
-    policy) it is ``authserv-id; none`` (RFC 8601 2.2: no method was run).
-    """
-    spf, parts = results.spf, []
-    if spf.domain or results.dkim or results.dmarc != "none" or results.dmarc_policy:
-        mailfrom = results.mail_from or f"postmaster@{results.helo}"
-        parts.append(f"spf={spf.result}{_comment(spf.reason)} smtp.mailfrom={_pvalue(mailfrom)}")
-        if not results.dkim:
-            parts.append("dkim=none")
-        for sig in results.dkim:
-            parts.append(f"dkim={sig.result}{_comment(sig.reason)} header.d={_pvalue(sig.domain)}"
-                         f" header.s={_pvalue(sig.selector)}")
-        dmarc = f"dmarc={results.dmarc}"
-        if results.dmarc_policy:
-            dmarc += f" policy.dmarc={results.dmarc_policy}"
-        parts.append(dmarc + f" header.from={_pvalue(results.from_domain)}")
-    else:
-        parts.append("none")
-    return "; ".join([_pvalue(authserv_id), *parts])
-
-
-def authentication_results_field(authserv_id: str, results: AuthResults) -> bytes:
-    """The whole header field with its CRLF, folded after each ``;`` so that
-    every line stays short (RFC 5322 2.1.1)."""
-    value = authentication_results(authserv_id, results)
-    return ("Authentication-Results: " + value.replace("; ", ";\r\n\t") + "\r\n").encode("ascii")
 
 
 def forged_results(head: bytes, authserv_id: str) -> tuple[bytes, int]:

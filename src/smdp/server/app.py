@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from smdp.config import Config, Listener, PeerServer
 from smdp.core.sender_auth import NoAuthentication, SenderAuthenticator
 from smdp.errors import CliError
@@ -29,6 +31,7 @@ from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
 from smdp.server.routing import Router
+from smdp.server.sender_auth import DnsSenderAuthenticator
 from smdp.server.services import (
     Core,
     LoginThrottle,
@@ -37,6 +40,7 @@ from smdp.server.services import (
     PeerQuotas,
     SubmissionPort,
     UserPort,
+    WebPort,
 )
 from smdp.server.submission_server import serve_submission
 from smdp.server.tls import (
@@ -46,6 +50,7 @@ from smdp.server.tls import (
     unauthenticated_warning,
 )
 from smdp.server.user_server import serve_user
+from smdp.server.web import WebApp
 from smdp.store import Store, open_store
 
 log = logging.getLogger("smdp")
@@ -86,8 +91,12 @@ class SmdpServer:
         quotas = PeerQuotas()
         self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, quotas)
         # The MX shares the peer port's windows (messages per recipient add
-        # up across both doors). Sender authentication: none yet (issue 12
-        # item 2 plugs its SenderAuthenticator in here).
+        # up across both doors). Its sender authentication asks the server's
+        # own resolver; the threads it checks in exist only with an MX.
+        self._own_authenticator: DnsSenderAuthenticator | None = None
+        if authenticator is None and config.mx_listener is not None \
+                and config.smtp.sender_auth:
+            authenticator = self._own_authenticator = DnsSenderAuthenticator.from_config(config)
         self.mx_port_services = MxPort(
             self.core, self.tls, quotas, authenticator or NoAuthentication(),
             Greylist(config.smtp.greylist_delay) if config.smtp.greylist_delay > 0 else None)
@@ -98,6 +107,10 @@ class SmdpServer:
         # guessed on one port is slowed down on the other too.
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
+        # The web app: the same accounts and login windows again.
+        self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
+                                   logins))
+        self._web_runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
@@ -113,6 +126,7 @@ class SmdpServer:
         self.submission_port: int | None = None
         self.submission_tls_port: int | None = None
         self.mx_port: int | None = None
+        self.web_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -141,6 +155,8 @@ class SmdpServer:
         except BaseException:
             for server in self._servers:
                 server.close()
+            if self._own_authenticator is not None:
+                self._own_authenticator.close()
             self.store.close()
             raise
         # With port 0 the real peer port is known only after binding.
@@ -164,7 +180,8 @@ class SmdpServer:
                 ("user_tls", config.user_tls_listener, self.user_tls_port),
                 ("submission", config.submission_listener, self.submission_port),
                 ("submission_tls", config.submission_tls_listener, self.submission_tls_port),
-                ("mx", config.mx_listener, self.mx_port)):
+                ("mx", config.mx_listener, self.mx_port),
+                ("web", config.web_listener, self.web_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
@@ -200,6 +217,25 @@ class SmdpServer:
             mx = await _listen(mx_gate, self.config.mx_listener, "mx")
             self._servers.append(mx)
             self.mx_port = mx.sockets[0].getsockname()[1]
+        # The web app (issue 13, docs/web.md): aiohttp's request handler as
+        # the protocol of one more listener, HTTPS with the user port's
+        # certificate when there is one.
+        if self.config.web_listener is not None:
+            self._web_runner = web.AppRunner(self.web.application(), access_log=None,
+                                            shutdown_timeout=grace_for_web)
+            await self._web_runner.setup()
+            loop = asyncio.get_running_loop()
+            listener = self.config.web_listener
+            handler = self._web_runner.server
+            assert handler is not None  # set up above
+            try:
+                site = await loop.create_server(
+                    handler, listener.host, listener.port,
+                    ssl=self.tls.user_server_context if self.config.web_https else None)
+            except OSError as exc:
+                raise _listen_error(exc, listener, "web") from None
+            self._servers.append(site)
+            self.web_port = site.sockets[0].getsockname()[1]
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -267,8 +303,18 @@ class SmdpServer:
         if self._worker_task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._worker_task, timeout=grace)
+        if self._web_runner is not None:
+            # Open pages' event streams end here; their browsers reconnect.
+            self.web.stop()
+            await self._web_runner.cleanup()
+        if self._own_authenticator is not None:
+            self._own_authenticator.close()
         self.store.close()
 
+
+# Seconds a web request still running at shutdown is given (event streams
+# end at once: WebApp.stop).
+grace_for_web = 2.0
 
 _LISTEN_ADVICE = {
     errno.EADDRINUSE: "another program uses it (a server already running?): stop it, "
@@ -286,10 +332,13 @@ async def _listen(gated: Connected, listener: Listener, name: str,
     try:
         return await asyncio.start_server(gated, listener.host, listener.port, **kwargs)
     except OSError as exc:
-        advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
-        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        raise CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}"
-                       ) from None
+        raise _listen_error(exc, listener, name) from None
+
+
+def _listen_error(exc: OSError, listener: Listener, name: str) -> CliError:
+    advice = _LISTEN_ADVICE.get(exc.errno or 0, "check [listen] in the configuration")
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}")
 
 
 def run_server(config: Config, *, ready_file: str | None = None) -> int:

@@ -47,6 +47,8 @@ def write_configs(root: Path, base_port: int) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
     ca_path, ca = demo_ca(root)
     ports = {d: (base_port + 2 * i, base_port + 2 * i + 1) for i, (d, *_) in enumerate(DOMAINS)}
+    # The web app of each domain after the four SMDP ports (docs/web.md).
+    web_ports = {d: base_port + 2 * len(DOMAINS) + i for i, (d, *_) in enumerate(DOMAINS)}
     paths = []
     for domain, hostname, _user, _pw in DOMAINS:
         peer, user = ports[domain]
@@ -69,6 +71,12 @@ domains = ["{domain}"]
 [listen]
 peer = "127.0.0.1:{peer}"
 user = "127.0.0.1:{user}"
+web = "127.0.0.1:{web_ports[domain]}"
+
+[web]
+# Plain HTTP on loopback, so a browser opens it without trusting the demo CA
+# (passwords without TLS are allowed from loopback only, as below).
+https = false
 
 [store]
 path = "{domain}.sqlite3"
@@ -173,6 +181,9 @@ def run_demo(root: Path, *, base_port: int = 2525) -> int:
         print(f"""
 SMDP demo running: a.example (user port {a_user}) and b.example (user port {b_user}).
 Stores, configs and logs are in {root}/. Press Ctrl-C to stop.
+
+In a browser: http://127.0.0.1:{ports[0]["web"]}/ (alice@a.example, password alice-demo)
+          and http://127.0.0.1:{ports[1]["web"]}/ (bob@b.example, password bob-demo)
 
 In another terminal (with .venv/bin on your PATH, or use .venv/bin/smdp):
 {instructions(a_user, b_user)}\

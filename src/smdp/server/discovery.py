@@ -35,6 +35,10 @@ import dns.resolver
 from dns.rdtypes.IN.SRV import SRV
 
 from smdp.config import PeerServer
+from smdp.core.lists import ListRequest
+from smdp.core.outcomes import Kind, Outcome
+from smdp.mail.addresses import domain_of
+from smdp.terms import ListDirection
 
 __all__ = [
     "NEGATIVE_CACHE_TTL",
@@ -431,3 +435,18 @@ def _usable_records(answer: dns.resolver.Answer) -> tuple[SrvRecord, ...]:
             )
         )
     return tuple(records)
+
+
+async def with_inbound_server(request: ListRequest, discovery: Discovery
+                              ) -> ListRequest | Outcome:
+    """An inbound list entry is an (address, SMDP server) pair: when the user
+    named no server, the server of the address's domain, as discovery gives
+    it (the user port's LISTADD and the web app's list editing alike)."""
+    if request.direction is not ListDirection.INBOUND or request.server is not None:
+        return request
+    try:
+        found = await discovery.resolve(domain_of(request.address))
+    except DiscoveryError as exc:
+        return Outcome(Kind.INVALID, f"name the SMDP server of {request.address}: {exc}")
+    return ListRequest(request.name, request.direction, request.kind, request.address,
+                       found.hostname)

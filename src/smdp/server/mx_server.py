@@ -29,15 +29,17 @@ from datetime import UTC, datetime
 
 from smdp.core.envelope import new_token
 from smdp.core.mx import (
-    authentication_results,
-    authentication_results_field,
     client_prefix,
     forged_results,
     from_address,
     quality_keys,
 )
 from smdp.core.mx import relay_refusal as relay_problem
-from smdp.core.sender_auth import SpfCheck
+from smdp.core.sender_auth import (
+    SpfCheck,
+    authentication_results_field,
+    authentication_results_header,
+)
 from smdp.mail.addresses import AddressError, domain_of, normalize, parse_address
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.mail.mime import MAX_HEADER_OCTETS
@@ -226,6 +228,14 @@ class MxSession(Session):
             self.client, self.helo, txn.sender, txn.spf, body.read())
         if not auth.from_domain and sender:
             auth = dataclasses.replace(auth, from_domain=domain_of(sender))
+        if auth.dmarc == "fail" and auth.dmarc_policy == "reject":
+            # The From domain tells receivers that mail failing DMARC is not
+            # its own (RFC 7489 6.3, p=reject): refused while the sender is
+            # still connected, nothing stored, no bounce from us (docs/smtp.md).
+            log.info("mx dmarc-reject client=%s from=%s", self.client, sender or "-")
+            self.conn.reply(550, f"{auth.from_domain} does not let mail that fails DMARC "
+                            "through (p=reject)", "5.7.1")
+            return
         hostname = self.config.hostname
         envid = new_token()
         # Newest on top (RFC 5321 4.4): our Received, then our results.
@@ -247,7 +257,8 @@ class MxSession(Session):
                 return
         arrival = self.core.destination.receive_smtp(
             envid=envid, sender=sender or "", verified_domain=verified,
-            auth_results=authentication_results(hostname, auth),
+            # One line for ENV (protocol.md 12.5): the field's value, unfolded.
+            auth_results=authentication_results_header(hostname, auth).replace("\r\n\t", " "),
             recipients=txn.recipients, body=stored, mail_from=txn.sender,
             client_prefix=self.prefix,
             # Held as long as an SMDP origin holds a message ([delivery] expire_days).

@@ -9,6 +9,7 @@ adds its own table here and leaves the rules alone.
 from __future__ import annotations
 
 from smdp.core.outcomes import Kind, Outcome
+from smdp.terms import Decision, EntryState
 
 # Peer port (Table 4, docs/protocol.md): kind -> (reply code, enhanced status).
 PEER_REPLIES: dict[Kind, tuple[int, str]] = {
@@ -28,3 +29,21 @@ PEER_REPLIES: dict[Kind, tuple[int, str]] = {
 def peer_reply(outcome: Outcome) -> tuple[int, str]:
     code, status = PEER_REPLIES[outcome.kind]
     return code, f"{status} {outcome.reason}" if status else outcome.reason
+
+
+def decision_text(decision: Decision, outcome: Outcome, state: EntryState,
+                  sender: str) -> str:
+    """What a recipient is told of a decision that was taken (the user port
+    after ``envelope <id>``, the web app as the result's message): what
+    happened, and to the lists."""
+    texts = {
+        Decision.ACCEPT: "accepted; the message will be fetched",
+        Decision.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
+        Decision.REJECT: "rejected",
+        Decision.REJECT_SPAM: "rejected as spam",
+        Decision.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
+    }
+    if state is EntryState.ACCEPTED and decision.accepts:
+        texts[Decision.ACCEPT] = "accepted; the message is in your mailbox"
+    suffix = f" ({outcome.reason})" if outcome.kind is Kind.UNCHANGED else ""
+    return texts[decision] + suffix

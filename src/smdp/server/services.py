@@ -124,6 +124,20 @@ class SubmissionPort:
 
 
 @dataclass(frozen=True, slots=True)
+class WebPort:
+    """The web app's collaborators (issue 13; docs/web.md): the user port's
+    own accounts and login windows, so a password guessed on one door is
+    slowed down on every other."""
+
+    core: Core
+    tls: TlsPolicy
+    discovery: Discovery
+    accounts: Accounts
+    outbox: Outbox
+    logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
 class MxPort:
     """The MX's collaborators (issue 12; docs/smtp.md, "The MX").
 

@@ -205,6 +205,14 @@ def check_exposure(config: Config) -> None:
     connect. Without a certificate, every listener must be on loopback
     unless the configuration says ``[tls] require = false`` itself.
     Raises the one-line ConfigError before anything is bound."""
+    web = config.web_listener
+    if web is not None and not config.web_https and not _loopback_only(web.host):
+        # Whatever [tls] says of peers: browsers' passwords and session
+        # cookies never cross a network in the clear.
+        raise ConfigError(
+            f"listen.web = {str(web)!r} is not a loopback address, and web.https is false: "
+            "passwords and session cookies would cross the network in the clear; set "
+            "web.https = true with tls.cert and tls.key, or listen on 127.0.0.1")
     tls = config.tls
     if tls.cert is not None or tls.require_explicit:
         return

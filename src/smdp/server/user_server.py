@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from smdp.core.envelope import decode_envelope_block
-from smdp.core.lists import ListRequest, parse_list_request
+from smdp.core.lists import parse_list_request
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.submission import SubmissionError
 from smdp.mail.addresses import AddressError, domain_of, parse_address
@@ -20,11 +20,12 @@ from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import user as wire
 from smdp.protocol.framing import BlockChunk
-from smdp.server.discovery import DiscoveryError
+from smdp.server.discovery import with_inbound_server
+from smdp.server.replies import decision_text
 from smdp.server.services import UserPort
 from smdp.server.session import Session
 from smdp.store.records import InEnvelope, MailboxEntry, User
-from smdp.terms import Decision, EntryState, ListDirection
+from smdp.terms import Decision, EntryState
 
 log = logging.getLogger("smdp.user")
 
@@ -374,21 +375,12 @@ class UserSession(Session):
         self.port.outbox.wake()
         env = self.store.in_envelope(result.entry.envelope_id)
         sender = env.sender if env else "the sender"
-        texts = {
-            Decision.ACCEPT: "accepted; the message will be fetched",
-            Decision.ACCEPT_AUTH: f"accepted; {sender} added to your white list",
-            Decision.REJECT: "rejected",
-            Decision.REJECT_SPAM: "rejected as spam",
-            Decision.REJECT_SPAMMER: f"rejected; {sender} added to your black list",
-        }
-        if result.entry.state is EntryState.ACCEPTED and decision.accepts:
-            texts[Decision.ACCEPT] = "accepted; the message is in your mailbox"
-        suffix = f" ({result.outcome.reason})" if result.outcome.kind is Kind.UNCHANGED else ""
         if result.outcome.kind is Kind.DONE:
             log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s",
                      entry_id, env.envid if env else "-", self.user.main_address,
                      decision.value, sender, env.origin_server if env else "-")
-        self.conn.ok(f"envelope {entry_id} {texts[decision]}{suffix}")
+        text = decision_text(decision, result.outcome, result.entry.state, sender)
+        self.conn.ok(f"envelope {entry_id} {text}")
 
     def _mail(self, identity: str | None) -> None:
         assert self.user is not None
@@ -485,16 +477,10 @@ class UserSession(Session):
         if isinstance(request, Outcome):
             self.conn.err(request.reason)
             return
-        if request.direction is ListDirection.INBOUND and request.server is None:
-            # Inbound entries are (address, SMDP server) pairs: the server of
-            # the address's domain, as discovery gives it.
-            try:
-                found = await self.port.discovery.resolve(domain_of(request.address))
-            except DiscoveryError as exc:
-                self.conn.err(f"name the SMDP server of {request.address}: {exc}")
-                return
-            request = ListRequest(request.name, request.direction, request.kind,
-                                  request.address, found.hostname)
+        request = await with_inbound_server(request, self.port.discovery)
+        if isinstance(request, Outcome):
+            self.conn.err(request.reason)
+            return
         outcome = self.core.lists.edit(self.user.id, request,
                                        adding=isinstance(event, wire.ListAdd))
         if outcome.ok:

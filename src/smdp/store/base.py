@@ -253,6 +253,12 @@ class Store(Protocol):
     ) -> list[MailboxEntry]:
         ...
 
+    def mailbox_page(self, user_id: int, states: Sequence[str] | None = None, *,
+                     search: str = "", before: int | None = None,
+                     limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
+        """A page of the mailbox, newest first, with each entry's envelope."""
+        ...
+
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         ...
 
@@ -306,6 +312,24 @@ class Store(Protocol):
         ...
 
     def all_quality(self) -> list[Quality]:
+        ...
+
+    def set_override(self, server: str, override: str | None, reason: str = "") -> None:
+        ...
+
+    def sample_quality(self, now: float, every: float) -> int:
+        ...
+
+    def quality_history(self, server: str, since: float) -> list[tuple[float, int, int]]:
+        ...
+
+    def drop_quality_samples(self, before: float) -> int:
+        ...
+
+    def is_admin(self, user_id: int) -> bool:
+        ...
+
+    def set_admin(self, user_id: int, admin: bool) -> None:
         ...
 
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:

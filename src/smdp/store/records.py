@@ -105,6 +105,11 @@ class Quality:
     server: str
     messages: int
     votes: int
+    # An administrator's word on this peer, above the formula (migration
+    # 0011): "blocked" or "allowed", None when the formula decides.
+    override: str | None = None
+    override_reason: str = ""
+    override_at: float | None = None
 
     @property
     def value(self) -> float:

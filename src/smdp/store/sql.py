@@ -400,6 +400,40 @@ class SqlStore:
         "deleted FROM mailbox"
     )
 
+    def mailbox_page(self, user_id: int, states: Sequence[str] | None = None, *,
+                     search: str = "", before: int | None = None,
+                     limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
+        """One page of a user's mailbox, newest first, each entry with its
+        envelope (issue 13: the web app's list). ``states`` None: every state;
+        ``search``: a case-insensitive piece of the sender, the subject or the
+        sending server; ``before``: only entries older than that entry id
+        (the previous page's last). Entries removed over POP3 are left out."""
+        where = ["m.user_id=?", "m.deleted=0"]
+        args: list[object] = [user_id]
+        if states is not None:
+            where.append(f"m.state IN ({','.join('?' * len(states))})")
+            args += list(states)
+        if before is not None:
+            where.append("m.id < ?")
+            args.append(before)
+        if search:
+            # A LIKE pattern of the user's text, its wildcards taken literally.
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%") \
+                .replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            where.append("(lower(e.sender) LIKE ? ESCAPE '\\' OR lower(e.subject) LIKE ? "
+                         "ESCAPE '\\' OR lower(e.origin_server) LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern, pattern]
+        rows = self._exec(
+            "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
+            "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "
+            "e.size, e.block, e.subject, e.received_at, e.has_body, e.smtp_auth, "
+            "e.verified_domain, e.mail_from, e.client_prefix "
+            "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id "
+            f"WHERE {' AND '.join(where)} ORDER BY m.id DESC LIMIT ?",
+            (*args, limit)).fetchall()
+        return [(mailbox_row(r[:9]), in_envelope_row(r[9:])) for r in rows]
+
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
         return mailbox_row(row) if row else None
@@ -432,15 +466,59 @@ class SqlStore:
                 (state, decision, reason or "", time.time(), entry_id),
             )
 
+    _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
+                "FROM peer_quality")
+
     def quality(self, server: str) -> Quality:
-        row = self._exec(
-            "SELECT server, messages, votes FROM peer_quality WHERE server=?", (server,)
-        ).fetchone()
+        row = self._exec(self._QUALITY + " WHERE server=?", (server,)).fetchone()
         return Quality(*row) if row else Quality(server, 0, 0)
 
     def all_quality(self) -> list[Quality]:
-        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
+        rows = self._exec(self._QUALITY + " ORDER BY server")
         return [Quality(*r) for r in rows.fetchall()]
+
+    def set_override(self, server: str, override: str | None, reason: str = "") -> None:
+        """An administrator blocks ("blocked") or allows ("allowed") ``server``
+        whatever its quality, or hands it back to the formula (None)."""
+        now = time.time()
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at, override, "
+            "override_reason, override_at) VALUES (?, 0, 0, ?, ?, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET override=excluded.override, "
+            "override_reason=excluded.override_reason, override_at=excluded.override_at",
+            (server, now, override, reason if override else "", now if override else None))
+
+    def sample_quality(self, now: float, every: float) -> int:
+        """One sample of each peer's counters for the quality chart, for the
+        peers whose counters changed since their last sample and that have
+        none in the last ``every`` seconds; how many were taken."""
+        cur = self._exec(
+            "INSERT INTO quality_samples (server, at, messages, votes) "
+            "SELECT q.server, ?, q.messages, q.votes FROM peer_quality q "
+            "WHERE q.messages > 0 AND NOT EXISTS (SELECT 1 FROM quality_samples s "
+            "  WHERE s.server = q.server AND s.at > ?) "
+            "AND NOT EXISTS (SELECT 1 FROM quality_samples s WHERE s.server = q.server "
+            "  AND s.messages = q.messages AND s.votes = q.votes AND s.at = "
+            "  (SELECT max(l.at) FROM quality_samples l WHERE l.server = q.server))",
+            (now, now - every))
+        return int(cur.rowcount or 0)
+
+    def quality_history(self, server: str, since: float) -> list[tuple[float, int, int]]:
+        """(at, messages, votes) of ``server``'s samples since ``since``, oldest first."""
+        rows = self._exec("SELECT at, messages, votes FROM quality_samples "
+                          "WHERE server=? AND at >= ? ORDER BY at", (server, since))
+        return [(float(r[0]), int(r[1]), int(r[2])) for r in rows.fetchall()]
+
+    def drop_quality_samples(self, before: float) -> int:
+        cur = self._exec("DELETE FROM quality_samples WHERE at < ?", (before,))
+        return int(cur.rowcount or 0)
+
+    def is_admin(self, user_id: int) -> bool:
+        row = self._exec("SELECT is_admin FROM users WHERE id=?", (user_id,)).fetchone()
+        return bool(row and row[0])
+
+    def set_admin(self, user_id: int, admin: bool) -> None:
+        self._exec("UPDATE users SET is_admin=? WHERE id=?", (1 if admin else 0, user_id))
 
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
         row = self._exec(
