@@ -18,9 +18,11 @@ Postfix, each in the same run, on loopback.
   first submission until the sink has counted every message: both receive,
   queue durably and relay.
 - ``inbound`` (issue 12): the same clients send 4 KB and 700 KB messages to
-  b.example's MX (``[listen] mx``) for its users; smdp holds each for its
-  recipient (an envelope to decide; ``smdp serve`` has no sender
-  authentication plugged in yet, so no white list applies). Against: aiosmtpd
+  b.example's MX (``[listen] mx``) for its users, MAIL FROM a.example, whose
+  SPF (127.0.0.0/8) and DMARC records a stand-in DNS serves; the MX checks
+  SPF, DKIM and DMARC there (``[smtp] sender_auth``, on by default) and holds
+  each message for its recipient (an envelope to decide). Once more with
+  ``sender_auth = false``, as the baselines check nothing. Against: aiosmtpd
   with fsync and Postfix receiving the same load (time to the last 250; for
   Postfix, also until it has relayed all to its sink).
 
@@ -214,21 +216,20 @@ async def _outbound(root: Path, wl: Workload, n: int, concurrency: int) -> dict[
     return out
 
 
-async def _inbound(root: Path, loads: dict[str, Workload], counts: dict[str, int],
-                   concurrency: int) -> dict[str, Any]:
+async def _mx_runs(root: Path, name: str, extra: str, loads: dict[str, Workload],
+                   counts: dict[str, int], concurrency: int,
+                   recipients: list[str]) -> dict[str, Any]:
     from tests.integration.harness import Server, free_ports, running
 
-    recipients = [f"user{i}@b.example" for i in range(RECIPIENTS)]
-    out: dict[str, Any] = {"counts": counts, "concurrency": concurrency,
-                           "smdp": {}, "aiosmtpd": {}, "postfix": {}, "ratios": {}}
-    folder = root / "inbound"
+    folder = root / name
     folder.mkdir()
     peer, user, mx = free_ports(3)
-    b = Server("b.example", "smdp.b.example", folder, peer, user, SERVER_EXTRA,
+    b = Server("b.example", "smdp.b.example", folder, peer, user, extra + SERVER_EXTRA,
                backend="sqlite", mx_port=mx)
     b.write_config()
     for rcpt in recipients:
         b.add_user(rcpt)
+    out: dict[str, Any] = {}
     with running(b):
         assert b.proc is not None
         for size, wl in loads.items():
@@ -236,9 +237,34 @@ async def _inbound(root: Path, loads: dict[str, Workload], counts: dict[str, int
                            pid=b.proc.pid)
             r = await smtp_run(mx, wl, counts[size], concurrency, recipients, pid=b.proc.pid)
             r.pop("t0")
-            out["smdp"][size] = r
-            print(f"    smdp mx {size}: {r['msgs_per_s']} msgs/s, {r['mb_per_s']} MB/s",
+            out[size] = r
+            print(f"    {name} {size}: {r['msgs_per_s']} msgs/s, {r['mb_per_s']} MB/s",
                   flush=True)
+    return out
+
+
+async def _inbound(root: Path, loads: dict[str, Workload], counts: dict[str, int],
+                   concurrency: int) -> dict[str, Any]:
+    from tests.integration.auth_dns import publish_dmarc, publish_spf
+    from tests.integration.faults import StandInDns
+
+    recipients = [f"user{i}@b.example" for i in range(RECIPIENTS)]
+    out: dict[str, Any] = {"counts": counts, "concurrency": concurrency,
+                           "smdp": {}, "aiosmtpd": {}, "postfix": {}, "ratios": {}}
+    with StandInDns() as dns:
+        # The MX checks SPF, DKIM and DMARC ([smtp] sender_auth, on by
+        # default) through this DNS: a.example's SPF passes for 127.0.0.1.
+        publish_spf(dns, "a.example")
+        publish_dmarc(dns, "a.example", "v=DMARC1; p=none")
+        out["smdp"] = await _mx_runs(root, "smdp", dns.config, loads, counts, concurrency,
+                                     recipients)
+        questions = len(dns.questions)
+    # The authenticator's resolver caches answers for their TTL: a few in all.
+    out["dns_questions"] = questions
+    # What the baselines do: no sender authentication at all.
+    out["smdp_no_sender_auth"] = await _mx_runs(
+        root, "smdp-no-auth", "[smtp]\nsender_auth = false\n", loads, counts, concurrency,
+        recipients)
     server = SmtpdProcess(root)
     try:
         for size, wl in loads.items():
@@ -266,6 +292,9 @@ async def _inbound(root: Path, loads: dict[str, Workload], counts: dict[str, int
                 out["postfix"][size] = r
     for size in loads:
         s, a, p = out["smdp"][size], out["aiosmtpd"][size], out["postfix"].get(size)
+        bare = out["smdp_no_sender_auth"][size]
+        out["ratios"][f"{size}_no_sender_auth_over_aiosmtpd_msgs"] = ratio(bare["msgs_per_s"],
+                                                                          a["msgs_per_s"])
         out["ratios"][f"{size}_over_aiosmtpd_msgs"] = ratio(s["msgs_per_s"], a["msgs_per_s"])
         out["ratios"][f"{size}_over_aiosmtpd_mb"] = ratio(s["mb_per_s"], a["mb_per_s"])
         if p:

@@ -47,7 +47,6 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from tests.integration.harness import Server, free_ports, make_pair, running, wait_until
-from tests.integration.inprocess import InProcessServer
 
 from bench.common import Settings, corpus_files, corpus_note, ratio, to_wire
 from bench.relay import CountingRelay
@@ -190,7 +189,7 @@ class Recipients:
             self.listed.add(pair)
         return choice
 
-    def decide_pending(self, b: Server | InProcessServer, users: list[str]) -> int:
+    def decide_pending(self, b: Server, users: list[str]) -> int:
         done = 0
         for user in users:
             c = b.client(user)
@@ -360,28 +359,26 @@ def _smdp_mix(root: Path, mails: list[Mail], weeks: int, pop: Population,
 
 
 def _mx_mix(root: Path, mails: list[Mail], weeks: int, pop: Population) -> dict[str, Any]:
-    """The same mix arriving by SMTP at b.example's MX (issue 12 item 7): each
-    message sent by its account from a.example's address (127.0.0.1, which
-    a.example's SPF record allows, with a DMARC record), so that its From is
-    verified and a white or black list of the recipient applies to it (Table
-    3 for SMTP mail, docs/smtp.md). The same recipients decide what is held.
-    The server runs in this process (``tests/integration/inprocess.py``):
-    ``smdp serve`` has no sender authentication plugged in yet, and without
-    it no white list can ever apply to SMTP mail."""
+    """The same mix arriving by SMTP at b.example's MX (issue 12 item 7), a
+    ``smdp serve`` process with its own sender authentication (``[smtp]
+    sender_auth``, on by default) asking a stand-in DNS on loopback. Each
+    message is sent by its account from 127.0.0.1, which a.example's SPF
+    record allows, with a DMARC record for a.example, so that its From is
+    verified and a white or black list of the recipient applies to it (Table 3
+    for SMTP mail, docs/smtp.md). The same recipients decide what is held."""
     from tests.integration.auth_dns import publish_dmarc, publish_spf
     from tests.integration.faults import StandInDns
 
-    from smdp.server.sender_auth import DnsSenderAuthenticator
-
-    db = root / "b.example.sqlite3"
     with StandInDns() as dns:
         publish_spf(dns, "a.example")
         publish_dmarc(dns, "a.example", "v=DMARC1; p=none")
-        auth = DnsSenderAuthenticator([("127.0.0.1", dns.port)], timeout=3.0)
-        b = InProcessServer(root, "b.example", dns.config + _MIX_LIMITS,
-                            listen='mx = "127.0.0.1:0"\n', authenticator=auth)
-        for user in pop.recipients:
-            b.add_user(user)
+        peer, user, mx_port = free_ports(3)
+        b = Server("b.example", "smdp.b.example", root, peer, user, dns.config + _MIX_LIMITS,
+                   backend="sqlite", mx_port=mx_port)
+        b.write_config()
+        for address in pop.recipients:
+            b.add_user(address)
+        db = b.db_path
         b.start()
         recipients = Recipients(random.Random(SEED), frozenset(pop.ham_accounts))
         per_week: list[dict[str, Any]] = []
@@ -395,8 +392,7 @@ def _mx_mix(root: Path, mails: list[Mail], weeks: int, pop: Population) -> dict[
             for week in range(weeks):
                 row: dict[str, Any] = defaultdict(int)
                 row["week"] = week + 1
-                assert b.mx_port is not None
-                with smtplib.SMTP("127.0.0.1", b.mx_port, local_hostname="mx.a.example",
+                with smtplib.SMTP("127.0.0.1", mx_port, local_hostname="mx.a.example",
                                   timeout=30) as smtp:
                     for mail in (m for m in mails if m.week == week):
                         try:
@@ -441,7 +437,6 @@ def _mx_mix(root: Path, mails: list[Mail], weeks: int, pop: Population) -> dict[
         finally:
             store.close()
             b.stop()
-            auth.close()
     return {
         "elapsed_s": round(elapsed, 1),
         "origin_to_destination_octets": received,
