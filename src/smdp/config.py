@@ -227,6 +227,12 @@ class Config:
     # The web app (issue 13; docs/web.md): HTTPS with the user port's
     # certificate, plain HTTP only where passwords may go without TLS.
     web_listener: Listener | None = None
+    # Prometheus metrics, /healthz and /readyz (issue 16; docs/operations.md):
+    # plain HTTP, off unless set; for loopback or an internal network.
+    metrics_listener: Listener | None = None
+    # "text" (one line a record) or "json" (one object a line, for log
+    # collectors); docs/operations.md.
+    log_format: str = "text"
     # [web] https: whether the web listener speaks HTTPS (the user port's
     # certificate). Default: when [tls] has a certificate. Plain HTTP only on
     # loopback, where passwords may also go without TLS (docs/web.md).
@@ -248,7 +254,8 @@ class Config:
                  ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
                  ("submission", self.submission_listener),
                  ("submission_tls", self.submission_tls_listener),
-                 ("mx", self.mx_listener), ("web", self.web_listener)]
+                 ("mx", self.mx_listener), ("web", self.web_listener),
+                 ("metrics", self.metrics_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -311,7 +318,10 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                            "dkim", "web"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
-    _reject_unknown(server, {"hostname", "domains", "node"}, "server")
+    _reject_unknown(server, {"hostname", "domains", "node", "log_format"}, "server")
+    log_format = _opt(server, "log_format", str, "text", "server")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"server.log_format must be 'text' or 'json', not {log_format!r}")
     hostname = _need(server, "hostname", str, "server").lower()
     domains_raw = _need(server, "domains", list, "server")
     if not domains_raw:
@@ -320,7 +330,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls", "mx", "web"}, "listen")
+                             "submission_tls", "mx", "web", "metrics"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
@@ -334,6 +344,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                    if "mx" in listen else None)
     web_listener = (_listener(_check(listen["web"], str, "listen.web"), "listen.web")
                     if "web" in listen else None)
+    metrics_listener = (
+        _listener(_check(listen["metrics"], str, "listen.metrics"), "listen.metrics")
+        if "metrics" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -484,6 +497,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         hostname=hostname,
         domains=domains,
         node=_opt(server, "node", str, hostname, "server"),
+        log_format=log_format,
         peer_listener=peer_listener,
         user_listener=user_listener,
         store_path=store_path,
@@ -508,6 +522,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         submission_tls_listener=tls_listeners.get("submission_tls"),
         mx_listener=mx_listener,
         web_listener=web_listener,
+        metrics_listener=metrics_listener,
         web_https=web_https,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,

@@ -174,6 +174,13 @@ def test_an_administrator_blocks_and_allows_a_peer_by_hand(tmp_path: Path) -> No
         assert p.cmd(f"ENVELOPE From:<{ALICE}> ID={'d' * 26}") == (
             f"554 5.7.1 {A_HOST} blocked: quality -1.00 is below the block threshold -0.50")
         p.close()
+        # Who may open the web app's administrator pages.
+        assert admin(b, "grant-admin", BOB).strip() == (
+            f"{BOB} is an administrator (the web app's administrator pages)")
+        assert b.query("SELECT is_admin FROM users WHERE main_address=?", (BOB,)) == [(1,)]
+        assert admin(b, "revoke-admin", BOB).strip() == (
+            f"{BOB} is no longer an administrator (the web app's administrator pages)")
+        assert b.query("SELECT is_admin FROM users WHERE main_address=?", (BOB,)) == [(0,)]
 
 
 def test_size_exactly_at_the_maximum_is_accepted_on_both_ports(tmp_path: Path) -> None:

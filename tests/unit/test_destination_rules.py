@@ -127,7 +127,8 @@ def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
                                recipients=[BOB, "nobody@b.example"], body=MSG)
     [entry] = world.b.mailbox_entries(world.bob.id)
     assert (entry.state, entry.decision, entry.reason) == (
-        EntryState.ACCEPTED, Decision.ACCEPT, "sender is on your white list (sent directly)")
+        EntryState.ACCEPTED, Decision.ACCEPT,
+        "sender is on your white list (sent directly)")  # bob listed nobody: no evidence
     assert stored_message(world.b.in_body(entry.envelope_id)) == MSG
     assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
     assert world.b.jobs() == []  # nothing to report: the sender sent it whole

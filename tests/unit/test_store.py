@@ -1104,3 +1104,26 @@ def test_overrides_samples_and_administrators(backend: Backend) -> None:
     assert store.is_admin(user.id) is False
     assert store.is_admin(999999) is False
     store.close()
+
+
+def test_the_queue_as_the_administrator_sees_it(backend: Backend) -> None:
+    """queue_schedule names each job's peer; retry_now makes a job due at
+    once, but never one a worker holds."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "x")
+    mid = store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
+                                   body=b"x", subject="s", summary="", expires_at=9e9)
+    store.insert_out_envelope("env-out", mid, "b.example", "envelope")
+    store.enqueue("send-envelope", "env-out", '{"envid": "env-out"}', at=500.0)
+    store.enqueue("report-decision", "env-unknown", '{"entry": 1}', at=100.0)
+    first, second = store.queue_schedule()
+    assert (first.key, first.peer, first.next_attempt) == ("env-unknown", "", 100.0)
+    assert (second.key, second.peer, second.kind, second.attempts) == (
+        "env-out", "b.example", "send-envelope", 0)
+    assert store.retry_now(second.id, now=50.0) is True
+    assert [j.key for j in store.queue_schedule()] == ["env-out", "env-unknown"]
+    [claimed] = store.claim_jobs("node1", now=200.0, limit=1, lease=60.0)
+    assert store.retry_now(claimed.id, now=210.0) is False  # held until 260
+    assert store.retry_now(claimed.id, now=261.0) is True
+    assert store.retry_now(999999, now=1.0) is False
+    store.close()

@@ -230,6 +230,7 @@ class PeerJobs:
             [(rcpt, answer_of(reply), f"{reply.code} {reply.text}") for rcpt, reply in replies],
             rcpts, direct=direct)
         if answers.deferred and not answers.taken:
+            self._count("smdp", taken=0, refused=0, deferred=len(answers.deferred))
             raise TemporaryFailure(answers.first_deferral)
         if answers.taken:
             if data_reply is None:
@@ -258,6 +259,12 @@ class PeerJobs:
                                answers.deferred)
         else:
             origin.envelope_sent(envid, answers.refused, answers.deferred)
+        self._count("smdp", taken=len(answers.taken) + len(answers.unauthorized),
+                    refused=len(answers.refused), deferred=len(answers.deferred))
+        if direct and answers.taken:
+            self.core.metrics.bytes.labels("out").inc(msg.size)
+            for _rcpt in answers.taken:
+                self.core.metrics.delivered(msg.created_at)
         log.info("%s envid=%s msgid=%s domain=%s sender=%s%s%s%s%s",
                  ("message sent directly" if direct else "envelope sent") if answers.taken
                  else ("message refused" if direct else "envelope refused"),
@@ -328,7 +335,14 @@ class PeerJobs:
             if newer != policy:
                 tried = await self._each_mx(env.domain, routed, newer, message, rcpts)
         if tried.attempt is not None:
-            self._settle(job.envid, msg.msgid, env.domain, tried.attempt)
+            attempt = tried.attempt
+            self._count("smtp", taken=len(attempt.delivered), refused=len(attempt.refused),
+                        deferred=len(attempt.deferred))
+            if attempt.delivered:
+                self.core.metrics.bytes.labels("out").inc(msg.size)
+                for _rcpt in attempt.delivered:
+                    self.core.metrics.delivered(msg.created_at)
+            self._settle(job.envid, msg.msgid, env.domain, attempt)
             return
         failures = tried.failures
         reason = "; ".join(failures) or f"no MX host of {env.domain} to try"
@@ -365,6 +379,12 @@ class PeerJobs:
                     continue
                 return tried
         return tried
+
+    def _count(self, route: str, *, taken: int, refused: int, deferred: int) -> None:
+        sent = self.core.metrics.recipients_sent
+        for outcome, n in (("taken", taken), ("refused", refused), ("deferred", deferred)):
+            if n:
+                sent.labels(route, outcome).inc(n)
 
     def _settle(self, envid: str, msgid: str, domain: str, attempt: _Attempt) -> None:
         self.core.origin.smtp_sent(envid, attempt.delivered, attempt.refused, attempt.deferred,
@@ -568,6 +588,8 @@ class PeerJobs:
             log.info("decision sent %s", ids)
             destination.body_pulled(env.id, reply.body)
             log.info("message pulled %s size=%d", ids, env.size)
+            self.core.metrics.pulls.labels("fetched").inc()
+            self.core.metrics.bytes.labels("in").inc(env.size)
             log.info("message delivered entry=%d envid=%s recipient=%s how=pulled",
                      entry.id, env.envid, entry.recipient)
             await link.expect(wire.Received(env.envid), "RECEIVED")

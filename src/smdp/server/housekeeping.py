@@ -33,7 +33,7 @@ def run_once(core: Core, now: float | None = None) -> dict[str, int]:
     # The administrator's quality chart (docs/web.md): a sample of each
     # peer's counters that changed, at most one per sample_interval.
     policy = core.config.quality
-    done["quality_samples"] = core.store.sample_quality(now, policy.sample_interval)
+    core.store.sample_quality(now, policy.sample_interval)
     core.store.drop_quality_samples(now - policy.sample_days * 86400.0)
     interval = core.config.notices.pending_interval
     if interval > 0:

@@ -28,6 +28,7 @@ from typing import Protocol
 from smdp.mail.body import Body
 from smdp.store.records import (
     CachedPolicy,
+    InboundListing,
     InEnvelope,
     Job,
     ListEntry,
@@ -36,6 +37,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 
@@ -332,13 +334,19 @@ class Store(Protocol):
     def set_admin(self, user_id: int, admin: bool) -> None:
         ...
 
+    def inbound_listing(self, user_id: int, address: str, server: str
+                        ) -> InboundListing | None:
+        """The pair's list entry with what made it, or None."""
+        ...
+
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
         ...
 
     def outbound_kind(self, user_id: int, address: str) -> str | None:
         ...
 
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str,
+                    source: tuple[int, str] | None = None) -> None:
         """Add a pair; one pair sits on at most one list, so this moves it if needed."""
         ...
 
@@ -383,6 +391,12 @@ class Store(Protocol):
         ...
 
     def queue_size(self) -> int:
+        ...
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        ...
+
+    def retry_now(self, job_id: int, now: float) -> bool:
         ...
 
     def jobs(self) -> list[Job]:

@@ -118,6 +118,18 @@ class Quality:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundListing:
+    """Where one (sender, server) pair stands on a user's inbound lists, and
+    what put it there (migration 0012): the evidence of an automatic verdict."""
+
+    kind: ListKind
+    how: ListedBy
+    added_at: float
+    source_entry: int | None  # the mailbox entry whose decision listed it
+    source_decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
 class ListEntry:
     direction: ListDirection
     kind: ListKind
@@ -136,6 +148,23 @@ class Job:
     payload: str
     attempts: int
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A queue row as the administrator sees it: when it runs next, whose
+    work it is (the peer: the destination domain of an outbound envelope,
+    the origin server of a decision), and how it went so far."""
+
+    id: int
+    kind: str
+    key: str
+    attempts: int
+    last_error: str
+    next_attempt: float
+    created_at: float
+    claimed_until: float | None
+    peer: str
 
 
 @dataclass(frozen=True, slots=True)

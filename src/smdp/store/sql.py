@@ -14,6 +14,7 @@ from typing import Any
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     CachedPolicy,
+    InboundListing,
     InEnvelope,
     Job,
     ListEntry,
@@ -22,6 +23,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 from smdp.terms import (
@@ -46,13 +48,18 @@ class SqlStore:
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
-        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str,
+                    source: tuple[int, str] | None = None) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if
+        needed. ``source``: the mailbox entry and the option that listed it."""
+        entry, decision = source if source is not None else (None, None)
         self._exec(
-            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE "
-            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
-            (user_id, kind, address, server, how, time.time()),
+            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at, "
+            "source_entry, source_decision) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE "
+            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0, "
+            "source_entry=excluded.source_entry, source_decision=excluded.source_decision",
+            (user_id, kind, address, server, how, time.time(), entry, decision),
         )
 
     def update_out_recipient(
@@ -520,6 +527,18 @@ class SqlStore:
     def set_admin(self, user_id: int, admin: bool) -> None:
         self._exec("UPDATE users SET is_admin=? WHERE id=?", (1 if admin else 0, user_id))
 
+    def inbound_listing(self, user_id: int, address: str, server: str
+                        ) -> InboundListing | None:
+        row = self._exec(
+            "SELECT kind, how, added_at, source_entry, source_decision FROM inbound_lists "
+            "WHERE user_id=? AND address=? AND server=?", (user_id, address, server),
+        ).fetchone()
+        if row is None:
+            return None
+        return InboundListing(ListKind(row[0]), ListedBy(row[1]), float(row[2]),
+                              None if row[3] is None else int(row[3]),
+                              None if row[4] is None else Decision(row[4]))
+
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
         row = self._exec(
             "SELECT kind FROM inbound_lists WHERE user_id=? AND address=? AND server=?",
@@ -717,6 +736,27 @@ class SqlStore:
             "claimed_by=NULL, claimed_until=NULL WHERE id=?",
             (at, error[:500], job_id),
         )
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        """The queue, soonest first, each job with its peer (see QueuedJob)."""
+        rows = self._exec(
+            "SELECT q.id, q.kind, q.key, q.attempts, q.last_error, q.next_attempt, "
+            "q.created_at, q.claimed_until, COALESCE(o.domain, i.origin_server, '') "
+            "FROM queue q LEFT JOIN out_envelopes o ON o.envid = q.key "
+            "LEFT JOIN in_envelopes i ON i.envid = q.key "
+            "ORDER BY q.next_attempt, q.id LIMIT ?", (limit,)).fetchall()
+        return [QueuedJob(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), float(r[5]),
+                          float(r[6]), None if r[7] is None else float(r[7]), str(r[8]))
+                for r in rows]
+
+    def retry_now(self, job_id: int, now: float) -> bool:
+        """An administrator's "retry now": the job is due at ``now`` (its
+        attempts and backoff unchanged). False when there is no such job or
+        a worker holds it at this moment."""
+        cur = self._exec(
+            "UPDATE queue SET next_attempt=? WHERE id=? "
+            "AND (claimed_until IS NULL OR claimed_until < ?)", (now, job_id, now))
+        return bool(cur.rowcount)
 
     def jobs(self) -> list[Job]:
         rows = self._exec(
