@@ -180,7 +180,8 @@ class PeerTrust:
 @dataclass(frozen=True, slots=True)
 class DkimSetting:
     """[dkim."domain"]: how that domain's mail leaving by SMTP is signed
-    (docs/smtp.md, "DKIM"); the key file is read by ``smdp.mail.dkim``."""
+    (docs/smtp.md, "DKIM"); the key file is read, and kept while it is
+    unchanged, by ``smdp.server.dkim_keys``."""
 
     selector: str
     key: Path

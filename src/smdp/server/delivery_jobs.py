@@ -24,12 +24,13 @@ from smdp.core.mta_sts import Policy, TlsOutcome, Verdict, decide, requirement
 from smdp.core.origin import sort_answers
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import stored_chunks
-from smdp.mail.dkim import DkimError, MessageSigner, SigningKey
+from smdp.mail.dkim import DkimError, MessageSigner
 from smdp.protocol import peer as wire
 from smdp.protocol import smtp
 from smdp.protocol.smtp import Capabilities
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
 from smdp.server.discovery import Discovery
+from smdp.server.dkim_keys import SigningKeys
 from smdp.server.mta_sts import MtaSts, handshake_outcome, mx_context
 from smdp.server.mta_sts import from_config as mta_sts_from_config
 from smdp.server.peer_client import PeerLink, PulledMessage, answer_of, check, open_session
@@ -131,6 +132,7 @@ class PeerJobs:
         # None (off): such a domain fails for good with 5.1.2, as it always has.
         self.router = router
         self._mta_sts: MtaSts | None = None  # made on first use (outbound SMTP only)
+        self.signing_keys = SigningKeys()
 
     def route_of(self, job: Job) -> str:
         """The peer domain a job talks to (jobs of unknown records go anywhere)."""
@@ -409,8 +411,7 @@ class PeerJobs:
         setting = self.core.config.dkim.get(domain_of(msg.sender)) if msg.sender else None
         if setting is not None:
             try:
-                key = SigningKey.from_setting(domain_of(msg.sender), setting,
-                                              setting.key.read_bytes())
+                key = self.signing_keys.key(domain_of(msg.sender), setting)
             except (OSError, DkimError) as exc:
                 # The operator's to fix; the mail waits rather than leave unsigned.
                 raise TemporaryFailure(f"cannot sign with the DKIM key of "
