@@ -124,6 +124,17 @@ class SubmissionPort:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapPort:
+    """The IMAP port's collaborators (issue 14; docs/imap.md): the user
+    port's own accounts and login windows, like submission's."""
+
+    core: Core
+    tls: TlsPolicy
+    accounts: Accounts
+    logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
 class WebPort:
     """The web app's collaborators (issue 13; docs/web.md): the user port's
     own accounts and login windows, so a password guessed on one door is

@@ -28,6 +28,7 @@ from typing import Protocol
 from smdp.mail.body import Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
     InEnvelope,
     Job,
     ListEntry,
@@ -273,6 +274,26 @@ class Store(Protocol):
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        ...
+
+    # -- IMAP (issue 14, migration 0012) ----------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str) -> list[ImapMessage]:
+        """The entries ``mailbox`` has given a UID, by UID."""
+        ...
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        """Give each of ``entry_ids`` (in this order) the mailbox's next UID,
+        unless it has one there already. A UID is never given twice: the
+        counter only grows, even when messages are purged."""
+        ...
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        """The UID the mailbox's next message will get (1 for a new one)."""
+        ...
+
+    def imap_set_flags(self, flags: Sequence[tuple[int, int]]) -> None:
+        """Store ``(entry_id, flags)`` pairs, all or none."""
         ...
 
     def users_with_entries(self, state: str) -> list[int]:

@@ -101,6 +101,16 @@ class MailboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapMessage:
+    """A mailbox entry as an IMAP mailbox shows it (migration 0012): its UID
+    there and its flags, a bit set (``smdp.server.imap_server`` names them)."""
+
+    entry_id: int
+    uid: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int

@@ -14,6 +14,7 @@ from typing import Any
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
     InEnvelope,
     Job,
     ListEntry,
@@ -466,6 +467,46 @@ class SqlStore:
                 "UPDATE mailbox SET state=?, decision=?, reason=?, decided_at=? WHERE id=?",
                 (state, decision, reason or "", time.time(), entry_id),
             )
+
+    # -- IMAP (issue 14, migration 0012) ------------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str) -> list[ImapMessage]:
+        rows = self._exec(
+            "SELECT entry_id, uid, flags FROM imap_messages WHERE user_id=? AND mailbox=? "
+            "ORDER BY uid", (user_id, mailbox)).fetchall()
+        return [ImapMessage(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        if not entry_ids:
+            return
+        n = len(entry_ids)
+        with self.transaction():
+            # One statement takes n UIDs from the counter, atomically on both
+            # backends: two sessions of one user assigning at once get
+            # different UIDs (an entry both assign keeps the first; the other
+            # UID is simply never used, which IMAP allows).
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + excluded.uidnext - 1 RETURNING uidnext",
+                (user_id, mailbox, n + 1)).fetchone()
+            first = int(row[0]) - n
+            for i, entry_id in enumerate(entry_ids):
+                self._exec(
+                    "INSERT INTO imap_messages (entry_id, user_id, mailbox, uid, flags) "
+                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT (entry_id) DO NOTHING",
+                    (entry_id, user_id, mailbox, first + i))
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        row = self._exec("SELECT uidnext FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(row[0]) if row else 1
+
+    def imap_set_flags(self, flags: Sequence[tuple[int, int]]) -> None:
+        with self.transaction():
+            for entry_id, bits in flags:
+                self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=?",
+                           (bits, entry_id))
 
     _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
                 "FROM peer_quality")

@@ -164,6 +164,8 @@ class _Reader:
             if c in _ATOM_STOP or c >= 0x80:
                 break
             pos += 1
+        if pos == start and pos < len(data) and data[pos] == 0x20:
+            raise ImapSyntaxError("two spaces in a row: an argument is missing")
         if pos == start or (pos == start + 1 and data[start] == 0x5C):
             raise ImapSyntaxError(f"unexpected character {chr(data[pos])!r}"
                                   if pos < len(data) and data[pos] < 0x80
