@@ -70,6 +70,23 @@ def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
 def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
     """Alice sends Bob a message on the same server and Bob accepts it (over
     the user port); the entry id once the body is in Bob's mailbox."""
+    entry = announce(server, subject, text)
+    bob = server.client(BOB)
+    bob.call(wire.UserDecision(Decision.ACCEPT, entry))
+    bob.quit()
+
+    def accepted() -> bool:
+        bob = server.client(BOB)
+        lines = bob.call(wire.Envs(True)).lines or []
+        bob.quit()
+        return any(line.startswith(f"{entry} accepted ") for line in lines)
+
+    wait_for(accepted, "the body to be pulled")
+    return entry
+
+
+def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
+    """Alice sends Bob a message; its entry id once its envelope waits in Bob's mailbox."""
     alice = server.client(ALICE)
     alice.submit([BOB], f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
                         f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
@@ -85,19 +102,7 @@ def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> 
         return bool(found)
 
     wait_for(pending, "the envelope")
-    entry = int(found[0].split()[0])
-    bob = server.client(BOB)
-    bob.call(wire.UserDecision(Decision.ACCEPT, entry))
-    bob.quit()
-
-    def accepted() -> bool:
-        bob = server.client(BOB)
-        lines = bob.call(wire.Envs(True)).lines or []
-        bob.quit()
-        return any(line.startswith(f"{entry} accepted ") for line in lines)
-
-    wait_for(accepted, "the body to be pulled")
-    return entry
+    return int(found[0].split()[0])
 
 
 def imap(server: InProcessServer, user: str = BOB) -> imaplib.IMAP4:
@@ -201,7 +206,8 @@ def test_list_select_fetch_equal_to_pop3_retr(server: InProcessServer) -> None:
     deliver(server, "second one", "Body two, a bit longer.")
     c = imap(server)
     typ, listed = c.list()
-    assert typ == "OK" and listed == [b'() "/" "INBOX"']
+    assert typ == "OK" and listed == [b'() "/" "INBOX"', b'() "/" "Pending"']
+    assert c.list('""', "inbox")[1] == [b'() "/" "INBOX"']
     assert c.list('""', "Nothing*")[1] == [None]
     typ, data = c.select("INBOX")
     assert (typ, data) == ("OK", [b"2"])
@@ -292,6 +298,39 @@ def test_examine_is_read_only(server: InProcessServer) -> None:
     assert c.search(None, "UNSEEN") == ("OK", [b"1"])
     typ, data = c.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)")
     assert typ == "OK" and b"MESSAGES 1 UNSEEN 1 UIDNEXT 2" in data[0]  # type: ignore[operator]
+    c.logout()
+
+
+def test_pending_shows_one_summary_per_waiting_envelope(server: InProcessServer) -> None:
+    entry = announce(server, "Lunch on Friday?", "Shall we meet at noon?")
+    deliver(server, "already accepted")
+    c = imap(server)
+    typ, data = c.status("Pending", "(MESSAGES UIDNEXT)")
+    assert typ == "OK" and b"MESSAGES 1 UIDNEXT 2" in data[0]  # type: ignore[operator]
+    # SELECT Pending answers READ-ONLY (deciding by moving comes later), which
+    # imaplib takes only when asked for EXAMINE.
+    with pytest.raises(imaplib.IMAP4.readonly):
+        c.select("Pending")
+    typ, data = c.select("Pending", readonly=True)
+    assert (typ, data) == ("OK", [b"1"])
+    [(_, summary), _] = fetch(c, "1", "BODY[]")
+    assert isinstance(summary, bytes)
+    header, _, text = summary.partition(b"\r\n\r\n")
+    assert f"From: Alice <{ALICE}>".encode() in header and f"To: {BOB}".encode() in header
+    assert b"Subject: Lunch on Friday?" in header
+    assert b"Server:  smdp.b.example" in text and f"ACCEPT {entry}".encode() in text
+    assert b"Headlines:\r\n  Shall we meet at noon?" in text  # the envelope's headlines
+    [again] = fetch(c, "1", "(RFC822.SIZE FLAGS)")
+    assert f"RFC822.SIZE {len(summary)}".encode() in again  # type: ignore[operator]
+    assert b"FLAGS ()" in again  # type: ignore[operator]  # read-only: no \Seen
+    typ, data = c.store("1", "+FLAGS", "\\Deleted")
+    assert typ == "NO" and b"[READ-ONLY]" in data[0]  # type: ignore[operator]
+    # Decided elsewhere (the user port): the summary leaves Pending at the next NOOP.
+    bob = server.client(BOB)
+    bob.call(wire.UserDecision(Decision.REJECT, entry))
+    bob.quit()
+    c.noop()
+    assert c.response("EXPUNGE")[1] == [b"1"]
     c.logout()
 
 

@@ -1153,7 +1153,13 @@ def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
     assert [(m.entry_id, m.uid) for m in store.imap_messages(u.id, "INBOX")] == [(e2, 1), (e1, 2)]
     assert store.imap_uidnext(u.id, "INBOX") == 4  # e1's second UID (3) is never used
     assert [(m.entry_id, m.uid) for m in store.imap_messages(other.id, "INBOX")] == [(c1, 1)]
-    store.imap_set_flags([(e1, 1 | 4), (e2, 2)])
+    store.imap_set_flags("INBOX", [(e1, 1 | 4), (e2, 2)])
+    # The same entry in another mailbox (Pending, then INBOX) has a UID and
+    # flags of its own there.
+    store.imap_assign_uids(u.id, "Pending", [e2])
+    store.imap_set_flags("Pending", [(e2, 1)])
+    assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(u.id, "Pending")] == [
+        (e2, 1, 1)]
     assert isinstance(store, SqlStore)
     with store.transaction():
         store._exec("DELETE FROM mailbox WHERE id=?", (e1,))  # purged: its row goes with it

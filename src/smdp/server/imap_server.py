@@ -6,23 +6,27 @@ A sibling of the user port (``user_server.py``) on the same session loop
 (``session.py``: timeouts, slow clients, TLS), with the same accounts and the
 same login slow-down. INBOX is the user's accepted mail, exactly what POP3
 RETR gives: the Return-Path and Delivered-To fields written as it is read,
-then the stored body, streamed a chunk at a time. UIDs and flags live in
-the store (migration 0012), so they survive restarts.
+then the stored body, streamed a chunk at a time. Pending shows one summary
+message per envelope waiting for a decision (read-only for now; deciding by
+moving is issue 14 item 3). UIDs and flags live in the store (migration
+0012), so they survive restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.header
 import email.parser
 import email.utils
 import itertools
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from smdp.core.envelope import decode_envelope_block
 from smdp.mail.body import stored_chunks
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
@@ -38,6 +42,11 @@ from smdp.terms import EntryState
 log = logging.getLogger("smdp.imap")
 
 INBOX: Final = "INBOX"
+PENDING: Final = "Pending"
+#: Each mailbox and the entries it shows.
+MAILBOXES: Final = {INBOX: EntryState.ACCEPTED, PENDING: EntryState.PENDING}
+#: Mailboxes a client may look at but not change (yet: issue 14 item 3).
+READ_ONLY: Final = frozenset({PENDING})
 # The flags kept in the store, one bit each (migration 0012). Keywords such as
 # $Junk are not kept yet (PERMANENTFLAGS says so); issue 14 item 3 gives
 # $Junk a meaning of its own.
@@ -56,6 +65,16 @@ HEADER_LIMIT: Final = 64 * 1024
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")
 _FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What a message of a mailbox reads as: its size, its octets (a fresh
+    iterator each call, read lazily) and its INTERNALDATE."""
+
+    size: int
+    chunks: Callable[[], Iterator[bytes]]
+    received_at: float
 
 
 @dataclass(slots=True)
@@ -130,16 +149,74 @@ def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]
 
 
 def _mailbox_name(name: str) -> str | None:
-    """Our name of mailbox ``name``, or None: INBOX is case-insensitive (RFC 9051 5.1)."""
-    return INBOX if name.upper() == INBOX else None
+    """Our name of mailbox ``name``, or None: INBOX is case-insensitive (RFC
+    9051 5.1), other names are not."""
+    if name.upper() == INBOX:
+        return INBOX
+    return name if name in MAILBOXES else None
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    """LIST's pattern as a regular expression: ``*`` anything, ``%`` anything
-    but the hierarchy delimiter "/"."""
-    parts = [".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c)
-             for c in reference + pattern]
-    return re.compile("".join(parts), re.IGNORECASE)
+def _header_text(value: str) -> str:
+    """A header field's value: one line, RFC 2047-encoded when not ASCII."""
+    value = " ".join(value.split())
+    if value.isascii():
+        return value
+    return email.header.Header(value, "utf-8").encode()
+
+
+def pending_summary(entry: MailboxEntry, env: InEnvelope, hostname: str) -> bytes:
+    """The message Pending shows for a waiting envelope (issue 14 item 2).
+
+    Made from what never changes for an envelope (its block, sender, origin
+    server, size, arrival), so that its octets, and RFC822.SIZE, stay the
+    same for its UID, as IMAP requires. The sender's quality changes over
+    time, so it is left out until the summary is frozen when it gets its UID
+    (docs/imap.md, "What is left").
+    """
+    summary = decode_envelope_block(env.block.encode("utf-8")).summary
+    sender = env.sender or f"MAILER-DAEMON@{hostname}"
+    name = summary.from_name
+    from_field = f"{_header_text(name)} <{sender}>" if name else f"<{sender}>"
+    date = summary.date or email.utils.formatdate(env.received_at, usegmt=True)
+    fields = [
+        f"From: {from_field}",
+        f"To: {_header_text(summary.to) if summary.to else entry.recipient}",
+        *([f"Cc: {_header_text(summary.cc)}"] if summary.cc else []),
+        f"Subject: {_header_text(summary.subject or env.subject)}",
+        f"Date: {_header_text(date)}",
+        f"Message-ID: <pending.{entry.id}@{hostname}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        f"X-SMDP-Entry: {entry.id}",
+    ]
+    body = [
+        "This message waits for your decision: only its envelope is here so far.",
+        "",
+        f"From:    {env.sender or '<>'}",
+        f"Server:  {env.origin_server}",
+        f"Size:    {env.size} octets",
+    ]
+    if summary.headlines:
+        body += ["", "Headlines:", *(f"  {line}" for line in summary.headlines)]
+    if summary.attachments:
+        body += ["", f"Attachments ({summary.attachments}):",
+                 *(f"  {name}" for name in summary.attachment_names)]
+    body += ["", "To decide, use the web app, or the user port's commands with the "
+             f"envelope's id {entry.id}:",
+             f"  ACCEPT {entry.id}, ACCEPT&AUTH {entry.id}, REJECT {entry.id}, "
+             f"REJECT&SPAM {entry.id}, REJECT&SPAMMER {entry.id}"]
+    text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
+        "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
+    return text.encode("utf-8")
+
+
+def _listed(reference: str, pattern: str, name: str) -> bool:
+    """Whether LIST's pattern names mailbox ``name``: ``*`` is anything, ``%``
+    anything but the hierarchy delimiter "/"; INBOX in any case (RFC 9051 5.1)."""
+    regex = "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c)
+                    for c in reference + pattern)
+    return re.fullmatch(regex, name, re.IGNORECASE if name == INBOX else 0) is not None
 
 
 class ImapSession(Session):
@@ -235,24 +312,26 @@ class ImapSession(Session):
 
     # -- the mailbox ----------------------------------------------------------------------
 
-    def _load(self) -> list[Message]:
-        """INBOX as the store has it now: accepted, not deleted, by UID. An
-        entry seen for the first time gets the next UID here, in entry order."""
+    def _load(self, mailbox: str) -> list[Message]:
+        """``mailbox`` as the store has it now (INBOX: accepted, Pending:
+        pending, neither deleted), by UID. An entry seen there for the first
+        time gets the mailbox's next UID here, in entry order."""
         assert self.user is not None
         user_id = self.user.id
-        entries = {e.id: e for e in self.store.mailbox_entries(user_id, [EntryState.ACCEPTED])}
-        known = {m.entry_id: m for m in self.store.imap_messages(user_id, INBOX)}
+        entries = {e.id: e for e in self.store.mailbox_entries(user_id, [MAILBOXES[mailbox]])}
+        known = {m.entry_id: m for m in self.store.imap_messages(user_id, mailbox)}
         new = [entry_id for entry_id in entries if entry_id not in known]
         if new:
-            self.store.imap_assign_uids(user_id, INBOX, new)
-            known = {m.entry_id: m for m in self.store.imap_messages(user_id, INBOX)}
+            self.store.imap_assign_uids(user_id, mailbox, new)
+            known = {m.entry_id: m for m in self.store.imap_messages(user_id, mailbox)}
         return sorted((Message(entries[k], m.uid, m.flags) for k, m in known.items()
                        if k in entries), key=lambda m: m.uid)
 
     def _sync(self) -> None:
         """Tell the client what changed since it last looked (NOOP, IDLE,
         CHECK): messages gone, flags changed elsewhere, new messages."""
-        now = {m.uid: m for m in self._load()}
+        assert self.selected is not None
+        now = {m.uid: m for m in self._load(self.selected)}
         for n in range(len(self.messages), 0, -1):  # high to low: numbers stay right
             if self.messages[n - 1].uid not in now:
                 del self.messages[n - 1]
@@ -282,19 +361,24 @@ class ImapSession(Session):
                     return None
         return [(n, m) for n, m in enumerate(msgs, 1) if messages.contains(n, count)]
 
-    def _envelope_of(self, msg: Message) -> tuple[InEnvelope, bytes] | None:
+    def _content(self, msg: Message, mailbox: str) -> Content | None:
+        """What ``msg`` reads as in ``mailbox``; None when it cannot be read
+        (its body is gone)."""
         env = self.store.in_envelope(msg.entry.envelope_id)
-        if env is None or not env.has_body:
+        if env is None:
+            return None
+        if mailbox == PENDING:
+            summary = pending_summary(msg.entry, env, self.config.hostname)
+            return Content(len(summary), lambda: iter((summary,)), env.received_at)
+        if not env.has_body:
             return None
         # protocol.md 8.4: one stored copy serves every recipient, so the
         # fields naming the mailbox are written as the message is read, as
         # POP3 RETR does (user_server.py _delivery_fields).
         sender = env.mail_from if env.mail_from is not None else env.sender
-        return env, delivery_fields(sender, msg.entry.recipient)
-
-    def _message_chunks(self, env: InEnvelope, head: bytes) -> Iterator[bytes]:
-        return itertools.chain((head,), stored_chunks(
-            lambda seq: self.store.in_body_chunk(env.id, seq)))
+        head = delivery_fields(sender, msg.entry.recipient)
+        return Content(len(head) + env.size, lambda: itertools.chain((head,), stored_chunks(
+            lambda seq: self.store.in_body_chunk(env.id, seq))), env.received_at)
 
     # -- FETCH ------------------------------------------------------------------------
 
@@ -306,9 +390,10 @@ class ImapSession(Session):
         if event.uid and not any(i.name == "UID" for i in items):
             items.insert(0, ev.FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH says the UID
         changed: list[tuple[int, int]] = []
+        assert self.selected is not None
         for n, msg in chosen:
-            stored = self._envelope_of(msg)
-            if stored is None:
+            content = self._content(msg, self.selected)
+            if content is None:
                 continue  # vanished since it was listed: nothing to say about it
             sets_seen = not self.readonly and not msg.flags & SEEN and any(
                 (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
@@ -318,61 +403,59 @@ class ImapSession(Session):
                 changed.append((msg.entry.id, msg.flags))
             self.conn.fetch_open(n)
             for item in items:
-                await self._fetch_item(item, msg, *stored)
+                await self._fetch_item(item, msg, content)
             if sets_seen and not any(i.name == "FLAGS" for i in items):
                 self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             self.conn.fetch_close()
         if changed:
-            self.store.imap_set_flags(changed)
+            self.store.imap_set_flags(self.selected, changed)
         self.conn.ok("FETCH completed")
 
-    async def _fetch_item(self, item: ev.FetchAtt, msg: Message, env: InEnvelope,
-                          head: bytes) -> None:
+    async def _fetch_item(self, item: ev.FetchAtt, msg: Message, content: Content) -> None:
         conn = self.conn
-        size = len(head) + env.size
         match item.name:
             case "FLAGS":
                 conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             case "UID":
                 conn.fetch_item("UID", msg.uid)
             case "RFC822.SIZE":
-                conn.fetch_item("RFC822.SIZE", size)
+                conn.fetch_item("RFC822.SIZE", content.size)
             case "INTERNALDATE":
-                conn.fetch_item("INTERNALDATE", internal_date(env.received_at))
+                conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
-                header_end = len(head) + _top_length(self._message_chunks(env, b""), 0)
-                header = b"".join(_first_octets(self._message_chunks(env, head),
+                header_end = _top_length(content.chunks(), 0)
+                header = b"".join(_first_octets(content.chunks(),
                                                 min(header_end, HEADER_LIMIT)))
                 conn.fetch_item("ENVELOPE", envelope(header))
             case "RFC822":
-                await self._send_section(item, "RFC822", env, head, "")
+                await self._send_section(item, "RFC822", content, "")
             case "RFC822.HEADER":
-                await self._send_section(item, "RFC822.HEADER", env, head, "HEADER")
+                await self._send_section(item, "RFC822.HEADER", content, "HEADER")
             case "RFC822.TEXT":
-                await self._send_section(item, "RFC822.TEXT", env, head, "TEXT")
+                await self._send_section(item, "RFC822.TEXT", content, "TEXT")
             case _:
                 assert item.section is not None
                 name = f"BODY[{item.section}]"
                 if item.partial is not None:
                     name += f"<{item.partial[0]}>"
-                await self._send_section(item, name, env, head, item.section)
+                await self._send_section(item, name, content, item.section)
 
-    async def _send_section(self, item: ev.FetchAtt, name: str, env: InEnvelope, head: bytes,
+    async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
                             section: str) -> None:
         """One body section as a literal, streamed from the store."""
-        total = len(head) + env.size
+        total = content.size
         start, length = 0, total
         if section:
             # The header ends after its blank line (or is all of the message
             # when it has none); the text is the rest.
-            header = len(head) + _top_length(self._message_chunks(env, b""), 0)
+            header = _top_length(content.chunks(), 0)
             start, length = (0, header) if section == "HEADER" else (header, total - header)
         if item.partial is not None:
             offset, most = item.partial
             offset = min(offset, length)
             start, length = start + offset, min(most, length - offset)
         self.conn.fetch_literal(name, length)
-        await self.stream_body(_octets(self._message_chunks(env, head), start, length), length,
+        await self.stream_body(_octets(content.chunks(), start, length), length,
                                self.conn.literal_chunk, lambda: None)
 
     # -- SEARCH, STORE, EXPUNGE ---------------------------------------------------------
@@ -425,7 +508,8 @@ class ImapSession(Session):
                 if event.uid:
                     items = [Atom("UID"), msg.uid, *items]
                 self.conn.untagged(n, Atom("FETCH"), items)
-        self.store.imap_set_flags(changed)
+        assert self.selected is not None
+        self.store.imap_set_flags(self.selected, changed)
         self.conn.ok("STORE completed")
 
     def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> None:
@@ -455,8 +539,9 @@ class ImapSession(Session):
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
-        self.messages = self._load()
-        self.readonly = event.readonly
+        self.messages = self._load(name)
+        # Pending is read-only until deciding by moving exists (issue 14 item 3).
+        self.readonly = event.readonly or name in READ_ONLY
         self.selected = name
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
@@ -467,10 +552,10 @@ class ImapSession(Session):
             conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
         conn.untagged_status("OK", "UIDs valid", f"UIDVALIDITY {uidvalidity(self.user)}")
         conn.untagged_status("OK", "predicted next UID",
-                             f"UIDNEXT {self.store.imap_uidnext(self.user.id, INBOX)}")
+                             f"UIDNEXT {self.store.imap_uidnext(self.user.id, name)}")
         conn.untagged_status("OK", "flags kept", f"PERMANENTFLAGS ({FLAG_LIST})")
-        if event.readonly:
-            conn.ok("EXAMINE completed", "READ-ONLY")
+        if self.readonly:
+            conn.ok(f"{'EXAMINE' if event.readonly else 'SELECT'} completed", "READ-ONLY")
         else:
             conn.ok("SELECT completed", "READ-WRITE")
 
@@ -479,8 +564,10 @@ class ImapSession(Session):
         if not event.pattern and not event.subscribed_only:
             # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
-        elif _pattern(event.reference, event.pattern).fullmatch(INBOX):
-            self.conn.untagged(verb, [], "/", INBOX)
+        else:
+            for name in MAILBOXES:
+                if _listed(event.reference, event.pattern, name):
+                    self.conn.untagged(verb, [], "/", name)
         self.conn.ok(f"{verb} completed")
 
     def _status(self, event: ev.Status) -> None:
@@ -489,7 +576,7 @@ class ImapSession(Session):
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
-        msgs = self._load()
+        msgs = self._load(name)
         values = {
             "MESSAGES": len(msgs),
             "UIDNEXT": self.store.imap_uidnext(self.user.id, name),
@@ -499,8 +586,8 @@ class ImapSession(Session):
             "DELETED": sum(1 for m in msgs if m.flags & DELETED),
         }
         if "SIZE" in event.items:
-            values["SIZE"] = sum(len(stored[1]) + stored[0].size for m in msgs
-                                 if (stored := self._envelope_of(m)) is not None)
+            values["SIZE"] = sum(content.size for m in msgs
+                                 if (content := self._content(m, name)) is not None)
         items: list[object] = []
         for item in event.items:
             items += [Atom(item), values[item]]

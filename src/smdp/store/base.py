@@ -292,8 +292,8 @@ class Store(Protocol):
         """The UID the mailbox's next message will get (1 for a new one)."""
         ...
 
-    def imap_set_flags(self, flags: Sequence[tuple[int, int]]) -> None:
-        """Store ``(entry_id, flags)`` pairs, all or none."""
+    def imap_set_flags(self, mailbox: str, flags: Sequence[tuple[int, int]]) -> None:
+        """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none."""
         ...
 
     def users_with_entries(self, state: str) -> list[int]:

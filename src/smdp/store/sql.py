@@ -494,7 +494,7 @@ class SqlStore:
             for i, entry_id in enumerate(entry_ids):
                 self._exec(
                     "INSERT INTO imap_messages (entry_id, user_id, mailbox, uid, flags) "
-                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT (entry_id) DO NOTHING",
+                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT (entry_id, mailbox) DO NOTHING",
                     (entry_id, user_id, mailbox, first + i))
 
     def imap_uidnext(self, user_id: int, mailbox: str) -> int:
@@ -502,11 +502,11 @@ class SqlStore:
                          (user_id, mailbox)).fetchone()
         return int(row[0]) if row else 1
 
-    def imap_set_flags(self, flags: Sequence[tuple[int, int]]) -> None:
+    def imap_set_flags(self, mailbox: str, flags: Sequence[tuple[int, int]]) -> None:
         with self.transaction():
             for entry_id, bits in flags:
-                self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=?",
-                           (bits, entry_id))
+                self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=? AND mailbox=?",
+                           (bits, entry_id, mailbox))
 
     _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
                 "FROM peer_quality")
