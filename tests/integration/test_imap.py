@@ -4,7 +4,8 @@ in-process server: login refused without TLS and with a wrong password,
 LIST, SELECT, FETCH of an accepted message byte for byte what POP3 RETR
 gives, flags, UIDs and UIDVALIDITY across a restart, EXPUNGE, IDLE woken by
 a newly accepted message, bad input answered BAD with a sentence, and
-mbsync (isync) synchronising INBOX into a Maildir when it is installed.
+mbsync (isync) synchronising INBOX and Pending into a Maildir when it is
+installed.
 """
 
 from __future__ import annotations
@@ -223,6 +224,10 @@ def test_list_select_fetch_equal_to_pop3_retr(server: InProcessServer) -> None:
         [(_, header), _] = fetch(c, str(n), "(BODY.PEEK[HEADER])")
         [(_, text), _] = fetch(c, str(n), "(BODY.PEEK[TEXT])")
         assert header + text == whole and header.endswith(b"\r\n\r\n")
+    # What mutt and Thunderbird ask for to list messages.
+    [(item, fields), _] = fetch(c, "1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+    assert item.endswith(b"BODY[HEADER.FIELDS (SUBJECT FROM)] {53}")  # type: ignore[union-attr]
+    assert fields == b"From: Alice <alice@b.example>\r\nSubject: first one\r\n\r\n"
     [env] = fetch(c, "1", "(ENVELOPE INTERNALDATE FLAGS)")
     assert isinstance(env, bytes)
     assert b'"first one" (("Alice" NIL "alice" "b.example"))' in env
@@ -390,7 +395,7 @@ def test_bad_input_is_answered_with_a_sentence(server: InProcessServer) -> None:
 # -- a stock client ----------------------------------------------------------------
 
 
-def test_mbsync_syncs_inbox_into_a_maildir(tmp_path: Path) -> None:
+def test_mbsync_syncs_inbox_and_pending_into_a_maildir(tmp_path: Path) -> None:
     mbsync = shutil.which("mbsync")
     if mbsync is None:
         pytest.skip("mbsync (Debian package isync) is not installed")
@@ -424,14 +429,26 @@ Near :local:INBOX
 Sync Pull
 Create Near
 SyncState *
+
+Channel pending
+Far :remote:Pending
+Near :local:Pending
+Sync Pull
+Create Near
+SyncState *
 """)
-        done = subprocess.run([mbsync, "-c", str(rc), "inbox"], capture_output=True,
+        announce(s, "waiting for bob")
+        done = subprocess.run([mbsync, "-c", str(rc), "inbox", "pending"], capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
-        files = list((maildir / "INBOX" / "new").iterdir()) + list(
-            (maildir / "INBOX" / "cur").iterdir())
-        # A Maildir keeps LF line ends, and mbsync adds its X-TUID field.
-        assert [re.sub(rb"X-TUID: .*\n", b"", f.read_bytes()) for f in files] == [
-            whole.replace(b"\r\n", b"\n")]
+
+        def files(folder: str) -> list[bytes]:
+            # A Maildir keeps LF line ends, and mbsync adds its X-TUID field.
+            return [re.sub(rb"X-TUID: .*\n", b"", f.read_bytes())
+                    for sub in ("new", "cur") for f in (maildir / folder / sub).iterdir()]
+
+        assert files("INBOX") == [whole.replace(b"\r\n", b"\n")]
+        [summary] = files("Pending")
+        assert b"Subject: waiting for bob\n" in summary and b"X-SMDP-Entry: " in summary
     finally:
         s.stop()

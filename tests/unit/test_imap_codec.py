@@ -66,6 +66,12 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x FETCH 2 (BODY[HEADER] body[text])", ev.Fetch(
         "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BODY", "HEADER"),
                                          ev.FetchAtt("BODY", "TEXT")))),
+    (b"x FETCH 2 (BODY.PEEK[HEADER.FIELDS (Date \"From\")])", ev.Fetch(
+        "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BODY", "HEADER.FIELDS", peek=True,
+                                                     fields=("DATE", "FROM")),))),
+    (b"x FETCH 2 BODY[HEADER.FIELDS.NOT (X-A)]<0.9>", ev.Fetch(
+        "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BODY", "HEADER.FIELDS.NOT", (0, 9),
+                                                     fields=("X-A",)),))),
     (b"x FETCH 2 FAST", ev.Fetch("x", ev.SequenceSet(((2, 2),)), (
         ev.FetchAtt("FLAGS"), ev.FetchAtt("INTERNALDATE"), ev.FetchAtt("RFC822.SIZE")))),
     (b"x SEARCH UNSEEN", ev.Search("x", ev.SearchKey("UNSEEN"))),
@@ -108,6 +114,10 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 FETCH 4294967296 FLAGS", "not a message number"),
     (b"a1 FETCH 1:x FLAGS", "not a message number"),
     (b"a1 FETCH 1 BODY[1.MIME]", "not supported"),
+    (b"a1 FETCH 1 BODY[\xff]", "only printable ASCII"),
+    (b"a1 FETCH 1 BODY[HEADER.FIELDS]", "needs a list of field names"),
+    (b"a1 FETCH 1 BODY[HEADER.FIELDS ()]", "needs a list of field names"),
+    (b"a1 FETCH 1 BODY[HEADER.FIELDS (A:B)]", "not a header field name"),
     (b"a1 FETCH 1 BODYSTRUCTURE", "not supported"),
     (b"a1 FETCH 1 BODY[]<0.0>", "length above 0"),
     (b"a1 FETCH 1 ()", "at least one item"),
@@ -338,7 +348,8 @@ SEEDS = [
     b"a FETCH 1:* (FLAGS UID BODY.PEEK[]<0.10>)", b"a UID SEARCH NOT SEEN UID 2:*",
     b"a STORE 1 +FLAGS (\\Seen)", b"a IDLE", b"DONE", b"a AUTHENTICATE PLAIN", b"AGFsaWNlAHB3",
     b'a LIST "" *', b"a STATUS INBOX (MESSAGES)", b"a EXPUNGE", b"a LOGOUT", b"{3+}", b"{99}",
-    b"(((", b'"', b"\\", b"a UID", b"*", b"+",
+    b"(((", b'"', b"\\", b"a UID", b"*", b"+", b"a FETCH 1 BODY[\xff]",
+    b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM {3+}", b"a FETCH 1 BODY[HEADER.FIELDS (\x80)]",
 ]
 LINE_ENDS = [b"\r\n", b"\n", b"\r", b""]
 HOSTILE = st.one_of(

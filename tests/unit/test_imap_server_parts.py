@@ -10,6 +10,7 @@ from smdp.server.imap_server import (
     _listed,
     _octets,
     envelope,
+    header_fields,
     internal_date,
     pending_summary,
 )
@@ -70,3 +71,13 @@ def test_pending_summary_is_stable_and_encodes_non_ascii() -> None:
     assert b"Message-ID: <pending.3@smdp.b.example>" in header
     assert b"Attachments (1):\r\n  a.pdf" in body and b"Size:    1234 octets" in body
     assert b"ACCEPT 3" in body
+
+
+def test_header_fields_keep_their_folded_lines_and_order() -> None:
+    header = (b"Received: x\r\n y\r\nSubject: hi\r\n there\r\nFrom: a@a.example\r\n"
+              b"subject: again\r\n\r\n")
+    assert header_fields(header, {"SUBJECT", "DATE"}, keep=True) == \
+        b"Subject: hi\r\n there\r\nsubject: again\r\n\r\n"
+    assert header_fields(header, {"SUBJECT", "RECEIVED"}, keep=False) == \
+        b"From: a@a.example\r\n\r\n"
+    assert header_fields(header, {"X-NONE"}, keep=True) == b"\r\n"

@@ -60,8 +60,9 @@ IDLE_POLL: Final = 1.0
 #: RFC 2177: clients re-issue IDLE at least every 29 minutes, so an IDLE is
 #: allowed this long, however short [limits] idle_timeout is.
 IDLE_LIMIT: Final = 30 * 60.0
-#: The most of a header ENVELOPE reads: a header is small; a huge one is cut.
-HEADER_LIMIT: Final = 64 * 1024
+#: The most of a header ENVELOPE and HEADER.FIELDS read: a header is small;
+#: a huge one is cut rather than held.
+HEADER_LIMIT: Final = 256 * 1024
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")
 _FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
@@ -134,6 +135,26 @@ def envelope(header: bytes) -> list[object]:
             _addresses(field("Sender")) or sender, _addresses(field("Reply-To")) or sender,
             _addresses(field("To")), _addresses(field("Cc")), _addresses(field("Bcc")),
             field("In-Reply-To"), field("Message-ID")]
+
+
+def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
+    """BODY[HEADER.FIELDS (names)] (``keep``) or [HEADER.FIELDS.NOT (names)]
+    of ``header``: the fields named (or all others), each with its folded
+    lines, in the message's order, then the blank line (RFC 9051 6.4.5)."""
+    out = bytearray()
+    taking = False
+    for line in header.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):  # a folded line belongs to the field before
+            if taking:
+                out += line + b"\r\n"
+            continue
+        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
+        taking = (name in names) == keep
+        if taking:
+            out += line + b"\r\n"
+    return bytes(out) + b"\r\n"
 
 
 def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]:
@@ -423,10 +444,7 @@ class ImapSession(Session):
             case "INTERNALDATE":
                 conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
-                header_end = _top_length(content.chunks(), 0)
-                header = b"".join(_first_octets(content.chunks(),
-                                                min(header_end, HEADER_LIMIT)))
-                conn.fetch_item("ENVELOPE", envelope(header))
+                conn.fetch_item("ENVELOPE", envelope(self._header(content)))
             case "RFC822":
                 await self._send_section(item, "RFC822", content, "")
             case "RFC822.HEADER":
@@ -436,13 +454,31 @@ class ImapSession(Session):
             case _:
                 assert item.section is not None
                 name = f"BODY[{item.section}]"
+                if item.fields:
+                    name = f"BODY[{item.section} ({' '.join(item.fields)})]"
                 if item.partial is not None:
                     name += f"<{item.partial[0]}>"
                 await self._send_section(item, name, content, item.section)
 
+    @staticmethod
+    def _header(content: Content) -> bytes:
+        """The message's header with its blank line, at most HEADER_LIMIT octets."""
+        end = _top_length(content.chunks(), 0)
+        return b"".join(_first_octets(content.chunks(), min(end, HEADER_LIMIT)))
+
     async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
                             section: str) -> None:
         """One body section as a literal, streamed from the store."""
+        if section.startswith("HEADER.FIELDS"):
+            # Built whole: a selection of header fields is small (the header
+            # read is capped at HEADER_LIMIT).
+            chosen = header_fields(self._header(content), set(item.fields),
+                                   keep=section == "HEADER.FIELDS")
+            offset, most = item.partial or (0, len(chosen))
+            chosen = chosen[offset:offset + most]
+            self.conn.fetch_literal(name, len(chosen))
+            self.conn.literal_chunk(chosen)
+            return
         total = content.size
         start, length = 0, total
         if section:

@@ -182,14 +182,17 @@ class FetchAtt:
     ``name`` is upper case: ``FLAGS``, ``UID``, ``RFC822.SIZE``,
     ``INTERNALDATE``, ``ENVELOPE``, ``BODY`` (with ``section``) and the
     IMAP4rev1 names ``RFC822``, ``RFC822.HEADER``, ``RFC822.TEXT``.
-    ``section`` is ``""`` (the whole message), ``"HEADER"`` or ``"TEXT"``;
-    ``partial`` is ``(start, length)`` from ``<start.length>``.
+    ``section`` is ``""`` (the whole message), ``"HEADER"``, ``"TEXT"``,
+    ``"HEADER.FIELDS"`` or ``"HEADER.FIELDS.NOT"`` (with ``fields``, upper
+    case: the header fields wanted, or not wanted); ``partial`` is
+    ``(start, length)`` from ``<start.length>``.
     """
 
     name: str
     section: str | None = None
     partial: tuple[int, int] | None = None
     peek: bool = False
+    fields: tuple[str, ...] = ()
 
 
 @event

@@ -159,6 +159,8 @@ class _Reader:
                 close = data.find(b"]", pos)
                 if close < 0:
                     raise ImapSyntaxError('a "[" is not closed by "]"')
+                if not data[pos:close].isascii() or any(c < 0x20 for c in data[pos:close]):
+                    raise ImapSyntaxError('between "[" and "]" only printable ASCII may stand')
                 pos = close + 1
                 continue
             if c in _ATOM_STOP or c >= 0x80:
@@ -257,8 +259,10 @@ _MACROS: Final = {
 }
 _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE", "ENVELOPE",
                                   "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
-_BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([A-Z0-9.]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
+_BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
 _SECTIONS: Final = frozenset({"", "HEADER", "TEXT"})
+_FIELD_LISTS: Final = ("HEADER.FIELDS", "HEADER.FIELDS.NOT")
+_FIELD_NAME: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable, no colon
 
 
 def _fetch_att(value: Value) -> ev.FetchAtt:
@@ -271,15 +275,32 @@ def _fetch_att(value: Value) -> ev.FetchAtt:
     if match is None:
         raise ImapSyntaxError(f"fetch item {value} is not supported")
     verb, section, start, length = match.groups()
-    if section not in _SECTIONS:
-        raise ImapSyntaxError(f"body section [{section}] is not supported "
-                              "(only [], [HEADER] and [TEXT])")
+    fields: tuple[str, ...] = ()
+    kind, _, names = section.partition(" ")
+    if kind in _FIELD_LISTS:
+        fields = _field_names(names)
+        section = kind
+    elif section not in _SECTIONS:
+        raise ImapSyntaxError(f"body section [{section}] is not supported (only [], [HEADER], "
+                              "[TEXT], [HEADER.FIELDS (...)] and [HEADER.FIELDS.NOT (...)])")
     partial = None
     if start is not None:
         if int(length) == 0:
             raise ImapSyntaxError("a partial fetch <start.length> needs a length above 0")
         partial = (int(start), int(length))
-    return ev.FetchAtt("BODY", section, partial, peek=verb == "BODY.PEEK")
+    return ev.FetchAtt("BODY", section, partial, peek=verb == "BODY.PEEK", fields=fields)
+
+
+def _field_names(text: str) -> tuple[str, ...]:
+    """``(DATE FROM "X-Spam")`` of HEADER.FIELDS: header field names."""
+    values = tokenize(text.encode("ascii"))
+    if len(values) != 1 or not isinstance(values[0], list) or not values[0]:
+        raise ImapSyntaxError("HEADER.FIELDS needs a list of field names, such as (FROM DATE)")
+    names = tuple(_text(v, "header field name").upper() for v in values[0])
+    for field in names:
+        if not _FIELD_NAME.fullmatch(field):
+            raise ImapSyntaxError(f"{field!r} is not a header field name")
+    return names
 
 
 def _fetch_items(value: Value) -> tuple[ev.FetchAtt, ...]:
