@@ -10,6 +10,7 @@ installed.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import shutil
@@ -452,3 +453,73 @@ SyncState *
         assert b"Subject: waiting for bob\n" in summary and b"X-SMDP-Entry: " in summary
     finally:
         s.stop()
+
+
+def test_a_tour_of_the_commands(server: InProcessServer) -> None:
+    """Every command and answer the port offers, read as the wire has them."""
+    for subject in ("one", "two", "three"):
+        deliver(server, subject)
+    raw = Raw(server.imap_port)
+
+    def cmd(line: bytes) -> list[bytes]:
+        raw.send(line + b"\r\n")
+        return raw.until(line.split()[0])
+
+    assert cmd(b"t1 STARTTLS")[-1] == b"t1 NO TLS is not available on this server\r\n"
+    assert cmd(b"t2 AUTHENTICATE CRAM-MD5")[-1].startswith(b"t2 NO [CANNOT] mechanism CRAM-MD5")
+    raw.send(b"t3 AUTHENTICATE PLAIN\r\n")
+    assert raw.line() == b"+  \r\n"
+    raw.send(b"*\r\n")
+    assert raw.line() == b"t3 BAD authentication cancelled\r\n"
+    assert cmd(b"t4 AUTHENTICATE PLAIN " + base64.b64encode(b"\0bob@b.example\0secret")
+               )[-1].startswith(b"t4 OK [CAPABILITY IMAP4rev1 ")
+    assert cmd(b"t5 ENABLE IMAP4rev2") == [b"* ENABLED\r\n", b"t5 OK ENABLE completed\r\n"]
+    assert cmd(b"t6 NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
+    assert cmd(b't7 LIST "" ""')[0] == b'* LIST (\\Noselect) "/" ""\r\n'
+    assert cmd(b"t8 SUBSCRIBE INBOX")[-1] == b"t8 OK every mailbox is always subscribed\r\n"
+    assert cmd(b"t9 SELECT INBOX")[:2] == [
+        b"* FLAGS (\\Seen \\Deleted \\Flagged \\Answered \\Draft)\r\n", b"* 3 EXISTS\r\n"]
+    assert cmd(b"u1 STORE 1:2 +FLAGS (\\Seen \\Flagged)")[:2] == [
+        b"* 1 FETCH (FLAGS (\\Seen \\Flagged))\r\n", b"* 2 FETCH (FLAGS (\\Seen \\Flagged))\r\n"]
+    assert cmd(b"u2 STORE 2 -FLAGS.SILENT (\\Flagged)") == [b"u2 OK STORE completed\r\n"]
+    assert cmd(b"u3 UID STORE 3 FLAGS (\\Answered $Junk)")[0] == \
+        b"* 3 FETCH (UID 3 FLAGS (\\Answered))\r\n"  # keywords are not kept
+    assert cmd(b"u4 SEARCH OR FLAGGED ANSWERED")[0] == b"* SEARCH 1 3\r\n"
+    assert cmd(b"u5 SEARCH NOT SEEN")[0] == b"* SEARCH 3\r\n"
+    assert cmd(b"u6 UID SEARCH UID 2:* SEEN")[0] == b"* SEARCH 2\r\n"
+    assert cmd(b"u7 SEARCH 2:3 UNANSWERED")[0] == b"* SEARCH 2\r\n"
+    assert cmd(b"u8 SEARCH UID 9")[0] == b"* SEARCH\r\n"
+    assert cmd(b"u9 UID FETCH 99 FLAGS") == [b"u9 OK FETCH completed\r\n"]
+    whole = retr(server, 3)
+    header, _, text = whole.partition(b"\r\n\r\n")
+    fetched = b"".join(cmd(b"v1 FETCH 3 (RFC822.HEADER RFC822.TEXT)"))
+    assert b"RFC822.HEADER {%d}\r\n%s\r\n\r\n" % (len(header) + 4, header) in fetched
+    assert b"RFC822.TEXT {%d}\r\n%s" % (len(text), text) in fetched
+    assert b"FLAGS (\\Seen \\Answered)" in fetched  # RFC822.TEXT sets \Seen, and says so
+    fetched = b"".join(cmd(b"v2 FETCH 3 RFC822"))
+    assert b"RFC822 {%d}\r\n%s" % (len(whole), whole) in fetched
+    # Flags changed by another session are told at NOOP.
+    other = imap(server)
+    other.select("INBOX")
+    other.store("3", "+FLAGS", "\\Draft")
+    other.logout()
+    assert cmd(b"v3 NOOP")[0] == b"* 3 FETCH (FLAGS (\\Seen \\Answered \\Draft))\r\n"
+    size = sum(len(retr(server, n)) for n in (1, 2, 3))
+    assert cmd(b"v4 STATUS INBOX (SIZE DELETED)")[0] == \
+        b'* STATUS "INBOX" (SIZE %d DELETED 0)\r\n' % size
+    # UID EXPUNGE removes only the \Deleted messages it names; CLOSE the rest, silently.
+    cmd(b"w1 STORE 1:3 +FLAGS.SILENT (\\Deleted)")
+    assert cmd(b"w2 UID EXPUNGE 2") == [b"* 2 EXPUNGE\r\n", b"w2 OK EXPUNGE completed\r\n"]
+    assert cmd(b"w3 CLOSE") == [b"w3 OK CLOSE completed\r\n"]
+    assert cmd(b"w4 SELECT INBOX")[1] == b"* 0 EXISTS\r\n"
+    assert cmd(b"w5 UNSELECT") == [b"w5 OK UNSELECT completed\r\n"]
+    # A broken IDLE is answered BAD, and a command sent after it is still served.
+    raw.send(b"x1 IDLE\r\n")
+    assert raw.line() == b"+ idling\r\n"
+    raw.send(b"nonsense\r\nx2 NOOP\r\n")
+    assert raw.until(b"x2") == [b"x1 BAD IDLE ends with DONE; the IDLE is over\r\n",
+                                b"x2 OK NOOP completed\r\n"]
+    assert cmd(b"x3 LOGOUT") == [b"* BYE smdp.b.example signing off\r\n",
+                                 b"x3 OK LOGOUT completed\r\n"]
+    assert raw.line() == b""  # closed
+    raw.close()
