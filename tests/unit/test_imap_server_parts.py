@@ -14,8 +14,7 @@ from smdp.server.imap_server import (
     internal_date,
     pending_summary,
 )
-from smdp.store.records import InEnvelope, MailboxEntry
-from smdp.terms import EntryState
+from smdp.store.records import InEnvelope
 
 
 def test_envelope_from_a_header() -> None:
@@ -62,9 +61,8 @@ def test_pending_summary_is_stable_and_encodes_non_ascii() -> None:
     block = encode_envelope_block(summary, expires="2026-12-10T00:00:00Z").decode("utf-8")
     env = InEnvelope(7, "e" * 26, "smdp.a.example", "j@a.example", 1234, block, "Grüße",
                      1796284800.0, False)
-    entry = MailboxEntry(3, 1, 7, "bob@b.example", EntryState.PENDING, None, "", None, False)
-    text = pending_summary(entry, env, "smdp.b.example")
-    assert text == pending_summary(entry, env, "smdp.b.example")
+    text = pending_summary(3, "bob@b.example", env, "smdp.b.example")
+    assert text == pending_summary(3, "bob@b.example", env, "smdp.b.example")
     header, _, body = text.partition(b"\r\n\r\n")
     assert header.isascii() and b"Subject: =?utf-8?b?" in header
     assert b"From: =?utf-8?" in header and b"<j@a.example>" in header

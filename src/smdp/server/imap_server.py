@@ -36,7 +36,7 @@ from smdp.protocol.imap import events as ev
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
-from smdp.store.records import InEnvelope, MailboxEntry, User
+from smdp.store.records import InEnvelope, User
 from smdp.terms import EntryState
 
 log = logging.getLogger("smdp.imap")
@@ -80,11 +80,14 @@ class Content:
 
 @dataclass(slots=True)
 class Message:
-    """A message of the selected mailbox: its entry, UID and flags."""
+    """A message of the selected mailbox: its entry, UID and flags (which
+    STORE changes in place), and what reading it needs."""
 
-    entry: MailboxEntry
+    entry_id: int
     uid: int
     flags: int
+    envelope_id: int
+    recipient: str
 
 
 def flag_atoms(bits: int) -> list[Atom]:
@@ -185,7 +188,7 @@ def _header_text(value: str) -> str:
     return email.header.Header(value, "utf-8").encode()
 
 
-def pending_summary(entry: MailboxEntry, env: InEnvelope, hostname: str) -> bytes:
+def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str) -> bytes:
     """The message Pending shows for a waiting envelope (issue 14 item 2).
 
     Made from what never changes for an envelope (its block, sender, origin
@@ -201,15 +204,15 @@ def pending_summary(entry: MailboxEntry, env: InEnvelope, hostname: str) -> byte
     date = summary.date or email.utils.formatdate(env.received_at, usegmt=True)
     fields = [
         f"From: {from_field}",
-        f"To: {_header_text(summary.to) if summary.to else entry.recipient}",
+        f"To: {_header_text(summary.to) if summary.to else recipient}",
         *([f"Cc: {_header_text(summary.cc)}"] if summary.cc else []),
         f"Subject: {_header_text(summary.subject or env.subject)}",
         f"Date: {_header_text(date)}",
-        f"Message-ID: <pending.{entry.id}@{hostname}>",
+        f"Message-ID: <pending.{entry_id}@{hostname}>",
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=utf-8",
         "Content-Transfer-Encoding: 8bit",
-        f"X-SMDP-Entry: {entry.id}",
+        f"X-SMDP-Entry: {entry_id}",
     ]
     body = [
         "This message waits for your decision: only its envelope is here so far.",
@@ -224,9 +227,9 @@ def pending_summary(entry: MailboxEntry, env: InEnvelope, hostname: str) -> byte
         body += ["", f"Attachments ({summary.attachments}):",
                  *(f"  {name}" for name in summary.attachment_names)]
     body += ["", "To decide, use the web app, or the user port's commands with the "
-             f"envelope's id {entry.id}:",
-             f"  ACCEPT {entry.id}, ACCEPT&AUTH {entry.id}, REJECT {entry.id}, "
-             f"REJECT&SPAM {entry.id}, REJECT&SPAMMER {entry.id}"]
+             f"envelope's id {entry_id}:",
+             f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
+             f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
     text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
         "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
     return text.encode("utf-8")
@@ -263,6 +266,9 @@ class ImapSession(Session):
         self.selected: str | None = None
         self.readonly = False
         self.messages: list[Message] = []
+        # The selected mailbox's imap_signature when last read: a poll reads
+        # the mailbox again only when it changed.
+        self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
 
     def in_block(self) -> bool:
@@ -338,20 +344,25 @@ class ImapSession(Session):
         pending, neither deleted), by UID. An entry seen there for the first
         time gets the mailbox's next UID here, in entry order."""
         assert self.user is not None
-        user_id = self.user.id
-        entries = {e.id: e for e in self.store.mailbox_entries(user_id, [MAILBOXES[mailbox]])}
-        known = {m.entry_id: m for m in self.store.imap_messages(user_id, mailbox)}
-        new = [entry_id for entry_id in entries if entry_id not in known]
+        user_id, state = self.user.id, MAILBOXES[mailbox]
+        new = self.store.imap_unassigned(user_id, mailbox, state)
         if new:
             self.store.imap_assign_uids(user_id, mailbox, new)
-            known = {m.entry_id: m for m in self.store.imap_messages(user_id, mailbox)}
-        return sorted((Message(entries[k], m.uid, m.flags) for k, m in known.items()
-                       if k in entries), key=lambda m: m.uid)
+        return [Message(m.entry_id, m.uid, m.flags, m.envelope_id, m.recipient)
+                for m in self.store.imap_messages(user_id, mailbox, state)]
+
+    def _signature_now(self) -> tuple[int, int, int]:
+        assert self.user is not None and self.selected is not None
+        return self.store.imap_signature(self.user.id, self.selected, MAILBOXES[self.selected])
 
     def _sync(self) -> None:
         """Tell the client what changed since it last looked (NOOP, IDLE,
         CHECK): messages gone, flags changed elsewhere, new messages."""
         assert self.selected is not None
+        signature = self._signature_now()
+        if signature == self._signature:
+            return  # nothing changed: the poll cost one aggregate query
+        self._signature = signature
         now = {m.uid: m for m in self._load(self.selected)}
         for n in range(len(self.messages), 0, -1):  # high to low: numbers stay right
             if self.messages[n - 1].uid not in now:
@@ -385,11 +396,11 @@ class ImapSession(Session):
     def _content(self, msg: Message, mailbox: str) -> Content | None:
         """What ``msg`` reads as in ``mailbox``; None when it cannot be read
         (its body is gone)."""
-        env = self.store.in_envelope(msg.entry.envelope_id)
+        env = self.store.in_envelope(msg.envelope_id)
         if env is None:
             return None
         if mailbox == PENDING:
-            summary = pending_summary(msg.entry, env, self.config.hostname)
+            summary = pending_summary(msg.entry_id, msg.recipient, env, self.config.hostname)
             return Content(len(summary), lambda: iter((summary,)), env.received_at)
         if not env.has_body:
             return None
@@ -397,7 +408,7 @@ class ImapSession(Session):
         # fields naming the mailbox are written as the message is read, as
         # POP3 RETR does (user_server.py _delivery_fields).
         sender = env.mail_from if env.mail_from is not None else env.sender
-        head = delivery_fields(sender, msg.entry.recipient)
+        head = delivery_fields(sender, msg.recipient)
         return Content(len(head) + env.size, lambda: itertools.chain((head,), stored_chunks(
             lambda seq: self.store.in_body_chunk(env.id, seq))), env.received_at)
 
@@ -421,7 +432,7 @@ class ImapSession(Session):
                 for i in items)
             if sets_seen:
                 msg.flags |= SEEN
-                changed.append((msg.entry.id, msg.flags))
+                changed.append((msg.entry_id, msg.flags))
             self.conn.fetch_open(n)
             for item in items:
                 await self._fetch_item(item, msg, content)
@@ -429,7 +440,8 @@ class ImapSession(Session):
                 self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             self.conn.fetch_close()
         if changed:
-            self.store.imap_set_flags(self.selected, changed)
+            assert self.user is not None
+            self.store.imap_set_flags(self.user.id, self.selected, changed)
         self.conn.ok("FETCH completed")
 
     async def _fetch_item(self, item: ev.FetchAtt, msg: Message, content: Content) -> None:
@@ -538,14 +550,14 @@ class ImapSession(Session):
                    if event.mode == "-" else bits)
             if new != msg.flags:
                 msg.flags = new
-                changed.append((msg.entry.id, new))
+                changed.append((msg.entry_id, new))
             if not event.silent:
                 items: list[object] = [Atom("FLAGS"), flag_atoms(msg.flags)]
                 if event.uid:
                     items = [Atom("UID"), msg.uid, *items]
                 self.conn.untagged(n, Atom("FETCH"), items)
-        assert self.selected is not None
-        self.store.imap_set_flags(self.selected, changed)
+        assert self.selected is not None and self.user is not None
+        self.store.imap_set_flags(self.user.id, self.selected, changed)
         self.conn.ok("STORE completed")
 
     def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> None:
@@ -557,10 +569,10 @@ class ImapSession(Session):
                 if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
         if not gone:
             return
-        self.store.mark_deleted([self.messages[n - 1].entry.id for n in gone])
+        self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
         assert self.user is not None
         log.info("expunge user=%s entries=%s", self.user.main_address,
-                 ",".join(str(self.messages[n - 1].entry.id) for n in gone))
+                 ",".join(str(self.messages[n - 1].entry_id) for n in gone))
         for n in reversed(gone):  # high to low: the numbers still to send stay right
             del self.messages[n - 1]
             if not quiet:
@@ -575,10 +587,11 @@ class ImapSession(Session):
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
+        self.selected = name
+        self._signature = self._signature_now()
         self.messages = self._load(name)
         # Pending is read-only until deciding by moving exists (issue 14 item 3).
         self.readonly = event.readonly or name in READ_ONLY
-        self.selected = name
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(self.messages), Atom("EXISTS"))

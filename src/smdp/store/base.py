@@ -278,8 +278,14 @@ class Store(Protocol):
 
     # -- IMAP (issue 14, migration 0012) ----------------------------------------
 
-    def imap_messages(self, user_id: int, mailbox: str) -> list[ImapMessage]:
-        """The entries ``mailbox`` has given a UID, by UID."""
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+        """The entries in ``state`` (not deleted) that ``mailbox`` has given a
+        UID, by UID."""
+        ...
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        """The entries in ``state`` (not deleted) without a UID in ``mailbox``,
+        by entry id."""
         ...
 
     def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
@@ -292,8 +298,16 @@ class Store(Protocol):
         """The UID the mailbox's next message will get (1 for a new one)."""
         ...
 
-    def imap_set_flags(self, mailbox: str, flags: Sequence[tuple[int, int]]) -> None:
-        """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none."""
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none, and
+        count the change (``imap_signature``)."""
+        ...
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        """What changes whenever ``mailbox`` does: the number of entries in
+        ``state`` (not deleted), the sum of their ids, and the mailbox's count
+        of flag changes. Cheap: one indexed aggregate, no rows."""
         ...
 
     def users_with_entries(self, state: str) -> list[int]:

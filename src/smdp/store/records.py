@@ -103,11 +103,14 @@ class MailboxEntry:
 @dataclass(frozen=True, slots=True)
 class ImapMessage:
     """A mailbox entry as an IMAP mailbox shows it (migration 0012): its UID
-    there and its flags, a bit set (``smdp.server.imap_server`` names them)."""
+    there and its flags, a bit set (``smdp.server.imap_server`` names them),
+    with what reading it needs of the entry."""
 
     entry_id: int
     uid: int
     flags: int
+    envelope_id: int
+    recipient: str
 
 
 @dataclass(frozen=True, slots=True)

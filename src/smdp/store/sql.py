@@ -470,11 +470,20 @@ class SqlStore:
 
     # -- IMAP (issue 14, migration 0012) ------------------------------------------
 
-    def imap_messages(self, user_id: int, mailbox: str) -> list[ImapMessage]:
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
         rows = self._exec(
-            "SELECT entry_id, uid, flags FROM imap_messages WHERE user_id=? AND mailbox=? "
-            "ORDER BY uid", (user_id, mailbox)).fetchall()
-        return [ImapMessage(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient "
+            "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
+            "WHERE i.user_id=? AND i.mailbox=? AND m.state=? AND m.deleted=0 ORDER BY i.uid",
+            (user_id, mailbox, state)).fetchall()
+        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        rows = self._exec(
+            "SELECT m.id FROM mailbox m WHERE m.user_id=? AND m.state=? AND m.deleted=0 "
+            "AND NOT EXISTS (SELECT 1 FROM imap_messages i WHERE i.entry_id = m.id "
+            "AND i.mailbox=?) ORDER BY m.id", (user_id, state, mailbox)).fetchall()
+        return [int(r[0]) for r in rows]
 
     def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
         if not entry_ids:
@@ -502,11 +511,24 @@ class SqlStore:
                          (user_id, mailbox)).fetchone()
         return int(row[0]) if row else 1
 
-    def imap_set_flags(self, mailbox: str, flags: Sequence[tuple[int, int]]) -> None:
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        if not flags:
+            return
         with self.transaction():
             for entry_id, bits in flags:
                 self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=? AND mailbox=?",
                            (bits, entry_id, mailbox))
+            self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 "
+                       "WHERE user_id=? AND name=?", (user_id, mailbox))
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        count, total = self._exec(
+            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM mailbox "
+            "WHERE user_id=? AND state=? AND deleted=0", (user_id, state)).fetchone()
+        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(count), int(total), int(row[0]) if row else 0
 
     _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
                 "FROM peer_quality")
