@@ -196,6 +196,7 @@ def test_answers_and_fetch_streaming() -> None:
     with pytest.raises(ProtocolUsageError):
         conn.literal_chunk(b"f")
     conn.fetch_close()
+    assert conn.pending_output == len(b"* 1 EXISTS\r\n* 1 FETCH (UID 7 BODY[] {5}\r\nabcde)\r\n")
     conn.ok("FETCH done", "ALERT")
     assert conn.data_to_send() == (b"* 1 EXISTS\r\n* 1 FETCH (UID 7 BODY[] {5}\r\nabcde)\r\n"
                                    b"t1 OK [ALERT] FETCH done\r\n")

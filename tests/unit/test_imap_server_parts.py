@@ -5,8 +5,13 @@ time for its UID."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from smdp.core.envelope import EnvelopeSummary, encode_envelope_block
 from smdp.server.imap_server import (
+    HEADER_LIMIT,
+    Content,
+    ImapSession,
     _listed,
     _octets,
     envelope,
@@ -79,3 +84,21 @@ def test_header_fields_keep_their_folded_lines_and_order() -> None:
     assert header_fields(header, {"SUBJECT", "RECEIVED"}, keep=False) == \
         b"From: a@a.example\r\n\r\n"
     assert header_fields(header, {"X-NONE"}, keep=True) == b"\r\n"
+
+
+def test_header_is_read_up_to_its_blank_line_only() -> None:
+    read: list[bytes] = []
+
+    def content(*chunks: bytes) -> Content:
+        def gen() -> Iterator[bytes]:
+            for c in chunks:
+                read.append(c)
+                yield c
+        return Content(sum(map(len, chunks)), gen, 0.0)
+
+    # The blank line straddles two chunks; the third is never read.
+    assert ImapSession._header(content(b"A: 1\r\n\r", b"\nbody", b"NEVER")) == b"A: 1\r\n\r\n"
+    assert read == [b"A: 1\r\n\r", b"\nbody"]
+    assert ImapSession._header(content(b"A: 1\r\nno blank line")) == b"A: 1\r\nno blank line"
+    big = ImapSession._header(content(*([b"X: " + b"y" * 1000 + b"\r\n"] * 300)))
+    assert len(big) == HEADER_LIMIT  # a huge header is cut, never held whole

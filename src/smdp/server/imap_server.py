@@ -60,6 +60,8 @@ IDLE_POLL: Final = 1.0
 #: RFC 2177: clients re-issue IDLE at least every 29 minutes, so an IDLE is
 #: allowed this long, however short [limits] idle_timeout is.
 IDLE_LIMIT: Final = 30 * 60.0
+#: Long answers (FETCH 1:*) go out in pieces of about this many octets.
+OUTPUT_BATCH: Final = 64 * 1024
 #: The most of a header ENVELOPE and HEADER.FIELDS read: a header is small;
 #: a huge one is cut rather than held.
 HEADER_LIMIT: Final = 256 * 1024
@@ -423,13 +425,16 @@ class ImapSession(Session):
             items.insert(0, ev.FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH says the UID
         changed: list[tuple[int, int]] = []
         assert self.selected is not None
+        # FLAGS and UID are in memory: only other items read the store.
+        reads = any(i.name not in ("FLAGS", "UID") for i in items)
+        marks_seen = not self.readonly and any(
+            (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
+            for i in items)
         for n, msg in chosen:
-            content = self._content(msg, self.selected)
-            if content is None:
+            content = self._content(msg, self.selected) if reads else None
+            if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
-            sets_seen = not self.readonly and not msg.flags & SEEN and any(
-                (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
-                for i in items)
+            sets_seen = marks_seen and not msg.flags & SEEN
             if sets_seen:
                 msg.flags |= SEEN
                 changed.append((msg.entry_id, msg.flags))
@@ -439,18 +444,28 @@ class ImapSession(Session):
             if sets_seen and not any(i.name == "FLAGS" for i in items):
                 self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             self.conn.fetch_close()
+            # Out in batches as it is made: a FETCH 1:* of a big mailbox is
+            # never held whole, and a client that stops reading is cut off.
+            if self.conn.pending_output >= OUTPUT_BATCH:
+                self.writer.write(self.conn.data_to_send())
+                if not await self._drain():
+                    raise ConnectionAbortedError("the client stopped reading")
         if changed:
             assert self.user is not None
             self.store.imap_set_flags(self.user.id, self.selected, changed)
         self.conn.ok("FETCH completed")
 
-    async def _fetch_item(self, item: ev.FetchAtt, msg: Message, content: Content) -> None:
+    async def _fetch_item(self, item: ev.FetchAtt, msg: Message, content: Content | None
+                          ) -> None:
         conn = self.conn
+        if item.name == "FLAGS":
+            conn.fetch_item("FLAGS", flag_atoms(msg.flags))
+            return
+        if item.name == "UID":
+            conn.fetch_item("UID", msg.uid)
+            return
+        assert content is not None  # read for every item but FLAGS and UID
         match item.name:
-            case "FLAGS":
-                conn.fetch_item("FLAGS", flag_atoms(msg.flags))
-            case "UID":
-                conn.fetch_item("UID", msg.uid)
             case "RFC822.SIZE":
                 conn.fetch_item("RFC822.SIZE", content.size)
             case "INTERNALDATE":
@@ -474,9 +489,18 @@ class ImapSession(Session):
 
     @staticmethod
     def _header(content: Content) -> bytes:
-        """The message's header with its blank line, at most HEADER_LIMIT octets."""
-        end = _top_length(content.chunks(), 0)
-        return b"".join(_first_octets(content.chunks(), min(end, HEADER_LIMIT)))
+        """The message's header with its blank line, at most HEADER_LIMIT
+        octets, read in one pass: chunks only until the blank line."""
+        got = bytearray()
+        for chunk in content.chunks():
+            start = max(len(got) - 3, 0)  # the blank line may straddle chunks
+            got += chunk
+            end = got.find(b"\r\n\r\n", start)
+            if end >= 0:
+                return bytes(got[:min(end + 4, HEADER_LIMIT)])
+            if len(got) >= HEADER_LIMIT:
+                break
+        return bytes(got[:HEADER_LIMIT])
 
     async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
                             section: str) -> None:

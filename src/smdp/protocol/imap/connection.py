@@ -114,6 +114,11 @@ class ImapServerConnection:
         elif self.state is not ImapState.LOGOUT:
             self._buf += data
 
+    @property
+    def pending_output(self) -> int:
+        """Octets waiting in :meth:`data_to_send` (to write long answers in batches)."""
+        return len(self._out)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
