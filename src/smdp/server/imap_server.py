@@ -36,7 +36,7 @@ from smdp.protocol.imap import events as ev
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
-from smdp.store.records import InEnvelope, User
+from smdp.store.records import ImapMessage, InEnvelope, User
 from smdp.terms import EntryState
 
 log = logging.getLogger("smdp.imap")
@@ -82,14 +82,16 @@ class Content:
 
 @dataclass(slots=True)
 class Message:
-    """A message of the selected mailbox: its entry, UID and flags (which
-    STORE changes in place), and what reading it needs."""
+    """A message of the selected mailbox: its UID and flags (which STORE
+    changes in place), and its entry and envelope as the store listed them."""
 
-    entry_id: int
     uid: int
     flags: int
-    envelope_id: int
-    recipient: str
+    stored: ImapMessage
+
+    @property
+    def entry_id(self) -> int:
+        return self.stored.entry_id
 
 
 def flag_atoms(bits: int) -> list[Atom]:
@@ -350,7 +352,7 @@ class ImapSession(Session):
         new = self.store.imap_unassigned(user_id, mailbox, state)
         if new:
             self.store.imap_assign_uids(user_id, mailbox, new)
-        return [Message(m.entry_id, m.uid, m.flags, m.envelope_id, m.recipient)
+        return [Message(m.uid, m.flags, m)
                 for m in self.store.imap_messages(user_id, mailbox, state)]
 
     def _signature_now(self) -> tuple[int, int, int]:
@@ -397,22 +399,25 @@ class ImapSession(Session):
 
     def _content(self, msg: Message, mailbox: str) -> Content | None:
         """What ``msg`` reads as in ``mailbox``; None when it cannot be read
-        (its body is gone)."""
-        env = self.store.in_envelope(msg.envelope_id)
-        if env is None:
-            return None
+        (its envelope or body is gone)."""
+        stored = msg.stored
         if mailbox == PENDING:
-            summary = pending_summary(msg.entry_id, msg.recipient, env, self.config.hostname)
+            env = self.store.in_envelope(stored.envelope_id)
+            if env is None:
+                return None
+            summary = pending_summary(stored.entry_id, stored.recipient, env,
+                                      self.config.hostname)
             return Content(len(summary), lambda: iter((summary,)), env.received_at)
-        if not env.has_body:
+        if not stored.has_body:
             return None
         # protocol.md 8.4: one stored copy serves every recipient, so the
         # fields naming the mailbox are written as the message is read, as
         # POP3 RETR does (user_server.py _delivery_fields).
-        sender = env.mail_from if env.mail_from is not None else env.sender
-        head = delivery_fields(sender, msg.recipient)
-        return Content(len(head) + env.size, lambda: itertools.chain((head,), stored_chunks(
-            lambda seq: self.store.in_body_chunk(env.id, seq))), env.received_at)
+        sender = stored.mail_from if stored.mail_from is not None else stored.sender
+        head = delivery_fields(sender, stored.recipient)
+        envelope_id = stored.envelope_id
+        return Content(len(head) + stored.size, lambda: itertools.chain((head,), stored_chunks(
+            lambda seq: self.store.in_body_chunk(envelope_id, seq))), stored.received_at)
 
     # -- FETCH ------------------------------------------------------------------------
 

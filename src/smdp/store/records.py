@@ -111,6 +111,13 @@ class ImapMessage:
     flags: int
     envelope_id: int
     recipient: str
+    # Of the envelope, so that a listing (FETCH 1:* RFC822.SIZE) needs no
+    # query per message: as in InEnvelope.
+    size: int
+    received_at: float
+    has_body: bool
+    sender: str
+    mail_from: str | None
 
 
 @dataclass(frozen=True, slots=True)

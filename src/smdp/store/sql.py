@@ -472,11 +472,15 @@ class SqlStore:
 
     def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
         rows = self._exec(
-            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient "
+            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient, e.size, "
+            "e.received_at, e.has_body, e.sender, e.mail_from "
             "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
+            "JOIN in_envelopes e ON e.id = m.envelope_id "
             "WHERE i.user_id=? AND i.mailbox=? AND m.state=? AND m.deleted=0 ORDER BY i.uid",
             (user_id, mailbox, state)).fetchall()
-        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]),
+                            float(r[6]), bool(r[7]), str(r[8]),
+                            None if r[9] is None else str(r[9])) for r in rows]
 
     def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
         rows = self._exec(
