@@ -307,16 +307,27 @@ def test_examine_is_read_only(server: InProcessServer) -> None:
     c.logout()
 
 
+def move(c: imaplib.IMAP4, which: str, mailbox: str) -> tuple[str, list[bytes]]:
+    """MOVE by message number (imaplib has UID MOVE only): the tagged answer."""
+    typ, data = c._simple_command("MOVE", which, mailbox)
+    return typ, list(data)
+
+
+def sent_state(server: InProcessServer) -> str:
+    """What Alice's SENT says of her newest message to Bob."""
+    alice = server.client(ALICE)
+    lines = alice.call(wire.Sent(None)).lines or []
+    alice.quit()
+    states = [line.split()[2] for line in lines if line.split()[1] == BOB]
+    return states[0] if states else "-"  # newest first: one message per test here
+
+
 def test_pending_shows_one_summary_per_waiting_envelope(server: InProcessServer) -> None:
     entry = announce(server, "Lunch on Friday?", "Shall we meet at noon?")
     deliver(server, "already accepted")
     c = imap(server)
     typ, data = c.status("Pending", "(MESSAGES UIDNEXT)")
     assert typ == "OK" and b"MESSAGES 1 UIDNEXT 2" in data[0]  # type: ignore[operator]
-    # SELECT Pending answers READ-ONLY (deciding by moving comes later), which
-    # imaplib takes only when asked for EXAMINE.
-    with pytest.raises(imaplib.IMAP4.readonly):
-        c.select("Pending")
     typ, data = c.select("Pending", readonly=True)
     assert (typ, data) == ("OK", [b"1"])
     [(_, summary), _] = fetch(c, "1", "BODY[]")
@@ -328,9 +339,7 @@ def test_pending_shows_one_summary_per_waiting_envelope(server: InProcessServer)
     assert b"Headlines:\r\n  Shall we meet at noon?" in text  # the envelope's headlines
     [again] = fetch(c, "1", "(RFC822.SIZE FLAGS)")
     assert f"RFC822.SIZE {len(summary)}".encode() in again  # type: ignore[operator]
-    assert b"FLAGS ()" in again  # type: ignore[operator]  # read-only: no \Seen
-    typ, data = c.store("1", "+FLAGS", "\\Deleted")
-    assert typ == "NO" and b"[READ-ONLY]" in data[0]  # type: ignore[operator]
+    assert b"FLAGS ()" in again  # type: ignore[operator]  # EXAMINE: no \Seen
     # Decided elsewhere (the user port): the summary leaves Pending at the next NOOP.
     bob = server.client(BOB)
     bob.call(wire.UserDecision(Decision.REJECT, entry))
@@ -523,3 +532,56 @@ def test_a_tour_of_the_commands(server: InProcessServer) -> None:
                                  b"x3 OK LOGOUT completed\r\n"]
     assert raw.line() == b""  # closed
     raw.close()
+
+
+def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
+    """Issue 14 item 3, the first two decisions: a Pending summary moved to
+    INBOX accepts (the body is pulled, the sender sees it delivered, the
+    message appears in INBOX); deleted and expunged, it rejects (the sender
+    sees it rejected). Each through Destination.decide, as the user port."""
+    entry = announce(server, "accept me")
+    c = imap(server)
+    assert "MOVE" in c.capabilities
+    assert c.select("Pending") == ("OK", [b"1"])
+    [uid_line] = fetch(c, "1", "UID")
+    uid = re.search(rb"UID (\d+)", uid_line).group(1)  # type: ignore[arg-type,union-attr]
+    typ, _ = c.uid("MOVE", uid.decode(), "INBOX")
+    assert typ == "OK"
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    wait_for(lambda: sent_state(server) == "delivered", "the pull")
+    assert c.select("INBOX") == ("OK", [b"1"])
+    [(_, body), _] = fetch(c, "1", "BODY.PEEK[]")
+    assert body == retr(server, 1) and b"Subject: accept me" in body  # type: ignore[operator]
+    bob = server.client(BOB)
+    assert any(line.startswith(f"{entry} accepted ")
+               for line in bob.call(wire.Envs(True)).lines or [])
+    bob.quit()
+    # Moving anywhere else is refused with a sentence, nothing moves.
+    typ, data = move(c, "1", "Pending")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] moving from INBOX to Pending")
+    typ, data = move(c, "1", "Nowhere")
+    assert typ == "NO" and data[0] == b"[TRYCREATE] no mailbox named 'Nowhere'"
+
+    rejected = announce(server, "reject me")
+    assert c.select("Pending") == ("OK", [b"1"])
+    c.store("1", "+FLAGS", "\\Deleted")
+    assert c.expunge() == ("OK", [b"1"])
+    wait_for(lambda: sent_state(server) == "rejected", "the rejection")
+    bob = server.client(BOB)
+    assert any(line.startswith(f"{rejected} rejected ")
+               for line in bob.call(wire.Envs(True)).lines or [])
+    bob.quit()
+
+    # Decided elsewhere first (Assumption 6: no accept after a reject): the
+    # MOVE is refused with the reason, and the summary goes at the next NOOP.
+    late = announce(server, "decided elsewhere")
+    assert c.select("Pending") == ("OK", [b"1"])
+    bob = server.client(BOB)
+    bob.call(wire.UserDecision(Decision.REJECT, late))
+    bob.quit()
+    typ, data = move(c, "1", "INBOX")
+    assert (typ, data) == ("NO", [f"0 accepted; not all: envelope {late} was already "
+                                  "rejected".encode()])
+    c.noop()
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    c.logout()

@@ -89,6 +89,8 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x EXPUNGE", ev.Expunge("x")),
     (b"x UID EXPUNGE 3:4", ev.Expunge("x", ev.SequenceSet(((3, 4),)))),
     (b"x IDLE", ev.Idle("x")),
+    (b"x MOVE 1:2 INBOX", ev.Move("x", ev.SequenceSet(((1, 2),)), "INBOX")),
+    (b'x UID MOVE 7 "Junk"', ev.Move("x", ev.SequenceSet(((7, 7),)), "Junk", uid=True)),
     (b"x UNSELECT", ev.Unselect("x")),
 ])
 def test_commands_become_events(line: bytes, expected: object) -> None:
@@ -130,6 +132,7 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 STORE 1 +FLAGS ((\\Seen))", "flags are atoms"),
     (b"a1 UID COPY 1 x", "unknown command UID COPY"),
     (b"a1 UID", "UID must be followed"),
+    (b"a1 MOVE 1", "MOVE <set> <mailbox>"),
     (b"a1 SELECT INBOX (CONDSTORE)", "not supported"),
     (b"a1 STATUS INBOX (FOO)", "not supported"),
     (b"a1 STATUS INBOX MESSAGES", "must be a list"),

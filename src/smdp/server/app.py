@@ -110,7 +110,8 @@ class SmdpServer:
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
         # IMAP (issue 14): the same accounts and login windows again.
-        self.imap_port_services = ImapPort(self.core, self.tls, accounts, logins)
+        self.imap_port_services = ImapPort(self.core, self.tls, accounts, self.worker,
+                                           logins)
         # The web app: the same accounts and login windows again.
         self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
                                   logins), listeners=self.listeners)

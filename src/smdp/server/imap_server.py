@@ -7,9 +7,11 @@ A sibling of the user port (``user_server.py``) on the same session loop
 same login slow-down. INBOX is the user's accepted mail, exactly what POP3
 RETR gives: the Return-Path and Delivered-To fields written as it is read,
 then the stored body, streamed a chunk at a time. Pending shows one summary
-message per envelope waiting for a decision (read-only for now; deciding by
-moving is issue 14 item 3). UIDs and flags live in the store (migration
-0012), so they survive restarts.
+message per envelope waiting for a decision; moving one to INBOX accepts
+it, deleting it (flag Deleted, then EXPUNGE) rejects it, through
+``Destination.decide`` as the user port's verbs do (issue 14 item 3; the
+other decisions need the Junk and decision folders still to come). UIDs and
+flags live in the store (migration 0012), so they survive restarts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smdp.core.envelope import decode_envelope_block
+from smdp.core.outcomes import Kind
 from smdp.mail.body import stored_chunks
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
@@ -37,7 +40,7 @@ from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
 from smdp.store.records import ImapMessage, InEnvelope, User
-from smdp.terms import EntryState
+from smdp.terms import Decision, EntryState
 
 log = logging.getLogger("smdp.imap")
 
@@ -45,8 +48,6 @@ INBOX: Final = "INBOX"
 PENDING: Final = "Pending"
 #: Each mailbox and the entries it shows.
 MAILBOXES: Final = {INBOX: EntryState.ACCEPTED, PENDING: EntryState.PENDING}
-#: Mailboxes a client may look at but not change (yet: issue 14 item 3).
-READ_ONLY: Final = frozenset({PENDING})
 # The flags kept in the store, one bit each (migration 0012). Keywords such as
 # $Junk are not kept yet (PERMANENTFLAGS says so); issue 14 item 3 gives
 # $Junk a meaning of its own.
@@ -291,7 +292,8 @@ class ImapSession(Session):
     # -- capabilities and login ---------------------------------------------------------
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS"]
+        caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
+                "MOVE"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -589,23 +591,95 @@ class ImapSession(Session):
         self.store.imap_set_flags(self.user.id, self.selected, changed)
         self.conn.ok("STORE completed")
 
-    def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> None:
+    def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> str | None:
         """Remove the messages flagged \\Deleted (of ``only``, for UID
-        EXPUNGE) from the mailbox, as POP3 DELE and QUIT do: the entry is
-        marked deleted and leaves every session's INBOX."""
+        EXPUNGE). In INBOX as POP3 DELE and QUIT do: the entry is marked
+        deleted and leaves every session's INBOX. In Pending, deleting a
+        summary rejects its envelope (issue 14 item 3). The reason the first
+        refused decision gave, if any: those messages stay."""
         largest = self.messages[-1].uid if self.messages else 0
-        gone = [n for n, msg in enumerate(self.messages, 1)
-                if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
-        if not gone:
-            return
-        self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
+        doomed = [n for n, msg in enumerate(self.messages, 1)
+                  if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+        refused = None
+        if self.selected == PENDING:
+            gone = []
+            for n in doomed:
+                why = self._decide(self.messages[n - 1].entry_id, Decision.REJECT)
+                if why is None:
+                    gone.append(n)
+                else:
+                    refused = refused or why
+        else:
+            gone = doomed
+            if gone:
+                self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
         assert self.user is not None
-        log.info("expunge user=%s entries=%s", self.user.main_address,
-                 ",".join(str(self.messages[n - 1].entry_id) for n in gone))
+        if gone:
+            log.info("expunge user=%s mailbox=%s entries=%s", self.user.main_address,
+                     self.selected, ",".join(str(self.messages[n - 1].entry_id) for n in gone))
+        self._remove(gone, quiet=quiet)
+        return refused
+
+    def _remove(self, gone: list[int], *, quiet: bool = False) -> None:
+        """Take messages ``gone`` (numbers, ascending) out of the session,
+        saying EXPUNGE for each unless ``quiet`` (CLOSE)."""
         for n in reversed(gone):  # high to low: the numbers still to send stay right
             del self.messages[n - 1]
             if not quiet:
                 self.conn.untagged(n, Atom("EXPUNGE"))
+
+    def _decide(self, entry_id: int, decision: Decision) -> str | None:
+        """``decision`` on an entry, as the user port's verbs take it
+        (``Destination.decide``: Table 2's effects at both ends); None when
+        it was taken, else the sentence saying why not."""
+        assert self.user is not None
+        result = self.port.core.destination.decide(self.user, entry_id, decision)
+        if not result.outcome.ok or result.entry is None:
+            return result.outcome.reason
+        self.port.outbox.wake()
+        if result.outcome.kind is Kind.DONE:
+            env = self.store.in_envelope(result.entry.envelope_id)
+            log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s via=imap",
+                     entry_id, env.envid if env else "-", self.user.main_address,
+                     decision.value, env.sender if env else "-",
+                     env.origin_server if env else "-")
+        return None
+
+    def _move(self, event: ev.Move) -> None:
+        """MOVE (RFC 6851). Pending to INBOX accepts: the summary leaves
+        Pending now, and the message appears in INBOX once its body is
+        pulled (an IDLE-ing client sees it come). No COPYUID: the message
+        has no UID in INBOX until then."""
+        conn = self.conn
+        target = _mailbox_name(event.mailbox)
+        if target is None:
+            conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
+            return
+        if self.readonly:
+            conn.no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+            return
+        if target == self.selected:
+            conn.no(f"the messages are in {target} already", "CANNOT")
+            return
+        if (self.selected, target) != (PENDING, INBOX):
+            conn.no(f"moving from {self.selected} to {target} is not possible: move a Pending "
+                    "summary to INBOX to accept it, or delete it to reject it", "CANNOT")
+            return
+        chosen = self._chosen(event.messages, event.uid)
+        if chosen is None:
+            return
+        gone, refused = [], None
+        for n, msg in chosen:
+            why = self._decide(msg.entry_id, Decision.ACCEPT)
+            if why is None:
+                gone.append(n)
+            else:
+                refused = refused or why
+        self._remove(gone)
+        if refused is not None:
+            conn.no(f"{len(gone)} accepted; not all: {refused}")
+        else:
+            conn.ok(f"{len(gone)} accepted; each appears in INBOX once it is fetched")
 
     # -- SELECT, LIST, STATUS ------------------------------------------------------------
 
@@ -619,8 +693,7 @@ class ImapSession(Session):
         self.selected = name
         self._signature = self._signature_now()
         self.messages = self._load(name)
-        # Pending is read-only until deciding by moving exists (issue 14 item 3).
-        self.readonly = event.readonly or name in READ_ONLY
+        self.readonly = event.readonly
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(self.messages), Atom("EXISTS"))
@@ -781,9 +854,12 @@ class ImapSession(Session):
             case ev.Expunge(messages=only):
                 if self.readonly:
                     conn.no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+                elif (refused := self._expunge(only)) is not None:
+                    conn.no(f"not every message could be removed: {refused}")
                 else:
-                    self._expunge(only)
                     conn.ok("EXPUNGE completed")
+            case ev.Move():
+                self._move(event)
             case ev.Close():
                 if not self.readonly:
                     self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses

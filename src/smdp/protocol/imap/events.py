@@ -33,6 +33,7 @@ __all__ = [
     "ListCmd",
     "Login",
     "Logout",
+    "Move",
     "Namespace",
     "Noop",
     "Search",
@@ -247,6 +248,16 @@ class Expunge:
 
 
 @event
+class Move:
+    """MOVE set mailbox, or UID MOVE (RFC 6851)."""
+
+    tag: str
+    messages: SequenceSet
+    mailbox: str
+    uid: bool = False
+
+
+@event
 class Close:
     tag: str
 
@@ -276,5 +287,5 @@ class IdleDone:
 ImapEvent: TypeAlias = (
     Capability | Noop | Logout | StartTls | Login | Authenticate | AuthenticateData
     | Enable | Namespace | ListCmd | Subscribe | Status | Select | Fetch | Search
-    | Store | Expunge | Close | Unselect | Check | Idle | IdleDone
+    | Store | Expunge | Move | Close | Unselect | Check | Idle | IdleDone
 )

@@ -469,6 +469,11 @@ def _fetch(tag: str, values: list[Value], uid: bool) -> ev.Fetch:
     return ev.Fetch(tag, read_sequence_set(values[0]), _fetch_items(values[1]), uid)
 
 
+def _move(tag: str, values: list[Value], uid: bool) -> ev.Move:
+    _count(values, 2, "MOVE <set> <mailbox>")
+    return ev.Move(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
+
+
 def _expunge(tag: str, values: list[Value], uid: bool) -> ev.Expunge:
     if not uid:
         _count(values, 0, "EXPUNGE without arguments")
@@ -497,6 +502,7 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "SEARCH": lambda tag, values: _search(tag, values, False),
     "STORE": lambda tag, values: _store(tag, values, False),
     "EXPUNGE": lambda tag, values: _expunge(tag, values, False),
+    "MOVE": lambda tag, values: _move(tag, values, False),
     "CLOSE": _no_args(ev.Close),
     "UNSELECT": _no_args(ev.Unselect),
     "CHECK": _no_args(ev.Check),
@@ -505,6 +511,7 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "UID SEARCH": lambda tag, values: _search(tag, values, True),
     "UID STORE": lambda tag, values: _store(tag, values, True),
     "UID EXPUNGE": lambda tag, values: _expunge(tag, values, True),
+    "UID MOVE": lambda tag, values: _move(tag, values, True),
 }
 
 #: Every command name the codec reads (``UID FETCH`` is one name).
@@ -525,7 +532,8 @@ def split_command(command: bytes) -> tuple[str, str, bytes]:
     if name == "UID":
         if reader.at_end() or rest[reader.pos] != 0x20 or reader.pos + 1 >= len(rest) \
                 or rest[reader.pos + 1] in _ATOM_STOP:
-            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE or EXPUNGE")
+            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE, EXPUNGE "
+                                  "or MOVE")
         reader.space()
         name = f"UID {reader.atom().upper()}"
     if not reader.at_end():

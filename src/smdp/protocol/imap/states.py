@@ -64,7 +64,8 @@ TRANSITIONS: Final[dict[ImapState, dict[str, ImapState]]] = {
     _A: _row(_LOGGED_IN, _A),
     _S: _row({**_LOGGED_IN, "FETCH": None, "UID FETCH": None, "SEARCH": None,
               "UID SEARCH": None, "STORE": None, "UID STORE": None, "EXPUNGE": None,
-              "UID EXPUNGE": None, "CHECK": None, "CLOSE": _A, "UNSELECT": _A}, _S),
+              "UID EXPUNGE": None, "MOVE": None, "UID MOVE": None, "CHECK": None,
+              "CLOSE": _A, "UNSELECT": _A}, _S),
     _L: {},
 }
 
