@@ -585,3 +585,42 @@ def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
     c.noop()
     assert c.response("EXPUNGE")[1] == [b"1"]
     c.logout()
+
+
+def test_accept_by_move_between_two_servers(tmp_path: Path) -> None:
+    """The same decision across the peer port: alice@a.example writes,
+    bob@b.example moves the summary to INBOX; a.example's SENT says
+    delivered and b.example's INBOX holds what POP3 RETR gives."""
+    a = InProcessServer(tmp_path, "a.example")
+    b = InProcessServer(tmp_path, "b.example", listen=IMAP_LISTEN)
+    a.add_user("alice@a.example")
+    b.add_user(BOB)
+    try:
+        a.start()
+        b.start()
+        a.peer_with(b)
+        b.peer_with(a)
+        alice = a.client("alice@a.example")
+        alice.submit([BOB], b"Subject: across\r\n\r\nFrom the other server.\r\n")
+        alice.quit()
+
+        def sent() -> str:
+            c = a.client("alice@a.example")
+            lines = c.call(wire.Sent(None)).lines or []
+            c.quit()
+            return lines[0].split()[2] if lines else "-"
+
+        wait_for(lambda: sent() == "envelope-sent", "the envelope at b.example")
+        c = imap(b)
+        assert c.select("Pending") == ("OK", [b"1"])
+        [(_, summary), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert b"Server:  smdp.a.example" in summary  # type: ignore[operator]
+        assert move(c, "1", "INBOX")[0] == "OK"
+        wait_for(lambda: sent() == "delivered", "the pull from a.example")
+        assert c.select("INBOX") == ("OK", [b"1"])
+        [(_, body), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert body == retr(b, 1) and body.endswith(b"From the other server.\r\n")  # type: ignore[union-attr]
+        c.logout()
+    finally:
+        b.stop()
+        a.stop()
