@@ -233,6 +233,10 @@ class Config:
     # "text" (one line a record) or "json" (one object a line, for log
     # collectors); docs/operations.md.
     log_format: str = "text"
+    # IMAP for mail clients (issue 14; docs/imap.md; 143 by convention,
+    # STARTTLS) and its implicit-TLS twin (993): off unless set.
+    imap_listener: Listener | None = None
+    imap_tls_listener: Listener | None = None
     # [web] https: whether the web listener speaks HTTPS (the user port's
     # certificate). Default: when [tls] has a certificate. Plain HTTP only on
     # loopback, where passwords may also go without TLS (docs/web.md).
@@ -255,7 +259,8 @@ class Config:
                  ("submission", self.submission_listener),
                  ("submission_tls", self.submission_tls_listener),
                  ("mx", self.mx_listener), ("web", self.web_listener),
-                 ("metrics", self.metrics_listener)]
+                 ("metrics", self.metrics_listener),
+                 ("imap", self.imap_listener), ("imap_tls", self.imap_tls_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -330,12 +335,13 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls", "mx", "web", "metrics"}, "listen")
+                             "submission_tls", "mx", "web", "metrics", "imap",
+                             "imap_tls"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
         key: _listener(_check(listen[key], str, f"listen.{key}"), f"listen.{key}")
-        for key in ("peer_tls", "user_tls", "submission_tls") if key in listen
+        for key in ("peer_tls", "user_tls", "submission_tls", "imap_tls") if key in listen
     }
     submission_listener = (
         _listener(_check(listen["submission"], str, "listen.submission"), "listen.submission")
@@ -347,6 +353,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     metrics_listener = (
         _listener(_check(listen["metrics"], str, "listen.metrics"), "listen.metrics")
         if "metrics" in listen else None)
+    imap_listener = (_listener(_check(listen["imap"], str, "listen.imap"), "listen.imap")
+                     if "imap" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -523,6 +531,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         mx_listener=mx_listener,
         web_listener=web_listener,
         metrics_listener=metrics_listener,
+        imap_listener=imap_listener,
+        imap_tls_listener=tls_listeners.get("imap_tls"),
         web_https=web_https,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,

@@ -29,6 +29,7 @@ from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
 from smdp.server.greylist import Greylist
 from smdp.server.housekeeping import housekeeping_loop
+from smdp.server.imap_server import serve_imap
 from smdp.server.metrics import metrics_app
 from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
@@ -36,6 +37,7 @@ from smdp.server.routing import Router
 from smdp.server.sender_auth import DnsSenderAuthenticator
 from smdp.server.services import (
     Core,
+    ImapPort,
     LoginThrottle,
     MxPort,
     PeerPort,
@@ -109,6 +111,9 @@ class SmdpServer:
         # guessed on one port is slowed down on the other too.
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
+        # IMAP (issue 14): the same accounts and login windows again.
+        self.imap_port_services = ImapPort(self.core, self.tls, accounts, self.worker,
+                                           logins)
         # The web app: the same accounts and login windows again.
         self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
                                   logins), listeners=self.listeners)
@@ -120,6 +125,7 @@ class SmdpServer:
         self.user_sessions = Sessions()
         self.submission_sessions = Sessions()  # ports 587 and 465 together
         self.mx_sessions = Sessions()
+        self.imap_sessions = Sessions()  # ports 143 and 993 together
         self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
@@ -133,6 +139,8 @@ class SmdpServer:
         self.web_port: int | None = None
         self.metrics_port: int | None = None
         self.started = False
+        self.imap_port: int | None = None
+        self.imap_tls_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -156,8 +164,11 @@ class SmdpServer:
         mx_gate = self._gate(
             self.mx_sessions, lambda r, w: serve_mx(self.mx_port_services, r, w),
             b"421 4.7.0 ")
+        imap_gate = self._gate(
+            self.imap_sessions, lambda r, w: serve_imap(self.imap_port_services, r, w),
+            b"* BYE ")
         try:
-            await self._listen_all(peer_gate, user_gate, submission_gate, mx_gate)
+            await self._listen_all(peer_gate, user_gate, submission_gate, mx_gate, imap_gate)
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -189,13 +200,17 @@ class SmdpServer:
                 ("submission_tls", config.submission_tls_listener, self.submission_tls_port),
                 ("mx", config.mx_listener, self.mx_port),
                 ("web", config.web_listener, self.web_port),
-                ("metrics", config.metrics_listener, self.metrics_port)):
+                ("metrics", config.metrics_listener, self.metrics_port),
+
+                ("imap", config.imap_listener, self.imap_port),
+                ("imap_tls", config.imap_tls_listener, self.imap_tls_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
 
     async def _listen_all(self, peer_gate: Connected, user_gate: Connected,
-                          submission_gate: Connected, mx_gate: Connected) -> None:
+                          submission_gate: Connected, mx_gate: Connected,
+                          imap_gate: Connected) -> None:
         peer = await _listen(peer_gate, self.config.peer_listener, "peer")
         self._servers.append(peer)
         user = await _listen(user_gate, self.config.user_listener, "user")
@@ -225,6 +240,14 @@ class SmdpServer:
             mx = await _listen(mx_gate, self.config.mx_listener, "mx")
             self._servers.append(mx)
             self.mx_port = mx.sockets[0].getsockname()[1]
+        # IMAP for mail clients (issue 14, docs/imap.md): 143 with STARTTLS
+        # when a certificate is configured, 993 with TLS from the first byte.
+        if self.config.imap_listener is not None:
+            imap = await _listen(imap_gate, self.config.imap_listener, "imap")
+            self._servers.append(imap)
+            self.imap_port = imap.sockets[0].getsockname()[1]
+        self.imap_tls_port = await self._listen_tls(
+            self.config.imap_tls_listener, self.tls.user_server_context, imap_gate, "imap_tls")
         # The web app (issue 13, docs/web.md): aiohttp's request handler as
         # the protocol of one more listener, HTTPS with the user port's
         # certificate when there is one.
@@ -328,7 +351,8 @@ class SmdpServer:
                 await self._housekeeping_task
         self.worker.stop()
         running = (self.peer_sessions.tasks | self.user_sessions.tasks
-                   | self.submission_sessions.tasks | self.mx_sessions.tasks)
+                   | self.submission_sessions.tasks | self.mx_sessions.tasks
+                   | self.imap_sessions.tasks)
         if running:
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:

@@ -130,6 +130,19 @@ class SubmissionPort:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapPort:
+    """The IMAP port's collaborators (issue 14; docs/imap.md): the user
+    port's own accounts and login windows, like submission's, and the
+    delivery worker to wake when a decision queued work."""
+
+    core: Core
+    tls: TlsPolicy
+    accounts: Accounts
+    outbox: Outbox
+    logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
 class WebPort:
     """The web app's collaborators (issue 13; docs/web.md): the user port's
     own accounts and login windows, so a password guessed on one door is

@@ -28,6 +28,7 @@ from typing import Protocol
 from smdp.mail.body import Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
     InboundListing,
     InEnvelope,
     Job,
@@ -274,6 +275,40 @@ class Store(Protocol):
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        ...
+
+    # -- IMAP (issue 14, migration 0013) ----------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+        """The entries in ``state`` (not deleted) that ``mailbox`` has given a
+        UID, by UID."""
+        ...
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        """The entries in ``state`` (not deleted) without a UID in ``mailbox``,
+        by entry id."""
+        ...
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        """Give each of ``entry_ids`` (in this order) the mailbox's next UID,
+        unless it has one there already. A UID is never given twice: the
+        counter only grows, even when messages are purged."""
+        ...
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        """The UID the mailbox's next message will get (1 for a new one)."""
+        ...
+
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none, and
+        count the change (``imap_signature``)."""
+        ...
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        """What changes whenever ``mailbox`` does: the number of entries in
+        ``state`` (not deleted), the sum of their ids, and the mailbox's count
+        of flag changes. Cheap: one indexed aggregate, no rows."""
         ...
 
     def users_with_entries(self, state: str) -> list[int]:

@@ -101,6 +101,26 @@ class MailboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapMessage:
+    """A mailbox entry as an IMAP mailbox shows it (migration 0013): its UID
+    there and its flags, a bit set (``smdp.server.imap_server`` names them),
+    with what reading it needs of the entry."""
+
+    entry_id: int
+    uid: int
+    flags: int
+    envelope_id: int
+    recipient: str
+    # Of the envelope, so that a listing (FETCH 1:* RFC822.SIZE) needs no
+    # query per message: as in InEnvelope.
+    size: int
+    received_at: float
+    has_body: bool
+    sender: str
+    mail_from: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int

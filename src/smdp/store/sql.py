@@ -14,6 +14,7 @@ from typing import Any
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
     InboundListing,
     InEnvelope,
     Job,
@@ -472,6 +473,72 @@ class SqlStore:
                 "UPDATE mailbox SET state=?, decision=?, reason=?, decided_at=? WHERE id=?",
                 (state, decision, reason or "", time.time(), entry_id),
             )
+
+    # -- IMAP (issue 14, migration 0013) ------------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+        rows = self._exec(
+            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient, e.size, "
+            "e.received_at, e.has_body, e.sender, e.mail_from "
+            "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
+            "JOIN in_envelopes e ON e.id = m.envelope_id "
+            "WHERE i.user_id=? AND i.mailbox=? AND m.state=? AND m.deleted=0 ORDER BY i.uid",
+            (user_id, mailbox, state)).fetchall()
+        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]),
+                            float(r[6]), bool(r[7]), str(r[8]),
+                            None if r[9] is None else str(r[9])) for r in rows]
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        rows = self._exec(
+            "SELECT m.id FROM mailbox m WHERE m.user_id=? AND m.state=? AND m.deleted=0 "
+            "AND NOT EXISTS (SELECT 1 FROM imap_messages i WHERE i.entry_id = m.id "
+            "AND i.mailbox=?) ORDER BY m.id", (user_id, state, mailbox)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        if not entry_ids:
+            return
+        n = len(entry_ids)
+        with self.transaction():
+            # One statement takes n UIDs from the counter, atomically on both
+            # backends: two sessions of one user assigning at once get
+            # different UIDs (an entry both assign keeps the first; the other
+            # UID is simply never used, which IMAP allows).
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + excluded.uidnext - 1 RETURNING uidnext",
+                (user_id, mailbox, n + 1)).fetchone()
+            first = int(row[0]) - n
+            for i, entry_id in enumerate(entry_ids):
+                self._exec(
+                    "INSERT INTO imap_messages (entry_id, user_id, mailbox, uid, flags) "
+                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT (entry_id, mailbox) DO NOTHING",
+                    (entry_id, user_id, mailbox, first + i))
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        row = self._exec("SELECT uidnext FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(row[0]) if row else 1
+
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        if not flags:
+            return
+        with self.transaction():
+            for entry_id, bits in flags:
+                self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=? AND mailbox=?",
+                           (bits, entry_id, mailbox))
+            self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 "
+                       "WHERE user_id=? AND name=?", (user_id, mailbox))
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        count, total = self._exec(
+            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM mailbox "
+            "WHERE user_id=? AND state=? AND deleted=0", (user_id, state)).fetchone()
+        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(count), int(total), int(row[0]) if row else 0
 
     _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
                 "FROM peer_quality")
