@@ -411,3 +411,37 @@ def test_authorizing_a_list_post_authorizes_the_list_not_the_poster(world: World
     world.origin.submit(world.alice, "sales@a.example", ["bob@b.example"], MSG)
     world.deliver_envelopes()
     assert [e.state for e in world.b.mailbox_entries(world.bob.id)].count("pending") == 1
+
+
+def test_a_white_listed_poster_is_accepted_on_their_own_entry_also_through_a_list(
+        world: World) -> None:
+    """Table 3 asks for the sender's own entry first; a post of theirs to a
+    mailing list is accepted by it, the reason naming the sender."""
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", A_HOST, "manual")
+    world.send(["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    [entry] = world.b.mailbox_entries(world.bob.id)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert (entry.state, entry.reason) == (
+        "fetching", f"sender is on your white list since {day} (you added it)")
+
+
+def test_a_black_listed_list_refuses_its_next_post(world: World) -> None:
+    world.send(["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    first = world.entry(world.bob)
+    world.dest.decide(world.bob, first, Decision.REJECT_SPAMMER)
+    assert [(e.kind, e.address) for e in world.b.list_entries(world.bob.id)] == [
+        ("black", "list:devs.a.example")]
+    world.origin.submit(world.alice, "sales@a.example", ["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    [second] = [e for e in world.b.mailbox_entries(world.bob.id) if e.id != first]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert (second.state, second.reason) == (
+        "spammer", f"the list devs.a.example is on your black list since {day} (your "
+                   f"REJECT&SPAMMER on envelope {first})")
+    # The automatic rejection left the evidence as it was.
+    [listing] = world.b.list_entries(world.bob.id)
+    assert listing.address == "list:devs.a.example"
+    reloaded = world.b.inbound_listing(world.bob.id, "list:devs.a.example", A_HOST)
+    assert reloaded is not None and reloaded.source_entry == first

@@ -23,6 +23,7 @@ from smdp.core.destination import (
     DEFAULT_HOLD_SECONDS,
     DecisionResult,
     Destination,
+    SmtpArrival,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
@@ -397,6 +398,14 @@ def test_a_decision_result_is_frozen_and_slotted() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.entry = None  # type: ignore[misc]
     assert not hasattr(result, "__dict__")
+
+
+def test_an_smtp_arrival_is_frozen_and_slotted() -> None:
+    arrival = SmtpArrival(7, held=("bob@b.example",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        arrival.envelope_id = None  # type: ignore[misc]
+    assert not hasattr(arrival, "__dict__")
+    assert (arrival.delivered, arrival.refused) == ((), ())
 
 
 def pending_notices(world: World) -> list[str]:
