@@ -389,11 +389,6 @@ class Destination:
         # Only the user's own decision writes the lists: an automatic one
         # comes from the entry already there, whose evidence must stay.
         listing = by_user
-        # A post to a mailing list lists the list, not its poster.
-        listed_as = env.sender
-        if listing and (effect.add_to_white_list or effect.add_to_black_list):
-            list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
-            listed_as = list_pair(list_id) if list_id else env.sender
         if env.via_smtp:
             self._apply_smtp(entry, env, decision, reason, listing=listing)
             return
@@ -403,12 +398,15 @@ class Destination:
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
             return
-        if effect.add_to_white_list and listing:
-            self.store.put_inbound(entry.user_id, ListKind.WHITE, listed_as, env.origin_server,
-                                   ListedBy.AUTO, source=(entry.id, decision))
-        if effect.add_to_black_list and listing:
-            self.store.put_inbound(entry.user_id, ListKind.BLACK, listed_as, env.origin_server,
-                                   ListedBy.AUTO, source=(entry.id, decision))
+        kind = (ListKind.WHITE if effect.add_to_white_list
+                else ListKind.BLACK if effect.add_to_black_list else None)
+        if kind is not None and listing:
+            # A post to a mailing list lists the list, not its poster.
+            list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
+            self.store.put_inbound(entry.user_id, kind,
+                                   list_pair(list_id) if list_id else env.sender,
+                                   env.origin_server, ListedBy.AUTO,
+                                   source=(entry.id, decision))
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)
         if effect.vote < 0 and env.origin_server != self.hostname:
