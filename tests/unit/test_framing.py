@@ -273,14 +273,19 @@ def test_consume_after_done_is_harmless() -> None:
 )
 def test_dot_stuff(body: bytes, wire: bytes) -> None:
     assert dot_stuff(body) == wire
-    assert dot_unstuff(wire) == normalize_line_ends(body)
+    assert dot_unstuff(wire, max_line=1 << 30, max_size=1 << 62) == normalize_line_ends(body)
 
 
 def test_dot_unstuff_refuses_incomplete_or_oversized() -> None:
     with pytest.raises(ValueError, match="block has no terminating"):
-        dot_unstuff(b"abc\r\n")
+        dot_unstuff(b"abc\r\n", max_line=100, max_size=100)
     with pytest.raises(ValueError, match="block exceeds a limit"):
-        dot_unstuff(b"abc\r\n.\r\n", max_size=2)
+        dot_unstuff(b"abc\r\n.\r\n", max_line=100, max_size=2)
+    # Both limits at their edge: a line counts with its CRLF.
+    assert dot_unstuff(b"abc\r\n.\r\n", max_line=5, max_size=5) == b"abc\r\n"
+    for max_line, max_size in ((4, 5), (5, 4)):
+        with pytest.raises(ValueError, match="block exceeds a limit"):
+            dot_unstuff(b"abc\r\n.\r\n", max_line=max_line, max_size=max_size)
 
 
 def test_large_block_is_fast() -> None:

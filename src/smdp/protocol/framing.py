@@ -418,10 +418,12 @@ class DotStuffer:
         return b".\r\n"
 
 
-def dot_unstuff(wire: bytes, *, max_line: int = 1 << 30, max_size: int = 1 << 62) -> bytes:
+def dot_unstuff(wire: bytes, *, max_line: int, max_size: int) -> bytes:
     """Decode one complete wire block (tests and tools; the ports use the reader).
 
-    Raises ValueError if the block has no terminator or breaks a limit.
+    The caller names both limits: a default "no limit" would be a number
+    nothing can tell from a slightly different one. Raises ValueError if the
+    block has no terminator or breaks a limit.
     """
     lines = LineBuffer(max_line)
     lines.feed(wire)
