@@ -40,6 +40,12 @@ class Decision(StrEnum):
         """The option as Table 1 names it: ACCEPT&AUTH, REJECT&SPAMMER..."""
         return self.name.replace("_", "&")
 
+    @property
+    def word(self) -> str:
+        """The option as a command-line argument, a JSON value or a metric
+        label spells it: accept, accept-auth, reject, reject-spam, reject-spammer."""
+        return self.name.lower().replace("_", "-")
+
 
 class EntryState(StrEnum):
     """A mailbox entry at the destination: one recipient's copy of one envelope.

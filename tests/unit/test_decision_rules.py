@@ -190,3 +190,11 @@ def test_smtp_bytes_are_kept_while_any_recipient_may_still_read_them(
     assert dest.decide(bob, bob_entry.id, Decision.REJECT).outcome.ok
     kept = store.in_body(arrival.envelope_id) is not None
     assert kept is (other in (EntryState.PENDING, EntryState.FETCHING, EntryState.ACCEPTED))
+
+
+def test_each_option_is_spelled_the_papers_way_and_as_a_word() -> None:
+    """Table 1's names (reasons, `smdp admin why`), and the words of the
+    command line, the web API and the metrics."""
+    assert {d.table_1: d.word for d in Decision} == {
+        "ACCEPT": "accept", "ACCEPT&AUTH": "accept-auth", "REJECT": "reject",
+        "REJECT&SPAM": "reject-spam", "REJECT&SPAMMER": "reject-spammer"}

@@ -16,13 +16,7 @@ from smdp.mail.addresses import domain_of
 from smdp.protocol import user as wire
 from smdp.terms import Decision
 
-DECISIONS = {
-    "accept": Decision.ACCEPT,
-    "accept-auth": Decision.ACCEPT_AUTH,
-    "reject": Decision.REJECT,
-    "reject-spam": Decision.REJECT_SPAM,
-    "reject-spammer": Decision.REJECT_SPAMMER,
-}
+DECISIONS = {decision.word: decision for decision in Decision}
 
 
 def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:

@@ -66,7 +66,7 @@ class Metrics:
 
     def decided(self, decision: Decision, by_user: bool) -> None:
         """``Destination.decided``: one of the five options was taken."""
-        self.decisions.labels(decision.name.lower().replace("_", "-"),
+        self.decisions.labels(decision.word,
                               "user" if by_user else "automatic").inc()
 
     def delivered(self, submitted_at: float) -> None:

@@ -62,13 +62,7 @@ log = logging.getLogger("smdp.web")
 COOKIE = "smdp_session"
 CSRF_HEADER = "X-CSRF-Token"
 # The options as the API spells them (docs/api.md): Table 1's, in lower case.
-DECISIONS = {
-    "accept": Decision.ACCEPT,
-    "accept-auth": Decision.ACCEPT_AUTH,
-    "reject": Decision.REJECT,
-    "reject-spam": Decision.REJECT_SPAM,
-    "reject-spammer": Decision.REJECT_SPAMMER,
-}
+DECISIONS = {decision.word: decision for decision in Decision}
 STATE_FILTERS: dict[str, list[str] | None] = {
     "pending": [EntryState.PENDING],
     "all": None,
@@ -558,8 +552,7 @@ class WebApp:
         return {
             "id": entry.id,
             "state": "deleted" if entry.deleted else str(entry.state),
-            "decision": {v: k for k, v in DECISIONS.items()}.get(entry.decision)
-            if entry.decision else None,
+            "decision": entry.decision.word if entry.decision else None,
             "reason": entry.reason,
             "sender": env.sender,
             "sender_name": summary.from_name,
