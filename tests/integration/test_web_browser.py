@@ -495,5 +495,12 @@ def test_every_view_passes_axe_core(
     a, b = pair
     seed(a, b)
     log_in(tab.page, tab.url)
-    tour(tab.page, tab.url, lambda name: check_axe(tab.page, f"the {name} view"))
+
+    def check(name: str) -> None:
+        check_axe(tab.page, f"the {name} view")
+        # Nothing wider than the screen: no sideways scrolling on a phone.
+        wide = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"the {name} view is {wide} px wider than the window"
+
+    tour(tab.page, tab.url, check)
     assert tab.dialogs == []

@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
             log_in(page, url)
 
             def shoot(name: str, size: str = size, page: object = page) -> None:
+                page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover look
                 page.screenshot(path=str(out / f"{name}-{size}.png"),  # type: ignore[attr-defined]
                                 full_page=True)
                 print(out / f"{name}-{size}.png")

@@ -201,7 +201,7 @@ def seed(a: InProcessServer, b: InProcessServer) -> None:
          cookie, csrf)
     send_raw(a, ALICE, HOSTILE_MAIL, [BOB])
     send(a, DAVE, "Minutes of Tuesday's meeting", [BOB],
-         "Attached are the minutes.\r\nAction items below.\r\n")
+         "The minutes are below.\r\nAction items at the end.\r\n")
     wait_until(lambda: len(call("GET", "/api/envelopes?state=all", None, cookie, csrf)[1]
                            ["envelopes"]) == 2, 20, "two envelopes at b.example")
     hostile = call("GET", "/api/envelopes", None, cookie, csrf)[1]["envelopes"][0]["id"]

@@ -9,7 +9,7 @@ const state = {
   csrf: null, me: null, view: null, events: null,
   envelopes: { next: null, focus: 0 },
   mailbox: { next: null },
-  sent: { next: null, timer: null },
+  sent: { timer: null },
   lists: [],
   message: null,
 };
