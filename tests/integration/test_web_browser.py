@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,15 @@ def size(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[InProcessServer, InProcessServer]]:
+def pair(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+         ) -> Iterator[tuple[InProcessServer, InProcessServer]]:
     with servers(tmp_path) as both:
         yield both
+    # A browser does what http.client does not (closes event streams when a
+    # page goes, asks HEAD, ...): none of it may be a server error.
+    errors = [r.getMessage() for r in caplog.records
+              if r.name.startswith("smdp.web") and r.levelno >= logging.ERROR]
+    assert errors == [], errors
 
 
 class Page:
