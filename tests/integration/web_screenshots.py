@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .webpages import SIZES, base_url, chromium_path, launch_args, log_in, seed, servers, tour
 
@@ -34,17 +35,17 @@ def main(argv: list[str]) -> int:
         url = base_url(b)
         browser = playwright.chromium.launch(executable_path=executable, args=launch_args())
         for size, viewport in SIZES.items():
-            context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+            context = browser.new_context(viewport=viewport)
             page = context.new_page()
             page.goto(url + "/")
             page.locator("#login-form").get_by_label("Address").wait_for()
             page.screenshot(path=str(out / f"login-{size}.png"), full_page=True)
+            print(out / f"login-{size}.png")
             log_in(page, url)
 
-            def shoot(name: str, size: str = size, page: object = page) -> None:
-                page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover look
-                page.screenshot(path=str(out / f"{name}-{size}.png"),  # type: ignore[attr-defined]
-                                full_page=True)
+            def shoot(name: str, size: str = size, page: Any = page) -> None:
+                page.mouse.move(0, 0)  # no hover look on whatever was clicked last
+                page.screenshot(path=str(out / f"{name}-{size}.png"), full_page=True)
                 print(out / f"{name}-{size}.png")
 
             tour(page, url, shoot)
