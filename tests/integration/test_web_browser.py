@@ -434,10 +434,14 @@ def test_edit_the_lists_and_see_the_decision_they_make(
     expect(page.locator("#lists > li")).to_have_count(3)
     assert Api(b).lists() == [("in-black", "offers@a.example"), ("in-white", ALICE),
                               ("out-black", "nobody@a.example")]
-    # A refusal in one sentence, nothing added.
+    # A refusal in one sentence (the browser's own check lets two dots
+    # pass, the server's does not), nothing added.
     form.get_by_label("List", exact=True).select_option("in-white")
-    form.get_by_label("Address").fill("not-an-address")
+    form.get_by_label("Address").fill("a..b@a.example")
+    form.get_by_label("Server").fill("smdp.a.example")
     form.get_by_label("Address").press("Enter")
+    expect(page.locator("#lists-status")).to_have_text("The local part has two consecutive dots.")
+    expect(page.locator("#lists-status")).to_have_class("status error")
     expect(page.locator("#lists > li")).to_have_count(3)
     # Searchable: the filter keeps what matches.
     page.get_by_label("Filter the entries").fill("offers")

@@ -245,7 +245,7 @@ def tour(page: Any, url: str, visit: Callable[[str], None]) -> None:
     visit("compose")
     page.get_by_role("link", name="Sent").click()
     expect(page.locator("#sent [data-recipient] .badge")).to_have_count(3)
-    expect(page.locator("#sent", has_text="delivered")).to_have_count(1)
+    expect(page.locator("#sent", has_text="delivered")).to_have_count(1, timeout=20_000)
     visit("sent")
     page.get_by_role("link", name="Lists").click()
     expect(page.locator("#lists > li")).to_have_count(3)
