@@ -58,6 +58,9 @@ pytest.importorskip("axe_playwright_python",
                     reason="axe-playwright-python (axe-core) is not installed "
                            "(pip install -e '.[dev]' brings it)")
 expect = sync_api.expect
+# Playwright's 5 s default for what happens in the page is short on a CI
+# machine running two test passes side by side; a condition met returns at once.
+expect.set_options(timeout=10_000)
 CHROMIUM = chromium_path()
 pytestmark = [
     pytest.mark.own_backend,
@@ -397,7 +400,7 @@ def test_compose_with_an_attachment_and_watch_the_sent_state_change(
     alice_row = page.locator("#sent [data-recipient='alice@a.example']")
     expect(alice_row.locator(".badge")).to_have_text("envelope-sent", timeout=ACROSS)
     expect(page.locator("#sent [data-recipient='carol@b.example'] .badge")).to_have_text(
-        "envelope-sent")
+        "envelope-sent", timeout=ACROSS)
     expect(page.locator("#sent .card")).to_contain_text(f"from {ROBERT}")
     check_axe(page, "the sent view")
     # Alice accepts at a.example; the open view follows without a reload.
