@@ -104,6 +104,7 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                 _met(max(last["lookup_hit"] or 0, last["add_in_txn"] or 0,
                          last["delete_in_txn"] or 0) <= last["log_n_ratio"] * 1.5)])
     rows += e2e_aims(results.get("e2e") or {})
+    rows += smtp_aims(results.get("smtp") or {})
     spam = results.get("spam") or {}
     if spam.get("skipped"):
         rows.append(["4 spam", "all aims", spam["skipped"], "n/a"])
@@ -123,6 +124,20 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                      "asked for a sender the recipient had already listed: "
                      f"{spam['smdp'].get('asked_again_after_listing', 'n/a')}",
                      _met(s >= 0.9 if s is not None else None)])
+        mx_after = spam.get("mx_after_warmup")
+        if mx_after:
+            mx = spam["mx"]
+            rows.append(["12.7 spam mix at the MX", "figures beside the SMDP path's",
+                         f"crossed {mx['origin_to_destination_octets'] / 1e6:.1f} MB (SMDP "
+                         f"{spam['smdp']['origin_to_destination_octets'] / 1e6:.1f} MB); "
+                         f"repeat ham with no decision after warm-up "
+                         f"{_fmt(mx_after['repeat_ham_no_decision_share'], 3)} (SMDP "
+                         f"{_fmt(after['repeat_ham_no_decision_share'], 3)}); decisions "
+                         f"asked {sum(mx['decisions'].values())} (SMDP "
+                         f"{sum(spam['smdp']['decisions'].values())})", "figures"])
+        elif (spam.get("mx") or {}).get("error"):
+            rows.append(["12.7 spam mix at the MX", "figures beside the SMDP path's",
+                         f"failed: {spam['mx']['error']}", "n/a"])
         runs = spam.get("spamming_peer", {}).get("runs", [])
         if runs:
             through = [r["envelopes_through_before_block"] for r in runs]
@@ -214,6 +229,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                     f"{int(k):,} lines {v['search_and_add_or_delete']['median_us']:.0f} µs"
                     for k, v in tf.items()) + "; the paper: 9 ms at 1,000 lines.", ""]
     out += e2e_section(results.get("e2e") or {})
+    out += smtp_section(results.get("smtp") or {})
     spam = results.get("spam") or {}
     if "smdp" in spam:
         mix = spam["mix"]
@@ -236,6 +252,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
         out += ["Outcomes: " + "; ".join(
             f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
             for label, d in smdp["outcomes"].items()), ""]
+        out += _mx_mix_section(spam)
         out += _table(["week", "SMDP octets (cum.)", "SMTP octets (cum.)", "ham",
                        "ham, no decision", "repeat ham", "repeat ham, no decision"],
                       [[w["week"], w["origin_to_destination"], s["origin_to_destination"],
@@ -369,6 +386,138 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
     if ratios:
         out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()),
                 ""]
+    return out
+
+
+def _mx_mix_section(spam: dict[str, Any]) -> list[str]:
+    """The mix by SMTP at smdp's MX (issue 12 item 7), beside the SMDP path."""
+    mx, smdp = spam.get("mx") or {}, spam["smdp"]
+    if "weeks" not in mx:
+        return [f"The mix at the MX failed: {mx['error']}", ""] if mx.get("error") else []
+    after, mx_after = spam["after_warmup"], spam["mx_after_warmup"]
+    out = ["The same mix by SMTP at smdp's MX (SPF pass and DMARC for a.example, so "
+           "From is verified and the lists apply; the same recipients):", ""]
+    out += _table(["", "SMDP", "SMTP at smdp's MX"], [
+        ["octets origin -> destination", smdp["origin_to_destination_octets"],
+         mx["origin_to_destination_octets"]],
+        ["octets stored at the destination, at the end",
+         smdp["stored_at_destination"]["octets"], mx["stored_at_destination"]["octets"]],
+        ["body octets held awaiting decisions (peak of a week)", 0,
+         mx["stored_at_destination"]["peak_held_body_octets"]],
+        ["ham with no decision after warm-up", after["ham_no_decision_share"],
+         mx_after["ham_no_decision_share"]],
+        ["repeat ham with no decision after warm-up", after["repeat_ham_no_decision_share"],
+         mx_after["repeat_ham_no_decision_share"]],
+        ["decisions asked", sum(smdp["decisions"].values()), sum(mx["decisions"].values())],
+    ])
+    out += ["MX outcomes: " + "; ".join(
+        f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+        for label, d in mx["outcomes"].items()), ""]
+    return out
+
+
+# -- issues 11 and 12, item 7: the SMTP doors (bench/smtp.py) -----------------------
+
+
+def _x(value: float | None) -> str:
+    return f"{_fmt(value)}x"
+
+
+def smtp_aims(data: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    sub = data.get("submission") or {}
+    if "smdp" in sub:
+        x = sub["ratio_msgs"]
+        rows.append(["11.7 submission", "4 KB at least as fast as aiosmtpd+fsync",
+                     f"{_x(x)}: {sub['smdp']['msgs_per_s']:,.0f} against "
+                     f"{sub['aiosmtpd']['msgs_per_s']:,.0f} msgs/s",
+                     _met(x >= 1 if x else None)])
+    elif sub:
+        rows.append(["11.7 submission", "4 KB at least as fast as aiosmtpd+fsync",
+                     "failed: see the section", "n/a"])
+    out = data.get("outbound") or {}
+    if "smdp" in out:
+        pf = out.get("postfix") or {}
+        x = out.get("ratio_msgs")
+        rows.append(["11.7 outbound", "SMTP delivery to smtp-sink at least as fast as Postfix",
+                     f"{_x(x)}: {out['smdp']['msgs_per_s']:,.0f} against "
+                     f"{pf['msgs_per_s']:,.0f} msgs/s" if "msgs_per_s" in pf
+                     else pf.get("skipped", "Postfix not run"),
+                     _met(x >= 1 if x else None)])
+    inbound = data.get("inbound") or {}
+    r = inbound.get("ratios") or {}
+    for size in ("4k", "700k"):
+        if size not in (inbound.get("smdp") or {}):
+            continue
+        a = r.get(f"{size}_over_aiosmtpd_msgs")
+        p = r.get(f"{size}_over_postfix_received_msgs")
+        bare = r.get(f"{size}_no_sender_auth_over_aiosmtpd_msgs")
+        rows.append(["12.7 inbound MX", f"{size} at least as fast as aiosmtpd+fsync and Postfix",
+                     f"{_x(a)} aiosmtpd, " + (f"{_x(p)} Postfix (received)" if p
+                                              else "Postfix not run")
+                     + (f" ({_x(bare)} aiosmtpd without sender authentication)" if bare
+                        else "")
+                     + f": {inbound['smdp'][size]['msgs_per_s']:,.1f} msgs/s, "
+                     f"{inbound['smdp'][size]['mb_per_s']:,.1f} MB/s",
+                     _met(min(v for v in (a, p) if v) >= 1 if a else None)])
+    return rows
+
+
+def smtp_section(data: dict[str, Any]) -> list[str]:
+    if not data or "setup" not in data:
+        return []
+    setup = data["setup"]
+    out = ["## SMTP doors (issues 11 and 12, item 7)", "",
+           f"{setup['concurrency']} concurrent SMTP sessions; "
+           + "; ".join(f"{k}: {v['count']} messages, mean {v['mean_octets']:,} octets, "
+                       f"{v['source']}" for k, v in setup["messages"].items()) + ".", ""]
+    rows: list[list[Any]] = []
+    sub = data.get("submission") or {}
+    for name, label in (("smdp", "smdp submission port (AUTH)"),
+                        ("aiosmtpd", "aiosmtpd + fsync")):
+        if name in sub:
+            s = sub[name]
+            rows.append(["submission 4k", label, s["msgs_per_s"], s["mb_per_s"],
+                         s["latency"]["p50_ms"], s["cpu_ms_per_msg"], s["client_cpu_share"]])
+    ob = data.get("outbound") or {}
+    for name, label in (("smdp", "smdp: submission -> DKIM -> SMTP -> smtp-sink"),
+                        ("postfix", "Postfix relay -> smtp-sink")):
+        s = ob.get(name) or {}
+        if "msgs_per_s" in s:
+            rows.append(["outbound 4k", label, s["msgs_per_s"], s["mb_per_s"],
+                         s["submit_latency"]["p50_ms"], s["cpu_ms_per_msg"],
+                         s["client_cpu_share"]])
+    inbound = data.get("inbound") or {}
+    for size in ("4k", "700k"):
+        for name, label in (("smdp", "smdp MX (SPF, DKIM, DMARC; held)"),
+                            ("smdp_no_sender_auth", "smdp MX, sender_auth = false (held)"),
+                            ("aiosmtpd", "aiosmtpd + fsync"),
+                            ("postfix", "Postfix (received; relayed in brackets)")):
+            s = (inbound.get(name) or {}).get(size)
+            if not s:
+                continue
+            if name == "postfix":
+                rows.append([f"inbound {size}", label,
+                             f"{s['received_msgs_per_s']:,.1f} ({s['msgs_per_s']:,.1f})",
+                             s["mb_per_s"], s["submit_latency"]["p50_ms"],
+                             s["cpu_ms_per_msg"], s["client_cpu_share"]])
+            else:
+                rows.append([f"inbound {size}", label, s["msgs_per_s"], s["mb_per_s"],
+                             s["latency"]["p50_ms"], s["cpu_ms_per_msg"],
+                             s["client_cpu_share"]])
+    out += _table(["part", "system", "msgs/s", "MB/s", "p50 ms", "CPU ms/msg",
+                   "client CPU share"], rows)
+    for part in ("submission", "outbound", "inbound"):
+        part_data = data.get(part) or {}
+        if "error" in part_data:
+            out += [f"{part} failed: `{part_data['error'].splitlines()[0]}`", ""]
+        pf = part_data.get("postfix") or {}
+        if isinstance(pf, dict) and pf.get("skipped"):
+            out += [f"{part}: {pf['skipped']}", ""]
+    ratios = {"submission": sub.get("ratio_msgs"), "outbound": ob.get("ratio_msgs")}
+    ratios |= {f"inbound {k}": v for k, v in (inbound.get("ratios") or {}).items()}
+    out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()
+                                             if v is not None), ""]
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from smdp.config import Config, ConfigError, load_config
 from smdp.errors import CliError
-from smdp.store import StoreError
+from smdp.store import Store, StoreError
 
 
 def _prompt(prompt: str) -> str:
@@ -141,11 +141,61 @@ def cmd_admin(args: argparse.Namespace) -> int:
             user = accounts.user(args.address)
             store.set_suspension(user.id, args.reason)
             print(f"sending suspended for {user.main_address}")
+        elif args.admin_cmd == "why":
+            print(_why(store, config, args.entry))
+        elif args.admin_cmd in ("grant-admin", "revoke-admin"):
+            user = accounts.user(args.address)
+            granted = args.admin_cmd == "grant-admin"
+            store.set_admin(user.id, granted)
+            print(f"{user.main_address} {'is' if granted else 'is no longer'} an "
+                  "administrator (the web app's administrator pages)")
+        elif args.admin_cmd in ("block", "allow", "unblock"):
+            override = {"block": "blocked", "allow": "allowed", "unblock": None}[args.admin_cmd]
+            store.set_override(args.server, override, args.reason)
+            verdict = judge(store.quality(args.server), config.quality)
+            print(f"{args.server}: {verdict.status}: {verdict.reason}")
     except AccountError as exc:
         raise CliError(str(exc)) from None
     finally:
         store.close()
     return 0
+
+
+def _why(store: Store, config: Config, entry_id: int) -> str:
+    """``smdp admin why ENTRY``: everything that decided an envelope's fate
+    (issue 16 item 2), one fact a line."""
+    from smdp.core.lists import listing_reason
+    from smdp.core.mx import quality_keys
+    from smdp.core.quality import judge
+
+    entry = store.mailbox_entry(entry_id)
+    env = store.in_envelope(entry.envelope_id) if entry is not None else None
+    if entry is None or env is None:
+        raise CliError(f"no envelope {entry_id} here (the ids are those ENVS shows)")
+    user = store.user_by_id(entry.user_id)
+    lines = [f"envelope {entry.id} for {entry.recipient}"
+             f"{f' (account {user.main_address})' if user else ''}",
+             f"from {env.sender or '<>'} via {env.origin_server}"
+             f"{' (SMTP)' if env.via_smtp else ''}, subject {env.subject!r}",
+             f"state {entry.state}" + (f", decision {entry.decision.table_1}"
+                                       if entry.decision else ", no decision yet"),
+             f"reason: {entry.reason or '-'}"]
+    listed = store.inbound_listing(entry.user_id, env.sender, env.origin_server) \
+        if env.sender else None
+    if listed is not None:
+        lines.append(f"listing now: {listing_reason(listed)}")
+    else:
+        lines.append("listing now: the sender is on none of the recipient's lists")
+    if env.via_smtp:
+        lines.append(f"sender authentication: verified {env.verified_domain or 'nothing'}; "
+                     f"{env.smtp_auth}")
+        keys = quality_keys(env.verified_domain, env.client_prefix)
+    else:
+        keys = [env.origin_server]
+    for key in keys:
+        verdict = judge(store.quality(key), config.quality)
+        lines.append(f"quality of {key}: {verdict.status}: {verdict.reason}")
+    return "\n".join(lines)
 
 
 # -- client -----------------------------------------------------------------------
@@ -392,6 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="suspended by the administrator")
     p = asub.add_parser("unsuspend", help="lift a suspension (after investigating)")
     p.add_argument("address")
+    p = asub.add_parser("why", help="why an envelope is in its state: its decision, the "
+                                    "reason and evidence, the sender's listing, the peer's "
+                                    "quality")
+    p.add_argument("entry", type=int, help="the envelope's id (as ENVS and the web app show)")
+    for name, text in (("grant-admin", "let a user open the web app's administrator pages"),
+                       ("revoke-admin", "take that away again")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("address")
+    for name, text in (("block", "refuse a peer server whatever its quality says"),
+                       ("allow", "never block a peer server for its quality"),
+                       ("unblock", "let the quality formula decide on a peer server again")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("server", help="the peer server's host name (smtp:<domain> for an "
+                                      "SMTP sender's verified domain)")
+        p.add_argument("--reason", default="", help="shown with the peer's status")
     admin.set_defaults(func=cmd_admin)
     _add_dns_records_parser(asub)
 

@@ -56,6 +56,10 @@ class QualityPolicy:
     min_messages: int = 10
     alert_below: float = 0.0
     block_below: float = -0.5
+    # How often each peer's counters are sampled for the administrator's
+    # quality chart (docs/web.md), and how long samples are kept.
+    sample_interval: float = 3600.0
+    sample_days: float = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +180,8 @@ class PeerTrust:
 @dataclass(frozen=True, slots=True)
 class DkimSetting:
     """[dkim."domain"]: how that domain's mail leaving by SMTP is signed
-    (docs/smtp.md, "DKIM"); the key file is read by ``smdp.mail.dkim``."""
+    (docs/smtp.md, "DKIM"); the key file is read, and kept while it is
+    unchanged, by ``smdp.server.dkim_keys``."""
 
     selector: str
     key: Path
@@ -222,6 +227,16 @@ class Config:
     # The web app (issue 13; docs/web.md): HTTPS with the user port's
     # certificate, plain HTTP only where passwords may go without TLS.
     web_listener: Listener | None = None
+    # Prometheus metrics, /healthz and /readyz (issue 16; docs/operations.md):
+    # plain HTTP, off unless set; for loopback or an internal network.
+    metrics_listener: Listener | None = None
+    # "text" (one line a record) or "json" (one object a line, for log
+    # collectors); docs/operations.md.
+    log_format: str = "text"
+    # IMAP for mail clients (issue 14; docs/imap.md; 143 by convention,
+    # STARTTLS) and its implicit-TLS twin (993): off unless set.
+    imap_listener: Listener | None = None
+    imap_tls_listener: Listener | None = None
     # [web] https: whether the web listener speaks HTTPS (the user port's
     # certificate). Default: when [tls] has a certificate. Plain HTTP only on
     # loopback, where passwords may also go without TLS (docs/web.md).
@@ -243,7 +258,9 @@ class Config:
                  ("peer_tls", self.peer_tls_listener), ("user_tls", self.user_tls_listener),
                  ("submission", self.submission_listener),
                  ("submission_tls", self.submission_tls_listener),
-                 ("mx", self.mx_listener), ("web", self.web_listener)]
+                 ("mx", self.mx_listener), ("web", self.web_listener),
+                 ("metrics", self.metrics_listener),
+                 ("imap", self.imap_listener), ("imap_tls", self.imap_tls_listener)]
         return [(key, listener) for key, listener in found if listener is not None]
 
 
@@ -306,7 +323,10 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                            "dkim", "web"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
-    _reject_unknown(server, {"hostname", "domains", "node"}, "server")
+    _reject_unknown(server, {"hostname", "domains", "node", "log_format"}, "server")
+    log_format = _opt(server, "log_format", str, "text", "server")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"server.log_format must be 'text' or 'json', not {log_format!r}")
     hostname = _need(server, "hostname", str, "server").lower()
     domains_raw = _need(server, "domains", list, "server")
     if not domains_raw:
@@ -315,12 +335,13 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
 
     listen = _check(data.get("listen", {}), dict, "listen")
     _reject_unknown(listen, {"peer", "user", "peer_tls", "user_tls", "submission",
-                             "submission_tls", "mx", "web"}, "listen")
+                             "submission_tls", "mx", "web", "metrics", "imap",
+                             "imap_tls"}, "listen")
     peer_listener = _listener(_opt(listen, "peer", str, "127.0.0.1:2525", "listen"), "listen.peer")
     user_listener = _listener(_opt(listen, "user", str, "127.0.0.1:1110", "listen"), "listen.user")
     tls_listeners = {
         key: _listener(_check(listen[key], str, f"listen.{key}"), f"listen.{key}")
-        for key in ("peer_tls", "user_tls", "submission_tls") if key in listen
+        for key in ("peer_tls", "user_tls", "submission_tls", "imap_tls") if key in listen
     }
     submission_listener = (
         _listener(_check(listen["submission"], str, "listen.submission"), "listen.submission")
@@ -329,6 +350,11 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                    if "mx" in listen else None)
     web_listener = (_listener(_check(listen["web"], str, "listen.web"), "listen.web")
                     if "web" in listen else None)
+    metrics_listener = (
+        _listener(_check(listen["metrics"], str, "listen.metrics"), "listen.metrics")
+        if "metrics" in listen else None)
+    imap_listener = (_listener(_check(listen["imap"], str, "listen.imap"), "listen.imap")
+                     if "imap" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
     _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
@@ -373,7 +399,11 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         min_messages=_opt(q, "min_messages", int, dq.min_messages, "quality"),
         alert_below=_opt(q, "alert_below", float, dq.alert_below, "quality"),
         block_below=_opt(q, "block_below", float, dq.block_below, "quality"),
+        sample_interval=_opt(q, "sample_interval", float, dq.sample_interval, "quality"),
+        sample_days=_opt(q, "sample_days", float, dq.sample_days, "quality"),
     )
+    _positive(quality.sample_interval, "quality.sample_interval")
+    _positive(quality.sample_days, "quality.sample_days")
     if quality.min_messages < 1:
         raise ConfigError("quality.min_messages must be at least 1")
     for name in ("alert_below", "block_below"):
@@ -475,6 +505,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         hostname=hostname,
         domains=domains,
         node=_opt(server, "node", str, hostname, "server"),
+        log_format=log_format,
         peer_listener=peer_listener,
         user_listener=user_listener,
         store_path=store_path,
@@ -499,6 +530,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         submission_tls_listener=tls_listeners.get("submission_tls"),
         mx_listener=mx_listener,
         web_listener=web_listener,
+        metrics_listener=metrics_listener,
+        imap_listener=imap_listener,
+        imap_tls_listener=tls_listeners.get("imap_tls"),
         web_https=web_https,
         allow_plaintext_login=_opt(sec, "allow_plaintext_login", bool, False, "security"),
         password_memory_kib=memory,

@@ -35,6 +35,11 @@ class Decision(StrEnum):
     def accepts(self) -> bool:
         return self in (Decision.ACCEPT, Decision.ACCEPT_AUTH)
 
+    @property
+    def table_1(self) -> str:
+        """The option as Table 1 names it: ACCEPT&AUTH, REJECT&SPAMMER..."""
+        return self.name.replace("_", "&")
+
 
 class EntryState(StrEnum):
     """A mailbox entry at the destination: one recipient's copy of one envelope.

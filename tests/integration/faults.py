@@ -269,6 +269,11 @@ class StandInDns:
     A name in ``txt`` answers TXT questions from there even when it is also
     in ``mx`` or ``hosts`` (an SPF record beside a domain's MX).
 
+    ``negative_ttl``: when set, the negative answers to MX, A and AAAA
+    questions (NXDOMAIN, no data) carry an SOA record with that TTL and
+    MINIMUM, which lets a resolver cache them (RFC 2308); unset, they carry
+    none, and routing asks again each time.
+
     ``silent`` holds names whose questions, of any type, are never answered:
     a DNS server that times out for them (SPF, DKIM or DMARC ``temperror``).
     The helpers of ``auth_dns.py`` publish SPF, DKIM and DMARC records here.
@@ -281,6 +286,7 @@ class StandInDns:
         self.hosts: dict[str, list[str] | str] = {}
         self.silent: set[str] = set()
         self.default = default
+        self.negative_ttl: int | None = None
         self.questions: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -381,6 +387,14 @@ class StandInDns:
                                         question.rdtype, create=True)
             for text in found:
                 rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, text), 60)
+        if self.negative_ttl is not None and not response.answer and (
+                response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)):
+            soa = response.find_rrset(response.authority, question.name.parent(),
+                                      dns.rdataclass.IN, dns.rdatatype.SOA, create=True)
+            soa.add(dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.SOA,
+                f"ns.invalid. hostmaster.invalid. 1 3600 600 86400 {self.negative_ttl}"),
+                self.negative_ttl)
         return response
 
 

@@ -85,6 +85,8 @@ class Server:
     submission_port: int | None = None  # [listen] submission (RFC 6409; off by default)
     submission_tls_port: int | None = None  # [listen] submission_tls (RFC 8314)
     mx_port: int | None = None  # [listen] mx (issue 12; off by default)
+    metrics_port: int | None = None  # [listen] metrics (issue 16; off by default)
+    server_extra: str = ""  # more [server] settings, one per line
     plaintext_login: bool = True  # [security] allow_plaintext_login
     store_extra: str = ""  # more [store] settings, one per line
 
@@ -116,7 +118,7 @@ class Server:
             for key, port in (("peer_tls", self.peer_tls_port), ("user_tls", self.user_tls_port),
                               ("submission", self.submission_port),
                               ("submission_tls", self.submission_tls_port),
-                              ("mx", self.mx_port))
+                              ("mx", self.mx_port), ("metrics", self.metrics_port))
             if port is not None
         )
         tls = f"[tls]\n{self.tls}\n" if self.tls else ""
@@ -132,6 +134,7 @@ class Server:
 hostname = "{self.hostname}"
 domains = ["{self.domain}"]
 {node}
+{self.server_extra}
 [listen]
 peer = "127.0.0.1:{self.peer_port}"
 user = "127.0.0.1:{self.user_port}"

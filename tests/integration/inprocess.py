@@ -69,6 +69,8 @@ class InProcessServer:
         self.submission_tls_port: int | None = None
         self.mx_port: int | None = None  # [listen] mx
         self.web_port: int | None = None  # [listen] web
+        self.imap_port: int | None = None  # [listen] imap
+        self.imap_tls_port: int | None = None  # [listen] imap_tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SmdpServer | None = None
@@ -109,6 +111,8 @@ class InProcessServer:
         self.submission_tls_port = self._server.submission_tls_port
         self.mx_port = self._server.mx_port
         self.web_port = self._server.web_port
+        self.imap_port = self._server.imap_port
+        self.imap_tls_port = self._server.imap_tls_port
 
     def peer_with(self, other: InProcessServer) -> None:
         """Deliver ``other.domain``'s mail to ``other`` (its real port is

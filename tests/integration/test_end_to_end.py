@@ -6,6 +6,9 @@ several recipients (assumption 5), reject after accept, quality.
 from __future__ import annotations
 
 import poplib
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,8 +199,10 @@ def test_white_lists_send_directly_and_black_lists_refuse_at_source(
     wait_until(lambda: sent_states(a, msgid) == {BOB: "delivered"}, what="direct delivery")
     entry = entry_of(b, "second")
     shown = b.envelope(BOB, entry)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
     assert (shown["State"], shown["Reason"]) == (
-        "accepted", "sender is on your white list (sent directly)")
+        "accepted", f"sender is on your white list since {day} (your ACCEPT&AUTH on envelope "
+                    f"{env[0]}; sent directly)")
     assert not held(a, msgid)
     # Reject after accept (Table 1): the reject family works on accepted mail.
     decide(b, entry, "REJECT&SPAMMER")
@@ -229,8 +234,25 @@ def test_recipient_lists_decide_automatically(pair: tuple[Server, Server]) -> No
     wait_until(lambda: sent_states(a, msgid) == {BOB: "delivered", CAROL: "spammer"},
                what="automatic decisions")
     assert list_entries(a, ALICE) == [("out-black", CAROL)]
-    assert reasons(b, BOB, CAROL) == {BOB: "sender is on your white list",
-                                      CAROL: "sender is on your black list"}
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert reasons(b, BOB, CAROL) == {BOB: f"sender is on your white list since {day} (you "
+                                           "added it)",
+                                      CAROL: f"sender is on your black list since {day} (you "
+                                             "added it)"}
+    # smdp admin why: the whole story of carol's envelope, one fact a line.
+    [carol_entry] = [row[0] for row in b.envelopes(CAROL, all=True)]
+    assert b.admin("why", carol_entry).splitlines() == [
+        f"envelope {carol_entry} for {CAROL} (account {CAROL})",
+        f"from {ALICE} via smdp.a.example, subject 'to both'",
+        "state spammer, decision REJECT&SPAMMER",
+        f"reason: sender is on your black list since {day} (you added it)",
+        f"listing now: sender is on your black list since {day} (you added it)",
+        "quality of smdp.a.example: new: 2 of 10 messages needed before judging"]
+    result = subprocess.run(
+        [sys.executable, "-m", "smdp", "admin", "--config", str(b.config_path), "why", "99999"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no envelope 99999 here (the ids are those ENVS shows)" in result.stderr
 
 
 def test_several_recipients_one_transfer(pair: tuple[Server, Server]) -> None:

@@ -146,6 +146,43 @@ def test_quality_exactly_at_a_threshold_is_not_below_it(tmp_path: Path) -> None:
         p.close()
 
 
+def test_an_administrator_blocks_and_allows_a_peer_by_hand(tmp_path: Path) -> None:
+    """Issue 13 item 3 (`smdp admin block|allow|unblock`, the web app's
+    administrator pages): a peer blocked by hand is refused however good its
+    quality; one allowed by hand is taken however low; unblock hands it back
+    to section 5.3's formula. The running server sees each change at once."""
+    _a, b = make_pair(tmp_path, extra_b="[quality]\nmin_messages = 1\n")
+    b.add_user(BOB)
+    with running(b):
+        p = PeerSocket(b.peer_port)
+        assert p.cmd(f"EHLO {A_HOST}").startswith("250")
+        peer_envelope(p, "a" * 26, "first")
+        assert admin(b, "block", A_HOST, "--reason", "phishing wave").strip() == (
+            f"{A_HOST}: blocked: blocked by the administrator: phishing wave")
+        assert p.cmd(f"ENVELOPE From:<{ALICE}> ID={'b' * 26}") == (
+            f"554 5.7.1 {A_HOST} blocked: blocked by the administrator: phishing wave")
+        [entry] = pending_entries(b, BOB)
+        assert decide(b, BOB, "REJECT", entry).startswith("+OK")
+        # Quality -1/1: the formula would block; allowed by hand, it is taken.
+        assert admin(b, "allow", A_HOST).strip() == (
+            f"{A_HOST}: ok: allowed by the administrator")
+        peer_envelope(p, "c" * 26, "allowed")
+        [entry] = pending_entries(b, BOB)
+        assert decide(b, BOB, "REJECT", entry).startswith("+OK")  # -2/2
+        assert admin(b, "unblock", A_HOST).strip() == (
+            f"{A_HOST}: blocked: quality -1.00 is below the block threshold -0.50")
+        assert p.cmd(f"ENVELOPE From:<{ALICE}> ID={'d' * 26}") == (
+            f"554 5.7.1 {A_HOST} blocked: quality -1.00 is below the block threshold -0.50")
+        p.close()
+        # Who may open the web app's administrator pages.
+        assert admin(b, "grant-admin", BOB).strip() == (
+            f"{BOB} is an administrator (the web app's administrator pages)")
+        assert b.query("SELECT is_admin FROM users WHERE main_address=?", (BOB,)) == [(1,)]
+        assert admin(b, "revoke-admin", BOB).strip() == (
+            f"{BOB} is no longer an administrator (the web app's administrator pages)")
+        assert b.query("SELECT is_admin FROM users WHERE main_address=?", (BOB,)) == [(0,)]
+
+
 def test_size_exactly_at_the_maximum_is_accepted_on_both_ports(tmp_path: Path) -> None:
     """[limits] max_message_size is the largest size allowed, not the first
     one refused: on the peer port as a SIZE parameter, as the SIZE= command

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import json
 import socket
@@ -32,10 +33,15 @@ pytestmark = pytest.mark.own_backend
 
 
 @contextlib.contextmanager
-def pair(root: Path, web_extra: str = "") -> Iterator[tuple[InProcessServer, InProcessServer]]:
-    """a.example (Alice) and b.example (Bob, Carol) with the web app."""
+def pair(root: Path, web_extra: str = "", housekeeping: float | None = None,
+         ) -> Iterator[tuple[InProcessServer, InProcessServer]]:
+    """a.example (Alice) and b.example (Bob, Carol) with the web app;
+    ``housekeeping``: b's housekeeping interval, in seconds."""
     a = InProcessServer(root, "a.example")
     b = InProcessServer(root, "b.example", web_extra, listen='web = "127.0.0.1:0"\n')
+    if housekeeping is not None:
+        b.config = dataclasses.replace(b.config, delivery=dataclasses.replace(
+            b.config.delivery, housekeeping_interval=housekeeping))
     a.add_user(ALICE)
     b.add_user(BOB)
     b.add_user(CAROL)
@@ -539,3 +545,116 @@ def test_lists_are_edited_from_the_web(tmp_path: Path) -> None:
         status, _, done = bob.request("POST", "/api/lists", {
             "action": "add", "list": "grey", "address": ALICE})
         assert status == 400 and done["error"].startswith("unknown list grey")
+
+
+# -- the administrator's routes ---------------------------------------------------------
+
+
+def test_administrator_routes_only_for_administrators(tmp_path: Path) -> None:
+    with pair(tmp_path, web_extra="[quality]\nmin_messages = 1\nsample_interval = 0.1\n",
+              housekeeping=0.2) as (a, b):
+        assert b.web_port is not None
+        carol = Browser(b.web_port)
+        assert carol.login(CAROL)["admin"] is False
+        # Not an administrator: the same 404 as a path that does not exist.
+        for method, path in (("GET", "/api/admin/peers"), ("GET", "/api/admin/health"),
+                             ("POST", "/api/admin/queue/1/retry")):
+            assert carol.request(method, path, {} if method == "POST" else None)[:3:2] == (
+                404, {"error": "Not Found"})
+        make_admin(b, BOB)  # as `smdp admin grant-admin` does
+        bob = Browser(b.web_port)
+        assert bob.login(BOB)["admin"] is True
+        send(a, "one", [BOB])
+        entry = pending(b, bob, 1)[0]["id"]
+        bob.request("POST", "/api/decisions", {"decision": "reject-spam", "ids": [entry]})
+        peers = bob.request("GET", "/api/admin/peers")[2]["peers"]
+        assert peers == [{"server": "smdp.a.example", "messages": 1, "votes": -1, "value": -1.0,
+                          "standing": "blocked",
+                          "reason": "quality -1.00 is below the block threshold -0.50",
+                          "override": None, "override_reason": "", "override_at": None}]
+        # The chart: housekeeping samples the changed counters.
+        wait_until(lambda: bob.request("GET", "/api/admin/peers/smdp.a.example/history")[2]
+                   ["points"][-1:] == [{"at": ANY_TIME, "messages": 1, "votes": -1,
+                                        "value": -1.0}], 20, "a sample of the counters")
+        # Allowed by hand, then handed back.
+        status, _, peer = bob.request("POST", "/api/admin/peers/smdp.a.example",
+                                      {"override": "allowed", "reason": "a partner"})
+        assert (status, peer["standing"], peer["reason"]) == (
+            200, "ok", "allowed by the administrator: a partner")
+        status, _, peer = bob.request("POST", "/api/admin/peers/smdp.a.example",
+                                      {"override": "maybe"})
+        assert status == 400
+        # The sender side: alice's spam report shows at a.example, not here.
+        assert bob.request("GET", "/api/admin/senders")[2] == {"reports": [], "suspended": []}
+        status, _, done = bob.request("POST", f"/api/admin/senders/{CAROL}",
+                                      {"suspended": True, "reason": "investigating"})
+        assert (status, done) == (200, {"address": CAROL, "suspended": "investigating"})
+        assert bob.request("GET", "/api/admin/senders")[2]["suspended"] == [
+            {"address": CAROL, "reason": "investigating"}]
+        assert bob.request("POST", f"/api/admin/senders/{CAROL}", {"suspended": False})[2] \
+            == {"address": CAROL, "suspended": None}
+        assert bob.request("POST", "/api/admin/senders/nobody@b.example",
+                           {"suspended": False})[0] == 404
+        accounts = bob.request("GET", "/api/admin/accounts")[2]["accounts"]
+        assert [(x["address"], x["admin"], x["suspended"]) for x in accounts] == [
+            (BOB, True, None), (CAROL, False, None)]
+        health = bob.request("GET", "/api/admin/health")[2]
+        assert health["store"] == {"ok": True, "backend": "sqlite",
+                                   "schema_version": health["store"]["schema_version"],
+                                   "error": ""}
+        assert health["listeners"]["web"] == f"127.0.0.1:{b.web_port}"
+        assert set(health["listeners"]) == {"peer", "user", "web"}
+
+
+def test_the_queue_and_retry_now(tmp_path: Path) -> None:
+    """A peer that is down: its job waits with its error; retry-now makes it
+    due at once, and the attempt it makes is counted."""
+    with pair(tmp_path) as (a, b):
+        assert b.web_port is not None
+        make_admin(b, BOB)
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        a.stop()  # a.example is down: bob's message to alice waits in b's queue
+        status, _, _sent = bob.request("POST", "/api/messages",
+                                       {"to": [ALICE], "subject": "hello?", "text": "x"})
+        assert status == 201
+
+        def first_job() -> dict[str, Any] | None:
+            jobs = bob.request("GET", "/api/admin/queue")[2]["jobs"]
+            return jobs[0] if jobs and jobs[0]["attempts"] >= 1 else None
+
+        job = wait_until(first_job, 20, "a failed attempt")
+        assert job["peer"] == "a.example" and job["kind"] == "send-envelope"
+        assert job["last_error"] != ""
+        queue = bob.request("GET", "/api/admin/queue")[2]
+        assert queue["peers"][0]["peer"] == "a.example" and queue["peers"][0]["jobs"] == 1
+        status, _, done = bob.request("POST", f"/api/admin/queue/{job['id']}/retry")
+        assert (status, done) == (200, {"id": job["id"], "retrying": True})
+        wait_until(lambda: (j := first_job()) is not None and j["attempts"] > job["attempts"],
+                   20, "the retried attempt")
+        assert bob.request("POST", "/api/admin/queue/999999/retry")[:3:2] == (
+            409, {"error": "job 999999 is not waiting (it is running now, or done)"})
+
+
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and len(other) == 20 and other.endswith("Z")
+
+
+ANY_TIME = _AnyTime()
+
+
+def make_admin(s: InProcessServer, address: str) -> None:
+    """Mark ``address`` an administrator, on the server's own loop thread
+    (its SQLite connection lives there), as `smdp admin grant-admin` would."""
+    import asyncio
+
+    loop, server = s._loop, s._server
+    assert loop is not None and server is not None
+
+    async def run() -> None:
+        user = server.store.user_by_address(address)
+        assert user is not None
+        server.store.set_admin(user.id, True)
+
+    asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)

@@ -133,7 +133,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _unit("test_core_rules", "test_origin_rules", "test_origin_routing",
                  "test_notice_triggers")),
     Target("destination", (Scope("smdp/core/destination.py"),),
-           _unit("test_core_rules", "test_destination_rules", "test_destination_notify_edges")),
+           _unit("test_core_rules", "test_destination_rules", "test_destination_notify_edges",
+                 "test_mx_rules")),
     Target("quality", (Scope("smdp/core/quality.py"),),
            _unit("test_core_rules", "test_quality_rules")),
     # The edge tests first: they take under a second, and -x stops there
@@ -175,7 +176,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
         Scope("smdp/protocol/user/grammar.py", ("_MAX_NAME", "_positive", "_checked_positive",
                                                 "_checked_token", "_read_user", "_read_pass")),
     ), _unit("test_framing", "test_peer_codec", "test_user_codec", "test_streaming_codec",
-             "test_protocol_shared", "test_codec_limits", "test_limit_edges_codecs")),
+             "test_protocol_shared", "test_codec_limits", "test_limit_edges_codecs",
+             "test_limit_edges_framing")),
 )}
 
 
@@ -291,6 +293,10 @@ class Equivalent:
     # Where one operator makes several mutants of a line (NumberReplacer's
     # n+1 and n-1), the mutated line (stripped) this argument is about.
     mutant: str = ""
+    # Where the same source line occurs twice in the file, the line number of
+    # the one meant (0: any). A stale number after an edit shows the mutant as
+    # a survivor again; it never hides another.
+    at: int = 0
 
 
 def load_equivalents() -> list[Equivalent]:
@@ -298,7 +304,7 @@ def load_equivalents() -> list[Equivalent]:
         return []
     data = tomllib.loads(EQUIVALENT_FILE.read_text())
     return [Equivalent(e["file"], e["operator"], e["line"].strip(), e["why"],
-                       e.get("mutant", "").strip())
+                       e.get("mutant", "").strip(), int(e.get("at", 0)))
             for e in data.get("equivalent", [])]
 
 
@@ -315,10 +321,10 @@ def _mutated_line(diff: str | None) -> str:
 
 
 def equivalent_for(rel: str, operator: str, line: str, equivalents: list[Equivalent],
-                   mutated: str = "") -> Equivalent | None:
+                   mutated: str = "", lineno: int = 0) -> Equivalent | None:
     for e in equivalents:
         if (e.file == rel and e.operator == operator and e.line == line
-                and (not e.mutant or e.mutant == mutated)):
+                and (not e.mutant or e.mutant == mutated) and (not e.at or e.at == lineno)):
             return e
     return None
 
@@ -484,7 +490,7 @@ def report(target: Target, session: Path, equivalents: list[Equivalent]) -> Figu
             rel = str(path.relative_to(shadow(target.name)))
             line = _source_line(ROOT / "src" / rel, m.start_pos[0])
             eq = equivalent_for(rel, m.operator_name, line, equivalents,
-                                _mutated_line(result.diff))
+                                _mutated_line(result.diff), m.start_pos[0])
             where = f"{rel}:{m.start_pos[0]} {m.operator_name}"
             if result.test_outcome == TestOutcome.SURVIVED:
                 if eq is not None:

@@ -270,3 +270,16 @@ def test_submission_listeners_are_off_unless_set(tmp_path: Path) -> None:
         parse_config({**MINIMAL, "listen": {"submission_tls": "127.0.0.1:465"}}, tmp_path)
     with pytest.raises(ConfigError, match=r"listen\.submission must look like 'host:port'"):
         parse_config({**MINIMAL, "listen": {"submission": "587"}}, tmp_path)
+
+
+def test_imap_listeners_are_off_unless_set(tmp_path: Path) -> None:
+    """docs/configuration.md [listen] imap, imap_tls (docs/imap.md)."""
+    config = parse_config(MINIMAL, tmp_path)
+    assert (config.imap_listener, config.imap_tls_listener) == (None, None)
+    config = parse_config({**MINIMAL, "listen": {"imap": "127.0.0.1:143"}}, tmp_path)
+    assert str(config.imap_listener) == "127.0.0.1:143"
+    assert ("imap", config.imap_listener) in config.listeners()
+    with pytest.raises(ConfigError, match=r"listen\.imap_tls needs tls\.cert and tls\.key"):
+        parse_config({**MINIMAL, "listen": {"imap_tls": "127.0.0.1:993"}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"listen\.imap must look like 'host:port'"):
+        parse_config({**MINIMAL, "listen": {"imap": "143"}}, tmp_path)

@@ -6,6 +6,7 @@ called as the adapters call them.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,12 @@ def test_table_3_recipient_side(world: World) -> None:
 
 
 @pytest.mark.parametrize(("option", "listed_as"), [
-    (Decision.ACCEPT_AUTH, ("fetching", "ACCEPT", "sender is on your white list")),
-    (Decision.REJECT_SPAMMER, ("spammer", "SPAMMER", "sender is on your black list")),
+    (Decision.ACCEPT_AUTH, ("fetching", "ACCEPT",
+                            "sender is on your white list since {day} (your ACCEPT&AUTH on "
+                            "envelope {first})")),
+    (Decision.REJECT_SPAMMER, ("spammer", "SPAMMER",
+                               "sender is on your black list since {day} (your REJECT&SPAMMER "
+                               "on envelope {first})")),
 ])
 def test_listing_a_sender_settles_their_other_pending_envelopes(
     world: World, option: Decision, listed_as: tuple[str, str, str],
@@ -197,10 +202,15 @@ def test_listing_a_sender_settles_their_other_pending_envelopes(
     world.deliver_envelopes()
     first, *others = [e.id for e in world.b.mailbox_entries(world.bob.id)]
     world.dest.decide(world.bob, first, option)
+    # The evidence (issue 16 item 2): the list, since when, and the decision
+    # that put the sender there.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    state, decision, reason = listed_as
     for entry_id in others:
         entry = world.b.mailbox_entry(entry_id)
         assert entry is not None
-        assert (entry.state, entry.decision, entry.reason) == listed_as
+        assert (entry.state, entry.decision, entry.reason) == (
+            state, decision, reason.format(day=day, first=first))
     # Carol's envelopes from the same sender are hers to decide.
     assert {e.state for e in world.b.mailbox_entries(world.carol.id)} == {"pending"}
     # Each settled envelope reports its decision to the origin (Table 2).
@@ -370,3 +380,68 @@ def test_a_user_decision_repeated_queues_one_report(world: World) -> None:
     assert result.outcome == Outcome(Kind.UNCHANGED, "already decided")
     assert len(world.b.jobs()) == 1
     assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+
+
+LIST_POST = (b"Subject: weekly notes\r\nList-Id: Devs <devs.a.example>\r\n"
+             b"List-Unsubscribe: <mailto:devs-leave@a.example>\r\n\r\nNotes.\r\n")
+
+
+def test_authorizing_a_list_post_authorizes_the_list_not_the_poster(world: World) -> None:
+    """Issue 16 item 3: every post to a list has another From; ACCEPT&AUTH on
+    one puts the (List-Id, server) pair on the white list, and the next post,
+    from someone else, is accepted by it; the poster is not listed."""
+    world.send(["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    first = world.entry(world.bob)
+    env = world.b.in_envelope(world.b.mailbox_entry(first).envelope_id)  # type: ignore[union-attr]
+    assert env is not None and "List-Id: devs.a.example" in env.block
+    world.dest.decide(world.bob, first, Decision.ACCEPT_AUTH)
+    assert [(e.kind, e.address, e.server) for e in world.b.list_entries(world.bob.id)] == [
+        ("white", "list:devs.a.example", A_HOST)]
+    # Another poster, the same list.
+    result = world.origin.submit(world.alice, "sales@a.example", ["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    [second] = [e for e in world.b.mailbox_entries(world.bob.id) if e.id != first]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert (second.state, second.decision, second.reason) == (
+        "fetching", "ACCEPT", f"the list devs.a.example is on your white list since {day} "
+                              f"(your ACCEPT&AUTH on envelope {first})")
+    assert result.msgid
+    # The same poster without the list is still asked.
+    world.origin.submit(world.alice, "sales@a.example", ["bob@b.example"], MSG)
+    world.deliver_envelopes()
+    assert [e.state for e in world.b.mailbox_entries(world.bob.id)].count("pending") == 1
+
+
+def test_a_white_listed_poster_is_accepted_on_their_own_entry_also_through_a_list(
+        world: World) -> None:
+    """Table 3 asks for the sender's own entry first; a post of theirs to a
+    mailing list is accepted by it, the reason naming the sender."""
+    world.b.put_inbound(world.bob.id, "white", "alice@a.example", A_HOST, "manual")
+    world.send(["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    [entry] = world.b.mailbox_entries(world.bob.id)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert (entry.state, entry.reason) == (
+        "fetching", f"sender is on your white list since {day} (you added it)")
+
+
+def test_a_black_listed_list_refuses_its_next_post(world: World) -> None:
+    world.send(["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    first = world.entry(world.bob)
+    world.dest.decide(world.bob, first, Decision.REJECT_SPAMMER)
+    assert [(e.kind, e.address) for e in world.b.list_entries(world.bob.id)] == [
+        ("black", "list:devs.a.example")]
+    world.origin.submit(world.alice, "sales@a.example", ["bob@b.example"], LIST_POST)
+    world.deliver_envelopes()
+    [second] = [e for e in world.b.mailbox_entries(world.bob.id) if e.id != first]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert (second.state, second.reason) == (
+        "spammer", f"the list devs.a.example is on your black list since {day} (your "
+                   f"REJECT&SPAMMER on envelope {first})")
+    # The automatic rejection left the evidence as it was.
+    [listing] = world.b.list_entries(world.bob.id)
+    assert listing.address == "list:devs.a.example"
+    reloaded = world.b.inbound_listing(world.bob.id, "list:devs.a.example", A_HOST)
+    assert reloaded is not None and reloaded.source_entry == first

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from smdp.config import QualityPolicy
 from smdp.core.decisions import TABLE_2, OriginSide, RecipientSide
+from smdp.core.destination import Destination
 from smdp.core.outcomes import Kind
+from smdp.mail.body import Body
+from smdp.store import SqliteStore
 from smdp.terms import Decision, EntryState, RecipientState
 from tests.unit.test_core_rules import World
 
@@ -161,3 +165,28 @@ def test_table_2_rows_cannot_be_changed_by_a_caller() -> None:
             assert not hasattr(row, "__dict__")
     assert {type(r) for r, _ in TABLE_2.values()} == {RecipientSide}
     assert {type(o) for _, o in TABLE_2.values()} == {OriginSide}
+
+
+@pytest.mark.parametrize("other", list(EntryState))
+def test_smtp_bytes_are_kept_while_any_recipient_may_still_read_them(
+        tmp_path: Path, other: EntryState) -> None:
+    """KEEPS_SMTP_BODY, member by member: mail that arrived by SMTP for bob
+    and carol; bob rejects it; its bytes stay exactly while carol's entry is
+    undecided (pending), accepted, or being fetched."""
+    store = SqliteStore(tmp_path / "b.sqlite3")
+    store.migrate()
+    dest = Destination(store, quality=QualityPolicy(), hostname="smdp.b.example")
+    bob = store.create_user("bob@b.example", "x")
+    carol = store.create_user("carol@b.example", "x")
+    arrival = dest.receive_smtp(
+        envid="e1", sender="friend@c.example", verified_domain=None, client_prefix=None,
+        auth_results="smdp.b.example; none", recipients=["bob@b.example", "carol@b.example"],
+        body=Body.of(b"From: friend@c.example\r\nSubject: s\r\n\r\nhi\r\n"),
+        expires_at=time.time() + 3600)
+    assert arrival.envelope_id is not None
+    [carol_entry] = store.mailbox_entries(carol.id, None)
+    store.update_mailbox_entry(carol_entry.id, state=other, decision=None, reason="")
+    [bob_entry] = store.mailbox_entries(bob.id, None)
+    assert dest.decide(bob, bob_entry.id, Decision.REJECT).outcome.ok
+    kept = store.in_body(arrival.envelope_id) is not None
+    assert kept is (other in (EntryState.PENDING, EntryState.FETCHING, EntryState.ACCEPTED))

@@ -23,6 +23,7 @@ from smdp.core.destination import (
     DEFAULT_HOLD_SECONDS,
     DecisionResult,
     Destination,
+    SmtpArrival,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
@@ -127,7 +128,8 @@ def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
                                recipients=[BOB, "nobody@b.example"], body=MSG)
     [entry] = world.b.mailbox_entries(world.bob.id)
     assert (entry.state, entry.decision, entry.reason) == (
-        EntryState.ACCEPTED, Decision.ACCEPT, "sender is on your white list (sent directly)")
+        EntryState.ACCEPTED, Decision.ACCEPT,
+        "sender is on your white list (sent directly)")  # bob listed nobody: no evidence
     assert stored_message(world.b.in_body(entry.envelope_id)) == MSG
     assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
     assert world.b.jobs() == []  # nothing to report: the sender sent it whole
@@ -396,6 +398,14 @@ def test_a_decision_result_is_frozen_and_slotted() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.entry = None  # type: ignore[misc]
     assert not hasattr(result, "__dict__")
+
+
+def test_an_smtp_arrival_is_frozen_and_slotted() -> None:
+    arrival = SmtpArrival(7, held=("bob@b.example",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        arrival.envelope_id = None  # type: ignore[misc]
+    assert not hasattr(arrival, "__dict__")
+    assert (arrival.delivered, arrival.refused) == ((), ())
 
 
 def pending_notices(world: World) -> list[str]:

@@ -48,6 +48,9 @@ class Zone:
     # questions routing asks (MX, A, AAAA: tests/unit/test_routing.py). A
     # name listed here under another type answers NOERROR with no data.
     typed: dict[tuple[str, str], list[str] | str] = field(default_factory=dict)
+    # Negative answers (NXDOMAIN, no data) carry an SOA record in their
+    # authority section with this TTL and MINIMUM (RFC 2308); None: no SOA.
+    negative_ttl: int | None = None
 
 
 class Responder(asyncio.DatagramProtocol):
@@ -95,6 +98,14 @@ class Responder(asyncio.DatagramProtocol):
                     dns.rdata.from_text(dns.rdataclass.IN, rdtype_answered, text),
                     self.zone.ttl,
                 )
+        if not response.answer and self.zone.negative_ttl is not None and (
+                entry is None or entry == NXDOMAIN or isinstance(entry, list)):
+            soa = response.find_rrset(response.authority, question.name.parent(),
+                                      dns.rdataclass.IN, dns.rdatatype.SOA, create=True)
+            soa.add(dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.SOA,
+                f"ns.example. hostmaster.example. 1 3600 600 86400 {self.zone.negative_ttl}"),
+                self.zone.negative_ttl)
         assert self.transport is not None
         self.transport.sendto(response.to_wire(), addr)
 

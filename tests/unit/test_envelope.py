@@ -736,3 +736,33 @@ def test_every_unsafe_character_is_unprintable() -> None:
     # _clean skips the _UNSAFE substitution for printable text.
     unsafe = [chr(c) for c in range(0x110000) if env._UNSAFE.match(chr(c))]
     assert unsafe and not any(c.isprintable() for c in unsafe)
+
+
+def test_list_and_automated_sender_fields_travel_in_the_envelope() -> None:
+    """Issue 16 item 3: RFC 2919 List-Id (its list-id only, lower case),
+    RFC 3834 Auto-Submitted (the keyword), RFC 2369 List-Unsubscribe and
+    RFC 8058's one-click promise; a message without them has the block it
+    always had."""
+    message = (b"From: Ann <ann@a.example>\r\nSubject: notes\r\n"
+               b"List-Id: =?utf-8?q?D=C3=A9vs?= <Devs.Lists.A.example>\r\n"
+               b"Auto-Submitted: Auto-Generated; reason=digest\r\n"
+               b"List-Unsubscribe: <https://lists.a.example/u?id=7>,\r\n"
+               b" <mailto:devs-leave@a.example>\r\n"
+               b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nHello.\r\n")
+    summary = extract_envelope(message)
+    assert (summary.list_id, summary.auto_submitted, summary.list_unsubscribe,
+            summary.one_click_unsubscribe) == (
+        "devs.lists.a.example", "auto-generated",
+        "<https://lists.a.example/u?id=7>, <mailto:devs-leave@a.example>", True)
+    block = encode_envelope_block(summary, expires="")
+    assert b"List-Id: devs.lists.a.example\r\n" in block
+    assert b"Auto-Submitted: auto-generated\r\n" in block
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in block
+    assert decode_envelope_block(block).summary == summary
+    # Without a List-Unsubscribe, no one-click; junk is not a list-id.
+    odd = extract_envelope(b"List-Id: no brackets here\r\nAuto-Submitted: ??\r\n"
+                           b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nx\r\n")
+    assert (odd.list_id, odd.auto_submitted, odd.one_click_unsubscribe) == ("", "", False)
+    plain = extract_envelope(b"Subject: plain\r\n\r\nx\r\n")
+    assert b"List-" not in encode_envelope_block(plain, expires="")
+    assert b"Auto-Submitted" not in encode_envelope_block(plain, expires="")

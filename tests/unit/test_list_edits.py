@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from smdp.core.lists import LIST_NAMES, ListRequest, Lists, parse_list_request
+from smdp.core.lists import (
+    LIST_NAMES,
+    ListRequest,
+    Lists,
+    list_pair,
+    listing_reason,
+    parse_list_request,
+)
 from smdp.core.outcomes import Kind, Outcome
 from smdp.store import SqliteStore
-from smdp.terms import ListDirection, ListedBy, ListKind
+from smdp.store.records import InboundListing
+from smdp.terms import Decision, ListDirection, ListedBy, ListKind
 
 
 @pytest.fixture
@@ -110,3 +118,24 @@ def test_an_inbound_edit_needs_its_server(store: SqliteStore) -> None:
     bob = store.create_user("bob@b.example", "x")
     with pytest.raises(AssertionError, match="an inbound entry names its server"):
         Lists(store).edit(bob.id, request("in-white", "alice@a.example"), adding=True)
+
+
+def test_a_listing_reason_names_its_evidence() -> None:
+    """Issue 16 item 2: the list, the day (UTC) and what put the pair there;
+    evidence only when both the entry and the option are known."""
+    # 2026-11-02T23:59:59Z: the day is UTC's, whatever the machine's zone.
+    day = 1793663999.0
+    made = InboundListing(ListKind.BLACK, ListedBy.AUTO, day, 14, Decision.REJECT_SPAMMER)
+    assert listing_reason(made) == (
+        "sender is on your black list since 2026-11-02 (your REJECT&SPAMMER on envelope 14)")
+    assert listing_reason(made, how="sent directly", who="the list devs.a.example") == (
+        "the list devs.a.example is on your black list since 2026-11-02 (your "
+        "REJECT&SPAMMER on envelope 14; sent directly)")
+    for entry, decision in ((None, Decision.ACCEPT_AUTH), (7, None), (None, None)):
+        older = InboundListing(ListKind.WHITE, ListedBy.AUTO, day, entry, decision)
+        assert listing_reason(older) == (
+            "sender is on your white list since 2026-11-02 (by a decision of yours)")
+    by_hand = InboundListing(ListKind.WHITE, ListedBy.MANUAL, day, 3, Decision.ACCEPT_AUTH)
+    assert listing_reason(by_hand, how="From verified") == (
+        "sender is on your white list since 2026-11-02 (you added it; From verified)")
+    assert list_pair("devs.a.example") == "list:devs.a.example"

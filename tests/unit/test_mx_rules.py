@@ -276,3 +276,53 @@ def test_a_sender_below_the_block_threshold_is_refused(mx: Mx) -> None:
     assert refusal is not None and refusal.kind is Kind.PEER_BLOCKED
     assert refusal.reason.startswith("c.example blocked: quality -1.00")
     assert mx.dest.smtp_refusal(quality_keys(None, "198.51.100.0/24")) is None
+
+
+def test_a_white_listed_verified_delivery_votes_for_both_keys(mx: Mx) -> None:
+    """Straight to the mailbox counts +1 for the verified domain and the
+    client's prefix (issue 12 item 4), as an accept would."""
+    mx.listed(mx.bob.id, ListKind.WHITE)
+    mx.arrive(verified="c.example", prefix=NET, envid="friendly")
+    domain, net = mx.store.quality("smtp:c.example"), mx.store.quality(f"smtp:{NET}")
+    assert (domain.messages, domain.votes, net.messages, net.votes) == (1, 1, 1, 1)
+
+
+def test_an_unknown_recipient_first_does_not_stop_the_others(mx: Mx) -> None:
+    arrival = mx.arrive(rcpts=("nobody@b.example", "bob@b.example", "carol@b.example"))
+    assert arrival.held == ("bob@b.example", "carol@b.example")
+
+
+def test_who_decided_is_told_for_every_option(mx: Mx) -> None:
+    """Destination.decided (the metrics): the user's decisions as the
+    user's, the white list's and Table 3's as automatic."""
+    told: list[tuple[Decision, bool]] = []
+    mx.dest.decided = lambda decision, by_user: told.append((decision, by_user))
+    mx.arrive(verified="c.example", envid="one")
+    mx.arrive(verified="c.example", envid="two")
+    first, second = mx.store.mailbox_entries(mx.bob.id, None)
+    mx.dest.decide(mx.bob, first.id, Decision.ACCEPT_AUTH)  # settles the second too
+    mx.arrive(verified="c.example", envid="three")  # white-listed now: delivered
+    assert told == [(Decision.ACCEPT_AUTH, True), (Decision.ACCEPT, False),
+                    (Decision.ACCEPT, False)]
+    # The automatic accept left the evidence of bob's own decision.
+    listed = mx.store.inbound_listing(mx.bob.id, FRIEND, "c.example")
+    assert listed is not None and listed.source_entry == first.id
+    assert mx.store.mailbox_entry(second.id).state is EntryState.ACCEPTED  # type: ignore[union-attr]
+
+
+def test_a_rejection_that_sinks_a_sender_is_logged_for_the_operator(
+        mx: Mx, caplog: pytest.LogCaptureFixture) -> None:
+    """Section 5.3's alert, for SMTP senders: a reject that leaves a key
+    below the alert threshold logs it, naming the key; an accept does not."""
+    for n in range(3):
+        mx.arrive(verified="c.example", prefix=NET, envid=f"m{n}")
+    entries = mx.store.mailbox_entries(mx.bob.id, None)
+    with caplog.at_level("WARNING", logger="smdp.quality"):
+        mx.dest.decide(mx.bob, entries[0].id, Decision.ACCEPT)
+        assert [r for r in caplog.records if "SMTP sender" in r.getMessage()] == []
+        mx.dest.decide(mx.bob, entries[1].id, Decision.REJECT)
+        mx.dest.decide(mx.bob, entries[2].id, Decision.REJECT)
+    warned = [r.getMessage() for r in caplog.records if "SMTP sender" in r.getMessage()]
+    assert warned == [
+        "SMTP sender smtp:c.example: alert (quality -0.33 is below the alert threshold 0.00)",
+        f"SMTP sender smtp:{NET}: alert (quality -0.33 is below the alert threshold 0.00)"]

@@ -37,3 +37,19 @@ def test_a_peer_past_the_minimum_is_judged_not_new() -> None:
     policy = QualityPolicy(min_messages=10, alert_below=0.0, block_below=-0.5)
     assert judge(Quality("x", 11, 11), policy).status == Standing.OK
     assert judge(Quality("x", 400, -400), policy).status == Standing.BLOCKED
+
+
+def test_an_administrators_word_comes_before_the_formula() -> None:
+    """Issue 13 item 3: blocked by hand whatever the votes (a new peer too),
+    allowed by hand however low; None hands the peer back to the formula."""
+    policy = QualityPolicy(min_messages=10, alert_below=0.0, block_below=-0.5)
+    assert judge(Quality("x", 0, 0, "blocked", "phishing wave"), policy) == Verdict(
+        Standing.BLOCKED, "blocked by the administrator: phishing wave")
+    assert judge(Quality("x", 100, 100, "blocked"), policy) == Verdict(
+        Standing.BLOCKED, "blocked by the administrator")
+    assert judge(Quality("x", 100, -100, "allowed", "our partner"), policy) == Verdict(
+        Standing.OK, "allowed by the administrator: our partner")
+    assert judge(Quality("x", 100, -30, "allowed"), policy) == Verdict(
+        Standing.OK, "allowed by the administrator")
+    assert judge(Quality("x", 100, -100, None, "stale words"), policy).reason == (
+        "quality -1.00 is below the block threshold -0.50")

@@ -12,6 +12,7 @@ import pytest
 
 from smdp.server.discovery import Discovery, PeerServer
 from smdp.server.routing import (
+    AnswerCache,
     MxHost,
     PermanentRouteFailure,
     Router,
@@ -20,7 +21,15 @@ from smdp.server.routing import (
     TemporaryRouteFailure,
     mx_order,
 )
-from tests.unit.test_discovery import DROP, NXDOMAIN, SERVFAIL, DnsServer, Responder, Zone
+from tests.unit.test_discovery import (
+    DROP,
+    NXDOMAIN,
+    SERVFAIL,
+    DnsServer,
+    FakeClock,
+    Responder,
+    Zone,
+)
 
 SRV = "_smdp._tcp.example.org."
 DOMAIN = "example.org."
@@ -39,9 +48,11 @@ async def dns_server() -> AsyncIterator[DnsServer]:
 
 
 def router(server: DnsServer, *, static: dict[str, PeerServer] | None = None,
-           seed: int = 1, timeout: float = 2.0) -> Router:
-    discovery = Discovery(static, nameservers=server.nameservers, timeout=timeout)
-    return Router(discovery, rng=random.Random(seed))
+           seed: int = 1, timeout: float = 2.0, clock: FakeClock | None = None) -> Router:
+    discovery = Discovery(static, nameservers=server.nameservers, timeout=timeout,
+                          **({"clock": clock} if clock else {}))  # type: ignore[arg-type]
+    return Router(discovery, rng=random.Random(seed),
+                  cache=AnswerCache(clock=clock) if clock else None)
 
 
 def mail_zone(server: DnsServer, mx: list[str] | str,
@@ -242,3 +253,89 @@ async def test_a_timeout_is_temporary(dns_server: DnsServer) -> None:
 
     assert await router(dns_server, timeout=0.3).route("example.org") == TemporaryRouteFailure(
         "looking up example.org MX timed out after 0.3 s")
+
+
+# -- the answer cache: a burst of mail to one domain asks DNS once ------------------------
+
+
+def mail_questions(server: DnsServer) -> list[tuple[str, str]]:
+    return [(n, t) for n, t in server.responder.asked if t != "SRV"]
+
+
+async def test_answers_are_cached_for_their_ttl(dns_server: DnsServer) -> None:
+    mail_zone(dns_server, ["10 mx.example.org."], {"mx.example.org.": ["192.0.2.1", "2001:db8::1"]})
+    dns_server.zone.ttl = 30
+    clock = FakeClock()
+    r = router(dns_server, clock=clock)
+    first = await r.route("example.org")
+    assert mail_questions(dns_server) == [(DOMAIN, "MX"), ("mx.example.org.", "A"),
+                                          ("mx.example.org.", "AAAA")]
+
+    clock.now += 29
+    assert await r.route("example.org") == first
+    assert len(mail_questions(dns_server)) == 3  # nothing asked within the TTL
+
+    clock.now += 2
+    assert await r.route("example.org") == first
+    assert len(mail_questions(dns_server)) == 6  # every answer asked again after it
+
+
+async def test_a_ttl_of_zero_is_never_cached(dns_server: DnsServer) -> None:
+    mail_zone(dns_server, ["10 mx.example.org."], {"mx.example.org.": ["192.0.2.1"]})
+    dns_server.zone.ttl = 0
+    dns_server.zone.negative_ttl = 0
+    r = router(dns_server, clock=FakeClock())
+    await r.route("example.org")
+    await r.route("example.org")
+    assert mail_questions(dns_server) == [(DOMAIN, "MX"), ("mx.example.org.", "A"),
+                                          ("mx.example.org.", "AAAA")] * 2
+
+
+async def test_a_new_mx_is_seen_once_the_old_answer_expires(dns_server: DnsServer) -> None:
+    mail_zone(dns_server, ["10 mx.example.org."], {"mx.example.org.": ["192.0.2.1"],
+                                                   "mx2.example.org.": ["192.0.2.2"]})
+    dns_server.zone.ttl = 60
+    clock = FakeClock()
+    r = router(dns_server, clock=clock)
+    await r.route("example.org")
+    dns_server.zone.typed[(DOMAIN, "MX")] = ["10 mx2.example.org."]
+    clock.now += 59
+    assert await r.route("example.org") == SmtpRoute(
+        (MxHost("mx.example.org", 10, ("192.0.2.1",)),))
+    clock.now += 2
+    assert await r.route("example.org") == SmtpRoute(
+        (MxHost("mx2.example.org", 10, ("192.0.2.2",)),))
+
+
+@pytest.mark.parametrize(("soa", "kept"), [(None, 0), (20, 20), (3600, 60)])
+async def test_negative_answers_are_cached_for_the_soa_minimum_at_most_a_minute(
+        dns_server: DnsServer, soa: int | None, kept: int) -> None:
+    # No AAAA record (no data), an MX host that does not exist (NXDOMAIN).
+    mail_zone(dns_server, ["10 mx.example.org.", "20 gone.example.org."],
+              {"mx.example.org.": ["192.0.2.1"], "gone.example.org.": NXDOMAIN})
+    dns_server.zone.negative_ttl = soa
+    clock = FakeClock()
+    r = router(dns_server, clock=clock)
+    negative = [("mx.example.org.", "AAAA"), ("gone.example.org.", "A")]
+
+    def asked() -> int:
+        return sum(q in negative for q in mail_questions(dns_server))
+
+    await r.route("example.org")
+    assert asked() == 2
+    clock.now += max(kept - 1, 0)
+    await r.route("example.org")
+    assert asked() == (2 if kept else 4)  # without an SOA: not cached (RFC 2308 5)
+    clock.now += 2
+    await r.route("example.org")
+    assert asked() == (4 if kept else 6)
+
+
+async def test_a_temporary_failure_is_not_cached(dns_server: DnsServer) -> None:
+    mail_zone(dns_server, SERVFAIL)
+    dns_server.zone.negative_ttl = 300
+    r = router(dns_server, clock=FakeClock())
+    assert isinstance(await r.route("example.org"), TemporaryRouteFailure)
+    mail_zone(dns_server, ["10 mx.example.org."], {"mx.example.org.": ["192.0.2.1"]})
+    assert await r.route("example.org") == SmtpRoute(
+        (MxHost("mx.example.org", 10, ("192.0.2.1",)),))

@@ -5,6 +5,7 @@ PostgreSQL (a throwaway cluster, see tests/pg.py) unless its name says which.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -1063,4 +1064,125 @@ def test_smtp_arrivals_keep_their_results_and_free_their_bytes(backend: Backend)
         store.set_vote(smdp_entry, "smtp:c.example", +1, also=["smtp:192.0.2.0/24"])
     assert [(q.server, q.votes) for q in store.all_quality()] == [
         ("smtp:192.0.2.0/24", 1), ("smtp:c.example", 1)]
+    store.close()
+
+
+def test_overrides_samples_and_administrators(backend: Backend) -> None:
+    """Migration 0011 (issue 13 item 3) on both backends: a peer blocked or
+    allowed by hand, handed back; samples only of what changed, at most one
+    per interval; the administrator flag."""
+    store = backend.open()
+    store.count_messages("smdp.p.example", 4)
+    store.set_override("smdp.p.example", "blocked", "phishing")
+    q = store.quality("smdp.p.example")
+    assert (q.messages, q.votes, q.override, q.override_reason) == (
+        4, 0, "blocked", "phishing")
+    assert q.override_at is not None
+    store.set_override("smdp.new.example", "allowed")  # never seen before: a row of its own
+    assert store.quality("smdp.new.example") == dataclasses.replace(
+        store.quality("smdp.new.example"), messages=0, votes=0, override="allowed")
+    store.set_override("smdp.p.example", None, "ignored")
+    q = store.quality("smdp.p.example")
+    assert (q.override, q.override_reason, q.override_at) == (None, "", None)
+    assert [x.server for x in store.all_quality()] == ["smdp.new.example", "smdp.p.example"]
+    # Samples: peers with messages only; none again within the interval, nor
+    # when nothing changed.
+    assert store.sample_quality(1000.0, every=60) == 1
+    assert store.sample_quality(1030.0, every=60) == 0
+    assert store.sample_quality(1100.0, every=60) == 0  # unchanged
+    store.count_messages("smdp.p.example", 1)
+    assert store.sample_quality(1200.0, every=60) == 1
+    assert store.quality_history("smdp.p.example", 0) == [(1000.0, 4, 0), (1200.0, 5, 0)]
+    assert store.quality_history("smdp.p.example", 1100) == [(1200.0, 5, 0)]
+    assert store.drop_quality_samples(1100) == 1
+    assert store.quality_history("smdp.p.example", 0) == [(1200.0, 5, 0)]
+    user = store.create_user("root@a.example", "x")
+    assert store.is_admin(user.id) is False
+    store.set_admin(user.id, True)
+    assert store.is_admin(user.id) is True
+    store.set_admin(user.id, False)
+    assert store.is_admin(user.id) is False
+    assert store.is_admin(999999) is False
+    store.close()
+
+
+def test_the_queue_as_the_administrator_sees_it(backend: Backend) -> None:
+    """queue_schedule names each job's peer; retry_now makes a job due at
+    once, but never one a worker holds."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "x")
+    mid = store.insert_out_message(msgid="m1", user_id=user.id, sender="alice@a.example",
+                                   body=b"x", subject="s", summary="", expires_at=9e9)
+    store.insert_out_envelope("env-out", mid, "b.example", "envelope")
+    store.enqueue("send-envelope", "env-out", '{"envid": "env-out"}', at=500.0)
+    store.enqueue("report-decision", "env-unknown", '{"entry": 1}', at=100.0)
+    first, second = store.queue_schedule()
+    assert (first.key, first.peer, first.next_attempt) == ("env-unknown", "", 100.0)
+    assert (second.key, second.peer, second.kind, second.attempts) == (
+        "env-out", "b.example", "send-envelope", 0)
+    assert store.retry_now(second.id, now=50.0) is True
+    assert [j.key for j in store.queue_schedule()] == ["env-out", "env-unknown"]
+    [claimed] = store.claim_jobs("node1", now=200.0, limit=1, lease=60.0)
+    assert store.retry_now(claimed.id, now=210.0) is False  # held until 260
+    assert store.retry_now(claimed.id, now=261.0) is True
+    assert store.retry_now(999999, now=1.0) is False
+    store.close()
+
+
+# -- IMAP UIDs and flags (migration 0012) -------------------------------------------
+
+
+def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
+    """UIDs are handed out in the order asked, never twice (also when the
+    message with the highest UID is gone), and survive reopening the store,
+    as flags do; the signature moves with every change a poll must see
+    (docs/imap.md, "UIDs, UIDVALIDITY and flags")."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    other = store.create_user("carol@b.example", "h")
+    with store.transaction():
+        env = store.insert_in_envelope(envid="i" * 26, origin_server="x", sender="s@x.example",
+                                       size=1, block="", subject="", body=None)
+        e1, e2, e3 = (store.insert_mailbox_entry(u.id, env, f"bob{i}@b.example", "accepted")
+                      for i in range(3))
+        waiting = store.insert_mailbox_entry(u.id, env, "bob9@b.example", "pending")
+        c1 = store.insert_mailbox_entry(other.id, env, "carol@b.example", "accepted")
+    signature = store.imap_signature(u.id, "INBOX", "accepted")
+    assert signature == (3, e1 + e2 + e3, 0)
+    assert store.imap_uidnext(u.id, "INBOX") == 1
+    assert store.imap_messages(u.id, "INBOX", "accepted") == []
+    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e1, e2, e3]
+    store.imap_assign_uids(u.id, "INBOX", [e2, e1])  # the order given, not the entry ids'
+    store.imap_assign_uids(u.id, "INBOX", [e1])  # has one already: unchanged
+    store.imap_assign_uids(other.id, "INBOX", [c1])  # another user counts on its own
+    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e3]
+    assert [(m.entry_id, m.uid, m.envelope_id, m.recipient)
+            for m in store.imap_messages(u.id, "INBOX", "accepted")] == [
+        (e2, 1, env, "bob1@b.example"), (e1, 2, env, "bob0@b.example")]
+    assert store.imap_uidnext(u.id, "INBOX") == 4  # e1's second UID (3) is never used
+    assert [(m.entry_id, m.uid) for m in store.imap_messages(other.id, "INBOX", "accepted")] == [
+        (c1, 1)]
+    store.imap_set_flags(u.id, "INBOX", [(e1, 1 | 4), (e2, 2)])
+    assert store.imap_signature(u.id, "INBOX", "accepted") == (3, e1 + e2 + e3, 1)
+    # The same entry in another mailbox (Pending, then INBOX) has a UID and
+    # flags of its own there; an entry leaves a mailbox with its state.
+    store.imap_assign_uids(u.id, "Pending", [waiting])
+    store.imap_set_flags(u.id, "Pending", [(waiting, 1)])
+    assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(
+        u.id, "Pending", "pending")] == [(waiting, 1, 1)]
+    store.update_mailbox_entry(waiting, state="accepted", decision="ACCEPT")
+    assert store.imap_messages(u.id, "Pending", "pending") == []
+    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e3, waiting]
+    store.mark_deleted([e3])
+    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [waiting]
+    assert isinstance(store, SqlStore)
+    with store.transaction():
+        store._exec("DELETE FROM mailbox WHERE id=?", (e1,))  # purged: its row goes with it
+    assert store.imap_signature(u.id, "INBOX", "accepted") == (2, e2 + waiting, 1)
+    store.close()
+    store = backend.open()
+    store.imap_assign_uids(u.id, "INBOX", [waiting])
+    assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(
+        u.id, "INBOX", "accepted")] == [(e2, 1, 2), (waiting, 4, 0)]
+    assert store.imap_uidnext(u.id, "INBOX") == 5
     store.close()

@@ -173,7 +173,7 @@ def test_the_web_app_never_serves_passwords_in_the_clear_off_loopback(
 def test_web_https_needs_a_certificate(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"web\.https = true needs tls\.cert and tls\.key"):
         parse_config({**MINIMAL, "web": {"https": True}}, tmp_path)
-    with pytest.raises(ConfigError, match="unknown setting web.port"):
+    with pytest.raises(ConfigError, match=r"unknown setting web\.port"):
         parse_config({**MINIMAL, "web": {"port": 1}}, tmp_path)
 
 

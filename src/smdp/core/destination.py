@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.jobs import queue_decision
+from smdp.core.lists import list_pair, listing_reason
 from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
@@ -28,7 +30,7 @@ from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import received_field
 from smdp.store import Store
-from smdp.store.records import InEnvelope, MailboxEntry, User
+from smdp.store.records import InboundListing, InEnvelope, MailboxEntry, User
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
 
 log = logging.getLogger("smdp.quality")
@@ -96,6 +98,9 @@ class Destination:
         # Local mail comes through our own peer port; we are not our own peer,
         # so it neither counts towards a quality indicator nor can be blocked.
         self.hostname = hostname
+        # Told of every option taken on a mailbox entry, and whether the user
+        # took it (the server's metrics, issue 16 item 4).
+        self.decided: Callable[[Decision, bool], None] = _nobody
 
     # -- who may deliver ---------------------------------------------------------
 
@@ -150,23 +155,37 @@ class Destination:
             self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             if server != self.hostname:
                 self.store.count_messages(server, len(recipients))
+            list_id = fields.summary.list_id
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue  # refused at RCPT already
                 entry_id = self.store.insert_mailbox_entry(
                     user.id, env_id, rcpt, EntryState.PENDING)
-                listed = self.store.inbound_kind(user.id, sender, server)
-                if listed == ListKind.BLACK:
+                listed, who, address = self._listing(user.id, sender, server, list_id)
+                if listed is not None and listed.kind is ListKind.BLACK:
                     # Table 3, recipient side: sender in the recipient's black
                     # list: reject the message, send SPAMMER to the origin.
-                    self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.REJECT_SPAMMER, "sender is on your black list")
-                elif listed == ListKind.WHITE:
+                    self.store.touch_inbound(user.id, address, server)
+                    self._apply(entry_id, Decision.REJECT_SPAMMER,
+                                listing_reason(listed, who=who))
+                elif listed is not None and listed.kind is ListKind.WHITE:
                     # Table 3, recipient side: sender in the recipient's white
                     # list: authorized user, accept the message.
-                    self.store.touch_inbound(user.id, sender, server)
-                    self._apply(entry_id, Decision.ACCEPT, "sender is on your white list")
+                    self.store.touch_inbound(user.id, address, server)
+                    self._apply(entry_id, Decision.ACCEPT, listing_reason(listed, who=who))
+
+    def _listing(self, user_id: int, sender: str, server: str, list_id: str
+                 ) -> tuple[InboundListing | None, str, str]:
+        """Table 3's lookup: the sender's own entry first, then, for a post
+        to a mailing list, the list's (issue 16 item 3). The entry, what it
+        lists (for the reason) and the address it is kept under."""
+        listed = self.store.inbound_listing(user_id, sender, server)
+        if listed is not None or not list_id:
+            return listed, "sender", sender
+        pair = list_pair(list_id)
+        return (self.store.inbound_listing(user_id, pair, server), f"the list {list_id}",
+                pair)
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
@@ -192,10 +211,13 @@ class Destination:
                     continue
                 entry_id = self.store.insert_mailbox_entry(
                     user.id, env_id, rcpt, EntryState.ACCEPTED)
+                listed = self.store.inbound_listing(user.id, sender, server)
                 self.store.update_mailbox_entry(
                     entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                    reason="sender is on your white list (sent directly)",
+                    reason=listing_reason(listed, how="sent directly") if listed is not None
+                    else "sender is on your white list (sent directly)",
                 )
+                self.decided(Decision.ACCEPT, False)
                 if server != self.hostname:
                     self.store.set_vote(entry_id, server, +1)
                 self.store.touch_inbound(user.id, sender, server)
@@ -247,20 +269,22 @@ class Destination:
         held: list[str] = []
         delivered: list[str] = []
         refused: list[str] = []
+        reasons: dict[str, str] = {}
         users: list[tuple[str, User]] = []
         with self.store.transaction():
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
                     continue  # refused at RCPT already
-                listed = self.store.inbound_kind(user.id, sender, server) if sender else None
-                if listed == ListKind.BLACK:
+                listed = self.store.inbound_listing(user.id, sender, server) if sender else None
+                if listed is not None and listed.kind is ListKind.BLACK:
                     self.store.touch_inbound(user.id, sender, server)
                     refused.append(rcpt)
                     continue
-                if listed == ListKind.WHITE and trusted:
+                if listed is not None and listed.kind is ListKind.WHITE and trusted:
                     self.store.touch_inbound(user.id, sender, server)
                     delivered.append(rcpt)
+                    reasons[rcpt] = listing_reason(listed, how="From verified")
                 else:
                     held.append(rcpt)
                 users.append((rcpt, user))
@@ -286,7 +310,8 @@ class Destination:
                         user.id, env_id, rcpt, EntryState.ACCEPTED)
                     self.store.update_mailbox_entry(
                         entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                        reason="sender is on your white list (From verified)")
+                        reason=reasons[rcpt])
+                    self.decided(Decision.ACCEPT, False)
                     if keys:
                         self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
                 else:
@@ -314,7 +339,7 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, decision, "your decision")
+            self._apply(entry.id, decision, "your decision", by_user=True)
             self._list_applies_to_pending(entry, decision)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
@@ -330,10 +355,13 @@ class Destination:
             return
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
-        if effect.add_to_white_list:
-            automatic, reason = Decision.ACCEPT, "sender is on your white list"
-        else:
-            automatic, reason = Decision.REJECT_SPAMMER, "sender is on your black list"
+        automatic = Decision.ACCEPT if effect.add_to_white_list else Decision.REJECT_SPAMMER
+        listed = self.store.inbound_listing(entry.user_id, env.sender, env.origin_server)
+        if listed is None:
+            # The decision listed something else (a mailing list, _apply):
+            # the poster's other envelopes are not settled by it.
+            return
+        reason = listing_reason(listed)
         for other in self.store.entries_from(entry.user_id, env.sender, env.origin_server,
                                              EntryState.PENDING):
             if effect.add_to_white_list and not self._white_list_may_match(other):
@@ -349,15 +377,20 @@ class Destination:
             return True
         return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
-    def _apply(self, entry_id: int, decision: Decision, reason: str) -> None:
+    def _apply(self, entry_id: int, decision: Decision, reason: str, *,
+               by_user: bool = False) -> None:
         """Table 2, recipient column, inside the caller's transaction."""
+        self.decided(decision, by_user)
         entry = self.store.mailbox_entry(entry_id)
         assert entry is not None
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
+        # Only the user's own decision writes the lists: an automatic one
+        # comes from the entry already there, whose evidence must stay.
+        listing = by_user
         if env.via_smtp:
-            self._apply_smtp(entry, env, decision, reason)
+            self._apply_smtp(entry, env, decision, reason, listing=listing)
             return
         if not env.sender:
             # The null sender: a notice this server wrote (deliver_notice).
@@ -365,12 +398,15 @@ class Destination:
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
             return
-        if effect.add_to_white_list:
-            self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender, env.origin_server,
-                                   ListedBy.AUTO)
-        if effect.add_to_black_list:
-            self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender, env.origin_server,
-                                   ListedBy.AUTO)
+        kind = (ListKind.WHITE if effect.add_to_white_list
+                else ListKind.BLACK if effect.add_to_black_list else None)
+        if kind is not None and listing:
+            # A post to a mailing list lists the list, not its poster.
+            list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
+            self.store.put_inbound(entry.user_id, kind,
+                                   list_pair(list_id) if list_id else env.sender,
+                                   env.origin_server, ListedBy.AUTO,
+                                   source=(entry.id, decision))
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)
         if effect.vote < 0 and env.origin_server != self.hostname:
@@ -391,7 +427,7 @@ class Destination:
         queue_decision(self.store, env.envid, entry.id)
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
-                    reason: str) -> None:
+                    reason: str, *, listing: bool) -> None:
         """Table 2's recipient column for mail that arrived by SMTP (issue 12):
         the lists are written as for an envelope, with the From domain for
         the server; the bytes are here, so an accept puts the message in the
@@ -400,13 +436,15 @@ class Destination:
         (no backscatter). The vote counts for the verified domain and the
         client's prefix (issue 12 item 4)."""
         effect = recipient_side(decision)
-        if env.sender:
+        if env.sender and listing:
             if effect.add_to_white_list:
                 self.store.put_inbound(entry.user_id, ListKind.WHITE, env.sender,
-                                       env.origin_server, ListedBy.AUTO)
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
             if effect.add_to_black_list:
                 self.store.put_inbound(entry.user_id, ListKind.BLACK, env.sender,
-                                       env.origin_server, ListedBy.AUTO)
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
         state = EntryState.ACCEPTED if decision.accepts else effect.state
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         self._smtp_vote(entry.id, env, effect.vote)
@@ -533,3 +571,7 @@ class Destination:
                     entry.id, state=EntryState.FAILED, decision=entry.decision,
                     reason=f"the origin refused the pull: {reply}",
                 )
+
+
+def _nobody(_decision: Decision, _by_user: bool) -> None:
+    """The default of ``Destination.decided``: nobody is told."""

@@ -85,6 +85,9 @@ MAX_HEADLINES = 10
 MAX_ATTACHMENT_NAMES = 10
 MAX_FILENAME_CHARS = 255
 MAX_EXPIRES_CHARS = 64
+MAX_LIST_ID_CHARS = 255  # RFC 2919: a list-id is at most 255 octets
+MAX_AUTO_SUBMITTED_CHARS = 64
+MAX_UNSUBSCRIBE_CHARS = 500
 MAX_BLOCK_OCTETS = 16 * 1024
 # A data line is at most 1000 octets with its CRLF (wire contract section 1,
 # RFC 5321 4.5.3.1.6). The contract counts Subject in characters, but 998
@@ -95,7 +98,8 @@ MAX_LINE_OCTETS = 998
 # capped field can use, even for base64 encoded words of 4-octet characters.
 _MAX_RAW_HEADER = 32 * 1024
 # The header fields the summary shows (besides those the MIME walk reads).
-_SUMMARY_FIELDS = frozenset({"subject", "from", "to", "cc", "date"})
+_SUMMARY_FIELDS = frozenset({"subject", "from", "to", "cc", "date", "list-id",
+                             "auto-submitted", "list-unsubscribe", "list-unsubscribe-post"})
 # In-memory bodies up to this size are read whole and take the bytes path.
 _STREAM_ABOVE = 1024 * 1024
 # Octets read at a time: smaller than CHUNK_SIZE, since a chunk and the
@@ -124,6 +128,14 @@ class EnvelopeSummary:
     attachments: int
     attachment_names: tuple[str, ...]
     headlines: tuple[str, ...]
+    # Mailing lists and machines (issue 16 item 3): the list a post came
+    # through (RFC 2919's list-id, lower case), RFC 3834's Auto-Submitted
+    # keyword ("" when the field is absent), and how to leave the list
+    # (RFC 2369 List-Unsubscribe, and RFC 8058's one-click promise).
+    list_id: str = ""
+    auto_submitted: str = ""
+    list_unsubscribe: str = ""
+    one_click_unsubscribe: bool = False
 
 
 EMPTY_SUMMARY = EnvelopeSummary("", "", "", "", "", 0, (), ())
@@ -187,6 +199,21 @@ _DATE_OCTETS = _line_cap("Date")
 _HEADLINE_OCTETS = _line_cap("Headline")
 _EXPIRES_OCTETS = _line_cap("Expires")
 _ATTACHMENTS_OCTETS = _line_cap("Attachments")
+# A list-id is a dot-atom (RFC 2919 section 2), inside angle brackets after
+# an optional description.
+_LIST_ID = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+)>")
+_KEYWORD = re.compile(r"[A-Za-z0-9-]+")
+
+
+def _list_id(raw: str) -> str:
+    found = _LIST_ID.findall(raw)
+    return found[-1].lower()[:MAX_LIST_ID_CHARS] if found else ""
+
+
+def _auto_submitted(raw: str) -> str:
+    # RFC 3834 5: a keyword, then optional parameters after ";".
+    word = raw.split(";", 1)[0].strip()
+    return word.lower()[:MAX_AUTO_SUBMITTED_CHARS] if _KEYWORD.fullmatch(word) else ""
 
 
 def _clean_name(name: str) -> str:
@@ -295,6 +322,11 @@ def _joined(fields: tuple[HeaderField, ...], key: str) -> str:
     return ", ".join(t for t in texts if t.strip())
 
 
+def _text(values: dict[str, bytes], key: str) -> str:
+    raw = values.get(key)
+    return decode_header_text(raw[:_MAX_RAW_HEADER]) if raw else ""
+
+
 def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
     """The extraction proper; may raise only on a bug (the public wrapper logs it)."""
     walk = walk_message(message, keep=_SUMMARY_FIELDS, show_name=_clean_name,
@@ -325,6 +357,13 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         attachments=walk.attachments,
         attachment_names=attachment_names,
         headlines=_headlines(walk, wanted),
+        list_id=_list_id(_text(values, "list-id")),
+        auto_submitted=_auto_submitted(_text(values, "auto-submitted")),
+        list_unsubscribe=_clean(" ".join(_text(values, "list-unsubscribe").split()),
+                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS),
+        one_click_unsubscribe=bool(values.get("list-unsubscribe")) and (
+            "list-unsubscribe=one-click"
+            in "".join(_text(values, "list-unsubscribe-post").split()).lower()),
     )
 
 
@@ -397,6 +436,17 @@ def encode_envelope_block(summary: EnvelopeSummary, *, expires: str) -> bytes:
         if cleaned:
             lines.append("Headline: " + cleaned)
             headlines += 1
+    # Only when the message has them: an ordinary message's block is as before.
+    if summary.list_id:
+        lines.append("List-Id: " + _list_id(f"<{summary.list_id}>"))
+    if summary.auto_submitted:
+        lines.append("Auto-Submitted: " + _auto_submitted(summary.auto_submitted))
+    if summary.list_unsubscribe:
+        lines.append("List-Unsubscribe: " + _clean(summary.list_unsubscribe,
+                                                    MAX_UNSUBSCRIBE_CHARS,
+                                                    MAX_UNSUBSCRIBE_CHARS))
+        if summary.one_click_unsubscribe:
+            lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     lines.append("Expires: " + _clean(expires, MAX_EXPIRES_CHARS, _EXPIRES_OCTETS))
     return "".join(line.rstrip(" ") + "\r\n" for line in lines).encode("utf-8", "replace")
 
@@ -444,6 +494,12 @@ def decode_envelope_block(data: bytes) -> EnvelopeFields:
         attachments=count,
         attachment_names=names,
         headlines=tuple(headlines),
+        list_id=_list_id(f"<{values.get('list-id', '').strip()}>"),
+        auto_submitted=_auto_submitted(values.get("auto-submitted", "")),
+        list_unsubscribe=_clean(values.get("list-unsubscribe", "").strip(),
+                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS),
+        one_click_unsubscribe=bool(values.get("list-unsubscribe", "").strip())
+        and "list-unsubscribe=one-click" in values.get("list-unsubscribe-post", "").lower(),
     )
     expires = _clean(values.get("expires", ""), MAX_EXPIRES_CHARS, _EXPIRES_OCTETS)
     return EnvelopeFields(summary, expires)

@@ -8,11 +8,13 @@ recipient, nothing else, to the sender's lists).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from smdp.core.outcomes import Kind, Outcome
 from smdp.mail.addresses import AddressError, parse_address
 from smdp.store import Store
+from smdp.store.records import InboundListing
 from smdp.terms import ListDirection, ListedBy, ListKind
 
 LIST_NAMES = {f"{d.value}-{k.value}": (d, k) for d in ListDirection for k in ListKind}
@@ -69,3 +71,31 @@ class Lists:
             return Outcome(Kind.UNKNOWN, f"{addr} is not on your {request.name} list")
         verb = "added to" if adding else "removed from"
         return Outcome(Kind.DONE, f"{addr} {verb} your {request.name} list")
+
+
+LIST_PAIR_PREFIX = "list:"
+
+
+def list_pair(list_id: str) -> str:
+    """The address under which a mailing list stands on inbound lists
+    (issue 16 item 3): each post to a list has a different From, so
+    authorizing one authorizes the (List-Id, server) pair."""
+    return LIST_PAIR_PREFIX + list_id
+
+
+def listing_reason(listing: InboundListing, *, how: str = "", who: str = "sender") -> str:
+    """Why an envelope was decided without its recipient (issue 16 item 2),
+    with the evidence: which list, since when, and what put the sender
+    there, e.g. "sender is on your black list since 2026-11-02 (your
+    REJECT&SPAMMER on envelope 14)". ``how``: a note on the delivery, such
+    as "sent directly" or "From verified"; ``who``: what is listed, "sender"
+    or "the list <list-id>"."""
+    since = time.strftime("%Y-%m-%d", time.gmtime(listing.added_at))
+    if listing.how is ListedBy.MANUAL:
+        origin = "you added it"
+    elif listing.source_decision is not None and listing.source_entry is not None:
+        origin = f"your {listing.source_decision.table_1} on envelope {listing.source_entry}"
+    else:
+        origin = "by a decision of yours"
+    notes = "; ".join(note for note in (origin, how) if note)
+    return f"{who} is on your {listing.kind.value} list since {since} ({notes})"

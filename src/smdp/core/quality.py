@@ -29,7 +29,22 @@ class Verdict:
     reason: str
 
 
+BLOCKED_BY_HAND = "blocked"
+ALLOWED_BY_HAND = "allowed"
+
+
 def judge(quality: Quality, policy: QualityPolicy) -> Verdict:
+    # An administrator's word comes before the formula (issue 13 item 3):
+    # a peer blocked by hand stays blocked however its votes go, and one
+    # allowed by hand is never blocked or alerted on by them.
+    if quality.override == BLOCKED_BY_HAND:
+        return Verdict(Standing.BLOCKED, "blocked by the administrator"
+                                         + (f": {quality.override_reason}"
+                                            if quality.override_reason else ""))
+    if quality.override == ALLOWED_BY_HAND:
+        return Verdict(Standing.OK, "allowed by the administrator"
+                                    + (f": {quality.override_reason}"
+                                       if quality.override_reason else ""))
     q = quality.value
     if quality.messages < policy.min_messages:
         return Verdict(Standing.NEW, f"{quality.messages} of {policy.min_messages} "

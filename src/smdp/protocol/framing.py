@@ -290,7 +290,10 @@ class DataBlockReader:
 
     def _take(self, chunk: bytes) -> None:
         """Account for complete lines (``chunk`` ends with LF)."""
-        chunk = chunk.replace(b"\r\n", b"\n")
+        self._take_lines(chunk.replace(b"\r\n", b"\n"))
+
+    def _take_lines(self, chunk: bytes) -> None:
+        """:meth:`_take` of complete lines whose CRLF ends are LF already."""
         # Unstuff: drop one leading "." of every line (RFC 5321 4.5.2).
         if chunk.startswith(b"."):
             chunk = chunk[1:]

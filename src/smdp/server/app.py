@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,15 @@ from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
 from smdp.server.greylist import Greylist
 from smdp.server.housekeeping import housekeeping_loop
+from smdp.server.imap_server import serve_imap
+from smdp.server.metrics import metrics_app
 from smdp.server.mx_server import serve_mx
 from smdp.server.peer_server import serve_peer
 from smdp.server.routing import Router
 from smdp.server.sender_auth import DnsSenderAuthenticator
 from smdp.server.services import (
     Core,
+    ImapPort,
     LoginThrottle,
     MxPort,
     PeerPort,
@@ -107,15 +111,21 @@ class SmdpServer:
         # guessed on one port is slowed down on the other too.
         self.submission_port_services = SubmissionPort(
             self.core, self.tls, accounts, self.worker, logins)
+        # IMAP (issue 14): the same accounts and login windows again.
+        self.imap_port_services = ImapPort(self.core, self.tls, accounts, self.worker,
+                                           logins)
         # The web app: the same accounts and login windows again.
         self.web = WebApp(WebPort(self.core, self.tls, self.discovery, accounts, self.worker,
-                                   logins))
+                                  logins), listeners=self.listeners)
         self._web_runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.core.metrics.watch(self.store, config.quality, self._session_counts)
         self._servers: list[asyncio.Server] = []
         self.peer_sessions = Sessions()
         self.user_sessions = Sessions()
         self.submission_sessions = Sessions()  # ports 587 and 465 together
         self.mx_sessions = Sessions()
+        self.imap_sessions = Sessions()  # ports 143 and 993 together
         self.stopping = False
         self._worker_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
@@ -127,6 +137,10 @@ class SmdpServer:
         self.submission_tls_port: int | None = None
         self.mx_port: int | None = None
         self.web_port: int | None = None
+        self.metrics_port: int | None = None
+        self.started = False
+        self.imap_port: int | None = None
+        self.imap_tls_port: int | None = None
 
     def _serve_own_domains(self, own_port: int) -> None:
         # Our own domains resolve to ourselves: local recipients go through the
@@ -150,8 +164,11 @@ class SmdpServer:
         mx_gate = self._gate(
             self.mx_sessions, lambda r, w: serve_mx(self.mx_port_services, r, w),
             b"421 4.7.0 ")
+        imap_gate = self._gate(
+            self.imap_sessions, lambda r, w: serve_imap(self.imap_port_services, r, w),
+            b"* BYE ")
         try:
-            await self._listen_all(peer_gate, user_gate, submission_gate, mx_gate)
+            await self._listen_all(peer_gate, user_gate, submission_gate, mx_gate, imap_gate)
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -165,6 +182,7 @@ class SmdpServer:
         self._housekeeping_task = asyncio.create_task(
             housekeeping_loop(self.core), name="housekeeping"
         )
+        self.started = True
         # The one start line: every listener, with the port it really got.
         log.info("started hostname=%s domains=%s %s", self.config.hostname,
                  ",".join(self.config.domains),
@@ -181,13 +199,18 @@ class SmdpServer:
                 ("submission", config.submission_listener, self.submission_port),
                 ("submission_tls", config.submission_tls_listener, self.submission_tls_port),
                 ("mx", config.mx_listener, self.mx_port),
-                ("web", config.web_listener, self.web_port)):
+                ("web", config.web_listener, self.web_port),
+                ("metrics", config.metrics_listener, self.metrics_port),
+
+                ("imap", config.imap_listener, self.imap_port),
+                ("imap_tls", config.imap_tls_listener, self.imap_tls_port)):
             if listener is not None and port is not None:
                 found[name] = Listener(listener.host, port)
         return found
 
     async def _listen_all(self, peer_gate: Connected, user_gate: Connected,
-                          submission_gate: Connected, mx_gate: Connected) -> None:
+                          submission_gate: Connected, mx_gate: Connected,
+                          imap_gate: Connected) -> None:
         peer = await _listen(peer_gate, self.config.peer_listener, "peer")
         self._servers.append(peer)
         user = await _listen(user_gate, self.config.user_listener, "user")
@@ -217,25 +240,60 @@ class SmdpServer:
             mx = await _listen(mx_gate, self.config.mx_listener, "mx")
             self._servers.append(mx)
             self.mx_port = mx.sockets[0].getsockname()[1]
+        # IMAP for mail clients (issue 14, docs/imap.md): 143 with STARTTLS
+        # when a certificate is configured, 993 with TLS from the first byte.
+        if self.config.imap_listener is not None:
+            imap = await _listen(imap_gate, self.config.imap_listener, "imap")
+            self._servers.append(imap)
+            self.imap_port = imap.sockets[0].getsockname()[1]
+        self.imap_tls_port = await self._listen_tls(
+            self.config.imap_tls_listener, self.tls.user_server_context, imap_gate, "imap_tls")
         # The web app (issue 13, docs/web.md): aiohttp's request handler as
         # the protocol of one more listener, HTTPS with the user port's
         # certificate when there is one.
         if self.config.web_listener is not None:
-            self._web_runner = web.AppRunner(self.web.application(), access_log=None,
-                                            shutdown_timeout=grace_for_web)
-            await self._web_runner.setup()
-            loop = asyncio.get_running_loop()
-            listener = self.config.web_listener
-            handler = self._web_runner.server
-            assert handler is not None  # set up above
-            try:
-                site = await loop.create_server(
-                    handler, listener.host, listener.port,
-                    ssl=self.tls.user_server_context if self.config.web_https else None)
-            except OSError as exc:
-                raise _listen_error(exc, listener, "web") from None
-            self._servers.append(site)
-            self.web_port = site.sockets[0].getsockname()[1]
+            self._web_runner, self.web_port = await self._serve_http(
+                self.web.application(), self.config.web_listener, "web",
+                self.tls.user_server_context if self.config.web_https else None)
+        # Prometheus, /healthz and /readyz (docs/operations.md): plain HTTP.
+        if self.config.metrics_listener is not None:
+            self._metrics_runner, self.metrics_port = await self._serve_http(
+                metrics_app(self.core.metrics, self._not_ready), self.config.metrics_listener,
+                "metrics", None)
+
+    async def _serve_http(self, app: web.Application, listener: Listener, name: str,
+                          context: ssl.SSLContext | None) -> tuple[web.AppRunner, int]:
+        """aiohttp's request handler as the protocol of one more listener
+        (the web app, the metrics), in this loop beside the others."""
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_for_web)
+        await runner.setup()
+        handler = runner.server
+        assert handler is not None  # set up above
+        try:
+            site = await asyncio.get_running_loop().create_server(
+                handler, listener.host, listener.port, ssl=context)
+        except OSError as exc:
+            await runner.cleanup()
+            raise _listen_error(exc, listener, name) from None
+        self._servers.append(site)
+        return runner, site.sockets[0].getsockname()[1]
+
+    def _session_counts(self) -> dict[str, int]:
+        return {"peer": len(self.peer_sessions.tasks), "user": len(self.user_sessions.tasks),
+                "submission": len(self.submission_sessions.tasks),
+                "mx": len(self.mx_sessions.tasks)}
+
+    def _not_ready(self) -> str | None:
+        """/readyz: None when this server takes work, else why not."""
+        if self.stopping:
+            return "stopping"
+        if not self.started:
+            return "starting"
+        try:
+            self.store.schema_version()
+        except Exception as exc:  # what the store says is the answer
+            return f"the store does not answer: {exc}"
+        return None
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -293,7 +351,8 @@ class SmdpServer:
                 await self._housekeeping_task
         self.worker.stop()
         running = (self.peer_sessions.tasks | self.user_sessions.tasks
-                   | self.submission_sessions.tasks | self.mx_sessions.tasks)
+                   | self.submission_sessions.tasks | self.mx_sessions.tasks
+                   | self.imap_sessions.tasks)
         if running:
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
@@ -307,6 +366,8 @@ class SmdpServer:
             # Open pages' event streams end here; their browsers reconnect.
             self.web.stop()
             await self._web_runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._own_authenticator is not None:
             self._own_authenticator.close()
         self.store.close()
@@ -341,8 +402,27 @@ def _listen_error(exc: OSError, listener: Listener, name: str) -> CliError:
     return CliError(f"cannot listen on {listener} ([listen] {name}): {why}; {advice}")
 
 
+class JsonLogFormatter(logging.Formatter):
+    """``[server] log_format = "json"``: one JSON object a line, for log
+    collectors (docs/operations.md): time (UTC, ISO 8601), level, logger,
+    message, and the traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + "Z",
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def run_server(config: Config, *, ready_file: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if config.log_format == "json":
+        formatter = JsonLogFormatter()
+        formatter.converter = time.gmtime
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
 
     async def main() -> None:
         server = SmdpServer(config)

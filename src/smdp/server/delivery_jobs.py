@@ -24,12 +24,13 @@ from smdp.core.mta_sts import Policy, TlsOutcome, Verdict, decide, requirement
 from smdp.core.origin import sort_answers
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import stored_chunks
-from smdp.mail.dkim import DkimError, MessageSigner, SigningKey
+from smdp.mail.dkim import DkimError, MessageSigner
 from smdp.protocol import peer as wire
 from smdp.protocol import smtp
 from smdp.protocol.smtp import Capabilities
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
 from smdp.server.discovery import Discovery
+from smdp.server.dkim_keys import SigningKeys
 from smdp.server.mta_sts import MtaSts, handshake_outcome, mx_context
 from smdp.server.mta_sts import from_config as mta_sts_from_config
 from smdp.server.peer_client import PeerLink, PulledMessage, answer_of, check, open_session
@@ -131,6 +132,7 @@ class PeerJobs:
         # None (off): such a domain fails for good with 5.1.2, as it always has.
         self.router = router
         self._mta_sts: MtaSts | None = None  # made on first use (outbound SMTP only)
+        self.signing_keys = SigningKeys()
 
     def route_of(self, job: Job) -> str:
         """The peer domain a job talks to (jobs of unknown records go anywhere)."""
@@ -228,6 +230,7 @@ class PeerJobs:
             [(rcpt, answer_of(reply), f"{reply.code} {reply.text}") for rcpt, reply in replies],
             rcpts, direct=direct)
         if answers.deferred and not answers.taken:
+            self._count("smdp", taken=0, refused=0, deferred=len(answers.deferred))
             raise TemporaryFailure(answers.first_deferral)
         if answers.taken:
             if data_reply is None:
@@ -256,6 +259,12 @@ class PeerJobs:
                                answers.deferred)
         else:
             origin.envelope_sent(envid, answers.refused, answers.deferred)
+        self._count("smdp", taken=len(answers.taken) + len(answers.unauthorized),
+                    refused=len(answers.refused), deferred=len(answers.deferred))
+        if direct and answers.taken:
+            self.core.metrics.bytes.labels("out").inc(msg.size)
+            for _rcpt in answers.taken:
+                self.core.metrics.delivered(msg.created_at)
         log.info("%s envid=%s msgid=%s domain=%s sender=%s%s%s%s%s",
                  ("message sent directly" if direct else "envelope sent") if answers.taken
                  else ("message refused" if direct else "envelope refused"),
@@ -326,7 +335,14 @@ class PeerJobs:
             if newer != policy:
                 tried = await self._each_mx(env.domain, routed, newer, message, rcpts)
         if tried.attempt is not None:
-            self._settle(job.envid, msg.msgid, env.domain, tried.attempt)
+            attempt = tried.attempt
+            self._count("smtp", taken=len(attempt.delivered), refused=len(attempt.refused),
+                        deferred=len(attempt.deferred))
+            if attempt.delivered:
+                self.core.metrics.bytes.labels("out").inc(msg.size)
+                for _rcpt in attempt.delivered:
+                    self.core.metrics.delivered(msg.created_at)
+            self._settle(job.envid, msg.msgid, env.domain, attempt)
             return
         failures = tried.failures
         reason = "; ".join(failures) or f"no MX host of {env.domain} to try"
@@ -364,6 +380,12 @@ class PeerJobs:
                 return tried
         return tried
 
+    def _count(self, route: str, *, taken: int, refused: int, deferred: int) -> None:
+        sent = self.core.metrics.recipients_sent
+        for outcome, n in (("taken", taken), ("refused", refused), ("deferred", deferred)):
+            if n:
+                sent.labels(route, outcome).inc(n)
+
     def _settle(self, envid: str, msgid: str, domain: str, attempt: _Attempt) -> None:
         self.core.origin.smtp_sent(envid, attempt.delivered, attempt.refused, attempt.deferred,
                                    attempt.tls)
@@ -389,8 +411,7 @@ class PeerJobs:
         setting = self.core.config.dkim.get(domain_of(msg.sender)) if msg.sender else None
         if setting is not None:
             try:
-                key = SigningKey.from_setting(domain_of(msg.sender), setting,
-                                              setting.key.read_bytes())
+                key = self.signing_keys.key(domain_of(msg.sender), setting)
             except (OSError, DkimError) as exc:
                 # The operator's to fix; the mail waits rather than leave unsigned.
                 raise TemporaryFailure(f"cannot sign with the DKIM key of "
@@ -567,6 +588,8 @@ class PeerJobs:
             log.info("decision sent %s", ids)
             destination.body_pulled(env.id, reply.body)
             log.info("message pulled %s size=%d", ids, env.size)
+            self.core.metrics.pulls.labels("fetched").inc()
+            self.core.metrics.bytes.labels("in").inc(env.size)
             log.info("message delivered entry=%d envid=%s recipient=%s how=pulled",
                      entry.id, env.envid, entry.recipient)
             await link.expect(wire.Received(env.envid), "RECEIVED")

@@ -7,7 +7,8 @@ destination marks the envelopes it still shows as expired. Records kept for
 late reject-family decisions go after a second hold period, and the store
 gives the freed space back (vacuum). With ``[notices] pending_interval`` set,
 users with envelopes newly waiting for their decision get a notice
-(docs/protocol.md, "Notices"), at most once per interval each.
+(docs/protocol.md, "Notices"), at most once per interval each. Each peer's
+quality counters are sampled for the administrator's chart.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def run_once(core: Core, now: float | None = None) -> dict[str, int]:
         "expired_at_destination": core.destination.expire(now),
         "purged": core.destination.purge(now - hold),
     }
+    # The administrator's quality chart (docs/web.md): a sample of each
+    # peer's counters that changed, at most one per sample_interval.
+    policy = core.config.quality
+    core.store.sample_quality(now, policy.sample_interval)
+    core.store.drop_quality_samples(now - policy.sample_days * 86400.0)
     interval = core.config.notices.pending_interval
     if interval > 0:
         done["pending_notices"] = core.destination.notify_pending(now, interval)

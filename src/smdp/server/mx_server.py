@@ -233,6 +233,7 @@ class MxSession(Session):
             # its own (RFC 7489 6.3, p=reject): refused while the sender is
             # still connected, nothing stored, no bounce from us (docs/smtp.md).
             log.info("mx dmarc-reject client=%s from=%s", self.client, sender or "-")
+            self.core.metrics.envelopes_received.labels("smtp", "refused").inc()
             self.conn.reply(550, f"{auth.from_domain} does not let mail that fails DMARC "
                             "through (p=reject)", "5.7.1")
             return
@@ -253,6 +254,7 @@ class MxSession(Session):
             if blocked is not None:
                 log.info("mx blocked client=%s from=%s reason=%s", self.client, sender,
                          blocked.reason)
+                self.core.metrics.envelopes_received.labels("smtp", "refused").inc()
                 self.conn.reply(554, blocked.reason, "5.7.1")
                 return
         arrival = self.core.destination.receive_smtp(
@@ -268,6 +270,13 @@ class MxSession(Session):
                  txn.sender or "<>", sender or "-", self.client, self.helo,
                  ",".join(arrival.held) or "-", ",".join(arrival.delivered) or "-",
                  ",".join(arrival.refused) or "-", verified or "-")
+        metrics = self.core.metrics
+        if arrival.envelope_id is None:
+            metrics.envelopes_received.labels("smtp", "refused").inc()
+        else:
+            metrics.envelopes_received.labels("smtp", "stored" if arrival.held
+                                              else "direct").inc()
+            metrics.bytes.labels("in").inc(stored.size)
         if arrival.envelope_id is None:
             # Every recipient black-lists the sender: refused, nothing stored,
             # nothing sent back (the client, not us, may tell its user).

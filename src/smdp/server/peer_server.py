@@ -229,6 +229,7 @@ class PeerSession(Session):
             verdict = self.core.destination.peer_verdict(self.peer_host)
             refusal = self.core.destination.peer_refusal(self.peer_host, verdict)
             if refusal is not None:
+                self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(*peer_reply(refusal))
                 return
             if not self._within_quota(verdict.status):
@@ -302,10 +303,12 @@ class PeerSession(Session):
             except EnvelopeError as exc:
                 log.info("envelope refused envid=%s peer=%s reason=%s", txn.envid,
                          self.peer_host, exc)
+                self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(554, f"5.6.0 {exc}")
                 return
             log.info("envelope received envid=%s peer=%s sender=%s to=%s size=%d", txn.envid,
                      self.peer_host, txn.sender, ",".join(txn.recipients), txn.size or 0)
+            self.core.metrics.envelopes_received.labels("smdp", "stored").inc()
         else:
             # The codec has already refused a block whose size differs from SIZE.
             self.core.destination.receive_message(
@@ -315,6 +318,8 @@ class PeerSession(Session):
             for rcpt in txn.recipients:
                 log.info("message delivered envid=%s recipient=%s peer=%s sender=%s how=direct",
                          txn.envid, rcpt, self.peer_host, txn.sender)
+            self.core.metrics.envelopes_received.labels("smdp", "direct").inc()
+            self.core.metrics.bytes.labels("in").inc(data.size)
         self.reply(250, f"2.0.0 {txn.envid} stored")
 
     async def _decision(self, event: wire.Decision) -> None:
@@ -336,6 +341,12 @@ class PeerSession(Session):
             )
             log.info("pull served envid=%s recipient=%s size=%d peer=%s", event.envid,
                      event.recipient.lower(), outcome.pull_size, self.peer_host)
+            metrics = self.core.metrics
+            metrics.pulls.labels("served").inc()
+            metrics.bytes.labels("out").inc(outcome.pull_size)
+            served = self.store.out_message(message_id)
+            if served is not None:
+                metrics.delivered(served.created_at)
         else:
             self.reply(*peer_reply(outcome))
 

@@ -21,25 +21,37 @@ The SMTP route is then RFC 5321 section 5.1:
 Addresses are resolved here, with the server's configured resolver
 (``[dns] nameservers``), so that the route says which hosts exist before a
 message is committed to SMTP; the SMTP client connects to them in order.
+
+Answers are cached (``AnswerCache``): a burst of mail to one domain asks its
+MX, A and AAAA questions once, not once per message (each message routes
+twice: when its envelope is first sent, and when its SMTP job runs). A
+positive answer lives for its TTL (capped); a negative one (NXDOMAIN, or no
+data) for the RFC 2308 negative TTL its SOA gives, at most
+``NEGATIVE_CACHE_TTL``, and not at all without an SOA (RFC 2308 5). A TTL of
+0 is never cached, nor is a temporary failure.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dns.exception
+import dns.message
 import dns.name
 import dns.rdata
 import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.SOA import SOA
 
 from smdp.config import PeerServer
-from smdp.server.discovery import Discovery, DiscoveryError, ip_of
+from smdp.server.discovery import NEGATIVE_CACHE_TTL, Discovery, DiscoveryError, ip_of
 
 __all__ = [
+    "AnswerCache",
     "MxHost",
     "PermanentRouteFailure",
     "RouteResult",
@@ -48,6 +60,7 @@ __all__ = [
     "SmtpRoute",
     "TemporaryRouteFailure",
     "mx_order",
+    "negative_ttl",
 ]
 
 
@@ -113,12 +126,75 @@ class _NoSuchName(Exception):
     """NXDOMAIN."""
 
 
+def negative_ttl(response: dns.message.Message | None) -> float:
+    """How long a negative answer may be cached (RFC 2308 5): the smaller of
+    the SOA record's TTL and its MINIMUM field, where the authority section
+    has an SOA; 0 (not at all) where it has none."""
+    if response is None:
+        return 0.0
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            soa = rrset[0]
+            assert isinstance(soa, SOA)
+            return float(min(rrset.ttl, soa.minimum))
+    return 0.0
+
+
+_Key = tuple[str, int]
+
+
+@dataclass(slots=True)
+class _Answer:
+    expires: float
+    rdatas: tuple[dns.rdata.Rdata, ...] | None  # None: NXDOMAIN; (): no data
+
+
+class AnswerCache:
+    """Answers to (name, type) questions, each kept for the time DNS allows
+    (see the module); bounded in entries, like discovery's cache."""
+
+    def __init__(self, *, ttl_cap: float = 300.0, negative_cap: float = NEGATIVE_CACHE_TTL,
+                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_cap = ttl_cap
+        self._negative_cap = negative_cap
+        self._max = max_entries
+        self._clock = clock
+        self._entries: dict[_Key, _Answer] = {}
+
+    def get(self, key: _Key) -> _Answer | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires > self._clock():
+            return entry
+        del self._entries[key]
+        return None
+
+    def put(self, key: _Key, rdatas: tuple[dns.rdata.Rdata, ...] | None, ttl: float) -> None:
+        cap = self._ttl_cap if rdatas else self._negative_cap
+        lifetime = min(ttl, cap)
+        if lifetime <= 0:
+            return  # a TTL of 0 means: use the answer once (RFC 1035 3.2.1)
+        now = self._clock()
+        if len(self._entries) >= self._max:
+            for stale in [k for k, e in self._entries.items() if e.expires <= now]:
+                del self._entries[stale]
+            while len(self._entries) >= self._max and self._entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries[key] = _Answer(now + lifetime, rdatas)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class Router:
     """Chooses, per recipient domain, how its mail leaves (see the module)."""
 
-    def __init__(self, discovery: Discovery, *, rng: random.Random | None = None) -> None:
+    def __init__(self, discovery: Discovery, *, rng: random.Random | None = None,
+                 cache: AnswerCache | None = None) -> None:
         self.discovery = discovery
         self._rng = rng if rng is not None else random.Random()
+        self.cache = cache if cache is not None else AnswerCache()
 
     async def route(self, domain: str) -> RouteResult:
         try:
@@ -220,6 +296,12 @@ class Router:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError) as exc:
             raise ValueError(str(exc)) from exc
+        key = (qname.to_text().lower(), int(rdtype))
+        cached = self.cache.get(key)
+        if cached is not None:
+            if cached.rdatas is None:
+                raise _NoSuchName(what)
+            return list(cached.rdatas)
         try:
             resolver = self.discovery.resolver(name)
         except DiscoveryError as exc:
@@ -228,8 +310,11 @@ class Router:
         try:
             answer = await resolver.resolve(qname, rdtype, lifetime=timeout, search=False)
         except dns.resolver.NXDOMAIN as exc:
+            responses = exc.kwargs.get("responses") or {}
+            self.cache.put(key, None, negative_ttl(responses.get(qname)))
             raise _NoSuchName(what) from exc
-        except dns.resolver.NoAnswer:
+        except dns.resolver.NoAnswer as exc:
+            self.cache.put(key, (), negative_ttl(exc.kwargs.get("response")))
             return []
         except dns.exception.Timeout as exc:
             raise _Temporary(f"looking up {what} timed out after {timeout:g} s") from exc
@@ -238,7 +323,12 @@ class Router:
                              "answer (SERVFAIL or refused)") from exc
         except dns.exception.DNSException as exc:
             raise _Temporary(f"looking up {what} failed: {exc}") from exc
-        return list(answer)
+        rdatas = tuple(answer)
+        # The smallest TTL on the way (a CNAME chain's too), as dnspython reckons it.
+        self.cache.put(key, rdatas if rdatas else (),
+                       float(answer.chaining_result.minimum_ttl) if rdatas
+                       else negative_ttl(answer.response))
+        return list(rdatas)
 
 
 def _is_address_literal(exchange: str) -> bool:

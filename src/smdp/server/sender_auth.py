@@ -26,6 +26,7 @@ import concurrent.futures
 import contextvars
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -61,6 +62,21 @@ log = logging.getLogger("smdp.sender_auth")
 # dkimpy logs every key it cannot use at ERROR level; those are the sender's
 # faults, chosen by the sender, and already in the result's reason: kept out
 # of the server's log, which an attacker must not be able to flood.
+# A header line that may start a DKIM-Signature field, in the header section
+# (up to the first empty line, as dkimpy splits it; a looser match than
+# dkimpy's own, so that nothing it would verify is skipped).
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_SIGNATURE_LINE = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+
+
+def might_be_signed(message: bytes) -> bool:
+    """False only when the header section has no DKIM-Signature field: then
+    there is nothing for dkimpy to verify, and its parse of the whole message
+    (6.6 ms of CPU for 700 KB, holding the interpreter's lock) is skipped."""
+    end = _HEADER_END.search(message)
+    return _SIGNATURE_LINE.search(message, 0, end.end() if end else len(message)) is not None
+
+
 _dkimpy_log = logging.getLogger("smdp.sender_auth.dkimpy")
 _dkimpy_log.propagate = False
 _dkimpy_log.addHandler(logging.NullHandler())
@@ -352,6 +368,8 @@ class DnsSenderAuthenticator:
 
     def _dkim(self, message: bytes, author: FromDomain,
               lookups: _Lookups) -> tuple[DkimSignatureCheck, ...]:
+        if not might_be_signed(message):
+            return ()
         try:
             verifier = dkim.DKIM(message, logger=_dkimpy_log, timeout=self._timeout)
         except Exception as exc:  # dkimpy refuses a malformed header section

@@ -9,7 +9,7 @@ real parts (a SQLite store in a temporary folder, a ``Config``, a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from smdp.config import Config
@@ -20,6 +20,7 @@ from smdp.core.sender_auth import SenderAuthenticator
 from smdp.server.accounts import Accounts
 from smdp.server.discovery import Discovery
 from smdp.server.greylist import Greylist
+from smdp.server.metrics import Metrics
 from smdp.server.ratelimit import Window
 from smdp.server.tls import TlsPolicy
 from smdp.store import Store
@@ -34,6 +35,11 @@ class Core:
     origin: Origin
     destination: Destination
     lists: Lists
+    # What the adapters count for the operator (docs/operations.md).
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.destination.decided = self.metrics.decided
 
     @classmethod
     def build(cls, config: Config, store: Store) -> Core:
@@ -115,6 +121,19 @@ class SubmissionPort:
     ``accounts`` and ``logins`` are the user port's own objects: the same
     accounts, and failed logins on either port slow down the other too.
     """
+
+    core: Core
+    tls: TlsPolicy
+    accounts: Accounts
+    outbox: Outbox
+    logins: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
+class ImapPort:
+    """The IMAP port's collaborators (issue 14; docs/imap.md): the user
+    port's own accounts and login windows, like submission's, and the
+    delivery worker to wake when a decision queued work."""
 
     core: Core
     tls: TlsPolicy

@@ -141,6 +141,7 @@ class SubmissionSession(Session):
                      self.client)
             # The user port's slow-down, on the same windows: failures here
             # and there add up, per client and per account name.
+            port.core.metrics.login_failures.labels("submission").inc()
             await asyncio.sleep(port.logins.failed(self.client, event.username))
             self.conn.reply(535, "Authentication credentials invalid", "5.7.8")
             return

@@ -195,6 +195,7 @@ class UserSession(Session):
                     log.info("login failed user=%s client=%s", self.name or "-", self.client)
                     # Same reply whether or not the account exists; each failure
                     # slows the next replies to this client and for this name.
+                    port.core.metrics.login_failures.labels("user").inc()
                     await asyncio.sleep(port.logins.failed(self.client, self.name or ""))
                     conn.err("authentication failed")
                     return
@@ -336,6 +337,7 @@ class UserSession(Session):
         if not await self.port.accounts.verify(self.user, current):
             log.info("password change refused user=%s client=%s reason=wrong current password",
                      self.user.main_address, self.client)
+            self.core.metrics.login_failures.labels("user").inc()
             await asyncio.sleep(self.port.logins.failed(self.client, self.name or ""))
             self.conn.err("wrong password; the password was not changed")
             return

@@ -28,6 +28,8 @@ from typing import Protocol
 from smdp.mail.body import Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
+    InboundListing,
     InEnvelope,
     Job,
     ListEntry,
@@ -36,6 +38,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 
@@ -274,6 +277,40 @@ class Store(Protocol):
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
         ...
 
+    # -- IMAP (issue 14, migration 0013) ----------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+        """The entries in ``state`` (not deleted) that ``mailbox`` has given a
+        UID, by UID."""
+        ...
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        """The entries in ``state`` (not deleted) without a UID in ``mailbox``,
+        by entry id."""
+        ...
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        """Give each of ``entry_ids`` (in this order) the mailbox's next UID,
+        unless it has one there already. A UID is never given twice: the
+        counter only grows, even when messages are purged."""
+        ...
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        """The UID the mailbox's next message will get (1 for a new one)."""
+        ...
+
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none, and
+        count the change (``imap_signature``)."""
+        ...
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        """What changes whenever ``mailbox`` does: the number of entries in
+        ``state`` (not deleted), the sum of their ids, and the mailbox's count
+        of flag changes. Cheap: one indexed aggregate, no rows."""
+        ...
+
     def users_with_entries(self, state: str) -> list[int]:
         """The users with a mailbox entry in ``state`` not marked deleted."""
         ...
@@ -314,13 +351,37 @@ class Store(Protocol):
     def all_quality(self) -> list[Quality]:
         ...
 
+    def set_override(self, server: str, override: str | None, reason: str = "") -> None:
+        ...
+
+    def sample_quality(self, now: float, every: float) -> int:
+        ...
+
+    def quality_history(self, server: str, since: float) -> list[tuple[float, int, int]]:
+        ...
+
+    def drop_quality_samples(self, before: float) -> int:
+        ...
+
+    def is_admin(self, user_id: int) -> bool:
+        ...
+
+    def set_admin(self, user_id: int, admin: bool) -> None:
+        ...
+
+    def inbound_listing(self, user_id: int, address: str, server: str
+                        ) -> InboundListing | None:
+        """The pair's list entry with what made it, or None."""
+        ...
+
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
         ...
 
     def outbound_kind(self, user_id: int, address: str) -> str | None:
         ...
 
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str,
+                    source: tuple[int, str] | None = None) -> None:
         """Add a pair; one pair sits on at most one list, so this moves it if needed."""
         ...
 
@@ -365,6 +426,12 @@ class Store(Protocol):
         ...
 
     def queue_size(self) -> int:
+        ...
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        ...
+
+    def retry_now(self, job_id: int, now: float) -> bool:
         ...
 
     def jobs(self) -> list[Job]:

@@ -101,15 +101,52 @@ class MailboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapMessage:
+    """A mailbox entry as an IMAP mailbox shows it (migration 0013): its UID
+    there and its flags, a bit set (``smdp.server.imap_server`` names them),
+    with what reading it needs of the entry."""
+
+    entry_id: int
+    uid: int
+    flags: int
+    envelope_id: int
+    recipient: str
+    # Of the envelope, so that a listing (FETCH 1:* RFC822.SIZE) needs no
+    # query per message: as in InEnvelope.
+    size: int
+    received_at: float
+    has_body: bool
+    sender: str
+    mail_from: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int
     votes: int
+    # An administrator's word on this peer, above the formula (migration
+    # 0011): "blocked" or "allowed", None when the formula decides.
+    override: str | None = None
+    override_reason: str = ""
+    override_at: float | None = None
 
     @property
     def value(self) -> float:
         """Section 5.3: Quality(X) = Votes(X) / Messages(X), in [-1, 1]."""
         return self.votes / self.messages if self.messages else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboundListing:
+    """Where one (sender, server) pair stands on a user's inbound lists, and
+    what put it there (migration 0012): the evidence of an automatic verdict."""
+
+    kind: ListKind
+    how: ListedBy
+    added_at: float
+    source_entry: int | None  # the mailbox entry whose decision listed it
+    source_decision: Decision | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +168,23 @@ class Job:
     payload: str
     attempts: int
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A queue row as the administrator sees it: when it runs next, whose
+    work it is (the peer: the destination domain of an outbound envelope,
+    the origin server of a decision), and how it went so far."""
+
+    id: int
+    kind: str
+    key: str
+    attempts: int
+    last_error: str
+    next_attempt: float
+    created_at: float
+    claimed_until: float | None
+    peer: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from typing import Any
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     CachedPolicy,
+    ImapMessage,
+    InboundListing,
     InEnvelope,
     Job,
     ListEntry,
@@ -22,6 +24,7 @@ from smdp.store.records import (
     OutMessage,
     OutRecipient,
     Quality,
+    QueuedJob,
     User,
 )
 from smdp.terms import (
@@ -46,13 +49,18 @@ class SqlStore:
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
-    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str) -> None:
-        """Add a pair; one pair sits on at most one list, so this moves it if needed."""
+    def put_inbound(self, user_id: int, kind: str, address: str, server: str, how: str,
+                    source: tuple[int, str] | None = None) -> None:
+        """Add a pair; one pair sits on at most one list, so this moves it if
+        needed. ``source``: the mailbox entry and the option that listed it."""
+        entry, decision = source if source is not None else (None, None)
         self._exec(
-            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE "
-            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0",
-            (user_id, kind, address, server, how, time.time()),
+            "INSERT INTO inbound_lists (user_id, kind, address, server, how, added_at, "
+            "source_entry, source_decision) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, address, server) DO UPDATE "
+            "SET kind=excluded.kind, how=excluded.how, added_at=excluded.added_at, uses=0, "
+            "source_entry=excluded.source_entry, source_decision=excluded.source_decision",
+            (user_id, kind, address, server, how, time.time(), entry, decision),
         )
 
     def update_out_recipient(
@@ -466,15 +474,137 @@ class SqlStore:
                 (state, decision, reason or "", time.time(), entry_id),
             )
 
+    # -- IMAP (issue 14, migration 0013) ------------------------------------------
+
+    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+        rows = self._exec(
+            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient, e.size, "
+            "e.received_at, e.has_body, e.sender, e.mail_from "
+            "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
+            "JOIN in_envelopes e ON e.id = m.envelope_id "
+            "WHERE i.user_id=? AND i.mailbox=? AND m.state=? AND m.deleted=0 ORDER BY i.uid",
+            (user_id, mailbox, state)).fetchall()
+        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]),
+                            float(r[6]), bool(r[7]), str(r[8]),
+                            None if r[9] is None else str(r[9])) for r in rows]
+
+    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
+        rows = self._exec(
+            "SELECT m.id FROM mailbox m WHERE m.user_id=? AND m.state=? AND m.deleted=0 "
+            "AND NOT EXISTS (SELECT 1 FROM imap_messages i WHERE i.entry_id = m.id "
+            "AND i.mailbox=?) ORDER BY m.id", (user_id, state, mailbox)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
+        if not entry_ids:
+            return
+        n = len(entry_ids)
+        with self.transaction():
+            # One statement takes n UIDs from the counter, atomically on both
+            # backends: two sessions of one user assigning at once get
+            # different UIDs (an entry both assign keeps the first; the other
+            # UID is simply never used, which IMAP allows).
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + excluded.uidnext - 1 RETURNING uidnext",
+                (user_id, mailbox, n + 1)).fetchone()
+            first = int(row[0]) - n
+            for i, entry_id in enumerate(entry_ids):
+                self._exec(
+                    "INSERT INTO imap_messages (entry_id, user_id, mailbox, uid, flags) "
+                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT (entry_id, mailbox) DO NOTHING",
+                    (entry_id, user_id, mailbox, first + i))
+
+    def imap_uidnext(self, user_id: int, mailbox: str) -> int:
+        row = self._exec("SELECT uidnext FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(row[0]) if row else 1
+
+    def imap_set_flags(self, user_id: int, mailbox: str,
+                       flags: Sequence[tuple[int, int]]) -> None:
+        if not flags:
+            return
+        with self.transaction():
+            for entry_id, bits in flags:
+                self._exec("UPDATE imap_messages SET flags=? WHERE entry_id=? AND mailbox=?",
+                           (bits, entry_id, mailbox))
+            self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 "
+                       "WHERE user_id=? AND name=?", (user_id, mailbox))
+
+    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
+        count, total = self._exec(
+            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM mailbox "
+            "WHERE user_id=? AND state=? AND deleted=0", (user_id, state)).fetchone()
+        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(count), int(total), int(row[0]) if row else 0
+
+    _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
+                "FROM peer_quality")
+
     def quality(self, server: str) -> Quality:
-        row = self._exec(
-            "SELECT server, messages, votes FROM peer_quality WHERE server=?", (server,)
-        ).fetchone()
+        row = self._exec(self._QUALITY + " WHERE server=?", (server,)).fetchone()
         return Quality(*row) if row else Quality(server, 0, 0)
 
     def all_quality(self) -> list[Quality]:
-        rows = self._exec("SELECT server, messages, votes FROM peer_quality ORDER BY server")
+        rows = self._exec(self._QUALITY + " ORDER BY server")
         return [Quality(*r) for r in rows.fetchall()]
+
+    def set_override(self, server: str, override: str | None, reason: str = "") -> None:
+        """An administrator blocks ("blocked") or allows ("allowed") ``server``
+        whatever its quality, or hands it back to the formula (None)."""
+        now = time.time()
+        self._exec(
+            "INSERT INTO peer_quality (server, messages, votes, updated_at, override, "
+            "override_reason, override_at) VALUES (?, 0, 0, ?, ?, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET override=excluded.override, "
+            "override_reason=excluded.override_reason, override_at=excluded.override_at",
+            (server, now, override, reason if override else "", now if override else None))
+
+    def sample_quality(self, now: float, every: float) -> int:
+        """One sample of each peer's counters for the quality chart, for the
+        peers whose counters changed since their last sample and that have
+        none in the last ``every`` seconds; how many were taken."""
+        cur = self._exec(
+            "INSERT INTO quality_samples (server, at, messages, votes) "
+            "SELECT q.server, ?, q.messages, q.votes FROM peer_quality q "
+            "WHERE q.messages > 0 AND NOT EXISTS (SELECT 1 FROM quality_samples s "
+            "  WHERE s.server = q.server AND s.at > ?) "
+            "AND NOT EXISTS (SELECT 1 FROM quality_samples s WHERE s.server = q.server "
+            "  AND s.messages = q.messages AND s.votes = q.votes AND s.at = "
+            "  (SELECT max(l.at) FROM quality_samples l WHERE l.server = q.server))",
+            (now, now - every))
+        return int(cur.rowcount or 0)
+
+    def quality_history(self, server: str, since: float) -> list[tuple[float, int, int]]:
+        """(at, messages, votes) of ``server``'s samples since ``since``, oldest first."""
+        rows = self._exec("SELECT at, messages, votes FROM quality_samples "
+                          "WHERE server=? AND at >= ? ORDER BY at", (server, since))
+        return [(float(r[0]), int(r[1]), int(r[2])) for r in rows.fetchall()]
+
+    def drop_quality_samples(self, before: float) -> int:
+        cur = self._exec("DELETE FROM quality_samples WHERE at < ?", (before,))
+        return int(cur.rowcount or 0)
+
+    def is_admin(self, user_id: int) -> bool:
+        row = self._exec("SELECT is_admin FROM users WHERE id=?", (user_id,)).fetchone()
+        return bool(row and row[0])
+
+    def set_admin(self, user_id: int, admin: bool) -> None:
+        self._exec("UPDATE users SET is_admin=? WHERE id=?", (1 if admin else 0, user_id))
+
+    def inbound_listing(self, user_id: int, address: str, server: str
+                        ) -> InboundListing | None:
+        row = self._exec(
+            "SELECT kind, how, added_at, source_entry, source_decision FROM inbound_lists "
+            "WHERE user_id=? AND address=? AND server=?", (user_id, address, server),
+        ).fetchone()
+        if row is None:
+            return None
+        return InboundListing(ListKind(row[0]), ListedBy(row[1]), float(row[2]),
+                              None if row[3] is None else int(row[3]),
+                              None if row[4] is None else Decision(row[4]))
 
     def inbound_kind(self, user_id: int, address: str, server: str) -> str | None:
         row = self._exec(
@@ -673,6 +803,27 @@ class SqlStore:
             "claimed_by=NULL, claimed_until=NULL WHERE id=?",
             (at, error[:500], job_id),
         )
+
+    def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
+        """The queue, soonest first, each job with its peer (see QueuedJob)."""
+        rows = self._exec(
+            "SELECT q.id, q.kind, q.key, q.attempts, q.last_error, q.next_attempt, "
+            "q.created_at, q.claimed_until, COALESCE(o.domain, i.origin_server, '') "
+            "FROM queue q LEFT JOIN out_envelopes o ON o.envid = q.key "
+            "LEFT JOIN in_envelopes i ON i.envid = q.key "
+            "ORDER BY q.next_attempt, q.id LIMIT ?", (limit,)).fetchall()
+        return [QueuedJob(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), float(r[5]),
+                          float(r[6]), None if r[7] is None else float(r[7]), str(r[8]))
+                for r in rows]
+
+    def retry_now(self, job_id: int, now: float) -> bool:
+        """An administrator's "retry now": the job is due at ``now`` (its
+        attempts and backoff unchanged). False when there is no such job or
+        a worker holds it at this moment."""
+        cur = self._exec(
+            "UPDATE queue SET next_attempt=? WHERE id=? "
+            "AND (claimed_until IS NULL OR claimed_until < ?)", (now, job_id, now))
+        return bool(cur.rowcount)
 
     def jobs(self) -> list[Job]:
         rows = self._exec(

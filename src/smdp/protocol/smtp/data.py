@@ -82,12 +82,16 @@ class SmtpDataReader(DataBlockReader):
 
     def _take(self, chunk: bytes) -> None:
         """Complete lines, ``chunk`` ending with CRLF."""
-        if not self.bare_line_end:
-            pairs = chunk.count(_CRLF)
-            if chunk.count(b"\r") != pairs or chunk.count(b"\n") != pairs:
-                self.bare_line_end = True
-                self._forget()
-        super()._take(chunk)
+        lines = chunk.replace(_CRLF, b"\n")
+        # Every CR and LF must be half of a CRLF pair. With the pairs made LF
+        # (each shortening the chunk by one), a CR left is bare, and so is any
+        # LF beyond the pairs'. Two passes over the chunk fewer than counting
+        # CR, LF and CRLF apart (bench/smtp.py, 700 KB at the MX).
+        if not self.bare_line_end and (
+                b"\r" in lines or lines.count(b"\n") != len(chunk) - len(lines)):
+            self.bare_line_end = True
+            self._forget()
+        self._take_lines(lines)
 
 
 def smtp_normalize(body: bytes) -> bytes:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from smdp.config import Listener
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.lists import parse_list_request
 from smdp.core.mx import quality_keys
@@ -50,6 +51,8 @@ from smdp.server.discovery import with_inbound_server
 from smdp.server.replies import decision_text
 from smdp.server.services import WebPort
 from smdp.server.web import reading
+from smdp.server.web.admin import AdminApi
+from smdp.server.web.errors import ApiError
 from smdp.server.web.sessions import WebSession, WebSessions
 from smdp.store.records import InEnvelope, MailboxEntry, User
 from smdp.terms import Decision, EntryState
@@ -106,15 +109,6 @@ _OPEN = frozenset({"/api/login", "/api/openapi.json"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
-    """A refusal the client is told about: an HTTP status and one sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -138,13 +132,15 @@ def _is_loopback(address: str | None) -> bool:
 class WebApp:
     """The application of one server: build it once, serve ``application``."""
 
-    def __init__(self, port: WebPort, *, events_poll: float = EVENTS_POLL) -> None:
+    def __init__(self, port: WebPort, *, events_poll: float = EVENTS_POLL,
+                 listeners: Callable[[], dict[str, Listener]] | None = None) -> None:
         self.port = port
         self.store = port.core.store
         self.config = port.core.config
         self.sessions = WebSessions()
         self.events_poll = events_poll
         self._stopping = asyncio.Event()
+        self.admin = AdminApi(self, listeners)
         self._assets = {
             path: (resources.files("smdp.server.web").joinpath("static", name).read_bytes(),
                    kind)
@@ -179,6 +175,7 @@ class WebApp:
         app.router.add_get("/api/messages/{id}/html", self.message_html)
         app.router.add_get("/api/messages/{id}/attachments/{n}", self.message_attachment)
         app.router.add_get("/api/events", self.events)
+        self.admin.register(app.router)
         return app
 
     # -- what every request goes through -------------------------------------------------
@@ -244,6 +241,7 @@ class WebApp:
         user = await self.port.accounts.authenticate(address, password)
         if user is None:
             log.info("web login failed user=%s client=%s", address[:100], client)
+            self.port.core.metrics.login_failures.labels("web").inc()
             await asyncio.sleep(self.port.logins.failed(client, address))
             raise ApiError(401, "authentication failed")
         old = request.cookies.get(COOKIE)
@@ -269,7 +267,7 @@ class WebApp:
 
     def _me(self, user: User, session: WebSession) -> dict[str, Any]:
         return {"user": user.main_address, "identities": self.store.identities(user.id),
-                "csrf": session.csrf}
+                "csrf": session.csrf, "admin": self.store.is_admin(user.id)}
 
     async def password(self, request: web.Request) -> web.Response:
         session, user = self._require(request)
@@ -278,6 +276,7 @@ class WebApp:
         if not isinstance(current, str) or not isinstance(new, str):
             raise ApiError(400, "send a JSON object with \"current\" and \"new\" strings")
         if not await self.port.accounts.verify(user, current):
+            self.port.core.metrics.login_failures.labels("web").inc()
             await asyncio.sleep(self.port.logins.failed(request.remote or "", user.main_address))
             raise ApiError(403, "wrong password; the password was not changed")
         try:
@@ -580,6 +579,9 @@ class WebApp:
             "attachments": {"count": summary.attachments,
                             "names": list(summary.attachment_names)},
             "headlines": list(summary.headlines),
+            "list_id": summary.list_id or None,
+            "auto_submitted": summary.auto_submitted or None,
+            "list_unsubscribe": summary.list_unsubscribe or None,
             "size": env.size,
             "received_at": _iso(env.received_at),
             "via": "smtp" if env.via_smtp else "smdp",

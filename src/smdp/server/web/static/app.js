@@ -120,7 +120,7 @@ async function route(moveFocus) {
 
 // -- envelopes --------------------------------------------------------------------
 
-function envelopeItem(env, listed) {
+function envelopeItem(env) {
   const item = document.createElement("li");
   item.className = "card envelope";
   item.tabIndex = -1;
@@ -154,7 +154,7 @@ function envelopeItem(env, listed) {
   if (env.state !== "pending" && env.reason === MANUAL_REASON) {
     body.append(text("div", "meta", "decided by you"));
   } else if (env.state !== "pending" && env.reason) {
-    body.append(text("div", "reason", `Decided by the server: ${env.reason}${since(env, listed)} · envelope ${env.id}`));
+    body.append(text("div", "reason", `Decided by the server: ${env.reason}`));
   }
   if (env.state === "accepted") {
     const read = text("a", "read", "Read");
@@ -172,14 +172,6 @@ function envelopeItem(env, listed) {
   return item;
 }
 
-// "since 2026-11-02" for a decision the lists made, from the list entry.
-function since(env, listed) {
-  const kind = /white list/.test(env.reason) ? "in-white" : /black list/.test(env.reason) ? "in-black" : null;
-  if (!kind || !listed) return "";
-  const entry = listed.find((e) => e.list === kind && e.address === env.sender && e.server === env.server);
-  return entry && entry.added ? ` (listed since ${entry.added.slice(0, 10)})` : "";
-}
-
 function envelopeItems() { return Array.from($("envelopes").children); }
 
 function focusEnvelope() {
@@ -194,17 +186,13 @@ async function loadEnvelopes(append) {
   const params = new URLSearchParams({ state: $("state").value, q: $("search").value, limit: "50" });
   if (append && state.envelopes.next) params.set("before", String(state.envelopes.next));
   const data = await api("GET", `/api/envelopes?${params}`);
-  let listed = null;
-  if (data.envelopes.some((env) => / list/.test(env.reason))) {
-    listed = (await api("GET", "/api/lists")).entries;
-  }
   const list = $("envelopes");
   const hadFocus = list.contains(document.activeElement);
   const checked = new Set(envelopeItems().filter((item) => item.querySelector("input").checked)
     .map((item) => item.dataset.id));
   if (!append) list.replaceChildren();
   for (const env of data.envelopes) {
-    const item = envelopeItem(env, listed);
+    const item = envelopeItem(env);
     if (checked.has(item.dataset.id)) {
       item.querySelector("input").checked = true;
       item.classList.add("selected");

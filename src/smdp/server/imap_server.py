@@ -1,0 +1,882 @@
+"""The IMAP port for ordinary mail clients (issue 14; docs/imap.md): an
+asyncio adapter between sockets, the sans-IO IMAP codec (``protocol/imap``)
+and the store.
+
+A sibling of the user port (``user_server.py``) on the same session loop
+(``session.py``: timeouts, slow clients, TLS), with the same accounts and the
+same login slow-down. INBOX is the user's accepted mail, exactly what POP3
+RETR gives: the Return-Path and Delivered-To fields written as it is read,
+then the stored body, streamed a chunk at a time. Pending shows one summary
+message per envelope waiting for a decision; moving one to INBOX accepts
+it, deleting it (flag Deleted, then EXPUNGE) rejects it, through
+``Destination.decide`` as the user port's verbs do (issue 14 item 3; the
+other decisions need the Junk and decision folders still to come). UIDs and
+flags live in the store (migration 0013), so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.header
+import email.parser
+import email.utils
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from smdp.core.envelope import decode_envelope_block
+from smdp.core.outcomes import Kind
+from smdp.mail.body import stored_chunks
+from smdp.mail.trace import delivery_fields
+from smdp.protocol import imap
+from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
+from smdp.protocol.imap import Atom
+from smdp.protocol.imap import events as ev
+from smdp.server.services import ImapPort
+from smdp.server.session import Session
+from smdp.server.user_server import _first_octets, _is_loopback, _top_length
+from smdp.store.records import ImapMessage, InEnvelope, User
+from smdp.terms import Decision, EntryState
+
+log = logging.getLogger("smdp.imap")
+
+INBOX: Final = "INBOX"
+PENDING: Final = "Pending"
+#: Each mailbox and the entries it shows.
+MAILBOXES: Final = {INBOX: EntryState.ACCEPTED, PENDING: EntryState.PENDING}
+# The flags kept in the store, one bit each (migration 0013). Keywords such as
+# $Junk are not kept yet (PERMANENTFLAGS says so); issue 14 item 3 gives
+# $Junk a meaning of its own.
+FLAG_BITS: Final = {"\\Seen": 1, "\\Deleted": 2, "\\Flagged": 4, "\\Answered": 8,
+                    "\\Draft": 16}
+SEEN, DELETED = FLAG_BITS["\\Seen"], FLAG_BITS["\\Deleted"]
+FLAG_LIST: Final = " ".join(FLAG_BITS)
+#: How often IDLE looks for new mail (seconds); the web app's event stream
+#: polls as often (server/web/api.py EVENTS_POLL).
+IDLE_POLL: Final = 1.0
+#: RFC 2177: clients re-issue IDLE at least every 29 minutes, so an IDLE is
+#: allowed this long, however short [limits] idle_timeout is.
+IDLE_LIMIT: Final = 30 * 60.0
+#: Long answers (FETCH 1:*) go out in pieces of about this many octets.
+OUTPUT_BATCH: Final = 64 * 1024
+#: The most of a header ENVELOPE and HEADER.FIELDS read: a header is small;
+#: a huge one is cut rather than held.
+HEADER_LIMIT: Final = 256 * 1024
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                  "Nov", "Dec")
+_FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What a message of a mailbox reads as: its size, its octets (a fresh
+    iterator each call, read lazily) and its INTERNALDATE."""
+
+    size: int
+    chunks: Callable[[], Iterator[bytes]]
+    received_at: float
+
+
+@dataclass(slots=True)
+class Message:
+    """A message of the selected mailbox: its UID and flags (which STORE
+    changes in place), and its entry and envelope as the store listed them."""
+
+    uid: int
+    flags: int
+    stored: ImapMessage
+
+    @property
+    def entry_id(self) -> int:
+        return self.stored.entry_id
+
+
+def flag_atoms(bits: int) -> list[Atom]:
+    return [Atom(name) for name, bit in FLAG_BITS.items() if bits & bit]
+
+
+def internal_date(when: float) -> str:
+    """RFC 9051 ``date-time``, always in UTC; no locale-dependent month names."""
+    t = time.gmtime(when)
+    return (f"{t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+
+
+def uidvalidity(user: User) -> int:
+    """UIDVALIDITY of every mailbox of ``user``: the account's id. UIDs are
+    never reused within an account (the store's counter only grows), so it
+    never needs to change; an account deleted and created again gets a new
+    id, and clients then drop what they cached (docs/imap.md)."""
+    return user.id % 0xFFFFFFFF or 1
+
+
+def _addresses(value: str | None) -> list[list[object]] | None:
+    """An address list of ENVELOPE (RFC 9051 7.5.2): (name adl mailbox host)."""
+    if not value:
+        return None
+    found: list[list[object]] = []
+    for name, address in email.utils.getaddresses([value]):
+        if not address and not name:
+            continue
+        mailbox, at, host = address.rpartition("@")
+        if not at:
+            mailbox, host = address, ""
+        found.append([name or None, None, mailbox or None, host or None])
+    return found or None
+
+
+def envelope(header: bytes) -> list[object]:
+    """ENVELOPE of a message from its header (fields as sent, unfolded)."""
+    msg = email.parser.HeaderParser().parsestr(header.decode("utf-8", "replace"),
+                                                headersonly=True)
+
+    def field(name: str) -> str | None:
+        value = msg.get(name)
+        return None if value is None else _FOLD.sub("", str(value)).strip()
+
+    sender = _addresses(field("From"))
+    return [field("Date"), field("Subject"), sender,
+            _addresses(field("Sender")) or sender, _addresses(field("Reply-To")) or sender,
+            _addresses(field("To")), _addresses(field("Cc")), _addresses(field("Bcc")),
+            field("In-Reply-To"), field("Message-ID")]
+
+
+def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
+    """BODY[HEADER.FIELDS (names)] (``keep``) or [HEADER.FIELDS.NOT (names)]
+    of ``header``: the fields named (or all others), each with its folded
+    lines, in the message's order, then the blank line (RFC 9051 6.4.5)."""
+    out = bytearray()
+    taking = False
+    for line in header.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):  # a folded line belongs to the field before
+            if taking:
+                out += line + b"\r\n"
+            continue
+        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
+        taking = (name in names) == keep
+        if taking:
+            out += line + b"\r\n"
+    return bytes(out) + b"\r\n"
+
+
+def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]:
+    """Octets ``start`` to ``start + length`` of ``chunks``; the rest is not read."""
+    skip = start
+    pieces = iter(chunks)
+    for chunk in pieces:
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        yield from _first_octets(itertools.chain((chunk[skip:],), pieces), length)
+        return
+
+
+def _mailbox_name(name: str) -> str | None:
+    """Our name of mailbox ``name``, or None: INBOX is case-insensitive (RFC
+    9051 5.1), other names are not."""
+    if name.upper() == INBOX:
+        return INBOX
+    return name if name in MAILBOXES else None
+
+
+def _header_text(value: str) -> str:
+    """A header field's value: one line, RFC 2047-encoded when not ASCII."""
+    value = " ".join(value.split())
+    if value.isascii():
+        return value
+    return email.header.Header(value, "utf-8").encode()
+
+
+def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str) -> bytes:
+    """The message Pending shows for a waiting envelope (issue 14 item 2).
+
+    Made from what never changes for an envelope (its block, sender, origin
+    server, size, arrival), so that its octets, and RFC822.SIZE, stay the
+    same for its UID, as IMAP requires. The sender's quality changes over
+    time, so it is left out until the summary is frozen when it gets its UID
+    (docs/imap.md, "What is left").
+    """
+    summary = decode_envelope_block(env.block.encode("utf-8")).summary
+    sender = env.sender or f"MAILER-DAEMON@{hostname}"
+    name = summary.from_name
+    from_field = f"{_header_text(name)} <{sender}>" if name else f"<{sender}>"
+    date = summary.date or email.utils.formatdate(env.received_at, usegmt=True)
+    fields = [
+        f"From: {from_field}",
+        f"To: {_header_text(summary.to) if summary.to else recipient}",
+        *([f"Cc: {_header_text(summary.cc)}"] if summary.cc else []),
+        f"Subject: {_header_text(summary.subject or env.subject)}",
+        f"Date: {_header_text(date)}",
+        f"Message-ID: <pending.{entry_id}@{hostname}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        f"X-SMDP-Entry: {entry_id}",
+    ]
+    body = [
+        "This message waits for your decision: only its envelope is here so far.",
+        "",
+        f"From:    {env.sender or '<>'}",
+        f"Server:  {env.origin_server}",
+        f"Size:    {env.size} octets",
+    ]
+    if summary.headlines:
+        body += ["", "Headlines:", *(f"  {line}" for line in summary.headlines)]
+    if summary.attachments:
+        body += ["", f"Attachments ({summary.attachments}):",
+                 *(f"  {name}" for name in summary.attachment_names)]
+    body += ["", "To decide, use the web app, or the user port's commands with the "
+             f"envelope's id {entry_id}:",
+             f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
+             f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
+    text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
+        "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
+    return text.encode("utf-8")
+
+
+def _listed(reference: str, pattern: str, name: str) -> bool:
+    """Whether LIST's pattern names mailbox ``name``: ``*`` is anything, ``%``
+    anything but the hierarchy delimiter "/"; INBOX in any case (RFC 9051 5.1)."""
+    regex = "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c)
+                    for c in reference + pattern)
+    return re.fullmatch(regex, name, re.IGNORECASE if name == INBOX else 0) is not None
+
+
+class ImapSession(Session):
+    conn: imap.ImapServerConnection
+
+    def __init__(self, port: ImapPort, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        super().__init__(port.core.config, reader, writer)
+        self.port = port
+        self.store = port.core.store
+        limits = self.config.limits
+        self.conn = imap.ImapServerConnection(
+            self.config.hostname,
+            max_line=max(limits.max_line_length, 8192),
+            tls=writer.get_extra_info("ssl_object") is not None,  # the implicit-TLS port
+        )
+        peer = writer.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
+        # Passwords in the clear only from this machine, and only when the
+        # configuration asks for it: the user port's rule (issue 4, item 1).
+        self.plaintext_login = self.config.allow_plaintext_login and _is_loopback(self.client)
+        self.user: User | None = None
+        self.selected: str | None = None
+        self.readonly = False
+        self.messages: list[Message] = []
+        # The selected mailbox's imap_signature when last read: a poll reads
+        # the mailbox again only when it changed.
+        self._signature: tuple[int, int, int] | None = None
+        self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
+
+    def in_block(self) -> bool:
+        return False  # no data blocks: literals are part of the command line
+
+    def closing_line(self, why: str) -> bytes:
+        return f"* BYE {why}, closing\r\n".encode()
+
+    def internal_error(self) -> None:
+        try:
+            self.conn.no("internal error; nothing was changed, try again")
+        except ProtocolUsageError:
+            # Half a FETCH response is out: nothing can follow it as a reply.
+            self.writer.transport.abort()
+
+    # -- capabilities and login ---------------------------------------------------------
+
+    def capabilities(self) -> str:
+        caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
+                "MOVE"]
+        if self.user is None:
+            if self.port.tls.user_server_context is not None and not self.conn.tls:
+                caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
+            if self.conn.tls or self.plaintext_login:
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")  # RFC 9051 6.2.3: no passwords in the clear
+        return " ".join(caps)
+
+    async def _login(self, name: str, password: str) -> None:
+        conn = self.conn
+        user = await self.port.accounts.authenticate(name, password)
+        if user is None:
+            log.info("login failed user=%s client=%s", name or "-", self.client)
+            # The user port's rule: each failure slows the next replies to
+            # this client and for this name, on every port.
+            await asyncio.sleep(self.port.logins.failed(self.client, name))
+            conn.no("authentication failed", "AUTHENTICATIONFAILED")
+            return
+        self.user = user
+        log.info("login ok user=%s client=%s%s", user.main_address, self.client,
+                 "" if name == user.main_address else f" as={name}")
+        conn.ok(f"logged in as {user.main_address}", f"CAPABILITY {self.capabilities()}")
+
+    def _no_plaintext(self) -> bool:
+        """Refuse a password over a connection without TLS (unless loopback is allowed)."""
+        if self.conn.tls or self.plaintext_login:
+            return False
+        self.conn.no("passwords only over TLS: use STARTTLS first", "PRIVACYREQUIRED")
+        return True
+
+    async def _authenticate_data(self, data: bytes | None) -> None:
+        if data is None:
+            self.conn.bad("authentication cancelled")
+            return
+        parts = data.split(b"\x00")
+        if len(parts) != 3:
+            self.conn.bad("a PLAIN response is authzid NUL authcid NUL password")
+            return
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            self.conn.bad("a PLAIN response must be UTF-8")
+            return
+        if authzid and authzid != authcid:
+            self.conn.no("acting for another user is not allowed", "AUTHORIZATIONFAILED")
+            return
+        await self._login(authcid, password)
+
+    # -- the mailbox ----------------------------------------------------------------------
+
+    def _load(self, mailbox: str) -> list[Message]:
+        """``mailbox`` as the store has it now (INBOX: accepted, Pending:
+        pending, neither deleted), by UID. An entry seen there for the first
+        time gets the mailbox's next UID here, in entry order."""
+        assert self.user is not None
+        user_id, state = self.user.id, MAILBOXES[mailbox]
+        new = self.store.imap_unassigned(user_id, mailbox, state)
+        if new:
+            self.store.imap_assign_uids(user_id, mailbox, new)
+        return [Message(m.uid, m.flags, m)
+                for m in self.store.imap_messages(user_id, mailbox, state)]
+
+    def _signature_now(self) -> tuple[int, int, int]:
+        assert self.user is not None and self.selected is not None
+        return self.store.imap_signature(self.user.id, self.selected, MAILBOXES[self.selected])
+
+    def _sync(self) -> None:
+        """Tell the client what changed since it last looked (NOOP, IDLE,
+        CHECK): messages gone, flags changed elsewhere, new messages."""
+        assert self.selected is not None
+        signature = self._signature_now()
+        if signature == self._signature:
+            return  # nothing changed: the poll cost one aggregate query
+        self._signature = signature
+        now = {m.uid: m for m in self._load(self.selected)}
+        for n in range(len(self.messages), 0, -1):  # high to low: numbers stay right
+            if self.messages[n - 1].uid not in now:
+                del self.messages[n - 1]
+                self.conn.untagged(n, Atom("EXPUNGE"))
+        for n, msg in enumerate(self.messages, 1):
+            fresh = now.pop(msg.uid)
+            if fresh.flags != msg.flags:
+                msg.flags = fresh.flags
+                self.conn.untagged(n, Atom("FETCH"), [Atom("FLAGS"), flag_atoms(msg.flags)])
+        if now:
+            self.messages += sorted(now.values(), key=lambda m: m.uid)
+            self.conn.untagged(len(self.messages), Atom("EXISTS"))
+
+    def _chosen(self, messages: ev.SequenceSet, uid: bool) -> list[tuple[int, Message]] | None:
+        """The messages a sequence set names, with their numbers; None when a
+        message number does not exist (the BAD is sent)."""
+        msgs = self.messages
+        if uid:
+            largest = msgs[-1].uid if msgs else 0
+            return [(n, m) for n, m in enumerate(msgs, 1) if messages.contains(m.uid, largest)]
+        count = len(msgs)
+        for first, last in messages.ranges:
+            for end in (first, last):
+                if (end is None and count == 0) or (end is not None and end > count):
+                    self.conn.bad(f"no message {end or '*'}: the mailbox holds {count} "
+                                  "message(s)")
+                    return None
+        return [(n, m) for n, m in enumerate(msgs, 1) if messages.contains(n, count)]
+
+    def _content(self, msg: Message, mailbox: str) -> Content | None:
+        """What ``msg`` reads as in ``mailbox``; None when it cannot be read
+        (its envelope or body is gone)."""
+        stored = msg.stored
+        if mailbox == PENDING:
+            env = self.store.in_envelope(stored.envelope_id)
+            if env is None:
+                return None
+            summary = pending_summary(stored.entry_id, stored.recipient, env,
+                                      self.config.hostname)
+            return Content(len(summary), lambda: iter((summary,)), env.received_at)
+        if not stored.has_body:
+            return None
+        # protocol.md 8.4: one stored copy serves every recipient, so the
+        # fields naming the mailbox are written as the message is read, as
+        # POP3 RETR does (user_server.py _delivery_fields).
+        sender = stored.mail_from if stored.mail_from is not None else stored.sender
+        head = delivery_fields(sender, stored.recipient)
+        envelope_id = stored.envelope_id
+        return Content(len(head) + stored.size, lambda: itertools.chain((head,), stored_chunks(
+            lambda seq: self.store.in_body_chunk(envelope_id, seq))), stored.received_at)
+
+    # -- FETCH ------------------------------------------------------------------------
+
+    async def _fetch(self, event: ev.Fetch) -> None:
+        chosen = self._chosen(event.messages, event.uid)
+        if chosen is None:
+            return
+        items = list(event.items)
+        if event.uid and not any(i.name == "UID" for i in items):
+            items.insert(0, ev.FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH says the UID
+        changed: list[tuple[int, int]] = []
+        assert self.selected is not None
+        # FLAGS and UID are in memory: only other items read the store.
+        reads = any(i.name not in ("FLAGS", "UID") for i in items)
+        marks_seen = not self.readonly and any(
+            (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
+            for i in items)
+        for n, msg in chosen:
+            content = self._content(msg, self.selected) if reads else None
+            if reads and content is None:
+                continue  # vanished since it was listed: nothing to say about it
+            sets_seen = marks_seen and not msg.flags & SEEN
+            if sets_seen:
+                msg.flags |= SEEN
+                changed.append((msg.entry_id, msg.flags))
+            self.conn.fetch_open(n)
+            for item in items:
+                await self._fetch_item(item, msg, content)
+            if sets_seen and not any(i.name == "FLAGS" for i in items):
+                self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
+            self.conn.fetch_close()
+            # Out in batches as it is made: a FETCH 1:* of a big mailbox is
+            # never held whole, and a client that stops reading is cut off.
+            if self.conn.pending_output >= OUTPUT_BATCH:
+                self.writer.write(self.conn.data_to_send())
+                if not await self._drain():
+                    raise ConnectionAbortedError("the client stopped reading")
+        if changed:
+            assert self.user is not None
+            self.store.imap_set_flags(self.user.id, self.selected, changed)
+        self.conn.ok("FETCH completed")
+
+    async def _fetch_item(self, item: ev.FetchAtt, msg: Message, content: Content | None
+                          ) -> None:
+        conn = self.conn
+        if item.name == "FLAGS":
+            conn.fetch_item("FLAGS", flag_atoms(msg.flags))
+            return
+        if item.name == "UID":
+            conn.fetch_item("UID", msg.uid)
+            return
+        assert content is not None  # read for every item but FLAGS and UID
+        match item.name:
+            case "RFC822.SIZE":
+                conn.fetch_item("RFC822.SIZE", content.size)
+            case "INTERNALDATE":
+                conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
+            case "ENVELOPE":
+                conn.fetch_item("ENVELOPE", envelope(self._header(content)))
+            case "RFC822":
+                await self._send_section(item, "RFC822", content, "")
+            case "RFC822.HEADER":
+                await self._send_section(item, "RFC822.HEADER", content, "HEADER")
+            case "RFC822.TEXT":
+                await self._send_section(item, "RFC822.TEXT", content, "TEXT")
+            case _:
+                assert item.section is not None
+                name = f"BODY[{item.section}]"
+                if item.fields:
+                    name = f"BODY[{item.section} ({' '.join(item.fields)})]"
+                if item.partial is not None:
+                    name += f"<{item.partial[0]}>"
+                await self._send_section(item, name, content, item.section)
+
+    @staticmethod
+    def _header(content: Content) -> bytes:
+        """The message's header with its blank line, at most HEADER_LIMIT
+        octets, read in one pass: chunks only until the blank line."""
+        got = bytearray()
+        for chunk in content.chunks():
+            start = max(len(got) - 3, 0)  # the blank line may straddle chunks
+            got += chunk
+            end = got.find(b"\r\n\r\n", start)
+            if end >= 0:
+                return bytes(got[:min(end + 4, HEADER_LIMIT)])
+            if len(got) >= HEADER_LIMIT:
+                break
+        return bytes(got[:HEADER_LIMIT])
+
+    async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
+                            section: str) -> None:
+        """One body section as a literal, streamed from the store."""
+        if section.startswith("HEADER.FIELDS"):
+            # Built whole: a selection of header fields is small (the header
+            # read is capped at HEADER_LIMIT).
+            chosen = header_fields(self._header(content), set(item.fields),
+                                   keep=section == "HEADER.FIELDS")
+            offset, most = item.partial or (0, len(chosen))
+            chosen = chosen[offset:offset + most]
+            self.conn.fetch_literal(name, len(chosen))
+            self.conn.literal_chunk(chosen)
+            return
+        total = content.size
+        start, length = 0, total
+        if section:
+            # The header ends after its blank line (or is all of the message
+            # when it has none); the text is the rest.
+            header = _top_length(content.chunks(), 0)
+            start, length = (0, header) if section == "HEADER" else (header, total - header)
+        if item.partial is not None:
+            offset, most = item.partial
+            offset = min(offset, length)
+            start, length = start + offset, min(most, length - offset)
+        self.conn.fetch_literal(name, length)
+        await self.stream_body(_octets(content.chunks(), start, length), length,
+                               self.conn.literal_chunk, lambda: None)
+
+    # -- SEARCH, STORE, EXPUNGE ---------------------------------------------------------
+
+    def _matches(self, key: ev.SearchKey, n: int, msg: Message) -> bool:
+        name = key.name
+        if name == "ALL":
+            return True
+        if name == "AND":
+            return all(self._matches(k, n, msg) for k in key.keys)
+        if name == "OR":
+            return any(self._matches(k, n, msg) for k in key.keys)
+        if name == "NOT":
+            return not self._matches(key.keys[0], n, msg)
+        if name in ("UID", "SEQ"):
+            assert key.messages is not None
+            if name == "UID":
+                return key.messages.contains(msg.uid, self.messages[-1].uid)
+            return key.messages.contains(n, len(self.messages))
+        negated = name.startswith("UN")
+        bit = FLAG_BITS["\\" + (name[2:] if negated else name).capitalize()]
+        return bool(msg.flags & bit) != negated
+
+    def _search(self, event: ev.Search) -> None:
+        found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
+                 if self._matches(event.criteria, n, msg)]
+        self.conn.untagged(Atom("SEARCH"), *found)
+        self.conn.ok("SEARCH completed")
+
+    def _store(self, event: ev.Store) -> None:
+        if self.readonly:
+            self.conn.no("the mailbox is read-only (EXAMINE); use SELECT to change flags",
+                         "READ-ONLY")
+            return
+        chosen = self._chosen(event.messages, event.uid)
+        if chosen is None:
+            return
+        bits = 0
+        for flag in event.flags:
+            bits |= FLAG_BITS.get(flag, 0)  # keywords are not kept (PERMANENTFLAGS)
+        changed = []
+        for n, msg in chosen:
+            new = (msg.flags | bits if event.mode == "+" else msg.flags & ~bits
+                   if event.mode == "-" else bits)
+            if new != msg.flags:
+                msg.flags = new
+                changed.append((msg.entry_id, new))
+            if not event.silent:
+                items: list[object] = [Atom("FLAGS"), flag_atoms(msg.flags)]
+                if event.uid:
+                    items = [Atom("UID"), msg.uid, *items]
+                self.conn.untagged(n, Atom("FETCH"), items)
+        assert self.selected is not None and self.user is not None
+        self.store.imap_set_flags(self.user.id, self.selected, changed)
+        self.conn.ok("STORE completed")
+
+    def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> str | None:
+        """Remove the messages flagged \\Deleted (of ``only``, for UID
+        EXPUNGE). In INBOX as POP3 DELE and QUIT do: the entry is marked
+        deleted and leaves every session's INBOX. In Pending, deleting a
+        summary rejects its envelope (issue 14 item 3). The reason the first
+        refused decision gave, if any: those messages stay."""
+        largest = self.messages[-1].uid if self.messages else 0
+        doomed = [n for n, msg in enumerate(self.messages, 1)
+                  if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+        refused = None
+        if self.selected == PENDING:
+            gone = []
+            for n in doomed:
+                why = self._decide(self.messages[n - 1].entry_id, Decision.REJECT)
+                if why is None:
+                    gone.append(n)
+                else:
+                    refused = refused or why
+        else:
+            gone = doomed
+            if gone:
+                self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
+        assert self.user is not None
+        if gone:
+            log.info("expunge user=%s mailbox=%s entries=%s", self.user.main_address,
+                     self.selected, ",".join(str(self.messages[n - 1].entry_id) for n in gone))
+        self._remove(gone, quiet=quiet)
+        return refused
+
+    def _remove(self, gone: list[int], *, quiet: bool = False) -> None:
+        """Take messages ``gone`` (numbers, ascending) out of the session,
+        saying EXPUNGE for each unless ``quiet`` (CLOSE)."""
+        for n in reversed(gone):  # high to low: the numbers still to send stay right
+            del self.messages[n - 1]
+            if not quiet:
+                self.conn.untagged(n, Atom("EXPUNGE"))
+
+    def _decide(self, entry_id: int, decision: Decision) -> str | None:
+        """``decision`` on an entry, as the user port's verbs take it
+        (``Destination.decide``: Table 2's effects at both ends); None when
+        it was taken, else the sentence saying why not."""
+        assert self.user is not None
+        result = self.port.core.destination.decide(self.user, entry_id, decision)
+        if not result.outcome.ok or result.entry is None:
+            return result.outcome.reason
+        self.port.outbox.wake()
+        if result.outcome.kind is Kind.DONE:
+            env = self.store.in_envelope(result.entry.envelope_id)
+            log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s via=imap",
+                     entry_id, env.envid if env else "-", self.user.main_address,
+                     decision.value, env.sender if env else "-",
+                     env.origin_server if env else "-")
+        return None
+
+    def _move(self, event: ev.Move) -> None:
+        """MOVE (RFC 6851). Pending to INBOX accepts: the summary leaves
+        Pending now, and the message appears in INBOX once its body is
+        pulled (an IDLE-ing client sees it come). No COPYUID: the message
+        has no UID in INBOX until then."""
+        conn = self.conn
+        target = _mailbox_name(event.mailbox)
+        if target is None:
+            conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
+            return
+        if self.readonly:
+            conn.no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+            return
+        if target == self.selected:
+            conn.no(f"the messages are in {target} already", "CANNOT")
+            return
+        if (self.selected, target) != (PENDING, INBOX):
+            conn.no(f"moving from {self.selected} to {target} is not possible: move a Pending "
+                    "summary to INBOX to accept it, or delete it to reject it", "CANNOT")
+            return
+        chosen = self._chosen(event.messages, event.uid)
+        if chosen is None:
+            return
+        gone, refused = [], None
+        for n, msg in chosen:
+            why = self._decide(msg.entry_id, Decision.ACCEPT)
+            if why is None:
+                gone.append(n)
+            else:
+                refused = refused or why
+        self._remove(gone)
+        if refused is not None:
+            conn.no(f"{len(gone)} accepted; not all: {refused}")
+        else:
+            conn.ok(f"{len(gone)} accepted; each appears in INBOX once it is fetched")
+
+    # -- SELECT, LIST, STATUS ------------------------------------------------------------
+
+    def _select(self, event: ev.Select) -> None:
+        assert self.user is not None
+        self.selected, self.messages = None, []
+        name = _mailbox_name(event.mailbox)
+        if name is None:
+            self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
+            return
+        self.selected = name
+        self._signature = self._signature_now()
+        self.messages = self._load(name)
+        self.readonly = event.readonly
+        conn = self.conn
+        conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
+        conn.untagged(len(self.messages), Atom("EXISTS"))
+        conn.untagged(0, Atom("RECENT"))  # IMAP4rev1 wants it; we keep no \Recent
+        unseen = next((n for n, m in enumerate(self.messages, 1) if not m.flags & SEEN), None)
+        if unseen is not None:
+            conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
+        conn.untagged_status("OK", "UIDs valid", f"UIDVALIDITY {uidvalidity(self.user)}")
+        conn.untagged_status("OK", "predicted next UID",
+                             f"UIDNEXT {self.store.imap_uidnext(self.user.id, name)}")
+        conn.untagged_status("OK", "flags kept", f"PERMANENTFLAGS ({FLAG_LIST})")
+        if self.readonly:
+            conn.ok(f"{'EXAMINE' if event.readonly else 'SELECT'} completed", "READ-ONLY")
+        else:
+            conn.ok("SELECT completed", "READ-WRITE")
+
+    def _list(self, event: ev.ListCmd) -> None:
+        verb = Atom("LSUB" if event.subscribed_only else "LIST")
+        if not event.pattern and not event.subscribed_only:
+            # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
+            self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
+        else:
+            for name in MAILBOXES:
+                if _listed(event.reference, event.pattern, name):
+                    self.conn.untagged(verb, [], "/", name)
+        self.conn.ok(f"{verb} completed")
+
+    def _status(self, event: ev.Status) -> None:
+        assert self.user is not None
+        name = _mailbox_name(event.mailbox)
+        if name is None:
+            self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
+            return
+        msgs = self._load(name)
+        values = {
+            "MESSAGES": len(msgs),
+            "UIDNEXT": self.store.imap_uidnext(self.user.id, name),
+            "UIDVALIDITY": uidvalidity(self.user),
+            "UNSEEN": sum(1 for m in msgs if not m.flags & SEEN),
+            "RECENT": 0,
+            "DELETED": sum(1 for m in msgs if m.flags & DELETED),
+        }
+        if "SIZE" in event.items:
+            values["SIZE"] = sum(content.size for m in msgs
+                                 if (content := self._content(m, name)) is not None)
+        items: list[object] = []
+        for item in event.items:
+            items += [Atom(item), values[item]]
+        self.conn.untagged(Atom("STATUS"), name, items)
+        self.conn.ok("STATUS completed")
+
+    # -- IDLE -----------------------------------------------------------------------------
+
+    async def _idle(self, tag: str) -> None:
+        """IDLE (RFC 2177) until DONE, telling the client of new mail as it
+        comes. A command after a broken IDLE is handled here too, once the
+        IDLE is answered: the codec has already read it."""
+        event: object = ev.Idle(tag)
+        while isinstance(event, ev.Idle):
+            event = await self._idle_once(event.tag)
+        if event is not None:
+            await self.handle(event)
+
+    async def _idle_once(self, tag: str) -> object:
+        conn = self.conn
+        conn.continuation("idling")
+        deadline = time.monotonic() + max(IDLE_LIMIT, self.config.limits.idle_timeout)
+        while True:
+            event = conn.next_event()
+            if isinstance(event, ev.IdleDone):
+                if self.selected is not None:
+                    self._sync()
+                conn.ok("IDLE terminated")
+                return None
+            if event is CLOSED:
+                return None
+            if event is not NEED_DATA:
+                return event  # the IDLE was answered BAD; a command came after it
+            if conn.reply_owed is None:
+                return None  # the IDLE was answered BAD
+            if self.selected is not None:
+                self._sync()
+            self.writer.write(conn.data_to_send())
+            if not await self._drain():
+                raise ConnectionAbortedError("the client stopped reading")
+            if time.monotonic() > deadline:
+                self.writer.write(self.closing_line("idle too long"))
+                raise ConnectionAbortedError("IDLE too long")
+            try:
+                async with asyncio.timeout(IDLE_POLL):
+                    data = await self.reader.read(65536)
+            except TimeoutError:
+                continue
+            conn.receive_data(data)
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    async def handle(self, event: object) -> None:
+        conn = self.conn
+        match event:
+            case ev.Capability():
+                conn.untagged(Atom("CAPABILITY"), *(Atom(c) for c in self.capabilities().split()))
+                conn.ok("CAPABILITY completed")
+            case ev.Noop() | ev.Check():
+                if self.selected is not None:
+                    self._sync()
+                conn.ok(f"{type(event).__name__.upper()} completed")
+            case ev.Logout():
+                conn.bye(f"{self.config.hostname} signing off")
+                conn.ok("LOGOUT completed")
+            case ev.StartTls():
+                context = self.port.tls.user_server_context
+                if context is None:
+                    conn.no("TLS is not available on this server")
+                    return
+                if conn.tls:
+                    conn.bad("TLS is already in use")
+                    return
+                conn.ok("begin TLS negotiation now")
+                await self.start_tls(context)
+            case ev.Login(user=name, password=password):
+                if not self._no_plaintext():
+                    await self._login(name, password)
+            case ev.Authenticate(mechanism=mechanism, initial=initial):
+                if mechanism != "PLAIN":
+                    conn.no(f"mechanism {mechanism} is not supported; use PLAIN",
+                            "CANNOT")
+                elif not self._no_plaintext():
+                    if initial is None:
+                        conn.continuation(" ")
+                    else:
+                        await self._authenticate_data(initial)
+            case ev.AuthenticateData(data=data):
+                await self._authenticate_data(data)
+            case ev.Enable():
+                conn.untagged(Atom("ENABLED"))  # nothing enable-able is offered yet
+                conn.ok("ENABLE completed")
+            case ev.Namespace():
+                conn.untagged(Atom("NAMESPACE"), [["", "/"]], None, None)
+                conn.ok("NAMESPACE completed")
+            case ev.ListCmd():
+                self._list(event)
+            case ev.Subscribe():
+                if _mailbox_name(event.mailbox) is None:
+                    conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
+                else:
+                    conn.ok("every mailbox is always subscribed")
+            case ev.Status():
+                self._status(event)
+            case ev.Select():
+                self._select(event)
+            case ev.Fetch():
+                await self._fetch(event)
+            case ev.Search():
+                self._search(event)
+            case ev.Store():
+                self._store(event)
+            case ev.Expunge(messages=only):
+                if self.readonly:
+                    conn.no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+                elif (refused := self._expunge(only)) is not None:
+                    conn.no(f"not every message could be removed: {refused}")
+                else:
+                    conn.ok("EXPUNGE completed")
+            case ev.Move():
+                self._move(event)
+            case ev.Close():
+                if not self.readonly:
+                    self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses
+                self.selected, self.messages = None, []
+                conn.ok("CLOSE completed")
+            case ev.Unselect():
+                self.selected, self.messages = None, []
+                conn.ok("UNSELECT completed")
+            case ev.Idle(tag=tag):
+                await self._idle(tag)
+            case _:
+                conn.bad("command not implemented")
+
+
+async def serve_imap(port: ImapPort, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    try:
+        await ImapSession(port, reader, writer).run()
+    except Exception:
+        log.exception("imap session failed")
