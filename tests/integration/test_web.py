@@ -203,6 +203,7 @@ def test_sessions_csrf_and_security_headers(tmp_path: Path) -> None:
         assert status == 200 and b'<script src="/static/app.js" defer></script>' in page
         csp = headers["content-security-policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "frame-src 'self'" in csp  # the message's HTML frame, nothing else
         assert "unsafe-inline" not in csp
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"

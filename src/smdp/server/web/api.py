@@ -77,12 +77,13 @@ MAX_SEARCH = 200  # characters of a search
 EVENTS_POLL = 1.0
 EVENTS_KEEPALIVE = 15.0
 # Every response, page or API: no script but our own files, no framing, no
-# sniffing, no referrer leaving with an envelope id in it.
+# sniffing, no referrer leaving with an envelope id in it. The page frames
+# one thing, our own sandboxed HTML body of a message (frame-src 'self').
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
-        "frame-ancestors 'none'"),
+        "connect-src 'self'; font-src 'self'; frame-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -532,19 +533,24 @@ class WebApp:
         await response.prepare(request)
         newest: int | None = -1
         quiet_since = time.monotonic()
-        while not self._stopping.is_set() and self.sessions.get(session.token) is not None:
-            page = self.store.mailbox_page(user.id, [EntryState.PENDING], limit=1)
-            now_newest = page[0][0].id if page else None
-            if now_newest != newest:
-                newest = now_newest
-                await response.write(
-                    f"event: envelopes\ndata: {json.dumps({'newest': newest})}\n\n".encode())
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE:
-                await response.write(b": still here\n\n")
-                quiet_since = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.events_poll)
+        # A browser closes the stream whenever it likes (a tab closed, a
+        # page left): the next write finds the connection gone, and that is
+        # the end of the stream, not an error.
+        with contextlib.suppress(ConnectionResetError):
+            while not self._stopping.is_set() and self.sessions.get(session.token) is not None:
+                page = self.store.mailbox_page(user.id, [EntryState.PENDING], limit=1)
+                now_newest = page[0][0].id if page else None
+                if now_newest != newest:
+                    newest = now_newest
+                    await response.write(
+                        f"event: envelopes\ndata: {json.dumps({'newest': newest})}\n\n"
+                        .encode())
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE:
+                    await response.write(b": still here\n\n")
+                    quiet_since = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.events_poll)
         return response
 
     def _envelope(self, entry: MailboxEntry, env: InEnvelope) -> dict[str, Any]:
