@@ -124,6 +124,8 @@ def test_local_mail_counts_and_votes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
+    told: list[tuple[Decision, bool]] = []
+    world.dest.decided = lambda decision, by_user: told.append((decision, by_user))
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=[BOB, "nobody@b.example"], body=MSG)
     [entry] = world.b.mailbox_entries(world.bob.id)
@@ -133,6 +135,7 @@ def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
     assert stored_message(world.b.in_body(entry.envelope_id)) == MSG
     assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
     assert world.b.jobs() == []  # nothing to report: the sender sent it whole
+    assert told == [(Decision.ACCEPT, False)]  # the white list's, not the user's
 
 
 def test_the_expires_of_an_envelope_is_kept(world: World) -> None:

@@ -326,3 +326,28 @@ def test_a_rejection_that_sinks_a_sender_is_logged_for_the_operator(
     assert warned == [
         "SMTP sender smtp:c.example: alert (quality -0.33 is below the alert threshold 0.00)",
         f"SMTP sender smtp:{NET}: alert (quality -0.33 is below the alert threshold 0.00)"]
+
+
+def test_an_accept_from_a_sinking_sender_logs_nothing(
+        mx: Mx, caplog: pytest.LogCaptureFixture) -> None:
+    """The alert is for a rejection that sinks a sender: accepting mail
+    from one already below the threshold is good news, not logged."""
+    for n in range(3):
+        mx.arrive(verified="c.example", envid=f"m{n}")
+    first, second, third = mx.store.mailbox_entries(mx.bob.id, None)
+    mx.dest.decide(mx.bob, first.id, Decision.REJECT)
+    mx.dest.decide(mx.bob, second.id, Decision.REJECT)  # -2/3: below the alert
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="smdp.quality"):
+        mx.dest.decide(mx.bob, third.id, Decision.ACCEPT)
+    assert [r for r in caplog.records if "SMTP sender" in r.getMessage()] == []
+
+
+def test_mail_without_a_from_never_lists_anyone(mx: Mx) -> None:
+    """A message with no From address (the null sender's bounces): nothing
+    to put on a list, whatever the recipient decides."""
+    arrival = mx.arrive(sender="", envid="bounce")
+    assert arrival.held == ("bob@b.example",)
+    [entry] = mx.store.mailbox_entries(mx.bob.id, None)
+    assert mx.dest.decide(mx.bob, entry.id, Decision.REJECT_SPAMMER).outcome.ok
+    assert mx.store.list_entries(mx.bob.id) == []
