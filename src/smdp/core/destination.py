@@ -398,15 +398,19 @@ class Destination:
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
             return
-        kind = (ListKind.WHITE if effect.add_to_white_list
-                else ListKind.BLACK if effect.add_to_black_list else None)
-        if kind is not None and listing:
+        if listing and (effect.add_to_white_list or effect.add_to_black_list):
             # A post to a mailing list lists the list, not its poster.
             list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
-            self.store.put_inbound(entry.user_id, kind,
-                                   list_pair(list_id) if list_id else env.sender,
-                                   env.origin_server, ListedBy.AUTO,
-                                   source=(entry.id, decision))
+            listed_as = list_pair(list_id) if list_id else env.sender
+            # Each of Table 2's two list columns on its own, as the paper has them.
+            if effect.add_to_white_list:
+                self.store.put_inbound(entry.user_id, ListKind.WHITE, listed_as,
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
+            if effect.add_to_black_list:
+                self.store.put_inbound(entry.user_id, ListKind.BLACK, listed_as,
+                                       env.origin_server, ListedBy.AUTO,
+                                       source=(entry.id, decision))
         if env.origin_server != self.hostname:
             self.store.set_vote(entry.id, env.origin_server, effect.vote)
         if effect.vote < 0 and env.origin_server != self.hostname:
