@@ -151,12 +151,20 @@ def inprocess_pair(root: Path, extra_a: str = "", extra_b: str = "",
     for server in (a, b):
         for address in (users or {}).get(server.domain, ()):
             server.add_user(address)
+    with peered(a, b):
+        yield a, b
+
+
+@contextlib.contextmanager
+def peered(a: InProcessServer, b: InProcessServer) -> Iterator[None]:
+    """Start two prepared servers, each delivering to the other; stop both
+    after, whatever happened."""
     try:
         a.start()
         b.start()
         a.peer_with(b)
         b.peer_with(a)
-        yield a, b
+        yield
     finally:
         b.stop()
         a.stop()

@@ -24,7 +24,7 @@ from smdp.protocol import user as wire
 from smdp.terms import Decision
 
 from .harness import Pki, wait_until
-from .inprocess import InProcessServer
+from .inprocess import InProcessServer, peered
 
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@b.example"
 
@@ -45,15 +45,8 @@ def pair(root: Path, web_extra: str = "", housekeeping: float | None = None,
     a.add_user(ALICE)
     b.add_user(BOB)
     b.add_user(CAROL)
-    try:
-        a.start()
-        b.start()
-        a.peer_with(b)
-        b.peer_with(a)
+    with peered(a, b):
         yield a, b
-    finally:
-        b.stop()
-        a.stop()
 
 
 class Browser:

@@ -25,7 +25,7 @@ from smdp.protocol import user as wire
 from smdp.terms import Decision
 
 from ..conditions import wait_until
-from .inprocess import InProcessServer
+from .inprocess import InProcessServer, peered
 
 ALICE, DAVE = "alice@a.example", "dave@a.example"
 BOB, CAROL, ROBERT = "bob@b.example", "carol@b.example", "robert@b.example"
@@ -82,15 +82,8 @@ def servers(root: Path) -> Iterator[tuple[InProcessServer, InProcessServer]]:
     a.add_user(DAVE)
     b.add_user(BOB, identities=(ROBERT,))
     b.add_user(CAROL)
-    try:
-        a.start()
-        b.start()
-        a.peer_with(b)
-        b.peer_with(a)
+    with peered(a, b):
         yield a, b
-    finally:
-        b.stop()
-        a.stop()
 
 
 def base_url(b: InProcessServer) -> str:
