@@ -298,7 +298,9 @@ class WebApp:
         page = self.store.mailbox_page(user.id, STATE_FILTERS[state], search=search,
                                        before=before, limit=limit + 1)
         more = len(page) > limit
-        shown = [self._envelope(entry, env) for entry, env in page[:limit]]
+        # One read of Quality(X) per sending server on the page, not per envelope.
+        qualities: dict[str, dict[str, Any] | None] = {}
+        shown = [self._envelope(entry, env, qualities) for entry, env in page[:limit]]
         return web.json_response({"envelopes": shown,
                                   "next": shown[-1]["id"] if more else None})
 
@@ -553,7 +555,8 @@ class WebApp:
                     await asyncio.wait_for(self._stopping.wait(), self.events_poll)
         return response
 
-    def _envelope(self, entry: MailboxEntry, env: InEnvelope) -> dict[str, Any]:
+    def _envelope(self, entry: MailboxEntry, env: InEnvelope,
+                  qualities: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
         summary = decode_envelope_block(env.block.encode("utf-8")).summary
         return {
             "id": entry.id,
@@ -563,7 +566,7 @@ class WebApp:
             "sender": env.sender,
             "sender_name": summary.from_name,
             "server": env.origin_server,
-            "quality": self._quality(env),
+            "quality": self._quality(env, {} if qualities is None else qualities),
             "recipient": entry.recipient,
             "subject": env.subject,
             "to": summary.to,
@@ -582,9 +585,11 @@ class WebApp:
             "authentication_results": env.smtp_auth,
         }
 
-    def _quality(self, env: InEnvelope) -> dict[str, Any] | None:
+    def _quality(self, env: InEnvelope,
+                 known: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
         """Section 5.3's indicator for the sending server (for SMTP mail, its
-        verified domain; nothing when none was verified)."""
+        verified domain; nothing when none was verified); ``known``: those
+        already read for this answer, by key."""
         if env.via_smtp:
             keys = quality_keys(env.verified_domain, None)
             if not keys:
@@ -592,6 +597,11 @@ class WebApp:
             key = keys[0]
         else:
             key = env.origin_server
+        if key not in known:
+            known[key] = self._read_quality(key)
+        return known[key]
+
+    def _read_quality(self, key: str) -> dict[str, Any]:
         quality = self.store.quality(key)
         verdict = judge(quality, self.config.quality)
         return {"value": round(quality.value, 4), "messages": quality.messages,
