@@ -1118,6 +1118,17 @@ def test_the_queue_as_the_administrator_sees_it(backend: Backend) -> None:
     store.enqueue("report-decision", "env-unknown", '{"entry": 1}', at=100.0)
     first, second = store.queue_schedule()
     assert (first.key, first.peer, first.next_attempt) == ("env-unknown", "", 100.0)
+    # Grouped per peer, oldest first: what a scrape and the health page read.
+    store.enqueue("send-envelope", "env-out", '{"envid": "env-out"}', at=600.0)
+    by_peer = store.queue_by_peer()
+    assert {peer: count for peer, count, _first in by_peer} == {"b.example": 2, "": 1}
+    assert [first for _peer, _count, first in by_peer] == sorted(
+        first for _peer, _count, first in by_peer)
+    assert {peer: first for peer, _count, first in by_peer} == {
+        "b.example": min(j.created_at for j in store.queue_schedule() if j.peer),
+        "": next(j.created_at for j in store.queue_schedule() if not j.peer)}
+    [extra] = [j for j in store.queue_schedule() if j.next_attempt == 600.0]
+    store.finish_job(extra.id)
     assert (second.key, second.peer, second.kind, second.attempts) == (
         "env-out", "b.example", "send-envelope", 0)
     assert store.retry_now(second.id, now=50.0) is True

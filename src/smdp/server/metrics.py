@@ -109,7 +109,7 @@ class _StateCollector(Collector):
         suspended = GaugeMetricFamily("smdp_suspended_senders", "Local senders whose sending "
                                       "is suspended (spam reports, or an administrator)")
         try:
-            jobs = self.store.queue_schedule(limit=100_000)
+            waiting = self.store.queue_by_peer()
             peers = self.store.all_quality()
             suspended.add_metric([], len(self.store.suspended_users()))
         except Exception:  # the store's own failure is what this scrape reports
@@ -118,12 +118,9 @@ class _StateCollector(Collector):
             return
         up.add_metric([], 1)
         now = time.time()
-        per_peer: dict[str, list[float]] = {}
-        for job in jobs:
-            per_peer.setdefault(job.peer or "-", []).append(job.created_at)
-        for peer, created in sorted(per_peer.items()):
-            depth.add_metric([peer], len(created))
-            oldest.add_metric([peer], max(0.0, now - min(created)))
+        for peer, jobs, first in waiting:
+            depth.add_metric([peer or "-"], jobs)
+            oldest.add_metric([peer or "-"], max(0.0, now - first))
         for q in peers:
             value.add_metric([q.server], q.value)
             messages.add_metric([q.server], q.messages)

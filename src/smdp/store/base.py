@@ -431,6 +431,9 @@ class Store(Protocol):
     def queue_schedule(self, limit: int = 1000) -> list[QueuedJob]:
         ...
 
+    def queue_by_peer(self) -> list[tuple[str, int, float]]:
+        ...
+
     def retry_now(self, job_id: int, now: float) -> bool:
         ...
 

@@ -816,6 +816,17 @@ class SqlStore:
                           float(r[6]), None if r[7] is None else float(r[7]), str(r[8]))
                 for r in rows]
 
+    def queue_by_peer(self) -> list[tuple[str, int, float]]:
+        """Per peer (as queue_schedule names it): the jobs waiting and when
+        the oldest was queued; oldest first. One grouped read, for scrapes."""
+        rows = self._exec(
+            "SELECT COALESCE(o.domain, i.origin_server, '') AS peer, COUNT(*), "
+            "MIN(q.created_at) FROM queue q LEFT JOIN out_envelopes o ON o.envid = q.key "
+            "LEFT JOIN in_envelopes i ON i.envid = q.key "
+            "GROUP BY COALESCE(o.domain, i.origin_server, '') ORDER BY MIN(q.created_at)"
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), float(r[2])) for r in rows]
+
     def retry_now(self, job_id: int, now: float) -> bool:
         """An administrator's "retry now": the job is due at ``now`` (its
         attempts and backoff unchanged). False when there is no such job or

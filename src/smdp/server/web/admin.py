@@ -153,20 +153,14 @@ class AdminApi:
         self._admin(request)
         jobs = self.store.queue_schedule()
         now = time.time()
-        per_peer: dict[str, dict[str, Any]] = {}
-        for job in jobs:
-            peer = per_peer.setdefault(job.peer, {"peer": job.peer, "jobs": 0,
-                                                  "oldest": job.created_at})
-            peer["jobs"] += 1
-            peer["oldest"] = min(peer["oldest"], job.created_at)
         return web.json_response({
             "jobs": [{"id": j.id, "kind": j.kind, "key": j.key, "peer": j.peer,
                       "attempts": j.attempts, "last_error": j.last_error,
                       "next_attempt": _iso(j.next_attempt), "created_at": _iso(j.created_at),
                       "running": j.claimed_until is not None and j.claimed_until > now}
                      for j in jobs],
-            "peers": [{"peer": p["peer"], "jobs": p["jobs"], "oldest": _iso(p["oldest"])}
-                      for p in sorted(per_peer.values(), key=lambda p: p["oldest"])]})
+            "peers": [{"peer": peer, "jobs": count, "oldest": _iso(first)}
+                      for peer, count, first in self.store.queue_by_peer()]})
 
     async def retry(self, request: web.Request) -> web.Response:
         user = self._admin(request)
@@ -186,8 +180,8 @@ class AdminApi:
 
     async def health(self, request: web.Request) -> web.Response:
         self._admin(request)
-        jobs = self.store.queue_schedule()
-        oldest = min((j.created_at for j in jobs), default=None)
+        waiting = self.store.queue_by_peer()
+        oldest = min((first for _peer, _count, first in waiting), default=None)
         try:
             schema: int | None = self.store.schema_version()
             store_ok, store_error = True, ""
@@ -198,7 +192,8 @@ class AdminApi:
             "listeners": {name: str(where) for name, where in listeners.items()},
             "store": {"ok": store_ok, "backend": self.host.config.store_backend,
                       "schema_version": schema, "error": store_error},
-            "queue": {"depth": len(jobs), "oldest": _iso(oldest),
+            "queue": {"depth": sum(count for _peer, count, _first in waiting),
+                      "oldest": _iso(oldest),
                       "oldest_age_seconds": round(time.time() - oldest, 1)
                       if oldest is not None else None}})
 
