@@ -141,3 +141,24 @@ def test_a_peer_that_is_down_shows_in_the_queue(tmp_path: Path) -> None:
         assert scrape(a)[("smdp_queue_oldest_seconds", (("peer", "b.example"),))] >= 0
     finally:
         a.stop()
+
+
+def test_readiness_says_why_not(tmp_path: Path) -> None:
+    """/readyz's answer before the listeners are bound, while stopping, and
+    when the store does not answer (each a 503 with its reason)."""
+    from smdp.server.app import SmdpServer
+
+    from .inprocess import InProcessServer
+
+    server = SmdpServer(InProcessServer(tmp_path, "b.example").config)
+    try:
+        assert server._not_ready() == "starting"
+        server.started = True
+        assert server._not_ready() is None
+        server.store.close()
+        problem = server._not_ready()
+        assert problem is not None and problem.startswith("the store does not answer: ")
+        server.stopping = True
+        assert server._not_ready() == "stopping"
+    finally:
+        server.store.close()
