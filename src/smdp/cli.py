@@ -22,6 +22,7 @@ from pathlib import Path
 from smdp.config import Config, ConfigError, load_config
 from smdp.errors import CliError
 from smdp.store import Store, StoreError
+from smdp.store.backup import PAGES_PER_STEP, PAUSE
 
 
 def _prompt(prompt: str) -> str:
@@ -87,6 +88,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from smdp.store import open_store
 
     config = _config(args)
+    if args.admin_cmd in ("backup", "restore"):
+        # Before open_store: a backup must not migrate the store of a running
+        # server, and a restore needs the store closed.
+        return _backup_or_restore(args, config)
     store = open_store(config)
     accounts = Accounts(store, config)
     try:
@@ -158,6 +163,31 @@ def cmd_admin(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     finally:
         store.close()
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace, config: Config) -> int:
+    """``smdp admin backup DEST`` and ``smdp admin restore BACKUP`` (SQLite;
+    docs/deployment.md, "Backups")."""
+    from smdp.store.backup import backup_sqlite, config_files, restore_sqlite
+    from smdp.store.sqlite import migrations
+
+    if config.store_backend != "sqlite":
+        raise CliError(f"smdp admin {args.admin_cmd} copies a SQLite store; this server's store "
+                       f"is {config.store_backend}: use pg_dump, or base backups with WAL "
+                       "archiving (docs/deployment.md, \"Backups\")")
+    if args.admin_cmd == "backup":
+        report = backup_sqlite(config.store_path, Path(args.dest), force=args.force,
+                               pages_per_step=args.step_pages, pause=args.pause)
+        print(f"backed up {config.store_path} to {report.describe()}")
+        print("not in the backup (copy these too, and keep the keys secret):")
+        for setting, path in config_files(config):
+            print(f"  {setting}: {path}")
+    else:
+        report = restore_sqlite(Path(args.backup), config.store_path, head=migrations()[-1][0],
+                                force=args.force)
+        print(f"restored {args.backup} to {report.describe()}")
+        print("the server brings the schema up to date when it starts")
     return 0
 
 
@@ -457,6 +487,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("server", help="the peer server's host name (smtp:<domain> for an "
                                       "SMTP sender's verified domain)")
         p.add_argument("--reason", default="", help="shown with the peer's status")
+    p = asub.add_parser("backup", help="a consistent copy of the running server's SQLite "
+                                       "store (docs/deployment.md, \"Backups\")")
+    p.add_argument("dest", help="the backup file, or a folder for a dated one")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--step-pages", type=int, default=PAGES_PER_STEP, metavar="N",
+                   help=f"pages copied per step (default {PAGES_PER_STEP})")
+    p.add_argument("--pause", type=float, default=PAUSE, metavar="SECONDS",
+                   help=f"pause between steps, for a busy disk (default {PAUSE})")
+    p = asub.add_parser("restore", help="put a backup in place of the store (the server "
+                                        "stopped)")
+    p.add_argument("backup", help="a file `smdp admin backup` wrote")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing store (what it holds is lost)")
     admin.set_defaults(func=cmd_admin)
     _add_dns_records_parser(asub)
 

@@ -1,0 +1,99 @@
+"""The backup module's refusals and checks, in process (the whole flow, under
+load with real servers, is tests/integration/test_backup.py)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from smdp.config import parse_config
+from smdp.store import StoreError, open_store
+from smdp.store.backup import backup_sqlite, config_files, restore_sqlite
+
+
+def made_store(path: Path) -> Path:
+    store = open_store(str(path))
+    store.create_user("alice@a.example", "h")
+    store.close()
+    return path
+
+
+def test_backup_into_a_folder_gets_a_dated_name(tmp_path: Path) -> None:
+    store = made_store(tmp_path / "s.sqlite3")
+    (tmp_path / "out").mkdir()
+    report = backup_sqlite(store, tmp_path / "out")
+    assert report.path.parent == tmp_path / "out" and report.path.name.startswith("smdp-")
+    assert ("users", 1) in report.counts and report.schema_version > 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [report.path.name]  # no leftovers
+    again = backup_sqlite(store, report.path, force=True, pages_per_step=1, pause=0)
+    assert again.pages == report.pages
+
+
+def test_backup_refusals(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="there is no store"):
+        backup_sqlite(tmp_path / "none.sqlite3", tmp_path / "b")
+    store = made_store(tmp_path / "s.sqlite3")
+    with pytest.raises(StoreError, match="cannot replace the store itself"):
+        backup_sqlite(store, store, force=True)
+    with pytest.raises(StoreError, match="there is no folder"):
+        backup_sqlite(store, tmp_path / "missing-folder" / "b.sqlite3")
+    # What cannot be written (here: a folder where the temporary file goes).
+    (tmp_path / f".b.sqlite3.partial-{os.getpid()}").mkdir()
+    with pytest.raises(StoreError, match="cannot write"):
+        backup_sqlite(store, tmp_path / "b.sqlite3")
+    (tmp_path / f".b.sqlite3.partial-{os.getpid()}").rmdir()
+    plain = tmp_path / "plain.sqlite3"
+    sqlite3.connect(plain).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreError, match="not an smdp store"):
+        backup_sqlite(plain, tmp_path / "b.sqlite3")
+    assert not (tmp_path / "b.sqlite3").exists()  # a failed backup leaves no file
+
+
+def test_a_damaged_copy_is_refused(tmp_path: Path) -> None:
+    store = made_store(tmp_path / "s.sqlite3")
+    db = sqlite3.connect(store)
+    db.execute("PRAGMA foreign_keys=OFF")
+    db.execute("INSERT INTO identities (address, user_id, is_main) VALUES ('x@a.example', 99, 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="1 broken reference"):
+        backup_sqlite(store, tmp_path / "b.sqlite3")
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
+    with pytest.raises(StoreError, match=r"cannot restore .* file is not a database"):
+        restore_sqlite(garbage, tmp_path / "new.sqlite3", head=99)
+    with pytest.raises(StoreError, match="there is no backup"):
+        restore_sqlite(tmp_path / "none", tmp_path / "new.sqlite3", head=99)
+
+
+def test_restore_replaces_a_stopped_store(tmp_path: Path) -> None:
+    source = made_store(tmp_path / "s.sqlite3")
+    copy = backup_sqlite(source, tmp_path / "b.sqlite3").path
+    target = tmp_path / "t.sqlite3"
+    other = open_store(str(target))
+    other.create_user("bob@b.example", "h")
+    other.close()
+    report = restore_sqlite(copy, target, head=10**6, force=True)
+    assert ("users", 1) in report.counts
+    store = open_store(str(target))
+    assert [u.main_address for u in store.users()] == ["alice@a.example"]
+    store.close()
+
+
+def test_config_files_lists_what_the_backup_lacks(tmp_path: Path) -> None:
+    for name in ("c.pem", "c.key", "ca.pem", "mx-ca.pem", "peer-ca.pem", "d.pem"):
+        (tmp_path / name).write_text("x")
+    config = parse_config({
+        "server": {"hostname": "smdp.a.example", "domains": ["a.example"]},
+        "tls": {"cert": "c.pem", "key": "c.key", "ca": "ca.pem", "require": False},
+        "smtp": {"tls": {"ca": "mx-ca.pem"}},
+        "peers": {"b.example": {"ca": "peer-ca.pem"}},
+        "dkim": {"a.example": {"selector": "s", "key": "d.pem"}},
+    }, tmp_path, tmp_path / "smdp.toml")
+    assert [(s, p.name) for s, p in config_files(config)] == [
+        ("the configuration", "smdp.toml"), ("tls.cert", "c.pem"), ("tls.key", "c.key"),
+        ("tls.ca", "ca.pem"), ("smtp.tls.ca", "mx-ca.pem"), ('peers."b.example".ca', "peer-ca.pem"),
+        ('dkim."a.example".key', "d.pem")]
