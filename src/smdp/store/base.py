@@ -49,6 +49,19 @@ class StoreError(Exception):
     """The store cannot do what was asked (the message says why)."""
 
 
+def newer_than(current: int, known: Sequence[tuple[int, str, str]]) -> None:
+    """StoreError when the database's schema ``current`` is newer than every
+    migration this smdp ships (``known``): a newer smdp upgraded it, and this
+    one would misread what it does not know (docs/deployment.md, "Upgrades":
+    there are no downgrades)."""
+    head = known[-1][0]
+    if current > head:
+        raise StoreError(
+            f"the store is at schema version {current}, newer than this smdp knows "
+            f"({head}): a newer smdp upgraded it; run that version, or restore the backup "
+            "taken before the upgrade (docs/deployment.md, \"Upgrades\")")
+
+
 class Store(Protocol):
     def close(self) -> None:
         ...

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
-from smdp.store.base import StoreError
+from smdp.store.base import StoreError, newer_than
 from smdp.store.records import (
     Job,
     MailboxEntry,
@@ -190,6 +190,7 @@ class PostgresStore(SqlStore):
             self._exec("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
             try:
                 current = self.schema_version()
+                newer_than(current, migrations())
                 for version, name, sql in migrations():
                     if version <= current:
                         continue

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from smdp.store.base import StoreError
+from smdp.store.base import StoreError, newer_than
 from smdp.store.records import (
     Job,
     MailboxEntry,
@@ -72,6 +72,7 @@ class SqliteStore(SqlStore):
         """Apply every migration newer than the database, each in its own transaction."""
         applied = []
         current = self.schema_version()
+        newer_than(current, migrations())
         # Foreign keys off while the schema changes (they cannot change inside
         # a transaction): rebuilding a table (0006) drops the old one, and with
         # keys on that drop would cascade to every row referring to it. Each
