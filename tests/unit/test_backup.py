@@ -65,6 +65,23 @@ def test_a_damaged_copy_is_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
     with pytest.raises(StoreError, match=r"cannot restore .* file is not a database"):
         restore_sqlite(garbage, tmp_path / "new.sqlite3", head=99)
+    # A backup damaged after it was written: restore checks it first.
+    many = open_store(str(tmp_path / "many.sqlite3"))
+    for n in range(300):
+        many.create_user(f"u{n}@a.example", "h" * 50)
+    many.close()
+    good = backup_sqlite(tmp_path / "many.sqlite3", tmp_path / "good.sqlite3").path
+    data = bytearray(good.read_bytes())
+    pages = len(data) // 4096
+    for page in range(pages - 3, pages):
+        data[page * 4096 + 100:page * 4096 + 120] = b"\x07" * 20
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"damaged.sqlite3 fails SQLite's integrity check \(On"):
+        restore_sqlite(damaged, tmp_path / "new.sqlite3", head=99)
+    assert not (tmp_path / "new.sqlite3").exists()
+    with pytest.raises(StoreError, match=r"cannot back up .* file is not a database"):
+        backup_sqlite(garbage, tmp_path / "b2.sqlite3")
     with pytest.raises(StoreError, match="there is no backup"):
         restore_sqlite(tmp_path / "none", tmp_path / "new.sqlite3", head=99)
 
@@ -97,3 +114,6 @@ def test_config_files_lists_what_the_backup_lacks(tmp_path: Path) -> None:
         ("the configuration", "smdp.toml"), ("tls.cert", "c.pem"), ("tls.key", "c.key"),
         ("tls.ca", "ca.pem"), ("smtp.tls.ca", "mx-ca.pem"), ('peers."b.example".ca', "peer-ca.pem"),
         ('dkim."a.example".key', "d.pem")]
+    bare = parse_config({"server": {"hostname": "smdp.a.example", "domains": ["a.example"]},
+                         "peers": {"b.example": {"pin_sha256": "ab" * 32}}}, tmp_path)
+    assert config_files(bare) == []  # no file named, not even a configuration file

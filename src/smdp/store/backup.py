@@ -82,13 +82,16 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
 
 
 def _summary(db: sqlite3.Connection, path: Path, started: float) -> BackupReport:
-    """Checks the database ``db`` and describes it; StoreError if it is damaged."""
+    """Checks the database ``db`` (at ``path``) and describes it; StoreError
+    if it is damaged."""
     problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
     if problems != ["ok"]:
-        raise StoreError(f"the copy fails SQLite's integrity check: {problems[0]}")
+        # SQLite's report is several lines: the first problem, as one line.
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise StoreError(f"{path} fails SQLite's integrity check ({first[:200]})")
     broken = db.execute("PRAGMA foreign_key_check").fetchall()
     if broken:
-        raise StoreError(f"the copy has {len(broken)} broken reference(s), first in "
+        raise StoreError(f"{path} has {len(broken)} broken reference(s), first in "
                          f"table {broken[0][0]}")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "schema_migrations" not in tables:
