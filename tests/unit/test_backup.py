@@ -88,7 +88,12 @@ def test_a_damaged_copy_is_refused(tmp_path: Path) -> None:
 
 def test_restore_replaces_a_stopped_store(tmp_path: Path) -> None:
     source = made_store(tmp_path / "s.sqlite3")
+    running = open_store(str(source))
+    with running.transaction():
+        running.enqueue("send-envelope", "env-1", "{}", at=0.0)
+    assert len(running.claim_jobs("old-node", 1e9, 10, 600.0)) == 1  # mid-job at the backup
     copy = backup_sqlite(source, tmp_path / "b.sqlite3").path
+    running.close()
     target = tmp_path / "t.sqlite3"
     other = open_store(str(target))
     other.create_user("bob@b.example", "h")
@@ -97,6 +102,8 @@ def test_restore_replaces_a_stopped_store(tmp_path: Path) -> None:
     assert ("users", 1) in report.counts
     store = open_store(str(target))
     assert [u.main_address for u in store.users()] == ["alice@a.example"]
+    # The claim went with the old server: another node takes the job at once.
+    assert [j.key for j in store.claim_jobs("new-node", 1e9, 10, 600.0)] == ["env-1"]
     store.close()
 
 
@@ -117,3 +124,23 @@ def test_config_files_lists_what_the_backup_lacks(tmp_path: Path) -> None:
     bare = parse_config({"server": {"hostname": "smdp.a.example", "domains": ["a.example"]},
                          "peers": {"b.example": {"pin_sha256": "ab" * 32}}}, tmp_path)
     assert config_files(bare) == []  # no file named, not even a configuration file
+
+
+def test_an_older_backup_is_restored_and_migrated(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup from before queue claims (schema version 1) restores, and the
+    server brings it up to date when it opens it."""
+    import smdp.store.sqlite
+
+    every = smdp.store.sqlite.migrations()
+    monkeypatch.setattr(smdp.store.sqlite, "migrations", lambda: every[:1])
+    old = made_store(tmp_path / "old.sqlite3")
+    monkeypatch.undo()
+    copy = backup_sqlite(old, tmp_path / "b.sqlite3")
+    assert copy.schema_version == 1
+    report = restore_sqlite(copy.path, tmp_path / "t.sqlite3", head=every[-1][0])
+    assert report.schema_version == 1
+    store = open_store(str(tmp_path / "t.sqlite3"))
+    assert store.schema_version() == every[-1][0]
+    assert [u.main_address for u in store.users()] == ["alice@a.example"]
+    store.close()

@@ -20,11 +20,12 @@ files; spooled bodies are anonymous temporary files). What it does not hold
 is the configuration and the files it names (certificates, keys, DKIM keys):
 ``config_files`` lists them for the operator to copy.
 
-Restoring (``restore``) adds two things to copying the file back: it refuses
-while any process has the store open (a server writing to a file replaced
-under it would corrupt it), and it writes through SQLite's backup API into
-the store's own path, so a ``-wal`` file left beside it by the old database
-cannot be replayed onto the restored one.
+Restoring (``restore``) adds three things to copying the file back: it
+refuses while any process has the store open (a server writing to a file
+replaced under it would corrupt it); it writes through SQLite's backup API
+into the store's own path, so a ``-wal`` file left beside it by the old
+database cannot be replayed onto the restored one; and it releases the queue
+claims the copy holds (the jobs they name run nowhere any more).
 """
 
 from __future__ import annotations
@@ -194,6 +195,14 @@ def restore_sqlite(backup: Path, store_path: Path, *, head: int,
                 raise StoreError(f"{store_path} is in use: stop the server (and any "
                                  "`smdp admin` on it) before restoring") from None
             source.backup(target)
+            # Jobs the old server had claimed when the backup was taken are
+            # running nowhere now: released, so the restored server takes
+            # them at once, whatever its [server] node, rather than after
+            # the lease (a server releases only the claims of its own node).
+            columns = {r[1] for r in target.execute("PRAGMA table_info(queue)")}
+            if "claimed_by" in columns:  # migration 0002
+                target.execute("UPDATE queue SET claimed_by = NULL, claimed_until = NULL "
+                               "WHERE claimed_by IS NOT NULL")
             target.execute("PRAGMA journal_mode=WAL")
             report = _summary(target, store_path, started)
         finally:
