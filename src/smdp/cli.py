@@ -166,16 +166,23 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause(text: str) -> float:
+    seconds = float(text)
+    if not 0 <= seconds <= 60:
+        raise argparse.ArgumentTypeError(f"{text} is not a pause from 0 to 60 seconds")
+    return seconds
+
+
 def _backup_or_restore(args: argparse.Namespace, config: Config) -> int:
     """``smdp admin backup DEST`` and ``smdp admin restore BACKUP`` (SQLite;
-    docs/deployment.md, "Backups")."""
+    docs/deployment.md, "Backups, restores and upgrades")."""
     from smdp.store.backup import backup_sqlite, config_files, restore_sqlite
     from smdp.store.sqlite import migrations
 
     if config.store_backend != "sqlite":
         raise CliError(f"smdp admin {args.admin_cmd} copies a SQLite store; this server's store "
                        f"is {config.store_backend}: use pg_dump, or base backups with WAL "
-                       "archiving (docs/deployment.md, \"Backups\")")
+                       "archiving (docs/deployment.md, \"Backups, restores and upgrades\")")
     if args.admin_cmd == "backup":
         report = backup_sqlite(config.store_path, Path(args.dest), force=args.force,
                                pages_per_step=args.step_pages, pause=args.pause)
@@ -488,12 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "SMTP sender's verified domain)")
         p.add_argument("--reason", default="", help="shown with the peer's status")
     p = asub.add_parser("backup", help="a consistent copy of the running server's SQLite "
-                                       "store (docs/deployment.md, \"Backups\")")
+                                       "store (docs/deployment.md)")
     p.add_argument("dest", help="the backup file, or a folder for a dated one")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.add_argument("--step-pages", type=int, default=PAGES_PER_STEP, metavar="N",
                    help=f"pages copied per step (default {PAGES_PER_STEP})")
-    p.add_argument("--pause", type=float, default=PAUSE, metavar="SECONDS",
+    p.add_argument("--pause", type=_pause, default=PAUSE, metavar="SECONDS",
                    help=f"pause between steps, for a busy disk (default {PAUSE})")
     p = asub.add_parser("restore", help="put a backup in place of the store (the server "
                                         "stopped)")

@@ -144,3 +144,12 @@ def test_an_older_backup_is_restored_and_migrated(tmp_path: Path,
     assert store.schema_version() == every[-1][0]
     assert [u.main_address for u in store.users()] == ["alice@a.example"]
     store.close()
+
+
+def test_the_pause_between_steps_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    from smdp.cli import main
+
+    for pause in ("-1", "61"):
+        with pytest.raises(SystemExit):
+            main(["admin", "-c", "unused.toml", "backup", "b.sqlite3", "--pause", pause])
+        assert "is not a pause from 0 to 60 seconds" in capsys.readouterr().err
