@@ -29,9 +29,8 @@ from smdp.core.destination import (
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing
 from smdp.mail.body import Body
-from smdp.store.records import Quality
 from smdp.terms import Decision, EntryState
-from tests.unit.test_core_rules import A_HOST, MSG, World
+from tests.unit.test_core_rules import A_HOST, MSG, World, counters, paper
 
 BOB = "bob@b.example"
 
@@ -73,8 +72,8 @@ def test_no_valid_expires_means_the_usual_hold_time() -> None:
 
 
 def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, block_below=0.5, alert_below=0.9))
-    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, block_below=0.5),
+    world = World(tmp_path, paper(min_messages=1, block_below=0.5, alert_below=0.9))
+    world.dest = Destination(world.b, quality=paper(min_messages=1, block_below=0.5),
                              hostname=A_HOST)
     world.b.count_messages(A_HOST, 5)
     assert world.dest.peer_refusal(A_HOST) is None
@@ -87,7 +86,7 @@ def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
 
 
 def test_standing_follows_the_quality_policy(tmp_path: Path) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=2, alert_below=0.5, block_below=-0.5))
+    world = World(tmp_path, paper(min_messages=2, alert_below=0.5, block_below=-0.5))
     assert world.dest.peer_verdict("peer.example").status is Standing.NEW
     world.b.count_messages("peer.example", 2)
     assert world.dest.peer_verdict("peer.example").status is Standing.ALERT
@@ -106,7 +105,7 @@ def test_direct_sends_only_from_an_authorized_pair(world: World) -> None:
 def test_an_envelope_counts_each_recipient_towards_the_peer(world: World) -> None:
     world.send([BOB, "carol@b.example", "nobody@b.example"])
     world.deliver_envelopes()
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, 0)
+    assert counters(world.b.quality(A_HOST)) == (3, 0)
     # Unknown recipients get no entry (they were refused at RCPT).
     assert [e.recipient for e in world.b.mailbox_entries(world.bob.id)] == [BOB]
 
@@ -118,9 +117,9 @@ def test_local_mail_counts_and_votes_nothing(tmp_path: Path) -> None:
     world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=[BOB], body=MSG)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+    assert counters(world.b.quality(A_HOST)) == (0, 0)
     world.dest.expire(time.time() + 400 * 86400)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+    assert counters(world.b.quality(A_HOST)) == (0, 0)
 
 
 def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
@@ -133,7 +132,7 @@ def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
         EntryState.ACCEPTED, Decision.ACCEPT,
         "sender is on your white list (sent directly)")  # bob listed nobody: no evidence
     assert stored_message(world.b.in_body(entry.envelope_id)) == MSG
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
+    assert counters(world.b.quality(A_HOST)) == (2, 1)
     assert world.b.jobs() == []  # nothing to report: the sender sent it whole
     assert told == [(Decision.ACCEPT, False)]  # the white list's, not the user's
 
@@ -149,7 +148,7 @@ def test_the_expires_of_an_envelope_is_kept(world: World) -> None:
     assert (entry.state, entry.reason) == (EntryState.EXPIRED,
                                            "the origin no longer holds it: it expired")
     # An unpulled envelope counts against the origin like a rejection.
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
 
 
 def test_accept_after_accept_changes_nothing(world: World) -> None:
@@ -204,7 +203,7 @@ def test_an_accept_of_a_held_copy_stays_accepted(world: World) -> None:
 def test_a_reject_below_the_alert_threshold_tells_the_administrator(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=-0.9))
     world.send([BOB])
     world.send(["carol@b.example"])
     world.deliver_envelopes()
@@ -212,15 +211,17 @@ def test_a_reject_below_the_alert_threshold_tells_the_administrator(
         world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
         assert caplog.records == []  # an accept never alerts
         world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
-    [record] = caplog.records
-    assert record.getMessage() == (f"peer server {A_HOST}: alert (quality 0.00 is below "
-                                   "the alert threshold 0.50)")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"peer server {A_HOST}: alert (quality 0.00 is below the alert threshold 0.50)",
+        # Issue 16 item 1: alice's own quality at her server fell with it.
+        f"sender <alice@a.example> at {A_HOST}: alert (quality 0.00 is below the alert "
+        "threshold 0.50)"]
 
 
 def test_a_reject_of_a_good_peer_alerts_nobody(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=-0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=-0.5, block_below=-0.9))
     for rcpt in (BOB, BOB, BOB, "carol@b.example"):
         world.send([rcpt])
     world.deliver_envelopes()
@@ -234,12 +235,12 @@ def test_a_reject_of_a_good_peer_alerts_nobody(
 def test_a_blocked_peers_reject_alerts_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=0.0))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=0.0))
     world.send([BOB])
     world.deliver_envelopes()
     with caplog.at_level(logging.WARNING, logger="smdp.quality"):
         world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
-    [record] = caplog.records
+    record, _sender = caplog.records
     assert record.getMessage().startswith(f"peer server {A_HOST}: blocked (quality -1.00")
 
 
@@ -310,21 +311,21 @@ def test_purge_forgets_envelopes_expired_before(world: World) -> None:
 def test_a_peer_that_sorts_after_us_is_counted_too(tmp_path: Path) -> None:
     """"Not our own server" is inequality, not an order of names: a peer whose
     name sorts before ours (smdp.a.example < zz.b.example) counts and votes."""
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5))
-    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, alert_below=0.5),
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5))
+    world.dest = Destination(world.b, quality=paper(min_messages=1, alert_below=0.5),
                              hostname="zz.b.example")
     world.send([BOB])
     world.deliver_envelopes()
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, 0)
+    assert counters(world.b.quality(A_HOST)) == (1, 0)
     world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=[BOB], body=MSG)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)
+    assert counters(world.b.quality(A_HOST)) == (2, 0)
     world.send(["carol@b.example"])
     world.deliver_envelopes()
     world.dest.expire(time.time() + 400 * 86400)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, -1)
+    assert counters(world.b.quality(A_HOST)) == (3, -1)
 
 
 def test_no_one_decides_for_a_user_with_a_higher_id(world: World) -> None:
@@ -363,7 +364,7 @@ def test_expiry_and_its_vote_are_one_transaction(world: World, tmp_path: Path) -
     beside.commit()
     beside.close()
     assert world.dest.expire(time.time() + 31 * 86400) == 1
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
 
 
 def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
@@ -372,7 +373,7 @@ def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
     """The alert follows a rejection; an accept that leaves the peer still
     below the threshold says nothing. Our own name sorts after the peer's
     (smdp.b.example > smdp.a.example): the check is "not us", not an order."""
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=-0.9))
     world.dest = Destination(world.b, quality=world.dest.quality_policy, hostname="smdp.b.example")
     world.send(["carol@b.example"])
     world.send([BOB])
@@ -380,9 +381,9 @@ def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
     with caplog.at_level(logging.WARNING, logger="smdp.quality"):
         world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
         world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if "peer server" in r.getMessage()] == [
         f"peer server {A_HOST}: alert (quality -0.50 is below the alert threshold 0.50)"]
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)  # still below 0.5 after the accept
+    assert counters(world.b.quality(A_HOST)) == (2, 0)  # still below 0.5 after the accept
 
 
 def test_an_expired_envelope_can_still_be_rejected(world: World) -> None:
