@@ -245,6 +245,8 @@ def test_quality_counters_age_on_write_and_on_read(backend: Backend) -> None:
     assert q.recent_messages == pytest.approx(0.5) and q.recent_votes == pytest.approx(-0.5)
     assert q.value == -1.0
     new = _pending(store, u.id, "b" * 26)
+    # Not judged yet: the aged counters do not count it.
+    assert store.quality("x").recent_messages == pytest.approx(0.5)
     clock.now += 100.0  # the new message's vote comes a half-life after it
     with store.transaction():
         store.set_vote(new, "x", 1)
@@ -267,13 +269,13 @@ def test_very_old_counts_weigh_nothing(backend: Backend) -> None:
     clock = Clock()
     store.clock, store.half_life = clock, 1.0
     with store.transaction():
-        store.count_messages("x", 4)
+        store.count_forged("x", 4)
     clock.now += 5000.0
     assert store.quality("x").recent_messages == 0.0
     with store.transaction():
-        store.count_messages("x", 1)
+        store.count_forged("x", 1)
     q = store.quality("x")
-    assert (q.messages, q.recent_messages, q.value) == (5, 1.0, 0.0)
+    assert (q.messages, q.recent_messages, q.value) == (5, 1.0, -1.0)
     store.close()
 
 

@@ -97,10 +97,14 @@ class SqlStore:
     # PostgreSQL, ``SqliteStore`` on SQLite).
     _AGED = "peer_quality.{0} * smdp_decay(excluded.recent_at - peer_quality.recent_at, ?)"
 
-    def _count(self, server: str, messages: int, votes: int,
-               weight: float = 1.0) -> None:
-        """Move ``server``'s counters, and their aged copies, at once; the aged
-        ones by ``weight`` times as much (what the vote's message still weighs)."""
+    def _count(self, server: str, messages: int, votes: int, judged: float = 0.0,
+               weighed: float = 0.0) -> None:
+        """Move ``server``'s counters by ``messages`` and ``votes``, and their
+        aged copies by ``judged`` messages and ``weighed`` votes. The aged
+        ones count a message once it is judged (voted on), not on arrival:
+        mail nobody has decided on yet is no evidence either way, and a
+        blocked peer cannot dilute its votes with envelopes nobody wants
+        (they count -1 when they expire)."""
         now = self.clock()
         self._exec(
             "INSERT INTO peer_quality (server, messages, votes, updated_at, recent_messages, "
@@ -113,30 +117,28 @@ class SqlStore:
             "+ excluded.recent_messages, "
             f"recent_votes = {self._AGED.format('recent_votes')} + excluded.recent_votes, "
             "recent_at = excluded.recent_at",
-            (server, messages, votes, now, float(messages), votes * weight, now,
+            (server, messages, votes, now, judged, weighed, now,
              float(self.half_life), float(self.half_life)),
         )
 
     def count_messages(self, server: str, n: int) -> None:
         self._count(server, n, 0)
 
-    def count_votes(self, server: str, delta: int) -> None:
-        """Move ``server``'s Votes by ``delta`` (``set_vote``'s other keys)."""
-        self._count(server, 0, delta)
-
     def count_forged(self, server: str, n: int) -> None:
-        self._count(server, n, -n)
+        self._count(server, n, -n, float(n), float(-n))
 
     def _vote_counts(self, user_id: int, received_at: float, keys: Sequence[str], old: int,
                      vote: int) -> None:
-        """``set_vote``'s counting: every key moves by the change, aged as the
-        message it judges (received at ``received_at``) has aged, so that a
-        vote never outweighs its message; a rejection makes the entry's user
-        one of each key's recent deciders."""
+        """``set_vote``'s counting: every key moves by the change. In the aged
+        counters the message counts when first judged, and both it and its
+        vote weigh what they would have had they counted on arrival (aged
+        from ``received_at``). A rejection makes the entry's user one of each
+        key's recent deciders."""
         now = self.clock()
         weight = decay(now - received_at, self.half_life)
+        judged = weight if old == 0 else 0.0
         for key in keys:
-            self._count(key, 0, vote - old, weight)
+            self._count(key, 0, vote - old, judged, (vote - old) * weight)
             if vote < 0:
                 self._exec(
                     "INSERT INTO quality_deciders (server, user_id, at) VALUES (?, ?, ?) "
