@@ -145,6 +145,7 @@ class World:
 def world(root: Path, quality: str = QUALITY) -> Iterator[World]:
     users = {"a.example": SENDERS, "b.example": RECIPIENTS}
     clock = Clock()
+    root.mkdir(parents=True, exist_ok=True)
     with inprocess_pair(root, extra_b=quality, users=users) as (a, b):
         server = b._server
         assert server is not None
@@ -175,13 +176,13 @@ def flood(w: World, rounds: int = 6) -> dict[str, Any]:
     return {"replies": replies}
 
 
-def slow_poisoning(w: World, days: int = 10) -> None:
+def slow_poisoning(w: World, days: int = 10, hostile: int = 6) -> None:
     """A good peer: four users accept its mail, a day at a time; one
-    (hostile, or careless) user gets more of it and rejects all of it."""
+    (hostile, or careless) user gets ``hostile`` a day and rejects them all."""
     for _ in range(days):
         for rcpt in RECIPIENTS[1:]:
             assert w.envelope("alice@a.example", rcpt).startswith("250")
-        for _ in range(6):
+        for _ in range(hostile):
             assert w.envelope("amy@a.example", RECIPIENTS[0]).startswith("250")
         for rcpt in RECIPIENTS[1:]:
             w.decide(rcpt, Decision.ACCEPT)

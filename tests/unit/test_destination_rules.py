@@ -24,10 +24,11 @@ from smdp.core.destination import (
     DecisionResult,
     Destination,
     SmtpArrival,
+    _described,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
-from smdp.core.quality import Standing
+from smdp.core.quality import Standing, sender_key
 from smdp.mail.body import Body
 from smdp.terms import Decision, EntryState
 from tests.unit.test_core_rules import A_HOST, MSG, World, counters, paper
@@ -381,8 +382,11 @@ def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
     with caplog.at_level(logging.WARNING, logger="smdp.quality"):
         world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
         world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
+    # Issue 16 item 1: the verdict's quality counts judged messages only
+    # (bob's is not yet when carol rejects); bob's accept then lifts it to
+    # 0.00, still below 0.5: a better standing is not a warning.
     assert [r.getMessage() for r in caplog.records if "peer server" in r.getMessage()] == [
-        f"peer server {A_HOST}: alert (quality -0.50 is below the alert threshold 0.50)"]
+        f"peer server {A_HOST}: blocked (quality -1.00 is below the block threshold -0.90)"]
     assert counters(world.b.quality(A_HOST)) == (2, 0)  # still below 0.5 after the accept
 
 
@@ -496,3 +500,90 @@ def test_a_direct_message_as_a_body_gets_this_hops_received_field(
     assert stored_message(stored) == MSG
     assert stored is not None
     assert stored.startswith(b"Received: from smdp.a.example by " + by + b" with SMDP id ")
+
+
+# -- issue 16 item 1: probation, per-sender quality, kept standings ---------------
+
+
+def _rejected_by_two(world: World) -> None:
+    """alice's two envelopes, one to bob and one to carol, both rejected."""
+    world.send([BOB])
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
+
+
+def test_a_blocked_peer_has_its_probation_then_is_refused(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=2))
+    _rejected_by_two(world)
+    assert world.b.quality(A_HOST).standing == "blocked"
+    assert [world.dest.peer_refusal(A_HOST) for _ in range(2)] == [None, None]
+    refusal = world.dest.peer_refusal(A_HOST)
+    assert refusal == Outcome(Kind.PEER_BLOCKED, f"{A_HOST} blocked: quality -1.00 is below "
+                              "the block threshold -0.50; its 2 envelopes of probation "
+                              "today are used")
+    # Blocked by hand: no probation.
+    world.b.set_override(A_HOST, "blocked", "")
+    world.b.set_override("smdp.c.example", "blocked", "")
+    assert world.dest.peer_refusal("smdp.c.example") == Outcome(
+        Kind.PEER_BLOCKED, "smdp.c.example blocked: blocked by the administrator")
+
+
+def test_no_probation_when_it_is_zero(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=0))
+    _rejected_by_two(world)
+    assert world.dest.peer_refusal(A_HOST) == Outcome(
+        Kind.PEER_BLOCKED, f"{A_HOST} blocked: quality -1.00 is below the block threshold -0.50")
+
+
+def test_a_sender_is_judged_apart_from_its_server(tmp_path: Path) -> None:
+    """alice's own quality at smdp.a.example falls with her rejected mail;
+    her server's is kept apart, and our own users and the null sender are
+    never judged."""
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=0))
+    _rejected_by_two(world)
+    key = sender_key(A_HOST, "alice@a.example")
+    assert counters(world.b.quality(key)) == (2, -2)
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") == Outcome(
+        Kind.PEER_BLOCKED, f"<alice@a.example> at {A_HOST} blocked: quality -1.00 is below "
+                           "the block threshold -0.50")
+    assert world.dest.sender_refusal(A_HOST, "sales@a.example") is None
+    assert world.dest.sender_refusal(A_HOST, "") is None
+    world.dest.hostname = A_HOST
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") is None
+    world.dest.hostname = "smdp.b.example"
+    # A peer the administrator allows has none of its addresses refused.
+    world.b.set_override(A_HOST, "allowed", "partner")
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") is None
+
+
+def test_a_kept_standing_follows_the_verdict_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worse: a warning; better: a notice; an administrator's word is not
+    kept as the formula's standing."""
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=1, margin=0.0))
+    with caplog.at_level(logging.INFO, logger="smdp.quality"):
+        _rejected_by_two(world)
+        world.send([BOB])
+        world.send(["carol@b.example"])
+        world.deliver_envelopes()
+        for user in (world.bob, world.carol):
+            world.dest.decide(user, world.entry(user), Decision.ACCEPT)
+    peer = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith("peer server")]
+    assert [level for level, _ in peer] == ["WARNING", "INFO", "INFO"]
+    assert peer[0][1].startswith(f"peer server {A_HOST}: blocked (quality -1.00")
+    assert peer[1][1].startswith(f"peer server {A_HOST}: alert (quality -0.33")
+    assert peer[2][1] == f"peer server {A_HOST}: ok (quality 0.00)"
+    assert world.b.quality(A_HOST).standing == "ok"
+    world.b.set_override(A_HOST, "blocked", "")
+    assert world.dest.peer_verdict(A_HOST).status is Standing.BLOCKED
+    assert world.b.quality(A_HOST).standing == "ok"
+
+
+def test_smtp_keys_are_described_as_smtp_senders() -> None:
+    assert _described("smtp:c.example") == "SMTP sender smtp:c.example"
+    assert _described(sender_key(A_HOST, "m@a.example")) == f"sender <m@a.example> at {A_HOST}"
+    assert _described(A_HOST) == f"peer server {A_HOST}"

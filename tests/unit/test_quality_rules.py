@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from smdp.config import QualityPolicy
-from smdp.core.quality import Standing, Verdict, judge, sender_key
+from smdp.core.quality import Standing, Verdict, judge, sender_key, worsened
 from smdp.store.records import Quality
 
 POLICY = QualityPolicy(min_messages=10, alert_below=0.0, block_below=-0.5, min_deciders=3,
@@ -117,8 +117,14 @@ def test_an_alerted_peer_needs_the_deciders_to_be_blocked() -> None:
 def test_staying_or_improving_needs_no_deciders() -> None:
     """The deciders of a block may age out: the block stays (probation is
     the way back), and a better standing is never held back by them."""
-    assert judge(peer(10, -10, deciders=0, standing="blocked"), POLICY).status is (
-        Standing.BLOCKED)
+    assert judge(peer(10, -10, deciders=0, standing="blocked"), POLICY) == Verdict(
+        Standing.BLOCKED, "quality -1.00 is below the block threshold -0.50", probation=True)
+    assert judge(peer(10, -2, deciders=0, standing="alert"), POLICY) == Verdict(
+        Standing.ALERT, "quality -0.20 is below the alert threshold 0.00")
+    assert judge(peer(10, 7, deciders=0, standing="new"), POLICY) == Verdict(
+        Standing.OK, "quality 0.70")
+    assert judge(peer(10, 7, deciders=0, standing="ok"), POLICY) == Verdict(
+        Standing.OK, "quality 0.70")
     assert judge(peer(10, -2, deciders=0, standing="alert"), POLICY).status is Standing.ALERT
     assert judge(peer(10, -2, deciders=0, standing="blocked"), POLICY).status is Standing.ALERT
     assert judge(peer(10, 10, deciders=0, standing="blocked"), POLICY).status is Standing.OK
@@ -175,3 +181,14 @@ def test_only_a_block_by_the_formula_is_on_probation() -> None:
 def test_a_senders_key_is_apart_from_its_servers() -> None:
     assert sender_key("smdp.a.example", "mallory@a.example") == (
         "sender:smdp.a.example/mallory@a.example")
+
+
+def test_new_and_ok_are_alike_and_alert_and_block_are_worse() -> None:
+    assert not worsened(Standing.NEW, Standing.OK)
+    assert not worsened(Standing.OK, Standing.NEW)
+    assert not worsened(Standing.OK, Standing.OK)
+    assert worsened(Standing.OK, Standing.ALERT) and worsened(Standing.NEW, Standing.ALERT)
+    assert worsened(Standing.ALERT, Standing.BLOCKED) and worsened(Standing.OK, Standing.BLOCKED)
+    assert not worsened(Standing.BLOCKED, Standing.ALERT)
+    assert not worsened(Standing.BLOCKED, Standing.BLOCKED)
+    assert not worsened(Standing.ALERT, Standing.OK)
