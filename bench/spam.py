@@ -56,9 +56,10 @@ from smdp.mail.mime import scan_header
 from smdp.protocol import user as wire
 from smdp.terms import Decision
 
-# Section 5.3 alone, as before issue 16 item 1: no rejecting users needed,
-# no hysteresis, no probation (docs/protocol.md 11.3).
-PAPER_QUALITY = "[quality]\nmin_deciders = 0\nmargin = 0\nprobation_per_day = 0\n"
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
 
 SEED = 4
 A_HOST = "smdp.a.example"

@@ -28,9 +28,10 @@ from tests.integration.harness import (
     wait_until,
 )
 
-# Section 5.3 alone, as before issue 16 item 1: no rejecting users needed,
-# no hysteresis, no probation (docs/protocol.md 11.3).
-PAPER_QUALITY = "[quality]\nmin_deciders = 0\nmargin = 0\nprobation_per_day = 0\n"
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
 
 ALICE, ANN = "alice@a.example", "ann@a.example"
 BOB, CAROL, DAVE = "bob@b.example", "carol@b.example", "dave@b.example"

@@ -34,9 +34,10 @@ from .faults import StandInDns
 from .harness import Pki, Server, free_ports, wait_until
 from .inprocess import InProcessServer
 
-# Section 5.3 alone, as before issue 16 item 1: no rejecting users needed,
-# no hysteresis, no probation (docs/protocol.md 11.3).
-PAPER_QUALITY = "[quality]\nmin_deciders = 0\nmargin = 0\nprobation_per_day = 0\n"
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
 
 BOB, CAROL = "bob@b.example", "carol@b.example"
 FRIEND = "friend@c.example"

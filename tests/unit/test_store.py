@@ -262,6 +262,22 @@ def test_quality_counters_age_on_write_and_on_read(backend: Backend) -> None:
     store.close()
 
 
+def test_counters_that_never_age_are_the_papers(backend: Backend) -> None:
+    """half_life 0: a message counts in the aged counters on arrival, as in
+    Messages(X), and its vote does not count it again."""
+    store = backend.open()
+    store.clock, store.half_life = Clock(), 0.0
+    u = store.create_user("bob@b.example", "h")
+    entry = _pending(store, u.id, "p" * 26)
+    _pending(store, u.id, "q" * 26)
+    assert store.quality("x").recent_messages == 2.0
+    with store.transaction():
+        store.set_vote(entry, "x", -1)
+    q = store.quality("x")
+    assert (q.recent_messages, q.recent_votes, q.value) == (2.0, -1.0, -0.5)
+    store.close()
+
+
 def test_very_old_counts_weigh_nothing(backend: Backend) -> None:
     """Past a thousand half-lives a weight is 0 (PostgreSQL's power() would
     underflow), never an error."""

@@ -122,7 +122,9 @@ class SqlStore:
         )
 
     def count_messages(self, server: str, n: int) -> None:
-        self._count(server, n, 0)
+        # Nothing ages (half-life 0): the aged counters are the paper's own,
+        # a message counted on arrival.
+        self._count(server, n, 0, float(n) if self.half_life <= 0 else 0.0)
 
     def count_forged(self, server: str, n: int) -> None:
         self._count(server, n, -n, float(n), float(-n))
@@ -136,7 +138,7 @@ class SqlStore:
         key's recent deciders."""
         now = self.clock()
         weight = decay(now - received_at, self.half_life)
-        judged = weight if old == 0 else 0.0
+        judged = weight if old == 0 and self.half_life > 0 else 0.0
         for key in keys:
             self._count(key, 0, vote - old, judged, (vote - old) * weight)
             if vote < 0:
