@@ -530,6 +530,15 @@ def test_a_blocked_peer_has_its_probation_then_is_refused(tmp_path: Path) -> Non
         Kind.PEER_BLOCKED, "smdp.c.example blocked: blocked by the administrator")
 
 
+def test_a_probation_of_one_envelope_a_day(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=1))
+    _rejected_by_two(world)
+    assert world.dest.peer_refusal(A_HOST) is None
+    refusal = world.dest.peer_refusal(A_HOST)
+    assert refusal is not None and refusal.reason.endswith(
+        "its 1 envelopes of probation today are used")
+
+
 def test_no_probation_when_it_is_zero(tmp_path: Path) -> None:
     world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=0))
     _rejected_by_two(world)
