@@ -554,6 +554,7 @@ def test_a_sender_is_judged_apart_from_its_server(tmp_path: Path) -> None:
     _rejected_by_two(world)
     key = sender_key(A_HOST, "alice@a.example")
     assert counters(world.b.quality(key)) == (2, -2)
+    world.dest.hostname = "zz.b.example"  # "not us" is not an order of names
     assert world.dest.sender_refusal(A_HOST, "alice@a.example") == Outcome(
         Kind.PEER_BLOCKED, f"<alice@a.example> at {A_HOST} blocked: quality -1.00 is below "
                            "the block threshold -0.50")
@@ -596,3 +597,11 @@ def test_smtp_keys_are_described_as_smtp_senders() -> None:
     assert _described("smtp:c.example") == "SMTP sender smtp:c.example"
     assert _described(sender_key(A_HOST, "m@a.example")) == f"sender <m@a.example> at {A_HOST}"
     assert _described(A_HOST) == f"peer server {A_HOST}"
+
+
+def test_an_expired_envelope_counts_against_its_sender_too(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    assert world.dest.expire(time.time() + 31 * 86400) == 1
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
+    assert counters(world.b.quality(sender_key(A_HOST, "alice@a.example"))) == (1, -1)
