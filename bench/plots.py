@@ -218,6 +218,71 @@ def sessions_plot(data: dict[str, Any], out: Path) -> Path | None:
     return _save(fig, out / "sessions.png")
 
 
+_STANDING_COLOURS = {"new": "#dddddd", "ok": "#d8f0d8", "alert": "#fde9b8",
+                     "blocked": "#f6c6c6"}
+
+
+def _quality_panel(ax: Any, series: list[dict[str, Any]], key: str, title: str,
+                   label: str, shade: bool = True) -> None:
+    """Quality(X) of ``key`` over simulated days, the thresholds, and the
+    standing the server gave each reading as the background."""
+    points = [p for p in series if p["key"] == key]
+    if not points:
+        return
+    days = [p["day"] for p in points]
+    for i, p in enumerate(points if shade else []):
+        end = days[i + 1] if i + 1 < len(days) else days[i] + 0.5
+        ax.axvspan(days[i], end, color=_STANDING_COLOURS.get(p["standing"], "white"),
+                   linewidth=0)
+    ax.plot(days, [p["value"] for p in points], "o-", markersize=3, label=label)
+    for level, style in ((0.0, ":"), (-0.5, "--"), (0.1, ":"), (-0.4, "--")):
+        ax.axhline(level, color="grey", linestyle=style, linewidth=0.7)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("Quality(X), aged")
+    ax.set_title(title, fontsize=9)
+
+
+def quality_plot(data: dict[str, Any], out: Path) -> Path | None:
+    """Issue 16 item 1: the four scenarios of bench/quality.py."""
+    if "flood" not in data:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    host = "smdp.a.example"
+    _quality_panel(axes[0][0], data["flood"]["series"], host,
+                   "A flood: spam from 3 senders to 3 users, hourly, 3 days", host)
+    poison = data["slow_poisoning"]
+    _quality_panel(axes[0][1], poison["series"], host,
+                   "Slow poisoning: one user rejects 16 a day, 4 accept", host)
+    days = [p["day"] for p in poison["series"] if p["key"] == host]
+    for mark, standing in (("^", "alert"), ("x", "blocked")):
+        hits = [d for d, s in zip(days, poison["paper_rule"], strict=False) if s == standing]
+        if hits:
+            axes[0][1].plot(hits, [-0.95] * len(hits), mark, color="red",
+                            label=f"the paper's rule alone: {standing}")
+    _quality_panel(axes[1][0], data["recovery"]["series"], host,
+                   "Recovery: blocked, then only wanted mail (probation 3/day)", host)
+    comp = data["compromised_account"]
+    _quality_panel(axes[1][1], comp["series"], comp["sender_key"],
+                   "Compromised account (background: mallory's standing)",
+                   "mallory@a.example")
+    _quality_panel(axes[1][1], comp["series"], host,
+                   "Compromised account (background: mallory's standing)",
+                   "the server (ok throughout)", shade=False)
+    taken = data["flood"].get("taken_per_round") or []
+    if taken:
+        more = axes[0][0].twinx()
+        rounds = [n / 24 for n in range(len(taken))]
+        total = [sum(taken[: n + 1]) for n in range(len(taken))]
+        more.step(rounds, total, where="post", color="black", linewidth=0.8,
+                  label="envelopes taken (cumulative)")
+        more.set_ylabel("envelopes taken", fontsize=8)
+        more.legend(fontsize=7, loc="center right")
+    for ax in axes.flat:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, out / "quality.png")
+
+
 def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = []
@@ -234,4 +299,6 @@ def draw_all(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
         made.append(spam_plot(results["spam"], out))
     if "e2e" in results:
         made.append(e2e_plot(results["e2e"], out))
+    if "quality" in results:
+        made.append(quality_plot(results["quality"], out))
     return [p for p in made if p is not None]

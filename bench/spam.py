@@ -56,6 +56,11 @@ from smdp.mail.mime import scan_header
 from smdp.protocol import user as wire
 from smdp.terms import Decision
 
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
+
 SEED = 4
 A_HOST = "smdp.a.example"
 _AUTHOR_FIELDS = frozenset({"from", "sender", "resent-from", "resent-sender", "bcc"})
@@ -503,7 +508,7 @@ def _smtp_mix(mails: list[Mail], weeks: int) -> dict[str, Any]:
 def _spamming_peer(root: Path, mails: list[Mail], pop: Population, lag: int,
                    limit: int) -> dict[str, Any]:
     # Flood quotas out of reach: this part measures the quality block alone.
-    a, b = make_pair(root, extra_b="[quality]\nmin_messages = 10\nblock_below = -0.5\n"
+    a, b = make_pair(root, extra_b=PAPER_QUALITY + "min_messages = 10\nblock_below = -0.5\n"
                      "[abuse]\nenvelopes_per_new_peer_per_hour = 1000000\n"
                      "envelopes_per_recipient_per_hour = 1000000\n", backend="sqlite")
     for account in pop.ham_accounts + pop.spam_accounts:

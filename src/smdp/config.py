@@ -56,6 +56,19 @@ class QualityPolicy:
     min_messages: int = 10
     alert_below: float = 0.0
     block_below: float = -0.5
+    # Issue 16 item 1 (docs/protocol.md 11.3). Votes weigh half as much
+    # after each half_life seconds (0: never age, the paper's counters).
+    half_life: float = 30 * 86400.0
+    # A worse standing needs this many distinct local users who rejected
+    # the peer's mail within the last half_life: one recipient cannot sink it
+    # (0: none needed, the paper's rule).
+    min_deciders: int = 3
+    # Hysteresis: a standing is left only once Quality(X) is this much above
+    # the threshold that put the peer there.
+    margin: float = 0.1
+    # Envelopes a day a peer (or sender) blocked by its quality may still
+    # send, to be judged by their recipients (0: none).
+    probation_per_day: int = 10
     # How often each peer's counters are sampled for the administrator's
     # quality chart (docs/web.md), and how long samples are kept.
     sample_interval: float = 3600.0
@@ -284,6 +297,30 @@ def _opt(table: dict[str, Any], key: str, kind: type, default: Any, where: str) 
     return _check(table[key], kind, f"{where}.{key}")
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: Any, name: str) -> float:
+    """Seconds from a number or a text such as "30d", "12h", "90m", "45s";
+    "never" (or 0) is 0."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "never":
+            return 0.0
+        unit = _UNITS.get(text[-1:])
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1.0)
+        except ValueError:
+            raise ConfigError(f"{name} must be seconds or a duration such as \"30d\", "
+                              f"not {value!r}") from None
+    else:
+        seconds = _check(value, float, name)
+    if not 0.0 <= seconds < float("inf"):
+        raise ConfigError(f"{name} must be 0 (never) or a positive duration, not {value!r}")
+    return seconds
+
+
 def _listener(text: str, name: str) -> Listener:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit():
@@ -401,11 +438,21 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         block_below=_opt(q, "block_below", float, dq.block_below, "quality"),
         sample_interval=_opt(q, "sample_interval", float, dq.sample_interval, "quality"),
         sample_days=_opt(q, "sample_days", float, dq.sample_days, "quality"),
+        half_life=_duration(q.get("half_life", dq.half_life), "quality.half_life"),
+        min_deciders=_opt(q, "min_deciders", int, dq.min_deciders, "quality"),
+        margin=_opt(q, "margin", float, dq.margin, "quality"),
+        probation_per_day=_opt(q, "probation_per_day", int, dq.probation_per_day, "quality"),
     )
     _positive(quality.sample_interval, "quality.sample_interval")
     _positive(quality.sample_days, "quality.sample_days")
     if quality.min_messages < 1:
         raise ConfigError("quality.min_messages must be at least 1")
+    if quality.min_deciders < 0:
+        raise ConfigError("quality.min_deciders must be 0 (the paper's rule) or more")
+    if not 0.0 <= quality.margin <= 2.0:
+        raise ConfigError("quality.margin must lie in [0, 2]")
+    if quality.probation_per_day < 0:
+        raise ConfigError("quality.probation_per_day must be 0 or more")
     for name in ("alert_below", "block_below"):
         if not -1.0 <= getattr(quality, name) <= 1.0:
             raise ConfigError(f"quality.{name} must lie in [-1, 1] (the range of Quality(X))")

@@ -28,6 +28,11 @@ from tests.integration.harness import (
     wait_until,
 )
 
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
+
 ALICE, ANN = "alice@a.example", "ann@a.example"
 BOB, CAROL, DAVE = "bob@b.example", "carol@b.example", "dave@b.example"
 
@@ -177,7 +182,7 @@ def test_local_rejections_do_not_make_the_server_block_itself(tmp_path: Path) ->
     enough local mail, peer_refusal() refuses the server's own envelopes and
     all local delivery fails (554 ... blocked). A server must not judge itself
     as a peer (section 5.3 is about peer servers X)."""
-    a, _b = start_pair(tmp_path, extra_a="[quality]\nmin_messages = 2\nblock_below = -0.5\n")
+    a, _b = start_pair(tmp_path, extra_a=PAPER_QUALITY + "min_messages = 2\nblock_below = -0.5\n")
     with running(a):
         for i in range(2):
             send(a, [ANN], message(f"local {i}", to=ANN))

@@ -18,6 +18,11 @@ from smdp.client.session import ClientError
 from smdp.protocol import user as wire
 from tests.integration.harness import Server, make_pair, running, wait_until
 
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
+
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@b.example"
 
 
@@ -282,7 +287,7 @@ def test_several_recipients_one_transfer(pair: tuple[Server, Server]) -> None:
 
 
 def test_quality_blocks_a_bad_peer(tmp_path: Path, backend: str) -> None:
-    quality = "[quality]\nmin_messages = 2\nblock_below = -0.5\n"
+    quality = PAPER_QUALITY + "min_messages = 2\nblock_below = -0.5\n"
     a, b = make_pair(tmp_path, extra_b=quality)
     assert (a.backend, b.backend) == (backend, backend)
     a.add_user(ALICE)

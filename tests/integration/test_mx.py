@@ -34,6 +34,11 @@ from .faults import StandInDns
 from .harness import Pki, Server, free_ports, wait_until
 from .inprocess import InProcessServer
 
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
+
 BOB, CAROL = "bob@b.example", "carol@b.example"
 FRIEND = "friend@c.example"
 
@@ -520,7 +525,7 @@ def test_expiry_frees_the_bytes(tmp_path: Path) -> None:
 def test_a_client_network_voted_down_is_refused_before_data(tmp_path: Path) -> None:
     """Issue 12 item 4: quality per client prefix (here 127.0.0.0/24), the
     peer port's thresholds; a blocked sender gets 554 at MAIL FROM."""
-    with mx(tmp_path, extra="[quality]\nmin_messages = 2\n") as s:
+    with mx(tmp_path, extra=PAPER_QUALITY + "min_messages = 2\n") as s:
         c = smtp(s)
         for n in range(2):
             c.sendmail(FRIEND, [BOB], message(f"ad {n}"))
@@ -535,7 +540,7 @@ def test_a_client_network_voted_down_is_refused_before_data(tmp_path: Path) -> N
 
 
 def test_a_verified_domain_voted_down_is_refused_at_the_end_of_data(tmp_path: Path) -> None:
-    with StandInDns() as dns, mx(tmp_path, extra="[quality]\nmin_messages = 2\n",
+    with StandInDns() as dns, mx(tmp_path, extra=PAPER_QUALITY + "min_messages = 2\n",
                                  dns=dns) as s:
         key = publish_sender(dns, "c.example")
         c = smtp(s)

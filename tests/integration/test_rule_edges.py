@@ -23,6 +23,11 @@ from tests.integration.harness import (
     wait_until,
 )
 
+# Section 5.3 alone, as before issue 16 item 1: counters that never age, no
+# rejecting users needed, no hysteresis, no probation (docs/protocol.md 11.3).
+PAPER_QUALITY = ("[quality]\nhalf_life = \"never\"\nmin_deciders = 0\nmargin = 0\n"
+                 "probation_per_day = 0\n")
+
 ALICE, BOB, CAROL = "alice@a.example", "bob@b.example", "carol@b.example"
 A_HOST = "smdp.a.example"
 B_HOST = "smdp.b.example"
@@ -119,7 +124,7 @@ def test_quality_exactly_at_a_threshold_is_not_below_it(tmp_path: Path) -> None:
     """Section 5.3: a peer is alerted on, or blocked, when its quality is
     *below* the threshold. Quality exactly at alert_below is ok; exactly at
     block_below it is alerted on and its envelopes are still taken."""
-    _a, b = make_pair(tmp_path, extra_b="[quality]\nmin_messages = 2\n"
+    _a, b = make_pair(tmp_path, extra_b=PAPER_QUALITY + "min_messages = 2\n"
                                         "alert_below = 0.0\nblock_below = -0.5\n")
     b.add_user(BOB)
     with running(b):
@@ -151,7 +156,7 @@ def test_an_administrator_blocks_and_allows_a_peer_by_hand(tmp_path: Path) -> No
     administrator pages): a peer blocked by hand is refused however good its
     quality; one allowed by hand is taken however low; unblock hands it back
     to section 5.3's formula. The running server sees each change at once."""
-    _a, b = make_pair(tmp_path, extra_b="[quality]\nmin_messages = 1\n")
+    _a, b = make_pair(tmp_path, extra_b=PAPER_QUALITY + "min_messages = 1\n")
     b.add_user(BOB)
     with running(b):
         p = PeerSocket(b.peer_port)

@@ -544,7 +544,8 @@ def test_lists_are_edited_from_the_web(tmp_path: Path) -> None:
 
 
 def test_administrator_routes_only_for_administrators(tmp_path: Path) -> None:
-    with pair(tmp_path, web_extra="[quality]\nmin_messages = 1\nsample_interval = 0.1\n",
+    with pair(tmp_path, web_extra="[quality]\nmin_messages = 1\nmin_deciders = 0\nhalf_life = 0\n"
+                                   "sample_interval = 0.1\n",
               housekeeping=0.2) as (a, b):
         assert b.web_port is not None
         carol = Browser(b.web_port)

@@ -79,6 +79,15 @@ hostname = "smdp.c.example"
         ({**MINIMAL, "listen": {"peer": "h:70000"}}, "out of range"),
         ({**MINIMAL, "quality": {"block_below": -2}}, "must lie in [-1, 1]"),
         ({**MINIMAL, "quality": {"min_messages": 0}}, "at least 1"),
+        ({**MINIMAL, "quality": {"min_deciders": -1}}, "quality.min_deciders must be 0"),
+        ({**MINIMAL, "quality": {"margin": -0.1}}, "quality.margin must lie in [0, 2]"),
+        ({**MINIMAL, "quality": {"margin": 2.5}}, "quality.margin must lie in [0, 2]"),
+        ({**MINIMAL, "quality": {"probation_per_day": -1}}, "probation_per_day must be 0"),
+        ({**MINIMAL, "quality": {"half_life": "soon"}}, "quality.half_life must be seconds"),
+        ({**MINIMAL, "quality": {"half_life": "3w"}}, "quality.half_life must be seconds"),
+        ({**MINIMAL, "quality": {"half_life": "-1d"}}, "must be 0 (never) or a positive"),
+        ({**MINIMAL, "quality": {"half_life": "inf"}}, "must be 0 (never) or a positive"),
+        ({**MINIMAL, "quality": {"half_life": True}}, "quality.half_life must be a float"),
         ({**MINIMAL, "store": {"backend": "oracle"}}, "not supported"),
         ({**MINIMAL, "peers": {"b.example": {"port": 1}}}, "peers.b.example.hostname is required"),
         ({**MINIMAL, "delivery": {"expire_days": -1}}, "delivery.expire_days must be positive"),
@@ -283,3 +292,21 @@ def test_imap_listeners_are_off_unless_set(tmp_path: Path) -> None:
         parse_config({**MINIMAL, "listen": {"imap_tls": "127.0.0.1:993"}}, tmp_path)
     with pytest.raises(ConfigError, match=r"listen\.imap must look like 'host:port'"):
         parse_config({**MINIMAL, "listen": {"imap": "143"}}, tmp_path)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30d", 30 * 86400.0), ("12h", 43200.0), ("90m", 5400.0), ("45s", 45.0), ("1.5d", 129600.0),
+    (" 2D ", 172800.0), ("never", 0.0), ("Never", 0.0), ("600", 600.0), (600, 600.0),
+    (0, 0.0), (2.5, 2.5),
+])
+def test_the_quality_half_life_is_a_duration(text: object, seconds: float) -> None:
+    """Issue 16 item 1: ``[quality] half_life`` as seconds or with a unit."""
+    config = parse_config({**MINIMAL, "quality": {"half_life": text}}, Path("."))
+    assert config.quality.half_life == seconds
+
+
+def test_the_quality_rules_defaults() -> None:
+    """docs/configuration.md, [quality]: the documented defaults."""
+    quality = parse_config(MINIMAL, Path(".")).quality
+    assert (quality.half_life, quality.min_deciders, quality.margin,
+            quality.probation_per_day) == (30 * 86400.0, 3, 0.1, 10)

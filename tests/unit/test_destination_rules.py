@@ -24,14 +24,14 @@ from smdp.core.destination import (
     DecisionResult,
     Destination,
     SmtpArrival,
+    _described,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
-from smdp.core.quality import Standing
+from smdp.core.quality import Standing, sender_key
 from smdp.mail.body import Body
-from smdp.store.records import Quality
 from smdp.terms import Decision, EntryState
-from tests.unit.test_core_rules import A_HOST, MSG, World
+from tests.unit.test_core_rules import A_HOST, MSG, World, counters, paper
 
 BOB = "bob@b.example"
 
@@ -73,8 +73,8 @@ def test_no_valid_expires_means_the_usual_hold_time() -> None:
 
 
 def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, block_below=0.5, alert_below=0.9))
-    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, block_below=0.5),
+    world = World(tmp_path, paper(min_messages=1, block_below=0.5, alert_below=0.9))
+    world.dest = Destination(world.b, quality=paper(min_messages=1, block_below=0.5),
                              hostname=A_HOST)
     world.b.count_messages(A_HOST, 5)
     assert world.dest.peer_refusal(A_HOST) is None
@@ -87,7 +87,7 @@ def test_our_own_server_is_never_blocked_nor_counted(tmp_path: Path) -> None:
 
 
 def test_standing_follows_the_quality_policy(tmp_path: Path) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=2, alert_below=0.5, block_below=-0.5))
+    world = World(tmp_path, paper(min_messages=2, alert_below=0.5, block_below=-0.5))
     assert world.dest.peer_verdict("peer.example").status is Standing.NEW
     world.b.count_messages("peer.example", 2)
     assert world.dest.peer_verdict("peer.example").status is Standing.ALERT
@@ -106,7 +106,7 @@ def test_direct_sends_only_from_an_authorized_pair(world: World) -> None:
 def test_an_envelope_counts_each_recipient_towards_the_peer(world: World) -> None:
     world.send([BOB, "carol@b.example", "nobody@b.example"])
     world.deliver_envelopes()
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, 0)
+    assert counters(world.b.quality(A_HOST)) == (3, 0)
     # Unknown recipients get no entry (they were refused at RCPT).
     assert [e.recipient for e in world.b.mailbox_entries(world.bob.id)] == [BOB]
 
@@ -118,9 +118,9 @@ def test_local_mail_counts_and_votes_nothing(tmp_path: Path) -> None:
     world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=[BOB], body=MSG)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+    assert counters(world.b.quality(A_HOST)) == (0, 0)
     world.dest.expire(time.time() + 400 * 86400)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 0, 0)
+    assert counters(world.b.quality(A_HOST)) == (0, 0)
 
 
 def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
@@ -133,7 +133,7 @@ def test_a_direct_message_is_accepted_and_readable(world: World) -> None:
         EntryState.ACCEPTED, Decision.ACCEPT,
         "sender is on your white list (sent directly)")  # bob listed nobody: no evidence
     assert stored_message(world.b.in_body(entry.envelope_id)) == MSG
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 1)
+    assert counters(world.b.quality(A_HOST)) == (2, 1)
     assert world.b.jobs() == []  # nothing to report: the sender sent it whole
     assert told == [(Decision.ACCEPT, False)]  # the white list's, not the user's
 
@@ -149,7 +149,7 @@ def test_the_expires_of_an_envelope_is_kept(world: World) -> None:
     assert (entry.state, entry.reason) == (EntryState.EXPIRED,
                                            "the origin no longer holds it: it expired")
     # An unpulled envelope counts against the origin like a rejection.
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
 
 
 def test_accept_after_accept_changes_nothing(world: World) -> None:
@@ -204,7 +204,7 @@ def test_an_accept_of_a_held_copy_stays_accepted(world: World) -> None:
 def test_a_reject_below_the_alert_threshold_tells_the_administrator(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=-0.9))
     world.send([BOB])
     world.send(["carol@b.example"])
     world.deliver_envelopes()
@@ -212,15 +212,17 @@ def test_a_reject_below_the_alert_threshold_tells_the_administrator(
         world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
         assert caplog.records == []  # an accept never alerts
         world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
-    [record] = caplog.records
-    assert record.getMessage() == (f"peer server {A_HOST}: alert (quality 0.00 is below "
-                                   "the alert threshold 0.50)")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"peer server {A_HOST}: alert (quality 0.00 is below the alert threshold 0.50)",
+        # Issue 16 item 1: alice's own quality at her server fell with it.
+        f"sender <alice@a.example> at {A_HOST}: alert (quality 0.00 is below the alert "
+        "threshold 0.50)"]
 
 
 def test_a_reject_of_a_good_peer_alerts_nobody(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=-0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=-0.5, block_below=-0.9))
     for rcpt in (BOB, BOB, BOB, "carol@b.example"):
         world.send([rcpt])
     world.deliver_envelopes()
@@ -234,12 +236,12 @@ def test_a_reject_of_a_good_peer_alerts_nobody(
 def test_a_blocked_peers_reject_alerts_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=0.0))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=0.0))
     world.send([BOB])
     world.deliver_envelopes()
     with caplog.at_level(logging.WARNING, logger="smdp.quality"):
         world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
-    [record] = caplog.records
+    record, _sender = caplog.records
     assert record.getMessage().startswith(f"peer server {A_HOST}: blocked (quality -1.00")
 
 
@@ -310,21 +312,21 @@ def test_purge_forgets_envelopes_expired_before(world: World) -> None:
 def test_a_peer_that_sorts_after_us_is_counted_too(tmp_path: Path) -> None:
     """"Not our own server" is inequality, not an order of names: a peer whose
     name sorts before ours (smdp.a.example < zz.b.example) counts and votes."""
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5))
-    world.dest = Destination(world.b, quality=QualityPolicy(min_messages=1, alert_below=0.5),
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5))
+    world.dest = Destination(world.b, quality=paper(min_messages=1, alert_below=0.5),
                              hostname="zz.b.example")
     world.send([BOB])
     world.deliver_envelopes()
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, 0)
+    assert counters(world.b.quality(A_HOST)) == (1, 0)
     world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
     world.dest.receive_message(server=A_HOST, envid="d" * 26, sender="alice@a.example",
                                recipients=[BOB], body=MSG)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)
+    assert counters(world.b.quality(A_HOST)) == (2, 0)
     world.send(["carol@b.example"])
     world.deliver_envelopes()
     world.dest.expire(time.time() + 400 * 86400)
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 3, -1)
+    assert counters(world.b.quality(A_HOST)) == (3, -1)
 
 
 def test_no_one_decides_for_a_user_with_a_higher_id(world: World) -> None:
@@ -363,7 +365,7 @@ def test_expiry_and_its_vote_are_one_transaction(world: World, tmp_path: Path) -
     beside.commit()
     beside.close()
     assert world.dest.expire(time.time() + 31 * 86400) == 1
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 1, -1)
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
 
 
 def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
@@ -372,7 +374,7 @@ def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
     """The alert follows a rejection; an accept that leaves the peer still
     below the threshold says nothing. Our own name sorts after the peer's
     (smdp.b.example > smdp.a.example): the check is "not us", not an order."""
-    world = World(tmp_path, QualityPolicy(min_messages=1, alert_below=0.5, block_below=-0.9))
+    world = World(tmp_path, paper(min_messages=1, alert_below=0.5, block_below=-0.9))
     world.dest = Destination(world.b, quality=world.dest.quality_policy, hostname="smdp.b.example")
     world.send(["carol@b.example"])
     world.send([BOB])
@@ -380,9 +382,12 @@ def test_only_a_reject_alerts_even_when_the_peer_is_already_below_the_threshold(
     with caplog.at_level(logging.WARNING, logger="smdp.quality"):
         world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
         world.dest.decide(world.bob, world.entry(world.bob), Decision.ACCEPT)
-    assert [r.getMessage() for r in caplog.records] == [
-        f"peer server {A_HOST}: alert (quality -0.50 is below the alert threshold 0.50)"]
-    assert world.b.quality(A_HOST) == Quality(A_HOST, 2, 0)  # still below 0.5 after the accept
+    # Issue 16 item 1: the verdict's quality counts judged messages only
+    # (bob's is not yet when carol rejects); bob's accept then lifts it to
+    # 0.00, still below 0.5: a better standing is not a warning.
+    assert [r.getMessage() for r in caplog.records if "peer server" in r.getMessage()] == [
+        f"peer server {A_HOST}: blocked (quality -1.00 is below the block threshold -0.90)"]
+    assert counters(world.b.quality(A_HOST)) == (2, 0)  # still below 0.5 after the accept
 
 
 def test_an_expired_envelope_can_still_be_rejected(world: World) -> None:
@@ -495,3 +500,108 @@ def test_a_direct_message_as_a_body_gets_this_hops_received_field(
     assert stored_message(stored) == MSG
     assert stored is not None
     assert stored.startswith(b"Received: from smdp.a.example by " + by + b" with SMDP id ")
+
+
+# -- issue 16 item 1: probation, per-sender quality, kept standings ---------------
+
+
+def _rejected_by_two(world: World) -> None:
+    """alice's two envelopes, one to bob and one to carol, both rejected."""
+    world.send([BOB])
+    world.send(["carol@b.example"])
+    world.deliver_envelopes()
+    world.dest.decide(world.bob, world.entry(world.bob), Decision.REJECT)
+    world.dest.decide(world.carol, world.entry(world.carol), Decision.REJECT)
+
+
+def test_a_blocked_peer_has_its_probation_then_is_refused(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=2))
+    _rejected_by_two(world)
+    assert world.b.quality(A_HOST).standing == "blocked"
+    assert [world.dest.peer_refusal(A_HOST) for _ in range(2)] == [None, None]
+    refusal = world.dest.peer_refusal(A_HOST)
+    assert refusal == Outcome(Kind.PEER_BLOCKED, f"{A_HOST} blocked: quality -1.00 is below "
+                              "the block threshold -0.50; its 2 envelopes of probation "
+                              "today are used")
+    # Blocked by hand: no probation.
+    world.b.set_override(A_HOST, "blocked", "")
+    world.b.set_override("smdp.c.example", "blocked", "")
+    assert world.dest.peer_refusal("smdp.c.example") == Outcome(
+        Kind.PEER_BLOCKED, "smdp.c.example blocked: blocked by the administrator")
+
+
+def test_a_probation_of_one_envelope_a_day(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=1))
+    _rejected_by_two(world)
+    assert world.dest.peer_refusal(A_HOST) is None
+    refusal = world.dest.peer_refusal(A_HOST)
+    assert refusal is not None and refusal.reason.endswith(
+        "its 1 envelopes of probation today are used")
+
+
+def test_no_probation_when_it_is_zero(tmp_path: Path) -> None:
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=0))
+    _rejected_by_two(world)
+    assert world.dest.peer_refusal(A_HOST) == Outcome(
+        Kind.PEER_BLOCKED, f"{A_HOST} blocked: quality -1.00 is below the block threshold -0.50")
+
+
+def test_a_sender_is_judged_apart_from_its_server(tmp_path: Path) -> None:
+    """alice's own quality at smdp.a.example falls with her rejected mail;
+    her server's is kept apart, and our own users and the null sender are
+    never judged."""
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=2, probation_per_day=0))
+    _rejected_by_two(world)
+    key = sender_key(A_HOST, "alice@a.example")
+    assert counters(world.b.quality(key)) == (2, -2)
+    world.dest.hostname = "zz.b.example"  # "not us" is not an order of names
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") == Outcome(
+        Kind.PEER_BLOCKED, f"<alice@a.example> at {A_HOST} blocked: quality -1.00 is below "
+                           "the block threshold -0.50")
+    assert world.dest.sender_refusal(A_HOST, "sales@a.example") is None
+    assert world.dest.sender_refusal(A_HOST, "") is None
+    world.dest.hostname = A_HOST
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") is None
+    world.dest.hostname = "smdp.b.example"
+    # A peer the administrator allows has none of its addresses refused.
+    world.b.set_override(A_HOST, "allowed", "partner")
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example") is None
+
+
+def test_a_kept_standing_follows_the_verdict_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worse: a warning; better: a notice; an administrator's word is not
+    kept as the formula's standing."""
+    world = World(tmp_path, QualityPolicy(min_messages=2, min_deciders=1, margin=0.0))
+    with caplog.at_level(logging.INFO, logger="smdp.quality"):
+        _rejected_by_two(world)
+        world.send([BOB])
+        world.send(["carol@b.example"])
+        world.deliver_envelopes()
+        for user in (world.bob, world.carol):
+            world.dest.decide(user, world.entry(user), Decision.ACCEPT)
+    peer = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith("peer server")]
+    assert [level for level, _ in peer] == ["WARNING", "INFO", "INFO"]
+    assert peer[0][1].startswith(f"peer server {A_HOST}: blocked (quality -1.00")
+    assert peer[1][1].startswith(f"peer server {A_HOST}: alert (quality -0.33")
+    assert peer[2][1] == f"peer server {A_HOST}: ok (quality 0.00)"
+    assert world.b.quality(A_HOST).standing == "ok"
+    world.b.set_override(A_HOST, "blocked", "")
+    assert world.dest.peer_verdict(A_HOST).status is Standing.BLOCKED
+    assert world.b.quality(A_HOST).standing == "ok"
+
+
+def test_smtp_keys_are_described_as_smtp_senders() -> None:
+    assert _described("smtp:c.example") == "SMTP sender smtp:c.example"
+    assert _described(sender_key(A_HOST, "m@a.example")) == f"sender <m@a.example> at {A_HOST}"
+    assert _described(A_HOST) == f"peer server {A_HOST}"
+
+
+def test_an_expired_envelope_counts_against_its_sender_too(world: World) -> None:
+    world.send([BOB])
+    world.deliver_envelopes()
+    assert world.dest.expire(time.time() + 31 * 86400) == 1
+    assert counters(world.b.quality(A_HOST)) == (1, -1)
+    assert counters(world.b.quality(sender_key(A_HOST, "alice@a.example"))) == (1, -1)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from smdp.config import QualityPolicy
 from smdp.core.destination import Destination, SmtpArrival
 from smdp.core.mx import (
     client_prefix,
@@ -22,6 +21,7 @@ from smdp.core.outcomes import Kind
 from smdp.mail.body import Body
 from smdp.store.sqlite import SqliteStore
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
+from tests.unit.test_core_rules import paper
 
 DOMAINS = ("b.example",)
 FRIEND = "friend@c.example"
@@ -104,7 +104,7 @@ class Mx:
     def __init__(self, tmp: Path) -> None:
         self.store = SqliteStore(tmp / "b.sqlite3")
         self.store.migrate()
-        self.dest = Destination(self.store, quality=QualityPolicy(min_messages=3),
+        self.dest = Destination(self.store, quality=paper(min_messages=3),
                                 hostname="smdp.b.example")
         self.bob = self.store.create_user("bob@b.example", "x")
         self.carol = self.store.create_user("carol@b.example", "x")

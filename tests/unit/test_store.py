@@ -205,6 +205,187 @@ def test_one_vote_per_entry(backend: Backend) -> None:
     store.close()
 
 
+# -- quality that ages (issue 16 item 1, migration 0014) --------------------------
+
+
+class Clock:
+    """A stand-in for the store's quality clock."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pending(store: Store, user_id: int, envid: str, server: str = "x") -> int:
+    with store.transaction():
+        env = store.insert_in_envelope(envid=envid, origin_server=server,
+                                       sender="s@x.example", size=1, block="", subject="",
+                                       body=None)
+        entry = store.insert_mailbox_entry(user_id, env, "u@b.example", "pending")
+        store.count_messages(server, 1)
+    return entry
+
+
+def test_quality_counters_age_on_write_and_on_read(backend: Backend) -> None:
+    """Each message and vote weighs half as much after a half-life; the
+    counted Messages and Votes stay as they were; a vote weighs what its
+    message weighs (aged from the message's arrival)."""
+    store = backend.open()
+    clock = Clock()
+    store.clock, store.half_life = clock, 100.0
+    u = store.create_user("bob@b.example", "h")
+    old = _pending(store, u.id, "a" * 26)
+    with store.transaction():
+        store.set_vote(old, "x", -1)
+    clock.now += 100.0  # one half-life
+    q = store.quality("x")
+    assert (q.messages, q.votes) == (1, -1)
+    assert q.recent_messages == pytest.approx(0.5) and q.recent_votes == pytest.approx(-0.5)
+    assert q.value == -1.0
+    new = _pending(store, u.id, "b" * 26)
+    # Not judged yet: the aged counters do not count it.
+    assert store.quality("x").recent_messages == pytest.approx(0.5)
+    clock.now += 100.0  # the new message's vote comes a half-life after it
+    with store.transaction():
+        store.set_vote(new, "x", 1)
+    q = store.quality("x")
+    assert (q.messages, q.votes) == (2, 0)
+    assert q.recent_messages == pytest.approx(0.75)  # 0.25 + 0.5
+    assert q.recent_votes == pytest.approx(0.25)  # -0.25 + 0.5
+    assert q.value == pytest.approx(1 / 3, abs=1e-6)
+    # 0: never ages, the paper's counters.
+    store.half_life = 0.0
+    clock.now += 10_000.0
+    assert store.quality("x").recent_messages == pytest.approx(0.75)
+    store.close()
+
+
+def test_counters_that_never_age_are_the_papers(backend: Backend) -> None:
+    """half_life 0: a message counts in the aged counters on arrival, as in
+    Messages(X), and its vote does not count it again."""
+    store = backend.open()
+    store.clock, store.half_life = Clock(), 0.0
+    u = store.create_user("bob@b.example", "h")
+    entry = _pending(store, u.id, "p" * 26)
+    _pending(store, u.id, "q" * 26)
+    assert store.quality("x").recent_messages == 2.0
+    with store.transaction():
+        store.set_vote(entry, "x", -1)
+    q = store.quality("x")
+    assert (q.recent_messages, q.recent_votes, q.value) == (2.0, -1.0, -0.5)
+    store.close()
+
+
+def test_very_old_counts_weigh_nothing(backend: Backend) -> None:
+    """Past a thousand half-lives a weight is 0 (PostgreSQL's power() would
+    underflow), never an error."""
+    store = backend.open()
+    clock = Clock()
+    store.clock, store.half_life = clock, 1.0
+    with store.transaction():
+        store.count_forged("x", 4)
+    clock.now += 5000.0
+    assert store.quality("x").recent_messages == 0.0
+    with store.transaction():
+        store.count_forged("x", 1)
+    q = store.quality("x")
+    assert (q.messages, q.recent_messages, q.value) == (5, 1.0, -1.0)
+    store.close()
+
+
+def test_deciders_are_distinct_recent_rejecters(backend: Backend) -> None:
+    """A user counts once however often they reject, and only while their
+    latest rejection is younger than a half-life; an accept is no decider."""
+    store = backend.open()
+    clock = Clock()
+    store.clock, store.half_life = clock, 100.0
+    bob = store.create_user("bob@b.example", "h")
+    carol = store.create_user("carol@b.example", "h")
+    dave = store.create_user("dave@b.example", "h")
+    for n in range(3):
+        with store.transaction():
+            store.set_vote(_pending(store, bob.id, f"b{n:025d}"), "x", -1, also=("y",))
+    assert store.quality("x").deciders == 1 and store.quality("y").deciders == 1
+    with store.transaction():
+        store.set_vote(_pending(store, dave.id, "d" * 26), "x", 1)
+    assert store.quality("x").deciders == 1
+    clock.now += 60.0
+    with store.transaction():
+        store.set_vote(_pending(store, carol.id, "c" * 26), "x", -1)
+    assert store.quality("x").deciders == 2
+    clock.now += 40.0  # bob's rejections are a half-life old: still counted
+    assert store.quality("x").deciders == 2
+    clock.now += 1.0
+    assert store.quality("x").deciders == 1
+    assert store.quality("y").deciders == 0
+    store.half_life = 0.0  # nothing ages: every rejecter ever
+    assert store.quality("x").deciders == 2
+    store.close()
+
+
+def test_standing_and_probation_are_kept(backend: Backend) -> None:
+    store = backend.open()
+    clock = Clock(86400.0 * 20000 + 10)
+    store.clock = clock
+    with store.transaction():
+        store.count_messages("x", 1)
+    assert store.quality("x").standing == "new"
+    store.set_standing("x", "blocked")
+    q = store.quality("x")
+    assert (q.standing, q.standing_at) == ("blocked", clock.now)
+    # Two a day; the count starts again the next (UTC) day.
+    assert [store.take_probation("x", 2) for _ in range(3)] == [True, True, False]
+    clock.now += 86400.0 - 20
+    assert not store.take_probation("x", 2)
+    clock.now += 20.0
+    assert [store.take_probation("x", 2) for _ in range(3)] == [True, True, False]
+    assert not store.take_probation("unknown", 2)
+    store.close()
+
+
+def test_sender_keys_are_listed_apart(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction():
+        for key in ("smdp.a.example", "sender:smdp.a.example/m@a.example", "smtp:c.example"):
+            store.count_messages(key, 1)
+    assert [q.server for q in store.all_quality()] == ["smdp.a.example", "smtp:c.example"]
+    assert [q.server for q in store.sender_quality()] == [
+        "sender:smdp.a.example/m@a.example"]
+    store.close()
+
+
+def test_migration_0014_keeps_counters_and_rejecters(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at 0013 migrates: the aged counters start as the counted
+    ones and the users who had rejected a peer's mail are its deciders."""
+    import smdp.store.postgres
+    import smdp.store.sqlite
+
+    module = smdp.store.sqlite if backend.name == "sqlite" else smdp.store.postgres
+    every = backend_migrations(backend)
+    assert every[13][0] == 14
+    monkeypatch.setattr(module, "migrations", lambda: every[:13])
+    old = backend.open_raw()
+    old.migrate()
+    assert isinstance(old, SqlStore)
+    u = old.create_user("bob@b.example", "h")
+    _env, entry = _envelope_with_entry(old, u.id, "o" * 26)
+    old._exec("INSERT INTO votes (mailbox_id, server, vote) VALUES (?, ?, ?)", (entry, "x", -1))
+    old._exec("INSERT INTO peer_quality (server, messages, votes, updated_at) "
+              "VALUES (?, ?, ?, ?)", ("x", 4, -3, time.time()))
+    old.close()
+    monkeypatch.undo()
+    store = backend.open()
+    q = store.quality("x")
+    assert (q.messages, q.votes, q.deciders, q.standing) == (4, -3, 1, "new")
+    assert q.recent_messages == pytest.approx(4.0, rel=1e-3)
+    assert q.value == pytest.approx(-0.75, abs=1e-3)
+    store.close()
+
+
 def test_bodies_mailbox_and_deletion(backend: Backend) -> None:
     store = backend.open()
     u = store.create_user("bob@b.example", "h")
@@ -600,7 +781,10 @@ def test_migration_0006_keeps_every_id_and_reference(
     first_env, first = made[0]
     with old.transaction():
         old.update_mailbox_entry(first, state="rejected", decision="REJECT")
-        old.set_vote(first, "x", -1)
+        # The vote as 0005's code wrote it (today's also moves 0014's columns).
+        assert isinstance(old, SqlStore)
+        old._exec("INSERT INTO votes (mailbox_id, server, vote) VALUES (?, ?, ?)",
+                  (first, "x", -1))
         old.set_in_expiry(first_env, 50.0)
     old.mark_deleted([made[-1][1]])
     assert old.purge(1.0, expired=EntryState.EXPIRED) == 1  # the last: freed before 0006

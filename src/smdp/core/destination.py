@@ -25,7 +25,15 @@ from smdp.core.lists import list_pair, listing_reason
 from smdp.core.mx import quality_keys
 from smdp.core.notices import PendingItem, build_pending_notice
 from smdp.core.outcomes import Kind, Outcome
-from smdp.core.quality import Standing, Verdict, judge
+from smdp.core.quality import (
+    ALLOWED_BY_HAND,
+    SENDER_KEY_PREFIX,
+    Standing,
+    Verdict,
+    judge,
+    sender_key,
+    worsened,
+)
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import received_field
@@ -106,17 +114,53 @@ class Destination:
 
     def peer_verdict(self, server: str) -> Verdict:
         """Section 5.3: how the peer ``server`` stands, from one read of Quality(X)."""
-        return judge(self.store.quality(server), self.quality_policy)
+        return self.rejudge(server)
+
+    def rejudge(self, key: str) -> Verdict:
+        """Judge ``key`` (a peer, a sender at a peer, an SMTP key) and keep a
+        changed standing: the hysteresis (issue 16 item 1) reads it next time.
+        A standing the administrator set is not the formula's: not kept."""
+        quality = self.store.quality(key)
+        verdict = judge(quality, self.quality_policy)
+        if quality.override is None and verdict.status != quality.standing:
+            self.store.set_standing(key, verdict.status)
+            if worsened(Standing(quality.standing), verdict.status):
+                # Section 5.3: thresholds "accommodate for automate management alerts".
+                log.warning("%s: %s (%s)", _described(key), verdict.status, verdict.reason)
+            else:
+                log.info("%s: %s (%s)", _described(key), verdict.status, verdict.reason)
+        return verdict
 
     def peer_refusal(self, server: str, verdict: Verdict | None = None) -> Outcome | None:
         """Section 5.3: a peer whose quality is below the block threshold is
-        refused. ``verdict``: the peer's, when the caller has it already."""
+        refused, unless it has probation left today (issue 16 item 1).
+        ``verdict``: the peer's, when the caller has it already."""
         if server == self.hostname:
             return None
-        verdict = verdict or self.peer_verdict(server)
-        if verdict.status is Standing.BLOCKED:
-            return Outcome(Kind.PEER_BLOCKED, f"{server} blocked: {verdict.reason}")
-        return None
+        return self._refusal(server, server, verdict or self.peer_verdict(server))
+
+    def sender_refusal(self, server: str, sender: str) -> Outcome | None:
+        """Issue 16 item 1: the same for one sending address at the peer, so
+        that one compromised account is refused while its server stays ok."""
+        if server == self.hostname or not sender:
+            return None
+        if self.store.quality(server).override == ALLOWED_BY_HAND:
+            return None  # the administrator vouches for the server and its users
+        key = sender_key(server, sender)
+        return self._refusal(key, f"<{sender}> at {server}", self.rejudge(key))
+
+    def _refusal(self, key: str, who: str, verdict: Verdict) -> Outcome | None:
+        if verdict.status is not Standing.BLOCKED:
+            return None
+        per_day = self.quality_policy.probation_per_day
+        if verdict.probation and per_day > 0:
+            if self.store.take_probation(key, per_day):
+                log.info("%s is blocked; envelope taken on probation", who)
+                return None
+            return Outcome(Kind.PEER_BLOCKED, f"{who} blocked: {verdict.reason}; its "
+                                              f"{per_day} envelopes of probation today "
+                                              "are used")
+        return Outcome(Kind.PEER_BLOCKED, f"{who} blocked: {verdict.reason}")
 
     def _received(self, server: str, envid: str, body: bytes | Body) -> Body:
         """``body`` as stored here: after the Received field of this hop
@@ -155,6 +199,7 @@ class Destination:
             self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             if server != self.hostname:
                 self.store.count_messages(server, len(recipients))
+                self.store.count_messages(sender_key(server, sender), len(recipients))
             list_id = fields.summary.list_id
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
@@ -205,6 +250,7 @@ class Destination:
             )
             if server != self.hostname:
                 self.store.count_messages(server, len(recipients))
+                self.store.count_messages(sender_key(server, sender), len(recipients))
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
@@ -219,7 +265,8 @@ class Destination:
                 )
                 self.decided(Decision.ACCEPT, False)
                 if server != self.hostname:
-                    self.store.set_vote(entry_id, server, +1)
+                    self.store.set_vote(entry_id, server, +1,
+                                        also=(sender_key(server, sender),))
                 self.store.touch_inbound(user.id, sender, server)
 
     def smtp_refusal(self, keys: list[str]) -> Outcome | None:
@@ -227,7 +274,7 @@ class Destination:
         quality under any of ``keys`` (``core/mx.py`` ``quality_keys``) is
         below the block threshold."""
         for key in keys:
-            verdict = judge(self.store.quality(key), self.quality_policy)
+            verdict = self.rejudge(key)
             if verdict.status is Standing.BLOCKED:
                 return Outcome(Kind.PEER_BLOCKED, f"{key.removeprefix('smtp:')} blocked: "
                                                   f"{verdict.reason}")
@@ -412,13 +459,7 @@ class Destination:
                                        env.origin_server, ListedBy.AUTO,
                                        source=(entry.id, decision))
         if env.origin_server != self.hostname:
-            self.store.set_vote(entry.id, env.origin_server, effect.vote)
-        if effect.vote < 0 and env.origin_server != self.hostname:
-            # Section 5.3: thresholds "accommodate for automate management alerts".
-            verdict = judge(self.store.quality(env.origin_server), self.quality_policy)
-            if verdict.status in (Standing.ALERT, Standing.BLOCKED):
-                log.warning("peer server %s: %s (%s)", env.origin_server, verdict.status,
-                            verdict.reason)
+            self._vote(entry.id, env.origin_server, env.sender, effect.vote)
         if decision.accepts:
             # Assumption 5: a later acceptance uses the copy this server holds.
             state = EntryState.ACCEPTED if env.has_body else EntryState.FETCHING
@@ -455,16 +496,22 @@ class Destination:
         if not decision.accepts:
             self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY, env.id)
 
+    def _vote(self, entry_id: int, server: str, sender: str, vote: int) -> None:
+        """An SMDP entry's vote: for its origin server and for its sender
+        there (issue 16 item 1); both are judged again at once, so a
+        standing's change is logged (and kept) when the vote makes it."""
+        keys = [server, sender_key(server, sender)] if sender else [server]
+        self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
+        for key in keys:
+            self.rejudge(key)
+
     def _smtp_vote(self, entry_id: int, env: InEnvelope, vote: int) -> None:
         keys = quality_keys(env.verified_domain, env.client_prefix)
         if not keys:
             return
         self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
-        if vote < 0:
-            for key in keys:
-                verdict = judge(self.store.quality(key), self.quality_policy)
-                if verdict.status in (Standing.ALERT, Standing.BLOCKED):
-                    log.warning("SMTP sender %s: %s (%s)", key, verdict.status, verdict.reason)
+        for key in keys:
+            self.rejudge(key)
 
     # -- expiry ---------------------------------------------------------------------
 
@@ -483,7 +530,7 @@ class Destination:
                 if env is not None and env.via_smtp:
                     self._smtp_vote(entry_id, env, -1)
                 elif server != self.hostname:
-                    self.store.set_vote(entry_id, server, -1)
+                    self._vote(entry_id, server, env.sender if env else "", -1)
             # Held SMTP mail carries its bytes: they go with the expiry.
             self.store.drop_smtp_bodies(d.KEEPS_SMTP_BODY)
         return len(undecided)
@@ -575,6 +622,16 @@ class Destination:
                     entry.id, state=EntryState.FAILED, decision=entry.decision,
                     reason=f"the origin refused the pull: {reply}",
                 )
+
+
+def _described(key: str) -> str:
+    """A quality key as the operator's log names it."""
+    if key.startswith("smtp:"):
+        return f"SMTP sender {key}"
+    if key.startswith(SENDER_KEY_PREFIX):
+        server, _, sender = key.removeprefix(SENDER_KEY_PREFIX).partition("/")
+        return f"sender <{sender}> at {server}"
+    return f"peer server {key}"
 
 
 def _nobody(_decision: Decision, _by_user: bool) -> None:

@@ -227,7 +227,9 @@ class PeerSession(Session):
         if self.peer_host != self.config.hostname:
             # One read of Quality(X) serves the block (section 5.3) and the quota.
             verdict = self.core.destination.peer_verdict(self.peer_host)
-            refusal = self.core.destination.peer_refusal(self.peer_host, verdict)
+            refusal = (self.core.destination.peer_refusal(self.peer_host, verdict)
+                       or self.core.destination.sender_refusal(self.peer_host,
+                                                               event.sender.lower()))
             if refusal is not None:
                 self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(*peer_reply(refusal))

@@ -32,4 +32,6 @@ def open_store(target: Config | str) -> Store:
     else:
         raise StoreError(f"store backend {target.store_backend!r} is not available")
     store.migrate()
+    if not isinstance(target, str):
+        store.half_life = target.quality.half_life
     return store

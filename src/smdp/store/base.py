@@ -358,10 +358,31 @@ class Store(Protocol):
         message counts for its verified domain and its client's prefix)."""
         ...
 
+    # Issue 16 item 1: seconds per half-life of the quality counters (0:
+    # they never age) and the clock their aging, deciders and probation read.
+    half_life: float
+    clock: Callable[[], float]
+
     def quality(self, server: str) -> Quality:
+        """``server``'s counters, the aged ones as of now, its recent deciders
+        and its last standing."""
         ...
 
     def all_quality(self) -> list[Quality]:
+        """Every key but the per-sender ones, by name."""
+        ...
+
+    def sender_quality(self) -> list[Quality]:
+        """The quality kept per sending address at a peer (``sender:`` keys)."""
+        ...
+
+    def set_standing(self, server: str, standing: str) -> None:
+        """Remember the standing last judged (the hysteresis reads it)."""
+        ...
+
+    def take_probation(self, server: str, per_day: int) -> bool:
+        """Count one of ``server``'s ``per_day`` envelopes of probation
+        today; False (nothing counted) when they are used."""
         ...
 
     def set_override(self, server: str, override: str | None, reason: str = "") -> None:

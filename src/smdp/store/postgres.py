@@ -114,6 +114,9 @@ class PostgresStore(SqlStore):
                 f"cannot connect to PostgreSQL ({why}); check that it is running and that "
                 "[store] dsn names an existing database the server may use "
                 "(docs/deployment.md)") from None
+        # Issue 16 item 1: the quality counters' aging (``SqlStore._count``).
+        self.half_life = 30 * 86400.0
+        self.clock = time.time
         self._in_txn = False
         self._lock = threading.RLock()
 
@@ -318,24 +321,19 @@ class PostgresStore(SqlStore):
         # under us: two nodes applying decisions on one entry at once would
         # both read the same old vote. Locking the entry's row (it exists: the
         # vote references it) serialises them, as SQLite's single writer does.
-        self._exec("SELECT 1 FROM mailbox WHERE id=%s FOR UPDATE", (entry_id,))
+        owner = self._exec("SELECT m.user_id, e.received_at FROM mailbox m "
+                           "JOIN in_envelopes e ON e.id = m.envelope_id WHERE m.id=%s "
+                           "FOR UPDATE OF m", (entry_id,)).fetchone()
         row = self._exec("SELECT vote FROM votes WHERE mailbox_id=%s", (entry_id,)).fetchone()
         old = int(row[0]) if row else 0
-        if old == vote:
+        if owner is None or old == vote:
             return
         self._exec(
             "INSERT INTO votes (mailbox_id, server, vote) VALUES (%s, %s, %s) "
             "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
             (entry_id, server, vote),
         )
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (%s, 0, %s, %s) ON CONFLICT (server) DO UPDATE SET "
-            "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
-            (server, vote - old, time.time()),
-        )
-        for key in also:
-            self.count_votes(key, vote - old)
+        self._vote_counts(int(owner[0]), float(owner[1]), (server, *also), old, vote)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 

@@ -130,11 +130,29 @@ class Quality:
     override: str | None = None
     override_reason: str = ""
     override_at: float | None = None
+    # Issue 16 item 1 (migration 0014). The same two counters aged: each
+    # message and vote weighs half as much after every half-life, as of the
+    # moment they were read. None: not aged (the counters as counted).
+    recent_messages: float | None = None
+    recent_votes: float | None = None
+    # Distinct local users who rejected this peer's mail within the last
+    # half-life (a worse standing needs ``min_deciders`` of them).
+    deciders: int = 0
+    # The standing last judged (core/quality.py's Standing, kept for the
+    # hysteresis) and since when.
+    standing: str = "new"
+    standing_at: float | None = None
 
     @property
     def value(self) -> float:
-        """Section 5.3: Quality(X) = Votes(X) / Messages(X), in [-1, 1]."""
-        return self.votes / self.messages if self.messages else 0.0
+        """Section 5.3: Quality(X) = Votes(X) / Messages(X), in [-1, 1], over
+        the aged counters when there are any. Read to six decimals: the aged
+        ones carry rounding errors that must not put a peer at 0.00 below a
+        threshold of 0.00; and held to [-1, 1] against the same."""
+        messages = self.messages if self.recent_messages is None else self.recent_messages
+        votes = self.votes if self.recent_votes is None else self.recent_votes
+        # (+ 0.0 turns a rounded -0.0 into 0.0, which prints without its sign.)
+        return max(-1.0, min(1.0, round(votes / messages, 6) + 0.0)) if messages > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)

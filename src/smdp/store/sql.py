@@ -7,7 +7,7 @@ locking, upserts that need it, migrations)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -85,33 +85,113 @@ class SqlStore:
                 (state, detail, envid, route, time.time(), rcpt_id),
             )
 
-    def count_messages(self, server: str, n: int) -> None:
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (?, ?, 0, ?) ON CONFLICT (server) DO UPDATE SET "
-            "messages = peer_quality.messages + excluded.messages, "
-            "updated_at = excluded.updated_at",
-            (server, n, time.time()),
-        )
+    # -- quality (section 5.3; issue 16 item 1, migration 0014) ----------------
 
-    def count_votes(self, server: str, delta: int) -> None:
-        """Move ``server``'s Votes by ``delta`` (``set_vote``'s other keys)."""
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (?, 0, ?, ?) ON CONFLICT (server) DO UPDATE SET "
-            "votes = peer_quality.votes + excluded.votes, updated_at = excluded.updated_at",
-            (server, delta, time.time()),
-        )
+    # What the quality counters' aging reads: seconds per half-life (0: they
+    # never age) and the clock (tests put a stand-in here).
+    half_life: float
+    clock: Callable[[], float]
 
-    def count_forged(self, server: str, n: int) -> None:
+    # A counter aged from ``recent_at`` to the row being written: decayed on
+    # write, so it needs no history (``smdp_decay``: migration 0014 on
+    # PostgreSQL, ``SqliteStore`` on SQLite).
+    _AGED = "peer_quality.{0} * smdp_decay(excluded.recent_at - peer_quality.recent_at, ?)"
+
+    def _count(self, server: str, messages: int, votes: int, judged: float = 0.0,
+               weighed: float = 0.0) -> None:
+        """Move ``server``'s counters by ``messages`` and ``votes``, and their
+        aged copies by ``judged`` messages and ``weighed`` votes. The aged
+        ones count a message once it is judged (voted on), not on arrival:
+        mail nobody has decided on yet is no evidence either way, and a
+        blocked peer cannot dilute its votes with envelopes nobody wants
+        (they count -1 when they expire)."""
+        now = self.clock()
         self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (server) DO UPDATE SET "
+            "INSERT INTO peer_quality (server, messages, votes, updated_at, recent_messages, "
+            "recent_votes, recent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET "
             "messages = peer_quality.messages + excluded.messages, "
             "votes = peer_quality.votes + excluded.votes, "
-            "updated_at = excluded.updated_at",
-            (server, n, -n, time.time()),
+            "updated_at = excluded.updated_at, "
+            f"recent_messages = {self._AGED.format('recent_messages')} "
+            "+ excluded.recent_messages, "
+            f"recent_votes = {self._AGED.format('recent_votes')} + excluded.recent_votes, "
+            "recent_at = excluded.recent_at",
+            (server, messages, votes, now, judged, weighed, now,
+             float(self.half_life), float(self.half_life)),
         )
+
+    def count_messages(self, server: str, n: int) -> None:
+        # Nothing ages (half-life 0): the aged counters are the paper's own,
+        # a message counted on arrival.
+        self._count(server, n, 0, float(n) if self.half_life <= 0 else 0.0)
+
+    def count_forged(self, server: str, n: int) -> None:
+        self._count(server, n, -n, float(n), float(-n))
+
+    def _vote_counts(self, user_id: int, received_at: float, keys: Sequence[str], old: int,
+                     vote: int) -> None:
+        """``set_vote``'s counting: every key moves by the change. In the aged
+        counters the message counts when first judged, and both it and its
+        vote weigh what they would have had they counted on arrival (aged
+        from ``received_at``). A rejection makes the entry's user one of each
+        key's recent deciders."""
+        now = self.clock()
+        weight = decay(now - received_at, self.half_life)
+        judged = weight if old == 0 and self.half_life > 0 else 0.0
+        for key in keys:
+            self._count(key, 0, vote - old, judged, (vote - old) * weight)
+            if vote < 0:
+                self._exec(
+                    "INSERT INTO quality_deciders (server, user_id, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (server, user_id) DO UPDATE SET at = excluded.at",
+                    (key, user_id, now))
+
+    def _quality_select(self) -> tuple[str, tuple[float, ...]]:
+        """The quality columns, aged to now, and their arguments."""
+        now, half_life = self.clock(), float(self.half_life)
+        since = now - half_life if half_life > 0 else float("-inf")
+        return (
+            "SELECT q.server, q.messages, q.votes, q.override, q.override_reason, "
+            "q.override_at, q.recent_messages * smdp_decay(? - q.recent_at, ?), "
+            "q.recent_votes * smdp_decay(? - q.recent_at, ?), "
+            "(SELECT COUNT(*) FROM quality_deciders d WHERE d.server = q.server "
+            "AND d.at >= ?), q.standing, q.standing_at FROM peer_quality q",
+            (now, half_life, now, half_life, since))
+
+    def quality(self, server: str) -> Quality:
+        sql, args = self._quality_select()
+        row = self._exec(sql + " WHERE q.server=?", (*args, server)).fetchone()
+        return _quality_row(row) if row else Quality(server, 0, 0)
+
+    def all_quality(self) -> list[Quality]:
+        """Every peer's (and SMTP key's) quality; not the per-sender ones."""
+        sql, args = self._quality_select()
+        rows = self._exec(sql + " WHERE q.server NOT LIKE ? ORDER BY q.server",
+                          (*args, "sender:%"))
+        return [_quality_row(r) for r in rows.fetchall()]
+
+    def sender_quality(self) -> list[Quality]:
+        """The quality kept per sending address at a peer (``sender:`` keys)."""
+        sql, args = self._quality_select()
+        rows = self._exec(sql + " WHERE q.server LIKE ? ORDER BY q.server", (*args, "sender:%"))
+        return [_quality_row(r) for r in rows.fetchall()]
+
+    def set_standing(self, server: str, standing: str) -> None:
+        """Remember the standing last judged (the hysteresis reads it)."""
+        self._exec("UPDATE peer_quality SET standing=?, standing_at=? WHERE server=?",
+                   (standing, self.clock(), server))
+
+    def take_probation(self, server: str, per_day: int) -> bool:
+        """One of ``server``'s ``per_day`` envelopes of probation today (UTC
+        days by the quality clock); False when they are used."""
+        day = int(self.clock() // 86400)
+        cur = self._exec(
+            "UPDATE peer_quality SET probation_used = CASE WHEN probation_day = ? "
+            "THEN probation_used + 1 ELSE 1 END, probation_day = ? "
+            "WHERE server = ? AND (probation_day <> ? OR probation_used < ?)",
+            (day, day, server, day, per_day))
+        return bool(cur.rowcount)
 
     def insert_out_message(
         self, *, msgid: str, user_id: int, sender: str, body: Body | bytes, subject: str,
@@ -139,7 +219,7 @@ class SqlStore:
             return self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
                 "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
-                (envid, origin_server, sender, size, block, subject, time.time()),
+                (envid, origin_server, sender, size, block, subject, self.clock()),
             )
         body = as_body(body)
         with self.transaction():
@@ -151,7 +231,7 @@ class SqlStore:
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
                 f"received_at, has_body{smtp[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, 1{smtp[1]}) "
                 "RETURNING id",
-                (envid, origin_server, sender, body.size, block, subject, time.time(),
+                (envid, origin_server, sender, body.size, block, subject, self.clock(),
                  *(() if smtp_auth is None
                    else (smtp_auth, verified_domain, mail_from, client_prefix))),
             )
@@ -540,17 +620,6 @@ class SqlStore:
                          (user_id, mailbox)).fetchone()
         return int(count), int(total), int(row[0]) if row else 0
 
-    _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
-                "FROM peer_quality")
-
-    def quality(self, server: str) -> Quality:
-        row = self._exec(self._QUALITY + " WHERE server=?", (server,)).fetchone()
-        return Quality(*row) if row else Quality(server, 0, 0)
-
-    def all_quality(self) -> list[Quality]:
-        rows = self._exec(self._QUALITY + " ORDER BY server")
-        return [Quality(*r) for r in rows.fetchall()]
-
     def set_override(self, server: str, override: str | None, reason: str = "") -> None:
         """An administrator blocks ("blocked") or allows ("allowed") ``server``
         whatever its quality, or hands it back to the formula (None)."""
@@ -845,6 +914,22 @@ class SqlStore:
 
 _OUT_CHUNKS = ("out_body_chunks", "message_id")
 _IN_CHUNKS = ("in_body_chunks", "envelope_id")
+
+
+def decay(elapsed: float, half_life: float) -> float:
+    """What a weight keeps after ``elapsed`` seconds: half per ``half_life``
+    (0: nothing ages). Migration 0014 defines the same ``smdp_decay`` for
+    PostgreSQL; ``SqliteStore`` registers this one."""
+    if half_life <= 0 or elapsed <= 0:
+        return 1.0
+    if elapsed / half_life > 1000:
+        return 0.0
+    return float(0.5 ** (elapsed / half_life))
+
+
+def _quality_row(row: Sequence[Any]) -> Quality:
+    return Quality(row[0], int(row[1]), int(row[2]), row[3], row[4], row[5],
+                   float(row[6]), float(row[7]), int(row[8]), row[9], row[10])
 
 
 def as_body(body: Body | bytes) -> Body:

@@ -22,7 +22,7 @@ from smdp.store.records import (
     MailboxEntry,
     User,
 )
-from smdp.store.sql import SqlStore, job_row, mailbox_row
+from smdp.store.sql import SqlStore, decay, job_row, mailbox_row
 from smdp.store.sqlscript import split_statements
 
 
@@ -52,6 +52,10 @@ class SqliteStore(SqlStore):
         # Deleted messages are overwritten, not merely unlinked from the b-tree:
         # expired and deleted mail is really gone from the file (issue 3).
         self._db.execute("PRAGMA secure_delete=ON")
+        # Issue 16 item 1: the quality counters' aging (``SqlStore._count``).
+        self._db.create_function("smdp_decay", 2, decay, deterministic=True)
+        self.half_life = 30 * 86400.0
+        self.clock = time.time
         self._in_txn = False
         self._lock = threading.RLock()
 
@@ -192,23 +196,19 @@ class SqliteStore(SqlStore):
     def set_vote(self, entry_id: int, server: str, vote: int,
                  also: Sequence[str] = ()) -> None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
-        row = self._exec("SELECT vote FROM votes WHERE mailbox_id=?", (entry_id,)).fetchone()
-        old = int(row[0]) if row else 0
-        if old == vote:
+        row = self._exec("SELECT m.user_id, v.vote, e.received_at FROM mailbox m "
+                         "JOIN in_envelopes e ON e.id = m.envelope_id "
+                         "LEFT JOIN votes v ON v.mailbox_id = m.id WHERE m.id=?",
+                         (entry_id,)).fetchone()
+        old = int(row[1]) if row and row[1] is not None else 0
+        if row is None or old == vote:
             return
         self._exec(
             "INSERT INTO votes (mailbox_id, server, vote) VALUES (?, ?, ?) "
             "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
             (entry_id, server, vote),
         )
-        self._exec(
-            "INSERT INTO peer_quality (server, messages, votes, updated_at) VALUES (?, 0, ?, ?) "
-            "ON CONFLICT (server) DO UPDATE SET votes = votes + excluded.votes, "
-            "updated_at = excluded.updated_at",
-            (server, vote - old, time.time()),
-        )
-        for key in also:
-            self.count_votes(key, vote - old)
+        self._vote_counts(int(row[0]), float(row[2]), (server, *also), old, vote)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 

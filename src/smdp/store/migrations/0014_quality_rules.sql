@@ -1,0 +1,28 @@
+-- 0014 (issue 16 item 1, docs/protocol.md 11.3): quality that ages, needs
+-- several deciders, does not flap and lets a blocked peer prove itself.
+-- recent_messages and recent_votes are Messages(X) and Votes(X) aged to
+-- recent_at (each weighs half as much after every half-life); standing is the
+-- last verdict (the hysteresis reads it); probation_* count the envelopes a
+-- blocked peer sent on probation on day probation_day (Unix days);
+-- quality_deciders holds, per key, each local user's latest rejection.
+ALTER TABLE peer_quality ADD COLUMN recent_messages REAL NOT NULL DEFAULT 0;
+ALTER TABLE peer_quality ADD COLUMN recent_votes REAL NOT NULL DEFAULT 0;
+ALTER TABLE peer_quality ADD COLUMN recent_at REAL NOT NULL DEFAULT 0;
+UPDATE peer_quality SET recent_messages = messages, recent_votes = votes, recent_at = updated_at;
+ALTER TABLE peer_quality ADD COLUMN standing TEXT NOT NULL DEFAULT 'new';
+ALTER TABLE peer_quality ADD COLUMN standing_at REAL;
+ALTER TABLE peer_quality ADD COLUMN probation_day INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peer_quality ADD COLUMN probation_used INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE quality_deciders (
+    server  TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    at      REAL NOT NULL,
+    PRIMARY KEY (server, user_id)
+);
+CREATE INDEX quality_deciders_at ON quality_deciders(server, at);
+-- The rejections already cast, dated by their envelope's arrival (the votes
+-- table keeps no time): a peer blocked before the upgrade stays judged.
+INSERT INTO quality_deciders (server, user_id, at)
+    SELECT v.server, m.user_id, MAX(e.received_at) FROM votes v
+    JOIN mailbox m ON m.id = v.mailbox_id JOIN in_envelopes e ON e.id = m.envelope_id
+    WHERE v.vote < 0 GROUP BY v.server, m.user_id;
