@@ -44,6 +44,7 @@ __all__ = [
     "Stls",
     "Top",
     "Uidl",
+    "Unsub",
     "User",
     "UserCommand",
     "UserDecision",
@@ -152,6 +153,13 @@ class Envs:
 @event
 class EnvShow:
     """ENV <id>: one envelope's fields."""
+
+    id: int
+
+
+@event
+class Unsub:
+    """UNSUB <id>: leave the mailing list that sent the entry (docs/lists.md)."""
 
     id: int
 
@@ -271,6 +279,7 @@ UserCommand: TypeAlias = (
     | Envs
     | EnvShow
     | UserDecision
+    | Unsub
     | MailCmd
     | RcptCmd
     | DataCmd

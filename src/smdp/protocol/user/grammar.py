@@ -47,6 +47,7 @@ from smdp.protocol.user.events import (
     Stls,
     Top,
     Uidl,
+    Unsub,
     User,
     UserCommand,
     UserDecision,
@@ -239,6 +240,8 @@ def _read_n(verb: str, rest: str) -> UserEvent:
         raise Refusal(f"syntax: {verb} <n>")
     if verb == "ENV":
         return EnvShow(_positive(args[0], "envelope id"))
+    if verb == "UNSUB":
+        return Unsub(_positive(args[0], "envelope id"))
     n = _positive(args[0])
     return Retr(n) if verb == "RETR" else Dele(n)
 
@@ -335,6 +338,7 @@ _READERS: Final[dict[str, Callable[[str, str], UserEvent]]] = {
     "TOP": _read_top,
     "ENVS": _read_envs,
     "ENV": _read_n,
+    "UNSUB": _read_n,
     **dict.fromkeys(DECISIONS_BY_VERB, _read_decision),
     "MAIL": _read_mail,
     "RCPT": _read_rcpt,
@@ -426,6 +430,8 @@ def write_command(command: UserCommand) -> str:
             return f"ENV {_checked_positive(envelope)}"
         case UserDecision(option=option, id=envelope):
             return f"{DECISION_VERBS[option]} {_checked_positive(envelope)}"
+        case Unsub(id=envelope):
+            return f"UNSUB {_checked_positive(envelope)}"
         case MailCmd(identity=identity):
             return "MAIL" if identity is None else f"MAIL FROM:<{checked_mailbox(identity)}>"
         case RcptCmd(address=address):
