@@ -16,8 +16,10 @@ import pytest
 
 from smdp.certs import make_ca, make_cert, write_issued
 from smdp.client.session import ClientError
+from smdp.core.jobs import queue_unsubscribe
 from smdp.protocol import user as wire
-from smdp.terms import Decision
+from smdp.store import open_store
+from smdp.terms import Decision, EntryState
 
 from .inprocess import InProcessServer, inprocess_pair, peered
 from .test_client_ids_and_send import client
@@ -233,3 +235,36 @@ def test_the_web_api_unsubscribes_as_the_user_port_does(tmp_path: Path) -> None:
         second = entry + 1
         status, _, said = bob.request("POST", f"/api/envelopes/{second}/unsubscribe")
         assert status == 400 and "only a web page" in said["error"]
+
+
+def test_a_replayed_job_posts_nothing_again(tmp_path: Path,
+                                            site: tuple[ListSite, Path]) -> None:
+    """A node that crashed after the POST, before the job was deleted, runs
+    the job again: the request is done, so nothing is sent twice."""
+    state, ca = site
+    a = InProcessServer(tmp_path, "a.example")
+    b = InProcessServer(tmp_path, "b.example", extra(ca))
+    b.add_user("bob@b.example")
+    store = open_store(b.config)
+    bob = store.user_by_address("bob@b.example")
+    assert bob is not None
+    with store.transaction():
+        env = store.insert_in_envelope(envid="e" * 26, origin_server="smdp.a.example",
+                                       sender="news@a.example", size=5, block="Subject: x\r\n",
+                                       subject="x", body=None)
+        entry = store.insert_mailbox_entry(bob.id, env, "bob@b.example", EntryState.PENDING)
+        made = store.insert_unsubscribe(entry, bob.id, "one-click", state.url(), "done",
+                                        "the list answered 200")
+        queue_unsubscribe(store, made.id)
+    store.close()
+
+    def queued() -> int:
+        s = open_store(b.config)
+        try:
+            return len(s.jobs())
+        finally:
+            s.close()
+
+    with peered(a, b):
+        wait_for(lambda: queued() == 0, "the replayed job to finish")
+    assert state.posts == []

@@ -12,17 +12,23 @@ import pytest
 
 from smdp.certs import make_ca, make_cert, write_issued
 from smdp.config import UnsubscribeSettings
+from smdp.core.origin import Origin
 from smdp.core.unsubscribe import (
     MAILTO,
     ONE_CLICK,
     NoWay,
     Plan,
+    Requested,
     dkim_covers_unsubscribe,
     plan,
+    request,
     request_mail,
     uris,
 )
 from smdp.server.unsubscribe import Refused, TryLater, forbidden, one_click, public_addresses
+from smdp.store import Store, open_store
+from smdp.store.records import User
+from smdp.terms import EntryState, JobKind
 
 
 @pytest.mark.parametrize("address", [
@@ -93,6 +99,8 @@ def test_localhost_through_the_system_resolver_is_refused() -> None:
     ("https:///nohost", "no host"), ("https://8.8.8.8:99999/", "bad port"),
     ("https://user:pw@8.8.8.8/", "user name or password"),
     ("https://[::1]/u", "::1 is a loopback"), ("https://10.1.1.1/u", "private"),
+    ("https://8.8.8.8/a b", "not a URL this server sends to"),
+    ("https://b\u00fccher.example/", "not a URL this server sends to"),
 ])
 def test_urls_the_guard_refuses(url: str, why: str) -> None:
     with pytest.raises(Refused, match=why):
@@ -117,14 +125,14 @@ def test_the_way_taken() -> None:
     with pytest.raises(NoWay, match="no List-Unsubscribe"):
         plan("", one_click=True)
     with pytest.raises(NoWay, match="no way this server can take"):
-        plan("<mailto:a@x.example,b@x.example>, <mailto:not an address>, <gopher://x>",
+        plan("<mailto:a@x.example,b@x.example>, <mailto:not-an-address>, <gopher://x>",
              one_click=False)
     assert uris("<a>, <>, junk <b>") == ["a", "b"]
 
 
 def test_dkim_must_cover_both_fields() -> None:
     covered = (b"DKIM-Signature: v=1; a=rsa-sha256; d=list.example; s=s1;\r\n"
-               b"\th=from:to:subject:List-Unsubscribe:\r\n\t list-unsubscribe-post; bh=x; b=y\r\n"
+               b"\th=from:to:subject:List-Unsubscribe:\r\n\t list-unsubscribe-post; bh=x; b=y;\r\n"
                b"From: a@list.example\r\n")
     assert dkim_covers_unsubscribe(covered, "list.example")
     assert dkim_covers_unsubscribe(covered, "news.list.example")  # the signer's subdomain
@@ -159,6 +167,10 @@ async def _scripted(answers: list[bytes], tmp_path: Path,
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         said = queue.pop(0)
+        if said == b"abort":  # a reset in the middle of the exchange
+            await reader.read(5)
+            writer.transport.abort()
+            return
         with contextlib.suppress(Exception):
             await reader.readuntil(b"One-Click")
             if said == b"hang":
@@ -199,6 +211,12 @@ def test_the_answers_of_the_list(tmp_path: Path) -> None:
     assert isinstance(got[6], Refused) and "answered 302" in str(got[6])  # no Location
 
 
+def test_a_cut_answer_counts_by_its_status_and_a_reset_is_tried_again(tmp_path: Path) -> None:
+    got = _run([b"HTTP/1.1 202 Accepted\r\nX: y", b"abort"], tmp_path)
+    assert got[0] == "the list answered 202 to the one-click POST to 127.0.0.1"
+    assert isinstance(got[1], TryLater)
+
+
 def test_redirects_are_followed_a_few_times_only(tmp_path: Path) -> None:
     loop = b"HTTP/1.1 307 Again\r\nLocation: /again\r\n\r\n"
     got = _run([loop] * 4, tmp_path)
@@ -209,3 +227,45 @@ def test_redirects_are_followed_a_few_times_only(tmp_path: Path) -> None:
 def test_a_list_that_never_answers_is_tried_again_later(tmp_path: Path) -> None:
     got = _run([b"hang"], tmp_path, timeout=0.5)
     assert isinstance(got[0], TryLater) and "no answer within 0.5 seconds" in str(got[0])
+
+
+BLOCK = ("Subject: news\r\nList-Id: news.list.example\r\n"
+         "List-Unsubscribe: <https://list.example/u>, <mailto:leave@list.example>\r\n"
+         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+SIGNED = (b"DKIM-Signature: v=1; d=list.example; h=from:list-unsubscribe:"
+          b"list-unsubscribe-post; b=x\r\nFrom: news@list.example\r\n\r\nBody.\r\n")
+
+
+def _smtp_entry(store: Store, bob: User, n: int, body: bytes | None) -> int:
+    with store.transaction():
+        env = store.insert_in_envelope(
+            envid=f"s{n}", origin_server="list.example", sender="news@list.example",
+            size=len(body or b""), block=BLOCK, subject="news", body=body,
+            smtp_auth="mx; dkim=pass header.d=list.example", verified_domain="list.example")
+        return store.insert_mailbox_entry(bob.id, env, "bob@b.example", EntryState.PENDING)
+
+
+def test_smtp_mail_gets_one_click_only_under_a_signature_that_covers_it(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "u.sqlite3"))
+    bob = store.create_user("bob@b.example", "h")
+    origin = Origin(store, hostname="smdp.b.example", expire_days=5)
+    signed = _smtp_entry(store, bob, 1, SIGNED)
+    got = request(store, origin, bob, signed)
+    assert got == Requested(True, f"envelope {signed} unsubscribe pending by one-click POST "
+                                  "to https://list.example/u")
+    assert [job.kind for job in store.jobs()] == [JobKind.UNSUBSCRIBE]
+    unsigned = _smtp_entry(store, bob, 2, SIGNED.replace(b":list-unsubscribe-post", b""))
+    gone = _smtp_entry(store, bob, 3, SIGNED)
+    # Rejected, and the message dropped: the signature can no longer be read.
+    store.update_mailbox_entry(gone, state=EntryState.REJECTED)
+    assert store.drop_smtp_bodies([EntryState.PENDING], store.mailbox_entry(gone).envelope_id) == 1
+    for entry in (unsigned, gone):
+        text = request(store, origin, bob, entry).text
+        assert text.startswith(f"envelope {entry} unsubscribe done by mail to "
+                               "leave@list.example: sent as message ")
+    store.set_suspension(bob.id, "too many reports")
+    refused = _smtp_entry(store, bob, 4, b"From: news@list.example\r\n\r\nx\r\n")
+    assert request(store, origin, bob, refused) == Requested(
+        False, f"envelope {refused}: the request cannot be mailed: sending is suspended for "
+               "this account (too many reports); contact your administrator")
+    assert store.unsubscribe_of_entry(refused) is None

@@ -48,7 +48,7 @@ from smdp.server.routing import (
 from smdp.server.services import Core
 from smdp.server.smtp_client import OutcomeUnknown, SessionLost, SmtpLink
 from smdp.server.tls import TlsPolicy
-from smdp.server.unsubscribe import AddressLookup, Refused, TryLater, one_click
+from smdp.server.unsubscribe import Refused, TryLater, one_click
 from smdp.store.records import Job, OutMessage
 from smdp.terms import JobKind
 
@@ -138,9 +138,6 @@ class PeerJobs:
         self.router = router
         self._mta_sts: MtaSts | None = None  # made on first use (outbound SMTP only)
         self.signing_keys = SigningKeys()
-        # How the one-click POST resolves a list's host name (the system's
-        # resolver); the guard checks every address it gives.
-        self.unsubscribe_lookup: AddressLookup | None = None
 
     def route_of(self, job: Job) -> str:
         """The peer domain a job talks to (jobs of unknown records go anywhere)."""
@@ -590,10 +587,7 @@ class PeerJobs:
             return  # done already (a replay), or its entry was purged
         settings = self.core.config.unsubscribe
         try:
-            if self.unsubscribe_lookup is None:
-                said = await one_click(request.target, settings)
-            else:
-                said = await one_click(request.target, settings, lookup=self.unsubscribe_lookup)
+            said = await one_click(request.target, settings)
         except Refused as exc:
             raise PermanentFailure(str(exc)) from None
         except TryLater as exc:

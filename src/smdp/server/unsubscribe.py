@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ AddressLookup = Callable[[str, int], Awaitable[list[str]]]
 MAX_REDIRECTS = 3
 MAX_ANSWER_OCTETS = 16384  # the status line and header; the body is never read
 _BODY = b"List-Unsubscribe=One-Click"
+_URL_CHARS = re.compile(r"[\x21-\x7e]{1,2000}")
 
 
 class Refused(Exception):
@@ -73,6 +75,10 @@ async def public_addresses(url: str, *, allow_loopback: bool = False,
     when it is not https, or when any address its host resolves to is
     forbidden (a name whose answers mix public and private addresses is
     refused whole: the sender chose its DNS too)."""
+    if not _URL_CHARS.fullmatch(url):
+        # RFC 3986 URLs are printable ASCII without spaces; anything else
+        # (a redirect's Location included) could bend the request line.
+        raise Refused(f"not a URL this server sends to: {url[:100]!r}")
     parts = urlsplit(url)
     if parts.scheme.lower() != "https":
         raise Refused(f"only https URLs are contacted, not {url[:100]}")
@@ -125,11 +131,9 @@ async def _post_once(url: str, host: str, port: int, addresses: list[str],
             last = exc
             continue
         try:
-            authority = host if port == 443 else f"{host}:{port}"
-            if ":" in host:
-                authority = f"[{host}]" if port == 443 else f"[{host}]:{port}"
+            # The URL's own host and port, as written (no user info: refused).
             writer.write(
-                f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: smdp\r\n"
+                f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: smdp\r\n"
                 f"Content-Type: application/x-www-form-urlencoded\r\n"
                 f"Content-Length: {len(_BODY)}\r\nConnection: close\r\n\r\n".encode("ascii")
                 + _BODY)
