@@ -20,6 +20,7 @@ from smdp.store import open_store
 from smdp.terms import Decision
 
 from .inprocess import InProcessServer
+from .test_client_ids_and_send import client
 from .test_inprocess_flow import lines, wait_for
 
 # In-process servers: SQLite whatever the pass (as test_web.py).
@@ -157,6 +158,20 @@ def test_a_list_sends_one_envelope_per_domain_and_the_owner_sees_each_state(
         assert status[1:] == ["  bob@b.example delivered accepted by recipient",
                               "  carol@b.example rejected rejected by recipient",
                               "  erin@c.example envelope-sent"]
+        # The owner's view on the user port: GROUP, to the owner only.
+        alice = a.client("alice@a.example")
+        reply = alice.call(wire.GroupStatus("team@a.example"))
+        alice.quit()
+        assert reply.text == "3 recipient status line(s) for team@a.example"
+        assert [line.split(" ", 1)[1] for line in reply.lines or []] == [
+            line.strip() for line in status[1:]]
+        assert {line.split(" ", 1)[0] for line in reply.lines or []} == {status[0].split()[0]}
+        dave = a.client("dave@a.example")
+        with pytest.raises(ClientError, match=r"no group team@a\.example of yours"):
+            dave.call(wire.GroupStatus("team@a.example"))
+        with pytest.raises(ClientError, match=r"no group none@a\.example of yours"):
+            dave.call(wire.GroupStatus("none@a.example"))
+        dave.quit()
 
 
 def test_who_may_post_to_a_list(tmp_path: Path) -> None:
@@ -169,6 +184,9 @@ def test_who_may_post_to_a_list(tmp_path: Path) -> None:
         with pytest.raises(ClientError, match="goes to the list alone"):
             submit(a, "dave@a.example", ["team@a.example", "erin@c.example"], "both")
         assert "(2 recipient(s))" in submit(a, "dave@a.example", ["team@a.example"], "member")
+        # smdp client group: the owner's view from the command line.
+        wait_for(lambda: "2 recipient status line(s) for team@a.example" in client(
+            a, "alice@a.example", "group", "team@a.example").stdout, "the owner's view")
         assert admin(a, "group", "members", "team@a.example").splitlines() == [
             "2 member(s)", "bob@b.example", "dave@a.example"]
         assert admin(a, "group", "remove", "team@a.example", "dave@a.example",

@@ -223,7 +223,7 @@ class UserSession(Session):
                 capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
                                 "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
                                 "REJECT&SPAMMER UNSUB MAIL RCPT DATA SENT LISTS LISTADD LISTDEL "
-                                "IDENT PASSWD"]
+                                "IDENT PASSWD GROUP"]
                 if (port.tls.user_server_context is not None and not conn.tls
                         and self.user is None):
                     capabilities.append("STLS")  # RFC 2595: offered until in use
@@ -295,6 +295,8 @@ class UserSession(Session):
                 self._decide(option, entry_id)
             case wire.Unsub(id=entry_id):
                 self._unsubscribe(entry_id)
+            case wire.GroupStatus(address=address):
+                self._group_status(address)
             case wire.MailCmd(identity=identity):
                 self._mail(identity)
             case wire.RcptCmd(address=address):
@@ -394,6 +396,19 @@ class UserSession(Session):
             # Issue 16 item 3: rejecting list mail offers to leave the list.
             text += f"; UNSUB {entry_id} unsubscribes you from the list"
         self.conn.ok(f"envelope {entry_id} {text}")
+
+    def _group_status(self, address: str) -> None:
+        """GROUP: the owner's view (docs/lists.md); to the owner only, and
+        the same answer for a group of someone else's as for none."""
+        assert self.user is not None
+        group = self.store.group(address.lower())
+        if group is None or group.owner_id != self.user.id:
+            self.conn.err(f"no group {address} of yours")
+            return
+        rows = self.store.group_deliveries(group.id)
+        self.conn.ok(f"{len(rows)} recipient status line(s) for {group.address}", [
+            _clean(f"{d.msgid} {d.recipient} {d.state}" + (f" {d.detail}" if d.detail else ""))
+            for d in rows])
 
     def _unsubscribe(self, entry_id: int) -> None:
         assert self.user is not None

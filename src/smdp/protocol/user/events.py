@@ -22,6 +22,7 @@ __all__ = [
     "Dele",
     "EnvShow",
     "Envs",
+    "GroupStatus",
     "Ident",
     "ListAdd",
     "ListCmd",
@@ -158,6 +159,13 @@ class EnvShow:
 
 
 @event
+class GroupStatus:
+    """GROUP <address>: the owner's view of a local list or alias (docs/lists.md)."""
+
+    address: str
+
+
+@event
 class Unsub:
     """UNSUB <id>: leave the mailing list that sent the entry (docs/lists.md)."""
 
@@ -280,6 +288,7 @@ UserCommand: TypeAlias = (
     | EnvShow
     | UserDecision
     | Unsub
+    | GroupStatus
     | MailCmd
     | RcptCmd
     | DataCmd
