@@ -223,7 +223,7 @@ class UserSession(Session):
                 capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
                                 "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
                                 "REJECT&SPAMMER UNSUB MAIL RCPT DATA SENT LISTS LISTADD LISTDEL "
-                                "IDENT PASSWD GROUP"]
+                                "IDENT GROUP PASSWD"]
                 if (port.tls.user_server_context is not None and not conn.tls
                         and self.user is None):
                     capabilities.append("STLS")  # RFC 2595: offered until in use
