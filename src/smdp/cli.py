@@ -148,6 +148,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
             print(f"sending suspended for {user.main_address}")
         elif args.admin_cmd == "why":
             print(_why(store, config, args.entry))
+        elif args.admin_cmd == "group":
+            for line in _group(store, config, args):
+                print(line)
         elif args.admin_cmd in ("grant-admin", "revoke-admin"):
             user = accounts.user(args.address)
             granted = args.admin_cmd == "grant-admin"
@@ -196,6 +199,32 @@ def _backup_or_restore(args: argparse.Namespace, config: Config) -> int:
         print(f"restored {args.backup} to {report.describe()}")
         print("the server brings the schema up to date when it starts")
     return 0
+
+
+def _group(store: Store, config: Config, args: argparse.Namespace) -> list[str]:
+    """``smdp admin group ...``: local lists and aliases (docs/lists.md)."""
+    from smdp.core import groups
+
+    try:
+        match args.group_cmd:
+            case "create":
+                return [groups.create(store, config.domains, args.address, args.kind,
+                                      args.owner)]
+            case "delete":
+                return [groups.delete(store, args.address)]
+            case "add":
+                return groups.add_members(store, args.address, args.members)
+            case "remove":
+                return groups.remove_members(store, args.address, args.members)
+            case "members":
+                found = groups.members(store, args.address)
+                return [f"{len(found)} member(s)", *found]
+            case "list":
+                return groups.listing(store) or ["no groups"]
+            case _:  # "status": argparse allows nothing else
+                return groups.status(store, args.address, args.posts) or ["no posts yet"]
+    except groups.GroupError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _why(store: Store, config: Config, entry_id: int) -> str:
@@ -483,6 +512,28 @@ def build_parser() -> argparse.ArgumentParser:
                                     "reason and evidence, the sender's listing, the peer's "
                                     "quality")
     p.add_argument("entry", type=int, help="the envelope's id (as ENVS and the web app show)")
+    group = asub.add_parser("group", help="local lists and aliases: addresses of ours that "
+                                          "expand to their members (docs/lists.md)")
+    gsub = group.add_subparsers(dest="group_cmd", required=True)
+    p = gsub.add_parser("create", help="a new alias (anyone here may write to it) or list "
+                                       "(members and owner post; posts carry List-Id)")
+    p.add_argument("address")
+    p.add_argument("--kind", choices=("alias", "list"), default="alias")
+    p.add_argument("--owner", help="the user who runs it (required for a list)")
+    p = gsub.add_parser("delete", help="delete a group and its members")
+    p.add_argument("address")
+    for name, text in (("add", "add members (addresses here or elsewhere, or groups)"),
+                       ("remove", "remove members")):
+        p = gsub.add_parser(name, help=text)
+        p.add_argument("address")
+        p.add_argument("members", nargs="+")
+    p = gsub.add_parser("members", help="a group's members")
+    p.add_argument("address")
+    gsub.add_parser("list", help="every group, its kind, owner and size")
+    p = gsub.add_parser("status", help="the owner's view: each recent post and every "
+                                       "recipient's state")
+    p.add_argument("address")
+    p.add_argument("--posts", type=int, default=20, help="how many recent posts (20)")
     for name, text in (("grant-admin", "let a user open the web app's administrator pages"),
                        ("revoke-admin", "take that away again")):
         p = asub.add_parser(name, help=text)

@@ -124,6 +124,21 @@ class NoticePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class UnsubscribeSettings:
+    """[unsubscribe]: how the server leaves a list for its user (UNSUB;
+    docs/lists.md). The URL of a one-click POST is chosen by the sender, so
+    only https to public addresses is ever contacted."""
+
+    timeout: float = 10.0  # seconds for the whole POST, connection to answer
+    # Trust anchors for the list's HTTPS certificate; None: the system store.
+    ca: Path | None = None
+    # FOR TESTS ONLY: let the POST reach loopback addresses (the tests' own
+    # HTTPS server on 127.0.0.1). Never set it on a real server: any
+    # sender could then make it post to services on its own host.
+    allow_loopback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpSettings:
     """[smtp]: mail to domains without an SMDP server (docs/smtp.md)."""
 
@@ -220,6 +235,7 @@ class Config:
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     abuse: AbusePolicy = field(default_factory=AbusePolicy)
     notices: NoticePolicy = field(default_factory=NoticePolicy)
+    unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     peers: dict[str, PeerServer] = field(default_factory=dict)
     dns_nameservers: tuple[tuple[str, int], ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -357,7 +373,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     """Validate a parsed TOML document; relative paths are taken from base_dir."""
     _reject_unknown(data, {"server", "listen", "store", "limits", "quality", "delivery",
                            "peers", "dns", "security", "abuse", "tls", "notices", "smtp",
-                           "dkim", "web"},
+                           "dkim", "web", "unsubscribe"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
     _reject_unknown(server, {"hostname", "domains", "node", "log_format"}, "server")
@@ -486,6 +502,15 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
     )
     _positive(notices.pending_interval, "notices.pending_interval")
 
+    un = _check(data.get("unsubscribe", {}), dict, "unsubscribe")
+    _reject_unknown(un, {"timeout", "ca", "allow_loopback"}, "unsubscribe")
+    unsubscribe = UnsubscribeSettings(
+        timeout=_opt(un, "timeout", float, 10.0, "unsubscribe"),
+        ca=_file(un, "ca", "unsubscribe", base_dir),
+        allow_loopback=_opt(un, "allow_loopback", bool, False, "unsubscribe"),
+    )
+    _positive(unsubscribe.timeout, "unsubscribe.timeout")
+
     tls = _parse_tls(_check(data.get("tls", {}), dict, "tls"), base_dir)
     web_table = _check(data.get("web", {}), dict, "web")
     _reject_unknown(web_table, {"https"}, "web")
@@ -564,6 +589,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         delivery=delivery,
         abuse=abuse,
         notices=notices,
+        unsubscribe=unsubscribe,
         peers=peers,
         dns_nameservers=nameservers,
         tls=tls,

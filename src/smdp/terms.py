@@ -117,6 +117,7 @@ class JobKind(StrEnum):
     SEND_DIRECT = "send-direct"  # Table 3, sender side: the whole message
     REPORT_DECISION = "report-decision"  # Table 2 to the origin, and the pull (step 7)
     SEND_SMTP = "send-smtp"  # the whole message by SMTP, to a domain without SMDP
+    UNSUBSCRIBE = "unsubscribe"  # RFC 8058 one-click POST for a user (UNSUB)
 
 
 class RouteKind(StrEnum):

@@ -36,7 +36,8 @@ A, AP, T, NP, C, CR, CD = (UserState.AUTHORIZATION, UserState.AUTH_PASS,
                            UserState.COMPOSE_RCPT, UserState.COMPOSE_DATA)
 _TRANSACTION = ("STAT", "LIST", "UIDL", "RETR", "DELE", "TOP", "NOOP", "RSET", "CAPA",
                 "ENVS", "ENV", "ACCEPT", "ACCEPT&AUTH", "REJECT", "REJECT&SPAM",
-                "REJECT&SPAMMER", "SENT", "LISTS", "LISTADD", "LISTDEL", "IDENT")
+                "REJECT&SPAMMER", "UNSUB", "SENT", "LISTS", "LISTADD", "LISTDEL", "IDENT",
+                "GROUP")
 
 # protocol.md 12.2: the allowed commands of each state and where each goes.
 USER_SPEC: dict[UserState, dict[str, UserState]] = {

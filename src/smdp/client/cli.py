@@ -46,6 +46,12 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
         verb = wire.DECISION_VERBS[option].lower()
         p = csub.add_parser(name, help=f"Table 1: {verb} an envelope")
         p.add_argument("id", type=int, help="the entry's ID (see inbox)")
+    p = csub.add_parser("unsubscribe", help="leave the mailing list that sent an envelope "
+                        "(one-click or by mail, as the list offers; docs/lists.md)")
+    p.add_argument("id", type=int, help="the entry's ID (see inbox)")
+    p = csub.add_parser("group", help="the owner's view of a list or alias of yours: each "
+                        "recent post and every recipient's state (docs/lists.md)")
+    p.add_argument("address")
     p = csub.add_parser("read", help="print an accepted message")
     p.add_argument("id", type=int, help="the entry's ID (see inbox)")
     p = csub.add_parser("delete", help="delete an accepted message from your mailbox")
@@ -160,6 +166,10 @@ def run_client(args: argparse.Namespace, password: str,
                 _print(client.call(wire.EnvShow(args.id)))
             elif cmd in DECISIONS:
                 _print(client.call(wire.UserDecision(DECISIONS[cmd], args.id)))
+            elif cmd == "unsubscribe":
+                _print(client.call(wire.Unsub(args.id)))
+            elif cmd == "group":
+                _print(client.call(wire.GroupStatus(args.address)))
             elif cmd == "read":
                 body = client.read(args.id)
                 sys.stdout.write(body.decode("utf-8", "replace").replace("\r\n", "\n"))

@@ -40,6 +40,13 @@ class DecisionJob:
     entry: int
 
 
+@dataclass(frozen=True, slots=True)
+class UnsubscribeJob:
+    """UNSUB: the one-click POST of one unsubscribe request (docs/lists.md)."""
+
+    unsubscribe: int
+
+
 class BadJob(ValueError):
     """A queue row whose payload this version cannot read."""
 
@@ -53,9 +60,16 @@ def queue_decision(store: Store, envid: str, entry_id: int) -> None:
     store.enqueue(JobKind.REPORT_DECISION, envid, json.dumps({"entry": entry_id}))
 
 
-def decode_job(job: Job) -> SendJob | DecisionJob:
+def queue_unsubscribe(store: Store, unsub_id: int) -> None:
+    store.enqueue(JobKind.UNSUBSCRIBE, f"unsubscribe-{unsub_id}",
+                  json.dumps({"unsubscribe": unsub_id}))
+
+
+def decode_job(job: Job) -> SendJob | DecisionJob | UnsubscribeJob:
     try:
         payload = json.loads(job.payload)
+        if job.kind is JobKind.UNSUBSCRIBE:
+            return UnsubscribeJob(int(payload["unsubscribe"]))
         if job.kind is JobKind.REPORT_DECISION:
             return DecisionJob(int(payload["entry"]))
         return SendJob(str(payload["envid"]))

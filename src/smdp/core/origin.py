@@ -19,6 +19,7 @@ from smdp.core import decisions as d
 from smdp.core.decisions import origin_side
 from smdp.core.destination import deliver_notice
 from smdp.core.envelope import encode_envelope_block, extract_envelope, new_token
+from smdp.core.groups import expand
 from smdp.core.jobs import queue_send
 from smdp.core.notices import FailedRecipient, build_dsn, failure_of, header_of
 from smdp.core.outcomes import DecisionOutcome, Kind, Outcome
@@ -123,10 +124,14 @@ class Origin:
                 "contact your administrator", Kind.SUSPENDED,
             )
         identities = self.store.identities(user.id)
+        # Local lists and aliases become their members here (docs/lists.md);
+        # a list post carries its List-Id and List-Unsubscribe after our Received.
+        expansion = expand(self.store, user, sender, recipients)
+        recipients = expansion.recipients
         result = SubmitResult(new_token())
         trace = received_field(source=client_name(client), host=self.hostname,
                                protocol=protocol, ident=result.msgid,
-                               when=datetime.now(UTC))
+                               when=datetime.now(UTC)) + expansion.fields()
         if isinstance(raw, Body):
             body = prepare_submission_body(
                 raw, identities=identities, sender=sender, hostname=self.hostname,
@@ -156,6 +161,8 @@ class Origin:
                 msgid=result.msgid, user_id=user.id, sender=sender, body=body,
                 subject=summary.subject, summary=block.decode("utf-8"), expires_at=expires,
             )
+            for group in expansion.groups:
+                self.store.add_group_post(message_id, group.id)
             for rcpt in dict.fromkeys(recipients):  # a recipient named twice gets one copy
                 domain = domain_of(rcpt)
                 listed = self.store.outbound_kind(user.id, rcpt)

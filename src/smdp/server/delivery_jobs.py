@@ -6,7 +6,9 @@
   an accept the pull of the whole message (step 7);
 - ``send-smtp``: the whole message by SMTP to a domain without an SMDP server
   (docs/smtp.md). With ``[smtp] outbound`` on, a send job whose domain routing
-  finds to be an SMTP domain moves its recipients to such a job first.
+  finds to be an SMTP domain moves its recipients to such a job first;
+- ``unsubscribe``: RFC 8058's one-click POST for a user's UNSUB (docs/lists.md),
+  over HTTPS rather than a peer session (``server/unsubscribe.py``).
 
 The replies are read here and handed to the rules as typed answers
 (``peer_client.answer_of``); what becomes of each recipient is decided in
@@ -18,8 +20,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from smdp.core.jobs import BadJob, DecisionJob, SendJob, decode_job
+from smdp.core import unsubscribe as unsub
+from smdp.core.jobs import BadJob, DecisionJob, SendJob, UnsubscribeJob, decode_job
 from smdp.core.mta_sts import Policy, TlsOutcome, Verdict, decide, requirement
 from smdp.core.origin import sort_answers
 from smdp.mail.addresses import domain_of
@@ -44,6 +48,7 @@ from smdp.server.routing import (
 from smdp.server.services import Core
 from smdp.server.smtp_client import OutcomeUnknown, SessionLost, SmtpLink
 from smdp.server.tls import TlsPolicy
+from smdp.server.unsubscribe import Refused, TryLater, one_click
 from smdp.store.records import Job, OutMessage
 from smdp.terms import JobKind
 
@@ -141,6 +146,9 @@ class PeerJobs:
             work = decode_job(job)
         except BadJob:
             return ""
+        if isinstance(work, UnsubscribeJob):
+            request = store.unsubscribe(work.unsubscribe)
+            return f"https:{urlsplit(request.target).hostname or ''}" if request else ""
         if isinstance(work, DecisionJob):
             entry = store.mailbox_entry(work.entry)
             env = store.in_envelope(entry.envelope_id) if entry else None
@@ -154,7 +162,9 @@ class PeerJobs:
             work = decode_job(job)
         except BadJob as exc:
             raise PermanentFailure(str(exc)) from None
-        if isinstance(work, DecisionJob):
+        if isinstance(work, UnsubscribeJob):
+            await self.unsubscribe(work)
+        elif isinstance(work, DecisionJob):
             await self.report_decision(work, route)
         elif job.kind is JobKind.SEND_SMTP:
             await self.send_smtp(work, route)
@@ -166,7 +176,9 @@ class PeerJobs:
             work = decode_job(job)
         except BadJob:
             return  # nothing to tell anyone; the job is deleted
-        if isinstance(work, DecisionJob):
+        if isinstance(work, UnsubscribeJob):
+            self.store.set_unsubscribe_state(work.unsubscribe, unsub.FAILED, reason)
+        elif isinstance(work, DecisionJob):
             self.core.destination.decision_refused(work.entry, reason)
         else:
             self.core.origin.delivery_failed(work.envid, reason, status)
@@ -564,6 +576,25 @@ class PeerJobs:
         # recipient's (a 5xx fails them all).
         _sort(attempt, [(rcpt, end) for rcpt in accepted])
         return attempt
+
+    # -- UNSUB: RFC 8058 one-click, for a user --------------------------------------
+
+    async def unsubscribe(self, job: UnsubscribeJob) -> None:
+        """The POST of a pending request; its outcome is recorded for ENV.
+        A retry keeps the request pending with the last error (the queue's)."""
+        request = self.store.unsubscribe(job.unsubscribe)
+        if request is None or request.state != unsub.PENDING:
+            return  # done already (a replay), or its entry was purged
+        settings = self.core.config.unsubscribe
+        try:
+            said = await one_click(request.target, settings)
+        except Refused as exc:
+            raise PermanentFailure(str(exc)) from None
+        except TryLater as exc:
+            self.store.set_unsubscribe_state(request.id, unsub.PENDING, f"will retry: {exc}")
+            raise TemporaryFailure(str(exc)) from None
+        self.store.set_unsubscribe_state(request.id, unsub.DONE, said)
+        log.info("unsubscribed entry=%d target=%s: %s", request.entry_id, request.target, said)
 
     # -- Table 2 and section 5.2 step 7: the decision and the pull -----------------
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
+from smdp.core import unsubscribe
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.lists import parse_list_request
 from smdp.core.outcomes import Kind, Outcome
@@ -221,8 +222,8 @@ class UserSession(Session):
             case wire.Capa():
                 capabilities = ["USER", "UIDL", "TOP", "IMPLEMENTATION smdp",
                                 "SMDP PWD ENVS ENV ACCEPT ACCEPT&AUTH REJECT REJECT&SPAM "
-                                "REJECT&SPAMMER MAIL RCPT DATA SENT LISTS LISTADD LISTDEL IDENT "
-                                "PASSWD"]
+                                "REJECT&SPAMMER UNSUB MAIL RCPT DATA SENT LISTS LISTADD LISTDEL "
+                                "IDENT GROUP PASSWD"]
                 if (port.tls.user_server_context is not None and not conn.tls
                         and self.user is None):
                     capabilities.append("STLS")  # RFC 2595: offered until in use
@@ -292,6 +293,10 @@ class UserSession(Session):
                 self._show_envelope(entry_id)
             case wire.UserDecision(option=option, id=entry_id):
                 self._decide(option, entry_id)
+            case wire.Unsub(id=entry_id):
+                self._unsubscribe(entry_id)
+            case wire.GroupStatus(address=address):
+                self._group_status(address)
             case wire.MailCmd(identity=identity):
                 self._mail(identity)
             case wire.RcptCmd(address=address):
@@ -365,6 +370,9 @@ class UserSession(Session):
             # how it came, what was verified, and the results in full.
             lines += ["Via: SMTP", f"Verified: {env.verified_domain or 'none'}",
                       _clean(f"Authentication-Results: {env.smtp_auth}")]
+        request = self.store.unsubscribe_of_entry(entry.id)
+        if request is not None:
+            lines.append(_clean(f"Unsubscribe: {unsubscribe.shown(request)}"))
         lines += [_clean(line) for line in env.block.splitlines() if line]
         self.conn.ok(f"envelope {entry.id}", lines)
 
@@ -382,7 +390,36 @@ class UserSession(Session):
                      entry_id, env.envid if env else "-", self.user.main_address,
                      decision.value, sender, env.origin_server if env else "-")
         text = decision_text(decision, result.outcome, result.entry.state, sender)
+        if (not decision.accepts and env is not None
+                and decode_envelope_block(env.block.encode("utf-8")).summary.list_unsubscribe
+                and self.store.unsubscribe_of_entry(entry_id) is None):
+            # Issue 16 item 3: rejecting list mail offers to leave the list.
+            text += f"; UNSUB {entry_id} unsubscribes you from the list"
         self.conn.ok(f"envelope {entry_id} {text}")
+
+    def _group_status(self, address: str) -> None:
+        """GROUP: the owner's view (docs/lists.md); to the owner only, and
+        the same answer for a group of someone else's as for none."""
+        assert self.user is not None
+        group = self.store.group(address.lower())
+        if group is None or group.owner_id != self.user.id:
+            self.conn.err(f"no group {address} of yours")
+            return
+        rows = self.store.group_deliveries(group.id)
+        self.conn.ok(f"{len(rows)} recipient status line(s) for {group.address}", [
+            _clean(f"{d.msgid} {d.recipient} {d.state}" + (f" {d.detail}" if d.detail else ""))
+            for d in rows])
+
+    def _unsubscribe(self, entry_id: int) -> None:
+        assert self.user is not None
+        done = unsubscribe.request(self.store, self.core.origin, self.user, entry_id)
+        if not done.ok:
+            self.conn.err(done.text)
+            return
+        self.port.outbox.wake()
+        log.info("unsubscribe entry=%d user=%s: %s", entry_id, self.user.main_address,
+                 done.text)
+        self.conn.ok(done.text)
 
     def _mail(self, identity: str | None) -> None:
         assert self.user is not None

@@ -28,6 +28,8 @@ from typing import Protocol
 from smdp.mail.body import Body
 from smdp.store.records import (
     CachedPolicy,
+    Group,
+    GroupDelivery,
     ImapMessage,
     InboundListing,
     InEnvelope,
@@ -39,6 +41,7 @@ from smdp.store.records import (
     OutRecipient,
     Quality,
     QueuedJob,
+    Unsubscribe,
     User,
 )
 
@@ -492,4 +495,53 @@ class Store(Protocol):
 
     def recipients_tls(self, message_id: int) -> dict[int, str]:
         """Recipient id -> its recorded TLS outcome ('' when none)."""
+        ...
+
+    # -- unsubscribing and local groups (migration 0015; docs/lists.md) ----------
+
+    def insert_unsubscribe(self, entry_id: int, user_id: int, method: str, target: str,
+                           state: str, detail: str = "") -> Unsubscribe:
+        """Record a request to leave the list of ``entry_id``; an entry has
+        at most one: when it has one already, that one is returned unchanged."""
+        ...
+
+    def unsubscribe_of_entry(self, entry_id: int) -> Unsubscribe | None:
+        ...
+
+    def unsubscribe(self, unsub_id: int) -> Unsubscribe | None:
+        ...
+
+    def set_unsubscribe_state(self, unsub_id: int, state: str, detail: str) -> None:
+        ...
+
+    def create_group(self, address: str, kind: str, owner_id: int | None) -> int:
+        """A new alias or list; its id. The address must be free."""
+        ...
+
+    def drop_group(self, address: str) -> bool:
+        """Delete a group with its members and its post records."""
+        ...
+
+    def group(self, address: str) -> Group | None:
+        ...
+
+    def groups(self) -> list[Group]:
+        ...
+
+    def add_group_member(self, group_id: int, address: str) -> bool:
+        """False when ``address`` is a member already."""
+        ...
+
+    def drop_group_member(self, group_id: int, address: str) -> bool:
+        ...
+
+    def group_members(self, group_id: int) -> list[str]:
+        ...
+
+    def add_group_post(self, message_id: int, group_id: int) -> None:
+        """``message_id`` was expanded from the group (once per pair)."""
+        ...
+
+    def group_deliveries(self, group_id: int, limit: int = 20) -> list[GroupDelivery]:
+        """Each recipient of the group's ``limit`` newest posts, newest first."""
         ...

@@ -215,3 +215,44 @@ class CachedPolicy:
     policy: str
     fetched_at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """One user's request to leave the list that sent a mailbox entry
+    (UNSUB, migration 0015): how, where to, and what came of it."""
+
+    id: int
+    entry_id: int
+    user_id: int
+    method: str  # "one-click" (RFC 8058 POST) or "mailto" (RFC 2369)
+    target: str
+    state: str  # "pending", "done" or "failed"
+    detail: str
+    requested_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """An address of ours that expands to its members at submission
+    (migration 0015; docs/lists.md): an alias or a list."""
+
+    id: int
+    address: str
+    kind: str  # "alias" or "list"
+    owner_id: int | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDelivery:
+    """One member's recipient of one message a group expanded (the owner's
+    view): the member's state as SENT shows it."""
+
+    msgid: str
+    created_at: float
+    subject: str
+    recipient: str
+    state: RecipientState
+    detail: str

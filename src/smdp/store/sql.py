@@ -14,6 +14,8 @@ from typing import Any
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
     CachedPolicy,
+    Group,
+    GroupDelivery,
     ImapMessage,
     InboundListing,
     InEnvelope,
@@ -25,6 +27,7 @@ from smdp.store.records import (
     OutRecipient,
     Quality,
     QueuedJob,
+    Unsubscribe,
     User,
 )
 from smdp.terms import (
@@ -911,6 +914,88 @@ class SqlStore:
         ).fetchall()
         return [job_row(r) for r in rows]
 
+    # -- unsubscribing (migration 0015) ------------------------------------------
+
+    def insert_unsubscribe(self, entry_id: int, user_id: int, method: str, target: str,
+                           state: str, detail: str = "") -> Unsubscribe:
+        """A new request for ``entry_id``, or the one it already has (a
+        request is made once: UNSUB again shows it)."""
+        now = time.time()
+        self._exec(
+            "INSERT INTO unsubscribes (entry_id, user_id, method, target, state, detail, "
+            "requested_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (entry_id) DO NOTHING",
+            (entry_id, user_id, method, target, state, detail, now, now))
+        found = self.unsubscribe_of_entry(entry_id)
+        assert found is not None
+        return found
+
+    def unsubscribe_of_entry(self, entry_id: int) -> Unsubscribe | None:
+        row = self._exec(f"SELECT {_UNSUB_COLUMNS} FROM unsubscribes WHERE entry_id=?",
+                         (entry_id,)).fetchone()
+        return _unsubscribe(row) if row else None
+
+    def unsubscribe(self, unsub_id: int) -> Unsubscribe | None:
+        row = self._exec(f"SELECT {_UNSUB_COLUMNS} FROM unsubscribes WHERE id=?",
+                         (unsub_id,)).fetchone()
+        return _unsubscribe(row) if row else None
+
+    def set_unsubscribe_state(self, unsub_id: int, state: str, detail: str) -> None:
+        self._exec("UPDATE unsubscribes SET state=?, detail=?, updated_at=? WHERE id=?",
+                   (state, detail, time.time(), unsub_id))
+
+    # -- local lists and aliases (migration 0015) ---------------------------------
+
+    def create_group(self, address: str, kind: str, owner_id: int | None) -> int:
+        return self._insert(
+            "INSERT INTO groups (address, kind, owner_id, created_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id", (address, kind, owner_id, time.time()))
+
+    def drop_group(self, address: str) -> bool:
+        return bool(self._exec("DELETE FROM groups WHERE address=?", (address,)).rowcount)
+
+    def group(self, address: str) -> Group | None:
+        row = self._exec(f"SELECT {_GROUP_COLUMNS} FROM groups WHERE address=?",
+                         (address,)).fetchone()
+        return _group(row) if row else None
+
+    def groups(self) -> list[Group]:
+        rows = self._exec(f"SELECT {_GROUP_COLUMNS} FROM groups ORDER BY address").fetchall()
+        return [_group(r) for r in rows]
+
+    def add_group_member(self, group_id: int, address: str) -> bool:
+        """False when ``address`` is a member already."""
+        cur = self._exec(
+            "INSERT INTO group_members (group_id, address, added_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (group_id, address) DO NOTHING", (group_id, address, time.time()))
+        return bool(cur.rowcount)
+
+    def drop_group_member(self, group_id: int, address: str) -> bool:
+        return bool(self._exec("DELETE FROM group_members WHERE group_id=? AND address=?",
+                               (group_id, address)).rowcount)
+
+    def group_members(self, group_id: int) -> list[str]:
+        rows = self._exec("SELECT address FROM group_members WHERE group_id=? "
+                          "ORDER BY address", (group_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def add_group_post(self, message_id: int, group_id: int) -> None:
+        self._exec("INSERT INTO group_posts (message_id, group_id) VALUES (?, ?) "
+                   "ON CONFLICT (message_id, group_id) DO NOTHING", (message_id, group_id))
+
+    def group_deliveries(self, group_id: int, limit: int = 20) -> list[GroupDelivery]:
+        """The recipients of the group's ``limit`` newest posts, newest post
+        first, each with its state (the owner's view)."""
+        rows = self._exec(
+            "SELECT m.msgid, m.created_at, m.subject, r.recipient, r.state, r.detail "
+            "FROM (SELECT message_id FROM group_posts WHERE group_id=? "
+            "      ORDER BY message_id DESC LIMIT ?) p "
+            "JOIN out_messages m ON m.id = p.message_id "
+            "JOIN out_recipients r ON r.message_id = m.id "
+            "ORDER BY m.id DESC, r.recipient", (group_id, limit)).fetchall()
+        return [GroupDelivery(str(r[0]), float(r[1]), str(r[2]), str(r[3]),
+                              RecipientState(str(r[4])), str(r[5] or "")) for r in rows]
+
 
 _OUT_CHUNKS = ("out_body_chunks", "message_id")
 _IN_CHUNKS = ("in_body_chunks", "envelope_id")
@@ -968,3 +1053,18 @@ def job_row(row: Sequence[object]) -> Job:
     r = list(row)
     r[1] = JobKind(str(r[1]))
     return Job(*r)  # type: ignore[arg-type]
+
+
+_UNSUB_COLUMNS = ("id, entry_id, user_id, method, target, state, detail, requested_at, "
+                  "updated_at")
+_GROUP_COLUMNS = "id, address, kind, owner_id, created_at"
+
+
+def _unsubscribe(r: Sequence[Any]) -> Unsubscribe:
+    return Unsubscribe(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]),
+                       str(r[6]), float(r[7]), float(r[8]))
+
+
+def _group(r: Sequence[Any]) -> Group:
+    return Group(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else int(r[3]),
+                 float(r[4]))

@@ -22,6 +22,7 @@ __all__ = [
     "Dele",
     "EnvShow",
     "Envs",
+    "GroupStatus",
     "Ident",
     "ListAdd",
     "ListCmd",
@@ -44,6 +45,7 @@ __all__ = [
     "Stls",
     "Top",
     "Uidl",
+    "Unsub",
     "User",
     "UserCommand",
     "UserDecision",
@@ -152,6 +154,20 @@ class Envs:
 @event
 class EnvShow:
     """ENV <id>: one envelope's fields."""
+
+    id: int
+
+
+@event
+class GroupStatus:
+    """GROUP <address>: the owner's view of a local list or alias (docs/lists.md)."""
+
+    address: str
+
+
+@event
+class Unsub:
+    """UNSUB <id>: leave the mailing list that sent the entry (docs/lists.md)."""
 
     id: int
 
@@ -271,6 +287,8 @@ UserCommand: TypeAlias = (
     | Envs
     | EnvShow
     | UserDecision
+    | Unsub
+    | GroupStatus
     | MailCmd
     | RcptCmd
     | DataCmd

@@ -27,6 +27,7 @@ from smdp.protocol.user.events import (
     Dele,
     Envs,
     EnvShow,
+    GroupStatus,
     Ident,
     ListAdd,
     ListCmd,
@@ -47,6 +48,7 @@ from smdp.protocol.user.events import (
     Stls,
     Top,
     Uidl,
+    Unsub,
     User,
     UserCommand,
     UserDecision,
@@ -136,7 +138,8 @@ def answers_multiline(command: UserEvent | Message) -> bool:
             return n is None
         case Pass(verb=verb):
             return verb == "PWD"
-        case Retr() | Top() | Capa() | Envs() | EnvShow() | Sent() | Lists() | Ident():
+        case (Retr() | Top() | Capa() | Envs() | EnvShow() | Sent() | Lists() | Ident()
+              | GroupStatus()):
             return True
         case _:
             return False
@@ -239,6 +242,8 @@ def _read_n(verb: str, rest: str) -> UserEvent:
         raise Refusal(f"syntax: {verb} <n>")
     if verb == "ENV":
         return EnvShow(_positive(args[0], "envelope id"))
+    if verb == "UNSUB":
+        return Unsub(_positive(args[0], "envelope id"))
     n = _positive(args[0])
     return Retr(n) if verb == "RETR" else Dele(n)
 
@@ -300,6 +305,14 @@ def sent_continuation(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _read_group(verb: str, rest: str) -> UserEvent:
+    args = rest.split()
+    if len(args) != 1:
+        raise Refusal("syntax: GROUP <address>")
+    raw = args[0][1:-1] if args[0].startswith("<") and args[0].endswith(">") else args[0]
+    return GroupStatus(read_mailbox(raw, f"bad address {args[0]}"))
+
+
 def _read_list_edit(verb: str, rest: str) -> UserEvent:
     args = rest.split()
     if len(args) not in (2, 3):
@@ -335,6 +348,8 @@ _READERS: Final[dict[str, Callable[[str, str], UserEvent]]] = {
     "TOP": _read_top,
     "ENVS": _read_envs,
     "ENV": _read_n,
+    "UNSUB": _read_n,
+    "GROUP": _read_group,
     **dict.fromkeys(DECISIONS_BY_VERB, _read_decision),
     "MAIL": _read_mail,
     "RCPT": _read_rcpt,
@@ -426,6 +441,10 @@ def write_command(command: UserCommand) -> str:
             return f"ENV {_checked_positive(envelope)}"
         case UserDecision(option=option, id=envelope):
             return f"{DECISION_VERBS[option]} {_checked_positive(envelope)}"
+        case Unsub(id=envelope):
+            return f"UNSUB {_checked_positive(envelope)}"
+        case GroupStatus(address=address):
+            return f"GROUP {checked_mailbox(address)}"
         case MailCmd(identity=identity):
             return "MAIL" if identity is None else f"MAIL FROM:<{checked_mailbox(identity)}>"
         case RcptCmd(address=address):

@@ -104,6 +104,8 @@ TRANSITIONS: Final[dict[UserState, dict[str, UserState]]] = {
         "REJECT": _T,
         "REJECT&SPAM": _T,
         "REJECT&SPAMMER": _T,
+        "UNSUB": _T,  # leave the list that sent an entry (docs/lists.md)
+        "GROUP": _T,  # the owner's view of a local list or alias (docs/lists.md)
         # SMDP: status of sent mail, the lists (Table 3), the identities.
         "SENT": _T,
         "LISTS": _T,

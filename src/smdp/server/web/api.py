@@ -32,6 +32,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from smdp.config import Listener
+from smdp.core import unsubscribe
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.lists import parse_list_request
 from smdp.core.mx import quality_keys
@@ -160,6 +161,7 @@ class WebApp:
         app.router.add_post("/api/password", self.password)
         app.router.add_get("/api/envelopes", self.envelopes)
         app.router.add_get("/api/envelopes/{id}", self.envelope)
+        app.router.add_post("/api/envelopes/{id}/unsubscribe", self.unsubscribe)
         app.router.add_post("/api/decisions", self.decisions)
         app.router.add_get("/api/lists", self.lists)
         app.router.add_post("/api/lists", self.edit_list)
@@ -315,6 +317,19 @@ class WebApp:
         if env is None:
             raise ApiError(404, f"no envelope {entry_id} in your mailbox")
         return web.json_response(self._envelope(entry, env))
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """The user port's UNSUB (docs/lists.md): leave the envelope's list."""
+        _session, user = self._require(request)
+        entry_id = self._int(request.match_info["id"], "envelope id", 1, 2**62)
+        entry = self.store.mailbox_entry(entry_id)
+        if entry is None or entry.user_id != user.id:
+            raise ApiError(404, f"no envelope {entry_id} in your mailbox")
+        done = unsubscribe.request(self.store, self.port.core.origin, user, entry_id)
+        if not done.ok:
+            raise ApiError(400, done.text)
+        self.port.outbox.wake()
+        return web.json_response({"message": done.text})
 
     async def decisions(self, request: web.Request) -> web.Response:
         """One of the five options on one or several envelopes; each gets its

@@ -1,0 +1,43 @@
+-- 0015 (issue 16 item 3): unsubscribing from lists, and local lists and
+-- aliases at the origin (docs/lists.md).
+--
+-- One unsubscribe request per mailbox entry (UNSUB, protocol.md 12.5): how
+-- it is carried out (an RFC 8058 one-click POST or a mail to the list's
+-- mailto: address), where to, and what came of it.
+CREATE TABLE unsubscribes (
+    id           BIGSERIAL PRIMARY KEY,
+    entry_id     BIGINT NOT NULL UNIQUE REFERENCES mailbox(id) ON DELETE CASCADE,
+    user_id      BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    method       TEXT COLLATE "C" NOT NULL,           -- 'one-click' or 'mailto'
+    target       TEXT COLLATE "C" NOT NULL,           -- the https: URL or the mail address
+    state        TEXT COLLATE "C" NOT NULL,           -- 'pending', 'done' or 'failed'
+    detail       TEXT COLLATE "C" NOT NULL DEFAULT '',
+    requested_at DOUBLE PRECISION NOT NULL,
+    updated_at   DOUBLE PRECISION NOT NULL
+);
+
+-- An address of one of our domains that expands, at submission, to its
+-- members: an alias (anyone of this server may write to it) or a list
+-- (only its members and its owner may; posts carry List-Id and
+-- List-Unsubscribe). A member may be another group: expansion follows it,
+-- once, to a depth limit.
+CREATE TABLE groups (
+    id         BIGSERIAL PRIMARY KEY,
+    address    TEXT COLLATE "C" NOT NULL UNIQUE,
+    kind       TEXT COLLATE "C" NOT NULL,             -- 'alias' or 'list'
+    owner_id   BIGINT REFERENCES users(id) ON DELETE SET NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE group_members (
+    group_id BIGINT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    address  TEXT COLLATE "C" NOT NULL,
+    added_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (group_id, address)
+);
+-- Each message a group expanded: the owner's view of who got it.
+CREATE TABLE group_posts (
+    message_id BIGINT NOT NULL REFERENCES out_messages(id) ON DELETE CASCADE,
+    group_id   BIGINT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    PRIMARY KEY (message_id, group_id)
+);
+CREATE INDEX group_posts_group ON group_posts(group_id, message_id);
