@@ -21,15 +21,18 @@ import pytest
 from smdp.config import QualityPolicy
 from smdp.core.destination import (
     DEFAULT_HOLD_SECONDS,
+    NOTICE_REASON,
+    USER_REASON,
     DecisionResult,
     Destination,
     SmtpArrival,
+    decided_by,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing
 from smdp.mail.body import Body
-from smdp.store.records import Quality
+from smdp.store.records import MailboxEntry, Quality
 from smdp.terms import Decision, EntryState
 from tests.unit.test_core_rules import A_HOST, MSG, World
 
@@ -495,3 +498,24 @@ def test_a_direct_message_as_a_body_gets_this_hops_received_field(
     assert stored_message(stored) == MSG
     assert stored is not None
     assert stored.startswith(b"Received: from smdp.a.example by " + by + b" with SMDP id ")
+
+
+@pytest.mark.parametrize(("state", "decision", "reason", "who"), [
+    (EntryState.PENDING, None, "", None),
+    (EntryState.REJECTED, Decision.REJECT, USER_REASON, "user"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, USER_REASON, "user"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, "sender is on your white list since ...",
+     "white-list"),
+    (EntryState.SPAMMER, Decision.REJECT_SPAMMER, "sender is on your black list since ...",
+     "black-list"),
+    (EntryState.EXPIRED, None, "the origin no longer holds it: it expired", "expiry"),
+    (EntryState.FAILED, Decision.ACCEPT, "the origin refused the pull: 550", "origin"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, NOTICE_REASON, "server"),
+    (EntryState.REJECTED, Decision.REJECT, "something this server did", "server"),
+])
+def test_decided_by_names_who_put_an_entry_in_its_state(
+        state: EntryState, decision: Decision | None, reason: str, who: str | None) -> None:
+    """The web API's ``decided_by`` (docs/api.md): the user, a list, expiry,
+    the origin or the server itself, from what the entry keeps."""
+    entry = MailboxEntry(1, 1, 1, BOB, state, decision, reason, None, False)
+    assert decided_by(entry) == who
