@@ -204,6 +204,7 @@ class WebApp:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             response = await self._checked(request, handler)
         except ApiError as exc:
@@ -220,6 +221,10 @@ class WebApp:
                 response.headers.setdefault(name, value)
             if request.path.startswith("/api/"):
                 response.headers["Cache-Control"] = "no-store"
+            # The server's own time for the request (W3C Server Timing):
+            # what the browser's tools and bench/web.py read.
+            response.headers["Server-Timing"] = \
+                f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return response
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
