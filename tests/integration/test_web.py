@@ -736,9 +736,22 @@ def test_api_tokens_for_clients_that_are_not_browsers(tmp_path: Path) -> None:
         status, _, answer = bob.request("GET", "/api/me", headers={"Authorization": "Basic x"})
         assert (status, answer) == (
             401, {"error": "send \"Authorization: Bearer <token>\" or log in"})
-        # Revoked: dead at once, the stream included.
+        # Revoked: dead at once, the events stream included.
+        sock = socket.create_connection(("127.0.0.1", b.web_port), timeout=10)
+        sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {made['token']}\r\n\r\n".encode())
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"HTTP/1.1 200")
+        assert any(stream.readline().startswith(b"event: envelopes") for _ in range(20))
         assert bob.request("DELETE", f"/api/tokens/{made['id']}")[0] == 204
         assert script.request("GET", "/api/me")[0] == 401
+        # The stream ends (the chunked body's last chunk), without a word more.
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            more = stream.readline()
+            assert more, "the connection closed without the last chunk"
+            rest += more
+        sock.close()
         assert bob.request("DELETE", f"/api/tokens/{made['id']}")[0] == 404
         # Every token of the user dies with a password change, by any door.
         tokens = [bob.request("POST", "/api/tokens", {"name": f"t{n}"})[2]["token"]
@@ -755,6 +768,19 @@ def test_api_tokens_for_clients_that_are_not_browsers(tmp_path: Path) -> None:
         assert carol_port.change_password("secret", "n3w-secret").ok
         carol_port.quit()
         assert Client(b.web_port, carols).request("GET", "/api/me")[0] == 401
+        # A password changed with a token ends every session of the user.
+        carol.login(CAROL, "n3w-secret")
+        carols = carol.request("POST", "/api/tokens", {"name": "carol's"})[2]["token"]
+        status, answer = Client(b.web_port, carols).request(
+            "POST", "/api/password", {"current": "n3w-secret", "new": "n3w3r-secret"})
+        assert (status, answer) == (200, {"changed": True, "other_sessions_ended": 1})
+        assert carol.request("GET", "/api/me")[0] == 401
+        # At most 100 tokens a user.
+        carol.login(CAROL, "n3w3r-secret")
+        for n in range(100):
+            assert carol.request("POST", "/api/tokens", {"name": f"t{n}"})[0] == 201
+        assert carol.request("POST", "/api/tokens", {"name": "one more"})[2] == {
+            "error": "at most 100 tokens; revoke one first"}
 
 
 def test_decided_by_last_used_and_sent_paging(tmp_path: Path) -> None:

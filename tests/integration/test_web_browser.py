@@ -630,3 +630,36 @@ def test_api_tokens_from_the_settings_page(
         assert tab.dialogs == [] and tab.elsewhere == []
     finally:
         tab.close()
+
+
+def test_the_sent_view_pages(
+        chromium: Any, pair: tuple[InProcessServer, InProcessServer]) -> None:
+    """50 messages a page, "Older messages" for the rest; a state change
+    redraws what is shown, the older page too."""
+    _a, b = pair
+    api = Api(b)
+    for n in range(52):
+        assert api.call("POST", "/api/messages", {"to": [CAROL], "subject": f"note {n}",
+                                                  "text": "x"})[0] == 201
+    tab = Page(chromium, b, "desktop")
+    page = tab.page
+    try:
+        log_in(page, tab.url)
+        page.get_by_role("link", name="Sent").click()
+        expect(page.locator("#sent > li")).to_have_count(50)
+        expect(page.locator("#sent > li").first).to_contain_text("note 51")
+        page.get_by_role("button", name="Older messages").click()
+        expect(page.locator("#sent > li")).to_have_count(52)
+        expect(page.locator("#sent > li").last).to_contain_text("note 0")
+        expect(page.get_by_role("button", name="Older messages")).to_be_hidden()
+        # Carol rejects the oldest: the event redraws all 52, her state in it.
+        carol = Api(b, CAROL)
+        oldest = next(e["id"] for e in carol.call(
+            "GET", "/api/envelopes?limit=200")[1]["envelopes"] if e["subject"] == "note 0")
+        assert carol.call("POST", "/api/decisions",
+                          {"decision": "reject", "ids": [oldest]})[0] == 200
+        expect(page.locator("#sent > li").last.locator(".badge")).to_have_text("rejected")
+        expect(page.locator("#sent > li")).to_have_count(52)
+        expect(page.locator("#sent-status")).to_have_text("52 message(s) shown")
+    finally:
+        tab.close()
