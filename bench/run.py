@@ -27,7 +27,8 @@ from typing import Any
 from bench.common import REPO, RESULTS, machine, settings_from_env, write_json
 
 # Order: the cheap in-process ones first, the servers last.
-BENCHMARKS = ("envelopes", "lists", "scaling", "sessions", "spam", "quality", "e2e", "smtp")
+BENCHMARKS = ("envelopes", "lists", "web", "scaling", "sessions", "spam", "quality", "e2e",
+              "smtp")
 
 
 def main(argv: list[str] | None = None) -> int:

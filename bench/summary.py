@@ -159,6 +159,7 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                      f"{small['a_peak_growth_mib']:.1f} / +{small['b_peak_growth_mib']:.1f} MiB)",
                      _met(not grows)])
     rows += sessions_aims(results.get("sessions") or {})
+    rows += web_aims(results.get("web") or {})
     mailbox = scaling.get("mailbox")
     if mailbox:
         last = mailbox[-1]
@@ -284,6 +285,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                         r["accept_to_stored_ms"], r["a_peak_growth_mib"],
                         r["b_peak_growth_mib"]] for r in msg])
     out += sessions_section(results.get("sessions") or {})
+    out += web_section(results.get("web") or {})
     load = info.get("load")
     if load:
         out += ["Concurrent sessions: the last `make load` result (bench/results/load.json, "
@@ -576,4 +578,42 @@ def sessions_section(data: dict[str, Any]) -> list[str]:
         if r["error_count"]:
             out += [f"Errors at {r['sessions']} sessions: {r['errors']}; e.g. "
                     + "; ".join(r["error_samples"][:3]), ""]
+    return out
+
+
+def _ms(r: dict[str, Any]) -> str:
+    return f"{r['median_ms']:,.1f} / {r['p95_ms']:,.1f}"
+
+
+def web_aims(data: dict[str, Any]) -> list[list[str]]:
+    """Issue 13 item 7: the web app with 10,000 envelopes (bench/web.py)."""
+    if "first_page" not in data:
+        return []
+    page, decision = data["first_page"]["server"], data["decision"]["server"]
+    n = f"{data['envelopes']:,}"
+    return [
+        ["13 web", f"first page of a {n}-envelope mailbox under "
+         f"{data['aims_ms']['first_page']:.0f} ms of server time",
+         f"median {page['median_ms']:.1f} ms, p95 {page['p95_ms']:.1f} ms",
+         _met(data["met"]["first_page"])],
+        ["13 web", f"a decision round trip under {data['aims_ms']['decision']:.0f} ms",
+         f"server median {decision['median_ms']:.1f} ms, p95 {decision['p95_ms']:.1f} ms "
+         f"(loopback round trip p95 {data['decision']['round_trip']['p95_ms']:.1f} ms)",
+         _met(data["met"]["decision"])],
+    ]
+
+
+def web_section(data: dict[str, Any]) -> list[str]:
+    if "first_page" not in data:
+        return []
+    out = ["## The web app (issue 13)", "",
+           f"`bench/web.py`: one mailbox of {data['envelopes']:,} pending envelopes; "
+           "milliseconds, median / p95, the server's own time (`Server-Timing`) and the "
+           "round trip on loopback:", ""]
+    names = {"first_page": "first page (50 waiting)", "search_page": "a search (1 in 50)",
+             "all_page": "first page of all states", "decision": "one decision (reject)",
+             "first_page_after_decisions": "first page after the decisions"}
+    out += _table(["request", "count", "server", "round trip"],
+                  [[label, data[key]["server"]["count"], _ms(data[key]["server"]),
+                    _ms(data[key]["round_trip"])] for key, label in names.items()])
     return out

@@ -13,6 +13,8 @@ import pytest
 
 import smdp.store
 from smdp.client.session import ClientError
+from smdp.config import load_config
+from smdp.store import open_store
 from tests.integration.harness import make_pair, running, wait_until
 
 MIGRATIONS = Path(smdp.store.__file__).parent / "migrations"
@@ -57,8 +59,16 @@ def test_admin_commands(tmp_path: Path) -> None:
     assert r.stdout == "alice@a.example\tsales@a.example\n"
     r = smdp("admin", "-c", cfg, "identity-del", "alice@a.example", "alice@a.example")
     assert r.returncode == 1 and "main identity" in r.stderr
+    store = open_store(load_config(a.config_path))  # a web API token of alice's
+    alice = store.user_by_address("alice@a.example")
+    assert alice is not None
+    store.add_api_token(alice.id, "script", "digest", 0.0)
+    store.close()
     r = smdp("admin", "-c", cfg, "passwd", "alice@a.example", "--password-stdin", stdin="new\n")
     assert (r.returncode, r.stdout, r.stderr) == (0, "password of alice@a.example changed\n", "")
+    store = open_store(load_config(a.config_path))  # revoked with the old password
+    assert store.api_tokens(alice.id) == []
+    store.close()
     r = smdp("admin", "-c", cfg, "passwd", "nobody@a.example", "--password-stdin", stdin="x\n")
     assert r.returncode == 1 and r.stdout == ""
     no_traceback(r)

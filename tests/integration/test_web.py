@@ -299,17 +299,39 @@ def test_new_envelopes_are_announced_on_the_events_stream(tmp_path: Path) -> Non
         stream = sock.makefile("rb")
         assert stream.readline().startswith(b"HTTP/1.1 200")
 
-        def next_event() -> dict[str, Any]:
-            while True:
+        unread: dict[str, list[dict[str, Any]]] = {"envelopes": [], "sent": []}
+
+        def next_event(name: str) -> dict[str, Any]:
+            """The next event ``name``, in order; others are kept for later."""
+            event = ""
+            while not unread[name]:
                 line = stream.readline()
                 assert line, "the stream ended"
-                if line.startswith(b"data: "):
-                    return dict(json.loads(line[6:]))
+                if line.startswith(b"event: "):
+                    event = line[7:].strip().decode()
+                elif line.startswith(b"data: "):
+                    unread[event].append(dict(json.loads(line[6:])))
+            return unread[name].pop(0)
 
-        assert next_event() == {"newest": None}  # nothing waiting yet
+        assert next_event("envelopes") == {"newest": None}  # nothing waiting yet
         send(a, "news", [BOB])
-        newest = next_event()["newest"]
+        newest = next_event("envelopes")["newest"]
         assert newest == pending(b, bob, 1)[0]["id"]
+        # The Sent view's event: at once, then when a recipient's state changes.
+        assert next_event("sent") == {"changed": None}  # nothing sent yet
+        status, _, _sent = bob.request("POST", "/api/messages",
+                                       {"to": [ALICE], "subject": "live", "text": "x"})
+        assert status == 201
+        first = next_event("sent")["changed"]
+        assert first == ANY_TIME
+        alice = a.client(ALICE)
+        entry = wait_until(lambda: (alice.call(wire.Envs(False)).lines or [None])[0], 20,
+                           "the envelope at a.example")
+        assert alice.call(wire.UserDecision(Decision.ACCEPT, int(entry.split()[0]))).ok
+        alice.quit()
+        wait_until(lambda: next_event("sent")["changed"] is not None
+                   and bob.request("GET", "/api/sent")[2]["messages"][0]["recipients"][0]
+                   ["state"] == "delivered", 20, "an event for the delivery")
         sock.close()
 
 
@@ -550,11 +572,11 @@ def test_administrator_routes_only_for_administrators(tmp_path: Path) -> None:
         assert b.web_port is not None
         carol = Browser(b.web_port)
         assert carol.login(CAROL)["admin"] is False
-        # Not an administrator: the same 404 as a path that does not exist.
+        # Not an administrator: refused, whatever the route.
         for method, path in (("GET", "/api/admin/peers"), ("GET", "/api/admin/health"),
                              ("POST", "/api/admin/queue/1/retry")):
             assert carol.request(method, path, {} if method == "POST" else None)[:3:2] == (
-                404, {"error": "Not Found"})
+                403, {"error": "for administrators only"})
         make_admin(b, BOB)  # as `smdp admin grant-admin` does
         bob = Browser(b.web_port)
         assert bob.login(BOB)["admin"] is True
@@ -652,3 +674,158 @@ def make_admin(s: InProcessServer, address: str) -> None:
         server.store.set_admin(user.id, True)
 
     asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)
+
+
+# -- API tokens ---------------------------------------------------------------------------
+
+
+class Client:
+    """A client that is not a browser: a token in Authorization, no cookie,
+    no CSRF token."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.browser = Browser(port)
+        self.token = token
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        status, _, answer = self.browser.request(
+            method, path, body, headers={"Authorization": f"Bearer {self.token}"})
+        return status, answer
+
+
+def test_api_tokens_for_clients_that_are_not_browsers(tmp_path: Path) -> None:
+    with pair(tmp_path) as (a, b):
+        assert b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        status, _, made = bob.request("POST", "/api/tokens", {"name": "  my   script "})
+        assert status == 201, made
+        assert made["name"] == "my script" and made["token"].startswith("smdp_")
+        assert len(made["token"]) >= 40 and made["last_used"] is None
+        # Shown once: the list has its name and times, never the secret.
+        listed = bob.request("GET", "/api/tokens")[2]["tokens"]
+        assert listed == [{"id": made["id"], "name": "my script", "created": ANY_TIME,
+                           "last_used": None}]
+        assert made["token"] not in json.dumps(listed)
+        # Only a hash is stored.
+        assert not any(made["token"].encode() in p.read_bytes()
+                       for p in tmp_path.rglob("*.sqlite3*") if p.is_file())
+        # The token works without cookie or CSRF token, for reading and deciding.
+        script = Client(b.web_port, made["token"])
+        status, me = script.request("GET", "/api/me")
+        assert (status, me["user"], me["csrf"]) == (200, BOB, None)
+        send(a, "by token", [BOB])
+        entry = pending(b, bob, 1)[0]["id"]
+        status, done = script.request("POST", "/api/decisions",
+                                      {"decision": "reject", "ids": [entry]})
+        assert status == 200 and done["results"][0]["ok"], done
+        assert bob.request("GET", "/api/tokens")[2]["tokens"][0]["last_used"] == ANY_TIME
+        # A token cannot make tokens, nor end a session it does not have.
+        assert script.request("POST", "/api/tokens", {"name": "child"}) == (
+            403, {"error": "making a token needs a logged-in session, not a token"})
+        assert script.request("POST", "/api/logout")[0] == 403
+        # Carol's session cannot revoke Bob's token; bad names are refused.
+        carol = Browser(b.web_port)
+        carol.login(CAROL)
+        assert carol.request("DELETE", f"/api/tokens/{made['id']}")[:3:2] == (
+            404, {"error": f"no token {made['id']} of yours"})
+        for bad in ("", "   ", "x" * 101, "tab\there", 7):
+            assert bob.request("POST", "/api/tokens", {"name": bad})[0] == 400, bad
+        # A wrong token, a wrong scheme: 401, in one sentence.
+        assert Client(b.web_port, "smdp_nothing").request("GET", "/api/me") == (
+            401, {"error": "unknown or revoked token"})
+        status, _, answer = bob.request("GET", "/api/me", headers={"Authorization": "Basic x"})
+        assert (status, answer) == (
+            401, {"error": "send \"Authorization: Bearer <token>\" or log in"})
+        # Revoked: dead at once, the events stream included.
+        sock = socket.create_connection(("127.0.0.1", b.web_port), timeout=10)
+        sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {made['token']}\r\n\r\n".encode())
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"HTTP/1.1 200")
+        assert any(stream.readline().startswith(b"event: envelopes") for _ in range(20))
+        assert bob.request("DELETE", f"/api/tokens/{made['id']}")[0] == 204
+        assert script.request("GET", "/api/me")[0] == 401
+        # The stream ends (the chunked body's last chunk), without a word more.
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            more = stream.readline()
+            assert more, "the connection closed without the last chunk"
+            rest += more
+        sock.close()
+        assert bob.request("DELETE", f"/api/tokens/{made['id']}")[0] == 404
+        # Every token of the user dies with a password change, by any door.
+        tokens = [bob.request("POST", "/api/tokens", {"name": f"t{n}"})[2]["token"]
+                  for n in range(2)]
+        carols = carol.request("POST", "/api/tokens", {"name": "carol's"})[2]["token"]
+        assert all(Client(b.web_port, t).request("GET", "/api/me")[0] == 200 for t in tokens)
+        status, _, _done = bob.request("POST", "/api/password",
+                                       {"current": "secret", "new": "n3w-secret"})
+        assert status == 200
+        assert [Client(b.web_port, t).request("GET", "/api/me")[0] for t in tokens] == [401, 401]
+        assert bob.request("GET", "/api/tokens")[2] == {"tokens": []}
+        assert Client(b.web_port, carols).request("GET", "/api/me")[0] == 200
+        carol_port = b.client(CAROL)
+        assert carol_port.change_password("secret", "n3w-secret").ok
+        carol_port.quit()
+        assert Client(b.web_port, carols).request("GET", "/api/me")[0] == 401
+        # A password changed with a token ends every session of the user.
+        carol.login(CAROL, "n3w-secret")
+        carols = carol.request("POST", "/api/tokens", {"name": "carol's"})[2]["token"]
+        status, answer = Client(b.web_port, carols).request(
+            "POST", "/api/password", {"current": "n3w-secret", "new": "n3w3r-secret"})
+        assert (status, answer) == (200, {"changed": True, "other_sessions_ended": 1})
+        assert carol.request("GET", "/api/me")[0] == 401
+        # At most 100 tokens a user.
+        carol.login(CAROL, "n3w3r-secret")
+        for n in range(100):
+            assert carol.request("POST", "/api/tokens", {"name": f"t{n}"})[0] == 201
+        assert carol.request("POST", "/api/tokens", {"name": "one more"})[2] == {
+            "error": "at most 100 tokens; revoke one first"}
+
+
+def test_decided_by_last_used_and_sent_paging(tmp_path: Path) -> None:
+    """Each envelope says who decided it; each list entry when Table 3 last
+    matched it; the Sent view pages."""
+    with pair(tmp_path) as (a, b):
+        assert b.web_port is not None
+        bob = Browser(b.web_port)
+        bob.login(BOB)
+        send(a, "mine", [BOB])
+        mine = pending(b, bob, 1)[0]
+        assert mine["decided_by"] is None
+        bob.request("POST", "/api/decisions", {"decision": "reject", "ids": [mine["id"]]})
+        assert bob.request("GET", f"/api/envelopes/{mine['id']}")[2]["decided_by"] == "user"
+        status, _, _done = bob.request("POST", "/api/lists", {
+            "action": "add", "list": "in-white", "address": ALICE,
+            "server": "smdp.a.example"})
+        assert status == 200
+        entry = bob.request("GET", "/api/lists")[2]["entries"][0]
+        assert (entry["uses"], entry["last_used"]) == (0, None)
+
+        def newest(n: int) -> dict[str, Any]:
+            def arrived() -> dict[str, Any] | None:
+                envs = bob.request("GET", "/api/envelopes?state=all")[2]["envelopes"]
+                return envs[0] if len(envs) == n else None
+            return wait_until(arrived, 20, f"envelope {n}")
+
+        send(a, "white", [BOB])
+        env = newest(2)
+        assert (env["state"] in ("fetching", "accepted"), env["decided_by"]) == (
+            True, "white-list")
+        assert env["reason"].startswith("sender is on your white list since")
+        entry = bob.request("GET", "/api/lists")[2]["entries"][0]
+        assert (entry["uses"], entry["last_used"]) == (1, ANY_TIME)
+        bob.request("POST", "/api/lists", {"action": "add", "list": "in-black",
+                                           "address": ALICE, "server": "smdp.a.example"})
+        send(a, "black", [BOB])
+        env = newest(3)
+        assert (env["state"], env["decided_by"]) == ("spammer", "black-list")
+        # The Sent view, a page at a time.
+        for n in range(3):
+            assert bob.request("POST", "/api/messages", {"to": [ALICE], "subject": f"s{n}",
+                                                         "text": "x"})[0] == 201
+        first = bob.request("GET", "/api/sent?limit=2")[2]
+        assert [m["subject"] for m in first["messages"]] == ["s2", "s1"]
+        rest = bob.request("GET", f"/api/sent?limit=2&before={first['next']}")[2]
+        assert [m["subject"] for m in rest["messages"]] == ["s0"] and rest["next"] is None

@@ -31,11 +31,14 @@ from .webpages import (
     BOB,
     CAROL,
     DAVE,
+    HISTORY,
     HOSTILE_SUBJECT,
     PASSWORD,
+    POSTMASTER,
     ROBERT,
     SIZES,
     accept_at,
+    admin_tour,
     axe_source,
     axe_violations,
     base_url,
@@ -44,6 +47,7 @@ from .webpages import (
     log_in,
     outbound_lists,
     seed,
+    seed_administration,
     send,
     send_raw,
     sent_states,
@@ -466,7 +470,7 @@ def test_edit_the_lists_and_see_the_decision_they_make(
                "the automatic decision")
     page.locator("#search-form").get_by_role("button", name="Search").click()
     expect(item.locator(".reason")).to_have_text(re.compile(
-        r"Decided by the server: sender is on your white list since 20\d\d-\d\d-\d\d "
+        r"Decided by your white list: sender is on your white list since 20\d\d-\d\d-\d\d "
         r"\(you added it\)"))
     expect(item.locator(".badge")).to_have_text("accepted")
     assert tab.dialogs == [] and tab.elsewhere == []
@@ -519,4 +523,143 @@ def test_every_view_passes_axe_core(
         assert wide <= 0, f"the {name} view is {wide} px wider than the window"
 
     tour(tab.page, tab.url, check)
+    tab.page.get_by_role("button", name="Log out").click()
+    admin_tour(tab.page, tab.url, check)
     assert tab.dialogs == []
+
+
+def test_the_administrators_pages(
+        tab: Page, pair: tuple[InProcessServer, InProcessServer]) -> None:
+    """Only an administrator has them; peers with their chart, blocked and
+    allowed by hand; the queue's retry-now; a suspension lifted."""
+    a, b = pair
+    seed_administration(a, b)
+    page = tab.page
+    # Bob is not an administrator: no link, no view, and the API refuses.
+    log_in(page, tab.url)
+    expect(page.get_by_role("link", name="Administration")).to_have_count(0)
+    page.goto(tab.url + "/#admin")
+    expect(page.locator("#envelopes-view")).to_be_visible()
+    expect(page.locator("#admin-view")).to_be_hidden()
+    assert Api(b).call("GET", "/api/admin/peers") == (403, {"error": "for administrators only"})
+    page.get_by_role("button", name="Log out").click()
+    admin_tour(page, tab.url, lambda _name: None)
+    health = page.locator("#admin-health")
+    expect(health).to_contain_text(f"web 127.0.0.1:{b.web_port}")
+    expect(health).to_contain_text("sqlite, schema ")
+    # The chart: the busiest peer's samples, said in words too.
+    expect(page.locator("#chart-caption")).to_contain_text(
+        f"Quality of smdp.d.example over the last 30 days: {len(HISTORY)} sample(s)")
+    peer = page.locator("#admin-peers > li[data-server='smdp.d.example']")
+    expect(peer.locator(".badge")).to_have_text("ok")
+    page.get_by_label("Reason for a block or an allow").fill("a flood since this morning")
+    peer.get_by_role("button", name="Block smdp.d.example").click()
+    expect(peer.locator(".badge")).to_have_text("blocked")
+    expect(peer).to_contain_text("blocked by the administrator: a flood since this morning")
+    postmaster = Api(b, POSTMASTER)
+
+    def standing(server: str) -> str:
+        peers = postmaster.call("GET", "/api/admin/peers")[1]["peers"]
+        return str(next(p["standing"] for p in peers if p["server"] == server))
+
+    assert standing("smdp.d.example") == "blocked"
+    peer.get_by_role("button", name="Hand smdp.d.example back to the quality formula").click()
+    expect(peer.locator(".badge")).to_have_text("ok")
+    assert standing("smdp.d.example") == "ok"
+    blocked = page.locator("#admin-peers > li[data-server='smdp.c.example']")
+    blocked.get_by_role("button", name="Allow smdp.c.example").click()
+    expect(blocked).to_contain_text("allowed by hand since")
+    # Another peer's chart.
+    page.get_by_role("button", name="Chart of smdp.c.example").click()
+    expect(page.locator("#chart-caption")).to_have_text(
+        "Quality of smdp.c.example: no sample in the last 30 days yet.")
+    expect(page.locator("#chart")).to_be_focused()
+    # The queue: the job to c.example, retried now (or caught running).
+    job = page.locator("#admin-queue > li")
+    expect(job).to_contain_text("send-envelope to c.example")
+    job.get_by_role("button", name=re.compile("Retry job")).click()
+    expect(page.locator("#admin-status")).to_have_text(
+        re.compile(r"[Jj]ob \d+ (is being retried now\.|is not waiting .*)"))
+    # The suspension, lifted: Carol sends again.
+    page.get_by_role("button", name=f"Lift the suspension of {CAROL}").click()
+    expect(page.locator("#admin-suspended")).to_have_text("No sender is suspended.")
+    expect(page.locator("#admin-status")).to_have_text(f"{CAROL} may send again.")
+    send_raw(b, CAROL, b"Subject: back\r\n\r\nx\r\n", [ALICE])
+    check_axe(page, "the administration view")
+    assert tab.dialogs == [] and tab.elsewhere == []
+
+
+def test_api_tokens_from_the_settings_page(
+        chromium: Any, pair: tuple[InProcessServer, InProcessServer]) -> None:
+    """Made, shown once, used by a client that is not a browser, revoked."""
+    _a, b = pair
+    tab = Page(chromium, b, "desktop")
+    page = tab.page
+    try:
+        log_in(page, tab.url)
+        page.get_by_role("link", name="Settings").click()
+        expect(page.locator("#tokens-status")).to_have_text("0 token(s)")
+        page.get_by_label("Name of a new token").fill("backup script")
+        page.get_by_role("button", name="Make a token").click()
+        secret = page.get_by_label("Your new token")
+        expect(secret).to_be_focused()
+        token = secret.input_value()
+        assert token.startswith("smdp_")
+        expect(page.locator("#tokens > li")).to_have_count(1)
+        expect(page.locator("#tokens")).to_contain_text("never used")
+        assert token not in page.locator("#tokens").inner_text()
+        conn = http.client.HTTPConnection("127.0.0.1", b.web_port or 0, timeout=10)
+
+        def me() -> int:
+            conn.request("GET", "/api/me", headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+
+        assert me() == 200
+        page.reload()  # shown once: gone after a reload
+        page.get_by_role("link", name="Settings").click()
+        expect(page.locator("#tokens")).to_contain_text("last used")
+        expect(page.locator("#token-new")).to_be_hidden()
+        check_axe(page, "the settings view with a token")
+        page.get_by_role("button", name="Revoke the token backup script").click()
+        expect(page.locator("#tokens-status")).to_have_text("Token backup script revoked.")
+        expect(page.locator("#tokens > li")).to_have_count(0)
+        assert me() == 401
+        conn.close()
+        assert tab.dialogs == [] and tab.elsewhere == []
+    finally:
+        tab.close()
+
+
+def test_the_sent_view_pages(
+        chromium: Any, pair: tuple[InProcessServer, InProcessServer]) -> None:
+    """50 messages a page, "Older messages" for the rest; a state change
+    redraws what is shown, the older page too."""
+    _a, b = pair
+    api = Api(b)
+    for n in range(52):
+        assert api.call("POST", "/api/messages", {"to": [CAROL], "subject": f"note {n}",
+                                                  "text": "x"})[0] == 201
+    tab = Page(chromium, b, "desktop")
+    page = tab.page
+    try:
+        log_in(page, tab.url)
+        page.get_by_role("link", name="Sent").click()
+        expect(page.locator("#sent > li")).to_have_count(50)
+        expect(page.locator("#sent > li").first).to_contain_text("note 51")
+        page.get_by_role("button", name="Older messages").click()
+        expect(page.locator("#sent > li")).to_have_count(52)
+        expect(page.locator("#sent > li").last).to_contain_text("note 0")
+        expect(page.get_by_role("button", name="Older messages")).to_be_hidden()
+        # Carol rejects the oldest: the event redraws all 52, her state in it.
+        carol = Api(b, CAROL)
+        oldest = next(e["id"] for e in carol.call(
+            "GET", "/api/envelopes?limit=200")[1]["envelopes"] if e["subject"] == "note 0")
+        assert carol.call("POST", "/api/decisions",
+                          {"decision": "reject", "ids": [oldest]})[0] == 200
+        expect(page.locator("#sent > li").last.locator(".badge")).to_have_text("rejected")
+        expect(page.locator("#sent > li")).to_have_count(52)
+        expect(page.locator("#sent-status")).to_have_text("52 message(s) shown")
+    finally:
+        tab.close()

@@ -14,7 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .webpages import SIZES, base_url, chromium_path, launch_args, log_in, seed, servers, tour
+from .webpages import (
+    SIZES,
+    admin_tour,
+    base_url,
+    chromium_path,
+    launch_args,
+    log_in,
+    seed,
+    servers,
+    tour,
+)
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +59,8 @@ def main(argv: list[str]) -> int:
                 print(out / f"{name}-{size}.png")
 
             tour(page, url, shoot)
+            page.get_by_role("button", name="Log out").click()
+            admin_tour(page, url, shoot)
             context.close()
         browser.close()
     return 0

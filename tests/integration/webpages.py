@@ -29,6 +29,7 @@ from .inprocess import InProcessServer, peered
 
 ALICE, DAVE = "alice@a.example", "dave@a.example"
 BOB, CAROL, ROBERT = "bob@b.example", "carol@b.example", "robert@b.example"
+POSTMASTER = "postmaster@b.example"  # b.example's administrator
 PASSWORD = "secret"
 # The two page sizes every view is checked at: a laptop and a small phone.
 SIZES: dict[str, dict[str, int]] = {
@@ -82,8 +83,37 @@ def servers(root: Path) -> Iterator[tuple[InProcessServer, InProcessServer]]:
     a.add_user(DAVE)
     b.add_user(BOB, identities=(ROBERT,))
     b.add_user(CAROL)
+    b.add_user(POSTMASTER)
+    grant_admin(b, POSTMASTER)
     with peered(a, b):
         yield a, b
+
+
+def grant_admin(b: InProcessServer, address: str) -> None:
+    """As ``smdp admin grant-admin``, before the server starts."""
+    from smdp.store import open_store
+
+    store = open_store(b.config)
+    try:
+        user = store.user_by_address(address)
+        assert user is not None
+        store.set_admin(user.id, True)
+    finally:
+        store.close()
+
+
+def on_server(b: InProcessServer, work: Callable[[Any], Any]) -> Any:
+    """``work(server)`` on the running server's own loop thread, where its
+    SQLite connection lives."""
+    import asyncio
+
+    loop, server = b._loop, b._server
+    assert loop is not None and server is not None
+
+    async def run() -> Any:
+        return work(server)
+
+    return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)
 
 
 def base_url(b: InProcessServer) -> str:
@@ -117,6 +147,19 @@ def outbound_lists(a: InProcessServer, sender: str) -> list[str]:
     lines = client.call(wire.Lists()).lines or []
     client.quit()
     return [line for line in lines if line.startswith("out-")]
+
+
+def decide_at(a: InProcessServer, user: str, sender: str, decision: Decision) -> None:
+    """``user`` at a.example decides on ``sender``'s waiting envelope (user port)."""
+    client = a.client(user)
+
+    def envelope() -> int | None:
+        lines = client.call(wire.Envs(False)).lines or []
+        return next((int(line.split()[0]) for line in lines if line.split()[2] == sender), None)
+
+    entry = wait_until(envelope, 20, f"{sender}'s envelope at a.example")
+    assert client.call(wire.UserDecision(decision, entry)).ok
+    client.quit()
 
 
 def accept_at(a: InProcessServer, user: str, subject_hint: str | None = None) -> int:
@@ -212,6 +255,60 @@ def seed(a: InProcessServer, b: InProcessServer) -> None:
                          "data": base64.b64encode(b"numbers\n").decode()}]}, cookie, csrf)
     assert status == 201
     accept_at(a, DAVE)
+    call("POST", "/api/tokens", {"name": "calendar sync"}, cookie, csrf)
+    seed_administration(a, b)
+
+
+BUSY_PEER = "smdp.d.example"
+# Thirty days of a busy peer's counters, one sample a day at most (what
+# housekeeping takes, every [quality] sample_interval, when they changed):
+# the chart's history, which a test cannot wait a month for.
+HISTORY = [(29, 40, 30), (26, 55, 41), (22, 71, 49), (19, 80, 51), (15, 96, 50),
+           (12, 104, 44), (9, 119, 48), (6, 131, 57), (3, 140, 66), (1, 152, 75)]
+
+
+def seed_administration(a: InProcessServer, b: InProcessServer) -> None:
+    """Something in each of the administrator's lists at b.example: a
+    busy peer's history, a peer blocked by hand, a delivery job waiting for a
+    server that does not answer, a local sender reported for spam and
+    suspended."""
+    import time
+
+    from smdp.config import PeerServer
+
+    now = time.time()
+
+    def history(server: Any) -> None:
+        store = server.store
+        for days, messages, votes in HISTORY:
+            store._exec("INSERT INTO quality_samples (server, at, messages, votes) "
+                        "VALUES (?, ?, ?, ?)", (BUSY_PEER, now - days * 86400.0,
+                                                messages, votes))
+        _days, messages, votes = HISTORY[-1]
+        store._exec("INSERT INTO peer_quality (server, messages, votes, updated_at) "
+                    "VALUES (?, ?, ?, ?)", (BUSY_PEER, messages, votes, now))
+        store.set_override("smdp.c.example", "blocked", "phishing from its customers")
+        # c.example's server refuses connections: a job waits for it.
+        server.discovery.set_static("c.example", PeerServer("smdp.c.example", "127.0.0.1", 9))
+
+    on_server(b, history)
+    send_raw(b, POSTMASTER, b"Subject: Are you there?\r\n\r\nHello.\r\n",
+             ["carl@c.example"])
+    # Carol's mail is spam to Dave: a report reaches b.example, whose
+    # administrator suspends her while looking into it.
+    send_raw(b, CAROL, b"Subject: Cheap watches\r\n\r\nBuy now.\r\n", [DAVE])
+    decide_at(a, DAVE, CAROL, Decision.REJECT_SPAM)
+
+    def reported(server: Any) -> bool:
+        return bool(server.store.spam_reports())
+
+    wait_until(lambda: on_server(b, reported), 20, "the spam report at b.example")
+
+    def suspend(server: Any) -> None:
+        user = server.store.user_by_address(CAROL)
+        server.store.set_suspension(user.id, "spam reports from a.example; looking into it")
+
+    on_server(b, suspend)
 
 
 def tour(page: Any, url: str, visit: Callable[[str], None]) -> None:
@@ -245,4 +342,20 @@ def tour(page: Any, url: str, visit: Callable[[str], None]) -> None:
     visit("lists")
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_label("Current password")).to_be_visible()
+    expect(page.locator("#tokens > li")).to_have_count(1)
     visit("settings")
+
+
+def admin_tour(page: Any, url: str, visit: Callable[[str], None]) -> None:
+    """The administrator's view with what the seed put there, as the
+    postmaster; ``visit("admin")`` there."""
+    from playwright.sync_api import expect
+
+    log_in(page, url, POSTMASTER)
+    page.get_by_role("link", name="Administration").click()
+    for peer in (BUSY_PEER, "smdp.c.example"):
+        expect(page.locator(f"#admin-peers > li[data-server='{peer}']")).to_be_visible()
+    expect(page.locator("#chart svg circle")).to_have_count(len(HISTORY))
+    expect(page.locator("#admin-queue > li")).to_have_count(1)
+    expect(page.locator("#admin-suspended > li .subject")).to_have_text(CAROL)
+    visit("admin")

@@ -21,15 +21,19 @@ import pytest
 from smdp.config import QualityPolicy
 from smdp.core.destination import (
     DEFAULT_HOLD_SECONDS,
+    NOTICE_REASON,
+    USER_REASON,
     DecisionResult,
     Destination,
     SmtpArrival,
     _described,
+    decided_by,
     expiry_time,
 )
 from smdp.core.outcomes import Kind, Outcome
 from smdp.core.quality import Standing, sender_key
 from smdp.mail.body import Body
+from smdp.store.records import MailboxEntry
 from smdp.terms import Decision, EntryState
 from tests.unit.test_core_rules import A_HOST, MSG, World, counters, paper
 
@@ -605,3 +609,24 @@ def test_an_expired_envelope_counts_against_its_sender_too(world: World) -> None
     assert world.dest.expire(time.time() + 31 * 86400) == 1
     assert counters(world.b.quality(A_HOST)) == (1, -1)
     assert counters(world.b.quality(sender_key(A_HOST, "alice@a.example"))) == (1, -1)
+
+
+@pytest.mark.parametrize(("state", "decision", "reason", "who"), [
+    (EntryState.PENDING, None, "", None),
+    (EntryState.REJECTED, Decision.REJECT, USER_REASON, "user"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, USER_REASON, "user"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, "sender is on your white list since ...",
+     "white-list"),
+    (EntryState.SPAMMER, Decision.REJECT_SPAMMER, "sender is on your black list since ...",
+     "black-list"),
+    (EntryState.EXPIRED, None, "the origin no longer holds it: it expired", "expiry"),
+    (EntryState.FAILED, Decision.ACCEPT, "the origin refused the pull: 550", "origin"),
+    (EntryState.ACCEPTED, Decision.ACCEPT, NOTICE_REASON, "server"),
+    (EntryState.REJECTED, Decision.REJECT, "something this server did", "server"),
+])
+def test_decided_by_names_who_put_an_entry_in_its_state(
+        state: EntryState, decision: Decision | None, reason: str, who: str | None) -> None:
+    """The web API's ``decided_by`` (docs/api.md): the user, a list, expiry,
+    the origin or the server itself, from what the entry keeps."""
+    entry = MailboxEntry(1, 1, 1, BOB, state, decision, reason, None, False)
+    assert decided_by(entry) == who

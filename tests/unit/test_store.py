@@ -176,7 +176,59 @@ def test_list_entries_sort_bytewise(backend: Backend) -> None:
     assert [(e.direction, e.address) for e in entries] == (
         [("in", a) for a in order] + [("out", a) for a in order])
     assert {e.uses for e in entries if e.address == "a@x.example"} == {1, 0}
+    used = [e for e in entries if e.last_used is not None]
+    assert [(e.direction, e.address) for e in used] == [("in", "a@x.example")]
     assert entries[-1].server is None
+    store.close()
+
+
+def test_api_tokens_kept_by_hash_and_their_owners(backend: Backend) -> None:
+    """Migration 0016: tokens by hash, per user, touched, revoked one by one
+    or all at once."""
+    store = backend.open()
+    bob = store.create_user("bob@b.example", "h")
+    carol = store.create_user("carol@b.example", "h")
+    first = store.add_api_token(bob.id, "script", "h1", 100.0)
+    second = store.add_api_token(bob.id, "phone", "h2", 101.0)
+    store.add_api_token(carol.id, "carol's", "h3", 102.0)
+    assert [(t.name, t.created_at, t.last_used) for t in store.api_tokens(bob.id)] == [
+        ("script", 100.0, None), ("phone", 101.0, None)]
+    store.touch_api_token(first, 150.0)
+    found = store.api_token_by_hash("h1")
+    assert found is not None and (found.user_id, found.last_used) == (bob.id, 150.0)
+    assert store.api_token_by_hash("nothing") is None
+    assert not store.drop_api_token(carol.id, second)  # not hers
+    assert store.drop_api_token(bob.id, second)
+    assert store.drop_api_tokens(bob.id) == 1
+    assert store.api_tokens(bob.id) == [] and len(store.api_tokens(carol.id)) == 1
+    store.close()
+
+
+def test_sent_changed_watches_the_newest_messages(backend: Backend) -> None:
+    """The Sent view's live event: the latest change among the recipients
+    of the user's ``newest`` messages, and only theirs."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    other = store.create_user("carol@b.example", "h")
+    assert store.sent_changed(u.id, 200) is None
+    with store.transaction():
+        for n, owner in enumerate((u, u, u, other)):
+            message = store.insert_out_message(
+                msgid=f"m{n}", user_id=owner.id, sender="x@b.example", body=b"x",
+                subject="", summary="", expires_at=9e9)
+            store.insert_out_recipient(message, f"r{n}@a.example", "a.example", "queued",
+                                       None)
+    before = store.sent_changed(u.id, 200)
+    assert before is not None
+    oldest = store.out_recipients(store.out_messages_of(u.id)[-1].id)[0]
+    theirs = store.out_recipients(store.out_messages_of(other.id)[0].id)[0]
+    time.sleep(0.01)
+    store.update_out_recipient(theirs.id, "delivered")
+    assert store.sent_changed(u.id, 200) == before  # another user's message
+    store.update_out_recipient(oldest.id, "delivered")
+    assert store.sent_changed(u.id, 2) == before  # outside the newest two
+    changed = store.sent_changed(u.id, 3)
+    assert changed is not None and changed > before
     store.close()
 
 

@@ -46,6 +46,10 @@ log = logging.getLogger("smdp.quality")
 
 # When an envelope names no (valid) Expires, assume the usual hold time.
 DEFAULT_HOLD_SECONDS = 30 * 86400.0
+# The reasons an entry keeps for what nobody but its recipient decided, and
+# for a notice this server wrote; ``decided_by`` tells the rest apart by them.
+USER_REASON = "your decision"
+NOTICE_REASON = "written by this server"
 
 
 def expiry_time(expires: str) -> float:
@@ -72,8 +76,34 @@ def deliver_notice(store: Store, *, hostname: str, user_id: int, recipient: str,
         block=block.decode("utf-8"), subject=summary.subject, body=body)
     entry_id = store.insert_mailbox_entry(user_id, env_id, recipient, EntryState.ACCEPTED)
     store.update_mailbox_entry(entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                               reason="written by this server")
+                               reason=NOTICE_REASON)
     return entry_id
+
+
+def decided_by(entry: MailboxEntry) -> str | None:
+    """Who put the entry in its state (issue 13, the web API's
+    ``decided_by``): ``user``, ``white-list`` or ``black-list`` (Table 3,
+    and the settling of a sender's other envelopes by ACCEPT&AUTH or
+    REJECT&SPAMMER), ``expiry``, ``origin`` (it refused or failed the pull
+    after an acceptance), ``server`` (a notice it wrote); None while
+    pending. A peer blocked by its quality never gets this far: its
+    envelopes are refused before any is stored."""
+    if entry.state is EntryState.PENDING:
+        return None
+    if entry.state is EntryState.EXPIRED:
+        return "expiry"
+    if entry.state is EntryState.FAILED:
+        return "origin"
+    if entry.reason == USER_REASON:
+        return "user"
+    if entry.reason == NOTICE_REASON:
+        return "server"
+    # Only the lists decide by themselves, and only these two ways.
+    if entry.decision is Decision.ACCEPT:
+        return "white-list"
+    if entry.decision is Decision.REJECT_SPAMMER:
+        return "black-list"
+    return "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +416,7 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, decision, "your decision", by_user=True)
+            self._apply(entry.id, decision, USER_REASON, by_user=True)
             self._list_applies_to_pending(entry, decision)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None

@@ -78,7 +78,12 @@ class Accounts:
 
     def set_password(self, address: str, password: str) -> None:
         check_password(password)
-        self.store.set_password(self.user(address).id, self.passwords.hash(password))
+        user = self.user(address)
+        # A new password is the answer to a leaked one: the web API tokens
+        # made under the old one die with it (docs/api.md, "Tokens").
+        with self.store.transaction():
+            self.store.set_password(user.id, self.passwords.hash(password))
+            self.store.drop_api_tokens(user.id)
 
     async def verify(self, user: User, password: str) -> bool:
         """Whether ``password`` is ``user``'s password now (read afresh: another
@@ -90,7 +95,10 @@ class Accounts:
     async def change_password(self, user: User, password: str) -> None:
         """The user's own change (user port NEWPASS); hashed off the event loop."""
         check_password(password)
-        self.store.set_password(user.id, await self.passwords.hash_async(password))
+        digest = await self.passwords.hash_async(password)
+        with self.store.transaction():
+            self.store.set_password(user.id, digest)
+            self.store.drop_api_tokens(user.id)
 
     async def authenticate(self, name: str, password: str) -> User | None:
         """Assumption 2: any identity (main or secondary) logs the user in.

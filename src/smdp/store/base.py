@@ -27,6 +27,7 @@ from typing import Protocol
 
 from smdp.mail.body import Body
 from smdp.store.records import (
+    ApiToken,
     CachedPolicy,
     Group,
     GroupDelivery,
@@ -438,6 +439,32 @@ class Store(Protocol):
         ...
 
     def list_entries(self, user_id: int) -> list[ListEntry]:
+        ...
+
+    def add_api_token(self, user_id: int, name: str, digest: str, now: float) -> int:
+        """A web API token (migration 0016), kept as ``digest`` only; its id."""
+        ...
+
+    def api_tokens(self, user_id: int) -> list[ApiToken]:
+        ...
+
+    def api_token_by_hash(self, digest: str) -> ApiToken | None:
+        ...
+
+    def touch_api_token(self, token_id: int, now: float) -> None:
+        ...
+
+    def drop_api_token(self, user_id: int, token_id: int) -> bool:
+        """Revoke one of ``user_id``'s tokens; False when it has none of that id."""
+        ...
+
+    def drop_api_tokens(self, user_id: int) -> int:
+        """Revoke every token of the user (a password change); how many."""
+        ...
+
+    def sent_changed(self, user_id: int, newest: int) -> float | None:
+        """The latest state change among the recipients of the user's
+        ``newest`` sent messages."""
         ...
 
     def enqueue(self, kind: str, key: str, payload: str, at: float | None = None) -> None:

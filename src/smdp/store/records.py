@@ -176,6 +176,18 @@ class ListEntry:
     how: ListedBy
     added_at: float
     uses: int
+    last_used: float | None = None  # when Table 3 last matched it
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A named token of the web API (migration 0016); only its hash is kept."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: float
+    last_used: float | None
 
 
 @dataclass(frozen=True, slots=True)

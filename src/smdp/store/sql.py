@@ -13,6 +13,7 @@ from typing import Any
 
 from smdp.mail.body import CHUNK_SIZE, Body
 from smdp.store.records import (
+    ApiToken,
     CachedPolicy,
     Group,
     GroupDelivery,
@@ -728,19 +729,61 @@ class SqlStore:
 
     def list_entries(self, user_id: int) -> list[ListEntry]:
         inbound = self._exec(
-            "SELECT kind, address, server, how, added_at, uses FROM inbound_lists "
+            "SELECT kind, address, server, how, added_at, uses, last_used FROM inbound_lists "
             "WHERE user_id=? ORDER BY kind DESC, address, server",
             (user_id,),
         ).fetchall()
         outbound = self._exec(
-            "SELECT kind, address, NULL, how, added_at, uses FROM outbound_lists "
+            "SELECT kind, address, NULL, how, added_at, uses, last_used FROM outbound_lists "
             "WHERE user_id=? ORDER BY kind DESC, address",
             (user_id,),
         ).fetchall()
-        return [ListEntry(direction, ListKind(r[0]), r[1], r[2], ListedBy(r[3]), r[4], r[5])
+        return [ListEntry(direction, ListKind(r[0]), r[1], r[2], ListedBy(r[3]), r[4], r[5],
+                          None if r[6] is None else float(r[6]))
                 for direction, rows in ((ListDirection.INBOUND, inbound),
                                         (ListDirection.OUTBOUND, outbound))
                 for r in rows]
+
+    # -- web API tokens (issue 13, migration 0016) ----------------------------------
+
+    def add_api_token(self, user_id: int, name: str, digest: str, now: float) -> int:
+        return self._insert(
+            "INSERT INTO api_tokens (user_id, name, hash, created_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id", (user_id, name, digest, now))
+
+    def api_tokens(self, user_id: int) -> list[ApiToken]:
+        rows = self._exec(
+            "SELECT id, user_id, name, created_at, last_used FROM api_tokens "
+            "WHERE user_id=? ORDER BY id", (user_id,)).fetchall()
+        return [_api_token(r) for r in rows]
+
+    def api_token_by_hash(self, digest: str) -> ApiToken | None:
+        row = self._exec(
+            "SELECT id, user_id, name, created_at, last_used FROM api_tokens WHERE hash=?",
+            (digest,)).fetchone()
+        return _api_token(row) if row else None
+
+    def touch_api_token(self, token_id: int, now: float) -> None:
+        self._exec("UPDATE api_tokens SET last_used=? WHERE id=?", (now, token_id))
+
+    def drop_api_token(self, user_id: int, token_id: int) -> bool:
+        cur = self._exec("DELETE FROM api_tokens WHERE id=? AND user_id=?",
+                         (token_id, user_id))
+        return bool(cur.rowcount > 0)
+
+    def drop_api_tokens(self, user_id: int) -> int:
+        cur = self._exec("DELETE FROM api_tokens WHERE user_id=?", (user_id,))
+        return int(cur.rowcount)
+
+    def sent_changed(self, user_id: int, newest: int) -> float | None:
+        """When a recipient of one of the user's ``newest`` sent messages
+        last changed state (None without any): the Sent view's live event
+        asks this every second, so it reads a bounded number of rows."""
+        row = self._exec(
+            "SELECT MAX(r.updated_at) FROM out_recipients r WHERE r.message_id IN "
+            "(SELECT id FROM out_messages WHERE user_id=? ORDER BY id DESC LIMIT ?)",
+            (user_id, newest)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def expire_in_envelopes(
         self, now: float, *, undecided: str, open_states: Collection[str], expired: str,
@@ -1068,3 +1111,8 @@ def _unsubscribe(r: Sequence[Any]) -> Unsubscribe:
 def _group(r: Sequence[Any]) -> Group:
     return Group(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else int(r[3]),
                  float(r[4]))
+
+
+def _api_token(row: Sequence[Any]) -> ApiToken:
+    return ApiToken(int(row[0]), int(row[1]), str(row[2]), float(row[3]),
+                    None if row[4] is None else float(row[4]))

@@ -2,8 +2,8 @@
 "Administration"): peers and their quality over time, blocking and allowing
 by hand, suspended senders and spam reports, the delivery queue with a
 retry-now, accounts, and health. Only for accounts marked administrator
-(``smdp admin grant-admin``); anyone else gets the same 404 as for a path
-that does not exist, so the pages' existence is not advertised.
+(``smdp admin grant-admin``); anyone else is refused with 403 (the paths are
+no secret: /api/openapi.json lists them for everyone).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Host(Protocol):
     store: Store
     config: Config
 
-    def _require(self, request: web.Request) -> tuple[WebSession, User]: ...
+    def _require(self, request: web.Request) -> tuple[WebSession | None, User]: ...
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]: ...
@@ -78,7 +78,7 @@ class AdminApi:
     def _admin(self, request: web.Request) -> User:
         _session, user = self.host._require(request)
         if not self.store.is_admin(user.id):
-            raise ApiError(404, "Not Found")
+            raise ApiError(403, "for administrators only")
         return user
 
     def _peer(self, q: Quality) -> dict[str, Any]:

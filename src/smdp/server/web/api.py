@@ -19,9 +19,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
+import hashlib
 import ipaddress
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +36,7 @@ from aiohttp import web
 
 from smdp.config import Listener
 from smdp.core import unsubscribe
+from smdp.core.destination import decided_by
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.lists import parse_list_request
 from smdp.core.mx import quality_keys
@@ -62,6 +66,23 @@ log = logging.getLogger("smdp.web")
 
 COOKIE = "smdp_session"
 CSRF_HEADER = "X-CSRF-Token"
+# API tokens (docs/api.md, "Tokens"): a prefix a secret scanner can match,
+# then 256 random bits; names short enough for a line of the settings page.
+TOKEN_PREFIX = "smdp_"
+MAX_TOKEN_NAME = 100
+MAX_TOKENS = 100  # per user
+# "Last used" is a write: at most one a minute per token, not one a request.
+TOKEN_TOUCH_EVERY = 60.0
+# The Sent view's live event watches the recipients of this many of the
+# user's newest messages (the most one page of the view shows).
+SENT_WATCHED = 200
+# A request's caller once found (with the request, and the hash of its token
+# if it came with one), so that the guard's check and the handler's do not
+# both read the store. A context variable, set afresh by the guard for each
+# request: aiohttp's typed request keys are newer than the aiohttp we need.
+_CALLER: contextvars.ContextVar[
+    tuple[web.Request, WebSession | None, User, str] | None] = contextvars.ContextVar(
+        "smdp_web_caller", default=None)
 # The options as the API spells them (docs/api.md): Table 1's, in lower case.
 DECISIONS = {decision.word: decision for decision in Decision}
 STATE_FILTERS: dict[str, list[str] | None] = {
@@ -112,6 +133,10 @@ def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -171,6 +196,9 @@ class WebApp:
         app.router.add_get("/api/messages/{id}/html", self.message_html)
         app.router.add_get("/api/messages/{id}/attachments/{n}", self.message_attachment)
         app.router.add_get("/api/events", self.events)
+        app.router.add_get("/api/tokens", self.tokens)
+        app.router.add_post("/api/tokens", self.new_token)
+        app.router.add_delete("/api/tokens/{id}", self.revoke_token)
         self.admin.register(app.router)
         return app
 
@@ -178,6 +206,7 @@ class WebApp:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             response = await self._checked(request, handler)
         except ApiError as exc:
@@ -194,16 +223,39 @@ class WebApp:
                 response.headers.setdefault(name, value)
             if request.path.startswith("/api/"):
                 response.headers["Cache-Control"] = "no-store"
+            # The server's own time for the request (W3C Server Timing):
+            # what the browser's tools and bench/web.py read.
+            response.headers["Server-Timing"] = \
+                f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return response
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/") and request.path not in _OPEN:
-            self._require(request)  # before anything else: 401 for any /api/ path
-        return await handler(request)
+        reset = _CALLER.set(None)
+        try:
+            if request.path.startswith("/api/") and request.path not in _OPEN:
+                self._require(request)  # before anything else: 401 for any /api/ path
+            return await handler(request)
+        finally:
+            _CALLER.reset(reset)
 
-    def _require(self, request: web.Request) -> tuple[WebSession, User]:
-        """The logged-in session and user of ``request``; for a change, its
+    def _require(self, request: web.Request) -> tuple[WebSession | None, User]:
+        """The caller of ``request``: its logged-in session and user, or (no
+        session) the user of its API token. For a change by session, the
         CSRF token checked too. ApiError 401 or 403 otherwise."""
+        known = _CALLER.get()
+        if known is not None and known[0] is request:
+            return known[1], known[2]
+        authorization = request.headers.get("Authorization")
+        session: WebSession | None = None
+        digest = ""
+        if authorization is not None:
+            user, digest = self._bearer(authorization)
+        else:
+            session, user = self._by_session(request)
+        _CALLER.set((request, session, user, digest))
+        return session, user
+
+    def _by_session(self, request: web.Request) -> tuple[WebSession, User]:
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             raise ApiError(401, "log in first")
@@ -215,6 +267,39 @@ class WebApp:
             self.sessions.close(session.token)
             raise ApiError(401, "log in first")
         return session, user
+
+    def _bearer(self, authorization: str) -> tuple[User, str]:
+        """The owner of the API token in ``Authorization: Bearer``, and the
+        token's hash. No CSRF
+        token is asked: a browser never adds this header to another site's
+        request by itself, as it adds a cookie."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "send \"Authorization: Bearer <token>\" or log in")
+        digest = _digest(token.strip())
+        found = self.store.api_token_by_hash(digest)
+        user = self.store.user_by_id(found.user_id) if found is not None else None
+        if found is None or user is None:
+            raise ApiError(401, "unknown or revoked token")
+        now = time.time()
+        if found.last_used is None or now - found.last_used > TOKEN_TOUCH_EVERY:
+            self.store.touch_api_token(found.id, now)
+        return user, digest
+
+    def _session_only(self, request: web.Request, what: str) -> tuple[WebSession, User]:
+        session, user = self._require(request)
+        if session is None:
+            raise ApiError(403, f"{what} needs a logged-in session, not a token")
+        return session, user
+
+    def _alive(self, request: web.Request, session: WebSession | None) -> bool:
+        """Whether the caller of a long request (the events stream) may still
+        be served: its session open, its token not revoked."""
+        if session is not None:
+            return self.sessions.get(session.token) is not None
+        known = _CALLER.get()
+        return known is not None and known[0] is request \
+            and self.store.api_token_by_hash(known[3]) is not None
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -251,7 +336,7 @@ class WebApp:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
-        session, _user = self._require(request)
+        session, _user = self._session_only(request, "logging out")
         self.sessions.close(session.token)
         response = web.Response(status=204)
         response.del_cookie(COOKIE, path="/")
@@ -261,9 +346,10 @@ class WebApp:
         session, user = self._require(request)
         return web.json_response(self._me(user, session))
 
-    def _me(self, user: User, session: WebSession) -> dict[str, Any]:
+    def _me(self, user: User, session: WebSession | None) -> dict[str, Any]:
         return {"user": user.main_address, "identities": self.store.identities(user.id),
-                "csrf": session.csrf, "admin": self.store.is_admin(user.id)}
+                "csrf": session.csrf if session is not None else None,
+                "admin": self.store.is_admin(user.id)}
 
     async def password(self, request: web.Request) -> web.Response:
         session, user = self._require(request)
@@ -279,7 +365,9 @@ class WebApp:
             await self.port.accounts.change_password(user, new)
         except AccountError as exc:
             raise ApiError(400, str(exc)) from None
-        ended = self.sessions.close_others(user.id, session.token)
+        # By token, every session ends; the tokens themselves all died with
+        # the old password (Accounts.change_password).
+        ended = self.sessions.close_others(user.id, session.token if session else "")
         log.info("password changed user=%s via=web sessions_ended=%d", user.main_address, ended)
         return web.json_response({"changed": True, "other_sessions_ended": ended})
 
@@ -365,7 +453,8 @@ class WebApp:
         _session, user = self._require(request)
         return web.json_response({"entries": [
             {"list": f"{e.direction}-{e.kind}", "address": e.address, "server": e.server,
-             "how": str(e.how), "added": _iso(e.added_at), "uses": e.uses}
+             "how": str(e.how), "added": _iso(e.added_at), "uses": e.uses,
+             "last_used": _iso(e.last_used)}
             for e in self.store.list_entries(user.id)]})
 
     async def edit_list(self, request: web.Request) -> web.Response:
@@ -478,6 +567,42 @@ class WebApp:
         return web.json_response({"messages": shown,
                                   "next": shown[-1]["id"] if more else None})
 
+    # -- API tokens ------------------------------------------------------------------------
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        _session, user = self._require(request)
+        return web.json_response({"tokens": [
+            {"id": t.id, "name": t.name, "created": _iso(t.created_at),
+             "last_used": _iso(t.last_used)} for t in self.store.api_tokens(user.id)]})
+
+    async def new_token(self, request: web.Request) -> web.Response:
+        """``{"name"}``: a new token, its secret in this answer only. Made
+        from a session: a leaked token cannot breed tokens that outlive its
+        revocation."""
+        _session, user = self._session_only(request, "making a token")
+        body = await self._json(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_TOKEN_NAME \
+                or not name.isprintable():
+            raise ApiError(400, f"name the token: 1 to {MAX_TOKEN_NAME} printable characters")
+        name = " ".join(name.split())
+        if len(self.store.api_tokens(user.id)) >= MAX_TOKENS:
+            raise ApiError(400, f"at most {MAX_TOKENS} tokens; revoke one first")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        token_id = self.store.add_api_token(user.id, name, _digest(secret), now)
+        log.info("web token made user=%s id=%d", user.main_address, token_id)
+        return web.json_response({"id": token_id, "name": name, "token": secret,
+                                  "created": _iso(now), "last_used": None}, status=201)
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        _session, user = self._require(request)
+        token_id = self._int(request.match_info["id"], "token id", 1, 2**62)
+        if not self.store.drop_api_token(user.id, token_id):
+            raise ApiError(404, f"no token {token_id} of yours")
+        log.info("web token revoked user=%s id=%d", user.main_address, token_id)
+        return web.Response(status=204)
+
     # -- reading accepted mail -----------------------------------------------------------
 
     def _readable(self, request: web.Request) -> tuple[MailboxEntry, bytes]:
@@ -542,26 +667,39 @@ class WebApp:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``envelopes`` with the newest pending entry's
-        id whenever it changes, so the page fetches its first page again."""
+        id whenever it changes, so the page fetches its first page again;
+        ``sent`` whenever a recipient of one of the user's newest sent
+        messages changes state, so the Sent view asks again."""
         session, user = self._require(request)
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-store",
             **SECURITY_HEADERS})
         await response.prepare(request)
         newest: int | None = -1
+        sent: float | None = -1.0
         quiet_since = time.monotonic()
         # A browser closes the stream whenever it likes (a tab closed, a
         # page left): the next write finds the connection gone, and that is
         # the end of the stream, not an error.
         with contextlib.suppress(ConnectionResetError):
-            while not self._stopping.is_set() and self.sessions.get(session.token) is not None:
+            while not self._stopping.is_set() and self._alive(request, session):
                 page = self.store.mailbox_page(user.id, [EntryState.PENDING], limit=1)
                 now_newest = page[0][0].id if page else None
+                now_sent = self.store.sent_changed(user.id, SENT_WATCHED)
+                said = False
                 if now_newest != newest:
                     newest = now_newest
                     await response.write(
                         f"event: envelopes\ndata: {json.dumps({'newest': newest})}\n\n"
                         .encode())
+                    said = True
+                if now_sent != sent:
+                    sent = now_sent
+                    await response.write(
+                        f"event: sent\ndata: {json.dumps({'changed': _iso(sent)})}\n\n"
+                        .encode())
+                    said = True
+                if said:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE:
                     await response.write(b": still here\n\n")
@@ -577,6 +715,7 @@ class WebApp:
             "id": entry.id,
             "state": "deleted" if entry.deleted else str(entry.state),
             "decision": entry.decision.word if entry.decision else None,
+            "decided_by": decided_by(entry),
             "reason": entry.reason,
             "sender": env.sender,
             "sender_name": summary.from_name,

@@ -9,19 +9,23 @@ const state = {
   csrf: null, me: null, view: null, events: null,
   envelopes: { next: null, focus: 0 },
   mailbox: { next: null },
-  sent: { timer: null },
+  sent: { next: null, shown: 0 },
   lists: [],
   message: null,
+  chart: null,
 };
-// How often the sent view asks again: the API has no event for a
-// recipient's state, and a few seconds is how fast a person looks.
-const SENT_POLL_MS = 3000;
-const VIEWS = ["login", "envelopes", "mailbox", "message", "compose", "sent", "lists", "settings"];
+const VIEWS = ["login", "envelopes", "mailbox", "message", "compose", "sent", "lists", "settings",
+  "admin"];
+// The five who's of the API's decided_by (docs/api.md), as the page says them.
+const DECIDED_BY = {
+  "white-list": "your white list", "black-list": "your black list", expiry: "expiry",
+  origin: "the sender's server", server: "this server",
+};
+const SVG = "http://www.w3.org/2000/svg";
 const LIST_NAMES = {
   "in-white": "inbound white", "in-black": "inbound black",
   "out-white": "outbound white", "out-black": "outbound black",
 };
-const MANUAL_REASON = "your decision";
 const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
@@ -71,6 +75,11 @@ function age(iso) {
   return `${Math.floor(seconds / 86400)} d ago`;
 }
 
+// A time to the minute: "2026-12-03 10:54 UTC" (the API's has seconds).
+function day(iso) {
+  return iso ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC` : "?";
+}
+
 function when(iso) {
   const node = text("time", "", age(iso));
   node.dateTime = iso;
@@ -81,7 +90,6 @@ function when(iso) {
 // -- views ------------------------------------------------------------------------
 
 function show(view, moveFocus) {
-  if (state.view === "sent" && view !== "sent") stopSentPoll();
   state.view = view;
   for (const name of VIEWS) $(`${name}-view`).hidden = name !== view;
   const inside = view !== "login";
@@ -106,13 +114,19 @@ async function route(moveFocus) {
       if (moveFocus) $("message-title").focus();
       return;
     }
-    const view = VIEWS.includes(name) && name !== "login" && name !== "message" ? name : "envelopes";
+    // The administrator's view exists for administrators only; the API
+    // refuses the rest anyway (403).
+    const allowed = VIEWS.includes(name) && name !== "login" && name !== "message"
+      && (name !== "admin" || state.me.admin);
+    const view = allowed ? name : "envelopes";
     show(view, moveFocus);
     if (view === "envelopes") await loadEnvelopes(false);
     else if (view === "mailbox") await loadMailbox(false);
     else if (view === "compose") fillIdentities();
-    else if (view === "sent") { await loadSent(); startSentPoll(); }
+    else if (view === "sent") await loadSent(false);
     else if (view === "lists") await loadLists();
+    else if (view === "settings") await loadTokens();
+    else if (view === "admin") await loadAdmin();
   } catch (error) {
     if (error.status !== 401) say(`${state.view}-status`, error.message, true);
   }
@@ -149,12 +163,12 @@ function envelopeItem(env) {
       (env.attachments.count ? ` · ${env.attachments.count} attachment(s): ${env.attachments.names.join(", ")}` : "")),
   );
   for (const line of env.headlines) body.append(text("div", "headlines", line));
-  // The server says "your decision" for the user's own choice; any other
-  // reason is a decision it took itself (a list, the quality, expiry).
-  if (env.state !== "pending" && env.reason === MANUAL_REASON) {
+  // Who decided: the user, or the server by a list, expiry, ... with why.
+  if (env.decided_by === "user") {
     body.append(text("div", "meta", "decided by you"));
-  } else if (env.state !== "pending" && env.reason) {
-    body.append(text("div", "reason", `Decided by the server: ${env.reason}`));
+  } else if (env.decided_by) {
+    body.append(text("div", "reason",
+      `Decided by ${DECIDED_BY[env.decided_by] || env.decided_by}: ${env.reason}`));
   }
   if (env.state === "accepted") {
     const read = text("a", "read", "Read");
@@ -243,6 +257,11 @@ function listen() {
     if (state.view === "envelopes" && $("state").value === "pending" && !$("search").value) {
       loadEnvelopes(false).catch(() => {});
     }
+  });
+  // A recipient of a sent message changed state: the open Sent view asks
+  // again for what it shows.
+  state.events.addEventListener("sent", () => {
+    if (state.view === "sent") loadSent(false).catch(() => {});
   });
 }
 
@@ -407,11 +426,15 @@ async function sendMessage() {
   }
 }
 
-async function loadSent() {
-  const data = await api("GET", "/api/sent?limit=50");
+async function loadSent(append) {
+  // A redraw keeps as many messages as were shown (the older pages too).
+  const limit = append ? 50 : Math.min(200, Math.max(50, state.sent.shown));
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (append && state.sent.next) params.set("before", String(state.sent.next));
+  const data = await api("GET", `/api/sent?${params}`);
   if (state.view !== "sent") return;
   const list = $("sent");
-  list.replaceChildren();
+  if (!append) list.replaceChildren();
   for (const msg of data.messages) {
     const item = document.createElement("li");
     item.className = "card";
@@ -436,19 +459,10 @@ async function loadSent() {
     item.append(body);
     list.append(item);
   }
-  say("sent-status", `${data.messages.length} message(s) shown`);
-}
-
-function startSentPoll() {
-  stopSentPoll();
-  state.sent.timer = setInterval(() => {
-    if (state.view === "sent") loadSent().catch(() => {});
-  }, SENT_POLL_MS);
-}
-
-function stopSentPoll() {
-  if (state.sent.timer) clearInterval(state.sent.timer);
-  state.sent.timer = null;
+  state.sent.next = data.next;
+  state.sent.shown = list.children.length;
+  $("sent-more").hidden = data.next === null;
+  say("sent-status", `${list.children.length} message(s) shown`);
 }
 
 // -- lists -------------------------------------------------------------------------------
@@ -475,7 +489,9 @@ function renderLists() {
       text("span", "meta", entry.how === "auto" ? "by a decision" : "by hand"));
     body.append(top, text("div", "subject", entry.address));
     if (entry.server) body.append(text("div", "meta", `server ${entry.server}`));
-    body.append(text("div", "meta", `added ${entry.added ? entry.added.replace("T", " ").replace("Z", " UTC") : "?"} · used ${entry.uses} time(s)`));
+    const used = entry.uses ? `used ${entry.uses} time(s)` + (entry.last_used ? `, last ${day(entry.last_used)}` : "")
+      : "never used";
+    body.append(text("div", "meta", `added ${day(entry.added)}`), text("div", "meta", used));
     const remove = text("button", "remove", "Remove");
     remove.type = "button";
     remove.setAttribute("aria-label", `Remove ${entry.address} from the ${LIST_NAMES[entry.list]} list`);
@@ -515,8 +531,294 @@ async function changePassword() {
     $("password-form").reset();
     say("password-status",
       `Password changed; ${data.other_sessions_ended} other session(s) logged out.`);
+    $("token-new").hidden = true;
+    await loadTokens();
   } catch (error) {
     say("password-status", error.message, true);
+  }
+}
+
+async function loadTokens() {
+  const data = await api("GET", "/api/tokens");
+  const list = $("tokens");
+  list.replaceChildren();
+  for (const token of data.tokens) {
+    const item = document.createElement("li");
+    item.className = "card";
+    const body = document.createElement("div");
+    body.className = "card-body";
+    body.append(text("div", "subject", token.name),
+      text("div", "meta", `made ${day(token.created)}`),
+      text("div", "meta", token.last_used ? `last used ${day(token.last_used)}` : "never used"));
+    const revoke = text("button", "remove", "Revoke");
+    revoke.type = "button";
+    revoke.setAttribute("aria-label", `Revoke the token ${token.name}`);
+    revoke.addEventListener("click", () => revokeToken(token));
+    item.append(body, revoke);
+    list.append(item);
+  }
+  say("tokens-status", `${data.tokens.length} token(s)`);
+}
+
+async function makeToken() {
+  try {
+    const made = await api("POST", "/api/tokens", { name: $("token-name").value });
+    $("token-name").value = "";
+    await loadTokens();
+    $("token-secret").value = made.token;
+    $("token-new").hidden = false;
+    say("tokens-status", `Token ${made.name} made; copy it now.`);
+    $("token-secret").focus();
+    $("token-secret").select();
+  } catch (error) {
+    say("tokens-status", error.message, true);
+  }
+}
+
+async function revokeToken(token) {
+  try {
+    await api("DELETE", `/api/tokens/${token.id}`);
+    $("token-new").hidden = true;
+    await loadTokens();
+    say("tokens-status", `Token ${token.name} revoked.`);
+  } catch (error) {
+    say("tokens-status", error.message, true);
+  }
+}
+
+// -- the administrator's view ------------------------------------------------------------
+
+function button(label, name, action) {
+  const node = text("button", "", label);
+  node.type = "button";
+  if (name) node.setAttribute("aria-label", name);
+  node.addEventListener("click", action);
+  return node;
+}
+
+async function loadAdmin() {
+  const [health, peers, queue, senders, accounts] = await Promise.all([
+    api("GET", "/api/admin/health"), api("GET", "/api/admin/peers"),
+    api("GET", "/api/admin/queue"), api("GET", "/api/admin/senders"),
+    api("GET", "/api/admin/accounts")]);
+  if (state.view !== "admin") return;
+  showHealth(health);
+  showPeers(peers.peers);
+  showQueue(queue);
+  showSenders(senders);
+  showAccounts(accounts.accounts);
+  // The chart shown last, else the busiest peer's.
+  const charted = peers.peers.find((p) => p.server === state.chart)
+    || peers.peers.reduce((most, p) => (most && most.messages >= p.messages ? most : p), null);
+  if (charted) await showChart(charted.server);
+  else $("chart").hidden = true;
+}
+
+function showHealth(health) {
+  const list = $("admin-health");
+  list.replaceChildren();
+  const listeners = Object.entries(health.listeners).map(([name, where]) => `${name} ${where}`);
+  const store = health.store.ok
+    ? `${health.store.backend}, schema ${health.store.schema_version}, answering`
+    : `${health.store.backend}: NOT answering: ${health.store.error}`;
+  const queue = `${health.queue.depth} job(s) waiting` +
+    (health.queue.oldest ? `, the oldest for ${Math.round(health.queue.oldest_age_seconds)} s` : "");
+  for (const [name, value] of [["Listeners", listeners.join(" · ") || "none"],
+    ["Store", store], ["Queue", queue]]) {
+    list.append(text("dt", "", name), text("dd", name === "Store" && !health.store.ok ? "error" : "", value));
+  }
+}
+
+function showPeers(peers) {
+  const list = $("admin-peers");
+  list.replaceChildren();
+  for (const peer of peers) {
+    const item = document.createElement("li");
+    item.className = "card peer";
+    item.dataset.server = peer.server;
+    const body = document.createElement("div");
+    body.className = "card-body";
+    const top = document.createElement("div");
+    top.className = "top";
+    top.append(text("span", "subject", peer.server),
+      text("span", `badge standing-${peer.standing}`, peer.standing));
+    body.append(top,
+      text("div", "meta", `quality ${peer.value.toFixed(2)} · ${peer.messages} message(s), votes ${peer.votes}`),
+      text("div", "reason", peer.reason));
+    if (peer.override) {
+      body.append(text("div", "meta",
+        `${peer.override} by hand since ${day(peer.override_at)}`));
+    }
+    const actions = document.createElement("div");
+    actions.className = "decisions";
+    actions.append(button("Chart", `Chart of ${peer.server}`,
+      () => showChart(peer.server).then(() => $("chart").focus())));
+    if (peer.override !== "blocked") {
+      actions.append(button("Block", `Block ${peer.server}`, () => override(peer.server, "blocked")));
+    }
+    if (peer.override !== "allowed") {
+      actions.append(button("Allow", `Allow ${peer.server}`, () => override(peer.server, "allowed")));
+    }
+    if (peer.override) {
+      actions.append(button("Unblock", `Hand ${peer.server} back to the quality formula`,
+        () => override(peer.server, null)));
+    }
+    body.append(actions);
+    item.append(body);
+    list.append(item);
+  }
+  if (!peers.length) list.append(text("li", "hint", "No peer server has sent anything yet."));
+}
+
+async function override(server, value) {
+  try {
+    const peer = await api("POST", `/api/admin/peers/${encodeURIComponent(server)}`,
+      { override: value, reason: $("peer-reason").value });
+    $("peer-reason").value = "";
+    await loadAdmin();
+    say("admin-status", `${server}: ${peer.standing} (${peer.reason})`);
+  } catch (error) {
+    say("admin-status", error.message, true);
+  }
+}
+
+// The quality chart: Quality(X) (section 5.3, from -1 to 1) at each sample,
+// drawn as an SVG in the page (no library, no inline script: elements made
+// here, their look in app.css).
+async function showChart(server) {
+  state.chart = server;
+  const data = await api("GET", `/api/admin/peers/${encodeURIComponent(server)}/history?days=30`);
+  if (state.chart !== server) return;
+  const points = data.points;
+  // As wide as its box in CSS pixels, so that the labels keep their size
+  // on a phone rather than shrink with a scaled drawing.
+  $("chart").hidden = false;
+  const width = Math.max(280, $("chart-box").clientWidth || 640);
+  const height = 220, left = 44, right = 12, top = 12, bottom = 30;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-labelledby", "chart-caption");
+  svg.classList.add("chart");
+  const add = (tag, attrs, parent = svg) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+    parent.append(node);
+    return node;
+  };
+  const times = points.map((p) => Date.parse(p.at));
+  const start = times.length ? Math.min(...times) : Date.now() - 86400000;
+  const end = times.length ? Math.max(...times, start + 1) : Date.now();
+  const x = (t) => left + (t - start) / (end - start) * (width - left - right);
+  const y = (v) => top + (1 - v) / 2 * (height - top - bottom);
+  for (const v of [1, 0.5, 0, -0.5, -1]) {
+    add("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: v === 0 ? "axis" : "grid" });
+    const label = add("text", { x: left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" });
+    label.textContent = v.toFixed(1);
+  }
+  for (const [t, anchor] of [[start, "start"], [end, "end"]]) {
+    const label = add("text", { x: x(t), y: height - 8, class: "tick", "text-anchor": anchor });
+    label.textContent = new Date(t).toISOString().slice(0, 10);
+  }
+  if (points.length > 1) {
+    add("polyline", { points: points.map((p, i) => `${x(times[i])},${y(p.value)}`).join(" "),
+      class: "line" });
+  }
+  points.forEach((p, i) => {
+    const dot = add("circle", { cx: x(times[i]), cy: y(p.value), r: 3.5, class: "dot" });
+    add("title", {}, dot).textContent =
+      `${p.at}: quality ${p.value.toFixed(2)} (${p.messages} messages, votes ${p.votes})`;
+  });
+  const last = points[points.length - 1];
+  $("chart-caption").textContent = points.length
+    ? `Quality of ${server} over the last 30 days: ${points.length} sample(s), from ` +
+      `${points[0].value.toFixed(2)} on ${points[0].at.slice(0, 10)} to ` +
+      `${last.value.toFixed(2)} on ${last.at.slice(0, 10)} (${last.messages} messages).`
+    : `Quality of ${server}: no sample in the last 30 days yet.`;
+  $("chart-box").replaceChildren(svg);
+  $("chart").hidden = false;
+}
+
+function showQueue(queue) {
+  const peers = $("admin-queue-peers");
+  peers.replaceChildren();
+  for (const p of queue.peers) {
+    peers.append(text("li", "", `${p.peer}: ${p.jobs} job(s), the oldest since ${day(p.oldest)}`));
+  }
+  if (!queue.peers.length) peers.append(text("li", "hint", "Nothing waiting."));
+  const list = $("admin-queue");
+  list.replaceChildren();
+  for (const job of queue.jobs) {
+    const item = document.createElement("li");
+    item.className = "card";
+    const body = document.createElement("div");
+    body.className = "card-body";
+    const top = document.createElement("div");
+    top.className = "top";
+    top.append(text("span", "subject", `${job.kind} to ${job.peer}`),
+      text("span", "meta", job.running ? "running now" : `next attempt ${day(job.next_attempt)}`));
+    body.append(top, text("div", "meta", `job ${job.id} · ${job.attempts} attempt(s) · queued ${day(job.created_at)}`));
+    if (job.last_error) body.append(text("div", "meta detail", `last error: ${job.last_error}`));
+    const retry = button("Retry now", `Retry job ${job.id} to ${job.peer} now`, async () => {
+      try {
+        await api("POST", `/api/admin/queue/${job.id}/retry`);
+        say("admin-status", `Job ${job.id} is being retried now.`);
+        await loadAdmin();
+      } catch (error) {
+        say("admin-status", error.message, true);
+      }
+    });
+    retry.disabled = job.running;
+    item.append(body, retry);
+    list.append(item);
+  }
+}
+
+function showSenders(senders) {
+  const reports = $("admin-reports");
+  reports.replaceChildren();
+  for (const r of senders.reports) reports.append(text("li", "", `${r.sender}: ${r.reports} report(s)`));
+  if (!senders.reports.length) reports.append(text("li", "hint", "No spam report."));
+  const list = $("admin-suspended");
+  list.replaceChildren();
+  for (const s of senders.suspended) {
+    const item = document.createElement("li");
+    item.className = "card";
+    const body = document.createElement("div");
+    body.className = "card-body";
+    body.append(text("div", "subject", s.address), text("div", "reason", s.reason));
+    item.append(body, button("Unsuspend", `Lift the suspension of ${s.address}`, async () => {
+      try {
+        await api("POST", `/api/admin/senders/${encodeURIComponent(s.address)}`, { suspended: false });
+        await loadAdmin();
+        say("admin-status", `${s.address} may send again.`);
+      } catch (error) {
+        say("admin-status", error.message, true);
+      }
+    }));
+    list.append(item);
+  }
+  if (!senders.suspended.length) list.append(text("li", "hint", "No sender is suspended."));
+}
+
+function showAccounts(accounts) {
+  const list = $("admin-accounts");
+  list.replaceChildren();
+  for (const a of accounts) {
+    const item = document.createElement("li");
+    item.className = "card";
+    const body = document.createElement("div");
+    body.className = "card-body";
+    const top = document.createElement("div");
+    top.className = "top";
+    top.append(text("span", "subject", a.address));
+    if (a.admin) top.append(text("span", "badge", "administrator"));
+    if (a.suspended) top.append(text("span", "badge state-refused", "suspended"));
+    body.append(top);
+    const others = a.identities.filter((i) => i !== a.address);
+    if (others.length) body.append(text("div", "meta", `also ${others.join(", ")}`));
+    item.append(body);
+    list.append(item);
   }
 }
 
@@ -526,6 +828,7 @@ async function enter(me) {
   state.csrf = me.csrf;
   state.me = me;
   $("who").textContent = me.user;
+  $("nav-admin").hidden = !me.admin;
   $("compose-from").replaceChildren();
   listen();
   await route(false);
@@ -534,10 +837,10 @@ async function enter(me) {
 function loggedOut() {
   if (state.events) state.events.close();
   state.events = null;
-  stopSentPoll();
   state.csrf = null;
   state.me = null;
   $("who").textContent = "";
+  $("nav-admin").hidden = true;
   show("login", false);
 }
 
@@ -607,6 +910,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   $("lists-filter").addEventListener("input", renderLists);
   $("password-form").addEventListener("submit", (event) => { event.preventDefault(); changePassword(); });
+  $("sent-more").addEventListener("click", () => loadSent(true));
+  $("token-form").addEventListener("submit", (event) => { event.preventDefault(); makeToken(); });
   document.addEventListener("keydown", onKey);
   window.addEventListener("hashchange", () => route(true));
   try {
