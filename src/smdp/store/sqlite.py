@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from smdp.mail.trace import delivery_fields
 from smdp.store.base import StoreError
 from smdp.store.records import (
     Job,
@@ -36,6 +37,11 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def delivery_octets(sender: str, recipient: str) -> int:
+    """The octets RETR puts before a stored message (docs/protocol.md 8.4)."""
+    return len(delivery_fields(sender, recipient))
+
+
 class SqliteStore(SqlStore):
     """Storage for one SMDP server. Not shared between threads."""
 
@@ -52,6 +58,10 @@ class SqliteStore(SqlStore):
         # Deleted messages are overwritten, not merely unlinked from the b-tree:
         # expired and deleted mail is really gone from the file (issue 3).
         self._db.execute("PRAGMA secure_delete=ON")
+        # Migration 0017's triggers and its backfill size each mailbox entry
+        # as RETR sends it; PostgreSQL has this function in SQL.
+        self._db.create_function("smdp_delivery_octets", 2, delivery_octets,
+                                 deterministic=True)
         self._in_txn = False
         self._lock = threading.RLock()
 
