@@ -33,7 +33,7 @@ log = logging.getLogger("smdp.user")
 # a stored state: the store keeps the state and a deleted flag.
 DELETED = "deleted"
 SENT_PAGE = 100  # messages per SENT answer; the answer names the next page
-_NO_LIMIT = 2**62  # ENVS without LIMIT: every entry, as before pages existed
+_NO_LIMIT = 2**62  # PWD: every pending entry
 
 
 def _clean(text: str) -> str:
@@ -377,10 +377,21 @@ class UserSession(Session):
         an entry id, so decisions between pages neither skip nor repeat one."""
         assert self.user is not None
         states = None if show_all else [EntryState.PENDING]
+        if limit is None:
+            # Every entry, read a thousand at a time: only the answer's lines
+            # are held, not every entry and envelope at once.
+            lines: list[str] = []
+            cursor = after or 0
+            while rows := self.store.mailbox_after(self.user.id, states, after=cursor,
+                                                   limit=wire.MAX_PAGE):
+                lines += [self._envelope_line(e, env) for e, env in rows]
+                cursor = rows[-1][0].id
+            self.conn.ok(f"{len(lines)} envelope(s)", lines)
+            return
         rows = self.store.mailbox_after(self.user.id, states, after=after or 0,
-                                        limit=_NO_LIMIT if limit is None else limit + 1)
+                                        limit=limit + 1)
         more = ""
-        if limit is not None and len(rows) > limit:
+        if len(rows) > limit:
             rows = rows[:limit]
             more = (f"{wire.PAGE_MORE}ENVS{' ALL' if show_all else ''} "
                     f"AFTER {rows[-1][0].id} LIMIT {limit}")
