@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from bench.common import REPO, iter_corpus, settings_from_env
+from bench.common import REPO, corpus_files, iter_corpus, settings_from_env
 from smdp.core import envelope as current
 
 
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     old = _module_at(rev)
     corpus = settings_from_env().corpus
     checked = differ = 0
-    for message in iter_corpus(corpus):
+    # The malformed messages too: where a shortcut would most likely differ.
+    files = corpus_files(corpus) + [("malformed", p) for p in
+                                    sorted((corpus / "malformed").rglob("*"))
+                                    if p.is_file() and not p.name.startswith("README")]
+    for message in iter_corpus(corpus, files):
         for headlines in (0, 1, 2, 3):
             a = old.encode_envelope_block(old.extract_envelope(message.data, headlines=headlines),
                                           expires="")

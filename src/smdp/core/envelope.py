@@ -253,7 +253,7 @@ def _headline(text: str) -> str:
 # attribution and the quoted message of most bottom-posted replies.
 _HEADLINE_SCAN = 200
 # Lines read first, beyond those wanted (see _headlines).
-_HEADLINE_FIRST = 6
+_HEADLINE_FIRST = 4
 # A reply attribution, as the common mail programs write it: "Lisi wrote:",
 # "On 04/24/2010 03:20 PM, Lisi wrote:", "Le 24/04/2010 15:20, Lisi a écrit :",
 # "Am 24.04.2010 15:20, schrieb Lisi:" and the like in a few more languages.
@@ -291,12 +291,13 @@ def _own_lines(lines: list[str], judged: int | None = None) -> list[str]:
             if _ORIGINAL.search(line) or _QUOTED_HEADER.match(after):
                 break  # the earlier message, quoted whole
             continue
-        if line.startswith(">") or _ATTRIBUTION.search(line):
+        # _ATTRIBUTION ends in ":\Z": endswith first spares most lines its search.
+        if line.startswith(">") or (line.endswith(":") and _ATTRIBUTION.search(line)):
             continue
         if after.startswith(">") and _ATTRIBUTION_BARE.search(line):
             continue
-        if (_ATTRIBUTION_START.match(line) and _ATTRIBUTION.search(after)
-                and not _ATTRIBUTION_START.match(after)):
+        if (_ATTRIBUTION_START.match(line) and after.endswith(":")
+                and _ATTRIBUTION.search(after) and not _ATTRIBUTION_START.match(after)):
             continue  # an attribution wrapped over two lines
         own.append(line)
     return own
