@@ -771,8 +771,9 @@ def test_list_and_automated_sender_fields_travel_in_the_envelope() -> None:
 @pytest.mark.parametrize(("body", "expected"), [
     # The first lines read (_HEADLINE_FIRST beyond those wanted) end on the
     # first line of an attribution wrapped over two lines: not the sender's text.
-    ("> q\r\n" * env._HEADLINE_FIRST + "own one\r\nOn Mon, 1 Jun 2009, Bob <b@x.example>\r\nwrote:\r\n"
-     "own two\r\n", ("own one", "own two")),
+    ("> q\r\n" * env._HEADLINE_FIRST
+     + "own one\r\nOn Mon, 1 Jun 2009, Bob <b@x.example>\r\nwrote:\r\nown two\r\n",
+     ("own one", "own two")),
     # Own lines only past the first lines read: the whole scan finds them.
     ("> q\r\n" * 12 + "late own\r\nand more\r\n", ("late own", "and more")),
     # Nothing but quotes: the first lines as they are.
