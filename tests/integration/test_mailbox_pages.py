@@ -179,8 +179,8 @@ def test_list_and_uidl_pages(tmp_path: Path) -> None:
         assert page(empty, "LIST LIMIT 5") == ("0 messages", [])
         assert empty.cmd("STAT") == "+OK 0 0"
         empty.close()
-        send(a, 3)
-        every = pending(b, 3)
+        send(a, 4)
+        every, late = pending(b, 4)[:3], pending(b, 4)[3]
         c = b.client(BOB)
         for entry in every:
             c.call(wire.UserDecision(Decision.ACCEPT, entry))
@@ -206,6 +206,17 @@ def test_list_and_uidl_pages(tmp_path: Path) -> None:
         assert u.cmd("UIDL LIMIT 0") == "-ERR LIMIT must be a decimal integer from 1 to 1000"
         assert u.cmd("UIDL 4") == "-ERR no message 4"
         assert u.cmd("UIDL 2") == "-ERR message 2 already deleted"
+        # Mail accepted during the session gets the next number at STAT.
+        c = b.client(BOB)
+        c.call(wire.UserDecision(Decision.ACCEPT, late))
+        c.quit()
+        wait_until(lambda: b.client(BOB).call(wire.Stat()).text.startswith("4 "),
+                   what="the fourth pulled")
+        assert u.cmd("STAT").startswith("+OK 3 ")  # 4 messages, number 2 marked deleted
+        assert page(u, "LIST AFTER 3")[1][0].startswith("4 ")
+        uid = u.cmd("UIDL 4")
+        assert uid.startswith("+OK 4 ") and uid.endswith(f".{late}")
+        assert page(u, "UIDL AFTER 3")[1] == [uid[4:]]
         u.close()
         # The reference client finds a message's number over UIDL pages.
         c = b.client(BOB)
