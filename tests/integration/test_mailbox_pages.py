@@ -13,6 +13,7 @@ from smdp.store import open_store
 from smdp.terms import Decision, EntryState
 from tests.conditions import wait_until
 from tests.integration.harness import UserSocket
+from tests.integration.test_client_ids_and_send import client
 
 from .inprocess import InProcessServer, inprocess_pair
 
@@ -222,3 +223,23 @@ def test_list_and_uidl_pages(tmp_path: Path) -> None:
         c = b.client(BOB)
         assert b"message 2" in c.read(every[2])
         c.quit()
+
+
+def test_the_command_line_client_pages(tmp_path: Path) -> None:
+    """`smdp client envelopes` reads every page; with --limit it prints one,
+    and the answer's continuation, which --after takes."""
+    with inprocess_pair(tmp_path, users=USERS) as (a, b):
+        send(a, 3)
+        every = pending(b, 3)
+        whole = client(b, BOB, "envelopes")
+        assert whole.returncode == 0, whole.stderr
+        assert whole.stdout.splitlines()[0] == "3 envelope(s)"
+        assert [int(line.split()[0]) for line in whole.stdout.splitlines()[2:]] == every
+        first = client(b, BOB, "envelopes", "--all", "--limit", "2")
+        assert first.stdout.splitlines()[0] == \
+            f"2 envelope(s); more: ENVS ALL AFTER {every[1]} LIMIT 2"
+        rest = client(b, BOB, "envelopes", "--limit", "2", "--after", str(every[1]))
+        assert rest.stdout.splitlines()[0] == "1 envelope(s)"
+        assert rest.stdout.splitlines()[2].split()[0] == str(every[2])
+        bad = client(b, BOB, "envelopes", "--limit", "0")
+        assert bad.returncode != 0 and "--limit" in bad.stderr
