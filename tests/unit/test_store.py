@@ -1302,7 +1302,7 @@ def test_the_size_of_an_entry_is_what_retr_sends(backend: Backend) -> None:
                                        mail_from="bounce@x.example")
         store.insert_mailbox_entry(u.id, env, "alice@a.example", "accepted")
     assert _counted(store, u.id) == _truth(store, u.id)
-    sizes = dict(store.maildrop(u.id))
+    sizes = dict(store.maildrop(u.id, "accepted"))
     for entry in store.mailbox_entries(u.id, ["accepted"]):
         env_ = store.in_envelope(entry.envelope_id)
         assert env_ is not None
@@ -1362,7 +1362,7 @@ def test_pages_of_the_mailbox(backend: Backend) -> None:
     assert [e.id for e, _ in store.mailbox_after(u.id, ["pending"], after=0, limit=9)] == \
         ids[:1] + ids[2:]
     assert [e.id for e, _ in store.mailbox_after(u.id, None, after=0, limit=9)] == ids
-    assert store.maildrop(u.id) == []
+    assert store.maildrop(u.id, "accepted") == []
     assert store.envids_of([ids[0], ids[2], 10**9]) == {ids[0]: f"{0:026d}",
                                                         ids[2]: f"{2:026d}"}
     store.close()

@@ -105,7 +105,7 @@ class UserSession(Session):
             return
         self.serial = serial
         known = set(self.numbered)
-        for entry_id, octets in self.store.maildrop(self.user.id):
+        for entry_id, octets in self.store.maildrop(self.user.id, EntryState.ACCEPTED):
             if entry_id not in known:
                 self.numbered.append(entry_id)
                 self.sizes.append(octets)

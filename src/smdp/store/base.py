@@ -289,9 +289,9 @@ class Store(Protocol):
         deleted ones too (ENVS ALL); else the ones in ``states`` not deleted."""
         ...
 
-    def maildrop(self, user_id: int) -> list[tuple[int, int]]:
-        """The POP3 maildrop (entries accepted, not deleted), oldest first:
-        each entry's id and its size as RETR sends it."""
+    def maildrop(self, user_id: int, state: str) -> list[tuple[int, int]]:
+        """The POP3 maildrop (entries in ``state``, accepted, not deleted),
+        oldest first: each entry's id and its size as RETR sends it."""
         ...
 
     def envids_of(self, entry_ids: Sequence[int]) -> dict[int, str]:

@@ -476,10 +476,10 @@ class SqlStore:
             (*args, after, limit)).fetchall()
         return [(mailbox_row(r[:9]), in_envelope_row(r[9:])) for r in rows]
 
-    def maildrop(self, user_id: int) -> list[tuple[int, int]]:
+    def maildrop(self, user_id: int, state: str) -> list[tuple[int, int]]:
         rows = self._exec(
             "SELECT id, octets FROM mailbox WHERE user_id=? AND state=? AND deleted=0 "
-            "ORDER BY id", (user_id, EntryState.ACCEPTED)).fetchall()
+            "ORDER BY id", (user_id, state)).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def envids_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
