@@ -20,7 +20,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,45 @@ def summary_us(samples_ns: list[int]) -> dict[str, float]:
 
 def ratio(numerator: float, denominator: float, digits: int = 2) -> float | None:
     return round(numerator / denominator, digits) if denominator else None
+
+
+# Rounds of each contender in a comparison (issue 15 item 7): SMDP and each
+# baseline take turns, so that the machine's busy and quiet minutes fall on
+# both, and a ratio is given as the median of the rounds' with its spread.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS") or 3)
+
+
+def alternate(rounds: int, contenders: Sequence[tuple[str, Callable[[int], Any]]]
+              ) -> dict[str, list[Any]]:
+    """Run each contender once per round, in turn (``fn(round)``), ``rounds``
+    rounds: SMDP, baseline, SMDP, baseline... Each contender's results, in
+    round order. A contender returning None (a baseline that cannot run
+    here) is not run again."""
+    results: dict[str, list[Any]] = {name: [] for name, _fn in contenders}
+    gone: set[str] = set()
+    for k in range(rounds):
+        for name, fn in contenders:
+            if name in gone:
+                continue
+            print(f"  round {k + 1}/{rounds}: {name} ...", flush=True)
+            value = fn(k)
+            if value is None:
+                gone.add(name)
+                continue
+            results[name].append(value)
+    return results
+
+
+def spread(per_round: Sequence[dict[str, float | None]]) -> dict[str, dict[str, Any]]:
+    """Per key of the rounds' ratio dicts: the median, the lowest and highest,
+    and every round's value (a key missing from a round is left out there)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in dict.fromkeys(k for r in per_round for k in r):
+        values = [v for r in per_round if (v := r.get(key)) is not None]
+        if values:
+            out[key] = {"median": round(statistics.median(values), 2), "min": min(values),
+                        "max": max(values), "rounds": values}
+    return out
 
 
 class Stopwatch:

@@ -74,11 +74,14 @@ from typing import Any
 
 from bench.common import (
     REPO,
+    ROUNDS,
     Settings,
+    alternate,
     corpus_files,
     percentile,
     ratio,
     reset_hwm,
+    spread,
     to_wire,
     vm_kib,
 )
@@ -1242,20 +1245,44 @@ def run(settings: Settings) -> dict[str, Any]:
                                 "source": wl.source} for size, wl in loads.items()},
         },
     }
+    skipped: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="smdp-bench-e2e-") as tmp:
-        root = Path(tmp)
-        (root / "smdp").mkdir()
-        print("  smdp ...", flush=True)
-        result["smdp"] = asyncio.run(_smdp_all(root / "smdp", loads, counts, paced,
-                                               concurrency))
-        print("  aiosmtpd ...", flush=True)
-        result["aiosmtpd"] = asyncio.run(_smtp_all(root, loads, counts, paced, concurrency))
-        print("  postfix ...", flush=True)
-        try:
-            result["postfix"] = _postfix_all(root, loads, counts, concurrency)
-        except Exception as exc:  # the environment's, not smdp's: say so, keep the rest
-            result["postfix"] = {"skipped": f"Postfix could not be run here: {exc!r}"}
-    result["ratios"] = _ratios(result)
+        top = Path(tmp)
+
+        def folder(name: str, k: int) -> Path:
+            path = top / f"{name}-{k}"
+            path.mkdir()
+            return path
+
+        def smdp(k: int) -> dict[str, Any]:
+            return asyncio.run(_smdp_all(folder("smdp", k), loads, counts, paced, concurrency))
+
+        def aiosmtpd(k: int) -> dict[str, Any]:
+            return asyncio.run(_smtp_all(folder("smtp", k), loads, counts, paced, concurrency))
+
+        def postfix(k: int) -> dict[str, Any] | None:
+            try:
+                out = _postfix_all(folder("postfix", k), loads, counts, concurrency)
+            except Exception as exc:  # the environment's, not smdp's: say so, keep the rest
+                out = {"skipped": f"Postfix could not be run here: {exc!r}"}
+            if out.get("skipped"):
+                skipped["postfix"] = out
+                return None
+            return out
+
+        # SMDP and its baselines in turn, ROUNDS times (bench/common.py).
+        rounds = alternate(ROUNDS, [("smdp", smdp), ("aiosmtpd", aiosmtpd),
+                                    ("postfix", postfix)])
+    per_round = []
+    for k in range(ROUNDS):
+        one = {name: runs[k] for name, runs in rounds.items() if k < len(runs)}
+        per_round.append(_ratios(one))
+    # The tables show the last round; the ratios are the rounds' medians.
+    for name, runs in rounds.items():
+        result[name] = runs[-1] if runs else skipped.get(name, {"skipped": "not run"})
+    result["rounds"] = ROUNDS
+    result["ratio_spread"] = spread(per_round)
+    result["ratios"] = {key: s["median"] for key, s in result["ratio_spread"].items()}
     return result
 
 

@@ -84,8 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     info["elapsed_s"] = round(time.monotonic() - started, 1)
     write_json(settings.results / "run.json", info)
     finish(results, info, settings.results)
+    for where, why in skipped(results):
+        # A baseline not run (Postfix not installed...): say so, and how to add it.
+        print(f"skipped: {where}: {why}", flush=True)
     print(f"smdp bench: {info['elapsed_s']:.0f} s; results in {settings.results}", flush=True)
     return 1 if failed else 0
+
+
+def skipped(data: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``"skipped"`` note in the results, with where it was found;
+    each says what was not run and why (the Postfix baseline's, how to
+    install it: ``apt-get install postfix``)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        if isinstance(data.get("skipped"), str):
+            found.append((where, data["skipped"]))
+        for key, value in data.items():
+            found += skipped(value, f"{where}.{key}" if where else str(key))
+    return found
 
 
 def finish(results: dict[str, dict[str, Any]], info: dict[str, Any], folder: Path) -> None:

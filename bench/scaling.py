@@ -35,6 +35,7 @@ from smdp.client.session import UserClient
 from smdp.core.envelope import encode_envelope_block, extract_envelope
 from smdp.protocol import user as wire
 from smdp.store import SqliteStore
+from smdp.store.sqlite import delivery_octets
 from smdp.terms import Decision
 
 OWNER = "owner@b.example"
@@ -60,6 +61,10 @@ def _client(server: Server, user: str, timeout: float = 900.0) -> UserClient:
 
 # ---------------------------------------------------------------------------
 # Mailbox size
+
+
+# login, STAT, a page of ENVS and of LIST, then the whole LIST and ENVS.
+OPS = ("login", "stat", "envs_page", "list_page", "list", "envs")
 
 
 def _sample_message(k: int) -> bytes:
@@ -92,10 +97,13 @@ def _fill_mailbox(db: Path, start: int, stop: int) -> None:
             conn.executemany(
                 "INSERT INTO in_body_chunks (envelope_id, seq, data) VALUES (?, 0, ?)",
                 ((k + 1, body) for k in range(start, stop) if k % 2))
+            # octets: the size RETR sends (migration 0017); the counts
+            # follow by the store's triggers, as they do for the server.
             conn.executemany(
-                "INSERT INTO mailbox (id, user_id, envelope_id, recipient, state) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((k + 1, user.id, k + 1, OWNER, "accepted" if k % 2 else "pending")
+                "INSERT INTO mailbox (id, user_id, envelope_id, recipient, state, octets) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((k + 1, user.id, k + 1, OWNER, "accepted" if k % 2 else "pending",
+                  len(body) + delivery_octets(f"sender{k % 97}@peer.example", OWNER))
                  for k in range(start, stop)))
         conn.execute("ANALYZE")
     finally:
@@ -118,13 +126,20 @@ def mailbox_curve(root: Path, sizes: list[int], repeats: int) -> list[dict[str, 
         filled = n
         with running(b):
             assert b.proc is not None
-            times: dict[str, list[float]] = {"login": [], "stat": [], "list": [], "envs": []}
+            times: dict[str, list[float]] = {op: [] for op in OPS}
             lines = 0
+            middle = n // 2 - n // 2 % 2  # an even entry id: the page starts mid-mailbox
             for _ in range(repeats):
                 start = time.perf_counter()
                 c = _client(b, OWNER)
                 times["login"].append(time.perf_counter() - start)
                 times["stat"].append(_time_call(c, wire.Stat())[0])
+                # Pages (issue 15 item 6): ENVS's from the middle of the
+                # mailbox; LIST's first page is the session's first numbered
+                # command, which reads the maildrop's ids and sizes.
+                times["envs_page"].append(
+                    _time_call(c, wire.Envs(False, after=middle, limit=100))[0])
+                times["list_page"].append(_time_call(c, wire.ListCmd(limit=100))[0])
                 times["list"].append(_time_call(c, wire.ListCmd(None))[0])
                 seconds, lines = _time_call(c, wire.Envs(False))
                 times["envs"].append(seconds)
@@ -140,7 +155,7 @@ def mailbox_curve(root: Path, sizes: list[int], repeats: int) -> list[dict[str, 
     for row in rows:
         row["growth_vs_smallest"] = {
             op: ratio(row[f"{op}_ms"], base[f"{op}_ms"])
-            for op in ("login", "stat", "list", "envs")} | {
+            for op in OPS} | {
             "size": ratio(row["envelopes"], base["envelopes"])}
     return rows
 

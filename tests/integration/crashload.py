@@ -293,6 +293,17 @@ def check(a: Server, b: Server, planned: list[Planned], report: Report) -> None:
     assert out == sorted(expect_out)
     assert a.query("SELECT COUNT(*) FROM queue") == [(0,)]
     assert b.query("SELECT COUNT(*) FROM queue") == [(0,)]
+    # The counts a POP3 login reads (migration 0017) are exact after the kills:
+    # written in the transaction of each change, never apart from it.
+    truth = b.query(
+        "SELECT user_id, SUM(CASE WHEN state='pending' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN state='accepted' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN state='accepted' THEN octets ELSE 0 END) "
+        "FROM mailbox WHERE deleted=0 GROUP BY user_id ORDER BY user_id")
+    counted = b.query("SELECT user_id, pending, messages, octets FROM mailbox_counts "
+                      "WHERE pending <> 0 OR messages <> 0 ORDER BY user_id")
+    assert [tuple(int(v) for v in r) for r in counted] == [
+        tuple(int(v) for v in r) for r in truth if r[1] or r[2]], (counted, truth)
 
 
 def _used(planned: list[Planned], plan: str) -> int:

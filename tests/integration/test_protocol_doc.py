@@ -198,7 +198,7 @@ def test_a_non_number_is_out_of_range_and_a_wrong_count_a_syntax_error(tmp_path:
         assert u.cmd("TOP 1 x") == "-ERR line count must be a non-negative decimal integer"
         assert u.cmd("RETR") == "-ERR syntax: RETR <n>"
         assert u.cmd("RETR 1 2") == "-ERR syntax: RETR <n>"
-        assert u.cmd("LIST 1 2") == "-ERR syntax: LIST [<n>]"
+        assert u.cmd("LIST 1 2") == "-ERR syntax: LIST [<n>] or LIST [AFTER <n>] [LIMIT <count>]"
         assert u.cmd("TOP 1") == "-ERR syntax: TOP <n> <lines>"
         assert u.cmd("ENV") == "-ERR syntax: ENV <n>"
         assert u.cmd("REJECT 1 2") == "-ERR syntax: REJECT <envelope id>"

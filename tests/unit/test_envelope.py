@@ -766,3 +766,28 @@ def test_list_and_automated_sender_fields_travel_in_the_envelope() -> None:
     plain = extract_envelope(b"Subject: plain\r\n\r\nx\r\n")
     assert b"List-" not in encode_envelope_block(plain, expires="")
     assert b"Auto-Submitted" not in encode_envelope_block(plain, expires="")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    # The first lines read (_HEADLINE_FIRST beyond those wanted) end on the
+    # first line of an attribution wrapped over two lines: not the sender's text.
+    ("> q\r\n" * env._HEADLINE_FIRST
+     + "own one\r\nOn Mon, 1 Jun 2009, Bob <b@x.example>\r\nwrote:\r\nown two\r\n",
+     ("own one", "own two")),
+    # Own lines only past the first lines read: the whole scan finds them.
+    ("> q\r\n" * 12 + "late own\r\nand more\r\n", ("late own", "and more")),
+    # Nothing but quotes: the first lines as they are.
+    ("> a\r\n> b\r\n> c\r\n", ("> a", "> b")),
+    # A signature inside the first lines ends the text there.
+    ("just one\r\n-- \r\nsig a\r\nsig b\r\n" + "x\r\n" * 10, ("just one",)),
+])
+def test_headlines_read_a_few_lines_first_and_give_what_the_whole_scan_gives(
+        body: str, expected: tuple[str, ...]) -> None:
+    """Issue 15 item 5: the headlines come from the first few lines when they
+    hold enough of the sender's own, judged with the line after each; the
+    result is the one a scan of the first 200 lines gives."""
+    data = f"Subject: s\r\n\r\n{body}".encode()
+    assert extract_envelope(data, headlines=2).headlines == expected
+    walk = env.walk_message(data, keep=env._SUMMARY_FIELDS)
+    lines = env._part_lines(walk, env._HEADLINE_SCAN)
+    assert tuple((env._own_lines(lines) or lines)[:2]) == expected

@@ -18,6 +18,7 @@ import pytest
 from smdp.config import parse_config
 from smdp.core.decisions import NEEDS_BODY, OPEN_ENTRIES
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
+from smdp.mail.trace import delivery_fields
 from smdp.store import SqliteStore, Store, StoreError, open_store
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
@@ -780,11 +781,20 @@ def test_migration_0005_moves_the_bodies_into_chunks(
 # -- stable ids (migration 0006) ----------------------------------------------------
 
 
-def _envelope_with_entry(store: Store, user_id: int, envid: str) -> tuple[int, int]:
+def _envelope_with_entry(store: Store, user_id: int, envid: str, *,
+                         state: str = "accepted", old: bool = False) -> tuple[int, int]:
+    """``old``: the entry written as the schema before migration 0017 has it
+    (no octets column; the store's insert_mailbox_entry needs one)."""
     with store.transaction():
         env = store.insert_in_envelope(envid=envid, origin_server="x", sender="s@x.example",
                                        size=3, block="", subject="", body=b"abc")
-        entry = store.insert_mailbox_entry(user_id, env, "alice@a.example", "accepted")
+        if old:
+            [(entry,)] = rows(store, "INSERT INTO mailbox (user_id, envelope_id, recipient, "
+                              "state) VALUES (?, ?, ?, ?) RETURNING id",
+                              (user_id, env, "alice@a.example", state))
+            assert isinstance(entry, int)
+        else:
+            entry = store.insert_mailbox_entry(user_id, env, "alice@a.example", state)
     return env, entry
 
 
@@ -829,7 +839,7 @@ def test_migration_0006_keeps_every_id_and_reference(
     old.migrate()
     assert old.schema_version() == 5
     u = old.create_user("alice@a.example", "h")
-    made = [_envelope_with_entry(old, u.id, f"{n:026d}") for n in range(4)]
+    made = [_envelope_with_entry(old, u.id, f"{n:026d}", old=True) for n in range(4)]
     first_env, first = made[0]
     with old.transaction():
         old.update_mailbox_entry(first, state="rejected", decision="REJECT")
@@ -1432,4 +1442,163 @@ def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
     assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(
         u.id, "INBOX", "accepted")] == [(e2, 1, 2), (waiting, 4, 0)]
     assert store.imap_uidnext(u.id, "INBOX") == 5
+    store.close()
+
+
+# -- mailbox counts and pages (migration 0017, issue 15 item 6) ----------------------
+
+
+def _truth(store: Store, user_id: int) -> tuple[int, int, int]:
+    """The counts as the mailbox has them, read entry by entry."""
+    pending = len(store.mailbox_entries(user_id, [EntryState.PENDING]))
+    octets = 0
+    accepted = store.mailbox_entries(user_id, [EntryState.ACCEPTED])
+    for entry in accepted:
+        env = store.in_envelope(entry.envelope_id)
+        assert env is not None
+        sender = env.mail_from if env.mail_from is not None else env.sender
+        octets += env.size + len(delivery_fields(sender, entry.recipient))
+    return pending, len(accepted), octets
+
+
+def _counted(store: Store, user_id: int) -> tuple[int, int, int]:
+    c = store.mailbox_counts(user_id)
+    return c.pending, c.messages, c.octets
+
+
+def _arrive(store: Store, user_id: int, n: int, *, sender: str = "s@x.example",
+            recipient: str = "alice@a.example", state: str = "pending",
+            expires: float | None = None) -> tuple[int, int]:
+    with store.transaction():
+        env = store.insert_in_envelope(envid=f"{n:026d}", origin_server="x", sender=sender,
+                                       size=100 + n, block="", subject=f"s{n}", body=b"abc")
+        if expires is not None:
+            store.set_in_expiry(env, expires)
+        entry = store.insert_mailbox_entry(user_id, env, recipient, state)
+    return env, entry
+
+
+def test_counts_follow_every_change_of_the_mailbox(backend: Backend) -> None:
+    """Arrival, decisions, the pull, expiry, POP3 deletion, housekeeping's
+    purge and an account's removal: after each, the counts a login reads are
+    what the entries say, and the maildrop's serial moves exactly when the
+    maildrop does."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    other = store.create_user("bob@a.example", "h")
+    assert store.mailbox_counts(u.id).serial == 0 and _counted(store, u.id) == (0, 0, 0)
+    made = [_arrive(store, u.id, n, expires=50.0) for n in range(6)]
+    _arrive(store, other.id, 6, recipient="bob@a.example", state="accepted")
+    assert _counted(store, u.id) == _truth(store, u.id) == (6, 0, 0)
+    serial = store.mailbox_counts(u.id).serial
+    assert serial == 0  # pending arrivals leave the maildrop as it was
+    steps: list[Callable[[], object]] = [
+        lambda: store.update_mailbox_entry(made[0][1], state="fetching", decision="ACCEPT"),
+        lambda: store.update_mailbox_entry(made[0][1], state="accepted"),
+        lambda: store.set_in_body(made[0][0], b"the pulled body, longer than declared"),
+        lambda: store.set_in_body(made[3][0], b"a body for an entry still pending"),
+        lambda: store.update_mailbox_entry(made[1][1], state="accepted", decision="ACCEPT"),
+        lambda: store.update_mailbox_entry(made[2][1], state="rejected", decision="REJECT"),
+        lambda: store.mark_deleted([made[1][1]]),
+        lambda: store.expire_in_envelopes(10**10, undecided="pending",
+                                          open_states=["pending", "fetching"],
+                                          expired="expired", reason="nobody decided"),
+        lambda: store.purge(10**10, expired="expired"),
+    ]
+    for step in steps:
+        before = _counted(store, u.id)
+        with store.transaction():
+            step()
+        assert _counted(store, u.id) == _truth(store, u.id), steps.index(step)
+        moved = store.mailbox_counts(u.id).serial != serial
+        assert moved == (before[1:] != _counted(store, u.id)[1:]), step
+        serial = store.mailbox_counts(u.id).serial
+    assert _counted(store, u.id) == (0, 1, _truth(store, u.id)[2])
+    assert _counted(store, other.id) == _truth(store, other.id) != (0, 0, 0)
+    # A rolled-back change leaves the counts as they were.
+    with pytest.raises(RuntimeError), store.transaction():
+        store.update_mailbox_entry(made[0][1], state="rejected")
+        raise RuntimeError
+    assert _counted(store, u.id) == _truth(store, u.id)
+    store.close()
+
+
+def test_the_size_of_an_entry_is_what_retr_sends(backend: Backend) -> None:
+    """The store sizes each entry in SQL (PostgreSQL: a function of the
+    migration; SQLite: the Python one): the same octets as the delivery
+    fields RETR writes, for odd senders too, and SMTP's reverse-path first."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    senders = ["", "s@x.example", "a(b);c@x.example", "ü@x.example", "(;)", "a b@x.example"]
+    for n, sender in enumerate(senders):
+        _arrive(store, u.id, n, sender=sender, state="accepted")
+    with store.transaction():
+        env = store.insert_in_envelope(envid="m" * 26, origin_server="x", sender="from@x",
+                                       size=7, block="", subject="", body=b"abc",
+                                       mail_from="bounce@x.example")
+        store.insert_mailbox_entry(u.id, env, "alice@a.example", "accepted")
+    assert _counted(store, u.id) == _truth(store, u.id)
+    sizes = dict(store.maildrop(u.id, "accepted"))
+    for entry in store.mailbox_entries(u.id, ["accepted"]):
+        env_ = store.in_envelope(entry.envelope_id)
+        assert env_ is not None
+        sender = env_.mail_from if env_.mail_from is not None else env_.sender
+        assert sizes[entry.id] == env_.size + len(delivery_fields(sender, entry.recipient))
+    store.close()
+
+
+def test_migration_0017_counts_what_is_there(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mailbox written before 0017 gets its sizes and counts from the
+    migration's backfill, and the triggers keep them from there."""
+    import smdp.store.postgres
+    import smdp.store.sqlite
+
+    module = smdp.store.sqlite if backend.name == "sqlite" else smdp.store.postgres
+    every = backend_migrations(backend)
+    assert every[-1][0] == 17
+    monkeypatch.setattr(module, "migrations", lambda: every[:-1])
+    old = backend.open_raw()
+    old.migrate()
+    u = old.create_user("alice@a.example", "h")
+    states = ["pending", "accepted", "accepted", "rejected", "pending", "accepted"]
+    made = [_envelope_with_entry(old, u.id, f"{n:026d}", state=s, old=True)
+            for n, s in enumerate(states)]
+    old.mark_deleted([made[-1][1]])
+    old.close()
+    monkeypatch.undo()
+
+    store = backend.open()
+    assert _counted(store, u.id) == _truth(store, u.id) == (2, 2, _truth(store, u.id)[2])
+    assert _truth(store, u.id)[2] > 0
+    with store.transaction():
+        store.update_mailbox_entry(made[0][1], state="accepted")
+    assert _counted(store, u.id) == _truth(store, u.id) == (1, 3, _truth(store, u.id)[2])
+    store.close()
+
+
+def test_pages_of_the_mailbox(backend: Backend) -> None:
+    """mailbox_after walks by entry id: an empty mailbox, exact pages, a
+    cursor past the end, deleted entries only without states."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    assert store.mailbox_after(u.id, ["pending"], after=0, limit=10) == []
+    made = [_arrive(store, u.id, n) for n in range(5)]
+    ids = [entry for _env, entry in made]
+    page = store.mailbox_after(u.id, ["pending"], after=0, limit=2)
+    assert [e.id for e, _env in page] == ids[:2]
+    assert [env.id for _e, env in page] == [env for env, _entry in made[:2]]
+    assert [e.id for e, _ in store.mailbox_after(u.id, ["pending"], after=ids[1],
+                                                 limit=3)] == ids[2:]
+    assert store.mailbox_after(u.id, ["pending"], after=ids[-1], limit=3) == []
+    with store.transaction():
+        store.update_mailbox_entry(ids[1], state="accepted")
+    store.mark_deleted([ids[1]])
+    assert [e.id for e, _ in store.mailbox_after(u.id, ["pending"], after=0, limit=9)] == \
+        ids[:1] + ids[2:]
+    assert [e.id for e, _ in store.mailbox_after(u.id, None, after=0, limit=9)] == ids
+    assert store.maildrop(u.id, "accepted") == []
+    assert store.envids_of([ids[0], ids[2], 10**9]) == {ids[0]: f"{0:026d}",
+                                                        ids[2]: f"{2:026d}"}
     store.close()

@@ -57,9 +57,11 @@ from smdp.protocol.user import (
     UserServerConnection,
     UserState,
     answers_multiline,
+    page_continuation,
     password_problem,
     sent_continuation,
 )
+from smdp.store.sqlscript import split_statements
 from smdp.terms import Decision
 
 HOST = "smdp.here.example"
@@ -848,3 +850,53 @@ def test_client_against_server() -> None:
         UserReply(True, "listing follows", lines=LISTING),
         UserReply(True, "done"),
     ]
+
+
+# -- pages (issue 15 item 6; protocol.md 12.4, 12.5) -------------------------------
+
+
+@pytest.mark.parametrize(("event", "line"), [
+    (Envs(), b"ENVS\r\n"),
+    (Envs(True, after=0, limit=1), b"ENVS ALL AFTER 0 LIMIT 1\r\n"),
+    (Envs(after=9_999_999_999), b"ENVS AFTER 9999999999\r\n"),
+    (Envs(limit=1000), b"ENVS LIMIT 1000\r\n"),
+    (ListCmd(after=3, limit=2), b"LIST AFTER 3 LIMIT 2\r\n"),
+    (Uidl(limit=7), b"UIDL LIMIT 7\r\n"),
+])
+def test_a_page_is_asked_for_and_read_back(event: UserEvent, line: bytes) -> None:
+    assert UserClientConnection().send(event) == line  # type: ignore[arg-type]
+    assert step(at_state(UserState.TRANSACTION), line) == (event, b"")
+    assert answers_multiline(event)
+
+
+@pytest.mark.parametrize("event", [
+    Envs(limit=0), Envs(limit=1001), Envs(after=-1), ListCmd(after=10**10), Uidl(limit=0)])
+def test_the_client_never_sends_a_page_out_of_range(event: UserEvent) -> None:
+    with pytest.raises(ProtocolUsageError):
+        UserClientConnection().send(event)  # type: ignore[arg-type]
+
+
+def test_the_continuation_of_a_page() -> None:
+    assert page_continuation("2 envelope(s); more: ENVS ALL AFTER 17 LIMIT 2") == 17
+    assert page_continuation("1 messages; more: LIST AFTER 1 LIMIT 1") == 1
+    assert page_continuation("unique ids follow; more: UIDL AFTER 0 LIMIT 1000") == 0
+    assert page_continuation("2 envelope(s)") is None
+    assert page_continuation("2 envelope(s); more: ENVS AFTER x LIMIT 2") is None
+
+
+def test_migration_scripts_split_at_their_statements() -> None:
+    """A trigger's BEGIN ... END (SQLite) and a $$ body (PostgreSQL) hold
+    semicolons that do not end the statement; a body left open is an error,
+    not a statement silently dropped."""
+    script = ("-- a comment; with a semicolon\nCREATE TABLE t (a INTEGER);\n"
+              "CREATE TRIGGER t_i AFTER INSERT ON t BEGIN\n  UPDATE t SET a = CASE WHEN a = 1 "
+              "THEN 2 ELSE 3 END;\n  DELETE FROM t;\nEND;\n"
+              "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+              "  RETURN NULL;\nEND\n$$;\n"
+              "CREATE TRIGGER t_u AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION f();\n")
+    statements = split_statements(script)
+    assert [s.split()[:2] for s in statements] == [
+        ["CREATE", "TABLE"], ["CREATE", "TRIGGER"], ["CREATE", "FUNCTION"], ["CREATE", "TRIGGER"]]
+    assert statements[1].endswith("DELETE FROM t;\nEND") and "RETURN NULL;" in statements[2]
+    with pytest.raises(ValueError, match="unterminated"):
+        split_statements("CREATE FUNCTION f() AS $$ SELECT 1; ")

@@ -38,6 +38,12 @@ def add_client_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     csub.add_parser("inbox", help="envelopes awaiting a decision and messages (Table 5 pwd)")
     p = csub.add_parser("envelopes", help="list envelopes (pending ones unless --all)")
     p.add_argument("--all", action="store_true")
+    p.add_argument("--limit", type=int, choices=range(1, wire.MAX_PAGE + 1), metavar="N",
+                   help=f"one page of at most N (1 to {wire.MAX_PAGE}) envelopes, "
+                        "instead of all of them")
+    p.add_argument("--after", type=int, default=None, metavar="ID",
+                   help="with --limit: the page after entry ID (the AFTER of the last "
+                        "page's 'more:')")
     # One id per mailbox entry, from its envelope to its message: the ID
     # column of inbox. It never changes and is never given to another entry.
     p = csub.add_parser("show", help="show one envelope in full")
@@ -161,7 +167,11 @@ def run_client(args: argparse.Namespace, password: str,
             if cmd == "inbox":
                 print(views.inbox(reply))
             elif cmd == "envelopes":
-                print(views.envelopes(client.call(wire.Envs(args.all))))
+                if args.limit is None:
+                    print(views.envelopes(client.envelopes(args.all)))
+                else:  # one page, its answer naming the next (protocol.md 12.5)
+                    print(views.envelopes(client.call(
+                        wire.Envs(args.all, after=args.after, limit=args.limit))))
             elif cmd == "show":
                 _print(client.call(wire.EnvShow(args.id)))
             elif cmd in DECISIONS:

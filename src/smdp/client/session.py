@@ -13,6 +13,9 @@ class ClientError(Exception):
     """The server said -ERR, or the connection failed; the message says which."""
 
 
+ENVS_PAGE = 100  # envelopes per ENVS page the client asks for
+
+
 class UserClient:
     """``tls``: None (plaintext; the server takes passwords so only from
     loopback, if configured to), ``"starttls"`` (STLS, RFC 2595) or
@@ -126,11 +129,26 @@ class UserClient:
     def message_number(self, entry_id: int) -> int:
         """This session's POP3 number of the message of entry ``entry_id``;
         if it is not a message to read, ClientError says what it is."""
-        for line in self.call(wire.Uidl()).lines or []:
-            number, _, uid = line.partition(" ")
-            if uid.rpartition(".")[2] == str(entry_id):
-                return int(number)
+        after: int | None = 0
+        while after is not None:  # a page at a time: a big maildrop is never sent whole
+            reply = self.call(wire.Uidl(after=after, limit=wire.MAX_PAGE))
+            for line in reply.lines or []:
+                number, _, uid = line.partition(" ")
+                if uid.rpartition(".")[2] == str(entry_id):
+                    return int(number)
+            after = wire.page_continuation(reply.text)
         raise ClientError(self._not_a_message(entry_id))
+
+    def envelopes(self, show_all: bool, page: int = ENVS_PAGE) -> wire.UserReply:
+        """ENVS [ALL] a page at a time, following each answer's continuation:
+        one reply with every line, its text counting them all."""
+        lines: list[str] = []
+        after: int | None = 0
+        while after is not None:
+            reply = self.call(wire.Envs(show_all, after=after, limit=page))
+            lines += reply.lines or []
+            after = wire.page_continuation(reply.text)
+        return wire.UserReply(True, f"{len(lines)} envelope(s)", lines)
 
     def _not_a_message(self, entry_id: int) -> str:
         try:

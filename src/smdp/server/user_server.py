@@ -34,6 +34,7 @@ log = logging.getLogger("smdp.user")
 # a stored state: the store keeps the state and a deleted flag.
 DELETED = "deleted"
 SENT_PAGE = 100  # messages per SENT answer; the answer names the next page
+_NO_LIMIT = 2**62  # PWD: every pending entry
 
 
 def _clean(text: str) -> str:
@@ -67,8 +68,13 @@ class UserSession(Session):
         # configuration asks for it (the demo, the tests): issue 4, item 1.
         self.plaintext_login = self.config.allow_plaintext_login and _is_loopback(self.client)
         # POP3: message numbers are fixed for the session (RFC 1939 section 4);
-        # mail that arrives later gets the next numbers.
-        self.messages: list[MailboxEntry] = []
+        # mail that arrives later gets the next numbers. Number n is
+        # numbered[n - 1], an entry id, with its size in sizes[n - 1]; both
+        # are read at the first command that needs a number, not at login,
+        # which reads counts only (a million messages: one row, not a million).
+        self.numbered: list[int] | None = None
+        self.sizes: list[int] = []
+        self.serial = -1  # the maildrop's serial when numbered was last brought up to date
         self.deleted: set[int] = set()
         self.compose_from: str | None = None
         self.compose_to: list[str] = []
@@ -84,19 +90,35 @@ class UserSession(Session):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        assert self.user is not None
-        known = {e.id for e in self.messages}
-        for entry in self.store.mailbox_entries(self.user.id, [EntryState.ACCEPTED]):
-            if entry.id not in known:
-                self.messages.append(entry)
+    def _numbering(self) -> list[int]:
+        """The session's message numbers, read at the first use."""
+        if self.numbered is None:
+            self.numbered = []
+            self._refresh()
+        return self.numbered
 
-    def _message(self, n: int) -> MailboxEntry | None:
+    def _refresh(self) -> None:
+        """Number the messages accepted since the numbers were last brought up
+        to date; the maildrop is read again only when its serial moved."""
+        assert self.user is not None and self.numbered is not None
+        serial = self.store.mailbox_counts(self.user.id).serial
+        if serial == self.serial:
+            return
+        self.serial = serial
+        known = set(self.numbered)
+        for entry_id, octets in self.store.maildrop(self.user.id, EntryState.ACCEPTED):
+            if entry_id not in known:
+                self.numbered.append(entry_id)
+                self.sizes.append(octets)
+
+    def _message(self, n: int) -> int | None:
+        """The entry id of message ``n``; else the -ERR is sent and None returned."""
         if n in self.deleted:
             self.conn.err(f"message {n} already deleted")  # RFC 1939 wording
             return None
-        if 1 <= n <= len(self.messages):
-            return self.messages[n - 1]
+        numbered = self._numbering()
+        if 1 <= n <= len(numbered):
+            return numbered[n - 1]
         self.conn.err(f"no message {n}")
         return None
 
@@ -121,30 +143,40 @@ class UserSession(Session):
         """Message ``n``'s envelope and delivery fields when its body is here to
         read; else the -ERR (unknown number, or no body stored) is sent and
         None returned."""
-        entry = self._message(n)
-        if entry is None:
+        entry_id = self._message(n)
+        if entry_id is None:
             return None
-        env = self.store.in_envelope(entry.envelope_id)
-        if env is not None and env.has_body:
+        entry = self.store.mailbox_entry(entry_id)
+        env = self.store.in_envelope(entry.envelope_id) if entry is not None else None
+        if entry is not None and env is not None and env.has_body:
             return env, self._delivery_fields(entry, env)
         self.conn.err(f"message {n} is not stored here yet")
         return None
 
-    def _size(self, entry: MailboxEntry) -> int:
-        """The size of the message as RETR sends it (delivery fields included)."""
-        env = self.store.in_envelope(entry.envelope_id)
-        return env.size + len(self._delivery_fields(entry, env)) if env else 0
+    def _live(self, after: int = 0) -> Iterator[int]:
+        """The numbers above ``after`` not marked deleted, in order."""
+        deleted = self.deleted
+        return (n for n in range(after + 1, len(self._numbering()) + 1) if n not in deleted)
 
-    def _uid(self, entry: MailboxEntry) -> str:
-        env = self.store.in_envelope(entry.envelope_id)
-        return f"{env.envid if env else 'x'}.{entry.id}"
+    def _page(self, verb: str, after: int | None, limit: int | None
+              ) -> tuple[list[int], str]:
+        """LIST's and UIDL's numbers, all or a page, and the +OK text's
+        ending that names the next page (protocol.md 12.4)."""
+        live = self._live(after or 0)
+        if limit is None:
+            return list(live), ""
+        numbers = list(itertools.islice(live, limit + 1))
+        if len(numbers) <= limit:
+            return numbers, ""
+        return numbers[:limit], f"{wire.PAGE_MORE}{verb} AFTER {numbers[limit - 1]} LIMIT {limit}"
 
-    def _live(self) -> list[tuple[int, MailboxEntry]]:
-        return [(n, e) for n, e in enumerate(self.messages, 1) if n not in self.deleted]
+    def _uids(self, numbers: list[int]) -> list[str]:
+        assert self.numbered is not None
+        ids = [self.numbered[n - 1] for n in numbers]
+        envids = self.store.envids_of(ids)
+        return [f"{n} {envids.get(i, 'x')}.{i}" for n, i in zip(numbers, ids, strict=True)]
 
-    def _envelope_line(self, entry: MailboxEntry) -> str:
-        env = self.store.in_envelope(entry.envelope_id)
-        assert env is not None
+    def _envelope_line(self, entry: MailboxEntry, env: InEnvelope) -> str:
         fields = decode_envelope_block(env.block.encode("utf-8"))
         att = fields.summary.attachments
         # A notice this server wrote has the null sender, spelled <> (a
@@ -157,21 +189,24 @@ class UserSession(Session):
         """The login answer; the per-envelope ``listing`` only for PWD (POP3's
         PASS needs the counts alone, which keeps logins cheap in big mailboxes)."""
         assert self.user is not None
-        pending = self.store.mailbox_entries(self.user.id, [EntryState.PENDING])
-        self._refresh()
-        live = self._live()
-        octets = sum(self._size(e) for _, e in live)
-        text = (f"{self.user.main_address} has {len(pending)} envelope(s) awaiting a decision "
-                f"and {len(live)} message(s) ({octets} octets)")
         if not listing:
-            return text, []
-        lines = [f"envelope {self._envelope_line(e)}" for e in pending]
+            counts = self.store.mailbox_counts(self.user.id)
+            return (f"{self.user.main_address} has {counts.pending} envelope(s) awaiting a "
+                    f"decision and {counts.messages} message(s) ({counts.octets} octets)"), []
+        pending = self.store.mailbox_after(self.user.id, [EntryState.PENDING], after=0,
+                                           limit=_NO_LIMIT)
+        numbered = self._numbering()
+        live = list(self._live())
+        text = (f"{self.user.main_address} has {len(pending)} envelope(s) awaiting a decision "
+                f"and {len(live)} message(s) ({sum(self.sizes[n - 1] for n in live)} octets)")
+        lines = [f"envelope {self._envelope_line(e, env)}" for e, env in pending]
         # An SMDP answer: each message by its entry id, the one id that names
         # it in every SMDP command and in the client (not its POP3 number).
-        for _n, e in live:
-            env = self.store.in_envelope(e.envelope_id)
+        for n in live:
+            entry = self.store.mailbox_entry(numbered[n - 1])
+            env = self.store.in_envelope(entry.envelope_id) if entry else None
             subject = env.subject if env else ""
-            lines.append(_clean(f"message {e.id} {self._size(e)} {subject}"))
+            lines.append(_clean(f"message {numbered[n - 1]} {self.sizes[n - 1]} {subject}"))
         return text, lines
 
     # -- dispatch --------------------------------------------------------------------
@@ -237,22 +272,32 @@ class UserSession(Session):
                 self.name = None  # RFC 2595 4: a USER sent in plaintext counts no more
                 await self.start_tls(context)
             case wire.Stat():
+                assert self.user is not None
+                if self.numbered is None:
+                    # Nothing numbered nor marked yet: the maildrop is the counts.
+                    counts = store.mailbox_counts(self.user.id)
+                    conn.ok(f"{counts.messages} {counts.octets}")
+                    return
                 self._refresh()
-                live = self._live()
-                conn.ok(f"{len(live)} {sum(self._size(e) for _, e in live)}")
-            case wire.ListCmd(n=n):
-                self._refresh()
+                live = list(self._live())
+                conn.ok(f"{len(live)} {sum(self.sizes[n - 1] for n in live)}")
+            case wire.ListCmd(n=n, after=after, limit=limit):
+                if self.numbered is None:
+                    self._numbering()
+                else:
+                    self._refresh()  # mail accepted since gets the next numbers
                 if n is None:
-                    live = self._live()
-                    conn.ok(f"{len(live)} messages",
-                            [f"{i} {self._size(e)}" for i, e in live])
-                elif (entry := self._message(n)) is not None:
-                    conn.ok(f"{n} {self._size(entry)}")
-            case wire.Uidl(n=n):
+                    numbers, more = self._page("LIST", after, limit)
+                    conn.ok(f"{len(numbers)} messages{more}",
+                            [f"{i} {self.sizes[i - 1]}" for i in numbers])
+                elif self._message(n) is not None:
+                    conn.ok(f"{n} {self.sizes[n - 1]}")
+            case wire.Uidl(n=n, after=after, limit=limit):
                 if n is None:
-                    conn.ok("unique ids follow", [f"{i} {self._uid(e)}" for i, e in self._live()])
-                elif (entry := self._message(n)) is not None:
-                    conn.ok(f"{n} {self._uid(entry)}")
+                    numbers, more = self._page("UIDL", after, limit)
+                    conn.ok(f"unique ids follow{more}", self._uids(numbers))
+                elif self._message(n) is not None:
+                    conn.ok(self._uids([n])[0])
             case wire.Retr(n=n):
                 if (stored := self._stored(n)) is not None:
                     env, head = stored
@@ -281,14 +326,11 @@ class UserSession(Session):
             case wire.Noop():
                 conn.ok("")
             case wire.Quit():
-                if self.user is not None and self.deleted:
-                    store.mark_deleted([self.messages[n - 1].id for n in self.deleted])
+                if self.user is not None and self.deleted and self.numbered is not None:
+                    store.mark_deleted([self.numbered[n - 1] for n in self.deleted])
                 conn.ok(f"{self.config.hostname} signing off")
-            case wire.Envs(all=show_all):
-                assert self.user is not None
-                states = None if show_all else [EntryState.PENDING]
-                entries = store.mailbox_entries(self.user.id, states)
-                conn.ok(f"{len(entries)} envelope(s)", [self._envelope_line(e) for e in entries])
+            case wire.Envs(all=show_all, after=after, limit=limit):
+                self._envs(show_all, after, limit)
             case wire.EnvShow(id=entry_id):
                 self._show_envelope(entry_id)
             case wire.UserDecision(option=option, id=entry_id):
@@ -334,6 +376,32 @@ class UserSession(Session):
                 conn.ok(f"{len(ids)} identities, main first", ids)
             case _:
                 conn.err("command not implemented")
+
+    def _envs(self, show_all: bool, after: int | None, limit: int | None) -> None:
+        """ENVS: every entry after the cursor, or a page of them; the cursor is
+        an entry id, so decisions between pages neither skip nor repeat one."""
+        assert self.user is not None
+        states = None if show_all else [EntryState.PENDING]
+        if limit is None:
+            # Every entry, read a thousand at a time: only the answer's lines
+            # are held, not every entry and envelope at once.
+            lines: list[str] = []
+            cursor = after or 0
+            while rows := self.store.mailbox_after(self.user.id, states, after=cursor,
+                                                   limit=wire.MAX_PAGE):
+                lines += [self._envelope_line(e, env) for e, env in rows]
+                cursor = rows[-1][0].id
+            self.conn.ok(f"{len(lines)} envelope(s)", lines)
+            return
+        rows = self.store.mailbox_after(self.user.id, states, after=after or 0,
+                                        limit=limit + 1)
+        more = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            more = (f"{wire.PAGE_MORE}ENVS{' ALL' if show_all else ''} "
+                    f"AFTER {rows[-1][0].id} LIMIT {limit}")
+        self.conn.ok(f"{len(rows)} envelope(s){more}",
+                     [self._envelope_line(e, env) for e, env in rows])
 
     async def _prove_password(self, current: str) -> None:
         """PASSWD: the current password again, so that a session left open

@@ -36,6 +36,7 @@ from smdp.store.records import (
     InEnvelope,
     Job,
     ListEntry,
+    MailboxCounts,
     MailboxEntry,
     OutEnvelope,
     OutMessage,
@@ -292,6 +293,26 @@ class Store(Protocol):
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
+        ...
+
+    def mailbox_counts(self, user_id: int) -> MailboxCounts:
+        """The user's counts (zeros for a user who never had an entry)."""
+        ...
+
+    def mailbox_after(self, user_id: int, states: Sequence[str] | None, *, after: int,
+                      limit: int) -> list[tuple[MailboxEntry, InEnvelope]]:
+        """At most ``limit`` entries with an id above ``after``, oldest first,
+        each with its envelope: ENVS's pages. ``states`` None: every entry,
+        deleted ones too (ENVS ALL); else the ones in ``states`` not deleted."""
+        ...
+
+    def maildrop(self, user_id: int, state: str) -> list[tuple[int, int]]:
+        """The POP3 maildrop (entries in ``state``, accepted, not deleted),
+        oldest first: each entry's id and its size as RETR sends it."""
+        ...
+
+    def envids_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
+        """The envelope id of each of ``entry_ids`` that exists (UIDL)."""
         ...
 
     # -- IMAP (issue 14, migration 0013) ----------------------------------------

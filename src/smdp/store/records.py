@@ -101,6 +101,18 @@ class MailboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxCounts:
+    """A user's mailbox in four numbers, kept by triggers in the transaction
+    of every change (migration 0017): what a login and STAT read instead of
+    the mailbox."""
+
+    pending: int  # entries awaiting a decision (not deleted)
+    messages: int  # the POP3 maildrop: entries accepted, not deleted
+    octets: int  # the maildrop's size as RETR sends it
+    serial: int  # changes whenever the maildrop does (an entry in or out, a size)
+
+
+@dataclass(frozen=True, slots=True)
 class ImapMessage:
     """A mailbox entry as an IMAP mailbox shows it (migration 0013): its UID
     there and its flags, a bit set (``smdp.server.imap_server`` names them),

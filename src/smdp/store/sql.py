@@ -22,6 +22,7 @@ from smdp.store.records import (
     InEnvelope,
     Job,
     ListEntry,
+    MailboxCounts,
     MailboxEntry,
     OutEnvelope,
     OutMessage,
@@ -42,6 +43,8 @@ from smdp.terms import (
     RecipientState,
     RouteKind,
 )
+
+_ENVID_BATCH = 200  # entries per statement of envids_of
 
 
 class SqlStore:
@@ -287,10 +290,12 @@ class SqlStore:
     def insert_mailbox_entry(
         self, user_id: int, envelope_id: int, recipient: str, state: str
     ) -> int:
+        # The entry's size as RETR sends it, for the counts of migration 0017.
         return self._insert(
-            "INSERT INTO mailbox (user_id, envelope_id, recipient, state) "
-            "VALUES (?, ?, ?, ?) RETURNING id",
-            (user_id, envelope_id, recipient, state),
+            "INSERT INTO mailbox (user_id, envelope_id, recipient, state, octets) "
+            "SELECT ?, ?, ?, ?, e.size + smdp_delivery_octets(COALESCE(e.mail_from, e.sender), ?) "
+            "FROM in_envelopes e WHERE e.id = ? RETURNING id",
+            (user_id, envelope_id, recipient, state, recipient, envelope_id),
         )
 
     def _insert(self, sql: str, args: Sequence[object]) -> int:
@@ -457,6 +462,12 @@ class SqlStore:
             self._exec(
                 "UPDATE in_envelopes SET has_body=1, size=? WHERE id=?", (body.size, envelope_id)
             )
+            # Each entry's size as RETR sends it follows (the counts' trigger
+            # moves the maildrop's octets with it: migration 0017).
+            self._exec(
+                "UPDATE mailbox SET octets = ? + smdp_delivery_octets((SELECT "
+                "COALESCE(e.mail_from, e.sender) FROM in_envelopes e WHERE e.id = ?), recipient) "
+                "WHERE envelope_id = ?", (body.size, envelope_id, envelope_id))
             self._exec("DELETE FROM in_body_chunks WHERE envelope_id=?", (envelope_id,))
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
 
@@ -525,6 +536,47 @@ class SqlStore:
             f"WHERE {' AND '.join(where)} ORDER BY m.id DESC LIMIT ?",
             (*args, limit)).fetchall()
         return [(mailbox_row(r[:9]), in_envelope_row(r[9:])) for r in rows]
+
+    def mailbox_counts(self, user_id: int) -> MailboxCounts:
+        row = self._exec("SELECT pending, messages, octets, serial FROM mailbox_counts "
+                         "WHERE user_id=?", (user_id,)).fetchone()
+        return MailboxCounts(*(int(v) for v in row)) if row else MailboxCounts(0, 0, 0, 0)
+
+    def mailbox_after(self, user_id: int, states: Sequence[str] | None, *, after: int,
+                      limit: int) -> list[tuple[MailboxEntry, InEnvelope]]:
+        where = "m.user_id=?"
+        args: list[object] = [user_id]
+        if states is not None:
+            # One state at a time walks the (user, state, id) index in order.
+            where += f" AND m.state IN ({','.join('?' * len(states))}) AND m.deleted=0"
+            args += list(states)
+        rows = self._exec(
+            "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
+            "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "
+            "e.size, e.block, e.subject, e.received_at, e.has_body, e.smtp_auth, "
+            "e.verified_domain, e.mail_from, e.client_prefix "
+            "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id "
+            f"WHERE {where} AND m.id > ? ORDER BY m.id LIMIT ?",
+            (*args, after, limit)).fetchall()
+        return [(mailbox_row(r[:9]), in_envelope_row(r[9:])) for r in rows]
+
+    def maildrop(self, user_id: int, state: str) -> list[tuple[int, int]]:
+        rows = self._exec(
+            "SELECT id, octets FROM mailbox WHERE user_id=? AND state=? AND deleted=0 "
+            "ORDER BY id", (user_id, state)).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def envids_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(entry_ids), _ENVID_BATCH):
+            # Padded with 0 (no entry's id): one statement text, one cursor.
+            batch = [*entry_ids[start:start + _ENVID_BATCH], *[0] * _ENVID_BATCH][:_ENVID_BATCH]
+            rows = self._exec(
+                "SELECT m.id, e.envid FROM mailbox m JOIN in_envelopes e "
+                f"ON e.id = m.envelope_id WHERE m.id IN ({','.join('?' * _ENVID_BATCH)})",
+                tuple(batch)).fetchall()
+            found.update((int(r[0]), str(r[1])) for r in rows)
+        return found
 
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()

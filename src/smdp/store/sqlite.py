@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from smdp.mail.trace import delivery_fields
 from smdp.store.base import StoreError, newer_than
 from smdp.store.records import (
     Job,
@@ -34,6 +35,11 @@ def migrations() -> list[tuple[int, str, str]]:
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def delivery_octets(sender: str, recipient: str) -> int:
+    """The octets RETR puts before a stored message (docs/protocol.md 8.4)."""
+    return len(delivery_fields(sender, recipient))
 
 
 class SqliteStore(SqlStore):
@@ -56,6 +62,10 @@ class SqliteStore(SqlStore):
         self._db.create_function("smdp_decay", 2, decay, deterministic=True)
         self.half_life = 30 * 86400.0
         self.clock = time.time
+        # Migration 0017's triggers and its backfill size each mailbox entry
+        # as RETR sends it; PostgreSQL has this function in SQL.
+        self._db.create_function("smdp_delivery_octets", 2, delivery_octets,
+                                 deterministic=True)
         self._in_txn = False
         self._lock = threading.RLock()
 

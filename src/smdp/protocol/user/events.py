@@ -95,16 +95,22 @@ class Stat:
 
 @event
 class ListCmd:
-    """LIST [n] (Table 5, RFC 1939): multi-line without an argument."""
+    """LIST [n] (Table 5, RFC 1939): multi-line without an argument; or a
+    page of the scan listing, LIST [AFTER n] [LIMIT k] (protocol.md 12.4)."""
 
     n: int | None = None
+    after: int | None = None
+    limit: int | None = None
 
 
 @event
 class Uidl:
-    """UIDL [n] (RFC 1939): multi-line without an argument."""
+    """UIDL [n] (RFC 1939): multi-line without an argument; or a page,
+    UIDL [AFTER n] [LIMIT k] (protocol.md 12.4)."""
 
     n: int | None = None
+    after: int | None = None
+    limit: int | None = None
 
 
 @event
@@ -146,9 +152,12 @@ class Quit:
 
 @event
 class Envs:
-    """ENVS [ALL]: the envelopes (pending ones only unless ALL)."""
+    """ENVS [ALL] [AFTER id] [LIMIT k]: the envelopes (pending ones only
+    unless ALL), all of them or a page (protocol.md 12.5)."""
 
     all: bool = False
+    after: int | None = None
+    limit: int | None = None
 
 
 @event

@@ -59,9 +59,13 @@ __all__ = [
     "DECISIONS_BY_VERB",
     "DECISION_VERBS",
     "LIST_NAMES",
+    "MAX_PAGE",
     "MAX_PASSWORD_OCTETS",
+    "PAGE_MORE",
     "SENT_MORE",
     "answers_multiline",
+    "page_continuation",
+    "page_words",
     "password_problem",
     "read_arguments",
     "read_command",
@@ -95,6 +99,12 @@ _MSGID_RE: Final = re.compile(r"[\x21-\x7e]{1,255}")
 #: How a SENT answer names its next page (docs/protocol.md 12.6).
 SENT_MORE: Final = "more: SENT BEFORE "
 _SENT_MORE_RE: Final = re.compile(re.escape(SENT_MORE) + r"([\x21-\x7e]{1,255})$")
+#: The most entries one page of ENVS, LIST or UIDL may ask for (LIMIT).
+MAX_PAGE: Final = 1000
+#: How a paged answer names its next page: ``; more: <command>`` at the end
+#: of its +OK line, the command ending ``AFTER <cursor> LIMIT <k>``.
+PAGE_MORE: Final = "; more: "
+_PAGE_MORE_RE: Final = re.compile(r"; more: [A-Z ]*AFTER ([0-9]{1,10}) LIMIT [0-9]{1,4}$")
 _FROM_RE: Final = re.compile(r"from:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _TO_RE: Final = re.compile(r"to:[ ]*<([^<> ]*)>", re.IGNORECASE)
 _STATUS_RE: Final = re.compile(rb"(\+OK|-ERR)(?: (.*))?", re.DOTALL)
@@ -135,7 +145,7 @@ def answers_multiline(command: UserEvent | Message) -> bool:
     """Whether a positive answer to ``command`` is a dot-stuffed block."""
     match command:
         case ListCmd(n=n) | Uidl(n=n):
-            return n is None
+            return n is None  # a page too
         case Pass(verb=verb):
             return verb == "PWD"
         case (Retr() | Top() | Capa() | Envs() | EnvShow() | Sent() | Lists() | Ident()
@@ -228,12 +238,30 @@ def _read_stls(verb: str, rest: str) -> UserEvent:
     return Stls()
 
 
+def _read_page(args: list[str], usage: str) -> tuple[int | None, int | None]:
+    """``[AFTER <cursor>] [LIMIT <count>]``, the whole of ``args``."""
+    after = limit = None
+    if len(args) >= 2 and args[0].upper() == "AFTER":
+        if _COUNT_RE.fullmatch(args[1]) is None:
+            raise Refusal("cursor must be a non-negative decimal integer (the AFTER of a "
+                          "more: continuation)")
+        after, args = int(args[1]), args[2:]
+    if len(args) == 2 and args[0].upper() == "LIMIT":
+        if _COUNT_RE.fullmatch(args[1]) is None or not 1 <= int(args[1]) <= MAX_PAGE:
+            raise Refusal(f"LIMIT must be a decimal integer from 1 to {MAX_PAGE}")
+        limit, args = int(args[1]), []
+    if args:
+        raise Refusal(f"syntax: {usage}")
+    return after, limit
+
+
 def _read_optional_n(verb: str, rest: str) -> UserEvent:
     args = rest.split()
-    if len(args) > 1:
-        raise Refusal(f"syntax: {verb} [<n>]")
-    n = _positive(args[0]) if args else None
-    return ListCmd(n) if verb == "LIST" else Uidl(n)
+    if len(args) == 1:
+        n = _positive(args[0])
+        return ListCmd(n) if verb == "LIST" else Uidl(n)
+    after, limit = _read_page(args, f"{verb} [<n>] or {verb} [AFTER <n>] [LIMIT <count>]")
+    return ListCmd(after=after, limit=limit) if verb == "LIST" else Uidl(after=after, limit=limit)
 
 
 def _read_n(verb: str, rest: str) -> UserEvent:
@@ -260,9 +288,10 @@ def _read_top(verb: str, rest: str) -> UserEvent:
 
 def _read_envs(verb: str, rest: str) -> UserEvent:
     args = rest.split()
-    if args and (len(args) > 1 or args[0].upper() != "ALL"):
-        raise Refusal("syntax: ENVS [ALL]")
-    return Envs(all=bool(args))
+    show_all = bool(args) and args[0].upper() == "ALL"
+    after, limit = _read_page(args[1:] if show_all else args,
+                              "ENVS [ALL] [AFTER <cursor>] [LIMIT <count>]")
+    return Envs(all=show_all, after=after, limit=limit)
 
 
 def _read_decision(verb: str, rest: str) -> UserEvent:
@@ -296,6 +325,23 @@ def _read_sent(verb: str, rest: str) -> UserEvent:
     if len(args) > 1 or (args and _MSGID_RE.fullmatch(args[0]) is None):
         raise Refusal("syntax: SENT [<msgid>] or SENT BEFORE <msgid>")
     return Sent(args[0] if args else None)
+
+
+def page_continuation(text: str) -> int | None:
+    """The cursor to ask for the next page with (``AFTER <cursor>``), from
+    the text of a paged answer's ``+OK`` line; None when it was the last."""
+    m = _PAGE_MORE_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def page_words(after: int | None, limit: int | None) -> str:
+    """`` AFTER <cursor> LIMIT <count>`` as a command line ends, or less."""
+    text = "" if after is None else f" AFTER {_checked_count(after)}"
+    if limit is not None:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ProtocolUsageError(f"LIMIT out of range: {limit!r}")
+        text += f" LIMIT {limit}"
+    return text
 
 
 def sent_continuation(text: str) -> str | None:
@@ -383,6 +429,12 @@ def _checked_password(password: str) -> str:
     return password
 
 
+def _checked_count(n: int) -> int:
+    if n < 0 or n >= 10**10:
+        raise ProtocolUsageError(f"not a cursor in range: {n!r}")
+    return n
+
+
 def _checked_positive(n: int) -> int:
     if n <= 0 or n >= 10**10:
         raise ProtocolUsageError(f"not a positive number in range: {n!r}")
@@ -417,10 +469,11 @@ def write_command(command: UserCommand) -> str:
             return "CAPA"
         case Stat():
             return "STAT"
-        case ListCmd(n=n):
-            return "LIST" if n is None else f"LIST {_checked_positive(n)}"
-        case Uidl(n=n):
-            return "UIDL" if n is None else f"UIDL {_checked_positive(n)}"
+        case ListCmd(n=n, after=after, limit=limit) | Uidl(n=n, after=after, limit=limit):
+            verb = "LIST" if isinstance(command, ListCmd) else "UIDL"
+            if n is not None:
+                return f"{verb} {_checked_positive(n)}"
+            return verb + page_words(after, limit)
         case Retr(n=n):
             return f"RETR {_checked_positive(n)}"
         case Dele(n=n):
@@ -435,8 +488,8 @@ def write_command(command: UserCommand) -> str:
             return "RSET"
         case Quit():
             return "QUIT"
-        case Envs(all=all_):
-            return "ENVS ALL" if all_ else "ENVS"
+        case Envs(all=all_, after=after, limit=limit):
+            return ("ENVS ALL" if all_ else "ENVS") + page_words(after, limit)
         case EnvShow(id=envelope):
             return f"ENV {_checked_positive(envelope)}"
         case UserDecision(option=option, id=envelope):
