@@ -20,9 +20,9 @@ INSERT INTO mailbox_counts (user_id, pending, messages, octets)
 SELECT user_id, SUM(state = 'pending'), SUM(state = 'accepted'),
        SUM(CASE WHEN state = 'accepted' THEN octets ELSE 0 END)
 FROM mailbox WHERE deleted = 0 GROUP BY user_id;
--- Paging ENVS ALL by entry id (ENVS without ALL pages on mailbox_user_state,
--- whose entries SQLite keeps in rowid order).
-CREATE INDEX mailbox_user_id ON mailbox(user_id, id);
+-- Paging ENVS ALL by entry id reads mailbox_user_id (migration 0016); ENVS
+-- without ALL pages on mailbox_user_state, whose entries SQLite keeps in
+-- rowid order.
 CREATE TRIGGER mailbox_counts_insert AFTER INSERT ON mailbox BEGIN
     INSERT INTO mailbox_counts (user_id, pending, messages, octets, serial)
     VALUES (NEW.user_id, NEW.state = 'pending' AND NEW.deleted = 0,

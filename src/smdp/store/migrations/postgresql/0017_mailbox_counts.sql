@@ -28,8 +28,7 @@ SELECT user_id, COUNT(*) FILTER (WHERE state = 'pending'),
        COUNT(*) FILTER (WHERE state = 'accepted'),
        COALESCE(SUM(octets) FILTER (WHERE state = 'accepted'), 0)
 FROM mailbox WHERE deleted = 0 GROUP BY user_id;
--- Paging ENVS and ENVS ALL by entry id.
-CREATE INDEX mailbox_user_id ON mailbox(user_id, id);
+-- Paging ENVS and ENVS ALL by entry id reads mailbox_user_id (migration 0016).
 CREATE INDEX mailbox_user_state_id ON mailbox(user_id, state, id);
 CREATE FUNCTION smdp_mailbox_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
