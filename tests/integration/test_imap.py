@@ -15,6 +15,7 @@ import imaplib
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -27,7 +28,7 @@ from smdp.protocol import user as wire
 from smdp.terms import Decision
 
 from .harness import Pki
-from .inprocess import InProcessServer
+from .inprocess import InProcessServer, peered
 
 ALICE, BOB = "alice@b.example", "bob@b.example"
 IMAP_LISTEN = 'imap = "127.0.0.1:0"\n'
@@ -208,8 +209,15 @@ def test_list_select_fetch_equal_to_pop3_retr(server: InProcessServer) -> None:
     deliver(server, "second one", "Body two, a bit longer.")
     c = imap(server)
     typ, listed = c.list()
-    assert typ == "OK" and listed == [b'() "/" "INBOX"', b'() "/" "Pending"']
-    assert c.list('""', "inbox")[1] == [b'() "/" "INBOX"']
+    assert typ == "OK" and listed == [
+        b'(\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'(\\HasChildren \\Subscribed) "/" "Pending"',
+        b'(\\HasNoChildren \\Subscribed) "/" "Pending/Accept and authorize"',
+        b'(\\HasNoChildren \\Subscribed) "/" "Pending/Reject as spammer"',
+        b'(\\HasNoChildren \\Junk \\Subscribed) "/" "Junk"',
+        b'(\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"']
+    assert c.list('""', "inbox")[1] == [b'(\\HasNoChildren \\Subscribed) "/" "INBOX"']
+    assert c.list('""', "%")[1] == [listed[0], listed[1], listed[4], listed[5]]
     assert c.list('""', "Nothing*")[1] == [None]
     typ, data = c.select("INBOX")
     assert (typ, data) == ("OK", [b"2"])
@@ -558,7 +566,8 @@ def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
     bob.quit()
     # Moving anywhere else is refused with a sentence, nothing moves.
     typ, data = move(c, "1", "Pending")
-    assert typ == "NO" and data[0].startswith(b"[CANNOT] moving from INBOX to Pending")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] 0 moved; not all: cannot move a "
+                                              b"message into Pending")
     typ, data = move(c, "1", "Nowhere")
     assert typ == "NO" and data[0] == b"[TRYCREATE] no mailbox named 'Nowhere'"
 
@@ -580,7 +589,7 @@ def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
     bob.call(wire.UserDecision(Decision.REJECT, late))
     bob.quit()
     typ, data = move(c, "1", "INBOX")
-    assert (typ, data) == ("NO", [f"0 accepted; not all: envelope {late} was already "
+    assert (typ, data) == ("NO", [f"0 moved; not all: envelope {late} was already "
                                   "rejected".encode()])
     c.noop()
     assert c.response("EXPUNGE")[1] == [b"1"]
@@ -624,3 +633,217 @@ def test_accept_by_move_between_two_servers(tmp_path: Path) -> None:
     finally:
         b.stop()
         a.stop()
+
+
+# -- every decision by a client action, its effects at both ends (Table 2) ------------
+
+
+def db(server: InProcessServer, sql: str) -> list[tuple[object, ...]]:
+    """Read an in-process server's own SQLite store (read-only): what no
+    command shows (spam reports, the quality counters)."""
+    con = sqlite3.connect(f"file:{server.config.store_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def lists(server: InProcessServer, user: str) -> list[str]:
+    """LISTS of ``user``: "list-name address" each."""
+    c = server.client(user)
+    lines = c.call(wire.Lists()).lines or []
+    c.quit()
+    return [" ".join(line.split()[:2]) for line in lines]
+
+
+def origin_state(a: InProcessServer, sender: str) -> str:
+    """What ``sender``'s SENT at a.example says of her one message to Bob."""
+    c = a.client(sender)
+    lines = c.call(wire.Sent(None)).lines or []
+    c.quit()
+    return lines[0].split()[2] if lines else "-"
+
+
+def status(c: imaplib.IMAP4, mailbox: str) -> dict[str, int]:
+    typ, data = c.status(f'"{mailbox}"', "(MESSAGES UIDNEXT)")
+    assert typ == "OK", data
+    found = re.findall(rb"(MESSAGES|UIDNEXT) (\d+)", data[0])  # type: ignore[arg-type]
+    return {k.decode(): int(v) for k, v in found}
+
+
+def subjects(c: imaplib.IMAP4, mailbox: str) -> list[bytes]:
+    """The Subject of each message in ``mailbox``, by UID (EXAMINE: no \\Seen)."""
+    typ, data = c.select(f'"{mailbox}"', readonly=True)
+    assert typ == "OK", data
+    if data == [b"0"]:
+        return []
+    return [part[1].split(b": ", 1)[1].strip()  # type: ignore[index]
+            for part in fetch(c, "1:*", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+            if isinstance(part, tuple)]
+
+
+def test_every_decision_by_a_client_action_at_both_ends(tmp_path: Path) -> None:
+    """Issue 14 item 3: each client action is one SMDP option with exactly
+    Table 2's effects at both ends (docs/imap.md, "Deciding by moving"):
+    $Junk is reject & spam, the two named folders are accept & authorize and
+    reject & spammer, Trash is reject, COPY to Junk and the EXPUNGE after it
+    decide once, and an accepted INBOX message moved to Junk is reject &
+    spam after accept. Each sender of a.example writes Bob one message."""
+    a = InProcessServer(tmp_path, "a.example")
+    b = InProcessServer(tmp_path, "b.example", listen=IMAP_LISTEN)
+    senders = ("alice", "carol", "dave", "erin", "frank")
+    for name in senders:
+        a.add_user(f"{name}@a.example")
+    b.add_user(BOB)
+    with peered(a, b):
+        for name in senders:
+            c = a.client(f"{name}@a.example")
+            c.submit([BOB], f"From: {name}@a.example\r\nSubject: from {name}\r\n\r\n"
+                            f"Hello from {name}.\r\n".encode())
+            c.quit()
+        c = imap(b)
+        wait_for(lambda: status(c, "Pending")["MESSAGES"] == 5, "five envelopes")
+        assert c.select("Pending") == ("OK", [b"5"])
+        uid = {}
+        for part in fetch(c, "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"):
+            if isinstance(part, tuple):
+                found = re.search(rb"UID (\d+)", part[0])
+                assert found is not None
+                uid[part[1].split(b"from ")[1].strip().decode()] = found.group(1).decode()
+
+        # carol: Thunderbird's "junk" button, the $Junk keyword: reject & spam.
+        assert c.uid("STORE", uid["carol"], "+FLAGS", "($Junk)")[0] == "OK"
+        # dave: into the folder named for reject & spammer.
+        assert c.uid("MOVE", uid["dave"], '"Pending/Reject as spammer"')[0] == "OK"
+        # erin: into Trash: reject.
+        assert c.uid("MOVE", uid["erin"], "Trash")[0] == "OK"
+        # frank: COPY to Junk, then deleted and expunged as clients without
+        # MOVE do: one decision, reject & spam, not a reject after it.
+        assert c.uid("COPY", uid["frank"], "Junk")[0] == "OK"
+        assert c.uid("STORE", uid["frank"], "+FLAGS", "(\\Deleted)")[0] == "OK"
+        assert c.expunge()[0] == "OK"
+        # alice: into the folder named for accept & authorize.
+        assert c.uid("MOVE", uid["alice"], '"Pending/Accept and authorize"')[0] == "OK"
+        c.noop()  # carol's summary leaves Pending now (no EXPUNGE during a STORE)
+        assert status(c, "Pending")["MESSAGES"] == 0
+
+        expected = {"carol": "spam", "dave": "spammer", "erin": "rejected", "frank": "spam",
+                    "alice": "delivered"}
+        for name, state in expected.items():
+            wait_for(lambda n=name, s=state: origin_state(a, f"{n}@a.example") == s,
+                     f"{name}'s message {state} at a.example")
+        # Table 2, origin side: SPAM and SPAMMER are spam reports, SPAMMER
+        # and AUTHORIZE write the sender's outbound list.
+        assert sorted(db(a, "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender")) == [
+            ("carol@a.example", 1), ("dave@a.example", 1), ("frank@a.example", 1)]
+        assert lists(a, "dave@a.example") == [f"out-black {BOB}"]
+        assert lists(a, "alice@a.example") == [f"out-white {BOB}"]
+        assert lists(a, "carol@a.example") == lists(a, "frank@a.example") == []
+        # Recipient side: the inbound lists, the votes of Quality(a).
+        assert sorted(lists(b, BOB)) == ["in-black dave@a.example",
+                                         "in-white alice@a.example"]
+        assert db(b, "SELECT messages, votes FROM peer_quality") == [(5, 1 - 4)]
+        # Where each shows: the rejected as spam in Junk, the rejected in
+        # Trash (summaries: their bodies never came), the accepted in INBOX.
+        assert sorted(subjects(c, "Junk")) == [b"from carol", b"from dave", b"from frank"]
+        assert subjects(c, "Trash") == [b"from erin"]
+        wait_for(lambda: subjects(c, "INBOX") == [b"from alice"], "alice's message in INBOX")
+        assert subjects(c, "Pending/Accept and authorize") == []
+
+        # Reject & spam after accept: the accepted message moved to Junk.
+        # Alice's vote turns from +1 to -1, a spam report goes to a.example,
+        # and Junk shows the real message, not a summary.
+        assert c.select("INBOX") == ("OK", [b"1"])
+        [(_, real), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert move(c, "1", "Junk")[0] == "OK"
+        assert status(c, "INBOX")["MESSAGES"] == 0
+        wait_for(lambda: origin_state(a, "alice@a.example") == "spam", "the late spam vote")
+        assert db(b, "SELECT messages, votes FROM peer_quality") == [(5, -5)]
+        assert ("alice@a.example", 1) in db(
+            a, "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender")
+        assert c.select("Junk") == ("OK", [b"4"])
+        [(_, shown), _] = fetch(c, "4", "BODY.PEEK[]")
+        assert shown == real and shown.endswith(b"Hello from alice.\r\n")  # type: ignore[union-attr]
+        # Rejected mail does not come back (the origin deleted it).
+        typ, data = move(c, "4", "INBOX")
+        assert typ == "NO" and b"rejected mail into INBOX" in data[0]
+        c.logout()
+
+
+
+
+def uids(c: imaplib.IMAP4) -> list[int]:
+    typ, data = c.uid("SEARCH", "ALL")
+    assert typ == "OK", data
+    return [int(u) for u in data[0].split()]  # type: ignore[union-attr]
+
+
+def test_trash_and_folders_of_the_users_own(server: InProcessServer) -> None:
+    """INBOX mail moved to Trash stays there (no decision: it was accepted)
+    and comes back to INBOX with a new UID; expunged from Trash it is gone,
+    for POP3 too. Folders the user creates hold accepted mail, are renamed
+    with their messages and deleted with them; the server's own mailboxes
+    cannot be. Rejected mail goes nowhere but Trash."""
+    deliver(server, "keep me")
+    deliver(server, "file me")
+    c = imap(server)
+    assert "SPECIAL-USE" in c.capabilities
+    assert c.select("INBOX") == ("OK", [b"2"])
+    assert uids(c) == [1, 2]
+    typ, data = move(c, "1", "Trash")
+    assert (typ, data) == ("OK", [b"1 moved to Trash"])
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    assert status(c, "Trash")["MESSAGES"] == 1 and status(c, "INBOX")["MESSAGES"] == 1
+    assert subjects(c, "Trash") == [b"keep me"]
+    c.select("Trash")
+    assert move(c, "1", "INBOX")[0] == "OK"  # back from Trash: a new UID in INBOX
+    c.select("INBOX")
+    assert uids(c) == [2, 3]
+
+    # A folder of one's own: CREATE (with its superiors), MOVE into it, RENAME, DELETE.
+    assert c.create("Work/2026")[0] == "OK"
+    typ, data = c.create("Work")
+    assert typ == "NO" and data[0].startswith(b"[ALREADYEXISTS]")
+    typ, data = c.create("Junk/mine")
+    assert typ == "NO" and b"this server's own" in data[0]
+    assert c.list('""', "Work*")[1] == [b'(\\HasChildren \\Subscribed) "/" "Work"',
+                                        b'(\\HasNoChildren \\Subscribed) "/" "Work/2026"']
+    assert c.uid("COPY", "2", "Work/2026")[0] == "OK"  # one place at a time: a move
+    c.noop()
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    assert subjects(c, "Work/2026") == [b"file me"]
+    assert c.rename("Work", "Projects")[0] == "OK"
+    assert subjects(c, "Projects/2026") == [b"file me"]
+    typ, data = c.select("Work/2026")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    typ, data = c.rename("Trash", "Bin")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT]")
+    typ, data = c.delete("Projects")
+    assert typ == "NO" and data[0].startswith(b"[HASCHILDREN]")
+    assert c.delete("Projects/2026")[0] == "OK"  # and the message in it
+    assert c.delete("Projects")[0] == "OK"
+    assert c.list('""', "Projects*")[1] == [None]
+
+    # Expunged from Trash, a message is gone (POP3 no longer has it).
+    c.select("INBOX")
+    assert move(c, "1", "Trash")[0] == "OK"
+    assert status(c, "INBOX")["MESSAGES"] == 0
+    c.select("Trash")
+    c.store("1", "+FLAGS", "\\Deleted")
+    assert c.expunge() == ("OK", [b"1"])
+    bob = server.client(BOB)
+    assert bob.call(wire.Stat()).text.startswith("0 ")  # type: ignore[union-attr]
+    bob.quit()
+
+    # A rejected envelope's summary goes to Trash, and only there.
+    announce(server, "not wanted")
+    c.select("Pending")
+    assert move(c, "1", "Trash")[0] == "OK"
+    c.select("Trash")
+    typ, data = move(c, "1", '"Pending/Accept and authorize"')
+    assert typ == "NO" and data[0].endswith(b"was already rejected")
+    c.create("Mine")
+    typ, data = move(c, "1", "Mine")
+    assert typ == "NO" and data[0] == b"[CANNOT] 0 moved; not all: cannot move rejected " \
+                                      b"mail into Mine: only Trash takes it"
+    c.logout()

@@ -91,6 +91,11 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x IDLE", ev.Idle("x")),
     (b"x MOVE 1:2 INBOX", ev.Move("x", ev.SequenceSet(((1, 2),)), "INBOX")),
     (b'x UID MOVE 7 "Junk"', ev.Move("x", ev.SequenceSet(((7, 7),)), "Junk", uid=True)),
+    (b"x COPY 1:2 Trash", ev.Copy("x", ev.SequenceSet(((1, 2),)), "Trash")),
+    (b"x UID COPY 7 Junk", ev.Copy("x", ev.SequenceSet(((7, 7),)), "Junk", uid=True)),
+    (b'x CREATE "Work/2026"', ev.Create("x", "Work/2026")),
+    (b"x DELETE Work", ev.Delete("x", "Work")),
+    (b"x RENAME Work Play", ev.Rename("x", "Work", "Play")),
     (b"x UNSELECT", ev.Unselect("x")),
 ])
 def test_commands_become_events(line: bytes, expected: object) -> None:
@@ -130,7 +135,9 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 SEARCH CHARSET KOI8-R ALL", "CHARSET"),
     (b"a1 STORE 1 +X (\\Seen)", "not supported"),
     (b"a1 STORE 1 +FLAGS ((\\Seen))", "flags are atoms"),
-    (b"a1 UID COPY 1 x", "unknown command UID COPY"),
+    (b"a1 UID THREAD 1 x", "unknown command UID THREAD"),
+    (b"a1 COPY 1", "expected COPY <set> <mailbox>"),
+    (b"a1 RENAME x", "expected RENAME <old name> <new name>"),
     (b"a1 UID", "UID must be followed"),
     (b"a1 MOVE 1", "MOVE <set> <mailbox>"),
     (b"a1 SELECT INBOX (CONDSTORE)", "not supported"),

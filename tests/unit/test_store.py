@@ -1197,3 +1197,55 @@ def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
         u.id, "INBOX", "accepted")] == [(e2, 1, 2), (waiting, 4, 0)]
     assert store.imap_uidnext(u.id, "INBOX") == 5
     store.close()
+
+
+def test_imap_views_by_state_and_placement(backend: Backend) -> None:
+    """Migration 0018: a mailbox shows the entries in its states nobody
+    placed elsewhere and the entries placed in it; placing drops the UID
+    in the mailbox left; folders are created once, renamed with their
+    messages and UIDs, and deleted with their messages (docs/imap.md,
+    "Mailboxes")."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    other = store.create_user("carol@b.example", "h")
+    with store.transaction():
+        env = store.insert_in_envelope(envid="j" * 26, origin_server="x", sender="s@x.example",
+                                       size=1, block="", subject="", body=None)
+        kept, filed, junk = (store.insert_mailbox_entry(u.id, env, f"bob{i}@b.example",
+                                                        state)
+                             for i, state in enumerate(("accepted", "accepted", "spam")))
+        store.insert_mailbox_entry(other.id, env, "carol@b.example", "accepted")
+    inbox, junk_states = ["accepted"], ["spam", "spammer"]
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == [kept, filed]
+    assert store.imap_view_unassigned(u.id, "Junk", junk_states) == [junk]
+    assert store.imap_view_unassigned(u.id, "Work", []) == []
+    store.imap_assign_uids(u.id, "INBOX", [kept, filed])
+    assert store.imap_view_signature(u.id, "INBOX", inbox) == (2, kept + filed, 0)
+    assert store.imap_create_folder(u.id, "Work")
+    assert not store.imap_create_folder(u.id, "Work")
+    assert store.imap_folders(u.id) == ["Work"] and store.imap_folders(other.id) == []
+    store.imap_place(u.id, filed, "Work", True, "INBOX")
+    assert [m.message.entry_id for m in store.imap_view(u.id, "INBOX", inbox)] == [kept]
+    assert store.imap_view_unassigned(u.id, "Work", []) == [filed]
+    store.imap_assign_uids(u.id, "Work", [filed])
+    [placed] = store.imap_view(u.id, "Work", [])
+    assert (placed.message.entry_id, placed.message.uid, placed.state, placed.folder,
+            placed.body) == (filed, 1, "accepted", "Work", True)
+    assert store.imap_view_signature(u.id, "Work", []) == (1, filed, 0)
+    # Back where its state puts it: a new UID in INBOX (the old one was dropped).
+    store.imap_place(u.id, filed, None, True, "Work")
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == [filed]
+    store.imap_place(u.id, filed, "Work", True, "INBOX")
+    store.imap_assign_uids(u.id, "Work", [filed])
+    store.imap_rename_folder(u.id, "Work", "Play")
+    assert store.imap_folders(u.id) == ["Play"]
+    assert [(m.message.entry_id, m.message.uid) for m in store.imap_view(u.id, "Play", [])] \
+        == [(filed, 2)]
+    assert store.imap_uidnext(u.id, "Play") == 3
+    # Spam placed in Junk shows there, with its body.
+    store.imap_place(u.id, junk, "Junk", True, "INBOX")
+    assert store.imap_view_unassigned(u.id, "Junk", junk_states) == [junk]
+    store.imap_delete_folder(u.id, "Play")
+    assert store.imap_folders(u.id) == [] and store.imap_view(u.id, "Play", []) == []
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == []  # filed went with Play
+    store.close()

@@ -7,11 +7,13 @@ A sibling of the user port (``user_server.py``) on the same session loop
 same login slow-down. INBOX is the user's accepted mail, exactly what POP3
 RETR gives: the Return-Path and Delivered-To fields written as it is read,
 then the stored body, streamed a chunk at a time. Pending shows one summary
-message per envelope waiting for a decision; moving one to INBOX accepts
-it, deleting it (flag Deleted, then EXPUNGE) rejects it, through
-``Destination.decide`` as the user port's verbs do (issue 14 item 3; the
-other decisions need the Junk and decision folders still to come). UIDs and
-flags live in the store (migration 0013), so they survive restarts.
+message per envelope waiting for a decision; Junk and Trash show what was
+rejected (as spam, or not); two folders inside Pending are decisions to move
+messages into. Every SMDP decision is a client action (moving, copying,
+$Junk, deleting) taken through ``Destination.decide`` as the user port's
+verbs are (issue 14 item 3; docs/imap.md "Deciding by moving"). UIDs and
+flags live in the store (migration 0013), where a moved message lives too
+(migration 0018), so they survive restarts.
 """
 
 from __future__ import annotations
@@ -46,11 +48,47 @@ log = logging.getLogger("smdp.imap")
 
 INBOX: Final = "INBOX"
 PENDING: Final = "Pending"
-#: Each mailbox and the entries it shows.
-MAILBOXES: Final = {INBOX: EntryState.ACCEPTED, PENDING: EntryState.PENDING}
-# The flags kept in the store, one bit each (migration 0013). Keywords such as
-# $Junk are not kept yet (PERMANENTFLAGS says so); issue 14 item 3 gives
-# $Junk a meaning of its own.
+JUNK: Final = "Junk"
+TRASH: Final = "Trash"
+#: The two decisions no client gesture names, reached by moving a message
+#: into a folder of that name (docs/imap.md, "Deciding by moving").
+ACCEPT_AUTH_BOX: Final = "Pending/Accept and authorize"
+SPAMMER_BOX: Final = "Pending/Reject as spammer"
+#: Each built-in mailbox and the entry states it shows (besides the entries
+#: the user placed in it: migration 0018); a folder the user creates shows
+#: only what is placed in it, the decision folders nothing.
+MAILBOXES: Final[dict[str, tuple[str, ...]]] = {
+    INBOX: (EntryState.ACCEPTED,),
+    PENDING: (EntryState.PENDING,),
+    ACCEPT_AUTH_BOX: (),
+    SPAMMER_BOX: (),
+    JUNK: (EntryState.SPAM, EntryState.SPAMMER),
+    TRASH: (EntryState.REJECTED,),
+}
+#: RFC 6154 attributes, in LIST.
+SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash"}
+#: A Pending summary moved (or copied) to a mailbox: the decision it takes.
+PENDING_MOVES: Final = {
+    INBOX: Decision.ACCEPT,
+    ACCEPT_AUTH_BOX: Decision.ACCEPT_AUTH,
+    JUNK: Decision.REJECT_SPAM,
+    SPAMMER_BOX: Decision.REJECT_SPAMMER,
+    TRASH: Decision.REJECT,
+}
+#: Any other message moved to a mailbox: the decision it takes on an entry
+#: already decided (Table 1: "the reject family is available even for
+#: messages already accepted"; accept & authorize after an accept adds the
+#: sender to the white list).
+LATE_MOVES: Final = {
+    ACCEPT_AUTH_BOX: Decision.ACCEPT_AUTH,
+    JUNK: Decision.REJECT_SPAM,
+    SPAMMER_BOX: Decision.REJECT_SPAMMER,
+}
+#: The keywords that mark a message as junk (Thunderbird sets $Junk; older
+#: clients Junk): on a Pending summary, reject & spam.
+JUNK_KEYWORDS: Final = frozenset({"$JUNK", "JUNK"})
+# The flags kept in the store, one bit each (migration 0013). Keywords are
+# not kept (PERMANENTFLAGS says so); $Junk is a decision in Pending.
 FLAG_BITS: Final = {"\\Seen": 1, "\\Deleted": 2, "\\Flagged": 4, "\\Answered": 8,
                     "\\Draft": 16}
 SEEN, DELETED = FLAG_BITS["\\Seen"], FLAG_BITS["\\Deleted"]
@@ -69,6 +107,8 @@ HEADER_LIMIT: Final = 256 * 1024
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")
 _FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
+#: How a refusal of a move starts: such a refusal is answered NO [CANNOT].
+_CANNOT: Final = "cannot move"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +129,15 @@ class Message:
     uid: int
     flags: int
     stored: ImapMessage
+    state: str
+    # Where the user placed it (migration 0018; None: where its state puts
+    # it), and whether it shows its real message rather than the summary.
+    folder: str | None = None
+    body: bool = False
+
+    @property
+    def shows_body(self) -> bool:
+        return self.body if self.folder is not None else self.state == EntryState.ACCEPTED
 
     @property
     def entry_id(self) -> int:
@@ -177,12 +226,24 @@ def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]
         return
 
 
-def _mailbox_name(name: str) -> str | None:
-    """Our name of mailbox ``name``, or None: INBOX is case-insensitive (RFC
-    9051 5.1), other names are not."""
+def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
+    """Our name of mailbox ``name`` (a built-in one or one of ``folders``),
+    or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
     if name.upper() == INBOX:
         return INBOX
-    return name if name in MAILBOXES else None
+    return name if name in MAILBOXES or name in folders else None
+
+
+def _folder_name_fault(name: str) -> str | None:
+    """Why ``name`` cannot be a folder the user creates, or None."""
+    parts = name.split("/")
+    if not name or not all(parts):
+        return "a folder name needs text between its slashes"
+    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH):
+        return f"{parts[0]} is this server's own; choose a name outside it"
+    if any(not ch.isprintable() for ch in name) or len(name) > 200:
+        return "a folder name is up to 200 printable characters"
+    return None
 
 
 def _header_text(value: str) -> str:
@@ -293,7 +354,7 @@ class ImapSession(Session):
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE"]
+                "MOVE", "SPECIAL-USE"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -345,21 +406,31 @@ class ImapSession(Session):
 
     # -- the mailbox ----------------------------------------------------------------------
 
+    def _resolve(self, name: str) -> str | None:
+        """Our name of mailbox ``name``, a built-in one or the user's folder."""
+        assert self.user is not None
+        found = _mailbox_name(name)
+        if found is None and name in self.store.imap_folders(self.user.id):
+            found = name
+        return found
+
     def _load(self, mailbox: str) -> list[Message]:
         """``mailbox`` as the store has it now (INBOX: accepted, Pending:
-        pending, neither deleted), by UID. An entry seen there for the first
-        time gets the mailbox's next UID here, in entry order."""
+        pending, Junk: rejected as spam, Trash: rejected, and what the user
+        placed in it; nothing deleted), by UID. An entry seen there for the
+        first time gets the mailbox's next UID here, in entry order."""
         assert self.user is not None
-        user_id, state = self.user.id, MAILBOXES[mailbox]
-        new = self.store.imap_unassigned(user_id, mailbox, state)
+        user_id, states = self.user.id, MAILBOXES.get(mailbox, ())
+        new = self.store.imap_view_unassigned(user_id, mailbox, states)
         if new:
             self.store.imap_assign_uids(user_id, mailbox, new)
-        return [Message(m.uid, m.flags, m)
-                for m in self.store.imap_messages(user_id, mailbox, state)]
+        return [Message(m.message.uid, m.message.flags, m.message, m.state, m.folder, m.body)
+                for m in self.store.imap_view(user_id, mailbox, states)]
 
     def _signature_now(self) -> tuple[int, int, int]:
         assert self.user is not None and self.selected is not None
-        return self.store.imap_signature(self.user.id, self.selected, MAILBOXES[self.selected])
+        return self.store.imap_view_signature(self.user.id, self.selected,
+                                              MAILBOXES.get(self.selected, ()))
 
     def _sync(self) -> None:
         """Tell the client what changed since it last looked (NOOP, IDLE,
@@ -376,6 +447,7 @@ class ImapSession(Session):
                 self.conn.untagged(n, Atom("EXPUNGE"))
         for n, msg in enumerate(self.messages, 1):
             fresh = now.pop(msg.uid)
+            msg.state, msg.folder, msg.body = fresh.state, fresh.folder, fresh.body
             if fresh.flags != msg.flags:
                 msg.flags = fresh.flags
                 self.conn.untagged(n, Atom("FETCH"), [Atom("FLAGS"), flag_atoms(msg.flags)])
@@ -399,11 +471,13 @@ class ImapSession(Session):
                     return None
         return [(n, m) for n, m in enumerate(msgs, 1) if messages.contains(n, count)]
 
-    def _content(self, msg: Message, mailbox: str) -> Content | None:
+    def _content(self, msg: Message) -> Content | None:
         """What ``msg`` reads as in ``mailbox``; None when it cannot be read
         (its envelope or body is gone)."""
         stored = msg.stored
-        if mailbox == PENDING:
+        if not msg.shows_body:
+            # A summary wherever it shows (Pending; Junk and Trash for
+            # envelopes rejected before their body came).
             env = self.store.in_envelope(stored.envelope_id)
             if env is None:
                 return None
@@ -438,7 +512,7 @@ class ImapSession(Session):
             (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
             for i in items)
         for n, msg in chosen:
-            content = self._content(msg, self.selected) if reads else None
+            content = self._content(msg) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
             sets_seen = marks_seen and not msg.flags & SEEN
@@ -575,6 +649,15 @@ class ImapSession(Session):
         bits = 0
         for flag in event.flags:
             bits |= FLAG_BITS.get(flag, 0)  # keywords are not kept (PERMANENTFLAGS)
+        refused = None
+        if (self.selected == PENDING and event.mode != "-"
+                and JUNK_KEYWORDS & {f.upper() for f in event.flags}):
+            # Thunderbird's "this is junk": reject & spam. The summary stays
+            # in this session until the next NOOP or IDLE poll (RFC 9051
+            # 7.5.1: no EXPUNGE during a STORE), then it is in Junk.
+            for _n, msg in chosen:
+                why = self._decide(msg.entry_id, Decision.REJECT_SPAM)
+                refused = refused or why
         changed = []
         for n, msg in chosen:
             new = (msg.flags | bits if event.mode == "+" else msg.flags & ~bits
@@ -589,17 +672,29 @@ class ImapSession(Session):
                 self.conn.untagged(n, Atom("FETCH"), items)
         assert self.selected is not None and self.user is not None
         self.store.imap_set_flags(self.user.id, self.selected, changed)
-        self.conn.ok("STORE completed")
+        if refused is not None:
+            self.conn.no(f"flags stored; not every message could be marked junk: {refused}")
+        else:
+            self.conn.ok("STORE completed")
 
     def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> str | None:
         """Remove the messages flagged \\Deleted (of ``only``, for UID
         EXPUNGE). In INBOX as POP3 DELE and QUIT do: the entry is marked
         deleted and leaves every session's INBOX. In Pending, deleting a
-        summary rejects its envelope (issue 14 item 3). The reason the first
-        refused decision gave, if any: those messages stay."""
+        summary rejects its envelope (issue 14 item 3). A message that has
+        already left the mailbox (COPY decided it, or another session moved
+        it) only leaves the session. The reason the first refused decision
+        gave, if any: those messages stay."""
+        assert self.user is not None and self.selected is not None
         largest = self.messages[-1].uid if self.messages else 0
         doomed = [n for n, msg in enumerate(self.messages, 1)
                   if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+        here = set()
+        if doomed:
+            here = {m.message.entry_id for m in self.store.imap_view(
+                self.user.id, self.selected, MAILBOXES.get(self.selected, ()))}
+        left = [n for n in doomed if self.messages[n - 1].entry_id not in here]
+        doomed = [n for n in doomed if self.messages[n - 1].entry_id in here]
         refused = None
         if self.selected == PENDING:
             gone = []
@@ -613,11 +708,10 @@ class ImapSession(Session):
             gone = doomed
             if gone:
                 self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
-        assert self.user is not None
         if gone:
             log.info("expunge user=%s mailbox=%s entries=%s", self.user.main_address,
                      self.selected, ",".join(str(self.messages[n - 1].entry_id) for n in gone))
-        self._remove(gone, quiet=quiet)
+        self._remove(sorted(gone + left), quiet=quiet)
         return refused
 
     def _remove(self, gone: list[int], *, quiet: bool = False) -> None:
@@ -645,13 +739,19 @@ class ImapSession(Session):
                      env.origin_server if env else "-")
         return None
 
-    def _move(self, event: ev.Move) -> None:
-        """MOVE (RFC 6851). Pending to INBOX accepts: the summary leaves
-        Pending now, and the message appears in INBOX once its body is
-        pulled (an IDLE-ing client sees it come). No COPYUID: the message
-        has no UID in INBOX until then."""
+    def _transfer(self, event: ev.Move | ev.Copy) -> None:
+        """MOVE (RFC 6851) and COPY: each message goes where the target says,
+        taking the decision it stands for (docs/imap.md, "Deciding by
+        moving"). Pending to INBOX accepts: the summary leaves Pending now,
+        and the message appears in INBOX once its body is pulled (an
+        IDLE-ing client sees it come). A message is in one mailbox at a
+        time, so COPY moves too; the copy's source loses it at the next
+        NOOP or IDLE poll, and the EXPUNGE a client sends after it
+        removes nothing twice. No COPYUID: a message that a decision moves
+        has no UID where it goes until it gets there."""
         conn = self.conn
-        target = _mailbox_name(event.mailbox)
+        copy = isinstance(event, ev.Copy)
+        target = self._resolve(event.mailbox)
         if target is None:
             conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
             return
@@ -661,32 +761,69 @@ class ImapSession(Session):
         if target == self.selected:
             conn.no(f"the messages are in {target} already", "CANNOT")
             return
-        if (self.selected, target) != (PENDING, INBOX):
-            conn.no(f"moving from {self.selected} to {target} is not possible: move a Pending "
-                    "summary to INBOX to accept it, or delete it to reject it", "CANNOT")
-            return
         chosen = self._chosen(event.messages, event.uid)
         if chosen is None:
             return
-        gone, refused = [], None
+        done, refused = [], None
         for n, msg in chosen:
-            why = self._decide(msg.entry_id, Decision.ACCEPT)
+            why = self._transfer_one(msg, target)
             if why is None:
-                gone.append(n)
+                done.append(n)
             else:
                 refused = refused or why
-        self._remove(gone)
+        if not copy:
+            self._remove(done)
+        verb = "copied" if copy else "moved"
         if refused is not None:
-            conn.no(f"{len(gone)} accepted; not all: {refused}")
+            conn.no(f"{len(done)} {verb}; not all: {refused}",
+                    "CANNOT" if not done and refused.startswith(_CANNOT) else None)
+        elif self.selected == PENDING and target == INBOX:
+            conn.ok(f"{len(done)} accepted; each appears in INBOX once it is fetched")
         else:
-            conn.ok(f"{len(gone)} accepted; each appears in INBOX once it is fetched")
+            conn.ok(f"{len(done)} {verb} to {target}")
+
+    def _transfer_one(self, msg: Message, target: str) -> str | None:
+        """One message of the selected mailbox to ``target``: the decision it
+        stands for, or its new place; None when done, else why not."""
+        assert self.user is not None and self.selected is not None
+        source = self.selected
+        if source == PENDING:
+            decision = PENDING_MOVES.get(target)
+            if decision is None:
+                return (f"{_CANNOT} a Pending summary into {target}: move it to INBOX "
+                        f"(accept), {ACCEPT_AUTH_BOX}, Junk (reject & spam), {SPAMMER_BOX} "
+                        "or Trash (reject)")
+            return self._decide(msg.entry_id, decision)
+        if target == PENDING:
+            return f"{_CANNOT} a message into Pending: it holds envelopes not yet decided"
+        shows = msg.shows_body
+        decision = LATE_MOVES.get(target)
+        if decision is not None:
+            why = self._decide(msg.entry_id, decision)
+            if why is not None:
+                return why
+            # Rejected after it was read, it stays readable in Junk; accepted
+            # and authorized, it is back in INBOX (with a new UID there).
+            place = JUNK if not decision.accepts and shows else None
+            self.store.imap_place(self.user.id, msg.entry_id, place, shows, source)
+            return None
+        if target == INBOX:
+            if msg.state != EntryState.ACCEPTED:
+                return (f"{_CANNOT} rejected mail into INBOX: the origin deleted it "
+                        "when it was rejected")
+            self.store.imap_place(self.user.id, msg.entry_id, None, True, source)
+            return None
+        if target != TRASH and msg.state != EntryState.ACCEPTED:
+            return f"{_CANNOT} rejected mail into {target}: only Trash takes it"
+        self.store.imap_place(self.user.id, msg.entry_id, target, shows, source)
+        return None
 
     # -- SELECT, LIST, STATUS ------------------------------------------------------------
 
     def _select(self, event: ev.Select) -> None:
         assert self.user is not None
         self.selected, self.messages = None, []
-        name = _mailbox_name(event.mailbox)
+        name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
@@ -711,19 +848,93 @@ class ImapSession(Session):
             conn.ok("SELECT completed", "READ-WRITE")
 
     def _list(self, event: ev.ListCmd) -> None:
+        """LIST and LSUB: every mailbox with RFC 6154's special-use attribute
+        where it has one (always: RFC 6154 allows it unasked) and whether it
+        has children (RFC 9051 7.3.1). Every mailbox is subscribed."""
+        assert self.user is not None
         verb = Atom("LSUB" if event.subscribed_only else "LIST")
         if not event.pattern and not event.subscribed_only:
             # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
-        else:
-            for name in MAILBOXES:
-                if _listed(event.reference, event.pattern, name):
-                    self.conn.untagged(verb, [], "/", name)
+            self.conn.ok(f"{verb} completed")
+            return
+        names = [*MAILBOXES, *self.store.imap_folders(self.user.id)]
+        parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
+        for name in names:
+            if not _listed(event.reference, event.pattern, name):
+                continue
+            attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
+            if name in SPECIAL_USE:
+                attributes.append(Atom(SPECIAL_USE[name]))
+            if not event.subscribed_only:
+                attributes.append(Atom("\\Subscribed"))
+            self.conn.untagged(verb, attributes, "/", name)
         self.conn.ok(f"{verb} completed")
+
+    def _create(self, event: ev.Create) -> None:
+        assert self.user is not None
+        name = event.mailbox.rstrip("/")  # RFC 9051 6.3.4: a trailing delimiter is allowed
+        if self._resolve(name) is not None:
+            self.conn.no(f"{name!r} exists already", "ALREADYEXISTS")
+            return
+        if (why := _folder_name_fault(name)) is not None:
+            self.conn.no(why, "CANNOT")
+            return
+        # RFC 9051 6.3.4: the superior names a new name implies exist too.
+        parts = name.split("/")
+        for depth in range(1, len(parts) + 1):
+            self.store.imap_create_folder(self.user.id, "/".join(parts[:depth]))
+        self.conn.ok(f"{name} created")
+
+    def _own_folder(self, name: str) -> bool:
+        """Whether ``name`` is a folder of the user's (not the server's);
+        answers NO when not."""
+        assert self.user is not None
+        if _mailbox_name(name) is not None:
+            self.conn.no(f"{name} is this server's own mailbox: it cannot be deleted or "
+                         "renamed", "CANNOT")
+            return False
+        if name not in self.store.imap_folders(self.user.id):
+            self.conn.no(f"no mailbox named {name!r}", "NONEXISTENT")
+            return False
+        return True
+
+    def _delete(self, event: ev.Delete) -> None:
+        assert self.user is not None
+        if not self._own_folder(event.mailbox):
+            return
+        if any(f.startswith(event.mailbox + "/") for f in self.store.imap_folders(self.user.id)):
+            # RFC 9051 6.3.5 would keep it as \Noselect; we have no such state.
+            self.conn.no(f"{event.mailbox} has folders inside: delete them first",
+                         "HASCHILDREN")
+            return
+        if self.selected == event.mailbox:
+            self.selected, self.messages = None, []
+        self.store.imap_delete_folder(self.user.id, event.mailbox)
+        self.conn.ok(f"{event.mailbox} deleted, with its messages")
+
+    def _rename(self, event: ev.Rename) -> None:
+        assert self.user is not None
+        old, new = event.old, event.new.rstrip("/")
+        if not self._own_folder(old):
+            return
+        if self._resolve(new) is not None:
+            self.conn.no(f"{new!r} exists already", "ALREADYEXISTS")
+            return
+        if (why := _folder_name_fault(new)) is not None or new.startswith(old + "/"):
+            self.conn.no(why or "a folder cannot go inside itself", "CANNOT")
+            return
+        parts = new.split("/")
+        for depth in range(1, len(parts)):  # the superiors of the new name
+            self.store.imap_create_folder(self.user.id, "/".join(parts[:depth]))
+        for name in self.store.imap_folders(self.user.id):
+            if name == old or name.startswith(old + "/"):  # the inferiors go along
+                self.store.imap_rename_folder(self.user.id, name, new + name[len(old):])
+        self.conn.ok(f"{old} renamed to {new}")
 
     def _status(self, event: ev.Status) -> None:
         assert self.user is not None
-        name = _mailbox_name(event.mailbox)
+        name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
@@ -738,7 +949,7 @@ class ImapSession(Session):
         }
         if "SIZE" in event.items:
             values["SIZE"] = sum(content.size for m in msgs
-                                 if (content := self._content(m, name)) is not None)
+                                 if (content := self._content(m)) is not None)
         items: list[object] = []
         for item in event.items:
             items += [Atom(item), values[item]]
@@ -837,7 +1048,7 @@ class ImapSession(Session):
             case ev.ListCmd():
                 self._list(event)
             case ev.Subscribe():
-                if _mailbox_name(event.mailbox) is None:
+                if self._resolve(event.mailbox) is None:
                     conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
                 else:
                     conn.ok("every mailbox is always subscribed")
@@ -858,8 +1069,14 @@ class ImapSession(Session):
                     conn.no(f"not every message could be removed: {refused}")
                 else:
                     conn.ok("EXPUNGE completed")
-            case ev.Move():
-                self._move(event)
+            case ev.Move() | ev.Copy():
+                self._transfer(event)
+            case ev.Create():
+                self._create(event)
+            case ev.Delete():
+                self._delete(event)
+            case ev.Rename():
+                self._rename(event)
             case ev.Close():
                 if not self.readonly:
                     self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses

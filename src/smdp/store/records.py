@@ -121,6 +121,19 @@ class ImapMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapListed:
+    """A message of an IMAP mailbox defined by state and placement (migration
+    0018): the entry as ``ImapMessage`` has it, its state, and where the user
+    placed it by hand (None when it shows by its state alone) and whether it
+    shows the real message there."""
+
+    message: ImapMessage
+    state: str
+    folder: str | None
+    body: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int

@@ -23,6 +23,9 @@ __all__ = [
     "Capability",
     "Check",
     "Close",
+    "Copy",
+    "Create",
+    "Delete",
     "Enable",
     "Expunge",
     "Fetch",
@@ -36,6 +39,7 @@ __all__ = [
     "Move",
     "Namespace",
     "Noop",
+    "Rename",
     "Search",
     "SearchKey",
     "Select",
@@ -258,6 +262,41 @@ class Move:
 
 
 @event
+class Copy:
+    """COPY set mailbox, or UID COPY (RFC 9051 6.4.7)."""
+
+    tag: str
+    messages: SequenceSet
+    mailbox: str
+    uid: bool = False
+
+
+@event
+class Create:
+    """CREATE mailbox (RFC 9051 6.3.4)."""
+
+    tag: str
+    mailbox: str
+
+
+@event
+class Delete:
+    """DELETE mailbox (RFC 9051 6.3.5)."""
+
+    tag: str
+    mailbox: str
+
+
+@event
+class Rename:
+    """RENAME old new (RFC 9051 6.3.6)."""
+
+    tag: str
+    old: str
+    new: str
+
+
+@event
 class Close:
     tag: str
 
@@ -287,5 +326,6 @@ class IdleDone:
 ImapEvent: TypeAlias = (
     Capability | Noop | Logout | StartTls | Login | Authenticate | AuthenticateData
     | Enable | Namespace | ListCmd | Subscribe | Status | Select | Fetch | Search
-    | Store | Expunge | Move | Close | Unselect | Check | Idle | IdleDone
+    | Store | Expunge | Move | Copy | Create | Delete | Rename | Close | Unselect | Check
+    | Idle | IdleDone
 )

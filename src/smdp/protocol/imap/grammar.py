@@ -474,6 +474,16 @@ def _move(tag: str, values: list[Value], uid: bool) -> ev.Move:
     return ev.Move(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
 
 
+def _copy(tag: str, values: list[Value], uid: bool) -> ev.Copy:
+    _count(values, 2, "COPY <set> <mailbox>")
+    return ev.Copy(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
+
+
+def _rename(tag: str, values: list[Value]) -> ev.Rename:
+    _count(values, 2, "RENAME <old name> <new name>")
+    return ev.Rename(tag, _text(values[0], "mailbox name"), _text(values[1], "mailbox name"))
+
+
 def _expunge(tag: str, values: list[Value], uid: bool) -> ev.Expunge:
     if not uid:
         _count(values, 0, "EXPUNGE without arguments")
@@ -503,6 +513,10 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "STORE": lambda tag, values: _store(tag, values, False),
     "EXPUNGE": lambda tag, values: _expunge(tag, values, False),
     "MOVE": lambda tag, values: _move(tag, values, False),
+    "COPY": lambda tag, values: _copy(tag, values, False),
+    "CREATE": _one_mailbox(ev.Create),
+    "DELETE": _one_mailbox(ev.Delete),
+    "RENAME": _rename,
     "CLOSE": _no_args(ev.Close),
     "UNSELECT": _no_args(ev.Unselect),
     "CHECK": _no_args(ev.Check),
@@ -512,6 +526,7 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "UID STORE": lambda tag, values: _store(tag, values, True),
     "UID EXPUNGE": lambda tag, values: _expunge(tag, values, True),
     "UID MOVE": lambda tag, values: _move(tag, values, True),
+    "UID COPY": lambda tag, values: _copy(tag, values, True),
 }
 
 #: Every command name the codec reads (``UID FETCH`` is one name).
@@ -532,8 +547,8 @@ def split_command(command: bytes) -> tuple[str, str, bytes]:
     if name == "UID":
         if reader.at_end() or rest[reader.pos] != 0x20 or reader.pos + 1 >= len(rest) \
                 or rest[reader.pos + 1] in _ATOM_STOP:
-            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE, EXPUNGE "
-                                  "or MOVE")
+            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE, EXPUNGE, "
+                                  "MOVE or COPY")
         reader.space()
         name = f"UID {reader.atom().upper()}"
     if not reader.at_end():
