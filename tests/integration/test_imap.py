@@ -70,10 +70,12 @@ def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
-    """Alice sends Bob a message on the same server and Bob accepts it (over
-    the user port); the entry id once the body is in Bob's mailbox."""
-    entry = announce(server, subject, text)
+def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.",
+            raw: bytes | None = None) -> int:
+    """Alice sends Bob a message on the same server (``raw``, or one made
+    of ``subject`` and ``text``) and Bob accepts it (over the user port);
+    the entry id once the body is in Bob's mailbox."""
+    entry = announce(server, subject, text, raw)
     bob = server.client(BOB)
     bob.call(wire.UserDecision(Decision.ACCEPT, entry))
     bob.quit()
@@ -88,12 +90,13 @@ def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> 
     return entry
 
 
-def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
+def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.",
+             raw: bytes | None = None) -> int:
     """Alice sends Bob a message; its entry id once its envelope waits in Bob's mailbox."""
     alice = server.client(ALICE)
-    alice.submit([BOB], f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
-                        f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
-                        f"{text}\r\n".encode())
+    alice.submit([BOB], raw or f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
+                               f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
+                               f"{text}\r\n".encode())
     alice.quit()
     found: list[str] = []
 
@@ -396,7 +399,7 @@ def test_bad_input_is_answered_with_a_sentence(server: InProcessServer) -> None:
         (b"z2 SELECT Nowhere\r\n", b"z2 NO [NONEXISTENT] no mailbox named 'Nowhere'"),
         (b"z3 SELECT INBOX\r\n", b"z3 OK [READ-WRITE]"),
         (b"z4 FETCH 5 FLAGS\r\n", b"z4 BAD no message 5: the mailbox holds 0 message(s)"),
-        (b"z5 FETCH 1 BODY[1.2.MIME]\r\n", b"z5 BAD body section [1.2.MIME] is not supported"),
+        (b"z5 FETCH 1 BODY[1.0]\r\n", b"z5 BAD body section [1.0] is not supported"),
         (b"z6 SEARCH FROM x\r\n", b"z6 BAD search criterion FROM is not supported"),
         (b"z7 IDLE\r\n", b"+ idling"),
         (b"not done\r\n", b"z7 BAD IDLE ends with DONE; the IDLE is over"),
@@ -846,4 +849,50 @@ def test_trash_and_folders_of_the_users_own(server: InProcessServer) -> None:
     typ, data = move(c, "1", "Mine")
     assert typ == "NO" and data[0] == b"[CANNOT] 0 moved; not all: cannot move rejected " \
                                       b"mail into Mine: only Trash takes it"
+    c.logout()
+
+
+MIXED = (
+    f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: with parts\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    "This is a multi-part message in MIME format.\r\n"
+    "--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the note.\r\nBye.\r\n"
+    "--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    "From: Carol <carol@c.example>\r\nSubject: the note\r\n\r\nInside.\r\n"
+    '--outer\r\nContent-Type: application/pdf; name="a.pdf"\r\n'
+    'Content-Disposition: attachment; filename="a.pdf"\r\n'
+    "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--outer--\r\n").encode()
+
+
+def test_bodystructure_and_mime_part_sections(server: InProcessServer) -> None:
+    """What Thunderbird fetches of a message with parts: BODYSTRUCTURE,
+    BODY, and its parts by number (BODY[1], BODY[1.MIME], BODY[2.HEADER],
+    BODY[2.TEXT], BODY[3]), each the octets POP3 RETR has at that place;
+    a part the message lacks is the empty string."""
+    deliver(server, "with parts", raw=MIXED)
+    whole = retr(server, 1)
+    c = imap(server)
+    c.select("INBOX")
+    [line] = fetch(c, "1", "BODYSTRUCTURE")
+    assert line == (
+        b'1 (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 19 2 NIL NIL NIL '
+        b'NIL)("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 59 (NIL "the note" (("Carol" NIL "carol" '
+        b'"c.example")) (("Carol" NIL "carol" "c.example")) (("Carol" NIL "carol" "c.example")) '
+        b'NIL NIL NIL NIL NIL) ("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 7 1 NIL NIL '
+        b'NIL NIL) 4 NIL NIL NIL NIL)("APPLICATION" "PDF" ("NAME" "a.pdf") NIL NIL "BASE64" 12 '
+        b'NIL ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL) "MIXED" ("BOUNDARY" "outer") NIL NIL '
+        b'NIL))')
+    [line] = fetch(c, "1", "BODY")
+    assert line.startswith(b'1 (BODY (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 19 2)(')  # type: ignore[union-attr]
+    assert b"FLAGS" not in line  # type: ignore[operator]  # BODY (the structure) sets no \Seen
+    sections = {"1": b"See the note.\r\nBye.",
+                "1.MIME": b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+                "2.HEADER": b"From: Carol <carol@c.example>\r\nSubject: the note\r\n\r\n",
+                "2.TEXT": b"Inside.", "3": b"JVBERi0xLjQK",
+                "2.HEADER.FIELDS (SUBJECT)": b"Subject: the note\r\n\r\n", "4": b""}
+    for section, expected in sections.items():
+        [(_, got), _] = fetch(c, "1", f"BODY.PEEK[{section}]")
+        assert got == expected and (not got or got in whole), section
+    [(_, got), _] = fetch(c, "1", "BODY.PEEK[1]<4.3>")
+    assert got == b"the"
     c.logout()

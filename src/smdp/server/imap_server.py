@@ -38,6 +38,8 @@ from smdp.protocol import imap
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom
 from smdp.protocol.imap import events as ev
+from smdp.protocol.imap.grammar import write_value
+from smdp.server.imap_structure import Part, body_structure, section_range, structure
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
@@ -194,6 +196,11 @@ def envelope(header: bytes) -> list[object]:
             field("In-Reply-To"), field("Message-ID")]
 
 
+def _envelope_octets(header: bytes) -> bytes:
+    """ENVELOPE of an embedded message, written (inside BODYSTRUCTURE)."""
+    return write_value(envelope(header))
+
+
 def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
     """BODY[HEADER.FIELDS (names)] (``keep``) or [HEADER.FIELDS.NOT (names)]
     of ``header``: the fields named (or all others), each with its folded
@@ -336,6 +343,7 @@ class ImapSession(Session):
         # the mailbox again only when it changed.
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
+        self._parsed: Part | None = None
 
     def in_block(self) -> bool:
         return False  # no data blocks: literals are part of the command line
@@ -509,9 +517,11 @@ class ImapSession(Session):
         # FLAGS and UID are in memory: only other items read the store.
         reads = any(i.name not in ("FLAGS", "UID") for i in items)
         marks_seen = not self.readonly and any(
-            (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
+            (i.name == "BODY" and not i.peek and i.section is not None)
+            or i.name in ("RFC822", "RFC822.TEXT")
             for i in items)
         for n, msg in chosen:
+            self._parsed = None  # the MIME structure, read once per message when asked
             content = self._content(msg) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
@@ -553,6 +563,10 @@ class ImapSession(Session):
                 conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
                 conn.fetch_item("ENVELOPE", envelope(self._header(content)))
+            case "BODYSTRUCTURE" | "BODY" if item.section is None:
+                conn.fetch_raw(item.name, body_structure(
+                    self._structure(content), _envelope_octets,
+                    extended=item.name == "BODYSTRUCTURE"))
             case "RFC822":
                 await self._send_section(item, "RFC822", content, "")
             case "RFC822.HEADER":
@@ -583,9 +597,19 @@ class ImapSession(Session):
                 break
         return bytes(got[:HEADER_LIMIT])
 
+    def _structure(self, content: Content) -> Part:
+        """The message's MIME structure, read in one streaming pass the first
+        time a FETCH asks for it (BODYSTRUCTURE and part sections share it)."""
+        if self._parsed is None:
+            self._parsed = structure(content.chunks())
+        return self._parsed
+
     async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
                             section: str) -> None:
         """One body section as a literal, streamed from the store."""
+        if section[:1].isdigit():
+            await self._send_part(item, name, content, section)
+            return
         if section.startswith("HEADER.FIELDS"):
             # Built whole: a selection of header fields is small (the header
             # read is capped at HEADER_LIMIT).
@@ -603,6 +627,34 @@ class ImapSession(Session):
             # when it has none); the text is the rest.
             header = _top_length(content.chunks(), 0)
             start, length = (0, header) if section == "HEADER" else (header, total - header)
+        if item.partial is not None:
+            offset, most = item.partial
+            offset = min(offset, length)
+            start, length = start + offset, min(most, length - offset)
+        self.conn.fetch_literal(name, length)
+        await self.stream_body(_octets(content.chunks(), start, length), length,
+                               self.conn.literal_chunk, lambda: None)
+
+    async def _send_part(self, item: ev.FetchAtt, name: str, content: Content,
+                         section: str) -> None:
+        """A MIME part section (``1``, ``1.2.MIME``, ``2.HEADER``,
+        ``2.TEXT``, ``2.HEADER.FIELDS (...)``): found by the structure's
+        offsets, streamed from the store. A part the message does not have
+        is the empty string (RFC 9051 6.4.5 leaves it to the server)."""
+        fields = section.endswith((".HEADER.FIELDS", ".HEADER.FIELDS.NOT"))
+        lookup = section.rsplit(".HEADER.FIELDS", 1)[0] + ".HEADER" if fields else section
+        found = section_range(self._structure(content), lookup)
+        start, end = (found[0], found[1]) if found is not None else (0, 0)
+        if fields:
+            header = b"".join(_octets(content.chunks(), start, min(end - start, HEADER_LIMIT)))
+            chosen = header_fields(header, set(item.fields),
+                                   keep=not section.endswith(".NOT"))
+            offset, most = item.partial or (0, len(chosen))
+            chosen = chosen[offset:offset + most]
+            self.conn.fetch_literal(name, len(chosen))
+            self.conn.literal_chunk(chosen)
+            return
+        length = end - start
         if item.partial is not None:
             offset, most = item.partial
             offset = min(offset, length)

@@ -258,9 +258,13 @@ _MACROS: Final = {
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
 }
 _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE", "ENVELOPE",
-                                  "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+                                  "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODYSTRUCTURE",
+                                  "BODY"})
 _BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
 _SECTIONS: Final = frozenset({"", "HEADER", "TEXT"})
+# A MIME part: its number path, then optionally what of it (RFC 9051 6.4.5).
+_PART: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8}(?:\.(?:MIME|HEADER|TEXT))?")
+_PART_FIELDS: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){1,20}(HEADER\.FIELDS(?:\.NOT)?)")
 _FIELD_LISTS: Final = ("HEADER.FIELDS", "HEADER.FIELDS.NOT")
 _FIELD_NAME: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable, no colon
 
@@ -277,12 +281,13 @@ def _fetch_att(value: Value) -> ev.FetchAtt:
     verb, section, start, length = match.groups()
     fields: tuple[str, ...] = ()
     kind, _, names = section.partition(" ")
-    if kind in _FIELD_LISTS:
+    if kind in _FIELD_LISTS or _PART_FIELDS.fullmatch(kind):
         fields = _field_names(names)
         section = kind
-    elif section not in _SECTIONS:
+    elif section not in _SECTIONS and not _PART.fullmatch(section):
         raise ImapSyntaxError(f"body section [{section}] is not supported (only [], [HEADER], "
-                              "[TEXT], [HEADER.FIELDS (...)] and [HEADER.FIELDS.NOT (...)])")
+                              "[TEXT], [HEADER.FIELDS (...)], [HEADER.FIELDS.NOT (...)] and "
+                              "MIME parts such as [1], [1.2.MIME], [2.HEADER])")
     partial = None
     if start is not None:
         if int(length) == 0:
