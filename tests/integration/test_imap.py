@@ -896,3 +896,57 @@ def test_bodystructure_and_mime_part_sections(server: InProcessServer) -> None:
     [(_, got), _] = fetch(c, "1", "BODY.PEEK[1]<4.3>")
     assert got == b"the"
     c.logout()
+
+
+def test_moves_and_folder_commands_refused_with_a_sentence(server: InProcessServer) -> None:
+    """Every refusal of the new commands says why, with RFC 5530's code."""
+    entry = announce(server, "undecided")
+    c = imap(server)
+    c.select("Pending", readonly=True)
+    typ, data = move(c, "1", "INBOX")
+    assert (typ, data) == ("NO", [b"[READ-ONLY] the mailbox is read-only (EXAMINE)"])
+    c.select("Pending")
+    assert move(c, "1", "Pending") == ("NO", [b"[CANNOT] the messages are in Pending already"])
+    with pytest.raises(imaplib.IMAP4.error, match="no message 5: the mailbox holds 1"):
+        c.copy("5", "INBOX")
+    c.create("Mine")
+    typ, data = move(c, "1", "Mine")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] 0 moved; not all: cannot move a "
+                                              b"Pending summary into Mine: move it to INBOX")
+    # Decided elsewhere first: $Junk stores the flag and says why no decision.
+    bob = server.client(BOB)
+    bob.call(wire.UserDecision(Decision.ACCEPT, entry))
+    bob.quit()
+    typ, data = c.store("1", "+FLAGS", "($Junk)")
+    assert typ == "NO" and re.fullmatch(
+        f"flags stored; not every message could be marked junk: envelope {entry} was "
+        "decided elsewhere: it is (fetching|accepted) now".encode(), data[-1])  # type: ignore[arg-type]
+    # An accepted envelope's summary, deleted: no reject after the accept.
+    c.store("1", "+FLAGS", "\\Deleted")
+    assert c.expunge()[0] == "OK"
+    assert sent_state(server) in ("accepted", "delivered")
+    # Folder names: the server's own, empty parts, unprintable, already there.
+    for name, code in (("a//b", b"[CANNOT] a folder name needs text"),
+                       ('"x\ty"', b"[CANNOT] a folder name is up to 200 printable"),
+                       ("INBOX/x", b"[CANNOT] INBOX is this server's own"),
+                       ("Mine/", b"[ALREADYEXISTS]")):
+        typ, data = c.create(name)
+        assert typ == "NO" and data[0].startswith(code), (name, data)
+    assert c.create("Other")[0] == "OK"
+    for old, new, code in (("Nope", "X", b"[NONEXISTENT]"), ("Mine", "Other", b"[ALREADYEXISTS]"),
+                           ("Mine", "Mine/sub", b"[CANNOT] a folder cannot go inside itself"),
+                           ("Mine", "Junk", b"[ALREADYEXISTS]")):
+        typ, data = c.rename(old, new)
+        assert typ == "NO" and data[0].startswith(code), (old, new, data)
+    assert c.rename("Mine", "Deep/er/Mine")[0] == "OK"  # the superiors come into being
+    assert [line.rsplit(b" ", 1)[1] for line in c.list('""', "Deep*")[1]] == [  # type: ignore[union-attr]
+        b'"Deep"', b'"Deep/er"', b'"Deep/er/Mine"']
+    typ, data = c.delete("Nope")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    typ, data = c.subscribe("Nope")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    c.select("Other")
+    assert c.delete("Other")[0] == "OK"  # the selected one: it stays selected, empty
+    assert c.uid("FETCH", "1:*", "FLAGS") == ("OK", [None])
+    assert c.noop()[0] == "OK"
+    c.logout()

@@ -708,7 +708,7 @@ class ImapSession(Session):
             # in this session until the next NOOP or IDLE poll (RFC 9051
             # 7.5.1: no EXPUNGE during a STORE), then it is in Junk.
             for _n, msg in chosen:
-                why = self._decide(msg.entry_id, Decision.REJECT_SPAM)
+                why = self._decide_pending(msg.entry_id, Decision.REJECT_SPAM)
                 refused = refused or why
         changed = []
         for n, msg in chosen:
@@ -773,6 +773,16 @@ class ImapSession(Session):
             del self.messages[n - 1]
             if not quiet:
                 self.conn.untagged(n, Atom("EXPUNGE"))
+
+    def _decide_pending(self, entry_id: int, decision: Decision) -> str | None:
+        """``decision`` taken on a Pending summary. One that rejects is
+        refused once the envelope was decided elsewhere (the session's
+        summary is stale until its next poll): the reject family after an
+        accept is for the accepted message, in INBOX, not for its summary."""
+        entry = self.store.mailbox_entry(entry_id)
+        if not decision.accepts and entry is not None and entry.state != EntryState.PENDING:
+            return f"envelope {entry_id} was decided elsewhere: it is {entry.state} now"
+        return self._decide(entry_id, decision)
 
     def _decide(self, entry_id: int, decision: Decision) -> str | None:
         """``decision`` on an entry, as the user port's verbs take it
@@ -845,7 +855,7 @@ class ImapSession(Session):
                 return (f"{_CANNOT} a Pending summary into {target}: move it to INBOX "
                         f"(accept), {ACCEPT_AUTH_BOX}, Junk (reject & spam), {SPAMMER_BOX} "
                         "or Trash (reject)")
-            return self._decide(msg.entry_id, decision)
+            return self._decide_pending(msg.entry_id, decision)
         if target == PENDING:
             return f"{_CANNOT} a message into Pending: it holds envelopes not yet decided"
         shows = msg.shows_body
@@ -960,8 +970,8 @@ class ImapSession(Session):
             self.conn.no(f"{event.mailbox} has folders inside: delete them first",
                          "HASCHILDREN")
             return
-        if self.selected == event.mailbox:
-            self.selected, self.messages = None, []
+        # A session that has it selected sees its messages expunged at its
+        # next poll, and an empty mailbox after.
         self.store.imap_delete_folder(self.user.id, event.mailbox)
         self.conn.ok(f"{event.mailbox} deleted, with its messages")
 
