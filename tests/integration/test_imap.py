@@ -400,7 +400,7 @@ def test_bad_input_is_answered_with_a_sentence(server: InProcessServer) -> None:
         (b"z3 SELECT INBOX\r\n", b"z3 OK [READ-WRITE]"),
         (b"z4 FETCH 5 FLAGS\r\n", b"z4 BAD no message 5: the mailbox holds 0 message(s)"),
         (b"z5 FETCH 1 BODY[1.0]\r\n", b"z5 BAD body section [1.0] is not supported"),
-        (b"z6 SEARCH FROM x\r\n", b"z6 BAD search criterion FROM is not supported"),
+        (b"z6 SEARCH MODSEQ 5\r\n", b"z6 BAD search criterion MODSEQ is not supported"),
         (b"z7 IDLE\r\n", b"+ idling"),
         (b"not done\r\n", b"z7 BAD IDLE ends with DONE; the IDLE is over"),
         (b"z8 NOOP\r\n", b"z8 OK NOOP completed"),
@@ -949,4 +949,46 @@ def test_moves_and_folder_commands_refused_with_a_sentence(server: InProcessServ
     assert c.delete("Other")[0] == "OK"  # the selected one: it stays selected, empty
     assert c.uid("FETCH", "1:*", "FLAGS") == ("OK", [None])
     assert c.noop()[0] == "OK"
+    c.logout()
+
+
+def test_search_reads_headers_bodies_sizes_and_dates(server: InProcessServer) -> None:
+    """SEARCH keys that read messages (RFC 9051 6.4.4): header fields
+    decoded (RFC 2047) and in any case, the body and the whole text
+    streamed, sizes, the arrival date and the Date field."""
+    deliver(server, "Lunch on Friday", raw=(
+        f"From: =?utf-8?q?J=C3=BCrgen?= <{ALICE}>\r\nTo: {BOB}\r\nSubject: Lunch on Friday\r\n"
+        "Date: Mon, 2 Feb 2026 10:00:00 +0100\r\nX-Colour: green\r\n\r\n"
+        "Shall we meet at the PIZZERIA?\r\n").encode())
+    deliver(server, "Minutes", raw=(
+        f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nCc: carol@b.example\r\nSubject: Minutes\r\n"
+        "Date: Tue, 10 Mar 2026 09:00:00 +0000\r\n\r\n" + ("x" * 70 + "\r\n") * 80
+        + "pizza\r\n").encode())
+    c = imap(server)
+    c.select("INBOX")
+
+    def search(*keys: str) -> list[int]:
+        typ, data = c.search(None, *keys)
+        assert typ == "OK", data
+        return [int(n) for n in data[0].split()]  # type: ignore[union-attr]
+
+    assert search("SUBJECT", "lunch") == [1]
+    c.literal = "jürgen".encode()  # type: ignore[attr-defined]  # decoded, in any case
+    assert c.search("UTF-8", "FROM") == ("OK", [b"1"])
+    assert search("FROM", '"alice@b.example"') == [1, 2]
+    assert search("CC", "carol") == [2] and search("BCC", "x") == []
+    assert search("TO", "bob") == [1, 2]
+    assert search("HEADER", "X-Colour", "GREEN") == [1]
+    assert search("BODY", "pizz") == [1, 2]  # in any case
+    assert search("BODY", "Subject") == []  # the body only
+    assert search("TEXT", "subject") == [1, 2]
+    assert search("LARGER", "1000") == [2] and search("SMALLER", "1000") == [1]
+    assert search("SENTBEFORE", "1-Mar-2026") == [1] and search("SENTON", "10-Mar-2026") == [2]
+    assert search("SENTSINCE", "3-Feb-2026") == [2]
+    today = time.strftime("%d-%b-%Y", time.gmtime())
+    assert search("ON", today) == [1, 2] and search("BEFORE", today) == []
+    assert search("SINCE", today) == [1, 2]
+    assert search("OR", "SUBJECT", "minutes", "NOT", "OLD") == [2]
+    assert search("NEW") == search("RECENT") == search("KEYWORD", "$Junk") == []
+    assert search("UNKEYWORD", "$Junk") == [1, 2]
     c.logout()

@@ -33,6 +33,7 @@ from typing import Final
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.outcomes import Kind
 from smdp.mail.body import stored_chunks
+from smdp.mail.mime import decode_header_text
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
@@ -221,6 +222,36 @@ def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
     return bytes(out) + b"\r\n"
 
 
+#: SEARCH keys that read the message (or its size and dates).
+_CONTENT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "BCC", "BODY", "TEXT", "HEADER",
+                                  "BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                                  "LARGER", "SMALLER"})
+
+
+def _date_matches(name: str, day: tuple[int, ...], wanted: tuple[int, int, int] | None) -> bool:
+    """BEFORE, ON or SINCE ``wanted`` for a message of ``day`` (year, month,
+    day): dates only, times and zones disregarded (RFC 9051 6.4.4)."""
+    assert wanted is not None
+    if name == "BEFORE":
+        return day < wanted
+    return day == wanted if name == "ON" else day >= wanted
+
+
+def _contains(chunks: Iterable[bytes], needle: bytes) -> bool:
+    """Whether the octets of ``chunks`` hold ``needle`` (lower case), ASCII
+    letters in any case; read a chunk at a time, keeping only what a match
+    across two chunks needs."""
+    if not needle:
+        return True
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk.lower()
+        if needle in window:
+            return True
+        tail = window[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False
+
+
 def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]:
     """Octets ``start`` to ``start + length`` of ``chunks``; the rest is not read."""
     skip = start
@@ -344,6 +375,7 @@ class ImapSession(Session):
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
         self._parsed: Part | None = None
+        self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
 
     def in_block(self) -> bool:
         return False  # no data blocks: literals are part of the command line
@@ -680,13 +712,52 @@ class ImapSession(Session):
             if name == "UID":
                 return key.messages.contains(msg.uid, self.messages[-1].uid)
             return key.messages.contains(n, len(self.messages))
+        if name in ("NEW", "RECENT", "KEYWORD"):
+            return False  # no \\Recent, no keywords kept (PERMANENTFLAGS)
+        if name in ("OLD", "UNKEYWORD"):
+            return True
+        if name in _CONTENT_KEYS:
+            return self._content_matches(key, msg)
         negated = name.startswith("UN")
         bit = FLAG_BITS["\\" + (name[2:] if negated else name).capitalize()]
         return bool(msg.flags & bit) != negated
 
+    def _content_matches(self, key: ev.SearchKey, msg: Message) -> bool:
+        """A key that reads the message: its header, its octets, its size
+        or its dates. A message that cannot be read matches none."""
+        content = self._searched.get(msg.uid)
+        if msg.uid not in self._searched:
+            content = self._searched[msg.uid] = self._content(msg)
+        if content is None:
+            return False
+        name = key.name
+        if name in ("LARGER", "SMALLER"):
+            return content.size > key.number if name == "LARGER" else content.size < key.number
+        if name in ("BEFORE", "ON", "SINCE"):
+            return _date_matches(name, time.gmtime(content.received_at)[:3], key.date)
+        if name in ("BODY", "TEXT"):
+            chunks = content.chunks()
+            if name == "BODY":
+                header = _top_length(content.chunks(), 0)
+                chunks = _octets(content.chunks(), header, content.size - header)
+            return _contains(chunks, key.text.encode("utf-8").lower())
+        fields = email.parser.HeaderParser().parsestr(
+            self._header(content).decode("utf-8", "surrogateescape"), headersonly=True)
+        if name.startswith("SENT"):
+            sent = email.utils.parsedate_tz(str(fields.get("Date", "")))
+            return sent is not None and _date_matches(name[4:], tuple(sent[:3]), key.date)
+        wanted = key.field if name == "HEADER" else name
+        values = fields.get_all(wanted) or []
+        needle = key.text.casefold()
+        return any(needle in decode_header_text(
+            _FOLD.sub("", str(v)).encode("utf-8", "surrogateescape")).casefold()
+            for v in values)
+
     def _search(self, event: ev.Search) -> None:
+        self._searched = {}
         found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
                  if self._matches(event.criteria, n, msg)]
+        self._searched = {}
         self.conn.untagged(Atom("SEARCH"), *found)
         self.conn.ok("SEARCH completed")
 

@@ -215,12 +215,22 @@ class SearchKey:
     ``name`` is ``ALL``, a flag test (``SEEN``, ``UNSEEN``, ``DELETED``,
     ``UNDELETED``, ``FLAGGED``, ``UNFLAGGED``, ``ANSWERED``, ``UNANSWERED``,
     ``DRAFT``, ``UNDRAFT``), ``UID`` or ``SEQ`` (with ``messages``), ``NOT``
-    (one key in ``keys``), ``OR`` (two) or ``AND`` (a parenthesised list).
+    (one key in ``keys``), ``OR`` (two) or ``AND`` (a parenthesised list);
+    the keys that read messages carry ``text``: ``SUBJECT``, ``FROM``,
+    ``TO``, ``CC``, ``BCC``, ``BODY``, ``TEXT``, ``HEADER`` (and ``field``,
+    upper case), ``KEYWORD``, ``UNKEYWORD``; ``date`` (year, month, day):
+    ``BEFORE``, ``ON``, ``SINCE``, ``SENTBEFORE``, ``SENTON``,
+    ``SENTSINCE``; ``number``: ``LARGER``, ``SMALLER``. ``NEW``, ``OLD``,
+    ``RECENT`` (IMAP4rev1) take nothing.
     """
 
     name: str
     messages: SequenceSet | None = None
     keys: tuple[SearchKey, ...] = ()
+    text: str = ""
+    field: str = ""
+    date: tuple[int, int, int] | None = None
+    number: int = 0
 
 
 @event

@@ -346,7 +346,43 @@ def _search_key(values: list[Value], depth: int = 0) -> ev.SearchKey:
         return ev.SearchKey("OR", keys=(first, _search_key(values, depth + 1)))
     if name[:1].isdigit() or name[:1] == "*":
         return ev.SearchKey("SEQ", read_sequence_set(value))
+    if name in ("NEW", "OLD", "RECENT"):
+        return ev.SearchKey(name)
+    if name in _TEXT_KEYS or name == "HEADER":
+        field = _text(_next(values, name), "header field name").upper() if name == "HEADER" \
+            else ""
+        return ev.SearchKey(name, text=_text(_next(values, name), "search text"), field=field)
+    if name in _DATE_KEYS:
+        return ev.SearchKey(name, date=_date(_next(values, name)))
+    if name in ("LARGER", "SMALLER"):
+        size = _text(_next(values, name), "size")
+        if not size.isdigit() or not size.isascii() or len(size) > 19:
+            raise ImapSyntaxError(f"{name} needs a number of octets")
+        return ev.SearchKey(name, number=int(size))
     raise ImapSyntaxError(f"search criterion {value} is not supported")
+
+
+_TEXT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "BCC", "BODY", "TEXT", "KEYWORD",
+                               "UNKEYWORD"})
+_DATE_KEYS: Final = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_MONTH_NUMBERS: Final = {m: n for n, m in enumerate(
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+_DATE: Final = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+
+
+def _next(values: list[Value], name: str) -> Value:
+    if not values:
+        raise ImapSyntaxError(f"{name} needs an argument")
+    return values.pop(0)
+
+
+def _date(value: Value) -> tuple[int, int, int]:
+    """RFC 9051 ``date``: ``1-Feb-2026``, quoted or not."""
+    match = _DATE.fullmatch(_text(value, "date"))
+    month = _MONTH_NUMBERS.get(match.group(2).upper()) if match else None
+    if match is None or month is None or not 1 <= int(match.group(1)) <= 31:
+        raise ImapSyntaxError("a date is day-month-year, such as 1-Feb-2026")
+    return int(match.group(3)), month, int(match.group(1))
 
 
 def _search_keys(values: list[Value], depth: int) -> tuple[ev.SearchKey, ...]:
