@@ -218,9 +218,10 @@ def test_list_select_fetch_equal_to_pop3_retr(server: InProcessServer) -> None:
         b'(\\HasNoChildren \\Subscribed) "/" "Pending/Accept and authorize"',
         b'(\\HasNoChildren \\Subscribed) "/" "Pending/Reject as spammer"',
         b'(\\HasNoChildren \\Junk \\Subscribed) "/" "Junk"',
-        b'(\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"']
+        b'(\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"',
+        b'(\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"']
     assert c.list('""', "inbox")[1] == [b'(\\HasNoChildren \\Subscribed) "/" "INBOX"']
-    assert c.list('""', "%")[1] == [listed[0], listed[1], listed[4], listed[5]]
+    assert c.list('""', "%")[1] == [listed[0], listed[1], listed[4], listed[5], listed[6]]
     assert c.list('""', "Nothing*")[1] == [None]
     typ, data = c.select("INBOX")
     assert (typ, data) == ("OK", [b"2"])
@@ -992,3 +993,46 @@ def test_search_reads_headers_bodies_sizes_and_dates(server: InProcessServer) ->
     assert search("NEW") == search("RECENT") == search("KEYWORD", "$Junk") == []
     assert search("UNKEYWORD", "$Junk") == [1, 2]
     c.logout()
+
+
+def test_sent_shows_each_recipients_state(tmp_path: Path) -> None:
+    """Sent (\\Sent) shows what the user sent with each recipient's state;
+    a change of state is a new message (a new UID: the old summary's
+    octets may not change), which an IDLE-ing client sees come. Read-only."""
+    a = InProcessServer(tmp_path, "a.example", listen=IMAP_LISTEN)
+    b = InProcessServer(tmp_path, "b.example", listen=IMAP_LISTEN)
+    a.add_user("alice@a.example")
+    b.add_user(BOB)
+    with peered(a, b):
+        alice = a.client("alice@a.example")
+        alice.submit([BOB], b"Subject: to bob\r\n\r\nHello Bob.\r\n")
+        alice.quit()
+        wait_for(lambda: origin_state(a, "alice@a.example") == "envelope-sent", "the envelope")
+        c = imap(a, "alice@a.example")
+        assert b'(\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"' in c.list()[1]
+        with pytest.raises(imaplib.IMAP4.readonly):  # SELECT answered OK [READ-ONLY]
+            c.select("Sent")
+        assert c.select("Sent", readonly=True) == ("OK", [b"1"])
+        [(_, first), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert b"Subject: to bob" in first and f"{BOB}: envelope-sent".encode() in first  # type: ignore[operator]
+        assert f"X-SMDP-Recipients: {BOB} envelope-sent".encode() in first  # type: ignore[operator]
+        assert uids(c) == [1]
+        typ, data = c.store("1", "+FLAGS", "\\Deleted")
+        assert typ == "NO" and data[0].startswith(b"[READ-ONLY]")
+        # Bob accepts over IMAP at b.example; Alice's Sent shows it as a new copy.
+        bob = imap(b)
+        bob.select("Pending")
+        assert move(bob, "1", "INBOX")[0] == "OK"
+        wait_for(lambda: origin_state(a, "alice@a.example") == "delivered", "the delivery")
+        wait_for(lambda: status(bob, "INBOX")["MESSAGES"] == 1, "the message at b.example")
+        bob.select("INBOX")
+        typ, data = move(bob, "1", "Sent")
+        assert typ == "NO" and data[0].endswith(b"cannot move a message into Sent: it shows "
+                                                b"the mail you sent")
+        bob.logout()
+        c.noop()
+        assert uids(c) == [2]
+        [(_, now), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert f"{BOB}: delivered".encode() in now  # type: ignore[operator]
+        assert status(c, "Sent") == {"MESSAGES": 1, "UIDNEXT": 3}
+        c.logout()

@@ -1249,3 +1249,26 @@ def test_imap_views_by_state_and_placement(backend: Backend) -> None:
     assert store.imap_folders(u.id) == [] and store.imap_view(u.id, "Play", []) == []
     assert store.imap_view_unassigned(u.id, "INBOX", inbox) == []  # filed went with Play
     store.close()
+
+
+def test_imap_sent_keeps_the_states_each_uid_shows(backend: Backend) -> None:
+    """Migration 0018's imap_sent: each sent message's UID in Sent and the
+    states its summary was written with; a new UID replaces the old one."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        mid = store.insert_out_message(msgid="m" * 26, user_id=u.id, sender="alice@a.example",
+                                       body=b"Subject: x\r\n\r\n", subject="x", summary="",
+                                       expires_at=time.time() + 60)
+        store.insert_out_recipient(mid, "bob@b.example", "b.example", "queued", None)
+        store.insert_out_recipient(mid, "carol@c.example", "c.example", "queued", None)
+    [row] = store.imap_sent_view(u.id)
+    assert (row.message.id, row.uid, row.shown) == (mid, None, None)
+    assert row.states == "bob@b.example queued\ncarol@c.example queued"
+    store.imap_sent_assign(u.id, [(mid, row.states)])
+    store.imap_sent_assign(u.id, [(mid, "changed")])
+    [row] = store.imap_sent_view(u.id)
+    assert (row.uid, row.shown) == (2, "changed")
+    assert store.imap_uidnext(u.id, "Sent") == 3
+    store.imap_sent_assign(u.id, [])
+    store.close()

@@ -44,7 +44,7 @@ from smdp.server.imap_structure import Part, body_structure, section_range, stru
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
-from smdp.store.records import ImapMessage, InEnvelope, User
+from smdp.store.records import ImapMessage, ImapSent, InEnvelope, User
 from smdp.terms import Decision, EntryState
 
 log = logging.getLogger("smdp.imap")
@@ -53,6 +53,8 @@ INBOX: Final = "INBOX"
 PENDING: Final = "Pending"
 JUNK: Final = "Junk"
 TRASH: Final = "Trash"
+#: The user's sent mail with each recipient's state: read-only.
+SENT: Final = "Sent"
 #: The two decisions no client gesture names, reached by moving a message
 #: into a folder of that name (docs/imap.md, "Deciding by moving").
 ACCEPT_AUTH_BOX: Final = "Pending/Accept and authorize"
@@ -69,7 +71,7 @@ MAILBOXES: Final[dict[str, tuple[str, ...]]] = {
     TRASH: (EntryState.REJECTED,),
 }
 #: RFC 6154 attributes, in LIST.
-SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash"}
+SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash", SENT: "\\Sent"}
 #: A Pending summary moved (or copied) to a mailbox: the decision it takes.
 PENDING_MOVES: Final = {
     INBOX: Decision.ACCEPT,
@@ -110,6 +112,10 @@ HEADER_LIMIT: Final = 256 * 1024
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")
 _FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
+#: The state of a Sent message (not an entry state: Sent shows out messages).
+_SENT_STATE: Final = "sent"
+#: Sent's poll signature: one that never repeats (see ``_signature_now``).
+_POLLS: Final = itertools.count()
 #: How a refusal of a move starts: such a refusal is answered NO [CANNOT].
 _CANNOT: Final = "cannot move"
 
@@ -269,7 +275,7 @@ def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
     or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
     if name.upper() == INBOX:
         return INBOX
-    return name if name in MAILBOXES or name in folders else None
+    return name if name in MAILBOXES or name == SENT or name in folders else None
 
 
 def _folder_name_fault(name: str) -> str | None:
@@ -277,7 +283,7 @@ def _folder_name_fault(name: str) -> str | None:
     parts = name.split("/")
     if not name or not all(parts):
         return "a folder name needs text between its slashes"
-    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH):
+    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH, SENT):
         return f"{parts[0]} is this server's own; choose a name outside it"
     if any(not ch.isprintable() for ch in name) or len(name) > 200:
         return "a folder name is up to 200 printable characters"
@@ -339,6 +345,37 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
     return text.encode("utf-8")
 
 
+def sent_summary(sent: ImapSent, hostname: str) -> bytes:
+    """The message Sent shows for a message the user sent: its From, To, Cc,
+    Subject and Date, and each recipient's state when the summary was
+    written (``sent.shown``, kept with its UID: the octets never change
+    under it), in an ``X-SMDP-Recipients`` field and in the text."""
+    message = sent.message
+    summary = decode_envelope_block(message.summary.encode("utf-8")).summary
+    states = [line.split(" ", 1) for line in (sent.shown or "").splitlines()]
+    recipients = ", ".join(r for r, _ in states)
+    fields = [
+        f"From: {message.sender}",
+        f"To: {_header_text(summary.to) if summary.to else recipients}",
+        *([f"Cc: {_header_text(summary.cc)}"] if summary.cc else []),
+        f"Subject: {_header_text(summary.subject or message.subject)}",
+        f"Date: {_header_text(summary.date or email.utils.formatdate(message.created_at))}",
+        f"Message-ID: <sent.{message.id}@{hostname}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        f"X-SMDP-Recipients: {_header_text('; '.join(f'{r} {s}' for r, s in states))}",
+    ]
+    body = ["You sent this message. Each recipient's state when this copy was made "
+            "(a change shows as a new copy):", "",
+            *(f"  {r}: {s}" for r, s in states)]
+    if summary.headlines:
+        body += ["", "Headlines:", *(f"  {line}" for line in summary.headlines)]
+    text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
+        "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
+    return text.encode("utf-8")
+
+
 def _listed(reference: str, pattern: str, name: str) -> bool:
     """Whether LIST's pattern names mailbox ``name``: ``*`` is anything, ``%``
     anything but the hierarchy delimiter "/"; INBOX in any case (RFC 9051 5.1)."""
@@ -375,6 +412,7 @@ class ImapSession(Session):
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
         self._parsed: Part | None = None
+        self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
         self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
 
     def in_block(self) -> bool:
@@ -460,6 +498,8 @@ class ImapSession(Session):
         placed in it; nothing deleted), by UID. An entry seen there for the
         first time gets the mailbox's next UID here, in entry order."""
         assert self.user is not None
+        if mailbox == SENT:
+            return self._load_sent()
         user_id, states = self.user.id, MAILBOXES.get(mailbox, ())
         new = self.store.imap_view_unassigned(user_id, mailbox, states)
         if new:
@@ -467,8 +507,29 @@ class ImapSession(Session):
         return [Message(m.message.uid, m.message.flags, m.message, m.state, m.folder, m.body)
                 for m in self.store.imap_view(user_id, mailbox, states)]
 
+    def _load_sent(self) -> list[Message]:
+        """Sent: one summary per message the user sent, written with each
+        recipient's state; a message whose states changed since its summary
+        was written gets a new UID (its octets may not change under the
+        old one), so a client sees the old summary go and the new come."""
+        assert self.user is not None
+        rows = self.store.imap_sent_view(self.user.id)
+        stale = [(r.message.id, r.states) for r in rows if r.uid is None or r.shown != r.states]
+        if stale:
+            self.store.imap_sent_assign(self.user.id, stale)
+            rows = self.store.imap_sent_view(self.user.id)
+        self._sent = {r.message.id: r for r in rows}
+        listed = [Message(r.uid, SEEN, ImapMessage(
+            -r.message.id, r.uid, SEEN, 0, "", 0, r.message.created_at, False,
+            r.message.sender, None), _SENT_STATE) for r in rows if r.uid is not None]
+        return sorted(listed, key=lambda m: m.uid)
+
     def _signature_now(self) -> tuple[int, int, int]:
         assert self.user is not None and self.selected is not None
+        if self.selected == SENT:
+            # The recipients' states are not counted anywhere cheap: Sent is
+            # read again at each poll (a few queries, for a small mailbox).
+            return -1, -1, next(_POLLS)
         return self.store.imap_view_signature(self.user.id, self.selected,
                                               MAILBOXES.get(self.selected, ()))
 
@@ -515,6 +576,12 @@ class ImapSession(Session):
         """What ``msg`` reads as in ``mailbox``; None when it cannot be read
         (its envelope or body is gone)."""
         stored = msg.stored
+        if msg.state == _SENT_STATE:
+            sent = self._sent.get(-stored.entry_id)
+            if sent is None or sent.shown is None:
+                return None
+            text = sent_summary(sent, self.config.hostname)
+            return Content(len(text), lambda: iter((text,)), sent.message.created_at)
         if not msg.shows_body:
             # A summary wherever it shows (Pending; Junk and Trash for
             # envelopes rejected before their body came).
@@ -929,6 +996,8 @@ class ImapSession(Session):
             return self._decide_pending(msg.entry_id, decision)
         if target == PENDING:
             return f"{_CANNOT} a message into Pending: it holds envelopes not yet decided"
+        if target == SENT:
+            return f"{_CANNOT} a message into Sent: it shows the mail you sent"
         shows = msg.shows_body
         decision = LATE_MOVES.get(target)
         if decision is not None:
@@ -963,7 +1032,7 @@ class ImapSession(Session):
         self.selected = name
         self._signature = self._signature_now()
         self.messages = self._load(name)
-        self.readonly = event.readonly
+        self.readonly = event.readonly or name == SENT  # Sent shows; nothing changes it
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(self.messages), Atom("EXISTS"))
@@ -991,7 +1060,7 @@ class ImapSession(Session):
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
             self.conn.ok(f"{verb} completed")
             return
-        names = [*MAILBOXES, *self.store.imap_folders(self.user.id)]
+        names = [*MAILBOXES, SENT, *self.store.imap_folders(self.user.id)]
         parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
         for name in names:
             if not _listed(event.reference, event.pattern, name):

@@ -30,6 +30,7 @@ from smdp.store.records import (
     CachedPolicy,
     ImapListed,
     ImapMessage,
+    ImapSent,
     InboundListing,
     InEnvelope,
     Job,
@@ -350,6 +351,17 @@ class Store(Protocol):
 
     def imap_rename_folder(self, user_id: int, old: str, new: str) -> None:
         """Rename a folder with its messages, their UIDs and its UID counter."""
+        ...
+
+    def imap_sent_view(self, user_id: int) -> list[ImapSent]:
+        """The user's sent messages, oldest first, each with its UID in Sent
+        and the states its summary shows (None before it has one) and the
+        recipients' states now."""
+        ...
+
+    def imap_sent_assign(self, user_id: int, shown: Sequence[tuple[int, str]]) -> None:
+        """Give each ``(message_id, states)`` a new UID in Sent, in that
+        order, and keep the states its summary is written with."""
         ...
 
     def imap_delete_folder(self, user_id: int, name: str) -> None:

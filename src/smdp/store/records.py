@@ -134,6 +134,19 @@ class ImapListed:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapSent:
+    """A sent message as IMAP's Sent shows it (migration 0018): its UID
+    there and the recipients' states its summary was written with (None
+    before it has one), and the states now, one "recipient state" line
+    each, by recipient."""
+
+    message: OutMessage
+    uid: int | None
+    shown: str | None
+    states: str
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int

@@ -16,6 +16,7 @@ from smdp.store.records import (
     CachedPolicy,
     ImapListed,
     ImapMessage,
+    ImapSent,
     InboundListing,
     InEnvelope,
     Job,
@@ -632,6 +633,41 @@ class SqlStore:
                        (user_id, name))
             self._exec("DELETE FROM imap_messages WHERE user_id=? AND mailbox=?",
                        (user_id, name))
+
+    def imap_sent_view(self, user_id: int) -> list[ImapSent]:
+        messages = [out_message_row(r) for r in self._exec(
+            self._OUT_MSG + " WHERE user_id=? ORDER BY id", (user_id,)).fetchall()]
+        shown = {int(r[0]): (int(r[1]), str(r[2])) for r in self._exec(
+            "SELECT message_id, uid, states FROM imap_sent WHERE user_id=?",
+            (user_id,)).fetchall()}
+        states: dict[int, list[str]] = {}
+        for r in self._exec(
+                "SELECT r.message_id, r.recipient, r.state FROM out_recipients r "
+                "JOIN out_messages m ON m.id = r.message_id WHERE m.user_id=? "
+                "ORDER BY r.message_id, r.recipient", (user_id,)).fetchall():
+            states.setdefault(int(r[0]), []).append(f"{r[1]} {r[2]}")
+        found = []
+        for m in messages:
+            uid, was = shown.get(m.id, (None, None))
+            found.append(ImapSent(m, uid, was, "\n".join(states.get(m.id, []))))
+        return found
+
+    def imap_sent_assign(self, user_id: int, shown: Sequence[tuple[int, str]]) -> None:
+        if not shown:
+            return
+        n = len(shown)
+        with self.transaction():
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, 'Sent', ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + excluded.uidnext - 1 RETURNING uidnext",
+                (user_id, n + 1)).fetchone()
+            first = int(row[0]) - n
+            for i, (message_id, states) in enumerate(shown):
+                self._exec(
+                    "INSERT INTO imap_sent (message_id, user_id, uid, states) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (message_id) DO UPDATE SET uid=excluded.uid, "
+                    "states=excluded.states", (message_id, user_id, first + i, states))
 
     _QUALITY = ("SELECT server, messages, votes, override, override_reason, override_at "
                 "FROM peer_quality")

@@ -18,3 +18,13 @@ CREATE TABLE imap_folders (
     name    TEXT NOT NULL,
     PRIMARY KEY (user_id, name)
 );
+-- Sent shows each message the user sent with each recipient's state, as a
+-- summary whose octets must not change under its UID: the states it was
+-- written with are kept here, and a change of state gives it a new UID.
+CREATE TABLE imap_sent (
+    message_id INTEGER PRIMARY KEY REFERENCES out_messages(id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    uid        INTEGER NOT NULL,
+    states     TEXT NOT NULL,
+    UNIQUE (user_id, uid)
+);

@@ -18,3 +18,13 @@ CREATE TABLE imap_folders (
     name    TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (user_id, name)
 );
+-- Sent shows each message the user sent with each recipient's state, as a
+-- summary whose octets must not change under its UID: the states it was
+-- written with are kept here, and a change of state gives it a new UID.
+CREATE TABLE imap_sent (
+    message_id BIGINT PRIMARY KEY REFERENCES out_messages(id) ON DELETE CASCADE,
+    user_id    BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    uid        BIGINT NOT NULL,
+    states     TEXT NOT NULL,
+    UNIQUE (user_id, uid)
+);
