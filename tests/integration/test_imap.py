@@ -946,6 +946,13 @@ def test_moves_and_folder_commands_refused_with_a_sentence(server: InProcessServ
     assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
     typ, data = c.subscribe("Nope")
     assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    # APPEND: refused, each mailbox saying why.
+    for mailbox, why in (("Pending", b"[CANNOT] Pending holds envelopes that other servers"),
+                         ("Sent", b"[CANNOT] Sent already shows what you sent"),
+                         ("INBOX", b"[CANNOT] messages cannot be added to INBOX"),
+                         ("Nope", b"[TRYCREATE] no mailbox named 'Nope'")):
+        typ, data = c.append(mailbox, "(\\Seen)", None, b"Subject: mine\r\n\r\nText.\r\n")
+        assert typ == "NO" and data[0].startswith(why), (mailbox, data)
     c.select("Other")
     assert c.delete("Other")[0] == "OK"  # the selected one: it stays selected, empty
     assert c.uid("FETCH", "1:*", "FLAGS") == ("OK", [None])

@@ -1088,6 +1088,23 @@ class ImapSession(Session):
             self.store.imap_create_folder(self.user.id, "/".join(parts[:depth]))
         self.conn.ok(f"{name} created")
 
+    def _append(self, event: ev.Append) -> None:
+        """APPEND is refused, each mailbox saying why: mail enters this
+        server as SMDP has it (envelopes decided, bodies pulled), never
+        written in by a client (docs/imap.md, "What is not supported")."""
+        name = self._resolve(event.mailbox)
+        if name is None:
+            self.conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
+        elif name == PENDING or name in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
+            self.conn.no(f"{name} holds envelopes that other servers sent: a message cannot "
+                         "be put there", "CANNOT")
+        elif name == SENT:
+            self.conn.no("Sent already shows what you sent, from this server's own record; "
+                         "turn off the client's copy to Sent", "CANNOT")
+        else:
+            self.conn.no(f"messages cannot be added to {name}: mail comes in as SMDP "
+                         "envelopes, accepted from Pending", "CANNOT")
+
     def _own_folder(self, name: str) -> bool:
         """Whether ``name`` is a folder of the user's (not the server's);
         answers NO when not."""
@@ -1273,6 +1290,8 @@ class ImapSession(Session):
                     conn.ok("EXPUNGE completed")
             case ev.Move() | ev.Copy():
                 self._transfer(event)
+            case ev.Append():
+                self._append(event)
             case ev.Create():
                 self._create(event)
             case ev.Delete():

@@ -18,6 +18,7 @@ from typing import TypeAlias
 from smdp.protocol._events import event
 
 __all__ = [
+    "Append",
     "Authenticate",
     "AuthenticateData",
     "Capability",
@@ -282,6 +283,18 @@ class Copy:
 
 
 @event
+class Append:
+    """APPEND mailbox [(flags)] [date-time] message (RFC 9051 6.3.12); the
+    message is a literal within the codec's limit."""
+
+    tag: str
+    mailbox: str
+    message: bytes
+    flags: tuple[str, ...] = ()
+    date: str | None = None
+
+
+@event
 class Create:
     """CREATE mailbox (RFC 9051 6.3.4)."""
 
@@ -336,6 +349,6 @@ class IdleDone:
 ImapEvent: TypeAlias = (
     Capability | Noop | Logout | StartTls | Login | Authenticate | AuthenticateData
     | Enable | Namespace | ListCmd | Subscribe | Status | Select | Fetch | Search
-    | Store | Expunge | Move | Copy | Create | Delete | Rename | Close | Unselect | Check
+    | Store | Expunge | Move | Copy | Append | Create | Delete | Rename | Close | Unselect | Check
     | Idle | IdleDone
 )

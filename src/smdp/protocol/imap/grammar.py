@@ -520,6 +520,20 @@ def _copy(tag: str, values: list[Value], uid: bool) -> ev.Copy:
     return ev.Copy(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
 
 
+def _append(tag: str, values: list[Value]) -> ev.Append:
+    usage = "expected APPEND <mailbox> [(<flags>)] [\"<date-time>\"] <message literal>"
+    if not 2 <= len(values) <= 4 or not isinstance(values[-1], bytes):
+        raise ImapSyntaxError(usage)
+    middle = values[1:-1]
+    flags: tuple[str, ...] = ()
+    if middle and isinstance(middle[0], list):
+        flags = _flags(middle.pop(0))
+    date = _text(middle.pop(0), "date-time") if middle else None
+    if middle:
+        raise ImapSyntaxError(usage)
+    return ev.Append(tag, _text(values[0], "mailbox name"), values[-1], flags, date)
+
+
 def _rename(tag: str, values: list[Value]) -> ev.Rename:
     _count(values, 2, "RENAME <old name> <new name>")
     return ev.Rename(tag, _text(values[0], "mailbox name"), _text(values[1], "mailbox name"))
@@ -556,6 +570,7 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "MOVE": lambda tag, values: _move(tag, values, False),
     "COPY": lambda tag, values: _copy(tag, values, False),
     "CREATE": _one_mailbox(ev.Create),
+    "APPEND": _append,
     "DELETE": _one_mailbox(ev.Delete),
     "RENAME": _rename,
     "CLOSE": _no_args(ev.Close),

@@ -50,7 +50,7 @@ _ANY: Final = {"CAPABILITY": None, "NOOP": None, "LOGOUT": _L}
 _LOGGED_IN: Final = {
     **_ANY, "ENABLE": None, "NAMESPACE": None, "LIST": None, "LSUB": None,
     "SUBSCRIBE": None, "UNSUBSCRIBE": None, "STATUS": None, "IDLE": None,
-    "CREATE": None, "DELETE": None, "RENAME": None,
+    "CREATE": None, "DELETE": None, "RENAME": None, "APPEND": None,
     "SELECT": _S, "EXAMINE": _S,
 }
 
