@@ -348,6 +348,7 @@ def test_pending_shows_one_summary_per_waiting_envelope(server: InProcessServer)
     assert f"From: Alice <{ALICE}>".encode() in header and f"To: {BOB}".encode() in header
     assert b"Subject: Lunch on Friday?" in header
     assert b"Server:  smdp.b.example" in text and f"ACCEPT {entry}".encode() in text
+    assert b"  to Pending/Reject as spammer: reject it and block this sender\r\n" in text
     assert b"Headlines:\r\n  Shall we meet at noon?" in text  # the envelope's headlines
     [again] = fetch(c, "1", "(RFC822.SIZE FLAGS)")
     assert f"RFC822.SIZE {len(summary)}".encode() in again  # type: ignore[operator]
@@ -981,6 +982,7 @@ def test_search_reads_headers_bodies_sizes_and_dates(server: InProcessServer) ->
         return [int(n) for n in data[0].split()]  # type: ignore[union-attr]
 
     assert search("SUBJECT", "lunch") == [1]
+    assert search("SUBJECT", "lunch", "TO", "bob") == [1]  # one read of each message
     c.literal = "jürgen".encode()  # type: ignore[attr-defined]  # decoded, in any case
     assert c.search("UTF-8", "FROM") == ("OK", [b"1"])
     assert search("FROM", '"alice@b.example"') == [1, 2]

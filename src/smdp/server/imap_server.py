@@ -336,7 +336,13 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
     if summary.attachments:
         body += ["", f"Attachments ({summary.attachments}):",
                  *(f"  {name}" for name in summary.attachment_names)]
-    body += ["", "To decide, use the web app, or the user port's commands with the "
+    body += ["", "To decide, move this message:",
+             "  to INBOX: accept it (the whole message comes and replaces this one)",
+             f"  to {ACCEPT_AUTH_BOX}: accept it and always accept this sender",
+             "  to Junk, or mark it as junk: reject it as spam",
+             f"  to {SPAMMER_BOX}: reject it and block this sender",
+             "  to Trash, or delete it: reject it",
+             "", "Or use the web app, or the user port's commands with the "
              f"envelope's id {entry_id}:",
              f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
              f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
