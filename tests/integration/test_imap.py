@@ -1001,6 +1001,26 @@ def test_search_reads_headers_bodies_sizes_and_dates(server: InProcessServer) ->
     assert search("OR", "SUBJECT", "minutes", "NOT", "OLD") == [2]
     assert search("NEW") == search("RECENT") == search("KEYWORD", "$Junk") == []
     assert search("UNKEYWORD", "$Junk") == [1, 2]
+    # RFC 4731 ESEARCH: what was asked for, in one response.
+    assert "ESEARCH" in c.capabilities
+    deliver(server, "third")
+    c.noop()
+
+    def esearch(*args: str, uid: bool = False) -> bytes:
+        typ, data = c._simple_command(*(("UID",) if uid else ()), "SEARCH", *args)
+        assert typ == "OK", data
+        answer = c.response("ESEARCH")[1]
+        assert len(answer) == 1 and isinstance(answer[0], bytes)
+        return answer[0]
+
+    tag = rb'\(TAG "[A-Z0-9]+"\)'
+    assert re.fullmatch(tag + rb" MIN 1 MAX 3 COUNT 3 ALL 1:3",
+                        esearch("RETURN", "(MIN MAX COUNT ALL)", "ALL"))
+    assert re.fullmatch(tag + rb" ALL 1,3", esearch("RETURN", "()", "NOT", "SUBJECT", "minutes"))
+    assert re.fullmatch(tag + rb" UID COUNT 0", esearch("RETURN", "(COUNT MIN)", "SUBJECT",
+                                                        "nothing", uid=True))
+    with pytest.raises(imaplib.IMAP4.error, match="result option SAVE is not supported"):
+        c._simple_command("SEARCH", "RETURN", "(SAVE)", "ALL")
     c.logout()
 
 

@@ -133,6 +133,7 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 FETCH 1 ()", "at least one item"),
     (b"a1 FETCH 1 (FLAGS", "not closed"),
     (b"a1 SEARCH MODSEQ 5", "not supported"),
+    (b"a1 SEARCH RETURN MIN ALL", "RETURN needs a list of result options"),
     (b"a1 SEARCH SINCE 1-Foo-2026", "a date is day-month-year"),
     (b"a1 SEARCH LARGER -1", "LARGER needs a number"),
     (b"a1 SEARCH HEADER", "HEADER needs an argument"),

@@ -234,6 +234,17 @@ _CONTENT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "BCC", "BODY", 
                                   "LARGER", "SMALLER"})
 
 
+def _sequence_set(numbers: list[int]) -> str:
+    """Ascending ``numbers`` as a sequence set, runs as ranges: 1:3,7."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{a}:{b}" if a != b else str(a) for a, b in runs)
+
+
 def _date_matches(name: str, day: tuple[int, ...], wanted: tuple[int, int, int] | None) -> bool:
     """BEFORE, ON or SINCE ``wanted`` for a message of ``day`` (year, month,
     day): dates only, times and zones disregarded (RFC 9051 6.4.4)."""
@@ -438,7 +449,7 @@ class ImapSession(Session):
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE", "SPECIAL-USE"]
+                "MOVE", "SPECIAL-USE", "ESEARCH"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -831,6 +842,23 @@ class ImapSession(Session):
         found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
                  if self._matches(event.criteria, n, msg)]
         self._searched = {}
+        if event.returns is not None:
+            # RFC 4731: one ESEARCH response with what was asked for.
+            items: list[object] = [[Atom("TAG"), event.tag]]
+            if event.uid:
+                items.append(Atom("UID"))
+            returns = event.returns or ("ALL",)
+            if found and "MIN" in returns:
+                items += [Atom("MIN"), found[0]]
+            if found and "MAX" in returns:
+                items += [Atom("MAX"), found[-1]]
+            if "COUNT" in returns:
+                items += [Atom("COUNT"), len(found)]
+            if found and "ALL" in returns:
+                items += [Atom("ALL"), Atom(_sequence_set(found))]
+            self.conn.untagged(Atom("ESEARCH"), *items)
+            self.conn.ok("SEARCH completed")
+            return
         self.conn.untagged(Atom("SEARCH"), *found)
         self.conn.ok("SEARCH completed")
 

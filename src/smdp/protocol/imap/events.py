@@ -236,9 +236,14 @@ class SearchKey:
 
 @event
 class Search:
+    """SEARCH, or UID SEARCH; ``returns``: the RFC 4731 result options of
+    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL; empty means ALL), None
+    for a plain SEARCH."""
+
     tag: str
     criteria: SearchKey
     uid: bool = False
+    returns: tuple[str, ...] | None = None
 
 
 @event

@@ -395,15 +395,22 @@ def _search_keys(values: list[Value], depth: int) -> tuple[ev.SearchKey, ...]:
 
 
 def _search(tag: str, values: list[Value], uid: bool) -> ev.Search:
+    returns = None
     if values and isinstance(values[0], Atom) and values[0].upper() == "RETURN":
-        raise ImapSyntaxError("SEARCH RETURN (ESEARCH) is not supported")
+        if len(values) < 2 or not isinstance(values[1], list):
+            raise ImapSyntaxError("RETURN needs a list of result options, such as (MIN COUNT)")
+        returns = tuple(_atom(v, "result option") for v in values[1])
+        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL")]:
+            raise ImapSyntaxError(f"search result option {unknown[0]} is not supported "
+                                  "(only MIN, MAX, COUNT and ALL)")
+        values = values[2:]
     if values and isinstance(values[0], Atom) and values[0].upper() == "CHARSET":
         if len(values) < 2 or _text(values[1], "charset").upper() not in ("UTF-8", "US-ASCII"):
             raise ImapSyntaxError("only CHARSET UTF-8 and US-ASCII are supported")
         values = values[2:]
     keys = _search_keys(list(values), 0)
     criteria = keys[0] if len(keys) == 1 else ev.SearchKey("AND", keys=keys)
-    return ev.Search(tag, criteria, uid)
+    return ev.Search(tag, criteria, uid, returns)
 
 
 def _store(tag: str, values: list[Value], uid: bool) -> ev.Store:
