@@ -372,6 +372,13 @@ def test_idle_sees_a_newly_accepted_message(server: InProcessServer) -> None:
     assert raw.line().startswith(b"+ ")
     deliver(server, "during idle")
     assert raw.line() == b"* 2 EXISTS\r\n"
+    # Accepted by a move in another session, to the accept & authorize folder.
+    announce(server, "by the folder")
+    c = imap(server)
+    c.select("Pending")
+    assert move(c, "1", '"Pending/Accept and authorize"')[0] == "OK"
+    c.logout()
+    assert raw.line() == b"* 3 EXISTS\r\n"
     raw.send(b"DONE\r\n")
     assert raw.until(b"c")[-1] == b"c OK IDLE terminated\r\n"
     raw.send(b"d LOGOUT\r\n")
