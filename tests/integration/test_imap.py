@@ -759,6 +759,9 @@ def test_every_decision_by_a_client_action_at_both_ends(tmp_path: Path) -> None:
         # Trash (summaries: their bodies never came), the accepted in INBOX.
         assert sorted(subjects(c, "Junk")) == [b"from carol", b"from dave", b"from frank"]
         assert subjects(c, "Trash") == [b"from erin"]
+        [(_, erin), _] = fetch(c, "1", "BODY.PEEK[TEXT]")
+        assert erin.startswith(b"You rejected this envelope: its message was never fetched")  # type: ignore[union-attr]
+        assert b"To decide" not in erin  # type: ignore[operator]
         wait_for(lambda: subjects(c, "INBOX") == [b"from alice"], "alice's message in INBOX")
         assert subjects(c, "Pending/Accept and authorize") == []
 

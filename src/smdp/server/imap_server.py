@@ -309,7 +309,8 @@ def _header_text(value: str) -> str:
     return email.header.Header(value, "utf-8").encode()
 
 
-def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str) -> bytes:
+def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str,
+                    *, decided: bool = False) -> bytes:
     """The message Pending shows for a waiting envelope (issue 14 item 2).
 
     Made from what never changes for an envelope (its block, sender, origin
@@ -336,7 +337,9 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
         f"X-SMDP-Entry: {entry_id}",
     ]
     body = [
-        "This message waits for your decision: only its envelope is here so far.",
+        ("You rejected this envelope: its message was never fetched, so only its "
+         "envelope is here." if decided else
+         "This message waits for your decision: only its envelope is here so far."),
         "",
         f"From:    {env.sender or '<>'}",
         f"Server:  {env.origin_server}",
@@ -347,16 +350,21 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
     if summary.attachments:
         body += ["", f"Attachments ({summary.attachments}):",
                  *(f"  {name}" for name in summary.attachment_names)]
-    body += ["", "To decide, move this message:",
-             "  to INBOX: accept it (the whole message comes and replaces this one)",
-             f"  to {ACCEPT_AUTH_BOX}: accept it and always accept this sender",
-             "  to Junk, or mark it as junk: reject it as spam",
-             f"  to {SPAMMER_BOX}: reject it and block this sender",
-             "  to Trash, or delete it: reject it",
-             "", "Or use the web app, or the user port's commands with the "
-             f"envelope's id {entry_id}:",
-             f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
-             f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
+    if decided:
+        # Junk and Trash: no state named (it may still change under this
+        # UID, spam to spammer), no way to decide that no longer works.
+        body += ["", "Delete it to remove it for good."]
+    else:
+        body += ["", "To decide, move this message:",
+                 "  to INBOX: accept it (the whole message comes and replaces this one)",
+                 f"  to {ACCEPT_AUTH_BOX}: accept it and always accept this sender",
+                 "  to Junk, or mark it as junk: reject it as spam",
+                 f"  to {SPAMMER_BOX}: reject it and block this sender",
+                 "  to Trash, or delete it: reject it",
+                 "", "Or use the web app, or the user port's commands with the "
+                 f"envelope's id {entry_id}:",
+                 f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
+                 f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
     text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
         "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
     return text.encode("utf-8")
@@ -606,7 +614,8 @@ class ImapSession(Session):
             if env is None:
                 return None
             summary = pending_summary(stored.entry_id, stored.recipient, env,
-                                      self.config.hostname)
+                                      self.config.hostname,
+                                      decided=msg.state != EntryState.PENDING)
             return Content(len(summary), lambda: iter((summary,)), env.received_at)
         if not stored.has_body:
             return None
