@@ -15,6 +15,7 @@ import imaplib
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -27,7 +28,7 @@ from smdp.protocol import user as wire
 from smdp.terms import Decision
 
 from .harness import Pki
-from .inprocess import InProcessServer
+from .inprocess import InProcessServer, peered
 
 ALICE, BOB = "alice@b.example", "bob@b.example"
 IMAP_LISTEN = 'imap = "127.0.0.1:0"\n'
@@ -69,10 +70,12 @@ def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
-    """Alice sends Bob a message on the same server and Bob accepts it (over
-    the user port); the entry id once the body is in Bob's mailbox."""
-    entry = announce(server, subject, text)
+def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.",
+            raw: bytes | None = None) -> int:
+    """Alice sends Bob a message on the same server (``raw``, or one made
+    of ``subject`` and ``text``) and Bob accepts it (over the user port);
+    the entry id once the body is in Bob's mailbox."""
+    entry = announce(server, subject, text, raw)
     bob = server.client(BOB)
     bob.call(wire.UserDecision(Decision.ACCEPT, entry))
     bob.quit()
@@ -87,12 +90,13 @@ def deliver(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> 
     return entry
 
 
-def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.") -> int:
+def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.",
+             raw: bytes | None = None) -> int:
     """Alice sends Bob a message; its entry id once its envelope waits in Bob's mailbox."""
     alice = server.client(ALICE)
-    alice.submit([BOB], f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
-                        f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
-                        f"{text}\r\n".encode())
+    alice.submit([BOB], raw or f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
+                               f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
+                               f"{text}\r\n".encode())
     alice.quit()
     found: list[str] = []
 
@@ -208,8 +212,16 @@ def test_list_select_fetch_equal_to_pop3_retr(server: InProcessServer) -> None:
     deliver(server, "second one", "Body two, a bit longer.")
     c = imap(server)
     typ, listed = c.list()
-    assert typ == "OK" and listed == [b'() "/" "INBOX"', b'() "/" "Pending"']
-    assert c.list('""', "inbox")[1] == [b'() "/" "INBOX"']
+    assert typ == "OK" and listed == [
+        b'(\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'(\\HasChildren \\Subscribed) "/" "Pending"',
+        b'(\\HasNoChildren \\Subscribed) "/" "Pending/Accept and authorize"',
+        b'(\\HasNoChildren \\Subscribed) "/" "Pending/Reject as spammer"',
+        b'(\\HasNoChildren \\Junk \\Subscribed) "/" "Junk"',
+        b'(\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"',
+        b'(\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"']
+    assert c.list('""', "inbox")[1] == [b'(\\HasNoChildren \\Subscribed) "/" "INBOX"']
+    assert c.list('""', "%")[1] == [listed[0], listed[1], listed[4], listed[5], listed[6]]
     assert c.list('""', "Nothing*")[1] == [None]
     typ, data = c.select("INBOX")
     assert (typ, data) == ("OK", [b"2"])
@@ -336,6 +348,7 @@ def test_pending_shows_one_summary_per_waiting_envelope(server: InProcessServer)
     assert f"From: Alice <{ALICE}>".encode() in header and f"To: {BOB}".encode() in header
     assert b"Subject: Lunch on Friday?" in header
     assert b"Server:  smdp.b.example" in text and f"ACCEPT {entry}".encode() in text
+    assert b"  to Pending/Reject as spammer: reject it and block this sender\r\n" in text
     assert b"Headlines:\r\n  Shall we meet at noon?" in text  # the envelope's headlines
     [again] = fetch(c, "1", "(RFC822.SIZE FLAGS)")
     assert f"RFC822.SIZE {len(summary)}".encode() in again  # type: ignore[operator]
@@ -359,6 +372,13 @@ def test_idle_sees_a_newly_accepted_message(server: InProcessServer) -> None:
     assert raw.line().startswith(b"+ ")
     deliver(server, "during idle")
     assert raw.line() == b"* 2 EXISTS\r\n"
+    # Accepted by a move in another session, to the accept & authorize folder.
+    announce(server, "by the folder")
+    c = imap(server)
+    c.select("Pending")
+    assert move(c, "1", '"Pending/Accept and authorize"')[0] == "OK"
+    c.logout()
+    assert raw.line() == b"* 3 EXISTS\r\n"
     raw.send(b"DONE\r\n")
     assert raw.until(b"c")[-1] == b"c OK IDLE terminated\r\n"
     raw.send(b"d LOGOUT\r\n")
@@ -388,8 +408,8 @@ def test_bad_input_is_answered_with_a_sentence(server: InProcessServer) -> None:
         (b"z2 SELECT Nowhere\r\n", b"z2 NO [NONEXISTENT] no mailbox named 'Nowhere'"),
         (b"z3 SELECT INBOX\r\n", b"z3 OK [READ-WRITE]"),
         (b"z4 FETCH 5 FLAGS\r\n", b"z4 BAD no message 5: the mailbox holds 0 message(s)"),
-        (b"z5 FETCH 1 BODY[1.2.MIME]\r\n", b"z5 BAD body section [1.2.MIME] is not supported"),
-        (b"z6 SEARCH FROM x\r\n", b"z6 BAD search criterion FROM is not supported"),
+        (b"z5 FETCH 1 BODY[1.0]\r\n", b"z5 BAD body section [1.0] is not supported"),
+        (b"z6 SEARCH MODSEQ 5\r\n", b"z6 BAD search criterion MODSEQ is not supported"),
         (b"z7 IDLE\r\n", b"+ idling"),
         (b"not done\r\n", b"z7 BAD IDLE ends with DONE; the IDLE is over"),
         (b"z8 NOOP\r\n", b"z8 OK NOOP completed"),
@@ -558,7 +578,8 @@ def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
     bob.quit()
     # Moving anywhere else is refused with a sentence, nothing moves.
     typ, data = move(c, "1", "Pending")
-    assert typ == "NO" and data[0].startswith(b"[CANNOT] moving from INBOX to Pending")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] 0 moved; not all: cannot move a "
+                                              b"message into Pending")
     typ, data = move(c, "1", "Nowhere")
     assert typ == "NO" and data[0] == b"[TRYCREATE] no mailbox named 'Nowhere'"
 
@@ -580,7 +601,7 @@ def test_decisions_by_moving_and_deleting(server: InProcessServer) -> None:
     bob.call(wire.UserDecision(Decision.REJECT, late))
     bob.quit()
     typ, data = move(c, "1", "INBOX")
-    assert (typ, data) == ("NO", [f"0 accepted; not all: envelope {late} was already "
+    assert (typ, data) == ("NO", [f"0 moved; not all: envelope {late} was already "
                                   "rejected".encode()])
     c.noop()
     assert c.response("EXPUNGE")[1] == [b"1"]
@@ -624,3 +645,433 @@ def test_accept_by_move_between_two_servers(tmp_path: Path) -> None:
     finally:
         b.stop()
         a.stop()
+
+
+# -- every decision by a client action, its effects at both ends (Table 2) ------------
+
+
+def db(server: InProcessServer, sql: str) -> list[tuple[object, ...]]:
+    """Read an in-process server's own SQLite store (read-only): what no
+    command shows (spam reports, the quality counters)."""
+    con = sqlite3.connect(f"file:{server.config.store_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def lists(server: InProcessServer, user: str) -> list[str]:
+    """LISTS of ``user``: "list-name address" each."""
+    c = server.client(user)
+    lines = c.call(wire.Lists()).lines or []
+    c.quit()
+    return [" ".join(line.split()[:2]) for line in lines]
+
+
+def origin_state(a: InProcessServer, sender: str) -> str:
+    """What ``sender``'s SENT at a.example says of her one message to Bob."""
+    c = a.client(sender)
+    lines = c.call(wire.Sent(None)).lines or []
+    c.quit()
+    return lines[0].split()[2] if lines else "-"
+
+
+def status(c: imaplib.IMAP4, mailbox: str) -> dict[str, int]:
+    typ, data = c.status(f'"{mailbox}"', "(MESSAGES UIDNEXT)")
+    assert typ == "OK", data
+    found = re.findall(rb"(MESSAGES|UIDNEXT) (\d+)", data[0])  # type: ignore[arg-type]
+    return {k.decode(): int(v) for k, v in found}
+
+
+def subjects(c: imaplib.IMAP4, mailbox: str) -> list[bytes]:
+    """The Subject of each message in ``mailbox``, by UID (EXAMINE: no \\Seen)."""
+    typ, data = c.select(f'"{mailbox}"', readonly=True)
+    assert typ == "OK", data
+    if data == [b"0"]:
+        return []
+    return [part[1].split(b": ", 1)[1].strip()  # type: ignore[index]
+            for part in fetch(c, "1:*", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+            if isinstance(part, tuple)]
+
+
+def test_every_decision_by_a_client_action_at_both_ends(tmp_path: Path) -> None:
+    """Issue 14 item 3: each client action is one SMDP option with exactly
+    Table 2's effects at both ends (docs/imap.md, "Deciding by moving"):
+    $Junk is reject & spam, the two named folders are accept & authorize and
+    reject & spammer, Trash is reject, COPY to Junk and the EXPUNGE after it
+    decide once, and an accepted INBOX message moved to Junk is reject &
+    spam after accept. Each sender of a.example writes Bob one message."""
+    a = InProcessServer(tmp_path, "a.example")
+    b = InProcessServer(tmp_path, "b.example", listen=IMAP_LISTEN)
+    senders = ("alice", "carol", "dave", "erin", "frank")
+    for name in senders:
+        a.add_user(f"{name}@a.example")
+    b.add_user(BOB)
+    with peered(a, b):
+        for name in senders:
+            c = a.client(f"{name}@a.example")
+            c.submit([BOB], f"From: {name}@a.example\r\nSubject: from {name}\r\n\r\n"
+                            f"Hello from {name}.\r\n".encode())
+            c.quit()
+        c = imap(b)
+        wait_for(lambda: status(c, "Pending")["MESSAGES"] == 5, "five envelopes")
+        assert c.select("Pending") == ("OK", [b"5"])
+        uid = {}
+        for part in fetch(c, "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"):
+            if isinstance(part, tuple):
+                found = re.search(rb"UID (\d+)", part[0])
+                assert found is not None
+                uid[part[1].split(b"from ")[1].strip().decode()] = found.group(1).decode()
+
+        # carol: Thunderbird's "junk" button, the $Junk keyword: reject & spam.
+        assert c.uid("STORE", uid["carol"], "+FLAGS", "($Junk)")[0] == "OK"
+        # dave: into the folder named for reject & spammer.
+        assert c.uid("MOVE", uid["dave"], '"Pending/Reject as spammer"')[0] == "OK"
+        # erin: into Trash: reject.
+        assert c.uid("MOVE", uid["erin"], "Trash")[0] == "OK"
+        # frank: COPY to Junk, then deleted and expunged as clients without
+        # MOVE do: one decision, reject & spam, not a reject after it.
+        assert c.uid("COPY", uid["frank"], "Junk")[0] == "OK"
+        assert c.uid("STORE", uid["frank"], "+FLAGS", "(\\Deleted)")[0] == "OK"
+        assert c.expunge()[0] == "OK"
+        # alice: into the folder named for accept & authorize.
+        assert c.uid("MOVE", uid["alice"], '"Pending/Accept and authorize"')[0] == "OK"
+        c.noop()  # carol's summary leaves Pending now (no EXPUNGE during a STORE)
+        assert status(c, "Pending")["MESSAGES"] == 0
+
+        expected = {"carol": "spam", "dave": "spammer", "erin": "rejected", "frank": "spam",
+                    "alice": "delivered"}
+        for name, state in expected.items():
+            wait_for(lambda n=name, s=state: origin_state(a, f"{n}@a.example") == s,
+                     f"{name}'s message {state} at a.example")
+        # Table 2, origin side: SPAM and SPAMMER are spam reports, SPAMMER
+        # and AUTHORIZE write the sender's outbound list.
+        assert sorted(db(a, "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender")) == [
+            ("carol@a.example", 1), ("dave@a.example", 1), ("frank@a.example", 1)]
+        assert lists(a, "dave@a.example") == [f"out-black {BOB}"]
+        assert lists(a, "alice@a.example") == [f"out-white {BOB}"]
+        assert lists(a, "carol@a.example") == lists(a, "frank@a.example") == []
+        # Recipient side: the inbound lists, the votes of Quality(a).
+        assert sorted(lists(b, BOB)) == ["in-black dave@a.example",
+                                         "in-white alice@a.example"]
+        assert db(b, "SELECT messages, votes FROM peer_quality") == [(5, 1 - 4)]
+        # Where each shows: the rejected as spam in Junk, the rejected in
+        # Trash (summaries: their bodies never came), the accepted in INBOX.
+        assert sorted(subjects(c, "Junk")) == [b"from carol", b"from dave", b"from frank"]
+        assert subjects(c, "Trash") == [b"from erin"]
+        [(_, erin), _] = fetch(c, "1", "BODY.PEEK[TEXT]")
+        assert erin.startswith(b"You rejected this envelope: its message was never fetched")  # type: ignore[union-attr]
+        assert b"To decide" not in erin  # type: ignore[operator]
+        wait_for(lambda: subjects(c, "INBOX") == [b"from alice"], "alice's message in INBOX")
+        assert subjects(c, "Pending/Accept and authorize") == []
+
+        # Reject & spam after accept: the accepted message moved to Junk.
+        # Alice's vote turns from +1 to -1, a spam report goes to a.example,
+        # and Junk shows the real message, not a summary.
+        assert c.select("INBOX") == ("OK", [b"1"])
+        [(_, real), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert move(c, "1", "Junk")[0] == "OK"
+        assert status(c, "INBOX")["MESSAGES"] == 0
+        wait_for(lambda: origin_state(a, "alice@a.example") == "spam", "the late spam vote")
+        assert db(b, "SELECT messages, votes FROM peer_quality") == [(5, -5)]
+        assert ("alice@a.example", 1) in db(
+            a, "SELECT sender, COUNT(*) FROM spam_reports GROUP BY sender")
+        assert c.select("Junk") == ("OK", [b"4"])
+        [(_, shown), _] = fetch(c, "4", "BODY.PEEK[]")
+        assert shown == real and shown.endswith(b"Hello from alice.\r\n")  # type: ignore[union-attr]
+        # Rejected mail does not come back (the origin deleted it).
+        typ, data = move(c, "4", "INBOX")
+        assert typ == "NO" and b"rejected mail into INBOX" in data[0]
+        c.logout()
+
+
+
+
+def uids(c: imaplib.IMAP4) -> list[int]:
+    typ, data = c.uid("SEARCH", "ALL")
+    assert typ == "OK", data
+    return [int(u) for u in data[0].split()]  # type: ignore[union-attr]
+
+
+def test_trash_and_folders_of_the_users_own(server: InProcessServer) -> None:
+    """INBOX mail moved to Trash stays there (no decision: it was accepted)
+    and comes back to INBOX with a new UID; expunged from Trash it is gone,
+    for POP3 too. Folders the user creates hold accepted mail, are renamed
+    with their messages and deleted with them; the server's own mailboxes
+    cannot be. Rejected mail goes nowhere but Trash."""
+    deliver(server, "keep me")
+    deliver(server, "file me")
+    c = imap(server)
+    assert "SPECIAL-USE" in c.capabilities
+    assert c.select("INBOX") == ("OK", [b"2"])
+    assert uids(c) == [1, 2]
+    typ, data = move(c, "1", "Trash")
+    assert (typ, data) == ("OK", [b"1 moved to Trash"])
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    assert status(c, "Trash")["MESSAGES"] == 1 and status(c, "INBOX")["MESSAGES"] == 1
+    assert subjects(c, "Trash") == [b"keep me"]
+    c.select("Trash")
+    assert move(c, "1", "INBOX")[0] == "OK"  # back from Trash: a new UID in INBOX
+    c.select("INBOX")
+    assert uids(c) == [2, 3]
+
+    # A folder of one's own: CREATE (with its superiors), MOVE into it, RENAME, DELETE.
+    assert c.create("Work/2026")[0] == "OK"
+    typ, data = c.create("Work")
+    assert typ == "NO" and data[0].startswith(b"[ALREADYEXISTS]")
+    typ, data = c.create("Junk/mine")
+    assert typ == "NO" and b"this server's own" in data[0]
+    assert c.list('""', "Work*")[1] == [b'(\\HasChildren \\Subscribed) "/" "Work"',
+                                        b'(\\HasNoChildren \\Subscribed) "/" "Work/2026"']
+    assert c.uid("COPY", "2", "Work/2026")[0] == "OK"  # one place at a time: a move
+    c.noop()
+    assert c.response("EXPUNGE")[1] == [b"1"]
+    assert subjects(c, "Work/2026") == [b"file me"]
+    assert c.rename("Work", "Projects")[0] == "OK"
+    assert subjects(c, "Projects/2026") == [b"file me"]
+    typ, data = c.select("Work/2026")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    typ, data = c.rename("Trash", "Bin")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT]")
+    typ, data = c.delete("Projects")
+    assert typ == "NO" and data[0].startswith(b"[HASCHILDREN]")
+    assert c.delete("Projects/2026")[0] == "OK"  # and the message in it
+    assert c.delete("Projects")[0] == "OK"
+    assert c.list('""', "Projects*")[1] == [None]
+
+    # Expunged from Trash, a message is gone (POP3 no longer has it).
+    c.select("INBOX")
+    assert move(c, "1", "Trash")[0] == "OK"
+    assert status(c, "INBOX")["MESSAGES"] == 0
+    c.select("Trash")
+    c.store("1", "+FLAGS", "\\Deleted")
+    assert c.expunge() == ("OK", [b"1"])
+    bob = server.client(BOB)
+    assert bob.call(wire.Stat()).text.startswith("0 ")  # type: ignore[union-attr]
+    bob.quit()
+
+    # A rejected envelope's summary goes to Trash, and only there.
+    announce(server, "not wanted")
+    c.select("Pending")
+    assert move(c, "1", "Trash")[0] == "OK"
+    c.select("Trash")
+    typ, data = move(c, "1", '"Pending/Accept and authorize"')
+    assert typ == "NO" and data[0].endswith(b"was already rejected")
+    c.create("Mine")
+    typ, data = move(c, "1", "Mine")
+    assert typ == "NO" and data[0] == b"[CANNOT] 0 moved; not all: cannot move rejected " \
+                                      b"mail into Mine: only Trash takes it"
+    c.logout()
+
+
+MIXED = (
+    f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: with parts\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    "This is a multi-part message in MIME format.\r\n"
+    "--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the note.\r\nBye.\r\n"
+    "--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    "From: Carol <carol@c.example>\r\nSubject: the note\r\n\r\nInside.\r\n"
+    '--outer\r\nContent-Type: application/pdf; name="a.pdf"\r\n'
+    'Content-Disposition: attachment; filename="a.pdf"\r\n'
+    "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--outer--\r\n").encode()
+
+
+def test_bodystructure_and_mime_part_sections(server: InProcessServer) -> None:
+    """What Thunderbird fetches of a message with parts: BODYSTRUCTURE,
+    BODY, and its parts by number (BODY[1], BODY[1.MIME], BODY[2.HEADER],
+    BODY[2.TEXT], BODY[3]), each the octets POP3 RETR has at that place;
+    a part the message lacks is the empty string."""
+    deliver(server, "with parts", raw=MIXED)
+    whole = retr(server, 1)
+    c = imap(server)
+    c.select("INBOX")
+    [line] = fetch(c, "1", "BODYSTRUCTURE")
+    assert line == (
+        b'1 (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 19 2 NIL NIL NIL '
+        b'NIL)("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 59 (NIL "the note" (("Carol" NIL "carol" '
+        b'"c.example")) (("Carol" NIL "carol" "c.example")) (("Carol" NIL "carol" "c.example")) '
+        b'NIL NIL NIL NIL NIL) ("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 7 1 NIL NIL '
+        b'NIL NIL) 4 NIL NIL NIL NIL)("APPLICATION" "PDF" ("NAME" "a.pdf") NIL NIL "BASE64" 12 '
+        b'NIL ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL) "MIXED" ("BOUNDARY" "outer") NIL NIL '
+        b'NIL))')
+    [line] = fetch(c, "1", "BODY")
+    assert line.startswith(b'1 (BODY (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 19 2)(')  # type: ignore[union-attr]
+    assert b"FLAGS" not in line  # type: ignore[operator]  # BODY (the structure) sets no \Seen
+    sections = {"1": b"See the note.\r\nBye.",
+                "1.MIME": b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+                "2.HEADER": b"From: Carol <carol@c.example>\r\nSubject: the note\r\n\r\n",
+                "2.TEXT": b"Inside.", "3": b"JVBERi0xLjQK",
+                "2.HEADER.FIELDS (SUBJECT)": b"Subject: the note\r\n\r\n", "4": b""}
+    for section, expected in sections.items():
+        [(_, got), _] = fetch(c, "1", f"BODY.PEEK[{section}]")
+        assert got == expected and (not got or got in whole), section
+    [(_, got), _] = fetch(c, "1", "BODY.PEEK[1]<4.3>")
+    assert got == b"the"
+    c.logout()
+
+
+def test_moves_and_folder_commands_refused_with_a_sentence(server: InProcessServer) -> None:
+    """Every refusal of the new commands says why, with RFC 5530's code."""
+    entry = announce(server, "undecided")
+    c = imap(server)
+    c.select("Pending", readonly=True)
+    typ, data = move(c, "1", "INBOX")
+    assert (typ, data) == ("NO", [b"[READ-ONLY] the mailbox is read-only (EXAMINE)"])
+    c.select("Pending")
+    assert move(c, "1", "Pending") == ("NO", [b"[CANNOT] the messages are in Pending already"])
+    with pytest.raises(imaplib.IMAP4.error, match="no message 5: the mailbox holds 1"):
+        c.copy("5", "INBOX")
+    c.create("Mine")
+    typ, data = move(c, "1", "Mine")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] 0 moved; not all: cannot move a "
+                                              b"Pending summary into Mine: move it to INBOX")
+    # Decided elsewhere first: $Junk stores the flag and says why no decision.
+    bob = server.client(BOB)
+    bob.call(wire.UserDecision(Decision.ACCEPT, entry))
+    bob.quit()
+    typ, data = c.store("1", "+FLAGS", "($Junk)")
+    assert typ == "NO" and re.fullmatch(
+        f"flags stored; not every message could be marked junk: envelope {entry} was "
+        "decided elsewhere: it is (fetching|accepted) now".encode(), data[-1])  # type: ignore[arg-type]
+    # An accepted envelope's summary, deleted: no reject after the accept.
+    c.store("1", "+FLAGS", "\\Deleted")
+    assert c.expunge()[0] == "OK"
+    assert sent_state(server) in ("accepted", "delivered")
+    # Folder names: the server's own, empty parts, unprintable, already there.
+    for name, code in (("a//b", b"[CANNOT] a folder name needs text"),
+                       ('"x\ty"', b"[CANNOT] a folder name is up to 200 printable"),
+                       ("INBOX/x", b"[CANNOT] INBOX is this server's own"),
+                       ("Mine/", b"[ALREADYEXISTS]")):
+        typ, data = c.create(name)
+        assert typ == "NO" and data[0].startswith(code), (name, data)
+    assert c.create("Other")[0] == "OK"
+    for old, new, code in (("Nope", "X", b"[NONEXISTENT]"), ("Mine", "Other", b"[ALREADYEXISTS]"),
+                           ("Mine", "Mine/sub", b"[CANNOT] a folder cannot go inside itself"),
+                           ("Mine", "Junk", b"[ALREADYEXISTS]")):
+        typ, data = c.rename(old, new)
+        assert typ == "NO" and data[0].startswith(code), (old, new, data)
+    assert c.rename("Mine", "Deep/er/Mine")[0] == "OK"  # the superiors come into being
+    assert [line.rsplit(b" ", 1)[1] for line in c.list('""', "Deep*")[1]] == [  # type: ignore[union-attr]
+        b'"Deep"', b'"Deep/er"', b'"Deep/er/Mine"']
+    typ, data = c.delete("Nope")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    typ, data = c.subscribe("Nope")
+    assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
+    # APPEND: refused, each mailbox saying why.
+    for mailbox, why in (("Pending", b"[CANNOT] Pending holds envelopes that other servers"),
+                         ("Sent", b"[CANNOT] Sent already shows what you sent"),
+                         ("INBOX", b"[CANNOT] messages cannot be added to INBOX"),
+                         ("Nope", b"[TRYCREATE] no mailbox named 'Nope'")):
+        typ, data = c.append(mailbox, "(\\Seen)", None, b"Subject: mine\r\n\r\nText.\r\n")
+        assert typ == "NO" and data[0].startswith(why), (mailbox, data)
+    c.select("Other")
+    assert c.delete("Other")[0] == "OK"  # the selected one: it stays selected, empty
+    assert c.uid("FETCH", "1:*", "FLAGS") == ("OK", [None])
+    assert c.noop()[0] == "OK"
+    c.logout()
+
+
+def test_search_reads_headers_bodies_sizes_and_dates(server: InProcessServer) -> None:
+    """SEARCH keys that read messages (RFC 9051 6.4.4): header fields
+    decoded (RFC 2047) and in any case, the body and the whole text
+    streamed, sizes, the arrival date and the Date field."""
+    deliver(server, "Lunch on Friday", raw=(
+        f"From: =?utf-8?q?J=C3=BCrgen?= <{ALICE}>\r\nTo: {BOB}\r\nSubject: Lunch on Friday\r\n"
+        "Date: Mon, 2 Feb 2026 10:00:00 +0100\r\nX-Colour: green\r\n\r\n"
+        "Shall we meet at the PIZZERIA?\r\n").encode())
+    deliver(server, "Minutes", raw=(
+        f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nCc: carol@b.example\r\nSubject: Minutes\r\n"
+        "Date: Tue, 10 Mar 2026 09:00:00 +0000\r\n\r\n" + ("x" * 70 + "\r\n") * 80
+        + "pizza\r\n").encode())
+    c = imap(server)
+    c.select("INBOX")
+
+    def search(*keys: str) -> list[int]:
+        typ, data = c.search(None, *keys)
+        assert typ == "OK", data
+        return [int(n) for n in data[0].split()]  # type: ignore[union-attr]
+
+    assert search("SUBJECT", "lunch") == [1]
+    assert search("SUBJECT", "lunch", "TO", "bob") == [1]  # one read of each message
+    c.literal = "jürgen".encode()  # type: ignore[attr-defined]  # decoded, in any case
+    assert c.search("UTF-8", "FROM") == ("OK", [b"1"])
+    assert search("FROM", '"alice@b.example"') == [1, 2]
+    assert search("CC", "carol") == [2] and search("BCC", "x") == []
+    assert search("TO", "bob") == [1, 2]
+    assert search("HEADER", "X-Colour", "GREEN") == [1]
+    assert search("BODY", "pizz") == [1, 2]  # in any case
+    assert search("BODY", "Subject") == []  # the body only
+    assert search("TEXT", "subject") == [1, 2]
+    assert search("LARGER", "1000") == [2] and search("SMALLER", "1000") == [1]
+    assert search("SENTBEFORE", "1-Mar-2026") == [1] and search("SENTON", "10-Mar-2026") == [2]
+    assert search("SENTSINCE", "3-Feb-2026") == [2]
+    today = time.strftime("%d-%b-%Y", time.gmtime())
+    assert search("ON", today) == [1, 2] and search("BEFORE", today) == []
+    assert search("SINCE", today) == [1, 2]
+    assert search("OR", "SUBJECT", "minutes", "NOT", "OLD") == [2]
+    assert search("NEW") == search("RECENT") == search("KEYWORD", "$Junk") == []
+    assert search("UNKEYWORD", "$Junk") == [1, 2]
+    # RFC 4731 ESEARCH: what was asked for, in one response.
+    assert "ESEARCH" in c.capabilities
+    deliver(server, "third")
+    c.noop()
+
+    def esearch(*args: str, uid: bool = False) -> bytes:
+        typ, data = c._simple_command(*(("UID",) if uid else ()), "SEARCH", *args)
+        assert typ == "OK", data
+        answer = c.response("ESEARCH")[1]
+        assert len(answer) == 1 and isinstance(answer[0], bytes)
+        return answer[0]
+
+    tag = rb'\(TAG "[A-Z0-9]+"\)'
+    assert re.fullmatch(tag + rb" MIN 1 MAX 3 COUNT 3 ALL 1:3",
+                        esearch("RETURN", "(MIN MAX COUNT ALL)", "ALL"))
+    assert re.fullmatch(tag + rb" ALL 1,3", esearch("RETURN", "()", "NOT", "SUBJECT", "minutes"))
+    assert re.fullmatch(tag + rb" UID COUNT 0", esearch("RETURN", "(COUNT MIN)", "SUBJECT",
+                                                        "nothing", uid=True))
+    with pytest.raises(imaplib.IMAP4.error, match="result option SAVE is not supported"):
+        c._simple_command("SEARCH", "RETURN", "(SAVE)", "ALL")
+    c.logout()
+
+
+def test_sent_shows_each_recipients_state(tmp_path: Path) -> None:
+    """Sent (\\Sent) shows what the user sent with each recipient's state;
+    a change of state is a new message (a new UID: the old summary's
+    octets may not change), which an IDLE-ing client sees come. Read-only."""
+    a = InProcessServer(tmp_path, "a.example", listen=IMAP_LISTEN)
+    b = InProcessServer(tmp_path, "b.example", listen=IMAP_LISTEN)
+    a.add_user("alice@a.example")
+    b.add_user(BOB)
+    with peered(a, b):
+        alice = a.client("alice@a.example")
+        alice.submit([BOB], b"Subject: to bob\r\n\r\nHello Bob.\r\n")
+        alice.quit()
+        wait_for(lambda: origin_state(a, "alice@a.example") == "envelope-sent", "the envelope")
+        c = imap(a, "alice@a.example")
+        assert b'(\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"' in c.list()[1]
+        with pytest.raises(imaplib.IMAP4.readonly):  # SELECT answered OK [READ-ONLY]
+            c.select("Sent")
+        assert c.select("Sent", readonly=True) == ("OK", [b"1"])
+        [(_, first), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert b"Subject: to bob" in first and f"{BOB}: envelope-sent".encode() in first  # type: ignore[operator]
+        assert f"X-SMDP-Recipients: {BOB} envelope-sent".encode() in first  # type: ignore[operator]
+        assert uids(c) == [1]
+        typ, data = c.store("1", "+FLAGS", "\\Deleted")
+        assert typ == "NO" and data[0].startswith(b"[READ-ONLY]")
+        # Bob accepts over IMAP at b.example; Alice's Sent shows it as a new copy.
+        bob = imap(b)
+        bob.select("Pending")
+        assert move(bob, "1", "INBOX")[0] == "OK"
+        wait_for(lambda: origin_state(a, "alice@a.example") == "delivered", "the delivery")
+        wait_for(lambda: status(bob, "INBOX")["MESSAGES"] == 1, "the message at b.example")
+        bob.select("INBOX")
+        typ, data = move(bob, "1", "Sent")
+        assert typ == "NO" and data[0].endswith(b"cannot move a message into Sent: it shows "
+                                                b"the mail you sent")
+        bob.logout()
+        c.noop()
+        assert uids(c) == [2]
+        [(_, now), _] = fetch(c, "1", "BODY.PEEK[]")
+        assert f"{BOB}: delivered".encode() in now  # type: ignore[operator]
+        assert status(c, "Sent") == {"MESSAGES": 1, "UIDNEXT": 3}
+        c.logout()

@@ -12,6 +12,8 @@ from smdp.server.imap_server import (
     HEADER_LIMIT,
     Content,
     ImapSession,
+    _contains,
+    _date_matches,
     _listed,
     _octets,
     envelope,
@@ -102,3 +104,23 @@ def test_header_is_read_up_to_its_blank_line_only() -> None:
     assert ImapSession._header(content(b"A: 1\r\nno blank line")) == b"A: 1\r\nno blank line"
     big = ImapSession._header(content(*([b"X: " + b"y" * 1000 + b"\r\n"] * 300)))
     assert len(big) == HEADER_LIMIT  # a huge header is cut, never held whole
+
+
+def test_search_text_across_chunks_in_any_case() -> None:
+    """SEARCH BODY and TEXT read a chunk at a time: a match cut between two
+    chunks is found, ASCII letters match in any case."""
+    data = b"Shall we meet at the PIZZERIA tonight?"
+    for size in (1, 2, 5, 100):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert _contains(iter(chunks), b"pizzeria")
+        assert _contains(iter(chunks), b"t")
+        assert _contains(iter(chunks), b"")
+        assert not _contains(iter(chunks), b"pizzas")
+
+
+def test_search_dates_disregard_times() -> None:
+    assert _date_matches("BEFORE", (2026, 2, 1), (2026, 2, 2))
+    assert not _date_matches("BEFORE", (2026, 2, 2), (2026, 2, 2))
+    assert _date_matches("ON", (2026, 2, 2), (2026, 2, 2))
+    assert _date_matches("SINCE", (2026, 2, 2), (2026, 2, 2))
+    assert not _date_matches("SINCE", (2026, 2, 1), (2026, 2, 2))

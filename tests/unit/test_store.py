@@ -1601,4 +1601,78 @@ def test_pages_of_the_mailbox(backend: Backend) -> None:
     assert store.maildrop(u.id, "accepted") == []
     assert store.envids_of([ids[0], ids[2], 10**9]) == {ids[0]: f"{0:026d}",
                                                         ids[2]: f"{2:026d}"}
+
+
+def test_imap_views_by_state_and_placement(backend: Backend) -> None:
+    """Migration 0018: a mailbox shows the entries in its states nobody
+    placed elsewhere and the entries placed in it; placing drops the UID
+    in the mailbox left; folders are created once, renamed with their
+    messages and UIDs, and deleted with their messages (docs/imap.md,
+    "Mailboxes")."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    other = store.create_user("carol@b.example", "h")
+    with store.transaction():
+        env = store.insert_in_envelope(envid="j" * 26, origin_server="x", sender="s@x.example",
+                                       size=1, block="", subject="", body=None)
+        kept, filed, junk = (store.insert_mailbox_entry(u.id, env, f"bob{i}@b.example",
+                                                        state)
+                             for i, state in enumerate(("accepted", "accepted", "spam")))
+        store.insert_mailbox_entry(other.id, env, "carol@b.example", "accepted")
+    inbox, junk_states = ["accepted"], ["spam", "spammer"]
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == [kept, filed]
+    assert store.imap_view_unassigned(u.id, "Junk", junk_states) == [junk]
+    assert store.imap_view_unassigned(u.id, "Work", []) == []
+    store.imap_assign_uids(u.id, "INBOX", [kept, filed])
+    assert store.imap_view_signature(u.id, "INBOX", inbox) == (2, kept + filed, 0)
+    assert store.imap_create_folder(u.id, "Work")
+    assert not store.imap_create_folder(u.id, "Work")
+    assert store.imap_folders(u.id) == ["Work"] and store.imap_folders(other.id) == []
+    store.imap_place(u.id, filed, "Work", True, "INBOX")
+    assert [m.message.entry_id for m in store.imap_view(u.id, "INBOX", inbox)] == [kept]
+    assert store.imap_view_unassigned(u.id, "Work", []) == [filed]
+    store.imap_assign_uids(u.id, "Work", [filed])
+    [placed] = store.imap_view(u.id, "Work", [])
+    assert (placed.message.entry_id, placed.message.uid, placed.state, placed.folder,
+            placed.body) == (filed, 1, "accepted", "Work", True)
+    assert store.imap_view_signature(u.id, "Work", []) == (1, filed, 0)
+    # Back where its state puts it: a new UID in INBOX (the old one was dropped).
+    store.imap_place(u.id, filed, None, True, "Work")
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == [filed]
+    store.imap_place(u.id, filed, "Work", True, "INBOX")
+    store.imap_assign_uids(u.id, "Work", [filed])
+    store.imap_rename_folder(u.id, "Work", "Play")
+    assert store.imap_folders(u.id) == ["Play"]
+    assert [(m.message.entry_id, m.message.uid) for m in store.imap_view(u.id, "Play", [])] \
+        == [(filed, 2)]
+    assert store.imap_uidnext(u.id, "Play") == 3
+    # Spam placed in Junk shows there, with its body.
+    store.imap_place(u.id, junk, "Junk", True, "INBOX")
+    assert store.imap_view_unassigned(u.id, "Junk", junk_states) == [junk]
+    store.imap_delete_folder(u.id, "Play")
+    assert store.imap_folders(u.id) == [] and store.imap_view(u.id, "Play", []) == []
+    assert store.imap_view_unassigned(u.id, "INBOX", inbox) == []  # filed went with Play
+    store.close()
+
+
+def test_imap_sent_keeps_the_states_each_uid_shows(backend: Backend) -> None:
+    """Migration 0018's imap_sent: each sent message's UID in Sent and the
+    states its summary was written with; a new UID replaces the old one."""
+    store = backend.open()
+    u = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        mid = store.insert_out_message(msgid="m" * 26, user_id=u.id, sender="alice@a.example",
+                                       body=b"Subject: x\r\n\r\n", subject="x", summary="",
+                                       expires_at=time.time() + 60)
+        store.insert_out_recipient(mid, "bob@b.example", "b.example", "queued", None)
+        store.insert_out_recipient(mid, "carol@c.example", "c.example", "queued", None)
+    [row] = store.imap_sent_view(u.id)
+    assert (row.message.id, row.uid, row.shown) == (mid, None, None)
+    assert row.states == "bob@b.example queued\ncarol@c.example queued"
+    store.imap_sent_assign(u.id, [(mid, row.states)])
+    store.imap_sent_assign(u.id, [(mid, "changed")])
+    [row] = store.imap_sent_view(u.id)
+    assert (row.uid, row.shown) == (2, "changed")
+    assert store.imap_uidnext(u.id, "Sent") == 3
+    store.imap_sent_assign(u.id, [])
     store.close()

@@ -7,11 +7,13 @@ A sibling of the user port (``user_server.py``) on the same session loop
 same login slow-down. INBOX is the user's accepted mail, exactly what POP3
 RETR gives: the Return-Path and Delivered-To fields written as it is read,
 then the stored body, streamed a chunk at a time. Pending shows one summary
-message per envelope waiting for a decision; moving one to INBOX accepts
-it, deleting it (flag Deleted, then EXPUNGE) rejects it, through
-``Destination.decide`` as the user port's verbs do (issue 14 item 3; the
-other decisions need the Junk and decision folders still to come). UIDs and
-flags live in the store (migration 0013), so they survive restarts.
+message per envelope waiting for a decision; Junk and Trash show what was
+rejected (as spam, or not); two folders inside Pending are decisions to move
+messages into. Every SMDP decision is a client action (moving, copying,
+$Junk, deleting) taken through ``Destination.decide`` as the user port's
+verbs are (issue 14 item 3; docs/imap.md "Deciding by moving"). UIDs and
+flags live in the store (migration 0013), where a moved message lives too
+(migration 0018), so they survive restarts.
 """
 
 from __future__ import annotations
@@ -31,26 +33,67 @@ from typing import Final
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.outcomes import Kind
 from smdp.mail.body import stored_chunks
+from smdp.mail.mime import decode_header_text
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom
 from smdp.protocol.imap import events as ev
+from smdp.protocol.imap.grammar import write_value
+from smdp.server.imap_structure import Part, body_structure, section_range, structure
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
-from smdp.store.records import ImapMessage, InEnvelope, User
+from smdp.store.records import ImapMessage, ImapSent, InEnvelope, User
 from smdp.terms import Decision, EntryState
 
 log = logging.getLogger("smdp.imap")
 
 INBOX: Final = "INBOX"
 PENDING: Final = "Pending"
-#: Each mailbox and the entries it shows.
-MAILBOXES: Final = {INBOX: EntryState.ACCEPTED, PENDING: EntryState.PENDING}
-# The flags kept in the store, one bit each (migration 0013). Keywords such as
-# $Junk are not kept yet (PERMANENTFLAGS says so); issue 14 item 3 gives
-# $Junk a meaning of its own.
+JUNK: Final = "Junk"
+TRASH: Final = "Trash"
+#: The user's sent mail with each recipient's state: read-only.
+SENT: Final = "Sent"
+#: The two decisions no client gesture names, reached by moving a message
+#: into a folder of that name (docs/imap.md, "Deciding by moving").
+ACCEPT_AUTH_BOX: Final = "Pending/Accept and authorize"
+SPAMMER_BOX: Final = "Pending/Reject as spammer"
+#: Each built-in mailbox and the entry states it shows (besides the entries
+#: the user placed in it: migration 0018); a folder the user creates shows
+#: only what is placed in it, the decision folders nothing.
+MAILBOXES: Final[dict[str, tuple[str, ...]]] = {
+    INBOX: (EntryState.ACCEPTED,),
+    PENDING: (EntryState.PENDING,),
+    ACCEPT_AUTH_BOX: (),
+    SPAMMER_BOX: (),
+    JUNK: (EntryState.SPAM, EntryState.SPAMMER),
+    TRASH: (EntryState.REJECTED,),
+}
+#: RFC 6154 attributes, in LIST.
+SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash", SENT: "\\Sent"}
+#: A Pending summary moved (or copied) to a mailbox: the decision it takes.
+PENDING_MOVES: Final = {
+    INBOX: Decision.ACCEPT,
+    ACCEPT_AUTH_BOX: Decision.ACCEPT_AUTH,
+    JUNK: Decision.REJECT_SPAM,
+    SPAMMER_BOX: Decision.REJECT_SPAMMER,
+    TRASH: Decision.REJECT,
+}
+#: Any other message moved to a mailbox: the decision it takes on an entry
+#: already decided (Table 1: "the reject family is available even for
+#: messages already accepted"; accept & authorize after an accept adds the
+#: sender to the white list).
+LATE_MOVES: Final = {
+    ACCEPT_AUTH_BOX: Decision.ACCEPT_AUTH,
+    JUNK: Decision.REJECT_SPAM,
+    SPAMMER_BOX: Decision.REJECT_SPAMMER,
+}
+#: The keywords that mark a message as junk (Thunderbird sets $Junk; older
+#: clients Junk): on a Pending summary, reject & spam.
+JUNK_KEYWORDS: Final = frozenset({"$JUNK", "JUNK"})
+# The flags kept in the store, one bit each (migration 0013). Keywords are
+# not kept (PERMANENTFLAGS says so); $Junk is a decision in Pending.
 FLAG_BITS: Final = {"\\Seen": 1, "\\Deleted": 2, "\\Flagged": 4, "\\Answered": 8,
                     "\\Draft": 16}
 SEEN, DELETED = FLAG_BITS["\\Seen"], FLAG_BITS["\\Deleted"]
@@ -69,6 +112,12 @@ HEADER_LIMIT: Final = 256 * 1024
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")
 _FOLD: Final = re.compile(r"\r?\n(?=[ \t])")
+#: The state of a Sent message (not an entry state: Sent shows out messages).
+_SENT_STATE: Final = "sent"
+#: Sent's poll signature: one that never repeats (see ``_signature_now``).
+_POLLS: Final = itertools.count()
+#: How a refusal of a move starts: such a refusal is answered NO [CANNOT].
+_CANNOT: Final = "cannot move"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +138,15 @@ class Message:
     uid: int
     flags: int
     stored: ImapMessage
+    state: str
+    # Where the user placed it (migration 0018; None: where its state puts
+    # it), and whether it shows its real message rather than the summary.
+    folder: str | None = None
+    body: bool = False
+
+    @property
+    def shows_body(self) -> bool:
+        return self.body if self.folder is not None else self.state == EntryState.ACCEPTED
 
     @property
     def entry_id(self) -> int:
@@ -145,6 +203,11 @@ def envelope(header: bytes) -> list[object]:
             field("In-Reply-To"), field("Message-ID")]
 
 
+def _envelope_octets(header: bytes) -> bytes:
+    """ENVELOPE of an embedded message, written (inside BODYSTRUCTURE)."""
+    return write_value(envelope(header))
+
+
 def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
     """BODY[HEADER.FIELDS (names)] (``keep``) or [HEADER.FIELDS.NOT (names)]
     of ``header``: the fields named (or all others), each with its folded
@@ -165,6 +228,47 @@ def header_fields(header: bytes, names: set[str], *, keep: bool) -> bytes:
     return bytes(out) + b"\r\n"
 
 
+#: SEARCH keys that read the message (or its size and dates).
+_CONTENT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "BCC", "BODY", "TEXT", "HEADER",
+                                  "BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                                  "LARGER", "SMALLER"})
+
+
+def _sequence_set(numbers: list[int]) -> str:
+    """Ascending ``numbers`` as a sequence set, runs as ranges: 1:3,7."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{a}:{b}" if a != b else str(a) for a, b in runs)
+
+
+def _date_matches(name: str, day: tuple[int, ...], wanted: tuple[int, int, int] | None) -> bool:
+    """BEFORE, ON or SINCE ``wanted`` for a message of ``day`` (year, month,
+    day): dates only, times and zones disregarded (RFC 9051 6.4.4)."""
+    assert wanted is not None
+    if name == "BEFORE":
+        return day < wanted
+    return day == wanted if name == "ON" else day >= wanted
+
+
+def _contains(chunks: Iterable[bytes], needle: bytes) -> bool:
+    """Whether the octets of ``chunks`` hold ``needle`` (lower case), ASCII
+    letters in any case; read a chunk at a time, keeping only what a match
+    across two chunks needs."""
+    if not needle:
+        return True
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk.lower()
+        if needle in window:
+            return True
+        tail = window[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False
+
+
 def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]:
     """Octets ``start`` to ``start + length`` of ``chunks``; the rest is not read."""
     skip = start
@@ -177,12 +281,24 @@ def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]
         return
 
 
-def _mailbox_name(name: str) -> str | None:
-    """Our name of mailbox ``name``, or None: INBOX is case-insensitive (RFC
-    9051 5.1), other names are not."""
+def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
+    """Our name of mailbox ``name`` (a built-in one or one of ``folders``),
+    or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
     if name.upper() == INBOX:
         return INBOX
-    return name if name in MAILBOXES else None
+    return name if name in MAILBOXES or name == SENT or name in folders else None
+
+
+def _folder_name_fault(name: str) -> str | None:
+    """Why ``name`` cannot be a folder the user creates, or None."""
+    parts = name.split("/")
+    if not name or not all(parts):
+        return "a folder name needs text between its slashes"
+    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH, SENT):
+        return f"{parts[0]} is this server's own; choose a name outside it"
+    if any(not ch.isprintable() for ch in name) or len(name) > 200:
+        return "a folder name is up to 200 printable characters"
+    return None
 
 
 def _header_text(value: str) -> str:
@@ -193,7 +309,8 @@ def _header_text(value: str) -> str:
     return email.header.Header(value, "utf-8").encode()
 
 
-def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str) -> bytes:
+def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: str,
+                    *, decided: bool = False) -> bytes:
     """The message Pending shows for a waiting envelope (issue 14 item 2).
 
     Made from what never changes for an envelope (its block, sender, origin
@@ -220,7 +337,9 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
         f"X-SMDP-Entry: {entry_id}",
     ]
     body = [
-        "This message waits for your decision: only its envelope is here so far.",
+        ("You rejected this envelope: its message was never fetched, so only its "
+         "envelope is here." if decided else
+         "This message waits for your decision: only its envelope is here so far."),
         "",
         f"From:    {env.sender or '<>'}",
         f"Server:  {env.origin_server}",
@@ -231,10 +350,52 @@ def pending_summary(entry_id: int, recipient: str, env: InEnvelope, hostname: st
     if summary.attachments:
         body += ["", f"Attachments ({summary.attachments}):",
                  *(f"  {name}" for name in summary.attachment_names)]
-    body += ["", "To decide, use the web app, or the user port's commands with the "
-             f"envelope's id {entry_id}:",
-             f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
-             f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
+    if decided:
+        # Junk and Trash: no state named (it may still change under this
+        # UID, spam to spammer), no way to decide that no longer works.
+        body += ["", "Delete it to remove it for good."]
+    else:
+        body += ["", "To decide, move this message:",
+                 "  to INBOX: accept it (the whole message comes and replaces this one)",
+                 f"  to {ACCEPT_AUTH_BOX}: accept it and always accept this sender",
+                 "  to Junk, or mark it as junk: reject it as spam",
+                 f"  to {SPAMMER_BOX}: reject it and block this sender",
+                 "  to Trash, or delete it: reject it",
+                 "", "Or use the web app, or the user port's commands with the "
+                 f"envelope's id {entry_id}:",
+                 f"  ACCEPT {entry_id}, ACCEPT&AUTH {entry_id}, REJECT {entry_id}, "
+                 f"REJECT&SPAM {entry_id}, REJECT&SPAMMER {entry_id}"]
+    text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
+        "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
+    return text.encode("utf-8")
+
+
+def sent_summary(sent: ImapSent, hostname: str) -> bytes:
+    """The message Sent shows for a message the user sent: its From, To, Cc,
+    Subject and Date, and each recipient's state when the summary was
+    written (``sent.shown``, kept with its UID: the octets never change
+    under it), in an ``X-SMDP-Recipients`` field and in the text."""
+    message = sent.message
+    summary = decode_envelope_block(message.summary.encode("utf-8")).summary
+    states = [line.split(" ", 1) for line in (sent.shown or "").splitlines()]
+    recipients = ", ".join(r for r, _ in states)
+    fields = [
+        f"From: {message.sender}",
+        f"To: {_header_text(summary.to) if summary.to else recipients}",
+        *([f"Cc: {_header_text(summary.cc)}"] if summary.cc else []),
+        f"Subject: {_header_text(summary.subject or message.subject)}",
+        f"Date: {_header_text(summary.date or email.utils.formatdate(message.created_at))}",
+        f"Message-ID: <sent.{message.id}@{hostname}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        f"X-SMDP-Recipients: {_header_text('; '.join(f'{r} {s}' for r, s in states))}",
+    ]
+    body = ["You sent this message. Each recipient's state when this copy was made "
+            "(a change shows as a new copy):", "",
+            *(f"  {r}: {s}" for r, s in states)]
+    if summary.headlines:
+        body += ["", "Headlines:", *(f"  {line}" for line in summary.headlines)]
     text = "\r\n".join(fields) + "\r\n\r\n" + "\r\n".join(
         "".join(ch if ch.isprintable() else " " for ch in line) for line in body) + "\r\n"
     return text.encode("utf-8")
@@ -275,6 +436,9 @@ class ImapSession(Session):
         # the mailbox again only when it changed.
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
+        self._parsed: Part | None = None
+        self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
+        self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
 
     def in_block(self) -> bool:
         return False  # no data blocks: literals are part of the command line
@@ -293,7 +457,7 @@ class ImapSession(Session):
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE"]
+                "MOVE", "SPECIAL-USE", "ESEARCH"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -345,21 +509,54 @@ class ImapSession(Session):
 
     # -- the mailbox ----------------------------------------------------------------------
 
+    def _resolve(self, name: str) -> str | None:
+        """Our name of mailbox ``name``, a built-in one or the user's folder."""
+        assert self.user is not None
+        found = _mailbox_name(name)
+        if found is None and name in self.store.imap_folders(self.user.id):
+            found = name
+        return found
+
     def _load(self, mailbox: str) -> list[Message]:
         """``mailbox`` as the store has it now (INBOX: accepted, Pending:
-        pending, neither deleted), by UID. An entry seen there for the first
-        time gets the mailbox's next UID here, in entry order."""
+        pending, Junk: rejected as spam, Trash: rejected, and what the user
+        placed in it; nothing deleted), by UID. An entry seen there for the
+        first time gets the mailbox's next UID here, in entry order."""
         assert self.user is not None
-        user_id, state = self.user.id, MAILBOXES[mailbox]
-        new = self.store.imap_unassigned(user_id, mailbox, state)
+        if mailbox == SENT:
+            return self._load_sent()
+        user_id, states = self.user.id, MAILBOXES.get(mailbox, ())
+        new = self.store.imap_view_unassigned(user_id, mailbox, states)
         if new:
             self.store.imap_assign_uids(user_id, mailbox, new)
-        return [Message(m.uid, m.flags, m)
-                for m in self.store.imap_messages(user_id, mailbox, state)]
+        return [Message(m.message.uid, m.message.flags, m.message, m.state, m.folder, m.body)
+                for m in self.store.imap_view(user_id, mailbox, states)]
+
+    def _load_sent(self) -> list[Message]:
+        """Sent: one summary per message the user sent, written with each
+        recipient's state; a message whose states changed since its summary
+        was written gets a new UID (its octets may not change under the
+        old one), so a client sees the old summary go and the new come."""
+        assert self.user is not None
+        rows = self.store.imap_sent_view(self.user.id)
+        stale = [(r.message.id, r.states) for r in rows if r.uid is None or r.shown != r.states]
+        if stale:
+            self.store.imap_sent_assign(self.user.id, stale)
+            rows = self.store.imap_sent_view(self.user.id)
+        self._sent = {r.message.id: r for r in rows}
+        listed = [Message(r.uid, SEEN, ImapMessage(
+            -r.message.id, r.uid, SEEN, 0, "", 0, r.message.created_at, False,
+            r.message.sender, None), _SENT_STATE) for r in rows if r.uid is not None]
+        return sorted(listed, key=lambda m: m.uid)
 
     def _signature_now(self) -> tuple[int, int, int]:
         assert self.user is not None and self.selected is not None
-        return self.store.imap_signature(self.user.id, self.selected, MAILBOXES[self.selected])
+        if self.selected == SENT:
+            # The recipients' states are not counted anywhere cheap: Sent is
+            # read again at each poll (a few queries, for a small mailbox).
+            return -1, -1, next(_POLLS)
+        return self.store.imap_view_signature(self.user.id, self.selected,
+                                              MAILBOXES.get(self.selected, ()))
 
     def _sync(self) -> None:
         """Tell the client what changed since it last looked (NOOP, IDLE,
@@ -376,6 +573,7 @@ class ImapSession(Session):
                 self.conn.untagged(n, Atom("EXPUNGE"))
         for n, msg in enumerate(self.messages, 1):
             fresh = now.pop(msg.uid)
+            msg.state, msg.folder, msg.body = fresh.state, fresh.folder, fresh.body
             if fresh.flags != msg.flags:
                 msg.flags = fresh.flags
                 self.conn.untagged(n, Atom("FETCH"), [Atom("FLAGS"), flag_atoms(msg.flags)])
@@ -399,16 +597,25 @@ class ImapSession(Session):
                     return None
         return [(n, m) for n, m in enumerate(msgs, 1) if messages.contains(n, count)]
 
-    def _content(self, msg: Message, mailbox: str) -> Content | None:
+    def _content(self, msg: Message) -> Content | None:
         """What ``msg`` reads as in ``mailbox``; None when it cannot be read
         (its envelope or body is gone)."""
         stored = msg.stored
-        if mailbox == PENDING:
+        if msg.state == _SENT_STATE:
+            sent = self._sent.get(-stored.entry_id)
+            if sent is None or sent.shown is None:
+                return None
+            text = sent_summary(sent, self.config.hostname)
+            return Content(len(text), lambda: iter((text,)), sent.message.created_at)
+        if not msg.shows_body:
+            # A summary wherever it shows (Pending; Junk and Trash for
+            # envelopes rejected before their body came).
             env = self.store.in_envelope(stored.envelope_id)
             if env is None:
                 return None
             summary = pending_summary(stored.entry_id, stored.recipient, env,
-                                      self.config.hostname)
+                                      self.config.hostname,
+                                      decided=msg.state != EntryState.PENDING)
             return Content(len(summary), lambda: iter((summary,)), env.received_at)
         if not stored.has_body:
             return None
@@ -435,10 +642,12 @@ class ImapSession(Session):
         # FLAGS and UID are in memory: only other items read the store.
         reads = any(i.name not in ("FLAGS", "UID") for i in items)
         marks_seen = not self.readonly and any(
-            (i.name == "BODY" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
+            (i.name == "BODY" and not i.peek and i.section is not None)
+            or i.name in ("RFC822", "RFC822.TEXT")
             for i in items)
         for n, msg in chosen:
-            content = self._content(msg, self.selected) if reads else None
+            self._parsed = None  # the MIME structure, read once per message when asked
+            content = self._content(msg) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
             sets_seen = marks_seen and not msg.flags & SEEN
@@ -479,6 +688,10 @@ class ImapSession(Session):
                 conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
                 conn.fetch_item("ENVELOPE", envelope(self._header(content)))
+            case "BODYSTRUCTURE" | "BODY" if item.section is None:
+                conn.fetch_raw(item.name, body_structure(
+                    self._structure(content), _envelope_octets,
+                    extended=item.name == "BODYSTRUCTURE"))
             case "RFC822":
                 await self._send_section(item, "RFC822", content, "")
             case "RFC822.HEADER":
@@ -509,9 +722,19 @@ class ImapSession(Session):
                 break
         return bytes(got[:HEADER_LIMIT])
 
+    def _structure(self, content: Content) -> Part:
+        """The message's MIME structure, read in one streaming pass the first
+        time a FETCH asks for it (BODYSTRUCTURE and part sections share it)."""
+        if self._parsed is None:
+            self._parsed = structure(content.chunks())
+        return self._parsed
+
     async def _send_section(self, item: ev.FetchAtt, name: str, content: Content,
                             section: str) -> None:
         """One body section as a literal, streamed from the store."""
+        if section[:1].isdigit():
+            await self._send_part(item, name, content, section)
+            return
         if section.startswith("HEADER.FIELDS"):
             # Built whole: a selection of header fields is small (the header
             # read is capped at HEADER_LIMIT).
@@ -537,6 +760,34 @@ class ImapSession(Session):
         await self.stream_body(_octets(content.chunks(), start, length), length,
                                self.conn.literal_chunk, lambda: None)
 
+    async def _send_part(self, item: ev.FetchAtt, name: str, content: Content,
+                         section: str) -> None:
+        """A MIME part section (``1``, ``1.2.MIME``, ``2.HEADER``,
+        ``2.TEXT``, ``2.HEADER.FIELDS (...)``): found by the structure's
+        offsets, streamed from the store. A part the message does not have
+        is the empty string (RFC 9051 6.4.5 leaves it to the server)."""
+        fields = section.endswith((".HEADER.FIELDS", ".HEADER.FIELDS.NOT"))
+        lookup = section.rsplit(".HEADER.FIELDS", 1)[0] + ".HEADER" if fields else section
+        found = section_range(self._structure(content), lookup)
+        start, end = (found[0], found[1]) if found is not None else (0, 0)
+        if fields:
+            header = b"".join(_octets(content.chunks(), start, min(end - start, HEADER_LIMIT)))
+            chosen = header_fields(header, set(item.fields),
+                                   keep=not section.endswith(".NOT"))
+            offset, most = item.partial or (0, len(chosen))
+            chosen = chosen[offset:offset + most]
+            self.conn.fetch_literal(name, len(chosen))
+            self.conn.literal_chunk(chosen)
+            return
+        length = end - start
+        if item.partial is not None:
+            offset, most = item.partial
+            offset = min(offset, length)
+            start, length = start + offset, min(most, length - offset)
+        self.conn.fetch_literal(name, length)
+        await self.stream_body(_octets(content.chunks(), start, length), length,
+                               self.conn.literal_chunk, lambda: None)
+
     # -- SEARCH, STORE, EXPUNGE ---------------------------------------------------------
 
     def _matches(self, key: ev.SearchKey, n: int, msg: Message) -> bool:
@@ -554,13 +805,69 @@ class ImapSession(Session):
             if name == "UID":
                 return key.messages.contains(msg.uid, self.messages[-1].uid)
             return key.messages.contains(n, len(self.messages))
+        if name in ("NEW", "RECENT", "KEYWORD"):
+            return False  # no \\Recent, no keywords kept (PERMANENTFLAGS)
+        if name in ("OLD", "UNKEYWORD"):
+            return True
+        if name in _CONTENT_KEYS:
+            return self._content_matches(key, msg)
         negated = name.startswith("UN")
         bit = FLAG_BITS["\\" + (name[2:] if negated else name).capitalize()]
         return bool(msg.flags & bit) != negated
 
+    def _content_matches(self, key: ev.SearchKey, msg: Message) -> bool:
+        """A key that reads the message: its header, its octets, its size
+        or its dates. A message that cannot be read matches none."""
+        content = self._searched.get(msg.uid)
+        if msg.uid not in self._searched:
+            content = self._searched[msg.uid] = self._content(msg)
+        if content is None:
+            return False
+        name = key.name
+        if name in ("LARGER", "SMALLER"):
+            return content.size > key.number if name == "LARGER" else content.size < key.number
+        if name in ("BEFORE", "ON", "SINCE"):
+            return _date_matches(name, time.gmtime(content.received_at)[:3], key.date)
+        if name in ("BODY", "TEXT"):
+            chunks = content.chunks()
+            if name == "BODY":
+                header = _top_length(content.chunks(), 0)
+                chunks = _octets(content.chunks(), header, content.size - header)
+            return _contains(chunks, key.text.encode("utf-8").lower())
+        fields = email.parser.HeaderParser().parsestr(
+            self._header(content).decode("utf-8", "surrogateescape"), headersonly=True)
+        if name.startswith("SENT"):
+            sent = email.utils.parsedate_tz(str(fields.get("Date", "")))
+            return sent is not None and _date_matches(name[4:], tuple(sent[:3]), key.date)
+        wanted = key.field if name == "HEADER" else name
+        values = fields.get_all(wanted) or []
+        needle = key.text.casefold()
+        return any(needle in decode_header_text(
+            _FOLD.sub("", str(v)).encode("utf-8", "surrogateescape")).casefold()
+            for v in values)
+
     def _search(self, event: ev.Search) -> None:
+        self._searched = {}
         found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
                  if self._matches(event.criteria, n, msg)]
+        self._searched = {}
+        if event.returns is not None:
+            # RFC 4731: one ESEARCH response with what was asked for.
+            items: list[object] = [[Atom("TAG"), event.tag]]
+            if event.uid:
+                items.append(Atom("UID"))
+            returns = event.returns or ("ALL",)
+            if found and "MIN" in returns:
+                items += [Atom("MIN"), found[0]]
+            if found and "MAX" in returns:
+                items += [Atom("MAX"), found[-1]]
+            if "COUNT" in returns:
+                items += [Atom("COUNT"), len(found)]
+            if found and "ALL" in returns:
+                items += [Atom("ALL"), Atom(_sequence_set(found))]
+            self.conn.untagged(Atom("ESEARCH"), *items)
+            self.conn.ok("SEARCH completed")
+            return
         self.conn.untagged(Atom("SEARCH"), *found)
         self.conn.ok("SEARCH completed")
 
@@ -575,6 +882,15 @@ class ImapSession(Session):
         bits = 0
         for flag in event.flags:
             bits |= FLAG_BITS.get(flag, 0)  # keywords are not kept (PERMANENTFLAGS)
+        refused = None
+        if (self.selected == PENDING and event.mode != "-"
+                and JUNK_KEYWORDS & {f.upper() for f in event.flags}):
+            # Thunderbird's "this is junk": reject & spam. The summary stays
+            # in this session until the next NOOP or IDLE poll (RFC 9051
+            # 7.5.1: no EXPUNGE during a STORE), then it is in Junk.
+            for _n, msg in chosen:
+                why = self._decide_pending(msg.entry_id, Decision.REJECT_SPAM)
+                refused = refused or why
         changed = []
         for n, msg in chosen:
             new = (msg.flags | bits if event.mode == "+" else msg.flags & ~bits
@@ -589,17 +905,29 @@ class ImapSession(Session):
                 self.conn.untagged(n, Atom("FETCH"), items)
         assert self.selected is not None and self.user is not None
         self.store.imap_set_flags(self.user.id, self.selected, changed)
-        self.conn.ok("STORE completed")
+        if refused is not None:
+            self.conn.no(f"flags stored; not every message could be marked junk: {refused}")
+        else:
+            self.conn.ok("STORE completed")
 
     def _expunge(self, only: ev.SequenceSet | None, *, quiet: bool = False) -> str | None:
         """Remove the messages flagged \\Deleted (of ``only``, for UID
         EXPUNGE). In INBOX as POP3 DELE and QUIT do: the entry is marked
         deleted and leaves every session's INBOX. In Pending, deleting a
-        summary rejects its envelope (issue 14 item 3). The reason the first
-        refused decision gave, if any: those messages stay."""
+        summary rejects its envelope (issue 14 item 3). A message that has
+        already left the mailbox (COPY decided it, or another session moved
+        it) only leaves the session. The reason the first refused decision
+        gave, if any: those messages stay."""
+        assert self.user is not None and self.selected is not None
         largest = self.messages[-1].uid if self.messages else 0
         doomed = [n for n, msg in enumerate(self.messages, 1)
                   if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+        here = set()
+        if doomed:
+            here = {m.message.entry_id for m in self.store.imap_view(
+                self.user.id, self.selected, MAILBOXES.get(self.selected, ()))}
+        left = [n for n in doomed if self.messages[n - 1].entry_id not in here]
+        doomed = [n for n in doomed if self.messages[n - 1].entry_id in here]
         refused = None
         if self.selected == PENDING:
             gone = []
@@ -613,11 +941,10 @@ class ImapSession(Session):
             gone = doomed
             if gone:
                 self.store.mark_deleted([self.messages[n - 1].entry_id for n in gone])
-        assert self.user is not None
         if gone:
             log.info("expunge user=%s mailbox=%s entries=%s", self.user.main_address,
                      self.selected, ",".join(str(self.messages[n - 1].entry_id) for n in gone))
-        self._remove(gone, quiet=quiet)
+        self._remove(sorted(gone + left), quiet=quiet)
         return refused
 
     def _remove(self, gone: list[int], *, quiet: bool = False) -> None:
@@ -627,6 +954,16 @@ class ImapSession(Session):
             del self.messages[n - 1]
             if not quiet:
                 self.conn.untagged(n, Atom("EXPUNGE"))
+
+    def _decide_pending(self, entry_id: int, decision: Decision) -> str | None:
+        """``decision`` taken on a Pending summary. One that rejects is
+        refused once the envelope was decided elsewhere (the session's
+        summary is stale until its next poll): the reject family after an
+        accept is for the accepted message, in INBOX, not for its summary."""
+        entry = self.store.mailbox_entry(entry_id)
+        if not decision.accepts and entry is not None and entry.state != EntryState.PENDING:
+            return f"envelope {entry_id} was decided elsewhere: it is {entry.state} now"
+        return self._decide(entry_id, decision)
 
     def _decide(self, entry_id: int, decision: Decision) -> str | None:
         """``decision`` on an entry, as the user port's verbs take it
@@ -645,13 +982,19 @@ class ImapSession(Session):
                      env.origin_server if env else "-")
         return None
 
-    def _move(self, event: ev.Move) -> None:
-        """MOVE (RFC 6851). Pending to INBOX accepts: the summary leaves
-        Pending now, and the message appears in INBOX once its body is
-        pulled (an IDLE-ing client sees it come). No COPYUID: the message
-        has no UID in INBOX until then."""
+    def _transfer(self, event: ev.Move | ev.Copy) -> None:
+        """MOVE (RFC 6851) and COPY: each message goes where the target says,
+        taking the decision it stands for (docs/imap.md, "Deciding by
+        moving"). Pending to INBOX accepts: the summary leaves Pending now,
+        and the message appears in INBOX once its body is pulled (an
+        IDLE-ing client sees it come). A message is in one mailbox at a
+        time, so COPY moves too; the copy's source loses it at the next
+        NOOP or IDLE poll, and the EXPUNGE a client sends after it
+        removes nothing twice. No COPYUID: a message that a decision moves
+        has no UID where it goes until it gets there."""
         conn = self.conn
-        target = _mailbox_name(event.mailbox)
+        copy = isinstance(event, ev.Copy)
+        target = self._resolve(event.mailbox)
         if target is None:
             conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
             return
@@ -661,39 +1004,78 @@ class ImapSession(Session):
         if target == self.selected:
             conn.no(f"the messages are in {target} already", "CANNOT")
             return
-        if (self.selected, target) != (PENDING, INBOX):
-            conn.no(f"moving from {self.selected} to {target} is not possible: move a Pending "
-                    "summary to INBOX to accept it, or delete it to reject it", "CANNOT")
-            return
         chosen = self._chosen(event.messages, event.uid)
         if chosen is None:
             return
-        gone, refused = [], None
+        done, refused = [], None
         for n, msg in chosen:
-            why = self._decide(msg.entry_id, Decision.ACCEPT)
+            why = self._transfer_one(msg, target)
             if why is None:
-                gone.append(n)
+                done.append(n)
             else:
                 refused = refused or why
-        self._remove(gone)
+        if not copy:
+            self._remove(done)
+        verb = "copied" if copy else "moved"
         if refused is not None:
-            conn.no(f"{len(gone)} accepted; not all: {refused}")
+            conn.no(f"{len(done)} {verb}; not all: {refused}",
+                    "CANNOT" if not done and refused.startswith(_CANNOT) else None)
+        elif self.selected == PENDING and target == INBOX:
+            conn.ok(f"{len(done)} accepted; each appears in INBOX once it is fetched")
         else:
-            conn.ok(f"{len(gone)} accepted; each appears in INBOX once it is fetched")
+            conn.ok(f"{len(done)} {verb} to {target}")
+
+    def _transfer_one(self, msg: Message, target: str) -> str | None:
+        """One message of the selected mailbox to ``target``: the decision it
+        stands for, or its new place; None when done, else why not."""
+        assert self.user is not None and self.selected is not None
+        source = self.selected
+        if source == PENDING:
+            decision = PENDING_MOVES.get(target)
+            if decision is None:
+                return (f"{_CANNOT} a Pending summary into {target}: move it to INBOX "
+                        f"(accept), {ACCEPT_AUTH_BOX}, Junk (reject & spam), {SPAMMER_BOX} "
+                        "or Trash (reject)")
+            return self._decide_pending(msg.entry_id, decision)
+        if target == PENDING:
+            return f"{_CANNOT} a message into Pending: it holds envelopes not yet decided"
+        if target == SENT:
+            return f"{_CANNOT} a message into Sent: it shows the mail you sent"
+        shows = msg.shows_body
+        decision = LATE_MOVES.get(target)
+        if decision is not None:
+            why = self._decide(msg.entry_id, decision)
+            if why is not None:
+                return why
+            # Rejected after it was read, it stays readable in Junk; accepted
+            # and authorized, it is back in INBOX (with a new UID there).
+            place = JUNK if not decision.accepts and shows else None
+            self.store.imap_place(self.user.id, msg.entry_id, place, shows, source)
+            return None
+        if target == INBOX:
+            if msg.state != EntryState.ACCEPTED:
+                return (f"{_CANNOT} rejected mail into INBOX: the origin deleted it "
+                        "when it was rejected")
+            self.store.imap_place(self.user.id, msg.entry_id, None, True, source)
+            return None
+        if target != TRASH and msg.state != EntryState.ACCEPTED:
+            return f"{_CANNOT} rejected mail into {target}: only Trash takes it"
+        self.store.imap_place(self.user.id, msg.entry_id, target, shows, source)
+        return None
 
     # -- SELECT, LIST, STATUS ------------------------------------------------------------
 
     def _select(self, event: ev.Select) -> None:
         assert self.user is not None
         self.selected, self.messages = None, []
-        name = _mailbox_name(event.mailbox)
+        name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
         self.selected = name
         self._signature = self._signature_now()
         self.messages = self._load(name)
-        self.readonly = event.readonly
+        self.readonly = event.readonly or name == SENT  # Sent shows; nothing changes it
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(self.messages), Atom("EXISTS"))
@@ -711,19 +1093,110 @@ class ImapSession(Session):
             conn.ok("SELECT completed", "READ-WRITE")
 
     def _list(self, event: ev.ListCmd) -> None:
+        """LIST and LSUB: every mailbox with RFC 6154's special-use attribute
+        where it has one (always: RFC 6154 allows it unasked) and whether it
+        has children (RFC 9051 7.3.1). Every mailbox is subscribed."""
+        assert self.user is not None
         verb = Atom("LSUB" if event.subscribed_only else "LIST")
         if not event.pattern and not event.subscribed_only:
             # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
-        else:
-            for name in MAILBOXES:
-                if _listed(event.reference, event.pattern, name):
-                    self.conn.untagged(verb, [], "/", name)
+            self.conn.ok(f"{verb} completed")
+            return
+        names = [*MAILBOXES, SENT, *self.store.imap_folders(self.user.id)]
+        parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
+        for name in names:
+            if not _listed(event.reference, event.pattern, name):
+                continue
+            attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
+            if name in SPECIAL_USE:
+                attributes.append(Atom(SPECIAL_USE[name]))
+            if not event.subscribed_only:
+                attributes.append(Atom("\\Subscribed"))
+            self.conn.untagged(verb, attributes, "/", name)
         self.conn.ok(f"{verb} completed")
+
+    def _create(self, event: ev.Create) -> None:
+        assert self.user is not None
+        name = event.mailbox.rstrip("/")  # RFC 9051 6.3.4: a trailing delimiter is allowed
+        if self._resolve(name) is not None:
+            self.conn.no(f"{name!r} exists already", "ALREADYEXISTS")
+            return
+        if (why := _folder_name_fault(name)) is not None:
+            self.conn.no(why, "CANNOT")
+            return
+        # RFC 9051 6.3.4: the superior names a new name implies exist too.
+        parts = name.split("/")
+        for depth in range(1, len(parts) + 1):
+            self.store.imap_create_folder(self.user.id, "/".join(parts[:depth]))
+        self.conn.ok(f"{name} created")
+
+    def _append(self, event: ev.Append) -> None:
+        """APPEND is refused, each mailbox saying why: mail enters this
+        server as SMDP has it (envelopes decided, bodies pulled), never
+        written in by a client (docs/imap.md, "What is not supported")."""
+        name = self._resolve(event.mailbox)
+        if name is None:
+            self.conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
+        elif name == PENDING or name in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
+            self.conn.no(f"{name} holds envelopes that other servers sent: a message cannot "
+                         "be put there", "CANNOT")
+        elif name == SENT:
+            self.conn.no("Sent already shows what you sent, from this server's own record; "
+                         "turn off the client's copy to Sent", "CANNOT")
+        else:
+            self.conn.no(f"messages cannot be added to {name}: mail comes in as SMDP "
+                         "envelopes, accepted from Pending", "CANNOT")
+
+    def _own_folder(self, name: str) -> bool:
+        """Whether ``name`` is a folder of the user's (not the server's);
+        answers NO when not."""
+        assert self.user is not None
+        if _mailbox_name(name) is not None:
+            self.conn.no(f"{name} is this server's own mailbox: it cannot be deleted or "
+                         "renamed", "CANNOT")
+            return False
+        if name not in self.store.imap_folders(self.user.id):
+            self.conn.no(f"no mailbox named {name!r}", "NONEXISTENT")
+            return False
+        return True
+
+    def _delete(self, event: ev.Delete) -> None:
+        assert self.user is not None
+        if not self._own_folder(event.mailbox):
+            return
+        if any(f.startswith(event.mailbox + "/") for f in self.store.imap_folders(self.user.id)):
+            # RFC 9051 6.3.5 would keep it as \Noselect; we have no such state.
+            self.conn.no(f"{event.mailbox} has folders inside: delete them first",
+                         "HASCHILDREN")
+            return
+        # A session that has it selected sees its messages expunged at its
+        # next poll, and an empty mailbox after.
+        self.store.imap_delete_folder(self.user.id, event.mailbox)
+        self.conn.ok(f"{event.mailbox} deleted, with its messages")
+
+    def _rename(self, event: ev.Rename) -> None:
+        assert self.user is not None
+        old, new = event.old, event.new.rstrip("/")
+        if not self._own_folder(old):
+            return
+        if self._resolve(new) is not None:
+            self.conn.no(f"{new!r} exists already", "ALREADYEXISTS")
+            return
+        if (why := _folder_name_fault(new)) is not None or new.startswith(old + "/"):
+            self.conn.no(why or "a folder cannot go inside itself", "CANNOT")
+            return
+        parts = new.split("/")
+        for depth in range(1, len(parts)):  # the superiors of the new name
+            self.store.imap_create_folder(self.user.id, "/".join(parts[:depth]))
+        for name in self.store.imap_folders(self.user.id):
+            if name == old or name.startswith(old + "/"):  # the inferiors go along
+                self.store.imap_rename_folder(self.user.id, name, new + name[len(old):])
+        self.conn.ok(f"{old} renamed to {new}")
 
     def _status(self, event: ev.Status) -> None:
         assert self.user is not None
-        name = _mailbox_name(event.mailbox)
+        name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
@@ -738,7 +1211,7 @@ class ImapSession(Session):
         }
         if "SIZE" in event.items:
             values["SIZE"] = sum(content.size for m in msgs
-                                 if (content := self._content(m, name)) is not None)
+                                 if (content := self._content(m)) is not None)
         items: list[object] = []
         for item in event.items:
             items += [Atom(item), values[item]]
@@ -837,7 +1310,7 @@ class ImapSession(Session):
             case ev.ListCmd():
                 self._list(event)
             case ev.Subscribe():
-                if _mailbox_name(event.mailbox) is None:
+                if self._resolve(event.mailbox) is None:
                     conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
                 else:
                     conn.ok("every mailbox is always subscribed")
@@ -858,8 +1331,16 @@ class ImapSession(Session):
                     conn.no(f"not every message could be removed: {refused}")
                 else:
                     conn.ok("EXPUNGE completed")
-            case ev.Move():
-                self._move(event)
+            case ev.Move() | ev.Copy():
+                self._transfer(event)
+            case ev.Append():
+                self._append(event)
+            case ev.Create():
+                self._create(event)
+            case ev.Delete():
+                self._delete(event)
+            case ev.Rename():
+                self._rename(event)
             case ev.Close():
                 if not self.readonly:
                     self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses

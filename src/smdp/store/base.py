@@ -31,7 +31,9 @@ from smdp.store.records import (
     CachedPolicy,
     Group,
     GroupDelivery,
+    ImapListed,
     ImapMessage,
+    ImapSent,
     InboundListing,
     InEnvelope,
     Job,
@@ -347,6 +349,61 @@ class Store(Protocol):
         """What changes whenever ``mailbox`` does: the number of entries in
         ``state`` (not deleted), the sum of their ids, and the mailbox's count
         of flag changes. Cheap: one indexed aggregate, no rows."""
+        ...
+
+    # -- IMAP mailboxes by state and placement (issue 14, migration 0018) --------
+
+    def imap_view(self, user_id: int, mailbox: str, states: Sequence[str]
+                  ) -> list[ImapListed]:
+        """What ``mailbox`` shows, by UID: the entries in ``states`` nobody
+        placed elsewhere and the entries placed in it, none deleted, with a
+        UID there."""
+        ...
+
+    def imap_view_unassigned(self, user_id: int, mailbox: str, states: Sequence[str]
+                             ) -> list[int]:
+        """The entries ``mailbox`` shows (as ``imap_view``) without a UID
+        there yet, by entry id."""
+        ...
+
+    def imap_view_signature(self, user_id: int, mailbox: str, states: Sequence[str]
+                            ) -> tuple[int, int, int]:
+        """Number and id sum of what ``mailbox`` shows, and its count of flag
+        changes: a poll reads the mailbox again only when this changed."""
+        ...
+
+    def imap_place(self, user_id: int, entry_id: int, folder: str | None, body: bool,
+                   leaving: str) -> None:
+        """Place an entry in ``folder`` (showing its real message when
+        ``body``), or back where its state puts it (None); its UID in
+        mailbox ``leaving`` is dropped."""
+        ...
+
+    def imap_folders(self, user_id: int) -> list[str]:
+        """The folders the user created, by name."""
+        ...
+
+    def imap_create_folder(self, user_id: int, name: str) -> bool:
+        """Create a folder; False when it exists."""
+        ...
+
+    def imap_rename_folder(self, user_id: int, old: str, new: str) -> None:
+        """Rename a folder with its messages, their UIDs and its UID counter."""
+        ...
+
+    def imap_sent_view(self, user_id: int) -> list[ImapSent]:
+        """The user's sent messages, oldest first, each with its UID in Sent
+        and the states its summary shows (None before it has one) and the
+        recipients' states now."""
+        ...
+
+    def imap_sent_assign(self, user_id: int, shown: Sequence[tuple[int, str]]) -> None:
+        """Give each ``(message_id, states)`` a new UID in Sent, in that
+        order, and keep the states its summary is written with."""
+        ...
+
+    def imap_delete_folder(self, user_id: int, name: str) -> None:
+        """Delete a folder; the messages placed in it are deleted with it."""
         ...
 
     def users_with_entries(self, state: str) -> list[int]:

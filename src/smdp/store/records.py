@@ -133,6 +133,32 @@ class ImapMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapListed:
+    """A message of an IMAP mailbox defined by state and placement (migration
+    0018): the entry as ``ImapMessage`` has it, its state, and where the user
+    placed it by hand (None when it shows by its state alone) and whether it
+    shows the real message there."""
+
+    message: ImapMessage
+    state: str
+    folder: str | None
+    body: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSent:
+    """A sent message as IMAP's Sent shows it (migration 0018): its UID
+    there and the recipients' states its summary was written with (None
+    before it has one), and the states now, one "recipient state" line
+    each, by recipient."""
+
+    message: OutMessage
+    uid: int | None
+    shown: str | None
+    states: str
+
+
+@dataclass(frozen=True, slots=True)
 class Quality:
     server: str
     messages: int

@@ -17,7 +17,9 @@ from smdp.store.records import (
     CachedPolicy,
     Group,
     GroupDelivery,
+    ImapListed,
     ImapMessage,
+    ImapSent,
     InboundListing,
     InEnvelope,
     Job,
@@ -675,6 +677,133 @@ class SqlStore:
         row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
                          (user_id, mailbox)).fetchone()
         return int(count), int(total), int(row[0]) if row else 0
+
+    # -- IMAP mailboxes by state and placement (issue 14, migration 0018) ---------
+
+    @staticmethod
+    def _imap_member(states: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+        """The condition (over ``mailbox m`` LEFT JOIN ``imap_placements p``)
+        for the entries a mailbox shows: those in ``states`` that nobody
+        placed elsewhere, and those placed in it (its name is the first
+        argument after the condition's own). Pending summaries are never
+        placed."""
+        marks = ", ".join("?" * len(states)) or "NULL"
+        return (f"m.deleted=0 AND ((p.folder IS NULL AND m.state IN ({marks})) "
+                "OR (p.folder=? AND m.state<>'pending'))", tuple(states))
+
+    def imap_view(self, user_id: int, mailbox: str, states: Sequence[str]
+                  ) -> list[ImapListed]:
+        member, args = self._imap_member(states)
+        rows = self._exec(
+            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient, e.size, "
+            "e.received_at, e.has_body, e.sender, e.mail_from, m.state, p.folder, p.body "
+            "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
+            "JOIN in_envelopes e ON e.id = m.envelope_id "
+            "LEFT JOIN imap_placements p ON p.entry_id = m.id "
+            f"WHERE i.user_id=? AND i.mailbox=? AND {member} ORDER BY i.uid",
+            (user_id, mailbox, *args, mailbox)).fetchall()
+        return [ImapListed(
+            ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]),
+                        float(r[6]), bool(r[7]), str(r[8]), None if r[9] is None else str(r[9])),
+            str(r[10]), None if r[11] is None else str(r[11]), bool(r[12]))
+            for r in rows]
+
+    def imap_view_unassigned(self, user_id: int, mailbox: str, states: Sequence[str]
+                             ) -> list[int]:
+        member, args = self._imap_member(states)
+        rows = self._exec(
+            "SELECT m.id FROM mailbox m LEFT JOIN imap_placements p ON p.entry_id = m.id "
+            f"WHERE m.user_id=? AND {member} AND NOT EXISTS (SELECT 1 FROM imap_messages i "
+            "WHERE i.entry_id = m.id AND i.mailbox=?) ORDER BY m.id",
+            (user_id, *args, mailbox, mailbox)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def imap_view_signature(self, user_id: int, mailbox: str, states: Sequence[str]
+                            ) -> tuple[int, int, int]:
+        member, args = self._imap_member(states)
+        count, total = self._exec(
+            "SELECT COUNT(*), COALESCE(SUM(m.id), 0) FROM mailbox m "
+            f"LEFT JOIN imap_placements p ON p.entry_id = m.id WHERE m.user_id=? AND {member}",
+            (user_id, *args, mailbox)).fetchone()
+        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
+                         (user_id, mailbox)).fetchone()
+        return int(count), int(total), int(row[0]) if row else 0
+
+    def imap_place(self, user_id: int, entry_id: int, folder: str | None, body: bool,
+                   leaving: str) -> None:
+        with self.transaction():
+            # The entry's UID in the mailbox it leaves goes: should it come
+            # back, it comes as a new message, with a UID above the client's.
+            self._exec("DELETE FROM imap_messages WHERE entry_id=? AND mailbox=?",
+                       (entry_id, leaving))
+            self._exec("DELETE FROM imap_placements WHERE entry_id=?", (entry_id,))
+            if folder is not None:
+                self._exec("INSERT INTO imap_placements (entry_id, user_id, folder, body) "
+                           "VALUES (?, ?, ?, ?)", (entry_id, user_id, folder, int(body)))
+
+    def imap_folders(self, user_id: int) -> list[str]:
+        rows = self._exec("SELECT name FROM imap_folders WHERE user_id=? ORDER BY name",
+                          (user_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def imap_create_folder(self, user_id: int, name: str) -> bool:
+        row = self._exec("INSERT INTO imap_folders (user_id, name) VALUES (?, ?) "
+                         "ON CONFLICT (user_id, name) DO NOTHING RETURNING name",
+                         (user_id, name)).fetchone()
+        return row is not None
+
+    def imap_rename_folder(self, user_id: int, old: str, new: str) -> None:
+        with self.transaction():
+            for table, column in (("imap_folders", "name"), ("imap_placements", "folder"),
+                                  ("imap_messages", "mailbox"), ("imap_mailboxes", "name")):
+                self._exec(f"UPDATE {table} SET {column}=? WHERE user_id=? AND {column}=?",
+                           (new, user_id, old))
+
+    def imap_delete_folder(self, user_id: int, name: str) -> None:
+        with self.transaction():
+            self._exec("DELETE FROM imap_folders WHERE user_id=? AND name=?", (user_id, name))
+            # Its messages go with it, as an EXPUNGE would take them.
+            self._exec("UPDATE mailbox SET deleted=1 WHERE id IN (SELECT entry_id "
+                       "FROM imap_placements WHERE user_id=? AND folder=?)", (user_id, name))
+            self._exec("DELETE FROM imap_placements WHERE user_id=? AND folder=?",
+                       (user_id, name))
+            self._exec("DELETE FROM imap_messages WHERE user_id=? AND mailbox=?",
+                       (user_id, name))
+
+    def imap_sent_view(self, user_id: int) -> list[ImapSent]:
+        messages = [out_message_row(r) for r in self._exec(
+            self._OUT_MSG + " WHERE user_id=? ORDER BY id", (user_id,)).fetchall()]
+        shown = {int(r[0]): (int(r[1]), str(r[2])) for r in self._exec(
+            "SELECT message_id, uid, states FROM imap_sent WHERE user_id=?",
+            (user_id,)).fetchall()}
+        states: dict[int, list[str]] = {}
+        for r in self._exec(
+                "SELECT r.message_id, r.recipient, r.state FROM out_recipients r "
+                "JOIN out_messages m ON m.id = r.message_id WHERE m.user_id=? "
+                "ORDER BY r.message_id, r.recipient", (user_id,)).fetchall():
+            states.setdefault(int(r[0]), []).append(f"{r[1]} {r[2]}")
+        found = []
+        for m in messages:
+            uid, was = shown.get(m.id, (None, None))
+            found.append(ImapSent(m, uid, was, "\n".join(states.get(m.id, []))))
+        return found
+
+    def imap_sent_assign(self, user_id: int, shown: Sequence[tuple[int, str]]) -> None:
+        if not shown:
+            return
+        n = len(shown)
+        with self.transaction():
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, 'Sent', ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + excluded.uidnext - 1 RETURNING uidnext",
+                (user_id, n + 1)).fetchone()
+            first = int(row[0]) - n
+            for i, (message_id, states) in enumerate(shown):
+                self._exec(
+                    "INSERT INTO imap_sent (message_id, user_id, uid, states) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (message_id) DO UPDATE SET uid=excluded.uid, "
+                    "states=excluded.states", (message_id, user_id, first + i, states))
 
     def set_override(self, server: str, override: str | None, reason: str = "") -> None:
         """An administrator blocks ("blocked") or allows ("allowed") ``server``

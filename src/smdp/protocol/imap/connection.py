@@ -187,6 +187,12 @@ class ImapServerConnection:
         self._fetch_sep()
         self._out += name.encode("ascii") + b" " + write_value(value)
 
+    def fetch_raw(self, name: str, data: bytes) -> None:
+        """An item whose value is already written (BODYSTRUCTURE: RFC 9051
+        joins its parts without spaces, which ``write_value`` does not)."""
+        self._fetch_sep()
+        self._out += name.encode("ascii") + b" " + data
+
     def fetch_literal(self, name: str, size: int) -> None:
         self._fetch_sep()
         self._out += name.encode("ascii") + b" {%d}\r\n" % size

@@ -18,11 +18,15 @@ from typing import TypeAlias
 from smdp.protocol._events import event
 
 __all__ = [
+    "Append",
     "Authenticate",
     "AuthenticateData",
     "Capability",
     "Check",
     "Close",
+    "Copy",
+    "Create",
+    "Delete",
     "Enable",
     "Expunge",
     "Fetch",
@@ -36,6 +40,7 @@ __all__ = [
     "Move",
     "Namespace",
     "Noop",
+    "Rename",
     "Search",
     "SearchKey",
     "Select",
@@ -211,19 +216,34 @@ class SearchKey:
     ``name`` is ``ALL``, a flag test (``SEEN``, ``UNSEEN``, ``DELETED``,
     ``UNDELETED``, ``FLAGGED``, ``UNFLAGGED``, ``ANSWERED``, ``UNANSWERED``,
     ``DRAFT``, ``UNDRAFT``), ``UID`` or ``SEQ`` (with ``messages``), ``NOT``
-    (one key in ``keys``), ``OR`` (two) or ``AND`` (a parenthesised list).
+    (one key in ``keys``), ``OR`` (two) or ``AND`` (a parenthesised list);
+    the keys that read messages carry ``text``: ``SUBJECT``, ``FROM``,
+    ``TO``, ``CC``, ``BCC``, ``BODY``, ``TEXT``, ``HEADER`` (and ``field``,
+    upper case), ``KEYWORD``, ``UNKEYWORD``; ``date`` (year, month, day):
+    ``BEFORE``, ``ON``, ``SINCE``, ``SENTBEFORE``, ``SENTON``,
+    ``SENTSINCE``; ``number``: ``LARGER``, ``SMALLER``. ``NEW``, ``OLD``,
+    ``RECENT`` (IMAP4rev1) take nothing.
     """
 
     name: str
     messages: SequenceSet | None = None
     keys: tuple[SearchKey, ...] = ()
+    text: str = ""
+    field: str = ""
+    date: tuple[int, int, int] | None = None
+    number: int = 0
 
 
 @event
 class Search:
+    """SEARCH, or UID SEARCH; ``returns``: the RFC 4731 result options of
+    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL; empty means ALL), None
+    for a plain SEARCH."""
+
     tag: str
     criteria: SearchKey
     uid: bool = False
+    returns: tuple[str, ...] | None = None
 
 
 @event
@@ -258,6 +278,53 @@ class Move:
 
 
 @event
+class Copy:
+    """COPY set mailbox, or UID COPY (RFC 9051 6.4.7)."""
+
+    tag: str
+    messages: SequenceSet
+    mailbox: str
+    uid: bool = False
+
+
+@event
+class Append:
+    """APPEND mailbox [(flags)] [date-time] message (RFC 9051 6.3.12); the
+    message is a literal within the codec's limit."""
+
+    tag: str
+    mailbox: str
+    message: bytes
+    flags: tuple[str, ...] = ()
+    date: str | None = None
+
+
+@event
+class Create:
+    """CREATE mailbox (RFC 9051 6.3.4)."""
+
+    tag: str
+    mailbox: str
+
+
+@event
+class Delete:
+    """DELETE mailbox (RFC 9051 6.3.5)."""
+
+    tag: str
+    mailbox: str
+
+
+@event
+class Rename:
+    """RENAME old new (RFC 9051 6.3.6)."""
+
+    tag: str
+    old: str
+    new: str
+
+
+@event
 class Close:
     tag: str
 
@@ -287,5 +354,6 @@ class IdleDone:
 ImapEvent: TypeAlias = (
     Capability | Noop | Logout | StartTls | Login | Authenticate | AuthenticateData
     | Enable | Namespace | ListCmd | Subscribe | Status | Select | Fetch | Search
-    | Store | Expunge | Move | Close | Unselect | Check | Idle | IdleDone
+    | Store | Expunge | Move | Copy | Append | Create | Delete | Rename | Close | Unselect | Check
+    | Idle | IdleDone
 )

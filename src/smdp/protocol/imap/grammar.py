@@ -258,9 +258,13 @@ _MACROS: Final = {
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
 }
 _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE", "ENVELOPE",
-                                  "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+                                  "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODYSTRUCTURE",
+                                  "BODY"})
 _BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
 _SECTIONS: Final = frozenset({"", "HEADER", "TEXT"})
+# A MIME part: its number path, then optionally what of it (RFC 9051 6.4.5).
+_PART: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8}(?:\.(?:MIME|HEADER|TEXT))?")
+_PART_FIELDS: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){1,20}(HEADER\.FIELDS(?:\.NOT)?)")
 _FIELD_LISTS: Final = ("HEADER.FIELDS", "HEADER.FIELDS.NOT")
 _FIELD_NAME: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable, no colon
 
@@ -277,12 +281,13 @@ def _fetch_att(value: Value) -> ev.FetchAtt:
     verb, section, start, length = match.groups()
     fields: tuple[str, ...] = ()
     kind, _, names = section.partition(" ")
-    if kind in _FIELD_LISTS:
+    if kind in _FIELD_LISTS or _PART_FIELDS.fullmatch(kind):
         fields = _field_names(names)
         section = kind
-    elif section not in _SECTIONS:
+    elif section not in _SECTIONS and not _PART.fullmatch(section):
         raise ImapSyntaxError(f"body section [{section}] is not supported (only [], [HEADER], "
-                              "[TEXT], [HEADER.FIELDS (...)] and [HEADER.FIELDS.NOT (...)])")
+                              "[TEXT], [HEADER.FIELDS (...)], [HEADER.FIELDS.NOT (...)] and "
+                              "MIME parts such as [1], [1.2.MIME], [2.HEADER])")
     partial = None
     if start is not None:
         if int(length) == 0:
@@ -341,7 +346,43 @@ def _search_key(values: list[Value], depth: int = 0) -> ev.SearchKey:
         return ev.SearchKey("OR", keys=(first, _search_key(values, depth + 1)))
     if name[:1].isdigit() or name[:1] == "*":
         return ev.SearchKey("SEQ", read_sequence_set(value))
+    if name in ("NEW", "OLD", "RECENT"):
+        return ev.SearchKey(name)
+    if name in _TEXT_KEYS or name == "HEADER":
+        field = _text(_next(values, name), "header field name").upper() if name == "HEADER" \
+            else ""
+        return ev.SearchKey(name, text=_text(_next(values, name), "search text"), field=field)
+    if name in _DATE_KEYS:
+        return ev.SearchKey(name, date=_date(_next(values, name)))
+    if name in ("LARGER", "SMALLER"):
+        size = _text(_next(values, name), "size")
+        if not size.isdigit() or not size.isascii() or len(size) > 19:
+            raise ImapSyntaxError(f"{name} needs a number of octets")
+        return ev.SearchKey(name, number=int(size))
     raise ImapSyntaxError(f"search criterion {value} is not supported")
+
+
+_TEXT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "BCC", "BODY", "TEXT", "KEYWORD",
+                               "UNKEYWORD"})
+_DATE_KEYS: Final = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_MONTH_NUMBERS: Final = {m: n for n, m in enumerate(
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+_DATE: Final = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+
+
+def _next(values: list[Value], name: str) -> Value:
+    if not values:
+        raise ImapSyntaxError(f"{name} needs an argument")
+    return values.pop(0)
+
+
+def _date(value: Value) -> tuple[int, int, int]:
+    """RFC 9051 ``date``: ``1-Feb-2026``, quoted or not."""
+    match = _DATE.fullmatch(_text(value, "date"))
+    month = _MONTH_NUMBERS.get(match.group(2).upper()) if match else None
+    if match is None or month is None or not 1 <= int(match.group(1)) <= 31:
+        raise ImapSyntaxError("a date is day-month-year, such as 1-Feb-2026")
+    return int(match.group(3)), month, int(match.group(1))
 
 
 def _search_keys(values: list[Value], depth: int) -> tuple[ev.SearchKey, ...]:
@@ -354,15 +395,22 @@ def _search_keys(values: list[Value], depth: int) -> tuple[ev.SearchKey, ...]:
 
 
 def _search(tag: str, values: list[Value], uid: bool) -> ev.Search:
+    returns = None
     if values and isinstance(values[0], Atom) and values[0].upper() == "RETURN":
-        raise ImapSyntaxError("SEARCH RETURN (ESEARCH) is not supported")
+        if len(values) < 2 or not isinstance(values[1], list):
+            raise ImapSyntaxError("RETURN needs a list of result options, such as (MIN COUNT)")
+        returns = tuple(_atom(v, "result option") for v in values[1])
+        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL")]:
+            raise ImapSyntaxError(f"search result option {unknown[0]} is not supported "
+                                  "(only MIN, MAX, COUNT and ALL)")
+        values = values[2:]
     if values and isinstance(values[0], Atom) and values[0].upper() == "CHARSET":
         if len(values) < 2 or _text(values[1], "charset").upper() not in ("UTF-8", "US-ASCII"):
             raise ImapSyntaxError("only CHARSET UTF-8 and US-ASCII are supported")
         values = values[2:]
     keys = _search_keys(list(values), 0)
     criteria = keys[0] if len(keys) == 1 else ev.SearchKey("AND", keys=keys)
-    return ev.Search(tag, criteria, uid)
+    return ev.Search(tag, criteria, uid, returns)
 
 
 def _store(tag: str, values: list[Value], uid: bool) -> ev.Store:
@@ -474,6 +522,30 @@ def _move(tag: str, values: list[Value], uid: bool) -> ev.Move:
     return ev.Move(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
 
 
+def _copy(tag: str, values: list[Value], uid: bool) -> ev.Copy:
+    _count(values, 2, "COPY <set> <mailbox>")
+    return ev.Copy(tag, read_sequence_set(values[0]), _text(values[1], "mailbox name"), uid)
+
+
+def _append(tag: str, values: list[Value]) -> ev.Append:
+    usage = "expected APPEND <mailbox> [(<flags>)] [\"<date-time>\"] <message literal>"
+    if not 2 <= len(values) <= 4 or not isinstance(values[-1], bytes):
+        raise ImapSyntaxError(usage)
+    middle = values[1:-1]
+    flags: tuple[str, ...] = ()
+    if middle and isinstance(middle[0], list):
+        flags = _flags(middle.pop(0))
+    date = _text(middle.pop(0), "date-time") if middle else None
+    if middle:
+        raise ImapSyntaxError(usage)
+    return ev.Append(tag, _text(values[0], "mailbox name"), values[-1], flags, date)
+
+
+def _rename(tag: str, values: list[Value]) -> ev.Rename:
+    _count(values, 2, "RENAME <old name> <new name>")
+    return ev.Rename(tag, _text(values[0], "mailbox name"), _text(values[1], "mailbox name"))
+
+
 def _expunge(tag: str, values: list[Value], uid: bool) -> ev.Expunge:
     if not uid:
         _count(values, 0, "EXPUNGE without arguments")
@@ -503,6 +575,11 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "STORE": lambda tag, values: _store(tag, values, False),
     "EXPUNGE": lambda tag, values: _expunge(tag, values, False),
     "MOVE": lambda tag, values: _move(tag, values, False),
+    "COPY": lambda tag, values: _copy(tag, values, False),
+    "CREATE": _one_mailbox(ev.Create),
+    "APPEND": _append,
+    "DELETE": _one_mailbox(ev.Delete),
+    "RENAME": _rename,
     "CLOSE": _no_args(ev.Close),
     "UNSELECT": _no_args(ev.Unselect),
     "CHECK": _no_args(ev.Check),
@@ -512,6 +589,7 @@ _READERS: Final[dict[str, Callable[[str, list[Value]], ev.ImapEvent]]] = {
     "UID STORE": lambda tag, values: _store(tag, values, True),
     "UID EXPUNGE": lambda tag, values: _expunge(tag, values, True),
     "UID MOVE": lambda tag, values: _move(tag, values, True),
+    "UID COPY": lambda tag, values: _copy(tag, values, True),
 }
 
 #: Every command name the codec reads (``UID FETCH`` is one name).
@@ -532,8 +610,8 @@ def split_command(command: bytes) -> tuple[str, str, bytes]:
     if name == "UID":
         if reader.at_end() or rest[reader.pos] != 0x20 or reader.pos + 1 >= len(rest) \
                 or rest[reader.pos + 1] in _ATOM_STOP:
-            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE, EXPUNGE "
-                                  "or MOVE")
+            raise ImapSyntaxError("UID must be followed by FETCH, SEARCH, STORE, EXPUNGE, "
+                                  "MOVE or COPY")
         reader.space()
         name = f"UID {reader.atom().upper()}"
     if not reader.at_end():

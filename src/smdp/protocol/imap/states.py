@@ -50,6 +50,7 @@ _ANY: Final = {"CAPABILITY": None, "NOOP": None, "LOGOUT": _L}
 _LOGGED_IN: Final = {
     **_ANY, "ENABLE": None, "NAMESPACE": None, "LIST": None, "LSUB": None,
     "SUBSCRIBE": None, "UNSUBSCRIBE": None, "STATUS": None, "IDLE": None,
+    "CREATE": None, "DELETE": None, "RENAME": None, "APPEND": None,
     "SELECT": _S, "EXAMINE": _S,
 }
 
@@ -64,7 +65,8 @@ TRANSITIONS: Final[dict[ImapState, dict[str, ImapState]]] = {
     _A: _row(_LOGGED_IN, _A),
     _S: _row({**_LOGGED_IN, "FETCH": None, "UID FETCH": None, "SEARCH": None,
               "UID SEARCH": None, "STORE": None, "UID STORE": None, "EXPUNGE": None,
-              "UID EXPUNGE": None, "MOVE": None, "UID MOVE": None, "CHECK": None,
+              "UID EXPUNGE": None, "MOVE": None, "UID MOVE": None, "COPY": None,
+              "UID COPY": None, "CHECK": None,
               "CLOSE": _A, "UNSELECT": _A}, _S),
     _L: {},
 }
