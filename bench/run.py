@@ -27,7 +27,7 @@ from typing import Any
 from bench.common import REPO, RESULTS, machine, settings_from_env, write_json
 
 # Order: the cheap in-process ones first, the servers last.
-BENCHMARKS = ("envelopes", "lists", "scaling", "sessions", "spam", "e2e", "smtp")
+BENCHMARKS = ("envelopes", "lists", "scaling", "sessions", "spam", "e2e", "smtp", "imap")
 
 
 def main(argv: list[str] | None = None) -> int:
