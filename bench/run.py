@@ -28,7 +28,7 @@ from bench.common import REPO, RESULTS, machine, settings_from_env, write_json
 
 # Order: the cheap in-process ones first, the servers last.
 BENCHMARKS = ("envelopes", "lists", "web", "scaling", "sessions", "spam", "quality", "e2e",
-              "smtp")
+              "smtp", "imap")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,7 @@ def aims(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                          last["delete_in_txn"] or 0) <= last["log_n_ratio"] * 1.5)])
     rows += e2e_aims(results.get("e2e") or {})
     rows += smtp_aims(results.get("smtp") or {})
+    rows += imap_aims(results.get("imap") or {})
     spam = results.get("spam") or {}
     if spam.get("skipped"):
         rows.append(["4 spam", "all aims", spam["skipped"], "n/a"])
@@ -233,6 +234,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                     for k, v in tf.items()) + "; the paper: 9 ms at 1,000 lines.", ""]
     out += e2e_section(results.get("e2e") or {})
     out += smtp_section(results.get("smtp") or {})
+    out += imap_section(results.get("imap") or {})
     spam = results.get("spam") or {}
     if "smdp" in spam:
         mix = spam["mix"]
@@ -541,6 +543,59 @@ def smtp_section(data: dict[str, Any]) -> list[str]:
     ratios |= {f"inbound {k}": v for k, v in (inbound.get("ratios") or {}).items()}
     out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()
                                              if v is not None), ""]
+    return out
+
+
+# -- issue 14, item 6: the IMAP port against Dovecot (bench/imap.py) ---------------
+
+IMAP_OPS = (("select", "SELECT INBOX"), ("headers", "FETCH 1:* header fields"),
+            ("bodies", "FETCH of 1,000 bodies"), ("idle", "IDLE notification"))
+
+
+def imap_aims(data: dict[str, Any]) -> list[list[str]]:
+    if "smdp" not in data:
+        return [["14.6 IMAP", "within 2x of Dovecot", "failed: see the section", "n/a"]] \
+            if data else []
+    ratios = data.get("ratios")
+    if not ratios:
+        return [["14.6 IMAP", "within 2x of Dovecot",
+                 (data.get("dovecot") or {}).get("skipped", "Dovecot not run"), "n/a"]]
+    aim = data["aims"]["over_dovecot_at_most"]
+    return [["14.6 IMAP", f"{label} within {aim:g}x of Dovecot",
+             f"{_x(ratios[op])}: {data['smdp'][op]['seconds']['median'] * 1000:,.0f} against "
+             f"{data['dovecot'][op]['seconds']['median'] * 1000:,.0f} ms",
+             _met(ratios[op] <= aim if ratios[op] is not None else None)]
+            for op, label in IMAP_OPS]
+
+
+def imap_section(data: dict[str, Any]) -> list[str]:
+    if "setup" not in data or "smdp" not in data:
+        return []
+    setup = data["setup"]
+    out = ["## IMAP against Dovecot (issue 14, item 6)", "",
+           f"{setup['messages']:,} messages ({setup['source']}, {setup['octets'] / 1e6:.0f} MB) "
+           f"in both; {setup['rounds']} alternating rounds after a first use, "
+           f"{setup['idle_rounds']} IDLE notifications each; "
+           + (f"Dovecot {setup['dovecot']}." if setup.get("dovecot") else "no Dovecot."), ""]
+    rows = []
+    for op, label in IMAP_OPS:
+        row: list[Any] = [label]
+        for name in ("smdp", "dovecot"):
+            r = (data.get(name) or {}).get(op)
+            row.append(f"{r['seconds']['median'] * 1000:,.0f} ({r['seconds']['min'] * 1000:,.0f}"
+                       f"-{r['seconds']['max'] * 1000:,.0f})" if r else "n/a")
+        row.append((data.get("ratios") or {}).get(op))
+        row.append((data.get("cpu_ratios") or {}).get(op))
+        first = [(data.get(name) or {}).get("first_use_s", {}).get(op) for name in
+                 ("smdp", "dovecot")]
+        row.append(f"{first[0] * 1000:,.0f} / {first[1] * 1000:,.0f}" if None not in first
+                   else "n/a")
+        rows.append(row)
+    out += _table(["operation", "smdp ms (min-max)", "Dovecot ms (min-max)", "smdp / Dovecot",
+                   "CPU smdp / Dovecot", "first use ms (smdp / Dovecot)"], rows)
+    skipped = (data.get("dovecot") or {}).get("skipped")
+    if skipped:
+        out += [skipped, ""]
     return out
 
 

@@ -1389,6 +1389,28 @@ def test_the_queue_as_the_administrator_sees_it(backend: Backend) -> None:
 # -- IMAP UIDs and flags (migration 0012) -------------------------------------------
 
 
+def test_in_body_heads_reads_the_first_octets_of_many_bodies(backend: Backend) -> None:
+    """IMAP's FETCH of headers reads the heads of a mailbox's messages in a
+    few statements (batches of 500): each body's first octets, of its first
+    chunk only; envelopes without a body are left out."""
+    store = backend.open()
+    big = random.Random(7).randbytes(CHUNK_SIZE + 10)
+    with store.transaction():
+        small = [store.insert_in_envelope(
+            envid=f"h{k:025d}", origin_server="x", sender="s@x.example", size=1, block="",
+            subject="", body=f"Subject: {k}\r\n\r\nbody\r\n".encode()) for k in range(501)]
+        large = store.insert_in_envelope(envid="L" * 26, origin_server="x", sender="s@x.example",
+                                         size=1, block="", subject="", body=big)
+        bare = store.insert_in_envelope(envid="B" * 26, origin_server="x", sender="s@x.example",
+                                        size=1, block="", subject="", body=None)
+    heads = store.in_body_heads([*small, large, bare], 12)
+    assert heads == {**{e: f"Subject: {k}\r\n\r\nbody\r\n".encode()[:12]
+                        for k, e in enumerate(small)}, large: big[:12]}
+    assert store.in_body_heads([large], CHUNK_SIZE * 2) == {large: big[:CHUNK_SIZE]}
+    assert store.in_body_heads([], 12) == {}
+    store.close()
+
+
 def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
     """UIDs are handed out in the order asked, never twice (also when the
     message with the highest UID is gone), and survive reopening the store,

@@ -248,6 +248,14 @@ class Store(Protocol):
         there is no body. Chunks may be of any size; the total is ``InEnvelope.size``."""
         ...
 
+    def in_body_heads(self, envelope_ids: Sequence[int], limit: int) -> dict[int, bytes]:
+        """The first ``limit`` octets of the first chunk of each stored body
+        of ``envelope_ids``, in a few statements whatever their number (IMAP
+        reads the headers of a whole mailbox so). Envelopes without a body
+        are left out. A header longer than the first chunk is not all here:
+        read it with ``in_body_chunk``."""
+        ...
+
     def drop_smtp_bodies(self, keep_states: Collection[str],
                          envelope_id: int | None = None) -> int:
         """Free the bytes of mail that arrived by SMTP (migration 0010) once no

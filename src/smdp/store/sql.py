@@ -289,6 +289,21 @@ class SqlStore:
         body. Compare the octets read with ``InEnvelope.size``."""
         return self._chunk(_IN_CHUNKS, envelope_id, seq)
 
+    def in_body_heads(self, envelope_ids: Sequence[int], limit: int) -> dict[int, bytes]:
+        # Batches of a few hundred: one statement each, whatever the number
+        # asked for, and well inside both backends' limits on parameters.
+        # ``limit`` is our own number, not the client's: written into the
+        # statement, so that PostgreSQL's substr gets an integer, not a bigint.
+        heads: dict[int, bytes] = {}
+        for i in range(0, len(envelope_ids), 500):
+            part = envelope_ids[i:i + 500]
+            rows = self._exec(
+                f"SELECT envelope_id, substr(data, 1, {int(limit)}) FROM in_body_chunks "
+                f"WHERE seq=0 AND envelope_id IN ({', '.join('?' * len(part))})",
+                tuple(part)).fetchall()
+            heads.update((int(r[0]), bytes(r[1])) for r in rows)
+        return heads
+
     def insert_mailbox_entry(
         self, user_id: int, envelope_id: int, recipient: str, state: str
     ) -> int:
