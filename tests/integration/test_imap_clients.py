@@ -409,13 +409,13 @@ def test_flags_stored_by_two_sessions_reach_each_other(server: InProcessServer,
 
     store = server._server.store if server._server is not None else None
     listed: list[int] = []
-    real = store.imap_messages  # type: ignore[union-attr]
+    real = store.imap_view  # type: ignore[union-attr]
 
     def counted(*args: Any) -> Any:
         listed.append(1)
         return real(*args)
 
-    store.imap_messages = counted  # type: ignore[union-attr, method-assign]
+    store.imap_view = counted  # type: ignore[union-attr, method-assign]
     a, b = session(), session()
     assert a.store("1", "+FLAGS", "\\Flagged")[0] == "OK"
     read = len(listed)

@@ -751,10 +751,18 @@ class SqlStore:
             # back, it comes as a new message, with a UID above the client's.
             self._exec("DELETE FROM imap_messages WHERE entry_id=? AND mailbox=?",
                        (entry_id, leaving))
+            # A UID dropped changes the mailbox as an expunge does: its
+            # signature must change, or a listing kept from before the entry
+            # left would be taken for the mailbox it comes back to.
+            self._bump_modseq(user_id, leaving)
             self._exec("DELETE FROM imap_placements WHERE entry_id=?", (entry_id,))
             if folder is not None:
                 self._exec("INSERT INTO imap_placements (entry_id, user_id, folder, body) "
                            "VALUES (?, ?, ?, ?)", (entry_id, user_id, folder, int(body)))
+
+    def _bump_modseq(self, user_id: int, mailbox: str) -> None:
+        self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 WHERE user_id=? AND name=?",
+                   (user_id, mailbox))
 
     def imap_folders(self, user_id: int) -> list[str]:
         rows = self._exec("SELECT name FROM imap_folders WHERE user_id=? ORDER BY name",
@@ -784,6 +792,7 @@ class SqlStore:
                        (user_id, name))
             self._exec("DELETE FROM imap_messages WHERE user_id=? AND mailbox=?",
                        (user_id, name))
+            self._bump_modseq(user_id, name)  # as imap_place: a kept listing is stale
 
     def imap_sent_view(self, user_id: int) -> list[ImapSent]:
         messages = [out_message_row(r) for r in self._exec(
