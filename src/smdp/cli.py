@@ -232,7 +232,7 @@ def _why(store: Store, config: Config, entry_id: int) -> str:
     (issue 16 item 2), one fact a line."""
     from smdp.core.lists import listing_reason
     from smdp.core.mx import quality_keys
-    from smdp.core.quality import judge
+    from smdp.core.quality import SENDER_KEY_PREFIX, judge, sender_key
 
     entry = store.mailbox_entry(entry_id)
     env = store.in_envelope(entry.envelope_id) if entry is not None else None
@@ -258,9 +258,17 @@ def _why(store: Store, config: Config, entry_id: int) -> str:
         keys = quality_keys(env.verified_domain, env.client_prefix)
     else:
         keys = [env.origin_server]
+        if env.sender:  # the sender's own quality at its server (protocol.md 11.3)
+            keys.append(sender_key(env.origin_server, env.sender))
     for key in keys:
-        verdict = judge(store.quality(key), config.quality)
-        lines.append(f"quality of {key}: {verdict.status}: {verdict.reason}")
+        quality = store.quality(key)
+        verdict = judge(quality, config.quality)
+        name = key
+        if key.startswith(SENDER_KEY_PREFIX):
+            name = f"sender <{env.sender}> at {env.origin_server}"
+        deciders = (f"; {quality.deciders} distinct rejecting user(s)"
+                    if quality.deciders else "")
+        lines.append(f"quality of {name}: {verdict.status}: {verdict.reason}{deciders}")
     return "\n".join(lines)
 
 

@@ -252,7 +252,10 @@ def test_recipient_lists_decide_automatically(pair: tuple[Server, Server]) -> No
         "state spammer, decision REJECT&SPAMMER",
         f"reason: sender is on your black list since {day} (you added it)",
         f"listing now: sender is on your black list since {day} (you added it)",
-        "quality of smdp.a.example: new: 2 of 10 messages needed before judging"]
+        "quality of smdp.a.example: new: 2 of 10 messages needed before judging; 1 distinct "
+        "rejecting user(s)",
+        f"quality of sender <{ALICE}> at smdp.a.example: new: 2 of 10 messages needed before "
+        "judging; 1 distinct rejecting user(s)"]
     result = subprocess.run(
         [sys.executable, "-m", "smdp", "admin", "--config", str(b.config_path), "why", "99999"],
         capture_output=True, text=True, timeout=60)
