@@ -20,6 +20,7 @@ from smdp.core.decisions import NEEDS_BODY, OPEN_ENTRIES
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.mail.trace import delivery_fields
 from smdp.store import SqliteStore, Store, StoreError, open_store
+from smdp.store.records import ImapMessage
 from smdp.store.sql import SqlStore
 from smdp.store.sqlite import migrations
 from smdp.terms import EntryState, RecipientState, RouteKind
@@ -1411,6 +1412,10 @@ def test_in_body_heads_reads_the_first_octets_of_many_bodies(backend: Backend) -
     store.close()
 
 
+def _listed(store: Store, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
+    return [m.message for m in store.imap_view(user_id, mailbox, [state])]
+
+
 def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
     """UIDs are handed out in the order asked, never twice (also when the
     message with the highest UID is gone), and survive reopening the store,
@@ -1426,43 +1431,43 @@ def test_imap_uids_only_grow_and_flags_persist(backend: Backend) -> None:
                       for i in range(3))
         waiting = store.insert_mailbox_entry(u.id, env, "bob9@b.example", "pending")
         c1 = store.insert_mailbox_entry(other.id, env, "carol@b.example", "accepted")
-    signature = store.imap_signature(u.id, "INBOX", "accepted")
+    signature = store.imap_view_signature(u.id, "INBOX", ["accepted"])
     assert signature == (3, e1 + e2 + e3, 0)
     assert store.imap_uidnext(u.id, "INBOX") == 1
-    assert store.imap_messages(u.id, "INBOX", "accepted") == []
-    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e1, e2, e3]
+    assert _listed(store, u.id, "INBOX", "accepted") == []
+    assert store.imap_view_unassigned(u.id, "INBOX", ["accepted"]) == [e1, e2, e3]
     store.imap_assign_uids(u.id, "INBOX", [e2, e1])  # the order given, not the entry ids'
     store.imap_assign_uids(u.id, "INBOX", [e1])  # has one already: unchanged
     store.imap_assign_uids(other.id, "INBOX", [c1])  # another user counts on its own
-    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e3]
+    assert store.imap_view_unassigned(u.id, "INBOX", ["accepted"]) == [e3]
     assert [(m.entry_id, m.uid, m.envelope_id, m.recipient)
-            for m in store.imap_messages(u.id, "INBOX", "accepted")] == [
+            for m in _listed(store, u.id, "INBOX", "accepted")] == [
         (e2, 1, env, "bob1@b.example"), (e1, 2, env, "bob0@b.example")]
     assert store.imap_uidnext(u.id, "INBOX") == 4  # e1's second UID (3) is never used
-    assert [(m.entry_id, m.uid) for m in store.imap_messages(other.id, "INBOX", "accepted")] == [
+    assert [(m.entry_id, m.uid) for m in _listed(store, other.id, "INBOX", "accepted")] == [
         (c1, 1)]
     store.imap_set_flags(u.id, "INBOX", [(e1, 1 | 4), (e2, 2)])
-    assert store.imap_signature(u.id, "INBOX", "accepted") == (3, e1 + e2 + e3, 1)
+    assert store.imap_view_signature(u.id, "INBOX", ["accepted"]) == (3, e1 + e2 + e3, 1)
     # The same entry in another mailbox (Pending, then INBOX) has a UID and
     # flags of its own there; an entry leaves a mailbox with its state.
     store.imap_assign_uids(u.id, "Pending", [waiting])
     store.imap_set_flags(u.id, "Pending", [(waiting, 1)])
-    assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(
-        u.id, "Pending", "pending")] == [(waiting, 1, 1)]
+    assert [(m.entry_id, m.uid, m.flags)
+            for m in _listed(store, u.id, "Pending", "pending")] == [(waiting, 1, 1)]
     store.update_mailbox_entry(waiting, state="accepted", decision="ACCEPT")
-    assert store.imap_messages(u.id, "Pending", "pending") == []
-    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [e3, waiting]
+    assert _listed(store, u.id, "Pending", "pending") == []
+    assert store.imap_view_unassigned(u.id, "INBOX", ["accepted"]) == [e3, waiting]
     store.mark_deleted([e3])
-    assert store.imap_unassigned(u.id, "INBOX", "accepted") == [waiting]
+    assert store.imap_view_unassigned(u.id, "INBOX", ["accepted"]) == [waiting]
     assert isinstance(store, SqlStore)
     with store.transaction():
         store._exec("DELETE FROM mailbox WHERE id=?", (e1,))  # purged: its row goes with it
-    assert store.imap_signature(u.id, "INBOX", "accepted") == (2, e2 + waiting, 1)
+    assert store.imap_view_signature(u.id, "INBOX", ["accepted"]) == (2, e2 + waiting, 1)
     store.close()
     store = backend.open()
     store.imap_assign_uids(u.id, "INBOX", [waiting])
-    assert [(m.entry_id, m.uid, m.flags) for m in store.imap_messages(
-        u.id, "INBOX", "accepted")] == [(e2, 1, 2), (waiting, 4, 0)]
+    assert [(m.entry_id, m.uid, m.flags)
+            for m in _listed(store, u.id, "INBOX", "accepted")] == [(e2, 1, 2), (waiting, 4, 0)]
     assert store.imap_uidnext(u.id, "INBOX") == 5
     store.close()
 

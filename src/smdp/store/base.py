@@ -32,7 +32,6 @@ from smdp.store.records import (
     Group,
     GroupDelivery,
     ImapListed,
-    ImapMessage,
     ImapSent,
     InboundListing,
     InEnvelope,
@@ -327,16 +326,6 @@ class Store(Protocol):
 
     # -- IMAP (issue 14, migration 0013) ----------------------------------------
 
-    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
-        """The entries in ``state`` (not deleted) that ``mailbox`` has given a
-        UID, by UID."""
-        ...
-
-    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
-        """The entries in ``state`` (not deleted) without a UID in ``mailbox``,
-        by entry id."""
-        ...
-
     def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
         """Give each of ``entry_ids`` (in this order) the mailbox's next UID,
         unless it has one there already. A UID is never given twice: the
@@ -351,12 +340,6 @@ class Store(Protocol):
                        flags: Sequence[tuple[int, int]]) -> None:
         """Store ``(entry_id, flags)`` pairs of ``mailbox``, all or none, and
         count the change (``imap_signature``)."""
-        ...
-
-    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
-        """What changes whenever ``mailbox`` does: the number of entries in
-        ``state`` (not deleted), the sum of their ids, and the mailbox's count
-        of flag changes. Cheap: one indexed aggregate, no rows."""
         ...
 
     # -- IMAP mailboxes by state and placement (issue 14, migration 0018) --------

@@ -629,25 +629,6 @@ class SqlStore:
 
     # -- IMAP (issue 14, migration 0013) ------------------------------------------
 
-    def imap_messages(self, user_id: int, mailbox: str, state: str) -> list[ImapMessage]:
-        rows = self._exec(
-            "SELECT i.entry_id, i.uid, i.flags, m.envelope_id, m.recipient, e.size, "
-            "e.received_at, e.has_body, e.sender, e.mail_from "
-            "FROM imap_messages i JOIN mailbox m ON m.id = i.entry_id "
-            "JOIN in_envelopes e ON e.id = m.envelope_id "
-            "WHERE i.user_id=? AND i.mailbox=? AND m.state=? AND m.deleted=0 ORDER BY i.uid",
-            (user_id, mailbox, state)).fetchall()
-        return [ImapMessage(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]),
-                            float(r[6]), bool(r[7]), str(r[8]),
-                            None if r[9] is None else str(r[9])) for r in rows]
-
-    def imap_unassigned(self, user_id: int, mailbox: str, state: str) -> list[int]:
-        rows = self._exec(
-            "SELECT m.id FROM mailbox m WHERE m.user_id=? AND m.state=? AND m.deleted=0 "
-            "AND NOT EXISTS (SELECT 1 FROM imap_messages i WHERE i.entry_id = m.id "
-            "AND i.mailbox=?) ORDER BY m.id", (user_id, state, mailbox)).fetchall()
-        return [int(r[0]) for r in rows]
-
     def imap_assign_uids(self, user_id: int, mailbox: str, entry_ids: Sequence[int]) -> None:
         if not entry_ids:
             return
@@ -684,14 +665,6 @@ class SqlStore:
                            (bits, entry_id, mailbox))
             self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 "
                        "WHERE user_id=? AND name=?", (user_id, mailbox))
-
-    def imap_signature(self, user_id: int, mailbox: str, state: str) -> tuple[int, int, int]:
-        count, total = self._exec(
-            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM mailbox "
-            "WHERE user_id=? AND state=? AND deleted=0", (user_id, state)).fetchone()
-        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
-                         (user_id, mailbox)).fetchone()
-        return int(count), int(total), int(row[0]) if row else 0
 
     # -- IMAP mailboxes by state and placement (issue 14, migration 0018) ---------
 
