@@ -307,7 +307,8 @@ def _smdp_mix(root: Path, mails: list[Mail], weeks: int, pop: Population,
                 "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM in_body_chunks), "
                 "COALESCE(SUM(LENGTH(block)), 0), "
                 "COALESCE(SUM(has_body), 0) FROM in_envelopes")[0]
-            quality = b.query("SELECT messages, votes FROM peer_quality")
+            quality = b.query("SELECT messages, votes FROM peer_quality "
+                              "WHERE server NOT LIKE 'sender:%'")
         db_octets = sum(p.stat().st_size for p in root.glob("b.example.sqlite3*"))
     finally:
         to_b.stop()
