@@ -19,7 +19,8 @@ from smdp.protocol import user as wire
 from smdp.store import Store, open_store
 from smdp.terms import Decision
 
-from .inprocess import InProcessServer
+from .harness import PeerSocket
+from .inprocess import InProcessServer, inprocess_pair
 from .test_groups import pending, submit, three
 from .test_inprocess_flow import lines, wait_for
 from .test_mx import mx, smtp
@@ -149,6 +150,13 @@ def test_members_elsewhere_are_not_forwarded_to(tmp_path: Path) -> None:
         carol.quit()
         wait_for(lambda: sent(a, "mixed")["mixed@b.example"][0] == "delivered",
                  "carol's acceptance at the origin")
+        # AUTHORIZE put the group on alice's white list (Table 2): her next
+        # message tries the direct way, is told 551, and goes as an envelope,
+        # which carol's own white list (Table 3, hers) accepts at once.
+        submit(a, "alice@a.example", ["mixed@b.example"], "mixed again")
+        wait_for(lambda: sent(a, "mixed again").get("mixed@b.example", ("",))[0]
+                 == "delivered", "the envelope after 551, accepted")
+        assert pending(b, "carol@b.example") == []
         # Neither erin nor frank got anything from b.example.
         assert pending(c, "erin@c.example") == [] and pending(a, "frank@a.example") == []
 
@@ -196,3 +204,17 @@ def test_smtp_mail_to_an_alias_is_held_for_each_local_member(tmp_path: Path) -> 
         message = bob.read(bob_entry)
         bob.quit()
         assert b"\r\nDelivered-To: info@b.example\r\n" in message
+
+
+def test_a_direct_message_to_a_group_is_told_to_send_an_envelope(tmp_path: Path) -> None:
+    with inprocess_pair(tmp_path, users={"a.example": ("alice@a.example",),
+                                         "b.example": ("bob@b.example",)}) as (_a, b):
+        make_group(b, "info@b.example", ["bob@b.example"])
+        p = PeerSocket(b.peer_port)
+        assert p.cmd("EHLO smdp.a.example").startswith("250-")
+        assert p.cmd(f"MAIL From:<alice@a.example> ID={'q' * 26}").startswith("250 ")
+        assert p.cmd("RCPT To:<info@b.example>") == (
+            "551 5.7.1 <info@b.example> is a group whose members each decide; send an envelope")
+        assert p.cmd("RCPT To:<nobody@b.example>") == (
+            "550 5.1.1 <nobody@b.example>: no such user here")
+        p.close()
