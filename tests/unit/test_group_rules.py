@@ -108,3 +108,78 @@ def test_the_administrators_commands(store: Store) -> None:
     assert groups.delete(store, "x@a.example") == "deleted alias x@a.example"
     with pytest.raises(groups.GroupError, match=r"no group x@a\.example"):
         groups.remove_members(store, "x@a.example", ["bob@b.example"])
+
+
+# -- mail from other servers (docs/lists.md, "Mail from other servers") -------------
+
+
+def test_an_address_reaches_its_user_or_a_groups_local_members_once(store: Store) -> None:
+    alice, dave = store.user_by_address("alice@a.example"), store.user_by_address(
+        "dave@a.example")
+    assert alice is not None and dave is not None
+    assert groups.reach(store, "alice@a.example") == groups.Reach((alice,))
+    assert groups.reach(store, "nobody@a.example") == groups.Reach()
+    store.add_identity(dave.id, "d@a.example")
+    groups.create(store, DOMAINS, "info@a.example", "alias", None)
+    groups.create(store, DOMAINS, "more@a.example", "alias", None)
+    # dave by two of his addresses and through a nested group, which names
+    # the first back (a loop): he is reached once; the member elsewhere and
+    # the address of ours that is nobody's are not reached at all.
+    groups.add_members(store, "info@a.example", ["dave@a.example", "bob@b.example",
+                                                 "more@a.example", "gone@a.example"])
+    groups.add_members(store, "more@a.example", ["info@a.example", "d@a.example",
+                                                 "alice@a.example", "bob@b.example"])
+    got = groups.reach(store, "info@a.example")
+    assert got.users == (dave, alice)
+    assert got.group is not None and got.group.address == "info@a.example"
+    assert got.elsewhere == ("bob@b.example", "gone@a.example")
+    assert not got.too_deep
+    assert groups.inbound_refusal(store, got, "erin@c.example") is None
+    assert groups.inbound_refusal(store, groups.reach(store, "alice@a.example"), "") is None
+
+
+def test_a_group_with_no_local_member_refuses_mail_from_elsewhere(store: Store) -> None:
+    groups.create(store, DOMAINS, "far@a.example", "alias", None)
+    groups.add_members(store, "far@a.example", ["bob@b.example", "erin@c.example"])
+    got = groups.reach(store, "far@a.example")
+    assert got.users == () and got.elsewhere == ("bob@b.example", "erin@c.example")
+    assert groups.inbound_refusal(store, got, "erin@c.example") == groups.Refusal(
+        "5.1.1", "no member of this group has a mailbox here, and this server does not "
+                 "forward mail to other servers")
+
+
+def test_groups_nested_too_deep_refuse_mail_from_elsewhere_whole(store: Store) -> None:
+    names = [f"g{n}@a.example" for n in range(groups.MAX_DEPTH + 1)]
+    for name in names:
+        groups.create(store, DOMAINS, name, "alias", None)
+    for outer, inner in itertools.pairwise(names):
+        groups.add_members(store, outer, [inner, "alice@a.example"])
+    groups.add_members(store, names[-1], ["dave@a.example"])
+    deep = groups.reach(store, names[0])
+    assert deep.too_deep and [u.main_address for u in deep.users] == ["alice@a.example"]
+    refusal = groups.inbound_refusal(store, deep, "erin@c.example")
+    assert refusal is not None and refusal.status == "5.3.5"
+    assert "nested more than 8 deep" in refusal.text
+    # One level less: the same depth the origin's expansion allows.
+    shallow = groups.reach(store, names[1])
+    assert not shallow.too_deep
+    assert [u.main_address for u in shallow.users] == ["alice@a.example", "dave@a.example"]
+
+
+def test_a_list_takes_posts_from_elsewhere_from_its_members_and_owner_only(
+        store: Store) -> None:
+    groups.create(store, DOMAINS, "team@a.example", "list", "alice@a.example")
+    groups.add_members(store, "team@a.example", ["dave@a.example", "bob@b.example"])
+    got = groups.reach(store, "team@a.example")
+    assert got.group is not None
+    members_only = groups.Refusal("5.7.1", "the list takes posts from its members only")
+    assert groups.inbound_refusal(store, got, "erin@c.example") == members_only
+    assert groups.inbound_refusal(store, got, "") == members_only
+    assert groups.inbound_refusal(store, got, "Bob@B.example") is None
+    assert groups.inbound_refusal(store, got, "alice@a.example") is None  # the owner
+    assert groups.inbound_refusal(store, got, "dave@a.example") is None
+    # An alias takes mail from anyone.
+    groups.create(store, DOMAINS, "all@a.example", "alias", None)
+    groups.add_members(store, "all@a.example", ["dave@a.example"])
+    assert groups.inbound_refusal(store, groups.reach(store, "all@a.example"),
+                                  "erin@c.example") is None

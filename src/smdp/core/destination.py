@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from smdp.config import QualityPolicy
 from smdp.core import decisions as d
+from smdp.core import groups
 from smdp.core.decisions import recipient_side
 from smdp.core.envelope import (
     decode_envelope_block,
@@ -204,6 +205,30 @@ class Destination:
     def local_user(self, address: str) -> User | None:
         return self.store.user_by_address(address)
 
+    def reach(self, address: str) -> groups.Reach:
+        """Whom mail from another server to ``address`` reaches: a user, or
+        a local group's members with a mailbox here (docs/lists.md)."""
+        return groups.reach(self.store, address)
+
+    def group_refusal(self, reached: groups.Reach, sender: str) -> groups.Refusal | None:
+        """Why a group refuses mail from ``sender`` at RCPT, or None."""
+        return groups.inbound_refusal(self.store, reached, sender)
+
+    def _entries_for(self, recipients: list[str]) -> tuple[list[tuple[str, User, bool]], int]:
+        """Each envelope recipient with the users it reaches, and whether
+        through a group: one entry each, under the recipient's address,
+        which the origin knows it by (a group's members share it, and
+        Delivered-To shows them the group). And the messages they count
+        for towards the origin's quality (section 5.3): one a recipient, a
+        group one for each member, as each member's decision is a vote."""
+        found: list[tuple[str, User, bool]] = []
+        messages = 0
+        for rcpt in recipients:
+            reached = self.reach(rcpt)
+            found.extend((rcpt, user, reached.group is not None) for user in reached.users)
+            messages += max(1, len(reached.users))
+        return found, messages
+
     def may_send_directly(self, server: str, sender: str, recipient: str) -> bool:
         """Table 3: a whole message (no envelope phase) only from an authorized pair."""
         user = self.store.user_by_address(recipient)
@@ -227,16 +252,18 @@ class Destination:
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
             )
             self.store.set_in_expiry(env_id, expiry_time(fields.expires))
+            targets, messages = self._entries_for(recipients)
             if server != self.hostname:
-                self.store.count_messages(server, len(recipients))
-                self.store.count_messages(sender_key(server, sender), len(recipients))
+                self.store.count_messages(server, messages)
+                self.store.count_messages(sender_key(server, sender), messages)
             list_id = fields.summary.list_id
-            for rcpt in recipients:
-                user = self.store.user_by_address(rcpt)
-                if user is None:
-                    continue  # refused at RCPT already
-                entry_id = self.store.insert_mailbox_entry(
-                    user.id, env_id, rcpt, EntryState.PENDING)
+            # Every entry first: a member's rejection by Table 3 goes to the
+            # origin only once the group's other members have decided
+            # (``_reported_entry``), so they must be there to be seen.
+            entries = [(self.store.insert_mailbox_entry(user.id, env_id, rcpt,
+                                                        EntryState.PENDING), user)
+                       for rcpt, user, _grouped in targets]
+            for entry_id, user in entries:
                 listed, who, address = self._listing(user.id, sender, server, list_id)
                 if listed is not None and listed.kind is ListKind.BLACK:
                     # Table 3, recipient side: sender in the recipient's black
@@ -347,24 +374,23 @@ class Destination:
         delivered: list[str] = []
         refused: list[str] = []
         reasons: dict[str, str] = {}
-        users: list[tuple[str, User]] = []
+        users: list[tuple[str, str, User]] = []  # (how SmtpArrival names it, rcpt, user)
         with self.store.transaction():
-            for rcpt in recipients:
-                user = self.store.user_by_address(rcpt)
-                if user is None:
-                    continue  # refused at RCPT already
+            for rcpt, user, grouped in self._entries_for(recipients)[0]:
+                # A group's member is named with the group: ``info@... (bob@...)``.
+                who = f"{rcpt} ({user.main_address})" if grouped else rcpt
                 listed = self.store.inbound_listing(user.id, sender, server) if sender else None
                 if listed is not None and listed.kind is ListKind.BLACK:
                     self.store.touch_inbound(user.id, sender, server)
-                    refused.append(rcpt)
+                    refused.append(who)
                     continue
                 if listed is not None and listed.kind is ListKind.WHITE and trusted:
                     self.store.touch_inbound(user.id, sender, server)
-                    delivered.append(rcpt)
-                    reasons[rcpt] = listing_reason(listed, how="From verified")
+                    delivered.append(who)
+                    reasons[who] = listing_reason(listed, how="From verified")
                 else:
-                    held.append(rcpt)
-                users.append((rcpt, user))
+                    held.append(who)
+                users.append((who, rcpt, user))
             for key in keys:
                 if refused:
                     self.store.count_forged(key, len(refused))
@@ -381,13 +407,13 @@ class Destination:
                 mail_from=mail_from,
                 client_prefix=client_prefix)
             self.store.set_in_expiry(env_id, expires_at)
-            for rcpt, user in users:
-                if rcpt in delivered:
+            for who, rcpt, user in users:
+                if who in delivered:
                     entry_id = self.store.insert_mailbox_entry(
                         user.id, env_id, rcpt, EntryState.ACCEPTED)
                     self.store.update_mailbox_entry(
                         entry_id, state=EntryState.ACCEPTED, decision=Decision.ACCEPT,
-                        reason=reasons[rcpt])
+                        reason=reasons[who])
                     self.decided(Decision.ACCEPT, False)
                     if keys:
                         self.store.set_vote(entry_id, keys[0], +1, also=keys[1:])
@@ -499,7 +525,31 @@ class Destination:
             state = effect.state
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
-        queue_decision(self.store, env.envid, entry.id)
+        reported = self._reported_entry(entry, decision)
+        if reported is not None:
+            queue_decision(self.store, env.envid, reported)
+
+    def _reported_entry(self, entry: MailboxEntry, decision: Decision) -> int | None:
+        """The entry whose decision goes to the origin now, if any.
+
+        The origin knows one recipient where a local group's members have
+        an entry each under its address (docs/lists.md). Each acceptance
+        goes (the first pulls the message; the others name the copy held
+        here). A rejection deletes the message at the origin (assumption
+        6), so it goes only once no other member is undecided or has
+        accepted, and then as the strongest rejection among them: the
+        origin hears SPAM or SPAMMER if any member said it."""
+        if decision.accepts:
+            return entry.id
+        shared = [e for e in self.store.entries_of_envelope(entry.envelope_id)
+                  if e.recipient == entry.recipient]
+        if any(e.id != entry.id and (e.state is EntryState.PENDING
+                                     or (e.decision is not None and e.decision.accepts))
+               for e in shared):
+            return None
+        rejected = [e for e in shared if e.decision is not None]
+        return max(rejected, key=lambda e: _SEVERITY.get(e.decision or Decision.REJECT, 0),
+                   default=entry).id
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
                     reason: str, *, listing: bool) -> None:
@@ -652,6 +702,11 @@ class Destination:
                     entry.id, state=EntryState.FAILED, decision=entry.decision,
                     reason=f"the origin refused the pull: {reply}",
                 )
+
+
+# How much a rejection tells the origin (Table 2): the order in which a
+# group's members' rejections win when one of them is reported for all.
+_SEVERITY = {Decision.REJECT: 1, Decision.REJECT_SPAM: 2, Decision.REJECT_SPAMMER: 3}
 
 
 def _described(key: str) -> str:

@@ -1,7 +1,10 @@
 """Local lists and aliases (issue 16 item 3; docs/lists.md): an address of
 one of our domains that the origin expands, at submission, to its members,
 local and remote. The expanded recipients then go as any others do: one
-envelope per destination domain (``Origin.submit``).
+envelope per destination domain (``Origin.submit``). Mail from other
+servers to a group reaches its members who have a mailbox here, each with
+an entry of their own (``reach``, ``Destination.receive_envelope``); the
+others are not forwarded.
 
 An **alias** takes mail from any user of this server. A **list** takes posts
 from its members and its owner only, a post goes to the list alone, and
@@ -101,6 +104,100 @@ def expand(store: Store, user: User, sender: str, recipients: list[str]) -> Expa
     for rcpt, group in zip(recipients, named, strict=True):
         walk(rcpt, group, 0)
     return out
+
+
+# -- mail from other servers (docs/lists.md, "Mail from other servers") -------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Whom an address of ours reaches with mail from another server: its
+    user, or a group's members who have a mailbox here. The members
+    elsewhere are not written to: SMDP has no forwarding (a destination
+    holds envelopes for its own users, and the origin alone sends)."""
+
+    users: tuple[User, ...] = ()
+    group: Group | None = None
+    elsewhere: tuple[str, ...] = ()  # members with no mailbox here, never forwarded
+    too_deep: bool = False  # a group nested deeper than MAX_DEPTH was cut off
+
+
+def reach(store: Store, address: str) -> Reach:
+    """The users ``address`` reaches: itself when it is a user's, else a
+    group's members, groups inside groups followed once each to
+    ``MAX_DEPTH`` as ``expand`` does; a user reached twice counts once."""
+    user = store.user_by_address(address)
+    if user is not None:
+        return Reach((user,))
+    group = store.group(address)
+    if group is None:
+        return Reach()
+    users: dict[int, User] = {}
+    elsewhere: dict[str, None] = {}
+    seen = {group.address}
+    too_deep = False
+
+    def walk(inside: Group, depth: int) -> None:
+        nonlocal too_deep
+        for member in store.group_members(inside.id):
+            nested = store.group(member)
+            if nested is None:
+                found = store.user_by_address(member)
+                if found is None:
+                    elsewhere[member] = None
+                else:
+                    users.setdefault(found.id, found)
+            elif nested.address not in seen:
+                seen.add(nested.address)
+                if depth + 1 >= MAX_DEPTH:
+                    too_deep = True
+                else:
+                    walk(nested, depth + 1)
+
+    walk(group, 0)
+    return Reach(tuple(users.values()), group, tuple(elsewhere), too_deep)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a group refuses mail from another server at RCPT: the enhanced
+    status code (RFC 3463) and the text after the address."""
+
+    status: str
+    text: str
+
+
+def inbound_refusal(store: Store, reached: Reach, sender: str) -> Refusal | None:
+    """None when mail from ``sender`` at another server may go to the group
+    ``reached`` names (and to a user's address, always). A list takes posts
+    from the addresses of its members and of its owner only, as at
+    submission; a group none of whose members has a mailbox here has nobody
+    to hold the envelope for; a group nested too deep is the
+    administrator's to mend, and is refused whole rather than in part."""
+    group = reached.group
+    if group is None:
+        return None
+    if reached.too_deep:
+        return Refusal("5.3.5", f"the group holds groups nested more than {MAX_DEPTH} deep; "
+                                "its administrator must mend it")
+    if group.kind == LIST and not may_post(store, group, sender):
+        return Refusal("5.7.1", "the list takes posts from its members only")
+    if not reached.users:
+        return Refusal("5.1.1", "no member of this group has a mailbox here, and this "
+                                "server does not forward mail to other servers")
+    return None
+
+
+def may_post(store: Store, group: Group, sender: str) -> bool:
+    """A list's policy for a sender from elsewhere, by address: one of its
+    members, or an address of its owner."""
+    sender = sender.lower()
+    if not sender:
+        return False
+    if sender in store.group_members(group.id):
+        return True
+    owner = store.user_by_address(sender)
+    return owner is not None and owner.id == group.owner_id
 
 
 # -- administration (smdp admin group; docs/lists.md) ------------------------------

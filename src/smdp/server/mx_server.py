@@ -183,8 +183,17 @@ class MxSession(Session):
         except AddressError:
             rcpt = ""
         destination = self.core.destination
-        if not rcpt or destination.local_user(rcpt) is None:
+        reached = destination.reach(rcpt) if rcpt else None
+        if reached is None or (reached.group is None and not reached.users):
             conn.reply(550, f"<{recipient}>: no such user here", "5.1.1")
+            return
+        # A local group (docs/lists.md): a list's policy reads the MAIL FROM
+        # address; each member's black list is read at the end of data.
+        refusal = destination.group_refusal(reached, txn.sender)
+        if refusal is not None:
+            log.info("mx group refused client=%s from=%s rcpt=%s: %s", self.client,
+                     txn.sender or "<>", rcpt, refusal.text)
+            conn.reply(550, f"<{rcpt}>: {refusal.text}", refusal.status)
             return
         # Table 3 at RCPT: a MAIL FROM that passed SPF is known to be the
         # sender's; when it is on the recipient's black list, refuse now.

@@ -271,8 +271,19 @@ class PeerSession(Session):
         if not config.is_local(domain):
             self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {domain} is not served here")
             return
-        if destination.local_user(rcpt) is None:
+        reached = destination.reach(rcpt)
+        if reached.group is None and not reached.users:
             self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
+            return
+        refusal = destination.group_refusal(reached, self.txn.sender)
+        if refusal is not None:
+            self.reply(550, f"{refusal.status} <{rcpt}>: {refusal.text}")
+            return
+        if self.txn.mode is DeliveryMode.DIRECT and reached.group is not None:
+            # Table 3 is each member's: the whole message would skip the
+            # decisions of those who have not authorized the sender.
+            self.reply(551, f"5.7.1 <{rcpt}> is a group whose members each decide; "
+                            "send an envelope")
             return
         if self.txn.mode is DeliveryMode.DIRECT and not destination.may_send_directly(
             self.peer_host, self.txn.sender, rcpt

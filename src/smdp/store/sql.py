@@ -601,7 +601,9 @@ class SqlStore:
 
     def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
         row = self._exec(
-            self._MAILBOX + " WHERE envelope_id=? AND recipient=?", (envelope_id, recipient)
+            # The first: a local group's members share its address (migration 0019).
+            self._MAILBOX + " WHERE envelope_id=? AND recipient=? ORDER BY id",
+            (envelope_id, recipient)
         ).fetchone()
         return mailbox_row(row) if row else None
 
