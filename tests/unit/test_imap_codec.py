@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smdp.mail.body import Body
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom, ImapServerConnection, ImapState, write_value
 from smdp.protocol.imap import events as ev
@@ -271,6 +272,61 @@ def test_literal_plus_over_the_limit_is_read_and_thrown_away() -> None:
     found = feed(conn, b"a LOGIN {11+}\r\nSELECT INBOX x\r\nb NOOP\r\n")
     assert found == [ev.Noop("b")]
     assert conn.data_to_send().startswith(b"a BAD literal too large")
+
+
+def test_append_message_past_the_literal_limit_is_spooled_up_to_max_append() -> None:
+    """APPEND's message may pass the literal and command limits, up to
+    max_append, once logged in; it arrives as a Body (a file once large),
+    never in the command's parts. Only the message: a mailbox name that
+    long is refused as any literal."""
+    conn = conn_in(ImapState.AUTHENTICATED, max_literal=10, max_command=100,
+                   max_append=3 * 1024 * 1024)
+    message = bytes(range(256)) * 8192 + b"\r\n"  # 2 MiB and more: past the spool threshold
+    conn.receive_data(b'a APPEND Drafts (\\Draft) " 1-Feb-2026 10:00:00 +0100" {%d}\r\n'
+                      % len(message))
+    assert conn.next_event() is NEED_DATA
+    assert conn.data_to_send() == b"+ go ahead\r\n"
+    for i in range(0, len(message), 65536):
+        conn.receive_data(message[i:i + 65536])
+        assert conn.next_event() is NEED_DATA
+    assert sum(map(len, conn._parts)) < 100
+    conn.receive_data(b"\r\n")
+    event = conn.next_event()
+    assert isinstance(event, ev.Append) and isinstance(event.message, Body)
+    assert not event.message.in_memory and event.message.read() == message
+    assert (event.mailbox, event.flags, event.date) == (
+        "Drafts", ("\\Draft",), " 1-Feb-2026 10:00:00 +0100")
+    conn.ok("stored")
+    # LITERAL+, and a mailbox name given as a literal first.
+    [found] = feed(conn, b"c APPEND {6+}\r\nDrafts {20+}\r\n" + b"m" * 20 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert found.mailbox == "Drafts" and found.message.read() == b"m" * 20
+    conn.data_to_send()
+    # Within the literal limit it is bytes, as before.
+    assert feed(conn, b"d APPEND INBOX {3+}\r\nabc\r\n") == [ev.Append("d", "INBOX", b"abc")]
+    conn.data_to_send()
+    # Anything after the message is not an APPEND: BAD, the spool dropped.
+    assert feed(conn, b"e APPEND INBOX {20+}\r\n" + b"m" * 20 + b" x\r\nf NOOP\r\n") == [
+        ev.Noop("f")]
+    assert conn.data_to_send().startswith(b"e BAD expected APPEND")
+    # Not logged in: the literal limit, whatever the command.
+    conn = conn_in(ImapState.NOT_AUTHENTICATED, max_literal=10, max_append=1000)
+    assert feed(conn, b"a APPEND INBOX {20}\r\n") == []
+    assert conn.data_to_send() == b"a BAD literal too large (the limit is 10 octets)\r\n"
+
+
+def test_append_message_over_max_append_is_toobig() -> None:
+    """RFC 7889: NO [TOOBIG]; a synchronizing literal is refused before the
+    client sends it, a LITERAL+ one read and thrown away."""
+    conn = conn_in(ImapState.SELECTED, max_literal=10, max_append=100)
+    assert feed(conn, b"a APPEND INBOX {101}\r\n") == []
+    assert conn.data_to_send() == b"a NO [TOOBIG] message too large (the limit is 100 octets)\r\n"
+    assert feed(conn, b"b append INBOX (\\Seen) {101+}\r\n" + b"x" * 101
+                + b"\r\nc NOOP\r\n") == [ev.Noop("c")]
+    assert conn.data_to_send().startswith(b"b NO [TOOBIG] message too large")
+    [found] = feed(conn, b"d APPEND INBOX {100+}\r\n" + b"x" * 100 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert found.message.read() == b"x" * 100
 
 
 def test_line_limit_at_its_boundary() -> None:

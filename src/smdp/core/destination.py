@@ -401,6 +401,12 @@ class Destination:
         entry = self.store.mailbox_entry(entry_id)
         if entry is None or entry.user_id != user.id:
             return DecisionResult(Outcome(Kind.UNKNOWN, f"no envelope {entry_id} in your mailbox"))
+        if entry.state is EntryState.APPENDED:
+            # No origin to tell, no sender to list or vote on: a decision
+            # would only pretend (docs/imap.md, "APPEND").
+            return DecisionResult(Outcome(
+                Kind.INVALID, f"message {entry_id} was written in by a mail client, not sent "
+                "to you: there is nothing to decide"), entry)
         if decision.accepts and entry.state in d.REJECTED_ENTRIES:
             # Assumption 6: the rejection deleted the message at its origin.
             return DecisionResult(Outcome(
