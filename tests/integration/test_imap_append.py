@@ -120,6 +120,10 @@ def test_append_to_inbox_gives_back_the_same_octets_and_no_smdp_mail(
     c.select("INBOX")
     typ, data = move(c, "2", '"Pending/Reject as spammer"')
     assert typ == "NO" and b"[CANNOT]" in data[0]
+    # Appended to the selected mailbox: EXISTS at once (RFC 9051 6.3.12).
+    c.response("EXISTS")
+    assert c.append("INBOX", None, None, b"Subject: two\r\n\r\n2\r\n")[0] == "OK"
+    assert c.response("EXISTS")[1] == [b"3"]
     c.logout()
     other.logout()
 
