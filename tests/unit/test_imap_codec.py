@@ -327,6 +327,18 @@ def test_append_message_over_max_append_is_toobig() -> None:
     [found] = feed(conn, b"d APPEND INBOX {100+}\r\n" + b"x" * 100 + b"\r\n")
     assert isinstance(found, ev.Append) and isinstance(found.message, Body)
     assert found.message.read() == b"x" * 100
+    # A limit below the literal limit holds too; other commands keep theirs.
+    conn = conn_in(ImapState.SELECTED, max_literal=10, max_append=5)
+    assert feed(conn, b"a APPEND INBOX {6}\r\nb LOGIN {6}\r\nsix666 x\r\n") == []
+    assert conn.data_to_send() == (b"a NO [TOOBIG] message too large (the limit is 5 octets)\r\n"
+                                   b"+ go ahead\r\nb BAD LOGIN is not allowed once you are "
+                                   b"logged in\r\n")
+    assert feed(conn, b"c APPEND INBOX {5+}\r\nfive5\r\n") == [
+        ev.Append("c", "INBOX", b"five5")]
+    # Without max_append, APPEND's literals have the literal limit.
+    conn = conn_in(ImapState.SELECTED, max_literal=10)
+    assert feed(conn, b"a APPEND INBOX {11}\r\n") == []
+    assert conn.data_to_send().startswith(b"a NO [TOOBIG] message too large (the limit is 10 ")
 
 
 def test_line_limit_at_its_boundary() -> None:

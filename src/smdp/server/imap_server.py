@@ -1462,11 +1462,8 @@ class ImapSession(Session):
             conn.no(f"{name} holds only envelopes other servers sent, waiting for your "
                     "decision: a message cannot be put there", "CANNOT")
             return
+        # The codec refused any message over max_append (NO [TOOBIG]).
         body = event.message if isinstance(event.message, Body) else Body.of(event.message)
-        if body.size > conn.max_append:
-            # A literal within the codec's own limit may still pass ours.
-            conn.no(f"message too large (the limit is {conn.max_append} octets)", "TOOBIG")
-            return
         received_at = time.time()
         if event.date is not None:
             parsed = parse_date_time(event.date)

@@ -67,17 +67,18 @@ class ImapServerConnection:
 
     ``max_line`` counts a line with its CRLF; ``max_literal`` one literal;
     ``max_command`` the whole command, lines and literals together, but for
-    APPEND's message, which may be up to ``max_append`` (0: no more than
-    any literal).
+    APPEND's message, which may be up to ``max_append`` (None: no more
+    than any literal); no literal of an APPEND may be longer.
     """
 
     def __init__(self, hostname: str, *, max_line: int = 8192, max_literal: int = 65536,
-                 max_command: int = 262144, max_append: int = 0, tls: bool = False) -> None:
+                 max_command: int = 262144, max_append: int | None = None,
+                 tls: bool = False) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_command = max_command
-        self.max_append = max_append
+        self.max_append = max_literal if max_append is None else max_append
         #: True once the session runs over TLS (implicit, or after STARTTLS).
         self.tls = tls
         self.state = TABLE.initial
@@ -355,14 +356,14 @@ class ImapServerConnection:
             literal = _LITERAL_AT_END.search(ending)
             if literal is not None:
                 size, plus = int(literal.group(1)), literal.group(2) == b"+"
-                if (self._skip is None and size > self.max_literal and self._spool is None
-                        and self._message is None and self._owed is None
+                if (self._skip is None and self._spool is None and self._message is None
+                        and self._owed is None
                         and self.state in (ImapState.AUTHENTICATED, ImapState.SELECTED)
                         and _APPEND.match(self._parts[0] if self._parts else content)):
                     if size > self.max_append:
                         self._skip = f"message too large (the limit is {self.max_append} octets)"
                         self._skip_code = "TOOBIG"
-                    else:
+                    elif size > self.max_literal:
                         # APPEND's message: spooled, and an empty literal in
                         # its place for the grammar (``_command``).
                         self._parts.append(content[:literal.start()] + b"{0}\r\n")
