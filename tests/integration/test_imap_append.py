@@ -10,6 +10,7 @@ literals imaplib does not send.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,29 @@ def test_append_limits_literals_and_dates(server: InProcessServer) -> None:
     raw.close()
     assert status(c, "INBOX")["MESSAGES"] == 2
     c.logout()
+
+
+def test_a_message_arriving_slowly_is_timed_as_data_not_as_a_line(tmp_path: Path) -> None:
+    """APPEND's message may take longer than [abuse] command_timeout, as
+    long as it keeps min_data_rate (as SMTP's DATA): a 25 MiB message on a
+    slow line is not cut off as a command line arriving too slowly. The
+    line after it is a line again."""
+    s = InProcessServer(tmp_path, "b.example",
+                        "[abuse]\ncommand_timeout = 0.5\ndata_grace = 3\n", listen=IMAP_LISTEN)
+    s.add_user(BOB)
+    s.start()
+    try:
+        raw = Raw(s.imap_port)
+        raw.send(b"a LOGIN bob@b.example secret\r\n")
+        assert raw.until(b"a")[-1].startswith(b"a OK")
+        raw.send(b"b APPEND INBOX {80000+}\r\n")
+        for _ in range(8):  # 1.6 s for the message: past command_timeout
+            time.sleep(0.2)
+            raw.send(b"z" * 10000)
+        raw.send(b"\r\n")
+        assert raw.until(b"b")[-1].startswith(b"b OK [APPENDUID")
+        raw.send(b"c NOOP")  # a line again: cut off after command_timeout
+        assert raw.line() == b"* BYE command line arriving too slowly, closing\r\n"
+        raw.close()
+    finally:
+        s.stop()

@@ -604,7 +604,10 @@ class ImapSession(Session):
         self._messages, self._listed = value, None
 
     def in_block(self) -> bool:
-        return False  # no data blocks: literals are part of the command line
+        # Literals are part of the command line, but for APPEND's message
+        # (up to max_message_size): it may take as long as its octets
+        # justify at [abuse] min_data_rate, as SMTP's DATA does.
+        return self.conn.receiving_message
 
     def closing_line(self, why: str) -> bytes:
         return f"* BYE {why}, closing\r\n".encode()

@@ -121,6 +121,12 @@ class ImapServerConnection:
         return len(self._buf) + self._size + (1 if self._overlong or self._skip else 0)
 
     @property
+    def receiving_message(self) -> bool:
+        """Whether APPEND's message is arriving: a data block, which the
+        session times by its rate as it times SMTP's DATA, not as a line."""
+        return self._spool is not None and self._literal_left > 0
+
+    @property
     def reply_owed(self) -> ev.ImapEvent | None:
         return self._owed
 
