@@ -10,6 +10,7 @@ literals imaplib does not send.
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,8 +134,17 @@ def test_append_to_drafts_folders_trash_junk_and_sent(server: InProcessServer) -
     bob = server.client(BOB)
     bob.submit([ALICE], b"Subject: to alice\r\n\r\nHello Alice.\r\n")
     bob.quit()
+    # A folder "Drafts" the user created before Drafts was the server's.
+    con = sqlite3.connect(server.config.store_path, timeout=10)
+    with con:
+        con.execute("INSERT INTO imap_folders (user_id, name) SELECT id, 'Drafts' FROM users "
+                    "WHERE main_address = ?", (BOB,))
+    con.close()
     c = imap(server)
-    assert b'(\\HasNoChildren \\Drafts \\Subscribed) "/" "Drafts"' in c.list()[1]
+    assert [line for line in c.list()[1] if line.endswith(b'"Drafts"')] == [  # type: ignore[union-attr]
+        b'(\\HasNoChildren \\Drafts \\Subscribed) "/" "Drafts"']
+    typ, data = c.delete("Drafts")
+    assert typ == "NO" and data[0].startswith(b"[CANNOT] Drafts is this server's own")
     assert c.create("Mine")[0] == "OK"
     sent_before = status(c, "Sent")["MESSAGES"]
     assert sent_before == 1  # the summary of what Bob sent
