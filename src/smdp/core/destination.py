@@ -85,15 +85,18 @@ def decided_by(entry: MailboxEntry) -> str | None:
     ``decided_by``): ``user``, ``white-list`` or ``black-list`` (Table 3,
     and the settling of a sender's other envelopes by ACCEPT&AUTH or
     REJECT&SPAMMER), ``expiry``, ``origin`` (it refused or failed the pull
-    after an acceptance), ``server`` (a notice it wrote); None while
-    pending. A peer blocked by its quality never gets this far: its
-    envelopes are refused before any is stored."""
+    after an acceptance), ``server`` (a notice it wrote), ``client`` (a
+    message an IMAP client wrote in: APPEND); None while pending. A peer
+    blocked by its quality never gets this far: its envelopes are refused
+    before any is stored."""
     if entry.state is EntryState.PENDING:
         return None
     if entry.state is EntryState.EXPIRED:
         return "expiry"
     if entry.state is EntryState.FAILED:
         return "origin"
+    if entry.state is EntryState.APPENDED:
+        return "client"
     if entry.reason == USER_REASON:
         return "user"
     if entry.reason == NOTICE_REASON:
