@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,8 +21,9 @@ from smdp.protocol.imap import events as ev
 from smdp.protocol.imap.grammar import ImapSyntaxError, read_command, read_sequence_set, tokenize
 
 
-def conn_in(state: ImapState = ImapState.SELECTED, **limits: int) -> ImapServerConnection:
-    conn = ImapServerConnection("mx.example", **limits)
+def conn_in(state: ImapState = ImapState.SELECTED, *, spool_dir: str | None = None,
+            **limits: int) -> ImapServerConnection:
+    conn = ImapServerConnection("mx.example", spool_dir=spool_dir, **limits)
     conn.state = state
     return conn
 
@@ -313,6 +315,20 @@ def test_append_message_past_the_literal_limit_is_spooled_up_to_max_append() -> 
     conn = conn_in(ImapState.NOT_AUTHENTICATED, max_literal=10, max_append=1000)
     assert feed(conn, b"a APPEND INBOX {20}\r\n") == []
     assert conn.data_to_send() == b"a BAD literal too large (the limit is 10 octets)\r\n"
+
+
+def test_append_message_waits_in_the_spool_directory(tmp_path: Path) -> None:
+    """A large message is spooled where [store] spool_dir says (here a
+    directory that is not there: the write past 1 MiB says so)."""
+    conn = conn_in(ImapState.SELECTED, max_append=4 * 1024 * 1024,
+                   spool_dir=str(tmp_path / "missing"))
+    conn.receive_data(b"a APPEND INBOX {3000000+}\r\n" + b"x" * 2_000_000)
+    with pytest.raises(FileNotFoundError):
+        conn.next_event()
+    conn = conn_in(ImapState.SELECTED, max_append=4 * 1024 * 1024, spool_dir=str(tmp_path))
+    [found] = feed(conn, b"a APPEND INBOX {2000000+}\r\n" + b"x" * 2_000_000 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert not found.message.in_memory and found.message.size == 2_000_000
 
 
 def test_append_message_over_max_append_is_toobig() -> None:

@@ -567,7 +567,7 @@ class ImapSession(Session):
         self.conn = imap.ImapServerConnection(
             self.config.hostname,
             max_line=max(limits.max_line_length, 8192),
-            max_append=limits.max_message_size,
+            max_append=limits.max_message_size, spool_dir=self.config.spool_dir,
             tls=writer.get_extra_info("ssl_object") is not None,  # the implicit-TLS port
         )
         peer = writer.get_extra_info("peername")

@@ -68,17 +68,20 @@ class ImapServerConnection:
     ``max_line`` counts a line with its CRLF; ``max_literal`` one literal;
     ``max_command`` the whole command, lines and literals together, but for
     APPEND's message, which may be up to ``max_append`` (None: no more
-    than any literal); no literal of an APPEND may be longer.
+    than any literal); no literal of an APPEND may be longer. ``spool_dir``:
+    where a large message waits as it arrives (None: the system's
+    temporary directory).
     """
 
     def __init__(self, hostname: str, *, max_line: int = 8192, max_literal: int = 65536,
                  max_command: int = 262144, max_append: int | None = None,
-                 tls: bool = False) -> None:
+                 spool_dir: str | None = None, tls: bool = False) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_command = max_command
         self.max_append = max_literal if max_append is None else max_append
+        self.spool_dir = spool_dir
         #: True once the session runs over TLS (implicit, or after STARTTLS).
         self.tls = tls
         self.state = TABLE.initial
@@ -374,7 +377,7 @@ class ImapServerConnection:
                         # its place for the grammar (``_command``).
                         self._parts.append(content[:literal.start()] + b"{0}\r\n")
                         self._size += len(line)
-                        self._spool = BodyWriter()
+                        self._spool = BodyWriter(directory=self.spool_dir)
                         self._literal_left = size
                         if not plus:
                             self._out += b"+ go ahead\r\n"
