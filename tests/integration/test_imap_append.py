@@ -10,7 +10,9 @@ literals imaplib does not send.
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +254,51 @@ def test_a_message_arriving_slowly_is_timed_as_data_not_as_a_line(tmp_path: Path
         raw.close()
     finally:
         s.stop()
+
+
+def test_mbsync_pushes_a_draft_from_a_maildir(server: InProcessServer, tmp_path: Path) -> None:
+    """A stock client's APPEND: mbsync (Debian package isync) pushing a
+    Maildir's draft to Drafts, its flags with it (it uses UIDPLUS's
+    APPENDUID to learn the new UID); a second run pushes nothing twice."""
+    mbsync = shutil.which("mbsync")
+    if mbsync is None:
+        pytest.skip("mbsync (Debian package isync) is not installed")
+    maildir = tmp_path / "mail"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / "Drafts" / sub).mkdir(parents=True)
+    (maildir / "Drafts" / "cur" / "1.local:2,DS").write_bytes(
+        b"From: bob@b.example\nSubject: half written\n\nTo be continued.\n")
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(f"""IMAPAccount smdp
+Host 127.0.0.1
+Port {server.imap_port}
+User {BOB}
+Pass secret
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account smdp
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+
+Channel drafts
+Far :remote:Drafts
+Near :local:Drafts
+Sync Push
+SyncState *
+""")
+    for _ in range(2):
+        done = subprocess.run([mbsync, "-c", str(rc), "drafts"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    c = imap(server)
+    assert c.select("Drafts") == ("OK", [b"1"])
+    [(head, body), _] = fetch(c, "1", "(FLAGS BODY.PEEK[])")
+    assert b"\\Draft" in head and b"\\Seen" in head  # type: ignore[operator]
+    assert re.sub(rb"X-TUID: .*\r\n", b"", body) == (  # type: ignore[arg-type]
+        b"From: bob@b.example\r\nSubject: half written\r\n\r\nTo be continued.\r\n")
+    c.logout()
