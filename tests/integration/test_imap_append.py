@@ -179,6 +179,15 @@ def test_append_to_drafts_folders_trash_junk_and_sent(server: InProcessServer) -
     assert typ == "NO" and b"[CANNOT]" in data[0] and b"no sender's server" in data[0]
     assert move(c, "1", "INBOX")[0] == "OK"
     assert status(c, "INBOX")["MESSAGES"] == 1 and status(c, "Mine")["MESSAGES"] == 1
+    # COPY of a client's message copies, flags and all (SMDP mail's moves).
+    c.select("Trash")
+    assert c.store("1", "+FLAGS", "\\Flagged")[0] == "OK"
+    assert c.copy("1", "Mine")[0] == "OK"
+    assert c.noop()[0] == "OK"
+    assert status(c, "Trash")["MESSAGES"] == 1 and status(c, "Mine")["MESSAGES"] == 2
+    c.select("Mine")
+    [(head, body), _] = fetch(c, "2", "(FLAGS BODY.PEEK[])")
+    assert body == copies["Trash"][1] and b"\\Flagged" in head  # type: ignore[operator]
     # Pending and a mailbox that does not exist.
     for mailbox, why in (("Pending", b"[CANNOT] Pending holds only envelopes other servers"),
                          ("Pending/Reject as spammer", b"[CANNOT] Pending/Reject as spammer"),

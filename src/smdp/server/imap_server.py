@@ -44,7 +44,7 @@ from smdp.core.envelope import (
     new_token,
 )
 from smdp.core.outcomes import Kind
-from smdp.mail.body import Body, stored_chunks
+from smdp.mail.body import Body, BodyWriter, stored_chunks
 from smdp.mail.mime import decode_header_text
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
@@ -1284,11 +1284,12 @@ class ImapSession(Session):
         taking the decision it stands for (docs/imap.md, "Deciding by
         moving"). Pending to INBOX accepts: the summary leaves Pending now,
         and the message appears in INBOX once its body is pulled (an
-        IDLE-ing client sees it come). A message is in one mailbox at a
-        time, so COPY moves too; the copy's source loses it at the next
-        NOOP or IDLE poll, and the EXPUNGE a client sends after it
-        removes nothing twice. No COPYUID: a message that a decision moves
-        has no UID where it goes until it gets there."""
+        IDLE-ing client sees it come). A message of SMDP mail is in one
+        mailbox at a time, so its COPY moves too; the copy's source loses it
+        at the next NOOP or IDLE poll, and the EXPUNGE a client sends after
+        it removes nothing twice. A message a client wrote in is copied.
+        No COPYUID: a message that a decision moves has no UID where it goes
+        until it gets there."""
         conn = self.conn
         copy = isinstance(event, ev.Copy)
         target = self._resolve(event.mailbox)
@@ -1306,7 +1307,7 @@ class ImapSession(Session):
             return
         done, refused = [], None
         for n, msg in chosen:
-            why = self._transfer_one(msg, target)
+            why = self._transfer_one(msg, target, copy=copy)
             if why is None:
                 done.append(n)
             else:
@@ -1322,7 +1323,7 @@ class ImapSession(Session):
         else:
             conn.ok(f"{len(done)} {verb} to {target}")
 
-    def _transfer_one(self, msg: Message, target: str) -> str | None:
+    def _transfer_one(self, msg: Message, target: str, *, copy: bool = False) -> str | None:
         """One message of the selected mailbox to ``target``: the decision it
         stands for, or its new place; None when done, else why not."""
         assert self.user is not None and self.selected is not None
@@ -1345,6 +1346,8 @@ class ImapSession(Session):
             if target in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
                 return (f"{_CANNOT} a message a client wrote in into {target}: there is no "
                         "sender's server to decide about")
+            if copy:
+                return self._copy_appended(msg, target)
             self.store.imap_place(self.user.id, msg.entry_id,
                                   None if target == INBOX else target, True, source)
             return None
@@ -1370,6 +1373,27 @@ class ImapSession(Session):
         if target != TRASH and msg.state != EntryState.ACCEPTED:
             return f"{_CANNOT} rejected mail into {target}: only Trash takes it"
         self.store.imap_place(self.user.id, msg.entry_id, target, shows, source)
+        return None
+
+    def _copy_appended(self, msg: Message, target: str) -> str | None:
+        """COPY of a message a client wrote in: a true copy (a new entry,
+        its octets, date and flags), since nothing about it is SMDP's; a
+        message of SMDP mail has one entry, so its COPY moves."""
+        assert self.user is not None
+        stored = msg.stored
+        env = self.store.in_envelope(stored.envelope_id)
+        if env is None:
+            return f"{_CANNOT} a message that is gone"
+        envelope_id = stored.envelope_id
+        spool = BodyWriter(directory=self.config.spool_dir)  # a chunk at a time
+        for chunk in stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq)):
+            spool.write(chunk)
+        self.store.imap_append(
+            self.user.id, recipient=self.user.main_address, mailbox=target,
+            folder=None if target == INBOX else target, envid=new_token(),
+            origin_server=APPEND_ORIGIN, block=env.block, subject=env.subject,
+            body=spool.finish(), received_at=env.received_at, flags=msg.flags,
+            reason=APPEND_REASON)
         return None
 
     # -- SELECT, LIST, STATUS ------------------------------------------------------------
