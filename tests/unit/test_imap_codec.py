@@ -454,6 +454,7 @@ SEEDS = [
     b'a LIST "" *', b"a STATUS INBOX (MESSAGES)", b"a EXPUNGE", b"a LOGOUT", b"{3+}", b"{99}",
     b"(((", b'"', b"\\", b"a UID", b"*", b"+", b"a FETCH 1 BODY[\xff]",
     b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM {3+}", b"a FETCH 1 BODY[HEADER.FIELDS (\x80)]",
+    b"a APPEND INBOX {60}", b"a APPEND INBOX (\\Seen) {90+}", b"a APPEND {5}\r\nINBOX {150}",
 ]
 LINE_ENDS = [b"\r\n", b"\n", b"\r", b""]
 HOSTILE = st.one_of(
@@ -469,7 +470,8 @@ ANSWER = re.compile(rb"(\* |\+ |[^ \r\n]+ (OK|NO|BAD) )[^\r\n]*\r\n")
        st.integers(0, 2**32))
 def test_hostile_bytes_are_only_ever_answered(data: bytes, cuts: list[int], seed: int) -> None:
     rng = random.Random(seed)
-    conn = ImapServerConnection("mx.example", max_line=80, max_literal=40, max_command=200)
+    conn = ImapServerConnection("mx.example", max_line=80, max_literal=40, max_command=200,
+                                max_append=120)
     conn.state = rng.choice([ImapState.NOT_AUTHENTICATED, ImapState.SELECTED])
     pos, out = 0, b""
     pieces = []
