@@ -310,7 +310,14 @@ def test_append_message_past_the_literal_limit_is_spooled_up_to_max_append() -> 
     # Anything after the message is not an APPEND: BAD, the spool dropped.
     assert feed(conn, b"e APPEND INBOX {20+}\r\n" + b"m" * 20 + b" x\r\nf NOOP\r\n") == [
         ev.Noop("f")]
-    assert conn.data_to_send().startswith(b"e BAD expected APPEND")
+    assert conn.data_to_send() == b"e BAD nothing may follow APPEND's message\r\nf OK done\r\n"
+    # Nor a literal (MULTIAPPEND): read and thrown away.
+    assert feed(conn, b"e APPEND INBOX {20+}\r\n" + b"m" * 20 + b" {3+}\r\nabc\r\n"
+                b"f APPEND INBOX {20+}\r\n" + b"m" * 20 + b" {30}\r\ng NOOP\r\n") == [
+        ev.Noop("g")]
+    assert conn.data_to_send() == (b"e BAD nothing may follow APPEND's message\r\n"
+                                   b"f BAD nothing may follow APPEND's message\r\n"
+                                   b"g OK done\r\n")
     # Not logged in: the literal limit, whatever the command.
     conn = conn_in(ImapState.NOT_AUTHENTICATED, max_literal=10, max_append=1000)
     assert feed(conn, b"a APPEND INBOX {20}\r\n") == []

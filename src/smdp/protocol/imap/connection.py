@@ -333,10 +333,11 @@ class ImapServerConnection:
                 n = min(len(buf), self._literal_left)
                 if n == 0:
                     return None
-                if self._spool is not None:
-                    self._spool.write(bytes(buf[:n]))
-                elif self._skip is None:
-                    self._parts.append(bytes(buf[:n]))
+                if self._skip is None:
+                    if self._spool is not None:
+                        self._spool.write(bytes(buf[:n]))
+                    else:
+                        self._parts.append(bytes(buf[:n]))
                 del buf[:n]
                 self._literal_left -= n
                 if self._literal_left:
@@ -362,6 +363,9 @@ class ImapServerConnection:
             else:
                 ending = line
             content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            if self._spool is not None and content and self._skip is None:
+                # APPEND's message is its last argument (no MULTIAPPEND).
+                self._skip = "nothing may follow APPEND's message"
             literal = _LITERAL_AT_END.search(ending)
             if literal is not None:
                 size, plus = int(literal.group(1)), literal.group(2) == b"+"
