@@ -64,6 +64,7 @@ class EntryState(StrEnum):
     SPAMMER = "spammer"
     FAILED = "failed"  # the origin no longer holds the message (expired or lost)
     EXPIRED = "expired"  # nobody decided before the envelope's Expires
+    APPENDED = "appended"  # written in by an IMAP client (APPEND): not SMDP mail
 
 
 class RecipientState(StrEnum):

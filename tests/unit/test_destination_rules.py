@@ -623,6 +623,7 @@ def test_an_expired_envelope_counts_against_its_sender_too(world: World) -> None
     (EntryState.FAILED, Decision.ACCEPT, "the origin refused the pull: 550", "origin"),
     (EntryState.ACCEPTED, Decision.ACCEPT, NOTICE_REASON, "server"),
     (EntryState.REJECTED, Decision.REJECT, "something this server did", "server"),
+    (EntryState.APPENDED, None, "written in by a mail client (IMAP APPEND)", "client"),
 ])
 def test_decided_by_names_who_put_an_entry_in_its_state(
         state: EntryState, decision: Decision | None, reason: str, who: str | None) -> None:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smdp.mail.body import Body
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom, ImapServerConnection, ImapState, write_value
 from smdp.protocol.imap import events as ev
 from smdp.protocol.imap.grammar import ImapSyntaxError, read_command, read_sequence_set, tokenize
 
 
-def conn_in(state: ImapState = ImapState.SELECTED, **limits: int) -> ImapServerConnection:
-    conn = ImapServerConnection("mx.example", **limits)
+def conn_in(state: ImapState = ImapState.SELECTED, *, spool_dir: str | None = None,
+            **limits: int) -> ImapServerConnection:
+    conn = ImapServerConnection("mx.example", spool_dir=spool_dir, **limits)
     conn.state = state
     return conn
 
@@ -273,6 +276,94 @@ def test_literal_plus_over_the_limit_is_read_and_thrown_away() -> None:
     assert conn.data_to_send().startswith(b"a BAD literal too large")
 
 
+def test_append_message_past_the_literal_limit_is_spooled_up_to_max_append() -> None:
+    """APPEND's message may pass the literal and command limits, up to
+    max_append, once logged in; it arrives as a Body (a file once large),
+    never in the command's parts. Only the message: a mailbox name that
+    long is refused as any literal."""
+    conn = conn_in(ImapState.AUTHENTICATED, max_literal=10, max_command=100,
+                   max_append=3 * 1024 * 1024)
+    message = bytes(range(256)) * 8192 + b"\r\n"  # 2 MiB and more: past the spool threshold
+    conn.receive_data(b'a APPEND Drafts (\\Draft) " 1-Feb-2026 10:00:00 +0100" {%d}\r\n'
+                      % len(message))
+    assert conn.next_event() is NEED_DATA
+    assert conn.data_to_send() == b"+ go ahead\r\n"
+    for i in range(0, len(message), 65536):
+        conn.receive_data(message[i:i + 65536])
+        assert conn.next_event() is NEED_DATA
+    assert sum(map(len, conn._parts)) < 100
+    conn.receive_data(b"\r\n")
+    event = conn.next_event()
+    assert isinstance(event, ev.Append) and isinstance(event.message, Body)
+    assert not event.message.in_memory and event.message.read() == message
+    assert (event.mailbox, event.flags, event.date) == (
+        "Drafts", ("\\Draft",), " 1-Feb-2026 10:00:00 +0100")
+    conn.ok("stored")
+    # LITERAL+, and a mailbox name given as a literal first.
+    [found] = feed(conn, b"c APPEND {6+}\r\nDrafts {20+}\r\n" + b"m" * 20 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert found.mailbox == "Drafts" and found.message.read() == b"m" * 20
+    conn.data_to_send()
+    # Within the literal limit it is bytes, as before.
+    assert feed(conn, b"d APPEND INBOX {3+}\r\nabc\r\n") == [ev.Append("d", "INBOX", b"abc")]
+    conn.data_to_send()
+    # Anything after the message is not an APPEND: BAD, the spool dropped.
+    assert feed(conn, b"e APPEND INBOX {20+}\r\n" + b"m" * 20 + b" x\r\nf NOOP\r\n") == [
+        ev.Noop("f")]
+    assert conn.data_to_send() == b"e BAD nothing may follow APPEND's message\r\nf OK done\r\n"
+    # Nor a literal (MULTIAPPEND): read and thrown away.
+    assert feed(conn, b"e APPEND INBOX {20+}\r\n" + b"m" * 20 + b" {3+}\r\nabc\r\n"
+                b"f APPEND INBOX {20+}\r\n" + b"m" * 20 + b" {30}\r\ng NOOP\r\n") == [
+        ev.Noop("g")]
+    assert conn.data_to_send() == (b"e BAD nothing may follow APPEND's message\r\n"
+                                   b"f BAD nothing may follow APPEND's message\r\n"
+                                   b"g OK done\r\n")
+    # Not logged in: the literal limit, whatever the command.
+    conn = conn_in(ImapState.NOT_AUTHENTICATED, max_literal=10, max_append=1000)
+    assert feed(conn, b"a APPEND INBOX {20}\r\n") == []
+    assert conn.data_to_send() == b"a BAD literal too large (the limit is 10 octets)\r\n"
+
+
+def test_append_message_waits_in_the_spool_directory(tmp_path: Path) -> None:
+    """A large message is spooled where [store] spool_dir says (here a
+    directory that is not there: the write past 1 MiB says so)."""
+    conn = conn_in(ImapState.SELECTED, max_append=4 * 1024 * 1024,
+                   spool_dir=str(tmp_path / "missing"))
+    conn.receive_data(b"a APPEND INBOX {3000000+}\r\n" + b"x" * 2_000_000)
+    with pytest.raises(FileNotFoundError):
+        conn.next_event()
+    conn = conn_in(ImapState.SELECTED, max_append=4 * 1024 * 1024, spool_dir=str(tmp_path))
+    [found] = feed(conn, b"a APPEND INBOX {2000000+}\r\n" + b"x" * 2_000_000 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert not found.message.in_memory and found.message.size == 2_000_000
+
+
+def test_append_message_over_max_append_is_toobig() -> None:
+    """RFC 7889: NO [TOOBIG]; a synchronizing literal is refused before the
+    client sends it, a LITERAL+ one read and thrown away."""
+    conn = conn_in(ImapState.SELECTED, max_literal=10, max_append=100)
+    assert feed(conn, b"a APPEND INBOX {101}\r\n") == []
+    assert conn.data_to_send() == b"a NO [TOOBIG] message too large (the limit is 100 octets)\r\n"
+    assert feed(conn, b"b append INBOX (\\Seen) {101+}\r\n" + b"x" * 101
+                + b"\r\nc NOOP\r\n") == [ev.Noop("c")]
+    assert conn.data_to_send().startswith(b"b NO [TOOBIG] message too large")
+    [found] = feed(conn, b"d APPEND INBOX {100+}\r\n" + b"x" * 100 + b"\r\n")
+    assert isinstance(found, ev.Append) and isinstance(found.message, Body)
+    assert found.message.read() == b"x" * 100
+    # A limit below the literal limit holds too; other commands keep theirs.
+    conn = conn_in(ImapState.SELECTED, max_literal=10, max_append=5)
+    assert feed(conn, b"a APPEND INBOX {6}\r\nb LOGIN {6}\r\nsix666 x\r\n") == []
+    assert conn.data_to_send() == (b"a NO [TOOBIG] message too large (the limit is 5 octets)\r\n"
+                                   b"+ go ahead\r\nb BAD LOGIN is not allowed once you are "
+                                   b"logged in\r\n")
+    assert feed(conn, b"c APPEND INBOX {5+}\r\nfive5\r\n") == [
+        ev.Append("c", "INBOX", b"five5")]
+    # Without max_append, APPEND's literals have the literal limit.
+    conn = conn_in(ImapState.SELECTED, max_literal=10)
+    assert feed(conn, b"a APPEND INBOX {11}\r\n") == []
+    assert conn.data_to_send().startswith(b"a NO [TOOBIG] message too large (the limit is 10 ")
+
+
 def test_line_limit_at_its_boundary() -> None:
     conn = conn_in(ImapState.NOT_AUTHENTICATED, max_line=20)
     line = b"a LOGIN u " + b"p" * 8 + b"\r\n"
@@ -370,6 +461,7 @@ SEEDS = [
     b'a LIST "" *', b"a STATUS INBOX (MESSAGES)", b"a EXPUNGE", b"a LOGOUT", b"{3+}", b"{99}",
     b"(((", b'"', b"\\", b"a UID", b"*", b"+", b"a FETCH 1 BODY[\xff]",
     b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM {3+}", b"a FETCH 1 BODY[HEADER.FIELDS (\x80)]",
+    b"a APPEND INBOX {60}", b"a APPEND INBOX (\\Seen) {90+}", b"a APPEND {5}\r\nINBOX {150}",
 ]
 LINE_ENDS = [b"\r\n", b"\n", b"\r", b""]
 HOSTILE = st.one_of(
@@ -385,7 +477,8 @@ ANSWER = re.compile(rb"(\* |\+ |[^ \r\n]+ (OK|NO|BAD) )[^\r\n]*\r\n")
        st.integers(0, 2**32))
 def test_hostile_bytes_are_only_ever_answered(data: bytes, cuts: list[int], seed: int) -> None:
     rng = random.Random(seed)
-    conn = ImapServerConnection("mx.example", max_line=80, max_literal=40, max_command=200)
+    conn = ImapServerConnection("mx.example", max_line=80, max_literal=40, max_command=200,
+                                max_append=120)
     conn.state = rng.choice([ImapState.NOT_AUTHENTICATED, ImapState.SELECTED])
     pos, out = 0, b""
     pieces = []

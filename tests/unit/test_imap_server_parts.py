@@ -19,6 +19,7 @@ from smdp.server.imap_server import (
     envelope,
     header_fields,
     internal_date,
+    parse_date_time,
     pending_summary,
 )
 from smdp.store.records import InEnvelope
@@ -35,6 +36,20 @@ def test_envelope_from_a_header() -> None:
         [[None, None, "bob", "b.example"], [None, None, "c", "c.example"]],
         None, None, None, "<x@a.example>"]
     assert envelope(b"\r\n") == [None] * 10
+
+
+def test_append_date_time_read_as_internal_date_writes_it() -> None:
+    """APPEND's date-time (RFC 9051): the zone taken off, a space-padded
+    day, any case of month; what is not a date is None."""
+    for text in ("01-Jan-1970 00:00:00 +0000", " 1-jan-1970 01:00:00 +0100",
+                 "31-Dec-1969 23:30:00 -0030"):
+        assert parse_date_time(text) == 0.0, text
+    when = parse_date_time("29-Feb-2028 12:34:56 +0000")
+    assert when is not None and internal_date(when) == "29-Feb-2028 12:34:56 +0000"
+    for text in ("1-Jan-1970", "01-Jnu-1970 00:00:00 +0000", "31-Feb-2026 10:00:00 +0000",
+                 "01-Jan-1970 24:00:00 +0000", "01-Jan-1970 00:60:00 +0000",
+                 "01-Jan-1970 00:00:61 +0000", "01-Jan-1970 00:00:00 +0060", ""):
+        assert parse_date_time(text) is None, text
 
 
 def test_internal_date_is_utc_and_english() -> None:

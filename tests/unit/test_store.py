@@ -1682,6 +1682,41 @@ def test_imap_views_by_state_and_placement(backend: Backend) -> None:
     store.close()
 
 
+def test_imap_append_stores_a_message_of_the_users_own(backend: Backend) -> None:
+    """APPEND (docs/imap.md): the envelope (null sender, the client's date),
+    its body, an entry in state appended outside the maildrop's counts,
+    placed when not in INBOX, and its UID with its flags, all at once; the
+    next UID follows the ones already given."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    store.imap_assign_uids(u.id, "Drafts", [])
+    body = Body.of(b"Subject: draft\r\n\r\n\xff not MIME\n")
+    inbox_entry, inbox_uid = store.imap_append(
+        u.id, recipient="bob@b.example", mailbox="INBOX", folder=None, envid="a" * 26,
+        origin_server="local:append", block="", subject="draft", body=body,
+        received_at=1_000_000.0, flags=1, reason="appended")
+    entry, uid = store.imap_append(
+        u.id, recipient="bob@b.example", mailbox="Drafts", folder="Drafts", envid="b" * 26,
+        origin_server="local:append", block="", subject="draft", body=body,
+        received_at=2_000_000.0, flags=16, reason="appended")
+    assert (inbox_uid, uid) == (1, 1)
+    assert store.imap_uidnext(u.id, "INBOX") == 2 and store.imap_uidnext(u.id, "Drafts") == 2
+    [listed] = store.imap_view(u.id, "Drafts", [])
+    assert (listed.message.entry_id, listed.message.uid, listed.message.flags, listed.state,
+            listed.folder, listed.body, listed.message.received_at, listed.message.sender) == (
+        entry, 1, 16, "appended", "Drafts", True, 2_000_000.0, "")
+    assert [m.message.entry_id for m in store.imap_view(u.id, "INBOX", ["appended"])] == [
+        inbox_entry]
+    env = store.in_envelope(listed.message.envelope_id)
+    assert env is not None and env.origin_server == "local:append"
+    assert store.in_body(env.id) == body.read()
+    stored = store.mailbox_entry(entry)
+    assert stored is not None and stored.reason == "appended"
+    assert store.mailbox_counts(u.id).messages == 0  # not POP3's
+    assert store.maildrop(u.id, "accepted") == []
+    store.close()
+
+
 def test_imap_sent_keeps_the_states_each_uid_shows(backend: Backend) -> None:
     """Migration 0018's imap_sent: each sent message's UID in Sent and the
     states its summary was written with; a new UID replaces the old one."""

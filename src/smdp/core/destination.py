@@ -86,15 +86,18 @@ def decided_by(entry: MailboxEntry) -> str | None:
     ``decided_by``): ``user``, ``white-list`` or ``black-list`` (Table 3,
     and the settling of a sender's other envelopes by ACCEPT&AUTH or
     REJECT&SPAMMER), ``expiry``, ``origin`` (it refused or failed the pull
-    after an acceptance), ``server`` (a notice it wrote); None while
-    pending. A peer blocked by its quality never gets this far: its
-    envelopes are refused before any is stored."""
+    after an acceptance), ``server`` (a notice it wrote), ``client`` (a
+    message an IMAP client wrote in: APPEND); None while pending. A peer
+    blocked by its quality never gets this far: its envelopes are refused
+    before any is stored."""
     if entry.state is EntryState.PENDING:
         return None
     if entry.state is EntryState.EXPIRED:
         return "expiry"
     if entry.state is EntryState.FAILED:
         return "origin"
+    if entry.state is EntryState.APPENDED:
+        return "client"
     if entry.reason == USER_REASON:
         return "user"
     if entry.reason == NOTICE_REASON:
@@ -427,6 +430,12 @@ class Destination:
         entry = self.store.mailbox_entry(entry_id)
         if entry is None or entry.user_id != user.id:
             return DecisionResult(Outcome(Kind.UNKNOWN, f"no envelope {entry_id} in your mailbox"))
+        if entry.state is EntryState.APPENDED:
+            # No origin to tell, no sender to list or vote on: a decision
+            # would only pretend (docs/imap.md, "APPEND").
+            return DecisionResult(Outcome(
+                Kind.INVALID, f"message {entry_id} was written in by a mail client, not sent "
+                "to you: there is nothing to decide"), entry)
         if decision.accepts and entry.state in d.REJECTED_ENTRIES:
             # Assumption 6: the rejection deleted the message at its origin.
             return DecisionResult(Outcome(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import calendar
 import collections
 import dataclasses
+import datetime
 import email.header
 import email.parser
 import email.utils
@@ -35,9 +37,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from smdp.core.envelope import decode_envelope_block
+from smdp.core.envelope import (
+    decode_envelope_block,
+    encode_envelope_block,
+    extract_envelope,
+    new_token,
+)
 from smdp.core.outcomes import Kind
-from smdp.mail.body import stored_chunks
+from smdp.mail.body import Body, BodyWriter, stored_chunks
 from smdp.mail.mime import decode_header_text
 from smdp.mail.trace import delivery_fields
 from smdp.protocol import imap
@@ -59,8 +66,16 @@ INBOX: Final = "INBOX"
 PENDING: Final = "Pending"
 JUNK: Final = "Junk"
 TRASH: Final = "Trash"
-#: The user's sent mail with each recipient's state: read-only.
+#: The user's sent mail: each message's summary with its recipients'
+#: states (kept as they are), and the copies clients append.
 SENT: Final = "Sent"
+#: The client's drafts (RFC 6154 \Drafts): only what clients append there.
+DRAFTS: Final = "Drafts"
+#: The origin server of a message a client wrote in (APPEND): no server of
+#: the network has this name (one with a colon is not a host name).
+APPEND_ORIGIN: Final = "local:append"
+#: The entry's reason (MailboxEntry.reason) of an appended message.
+APPEND_REASON: Final = "written in by a mail client (IMAP APPEND)"
 #: The two decisions no client gesture names, reached by moving a message
 #: into a folder of that name (docs/imap.md, "Deciding by moving").
 ACCEPT_AUTH_BOX: Final = "Pending/Accept and authorize"
@@ -69,15 +84,16 @@ SPAMMER_BOX: Final = "Pending/Reject as spammer"
 #: the user placed in it: migration 0018); a folder the user creates shows
 #: only what is placed in it, the decision folders nothing.
 MAILBOXES: Final[dict[str, tuple[str, ...]]] = {
-    INBOX: (EntryState.ACCEPTED,),
+    INBOX: (EntryState.ACCEPTED, EntryState.APPENDED),
     PENDING: (EntryState.PENDING,),
     ACCEPT_AUTH_BOX: (),
     SPAMMER_BOX: (),
     JUNK: (EntryState.SPAM, EntryState.SPAMMER),
     TRASH: (EntryState.REJECTED,),
+    DRAFTS: (),
 }
 #: RFC 6154 attributes, in LIST.
-SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash", SENT: "\\Sent"}
+SPECIAL_USE: Final = {JUNK: "\\Junk", TRASH: "\\Trash", SENT: "\\Sent", DRAFTS: "\\Drafts"}
 #: A Pending summary moved (or copied) to a mailbox: the decision it takes.
 PENDING_MOVES: Final = {
     INBOX: Decision.ACCEPT,
@@ -103,6 +119,7 @@ JUNK_KEYWORDS: Final = frozenset({"$JUNK", "JUNK"})
 FLAG_BITS: Final = {"\\Seen": 1, "\\Deleted": 2, "\\Flagged": 4, "\\Answered": 8,
                     "\\Draft": 16}
 SEEN, DELETED = FLAG_BITS["\\Seen"], FLAG_BITS["\\Deleted"]
+_FLAGS_UPPER: Final = {name.upper(): bit for name, bit in FLAG_BITS.items()}
 FLAG_LIST: Final = " ".join(FLAG_BITS)
 #: How often IDLE looks for new mail (seconds); the web app's event stream
 #: polls as often (server/web/api.py EVENTS_POLL).
@@ -168,7 +185,9 @@ class Message:
 
     @property
     def shows_body(self) -> bool:
-        return self.body if self.folder is not None else self.state == EntryState.ACCEPTED
+        if self.folder is not None:
+            return self.body
+        return self.state in (EntryState.ACCEPTED, EntryState.APPENDED)
 
     @property
     def entry_id(self) -> int:
@@ -192,6 +211,34 @@ def internal_date(when: float) -> str:
     t = time.gmtime(when)
     return (f"{t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} "
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+
+
+_DATE_TIME: Final = re.compile(
+    r"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
+
+
+def parse_date_time(text: str) -> float | None:
+    """RFC 9051 ``date-time`` (APPEND's INTERNALDATE: ``"1-Feb-2026 10:00:00
+    +0100"``, the day perhaps space-padded) as a POSIX time; None when it is
+    not one."""
+    found = _DATE_TIME.fullmatch(text)
+    if found is None:
+        return None
+    day, month, year, hour, minute, second, sign, zh, zm = found.groups()
+    months = [m.upper() for m in _MONTHS]
+    if month.upper() not in months:
+        return None
+    try:
+        when = calendar.timegm(time.struct_time((
+            int(year), months.index(month.upper()) + 1, int(day.strip()), int(hour),
+            int(minute), int(second), 0, 0, 0)))
+        datetime.date(int(year), months.index(month.upper()) + 1, int(day.strip()))
+    except ValueError:
+        return None
+    if int(hour) > 23 or int(minute) > 59 or int(second) > 60 or int(zm) > 59:
+        return None
+    offset = (int(zh) * 60 + int(zm)) * 60
+    return float(when - offset if sign == "+" else when + offset)
 
 
 def uidvalidity(user: User) -> int:
@@ -393,7 +440,7 @@ def _folder_name_fault(name: str) -> str | None:
     parts = name.split("/")
     if not name or not all(parts):
         return "a folder name needs text between its slashes"
-    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH, SENT):
+    if parts[0].upper() == INBOX or parts[0] in (PENDING, JUNK, TRASH, SENT, DRAFTS):
         return f"{parts[0]} is this server's own; choose a name outside it"
     if any(not ch.isprintable() for ch in name) or len(name) > 200:
         return "a folder name is up to 200 printable characters"
@@ -520,6 +567,7 @@ class ImapSession(Session):
         self.conn = imap.ImapServerConnection(
             self.config.hostname,
             max_line=max(limits.max_line_length, 8192),
+            max_append=limits.max_message_size, spool_dir=self.config.spool_dir,
             tls=writer.get_extra_info("ssl_object") is not None,  # the implicit-TLS port
         )
         peer = writer.get_extra_info("peername")
@@ -556,7 +604,10 @@ class ImapSession(Session):
         self._messages, self._listed = value, None
 
     def in_block(self) -> bool:
-        return False  # no data blocks: literals are part of the command line
+        # Literals are part of the command line, but for APPEND's message
+        # (up to max_message_size): it may take as long as its octets
+        # justify at [abuse] min_data_rate, as SMTP's DATA does.
+        return self.conn.receiving_message
 
     def closing_line(self, why: str) -> bytes:
         return f"* BYE {why}, closing\r\n".encode()
@@ -572,7 +623,7 @@ class ImapSession(Session):
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE", "SPECIAL-USE", "ESEARCH"]
+                "MOVE", "SPECIAL-USE", "ESEARCH", f"APPENDLIMIT={self.conn.max_append}"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -637,9 +688,12 @@ class ImapSession(Session):
         pending, Junk: rejected as spam, Trash: rejected, and what the user
         placed in it; nothing deleted), by UID; ``signature`` is its
         ``_signature_of``, read just before."""
+        listed = [_message(m) for m in self._listing(mailbox, signature)]
         if mailbox == SENT:
-            return self._load_sent()
-        return [_message(m) for m in self._listing(mailbox, signature)]
+            # The summaries and the copies clients appended, in UID order
+            # (both take their UIDs from Sent's one counter).
+            return sorted(self._load_sent() + listed, key=lambda m: m.uid)
+        return listed
 
     def _load_sent(self) -> list[Message]:
         """Sent: one summary per message the user sent, written with each
@@ -656,7 +710,7 @@ class ImapSession(Session):
         listed = [Message(r.uid, SEEN, ImapMessage(
             -r.message.id, r.uid, SEEN, 0, "", 0, r.message.created_at, False,
             r.message.sender, None), _SENT_STATE) for r in rows if r.uid is not None]
-        return sorted(listed, key=lambda m: m.uid)
+        return listed
 
     def _listing(self, mailbox: str, signature: tuple[int, int, int]) -> list[ImapListed]:
         """The store's listing of ``mailbox``. An entry seen there for the
@@ -802,12 +856,18 @@ class ImapSession(Session):
             return Content(len(summary), lambda: iter((summary,)), env.received_at)
         if not stored.has_body:
             return None
+        envelope_id = stored.envelope_id
+        if msg.state == EntryState.APPENDED:
+            # The client's octets as it sent them: no delivery fields, it
+            # was not delivered.
+            return Content(stored.size, lambda: stored_chunks(
+                lambda seq: self.store.in_body_chunk(envelope_id, seq)),
+                stored.received_at, head or b"", msg.entry_id)
         # protocol.md 8.4: one stored copy serves every recipient, so the
         # fields naming the mailbox are written as the message is read, as
         # POP3 RETR does (user_server.py _delivery_fields).
         sender = stored.mail_from if stored.mail_from is not None else stored.sender
         fields = _delivery_fields(sender, stored.recipient)
-        envelope_id = stored.envelope_id
         return Content(len(fields) + stored.size, lambda: itertools.chain(
             (fields,), stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq))),
             stored.received_at, fields + head if head else b"", msg.entry_id)
@@ -1129,8 +1189,10 @@ class ImapSession(Session):
                 refused = refused or why
         changed = []
         for n, msg in chosen:
-            new = (msg.flags | bits if event.mode == "+" else msg.flags & ~bits
-                   if event.mode == "-" else bits)
+            # Sent's summaries keep their \Seen: nothing of them is stored.
+            new = msg.flags if msg.state == _SENT_STATE else (
+                msg.flags | bits if event.mode == "+" else msg.flags & ~bits
+                if event.mode == "-" else bits)
             if new != msg.flags:
                 msg.flags = new
                 changed.append((msg.entry_id, new))
@@ -1222,11 +1284,12 @@ class ImapSession(Session):
         taking the decision it stands for (docs/imap.md, "Deciding by
         moving"). Pending to INBOX accepts: the summary leaves Pending now,
         and the message appears in INBOX once its body is pulled (an
-        IDLE-ing client sees it come). A message is in one mailbox at a
-        time, so COPY moves too; the copy's source loses it at the next
-        NOOP or IDLE poll, and the EXPUNGE a client sends after it
-        removes nothing twice. No COPYUID: a message that a decision moves
-        has no UID where it goes until it gets there."""
+        IDLE-ing client sees it come). A message of SMDP mail is in one
+        mailbox at a time, so its COPY moves too; the copy's source loses it
+        at the next NOOP or IDLE poll, and the EXPUNGE a client sends after
+        it removes nothing twice. A message a client wrote in is copied.
+        No COPYUID: a message that a decision moves has no UID where it goes
+        until it gets there."""
         conn = self.conn
         copy = isinstance(event, ev.Copy)
         target = self._resolve(event.mailbox)
@@ -1244,7 +1307,7 @@ class ImapSession(Session):
             return
         done, refused = [], None
         for n, msg in chosen:
-            why = self._transfer_one(msg, target)
+            why = self._transfer_one(msg, target, copy=copy)
             if why is None:
                 done.append(n)
             else:
@@ -1260,7 +1323,7 @@ class ImapSession(Session):
         else:
             conn.ok(f"{len(done)} {verb} to {target}")
 
-    def _transfer_one(self, msg: Message, target: str) -> str | None:
+    def _transfer_one(self, msg: Message, target: str, *, copy: bool = False) -> str | None:
         """One message of the selected mailbox to ``target``: the decision it
         stands for, or its new place; None when done, else why not."""
         assert self.user is not None and self.selected is not None
@@ -1272,8 +1335,22 @@ class ImapSession(Session):
                         f"(accept), {ACCEPT_AUTH_BOX}, Junk (reject & spam), {SPAMMER_BOX} "
                         "or Trash (reject)")
             return self._decide_pending(msg.entry_id, decision)
+        if msg.state == _SENT_STATE:
+            return (f"{_CANNOT} a summary of what you sent out of Sent: it is this server's "
+                    "record")
         if target == PENDING:
             return f"{_CANNOT} a message into Pending: it holds envelopes not yet decided"
+        if msg.state == EntryState.APPENDED:
+            # A client's own message: no sender's server behind it, so
+            # moving it decides nothing; it goes anywhere a message may.
+            if target in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
+                return (f"{_CANNOT} a message a client wrote in into {target}: there is no "
+                        "sender's server to decide about")
+            if copy:
+                return self._copy_appended(msg, target)
+            self.store.imap_place(self.user.id, msg.entry_id,
+                                  None if target == INBOX else target, True, source)
+            return None
         if target == SENT:
             return f"{_CANNOT} a message into Sent: it shows the mail you sent"
         shows = msg.shows_body
@@ -1298,6 +1375,27 @@ class ImapSession(Session):
         self.store.imap_place(self.user.id, msg.entry_id, target, shows, source)
         return None
 
+    def _copy_appended(self, msg: Message, target: str) -> str | None:
+        """COPY of a message a client wrote in: a true copy (a new entry,
+        its octets, date and flags), since nothing about it is SMDP's; a
+        message of SMDP mail has one entry, so its COPY moves."""
+        assert self.user is not None
+        stored = msg.stored
+        env = self.store.in_envelope(stored.envelope_id)
+        if env is None:
+            return f"{_CANNOT} a message that is gone"
+        envelope_id = stored.envelope_id
+        spool = BodyWriter(directory=self.config.spool_dir)  # a chunk at a time
+        for chunk in stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq)):
+            spool.write(chunk)
+        self.store.imap_append(
+            self.user.id, recipient=self.user.main_address, mailbox=target,
+            folder=None if target == INBOX else target, envid=new_token(),
+            origin_server=APPEND_ORIGIN, block=env.block, subject=env.subject,
+            body=spool.finish(), received_at=env.received_at, flags=msg.flags,
+            reason=APPEND_REASON)
+        return None
+
     # -- SELECT, LIST, STATUS ------------------------------------------------------------
 
     def _select(self, event: ev.Select) -> None:
@@ -1310,12 +1408,12 @@ class ImapSession(Session):
         self.selected = name
         self._signature = self._signature_now()
         if name == SENT:
-            self.messages = self._load_sent()
+            self.messages = self._load(SENT, self._signature)
             flags = [m.flags for m in self.messages]
         else:
             self._listed = self._listing(name, self._signature)
             flags = [m.message.flags for m in self._listed]
-        self.readonly = event.readonly or name == SENT  # Sent shows; nothing changes it
+        self.readonly = event.readonly
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(flags), Atom("EXISTS"))
@@ -1343,7 +1441,10 @@ class ImapSession(Session):
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
             self.conn.ok(f"{verb} completed")
             return
-        names = [*MAILBOXES, SENT, *self.store.imap_folders(self.user.id)]
+        # A folder named as a built-in mailbox (Drafts created before it
+        # was one) is that mailbox: its placements are the same.
+        names = [*MAILBOXES, SENT, *(f for f in self.store.imap_folders(self.user.id)
+                                     if _mailbox_name(f) is None)]
         parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
         for name in names:
             if not _listed(event.reference, event.pattern, name):
@@ -1372,21 +1473,48 @@ class ImapSession(Session):
         self.conn.ok(f"{name} created")
 
     def _append(self, event: ev.Append) -> None:
-        """APPEND is refused, each mailbox saying why: mail enters this
-        server as SMDP has it (envelopes decided, bodies pulled), never
-        written in by a client (docs/imap.md, "What is not supported")."""
+        """APPEND (RFC 9051 6.3.12, APPENDUID of RFC 4315): the message is
+        stored as the client sent it, as a message of the user's own (state
+        ``appended``: no sender's server, no decision, no vote, no list; not
+        in POP3's maildrop), in INBOX, Drafts, Sent, Junk, Trash or a folder
+        (docs/imap.md, "APPEND"). Pending and its decision folders take only
+        what peers send."""
+        assert self.user is not None
+        conn = self.conn
         name = self._resolve(event.mailbox)
         if name is None:
-            self.conn.no(f"no mailbox named {event.mailbox!r}", "TRYCREATE")
-        elif name == PENDING or name in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
-            self.conn.no(f"{name} holds envelopes that other servers sent: a message cannot "
-                         "be put there", "CANNOT")
-        elif name == SENT:
-            self.conn.no("Sent already shows what you sent, from this server's own record; "
-                         "turn off the client's copy to Sent", "CANNOT")
-        else:
-            self.conn.no(f"messages cannot be added to {name}: mail comes in as SMDP "
-                         "envelopes, accepted from Pending", "CANNOT")
+            conn.no(f"no mailbox named {event.mailbox!r}; CREATE it first", "TRYCREATE")
+            return
+        if name == PENDING or name in (ACCEPT_AUTH_BOX, SPAMMER_BOX):
+            conn.no(f"{name} holds only envelopes other servers sent, waiting for your "
+                    "decision: a message cannot be put there", "CANNOT")
+            return
+        # The codec refused any message over max_append (NO [TOOBIG]).
+        body = event.message if isinstance(event.message, Body) else Body.of(event.message)
+        received_at = time.time()
+        if event.date is not None:
+            parsed = parse_date_time(event.date)
+            if parsed is None:
+                conn.bad(f"{event.date!r} is not a date-time such as "
+                         "\"01-Feb-2026 10:00:00 +0000\"")
+                return
+            received_at = parsed
+        bits = 0
+        for flag in event.flags:
+            bits |= _FLAGS_UPPER.get(flag.upper(), 0)  # keywords are not kept
+        summary = extract_envelope(body)
+        entry_id, uid = self.store.imap_append(
+            self.user.id, recipient=self.user.main_address, mailbox=name,
+            folder=None if name == INBOX else name, envid=new_token(),
+            origin_server=APPEND_ORIGIN,
+            block=encode_envelope_block(summary, expires="").decode("utf-8"),
+            subject=summary.subject, body=body, received_at=received_at, flags=bits,
+            reason=APPEND_REASON)
+        log.info("append user=%s mailbox=%s entry=%d uid=%d size=%d", self.user.main_address,
+                 name, entry_id, uid, body.size)
+        if self.selected == name:
+            self._sync()  # RFC 9051 6.3.12: EXISTS now, not at the next command
+        conn.ok("APPEND completed", f"APPENDUID {uidvalidity(self.user)} {uid}")
 
     def _own_folder(self, name: str) -> bool:
         """Whether ``name`` is a folder of the user's (not the server's);

@@ -370,6 +370,17 @@ class Store(Protocol):
         mailbox ``leaving`` is dropped."""
         ...
 
+    def imap_append(self, user_id: int, *, recipient: str, mailbox: str, folder: str | None,
+                    envid: str, origin_server: str, block: str, subject: str, body: Body,
+                    received_at: float, flags: int, reason: str) -> tuple[int, int]:
+        """Store a message an IMAP client wrote in (APPEND, docs/imap.md): an
+        envelope of ``origin_server`` with the null sender, received at
+        ``received_at`` (the client's INTERNALDATE), its body, an entry in
+        state ``appended`` placed in ``folder`` (None: where the state puts it,
+        INBOX), and its UID with ``flags`` in ``mailbox``, in one transaction.
+        Returns the entry's id and its UID."""
+        ...
+
     def imap_folders(self, user_id: int) -> list[str]:
         """The folders the user created, by name."""
         ...

@@ -735,6 +735,34 @@ class SqlStore:
                 self._exec("INSERT INTO imap_placements (entry_id, user_id, folder, body) "
                            "VALUES (?, ?, ?, ?)", (entry_id, user_id, folder, int(body)))
 
+    def imap_append(self, user_id: int, *, recipient: str, mailbox: str, folder: str | None,
+                    envid: str, origin_server: str, block: str, subject: str, body: Body,
+                    received_at: float, flags: int, reason: str) -> tuple[int, int]:
+        with self.transaction():
+            envelope_id = self._insert(
+                "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
+                "received_at, has_body) VALUES (?, ?, '', ?, ?, ?, ?, 1) RETURNING id",
+                (envid, origin_server, body.size, block, subject, received_at))
+            self._write_chunks(_IN_CHUNKS, envelope_id, body)
+            entry_id = self.insert_mailbox_entry(user_id, envelope_id, recipient,
+                                                 EntryState.APPENDED)
+            self._exec("UPDATE mailbox SET reason=?, decided_at=? WHERE id=?",
+                       (reason, received_at, entry_id))
+            if folder is not None:
+                self._exec("INSERT INTO imap_placements (entry_id, user_id, folder, body) "
+                           "VALUES (?, ?, ?, 1)", (entry_id, user_id, folder))
+            # Its UID now, in the same statement as every other's (the
+            # counter only grows): the APPENDUID the client is told.
+            row = self._exec(
+                "INSERT INTO imap_mailboxes (user_id, name, uidnext) VALUES (?, ?, 2) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET "
+                "uidnext = imap_mailboxes.uidnext + 1 RETURNING uidnext",
+                (user_id, mailbox)).fetchone()
+            uid = int(row[0]) - 1
+            self._exec("INSERT INTO imap_messages (entry_id, user_id, mailbox, uid, flags) "
+                       "VALUES (?, ?, ?, ?, ?)", (entry_id, user_id, mailbox, uid, flags))
+        return entry_id, uid
+
     def _bump_modseq(self, user_id: int, mailbox: str) -> None:
         self._exec("UPDATE imap_mailboxes SET modseq = modseq + 1 WHERE user_id=? AND name=?",
                    (user_id, mailbox))

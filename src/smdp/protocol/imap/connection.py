@@ -16,13 +16,20 @@ Memory is bounded whatever the client sends: a line over the limit is
 dropped as it arrives, a literal over the limit is never stored (a
 synchronizing one is refused before the client sends it; a non-synchronizing
 one, RFC 7888, is read and thrown away), and the whole command is counted.
+The one literal allowed past the literal limit is APPEND's message, once
+logged in, up to ``max_append``: it is spooled (``BodyWriter``: to a
+temporary file once large), never held whole, and one over ``max_append``
+is answered ``NO [TOOBIG]`` (RFC 7889), like the other limits unread when
+synchronizing, read and thrown away when not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Final
 
+from smdp.mail.body import Body, BodyWriter
 from smdp.protocol._states import OutOfSequence
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError, Sentinel
 from smdp.protocol.imap import events as ev
@@ -41,6 +48,7 @@ __all__ = ["ImapServerConnection"]
 
 _LITERAL_AT_END: Final = re.compile(rb"\{(\d{1,10})(\+?)\}\r?\n\Z")
 _HEAD: Final = 128  # octets of a refused command kept to find its tag
+_APPEND: Final = re.compile(rb"[^ ]+ APPEND ", re.IGNORECASE)
 
 
 def _check_text(text: str, what: str) -> None:
@@ -58,15 +66,22 @@ class ImapServerConnection:
     """The server side of one IMAP session.
 
     ``max_line`` counts a line with its CRLF; ``max_literal`` one literal;
-    ``max_command`` the whole command, lines and literals together.
+    ``max_command`` the whole command, lines and literals together, but for
+    APPEND's message, which may be up to ``max_append`` (None: no more
+    than any literal); no literal of an APPEND may be longer. ``spool_dir``:
+    where a large message waits as it arrives (None: the system's
+    temporary directory).
     """
 
     def __init__(self, hostname: str, *, max_line: int = 8192, max_literal: int = 65536,
-                 max_command: int = 262144, tls: bool = False) -> None:
+                 max_command: int = 262144, max_append: int | None = None,
+                 spool_dir: str | None = None, tls: bool = False) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_command = max_command
+        self.max_append = max_literal if max_append is None else max_append
+        self.spool_dir = spool_dir
         #: True once the session runs over TLS (implicit, or after STARTTLS).
         self.tls = tls
         self.state = TABLE.initial
@@ -83,6 +98,11 @@ class ImapServerConnection:
         self._head = b""
         self._overlong = False  # dropping a line past max_line up to its LF
         self._tail = b""  # the end of that line: does it announce a literal?
+        # APPEND's message past max_literal, as it comes; then, whole, for
+        # the Append event; and the response code of a refusal (TOOBIG).
+        self._spool: BodyWriter | None = None
+        self._message: Body | None = None
+        self._skip_code: str | None = None
         # The command the application owes an answer, its name in the table,
         # and whether it asked the client for a line with "+".
         self._owed: ev.ImapEvent | None = None
@@ -102,6 +122,12 @@ class ImapServerConnection:
     def buffered(self) -> int:
         """Octets of a command received but not yet whole (for command timeouts)."""
         return len(self._buf) + self._size + (1 if self._overlong or self._skip else 0)
+
+    @property
+    def receiving_message(self) -> bool:
+        """Whether APPEND's message is arriving: a data block, which the
+        session times by its rate as it times SMTP's DATA, not as a line."""
+        return self._spool is not None and self._literal_left > 0
 
     @property
     def reply_owed(self) -> ev.ImapEvent | None:
@@ -250,10 +276,12 @@ class ImapServerConnection:
             self.state = TABLE.after_refusal(self.state, self._owed_name)
         self._owed, self._owed_name, self._continued = None, "", False
 
-    def _refuse(self, head: bytes, text: str) -> None:
-        """A tagged BAD for a command the application never sees."""
+    def _refuse(self, head: bytes, text: str, code: str | None = None) -> None:
+        """A tagged BAD for a command the application never sees; NO with
+        ``code`` for a message too large to append (RFC 7889: [TOOBIG])."""
         tag = read_tag(head)
-        self._out += (tag.encode("ascii") if tag else b"*") + b" BAD " + text.encode() + b"\r\n"
+        status = b" BAD " if code is None else b" NO [" + code.encode("ascii") + b"] "
+        self._out += (tag.encode("ascii") if tag else b"*") + status + text.encode() + b"\r\n"
 
     def _command(self, command: bytes) -> ev.ImapEvent | None:
         try:
@@ -267,6 +295,14 @@ class ImapServerConnection:
         except OutOfSequence as exc:
             self._refuse(command, f"{exc.command} is not allowed {_where(self.state)}")
             return None
+        finally:
+            message, self._message = self._message, None
+        if message is not None:
+            # The spooled message stands where the command had an empty
+            # literal (``_gather``), which the grammar read as the message:
+            # anything after it would not have parsed as an APPEND.
+            assert isinstance(found, ev.Append) and found.message == b""
+            found = dataclasses.replace(found, message=message)
         self._owed, self._owed_name = found, name
         return found
 
@@ -298,7 +334,10 @@ class ImapServerConnection:
                 if n == 0:
                     return None
                 if self._skip is None:
-                    self._parts.append(bytes(buf[:n]))
+                    if self._spool is not None:
+                        self._spool.write(bytes(buf[:n]))
+                    else:
+                        self._parts.append(bytes(buf[:n]))
                 del buf[:n]
                 self._literal_left -= n
                 if self._literal_left:
@@ -324,9 +363,29 @@ class ImapServerConnection:
             else:
                 ending = line
             content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            if self._spool is not None and content and self._skip is None:
+                # APPEND's message is its last argument (no MULTIAPPEND).
+                self._skip = "nothing may follow APPEND's message"
             literal = _LITERAL_AT_END.search(ending)
             if literal is not None:
                 size, plus = int(literal.group(1)), literal.group(2) == b"+"
+                if (self._skip is None and self._spool is None and self._message is None
+                        and self._owed is None
+                        and self.state in (ImapState.AUTHENTICATED, ImapState.SELECTED)
+                        and _APPEND.match(self._parts[0] if self._parts else content)):
+                    if size > self.max_append:
+                        self._skip = f"message too large (the limit is {self.max_append} octets)"
+                        self._skip_code = "TOOBIG"
+                    elif size > self.max_literal:
+                        # APPEND's message: spooled, and an empty literal in
+                        # its place for the grammar (``_command``).
+                        self._parts.append(content[:literal.start()] + b"{0}\r\n")
+                        self._size += len(line)
+                        self._spool = BodyWriter(directory=self.spool_dir)
+                        self._literal_left = size
+                        if not plus:
+                            self._out += b"+ go ahead\r\n"
+                        continue
                 if self._skip is None and size > self.max_literal:
                     self._skip = f"literal too large (the limit is {self.max_literal} octets)"
                 if self._skip is None and self._size + len(line) + size > self.max_command:
@@ -351,9 +410,16 @@ class ImapServerConnection:
                     self._parts.append(content)
             command, skip, head = b"".join(self._parts), self._skip, self._head
             self._parts, self._size, self._skip, self._head = [], 0, None, b""
+            code, self._skip_code = self._skip_code, None
+            spool, self._spool = self._spool, None
+            if spool is not None:
+                if skip is None:
+                    self._message = spool.finish()
+                else:
+                    spool.discard()
             if skip is None:
                 return command
             if self._owed is not None:
                 self.bad(skip)
             else:
-                self._refuse(head, skip)
+                self._refuse(head, skip, code)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
+from smdp.mail.body import Body
 from smdp.protocol._events import event
 
 __all__ = [
@@ -289,12 +290,14 @@ class Copy:
 
 @event
 class Append:
-    """APPEND mailbox [(flags)] [date-time] message (RFC 9051 6.3.12); the
-    message is a literal within the codec's limit."""
+    """APPEND mailbox [(flags)] [date-time] message (RFC 9051 6.3.12). The
+    message is its literal: ``bytes`` within the codec's literal limit, a
+    :class:`~smdp.mail.body.Body` (spooled to a file once large) when it
+    was longer, up to the connection's ``max_append``."""
 
     tag: str
     mailbox: str
-    message: bytes
+    message: bytes | Body
     flags: tuple[str, ...] = ()
     date: str | None = None
 
