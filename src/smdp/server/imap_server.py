@@ -204,6 +204,13 @@ def _streamed(item: ev.FetchAtt) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
+def _fields_id(item: ev.FetchAtt) -> str:
+    """What a kept HEADER.FIELDS answer is kept under, beside its entry: a
+    string, whose hash Python keeps (a tuple's is made at each lookup)."""
+    return f"{item.section} {' '.join(item.fields)}"
+
+
+@functools.lru_cache(maxsize=256)
 def _item_name(item: ev.FetchAtt) -> str:
     """How a FETCH response names a BODY[...] item, as it was asked
     (without PEEK, RFC 9051 7.5.2)."""
@@ -369,17 +376,17 @@ class _FieldsKept:
     and entry ids are never reused (AUTOINCREMENT, migration 0006)."""
 
     def __init__(self) -> None:
-        self.answers: collections.OrderedDict[tuple[int, str, tuple[str, ...]], bytes] = (
+        self.answers: collections.OrderedDict[tuple[int, str], bytes] = (
             collections.OrderedDict())
         self.octets = 0
 
-    def get(self, key: tuple[int, str, tuple[str, ...]]) -> bytes | None:
+    def get(self, key: tuple[int, str]) -> bytes | None:
         found = self.answers.get(key)
         if found is not None:
             self.answers.move_to_end(key)
         return found
 
-    def put(self, key: tuple[int, str, tuple[str, ...]], answer: bytes) -> None:
+    def put(self, key: tuple[int, str], answer: bytes) -> None:
         """``answer`` for ``key``, which has none (``get`` said so)."""
         self.answers[key] = answer
         self.octets += len(answer)
@@ -841,38 +848,45 @@ class ImapSession(Session):
             (fields,), stored_chunks(lambda seq: self.store.in_body_chunk(envelope_id, seq))),
             stored.received_at, fields + head if head else b"", msg.entry_id)
 
-    def _fields_key(self, item: ev.FetchAtt, entry: int) -> tuple[int, str, tuple[str, ...]]:
-        assert item.section is not None
-        return entry, item.section, item.fields
-
     def _with_heads(self, chosen: Sequence[tuple[int, Message]], items: Sequence[ev.FetchAtt]
-                    ) -> Iterator[tuple[int, Message, bytes | None]]:
-        """``chosen`` with the first octets of each stored body when ``items``
-        read its header and the answer is not kept (``_FieldsKept``; a message
-        without a body has none: ``in_body_heads`` leaves it out), read
-        HEAD_BATCH messages a statement as the FETCH goes: never more than
-        one batch in memory."""
+                    ) -> Iterator[tuple[int, Message, bytes | None, dict[ev.FetchAtt, bytes]]]:
+        """``chosen`` with, for each message, the first octets of its stored
+        body when ``items`` read its header and an answer is not kept, and
+        the HEADER.FIELDS answers that are (``_FieldsKept``). A message
+        without a body has no head (``in_body_heads`` leaves it out). Heads
+        are read HEAD_BATCH messages a statement as the FETCH goes: never
+        more than one batch in memory."""
         headers = [i for i in items if i.name in ("ENVELOPE", "RFC822.HEADER")
                    or (i.section or "").startswith("HEADER")]
         wanted = self.selected != SENT and bool(headers)
         kept = _FIELDS.get(self.store)
-        fields_only = all(
-            (i.section or "").startswith("HEADER.FIELDS") and i.partial is None for i in headers)
-
-        def needs(msg: Message) -> bool:
-            if kept is None or not fields_only:
-                return True
-            return any(kept.get(self._fields_key(i, msg.entry_id)) is None for i in headers)
-
+        # Looked up once a message: a FETCH 1:* of a message list is mostly
+        # these lookups once the answers are kept.
+        fields = [(i, _fields_id(i)) for i in headers if i.section is not None
+                  and i.section.startswith("HEADER.FIELDS")] if kept is not None else []
+        # Only these asked, and none cut (a partial one reads the header):
+        # a message with all of them kept needs no head.
+        fields_only = len(fields) == len(headers) and all(i.partial is None for i in headers)
+        none: dict[ev.FetchAtt, bytes] = {}
         for i in range(0, len(chosen), HEAD_BATCH if wanted else len(chosen) or 1):
             part = chosen[i:i + HEAD_BATCH] if wanted else chosen
+            found: list[dict[ev.FetchAtt, bytes]] = []
             heads: dict[int, bytes] = {}
             if wanted:
-                heads = self.store.in_body_heads(
-                    [m.stored.envelope_id for _, m in part if m.shows_body and needs(m)],
-                    HEAD_LIMIT)
-            for n, msg in part:
-                yield n, msg, heads.get(msg.stored.envelope_id)
+                needed = []
+                for _, msg in part:
+                    known = none
+                    if fields and msg.shows_body:
+                        assert kept is not None
+                        entry = msg.entry_id
+                        known = {item: answer for item, fid in fields
+                                 if (answer := kept.get((entry, fid))) is not None}
+                    found.append(known)
+                    if msg.shows_body and not (fields_only and len(known) == len(fields)):
+                        needed.append(msg.stored.envelope_id)
+                heads = self.store.in_body_heads(needed, HEAD_LIMIT)
+            for k, (n, msg) in enumerate(part):
+                yield n, msg, heads.get(msg.stored.envelope_id), found[k] if found else none
 
     # -- FETCH ------------------------------------------------------------------------
 
@@ -896,7 +910,7 @@ class ImapSession(Session):
         # size, a few header fields) then costs no coroutine per item: in a
         # FETCH 1:* of 10,000 messages that was a quarter of the server's time.
         streams = [_streamed(item) for item in items]
-        for n, msg, head in self._with_heads(chosen, items):
+        for n, msg, head, kept in self._with_heads(chosen, items):
             self._parsed = None  # the MIME structure, read once per message when asked
             content = self._content(msg, head) if reads else None
             if reads and content is None:
@@ -910,7 +924,7 @@ class ImapSession(Session):
                 if streamed:
                     await self._send_item(item, msg, content)
                 else:
-                    self._write_item(item, msg, content)
+                    self._write_item(item, msg, content, kept)
             if sets_seen and not any(i.name == "FLAGS" for i in items):
                 self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             self.conn.fetch_close()
@@ -924,8 +938,10 @@ class ImapSession(Session):
             self._set_flags(changed)
         self.conn.ok("FETCH completed")
 
-    def _write_item(self, item: ev.FetchAtt, msg: Message, content: Content | None) -> None:
-        """An item written whole (``_streamed`` says which)."""
+    def _write_item(self, item: ev.FetchAtt, msg: Message, content: Content | None,
+                    kept: dict[ev.FetchAtt, bytes]) -> None:
+        """An item written whole (``_streamed`` says which); ``kept``: the
+        HEADER.FIELDS answers found kept for this message."""
         conn = self.conn
         if item.name == "FLAGS":
             conn.fetch_raw("FLAGS", _flags_written(msg.flags))
@@ -946,7 +962,7 @@ class ImapSession(Session):
                     self._structure(content), _envelope_octets,
                     extended=item.name == "BODYSTRUCTURE"))
             case _:
-                self._header_fields(item, _item_name(item), content)
+                self._header_fields(item, _item_name(item), content, kept.get(item))
 
     async def _send_item(self, item: ev.FetchAtt, msg: Message, content: Content | None
                          ) -> None:
@@ -988,19 +1004,21 @@ class ImapSession(Session):
             self._parsed = structure(content.chunks())
         return self._parsed
 
-    def _header_fields(self, item: ev.FetchAtt, name: str, content: Content) -> None:
+    def _header_fields(self, item: ev.FetchAtt, name: str, content: Content,
+                       found: bytes | None = None) -> None:
         """BODY[HEADER.FIELDS (...)] and .NOT: built whole, as a selection
         of header fields is small (the header read is capped at
-        HEADER_LIMIT), and kept per entry (``_FieldsKept``)."""
+        HEADER_LIMIT), and kept per entry (``_FieldsKept``); ``found``: the
+        answer already looked up there."""
         assert item.section is not None
-        key = None if content.entry is None else self._fields_key(item, content.entry)
-        kept = _FIELDS.setdefault(self.store, _FieldsKept())
-        found = None if key is None else kept.get(key)
+        key = None if content.entry is None else (content.entry, _fields_id(item))
+        if found is None and key is not None:
+            found = _FIELDS.setdefault(self.store, _FieldsKept()).get(key)
         if found is None:
             found = header_fields(self._header(content), set(item.fields),
                                   keep=item.section == "HEADER.FIELDS")
             if key is not None:
-                kept.put(key, found)
+                _FIELDS.setdefault(self.store, _FieldsKept()).put(key, found)
         if item.partial is not None:
             offset, most = item.partial
             found = found[offset:offset + most]
