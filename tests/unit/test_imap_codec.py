@@ -84,6 +84,15 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x SEARCH OR SEEN (FLAGGED 1:2)", ev.Search("x", ev.SearchKey("OR", keys=(
         ev.SearchKey("SEEN"), ev.SearchKey("AND", keys=(
             ev.SearchKey("FLAGGED"), ev.SearchKey("SEQ", ev.SequenceSet(((1, 2),))))))))),
+    # RFC 5182 SEARCHRES: SAVE, and "$" wherever a sequence set goes.
+    (b"x SEARCH RETURN (SAVE) $", ev.Search(
+        "x", ev.SearchKey("SEQ", ev.SequenceSet((), saved=True)), returns=("SAVE",))),
+    (b"x UID SEARCH UID $", ev.Search(
+        "x", ev.SearchKey("UID", ev.SequenceSet((), saved=True)), uid=True)),
+    (b"x UID FETCH $ FLAGS", ev.Fetch("x", ev.SequenceSet((), saved=True),
+                                      (ev.FetchAtt("FLAGS"),), uid=True)),
+    (b"x STORE $ +FLAGS \\Seen",
+     ev.Store("x", ev.SequenceSet((), saved=True), "+", ("\\Seen",))),
     (b"x STORE 1 +FLAGS (\\seen \\Deleted)",
      ev.Store("x", ev.SequenceSet(((1, 1),)), "+", ("\\Seen", "\\Deleted"))),
     (b"x UID STORE 5 -FLAGS.SILENT \\Flagged",
@@ -126,6 +135,8 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 FETCH 01 FLAGS", "not a message number"),
     (b"a1 FETCH 4294967296 FLAGS", "not a message number"),
     (b"a1 FETCH 1:x FLAGS", "not a message number"),
+    (b"a1 FETCH $,1 FLAGS", "not a message number"),  # "$" stands alone (RFC 5182)
+    (b"a1 SEARCH RETURN (PARTIAL 1:5) ALL", "result option PARTIAL"),
     (b"a1 FETCH 1 BODY[0.MIME]", "not supported"),
     (b"a1 FETCH 1 BODY[\xff]", "only printable ASCII"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS]", "needs a list of field names"),

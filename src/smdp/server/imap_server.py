@@ -623,6 +623,9 @@ class ImapSession(Session):
         self._parsed: Part | None = None
         self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
         self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
+        # RFC 5182: what the last SEARCH RETURN (SAVE) found, as UIDs, so that
+        # it stays right as messages are expunged and their numbers move.
+        self._saved: frozenset[int] = frozenset()
 
     @property
     def messages(self) -> list[Message]:
@@ -659,7 +662,8 @@ class ImapSession(Session):
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE", "SPECIAL-USE", "ESEARCH", f"APPENDLIMIT={self.conn.max_append}"]
+                "MOVE", "SPECIAL-USE", "ESEARCH", "SEARCHRES",
+                f"APPENDLIMIT={self.conn.max_append}"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -846,6 +850,9 @@ class ImapSession(Session):
         """The messages a sequence set names, with their numbers; None when a
         message number does not exist (the BAD is sent)."""
         msgs = self.messages
+        if messages.saved:
+            # "$" before any SAVE, or after SELECT, is empty: no message, no BAD.
+            return [(n, m) for n, m in enumerate(msgs, 1) if m.uid in self._saved]
         if uid:
             largest = msgs[-1].uid if msgs else 0
             if len(messages.ranges) == 1:
@@ -1161,6 +1168,8 @@ class ImapSession(Session):
             return not self._matches(key.keys[0], n, msg)
         if name in ("UID", "SEQ"):
             assert key.messages is not None
+            if key.messages.saved:
+                return msg.uid in self._saved
             if name == "UID":
                 return key.messages.contains(msg.uid, self.messages[-1].uid)
             return key.messages.contains(n, len(self.messages))
@@ -1207,15 +1216,29 @@ class ImapSession(Session):
 
     def _search(self, event: ev.Search) -> None:
         self._searched = {}
-        found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
-                 if self._matches(event.criteria, n, msg)]
+        matched = [(n, msg) for n, msg in enumerate(self.messages, 1)
+                   if self._matches(event.criteria, n, msg)]
         self._searched = {}
-        if event.returns is not None:
+        found = [msg.uid if event.uid else n for n, msg in matched]
+        returns = event.returns
+        if returns is not None and "SAVE" in returns:
+            # RFC 5182 2.1: SAVE with MIN and/or MAX alone saves just those;
+            # with anything else, or alone, every message found.
+            returns = tuple(r for r in returns if r != "SAVE")
+            kept = matched
+            if matched and returns and set(returns) <= {"MIN", "MAX"}:
+                kept = [m for m, wanted in ((matched[0], "MIN"), (matched[-1], "MAX"))
+                        if wanted in returns]
+            self._saved = frozenset(msg.uid for _, msg in kept)
+            if not returns:
+                self.conn.ok("SEARCH completed, result saved")  # no ESEARCH: 5182 2.1
+                return
+        if returns is not None:
             # RFC 4731: one ESEARCH response with what was asked for.
             items: list[object] = [[Atom("TAG"), event.tag]]
             if event.uid:
                 items.append(Atom("UID"))
-            returns = event.returns or ("ALL",)
+            returns = returns or ("ALL",)
             if found and "MIN" in returns:
                 items += [Atom("MIN"), found[0]]
             if found and "MAX" in returns:
@@ -1281,7 +1304,8 @@ class ImapSession(Session):
         assert self.user is not None and self.selected is not None
         largest = self.messages[-1].uid if self.messages else 0
         doomed = [n for n, msg in enumerate(self.messages, 1)
-                  if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+                  if msg.flags & DELETED and (only is None or (
+                      msg.uid in self._saved if only.saved else only.contains(msg.uid, largest)))]
         here = set()
         if doomed:
             here = {m.message.entry_id for m in self.store.imap_view(
@@ -1463,7 +1487,7 @@ class ImapSession(Session):
 
     def _select(self, event: ev.Select) -> None:
         assert self.user is not None
-        self.selected, self.messages = None, []
+        self.selected, self.messages, self._saved = None, [], frozenset()
         name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
@@ -1775,10 +1799,10 @@ class ImapSession(Session):
             case ev.Close():
                 if not self.readonly:
                     self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses
-                self.selected, self.messages = None, []
+                self.selected, self.messages, self._saved = None, [], frozenset()
                 conn.ok("CLOSE completed")
             case ev.Unselect():
-                self.selected, self.messages = None, []
+                self.selected, self.messages, self._saved = None, [], frozenset()
                 conn.ok("UNSELECT completed")
             case ev.Idle(tag=tag):
                 await self._idle(tag)

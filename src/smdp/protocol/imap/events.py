@@ -65,6 +65,9 @@ class SequenceSet:
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    #: ``$`` (RFC 5182 SEARCHRES): the messages the last ``SEARCH RETURN
+    #: (SAVE)`` found; ``ranges`` is empty then, the session knows which.
+    saved: bool = False
 
     def contains(self, value: int, largest: int) -> bool:
         """Whether ``value`` is in the set when ``*`` stands for ``largest``.
@@ -238,8 +241,8 @@ class SearchKey:
 @event
 class Search:
     """SEARCH, or UID SEARCH; ``returns``: the RFC 4731 result options of
-    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL; empty means ALL), None
-    for a plain SEARCH."""
+    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL, and RFC 5182's SAVE;
+    empty means ALL), None for a plain SEARCH."""
 
     tag: str
     criteria: SearchKey

@@ -216,9 +216,12 @@ def _count(values: list[Value], n: int, usage: str) -> None:
 
 
 def read_sequence_set(value: Value) -> ev.SequenceSet:
-    """``1:3,7,9:*`` (RFC 9051 9, ``sequence-set``); ``$`` (SEARCHRES) is not offered."""
+    """``1:3,7,9:*`` (RFC 9051 9, ``sequence-set``), or ``$``: the saved
+    search result (RFC 5182 ``seq-or-saved``; alone, never inside a set)."""
     if not isinstance(value, Atom):
         raise ImapSyntaxError("a sequence set (such as 1:4,7 or 1:*) was expected")
+    if value == "$":
+        return ev.SequenceSet((), saved=True)
     ranges: list[tuple[int | None, int | None]] = []
     for part in value.split(","):
         first, colon, last = part.partition(":")
@@ -344,7 +347,7 @@ def _search_key(values: list[Value], depth: int = 0) -> ev.SearchKey:
     if name == "OR":
         first = _search_key(values, depth + 1)
         return ev.SearchKey("OR", keys=(first, _search_key(values, depth + 1)))
-    if name[:1].isdigit() or name[:1] == "*":
+    if name[:1].isdigit() or name[:1] in ("*", "$"):
         return ev.SearchKey("SEQ", read_sequence_set(value))
     if name in ("NEW", "OLD", "RECENT"):
         return ev.SearchKey(name)
@@ -400,9 +403,9 @@ def _search(tag: str, values: list[Value], uid: bool) -> ev.Search:
         if len(values) < 2 or not isinstance(values[1], list):
             raise ImapSyntaxError("RETURN needs a list of result options, such as (MIN COUNT)")
         returns = tuple(_atom(v, "result option") for v in values[1])
-        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL")]:
+        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL", "SAVE")]:
             raise ImapSyntaxError(f"search result option {unknown[0]} is not supported "
-                                  "(only MIN, MAX, COUNT and ALL)")
+                                  "(only MIN, MAX, COUNT, ALL and SAVE)")
         values = values[2:]
     if values and isinstance(values[0], Atom) and values[0].upper() == "CHARSET":
         if len(values) < 2 or _text(values[1], "charset").upper() not in ("UTF-8", "US-ASCII"):
