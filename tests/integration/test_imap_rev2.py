@@ -112,3 +112,84 @@ def test_searchres_saves_a_result_for_later_commands(server: InProcessServer) ->
     c.ok("EXAMINE Keep")
     assert untagged(c.ok("FETCH $ FLAGS"), b"FETCH") == []
     c.close()
+
+
+# -- ENABLE IMAP4rev2 ---------------------------------------------------------------
+
+
+def test_enable_imap4rev2_changes_the_session_and_rev1_keeps_its_own(
+        server: InProcessServer) -> None:
+    deliver(server, "one")
+    deliver(server, "two")
+    rev1, c = Session(server), Session(server)
+    assert untagged(c.ok("ENABLE IMAP4rev2"), b"ENABLED") == [b"* ENABLED IMAP4rev2"]
+    assert untagged(c.ok("ENABLE IMAP4rev2 CONDSTORE"), b"ENABLED") == [b"* ENABLED"]
+    lines = c.ok("SELECT INBOX")
+    assert untagged(lines, b"RECENT") == [] and not any(b"[UNSEEN" in x for x in lines)
+    assert untagged(lines, b"LIST") == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"']
+    assert untagged(lines, b"EXISTS") == [b"* 2 EXISTS"]
+    # Every SEARCH is answered with ESEARCH (RFC 9051 6.4.4), UID SEARCH too.
+    assert re.fullmatch(rb'\* ESEARCH \(TAG "t\d+"\) ALL 1:2',
+                        untagged(c.ok("SEARCH ALL"), b"ESEARCH")[0])
+    lines = c.ok("UID SEARCH SUBJECT nothing")
+    assert re.fullmatch(rb'\* ESEARCH \(TAG "t\d+"\) UID', untagged(lines, b"ESEARCH")[0])
+    assert untagged(lines, b"SEARCH") == []
+    # [CLOSED] when a SELECT closes the mailbox, before the new one's data,
+    # and when the new one does not exist.
+    lines = c.ok("EXAMINE Trash")
+    assert b"[CLOSED]" in lines[0]
+    lines = c("SELECT Nowhere")
+    assert b"[CLOSED]" in lines[0] and b"NO [NONEXISTENT]" in lines[-1]
+    assert not any(b"[CLOSED]" in x for x in c.ok("SELECT INBOX"))  # nothing was selected
+    # An IMAP4rev1 session is as it was.
+    lines = rev1.ok("SELECT INBOX")
+    assert untagged(lines, b"RECENT") == [b"* 0 RECENT"] and untagged(lines, b"LIST") == []
+    assert any(b"[UNSEEN 1]" in x for x in lines)
+    assert not any(b"[CLOSED]" in x for x in rev1.ok("SELECT Trash"))
+    rev1.ok("SELECT INBOX")
+    assert untagged(rev1.ok("SEARCH ALL"), b"SEARCH") == [b"* SEARCH 1 2"]
+    c.close()
+    rev1.close()
+
+
+def test_rev2_mailbox_names_are_utf8_and_rev1_ones_modified_utf7(
+        server: InProcessServer) -> None:
+    deliver(server, "one")
+    rev1, c = Session(server), Session(server)
+    c.ok("ENABLE IMAP4rev2")
+    rev1.ok('CREATE "&AMk-t&AOk-"')  # "Été", as an IMAP4rev1 client names it
+    c.ok('CREATE "Entwürfe/日本語"'.encode())
+    rev1.ok('CREATE "Raw€"'.encode())  # raw UTF-8 from a rev1 client: kept as sent
+    c.ok('CREATE "A&B"')
+
+    def names(session: Session) -> list[bytes]:
+        return [re.sub(rb'^\* LIST \([^)]*\) "/" ', b"", line)
+                for line in untagged(session.ok('LIST "" "*"'), b"LIST")
+                if not line.endswith((b'"Pending"', b'"Junk"', b'"Trash"', b'"Sent"',
+                                      b'"Drafts"', b'"INBOX"', b'authorize"', b'spammer"'))]
+
+    assert sorted(names(rev1)) == sorted([b'"&AMk-t&AOk-"', b'"Entw&APw-rfe"',
+                                          b'"Entw&APw-rfe/&ZeVnLIqe-"', b'"Raw\xe2\x82\xac"',
+                                          b'"A&-B"'])
+    assert sorted(n.decode() for n in names(c)) == sorted(
+        ['"Été"', '"Entwürfe"', '"Entwürfe/日本語"', '"Raw€"', '"A&B"'])
+    assert untagged(c.ok(b'LIST "" "Entw%rfe/%"'), b"LIST") == [
+        '* LIST (\\HasNoChildren \\Subscribed) "/" "Entwürfe/日本語"'.encode()]
+    # Messages moved by one session are where the other looks for them.
+    rev1.ok("SELECT INBOX")
+    rev1.ok('MOVE 1 "&AMk-t&AOk-"')
+    assert untagged(c.ok('STATUS "Été" (MESSAGES)'.encode()), b"STATUS") == [
+        '* STATUS "Été" (MESSAGES 1)'.encode()]
+    lines = c.ok('SELECT "Été"'.encode())
+    assert untagged(lines, b"LIST")[0].endswith('"/" "Été"'.encode())
+    assert untagged(lines, b"EXISTS") == [b"* 1 EXISTS"]
+    c.ok('MOVE 1 "Raw€"'.encode())
+    c.ok('RENAME "Entwürfe" "Brouillons"'.encode())
+    c.ok('DELETE "A&B"')
+    assert sorted(names(rev1)) == sorted([b'"&AMk-t&AOk-"', b'"Brouillons"',
+                                          b'"Brouillons/&ZeVnLIqe-"', b'"Raw\xe2\x82\xac"'])
+    assert untagged(rev1.ok('STATUS "Raw€" (MESSAGES)'.encode()), b"STATUS") == [
+        '* STATUS "Raw€" (MESSAGES 1)'.encode()]
+    c.ok('SUBSCRIBE "Brouillons/日本語"'.encode())
+    c.close()
+    rev1.close()

@@ -18,7 +18,14 @@ from smdp.mail.body import Body
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom, ImapServerConnection, ImapState, write_value
 from smdp.protocol.imap import events as ev
-from smdp.protocol.imap.grammar import ImapSyntaxError, read_command, read_sequence_set, tokenize
+from smdp.protocol.imap.grammar import (
+    ImapSyntaxError,
+    mutf7_decode,
+    mutf7_encode,
+    read_command,
+    read_sequence_set,
+    tokenize,
+)
 
 
 def conn_in(state: ImapState = ImapState.SELECTED, *, spool_dir: str | None = None,
@@ -517,3 +524,21 @@ def test_hostile_bytes_are_only_ever_answered(data: bytes, cuts: list[int], seed
     # Literal data is never echoed, so the output is lines only.
     rest = ANSWER.sub(b"", out)
     assert rest == b"", out
+
+
+@pytest.mark.parametrize(("text", "coded"), [
+    ("INBOX", "INBOX"),
+    ("A&B", "A&-B"),
+    ("Été", "&AMk-t&AOk-"),
+    ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501 5.1.3
+    ("☺!", "&Jjo-!"),
+    ("a\tb", "a&AAk-b"),  # a control character is not printed as is
+])
+def test_modified_utf7_both_ways(text: str, coded: str) -> None:
+    assert mutf7_encode(text) == coded
+    assert mutf7_decode(coded) == text
+
+
+@pytest.mark.parametrize("name", ["Été", "A&B", "A&Jjo", "&Jjo-&", "&A-", "&2D3-"])
+def test_modified_utf7_refuses_what_it_is_not(name: str) -> None:
+    assert mutf7_decode(name) is None

@@ -51,7 +51,7 @@ from smdp.protocol import imap
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom
 from smdp.protocol.imap import events as ev
-from smdp.protocol.imap.grammar import write_value
+from smdp.protocol.imap.grammar import mutf7_decode, mutf7_encode, write_value
 from smdp.server.imap_structure import Part, body_structure, section_range, structure
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
@@ -626,6 +626,9 @@ class ImapSession(Session):
         # RFC 5182: what the last SEARCH RETURN (SAVE) found, as UIDs, so that
         # it stays right as messages are expunged and their numbers move.
         self._saved: frozenset[int] = frozenset()
+        # ENABLE IMAP4rev2 (RFC 9051): ESEARCH for every SEARCH, no RECENT,
+        # [CLOSED], mailbox names in UTF-8 rather than modified UTF-7.
+        self.rev2 = False
 
     @property
     def messages(self) -> list[Message]:
@@ -1221,6 +1224,8 @@ class ImapSession(Session):
         self._searched = {}
         found = [msg.uid if event.uid else n for n, msg in matched]
         returns = event.returns
+        if returns is None and self.rev2:
+            returns = ()  # RFC 9051 6.4.4: a plain SEARCH is RETURN (ALL), said in ESEARCH
         if returns is not None and "SAVE" in returns:
             # RFC 5182 2.1: SAVE with MIN and/or MAX alone saves just those;
             # with anything else, or alone, every message found.
@@ -1487,6 +1492,10 @@ class ImapSession(Session):
 
     def _select(self, event: ev.Select) -> None:
         assert self.user is not None
+        if self.selected is not None and self.rev2:
+            # RFC 9051 6.3.2: the mailbox selected is closed, whether or not
+            # this SELECT succeeds; said before anything of the new one.
+            self.conn.untagged_status("OK", "previous mailbox is now closed", "CLOSED")
         self.selected, self.messages, self._saved = None, [], frozenset()
         name = self._resolve(event.mailbox)
         if name is None:
@@ -1504,10 +1513,16 @@ class ImapSession(Session):
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(flags), Atom("EXISTS"))
-        conn.untagged(0, Atom("RECENT"))  # IMAP4rev1 wants it; we keep no \Recent
-        unseen = next((n for n, bits in enumerate(flags, 1) if not bits & SEEN), None)
-        if unseen is not None:
-            conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
+        if self.rev2:
+            # RFC 9051 6.3.2: a LIST response for the mailbox; no RECENT and
+            # no UNSEEN code, which IMAP4rev2 dropped.
+            conn.untagged(Atom("LIST"), self._attributes(name, self._parents()), "/",
+                          self._client_name(name))
+        else:
+            conn.untagged(0, Atom("RECENT"))  # IMAP4rev1 wants it; we keep no \Recent
+            unseen = next((n for n, bits in enumerate(flags, 1) if not bits & SEEN), None)
+            if unseen is not None:
+                conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
         conn.untagged_status("OK", "UIDs valid", f"UIDVALIDITY {uidvalidity(self.user)}")
         conn.untagged_status("OK", "predicted next UID",
                              f"UIDNEXT {self.store.imap_uidnext(self.user.id, name)}")
@@ -1528,21 +1543,37 @@ class ImapSession(Session):
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
             self.conn.ok(f"{verb} completed")
             return
-        # A folder named as a built-in mailbox (Drafts created before it
-        # was one) is that mailbox: its placements are the same.
-        names = [*MAILBOXES, SENT, *(f for f in self.store.imap_folders(self.user.id)
-                                     if _mailbox_name(f) is None)]
-        parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
+        names = self._names()
+        parents = self._parents(names)
         for name in names:
-            if not _listed(event.reference, event.pattern, name):
+            if not _listed(event.reference, event.pattern, self._client_name(name)):
                 continue
-            attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
-            if name in SPECIAL_USE:
-                attributes.append(Atom(SPECIAL_USE[name]))
-            if not event.subscribed_only:
-                attributes.append(Atom("\\Subscribed"))
-            self.conn.untagged(verb, attributes, "/", name)
+            attributes = self._attributes(name, parents)
+            if event.subscribed_only:
+                attributes.remove(Atom("\\Subscribed"))
+            self.conn.untagged(verb, attributes, "/", self._client_name(name))
         self.conn.ok(f"{verb} completed")
+
+    def _names(self) -> list[str]:
+        """Every mailbox of the user, as kept. A folder named as a built-in
+        mailbox (Drafts created before it was one) is that mailbox: its
+        placements are the same."""
+        assert self.user is not None
+        return [*MAILBOXES, SENT, *(f for f in self.store.imap_folders(self.user.id)
+                                    if _mailbox_name(f) is None)]
+
+    def _parents(self, names: list[str] | None = None) -> set[str]:
+        return {name.rsplit("/", 1)[0] for name in (names or self._names()) if "/" in name}
+
+    @staticmethod
+    def _attributes(name: str, parents: set[str]) -> list[Atom]:
+        """LIST's attributes of ``name``: children or not, RFC 6154's
+        special use, and \\Subscribed (every mailbox is)."""
+        attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
+        if name in SPECIAL_USE:
+            attributes.append(Atom(SPECIAL_USE[name]))
+        attributes.append(Atom("\\Subscribed"))
+        return attributes
 
     def _create(self, event: ev.Create) -> None:
         assert self.user is not None
@@ -1670,7 +1701,7 @@ class ImapSession(Session):
         items: list[object] = []
         for item in event.items:
             items += [Atom(item), values[item]]
-        self.conn.untagged(Atom("STATUS"), name, items)
+        self.conn.untagged(Atom("STATUS"), self._client_name(name), items)
         self.conn.ok("STATUS completed")
 
     # -- IDLE -----------------------------------------------------------------------------
@@ -1717,10 +1748,45 @@ class ImapSession(Session):
                 continue
             conn.receive_data(data)
 
+    # -- mailbox names ------------------------------------------------------------------
+
+    def _stored_name(self, name: str) -> str:
+        """A rev2 client's UTF-8 mailbox name as it is kept: in modified
+        UTF-7, as IMAP4rev1 clients (which created every folder so far) give
+        it, so that one folder has one name whichever the session. A folder
+        a rev1 client named in raw UTF-8 (which it should not) keeps it."""
+        kept = mutf7_encode(name)
+        if kept != name and not name.isascii():
+            assert self.user is not None
+            folders = self.store.imap_folders(self.user.id)
+            if kept not in folders and name in folders:
+                return name
+        return kept
+
+    def _names_from_client(self, event: object) -> object:
+        """``event`` with its mailbox names as they are kept (rev2 sessions)."""
+        match event:
+            case ev.Select() | ev.Status() | ev.Create() | ev.Delete() | ev.Append() \
+                    | ev.Move() | ev.Copy() | ev.Subscribe():
+                return dataclasses.replace(event, mailbox=self._stored_name(event.mailbox))
+            case ev.Rename(old=old, new=new):
+                return dataclasses.replace(event, old=self._stored_name(old),
+                                           new=self._stored_name(new))
+        return event
+
+    def _client_name(self, name: str) -> str:
+        """A kept mailbox name as this session's client reads it: in UTF-8
+        for rev2 (RFC 9051 5.1), as kept (modified UTF-7) for rev1."""
+        if self.rev2:
+            return mutf7_decode(name) or name
+        return name
+
     # -- dispatch ---------------------------------------------------------------------
 
     async def handle(self, event: object) -> None:
         conn = self.conn
+        if self.rev2:
+            event = self._names_from_client(event)
         match event:
             case ev.Capability():
                 conn.untagged(Atom("CAPABILITY"), *(Atom(c) for c in self.capabilities().split()))
@@ -1756,8 +1822,14 @@ class ImapSession(Session):
                         await self._authenticate_data(initial)
             case ev.AuthenticateData(data=data):
                 await self._authenticate_data(data)
-            case ev.Enable():
-                conn.untagged(Atom("ENABLED"))  # nothing enable-able is offered yet
+            case ev.Enable(capabilities=wanted):
+                # RFC 5161 3.1: ENABLED names what this command enabled;
+                # what is unknown, or on already, is left out.
+                enabled = []
+                if "IMAP4REV2" in wanted and not self.rev2:
+                    self.rev2 = True
+                    enabled.append(Atom("IMAP4rev2"))
+                conn.untagged(Atom("ENABLED"), *enabled)
                 conn.ok("ENABLE completed")
             case ev.Namespace():
                 conn.untagged(Atom("NAMESPACE"), [["", "/"]], None, None)

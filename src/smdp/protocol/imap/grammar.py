@@ -29,6 +29,8 @@ __all__ = [
     "Atom",
     "ImapSyntaxError",
     "Value",
+    "mutf7_decode",
+    "mutf7_encode",
     "read_command",
     "read_sequence_set",
     "read_tag",
@@ -661,3 +663,60 @@ def write_value(value: object) -> bytes:
 
 def write_values(values: Sequence[object]) -> bytes:
     return b" ".join(write_value(v) for v in values)
+
+
+# -- mailbox names -----------------------------------------------------------------------
+
+_MUTF7_RUN: Final = re.compile(r"&([A-Za-z0-9+,]*)-")
+
+
+def mutf7_encode(name: str) -> str:
+    """``name`` in modified UTF-7 (RFC 3501 5.1.3), the form IMAP4rev1 gives
+    mailbox names: printable ASCII as is but ``&`` as ``&-``, anything else
+    as ``&`` base64 of its UTF-16 (``,`` for ``/``, no padding) ``-``."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            coded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + coded.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for ch in name:
+        if " " <= ch <= "~":
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
+
+
+def mutf7_decode(name: str) -> str | None:
+    """The text a modified UTF-7 ``name`` stands for; None when it is not
+    modified UTF-7 (8-bit, a bare ``&``, a run that is not UTF-16), which
+    a name an IMAP4rev1 client wrote in raw UTF-8 is not."""
+    if not name.isascii():
+        return None
+    out: list[str] = []
+    pos = 0
+    for found in _MUTF7_RUN.finditer(name):
+        if "&" in name[pos:found.start()]:
+            return None
+        out.append(name[pos:found.start()])
+        coded = found.group(1)
+        if not coded:
+            out.append("&")
+        else:
+            try:
+                raw = base64.b64decode(coded.replace(",", "/") + "=" * (-len(coded) % 4),
+                                       validate=True)
+                out.append(raw.decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+        pos = found.end()
+    if "&" in name[pos:]:
+        return None
+    out.append(name[pos:])
+    return "".join(out)
