@@ -193,3 +193,57 @@ def test_rev2_mailbox_names_are_utf8_and_rev1_ones_modified_utf7(
     c.ok('SUBSCRIBE "Brouillons/日本語"'.encode())
     c.close()
     rev1.close()
+
+
+# -- LIST-EXTENDED and LIST-STATUS --------------------------------------------------
+
+
+def test_list_extended_selection_return_options_and_status(server: InProcessServer) -> None:
+    deliver(server, "one")
+    deliver(server, "two")
+    c = Session(server)
+    c.ok("CREATE Work/2026")
+    c.ok("SELECT INBOX")
+    c.ok("STORE 1 +FLAGS (\\Seen)")
+
+    def listed(command: str) -> list[bytes]:
+        lines = c.ok(command)
+        return [line for line in (untagged(lines, b"LIST") + untagged(lines, b"STATUS"))]
+
+    # Several patterns, each mailbox once, in the server's order.
+    assert listed('LIST "" ("Sent" "INBOX" "IN*")') == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"']
+    # SPECIAL-USE selection: only the mailboxes that have one (RFC 6154 5.1).
+    assert [line.rsplit(b" ", 1)[1] for line in listed('LIST (SPECIAL-USE) "" "*"')] == [
+        b'"Junk"', b'"Trash"', b'"Drafts"', b'"Sent"']
+    # SUBSCRIBED and REMOTE: every mailbox (all subscribed, none remote);
+    # return options ask for what is always sent.
+    everything = listed('LIST "" "*"')
+    assert listed('LIST (SUBSCRIBED REMOTE) "" "*" RETURN (SUBSCRIBED CHILDREN SPECIAL-USE)'
+                  ) == everything
+    assert all(b"\\Subscribed" in line for line in everything) and len(everything) == 10
+    # RECURSIVEMATCH: CHILDINFO where inferiors are left out by the pattern.
+    assert listed('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"') == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'* LIST (\\HasChildren \\Subscribed) "/" "Pending" ("CHILDINFO" ("SUBSCRIBED"))',
+        b'* LIST (\\HasNoChildren \\Junk \\Subscribed) "/" "Junk"',
+        b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"',
+        b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "/" "Drafts"',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"',
+        b'* LIST (\\HasChildren \\Subscribed) "/" "Work" ("CHILDINFO" ("SUBSCRIBED"))']
+    assert listed('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Work*"') == [
+        b'* LIST (\\HasChildren \\Subscribed) "/" "Work"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Work/2026"']
+    # LIST-STATUS (RFC 5819): a STATUS response after each LIST response.
+    assert listed('LIST "" ("INBOX" "Work/%") RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))') == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Work/2026"',
+        b'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1 UIDNEXT 3)',
+        b'* STATUS "Work/2026" (MESSAGES 0 UNSEEN 0 UIDNEXT 1)']
+    lines = c.ok('LIST "" ("INBOX") RETURN (STATUS (MESSAGES))')
+    assert [line[:8] for line in lines[:2]] == [b"* LIST (", b"* STATUS"]  # each after its LIST
+    # The hierarchy delimiter still answers an empty pattern; options unknown are BAD.
+    assert listed('LIST "" ""') == [b'* LIST (\\Noselect) "/" ""']
+    assert c('LIST (FROB) "" "*"')[-1].startswith(b"t%d BAD " % c.n)
+    c.close()

@@ -1535,23 +1535,45 @@ class ImapSession(Session):
     def _list(self, event: ev.ListCmd) -> None:
         """LIST and LSUB: every mailbox with RFC 6154's special-use attribute
         where it has one (always: RFC 6154 allows it unasked) and whether it
-        has children (RFC 9051 7.3.1). Every mailbox is subscribed."""
+        has children (RFC 9051 7.3.1). Every mailbox is subscribed.
+
+        LIST-EXTENDED (RFC 5258): several patterns, a mailbox listed once
+        however many it matches; the SUBSCRIBED and REMOTE selections are
+        every mailbox (all are subscribed, none is remote), SPECIAL-USE
+        those with a special use (RFC 6154 5.1); RECURSIVEMATCH says
+        CHILDINFO for a mailbox with inferiors the patterns leave out; the
+        CHILDREN, SUBSCRIBED and SPECIAL-USE return options ask for what is
+        always sent. ``RETURN (STATUS (...))`` (RFC 5819) follows each LIST
+        response with the mailbox's STATUS response."""
         assert self.user is not None
         verb = Atom("LSUB" if event.subscribed_only else "LIST")
-        if not event.pattern and not event.subscribed_only:
+        if event.patterns == ("",) and not event.subscribed_only:
             # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
             self.conn.ok(f"{verb} completed")
             return
         names = self._names()
         parents = self._parents(names)
-        for name in names:
-            if not _listed(event.reference, event.pattern, self._client_name(name)):
-                continue
+
+        def matched(name: str) -> bool:
+            shown = self._client_name(name)
+            return any(_listed(event.reference, p, shown) for p in event.patterns if p)
+
+        chosen = [name for name in names if matched(name)]
+        if "SPECIAL-USE" in event.selection:
+            chosen = [name for name in chosen if name in SPECIAL_USE]
+        for name in chosen:
             attributes = self._attributes(name, parents)
             if event.subscribed_only:
                 attributes.remove(Atom("\\Subscribed"))
-            self.conn.untagged(verb, attributes, "/", self._client_name(name))
+            extended: list[object] = []
+            if "RECURSIVEMATCH" in event.selection and any(
+                    other.startswith(name + "/") and not matched(other) for other in names):
+                extended = [["CHILDINFO", ["SUBSCRIBED"]]]
+            self.conn.untagged(verb, attributes, "/", self._client_name(name), *extended)
+            if event.status:
+                self.conn.untagged(Atom("STATUS"), self._client_name(name),
+                                   self._status_values(name, event.status))
         self.conn.ok(f"{verb} completed")
 
     def _names(self) -> list[str]:
@@ -1686,6 +1708,13 @@ class ImapSession(Session):
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
+        self.conn.untagged(Atom("STATUS"), self._client_name(name),
+                           self._status_values(name, event.items))
+        self.conn.ok("STATUS completed")
+
+    def _status_values(self, name: str, wanted: tuple[str, ...]) -> list[object]:
+        """STATUS's ``wanted`` items of mailbox ``name``, with their values."""
+        assert self.user is not None
         msgs = self._load(name, self._signature_of(name))
         values = {
             "MESSAGES": len(msgs),
@@ -1695,14 +1724,13 @@ class ImapSession(Session):
             "RECENT": 0,
             "DELETED": sum(1 for m in msgs if m.flags & DELETED),
         }
-        if "SIZE" in event.items:
+        if "SIZE" in wanted:
             values["SIZE"] = sum(content.size for m in msgs
                                  if (content := self._content(m)) is not None)
         items: list[object] = []
-        for item in event.items:
+        for item in wanted:
             items += [Atom(item), values[item]]
-        self.conn.untagged(Atom("STATUS"), self._client_name(name), items)
-        self.conn.ok("STATUS completed")
+        return items
 
     # -- IDLE -----------------------------------------------------------------------------
 

@@ -147,16 +147,22 @@ class Namespace:
 
 @event
 class ListCmd:
-    """LIST reference pattern, and LSUB (``subscribed_only``; an IMAP4rev1
-    command that many clients still send). ``special_use``: the client asked
-    for the special-use attributes (RFC 6154: ``(SPECIAL-USE)`` as selection
-    or ``RETURN (SPECIAL-USE)``); we send them always, which the RFC allows."""
+    """LIST reference pattern(s), with RFC 5258's options, and LSUB
+    (``subscribed_only``; an IMAP4rev1 command that many clients still send).
+
+    ``patterns``: one, or several (``LIST "" ("INBOX" "Sent")``);
+    ``selection``: the selection options, upper case (SUBSCRIBED, REMOTE,
+    RECURSIVEMATCH, SPECIAL-USE); ``returns``: the return options but
+    STATUS (SUBSCRIBED, CHILDREN, SPECIAL-USE); ``status``: the STATUS items
+    of ``RETURN (STATUS (...))`` (RFC 5819), empty when not asked."""
 
     tag: str
     reference: str
-    pattern: str
+    patterns: tuple[str, ...]
     subscribed_only: bool = False
-    special_use: bool = False
+    selection: tuple[str, ...] = ()
+    returns: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
 
 
 @event

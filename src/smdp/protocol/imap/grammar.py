@@ -431,19 +431,52 @@ def _store(tag: str, values: list[Value], uid: bool) -> ev.Store:
     return ev.Store(tag, messages, mode, flags, name.endswith(".SILENT"), uid)
 
 
+_SELECTION: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURNS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+
+
 def _list(tag: str, values: list[Value], lsub: bool) -> ev.ListCmd:
-    special = False
-    if values and isinstance(values[0], list):  # RFC 5258 selection options
-        options = {_atom(v, "LIST selection option") for v in values[0]}
-        special = "SPECIAL-USE" in options
+    """LIST [(selection)] reference pattern|(patterns) [RETURN (options)]
+    (RFC 5258 with RFC 5819's STATUS). An option unknown is BAD, as RFC
+    5258 3 wants: a client must not be told it got what it did not."""
+    usage = "LIST [(<options>)] <reference> <pattern or (patterns)> [RETURN (<options>)]"
+    selection: tuple[str, ...] = ()
+    if values and isinstance(values[0], list):
+        selection = tuple(_atom(v, "LIST selection option") for v in values[0])
+        if unknown := [o for o in selection if o not in _SELECTION]:
+            raise ImapSyntaxError(f"LIST selection option {unknown[0]} is not supported")
+        if "RECURSIVEMATCH" in selection and set(selection) <= {"RECURSIVEMATCH"}:
+            raise ImapSyntaxError("RECURSIVEMATCH needs another selection option, "
+                                  "such as SUBSCRIBED")
         values = values[1:]
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
     if len(values) == 4 and isinstance(values[2], Atom) and values[2].upper() == "RETURN":
-        returns = values[3] if isinstance(values[3], list) else [values[3]]
-        special = special or "SPECIAL-USE" in {_atom(v, "LIST return option") for v in returns}
+        if not isinstance(values[3], list):
+            raise ImapSyntaxError("RETURN needs a list of options, such as (CHILDREN)")
+        options = list(values[3])
+        while options:
+            option = _atom(options.pop(0), "LIST return option")
+            if option == "STATUS":
+                items = options.pop(0) if options else None
+                if not isinstance(items, list) or not items:
+                    raise ImapSyntaxError("STATUS needs a list of items, such as (MESSAGES)")
+                status = _status_items(items)
+            elif option in _RETURNS:
+                returns.append(option)
+            else:
+                raise ImapSyntaxError(f"LIST return option {option} is not supported")
         values = values[:2]
-    _count(values, 2, "LIST <reference> <mailbox pattern>")
-    return ev.ListCmd(tag, _text(values[0], "reference"), _text(values[1], "pattern"),
-                      subscribed_only=lsub, special_use=special)
+    _count(values, 2, usage)
+    patterns = values[1]
+    if isinstance(patterns, list):
+        if not patterns:
+            raise ImapSyntaxError("a list of patterns needs at least one")
+        names = tuple(_text(v, "pattern") for v in patterns)
+    else:
+        names = (_text(patterns, "pattern"),)
+    return ev.ListCmd(tag, _text(values[0], "reference"), names, subscribed_only=lsub,
+                      selection=selection, returns=tuple(returns), status=status)
 
 
 def _authenticate(tag: str, values: list[Value]) -> ev.Authenticate:
@@ -475,11 +508,15 @@ def _status(tag: str, values: list[Value]) -> ev.Status:
     _count(values, 2, "STATUS <mailbox> (<items>)")
     if not isinstance(values[1], list) or not values[1]:
         raise ImapSyntaxError("STATUS items must be a list such as (MESSAGES UIDNEXT)")
-    items = tuple(_atom(v, "STATUS item") for v in values[1])
+    return ev.Status(tag, _text(values[0], "mailbox name"), _status_items(values[1]))
+
+
+def _status_items(values: list[Value]) -> tuple[str, ...]:
+    items = tuple(_atom(v, "STATUS item") for v in values)
     for item in items:
         if item not in _STATUS_ITEMS:
             raise ImapSyntaxError(f"STATUS item {item} is not supported")
-    return ev.Status(tag, _text(values[0], "mailbox name"), items)
+    return items
 
 
 _STATUS_ITEMS: Final = frozenset({"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT",
