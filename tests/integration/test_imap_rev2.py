@@ -7,6 +7,8 @@ that every octet the server says is checked.
 
 from __future__ import annotations
 
+import base64
+import quopri
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .inprocess import InProcessServer
-from .test_imap import BOB, Raw, deliver, make_server
+from .test_imap import ALICE, BOB, Raw, deliver, make_server
 
 pytestmark = pytest.mark.own_backend
 
@@ -246,4 +248,75 @@ def test_list_extended_selection_return_options_and_status(server: InProcessServ
     # The hierarchy delimiter still answers an empty pattern; options unknown are BAD.
     assert listed('LIST "" ""') == [b'* LIST (\\Noselect) "/" ""']
     assert c('LIST (FROB) "" "*"')[-1].startswith(b"t%d BAD " % c.n)
+    c.close()
+
+
+# -- BINARY -------------------------------------------------------------------------
+
+ATTACHMENT = bytes(range(256)) * 400 + b"\x00the end"  # 102 KB with NULs: several chunks
+TEXT = ("Grüße, café = naïve. " * 200).encode() + b"\r\nend\r\n"
+
+
+def mime_message() -> bytes:
+    qp = quopri.encodestring(TEXT.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
+    coded = base64.encodebytes(ATTACHMENT).replace(b"\n", b"\r\n")
+    return (f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+            "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: Quoted-Printable\r\n\r\n").encode() + qp + (
+        b"\r\n--b1\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n") + coded + (
+        b"\r\n--b1\r\nContent-Type: text/plain\r\n\r\nplain 7bit\r\n"
+        b"--b1\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\nend\r\n--b1--\r\n")
+
+
+def literal(c: Session, command: str) -> tuple[bytes, bytes, list[bytes]]:
+    """The first literal of a FETCH answer: what announced it (``{n}`` or
+    ``~{n}``), its octets, and the lines after it."""
+    c.n += 1
+    tag = b"t%d" % c.n
+    c.send(tag + b" " + command.encode() + b"\r\n")
+    head = c.line()
+    found = re.search(rb"(~?\{(\d+)\})\r\n$", head)
+    assert found is not None, head
+    data = c.file.read(int(found.group(2)))
+    return head, data, c.until(tag)
+
+
+def test_binary_fetches_undo_the_transfer_encoding(server: InProcessServer) -> None:
+    deliver(server, "parts", raw=mime_message())
+    c = Session(server)
+    c.ok("EXAMINE INBOX")
+    # Quoted-printable undone; a plain literal, as there is no NUL.
+    head, data, rest = literal(c, "FETCH 1 BINARY.PEEK[1]")
+    assert head.endswith(b"BINARY[1] {%d}\r\n" % len(TEXT)) and data == TEXT
+    assert rest[-1].startswith(b"t%d OK" % c.n)
+    # base64 undone, NULs in it: a literal8.
+    head, data, rest = literal(c, "FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])")
+    assert head == b"* 1 FETCH (BINARY.SIZE[2] %d BINARY[2] ~{%d}\r\n" % (
+        len(ATTACHMENT), len(ATTACHMENT))
+    assert data == ATTACHMENT
+    # A slice of the decoded octets; one without a NUL is a plain literal.
+    head, data, _ = literal(c, "FETCH 1 BINARY.PEEK[2]<65.10>")
+    assert head.endswith(b"BINARY[2]<65> {10}\r\n") and data == ATTACHMENT[65:75]
+    head, data, _ = literal(c, "UID FETCH 1 BINARY.PEEK[2]<102395.100>")
+    assert head.endswith(b"BINARY[2]<102395> ~{13}\r\n") and data == ATTACHMENT[-13:]
+    # 7bit as it is; a part the message lacks is empty; [] the whole message.
+    assert untagged(c.ok("FETCH 1 (BINARY.SIZE[3] BINARY.SIZE[9])"), b"FETCH") == [
+        b"* 1 FETCH (BINARY.SIZE[3] 10 BINARY.SIZE[9] 0)"]
+    _, data, _ = literal(c, "FETCH 1 BINARY.PEEK[3]")
+    assert data == b"plain 7bit"
+    _, whole, _ = literal(c, "FETCH 1 BODY.PEEK[]")
+    head, data, _ = literal(c, "FETCH 1 BINARY.PEEK[]")
+    assert data == whole and head.endswith(b" {%d}\r\n" % len(whole))
+    # An encoding it cannot undo: NO [UNKNOWN-CTE], nothing of that message said.
+    lines = c("FETCH 1 (FLAGS BINARY.PEEK[4])")
+    assert untagged(lines, b"FETCH") == [] and b"NO [UNKNOWN-CTE]" in lines[-1]
+    assert b"NO [UNKNOWN-CTE]" in c("FETCH 1 BINARY.SIZE[4]")[-1]
+    # BINARY without PEEK sets \Seen (not in EXAMINE); BINARY.PEEK did not.
+    assert untagged(c.ok("FETCH 1 FLAGS"), b"FETCH") == [b"* 1 FETCH (FLAGS ())"]
+    c.ok("SELECT INBOX")
+    _, data, rest = literal(c, "FETCH 1 BINARY[3]")
+    assert data == b"plain 7bit" and b"FLAGS (\\Seen)" in b"".join(rest)
     c.close()

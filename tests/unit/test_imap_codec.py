@@ -89,6 +89,10 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x FETCH 2 BODY[HEADER.FIELDS.NOT (X-A)]<0.9>", ev.Fetch(
         "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BODY", "HEADER.FIELDS.NOT", (0, 9),
                                                      fields=("X-A",)),))),
+    (b"x FETCH 2 (BINARY[1.2] binary.peek[]<3.4> BINARY.SIZE[3])", ev.Fetch(
+        "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BINARY", "1.2"),
+                                         ev.FetchAtt("BINARY", "", (3, 4), peek=True),
+                                         ev.FetchAtt("BINARY.SIZE", "3")))),
     (b"x FETCH 2 FAST", ev.Fetch("x", ev.SequenceSet(((2, 2),)), (
         ev.FetchAtt("FLAGS"), ev.FetchAtt("INTERNALDATE"), ev.FetchAtt("RFC822.SIZE")))),
     (b"x SEARCH UNSEEN", ev.Search("x", ev.SearchKey("UNSEEN"))),
@@ -156,7 +160,9 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 FETCH 1 BODY[HEADER.FIELDS]", "needs a list of field names"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS ()]", "needs a list of field names"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS (A:B)]", "not a header field name"),
-    (b"a1 FETCH 1 BINARY[1]", "not supported"),
+    (b"a1 FETCH 1 BINARY[1.MIME]", "not supported"),
+    (b"a1 FETCH 1 BINARY.SIZE[1]<0.5>", "BINARY.SIZE takes no <start.length>"),
+    (b"a1 FETCH 1 BINARY[1]<0.0>", "length above 0"),
     (b"a1 FETCH 1 BODY[]<0.0>", "length above 0"),
     (b"a1 FETCH 1 ()", "at least one item"),
     (b"a1 FETCH 1 (FLAGS", "not closed"),
@@ -260,6 +266,17 @@ def test_answers_and_fetch_streaming() -> None:
         conn.ok("nothing owed")
     with pytest.raises(ProtocolUsageError):
         conn.untagged_status("OK", "two\r\nlines")
+
+
+def test_fetch_literal8_for_binary_data() -> None:
+    conn = conn_in()
+    conn.receive_data(b"t1 FETCH 1 BINARY[1]\r\n")
+    assert isinstance(conn.next_event(), ev.Fetch)
+    conn.fetch_open(1)
+    conn.fetch_literal("BINARY[1]", 3, binary=True)
+    conn.literal_chunk(b"a\x00b")
+    conn.fetch_close()
+    assert conn.data_to_send() == b"* 1 FETCH (BINARY[1] ~{3}\r\na\x00b)\r\n"
 
 
 # -- the session: states, framing, limits -------------------------------------------------

@@ -19,6 +19,7 @@ flags live in the store (migration 0013), where a moved message lives too
 from __future__ import annotations
 
 import asyncio
+import binascii
 import bisect
 import calendar
 import collections
@@ -52,7 +53,13 @@ from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom
 from smdp.protocol.imap import events as ev
 from smdp.protocol.imap.grammar import mutf7_decode, mutf7_encode, write_value
-from smdp.server.imap_structure import Part, body_structure, section_range, structure
+from smdp.server.imap_structure import (
+    Part,
+    body_structure,
+    find_part,
+    section_range,
+    structure,
+)
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
@@ -216,7 +223,7 @@ def _streamed(item: ev.FetchAtt) -> bool:
     """Whether a FETCH item may be long and is streamed from the store: the
     whole message, its header or text, a part. Header fields are built
     whole (``_header_fields``), the rest is small."""
-    if item.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+    if item.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY"):
         return True
     return (item.name == "BODY" and item.section is not None
             and not item.section.startswith("HEADER.FIELDS"))
@@ -234,7 +241,7 @@ def _item_name(item: ev.FetchAtt) -> str:
     """How a FETCH response names a BODY[...] item, as it was asked
     (without PEEK, RFC 9051 7.5.2)."""
     assert item.section is not None
-    name = f"BODY[{item.section}]"
+    name = f"{item.name}[{item.section}]"
     if item.fields:
         name = f"BODY[{item.section} ({' '.join(item.fields)})]"
     if item.partial is not None:
@@ -463,6 +470,65 @@ def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]
         return
 
 
+#: Content-Transfer-Encodings BINARY sends as they are (RFC 3516 4.2).
+_IDENTITY_CTE: Final = frozenset({"7bit", "8bit", "binary"})
+_NOT_BASE64: Final = bytes(c for c in range(256) if c not in
+                           b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+#: A quoted-printable line longer than this is decoded in pieces.
+_QP_PIECE: Final = 64 * 1024
+
+
+def transfer_encoding(part: Part) -> str:
+    """A part's Content-Transfer-Encoding, lower case; 7bit when it has none
+    (RFC 2045 6.1)."""
+    value = part.fields.get(b"content-transfer-encoding", b"7bit")
+    return value.split(b"(")[0].strip().decode("ascii", "replace").lower() or "7bit"
+
+
+def base64_decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The octets base64 ``chunks`` stand for, a chunk at a time: what is not
+    of the alphabet (line ends) is skipped, as RFC 2045 6.8 says, and a
+    group of four is never cut between chunks; a broken tail is dropped."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk.translate(None, _NOT_BASE64)
+        cut = len(data) - len(data) % 4
+        if cut:
+            yield _a2b_base64(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield _a2b_base64(rest + b"=" * (-len(rest) % 4))
+
+
+def _a2b_base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        return b""  # a lone character left over: not an octet
+
+
+def qp_decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The octets quoted-printable ``chunks`` stand for, decoded a line at
+    a time (a soft line break or an ``=XX`` is never cut between chunks);
+    a line longer than _QP_PIECE is decoded in pieces, cut before an ``=``."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        if not cut and len(data) > _QP_PIECE:
+            cut = len(data)
+            cut -= 1 if data[-1:] == b"=" else 2 if data[-2:-1] == b"=" else 0
+        if cut:
+            yield binascii.a2b_qp(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield binascii.a2b_qp(rest)
+
+
+_DECODERS: Final[dict[str, Callable[[Iterable[bytes]], Iterator[bytes]]]] = {
+    "base64": base64_decoded, "quoted-printable": qp_decoded}
+
+
 def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
     """Our name of mailbox ``name`` (a built-in one or one of ``folders``),
     or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
@@ -621,6 +687,10 @@ class ImapSession(Session):
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
         self._parsed: Part | None = None
+        # BINARY's decoded parts of the message at hand, by section: decoded
+        # once a FETCH however many of its items ask (a temporary file past
+        # 1 MiB, never held whole).
+        self._decoded: dict[str, Body] = {}
         self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
         self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
         # RFC 5182: what the last SEARCH RETURN (SAVE) found, as UIDs, so that
@@ -972,7 +1042,7 @@ class ImapSession(Session):
         # FLAGS and UID are in memory: only other items read the store.
         reads = any(i.name not in ("FLAGS", "UID") for i in items)
         marks_seen = not self.readonly and any(
-            (i.name == "BODY" and not i.peek and i.section is not None)
+            (i.name in ("BODY", "BINARY") and not i.peek and i.section is not None)
             or i.name in ("RFC822", "RFC822.TEXT")
             for i in items)
         # Most items are written at once; only sections that may be long are
@@ -980,11 +1050,22 @@ class ImapSession(Session):
         # size, a few header fields) then costs no coroutine per item: in a
         # FETCH 1:* of 10,000 messages that was a quarter of the server's time.
         streams = [_streamed(item) for item in items]
+        binary = [i.section for i in items if i.name in ("BINARY", "BINARY.SIZE")]
         for n, msg, head, kept in self._with_heads(chosen, items):
             self._parsed = None  # the MIME structure, read once per message when asked
+            self._decoded = {}
             content = self._content(msg, head) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
+            unknown = next((cte for section in binary if content is not None
+                            and section is not None
+                            and (cte := self._unknown_cte(content, section))), None)
+            if unknown is not None:
+                # RFC 3516 4.3: said before this message's response opens.
+                self._set_flags(changed)
+                self.conn.no(f"message {n}: cannot undo Content-Transfer-Encoding "
+                             f"{unknown!r}; fetch it with BODY[] instead", "UNKNOWN-CTE")
+                return
             sets_seen = marks_seen and not msg.flags & SEEN
             if sets_seen:
                 msg.flags |= SEEN
@@ -1027,6 +1108,10 @@ class ImapSession(Session):
                 conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
                 conn.fetch_item("ENVELOPE", envelope(self._header(content)))
+            case "BINARY.SIZE":
+                assert item.section is not None
+                conn.fetch_raw(_item_name(item), b"%d" % self._binary(content,
+                                                                      item.section).size)
             case "BODYSTRUCTURE" | "BODY" if item.section is None:
                 conn.fetch_raw(item.name, body_structure(
                     self._structure(content), _envelope_octets,
@@ -1045,6 +1130,8 @@ class ImapSession(Session):
                 await self._send_section(item, "RFC822.HEADER", content, "HEADER")
             case "RFC822.TEXT":
                 await self._send_section(item, "RFC822.TEXT", content, "TEXT")
+            case "BINARY":
+                await self._send_binary(item, content)
             case _:
                 assert item.section is not None
                 await self._send_section(item, _item_name(item), content, item.section)
@@ -1128,6 +1215,53 @@ class ImapSession(Session):
             # Not what the listing said (the body changed): stream_body ends
             # the session, as for a long one.
         await self.stream_body(pieces, length, self.conn.literal_chunk, lambda: None)
+
+    def _unknown_cte(self, content: Content, section: str) -> str | None:
+        """The Content-Transfer-Encoding of part ``section`` when BINARY
+        cannot undo it, else None."""
+        part = find_part(self._structure(content), [int(n) for n in section.split(".")]) \
+            if section else None
+        cte = "7bit" if part is None else transfer_encoding(part)
+        return None if cte in _IDENTITY_CTE or cte in _DECODERS else cte
+
+    def _binary(self, content: Content, section: str) -> Body:
+        """Part ``section`` with its Content-Transfer-Encoding undone (RFC
+        3516): decoded once per FETCH, in one pass from the store into a
+        BodyWriter (a temporary file past 1 MiB), so that its size is known
+        before its literal; a part sent as it is stays in the store, where
+        a Body of its slice reads it. ``""``: the whole message, as it is."""
+        found = self._decoded.get(section)
+        if found is not None:
+            return found
+        part = find_part(self._structure(content), [int(n) for n in section.split(".")]) \
+            if section else None
+        if section and part is None:
+            found = Body()  # a part the message lacks is empty, as for BODY[n]
+        else:
+            start, end = (part.body_start, part.body_end) if part is not None \
+                else (0, content.size)
+            decoder = _DECODERS.get(transfer_encoding(part)) if part is not None else None
+            raw = _octets(content.chunks(), start, end - start)
+            spool = BodyWriter(directory=self.config.spool_dir)
+            for piece in raw if decoder is None else decoder(raw):
+                spool.write(piece)
+            found = spool.finish()
+        self._decoded[section] = found
+        return found
+
+    async def _send_binary(self, item: ev.FetchAtt, content: Content) -> None:
+        """BINARY[part]: the decoded part as a literal, or a literal8 when it
+        holds a NUL (RFC 3516 4.2)."""
+        assert item.section is not None
+        body = self._binary(content, item.section)
+        start, length = 0, body.size
+        if item.partial is not None:
+            offset, most = item.partial
+            start, length = min(offset, body.size), min(most, max(body.size - offset, 0))
+        nul = any(b"\x00" in chunk for chunk in _octets(body.chunks(), start, length))
+        self.conn.fetch_literal(_item_name(item), length, binary=nul)
+        await self.stream_body(_octets(body.chunks(), start, length), length,
+                               self.conn.literal_chunk, lambda: None)
 
     async def _send_part(self, item: ev.FetchAtt, name: str, content: Content,
                          section: str) -> None:

@@ -201,7 +201,9 @@ class FetchAtt:
     ``section`` is ``""`` (the whole message), ``"HEADER"``, ``"TEXT"``,
     ``"HEADER.FIELDS"`` or ``"HEADER.FIELDS.NOT"`` (with ``fields``, upper
     case: the header fields wanted, or not wanted); ``partial`` is
-    ``(start, length)`` from ``<start.length>``.
+    ``(start, length)`` from ``<start.length>``. ``BINARY`` (``peek`` for
+    BINARY.PEEK) and ``BINARY.SIZE`` (RFC 3516) have a part number, or
+    ``""``, as ``section``.
     """
 
     name: str

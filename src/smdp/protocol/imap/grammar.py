@@ -267,6 +267,10 @@ _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE",
                                   "BODY"})
 _BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
 _SECTIONS: Final = frozenset({"", "HEADER", "TEXT"})
+# RFC 3516 (RFC 9051 6.4.5): BINARY[part]<a.b>, BINARY.PEEK, BINARY.SIZE[part].
+_BINARY_ITEM: Final = re.compile(r"(BINARY(?:\.PEEK|\.SIZE)?)"
+                                 r"\[((?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8})?\]"
+                                 r"(?:<(\d{1,10})\.(\d{1,10})>)?")
 # A MIME part: its number path, then optionally what of it (RFC 9051 6.4.5).
 _PART: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8}(?:\.(?:MIME|HEADER|TEXT))?")
 _PART_FIELDS: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){1,20}(HEADER\.FIELDS(?:\.NOT)?)")
@@ -280,6 +284,16 @@ def _fetch_att(value: Value) -> ev.FetchAtt:
     name = value.upper()
     if name in _SIMPLE_ITEMS:
         return ev.FetchAtt(name)
+    binary = _BINARY_ITEM.fullmatch(name)
+    if binary is not None:
+        verb, part, start, length = binary.groups()
+        if verb == "BINARY.SIZE" and start is not None:
+            raise ImapSyntaxError("BINARY.SIZE takes no <start.length>")
+        if start is not None and int(length) == 0:
+            raise ImapSyntaxError("a partial fetch <start.length> needs a length above 0")
+        return ev.FetchAtt("BINARY.SIZE" if verb == "BINARY.SIZE" else "BINARY", part or "",
+                           None if start is None else (int(start), int(length)),
+                           peek=verb == "BINARY.PEEK")
     match = _BODY_ITEM.fullmatch(name)
     if match is None:
         raise ImapSyntaxError(f"fetch item {value} is not supported")
