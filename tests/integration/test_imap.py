@@ -502,7 +502,7 @@ def test_a_tour_of_the_commands(server: InProcessServer) -> None:
     raw.send(b"*\r\n")
     assert raw.line() == b"t3 BAD authentication cancelled\r\n"
     assert cmd(b"t4 AUTHENTICATE PLAIN " + base64.b64encode(b"\0bob@b.example\0secret")
-               )[-1].startswith(b"t4 OK [CAPABILITY IMAP4rev1 ")
+               )[-1].startswith(b"t4 OK [CAPABILITY IMAP4rev1 IMAP4rev2 ")
     # Nothing else is enable-able; IMAP4rev2 is test_imap_rev2.py's.
     assert cmd(b"t5 ENABLE CONDSTORE") == [b"* ENABLED\r\n", b"t5 OK ENABLE completed\r\n"]
     assert cmd(b"t6 NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'

@@ -124,6 +124,8 @@ def test_enable_imap4rev2_changes_the_session_and_rev1_keeps_its_own(
     deliver(server, "one")
     deliver(server, "two")
     rev1, c = Session(server), Session(server)
+    capabilities = c.ok("CAPABILITY")[0].split()
+    assert capabilities[2:4] == [b"IMAP4rev1", b"IMAP4rev2"]
     assert untagged(c.ok("ENABLE IMAP4rev2"), b"ENABLED") == [b"* ENABLED IMAP4rev2"]
     assert untagged(c.ok("ENABLE IMAP4rev2 CONDSTORE"), b"ENABLED") == [b"* ENABLED"]
     lines = c.ok("SELECT INBOX")

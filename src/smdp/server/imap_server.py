@@ -734,8 +734,10 @@ class ImapSession(Session):
     # -- capabilities and login ---------------------------------------------------------
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE", "SPECIAL-USE", "ESEARCH", "SEARCHRES",
+        # IMAP4rev1 clients are served as they were; IMAP4rev2 is for the
+        # session that ENABLEs it (docs/imap.md, "IMAP4rev2").
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE",
+                "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "ESEARCH", "SEARCHRES",
                 f"APPENDLIMIT={self.conn.max_append}"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
