@@ -215,7 +215,7 @@ def test_list_extended_selection_return_options_and_status(server: InProcessServ
         return [line for line in (untagged(lines, b"LIST") + untagged(lines, b"STATUS"))]
 
     # Several patterns, each mailbox once, in the server's order.
-    assert listed('LIST "" ("Sent" "INBOX" "IN*")') == [
+    assert listed('LIST "" ("Sent" "INBOX" "" "IN*")') == [
         b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"',
         b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"']
     # SPECIAL-USE selection: only the mailboxes that have one (RFC 6154 5.1).
@@ -247,6 +247,9 @@ def test_list_extended_selection_return_options_and_status(server: InProcessServ
         b'* STATUS "Work/2026" (MESSAGES 0 UNSEEN 0 UIDNEXT 1)']
     lines = c.ok('LIST "" ("INBOX") RETURN (STATUS (MESSAGES))')
     assert [line[:8] for line in lines[:2]] == [b"* LIST (", b"* STATUS"]  # each after its LIST
+    # LSUB as it was: no \Subscribed, as every mailbox it lists is.
+    assert untagged(c.ok('LSUB "" "INBOX"'), b"LSUB") == [
+        b'* LSUB (\\HasNoChildren) "/" "INBOX"']
     # The hierarchy delimiter still answers an empty pattern; options unknown are BAD.
     assert listed('LIST "" ""') == [b'* LIST (\\Noselect) "/" ""']
     assert c('LIST (FROB) "" "*"')[-1].startswith(b"t%d BAD " % c.n)
