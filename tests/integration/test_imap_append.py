@@ -37,6 +37,7 @@ from .test_imap import (
     status,
     uids,
 )
+from .test_web import Browser
 
 pytestmark = pytest.mark.own_backend
 
@@ -311,3 +312,36 @@ SyncState *
     assert re.sub(rb"X-TUID: .*\r\n", b"", body) == (  # type: ignore[arg-type]
         b"From: bob@b.example\r\nSubject: half written\r\n\r\nTo be continued.\r\n")
     c.logout()
+
+
+def test_appended_messages_are_not_envelopes_for_envs_all_or_the_web_app(
+        tmp_path: Path) -> None:
+    """A draft or a client's copy in Sent is no envelope: ENVS ALL on the
+    user port and the web app's "all" list leave it out (protocol.md 12.5,
+    api.md), while the delivered message stays listed."""
+    s = InProcessServer(tmp_path, "b.example",
+                        listen=IMAP_LISTEN + 'web = "127.0.0.1:0"\n')
+    for user in (ALICE, BOB):
+        s.add_user(user)
+    s.start()
+    try:
+        delivered = deliver(s, "by smdp")
+        c = imap(s)
+        for mailbox in ("Drafts", "Sent", "INBOX"):
+            assert c.append(mailbox, None, None, b"Subject: mine\r\n\r\nx\r\n")[0] == "OK"
+        c.logout()
+        assert len(db(s, "SELECT id FROM mailbox WHERE state = 'appended'")) == 3
+        bob = s.client(BOB)
+        lines = bob.call(wire.Envs(True)).lines or []
+        assert [line.split()[:2] for line in lines] == [[str(delivered), "accepted"]]
+        paged = bob.call(wire.Envs(True, limit=5)).lines or []
+        assert [line.split()[0] for line in paged] == [str(delivered)]
+        bob.quit()
+        assert s.web_port is not None
+        browser = Browser(s.web_port)
+        browser.login(BOB)
+        status, _, body = browser.request("GET", "/api/envelopes?state=all")
+        assert status == 200, body
+        assert [e["id"] for e in body["envelopes"]] == [delivered]
+    finally:
+        s.stop()

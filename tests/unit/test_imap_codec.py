@@ -18,7 +18,14 @@ from smdp.mail.body import Body
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom, ImapServerConnection, ImapState, write_value
 from smdp.protocol.imap import events as ev
-from smdp.protocol.imap.grammar import ImapSyntaxError, read_command, read_sequence_set, tokenize
+from smdp.protocol.imap.grammar import (
+    ImapSyntaxError,
+    mutf7_decode,
+    mutf7_encode,
+    read_command,
+    read_sequence_set,
+    tokenize,
+)
 
 
 def conn_in(state: ImapState = ImapState.SELECTED, *, spool_dir: str | None = None,
@@ -53,10 +60,17 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x AUTHENTICATE plain AGEAYg==", ev.Authenticate("x", "PLAIN", b"\x00a\x00b")),
     (b"x AUTHENTICATE PLAIN =", ev.Authenticate("x", "PLAIN", b"")),
     (b"x ENABLE IMAP4rev2 utf8=accept", ev.Enable("x", ("IMAP4REV2", "UTF8=ACCEPT"))),
-    (b'x LIST "" *', ev.ListCmd("x", "", "*")),
-    (b'x LIST (SPECIAL-USE) "" %', ev.ListCmd("x", "", "%", special_use=True)),
-    (b'x LIST "" "*" RETURN (SPECIAL-USE)', ev.ListCmd("x", "", "*", special_use=True)),
-    (b'x LSUB "" *', ev.ListCmd("x", "", "*", subscribed_only=True)),
+    (b'x LIST "" *', ev.ListCmd("x", "", ("*",))),
+    (b'x LIST (SPECIAL-USE) "" %', ev.ListCmd("x", "", ("%",), selection=("SPECIAL-USE",))),
+    (b'x LIST "" "*" RETURN (SPECIAL-USE)', ev.ListCmd("x", "", ("*",),
+                                                       returns=("SPECIAL-USE",))),
+    (b'x LSUB "" *', ev.ListCmd("x", "", ("*",), subscribed_only=True)),
+    # RFC 5258 and RFC 5819.
+    (b'x LIST (subscribed RECURSIVEMATCH remote) "" ("INBOX" Sent) '
+     b'RETURN (CHILDREN STATUS (MESSAGES unseen) SUBSCRIBED)',
+     ev.ListCmd("x", "", ("INBOX", "Sent"), selection=("SUBSCRIBED", "RECURSIVEMATCH", "REMOTE"),
+                returns=("CHILDREN", "SUBSCRIBED"), status=("MESSAGES", "UNSEEN"))),
+    (b'x LIST () "" % RETURN ()', ev.ListCmd("x", "", ("%",))),
     (b"x SELECT inbox", ev.Select("x", "inbox")),
     (b'x EXAMINE "INBOX"', ev.Select("x", "INBOX", readonly=True)),
     (b"x STATUS INBOX (MESSAGES UIDNEXT uidvalidity)",
@@ -75,6 +89,10 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x FETCH 2 BODY[HEADER.FIELDS.NOT (X-A)]<0.9>", ev.Fetch(
         "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BODY", "HEADER.FIELDS.NOT", (0, 9),
                                                      fields=("X-A",)),))),
+    (b"x FETCH 2 (BINARY[1.2] binary.peek[]<3.4> BINARY.SIZE[3])", ev.Fetch(
+        "x", ev.SequenceSet(((2, 2),)), (ev.FetchAtt("BINARY", "1.2"),
+                                         ev.FetchAtt("BINARY", "", (3, 4), peek=True),
+                                         ev.FetchAtt("BINARY.SIZE", "3")))),
     (b"x FETCH 2 FAST", ev.Fetch("x", ev.SequenceSet(((2, 2),)), (
         ev.FetchAtt("FLAGS"), ev.FetchAtt("INTERNALDATE"), ev.FetchAtt("RFC822.SIZE")))),
     (b"x SEARCH UNSEEN", ev.Search("x", ev.SearchKey("UNSEEN"))),
@@ -84,6 +102,15 @@ def feed(conn: ImapServerConnection, data: bytes) -> list[object]:
     (b"x SEARCH OR SEEN (FLAGGED 1:2)", ev.Search("x", ev.SearchKey("OR", keys=(
         ev.SearchKey("SEEN"), ev.SearchKey("AND", keys=(
             ev.SearchKey("FLAGGED"), ev.SearchKey("SEQ", ev.SequenceSet(((1, 2),))))))))),
+    # RFC 5182 SEARCHRES: SAVE, and "$" wherever a sequence set goes.
+    (b"x SEARCH RETURN (SAVE) $", ev.Search(
+        "x", ev.SearchKey("SEQ", ev.SequenceSet((), saved=True)), returns=("SAVE",))),
+    (b"x UID SEARCH UID $", ev.Search(
+        "x", ev.SearchKey("UID", ev.SequenceSet((), saved=True)), uid=True)),
+    (b"x UID FETCH $ FLAGS", ev.Fetch("x", ev.SequenceSet((), saved=True),
+                                      (ev.FetchAtt("FLAGS"),), uid=True)),
+    (b"x STORE $ +FLAGS \\Seen",
+     ev.Store("x", ev.SequenceSet((), saved=True), "+", ("\\Seen",))),
     (b"x STORE 1 +FLAGS (\\seen \\Deleted)",
      ev.Store("x", ev.SequenceSet(((1, 1),)), "+", ("\\Seen", "\\Deleted"))),
     (b"x UID STORE 5 -FLAGS.SILENT \\Flagged",
@@ -126,12 +153,16 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 FETCH 01 FLAGS", "not a message number"),
     (b"a1 FETCH 4294967296 FLAGS", "not a message number"),
     (b"a1 FETCH 1:x FLAGS", "not a message number"),
+    (b"a1 FETCH $,1 FLAGS", "not a message number"),  # "$" stands alone (RFC 5182)
+    (b"a1 SEARCH RETURN (PARTIAL 1:5) ALL", "result option PARTIAL"),
     (b"a1 FETCH 1 BODY[0.MIME]", "not supported"),
     (b"a1 FETCH 1 BODY[\xff]", "only printable ASCII"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS]", "needs a list of field names"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS ()]", "needs a list of field names"),
     (b"a1 FETCH 1 BODY[HEADER.FIELDS (A:B)]", "not a header field name"),
-    (b"a1 FETCH 1 BINARY[1]", "not supported"),
+    (b"a1 FETCH 1 BINARY[1.MIME]", "not supported"),
+    (b"a1 FETCH 1 BINARY.SIZE[1]<0.5>", "BINARY.SIZE takes no <start.length>"),
+    (b"a1 FETCH 1 BINARY[1]<0.0>", "length above 0"),
     (b"a1 FETCH 1 BODY[]<0.0>", "length above 0"),
     (b"a1 FETCH 1 ()", "at least one item"),
     (b"a1 FETCH 1 (FLAGS", "not closed"),
@@ -155,6 +186,15 @@ def test_commands_become_events(line: bytes, expected: object) -> None:
     (b"a1 SELECT INBOX (CONDSTORE)", "not supported"),
     (b"a1 STATUS INBOX (FOO)", "not supported"),
     (b"a1 STATUS INBOX MESSAGES", "must be a list"),
+    (b'a1 LIST (FROB) "" *', "LIST selection option FROB is not supported"),
+    (b'a1 LIST (RECURSIVEMATCH) "" *', "RECURSIVEMATCH needs another selection option"),
+    (b'a1 LIST "" * RETURN (FROB)', "LIST return option FROB is not supported"),
+    (b'a1 LIST "" * RETURN CHILDREN', "RETURN needs a list of options"),
+    (b'a1 LIST "" * RETURN (STATUS)', "STATUS needs a list of items"),
+    (b'a1 LIST "" * RETURN (STATUS ())', "STATUS needs a list of items"),
+    (b'a1 LIST "" * RETURN (STATUS (FOO))', "STATUS item FOO is not supported"),
+    (b'a1 LIST "" ()', "a list of patterns needs at least one"),
+    (b'a1 LIST ""', "LIST [(<options>)] <reference>"),
     (b"a1 AUTHENTICATE PLAIN !!!", "not base64"),
     (b"a1 AUTHENTICATE PLAIN *", "cannot be *"),
     (b"a1 LOGIN \xff pw", "not ASCII"),
@@ -226,6 +266,17 @@ def test_answers_and_fetch_streaming() -> None:
         conn.ok("nothing owed")
     with pytest.raises(ProtocolUsageError):
         conn.untagged_status("OK", "two\r\nlines")
+
+
+def test_fetch_literal8_for_binary_data() -> None:
+    conn = conn_in()
+    conn.receive_data(b"t1 FETCH 1 BINARY[1]\r\n")
+    assert isinstance(conn.next_event(), ev.Fetch)
+    conn.fetch_open(1)
+    conn.fetch_literal("BINARY[1]", 3, binary=True)
+    conn.literal_chunk(b"a\x00b")
+    conn.fetch_close()
+    assert conn.data_to_send() == b"* 1 FETCH (BINARY[1] ~{3}\r\na\x00b)\r\n"
 
 
 # -- the session: states, framing, limits -------------------------------------------------
@@ -506,3 +557,21 @@ def test_hostile_bytes_are_only_ever_answered(data: bytes, cuts: list[int], seed
     # Literal data is never echoed, so the output is lines only.
     rest = ANSWER.sub(b"", out)
     assert rest == b"", out
+
+
+@pytest.mark.parametrize(("text", "coded"), [
+    ("INBOX", "INBOX"),
+    ("A&B", "A&-B"),
+    ("Été", "&AMk-t&AOk-"),
+    ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501 5.1.3
+    ("☺!", "&Jjo-!"),
+    ("a\tb", "a&AAk-b"),  # a control character is not printed as is
+])
+def test_modified_utf7_both_ways(text: str, coded: str) -> None:
+    assert mutf7_encode(text) == coded
+    assert mutf7_decode(coded) == text
+
+
+@pytest.mark.parametrize("name", ["Été", "A&B", "A&Jjo", "&Jjo-&", "a&b&Jjo-", "&A-", "&2D3-"])
+def test_modified_utf7_refuses_what_it_is_not(name: str) -> None:
+    assert mutf7_decode(name) is None

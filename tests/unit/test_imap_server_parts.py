@@ -5,6 +5,9 @@ time for its UID."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import quopri
 from collections.abc import Iterator
 
 from smdp.core.envelope import EnvelopeSummary, encode_envelope_block
@@ -16,11 +19,13 @@ from smdp.server.imap_server import (
     _date_matches,
     _listed,
     _octets,
+    base64_decoded,
     envelope,
     header_fields,
     internal_date,
     parse_date_time,
     pending_summary,
+    qp_decoded,
 )
 from smdp.store.records import InEnvelope
 
@@ -139,3 +144,27 @@ def test_search_dates_disregard_times() -> None:
     assert _date_matches("ON", (2026, 2, 2), (2026, 2, 2))
     assert _date_matches("SINCE", (2026, 2, 2), (2026, 2, 2))
     assert not _date_matches("SINCE", (2026, 2, 1), (2026, 2, 2))
+
+
+def _cut(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def test_base64_and_quoted_printable_decoded_whatever_the_chunks() -> None:
+    """BINARY's decoders (RFC 3516) give what decoding the whole does, the
+    encoded octets cut anywhere: a group of four, an ``=XX`` and a soft line
+    break are never split."""
+    data = bytes(range(256)) * 3 + b"\x00end"
+    coded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    text = ("caf\u00e9 = na\u00efve " * 40 + "\r\nend\t\r\n").encode()
+    qp = quopri.encodestring(text.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
+    assert b"=\r\n" in qp  # soft line breaks in it
+    for size in (1, 2, 3, 5, 7, 76, 4096):
+        assert b"".join(base64_decoded(_cut(coded, size))) == data
+        assert b"".join(qp_decoded(_cut(qp, size))) == binascii.a2b_qp(qp)
+    assert b"".join(base64_decoded([b"QUJD", b"RA"])) == b"ABCD"  # an unpadded tail
+    assert b"".join(base64_decoded([b"QUJDR"])) == b"ABC"  # a lone character: no octet
+    # A line longer than a piece is decoded in pieces, never cut in an escape.
+    long_line = b"=41" * 30_000 + b"x=\r\ny"
+    for size in (65_536, 65_537, 65_538, 90_001):
+        assert b"".join(qp_decoded(_cut(long_line, size))) == b"A" * 30_000 + b"xy"

@@ -1714,6 +1714,10 @@ def test_imap_append_stores_a_message_of_the_users_own(backend: Backend) -> None
     assert stored is not None and stored.reason == "appended"
     assert store.mailbox_counts(u.id).messages == 0  # not POP3's
     assert store.maildrop(u.id, "accepted") == []
+    # No envelopes: every entry but these is listed (ENVS ALL, the web's "all").
+    assert store.mailbox_after(u.id, None, after=0, limit=9) == []
+    assert store.mailbox_page(u.id) == []
+    assert [e.id for e, _ in store.mailbox_page(u.id, ["appended"])] == [entry, inbox_entry]
     store.close()
 
 

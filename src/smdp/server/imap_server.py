@@ -19,6 +19,7 @@ flags live in the store (migration 0013), where a moved message lives too
 from __future__ import annotations
 
 import asyncio
+import binascii
 import bisect
 import calendar
 import collections
@@ -51,8 +52,14 @@ from smdp.protocol import imap
 from smdp.protocol.framing import CLOSED, NEED_DATA, ProtocolUsageError
 from smdp.protocol.imap import Atom
 from smdp.protocol.imap import events as ev
-from smdp.protocol.imap.grammar import write_value
-from smdp.server.imap_structure import Part, body_structure, section_range, structure
+from smdp.protocol.imap.grammar import mutf7_decode, mutf7_encode, write_value
+from smdp.server.imap_structure import (
+    Part,
+    body_structure,
+    find_part,
+    section_range,
+    structure,
+)
 from smdp.server.services import ImapPort
 from smdp.server.session import Session
 from smdp.server.user_server import _first_octets, _is_loopback, _top_length
@@ -216,7 +223,7 @@ def _streamed(item: ev.FetchAtt) -> bool:
     """Whether a FETCH item may be long and is streamed from the store: the
     whole message, its header or text, a part. Header fields are built
     whole (``_header_fields``), the rest is small."""
-    if item.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+    if item.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY"):
         return True
     return (item.name == "BODY" and item.section is not None
             and not item.section.startswith("HEADER.FIELDS"))
@@ -234,7 +241,7 @@ def _item_name(item: ev.FetchAtt) -> str:
     """How a FETCH response names a BODY[...] item, as it was asked
     (without PEEK, RFC 9051 7.5.2)."""
     assert item.section is not None
-    name = f"BODY[{item.section}]"
+    name = f"{item.name}[{item.section}]"
     if item.fields:
         name = f"BODY[{item.section} ({' '.join(item.fields)})]"
     if item.partial is not None:
@@ -463,6 +470,65 @@ def _octets(chunks: Iterable[bytes], start: int, length: int) -> Iterator[bytes]
         return
 
 
+#: Content-Transfer-Encodings BINARY sends as they are (RFC 3516 4.2).
+_IDENTITY_CTE: Final = frozenset({"7bit", "8bit", "binary"})
+_NOT_BASE64: Final = bytes(c for c in range(256) if c not in
+                           b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+#: A quoted-printable line longer than this is decoded in pieces.
+_QP_PIECE: Final = 64 * 1024
+
+
+def transfer_encoding(part: Part) -> str:
+    """A part's Content-Transfer-Encoding, lower case; 7bit when it has none
+    (RFC 2045 6.1)."""
+    value = part.fields.get(b"content-transfer-encoding", b"7bit")
+    return value.split(b"(")[0].strip().decode("ascii", "replace").lower() or "7bit"
+
+
+def base64_decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The octets base64 ``chunks`` stand for, a chunk at a time: what is not
+    of the alphabet (line ends) is skipped, as RFC 2045 6.8 says, and a
+    group of four is never cut between chunks; a broken tail is dropped."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk.translate(None, _NOT_BASE64)
+        cut = len(data) - len(data) % 4
+        if cut:
+            yield _a2b_base64(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield _a2b_base64(rest + b"=" * (-len(rest) % 4))
+
+
+def _a2b_base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        return b""  # a lone character left over: not an octet
+
+
+def qp_decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The octets quoted-printable ``chunks`` stand for, decoded a line at
+    a time (a soft line break or an ``=XX`` is never cut between chunks);
+    a line longer than _QP_PIECE is decoded in pieces, cut before an ``=``."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        if not cut and len(data) > _QP_PIECE:
+            cut = len(data)
+            cut -= 1 if data[-1:] == b"=" else 2 if data[-2:-1] == b"=" else 0
+        if cut:
+            yield binascii.a2b_qp(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield binascii.a2b_qp(rest)
+
+
+_DECODERS: Final[dict[str, Callable[[Iterable[bytes]], Iterator[bytes]]]] = {
+    "base64": base64_decoded, "quoted-printable": qp_decoded}
+
+
 def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
     """Our name of mailbox ``name`` (a built-in one or one of ``folders``),
     or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
@@ -621,8 +687,18 @@ class ImapSession(Session):
         self._signature: tuple[int, int, int] | None = None
         self._mechanism: str | None = None  # AUTHENTICATE waiting for its response
         self._parsed: Part | None = None
+        # BINARY's decoded parts of the message at hand, by section: decoded
+        # once a FETCH however many of its items ask (a temporary file past
+        # 1 MiB, never held whole).
+        self._decoded: dict[str, Body] = {}
         self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
         self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
+        # RFC 5182: what the last SEARCH RETURN (SAVE) found, as UIDs, so that
+        # it stays right as messages are expunged and their numbers move.
+        self._saved: frozenset[int] = frozenset()
+        # ENABLE IMAP4rev2 (RFC 9051): ESEARCH for every SEARCH, no RECENT,
+        # [CLOSED], mailbox names in UTF-8 rather than modified UTF-7.
+        self.rev2 = False
 
     @property
     def messages(self) -> list[Message]:
@@ -658,8 +734,11 @@ class ImapSession(Session):
     # -- capabilities and login ---------------------------------------------------------
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-                "MOVE", "SPECIAL-USE", "ESEARCH", f"APPENDLIMIT={self.conn.max_append}"]
+        # IMAP4rev1 clients are served as they were; IMAP4rev2 is for the
+        # session that ENABLEs it (docs/imap.md, "IMAP4rev2").
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "IDLE", "NAMESPACE",
+                "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "ESEARCH", "SEARCHRES",
+                f"APPENDLIMIT={self.conn.max_append}"]
         if self.user is None:
             if self.port.tls.user_server_context is not None and not self.conn.tls:
                 caps.append("STARTTLS")  # offered until in use (RFC 9051 6.2.1)
@@ -846,6 +925,9 @@ class ImapSession(Session):
         """The messages a sequence set names, with their numbers; None when a
         message number does not exist (the BAD is sent)."""
         msgs = self.messages
+        if messages.saved:
+            # "$" before any SAVE, or after SELECT, is empty: no message, no BAD.
+            return [(n, m) for n, m in enumerate(msgs, 1) if m.uid in self._saved]
         if uid:
             largest = msgs[-1].uid if msgs else 0
             if len(messages.ranges) == 1:
@@ -962,7 +1044,7 @@ class ImapSession(Session):
         # FLAGS and UID are in memory: only other items read the store.
         reads = any(i.name not in ("FLAGS", "UID") for i in items)
         marks_seen = not self.readonly and any(
-            (i.name == "BODY" and not i.peek and i.section is not None)
+            (i.name in ("BODY", "BINARY") and not i.peek and i.section is not None)
             or i.name in ("RFC822", "RFC822.TEXT")
             for i in items)
         # Most items are written at once; only sections that may be long are
@@ -970,11 +1052,22 @@ class ImapSession(Session):
         # size, a few header fields) then costs no coroutine per item: in a
         # FETCH 1:* of 10,000 messages that was a quarter of the server's time.
         streams = [_streamed(item) for item in items]
+        binary = [i.section for i in items if i.name in ("BINARY", "BINARY.SIZE")]
         for n, msg, head, kept in self._with_heads(chosen, items):
             self._parsed = None  # the MIME structure, read once per message when asked
+            self._decoded = {}
             content = self._content(msg, head) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
+            unknown = next((cte for section in binary if content is not None
+                            and section is not None
+                            and (cte := self._unknown_cte(content, section))), None)
+            if unknown is not None:
+                # RFC 3516 4.3: said before this message's response opens.
+                self._set_flags(changed)
+                self.conn.no(f"message {n}: cannot undo Content-Transfer-Encoding "
+                             f"{unknown!r}; fetch it with BODY[] instead", "UNKNOWN-CTE")
+                return
             sets_seen = marks_seen and not msg.flags & SEEN
             if sets_seen:
                 msg.flags |= SEEN
@@ -1017,6 +1110,10 @@ class ImapSession(Session):
                 conn.fetch_item("INTERNALDATE", internal_date(content.received_at))
             case "ENVELOPE":
                 conn.fetch_item("ENVELOPE", envelope(self._header(content)))
+            case "BINARY.SIZE":
+                assert item.section is not None
+                conn.fetch_raw(_item_name(item), b"%d" % self._binary(content,
+                                                                      item.section).size)
             case "BODYSTRUCTURE" | "BODY" if item.section is None:
                 conn.fetch_raw(item.name, body_structure(
                     self._structure(content), _envelope_octets,
@@ -1035,6 +1132,8 @@ class ImapSession(Session):
                 await self._send_section(item, "RFC822.HEADER", content, "HEADER")
             case "RFC822.TEXT":
                 await self._send_section(item, "RFC822.TEXT", content, "TEXT")
+            case "BINARY":
+                await self._send_binary(item, content)
             case _:
                 assert item.section is not None
                 await self._send_section(item, _item_name(item), content, item.section)
@@ -1119,6 +1218,53 @@ class ImapSession(Session):
             # the session, as for a long one.
         await self.stream_body(pieces, length, self.conn.literal_chunk, lambda: None)
 
+    def _unknown_cte(self, content: Content, section: str) -> str | None:
+        """The Content-Transfer-Encoding of part ``section`` when BINARY
+        cannot undo it, else None."""
+        part = find_part(self._structure(content), [int(n) for n in section.split(".")]) \
+            if section else None
+        cte = "7bit" if part is None else transfer_encoding(part)
+        return None if cte in _IDENTITY_CTE or cte in _DECODERS else cte
+
+    def _binary(self, content: Content, section: str) -> Body:
+        """Part ``section`` with its Content-Transfer-Encoding undone (RFC
+        3516): decoded once per FETCH, in one pass from the store into a
+        BodyWriter (a temporary file past 1 MiB), so that its size is known
+        before its literal; a part sent as it is stays in the store, where
+        a Body of its slice reads it. ``""``: the whole message, as it is."""
+        found = self._decoded.get(section)
+        if found is not None:
+            return found
+        part = find_part(self._structure(content), [int(n) for n in section.split(".")]) \
+            if section else None
+        if section and part is None:
+            found = Body()  # a part the message lacks is empty, as for BODY[n]
+        else:
+            start, end = (part.body_start, part.body_end) if part is not None \
+                else (0, content.size)
+            decoder = _DECODERS.get(transfer_encoding(part)) if part is not None else None
+            raw = _octets(content.chunks(), start, end - start)
+            spool = BodyWriter(directory=self.config.spool_dir)
+            for piece in raw if decoder is None else decoder(raw):
+                spool.write(piece)
+            found = spool.finish()
+        self._decoded[section] = found
+        return found
+
+    async def _send_binary(self, item: ev.FetchAtt, content: Content) -> None:
+        """BINARY[part]: the decoded part as a literal, or a literal8 when it
+        holds a NUL (RFC 3516 4.2)."""
+        assert item.section is not None
+        body = self._binary(content, item.section)
+        start, length = 0, body.size
+        if item.partial is not None:
+            offset, most = item.partial
+            start, length = min(offset, body.size), min(most, max(body.size - offset, 0))
+        nul = any(b"\x00" in chunk for chunk in _octets(body.chunks(), start, length))
+        self.conn.fetch_literal(_item_name(item), length, binary=nul)
+        await self.stream_body(_octets(body.chunks(), start, length), length,
+                               self.conn.literal_chunk, lambda: None)
+
     async def _send_part(self, item: ev.FetchAtt, name: str, content: Content,
                          section: str) -> None:
         """A MIME part section (``1``, ``1.2.MIME``, ``2.HEADER``,
@@ -1161,6 +1307,8 @@ class ImapSession(Session):
             return not self._matches(key.keys[0], n, msg)
         if name in ("UID", "SEQ"):
             assert key.messages is not None
+            if key.messages.saved:
+                return msg.uid in self._saved
             if name == "UID":
                 return key.messages.contains(msg.uid, self.messages[-1].uid)
             return key.messages.contains(n, len(self.messages))
@@ -1207,15 +1355,31 @@ class ImapSession(Session):
 
     def _search(self, event: ev.Search) -> None:
         self._searched = {}
-        found = [msg.uid if event.uid else n for n, msg in enumerate(self.messages, 1)
-                 if self._matches(event.criteria, n, msg)]
+        matched = [(n, msg) for n, msg in enumerate(self.messages, 1)
+                   if self._matches(event.criteria, n, msg)]
         self._searched = {}
-        if event.returns is not None:
+        found = [msg.uid if event.uid else n for n, msg in matched]
+        returns = event.returns
+        if returns is None and self.rev2:
+            returns = ()  # RFC 9051 6.4.4: a plain SEARCH is RETURN (ALL), said in ESEARCH
+        if returns is not None and "SAVE" in returns:
+            # RFC 5182 2.1: SAVE with MIN and/or MAX alone saves just those;
+            # with anything else, or alone, every message found.
+            returns = tuple(r for r in returns if r != "SAVE")
+            kept = matched
+            if matched and returns and set(returns) <= {"MIN", "MAX"}:
+                kept = [m for m, wanted in ((matched[0], "MIN"), (matched[-1], "MAX"))
+                        if wanted in returns]
+            self._saved = frozenset(msg.uid for _, msg in kept)
+            if not returns:
+                self.conn.ok("SEARCH completed, result saved")  # no ESEARCH: 5182 2.1
+                return
+        if returns is not None:
             # RFC 4731: one ESEARCH response with what was asked for.
             items: list[object] = [[Atom("TAG"), event.tag]]
             if event.uid:
                 items.append(Atom("UID"))
-            returns = event.returns or ("ALL",)
+            returns = returns or ("ALL",)
             if found and "MIN" in returns:
                 items += [Atom("MIN"), found[0]]
             if found and "MAX" in returns:
@@ -1281,7 +1445,8 @@ class ImapSession(Session):
         assert self.user is not None and self.selected is not None
         largest = self.messages[-1].uid if self.messages else 0
         doomed = [n for n, msg in enumerate(self.messages, 1)
-                  if msg.flags & DELETED and (only is None or only.contains(msg.uid, largest))]
+                  if msg.flags & DELETED and (only is None or (
+                      msg.uid in self._saved if only.saved else only.contains(msg.uid, largest)))]
         here = set()
         if doomed:
             here = {m.message.entry_id for m in self.store.imap_view(
@@ -1463,7 +1628,11 @@ class ImapSession(Session):
 
     def _select(self, event: ev.Select) -> None:
         assert self.user is not None
-        self.selected, self.messages = None, []
+        if self.selected is not None and self.rev2:
+            # RFC 9051 6.3.2: the mailbox selected is closed, whether or not
+            # this SELECT succeeds; said before anything of the new one.
+            self.conn.untagged_status("OK", "previous mailbox is now closed", "CLOSED")
+        self.selected, self.messages, self._saved = None, [], frozenset()
         name = self._resolve(event.mailbox)
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
@@ -1480,10 +1649,16 @@ class ImapSession(Session):
         conn = self.conn
         conn.untagged(Atom("FLAGS"), flag_atoms(sum(FLAG_BITS.values())))
         conn.untagged(len(flags), Atom("EXISTS"))
-        conn.untagged(0, Atom("RECENT"))  # IMAP4rev1 wants it; we keep no \Recent
-        unseen = next((n for n, bits in enumerate(flags, 1) if not bits & SEEN), None)
-        if unseen is not None:
-            conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
+        if self.rev2:
+            # RFC 9051 6.3.2: a LIST response for the mailbox; no RECENT and
+            # no UNSEEN code, which IMAP4rev2 dropped.
+            conn.untagged(Atom("LIST"), self._attributes(name, self._parents()), "/",
+                          self._client_name(name))
+        else:
+            conn.untagged(0, Atom("RECENT"))  # IMAP4rev1 wants it; we keep no \Recent
+            unseen = next((n for n, bits in enumerate(flags, 1) if not bits & SEEN), None)
+            if unseen is not None:
+                conn.untagged_status("OK", "first unseen message", f"UNSEEN {unseen}")
         conn.untagged_status("OK", "UIDs valid", f"UIDVALIDITY {uidvalidity(self.user)}")
         conn.untagged_status("OK", "predicted next UID",
                              f"UIDNEXT {self.store.imap_uidnext(self.user.id, name)}")
@@ -1496,29 +1671,67 @@ class ImapSession(Session):
     def _list(self, event: ev.ListCmd) -> None:
         """LIST and LSUB: every mailbox with RFC 6154's special-use attribute
         where it has one (always: RFC 6154 allows it unasked) and whether it
-        has children (RFC 9051 7.3.1). Every mailbox is subscribed."""
+        has children (RFC 9051 7.3.1). Every mailbox is subscribed.
+
+        LIST-EXTENDED (RFC 5258): several patterns, a mailbox listed once
+        however many it matches; the SUBSCRIBED and REMOTE selections are
+        every mailbox (all are subscribed, none is remote), SPECIAL-USE
+        those with a special use (RFC 6154 5.1); RECURSIVEMATCH says
+        CHILDINFO for a mailbox with inferiors the patterns leave out; the
+        CHILDREN, SUBSCRIBED and SPECIAL-USE return options ask for what is
+        always sent. ``RETURN (STATUS (...))`` (RFC 5819) follows each LIST
+        response with the mailbox's STATUS response."""
         assert self.user is not None
         verb = Atom("LSUB" if event.subscribed_only else "LIST")
-        if not event.pattern and not event.subscribed_only:
+        if event.patterns == ("",) and not event.subscribed_only:
             # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.conn.untagged(verb, [Atom("\\Noselect")], "/", "")
             self.conn.ok(f"{verb} completed")
             return
-        # A folder named as a built-in mailbox (Drafts created before it
-        # was one) is that mailbox: its placements are the same.
-        names = [*MAILBOXES, SENT, *(f for f in self.store.imap_folders(self.user.id)
-                                     if _mailbox_name(f) is None)]
-        parents = {name.rsplit("/", 1)[0] for name in names if "/" in name}
-        for name in names:
-            if not _listed(event.reference, event.pattern, name):
-                continue
-            attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
-            if name in SPECIAL_USE:
-                attributes.append(Atom(SPECIAL_USE[name]))
-            if not event.subscribed_only:
-                attributes.append(Atom("\\Subscribed"))
-            self.conn.untagged(verb, attributes, "/", name)
+        names = self._names()
+        parents = self._parents(names)
+
+        def matched(name: str) -> bool:
+            shown = self._client_name(name)
+            return any(_listed(event.reference, p, shown) for p in event.patterns if p)
+
+        chosen = [name for name in names if matched(name)]
+        if "SPECIAL-USE" in event.selection:
+            chosen = [name for name in chosen if name in SPECIAL_USE]
+        for name in chosen:
+            attributes = self._attributes(name, parents)
+            if event.subscribed_only:
+                attributes.remove(Atom("\\Subscribed"))
+            extended: list[object] = []
+            if "RECURSIVEMATCH" in event.selection and any(
+                    other.startswith(name + "/") and not matched(other) for other in names):
+                extended = [["CHILDINFO", ["SUBSCRIBED"]]]
+            self.conn.untagged(verb, attributes, "/", self._client_name(name), *extended)
+            if event.status:
+                self.conn.untagged(Atom("STATUS"), self._client_name(name),
+                                   self._status_values(name, event.status))
         self.conn.ok(f"{verb} completed")
+
+    def _names(self) -> list[str]:
+        """Every mailbox of the user, as kept. A folder named as a built-in
+        mailbox (Drafts created before it was one) is that mailbox: its
+        placements are the same."""
+        assert self.user is not None
+        return [*MAILBOXES, SENT, *(f for f in self.store.imap_folders(self.user.id)
+                                    if _mailbox_name(f) is None)]
+
+    def _parents(self, names: list[str] | None = None) -> set[str]:
+        return {name.rsplit("/", 1)[0] for name in (names or self._names()) if "/" in name}
+
+    @staticmethod
+    def _attributes(name: str, parents: set[str]) -> list[Atom]:
+        """LIST's attributes of ``name``: children or not, RFC 6154's
+        special use, and \\Subscribed (every mailbox is)."""
+        attributes = [Atom("\\HasChildren" if name in parents else "\\HasNoChildren")]
+        if name in SPECIAL_USE:
+            attributes.append(Atom(SPECIAL_USE[name]))
+        attributes.append(Atom("\\Subscribed"))
+        return attributes
 
     def _create(self, event: ev.Create) -> None:
         assert self.user is not None
@@ -1631,6 +1844,13 @@ class ImapSession(Session):
         if name is None:
             self.conn.no(f"no mailbox named {event.mailbox!r}", "NONEXISTENT")
             return
+        self.conn.untagged(Atom("STATUS"), self._client_name(name),
+                           self._status_values(name, event.items))
+        self.conn.ok("STATUS completed")
+
+    def _status_values(self, name: str, wanted: tuple[str, ...]) -> list[object]:
+        """STATUS's ``wanted`` items of mailbox ``name``, with their values."""
+        assert self.user is not None
         msgs = self._load(name, self._signature_of(name))
         values = {
             "MESSAGES": len(msgs),
@@ -1640,14 +1860,13 @@ class ImapSession(Session):
             "RECENT": 0,
             "DELETED": sum(1 for m in msgs if m.flags & DELETED),
         }
-        if "SIZE" in event.items:
+        if "SIZE" in wanted:
             values["SIZE"] = sum(content.size for m in msgs
                                  if (content := self._content(m)) is not None)
         items: list[object] = []
-        for item in event.items:
+        for item in wanted:
             items += [Atom(item), values[item]]
-        self.conn.untagged(Atom("STATUS"), name, items)
-        self.conn.ok("STATUS completed")
+        return items
 
     # -- IDLE -----------------------------------------------------------------------------
 
@@ -1693,10 +1912,45 @@ class ImapSession(Session):
                 continue
             conn.receive_data(data)
 
+    # -- mailbox names ------------------------------------------------------------------
+
+    def _stored_name(self, name: str) -> str:
+        """A rev2 client's UTF-8 mailbox name as it is kept: in modified
+        UTF-7, as IMAP4rev1 clients (which created every folder so far) give
+        it, so that one folder has one name whichever the session. A folder
+        a rev1 client named in raw UTF-8 (which it should not) keeps it."""
+        kept = mutf7_encode(name)
+        if kept != name and not name.isascii():
+            assert self.user is not None
+            folders = self.store.imap_folders(self.user.id)
+            if kept not in folders and name in folders:
+                return name
+        return kept
+
+    def _names_from_client(self, event: object) -> object:
+        """``event`` with its mailbox names as they are kept (rev2 sessions)."""
+        match event:
+            case ev.Select() | ev.Status() | ev.Create() | ev.Delete() | ev.Append() \
+                    | ev.Move() | ev.Copy() | ev.Subscribe():
+                return dataclasses.replace(event, mailbox=self._stored_name(event.mailbox))
+            case ev.Rename(old=old, new=new):
+                return dataclasses.replace(event, old=self._stored_name(old),
+                                           new=self._stored_name(new))
+        return event
+
+    def _client_name(self, name: str) -> str:
+        """A kept mailbox name as this session's client reads it: in UTF-8
+        for rev2 (RFC 9051 5.1), as kept (modified UTF-7) for rev1."""
+        if self.rev2:
+            return mutf7_decode(name) or name
+        return name
+
     # -- dispatch ---------------------------------------------------------------------
 
     async def handle(self, event: object) -> None:
         conn = self.conn
+        if self.rev2:
+            event = self._names_from_client(event)
         match event:
             case ev.Capability():
                 conn.untagged(Atom("CAPABILITY"), *(Atom(c) for c in self.capabilities().split()))
@@ -1732,8 +1986,14 @@ class ImapSession(Session):
                         await self._authenticate_data(initial)
             case ev.AuthenticateData(data=data):
                 await self._authenticate_data(data)
-            case ev.Enable():
-                conn.untagged(Atom("ENABLED"))  # nothing enable-able is offered yet
+            case ev.Enable(capabilities=wanted):
+                # RFC 5161 3.1: ENABLED names what this command enabled;
+                # what is unknown, or on already, is left out.
+                enabled = []
+                if "IMAP4REV2" in wanted and not self.rev2:
+                    self.rev2 = True
+                    enabled.append(Atom("IMAP4rev2"))
+                conn.untagged(Atom("ENABLED"), *enabled)
                 conn.ok("ENABLE completed")
             case ev.Namespace():
                 conn.untagged(Atom("NAMESPACE"), [["", "/"]], None, None)
@@ -1775,10 +2035,10 @@ class ImapSession(Session):
             case ev.Close():
                 if not self.readonly:
                     self._expunge(None, quiet=True)  # RFC 9051 6.4.1: no EXPUNGE responses
-                self.selected, self.messages = None, []
+                self.selected, self.messages, self._saved = None, [], frozenset()
                 conn.ok("CLOSE completed")
             case ev.Unselect():
-                self.selected, self.messages = None, []
+                self.selected, self.messages, self._saved = None, [], frozenset()
                 conn.ok("UNSELECT completed")
             case ev.Idle(tag=tag):
                 await self._idle(tag)

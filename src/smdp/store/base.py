@@ -286,7 +286,8 @@ class Store(Protocol):
     def mailbox_page(self, user_id: int, states: Sequence[str] | None = None, *,
                      search: str = "", before: int | None = None,
                      limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
-        """A page of the mailbox, newest first, with each entry's envelope."""
+        """A page of the mailbox, newest first, with each entry's envelope;
+        ``states`` None: every state but ``appended`` (no envelopes)."""
         ...
 
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
@@ -312,7 +313,9 @@ class Store(Protocol):
                       limit: int) -> list[tuple[MailboxEntry, InEnvelope]]:
         """At most ``limit`` entries with an id above ``after``, oldest first,
         each with its envelope: ENVS's pages. ``states`` None: every entry,
-        deleted ones too (ENVS ALL); else the ones in ``states`` not deleted."""
+        deleted ones too, but the messages clients appended (state
+        ``appended``: no envelopes) (ENVS ALL); else the ones in ``states``
+        not deleted."""
         ...
 
     def maildrop(self, user_id: int, state: str) -> list[tuple[int, int]]:

@@ -524,8 +524,9 @@ class SqlStore:
                      search: str = "", before: int | None = None,
                      limit: int = 50) -> list[tuple[MailboxEntry, InEnvelope]]:
         """One page of a user's mailbox, newest first, each entry with its
-        envelope (issue 13: the web app's list). ``states`` None: every state;
-        ``search``: a case-insensitive piece of the sender, the subject or the
+        envelope (issue 13: the web app's list). ``states`` None: every
+        envelope, whatever its state (not a message a client appended: no
+        envelope); ``search``: a case-insensitive piece of the sender, the subject or the
         sending server; ``before``: only entries older than that entry id
         (the previous page's last). Entries removed over POP3 are left out."""
         where = ["m.user_id=?", "m.deleted=0"]
@@ -533,6 +534,9 @@ class SqlStore:
         if states is not None:
             where.append(f"m.state IN ({','.join('?' * len(states))})")
             args += list(states)
+        else:
+            where.append("m.state <> ?")
+            args.append(EntryState.APPENDED)
         if before is not None:
             where.append("m.id < ?")
             args.append(before)
@@ -567,6 +571,9 @@ class SqlStore:
             # One state at a time walks the (user, state, id) index in order.
             where += f" AND m.state IN ({','.join('?' * len(states))}) AND m.deleted=0"
             args += list(states)
+        else:
+            where += " AND m.state <> ?"  # an appended message is no envelope
+            args.append(EntryState.APPENDED)
         rows = self._exec(
             "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
             "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "

@@ -219,9 +219,11 @@ class ImapServerConnection:
         self._fetch_sep()
         self._out += name.encode("ascii") + b" " + data
 
-    def fetch_literal(self, name: str, size: int) -> None:
+    def fetch_literal(self, name: str, size: int, *, binary: bool = False) -> None:
+        """A literal of ``size`` octets follows (``literal_chunk``); ``binary``:
+        a literal8 ``~{n}`` (RFC 3516), for BINARY data that holds a NUL."""
         self._fetch_sep()
-        self._out += name.encode("ascii") + b" {%d}\r\n" % size
+        self._out += name.encode("ascii") + (b" ~{%d}\r\n" if binary else b" {%d}\r\n") % size
         self._literal_out = size
 
     def literal_chunk(self, data: bytes) -> None:

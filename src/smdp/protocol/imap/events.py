@@ -65,6 +65,9 @@ class SequenceSet:
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    #: ``$`` (RFC 5182 SEARCHRES): the messages the last ``SEARCH RETURN
+    #: (SAVE)`` found; ``ranges`` is empty then, the session knows which.
+    saved: bool = False
 
     def contains(self, value: int, largest: int) -> bool:
         """Whether ``value`` is in the set when ``*`` stands for ``largest``.
@@ -144,16 +147,22 @@ class Namespace:
 
 @event
 class ListCmd:
-    """LIST reference pattern, and LSUB (``subscribed_only``; an IMAP4rev1
-    command that many clients still send). ``special_use``: the client asked
-    for the special-use attributes (RFC 6154: ``(SPECIAL-USE)`` as selection
-    or ``RETURN (SPECIAL-USE)``); we send them always, which the RFC allows."""
+    """LIST reference pattern(s), with RFC 5258's options, and LSUB
+    (``subscribed_only``; an IMAP4rev1 command that many clients still send).
+
+    ``patterns``: one, or several (``LIST "" ("INBOX" "Sent")``);
+    ``selection``: the selection options, upper case (SUBSCRIBED, REMOTE,
+    RECURSIVEMATCH, SPECIAL-USE); ``returns``: the return options but
+    STATUS (SUBSCRIBED, CHILDREN, SPECIAL-USE); ``status``: the STATUS items
+    of ``RETURN (STATUS (...))`` (RFC 5819), empty when not asked."""
 
     tag: str
     reference: str
-    pattern: str
+    patterns: tuple[str, ...]
     subscribed_only: bool = False
-    special_use: bool = False
+    selection: tuple[str, ...] = ()
+    returns: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
 
 
 @event
@@ -192,7 +201,9 @@ class FetchAtt:
     ``section`` is ``""`` (the whole message), ``"HEADER"``, ``"TEXT"``,
     ``"HEADER.FIELDS"`` or ``"HEADER.FIELDS.NOT"`` (with ``fields``, upper
     case: the header fields wanted, or not wanted); ``partial`` is
-    ``(start, length)`` from ``<start.length>``.
+    ``(start, length)`` from ``<start.length>``. ``BINARY`` (``peek`` for
+    BINARY.PEEK) and ``BINARY.SIZE`` (RFC 3516) have a part number, or
+    ``""``, as ``section``.
     """
 
     name: str
@@ -238,8 +249,8 @@ class SearchKey:
 @event
 class Search:
     """SEARCH, or UID SEARCH; ``returns``: the RFC 4731 result options of
-    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL; empty means ALL), None
-    for a plain SEARCH."""
+    ``SEARCH RETURN (...)`` (MIN, MAX, COUNT, ALL, and RFC 5182's SAVE;
+    empty means ALL), None for a plain SEARCH."""
 
     tag: str
     criteria: SearchKey

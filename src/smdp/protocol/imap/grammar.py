@@ -29,6 +29,8 @@ __all__ = [
     "Atom",
     "ImapSyntaxError",
     "Value",
+    "mutf7_decode",
+    "mutf7_encode",
     "read_command",
     "read_sequence_set",
     "read_tag",
@@ -216,9 +218,12 @@ def _count(values: list[Value], n: int, usage: str) -> None:
 
 
 def read_sequence_set(value: Value) -> ev.SequenceSet:
-    """``1:3,7,9:*`` (RFC 9051 9, ``sequence-set``); ``$`` (SEARCHRES) is not offered."""
+    """``1:3,7,9:*`` (RFC 9051 9, ``sequence-set``), or ``$``: the saved
+    search result (RFC 5182 ``seq-or-saved``; alone, never inside a set)."""
     if not isinstance(value, Atom):
         raise ImapSyntaxError("a sequence set (such as 1:4,7 or 1:*) was expected")
+    if value == "$":
+        return ev.SequenceSet((), saved=True)
     ranges: list[tuple[int | None, int | None]] = []
     for part in value.split(","):
         first, colon, last = part.partition(":")
@@ -262,6 +267,10 @@ _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE",
                                   "BODY"})
 _BODY_ITEM: Final = re.compile(r"(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?")
 _SECTIONS: Final = frozenset({"", "HEADER", "TEXT"})
+# RFC 3516 (RFC 9051 6.4.5): BINARY[part]<a.b>, BINARY.PEEK, BINARY.SIZE[part].
+_BINARY_ITEM: Final = re.compile(r"(BINARY(?:\.PEEK|\.SIZE)?)"
+                                 r"\[((?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8})?\]"
+                                 r"(?:<(\d{1,10})\.(\d{1,10})>)?")
 # A MIME part: its number path, then optionally what of it (RFC 9051 6.4.5).
 _PART: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){0,19}[1-9][0-9]{0,8}(?:\.(?:MIME|HEADER|TEXT))?")
 _PART_FIELDS: Final = re.compile(r"(?:[1-9][0-9]{0,8}\.){1,20}(HEADER\.FIELDS(?:\.NOT)?)")
@@ -275,6 +284,16 @@ def _fetch_att(value: Value) -> ev.FetchAtt:
     name = value.upper()
     if name in _SIMPLE_ITEMS:
         return ev.FetchAtt(name)
+    binary = _BINARY_ITEM.fullmatch(name)
+    if binary is not None:
+        verb, part, start, length = binary.groups()
+        if verb == "BINARY.SIZE" and start is not None:
+            raise ImapSyntaxError("BINARY.SIZE takes no <start.length>")
+        if start is not None and int(length) == 0:
+            raise ImapSyntaxError("a partial fetch <start.length> needs a length above 0")
+        return ev.FetchAtt("BINARY.SIZE" if verb == "BINARY.SIZE" else "BINARY", part or "",
+                           None if start is None else (int(start), int(length)),
+                           peek=verb == "BINARY.PEEK")
     match = _BODY_ITEM.fullmatch(name)
     if match is None:
         raise ImapSyntaxError(f"fetch item {value} is not supported")
@@ -344,7 +363,7 @@ def _search_key(values: list[Value], depth: int = 0) -> ev.SearchKey:
     if name == "OR":
         first = _search_key(values, depth + 1)
         return ev.SearchKey("OR", keys=(first, _search_key(values, depth + 1)))
-    if name[:1].isdigit() or name[:1] == "*":
+    if name[:1].isdigit() or name[:1] in ("*", "$"):
         return ev.SearchKey("SEQ", read_sequence_set(value))
     if name in ("NEW", "OLD", "RECENT"):
         return ev.SearchKey(name)
@@ -400,9 +419,9 @@ def _search(tag: str, values: list[Value], uid: bool) -> ev.Search:
         if len(values) < 2 or not isinstance(values[1], list):
             raise ImapSyntaxError("RETURN needs a list of result options, such as (MIN COUNT)")
         returns = tuple(_atom(v, "result option") for v in values[1])
-        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL")]:
+        if unknown := [r for r in returns if r not in ("MIN", "MAX", "COUNT", "ALL", "SAVE")]:
             raise ImapSyntaxError(f"search result option {unknown[0]} is not supported "
-                                  "(only MIN, MAX, COUNT and ALL)")
+                                  "(only MIN, MAX, COUNT, ALL and SAVE)")
         values = values[2:]
     if values and isinstance(values[0], Atom) and values[0].upper() == "CHARSET":
         if len(values) < 2 or _text(values[1], "charset").upper() not in ("UTF-8", "US-ASCII"):
@@ -426,19 +445,52 @@ def _store(tag: str, values: list[Value], uid: bool) -> ev.Store:
     return ev.Store(tag, messages, mode, flags, name.endswith(".SILENT"), uid)
 
 
+_SELECTION: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURNS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+
+
 def _list(tag: str, values: list[Value], lsub: bool) -> ev.ListCmd:
-    special = False
-    if values and isinstance(values[0], list):  # RFC 5258 selection options
-        options = {_atom(v, "LIST selection option") for v in values[0]}
-        special = "SPECIAL-USE" in options
+    """LIST [(selection)] reference pattern|(patterns) [RETURN (options)]
+    (RFC 5258 with RFC 5819's STATUS). An option unknown is BAD, as RFC
+    5258 3 wants: a client must not be told it got what it did not."""
+    usage = "LIST [(<options>)] <reference> <pattern or (patterns)> [RETURN (<options>)]"
+    selection: tuple[str, ...] = ()
+    if values and isinstance(values[0], list):
+        selection = tuple(_atom(v, "LIST selection option") for v in values[0])
+        if unknown := [o for o in selection if o not in _SELECTION]:
+            raise ImapSyntaxError(f"LIST selection option {unknown[0]} is not supported")
+        if "RECURSIVEMATCH" in selection and set(selection) <= {"RECURSIVEMATCH"}:
+            raise ImapSyntaxError("RECURSIVEMATCH needs another selection option, "
+                                  "such as SUBSCRIBED")
         values = values[1:]
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
     if len(values) == 4 and isinstance(values[2], Atom) and values[2].upper() == "RETURN":
-        returns = values[3] if isinstance(values[3], list) else [values[3]]
-        special = special or "SPECIAL-USE" in {_atom(v, "LIST return option") for v in returns}
+        if not isinstance(values[3], list):
+            raise ImapSyntaxError("RETURN needs a list of options, such as (CHILDREN)")
+        options = list(values[3])
+        while options:
+            option = _atom(options.pop(0), "LIST return option")
+            if option == "STATUS":
+                items = options.pop(0) if options else None
+                if not isinstance(items, list) or not items:
+                    raise ImapSyntaxError("STATUS needs a list of items, such as (MESSAGES)")
+                status = _status_items(items)
+            elif option in _RETURNS:
+                returns.append(option)
+            else:
+                raise ImapSyntaxError(f"LIST return option {option} is not supported")
         values = values[:2]
-    _count(values, 2, "LIST <reference> <mailbox pattern>")
-    return ev.ListCmd(tag, _text(values[0], "reference"), _text(values[1], "pattern"),
-                      subscribed_only=lsub, special_use=special)
+    _count(values, 2, usage)
+    patterns = values[1]
+    if isinstance(patterns, list):
+        if not patterns:
+            raise ImapSyntaxError("a list of patterns needs at least one")
+        names = tuple(_text(v, "pattern") for v in patterns)
+    else:
+        names = (_text(patterns, "pattern"),)
+    return ev.ListCmd(tag, _text(values[0], "reference"), names, subscribed_only=lsub,
+                      selection=selection, returns=tuple(returns), status=status)
 
 
 def _authenticate(tag: str, values: list[Value]) -> ev.Authenticate:
@@ -470,11 +522,15 @@ def _status(tag: str, values: list[Value]) -> ev.Status:
     _count(values, 2, "STATUS <mailbox> (<items>)")
     if not isinstance(values[1], list) or not values[1]:
         raise ImapSyntaxError("STATUS items must be a list such as (MESSAGES UIDNEXT)")
-    items = tuple(_atom(v, "STATUS item") for v in values[1])
+    return ev.Status(tag, _text(values[0], "mailbox name"), _status_items(values[1]))
+
+
+def _status_items(values: list[Value]) -> tuple[str, ...]:
+    items = tuple(_atom(v, "STATUS item") for v in values)
     for item in items:
         if item not in _STATUS_ITEMS:
             raise ImapSyntaxError(f"STATUS item {item} is not supported")
-    return ev.Status(tag, _text(values[0], "mailbox name"), items)
+    return items
 
 
 _STATUS_ITEMS: Final = frozenset({"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT",
@@ -658,3 +714,60 @@ def write_value(value: object) -> bytes:
 
 def write_values(values: Sequence[object]) -> bytes:
     return b" ".join(write_value(v) for v in values)
+
+
+# -- mailbox names -----------------------------------------------------------------------
+
+_MUTF7_RUN: Final = re.compile(r"&([A-Za-z0-9+,]*)-")
+
+
+def mutf7_encode(name: str) -> str:
+    """``name`` in modified UTF-7 (RFC 3501 5.1.3), the form IMAP4rev1 gives
+    mailbox names: printable ASCII as is but ``&`` as ``&-``, anything else
+    as ``&`` base64 of its UTF-16 (``,`` for ``/``, no padding) ``-``."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            coded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + coded.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for ch in name:
+        if " " <= ch <= "~":
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
+
+
+def mutf7_decode(name: str) -> str | None:
+    """The text a modified UTF-7 ``name`` stands for; None when it is not
+    modified UTF-7 (8-bit, a bare ``&``, a run that is not UTF-16), which
+    a name an IMAP4rev1 client wrote in raw UTF-8 is not."""
+    if not name.isascii():
+        return None
+    out: list[str] = []
+    pos = 0
+    for found in _MUTF7_RUN.finditer(name):
+        if "&" in name[pos:found.start()]:
+            return None
+        out.append(name[pos:found.start()])
+        coded = found.group(1)
+        if not coded:
+            out.append("&")
+        else:
+            try:
+                raw = base64.b64decode(coded.replace(",", "/") + "=" * (-len(coded) % 4),
+                                       validate=True)
+                out.append(raw.decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+        pos = found.end()
+    if "&" in name[pos:]:
+        return None
+    out.append(name[pos:])
+    return "".join(out)
