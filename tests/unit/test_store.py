@@ -100,6 +100,43 @@ def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
     store.close()
 
 
+def test_the_store_counts_statements_transactions_and_commits(backend: Backend) -> None:
+    """Issue 15 item 1: a known sequence of calls gives known counts (what
+    /metrics shows and ``make bench`` divides by the messages)."""
+    store = backend.open()
+
+    def counts() -> tuple[int, int, int]:
+        return store.statements, store.transactions, store.commits
+
+    start = counts()
+
+    def since() -> tuple[int, ...]:
+        return tuple(x - y for x, y in zip(counts(), start, strict=True))
+
+    user = store.create_user("alice@a.example", "h")  # check, insert, insert: one commit
+    assert since() == (3, 1, 1)
+    store.user_by_address("alice@a.example")  # a read alone commits nothing
+    assert since() == (4, 1, 1)
+    store.set_admin(user.id, True)  # a write alone is its own commit
+    assert since() == (5, 1, 2)
+    store.set_admin(user.id + 1000, True)  # it changed no row: nothing to flush
+    assert since() == (6, 1, 2)
+    with store.transaction():
+        store.user_by_id(user.id)
+        with store.transaction():  # nested: one transaction
+            store.is_admin(user.id)
+    assert since() == (8, 2, 2)  # committed, but wrote nothing
+    with store.transaction():
+        store.enqueue("send-envelope", "k1", "{}")
+        store.enqueue("send-envelope", "k2", "{}")
+    assert since() == (10, 3, 3)  # two writes, one commit
+    with pytest.raises(RuntimeError, match="rolled back"), store.transaction():
+        store.enqueue("send-envelope", "k3", "{}")
+        raise RuntimeError("rolled back")
+    assert since() == (11, 3, 3)  # the statement ran; nothing committed
+    store.close()
+
+
 def test_nested_transactions_join_the_outer_one(backend: Backend) -> None:
     store = backend.open()
     user = store.create_user("alice@a.example", "h")

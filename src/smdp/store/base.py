@@ -70,6 +70,19 @@ def newer_than(current: int, known: Sequence[tuple[int, str, str]]) -> None:
 
 
 class Store(Protocol):
+    # Issue 15 item 1: what this store has asked of its database since it
+    # opened (the metrics endpoint shows them; ``make bench`` divides them by
+    # the messages). ``statements``: every statement but the BEGIN and COMMIT
+    # of ``transaction()`` (a statement run for many rows at once counts once
+    # per row); ``transactions``: the ``transaction()`` blocks committed;
+    # ``commits``: the commits that wrote something, a transaction's or a
+    # lone write's own (each a flush to disk: SQLite's fsync with
+    # synchronous=FULL, PostgreSQL's WAL flush). On PostgreSQL every
+    # statement, BEGIN and COMMIT is a round trip to the server.
+    statements: int
+    transactions: int
+    commits: int
+
     def close(self) -> None:
         ...
 

@@ -52,6 +52,13 @@ _ENVID_BATCH = 200  # entries per statement of envids_of
 class SqlStore:
     """Methods identical on both backends; subclasses provide the rest."""
 
+    # What the database was asked (``Store.statements``): counted by the
+    # backends' ``_exec`` and ``transaction``, plain integers so that
+    # counting costs next to nothing.
+    statements = 0
+    transactions = 0
+    commits = 0
+
     def _exec(self, sql: str, args: Sequence[object] = ()) -> Any:
         raise NotImplementedError
 
