@@ -1735,3 +1735,54 @@ def test_imap_sent_keeps_the_states_each_uid_shows(backend: Backend) -> None:
     assert store.imap_uidnext(u.id, "Sent") == 3
     store.imap_sent_assign(u.id, [])
     store.close()
+
+
+def test_fewer_statements_keep_their_meaning(backend: Backend) -> None:
+    """Issue 15 item 1: the statements that replace several do what those did."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message_id = store.insert_out_message(
+            msgid="m1", user_id=user.id, sender="alice@a.example", body=b"body", subject="s",
+            summary="", expires_at=0)
+        store.insert_out_envelope("e1", message_id, "b.example", "envelope")
+        store.insert_out_recipient(message_id, "bob@b.example", "b.example",
+                                   RecipientState.ENVELOPE_SENT, "e1")
+        store.insert_out_recipient(message_id, "carol@b.example", "b.example",
+                                   RecipientState.DELIVERED, "e1")
+    needs_body = (RecipientState.QUEUED, RecipientState.ENVELOPE_SENT)
+    # One recipient still waits: the body stays.
+    assert store.drop_out_body_if_done(message_id, needs_body) is False
+    assert store.out_body(message_id) == b"body"
+    [bob, _carol] = store.out_recipients(message_id)
+    store.update_out_recipient(bob.id, RecipientState.REJECTED)
+    before = store.statements
+    assert store.drop_out_body_if_done(message_id, needs_body) is True
+    assert store.statements - before == 2  # the checked mark, then the chunks
+    assert store.out_body(message_id) is None
+    assert store.out_body_chunk(message_id, 0) is None
+    assert store.drop_out_body_if_done(message_id, needs_body) is False  # once
+    # Two keys counted in one statement; a key named twice counts twice.
+    before = store.statements
+    store.count_messages("smdp.p.example", 3, also=("sender:smdp.p.example/x@p.example",))
+    assert store.statements - before == 1
+    store.count_messages("smdp.q.example", 1, also=("smdp.q.example",))
+    assert [(q.server, q.messages) for q in store.all_quality()] == [
+        ("smdp.p.example", 3), ("smdp.q.example", 2)]
+    assert [(q.server, q.messages) for q in store.sender_quality()] == [
+        ("sender:smdp.p.example/x@p.example", 3)]
+    # An envelope's expiry written with it; its fetching entries moved at once.
+    env_id = store.insert_in_envelope(envid="e2", origin_server="smdp.p.example",
+                                      sender="x@p.example", size=10, block="", subject="s",
+                                      body=None, expires_at=5.0)
+    fetching = store.insert_mailbox_entry(user.id, env_id, "alice@a.example",
+                                          EntryState.FETCHING)
+    pending = store.insert_mailbox_entry(user.id, env_id, "alice2@a.example",
+                                         EntryState.PENDING)
+    assert store.set_entries_state(env_id, EntryState.FETCHING, EntryState.ACCEPTED) == 1
+    assert [(e.id, e.state) for e in store.entries_of_envelope(env_id)] == [
+        (fetching, EntryState.ACCEPTED), (pending, EntryState.PENDING)]
+    assert store.mailbox_counts(user.id).messages == 1  # the counts' trigger followed
+    # Past the expiry written with the envelope: the pending entry expires.
+    assert store.expire_in_envelopes(10.0, **IN_EXPIRY) == [(pending, "smdp.p.example")]
+    store.close()

@@ -127,6 +127,7 @@ class DecisionResult:
 
     outcome: Outcome
     entry: MailboxEntry | None = None
+    envelope: InEnvelope | None = None  # the entry's, when the decision read it
 
 
 class Destination:
@@ -215,21 +216,22 @@ class Destination:
     def receive_envelope(
         self, *, server: str, envid: str, sender: str, recipients: list[str], size: int,
         block: bytes,
-    ) -> None:
-        """Store an envelope in each recipient's mailbox, then apply Table 3."""
+    ) -> bool:
+        """Store an envelope in each recipient's mailbox, then apply Table 3.
+        False for a replayed envelope, which changes nothing."""
         fields = decode_envelope_block(block)
         clean_block = encode_envelope_block(fields.summary, expires=fields.expires)
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
-                return  # a replayed envelope changes nothing
+                return False
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=size,
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
+                expires_at=expiry_time(fields.expires),
             )
-            self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             if server != self.hostname:
-                self.store.count_messages(server, len(recipients))
-                self.store.count_messages(sender_key(server, sender), len(recipients))
+                self.store.count_messages(server, len(recipients),
+                                          also=(sender_key(server, sender),))
             list_id = fields.summary.list_id
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
@@ -249,6 +251,7 @@ class Destination:
                     # list: authorized user, accept the message.
                     self.store.touch_inbound(user.id, address, server)
                     self._apply(entry_id, Decision.ACCEPT, listing_reason(listed, who=who))
+        return True
 
     def _listing(self, user_id: int, sender: str, server: str, list_id: str
                  ) -> tuple[InboundListing | None, str, str]:
@@ -264,8 +267,9 @@ class Destination:
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
-    ) -> None:
-        """A whole message sent directly (Table 3, both sides white-listed)."""
+    ) -> bool:
+        """A whole message sent directly (Table 3, both sides white-listed).
+        False for a replayed one, which changes nothing."""
         if not isinstance(body, Body):
             body = Body.of(body)
         summary = extract_envelope(body)
@@ -273,14 +277,14 @@ class Destination:
         body = self._received(server, envid, body)
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
-                return
+                return False
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=body.size,
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
             )
             if server != self.hostname:
-                self.store.count_messages(server, len(recipients))
-                self.store.count_messages(sender_key(server, sender), len(recipients))
+                self.store.count_messages(server, len(recipients),
+                                          also=(sender_key(server, sender),))
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
@@ -298,6 +302,7 @@ class Destination:
                     self.store.set_vote(entry_id, server, +1,
                                         also=(sender_key(server, sender),))
                 self.store.touch_inbound(user.id, sender, server)
+        return True
 
     def smtp_refusal(self, keys: list[str]) -> Outcome | None:
         """Section 5.3 for SMTP senders (issue 12 item 4): refused when the
@@ -379,8 +384,7 @@ class Destination:
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
                 smtp_auth=auth_results, verified_domain=verified if trusted else None,
                 mail_from=mail_from,
-                client_prefix=client_prefix)
-            self.store.set_in_expiry(env_id, expires_at)
+                client_prefix=client_prefix, expires_at=expires_at)
             for rcpt, user in users:
                 if rcpt in delivered:
                     entry_id = self.store.insert_mailbox_entry(
@@ -416,13 +420,14 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, decision, USER_REASON, by_user=True)
-            self._list_applies_to_pending(entry, decision)
+            env = self._apply(entry.id, decision, USER_REASON, by_user=True, entry=entry)
+            self._list_applies_to_pending(entry, decision, env)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
-        return DecisionResult(Outcome(Kind.DONE, "recorded"), updated)
+        return DecisionResult(Outcome(Kind.DONE, "recorded"), updated, env)
 
-    def _list_applies_to_pending(self, entry: MailboxEntry, decision: Decision) -> None:
+    def _list_applies_to_pending(self, entry: MailboxEntry, decision: Decision,
+                                 env: InEnvelope) -> None:
         """A decision that lists the sender (ACCEPT&AUTH, REJECT&SPAMMER) also
         settles the sender's envelopes still pending for this user, as Table 3
         would have on their arrival: nobody is asked again about a sender
@@ -430,8 +435,6 @@ class Destination:
         effect = recipient_side(decision)
         if not (effect.add_to_white_list or effect.add_to_black_list):
             return
-        env = self.store.in_envelope(entry.envelope_id)
-        assert env is not None
         automatic = Decision.ACCEPT if effect.add_to_white_list else Decision.REJECT_SPAMMER
         listed = self.store.inbound_listing(entry.user_id, env.sender, env.origin_server)
         if listed is None:
@@ -455,10 +458,12 @@ class Destination:
         return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
     def _apply(self, entry_id: int, decision: Decision, reason: str, *,
-               by_user: bool = False) -> None:
-        """Table 2, recipient column, inside the caller's transaction."""
+               by_user: bool = False, entry: MailboxEntry | None = None) -> InEnvelope:
+        """Table 2, recipient column, inside the caller's transaction.
+        ``entry``: the entry as the caller read it in this transaction.
+        Returns the entry's envelope."""
         self.decided(decision, by_user)
-        entry = self.store.mailbox_entry(entry_id)
+        entry = entry or self.store.mailbox_entry(entry_id)
         assert entry is not None
         env = self.store.in_envelope(entry.envelope_id)
         assert env is not None
@@ -468,13 +473,13 @@ class Destination:
         listing = by_user
         if env.via_smtp:
             self._apply_smtp(entry, env, decision, reason, listing=listing)
-            return
+            return env
         if not env.sender:
             # The null sender: a notice this server wrote (deliver_notice).
             # Nobody to tell of the decision, nothing to list or vote on.
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
-            return
+            return env
         if listing and (effect.add_to_white_list or effect.add_to_black_list):
             # A post to a mailing list lists the list, not its poster.
             list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
@@ -499,7 +504,8 @@ class Destination:
             state = effect.state
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
-        queue_decision(self.store, env.envid, entry.id)
+        queue_decision(self.store, env.envid, entry.id, domain_of(env.sender))
+        return env
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
                     reason: str, *, listing: bool) -> None:
@@ -639,9 +645,7 @@ class Destination:
                             reason="the origin confirmed the decision but sent no message",
                         )
                 return
-            for entry in self.store.entries_of_envelope(envelope_id):
-                if entry.state is EntryState.FETCHING:
-                    self.store.update_mailbox_entry(entry.id, state=EntryState.ACCEPTED)
+            self.store.set_entries_state(envelope_id, EntryState.FETCHING, EntryState.ACCEPTED)
 
     def decision_refused(self, entry_id: int, reply: str) -> None:
         """The origin no longer holds the message (expired, deleted, unknown)."""

@@ -149,6 +149,8 @@ class PeerJobs:
         if isinstance(work, UnsubscribeJob):
             request = store.unsubscribe(work.unsubscribe)
             return f"https:{urlsplit(request.target).hostname or ''}" if request else ""
+        if isinstance(work, DecisionJob | SendJob) and work.domain:
+            return work.domain  # named when queued (older rows: read below)
         if isinstance(work, DecisionJob):
             entry = store.mailbox_entry(work.entry)
             env = store.in_envelope(entry.envelope_id) if entry else None
@@ -268,9 +270,9 @@ class PeerJobs:
             await link.expect(wire.Rset(), "RSET")
         if direct:
             origin.direct_sent(envid, answers.taken, answers.unauthorized, answers.refused,
-                               answers.deferred)
+                               answers.deferred, env=env)
         else:
-            origin.envelope_sent(envid, answers.refused, answers.deferred)
+            origin.envelope_sent(envid, answers.refused, answers.deferred, env=env)
         self._count("smdp", taken=len(answers.taken) + len(answers.unauthorized),
                     refused=len(answers.refused), deferred=len(answers.deferred))
         if direct and answers.taken:

@@ -155,6 +155,12 @@ class Store(Protocol):
         """Delete the held body (its chunks) and keep the message record."""
         ...
 
+    def drop_out_body_if_done(self, message_id: int, needs_body: Collection[str]) -> bool:
+        """``drop_out_body`` once no recipient of the message is in a state of
+        ``needs_body`` (assumptions 4 and 6), decided in the statement that
+        drops it; True when it dropped the body now."""
+        ...
+
     def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
         ...
 
@@ -207,9 +213,10 @@ class Store(Protocol):
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
         verified_domain: str | None = None, mail_from: str | None = None,
-        client_prefix: str | None = None,
+        client_prefix: str | None = None, expires_at: float | None = None,
     ) -> int:
-        """``size`` is what the envelope announced; with a body, the body's own size."""
+        """``size`` is what the envelope announced; with a body, the body's own size.
+        ``expires_at``: as ``set_in_expiry``, in the same statement."""
         ...
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -313,6 +320,11 @@ class Store(Protocol):
     def update_mailbox_entry(
         self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
     ) -> None:
+        ...
+
+    def set_entries_state(self, envelope_id: int, old: str, new: str) -> int:
+        """Every entry of the envelope in state ``old`` moves to ``new`` (one
+        statement); how many did."""
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
@@ -445,7 +457,9 @@ class Store(Protocol):
         both send one)."""
         ...
 
-    def count_messages(self, server: str, n: int) -> None:
+    def count_messages(self, server: str, n: int, also: Sequence[str] = ()) -> None:
+        """``n`` messages more for ``server`` and for each key of ``also``
+        (one statement)."""
         ...
 
     def count_forged(self, server: str, n: int) -> None:
