@@ -268,11 +268,22 @@ class PeerJobs:
         else:
             # No recipient taken: close the transaction, keep the session.
             await link.expect(wire.Rset(), "RSET")
-        if direct:
-            origin.direct_sent(envid, answers.taken, answers.unauthorized, answers.refused,
-                               answers.deferred, env=env)
+        if answers.refused or answers.deferred or answers.unauthorized:
+            # A failure to report, or more to send: recorded now.
+            if direct:
+                origin.direct_sent(envid, answers.taken, answers.unauthorized, answers.refused,
+                                   answers.deferred, env=env)
+            else:
+                origin.envelope_sent(envid, answers.refused, answers.deferred, env=env)
+        elif direct:
+            # Every recipient took it: recorded with the job's deletion, in
+            # one commit for the batch. Until then SENT shows them queued; a
+            # crash before runs the job again, and the destination takes the
+            # replay as said (protocol.md: a replayed envelope changes nothing).
+            taken = answers.taken
+            route.later.append(lambda: origin.direct_sent(envid, taken, [], {}, env=env))
         else:
-            origin.envelope_sent(envid, answers.refused, answers.deferred, env=env)
+            route.later.append(lambda: origin.envelope_sent(envid, {}, env=env))
         self._count("smdp", taken=len(answers.taken) + len(answers.unauthorized),
                     refused=len(answers.refused), deferred=len(answers.deferred))
         if direct and answers.taken:
