@@ -170,12 +170,16 @@ class Destination:
             return None
         return self._refusal(server, server, verdict or self.peer_verdict(server))
 
-    def sender_refusal(self, server: str, sender: str) -> Outcome | None:
+    def sender_refusal(self, server: str, sender: str,
+                       verdict: Verdict | None = None) -> Outcome | None:
         """Issue 16 item 1: the same for one sending address at the peer, so
-        that one compromised account is refused while its server stays ok."""
+        that one compromised account is refused while its server stays ok.
+        ``verdict``: the peer's, when the caller has it already."""
         if server == self.hostname or not sender:
             return None
-        if self.store.quality(server).override == ALLOWED_BY_HAND:
+        allowed = (verdict.allowed_by_hand if verdict is not None
+                   else self.store.quality(server).override == ALLOWED_BY_HAND)
+        if allowed:
             return None  # the administrator vouches for the server and its users
         key = sender_key(server, sender)
         return self._refusal(key, f"<{sender}> at {server}", self.rejudge(key))
@@ -205,9 +209,11 @@ class Destination:
     def local_user(self, address: str) -> User | None:
         return self.store.user_by_address(address)
 
-    def may_send_directly(self, server: str, sender: str, recipient: str) -> bool:
-        """Table 3: a whole message (no envelope phase) only from an authorized pair."""
-        user = self.store.user_by_address(recipient)
+    def may_send_directly(self, server: str, sender: str, recipient: str,
+                          user: User | None = None) -> bool:
+        """Table 3: a whole message (no envelope phase) only from an authorized pair.
+        ``user``: the recipient's, when the caller has just read it."""
+        user = user or self.store.user_by_address(recipient)
         return (user is not None
                 and self.store.inbound_kind(user.id, sender, server) == ListKind.WHITE)
 

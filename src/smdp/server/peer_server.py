@@ -229,7 +229,7 @@ class PeerSession(Session):
             verdict = self.core.destination.peer_verdict(self.peer_host)
             refusal = (self.core.destination.peer_refusal(self.peer_host, verdict)
                        or self.core.destination.sender_refusal(self.peer_host,
-                                                               event.sender.lower()))
+                                                               event.sender.lower(), verdict))
             if refusal is not None:
                 self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(*peer_reply(refusal))
@@ -268,11 +268,12 @@ class PeerSession(Session):
         if not config.is_local(domain):
             self.reply(550, f"5.7.1 <{rcpt}>: relaying denied, {domain} is not served here")
             return
-        if destination.local_user(rcpt) is None:
+        user = destination.local_user(rcpt)
+        if user is None:
             self.reply(550, f"5.1.1 <{rcpt}>: no such user here")
             return
         if self.txn.mode is DeliveryMode.DIRECT and not destination.may_send_directly(
-            self.peer_host, self.txn.sender, rcpt
+            self.peer_host, self.txn.sender, rcpt, user
         ):
             self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
                             "send an envelope")
