@@ -1326,6 +1326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="end to end on loopback (issue 5 item 3)")
     parser.add_argument("--smtpd", nargs=3, metavar=("PORT", "DIR", "READY"),
                         help="internal: run the aiosmtpd+fsync baseline server")
+    parser.add_argument("--smdp-only", action="store_true",
+                        help="SMDP's 4 KB runs alone, once, no baselines (to compare two "
+                             "versions: statements, commits, CPU); writes e2e-smdp.json")
     args = parser.parse_args(argv)
     if args.smtpd:
         _smtpd_main(int(args.smtpd[0]), Path(args.smtpd[1]), Path(args.smtpd[2]))
@@ -1333,6 +1336,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import settings_from_env, write_json
 
     settings = settings_from_env()
+    if args.smdp_only:
+        counts, paced, concurrency = _counts(settings)
+        loads = {"4k": build_workloads(settings, counts)["4k"]}
+        with tempfile.TemporaryDirectory(prefix="smdp-bench-e2e-") as tmp:
+            only = asyncio.run(_smdp_all(Path(tmp), loads, counts, paced, concurrency))
+        write_json(settings.results / "e2e-smdp.json", only)
+        return 0
     data = run(settings)
     write_json(settings.results / "e2e.json", data)
     return 0
