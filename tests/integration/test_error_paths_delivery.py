@@ -8,6 +8,7 @@ sees it (SENT at the origin, ENV at the destination) and on the wire.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.integration.faults import (
     SERVFAIL,
     StandInDns,
     StandInPeer,
+    execute,
     full_log,
     hidden_table,
     refusing,
@@ -294,3 +296,30 @@ def test_the_origin_refuses_an_accept_for_a_recipient_that_failed(tmp_path: Path
             assert sent(a, ALICE, msgid) == {BOB: ("delivered", "accepted by recipient"),
                                              CAROL: ("failed", refusal)}
     assert not peer.errors, peer.errors
+
+
+def test_jobs_queued_by_an_older_version_still_find_their_peer(tmp_path: Path) -> None:
+    """Jobs now name their peer domain (issue 15 item 1); a row queued before,
+    without it, is routed from the store as it always was: here a send job
+    and a decision job, each made old while its server was down."""
+    a, b = make_pair(tmp_path)
+    a.add_user(ALICE)
+    b.add_user(BOB)
+
+    def make_old(server: Server) -> None:
+        [(job_id, payload)] = server.query("SELECT id, payload FROM queue")
+        fields = json.loads(payload)
+        assert fields.pop("domain") in ("a.example", "b.example")
+        execute(server, f"UPDATE queue SET payload = '{json.dumps(fields)}' WHERE id = {job_id}")
+
+    with running(a):  # b is down: the envelope waits in a's queue
+        _reply, msgid = submit(a, [BOB])
+    make_old(a)
+    with running(a, b):
+        wait_until(lambda: len(b.envelopes(BOB)) == 1, what="the envelope at b")
+    with running(b):  # a is down: the decision waits in b's queue
+        decide(b, "ACCEPT")
+    make_old(b)
+    with running(a, b):
+        wait_until(lambda: sent(a, ALICE, msgid)[BOB][0] == "delivered", what="the pull")
+        wait_until(lambda: queue_empty(a) and queue_empty(b), what="both queues empty")
