@@ -1786,3 +1786,30 @@ def test_fewer_statements_keep_their_meaning(backend: Backend) -> None:
     # Past the expiry written with the envelope: the pending entry expires.
     assert store.expire_in_envelopes(10.0, **IN_EXPIRY) == [(pending, "smdp.p.example")]
     store.close()
+
+
+def test_a_record_read_with_its_parent_in_one_statement(backend: Backend) -> None:
+    """Issue 15 item 1: the envelope with its message (origin), the entry with
+    its envelope (destination): the same records as the two reads, one
+    statement, and None for an unknown key."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message_id = store.insert_out_message(
+            msgid="m1", user_id=user.id, sender="alice@a.example", body=b"body", subject="s",
+            summary="sum", expires_at=9.0)
+        store.insert_out_envelope("e1", message_id, "b.example", "envelope")
+    before = store.statements
+    assert store.out_envelope_and_message("e1") == (store.out_envelope("e1"),
+                                                    store.out_message(message_id))
+    assert store.statements - before == 3
+    assert store.out_envelope_and_message("nope") is None
+    env_id = store.insert_in_envelope(envid="e2", origin_server="smdp.p.example",
+                                      sender="x@p.example", size=10, block="b", subject="s",
+                                      body=b"hello")
+    entry_id = store.insert_mailbox_entry(user.id, env_id, "alice@a.example",
+                                          EntryState.PENDING)
+    assert store.mailbox_entry_and_envelope(entry_id) == (store.mailbox_entry(entry_id),
+                                                          store.in_envelope(env_id))
+    assert store.mailbox_entry_and_envelope(entry_id + 1) is None
+    store.close()

@@ -408,9 +408,10 @@ class Destination:
     # -- decisions (Table 1, Table 2 recipient column) ---------------------------
 
     def decide(self, user: User, entry_id: int, decision: Decision) -> DecisionResult:
-        entry = self.store.mailbox_entry(entry_id)
-        if entry is None or entry.user_id != user.id:
+        found = self.store.mailbox_entry_and_envelope(entry_id)
+        if found is None or found[0].user_id != user.id:
             return DecisionResult(Outcome(Kind.UNKNOWN, f"no envelope {entry_id} in your mailbox"))
+        entry, env = found
         if decision.accepts and entry.state in d.REJECTED_ENTRIES:
             # Assumption 6: the rejection deleted the message at its origin.
             return DecisionResult(Outcome(
@@ -426,7 +427,7 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            env = self._apply(entry.id, decision, USER_REASON, by_user=True, entry=entry)
+            self._apply(entry.id, decision, USER_REASON, by_user=True, entry=entry, env=env)
             self._list_applies_to_pending(entry, decision, env)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
@@ -464,14 +465,15 @@ class Destination:
         return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
     def _apply(self, entry_id: int, decision: Decision, reason: str, *,
-               by_user: bool = False, entry: MailboxEntry | None = None) -> InEnvelope:
+               by_user: bool = False, entry: MailboxEntry | None = None,
+               env: InEnvelope | None = None) -> None:
         """Table 2, recipient column, inside the caller's transaction.
-        ``entry``: the entry as the caller read it in this transaction.
-        Returns the entry's envelope."""
+        ``entry`` and ``env``: the entry and its envelope as the caller just
+        read them (with no await since)."""
         self.decided(decision, by_user)
         entry = entry or self.store.mailbox_entry(entry_id)
         assert entry is not None
-        env = self.store.in_envelope(entry.envelope_id)
+        env = env or self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
         # Only the user's own decision writes the lists: an automatic one
@@ -479,13 +481,13 @@ class Destination:
         listing = by_user
         if env.via_smtp:
             self._apply_smtp(entry, env, decision, reason, listing=listing)
-            return env
+            return
         if not env.sender:
             # The null sender: a notice this server wrote (deliver_notice).
             # Nobody to tell of the decision, nothing to list or vote on.
             self.store.update_mailbox_entry(entry.id, state=effect.state, decision=decision,
                                             reason=reason)
-            return env
+            return
         if listing and (effect.add_to_white_list or effect.add_to_black_list):
             # A post to a mailing list lists the list, not its poster.
             list_id = decode_envelope_block(env.block.encode("utf-8")).summary.list_id
@@ -511,7 +513,6 @@ class Destination:
         self.store.update_mailbox_entry(entry.id, state=state, decision=decision, reason=reason)
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
         queue_decision(self.store, env.envid, entry.id, domain_of(env.sender))
-        return env
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
                     reason: str, *, listing: bool) -> None:

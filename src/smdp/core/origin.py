@@ -378,9 +378,10 @@ class Origin:
     def on_decision(
         self, envid: str, recipient: str, decision: Decision, body_held: bool
     ) -> DecisionOutcome:
-        env = self.store.out_envelope(envid)
-        if env is None:
+        found = self.store.out_envelope_and_message(envid)
+        if found is None:
             return DecisionOutcome(Kind.UNKNOWN, f"Unknown envelope {envid}")
+        env, msg = found
         rcpt = next(
             (r for r in self.store.out_recipients_of_envelope(envid) if r.recipient == recipient),
             None,
@@ -388,8 +389,6 @@ class Origin:
         if rcpt is None:
             return DecisionOutcome(Kind.NOT_A_RECIPIENT,
                                    f"<{recipient}> is not a recipient of {envid}")
-        msg = self.store.out_message(env.message_id)
-        assert msg is not None  # out_envelopes rows cascade with their message
         effect = origin_side(decision)
         # Table 2's "send the entire message" column says which decisions accept.
         if effect.send_message and rcpt.state in d.REJECTED_RECIPIENTS:

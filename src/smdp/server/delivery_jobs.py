@@ -203,11 +203,10 @@ class PeerJobs:
 
     async def send(self, job: SendJob, route: Route, *, direct: bool) -> None:
         store, origin = self.store, self.core.origin
-        env = store.out_envelope(job.envid)
-        if env is None:
+        found = store.out_envelope_and_message(job.envid)
+        if found is None:
             return
-        msg = store.out_message(env.message_id)
-        assert msg is not None
+        env, msg = found
         rcpts = origin.open_recipients(job.envid)
         if not rcpts:
             return
@@ -613,11 +612,12 @@ class PeerJobs:
 
     async def report_decision(self, job: DecisionJob, route: Route) -> None:
         store, destination = self.store, self.core.destination
-        entry = store.mailbox_entry(job.entry)
-        if entry is None or entry.decision is None:
+        found = store.mailbox_entry_and_envelope(job.entry)
+        if found is None:
             return
-        env = store.in_envelope(entry.envelope_id)
-        assert env is not None
+        entry, env = found
+        if entry.decision is None:
+            return
         decision = entry.decision
         # The pull goes to the server discovery gives for the sender's domain,
         # never to whoever delivered the envelope (contract 2.5).

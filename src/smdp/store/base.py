@@ -167,6 +167,10 @@ class Store(Protocol):
     def out_envelope(self, envid: str) -> OutEnvelope | None:
         ...
 
+    def out_envelope_and_message(self, envid: str) -> tuple[OutEnvelope, OutMessage] | None:
+        """The envelope and its message, in one statement."""
+        ...
+
     def insert_out_recipient(
         self, message_id: int, recipient: str, domain: str, state: str, envid: str | None,
         detail: str = "", route: str = "smdp",
@@ -294,6 +298,11 @@ class Store(Protocol):
         ...
 
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
+        ...
+
+    def mailbox_entry_and_envelope(self, entry_id: int
+                                   ) -> tuple[MailboxEntry, InEnvelope] | None:
+        """The entry and its envelope, in one statement."""
         ...
 
     def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:

@@ -426,6 +426,17 @@ class SqlStore:
             (envid, message_id, domain, mode),
         )
 
+    def out_envelope_and_message(self, envid: str) -> tuple[OutEnvelope, OutMessage] | None:
+        row = self._exec(
+            "SELECT e.envid, e.message_id, e.domain, e.mode, m.id, m.msgid, m.user_id, "
+            "m.sender, m.size, m.subject, m.summary, m.created_at, m.expires_at, m.has_body "
+            "FROM out_envelopes e JOIN out_messages m ON m.id = e.message_id WHERE e.envid=?",
+            (envid,)).fetchone()
+        if row is None:
+            return None
+        return (OutEnvelope(row[0], row[1], row[2], DeliveryMode(row[3])),
+                out_message_row(row[4:]))
+
     def out_envelope(self, envid: str) -> OutEnvelope | None:
         row = self._exec(
             "SELECT envid, message_id, domain, mode FROM out_envelopes WHERE envid=?", (envid,)
@@ -623,6 +634,17 @@ class SqlStore:
                 tuple(batch)).fetchall()
             found.update((int(r[0]), str(r[1])) for r in rows)
         return found
+
+    def mailbox_entry_and_envelope(self, entry_id: int
+                                   ) -> tuple[MailboxEntry, InEnvelope] | None:
+        row = self._exec(
+            "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
+            "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "
+            "e.size, e.block, e.subject, e.received_at, e.has_body, e.smtp_auth, "
+            "e.verified_domain, e.mail_from, e.client_prefix "
+            "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id WHERE m.id=?",
+            (entry_id,)).fetchone()
+        return (mailbox_row(row[:9]), in_envelope_row(row[9:])) if row else None
 
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
