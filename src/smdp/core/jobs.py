@@ -56,14 +56,13 @@ class BadJob(ValueError):
 
 
 def queue_send(store: Store, envid: str, mode: DeliveryMode, domain: str = "") -> None:
-    store.enqueue(SEND_JOBS[mode], envid, json.dumps(
-        {"envid": envid, "domain": domain} if domain else {"envid": envid}))
+    store.enqueue(SEND_JOBS[mode], envid, json.dumps({"envid": envid, "domain": domain}))
 
 
 def queue_decision(store: Store, envid: str, entry_id: int, domain: str = "") -> None:
     # Keyed by the envelope: decisions on one envelope run in order.
-    store.enqueue(JobKind.REPORT_DECISION, envid, json.dumps(
-        {"entry": entry_id, "domain": domain} if domain else {"entry": entry_id}))
+    store.enqueue(JobKind.REPORT_DECISION, envid,
+                  json.dumps({"entry": entry_id, "domain": domain}))
 
 
 def queue_unsubscribe(store: Store, unsub_id: int) -> None:
