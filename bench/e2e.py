@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -603,6 +604,7 @@ async def smdp_run(pair: SmdpPair, path: str, wl: Workload, n: int, concurrency:
 
     for pid in (a_pid, b_pid):
         reset_hwm(pid)
+    store0 = await _store_counters(pair)
     cpu0 = {"origin": cpu_s(a_pid), "destination": cpu_s(b_pid)}
     client0 = time.process_time()
     t0 = time.monotonic()
@@ -623,6 +625,8 @@ async def smdp_run(pair: SmdpPair, path: str, wl: Workload, n: int, concurrency:
         await asyncio.sleep(0.02)
     w.poll()
     cpu1 = {"origin": cpu_s(a_pid), "destination": cpu_s(b_pid)}
+    # Counted up to the empty queues too: a run's store work ends with them.
+    store1 = await _store_counters(pair)
     hwm = {"origin": vm_kib(a_pid) / KIB, "destination": vm_kib(b_pid) / KIB}
     for s in sessions:
         await s.quit()
@@ -662,10 +666,35 @@ async def smdp_run(pair: SmdpPair, path: str, wl: Workload, n: int, concurrency:
         "cpu_ms_per_msg": {k: round(v / n * 1000, 2) for k, v in cpu.items()}
         | {"total": round(sum(cpu.values()) / n * 1000, 2)},
         "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        # Per message at each server (the metrics scrape's own three reads
+        # included: under 0.01 per message).
+        "store_per_msg": {side: {k: round((store1[side][k] - store0[side][k]) / n, 2)
+                                 for k in STORE_COUNTERS} for side in store0},
         "peak_mib": {k: round(v, 1) for k, v in hwm.items()},
         "client_cpu_share": round(client_cpu / elapsed, 2),
         "origin_states": states, "send_modes": modes,
     }
+
+
+STORE_COUNTERS = ("statements", "transactions", "commits")
+
+
+def store_counters(port: int) -> dict[str, float]:
+    """A server's store counters from its metrics endpoint (issue 15 item 1:
+    ``smdp_store_statements_total`` and the others; docs/operations.md)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = {}
+    for line in text.splitlines():
+        for name in STORE_COUNTERS:
+            if line.startswith(f"smdp_store_{name}_total "):
+                found[name] = float(line.split()[1])
+    return found
+
+
+async def _store_counters(pair: SmdpPair) -> dict[str, dict[str, float]]:
+    return {side: await asyncio.to_thread(store_counters, server.metrics_port)
+            for side, server in (("origin", pair.a), ("destination", pair.b))}
 
 
 def _allow_plaintext_login(config: Path) -> None:
@@ -683,10 +712,12 @@ def _allow_plaintext_login(config: Path) -> None:
 
 async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, int],
                     paced: dict[str, int], concurrency: int) -> dict[str, Any]:
-    from tests.integration.harness import make_pair, running
+    from tests.integration.harness import free_ports, make_pair, running
 
     a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite")
-    for server in (a, b):
+    for server, port in zip((a, b), free_ports(2), strict=True):
+        server.metrics_port = port  # the store's counters (issue 15 item 1)
+        server.write_config()
         _allow_plaintext_login(server.config_path)
     recipients = [f"user{i}@b.example" for i in range(RECIPIENTS)]
     for prefix in "fdr":
@@ -725,9 +756,14 @@ async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, in
                     rate = sat["msgs_per_s"] / 2
                     pace = await smdp_run(pair, path, wl, paced[size], concurrency, rate)
                     runs[path] = {"saturated": sat, "paced": pace}
+                    per = sat["store_per_msg"]
                     print(f"    smdp {size} {path}: {sat['msgs_per_s']} msgs/s, "
                           f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg, paced p50 "
-                          f"{pace['latency']['p50_ms']} ms", flush=True)
+                          f"{pace['latency']['p50_ms']} ms; per message statements / "
+                          f"commits: origin {per['origin']['statements']} / "
+                          f"{per['origin']['commits']}, destination "
+                          f"{per['destination']['statements']} / "
+                          f"{per['destination']['commits']}", flush=True)
                 out[size] = runs
         finally:
             for t in pair.tasks:
@@ -1290,6 +1326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="end to end on loopback (issue 5 item 3)")
     parser.add_argument("--smtpd", nargs=3, metavar=("PORT", "DIR", "READY"),
                         help="internal: run the aiosmtpd+fsync baseline server")
+    parser.add_argument("--smdp-only", action="store_true",
+                        help="SMDP's 4 KB runs alone, once, no baselines (to compare two "
+                             "versions: statements, commits, CPU); writes e2e-smdp.json")
     args = parser.parse_args(argv)
     if args.smtpd:
         _smtpd_main(int(args.smtpd[0]), Path(args.smtpd[1]), Path(args.smtpd[2]))
@@ -1297,6 +1336,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import settings_from_env, write_json
 
     settings = settings_from_env()
+    if args.smdp_only:
+        counts, paced, concurrency = _counts(settings)
+        loads = {"4k": build_workloads(settings, counts)["4k"]}
+        with tempfile.TemporaryDirectory(prefix="smdp-bench-e2e-") as tmp:
+            only = asyncio.run(_smdp_all(Path(tmp), loads, counts, paced, concurrency))
+        write_json(settings.results / "e2e-smdp.json", only)
+        return 0
     data = run(settings)
     write_json(settings.results / "e2e.json", data)
     return 0

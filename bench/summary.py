@@ -395,6 +395,7 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
                    "saturated p50 ms", "CPU ms/msg", "peak MiB", "client CPU share"], rows)
     if pf.get("skipped"):
         out += [f"Postfix: {pf['skipped']}", ""]
+    out += _store_work(smdp)
     check = smtp.get("smtp_source_4k")
     if check:
         out += [f"Client check: smtp-source (C) into the same aiosmtpd, 4 KB: "
@@ -412,6 +413,25 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
         out += ["Ratios (same run): " + ", ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()),
                 ""]
     return out
+
+
+def _store_work(smdp: dict[str, Any]) -> list[str]:
+    """Issue 15 item 1: what each server asked of its store per message."""
+    rows: list[list[Any]] = []
+    for size in ("4k", "700k"):
+        for path in ("full", "direct", "reject"):
+            runs = (smdp.get(size) or {}).get(path) or {}
+            for mode in ("saturated", "paced"):
+                per = (runs.get(mode) or {}).get("store_per_msg")
+                if per:
+                    rows.append([size, path, mode] + [
+                        f"{per[side]['statements']:.1f} / {per[side]['transactions']:.2f} / "
+                        f"{per[side]['commits']:.2f}" for side in ("origin", "destination")])
+    if not rows:
+        return []
+    return ["Store work per message (statements / transactions / commits that wrote; "
+            "aim on the full flow: at most 12 statements and 2 commits per server):", "",
+            *_table(["size", "path", "run", "origin", "destination"], rows)]
 
 
 def _mx_mix_section(spam: dict[str, Any]) -> list[str]:

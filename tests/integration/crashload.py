@@ -278,8 +278,11 @@ def check(a: Server, b: Server, planned: list[Planned], report: Report) -> None:
     # Quality counters are exact: one message per mailbox entry, one vote per decision.
     entries = b.query("SELECT state FROM mailbox")
     votes = sum(1 if s == "accepted" else -1 for (s,) in entries)
-    assert b.query("SELECT messages, votes FROM peer_quality "
-                   "WHERE server NOT LIKE 'sender:%'") == [(len(entries), votes)]
+    # The peer's row, and its senders' rows (issue 16 item 1) add up to the same.
+    assert b.query("SELECT messages, votes FROM peer_quality WHERE server NOT LIKE 'sender:%'"
+                   ) == [(len(entries), votes)]
+    assert b.query("SELECT SUM(messages), SUM(votes) FROM peer_quality "
+                   "WHERE server LIKE 'sender:%'") == [(len(entries), votes)]
     assert b.query("SELECT COUNT(*) FROM votes") == [(len(entries),)]
     # Lists are exact.
     assert sorted(b.query("SELECT kind, address FROM inbound_lists")) == sorted(

@@ -105,6 +105,15 @@ def test_counters_equal_what_happened(tmp_path: Path) -> None:
         assert at_b[("smdp_peer_quality", (("peer", "smdp.a.example"),))] == 0.5  # (1-1+1+1)/4
         assert at_b[("smdp_peer_blocked", (("peer", "smdp.a.example"),))] == 0
         assert at_b[("smdp_store_up", ())] == 1
+        # The store's counters (issue 15 item 1): a scrape when nothing
+        # happens (the worker's idle claims write nothing) commits nothing.
+        for name in ("statements", "transactions", "commits"):
+            assert at_a[(f"smdp_store_{name}_total", ())] > 0
+        assert at_a[("smdp_store_statements_total", ())] > at_a[("smdp_store_commits_total", ())]
+        again = scrape(a)
+        assert again[("smdp_store_commits_total", ())] == at_a[("smdp_store_commits_total", ())]
+        assert again[("smdp_store_statements_total", ())] > at_a[("smdp_store_statements_total",
+                                                                    ())]
         assert at_a[("smdp_suspended_senders", ())] == 0
         # The origin: four recipients taken, two pulls served, three
         # deliveries timed, one failed login, an empty queue.

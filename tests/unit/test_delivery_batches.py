@@ -192,3 +192,40 @@ def test_submissions_wait_while_the_worker_is_behind_and_go_on_when_it_catches_u
     assert blocked, "a submission went ahead while 40 jobs waited (threshold 10)"
     assert 0.2 < waited < 10, waited
     assert delay <= capped < 5, capped
+
+
+def test_what_a_job_records_later_commits_with_its_delete_or_not_at_all(
+    tmp_path: Path,
+) -> None:
+    """delivery.py route.later (issue 15 item 1): a finished job's record is
+    written in the transaction that deletes the job, one commit for both; a
+    record that fails writes nothing and leaves the job queued until a later
+    flush writes both."""
+    store = open_store(str(tmp_path / "q.sqlite3"))
+    failures = [1]
+
+    def record() -> None:
+        store.enqueue("send-envelope", "recorded", "{}")
+        if failures:
+            failures.pop()
+            raise sqlite3.OperationalError("disk I/O error")
+
+    async def later(payload: dict[str, Any], route: Route) -> None:
+        route.later.append(record)
+
+    async def main() -> int:
+        worker = _worker(store, later)
+        store.enqueue("send-envelope", "k1", json.dumps({"envid": "e1"}))
+        [job] = store.claim_jobs("n1", 1e12, 10, 600.0)
+        route = Route("b.example", "b.example#0")
+        route.jobs.append(job)
+        worker._busy.add(route)
+        commits = store.commits
+        await worker._run_route(route)  # the first flush fails, the last one writes
+        return store.commits - commits
+
+    commits = asyncio.run(main())
+    # The failed try wrote nothing (one row, not two); the job went with the record.
+    assert [j.key for j in store.jobs()] == ["recorded"]
+    assert commits == 1
+    store.close()

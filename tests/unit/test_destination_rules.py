@@ -570,6 +570,13 @@ def test_a_sender_is_judged_apart_from_its_server(tmp_path: Path) -> None:
     # A peer the administrator allows has none of its addresses refused.
     world.b.set_override(A_HOST, "allowed", "partner")
     assert world.dest.sender_refusal(A_HOST, "alice@a.example") is None
+    # The same from the peer's verdict, as the peer port passes it (no read).
+    allowed = world.dest.peer_verdict(A_HOST)
+    assert allowed.allowed_by_hand
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example", allowed) is None
+    world.b.set_override(A_HOST, None)
+    assert world.dest.sender_refusal(A_HOST, "alice@a.example",
+                                     world.dest.peer_verdict(A_HOST)) is not None
 
 
 def test_a_kept_standing_follows_the_verdict_and_is_logged(

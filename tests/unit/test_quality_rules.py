@@ -68,9 +68,9 @@ def test_an_administrators_word_comes_before_the_formula() -> None:
     assert judge(Quality("x", 100, 100, "blocked"), POLICY) == Verdict(
         Standing.BLOCKED, "blocked by the administrator")
     assert judge(Quality("x", 100, -100, "allowed", "our partner"), POLICY) == Verdict(
-        Standing.OK, "allowed by the administrator: our partner")
+        Standing.OK, "allowed by the administrator: our partner", allowed_by_hand=True)
     assert judge(Quality("x", 100, -30, "allowed"), POLICY) == Verdict(
-        Standing.OK, "allowed by the administrator")
+        Standing.OK, "allowed by the administrator", allowed_by_hand=True)
     assert judge(Quality("x", 100, -100, None, "stale words", deciders=3), POLICY).reason == (
         "quality -1.00 is below the block threshold -0.50")
 

@@ -101,6 +101,43 @@ def test_a_failed_transaction_leaves_nothing(backend: Backend) -> None:
     store.close()
 
 
+def test_the_store_counts_statements_transactions_and_commits(backend: Backend) -> None:
+    """Issue 15 item 1: a known sequence of calls gives known counts (what
+    /metrics shows and ``make bench`` divides by the messages)."""
+    store = backend.open()
+
+    def counts() -> tuple[int, int, int]:
+        return store.statements, store.transactions, store.commits
+
+    start = counts()
+
+    def since() -> tuple[int, ...]:
+        return tuple(x - y for x, y in zip(counts(), start, strict=True))
+
+    user = store.create_user("alice@a.example", "h")  # check, insert, insert: one commit
+    assert since() == (3, 1, 1)
+    store.user_by_address("alice@a.example")  # a read alone commits nothing
+    assert since() == (4, 1, 1)
+    store.set_admin(user.id, True)  # a write alone is its own commit
+    assert since() == (5, 1, 2)
+    store.set_admin(user.id + 1000, True)  # it changed no row: nothing to flush
+    assert since() == (6, 1, 2)
+    with store.transaction():
+        store.user_by_id(user.id)
+        with store.transaction():  # nested: one transaction
+            store.is_admin(user.id)
+    assert since() == (8, 2, 2)  # committed, but wrote nothing
+    with store.transaction():
+        store.enqueue("send-envelope", "k1", "{}")
+        store.enqueue("send-envelope", "k2", "{}")
+    assert since() == (10, 3, 3)  # two writes, one commit
+    with pytest.raises(RuntimeError, match="rolled back"), store.transaction():
+        store.enqueue("send-envelope", "k3", "{}")
+        raise RuntimeError("rolled back")
+    assert since() == (11, 3, 3)  # the statement ran; nothing committed
+    store.close()
+
+
 def test_nested_transactions_join_the_outer_one(backend: Backend) -> None:
     store = backend.open()
     user = store.create_user("alice@a.example", "h")
@@ -1741,4 +1778,82 @@ def test_imap_sent_keeps_the_states_each_uid_shows(backend: Backend) -> None:
     assert (row.uid, row.shown) == (2, "changed")
     assert store.imap_uidnext(u.id, "Sent") == 3
     store.imap_sent_assign(u.id, [])
+    store.close()
+
+
+def test_fewer_statements_keep_their_meaning(backend: Backend) -> None:
+    """Issue 15 item 1: the statements that replace several do what those did."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message_id = store.insert_out_message(
+            msgid="m1", user_id=user.id, sender="alice@a.example", body=b"body", subject="s",
+            summary="", expires_at=0)
+        store.insert_out_envelope("e1", message_id, "b.example", "envelope")
+        store.insert_out_recipient(message_id, "bob@b.example", "b.example",
+                                   RecipientState.ENVELOPE_SENT, "e1")
+        store.insert_out_recipient(message_id, "carol@b.example", "b.example",
+                                   RecipientState.DELIVERED, "e1")
+    needs_body = (RecipientState.QUEUED, RecipientState.ENVELOPE_SENT)
+    # One recipient still waits: the body stays.
+    assert store.drop_out_body_if_done(message_id, needs_body) is False
+    assert store.out_body(message_id) == b"body"
+    [bob, _carol] = store.out_recipients(message_id)
+    store.update_out_recipient(bob.id, RecipientState.REJECTED)
+    before = store.statements
+    assert store.drop_out_body_if_done(message_id, needs_body) is True
+    assert store.statements - before == 2  # the checked mark, then the chunks
+    assert store.out_body(message_id) is None
+    assert store.out_body_chunk(message_id, 0) is None
+    assert store.drop_out_body_if_done(message_id, needs_body) is False  # once
+    # Two keys counted in one statement; a key named twice counts twice.
+    before = store.statements
+    store.count_messages("smdp.p.example", 3, also=("sender:smdp.p.example/x@p.example",))
+    assert store.statements - before == 1
+    store.count_messages("smdp.q.example", 1, also=("smdp.q.example",))
+    assert [(q.server, q.messages) for q in store.all_quality()] == [
+        ("smdp.p.example", 3), ("smdp.q.example", 2)]
+    assert [(q.server, q.messages) for q in store.sender_quality()] == [
+        ("sender:smdp.p.example/x@p.example", 3)]
+    # An envelope's expiry written with it; its fetching entries moved at once.
+    env_id = store.insert_in_envelope(envid="e2", origin_server="smdp.p.example",
+                                      sender="x@p.example", size=10, block="", subject="s",
+                                      body=None, expires_at=5.0)
+    fetching = store.insert_mailbox_entry(user.id, env_id, "alice@a.example",
+                                          EntryState.FETCHING)
+    pending = store.insert_mailbox_entry(user.id, env_id, "alice2@a.example",
+                                         EntryState.PENDING)
+    assert store.set_entries_state(env_id, EntryState.FETCHING, EntryState.ACCEPTED) == 1
+    assert [(e.id, e.state) for e in store.entries_of_envelope(env_id)] == [
+        (fetching, EntryState.ACCEPTED), (pending, EntryState.PENDING)]
+    assert store.mailbox_counts(user.id).messages == 1  # the counts' trigger followed
+    # Past the expiry written with the envelope: the pending entry expires.
+    assert store.expire_in_envelopes(10.0, **IN_EXPIRY) == [(pending, "smdp.p.example")]
+    store.close()
+
+
+def test_a_record_read_with_its_parent_in_one_statement(backend: Backend) -> None:
+    """Issue 15 item 1: the envelope with its message (origin), the entry with
+    its envelope (destination): the same records as the two reads, one
+    statement, and None for an unknown key."""
+    store = backend.open()
+    user = store.create_user("alice@a.example", "h")
+    with store.transaction():
+        message_id = store.insert_out_message(
+            msgid="m1", user_id=user.id, sender="alice@a.example", body=b"body", subject="s",
+            summary="sum", expires_at=9.0)
+        store.insert_out_envelope("e1", message_id, "b.example", "envelope")
+    before = store.statements
+    assert store.out_envelope_and_message("e1") == (store.out_envelope("e1"),
+                                                    store.out_message(message_id))
+    assert store.statements - before == 3
+    assert store.out_envelope_and_message("nope") is None
+    env_id = store.insert_in_envelope(envid="e2", origin_server="smdp.p.example",
+                                      sender="x@p.example", size=10, block="b", subject="s",
+                                      body=b"hello")
+    entry_id = store.insert_mailbox_entry(user.id, env_id, "alice@a.example",
+                                          EntryState.PENDING)
+    assert store.mailbox_entry_and_envelope(entry_id) == (store.mailbox_entry(entry_id),
+                                                          store.in_envelope(env_id))
+    assert store.mailbox_entry_and_envelope(entry_id + 1) is None
     store.close()

@@ -131,6 +131,7 @@ class DecisionResult:
 
     outcome: Outcome
     entry: MailboxEntry | None = None
+    envelope: InEnvelope | None = None  # the entry's, when the decision read it
 
 
 class Destination:
@@ -173,12 +174,16 @@ class Destination:
             return None
         return self._refusal(server, server, verdict or self.peer_verdict(server))
 
-    def sender_refusal(self, server: str, sender: str) -> Outcome | None:
+    def sender_refusal(self, server: str, sender: str,
+                       verdict: Verdict | None = None) -> Outcome | None:
         """Issue 16 item 1: the same for one sending address at the peer, so
-        that one compromised account is refused while its server stays ok."""
+        that one compromised account is refused while its server stays ok.
+        ``verdict``: the peer's, when the caller has it already."""
         if server == self.hostname or not sender:
             return None
-        if self.store.quality(server).override == ALLOWED_BY_HAND:
+        allowed = (verdict.allowed_by_hand if verdict is not None
+                   else self.store.quality(server).override == ALLOWED_BY_HAND)
+        if allowed:
             return None  # the administrator vouches for the server and its users
         key = sender_key(server, sender)
         return self._refusal(key, f"<{sender}> at {server}", self.rejudge(key))
@@ -232,9 +237,11 @@ class Destination:
             messages += max(1, len(reached.users))
         return found, messages
 
-    def may_send_directly(self, server: str, sender: str, recipient: str) -> bool:
-        """Table 3: a whole message (no envelope phase) only from an authorized pair."""
-        user = self.store.user_by_address(recipient)
+    def may_send_directly(self, server: str, sender: str, recipient: str,
+                          user: User | None = None) -> bool:
+        """Table 3: a whole message (no envelope phase) only from an authorized pair.
+        ``user``: the recipient's, when the caller has just read it."""
+        user = user or self.store.user_by_address(recipient)
         return (user is not None
                 and self.store.inbound_kind(user.id, sender, server) == ListKind.WHITE)
 
@@ -243,22 +250,22 @@ class Destination:
     def receive_envelope(
         self, *, server: str, envid: str, sender: str, recipients: list[str], size: int,
         block: bytes,
-    ) -> None:
-        """Store an envelope in each recipient's mailbox, then apply Table 3."""
+    ) -> bool:
+        """Store an envelope in each recipient's mailbox, then apply Table 3.
+        False for a replayed envelope, which changes nothing."""
         fields = decode_envelope_block(block)
         clean_block = encode_envelope_block(fields.summary, expires=fields.expires)
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
-                return  # a replayed envelope changes nothing
+                return False
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=size,
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
+                expires_at=expiry_time(fields.expires),
             )
-            self.store.set_in_expiry(env_id, expiry_time(fields.expires))
             targets, messages = self._entries_for(recipients)
             if server != self.hostname:
-                self.store.count_messages(server, messages)
-                self.store.count_messages(sender_key(server, sender), messages)
+                self.store.count_messages(server, messages, also=(sender_key(server, sender),))
             list_id = fields.summary.list_id
             # Every entry first: a member's rejection by Table 3 goes to the
             # origin only once the group's other members have decided
@@ -279,6 +286,7 @@ class Destination:
                     # list: authorized user, accept the message.
                     self.store.touch_inbound(user.id, address, server)
                     self._apply(entry_id, Decision.ACCEPT, listing_reason(listed, who=who))
+        return True
 
     def _listing(self, user_id: int, sender: str, server: str, list_id: str
                  ) -> tuple[InboundListing | None, str, str]:
@@ -294,8 +302,9 @@ class Destination:
 
     def receive_message(
         self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
-    ) -> None:
-        """A whole message sent directly (Table 3, both sides white-listed)."""
+    ) -> bool:
+        """A whole message sent directly (Table 3, both sides white-listed).
+        False for a replayed one, which changes nothing."""
         if not isinstance(body, Body):
             body = Body.of(body)
         summary = extract_envelope(body)
@@ -303,14 +312,14 @@ class Destination:
         body = self._received(server, envid, body)
         with self.store.transaction():
             if self.store.in_envelope_by_envid(envid) is not None:
-                return
+                return False
             env_id = self.store.insert_in_envelope(
                 envid=envid, origin_server=server, sender=sender, size=body.size,
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
             )
             if server != self.hostname:
-                self.store.count_messages(server, len(recipients))
-                self.store.count_messages(sender_key(server, sender), len(recipients))
+                self.store.count_messages(server, len(recipients),
+                                          also=(sender_key(server, sender),))
             for rcpt in recipients:
                 user = self.store.user_by_address(rcpt)
                 if user is None:
@@ -328,6 +337,7 @@ class Destination:
                     self.store.set_vote(entry_id, server, +1,
                                         also=(sender_key(server, sender),))
                 self.store.touch_inbound(user.id, sender, server)
+        return True
 
     def smtp_refusal(self, keys: list[str]) -> Outcome | None:
         """Section 5.3 for SMTP senders (issue 12 item 4): refused when the
@@ -408,8 +418,7 @@ class Destination:
                 block=block.decode("utf-8"), subject=summary.subject, body=body,
                 smtp_auth=auth_results, verified_domain=verified if trusted else None,
                 mail_from=mail_from,
-                client_prefix=client_prefix)
-            self.store.set_in_expiry(env_id, expires_at)
+                client_prefix=client_prefix, expires_at=expires_at)
             for who, rcpt, user in users:
                 if who in delivered:
                     entry_id = self.store.insert_mailbox_entry(
@@ -427,9 +436,10 @@ class Destination:
     # -- decisions (Table 1, Table 2 recipient column) ---------------------------
 
     def decide(self, user: User, entry_id: int, decision: Decision) -> DecisionResult:
-        entry = self.store.mailbox_entry(entry_id)
-        if entry is None or entry.user_id != user.id:
+        found = self.store.mailbox_entry_and_envelope(entry_id)
+        if found is None or found[0].user_id != user.id:
             return DecisionResult(Outcome(Kind.UNKNOWN, f"no envelope {entry_id} in your mailbox"))
+        entry, env = found
         if entry.state is EntryState.APPENDED:
             # No origin to tell, no sender to list or vote on: a decision
             # would only pretend (docs/imap.md, "APPEND").
@@ -451,13 +461,14 @@ class Destination:
                                                            EntryState.FETCHING):
             return DecisionResult(Outcome(Kind.UNCHANGED, "already accepted"), entry)
         with self.store.transaction():
-            self._apply(entry.id, decision, USER_REASON, by_user=True)
-            self._list_applies_to_pending(entry, decision)
+            self._apply(entry.id, decision, USER_REASON, by_user=True, entry=entry, env=env)
+            self._list_applies_to_pending(entry, decision, env)
         updated = self.store.mailbox_entry(entry.id)
         assert updated is not None
-        return DecisionResult(Outcome(Kind.DONE, "recorded"), updated)
+        return DecisionResult(Outcome(Kind.DONE, "recorded"), updated, env)
 
-    def _list_applies_to_pending(self, entry: MailboxEntry, decision: Decision) -> None:
+    def _list_applies_to_pending(self, entry: MailboxEntry, decision: Decision,
+                                 env: InEnvelope) -> None:
         """A decision that lists the sender (ACCEPT&AUTH, REJECT&SPAMMER) also
         settles the sender's envelopes still pending for this user, as Table 3
         would have on their arrival: nobody is asked again about a sender
@@ -465,8 +476,6 @@ class Destination:
         effect = recipient_side(decision)
         if not (effect.add_to_white_list or effect.add_to_black_list):
             return
-        env = self.store.in_envelope(entry.envelope_id)
-        assert env is not None
         automatic = Decision.ACCEPT if effect.add_to_white_list else Decision.REJECT_SPAMMER
         listed = self.store.inbound_listing(entry.user_id, env.sender, env.origin_server)
         if listed is None:
@@ -490,12 +499,15 @@ class Destination:
         return bool(env.sender) and env.verified_domain == domain_of(env.sender)
 
     def _apply(self, entry_id: int, decision: Decision, reason: str, *,
-               by_user: bool = False) -> None:
-        """Table 2, recipient column, inside the caller's transaction."""
+               by_user: bool = False, entry: MailboxEntry | None = None,
+               env: InEnvelope | None = None) -> None:
+        """Table 2, recipient column, inside the caller's transaction.
+        ``entry`` and ``env``: the entry and its envelope as the caller just
+        read them (with no await since)."""
         self.decided(decision, by_user)
-        entry = self.store.mailbox_entry(entry_id)
+        entry = entry or self.store.mailbox_entry(entry_id)
         assert entry is not None
-        env = self.store.in_envelope(entry.envelope_id)
+        env = env or self.store.in_envelope(entry.envelope_id)
         assert env is not None
         effect = recipient_side(decision)
         # Only the user's own decision writes the lists: an automatic one
@@ -536,7 +548,7 @@ class Destination:
         # Table 2: "send <MESSAGE> to origin SMDP for this envelope".
         reported = self._reported_entry(entry, decision)
         if reported is not None:
-            queue_decision(self.store, env.envid, reported)
+            queue_decision(self.store, env.envid, reported, domain_of(env.sender))
 
     def _reported_entry(self, entry: MailboxEntry, decision: Decision) -> int | None:
         """The entry whose decision goes to the origin now, if any.
@@ -698,9 +710,7 @@ class Destination:
                             reason="the origin confirmed the decision but sent no message",
                         )
                 return
-            for entry in self.store.entries_of_envelope(envelope_id):
-                if entry.state is EntryState.FETCHING:
-                    self.store.update_mailbox_entry(entry.id, state=EntryState.ACCEPTED)
+            self.store.set_entries_state(envelope_id, EntryState.FETCHING, EntryState.ACCEPTED)
 
     def decision_refused(self, entry_id: int, reply: str) -> None:
         """The origin no longer holds the message (expired, deleted, unknown)."""

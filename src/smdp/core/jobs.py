@@ -10,7 +10,7 @@ by an older version still run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smdp.store import Store
 from smdp.store.records import Job
@@ -24,6 +24,9 @@ class SendJob:
     destination domain."""
 
     envid: str
+    # The destination domain, for the worker's choice of session without a
+    # read (issue 15 item 1); "" in the rows of older versions.
+    domain: str = field(default="", compare=False)
 
 
 # Table 3, sender side: how an outbound envelope travels names its job; a
@@ -38,6 +41,7 @@ class DecisionJob:
     (and for an accept, the pull of section 5.2 step 7)."""
 
     entry: int
+    domain: str = field(default="", compare=False)  # the origin's (the sender's) domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +55,14 @@ class BadJob(ValueError):
     """A queue row whose payload this version cannot read."""
 
 
-def queue_send(store: Store, envid: str, mode: DeliveryMode) -> None:
-    store.enqueue(SEND_JOBS[mode], envid, json.dumps({"envid": envid}))
+def queue_send(store: Store, envid: str, mode: DeliveryMode, domain: str = "") -> None:
+    store.enqueue(SEND_JOBS[mode], envid, json.dumps({"envid": envid, "domain": domain}))
 
 
-def queue_decision(store: Store, envid: str, entry_id: int) -> None:
+def queue_decision(store: Store, envid: str, entry_id: int, domain: str = "") -> None:
     # Keyed by the envelope: decisions on one envelope run in order.
-    store.enqueue(JobKind.REPORT_DECISION, envid, json.dumps({"entry": entry_id}))
+    store.enqueue(JobKind.REPORT_DECISION, envid,
+                  json.dumps({"entry": entry_id, "domain": domain}))
 
 
 def queue_unsubscribe(store: Store, unsub_id: int) -> None:
@@ -71,7 +76,7 @@ def decode_job(job: Job) -> SendJob | DecisionJob | UnsubscribeJob:
         if job.kind is JobKind.UNSUBSCRIBE:
             return UnsubscribeJob(int(payload["unsubscribe"]))
         if job.kind is JobKind.REPORT_DECISION:
-            return DecisionJob(int(payload["entry"]))
-        return SendJob(str(payload["envid"]))
+            return DecisionJob(int(payload["entry"]), str(payload.get("domain", "")))
+        return SendJob(str(payload["envid"]), str(payload.get("domain", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise BadJob(f"job {job.id} ({job.kind}): unreadable payload {job.payload!r}") from exc

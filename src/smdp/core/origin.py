@@ -28,7 +28,7 @@ from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import client_name, received_field
 from smdp.store import Store
-from smdp.store.records import OutRecipient, User
+from smdp.store.records import OutEnvelope, OutRecipient, User
 from smdp.terms import Decision, DeliveryMode, ListedBy, ListKind, RecipientState, RouteKind
 
 log = logging.getLogger("smdp.abuse")
@@ -210,7 +210,7 @@ class Origin:
             else:
                 self.store.insert_out_recipient(
                     message_id, rcpt, domain, RecipientState.QUEUED, envid, route=route)
-        queue_send(self.store, envid, mode)
+        queue_send(self.store, envid, mode, domain)
         return envid
 
     def route_by_smtp(self, envid: str) -> str | None:
@@ -242,11 +242,12 @@ class Origin:
     # -- outcome of sending an envelope or a whole message ----------------------
 
     def envelope_sent(self, envid: str, refused: dict[str, str],
-                      deferred: list[str] | None = None) -> None:
+                      deferred: list[str] | None = None, *,
+                      env: OutEnvelope | None = None) -> None:
         """The destination stored the envelope; ``refused`` maps recipient -> reply;
         ``deferred`` recipients were not taken this time and get an envelope of
-        their own."""
-        env = self.store.out_envelope(envid)
+        their own. ``env``: the envelope's record, when the caller has it."""
+        env = env or self.store.out_envelope(envid)
         with self.store.transaction():
             rcpts = {r.recipient: r for r in self.store.out_recipients_of_envelope(envid)}
             if deferred and env is not None:
@@ -264,13 +265,14 @@ class Origin:
                     self.store.update_out_recipient(r.id, RecipientState.ENVELOPE_SENT)
             if env is not None:
                 self._report_failures(env.message_id, failed)
-            self._drop_body_when_done(envid)
+                self._drop_body_when_done(env.message_id)
 
     def direct_sent(self, envid: str, delivered: list[str], unauthorized: list[str],
-                    refused: dict[str, str], deferred: list[str] | None = None) -> None:
+                    refused: dict[str, str], deferred: list[str] | None = None, *,
+                    env: OutEnvelope | None = None) -> None:
         """The whole message went to ``delivered``; recipients who have not
         authorized the sender fall back to an envelope (contract 2.4)."""
-        env = self.store.out_envelope(envid)
+        env = env or self.store.out_envelope(envid)
         if env is None:
             return
         with self.store.transaction():
@@ -295,7 +297,7 @@ class Origin:
             if later:
                 self._queue_envelope(env.message_id, env.domain, DeliveryMode.DIRECT,
                                      later, rcpts)
-            self._drop_body_when_done(envid)
+            self._drop_body_when_done(env.message_id)
 
     def smtp_sent(self, envid: str, delivered: dict[str, str], refused: dict[str, str],
                   deferred: dict[str, str], tls: str = "") -> None:
@@ -330,7 +332,7 @@ class Origin:
                 if rcpt in rcpts:
                     self.store.update_out_recipient(rcpts[rcpt].id, RecipientState.QUEUED, why)
             self._report_failures(env.message_id, failed)
-            self._drop_body_when_done(envid)
+            self._drop_body_when_done(env.message_id)
 
     def route_by_smdp(self, envid: str) -> str | None:
         """The reverse of ``route_by_smtp``: an SMTP envelope's domain has an
@@ -365,16 +367,21 @@ class Origin:
                     failed.append(failure_of(r.recipient, RecipientState.FAILED, reason, status))
             if message_id is not None:
                 self._report_failures(message_id, failed)
-            self._drop_body_when_done(envid)
+            else:
+                env = self.store.out_envelope(envid)
+                message_id = env.message_id if env is not None else None
+            if message_id is not None:
+                self._drop_body_when_done(message_id)
 
     # -- decisions from the destination (Table 2, origin column) -----------------
 
     def on_decision(
         self, envid: str, recipient: str, decision: Decision, body_held: bool
     ) -> DecisionOutcome:
-        env = self.store.out_envelope(envid)
-        if env is None:
+        found = self.store.out_envelope_and_message(envid)
+        if found is None:
             return DecisionOutcome(Kind.UNKNOWN, f"Unknown envelope {envid}")
+        env, msg = found
         rcpt = next(
             (r for r in self.store.out_recipients_of_envelope(envid) if r.recipient == recipient),
             None,
@@ -382,8 +389,6 @@ class Origin:
         if rcpt is None:
             return DecisionOutcome(Kind.NOT_A_RECIPIENT,
                                    f"<{recipient}> is not a recipient of {envid}")
-        msg = self.store.out_message(env.message_id)
-        assert msg is not None  # out_envelopes rows cascade with their message
         effect = origin_side(decision)
         # Table 2's "send the entire message" column says which decisions accept.
         if effect.send_message and rcpt.state in d.REJECTED_RECIPIENTS:
@@ -413,9 +418,10 @@ class Origin:
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"
             self.store.update_out_recipient(rcpt.id, new_state, detail)
-            self._drop_body_when_done(envid)
+            self._drop_body_when_done(env.message_id)
         if pulling:
-            return DecisionOutcome(Kind.PULL, f"{msg.size} octets follow", msg.id, msg.size)
+            return DecisionOutcome(Kind.PULL, f"{msg.size} octets follow", msg.id, msg.size,
+                                   msg.created_at)
         return DecisionOutcome(Kind.DONE, f"{decision.value} recorded for <{recipient}>")
 
     def _investigate(self, user_id: int) -> None:
@@ -431,9 +437,11 @@ class Origin:
         log.warning("ALERT: sending suspended for %s: %s",
                     user.main_address if user else user_id, reason)
 
-    def on_received(self, envid: str) -> Outcome:
-        """The destination confirms it stored the pulled body (contract 2.5)."""
-        if self.store.out_envelope(envid) is None:
+    def on_received(self, envid: str, env: OutEnvelope | None = None) -> Outcome:
+        """The destination confirms it stored the pulled body (contract 2.5).
+        ``env``: the envelope's record, when the caller has read it."""
+        env = env or self.store.out_envelope(envid)
+        if env is None:
             return Outcome(Kind.UNKNOWN, f"Unknown envelope {envid}")
         with self.store.transaction():
             for r in self.store.out_recipients_of_envelope(envid):
@@ -441,7 +449,7 @@ class Origin:
                     self.store.update_out_recipient(
                         r.id, RecipientState.DELIVERED, f"{r.state} by recipient"
                     )
-            self._drop_body_when_done(envid)
+            self._drop_body_when_done(env.message_id)
         return Outcome(Kind.DONE, f"{envid} transfer confirmed")
 
     def expire(self, now: float) -> int:
@@ -482,10 +490,6 @@ class Origin:
         deliver_notice(self.store, hostname=self.hostname, user_id=user.id,
                        recipient=msg.sender, raw=raw)
 
-    def _drop_body_when_done(self, envid: str) -> None:
+    def _drop_body_when_done(self, message_id: int) -> None:
         """Assumption 4 and 6: hold the message until every recipient decided."""
-        env = self.store.out_envelope(envid)
-        if env is None:
-            return
-        if all(r.state not in d.NEEDS_BODY for r in self.store.out_recipients(env.message_id)):
-            self.store.drop_out_body(env.message_id)
+        self.store.drop_out_body_if_done(message_id, d.NEEDS_BODY)

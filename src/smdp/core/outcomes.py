@@ -56,7 +56,9 @@ class DecisionOutcome(Outcome):
     """The origin's answer to a decision (Table 2, origin column). With
     ``Kind.PULL`` the stored message whose body follows, and its size: the
     adapter streams it from the store a chunk at a time (it is held until
-    RECEIVED, so it stays put)."""
+    RECEIVED, so it stays put), and when it was submitted (the delivery
+    time's start)."""
 
     pull_message_id: int | None = None
     pull_size: int = 0
+    pull_created_at: float = 0.0

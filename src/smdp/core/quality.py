@@ -50,6 +50,9 @@ class Verdict:
     # Blocked by the formula, not by the administrator: the destination may
     # still take a few envelopes a day to be judged (rule 4).
     probation: bool = False
+    # The administrator allowed this key whatever its quality: for a peer,
+    # its senders too (``Destination.sender_refusal``).
+    allowed_by_hand: bool = False
 
 
 BLOCKED_BY_HAND = "blocked"
@@ -76,7 +79,8 @@ def judge(quality: Quality, policy: QualityPolicy) -> Verdict:
     if quality.override == ALLOWED_BY_HAND:
         return Verdict(Standing.OK, "allowed by the administrator"
                                     + (f": {quality.override_reason}"
-                                       if quality.override_reason else ""))
+                                       if quality.override_reason else ""),
+                       allowed_by_hand=True)
     if quality.messages < policy.min_messages:
         return Verdict(Standing.NEW, f"{quality.messages} of {policy.min_messages} "
                                      "messages needed before judging")

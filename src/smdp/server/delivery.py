@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from smdp.config import DeliveryPolicy
@@ -78,6 +78,11 @@ class Route:
         self.session: Any = None
         self.more = asyncio.Event()  # jobs were added while the route ran
         self.done: list[int] = []  # finished jobs not yet deleted from the queue
+        # What finished jobs still have to record, written in the transaction
+        # that deletes them (issue 15 item 1: no commit of its own). Only
+        # records nobody was told of: lost in a crash, the job runs again
+        # (its steps are idempotent) and records them then.
+        self.later: list[Callable[[], None]] = []
         self.flush_timer: asyncio.TimerHandle | None = None
 
 
@@ -277,18 +282,26 @@ class DeliveryWorker:
         if route.flush_timer is not None:
             route.flush_timer.cancel()
             route.flush_timer = None
-        if not route.done:
+        if not route.done and not route.later:
             return
         try:
-            self.store.finish_jobs(route.done)
+            if route.later:
+                with self.store.transaction():
+                    for record in route.later:
+                        record()
+                    self.store.finish_jobs(route.done)
+            else:
+                self.store.finish_jobs(route.done)
         except Exception:
             # The jobs are done: never retry them for this. Keep their ids and
             # try the delete again shortly.
-            log.exception("could not delete %d finished jobs; trying again", len(route.done))
+            log.exception("could not record and delete %d finished jobs; trying again",
+                          len(route.done))
             route.flush_timer = asyncio.get_running_loop().call_later(
                 self.flush_delay, self._flush, route)
             return
         route.done = []
+        route.later = []
 
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         policy = self.policy

@@ -149,6 +149,8 @@ class PeerJobs:
         if isinstance(work, UnsubscribeJob):
             request = store.unsubscribe(work.unsubscribe)
             return f"https:{urlsplit(request.target).hostname or ''}" if request else ""
+        if isinstance(work, DecisionJob | SendJob) and work.domain:
+            return work.domain  # named when queued (older rows: read below)
         if isinstance(work, DecisionJob):
             entry = store.mailbox_entry(work.entry)
             env = store.in_envelope(entry.envelope_id) if entry else None
@@ -201,11 +203,10 @@ class PeerJobs:
 
     async def send(self, job: SendJob, route: Route, *, direct: bool) -> None:
         store, origin = self.store, self.core.origin
-        env = store.out_envelope(job.envid)
-        if env is None:
+        found = store.out_envelope_and_message(job.envid)
+        if found is None:
             return
-        msg = store.out_message(env.message_id)
-        assert msg is not None
+        env, msg = found
         rcpts = origin.open_recipients(job.envid)
         if not rcpts:
             return
@@ -266,11 +267,22 @@ class PeerJobs:
         else:
             # No recipient taken: close the transaction, keep the session.
             await link.expect(wire.Rset(), "RSET")
-        if direct:
-            origin.direct_sent(envid, answers.taken, answers.unauthorized, answers.refused,
-                               answers.deferred)
+        if answers.refused or answers.deferred or answers.unauthorized:
+            # A failure to report, or more to send: recorded now.
+            if direct:
+                origin.direct_sent(envid, answers.taken, answers.unauthorized, answers.refused,
+                                   answers.deferred, env=env)
+            else:
+                origin.envelope_sent(envid, answers.refused, answers.deferred, env=env)
+        elif direct:
+            # Every recipient took it: recorded with the job's deletion, in
+            # one commit for the batch. Until then SENT shows them queued; a
+            # crash before runs the job again, and the destination takes the
+            # replay as said (protocol.md: a replayed envelope changes nothing).
+            taken = answers.taken
+            route.later.append(lambda: origin.direct_sent(envid, taken, [], {}, env=env))
         else:
-            origin.envelope_sent(envid, answers.refused, answers.deferred)
+            route.later.append(lambda: origin.envelope_sent(envid, {}, env=env))
         self._count("smdp", taken=len(answers.taken) + len(answers.unauthorized),
                     refused=len(answers.refused), deferred=len(answers.deferred))
         if direct and answers.taken:
@@ -600,11 +612,12 @@ class PeerJobs:
 
     async def report_decision(self, job: DecisionJob, route: Route) -> None:
         store, destination = self.store, self.core.destination
-        entry = store.mailbox_entry(job.entry)
-        if entry is None or entry.decision is None:
+        found = store.mailbox_entry_and_envelope(job.entry)
+        if found is None:
             return
-        env = store.in_envelope(entry.envelope_id)
-        assert env is not None
+        entry, env = found
+        if entry.decision is None:
+            return
         decision = entry.decision
         # The pull goes to the server discovery gives for the sender's domain,
         # never to whoever delivered the envelope (contract 2.5).

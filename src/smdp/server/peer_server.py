@@ -129,7 +129,7 @@ class PeerSession(Session):
                 env = self.store.out_envelope(envid)
                 if env is not None and not await self._speaks_for(env.domain):
                     return
-                confirmed = self.core.origin.on_received(envid)
+                confirmed = self.core.origin.on_received(envid, env)
                 if confirmed.ok:
                     log.info("transfer confirmed envid=%s peer=%s", envid, self.peer_host)
                 self.reply(*peer_reply(confirmed))
@@ -229,16 +229,13 @@ class PeerSession(Session):
             verdict = self.core.destination.peer_verdict(self.peer_host)
             refusal = (self.core.destination.peer_refusal(self.peer_host, verdict)
                        or self.core.destination.sender_refusal(self.peer_host,
-                                                               event.sender.lower()))
+                                                               event.sender.lower(), verdict))
             if refusal is not None:
                 self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(*peer_reply(refusal))
                 return
             if not self._within_quota(verdict.status):
                 return
-        if self.store.in_envelope_by_envid(event.envid) is not None:
-            # A replayed envelope: say yes, store nothing twice.
-            log.info("replayed envelope %s from %s", event.envid, self.peer_host)
         mode = (DeliveryMode.ENVELOPE if isinstance(event, wire.EnvelopeStart)
                 else DeliveryMode.DIRECT)
         self.txn = _Transaction(mode, event.sender.lower(), event.envid, event.size)
@@ -286,7 +283,7 @@ class PeerSession(Session):
                             "send an envelope")
             return
         if self.txn.mode is DeliveryMode.DIRECT and not destination.may_send_directly(
-            self.peer_host, self.txn.sender, rcpt
+            self.peer_host, self.txn.sender, rcpt, reached.users[0] if reached.users else None
         ):
             self.reply(551, f"5.7.1 <{rcpt}> has not authorized <{self.txn.sender}>; "
                             "send an envelope")
@@ -309,7 +306,7 @@ class PeerSession(Session):
             return
         if txn.mode is DeliveryMode.ENVELOPE:
             try:
-                self.core.destination.receive_envelope(
+                stored = self.core.destination.receive_envelope(
                     server=self.peer_host, envid=txn.envid, sender=txn.sender,
                     recipients=txn.recipients, size=txn.size or 0, block=data.read(),
                 )
@@ -319,15 +316,19 @@ class PeerSession(Session):
                 self.core.metrics.envelopes_received.labels("smdp", "refused").inc()
                 self.reply(554, f"5.6.0 {exc}")
                 return
+            if not stored:
+                # A replayed envelope: said yes, stored nothing twice.
+                log.info("replayed envelope %s from %s", txn.envid, self.peer_host)
             log.info("envelope received envid=%s peer=%s sender=%s to=%s size=%d", txn.envid,
                      self.peer_host, txn.sender, ",".join(txn.recipients), txn.size or 0)
             self.core.metrics.envelopes_received.labels("smdp", "stored").inc()
         else:
             # The codec has already refused a block whose size differs from SIZE.
-            self.core.destination.receive_message(
+            if not self.core.destination.receive_message(
                 server=self.peer_host, envid=txn.envid, sender=txn.sender,
                 recipients=txn.recipients, body=data,
-            )
+            ):
+                log.info("replayed envelope %s from %s", txn.envid, self.peer_host)
             for rcpt in txn.recipients:
                 log.info("message delivered envid=%s recipient=%s peer=%s sender=%s how=direct",
                          txn.envid, rcpt, self.peer_host, txn.sender)
@@ -357,9 +358,7 @@ class PeerSession(Session):
             metrics = self.core.metrics
             metrics.pulls.labels("served").inc()
             metrics.bytes.labels("out").inc(outcome.pull_size)
-            served = self.store.out_message(message_id)
-            if served is not None:
-                metrics.delivered(served.created_at)
+            metrics.delivered(outcome.pull_created_at)
         else:
             self.reply(*peer_reply(outcome))
 

@@ -451,7 +451,7 @@ class UserSession(Session):
             self.conn.err(result.outcome.reason)
             return
         self.port.outbox.wake()
-        env = self.store.in_envelope(result.entry.envelope_id)
+        env = result.envelope or self.store.in_envelope(result.entry.envelope_id)
         sender = env.sender if env else "the sender"
         if result.outcome.kind is Kind.DONE:
             log.info("decision entry=%d envid=%s user=%s decision=%s sender=%s peer=%s",

@@ -69,6 +69,19 @@ def newer_than(current: int, known: Sequence[tuple[int, str, str]]) -> None:
 
 
 class Store(Protocol):
+    # Issue 15 item 1: what this store has asked of its database since it
+    # opened (the metrics endpoint shows them; ``make bench`` divides them by
+    # the messages). ``statements``: every statement but the BEGIN and COMMIT
+    # of ``transaction()`` (a statement run for many rows at once counts once
+    # per row); ``transactions``: the ``transaction()`` blocks committed;
+    # ``commits``: the commits that wrote something, a transaction's or a
+    # lone write's own (each a flush to disk: SQLite's fsync with
+    # synchronous=FULL, PostgreSQL's WAL flush). On PostgreSQL every
+    # statement, BEGIN and COMMIT is a round trip to the server.
+    statements: int
+    transactions: int
+    commits: int
+
     def close(self) -> None:
         ...
 
@@ -141,10 +154,20 @@ class Store(Protocol):
         """Delete the held body (its chunks) and keep the message record."""
         ...
 
+    def drop_out_body_if_done(self, message_id: int, needs_body: Collection[str]) -> bool:
+        """``drop_out_body`` once no recipient of the message is in a state of
+        ``needs_body`` (assumptions 4 and 6), decided in the statement that
+        drops it; True when it dropped the body now."""
+        ...
+
     def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
         ...
 
     def out_envelope(self, envid: str) -> OutEnvelope | None:
+        ...
+
+    def out_envelope_and_message(self, envid: str) -> tuple[OutEnvelope, OutMessage] | None:
+        """The envelope and its message, in one statement."""
         ...
 
     def insert_out_recipient(
@@ -193,9 +216,10 @@ class Store(Protocol):
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
         verified_domain: str | None = None, mail_from: str | None = None,
-        client_prefix: str | None = None,
+        client_prefix: str | None = None, expires_at: float | None = None,
     ) -> int:
-        """``size`` is what the envelope announced; with a body, the body's own size."""
+        """``size`` is what the envelope announced; with a body, the body's own size.
+        ``expires_at``: as ``set_in_expiry``, in the same statement."""
         ...
 
     def in_envelope(self, envelope_id: int) -> InEnvelope | None:
@@ -275,6 +299,11 @@ class Store(Protocol):
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         ...
 
+    def mailbox_entry_and_envelope(self, entry_id: int
+                                   ) -> tuple[MailboxEntry, InEnvelope] | None:
+        """The entry and its envelope, in one statement."""
+        ...
+
     def mailbox_entry_for(self, envelope_id: int, recipient: str) -> MailboxEntry | None:
         ...
 
@@ -300,6 +329,11 @@ class Store(Protocol):
     def update_mailbox_entry(
         self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None
     ) -> None:
+        ...
+
+    def set_entries_state(self, envelope_id: int, old: str, new: str) -> int:
+        """Every entry of the envelope in state ``old`` moves to ``new`` (one
+        statement); how many did."""
         ...
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
@@ -429,7 +463,9 @@ class Store(Protocol):
         both send one)."""
         ...
 
-    def count_messages(self, server: str, n: int) -> None:
+    def count_messages(self, server: str, n: int, also: Sequence[str] = ()) -> None:
+        """``n`` messages more for ``server`` and for each key of ``also``
+        (one statement)."""
         ...
 
     def count_forged(self, server: str, n: int) -> None:

@@ -118,6 +118,7 @@ class PostgresStore(SqlStore):
         self.half_life = 30 * 86400.0
         self.clock = time.time
         self._in_txn = False
+        self._txn_wrote = False
         self._lock = threading.RLock()
 
     def _connect(self) -> psycopg.Connection[Row]:
@@ -143,9 +144,10 @@ class PostgresStore(SqlStore):
             # instead of failing forever. Never inside a transaction, whose
             # earlier statements died with the old connection.
             self._db = self._connect()
+        self.statements += 1
         # No arguments: no placeholder parsing, so a literal % needs no escaping.
         if not args:
-            return self._db.execute(sql, None)
+            return self._wrote(self._db.execute(sql, None))
         # psycopg's per-call work is a large part of a statement's time
         # (docs/benchmarks.md, section 2): a fresh cursor, and a fresh
         # adaptation context (psycopg's Transformer) whenever a cursor runs a
@@ -162,6 +164,16 @@ class PostgresStore(SqlStore):
         # one (a listing, a body chunk) must go with the caller's copy.
         if len(self._cursors) < _MAX_CURSORS and _small(cur.pgresult):
             self._cursors[sql] = cur
+        return self._wrote(cur)
+
+    def _wrote(self, cur: psycopg.Cursor[Row]) -> psycopg.Cursor[Row]:
+        """Note a statement that changed rows: outside a transaction it
+        committed on its own; inside, the transaction's commit will write."""
+        if cur.rowcount > 0 and not (cur.statusmessage or "").startswith("SELECT"):
+            if self._in_txn:
+                self._txn_wrote = True
+            else:
+                self.commits += 1
         return cur
 
     # -- schema ---------------------------------------------------------------
@@ -227,11 +239,15 @@ class PostgresStore(SqlStore):
             if self._db.closed:
                 self._db = self._connect()
             self._in_txn = True
+            self._txn_wrote = False
             try:
                 with self._db.transaction():
                     yield
             finally:
                 self._in_txn = False
+            self.transactions += 1
+            if self._txn_wrote:
+                self.commits += 1
 
     # -- users and identities (assumptions 1 to 3) ---------------------------
 

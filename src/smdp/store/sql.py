@@ -52,6 +52,13 @@ _ENVID_BATCH = 200  # entries per statement of envids_of
 class SqlStore:
     """Methods identical on both backends; subclasses provide the rest."""
 
+    # What the database was asked (``Store.statements``): counted by the
+    # backends' ``_exec`` and ``transaction``, plain integers so that
+    # counting costs next to nothing.
+    statements = 0
+    transactions = 0
+    commits = 0
+
     def _exec(self, sql: str, args: Sequence[object] = ()) -> Any:
         raise NotImplementedError
 
@@ -106,7 +113,7 @@ class SqlStore:
     # PostgreSQL, ``SqliteStore`` on SQLite).
     _AGED = "peer_quality.{0} * smdp_decay(excluded.recent_at - peer_quality.recent_at, ?)"
 
-    def _count(self, server: str, messages: int, votes: int, judged: float = 0.0,
+    def _count(self, keys: Sequence[str], messages: int, votes: int, judged: float = 0.0,
                weighed: float = 0.0) -> None:
         """Move ``server``'s counters by ``messages`` and ``votes``, and their
         aged copies by ``judged`` messages and ``weighed`` votes. The aged
@@ -114,10 +121,18 @@ class SqlStore:
         mail nobody has decided on yet is no evidence either way, and a
         blocked peer cannot dilute its votes with envelopes nobody wants
         (they count -1 when they expire)."""
+        if len(set(keys)) < len(keys):  # never so far; counted as one call per key
+            for key in keys:
+                self._count((key,), messages, votes, judged, weighed)
+            return
         now = self.clock()
+        # Every key in one statement: a row each (the keys differ, so no row
+        # is upserted twice, which PostgreSQL would refuse).
+        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(keys))
+        values = [v for key in keys for v in (key, messages, votes, now, judged, weighed, now)]
         self._exec(
             "INSERT INTO peer_quality (server, messages, votes, updated_at, recent_messages, "
-            "recent_votes, recent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"recent_votes, recent_at) VALUES {rows} "
             "ON CONFLICT (server) DO UPDATE SET "
             "messages = peer_quality.messages + excluded.messages, "
             "votes = peer_quality.votes + excluded.votes, "
@@ -126,17 +141,16 @@ class SqlStore:
             "+ excluded.recent_messages, "
             f"recent_votes = {self._AGED.format('recent_votes')} + excluded.recent_votes, "
             "recent_at = excluded.recent_at",
-            (server, messages, votes, now, judged, weighed, now,
-             float(self.half_life), float(self.half_life)),
+            (*values, float(self.half_life), float(self.half_life)),
         )
 
-    def count_messages(self, server: str, n: int) -> None:
+    def count_messages(self, server: str, n: int, also: Sequence[str] = ()) -> None:
         # Nothing ages (half-life 0): the aged counters are the paper's own,
         # a message counted on arrival.
-        self._count(server, n, 0, float(n) if self.half_life <= 0 else 0.0)
+        self._count((server, *also), n, 0, float(n) if self.half_life <= 0 else 0.0)
 
     def count_forged(self, server: str, n: int) -> None:
-        self._count(server, n, -n, float(n), float(-n))
+        self._count((server,), n, -n, float(n), float(-n))
 
     def _vote_counts(self, user_id: int, received_at: float, keys: Sequence[str], old: int,
                      vote: int) -> None:
@@ -148,13 +162,13 @@ class SqlStore:
         now = self.clock()
         weight = decay(now - received_at, self.half_life)
         judged = weight if old == 0 and self.half_life > 0 else 0.0
-        for key in keys:
-            self._count(key, 0, vote - old, judged, (vote - old) * weight)
-            if vote < 0:
-                self._exec(
-                    "INSERT INTO quality_deciders (server, user_id, at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (server, user_id) DO UPDATE SET at = excluded.at",
-                    (key, user_id, now))
+        self._count(keys, 0, vote - old, judged, (vote - old) * weight)
+        if vote < 0:
+            self._exec(
+                "INSERT INTO quality_deciders (server, user_id, at) VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(dict.fromkeys(keys)))
+                + " ON CONFLICT (server, user_id) DO UPDATE SET at = excluded.at",
+                tuple(v for key in dict.fromkeys(keys) for v in (key, user_id, now)))
 
     def _quality_select(self) -> tuple[str, tuple[float, ...]]:
         """The quality columns, aged to now, and their arguments."""
@@ -221,14 +235,15 @@ class SqlStore:
         self, *, envid: str, origin_server: str, sender: str, size: int, block: str,
         subject: str, body: Body | bytes | None, smtp_auth: str | None = None,
         verified_domain: str | None = None, mail_from: str | None = None,
-        client_prefix: str | None = None,
+        client_prefix: str | None = None, expires_at: float | None = None,
     ) -> int:
         """``size`` is the size the envelope announced; with a body, the body's own."""
         if body is None:
             return self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-                "received_at, has_body) VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
-                (envid, origin_server, sender, size, block, subject, self.clock()),
+                "received_at, has_body, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "RETURNING id",
+                (envid, origin_server, sender, size, block, subject, self.clock(), expires_at),
             )
         body = as_body(body)
         with self.transaction():
@@ -238,10 +253,10 @@ class SqlStore:
                 ", smtp_auth, verified_domain, mail_from, client_prefix", ", ?, ?, ?, ?")
             envelope_id = self._insert(
                 "INSERT INTO in_envelopes (envid, origin_server, sender, size, block, subject, "
-                f"received_at, has_body{smtp[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, 1{smtp[1]}) "
-                "RETURNING id",
+                f"received_at, has_body, expires_at{smtp[0]}) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?{smtp[1]}) RETURNING id",
                 (envid, origin_server, sender, body.size, block, subject, self.clock(),
-                 *(() if smtp_auth is None
+                 expires_at, *(() if smtp_auth is None
                    else (smtp_auth, verified_domain, mail_from, client_prefix))),
             )
             self._write_chunks(_IN_CHUNKS, envelope_id, body)
@@ -391,11 +406,36 @@ class SqlStore:
             self._exec("DELETE FROM out_body_chunks WHERE message_id=?", (message_id,))
             self._exec("UPDATE out_messages SET has_body=0 WHERE id=?", (message_id,))
 
+    def drop_out_body_if_done(self, message_id: int, needs_body: Collection[str]) -> bool:
+        marks = ", ".join("?" * len(needs_body))
+        with self.transaction():
+            # The check and the mark in one statement; the chunks only when
+            # it marked (a body marked gone has no chunks left).
+            cur = self._exec(
+                "UPDATE out_messages SET has_body=0 WHERE id=? AND has_body=1 AND NOT EXISTS "
+                "(SELECT 1 FROM out_recipients r WHERE r.message_id = out_messages.id "
+                f"AND r.state IN ({marks}))", (message_id, *needs_body))
+            if not cur.rowcount:
+                return False
+            self._exec("DELETE FROM out_body_chunks WHERE message_id=?", (message_id,))
+        return True
+
     def insert_out_envelope(self, envid: str, message_id: int, domain: str, mode: str) -> None:
         self._exec(
             "INSERT INTO out_envelopes (envid, message_id, domain, mode) VALUES (?, ?, ?, ?)",
             (envid, message_id, domain, mode),
         )
+
+    def out_envelope_and_message(self, envid: str) -> tuple[OutEnvelope, OutMessage] | None:
+        row = self._exec(
+            "SELECT e.envid, e.message_id, e.domain, e.mode, m.id, m.msgid, m.user_id, "
+            "m.sender, m.size, m.subject, m.summary, m.created_at, m.expires_at, m.has_body "
+            "FROM out_envelopes e JOIN out_messages m ON m.id = e.message_id WHERE e.envid=?",
+            (envid,)).fetchone()
+        if row is None:
+            return None
+        return (OutEnvelope(row[0], row[1], row[2], DeliveryMode(row[3])),
+                out_message_row(row[4:]))
 
     def out_envelope(self, envid: str) -> OutEnvelope | None:
         row = self._exec(
@@ -602,6 +642,17 @@ class SqlStore:
             found.update((int(r[0]), str(r[1])) for r in rows)
         return found
 
+    def mailbox_entry_and_envelope(self, entry_id: int
+                                   ) -> tuple[MailboxEntry, InEnvelope] | None:
+        row = self._exec(
+            "SELECT m.id, m.user_id, m.envelope_id, m.recipient, m.state, m.decision, "
+            "m.reason, m.decided_at, m.deleted, e.id, e.envid, e.origin_server, e.sender, "
+            "e.size, e.block, e.subject, e.received_at, e.has_body, e.smtp_auth, "
+            "e.verified_domain, e.mail_from, e.client_prefix "
+            "FROM mailbox m JOIN in_envelopes e ON e.id = m.envelope_id WHERE m.id=?",
+            (entry_id,)).fetchone()
+        return (mailbox_row(row[:9]), in_envelope_row(row[9:])) if row else None
+
     def mailbox_entry(self, entry_id: int) -> MailboxEntry | None:
         row = self._exec(self._MAILBOX + " WHERE id=?", (entry_id,)).fetchone()
         return mailbox_row(row) if row else None
@@ -624,6 +675,11 @@ class SqlStore:
     def entries_of_envelope(self, envelope_id: int) -> list[MailboxEntry]:
         rows = self._exec(self._MAILBOX + " WHERE envelope_id=? ORDER BY id", (envelope_id,))
         return [mailbox_row(r) for r in rows.fetchall()]
+
+    def set_entries_state(self, envelope_id: int, old: str, new: str) -> int:
+        cur = self._exec("UPDATE mailbox SET state=? WHERE envelope_id=? AND state=?",
+                         (new, envelope_id, old))
+        return int(cur.rowcount)
 
     def update_mailbox_entry(
         self, entry_id: int, *, state: str, decision: str | None = None, reason: str | None = None

@@ -8,6 +8,7 @@ queue entry it causes are written in one transaction (see ``transaction``).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -120,6 +121,7 @@ class SqliteStore(SqlStore):
                 yield  # nested: part of the enclosing transaction
                 return
             self._db.execute("BEGIN IMMEDIATE")
+            changes = self._db.total_changes
             self._in_txn = True
             try:
                 yield
@@ -129,9 +131,26 @@ class SqliteStore(SqlStore):
                 raise
             self._in_txn = False
             self._db.execute("COMMIT")
+            self.transactions += 1
+            # A transaction that changed no row writes no page: no fsync.
+            if self._db.total_changes != changes:
+                self.commits += 1
 
     def _exec(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
-        return self._db.execute(sql, args)
+        self.statements += 1
+        if self._in_txn:
+            return self._db.execute(sql, args)
+        # Outside a transaction a write is its own commit (autocommit).
+        changes = self._db.total_changes
+        cur = self._db.execute(sql, args)
+        if self._db.total_changes != changes:
+            self.commits += 1
+        return cur
+
+    def _exec_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """``sql`` once per row, inside the caller's transaction."""
+        self.statements += len(rows)
+        self._db.executemany(sql, rows)
 
     # -- users and identities (assumptions 1 to 3) ---------------------------
 
@@ -197,9 +216,8 @@ class SqliteStore(SqlStore):
 
     def mark_deleted(self, entry_ids: Sequence[int]) -> None:
         with self.transaction():
-            self._db.executemany(
-                "UPDATE mailbox SET deleted=1 WHERE id=?", [(i,) for i in entry_ids]
-            )
+            self._exec_many("UPDATE mailbox SET deleted=1 WHERE id=?",
+                            [(i,) for i in entry_ids])
 
     # -- quality (section 5.3) ------------------------------------------------
 
@@ -280,8 +298,9 @@ class SqliteStore(SqlStore):
         return sorted((job_row(r) for r in rows), key=lambda j: j.id)
 
     def finish_jobs(self, job_ids: Sequence[int]) -> None:
-        with self.transaction():
-            self._db.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in job_ids])
+        # One statement for the batch (PostgreSQL: = ANY), its ids as a JSON array.
+        self._exec("DELETE FROM queue WHERE id IN (SELECT value FROM json_each(?))",
+                   (json.dumps([int(i) for i in job_ids]),))
 
     def queue_size(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM queue").fetchone()[0])
