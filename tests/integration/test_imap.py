@@ -111,6 +111,28 @@ def announce(server: InProcessServer, subject: str, text: str = "Hello Bob.",
     return int(found[0].split()[0])
 
 
+def mbsync_rc(server: InProcessServer, maildir: Path) -> str:
+    """An mbsync configuration's account and stores for Bob at ``server``
+    and a Maildir at ``maildir``, in the clear on loopback; the caller adds
+    its channels."""
+    return f"""IMAPAccount smdp
+Host 127.0.0.1
+Port {server.imap_port}
+User {BOB}
+Pass secret
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account smdp
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+"""
+
+
 def imap(server: InProcessServer, user: str = BOB) -> imaplib.IMAP4:
     assert server.imap_port is not None
     c = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
@@ -438,22 +460,7 @@ def test_mbsync_syncs_inbox_and_pending_into_a_maildir(tmp_path: Path) -> None:
         maildir = tmp_path / "mail"
         maildir.mkdir()
         rc = tmp_path / "mbsyncrc"
-        rc.write_text(f"""IMAPAccount smdp
-Host 127.0.0.1
-Port {s.imap_port}
-User {BOB}
-Pass secret
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore remote
-Account smdp
-
-MaildirStore local
-Path {maildir}/
-Inbox {maildir}/INBOX
-SubFolders Verbatim
-
+        rc.write_text(mbsync_rc(s, maildir) + """
 Channel inbox
 Far :remote:INBOX
 Near :local:INBOX

@@ -33,6 +33,7 @@ from .test_imap import (
     deliver,
     fetch,
     imap,
+    mbsync_rc,
     move,
     status,
     uids,
@@ -279,22 +280,7 @@ def test_mbsync_pushes_a_draft_from_a_maildir(server: InProcessServer, tmp_path:
     (maildir / "Drafts" / "cur" / "1.local:2,DS").write_bytes(
         b"From: bob@b.example\nSubject: half written\n\nTo be continued.\n")
     rc = tmp_path / "mbsyncrc"
-    rc.write_text(f"""IMAPAccount smdp
-Host 127.0.0.1
-Port {server.imap_port}
-User {BOB}
-Pass secret
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore remote
-Account smdp
-
-MaildirStore local
-Path {maildir}/
-Inbox {maildir}/INBOX
-SubFolders Verbatim
-
+    rc.write_text(mbsync_rc(server, maildir) + """
 Channel drafts
 Far :remote:Drafts
 Near :local:Drafts

@@ -32,6 +32,7 @@ from smdp.store.sqlite import SqliteStore
 from smdp.terms import Decision, EntryState
 
 from .inprocess import InProcessServer
+from .test_imap import announce, wait_for
 
 ALICE, BOB = "alice@b.example", "bob@b.example"
 
@@ -49,34 +50,6 @@ def server(tmp_path: Path) -> Iterator[InProcessServer]:
         yield s
     finally:
         s.stop()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def announce(server: InProcessServer, subject: str, text: str) -> int:
-    """Alice sends Bob a message; its entry id once its envelope waits for Bob."""
-    alice = server.client(ALICE)
-    alice.submit([BOB], f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: {subject}\r\n"
-                        f"Message-ID: <{subject.replace(' ', '.')}@b.example>\r\n\r\n"
-                        f"{text}\r\n".encode())
-    alice.quit()
-    found: list[str] = []
-
-    def pending() -> bool:
-        bob = server.client(BOB)
-        found[:] = [line for line in bob.call(wire.Envs(False)).lines or []
-                    if line.endswith(subject)]
-        bob.quit()
-        return bool(found)
-
-    wait_for(pending, "the envelope")
-    return int(found[0].split()[0])
 
 
 def deliver(server: InProcessServer, subject: str, text: str) -> bytes:
