@@ -92,6 +92,7 @@ PLACEHOLDER = "f0@a.example"
 MAX_LINE = 990
 KIB = 1024
 SIZES = {"4k": 4 * KIB, "700k": 700 * KIB}
+PATHS = ("full", "direct", "reject")
 POLL_S = 0.005  # the store reader's interval: latency resolution, recipient wake-up
 RECIPIENTS = 10
 PHASE_TIMEOUT_S = 300.0
@@ -682,10 +683,14 @@ def _allow_plaintext_login(config: Path) -> None:
 
 
 async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, int],
-                    paced: dict[str, int], concurrency: int) -> dict[str, Any]:
+                    paced: dict[str, int] | None, concurrency: int, *,
+                    paths: tuple[str, ...] = PATHS, event_loop: str = "") -> dict[str, Any]:
+    """Every path of every size, saturated then paced (``paced`` None: saturated
+    only); ``event_loop``: the servers' [server] event_loop (default: theirs)."""
     from tests.integration.harness import make_pair, running
 
-    a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite")
+    a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite",
+                     server_extra=f'event_loop = "{event_loop}"' if event_loop else "")
     for server in (a, b):
         _allow_plaintext_login(server.config_path)
     recipients = [f"user{i}@b.example" for i in range(RECIPIENTS)]
@@ -717,17 +722,21 @@ async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, in
         try:
             for size, wl in loads.items():
                 # A short warm-up of each path (first connections, caches).
-                for path in ("full", "direct", "reject"):
+                for path in paths:
                     await smdp_run(pair, path, wl, min(concurrency, counts[size]), concurrency)
                 runs: dict[str, Any] = {}
-                for path in ("full", "direct", "reject"):
+                for path in paths:
                     sat = await smdp_run(pair, path, wl, counts[size], concurrency)
-                    rate = sat["msgs_per_s"] / 2
-                    pace = await smdp_run(pair, path, wl, paced[size], concurrency, rate)
-                    runs[path] = {"saturated": sat, "paced": pace}
-                    print(f"    smdp {size} {path}: {sat['msgs_per_s']} msgs/s, "
-                          f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg, paced p50 "
-                          f"{pace['latency']['p50_ms']} ms", flush=True)
+                    runs[path] = {"saturated": sat}
+                    note = ""
+                    if paced is not None:
+                        rate = sat["msgs_per_s"] / 2
+                        pace = await smdp_run(pair, path, wl, paced[size], concurrency, rate)
+                        runs[path]["paced"] = pace
+                        note = f", paced p50 {pace['latency']['p50_ms']} ms"
+                    print(f"    smdp {size} {path}{' ' + event_loop if event_loop else ''}: "
+                          f"{sat['msgs_per_s']} msgs/s, "
+                          f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg{note}", flush=True)
                 out[size] = runs
         finally:
             for t in pair.tasks:
