@@ -428,6 +428,8 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
     async def main() -> None:
         server = SmdpServer(config)
         await server.start()
+        # After the start: a configuration refused at start stays one line.
+        log.info("event loop: %s ([server] event_loop = %s)", loop_name, config.event_loop)
         if ready_file:
             tmp = Path(ready_file + ".tmp")
             ports = {name: where.port for name, where in server.listeners().items()}
@@ -440,8 +442,7 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
         await stop.wait()
         await server.stop()
 
-    factory, name = event_loop_factory(config.event_loop)
-    log.info("event loop: %s ([server] event_loop = %s)", name, config.event_loop)
+    factory, loop_name = event_loop_factory(config.event_loop)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
     return 0
