@@ -93,6 +93,7 @@ PLACEHOLDER = "f0@a.example"
 MAX_LINE = 990
 KIB = 1024
 SIZES = {"4k": 4 * KIB, "700k": 700 * KIB}
+PATHS = ("full", "direct", "reject")
 POLL_S = 0.005  # the store reader's interval: latency resolution, recipient wake-up
 RECIPIENTS = 10
 PHASE_TIMEOUT_S = 300.0
@@ -711,10 +712,14 @@ def _allow_plaintext_login(config: Path) -> None:
 
 
 async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, int],
-                    paced: dict[str, int], concurrency: int) -> dict[str, Any]:
+                    paced: dict[str, int] | None, concurrency: int, *,
+                    paths: tuple[str, ...] = PATHS, event_loop: str = "") -> dict[str, Any]:
+    """Every path of every size, saturated then paced (``paced`` None: saturated
+    only); ``event_loop``: the servers' [server] event_loop (default: theirs)."""
     from tests.integration.harness import free_ports, make_pair, running
 
-    a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite")
+    a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite",
+                     server_extra=f'event_loop = "{event_loop}"' if event_loop else "")
     for server, port in zip((a, b), free_ports(2), strict=True):
         server.metrics_port = port  # the store's counters (issue 15 item 1)
         server.write_config()
@@ -748,19 +753,23 @@ async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, in
         try:
             for size, wl in loads.items():
                 # A short warm-up of each path (first connections, caches).
-                for path in ("full", "direct", "reject"):
+                for path in paths:
                     await smdp_run(pair, path, wl, min(concurrency, counts[size]), concurrency)
                 runs: dict[str, Any] = {}
-                for path in ("full", "direct", "reject"):
+                for path in paths:
                     sat = await smdp_run(pair, path, wl, counts[size], concurrency)
-                    rate = sat["msgs_per_s"] / 2
-                    pace = await smdp_run(pair, path, wl, paced[size], concurrency, rate)
-                    runs[path] = {"saturated": sat, "paced": pace}
+                    runs[path] = {"saturated": sat}
+                    note = ""
+                    if paced is not None:
+                        rate = sat["msgs_per_s"] / 2
+                        pace = await smdp_run(pair, path, wl, paced[size], concurrency, rate)
+                        runs[path]["paced"] = pace
+                        note = f", paced p50 {pace['latency']['p50_ms']} ms"
                     per = sat["store_per_msg"]
-                    print(f"    smdp {size} {path}: {sat['msgs_per_s']} msgs/s, "
-                          f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg, paced p50 "
-                          f"{pace['latency']['p50_ms']} ms; per message statements / "
-                          f"commits: origin {per['origin']['statements']} / "
+                    print(f"    smdp {size} {path}{' ' + event_loop if event_loop else ''}: "
+                          f"{sat['msgs_per_s']} msgs/s, "
+                          f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg{note}; per message "
+                          f"statements / commits: origin {per['origin']['statements']} / "
                           f"{per['origin']['commits']}, destination "
                           f"{per['destination']['statements']} / "
                           f"{per['destination']['commits']}", flush=True)

@@ -69,10 +69,11 @@ USERS = 50  # accounts per domain: user0..user49@a.example and @b.example
 
 
 def new_pair(root: Path, users: int = USERS, settings: str = SETTINGS,
-             ) -> tuple[Server, Server]:
-    """a.example and b.example (SQLite stores in ``root``) with ``settings`` and the
-    accounts the sessions log in to; not started."""
-    a, b = make_pair(root, extra_a=settings, extra_b=settings)
+             server_extra: str = "") -> tuple[Server, Server]:
+    """a.example and b.example (SQLite stores in ``root``) with ``settings`` (and
+    ``server_extra``, [server] settings) and the accounts the sessions log in to;
+    not started."""
+    a, b = make_pair(root, extra_a=settings, extra_b=settings, server_extra=server_extra)
     for i in range(users):
         a.add_user(f"user{i}@a.example")
         b.add_user(f"user{i}@b.example")

@@ -90,11 +90,13 @@ def _round(d: dict[str, float], digits: int = 1) -> dict[str, float]:
 
 
 def point(root: Path, sessions: int, duration: float, seed: int,
-          drain_limit: float) -> dict[str, Any]:
-    """One point of the curve on a fresh pair of servers."""
+          drain_limit: float, event_loop: str = "") -> dict[str, Any]:
+    """One point of the curve on a fresh pair of servers (on ``[server]
+    event_loop`` when given; bench/event_loop.py)."""
     root.mkdir()
     load_before = os.getloadavg()[0]
-    a, b = new_pair(root, settings=SERVER_SETTINGS)
+    a, b = new_pair(root, settings=SERVER_SETTINGS,
+                    server_extra=f'event_loop = "{event_loop}"' if event_loop else "")
     with running(a, b):
         assert a.proc is not None and b.proc is not None
         started = time.monotonic()

@@ -17,6 +17,12 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key."""
 
 
+# [server] event_loop: what runs the server's asyncio loop. The default is
+# what the measurement of docs/benchmarks.md ("Item 3: the event loop") supports.
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+DEFAULT_EVENT_LOOP = "auto"
+
+
 @dataclass(frozen=True, slots=True)
 class PeerServer:
     """An SMDP server: who it is (EHLO identity) and where to connect.
@@ -262,6 +268,9 @@ class Config:
     # "text" (one line a record) or "json" (one object a line, for log
     # collectors); docs/operations.md.
     log_format: str = "text"
+    # "auto" (uvloop when it imports), "asyncio" (never uvloop) or "uvloop"
+    # (required); docs/configuration.md, docs/benchmarks.md section 11.
+    event_loop: str = DEFAULT_EVENT_LOOP
     # IMAP for mail clients (issue 14; docs/imap.md; 143 by convention,
     # STARTTLS) and its implicit-TLS twin (993): off unless set.
     imap_listener: Listener | None = None
@@ -376,10 +385,15 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                            "dkim", "web", "unsubscribe"},
                     "config")
     server = _check(data.get("server", {}), dict, "server")
-    _reject_unknown(server, {"hostname", "domains", "node", "log_format"}, "server")
+    _reject_unknown(server, {"hostname", "domains", "node", "log_format", "event_loop"},
+                    "server")
     log_format = _opt(server, "log_format", str, "text", "server")
     if log_format not in ("text", "json"):
         raise ConfigError(f"server.log_format must be 'text' or 'json', not {log_format!r}")
+    event_loop = _opt(server, "event_loop", str, DEFAULT_EVENT_LOOP, "server")
+    if event_loop not in EVENT_LOOPS:
+        raise ConfigError("server.event_loop must be 'auto', 'asyncio' or 'uvloop', "
+                          f"not {event_loop!r}")
     hostname = _need(server, "hostname", str, "server").lower()
     domains_raw = _need(server, "domains", list, "server")
     if not domains_raw:
@@ -578,6 +592,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         domains=domains,
         node=_opt(server, "node", str, hostname, "server"),
         log_format=log_format,
+        event_loop=event_loop,
         peer_listener=peer_listener,
         user_listener=user_listener,
         store_path=store_path,

@@ -298,9 +298,10 @@ def pass_store() -> dict[str, str]:
 
 
 def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | None = None,
-              dsn_a: str = "", dsn_b: str = "") -> tuple[Server, Server]:
+              dsn_a: str = "", dsn_b: str = "", server_extra: str = "") -> tuple[Server, Server]:
     """a.example and b.example, each with its own store of ``backend``
-    (for PostgreSQL: the databases ``dsn_a`` and ``dsn_b``)."""
+    (for PostgreSQL: the databases ``dsn_a`` and ``dsn_b``); ``server_extra``:
+    more [server] settings for both (the benchmarks' ``event_loop``)."""
     if backend is None:
         backend, new_database = DEFAULT_BACKEND
         if new_database is not None:
@@ -313,6 +314,7 @@ def make_pair(root: Path, extra_a: str = "", extra_b: str = "", backend: str | N
     a.peers = {"b.example": (b.hostname, pb)}
     b.peers = {"a.example": (a.hostname, pa)}
     for s in (a, b):
+        s.server_extra = server_extra
         s.write_config()
     return a, b
 

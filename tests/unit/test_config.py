@@ -107,6 +107,9 @@ hostname = "smdp.c.example"
          "smtp.outbound_port must be a port number"),
         ({**MINIMAL, "smtp": {"outbound_port": "25"}}, "smtp.outbound_port must be a int"),
         ({**MINIMAL, "security": {"password_memory_kib": 1}}, "at least 8"),
+        ({"server": {**MINIMAL["server"], "event_loop": "trio"}},
+         "server.event_loop must be 'auto', 'asyncio' or 'uvloop', not 'trio'"),
+        ({"server": {**MINIMAL["server"], "event_loop": True}}, "server.event_loop must be a str"),
     ],
 )
 def test_invalid_settings_name_the_key(tmp_path: Path, doc: dict[str, object],
@@ -310,3 +313,14 @@ def test_the_quality_rules_defaults() -> None:
     quality = parse_config(MINIMAL, Path(".")).quality
     assert (quality.half_life, quality.min_deciders, quality.margin,
             quality.probation_per_day) == (30 * 86400.0, 3, 0.1, 10)
+
+
+@pytest.mark.parametrize("setting", ["auto", "asyncio", "uvloop"])
+def test_the_event_loop_setting(tmp_path: Path, setting: str) -> None:
+    doc = {"server": {**MINIMAL["server"], "event_loop": setting}}
+    assert parse_config(doc, tmp_path).event_loop == setting
+
+
+def test_the_event_loop_defaults_to_what_the_measurement_supports(tmp_path: Path) -> None:
+    # docs/benchmarks.md, "Item 3: the event loop".
+    assert parse_config(MINIMAL, tmp_path).event_loop == "auto"

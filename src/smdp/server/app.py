@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib.metadata
 import json
 import logging
 import os
@@ -427,6 +428,8 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
     async def main() -> None:
         server = SmdpServer(config)
         await server.start()
+        # After the start: a configuration refused at start stays one line.
+        log.info("event loop: %s ([server] event_loop = %s)", loop_name, config.event_loop)
         if ready_file:
             tmp = Path(ready_file + ".tmp")
             ports = {name: where.port for name, where in server.listeners().items()}
@@ -439,5 +442,25 @@ def run_server(config: Config, *, ready_file: str | None = None) -> int:
         await stop.wait()
         await server.stop()
 
-    asyncio.run(main())
+    factory, loop_name = event_loop_factory(config.event_loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
     return 0
+
+
+def event_loop_factory(
+        setting: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """(the loop factory for asyncio.Runner, the loop's name) for ``[server]
+    event_loop``. uvloop is imported only here, so that "asyncio" never loads
+    it and a missing package stops "uvloop" at start with one sentence."""
+    if setting == "asyncio":
+        return None, "asyncio"
+    try:
+        import uvloop
+    except ImportError as exc:
+        if setting == "uvloop":
+            raise CliError("[server] event_loop = \"uvloop\" but the uvloop package cannot "
+                           f"be imported ({exc}); install it (pip install uvloop) or set "
+                           "event_loop = \"auto\" or \"asyncio\"") from None
+        return None, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {importlib.metadata.version('uvloop')}"

@@ -1084,7 +1084,7 @@ class ImapSession(Session):
             # Out in batches as it is made: a FETCH 1:* of a big mailbox is
             # never held whole, and a client that stops reading is cut off.
             if self.conn.pending_output >= OUTPUT_BATCH:
-                self.writer.write(self.conn.data_to_send())
+                self._write(self.conn.data_to_send())
                 if not await self._drain():
                     raise ConnectionAbortedError("the client stopped reading")
         if changed:
@@ -1899,11 +1899,11 @@ class ImapSession(Session):
                 return None  # the IDLE was answered BAD
             if self.selected is not None:
                 self._sync()
-            self.writer.write(conn.data_to_send())
+            self._write(conn.data_to_send())
             if not await self._drain():
                 raise ConnectionAbortedError("the client stopped reading")
             if time.monotonic() > deadline:
-                self.writer.write(self.closing_line("idle too long"))
+                self._write(self.closing_line("idle too long"))
                 raise ConnectionAbortedError("IDLE too long")
             try:
                 async with asyncio.timeout(IDLE_POLL):

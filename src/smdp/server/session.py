@@ -82,7 +82,7 @@ class Session:
         answer, then takes the TLS handshake. False when it failed; the session
         then ends (the client may be half-way into TLS: no plaintext reply
         could reach it as one)."""
-        self.writer.write(self.conn.data_to_send())
+        self._write(self.conn.data_to_send())
         plain = self.writer
         try:
             self.reader, self.writer = await start_tls(self.reader, plain, context,
@@ -159,7 +159,7 @@ class Session:
                 break
             sent += len(chunk)
             send_chunk(chunk)
-            self.writer.write(self.conn.data_to_send())
+            self._write(self.conn.data_to_send())
             if not await self._drain():
                 raise ConnectionAbortedError("the client stopped reading a body")
         if sent != size:
@@ -200,12 +200,12 @@ class Session:
                 self._partial_since = now
 
     async def run(self) -> None:
-        self.writer.write(self.conn.greeting())
         try:
+            self._write(self.conn.greeting())
             while True:
                 event = self.conn.next_event()
                 if event is NEED_DATA:
-                    self.writer.write(self.conn.data_to_send())
+                    self._write(self.conn.data_to_send())
                     if not await self._drain():
                         break
                     now = time.monotonic()
@@ -220,7 +220,7 @@ class Session:
                         async with asyncio.timeout(cut - now):
                             data = await self.reader.read(65536)
                     except TimeoutError:
-                        self.writer.write(self.closing_line(why))
+                        self._write(self.closing_line(why))
                         log.info("session cut off: %s", why)
                         break
                     self.conn.receive_data(data)
@@ -236,7 +236,7 @@ class Session:
                     log.exception("%s failed", type(event).__name__)
                     if self.conn.reply_owed is not None:
                         self.internal_error()
-            self.writer.write(self.conn.data_to_send())
+            self._write(self.conn.data_to_send())
             await self._drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -247,6 +247,15 @@ class Session:
                 await asyncio.wait_for(self.writer.wait_closed(), 5.0)
             except Exception:
                 self.writer.transport.abort()  # a peer that never reads is not waited for
+
+    def _write(self, data: bytes) -> None:
+        """Hand our output to the transport. A closed transport (the client
+        went, a failed TLS handshake, a cut-off) ends the session: asyncio's
+        own loop drops such writes and lets the next read or drain notice,
+        uvloop raises RuntimeError at once; both end here, the same way."""
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.writer.write(data)
 
     async def _drain(self) -> bool:
         """Wait for our replies to leave; a client that stops reading them is cut
