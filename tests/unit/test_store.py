@@ -1667,6 +1667,39 @@ def test_pages_of_the_mailbox(backend: Backend) -> None:
                                                         ids[2]: f"{2:026d}"}
 
 
+def test_imap_signature_counts_what_the_view_shows(backend: Backend) -> None:
+    """Migration 0020's signature, counted in parts from the indexes, is the
+    count and id sum of the entries each mailbox shows (listed or still to
+    get a UID), whatever their states, placements and deletions."""
+    store = backend.open()
+    u = store.create_user("bob@b.example", "h")
+    other = store.create_user("carol@b.example", "h")
+    rng = random.Random(20)
+    states = ["pending", "accepted", "appended", "rejected", "spam", "spammer", "expired"]
+    views = {"INBOX": ["accepted", "appended"], "Pending": ["pending"], "Junk": ["spam", "spammer"],
+             "Trash": ["rejected"], "Work": []}
+    with store.transaction():
+        env = store.insert_in_envelope(envid="g" * 26, origin_server="x", sender="s@x.example",
+                                       size=1, block="", subject="", body=None)
+        entries = [store.insert_mailbox_entry(u.id, env, f"bob{i}@b.example", rng.choice(states))
+                   for i in range(60)]
+        store.insert_mailbox_entry(other.id, env, "carol@b.example", "accepted")
+    store.imap_create_folder(u.id, "Work")
+    for entry in rng.sample(entries, 25):
+        store.imap_place(u.id, entry, rng.choice(["Work", "Trash", "Junk", "INBOX"]), True, "INBOX")
+    store.mark_deleted(rng.sample(entries, 10))
+    for name, shown in views.items():
+        if name == "Pending":
+            continue  # UIDs given below
+        store.imap_assign_uids(u.id, name, store.imap_view_unassigned(u.id, name, shown)[::2])
+    for name, shown in views.items():
+        members = ([m.message.entry_id for m in store.imap_view(u.id, name, shown)]
+                   + store.imap_view_unassigned(u.id, name, shown))
+        count, total, _ = store.imap_view_signature(u.id, name, shown)
+        assert (count, total) == (len(members), sum(members)), name
+    store.close()
+
+
 def test_imap_views_by_state_and_placement(backend: Backend) -> None:
     """Migration 0018: a mailbox shows the entries in its states nobody
     placed elsewhere and the entries placed in it; placing drops the UID

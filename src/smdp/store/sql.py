@@ -773,14 +773,26 @@ class SqlStore:
 
     def imap_view_signature(self, user_id: int, mailbox: str, states: Sequence[str]
                             ) -> tuple[int, int, int]:
-        member, args = self._imap_member(states)
-        count, total = self._exec(
-            "SELECT COUNT(*), COALESCE(SUM(m.id), 0) FROM mailbox m "
-            f"LEFT JOIN imap_placements p ON p.entry_id = m.id WHERE m.user_id=? AND {member}",
-            (user_id, *args, mailbox)).fetchone()
-        row = self._exec("SELECT modseq FROM imap_mailboxes WHERE user_id=? AND name=?",
-                         (user_id, mailbox)).fetchone()
-        return int(count), int(total), int(row[0]) if row else 0
+        # The entries of ``_imap_member``, counted and summed in three parts
+        # that each read an index alone (migration 0020): those in the
+        # mailbox's states, less those of them placed anywhere, plus those
+        # placed here. The join of every entry with its placement that the
+        # listing makes cost three times as much, and SELECT and each IDLE
+        # poll are this query (docs/benchmarks.md, section 12).
+        marks = ", ".join("?" * len(states)) or "NULL"
+        count, total, modseq = self._exec(
+            "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(s), 0), (SELECT modseq FROM imap_mailboxes "
+            "WHERE user_id=? AND name=?) FROM ("
+            "SELECT COUNT(*) AS n, COALESCE(SUM(id), 0) AS s FROM mailbox "
+            f"WHERE user_id=? AND state IN ({marks}) AND deleted=0 "
+            "UNION ALL SELECT -COUNT(*), -COALESCE(SUM(m.id), 0) FROM imap_placements p "
+            "JOIN mailbox m ON m.id = p.entry_id "
+            f"WHERE p.user_id=? AND m.deleted=0 AND m.state IN ({marks}) "
+            "UNION ALL SELECT COUNT(*), COALESCE(SUM(m.id), 0) FROM imap_placements p "
+            "JOIN mailbox m ON m.id = p.entry_id "
+            "WHERE p.user_id=? AND p.folder=? AND m.deleted=0 AND m.state<>'pending') parts",
+            (user_id, mailbox, user_id, *states, user_id, *states, user_id, mailbox)).fetchone()
+        return int(count), int(total), 0 if modseq is None else int(modseq)
 
     def imap_place(self, user_id: int, entry_id: int, folder: str | None, body: bool,
                    leaving: str) -> None:
