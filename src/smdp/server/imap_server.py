@@ -176,6 +176,11 @@ class Content:
     entry: int | None = None
 
 
+#: The states whose entries show their message where their state puts them
+#: (plain strings: this is asked of every message a FETCH writes).
+_BODY_STATES: Final = frozenset({str(EntryState.ACCEPTED), str(EntryState.APPENDED)})
+
+
 @dataclass(slots=True)
 class Message:
     """A message of the selected mailbox: its UID and flags (which STORE
@@ -194,7 +199,7 @@ class Message:
     def shows_body(self) -> bool:
         if self.folder is not None:
             return self.body
-        return self.state in (EntryState.ACCEPTED, EntryState.APPENDED)
+        return self.state in _BODY_STATES
 
     @property
     def entry_id(self) -> int:
@@ -991,7 +996,7 @@ class ImapSession(Session):
             stored.received_at, fields + head if head else b"", msg.entry_id)
 
     def _with_heads(self, chosen: Sequence[tuple[int, Message]], items: Sequence[ev.FetchAtt]
-                    ) -> Iterator[tuple[int, Message, bytes | None, dict[ev.FetchAtt, bytes]]]:
+                    ) -> Iterator[tuple[int, Message, bytes | None, dict[str, bytes]]]:
         """``chosen`` with, for each message, the first octets of its stored
         body when ``items`` read its header and an answer is not kept, and
         the HEADER.FIELDS answers that are (``_FieldsKept``). A message
@@ -1009,10 +1014,10 @@ class ImapSession(Session):
         # Only these asked, and none cut (a partial one reads the header):
         # a message with all of them kept needs no head.
         fields_only = len(fields) == len(headers) and all(i.partial is None for i in headers)
-        none: dict[ev.FetchAtt, bytes] = {}
+        none: dict[str, bytes] = {}
         for i in range(0, len(chosen), HEAD_BATCH if wanted else len(chosen) or 1):
             part = chosen[i:i + HEAD_BATCH] if wanted else chosen
-            found: list[dict[ev.FetchAtt, bytes]] = []
+            found: list[dict[str, bytes]] = []
             heads: dict[int, bytes] = {}
             if wanted:
                 needed = []
@@ -1021,7 +1026,7 @@ class ImapSession(Session):
                     if fields and msg.shows_body:
                         assert kept is not None
                         entry = msg.entry_id
-                        known = {item: answer for item, fid in fields
+                        known = {fid: answer for _item, fid in fields
                                  if (answer := kept.get((entry, fid))) is not None}
                     found.append(known)
                     if msg.shows_body and not (fields_only and len(known) == len(fields)):
@@ -1051,7 +1056,13 @@ class ImapSession(Session):
         # streamed, awaiting the client. A message list's FETCH (UID, FLAGS,
         # size, a few header fields) then costs no coroutine per item: in a
         # FETCH 1:* of 10,000 messages that was a quarter of the server's time.
-        streams = [_streamed(item) for item in items]
+        # What each item is, worked out once rather than for each message:
+        # whether it streams, the name it is answered under, and for header
+        # fields the key of their kept answers.
+        plan = [(item, _streamed(item),
+                 item.name if item.section is None else _item_name(item),
+                 _fields_id(item) if (item.section or "").startswith("HEADER.FIELDS") else "")
+                for item in items]
         binary = [i.section for i in items if i.name in ("BINARY", "BINARY.SIZE")]
         for n, msg, head, kept in self._with_heads(chosen, items):
             self._parsed = None  # the MIME structure, read once per message when asked
@@ -1059,9 +1070,10 @@ class ImapSession(Session):
             content = self._content(msg, head) if reads else None
             if reads and content is None:
                 continue  # vanished since it was listed: nothing to say about it
-            unknown = next((cte for section in binary if content is not None
-                            and section is not None
-                            and (cte := self._unknown_cte(content, section))), None)
+            unknown = None
+            if binary and content is not None:
+                unknown = next((cte for section in binary if section is not None
+                                and (cte := self._unknown_cte(content, section))), None)
             if unknown is not None:
                 # RFC 3516 4.3: said before this message's response opens.
                 self._set_flags(changed)
@@ -1073,11 +1085,11 @@ class ImapSession(Session):
                 msg.flags |= SEEN
                 changed.append((msg.entry_id, msg.flags))
             self.conn.fetch_open(n)
-            for item, streamed in zip(items, streams, strict=True):
+            for item, streamed, name, fid in plan:
                 if streamed:
                     await self._send_item(item, msg, content)
                 else:
-                    self._write_item(item, msg, content, kept)
+                    self._write_item(item, name, fid, msg, content, kept)
             if sets_seen and not any(i.name == "FLAGS" for i in items):
                 self.conn.fetch_item("FLAGS", flag_atoms(msg.flags))
             self.conn.fetch_close()
@@ -1091,10 +1103,11 @@ class ImapSession(Session):
             self._set_flags(changed)
         self.conn.ok("FETCH completed")
 
-    def _write_item(self, item: ev.FetchAtt, msg: Message, content: Content | None,
-                    kept: dict[ev.FetchAtt, bytes]) -> None:
-        """An item written whole (``_streamed`` says which); ``kept``: the
-        HEADER.FIELDS answers found kept for this message."""
+    def _write_item(self, item: ev.FetchAtt, name: str, fid: str, msg: Message,
+                    content: Content | None, kept: dict[str, bytes]) -> None:
+        """An item written whole (``_streamed`` says which), answered as
+        ``name``; ``kept``: the HEADER.FIELDS answers found kept for this
+        message, by ``_fields_id`` (``fid`` for this item)."""
         conn = self.conn
         if item.name == "FLAGS":
             conn.fetch_raw("FLAGS", _flags_written(msg.flags))
@@ -1112,14 +1125,13 @@ class ImapSession(Session):
                 conn.fetch_item("ENVELOPE", envelope(self._header(content)))
             case "BINARY.SIZE":
                 assert item.section is not None
-                conn.fetch_raw(_item_name(item), b"%d" % self._binary(content,
-                                                                      item.section).size)
+                conn.fetch_raw(name, b"%d" % self._binary(content, item.section).size)
             case "BODYSTRUCTURE" | "BODY" if item.section is None:
                 conn.fetch_raw(item.name, body_structure(
                     self._structure(content), _envelope_octets,
                     extended=item.name == "BODYSTRUCTURE"))
             case _:
-                self._header_fields(item, _item_name(item), content, kept.get(item))
+                self._header_fields(item, name, content, kept.get(fid))
 
     async def _send_item(self, item: ev.FetchAtt, msg: Message, content: Content | None
                          ) -> None:
