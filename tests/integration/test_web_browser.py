@@ -267,6 +267,9 @@ def test_the_decision_flow_by_keyboard_only(
         for subject in ("first", "second", "third"):
             send(a, ALICE, subject, [BOB])
         page.goto(tab.url + "/")
+        # The login view shows once the page has asked for a session: tabbing
+        # before then would race it.
+        expect(page.locator("#login-address")).to_be_visible()
         # Log in: the address field has focus after the skip link and a Tab.
         keys.press("Tab")
         expect(page.locator(".skip")).to_be_focused()
