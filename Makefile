@@ -22,20 +22,23 @@ run: $(STAMP)
 ## Lint, check the import layers (pyproject.toml [tool.importlinter]), type-check and run the whole test suite; the integration suite runs
 ## a second time with every server on PostgreSQL (a throwaway cluster). Both runs measure coverage, server subprocesses included, and
 ## the target fails below the floors of pyproject.toml [tool.smdp.coverage-floor] (docs/testing.md).
-## The two passes run side by side (a machine has two cores or more; the suite passes pinned to one core
-## too): the PostgreSQL pass's output is kept in $(VENV)/postgresql-pass.log and printed after the first.
+## Two processes run side by side, one per core (a machine has two cores or more; the suite passes pinned
+## to one core too), each about as long: the integration suite on SQLite; and the PostgreSQL pass, then
+## the unit tests. The second's output is kept in $(VENV)/postgresql-pass.log and printed after the first.
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/coverage erase
-	SMDP_TEST_BACKEND=postgresql $(BIN)/coverage run -m pytest -q -p no:cacheprovider tests/integration \
-		> $(VENV)/postgresql-pass.log 2>&1 & postgresql=$$!; \
-	sqlite=0; $(BIN)/coverage run -m pytest -q || sqlite=$$?; \
-	pg=0; wait $$postgresql || pg=$$?; \
-	echo "--- the PostgreSQL pass: SMDP_TEST_BACKEND=postgresql pytest tests/integration ---"; \
+	{ pg=0; SMDP_TEST_BACKEND=postgresql $(BIN)/coverage run -m pytest -q -p no:cacheprovider \
+		tests/integration || pg=$$?; \
+	  unit=0; $(BIN)/coverage run -m pytest -q -p no:cacheprovider tests/unit || unit=$$?; \
+	  test $$pg -eq 0 && test $$unit -eq 0; } > $(VENV)/postgresql-pass.log 2>&1 & second=$$!; \
+	sqlite=0; $(BIN)/coverage run -m pytest -q tests/integration || sqlite=$$?; \
+	other=0; wait $$second || other=$$?; \
+	echo "--- the PostgreSQL pass (SMDP_TEST_BACKEND=postgresql pytest tests/integration), then pytest tests/unit ---"; \
 	cat $(VENV)/postgresql-pass.log; \
-	test $$sqlite -eq 0 && test $$pg -eq 0
+	test $$sqlite -eq 0 && test $$other -eq 0
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 	$(BIN)/coverage json -q -o coverage.json
