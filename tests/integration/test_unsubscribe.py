@@ -110,6 +110,19 @@ def unsubscribe_line(b: InProcessServer, entry: int) -> str:
         bob.quit()
 
 
+def refused(a: InProcessServer, b: InProcessServer, url: str) -> str:
+    """Bob asks to leave a one-click list at ``url``, which the server will
+    not contact: the ENV line that says why, once the request has failed."""
+    post(a, f"List-Unsubscribe: <{url}>\r\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    entry = pending_entry(b)
+    bob = b.client("bob@b.example")
+    bob.call(wire.Unsub(entry))
+    bob.quit()
+    wait_for(lambda: unsubscribe_line(b, entry).startswith("Unsubscribe: failed"), "the refusal")
+    return unsubscribe_line(b, entry)
+
+
 def extra(ca: Path) -> str:
     return f'[unsubscribe]\nallow_loopback = true\nca = "{ca}"\ntimeout = 5\n'
 
@@ -149,15 +162,7 @@ def test_a_redirect_to_a_private_address_is_not_followed(
     state, ca = site
     state.answers = [(307, {"Location": "https://10.1.2.3/internal"})]
     with inprocess_pair(tmp_path, extra_b=extra(ca), users=USERS) as (a, b):
-        post(a, f"List-Unsubscribe: <{state.url()}>\r\n"
-                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        entry = pending_entry(b)
-        bob = b.client("bob@b.example")
-        bob.call(wire.Unsub(entry))
-        bob.quit()
-        wait_for(lambda: unsubscribe_line(b, entry).startswith("Unsubscribe: failed"),
-                 "the refusal")
-        assert "10.1.2.3 is a private address: not contacted" in unsubscribe_line(b, entry)
+        assert "10.1.2.3 is a private address: not contacted" in refused(a, b, state.url())
         assert len(state.posts) == 1
 
 
@@ -166,15 +171,7 @@ def test_without_the_test_switch_loopback_is_refused(
     state, ca = site
     with inprocess_pair(tmp_path, extra_b=f'[unsubscribe]\nca = "{ca}"\n',
                         users=USERS) as (a, b):
-        post(a, f"List-Unsubscribe: <{state.url()}>\r\n"
-                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        entry = pending_entry(b)
-        bob = b.client("bob@b.example")
-        bob.call(wire.Unsub(entry))
-        bob.quit()
-        wait_for(lambda: unsubscribe_line(b, entry).startswith("Unsubscribe: failed"),
-                 "the refusal")
-        assert "127.0.0.1 is a loopback address" in unsubscribe_line(b, entry)
+        assert "127.0.0.1 is a loopback address" in refused(a, b, state.url())
         assert state.posts == []
 
 
