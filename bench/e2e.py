@@ -846,13 +846,9 @@ class SmtpdProcess:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.integration.harness import terminate
+
+        terminate(self.proc, timeout=10)
         self.log.close()
 
 

@@ -37,7 +37,6 @@ import os
 import pwd
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -319,13 +318,10 @@ service imap-login {{
         tmp.rename(self.maildir / "new" / maildir_name(100000 + k, data, "new"))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.integration.harness import terminate
+
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
 

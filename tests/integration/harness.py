@@ -63,6 +63,19 @@ def free_ports(n: int) -> list[int]:
 
 
 @dataclass
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Stop a server process as an operator would (SIGTERM: it finishes what
+    it acknowledged and exits), killing it only if it has not within
+    ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 class Server:
     domain: str
     hostname: str
@@ -180,13 +193,8 @@ allow_plaintext_login = {"true" if self.plaintext_login else "false"}
             self.submission_port, self.submission_tls_port)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:
