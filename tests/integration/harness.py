@@ -62,8 +62,6 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-@dataclass
-
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
     """Stop a server process as an operator would (SIGTERM: it finishes what
     it acknowledged and exits), killing it only if it has not within
@@ -76,6 +74,8 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
             proc.kill()
             proc.wait()
 
+
+@dataclass
 class Server:
     domain: str
     hostname: str
