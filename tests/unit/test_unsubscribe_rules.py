@@ -13,6 +13,13 @@ import pytest
 from smdp.certs import make_ca, make_cert, write_issued
 from smdp.config import UnsubscribeSettings
 from smdp.core.origin import Origin
+from smdp.core.sender_auth import (
+    AuthResults,
+    DkimSignatureCheck,
+    SpfCheck,
+    authentication_results_header,
+    passing_dkim,
+)
 from smdp.core.unsubscribe import (
     MAILTO,
     ONE_CLICK,
@@ -130,18 +137,54 @@ def test_the_way_taken() -> None:
     assert uris("<a>, <>, junk <b>") == ["a", "b"]
 
 
+COVERING = (b"DKIM-Signature: v=1; a=rsa-sha256; d=list.example; s=s1;\r\n"
+          b"\th=from:to:subject:List-Unsubscribe:\r\n\t list-unsubscribe-post; bh=x;\r\n"
+          b"\tb=AbCd/123xyz;\r\n"
+          b"From: a@list.example\r\n")
+VERIFIED = {("list.example", "AbCd/123")}
+
+
 def test_dkim_must_cover_both_fields() -> None:
-    covered = (b"DKIM-Signature: v=1; a=rsa-sha256; d=list.example; s=s1;\r\n"
-               b"\th=from:to:subject:List-Unsubscribe:\r\n\t list-unsubscribe-post; bh=x; b=y;\r\n"
-               b"From: a@list.example\r\n")
-    assert dkim_covers_unsubscribe(covered, "list.example")
-    assert dkim_covers_unsubscribe(covered, "news.list.example")  # the signer's subdomain
-    assert not dkim_covers_unsubscribe(covered, "other.example")
-    half = covered.replace(b":\r\n\t list-unsubscribe-post", b"")
-    assert not dkim_covers_unsubscribe(half, "list.example")
-    assert not dkim_covers_unsubscribe(b"From: a@list.example\r\n", "list.example")
+    assert dkim_covers_unsubscribe(COVERING, "list.example", VERIFIED)
+    # The signer's subdomain:
+    assert dkim_covers_unsubscribe(COVERING, "news.list.example", VERIFIED)
+    assert not dkim_covers_unsubscribe(COVERING, "other.example", VERIFIED)
+    half = COVERING.replace(b":\r\n\t list-unsubscribe-post", b"")
+    assert not dkim_covers_unsubscribe(half, "list.example", VERIFIED)
+    assert not dkim_covers_unsubscribe(b"From: a@list.example\r\n", "list.example", VERIFIED)
     assert not dkim_covers_unsubscribe(b"DKIM-Signature: v=1; h=list-unsubscribe\r\n",
-                                       "list.example")
+                                       "list.example", VERIFIED)
+
+
+def test_only_a_signature_that_verified_counts() -> None:
+    """RFC 8058 4 asks for a valid signature: a covering field of the right
+    domain that did not verify (added on the way) promises nothing, and a
+    twin of a verified one (the same d= and b= prefix) that does not cover
+    the fields makes neither count."""
+    assert not dkim_covers_unsubscribe(COVERING, "list.example", set())
+    assert not dkim_covers_unsubscribe(COVERING, "list.example", {("list.example", "Other123")})
+    assert not dkim_covers_unsubscribe(COVERING, "list.example", {("x.example", "AbCd/123")})
+    twin = (b"DKIM-Signature: v=1; d=list.example; s=s1; h=from:to; bh=x; b=AbCd/123other;\r\n"
+            + COVERING)
+    assert not dkim_covers_unsubscribe(twin, "list.example", VERIFIED)
+
+
+def test_the_signatures_that_passed_are_read_back_from_authentication_results() -> None:
+    results = AuthResults(
+        client_ip="192.0.2.1", helo="mail.list.example", mail_from="bounce@list.example",
+        spf=SpfCheck("pass", "list.example"),
+        dkim=(DkimSignatureCheck("pass", "List.Example", "s1",
+                                 signature_prefix="AbCd/123"),
+              DkimSignatureCheck("fail", "list.example", "s2", "bad signature",
+                                 signature_prefix="Zz9+Zz9+"),
+              DkimSignatureCheck("pass", "other.example", "s1",
+                                 signature_prefix="Qq1Qq1Qq")),
+        from_domain="list.example", dmarc="pass", dmarc_policy="reject",
+        verified_domain="list.example")
+    written = authentication_results_header("smdp.b.example", results).replace("\r\n\t", " ")
+    assert passing_dkim(written) == {("list.example", "AbCd/123"), ("other.example", "Qq1Qq1Qq")}
+    assert passing_dkim("") == set()
+    assert passing_dkim("smdp.b.example; dkim=pass header.d=list.example") == set()
 
 
 def test_the_request_mail() -> None:
@@ -236,12 +279,16 @@ SIGNED = (b"DKIM-Signature: v=1; d=list.example; h=from:list-unsubscribe:"
           b"list-unsubscribe-post; b=x\r\nFrom: news@list.example\r\n\r\nBody.\r\n")
 
 
+#: How the MX recorded SIGNED's signature as verified (header.b: its b=).
+AUTH = "mx; dkim=pass header.d=list.example header.b=x"
+
+
 def _smtp_entry(store: Store, bob: User, n: int, body: bytes | None) -> int:
     with store.transaction():
         env = store.insert_in_envelope(
             envid=f"s{n}", origin_server="list.example", sender="news@list.example",
             size=len(body or b""), block=BLOCK, subject="news", body=body,
-            smtp_auth="mx; dkim=pass header.d=list.example", verified_domain="list.example")
+            smtp_auth=AUTH, verified_domain="list.example")
         return store.insert_mailbox_entry(bob.id, env, "bob@b.example", EntryState.PENDING)
 
 

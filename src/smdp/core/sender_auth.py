@@ -54,6 +54,10 @@ class SpfCheck:
     reason: str = ""  # one sentence for logs and the Authentication-Results comment
 
 
+#: How much of a signature's b= Authentication-Results names it by (RFC 6008).
+SIGNATURE_PREFIX = 8
+
+
 @dataclass(frozen=True, slots=True)
 class DkimSignatureCheck:
     """One DKIM-Signature header field and how its verification went."""
@@ -63,8 +67,8 @@ class DkimSignatureCheck:
     selector: str  # s=
     reason: str = ""
     algorithm: str = ""  # a= (rsa-sha256, ed25519-sha256), "" when unknown
-    # The first characters of b= (RFC 6008 header.b): tells two signatures of
-    # one domain and selector apart in Authentication-Results.
+    # The first SIGNATURE_PREFIX characters of b= (RFC 6008 header.b): tells
+    # two signatures of one domain and selector apart in Authentication-Results.
     signature_prefix: str = ""
 
 
@@ -506,6 +510,24 @@ def _resinfos(results: AuthResults) -> list[list[str]]:
         dmarc_words.append(f"header.from={ar_value(results.from_domain)}")
     infos.append(dmarc_words)
     return infos
+
+
+_PROPERTY = re.compile(r'header\.([db])=("(?:[^"\\]|\\.)*"|[^\s;()]+)')
+
+
+def passing_dkim(auth_results: str) -> set[tuple[str, str]]:
+    """The DKIM signatures that verified, as ``authentication_results_header``
+    wrote them: (``header.d`` lower case, ``header.b``, the first characters
+    of b=). What tells a signature that passed from another field of the
+    same domain added on the way (docs/lists.md, one-click unsubscribe)."""
+    passed: set[tuple[str, str]] = set()
+    for resinfo in auth_results.split(";"):
+        if not resinfo.strip().startswith("dkim=pass"):
+            continue
+        found = {key: value.strip('"') for key, value in _PROPERTY.findall(resinfo)}
+        if found.get("d") and found.get("b"):
+            passed.add((found["d"].lower().rstrip("."), found["b"]))
+    return passed
 
 
 def authentication_results_header(authserv_id: str, results: AuthResults) -> str:

@@ -10,6 +10,7 @@ addresses, is ``smdp.server.unsubscribe``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from smdp.core.envelope import decode_envelope_block
 from smdp.core.jobs import queue_unsubscribe
 from smdp.core.origin import Origin
+from smdp.core.sender_auth import SIGNATURE_PREFIX, dkim_signature_tags, passing_dkim
 from smdp.core.submission import SubmissionError
 from smdp.mail.addresses import AddressError, parse_address
 from smdp.mail.dkim import parse_header_block
@@ -99,28 +101,31 @@ def plan(list_unsubscribe: str, *, one_click: bool) -> Plan:
     raise NoWay(f"the list offers no way this server can take: {', '.join(found)}")
 
 
-def dkim_covers_unsubscribe(header: bytes, domain: str) -> bool:
+def dkim_covers_unsubscribe(header: bytes, domain: str,
+                            verified: Collection[tuple[str, str]]) -> bool:
     """Whether a DKIM-Signature of ``domain`` (the domain sender
-    authentication verified) or of a domain it belongs to signs both
-    List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 4: a one-click
-    POST only on a signature that covers both). The signature itself was
-    checked at arrival; this reads which fields it named."""
+    authentication verified) or of a domain it belongs to, one that verified
+    at arrival (``verified``: ``sender_auth.passing_dkim``), signs both
+    List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 4: a one-click POST
+    only on a valid signature that covers both). A field added on the way
+    with the same d= and the first characters of a verified b= cannot be
+    told from the one that verified: then neither counts."""
     domain = domain.lower().rstrip(".")
+    covered = False
     for name, value in parse_header_block(header):
         if name.lower() != b"dkim-signature":
             continue
-        tags = {}
-        for part in re.sub(rb"\s+", b"", value).split(b";"):
-            key, eq, tag = part.partition(b"=")
-            if eq:
-                tags[key.decode("ascii", "replace")] = tag.decode("ascii", "replace").lower()
-        signer = tags.get("d", "").rstrip(".")
+        tags = dkim_signature_tags(value.decode("ascii", "replace"))
+        signer = tags.get("d", "").lower().rstrip(".")
         if not signer or not (domain == signer or domain.endswith("." + signer)):
             continue
-        signed = set(tags.get("h", "").split(":"))
-        if {"list-unsubscribe", "list-unsubscribe-post"} <= signed:
-            return True
-    return False
+        if (signer, tags.get("b", "")[:SIGNATURE_PREFIX]) not in verified:
+            continue
+        if not {"list-unsubscribe", "list-unsubscribe-post"} <= set(
+                tags.get("h", "").lower().split(":")):
+            return False
+        covered = True
+    return covered
 
 
 def request_mail(*, sender: str, mail: Plan, hostname: str, now: datetime | None = None
@@ -174,7 +179,7 @@ def request(store: Store, origin: Origin, user: User, entry_id: int) -> Requeste
         start = store.in_body_chunk(env.id, 0)
         header = start.split(b"\r\n\r\n", 1)[0] if start else b""
         one_click = bool(env.verified_domain) and dkim_covers_unsubscribe(
-            header, env.verified_domain or "")
+            header, env.verified_domain or "", passing_dkim(env.smtp_auth or ""))
     try:
         way = plan(summary.list_unsubscribe, one_click=one_click)
     except NoWay as exc:

@@ -42,6 +42,7 @@ from dkim.canonicalization import CanonicalizationPolicy
 
 from smdp.config import Config
 from smdp.core.sender_auth import (
+    SIGNATURE_PREFIX,
     AuthResults,
     DkimResult,
     DkimSignatureCheck,
@@ -395,7 +396,7 @@ class DnsSenderAuthenticator:
             checks.append(DkimSignatureCheck(
                 result, signature.get("d", "").lower(), signature.get("s", ""), reason,
                 algorithm=signature.get("a", "").lower(),
-                signature_prefix=signature.get("b", "")[:8]))
+                signature_prefix=signature.get("b", "")[:SIGNATURE_PREFIX]))
         return tuple(checks)
 
     @staticmethod
