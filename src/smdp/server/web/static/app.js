@@ -54,6 +54,17 @@ function visible(value) {
     (c) => `<U+${c.codePointAt(0).toString(16).toUpperCase()}>`);
 }
 
+// A card of a list (mail, sent, lists, tokens, the administrator's lists),
+// of a ``kind`` its style may name: the <li> and the body its text goes in,
+// which the caller appends to it with its buttons.
+function card(kind = "") {
+  const item = document.createElement("li");
+  item.className = kind ? `card ${kind}` : "card";
+  const body = document.createElement("div");
+  body.className = "card-body";
+  return [item, body];
+}
+
 function text(tag, className, value) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -274,10 +285,7 @@ async function loadMailbox(append) {
   const list = $("mailbox");
   if (!append) list.replaceChildren();
   for (const env of data.envelopes) {
-    const item = document.createElement("li");
-    item.className = "card";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card();
     const link = text("a", "subject", env.subject || "(no subject)");
     link.href = `#mailbox/${env.id}`;
     const top = document.createElement("div");
@@ -436,11 +444,8 @@ async function loadSent(append) {
   const list = $("sent");
   if (!append) list.replaceChildren();
   for (const msg of data.messages) {
-    const item = document.createElement("li");
-    item.className = "card";
+    const [item, body] = card();
     item.dataset.msgid = msg.msgid;
-    const body = document.createElement("div");
-    body.className = "card-body";
     const top = document.createElement("div");
     top.className = "top";
     top.append(text("span", "meta", `from ${msg.from}`), when(msg.created_at));
@@ -479,10 +484,7 @@ function renderLists() {
   const shown = state.lists.filter((e) => !filter ||
     [e.address, e.server || "", LIST_NAMES[e.list]].some((v) => v.toLowerCase().includes(filter)));
   for (const entry of shown) {
-    const item = document.createElement("li");
-    item.className = "card list-entry";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card("list-entry");
     const top = document.createElement("div");
     top.className = "top";
     top.append(text("span", `badge list-${entry.list}`, LIST_NAMES[entry.list]),
@@ -543,10 +545,7 @@ async function loadTokens() {
   const list = $("tokens");
   list.replaceChildren();
   for (const token of data.tokens) {
-    const item = document.createElement("li");
-    item.className = "card";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card();
     body.append(text("div", "subject", token.name),
       text("div", "meta", `made ${day(token.created)}`),
       text("div", "meta", token.last_used ? `last used ${day(token.last_used)}` : "never used"));
@@ -633,11 +632,8 @@ function showPeers(peers) {
   const list = $("admin-peers");
   list.replaceChildren();
   for (const peer of peers) {
-    const item = document.createElement("li");
-    item.className = "card peer";
+    const [item, body] = card("peer");
     item.dataset.server = peer.server;
-    const body = document.createElement("div");
-    body.className = "card-body";
     const top = document.createElement("div");
     top.className = "top";
     top.append(text("span", "subject", peer.server),
@@ -653,15 +649,23 @@ function showPeers(peers) {
     actions.className = "decisions";
     actions.append(button("Chart", `Chart of ${peer.server}`,
       () => showChart(peer.server).then(() => $("chart").focus())));
+    // The administrator's word on the peer, with the reason typed above it.
+    const overrideButton = (label, name, value) => adminButton(label, name, "POST",
+      `/api/admin/peers/${encodeURIComponent(peer.server)}`,
+      () => ({ override: value, reason: $("peer-reason").value }),
+      (answer) => {
+        $("peer-reason").value = "";
+        return `${peer.server}: ${answer.standing} (${answer.reason})`;
+      });
     if (peer.override !== "blocked") {
-      actions.append(button("Block", `Block ${peer.server}`, () => override(peer.server, "blocked")));
+      actions.append(overrideButton("Block", `Block ${peer.server}`, "blocked"));
     }
     if (peer.override !== "allowed") {
-      actions.append(button("Allow", `Allow ${peer.server}`, () => override(peer.server, "allowed")));
+      actions.append(overrideButton("Allow", `Allow ${peer.server}`, "allowed"));
     }
     if (peer.override) {
-      actions.append(button("Unblock", `Hand ${peer.server} back to the quality formula`,
-        () => override(peer.server, null)));
+      actions.append(overrideButton("Unblock", `Hand ${peer.server} back to the quality formula`,
+        null));
     }
     body.append(actions);
     item.append(body);
@@ -670,16 +674,18 @@ function showPeers(peers) {
   if (!peers.length) list.append(text("li", "hint", "No peer server has sent anything yet."));
 }
 
-async function override(server, value) {
-  try {
-    const peer = await api("POST", `/api/admin/peers/${encodeURIComponent(server)}`,
-      { override: value, reason: $("peer-reason").value });
-    $("peer-reason").value = "";
-    await loadAdmin();
-    say("admin-status", `${server}: ${peer.standing} (${peer.reason})`);
-  } catch (error) {
-    say("admin-status", error.message, true);
-  }
+// A button of the administrator's view: the change, the view read again,
+// and what came of it (or why not) said in its status line.
+function adminButton(label, name, method, path, payload, said) {
+  return button(label, name, async () => {
+    try {
+      const answer = await api(method, path, typeof payload === "function" ? payload() : payload);
+      await loadAdmin();
+      say("admin-status", said(answer));
+    } catch (error) {
+      say("admin-status", error.message, true);
+    }
+  });
 }
 
 // The quality chart: Quality(X) (section 5.3, from -1 to 1) at each sample,
@@ -749,25 +755,15 @@ function showQueue(queue) {
   const list = $("admin-queue");
   list.replaceChildren();
   for (const job of queue.jobs) {
-    const item = document.createElement("li");
-    item.className = "card";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card();
     const top = document.createElement("div");
     top.className = "top";
     top.append(text("span", "subject", `${job.kind} to ${job.peer}`),
       text("span", "meta", job.running ? "running now" : `next attempt ${day(job.next_attempt)}`));
     body.append(top, text("div", "meta", `job ${job.id} · ${job.attempts} attempt(s) · queued ${day(job.created_at)}`));
     if (job.last_error) body.append(text("div", "meta detail", `last error: ${job.last_error}`));
-    const retry = button("Retry now", `Retry job ${job.id} to ${job.peer} now`, async () => {
-      try {
-        await api("POST", `/api/admin/queue/${job.id}/retry`);
-        say("admin-status", `Job ${job.id} is being retried now.`);
-        await loadAdmin();
-      } catch (error) {
-        say("admin-status", error.message, true);
-      }
-    });
+    const retry = adminButton("Retry now", `Retry job ${job.id} to ${job.peer} now`, "POST",
+      `/api/admin/queue/${job.id}/retry`, undefined, () => `Job ${job.id} is being retried now.`);
     retry.disabled = job.running;
     item.append(body, retry);
     list.append(item);
@@ -782,20 +778,11 @@ function showSenders(senders) {
   const list = $("admin-suspended");
   list.replaceChildren();
   for (const s of senders.suspended) {
-    const item = document.createElement("li");
-    item.className = "card";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card();
     body.append(text("div", "subject", s.address), text("div", "reason", s.reason));
-    item.append(body, button("Unsuspend", `Lift the suspension of ${s.address}`, async () => {
-      try {
-        await api("POST", `/api/admin/senders/${encodeURIComponent(s.address)}`, { suspended: false });
-        await loadAdmin();
-        say("admin-status", `${s.address} may send again.`);
-      } catch (error) {
-        say("admin-status", error.message, true);
-      }
-    }));
+    item.append(body, adminButton("Unsuspend", `Lift the suspension of ${s.address}`, "POST",
+      `/api/admin/senders/${encodeURIComponent(s.address)}`, { suspended: false },
+      () => `${s.address} may send again.`));
     list.append(item);
   }
   if (!senders.suspended.length) list.append(text("li", "hint", "No sender is suspended."));
@@ -805,10 +792,7 @@ function showAccounts(accounts) {
   const list = $("admin-accounts");
   list.replaceChildren();
   for (const a of accounts) {
-    const item = document.createElement("li");
-    item.className = "card";
-    const body = document.createElement("div");
-    body.className = "card-body";
+    const [item, body] = card();
     const top = document.createElement("div");
     top.className = "top";
     top.append(text("span", "subject", a.address));
