@@ -1002,13 +1002,9 @@ class Sink:
         return int(found[-1]) if found else 0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.integration.harness import terminate
+
+        terminate(self.proc, timeout=5)
         self.handle.close()
 
 
