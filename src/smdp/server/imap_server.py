@@ -534,12 +534,13 @@ _DECODERS: Final[dict[str, Callable[[Iterable[bytes]], Iterator[bytes]]]] = {
     "base64": base64_decoded, "quoted-printable": qp_decoded}
 
 
-def _mailbox_name(name: str, folders: Iterable[str] = ()) -> str | None:
-    """Our name of mailbox ``name`` (a built-in one or one of ``folders``),
-    or None: INBOX is case-insensitive (RFC 9051 5.1), other names are not."""
+def _mailbox_name(name: str) -> str | None:
+    """Our name of built-in mailbox ``name``, or None (a user's folder is
+    found by ``ImapSession._resolve``): INBOX is case-insensitive (RFC 9051
+    5.1), other names are not."""
     if name.upper() == INBOX:
         return INBOX
-    return name if name in MAILBOXES or name == SENT or name in folders else None
+    return name if name in MAILBOXES or name == SENT else None
 
 
 def _folder_name_fault(name: str) -> str | None:
@@ -1183,13 +1184,14 @@ class ImapSession(Session):
         answer already looked up there."""
         assert item.section is not None
         key = None if content.entry is None else (content.entry, _fields_id(item))
-        if found is None and key is not None:
-            found = _FIELDS.setdefault(self.store, _FieldsKept()).get(key)
+        kept = _FIELDS.get(self.store) if key is not None else None
+        if found is None and kept is not None and key is not None:
+            found = kept.get(key)
         if found is None:
             found = header_fields(self._header(content), set(item.fields),
                                   keep=item.section == "HEADER.FIELDS")
             if key is not None:
-                _FIELDS.setdefault(self.store, _FieldsKept()).put(key, found)
+                (kept or _FIELDS.setdefault(self.store, _FieldsKept())).put(key, found)
         if item.partial is not None:
             offset, most = item.partial
             found = found[offset:offset + most]
@@ -1201,9 +1203,6 @@ class ImapSession(Session):
         """One body section as a literal, streamed from the store."""
         if section[:1].isdigit():
             await self._send_part(item, name, content, section)
-            return
-        if section.startswith("HEADER.FIELDS"):
-            self._header_fields(item, name, content)
             return
         total = content.size
         start, length = 0, total
@@ -1461,8 +1460,10 @@ class ImapSession(Session):
                       msg.uid in self._saved if only.saved else only.contains(msg.uid, largest)))]
         here = set()
         if doomed:
-            here = {m.message.entry_id for m in self.store.imap_view(
-                self.user.id, self.selected, MAILBOXES.get(self.selected, ()))}
+            # Which are still here now (another session may have moved some):
+            # the kept listing while the mailbox is unchanged, else a fresh one.
+            here = {m.message.entry_id
+                    for m in self._listing(self.selected, self._signature_now())}
         left = [n for n in doomed if self.messages[n - 1].entry_id not in here]
         doomed = [n for n in doomed if self.messages[n - 1].entry_id in here]
         refused = None
