@@ -69,6 +69,11 @@ def test_a_list_post(store: Store) -> None:
                             b"\r\n")
     with pytest.raises(SubmissionError, match="only members"):
         groups.expand(store, dave, "dave@a.example", ["team.two@a.example"])
+    # A member posts as a member whatever the case of the address (the same
+    # rule as for a post from another server: groups.may_post).
+    groups.add_members(store, "team.two@a.example", ["dave@a.example"])
+    assert groups.expand(store, dave, "Dave@A.example", ["team.two@a.example"]).recipients == [
+        "bob@b.example", "dave@a.example"]
     assert groups.list_id("we+you@a.example") == "we+you.a.example"
     assert groups.list_id("\"a b\"@a.example") == "-a-b-.a.example"
     # An owner gone (the user deleted): posts still carry List-Id.

@@ -210,9 +210,6 @@ class Destination:
                                protocol="SMDP", ident=envid, when=datetime.now(UTC))
         return (body if isinstance(body, Body) else Body.of(body)).prefixed(field)
 
-    def local_user(self, address: str) -> User | None:
-        return self.store.user_by_address(address)
-
     def reach(self, address: str) -> groups.Reach:
         """Whom mail from another server to ``address`` reaches: a user, or
         a local group's members with a mailbox here (docs/lists.md)."""

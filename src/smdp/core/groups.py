@@ -78,8 +78,7 @@ def expand(store: Store, user: User, sender: str, recipients: list[str]) -> Expa
             raise SubmissionError(f"a post to the list {lists[0].address} goes to the list "
                                   "alone; send it without other recipients", Kind.INVALID)
         chosen = lists[0]
-        members = store.group_members(chosen.id)
-        if sender not in members and user.id != chosen.owner_id:
+        if not (may_post(store, chosen, sender) or user.id == chosen.owner_id):
             raise SubmissionError(f"only members of the list {chosen.address} may post to it",
                                   Kind.INVALID)
         owner = store.user_by_id(chosen.owner_id) if chosen.owner_id is not None else None
