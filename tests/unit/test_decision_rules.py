@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from smdp.config import QualityPolicy
+from smdp.core import decisions as d
 from smdp.core.decisions import TABLE_2, OriginSide, RecipientSide
 from smdp.core.destination import Destination
 from smdp.core.outcomes import Kind
 from smdp.mail.body import Body
 from smdp.store import SqliteStore
+from smdp.store.records import MailboxEntry
 from smdp.terms import Decision, EntryState, RecipientState
 from tests.unit.test_core_rules import World
 
@@ -198,3 +200,26 @@ def test_each_option_is_spelled_the_papers_way_and_as_a_word() -> None:
     assert {d.table_1: d.word for d in Decision} == {
         "ACCEPT": "accept", "ACCEPT&AUTH": "accept-auth", "REJECT": "reject",
         "REJECT&SPAM": "reject-spam", "REJECT&SPAMMER": "reject-spammer"}
+
+
+def _member(entry_id: int, state: EntryState, decision: Decision | None) -> MailboxEntry:
+    return MailboxEntry(entry_id, entry_id, 1, "team@b.example", state, decision, "", None, False)
+
+
+def test_a_groups_rejection_waits_for_its_members_then_the_strongest_goes() -> None:
+    """docs/lists.md: members of a local group share the recipient the origin
+    knows. An acceptance goes at once; a rejection only once no member is
+    undecided or accepted, and then the strongest of them; a member who never
+    decides holds the others' rejections until the envelope expires."""
+    spam = _member(1, EntryState.SPAM, Decision.REJECT_SPAM)
+    waiting = _member(2, EntryState.PENDING, None)
+    plain = _member(3, EntryState.REJECTED, Decision.REJECT)
+    took = _member(4, EntryState.ACCEPTED, Decision.ACCEPT)
+    assert d.reported_entry(took, Decision.ACCEPT, [spam, took]) == 4
+    assert d.reported_entry(spam, Decision.REJECT_SPAM, [spam, waiting, plain]) is None
+    assert d.reported_entry(plain, Decision.REJECT, [spam, plain, took]) is None
+    assert d.reported_entry(plain, Decision.REJECT, [spam, plain]) == 1  # SPAM over REJECT
+    spammer = _member(5, EntryState.SPAMMER, Decision.REJECT_SPAMMER)
+    assert d.reported_entry(plain, Decision.REJECT, [plain, spammer, spam]) == 5
+    alone = _member(6, EntryState.REJECTED, Decision.REJECT)
+    assert d.reported_entry(alone, Decision.REJECT, [alone]) == 6

@@ -9,8 +9,10 @@ tables read off ``TABLE_2`` below; the services in ``destination.py`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from smdp.store.records import MailboxEntry
 from smdp.terms import Decision, EntryState, RecipientState
 
 
@@ -93,3 +95,34 @@ PULLING_RECIPIENTS = frozenset({RecipientState.ACCEPTED, RecipientState.AUTHORIZ
 NEEDS_BODY = frozenset(
     {RecipientState.QUEUED, RecipientState.ENVELOPE_SENT} | PULLING_RECIPIENTS
 )
+
+
+# -- one recipient, several entries: a local group (docs/lists.md) -------------------
+
+#: Of several rejections of one message, the one its origin hears: the one
+#: whose origin side (Table 2) does most.
+REJECTION_STRENGTH = {Decision.REJECT: 1, Decision.REJECT_SPAM: 2, Decision.REJECT_SPAMMER: 3}
+
+
+def reported_entry(entry: MailboxEntry, decision: Decision,
+                   shared: Sequence[MailboxEntry]) -> int | None:
+    """The entry whose decision goes to the origin now that ``entry`` was
+    decided, if any. ``shared``: every entry of the envelope under the same
+    recipient, ``entry`` among them; several where a local group's members
+    each have one under the group's address, which is all the origin knows.
+
+    Each acceptance goes (the first pulls the message; the others name the
+    copy held here). A rejection deletes the message at the origin
+    (assumption 6), so it goes only once no other member is undecided or has
+    accepted, and then as the strongest rejection among them
+    (``REJECTION_STRENGTH``): the origin hears SPAM or SPAMMER if any member
+    said it."""
+    if decision.accepts:
+        return entry.id
+    if any(e.id != entry.id and (e.state is EntryState.PENDING
+                                 or (e.decision is not None and e.decision.accepts))
+           for e in shared):
+        return None
+    rejected = [e for e in shared if e.decision is not None]
+    return max(rejected, key=lambda e: REJECTION_STRENGTH.get(e.decision or Decision.REJECT, 0),
+               default=entry).id

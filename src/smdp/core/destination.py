@@ -548,26 +548,13 @@ class Destination:
             queue_decision(self.store, env.envid, reported, domain_of(env.sender))
 
     def _reported_entry(self, entry: MailboxEntry, decision: Decision) -> int | None:
-        """The entry whose decision goes to the origin now, if any.
-
-        The origin knows one recipient where a local group's members have
-        an entry each under its address (docs/lists.md). Each acceptance
-        goes (the first pulls the message; the others name the copy held
-        here). A rejection deletes the message at the origin (assumption
-        6), so it goes only once no other member is undecided or has
-        accepted, and then as the strongest rejection among them: the
-        origin hears SPAM or SPAMMER if any member said it."""
+        """The entry whose decision goes to the origin now (decisions.py,
+        ``reported_entry``: a group's rejections wait for its members)."""
         if decision.accepts:
-            return entry.id
+            return entry.id  # no need to read the others
         shared = [e for e in self.store.entries_of_envelope(entry.envelope_id)
                   if e.recipient == entry.recipient]
-        if any(e.id != entry.id and (e.state is EntryState.PENDING
-                                     or (e.decision is not None and e.decision.accepts))
-               for e in shared):
-            return None
-        rejected = [e for e in shared if e.decision is not None]
-        return max(rejected, key=lambda e: _SEVERITY.get(e.decision or Decision.REJECT, 0),
-                   default=entry).id
+        return d.reported_entry(entry, decision, shared)
 
     def _apply_smtp(self, entry: MailboxEntry, env: InEnvelope, decision: Decision,
                     reason: str, *, listing: bool) -> None:
@@ -722,9 +709,6 @@ class Destination:
 
 # How much a rejection tells the origin (Table 2): the order in which a
 # group's members' rejections win when one of them is reported for all.
-_SEVERITY = {Decision.REJECT: 1, Decision.REJECT_SPAM: 2, Decision.REJECT_SPAMMER: 3}
-
-
 def _described(key: str) -> str:
     """A quality key as the operator's log names it."""
     if key.startswith("smtp:"):
