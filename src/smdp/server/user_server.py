@@ -202,10 +202,11 @@ class UserSession(Session):
         lines = [f"envelope {self._envelope_line(e, env)}" for e, env in pending]
         # An SMDP answer: each message by its entry id, the one id that names
         # it in every SMDP command and in the client (not its POP3 number).
+        # The subjects in one read, not two a message.
+        subjects = {e.id: env.subject for e, env in self.store.mailbox_after(
+            self.user.id, [EntryState.ACCEPTED], after=0, limit=_NO_LIMIT)}
         for n in live:
-            entry = self.store.mailbox_entry(numbered[n - 1])
-            env = self.store.in_envelope(entry.envelope_id) if entry else None
-            subject = env.subject if env else ""
+            subject = subjects.get(numbered[n - 1], "")
             lines.append(_clean(f"message {numbered[n - 1]} {self.sizes[n - 1]} {subject}"))
         return text, lines
 
