@@ -696,7 +696,7 @@ class ImapSession(Session):
         # BINARY's decoded parts of the message at hand, by section: decoded
         # once a FETCH however many of its items ask (a temporary file past
         # 1 MiB, never held whole).
-        self._decoded: dict[str, Body] = {}
+        self._decoded: dict[str, Content] = {}
         self._sent: dict[int, ImapSent] = {}  # Sent's messages when last read, by id
         self._searched: dict[int, Content | None] = {}  # what a SEARCH read, by UID
         # RFC 5182: what the last SEARCH RETURN (SAVE) found, as UIDs, so that
@@ -1237,28 +1237,34 @@ class ImapSession(Session):
         cte = "7bit" if part is None else transfer_encoding(part)
         return None if cte in _IDENTITY_CTE or cte in _DECODERS else cte
 
-    def _binary(self, content: Content, section: str) -> Body:
+    def _binary(self, content: Content, section: str) -> Content:
         """Part ``section`` with its Content-Transfer-Encoding undone (RFC
         3516): decoded once per FETCH, in one pass from the store into a
         BodyWriter (a temporary file past 1 MiB), so that its size is known
-        before its literal; a part sent as it is stays in the store, where
-        a Body of its slice reads it. ``""``: the whole message, as it is."""
+        before its literal; a part sent as it is stays in the store and is
+        read from there by its offsets. ``""``: the whole message, as it is."""
         found = self._decoded.get(section)
         if found is not None:
             return found
         part = find_part(self._structure(content), [int(n) for n in section.split(".")]) \
             if section else None
         if section and part is None:
-            found = Body()  # a part the message lacks is empty, as for BODY[n]
+            # A part the message lacks is empty, as for BODY[n].
+            found = Content(0, lambda: iter(()), content.received_at)
         else:
             start, end = (part.body_start, part.body_end) if part is not None \
                 else (0, content.size)
             decoder = _DECODERS.get(transfer_encoding(part)) if part is not None else None
-            raw = _octets(content.chunks(), start, end - start)
-            spool = BodyWriter(directory=self.config.spool_dir)
-            for piece in raw if decoder is None else decoder(raw):
-                spool.write(piece)
-            found = spool.finish()
+            if decoder is None:
+                found = Content(end - start,
+                                lambda: _octets(content.chunks(), start, end - start),
+                                content.received_at)
+            else:
+                spool = BodyWriter(directory=self.config.spool_dir)
+                for piece in decoder(_octets(content.chunks(), start, end - start)):
+                    spool.write(piece)
+                body = spool.finish()
+                found = Content(body.size, body.chunks, content.received_at)
         self._decoded[section] = found
         return found
 
