@@ -231,6 +231,7 @@ class Destination:
         for rcpt in recipients:
             reached = self.reach(rcpt)
             found.extend((rcpt, user, reached.group is not None) for user in reached.users)
+            # Messages(X): a group once for each member it reaches (protocol.md 11.1).
             messages += max(1, len(reached.users))
         return found, messages
 
