@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from smdp.mail.body import Body
+from smdp.store.group_commit import WalFlusher
 from smdp.store.records import (
     ApiToken,
     CachedPolicy,
@@ -81,6 +82,15 @@ class Store(Protocol):
     statements: int
     transactions: int
     commits: int
+    # Group commit (smdp.store.group_commit): set once ``start_group_commit``
+    # has run on a store that batches its fsyncs; None where every commit is
+    # durable when it returns (SQLite with synchronous=FULL, PostgreSQL).
+    flusher: WalFlusher | None
+
+    def start_group_commit(self) -> WalFlusher | None:
+        """Batch the fsyncs of concurrent commits, where this backend can;
+        None where it cannot (its commits stay durable when they return)."""
+        ...
 
     def close(self) -> None:
         ...
