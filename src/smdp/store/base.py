@@ -12,7 +12,9 @@ Semantics every backend keeps:
 - A method that writes and is called outside ``transaction()`` is its own
   transaction only where it says so (user and identity administration);
   every other write is meant to run inside a caller's transaction.
-- Committed data survives a crash (SQLite: WAL with synchronous=FULL).
+- Committed data survives a crash (SQLite: WAL with synchronous=FULL; with
+  group commit, synchronous=NORMAL and a flusher thread, and nothing answered
+  before the flusher's fsync: smdp.store.group_commit).
 - Message bodies are stored a chunk per row (``out_body_chunks``,
   ``in_body_chunks``) and read a chunk at a time (``out_body_chunk``,
   ``in_body_chunk``), so no body is ever in memory whole. A body passed in
