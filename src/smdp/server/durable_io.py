@@ -11,9 +11,11 @@ written when nothing is waiting go straight through.
 
 Holding at the transport rather than in each session means a new port or a
 new reply cannot forget it: ``start_server`` and ``open_connection`` below
-are the only ways the server listens or connects (``_listen``, the web and
-metrics listeners, the peer and SMTP clients), and ``tls.start_tls`` wraps the
-transport it upgrades to. The price: a reply that follows no commit of its own
+are how the server listens (``app._listen``, the web listener) and how its
+worker connects to peers and SMTP servers, and ``tls.start_tls`` wraps the
+transport it upgrades to. Not held, on purpose, as they promise nothing about
+the store: the metrics listener, the one-click unsubscribe POST to a list's
+server (sent again if its record is lost) and the MTA-STS policy fetch. The price: a reply that follows no commit of its own
 still waits while another session's commit is being flushed (one fsync, a
 millisecond or two), since it cannot be told apart from one that does.
 """
