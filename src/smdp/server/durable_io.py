@@ -15,9 +15,11 @@ are how the server listens (``app._listen``, the web listener) and how its
 worker connects to peers and SMTP servers, and ``tls.start_tls`` wraps the
 transport it upgrades to. Not held, on purpose, as they promise nothing about
 the store: the metrics listener, the one-click unsubscribe POST to a list's
-server (sent again if its record is lost) and the MTA-STS policy fetch. The price: a reply that follows no commit of its own
-still waits while another session's commit is being flushed (one fsync, a
-millisecond or two), since it cannot be told apart from one that does.
+server (sent again if its record is lost) and the MTA-STS policy fetch.
+
+The price: a reply that follows no commit of its own still waits while
+another session's commit is being flushed (one fsync, a millisecond or two),
+since it cannot be told apart from one that does.
 """
 
 from __future__ import annotations
