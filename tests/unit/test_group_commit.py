@@ -121,6 +121,25 @@ def test_the_wal_is_reopened_when_it_is_a_new_file(store: SqliteStore) -> None:
     assert flusher._identity != first or not flusher.wal.exists()
 
 
+def test_no_commit_waits_for_a_later_one_to_be_flushed(tmp_path: Path) -> None:
+    """A lost wake-up would leave a commit undurable until the next commit
+    came: each of many commits, made at every moment of the flusher's cycle,
+    must become durable by itself."""
+    flusher = WalFlusher(tmp_path / "db")  # no WAL file: each flush is quick
+    try:
+        for n in range(600):
+            flusher.note_commit()
+            if n % 3 == 0:
+                flusher.note_commit()  # sometimes two in a row
+            deadline = time.monotonic() + 5
+            while not flusher.is_durable():
+                assert time.monotonic() < deadline, f"commit {n} never became durable"
+                time.sleep(0)  # let the flusher have the GIL
+    finally:
+        flusher.stop()
+    assert flusher.durable == flusher.written
+
+
 class FailingFlusher(WalFlusher):
     """A disk that refuses the fsync (EIO)."""
 

