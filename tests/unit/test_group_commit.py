@@ -253,6 +253,39 @@ async def test_held_bytes_keep_their_order_and_a_close_waits_for_them(
     server.close()
 
 
+async def test_a_body_behind_a_held_reply_waits_in_the_store_not_in_memory(
+        store: SqliteStore) -> None:
+    """Held bytes past HELD_HIGH pause the writer: ``drain()`` waits, so a
+    streamed body is not read into memory while its reply waits for the fsync."""
+    flusher = store.flusher
+    assert flusher is not None
+    gate = DurableGate(flusher)
+    gate.bind(asyncio.get_running_loop())
+    chunk = b"x" * 16384
+    progress: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        commit_one(store, 1)
+        writer.write(b"150 follows\r\n")
+        for n in range(64):  # 1 MiB
+            writer.write(chunk)
+            await writer.drain()
+            progress.append(writer.transport.get_write_buffer_size())
+        writer.close()
+
+    server, port = await serve(gate, handler)
+    with flusher.held():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.3)
+        assert len(progress) <= durable_io.HELD_HIGH // len(chunk) + 1  # paused
+        assert max(progress, default=0) <= durable_io.HELD_HIGH + len(chunk) + 16
+    data = await asyncio.wait_for(reader.read(), 10)
+    assert data == b"150 follows\r\n" + chunk * 64
+    assert len(progress) == 64
+    writer.close()
+    server.close()
+
+
 async def test_after_a_failed_fsync_the_held_answer_is_never_sent(tmp_path: Path) -> None:
     flusher = FailingFlusher(tmp_path / "db")
     gate = DurableGate(flusher)

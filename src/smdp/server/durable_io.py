@@ -39,6 +39,12 @@ Connected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Non
 
 # asyncio.start_server's default line limit.
 _STREAM_LIMIT = 2**16
+# Held bytes past this pause the session's writer (its ``drain()`` waits) and
+# below the second resume it, as asyncio's own transports do for their
+# buffers: a body streamed behind a held reply waits in the store, not in
+# memory.
+HELD_HIGH = 64 * 1024
+HELD_LOW = 16 * 1024
 
 
 class DurableGate:
@@ -57,15 +63,11 @@ class DurableGate:
     def close(self) -> None:
         self.flusher.remove_listener(self._from_flusher)
 
-    def wrap(self, transport: asyncio.BaseTransport) -> GatedTransport:
+    def protocol(self, inner: asyncio.BaseProtocol) -> GatedProtocol:
+        """A protocol that hands ``inner`` the held transport instead of the real one."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        # uvloop's transports do not derive from asyncio's classes: cast.
-        return GatedTransport(cast(asyncio.Transport, transport), self)
-
-    def protocol(self, inner: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
-        """A protocol that hands ``inner`` the held transport instead of the real one."""
-        return _GatedProtocol(inner, self)
+        return GatedProtocol(inner, self)
 
     # -- called by the transports and the flusher ------------------------------------
 
@@ -102,10 +104,12 @@ class DurableGate:
 class GatedTransport(asyncio.Transport):
     """A transport whose writes wait for the commits made before them."""
 
-    def __init__(self, inner: asyncio.Transport, gate: DurableGate) -> None:
+    def __init__(self, inner: asyncio.Transport, gate: DurableGate,
+                 protocol: GatedProtocol) -> None:
         super().__init__()
         self.inner = inner
         self._gate = gate
+        self._protocol = protocol
         # (commits that must be durable first, bytes), in the order written.
         self._held: deque[tuple[int, bytearray]] = deque()
         self._held_size = 0
@@ -138,6 +142,8 @@ class GatedTransport(asyncio.Transport):
             self._held.append((target, bytearray(data)))
         self._held_size += len(data)
         self._gate.hold(self)
+        if self._held_size > HELD_HIGH:
+            self._protocol.held_pause()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         self.write(b"".join(list_of_data))
@@ -149,6 +155,8 @@ class GatedTransport(asyncio.Transport):
             self._held_size -= len(data)
             if not self.inner.is_closing():
                 self.inner.write(data)
+        if self._held_size <= HELD_LOW:
+            self._protocol.held_resume()
         if self._held:
             return
         self._gate.let_go(self)
@@ -206,6 +214,7 @@ class GatedTransport(asyncio.Transport):
         self._held_size = 0
         self._gate.let_go(self)
         self.inner.abort()
+        self._protocol.held_resume()
         self._wake(ConnectionResetError("the connection was aborted"))
 
     def is_closing(self) -> bool:
@@ -232,16 +241,23 @@ class GatedTransport(asyncio.Transport):
         self.inner.resume_reading()
 
 
-class _GatedProtocol(asyncio.Protocol):
-    """Passes everything to ``inner``, which sees the held transport."""
+class GatedProtocol(asyncio.Protocol):
+    """Passes everything to ``inner``, which sees the held transport.
+
+    Writing is paused for ``inner`` while either the real transport's buffer
+    or the held bytes are past their mark, and resumed when neither is (a
+    protocol must not be paused twice)."""
 
     def __init__(self, inner: asyncio.BaseProtocol, gate: DurableGate) -> None:
         self.inner = inner
         self._gate = gate
         self.transport: GatedTransport | None = None
+        self._real_paused = False
+        self._held_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = self._gate.wrap(transport)
+        # uvloop's transports do not derive from asyncio's classes: cast.
+        self.transport = GatedTransport(cast(asyncio.Transport, transport), self._gate, self)
         self.inner.connection_made(self.transport)
 
     def data_received(self, data: bytes) -> None:
@@ -256,10 +272,26 @@ class _GatedProtocol(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if not (self._real_paused or self._held_paused):
+            self.inner.pause_writing()
+        self._real_paused = True
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        self._real_paused = False
+        if not self._held_paused:
+            self.inner.resume_writing()
+
+    def held_pause(self) -> None:
+        if not (self._real_paused or self._held_paused):
+            self.inner.pause_writing()
+        self._held_paused = True
+
+    def held_resume(self) -> None:
+        if not self._held_paused:
+            return
+        self._held_paused = False
+        if not self._real_paused:
+            self.inner.resume_writing()
 
 
 async def start_server(connected: Connected, host: str | None, port: int | None,
@@ -285,7 +317,7 @@ async def open_connection(host: str, port: int, gate: DurableGate | None,
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    outer = _GatedProtocol(protocol, gate)
+    outer = GatedProtocol(protocol, gate)
     await loop.create_connection(lambda: outer, host, port)
     assert outer.transport is not None  # set by connection_made
     return reader, asyncio.StreamWriter(outer.transport, protocol, reader, loop)
@@ -302,11 +334,5 @@ async def unwrapped(transport: asyncio.WriteTransport,
     return transport.inner, transport.gate
 
 
-def rewrapped(transport: asyncio.Transport, gate: DurableGate | None,
-               ) -> asyncio.Transport:
-    """After a TLS upgrade: the upgraded transport, held like the one before."""
-    return transport if gate is None else gate.wrap(transport)
-
-
-__all__ = ["Connected", "DurableGate", "GatedTransport", "open_connection", "rewrapped",
+__all__ = ["Connected", "DurableGate", "GatedProtocol", "GatedTransport", "open_connection",
            "start_server", "unwrapped"]

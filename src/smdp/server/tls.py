@@ -169,10 +169,12 @@ async def start_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     loop = asyncio.get_running_loop()
     new_reader = asyncio.StreamReader()
     protocol = asyncio.StreamReaderProtocol(new_reader)
+    # What the session writes over TLS is held as it was before.
+    facing: asyncio.Protocol = protocol if gate is None else gate.protocol(protocol)
     plain_protocol = writer.transport.get_protocol()
     try:
         transport = await loop.start_tls(
-            plain, protocol, context, server_side=server_side,
+            plain, facing, context, server_side=server_side,
             server_hostname=server_hostname, ssl_handshake_timeout=timeout,
         )
     except BaseException:
@@ -184,11 +186,12 @@ async def start_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise
     if transport is None:  # the connection closed during the handshake
         raise ConnectionResetError("the connection closed during the TLS handshake")
-    # What the session writes over TLS is held as it was before.
-    transport = durable_io.rewrapped(transport, gate)
     # connection_made is not called for a protocol handed to start_tls; it
     # ties the reader to the transport (flow control, EOF).
-    protocol.connection_made(transport)
+    facing.connection_made(transport)
+    if isinstance(facing, durable_io.GatedProtocol):
+        assert facing.transport is not None  # set by connection_made
+        transport = facing.transport
     return new_reader, asyncio.StreamWriter(transport, protocol, new_reader, loop)
 
 
