@@ -168,6 +168,11 @@ def _clean(text: str, max_chars: int, max_octets: int) -> str:
     """Sanitise one display value and cap it in characters and UTF-8 octets."""
     if not text:
         return ""
+    if len(text) <= max_chars and len(text) <= max_octets // 4 and text.isprintable():
+        # Most values: nothing to take out and nothing to cut (the join only
+        # shortens, and a character is at most 4 octets), so the steps below
+        # come to this one.
+        return " ".join(text.split())
     if len(text) > _CLEAN_WINDOW * max_chars:
         # Bounded work on a huge line; only a line made mostly of blanks
         # would lose visible text to this cut.
@@ -242,7 +247,14 @@ def _fit_names(count: int, names: list[str] | tuple[str, ...]) -> tuple[str, ...
 
 
 def _headline(text: str) -> str:
+    # _clean's first shortcut, without the second call: this runs on every
+    # line read for headlines.
+    if len(text) <= _HEADLINE_SHORT and text.isprintable():
+        return " ".join(text.split())
     return _clean(text, MAX_HEADLINE_CHARS, _HEADLINE_OCTETS)
+
+
+_HEADLINE_SHORT = min(MAX_HEADLINE_CHARS, _HEADLINE_OCTETS // 4)
 
 
 # ---------------------------------------------------------------------------
@@ -268,6 +280,8 @@ _ATTRIBUTION_START = re.compile(r"(?:On|Le|Am|El|Il|Op|Den|W dniu)\s", re.IGNORE
 # A separator: a run of 3 or more of these, alone or around a few words
 # ("-----", "_____", "=====", "-----Original Message-----", "--- Sponsor ---~->").
 _SEPARATOR = re.compile(r"[-_=*~#+.<>]{3,}(?:.{0,80}?[-_=*~#+.<>]{3,})?\Z")
+# What a separator starts with: most lines are let through on that alone.
+_SEPARATOR_FIRST = frozenset("-_=*~#+.<>")
 # A separator that starts a copy of the message replied to: what follows is
 # quoted, not the sender's own text.
 _ORIGINAL = re.compile(r"original|ursprüngliche|d'origine", re.IGNORECASE)
@@ -287,7 +301,7 @@ def _own_lines(lines: list[str], judged: int | None = None) -> list[str]:
         after = lines[i + 1] if i + 1 < count else ""
         if line == "--":
             break  # the signature delimiter "-- " (blanks collapsed), and the signature
-        if _SEPARATOR.match(line):
+        if line[:1] in _SEPARATOR_FIRST and _SEPARATOR.match(line):
             if _ORIGINAL.search(line) or _QUOTED_HEADER.match(after):
                 break  # the earlier message, quoted whole
             continue
@@ -338,11 +352,19 @@ def _part_lines(walk: Walk, scan: int) -> list[str]:
     return lines
 
 
-def _joined(fields: tuple[HeaderField, ...], key: str) -> str:
-    # Repeated To or Cc fields are read as one list, as most readers show them.
-    texts = [decode_header_text(f.value[:_MAX_RAW_HEADER]) for f in fields
-             if f.name.lower() == key]
-    return ", ".join(t for t in texts if t.strip())
+def _to_cc(fields: tuple[HeaderField, ...]) -> tuple[str, str]:
+    """The To and the Cc text, in one pass over the fields. Repeated To or Cc
+    fields are read as one list, as most readers show them."""
+    to: list[str] = []
+    cc: list[str] = []
+    for f in fields:
+        key = f.name.lower()
+        if key == "to":
+            to.append(decode_header_text(f.value[:_MAX_RAW_HEADER]))
+        elif key == "cc":
+            cc.append(decode_header_text(f.value[:_MAX_RAW_HEADER]))
+    return (", ".join(t for t in to if t.strip()) if to else "",
+            ", ".join(t for t in cc if t.strip()) if cc else "")
 
 
 def _text(values: dict[str, bytes], key: str) -> str:
@@ -361,6 +383,9 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
     date_raw = values.get("date")
     wanted = max(0, min(headlines, MAX_HEADLINES))
     attachment_names = _fit_names(walk.attachments, walk.names)
+    to, cc = _to_cc(fields)
+    # The list fields are absent from most mail; each gives "" then, as
+    # _list_id, _auto_submitted and _clean give for "".
     return EnvelopeSummary(
         subject=_clean(
             decode_header_text(subject_raw[:_MAX_RAW_HEADER]) if subject_raw else "",
@@ -370,8 +395,8 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         from_name=_clean(
             display_name(from_raw) if from_raw else "", MAX_FROM_NAME_CHARS, _FROM_NAME_OCTETS
         ),
-        to=_clean(_joined(fields, "to"), MAX_ADDRESS_TEXT_CHARS, _TO_OCTETS),
-        cc=_clean(_joined(fields, "cc"), MAX_ADDRESS_TEXT_CHARS, _CC_OCTETS),
+        to=_clean(to, MAX_ADDRESS_TEXT_CHARS, _TO_OCTETS),
+        cc=_clean(cc, MAX_ADDRESS_TEXT_CHARS, _CC_OCTETS),
         date=_clean(
             decode_header_text(date_raw[:_MAX_RAW_HEADER]) if date_raw else "",
             MAX_DATE_CHARS,
@@ -380,10 +405,12 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         attachments=walk.attachments,
         attachment_names=attachment_names,
         headlines=_headlines(walk, wanted),
-        list_id=_list_id(_text(values, "list-id")),
-        auto_submitted=_auto_submitted(_text(values, "auto-submitted")),
+        list_id=_list_id(_text(values, "list-id")) if "list-id" in values else "",
+        auto_submitted=(_auto_submitted(_text(values, "auto-submitted"))
+                        if "auto-submitted" in values else ""),
         list_unsubscribe=_clean(" ".join(_text(values, "list-unsubscribe").split()),
-                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS),
+                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS)
+        if "list-unsubscribe" in values else "",
         one_click_unsubscribe=bool(values.get("list-unsubscribe")) and (
             "list-unsubscribe=one-click"
             in "".join(_text(values, "list-unsubscribe-post").split()).lower()),

@@ -16,7 +16,8 @@ from smdp.mail.mime.walk import TextPart
 
 __all__ = ["HTML_STEPS", "TEXT_STEPS", "ShowLine", "html_lines", "part_lines", "take_lines"]
 
-# A line of text as it is to be shown, or "" for one not to show.
+# A line of text as it is to be shown, or "" for one not to show; an empty
+# line is never shown (take_lines skips them without asking).
 ShowLine = Callable[[str], str]
 # Body text is decoded in growing prefixes until enough lines are found.
 TEXT_STEPS = (8 * 1024, 64 * 1024, 256 * 1024)
@@ -61,6 +62,8 @@ def take_lines(
     for piece in pieces:
         if len(lines) >= wanted:
             return
+        if not piece:
+            continue  # shows nothing (ShowLine); a text has many
         if is_html:
             piece = html.unescape(piece)
         line = show_line(piece)
