@@ -222,7 +222,7 @@ _new_tuple = tuple.__new__
 
 def _header_field(data: bytes, match: re.Match[bytes], field_end: int) -> HeaderField:
     value = data[match.start(2) : field_end].translate(None, _LINE_ENDS).strip(b" \t")
-    return _new_tuple(HeaderField,  # type: ignore[no-any-return]
+    return _new_tuple(HeaderField,
                       (match.group(1).decode("ascii"), value, match.start(), field_end))
 
 
