@@ -171,9 +171,16 @@ def _clean(text: str, max_chars: int, max_octets: int) -> str:
         return ""
     if len(text) <= max_chars and len(text) <= max_octets // 4 and text.isprintable():
         # Most values: nothing to take out and nothing to cut (the join only
-        # shortens, and a character is at most 4 octets), so the steps below
-        # come to this one.
+        # shortens, and a character is at most 4 octets), so _clean_steps
+        # comes to this one.
         return " ".join(text.split())
+    return _clean_steps(text, max_chars, max_octets)
+
+
+def _clean_steps(text: str, max_chars: int, max_octets: int) -> str:
+    """_clean, every step taken."""
+    if not text:
+        return ""
     if len(text) > _CLEAN_WINDOW * max_chars:
         # Bounded work on a huge line; only a line made mostly of blanks
         # would lose visible text to this cut.

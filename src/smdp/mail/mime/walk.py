@@ -207,7 +207,8 @@ def _guess_boundary(data: bytes, start: int, end: int) -> bytes | None:
 _DASH_WINDOW = 2048
 
 
-def _find_delimiter(data: bytes, delimiter: bytes, pos: int, end: int) -> int:
+def _find_delimiter(data: bytes, delimiter: bytes, pos: int, end: int,
+                    window: int = _DASH_WINDOW) -> int:
     """``data.find(delimiter, pos, end)``, for a ``delimiter`` that starts with "-".
 
     bytes.find of a boundary line goes through a base64 attachment at about
@@ -223,7 +224,7 @@ def _find_delimiter(data: bytes, delimiter: bytes, pos: int, end: int) -> int:
         index = data.find(0x2D, pos, end)
         if index < 0 or data.startswith(delimiter, index, end):
             return index
-        stop = min(end, index + _DASH_WINDOW + size)
+        stop = min(end, index + window + size)
         found = data.find(delimiter, index + 1, stop)
         if found >= 0 or stop == end:
             return found
