@@ -267,7 +267,7 @@ async def test_a_body_behind_a_held_reply_waits_in_the_store_not_in_memory(
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         commit_one(store, 1)
         writer.write(b"150 follows\r\n")
-        for n in range(64):  # 1 MiB
+        for _n in range(64):  # 1 MiB
             writer.write(chunk)
             await writer.drain()
             progress.append(writer.transport.get_write_buffer_size())
