@@ -338,7 +338,13 @@ class SqlStore:
         )
 
     def _insert(self, sql: str, args: Sequence[object]) -> int:
-        row = self._exec(sql, args).fetchone()
+        # In a transaction even when alone: a statement with RETURNING makes
+        # its changes at its first step but commits (autocommit) only once its
+        # last row is read, so a write counted after execute() is not yet
+        # committed, nor counted by SQLite's total_changes (group commit
+        # would never flush it before the answer).
+        with self.transaction():
+            row = self._exec(sql, args).fetchone()
         assert row is not None  # INSERT ... RETURNING id gives one row
         return int(row[0])
 
@@ -855,9 +861,10 @@ class SqlStore:
         return [str(r[0]) for r in rows]
 
     def imap_create_folder(self, user_id: int, name: str) -> bool:
-        row = self._exec("INSERT INTO imap_folders (user_id, name) VALUES (?, ?) "
-                         "ON CONFLICT (user_id, name) DO NOTHING RETURNING name",
-                         (user_id, name)).fetchone()
+        with self.transaction():  # RETURNING: see _insert
+            row = self._exec("INSERT INTO imap_folders (user_id, name) VALUES (?, ?) "
+                             "ON CONFLICT (user_id, name) DO NOTHING RETURNING name",
+                             (user_id, name)).fetchone()
         return row is not None
 
     def imap_rename_folder(self, user_id: int, old: str, new: str) -> None:

@@ -163,6 +163,10 @@ class SqliteStore(SqlStore):
         if self._in_txn:
             return self._db.execute(sql, args)
         # Outside a transaction a write is its own commit (autocommit).
+        if "RETURNING" in sql.upper():
+            # Its commit comes only when its last row is read, after this
+            # count: a commit group commit would not know of (see _insert).
+            raise StoreError("a statement with RETURNING must run inside transaction()")
         changes = self._db.total_changes
         cur = self._db.execute(sql, args)
         if self._db.total_changes != changes:
