@@ -133,7 +133,7 @@ class GatedTransport(asyncio.Transport):
         if not data:
             return
         if self._close_after or self._eof_after:
-            raise RuntimeError("write after close or write_eof")
+            return  # as asyncio's transports do: nothing goes after a close
         if not self._held:
             if self._gate.durable_through() is None:
                 self.inner.write(data)
