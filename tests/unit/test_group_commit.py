@@ -9,6 +9,7 @@ byte leaves before the fsync that covers the commits made before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -303,6 +304,37 @@ async def test_a_body_behind_a_held_reply_waits_in_the_store_not_in_memory(
     data = await asyncio.wait_for(reader.read(), 10)
     assert data == b"150 follows\r\n" + chunk * 64
     assert len(progress) == 64
+    writer.close()
+    server.close()
+
+
+async def test_an_abort_comes_after_the_held_replies(store: SqliteStore) -> None:
+    """A session that aborts (half a body out: nothing may follow) still sends
+    the replies written before, once durable, as it did before group commit."""
+    flusher = store.flusher
+    assert flusher is not None
+    gate = DurableGate(flusher)
+    gate.bind(asyncio.get_running_loop())
+    aborted = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        commit_one(store, 1)
+        writer.write(b"a OK\r\n")
+        writer.transport.abort()
+        writer.write(b"nothing after an abort\r\n")
+        assert writer.transport.is_closing()
+        aborted.set()
+
+    server, port = await serve(gate, handler)
+    with flusher.held():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await aborted.wait()
+        assert await read_within(reader, 0.2) == b""
+    got = b""
+    with contextlib.suppress(ConnectionResetError):
+        while data := await asyncio.wait_for(reader.read(100), 5):
+            got += data
+    assert got == b"a OK\r\n"
     writer.close()
     server.close()
 

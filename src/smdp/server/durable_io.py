@@ -96,7 +96,7 @@ class DurableGate:
         durable = self.flusher.durable
         for transport in list(self._holding):
             if failed:
-                transport.abort()  # the answer may promise what was lost: never send it
+                transport.drop()  # the answer may promise what was lost: never send it
                 continue
             try:
                 transport.release(durable)
@@ -104,7 +104,7 @@ class DurableGate:
                 # One transport that fails (a write_eof TLS refuses) must not
                 # leave the others held until some later fsync, or forever.
                 log.exception("cannot release held bytes; dropping the connection")
-                transport.abort()
+                transport.drop()
 
 
 class GatedTransport(asyncio.Transport):
@@ -120,6 +120,7 @@ class GatedTransport(asyncio.Transport):
         self._held: deque[tuple[int, bytearray]] = deque()
         self._held_size = 0
         self._close_after = False
+        self._abort_after = False
         self._eof_after = False
         self._flushed: list[asyncio.Future[None]] = []
 
@@ -132,14 +133,14 @@ class GatedTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if self._close_after or self._eof_after:
+        if self._close_after or self._abort_after or self._eof_after:
             return  # as asyncio's transports do: nothing goes after a close
         if not self._held:
             if self._gate.durable_through() is None:
                 self.inner.write(data)
                 return
             if self._gate.flusher.failure is not None:
-                self.abort()
+                self.drop()
                 return
         target = self._gate.flusher.written
         if self._held and self._held[-1][0] == target:
@@ -168,7 +169,9 @@ class GatedTransport(asyncio.Transport):
         self._gate.let_go(self)
         if self._eof_after and not self.inner.is_closing():
             self.inner.write_eof()
-        if self._close_after:
+        if self._abort_after:
+            self.inner.abort()
+        elif self._close_after:
             self.inner.close()
         self._wake(None)
 
@@ -216,6 +219,18 @@ class GatedTransport(asyncio.Transport):
             self.inner.close()
 
     def abort(self) -> None:
+        """After the held bytes, as before group commit an abort came after
+        the replies already written: a session that aborts because half a
+        body is out (no reply can follow it) still sends the replies to the
+        commands before it, once durable. Nothing more is taken."""
+        if self._held and self._gate.flusher.failure is None:
+            self._abort_after = True
+        else:
+            self.drop()
+
+    def drop(self) -> None:
+        """Abort now, held bytes unsent (an fsync failed: they may promise
+        what was lost)."""
         self._held.clear()
         self._held_size = 0
         self._gate.let_go(self)
@@ -224,7 +239,7 @@ class GatedTransport(asyncio.Transport):
         self._wake(ConnectionResetError("the connection was aborted"))
 
     def is_closing(self) -> bool:
-        return self._close_after or self.inner.is_closing()
+        return self._close_after or self._abort_after or self.inner.is_closing()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The real connection is gone: what is held can never be sent, and
