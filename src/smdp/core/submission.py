@@ -78,6 +78,13 @@ class SubmissionError(ValueError):
         self.kind = kind
 
 
+# An LF not preceded by a CR (but at offset 0: nothing to look behind at),
+# and a CR not followed by an LF: one pass each, at C speed (sre skips to
+# the literal first).
+_BARE_LF = re.compile(rb"\n(?<=[^\r]\n)")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
 class _LineEnds:
     """Line ends to CRLF over a stream of chunks: CRLF, LF and bare CR alike.
 
@@ -100,6 +107,11 @@ class _LineEnds:
         if self._last == 0x0D and chunk[0] == 0x0A:
             chunk = chunk[1:]
         self._last = last
+        if (last != 0x0D and not chunk.startswith(b"\n") and _BARE_LF.search(chunk) is None
+                and _BARE_CR.search(chunk) is None):
+            # Every CR and LF already a CRLF pair (a body from the ports'
+            # codecs, nearly always): as it is, no copy (issue 15 item 4).
+            return chunk
         return chunk.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
 
     def end(self) -> bytes:

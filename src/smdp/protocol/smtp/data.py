@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from smdp.protocol.framing import DataBlockReader, DotStuffer, LineBuffer
+from smdp.protocol.framing import _BARE_CR, _BARE_LF, DataBlockReader, DotStuffer, LineBuffer
 
 __all__ = ["SmtpDataReader", "SmtpDotStuffer", "smtp_dot_stuff", "smtp_normalize"]
 
@@ -82,16 +82,19 @@ class SmtpDataReader(DataBlockReader):
 
     def _take(self, chunk: bytes) -> None:
         """Complete lines, ``chunk`` ending with CRLF."""
-        lines = chunk.replace(_CRLF, b"\n")
-        # Every CR and LF must be half of a CRLF pair. With the pairs made LF
-        # (each shortening the chunk by one), a CR left is bare, and so is any
-        # LF beyond the pairs'. Two passes over the chunk fewer than counting
-        # CR, LF and CRLF apart (bench/smtp.py, 700 KB at the MX).
+        # Every CR and LF must be half of a CRLF pair. The chunk starts at a
+        # line start (it follows a CRLF), so an LF there is bare; the two
+        # patterns find the others, each in one pass at C speed.
         if not self.bare_line_end and (
-                b"\r" in lines or lines.count(b"\n") != len(chunk) - len(lines)):
+                chunk.startswith(b"\n") or _BARE_LF.search(chunk) is not None
+                or _BARE_CR.search(chunk) is not None):
             self.bare_line_end = True
             self._forget()
-        self._take_lines(lines)
+        if self.bare_line_end:
+            # Refused at its end: only counted from here on.
+            self._take_lines(chunk.replace(_CRLF, b"\n"))
+        else:
+            self._store(self._unstuff(chunk))
 
 
 def smtp_normalize(body: bytes) -> bytes:
@@ -121,6 +124,11 @@ class SmtpDotStuffer(DotStuffer):
     __slots__ = ()
 
     _HELD_CR: ClassVar[bytes] = b""
+
+    @staticmethod
+    def _plain(chunk: bytes) -> bool:
+        # A bare CR is a line end here, to be made CRLF.
+        return DotStuffer._plain(chunk) and _BARE_CR.search(chunk) is None
 
     @staticmethod
     def _line_ends(chunk: bytes) -> bytes:
