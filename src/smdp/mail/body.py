@@ -101,6 +101,23 @@ class Body:
                 for start in range(0, len(part), size):
                     yield part.read(start, min(start + size, len(part)))
 
+    def views(self, size: int = CHUNK_SIZE) -> Iterator[bytes | memoryview]:
+        """:meth:`chunks`, but the in-memory pieces as views, not copies: for
+        a consumer that only reads them at once (a store's INSERT)."""
+        if size <= 0:
+            raise ValueError("chunk size must be positive")
+        for part in self._parts:
+            if isinstance(part, bytes):
+                if len(part) <= size:
+                    yield part
+                else:
+                    view = memoryview(part)
+                    for start in range(0, len(part), size):
+                        yield view[start : start + size]
+            else:
+                for start in range(0, len(part), size):
+                    yield part.read(start, min(start + size, len(part)))
+
     def head(self, n: int) -> bytes:
         """The first ``n`` octets (fewer if the body is shorter)."""
         out: list[bytes] = []
@@ -115,6 +132,8 @@ class Body:
 
     def read(self) -> bytes:
         """The whole body as one bytes object: only for bodies known to be small."""
+        if len(self._parts) == 1 and isinstance(self._parts[0], bytes):
+            return self._parts[0]  # immutable: handed out as it is, not copied
         return b"".join(self.chunks())
 
     def tail(self, start: int) -> Body:
