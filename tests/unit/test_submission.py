@@ -718,3 +718,10 @@ def test_line_ends_in_any_pieces_match_the_whole(raw: bytes, cuts: list[int]) ->
     lines = submission._LineEnds()
     got = b"".join(lines.feed(raw[a:b]) for a, b in itertools.pairwise(points))
     assert got + lines.end() == _line_ends_reference(raw)
+    # The same with every LF made CRLF first, told so (what the ports' data
+    # readers give: Body.no_bare_lf); a bare CR is still found.
+    crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    points = sorted({min(c, len(crlf)) for c in cuts} | {0, len(crlf)})
+    lines = submission._LineEnds(no_bare_lf=True)
+    got = b"".join(lines.feed(crlf[a:b]) for a, b in itertools.pairwise(points))
+    assert got + lines.end() == _line_ends_reference(crlf)

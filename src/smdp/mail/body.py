@@ -60,15 +60,19 @@ class Body:
     it, so a body can be read any number of times.
     """
 
-    __slots__ = ("_parts", "size")
+    __slots__ = ("_parts", "no_bare_lf", "size")
 
-    def __init__(self, parts: Iterable[_Part] = ()) -> None:
+    def __init__(self, parts: Iterable[_Part] = (), *, no_bare_lf: bool = False) -> None:
         self._parts: tuple[_Part, ...] = tuple(p for p in parts if len(p))
         self.size: int = sum(len(p) for p in self._parts)
+        #: Every LF in the body ends a CRLF, as the ports' data readers give
+        #: it: a reader of its line ends need not look for a bare LF. A hint
+        #: for speed only (issue 15 item 4): False says nothing.
+        self.no_bare_lf = no_bare_lf
 
     @classmethod
-    def of(cls, data: bytes) -> Body:
-        return cls((bytes(data),))
+    def of(cls, data: bytes, *, no_bare_lf: bool = False) -> Body:
+        return cls((bytes(data),), no_bare_lf=no_bare_lf)
 
     def __len__(self) -> int:
         return self.size
@@ -193,14 +197,15 @@ class BodyWriter:
             self._memory.append(bytes(data))
         self.size += len(data)
 
-    def finish(self) -> Body:
-        """The body written so far; the writer must not be used afterwards."""
+    def finish(self, *, no_bare_lf: bool = False) -> Body:
+        """The body written so far; the writer must not be used afterwards.
+        ``no_bare_lf``: the writer knows that every LF written ends a CRLF."""
         if self._file is None:
-            body = Body((b"".join(self._memory),))
+            body = Body((b"".join(self._memory),), no_bare_lf=no_bare_lf)
             self._memory.clear()
             return body
         self._file.flush()
-        return Body((_FileSlice(self._file, 0, self.size),))
+        return Body((_FileSlice(self._file, 0, self.size),), no_bare_lf=no_bare_lf)
 
     def discard(self) -> None:
         """Drop what was written (the temporary file is closed and so removed)."""
