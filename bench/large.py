@@ -15,6 +15,8 @@ version's code through PYTHONPATH; the clients and harness stay this one's.
     PYTHONPATH=. .venv/bin/python -m bench.large --messages 40 --rounds 3 \
         --base ../wt-base/src
 
+``--stages``: only the CPU of each step of the body path, in process.
+
 Writes ``large.json`` into the results folder (``bench/common.py``).
 """
 
@@ -26,6 +28,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,62 @@ def _smtp(root: Path, loads: dict[str, Any], n: int, concurrency: int) -> dict[s
     return sat
 
 
+def stages(loads: dict[str, Any], repeats: int = 40) -> dict[str, float]:
+    """CPU per 700 KB message of each step of the body path, in this process
+    (no sockets, no store): what a port's data reader does with the wire
+    (64 KiB reads, chunks handed out at CHUNK_SIZE, spooled), the origin's
+    submission rules, the envelope extraction, the dot-stuffing for sending."""
+    from bench.e2e import stuffed
+    from smdp.core.envelope import extract_envelope
+    from smdp.core.submission import prepare_submission_body
+    from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
+    from smdp.protocol.framing import DataBlockReader, DotStuffer, LineBuffer
+
+    wl = loads["700k"]
+    account = "d0@a.example"
+    messages = [wl.message(k, account) for k in range(min(8, len(wl.bodies)))]
+    wires = [stuffed(m) for m in messages]
+    marks = "no_bare_lf" in Body.__slots__
+
+    def receive(wire: bytes) -> Body:
+        lines = LineBuffer(1000)
+        reader = DataBlockReader(1000, 64 * 1024 * 1024)
+        writer = BodyWriter()
+        for i in range(0, len(wire), 65536):
+            lines.feed(wire[i:i + 65536])
+            done = reader.consume(lines)
+            if reader.held >= CHUNK_SIZE:
+                writer.write(reader.take())
+            if done:
+                break
+        writer.write(reader.result())
+        # As the version timed does it (Session.spooled_body): one that knows
+        # Body.no_bare_lf marks what its data readers give.
+        return writer.finish(no_bare_lf=True) if marks else writer.finish()
+
+    def prepare(body: Body) -> Body:
+        return prepare_submission_body(body, identities=[account], sender=account,
+                                       hostname="a.example")
+
+    def stuff(body: Body) -> int:
+        stuffer = DotStuffer()
+        return sum(len(stuffer.feed(c)) for c in body.chunks()) + len(stuffer.end())
+
+    received = [receive(w) for w in wires]
+    assert received[0].read() == messages[0]
+    prepared = [prepare(b) for b in received]
+    out: dict[str, float] = {}
+    steps: list[tuple[str, Any, list[Any]]] = [
+        ("receive", receive, wires), ("prepare_submission_body", prepare, received),
+        ("extract_envelope", extract_envelope, prepared), ("dot_stuff_to_send", stuff, prepared)]
+    for name, fn, args in steps:
+        t0 = time.process_time()
+        for k in range(repeats):
+            fn(args[k % len(args)])
+        out[name] = round((time.process_time() - t0) / repeats * 1000, 2)
+    return out
+
+
 def _line(name: str, r: dict[str, Any]) -> str:
     cpu = r["cpu_ms_per_msg"]
     if isinstance(cpu, dict):
@@ -78,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", metavar="SRC", help="another version's src folder, "
                         "run in turn with this one")
     parser.add_argument("--no-baseline", action="store_true", help="SMDP only, no aiosmtpd")
+    parser.add_argument("--stages", action="store_true",
+                        help="only the in-process CPU of each step of the body path "
+                             "(PYTHONPATH=<src>:. to time another version's)")
     args = parser.parse_args(argv)
     settings = settings_from_env()
     counts, _paced, concurrency = _counts(settings)
     n = args.messages or counts["700k"]
-    loads = {"700k": build_workloads(settings, {"4k": 1, "700k": n})["700k"]}
+    loads = {"700k": build_workloads(settings, {"4k": 1, "700k": max(n, 8)})["700k"]}
+    if args.stages:
+        for name, ms in stages(loads).items():
+            print(f"  {name}: {ms} ms CPU per message")
+        return 0
     print(f"700 KB direct: {n} messages ({loads['700k'].source}, mean "
           f"{round(loads['700k'].mean_octets)} octets), {concurrency} sessions", flush=True)
     contenders: list[tuple[str, str | None]] = [("smdp", None)]
