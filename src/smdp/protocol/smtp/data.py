@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from smdp.protocol.framing import _BARE_CR, _BARE_LF, DataBlockReader, DotStuffer, LineBuffer
+from smdp.protocol.framing import (
+    _BARE_CR,
+    _BARE_LF,
+    _SPECIAL,
+    DataBlockReader,
+    DotStuffer,
+    LineBuffer,
+    _head,
+)
 
 __all__ = ["SmtpDataReader", "SmtpDotStuffer", "smtp_dot_stuff", "smtp_normalize"]
 
@@ -56,17 +64,29 @@ class SmtpDataReader(DataBlockReader):
             del buf[: end + 2]
             self._skipping = False
         # The buffer always starts at the beginning of a line here.
-        if buf.startswith(b".\r\n"):
-            body_end, term_end = 0, 3
+        if not buf.startswith((b".", b"\n")) and _SPECIAL.search(buf) is None:
+            # No line starts with a dot (so no terminator either) and every
+            # LF ends a CRLF: the complete lines are content as they are,
+            # unless a bare CR refuses them (issue 15 item 4).
+            body_end = term_end = buf.rfind(b"\n") + 1
+            if body_end:
+                chunk = _head(buf, body_end)
+                if self.bare_line_end or _BARE_CR.search(chunk) is not None:
+                    self._take(chunk)
+                else:
+                    self._store(chunk)
         else:
-            term = buf.find(b"\r\n.\r\n")
-            if term >= 0:
-                body_end, term_end = term + 2, term + 5
+            if buf.startswith(b".\r\n"):
+                body_end, term_end = 0, 3
             else:
-                last = buf.rfind(_CRLF)
-                body_end = term_end = last + 2 if last >= 0 else 0
-        if body_end:
-            self._take(bytes(buf[:body_end]))
+                term = buf.find(b"\r\n.\r\n")
+                if term >= 0:
+                    body_end, term_end = term + 2, term + 5
+                else:
+                    last = buf.rfind(_CRLF)
+                    body_end = term_end = last + 2 if last >= 0 else 0
+            if body_end:
+                self._take(_head(buf, body_end))
         del buf[:term_end]
         if term_end != body_end:
             self._done = True
