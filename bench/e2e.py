@@ -677,7 +677,7 @@ async def smdp_run(pair: SmdpPair, path: str, wl: Workload, n: int, concurrency:
     }
 
 
-STORE_COUNTERS = ("statements", "transactions", "commits")
+STORE_COUNTERS = ("statements", "transactions", "commits", "fsyncs")
 
 
 def store_counters(port: int) -> dict[str, float]:
@@ -713,14 +713,18 @@ def _allow_plaintext_login(config: Path) -> None:
 
 async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, int],
                     paced: dict[str, int] | None, concurrency: int, *,
-                    paths: tuple[str, ...] = PATHS, event_loop: str = "") -> dict[str, Any]:
+                    paths: tuple[str, ...] = PATHS, event_loop: str = "",
+                    group_commit: bool | None = None) -> dict[str, Any]:
     """Every path of every size, saturated then paced (``paced`` None: saturated
-    only); ``event_loop``: the servers' [server] event_loop (default: theirs)."""
+    only); ``event_loop``: the servers' [server] event_loop (default: theirs);
+    ``group_commit``: their [store] group_commit (None: theirs)."""
     from tests.integration.harness import free_ports, make_pair, running
 
     a, b = make_pair(root, extra_a=SERVER_EXTRA, extra_b=SERVER_EXTRA, backend="sqlite",
                      server_extra=f'event_loop = "{event_loop}"' if event_loop else "")
     for server, port in zip((a, b), free_ports(2), strict=True):
+        if group_commit is not None:
+            server.store_extra = f"group_commit = {'true' if group_commit else 'false'}"
         server.metrics_port = port  # the store's counters (issue 15 item 1)
         server.write_config()
         _allow_plaintext_login(server.config_path)
@@ -730,7 +734,9 @@ async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, in
             a.add_user(f"{prefix}{i}@a.example")
     for user in recipients:
         b.add_user(user)
-    out: dict[str, Any] = {"servers": "2 smdp serve processes, SQLite (WAL, synchronous=FULL)"}
+    mode = ("one fsync per commit" if group_commit is False
+            else "group commit")
+    out: dict[str, Any] = {"servers": f"2 smdp serve processes, SQLite (WAL, {mode})"}
     with running(a, b):
         # The direct path: both lists pre-set through the user port.
         direct = [f"d{i}@a.example" for i in range(concurrency)]
@@ -769,10 +775,12 @@ async def _smdp_all(root: Path, loads: dict[str, Workload], counts: dict[str, in
                     print(f"    smdp {size} {path}{' ' + event_loop if event_loop else ''}: "
                           f"{sat['msgs_per_s']} msgs/s, "
                           f"{sat['cpu_ms_per_msg']['total']} ms CPU/msg{note}; per message "
-                          f"statements / commits: origin {per['origin']['statements']} / "
-                          f"{per['origin']['commits']}, destination "
+                          f"statements / commits / fsyncs: origin "
+                          f"{per['origin']['statements']} / {per['origin']['commits']} / "
+                          f"{per['origin'].get('fsyncs')}, destination "
                           f"{per['destination']['statements']} / "
-                          f"{per['destination']['commits']}", flush=True)
+                          f"{per['destination']['commits']} / "
+                          f"{per['destination'].get('fsyncs')}", flush=True)
                 out[size] = runs
         finally:
             for t in pair.tasks:

@@ -4,42 +4,26 @@ item 5). Run it before replacing the extractor:
 
     .venv/bin/python -m bench.envelope_check [REV]     # REV: HEAD by default
 
-The older ``smdp/core/envelope.py`` is loaded from ``git show`` beside the
-current one (both use the same ``smdp.mail`` modules); the encoded envelope
-blocks must be equal octet for octet, with 0, 1, 2 and 3 headlines.
+The revision's whole ``smdp`` package is loaded beside the current one
+(bench/revision.py), so that a change to the MIME reader (``smdp.mail.mime``)
+is compared too, not only one to ``smdp/core/envelope.py``; the encoded
+envelope blocks must be equal octet for octet, with 0, 1, 2 and 3 headlines.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
+import dataclasses
 import sys
-import tempfile
-from pathlib import Path
-from types import ModuleType
 
-from bench.common import REPO, corpus_files, iter_corpus, settings_from_env
+from bench.common import corpus_files, iter_corpus, settings_from_env
+from bench.revision import module_at
 from smdp.core import envelope as current
-
-
-def _module_at(rev: str) -> ModuleType:
-    source = subprocess.run(["git", "show", f"{rev}:src/smdp/core/envelope.py"], cwd=REPO,
-                            capture_output=True, check=True).stdout
-    folder = Path(tempfile.mkdtemp(prefix="smdp-envelope-check-"))
-    path = folder / "envelope_old.py"
-    path.write_bytes(source)
-    spec = importlib.util.spec_from_file_location("smdp_envelope_old", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     rev = args[0] if args else "HEAD"
-    old = _module_at(rev)
+    old = module_at(rev)
     corpus = settings_from_env().corpus
     checked = differ = 0
     # The malformed messages too: where a shortcut would most likely differ.
@@ -52,8 +36,13 @@ def main(argv: list[str] | None = None) -> int:
                                           expires="")
             b = current.encode_envelope_block(
                 current.extract_envelope(message.data, headlines=headlines), expires="")
+            # The summaries too, field by field: the block re-cleans them.
+            a_fields = dataclasses.astuple(old.extract_envelope(message.data,
+                                                                headlines=headlines))
+            b_fields = dataclasses.astuple(current.extract_envelope(message.data,
+                                                                    headlines=headlines))
             checked += 1
-            if a != b:
+            if a != b or a_fields != b_fields:
                 differ += 1
                 if differ <= 10:
                     print(f"differs: {message.name} headlines={headlines}\n  {rev}: {a!r}\n"

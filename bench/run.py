@@ -30,8 +30,9 @@ from bench.common import REPO, RESULTS, machine, settings_from_env, write_json
 BENCHMARKS = ("envelopes", "lists", "web", "scaling", "sessions", "spam", "quality", "e2e",
               "smtp", "imap")
 # Run only when named with --only: measurements that decided a setting once
-# (bench/event_loop.py: [server] event_loop's default).
-OPT_IN = ("event_loop",)
+# (bench/event_loop.py: [server] event_loop's default; bench/group_commit.py:
+# [store] group_commit's).
+OPT_IN = ("event_loop", "group_commit")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -426,11 +426,13 @@ def _store_work(smdp: dict[str, Any]) -> list[str]:
                 if per:
                     rows.append([size, path, mode] + [
                         f"{per[side]['statements']:.1f} / {per[side]['transactions']:.2f} / "
-                        f"{per[side]['commits']:.2f}" for side in ("origin", "destination")])
+                        f"{per[side]['commits']:.2f} / {per[side].get('fsyncs', 0):.2f}"
+                        for side in ("origin", "destination")])
     if not rows:
         return []
-    return ["Store work per message (statements / transactions / commits that wrote; "
-            "aim on the full flow: at most 12 statements and 2 commits per server):", "",
+    return ["Store work per message (statements / transactions / commits that wrote / "
+            "fsyncs; aim on the full flow: at most 12 statements and 2 commits per server; "
+            "with group commit one fsync covers many commits):", "",
             *_table(["size", "path", "run", "origin", "destination"], rows)]
 
 

@@ -236,6 +236,10 @@ class Config:
     # has them (anonymous files, gone on close or crash); None: the system's
     # temporary directory.
     spool_dir: str | None = None
+    # SQLite: concurrent commits share one fsync of the WAL, every answer
+    # held until the commits before it are durable (smdp.store.group_commit);
+    # False: an fsync per commit, on the event loop's thread.
+    group_commit: bool = True
     limits: Limits = field(default_factory=Limits)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
@@ -424,7 +428,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
                      if "imap" in listen else None)
 
     store = _check(data.get("store", {}), dict, "store")
-    _reject_unknown(store, {"backend", "path", "dsn", "spool_dir"}, "store")
+    _reject_unknown(store, {"backend", "path", "dsn", "spool_dir", "group_commit"}, "store")
+    group_commit = _opt(store, "group_commit", bool, True, "store")
     backend = _opt(store, "backend", str, "sqlite", "store")
     if backend not in ("sqlite", "postgresql"):
         raise ConfigError(
@@ -599,6 +604,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: Path | None = Non
         store_backend=backend,
         store_dsn=dsn,
         spool_dir=spool_dir,
+        group_commit=group_commit,
         limits=limits,
         quality=quality,
         delivery=delivery,

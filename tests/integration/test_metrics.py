@@ -114,6 +114,10 @@ def test_counters_equal_what_happened(tmp_path: Path) -> None:
         assert again[("smdp_store_commits_total", ())] == at_a[("smdp_store_commits_total", ())]
         assert again[("smdp_store_statements_total", ())] > at_a[("smdp_store_statements_total",
                                                                     ())]
+        # Group commit (on by default): at least one fsync, never more than
+        # one per commit.
+        assert 0 < at_a[("smdp_store_fsyncs_total", ())] <= at_a[("smdp_store_commits_total", ())]
+        assert again[("smdp_store_fsyncs_total", ())] <= again[("smdp_store_commits_total", ())]
         assert at_a[("smdp_suspended_senders", ())] == 0
         # The origin: four recipients taken, two pulls served, three
         # deliveries timed, one failed login, an empty queue.

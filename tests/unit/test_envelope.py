@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import os
 import random
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from smdp.core import envelope as env
@@ -25,6 +27,7 @@ from smdp.core.envelope import (
     extract_envelope,
 )
 from smdp.mail.mime import MAX_DEPTH
+from smdp.mail.mime import text as mime_text
 from tests.corpus import CORPUS, needs_corpus
 from tests.speed import within
 
@@ -791,3 +794,75 @@ def test_headlines_read_a_few_lines_first_and_give_what_the_whole_scan_gives(
     walk = env.walk_message(data, keep=env._SUMMARY_FIELDS)
     lines = env._part_lines(walk, env._HEADLINE_SCAN)
     assert tuple((env._own_lines(lines) or lines)[:2]) == expected
+
+
+# ---------------------------------------------------------------------------
+# Shortcuts (issue 15 item 5): each gives what the full steps give
+
+
+@given(st.text(max_size=400), st.sampled_from([
+    (env.MAX_SUBJECT_CHARS, env._SUBJECT_OCTETS), (env.MAX_DATE_CHARS, env._DATE_OCTETS),
+    (env.MAX_HEADLINE_CHARS, env._HEADLINE_OCTETS), (5, 8), (64, 100), (40, 1000)]))
+@example("\U0001f600" * 5, (5, 8))  # 5 characters, 20 octets: the octet cap cuts
+@example("\u00e9" * 30 + " x", (64, 100))
+def test_clean_shortcut_gives_what_every_step_gives(text: str, caps: tuple[int, int]) -> None:
+    max_chars, max_octets = caps
+    assert env._clean(text, max_chars, max_octets) == env._clean_steps(text, max_chars,
+                                                                        max_octets)
+    assert env._headline(text) == env._clean_steps(text, env.MAX_HEADLINE_CHARS,
+                                                   env._HEADLINE_OCTETS)
+
+
+_TEXT_LINES = ["own one", "own two", "> quoted", "", "   ", "-- ", "--", "_____",
+               "-----Original Message-----", "From: someone", "Bob wrote:",
+               "On Mon, 1 Jun 2009, Bob <b@x.example>", "wrote:", "caf\u00e9", "\x00",
+               "x" * 250, "=== sponsor ===", "\u2028"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TEXT_LINES), max_size=40),
+       st.sampled_from(["\r\n", "\n", "\r"]), st.sampled_from(["utf-8", "utf-16", "latin-1"]),
+       st.sampled_from(["", "base64", "quoted-printable"]), st.integers(1, 4),
+       st.sampled_from([(8 * 1024, 64 * 1024, 256 * 1024), (64, 256, 1024), (16, 40, 100)]),
+       st.sampled_from([env._HEADLINE_SCAN, 3, 7]))
+def test_one_pass_headlines_are_those_of_the_whole_scan(
+        lines: list[str], end: str, charset: str, encoding: str, wanted: int,
+        steps: tuple[int, int, int], scan: int) -> None:
+    """_plain_headlines reads a plain text's lines once, in its first step only,
+    and stops early: where it answers, the answer is the 200-line scan's, also
+    when the scan reads a longer prefix (small steps here) or fewer lines."""
+    raw = end.join(lines).encode(charset, "replace")
+    if encoding == "base64":
+        raw = base64.encodebytes(raw)
+    elif encoding == "quoted-printable":
+        raw = binascii.b2a_qp(raw)
+    data = (f"Subject: s\r\nContent-Type: text/plain; charset={charset}\r\n"
+            f"Content-Transfer-Encoding: {encoding or '8bit'}\r\n\r\n").encode() + raw
+    walk = env.walk_message(data, keep=env._SUMMARY_FIELDS)
+    with mock.patch.object(mime_text, "TEXT_STEPS", steps), \
+            mock.patch.object(env, "_HEADLINE_SCAN", scan):
+        found = env._plain_headlines(walk, wanted)
+        shown = env._part_lines(walk, scan)
+    if found is not None:
+        assert found == tuple((env._own_lines(shown) or shown)[:wanted])
+    else:  # what is not settled there: nothing shown, or more to read
+        assert not shown or len(data) - walk.plain.start > steps[0]  # type: ignore[union-attr]
+
+
+def test_one_pass_headlines_answer_most_texts_and_leave_html_to_the_scan() -> None:
+    def walk(data: bytes) -> env.Walk:
+        return env.walk_message(data, keep=env._SUMMARY_FIELDS)
+
+    # Settled early: two own lines, then whatever follows is not read.
+    assert env._plain_headlines(walk(b"\r\n> q\r\none\r\ntwo\r\nthree\r\n"), 2) == (
+        "one", "two")
+    # A signature after the first line: nothing more of the sender's.
+    assert env._plain_headlines(walk(b"\r\nonly\r\n-- \r\nsig\r\n"), 2) == ("only",)
+    # Nothing of the sender's: the first lines as they are.
+    assert env._plain_headlines(walk(b"\r\n> a\r\n> b\r\n"), 2) == ("> a", "> b")
+    # No plain part, or a plain part that shows nothing: left to the scan.
+    html = b"Content-Type: text/html\r\n\r\n<p>hi</p>\r\n"
+    assert env._plain_headlines(walk(html), 2) is None
+    assert env._plain_headlines(walk(b"\r\n   \r\n"), 2) is None
+    # Over 8 KiB of quotes (under 200 lines) and no own line: the scan reads further.
+    assert env._plain_headlines(walk(b"\r\n" + (b"> " + b"q" * 100 + b"\r\n") * 100), 2) is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -219,7 +219,8 @@ class Destination:
         """Why a group refuses mail from ``sender`` at RCPT, or None."""
         return groups.inbound_refusal(self.store, reached, sender)
 
-    def _entries_for(self, recipients: list[str]) -> tuple[list[tuple[str, User, bool]], int]:
+    def _entries_for(self, recipients: list[str], known: Mapping[str, groups.Reach],
+                     ) -> tuple[list[tuple[str, User, bool]], int]:
         """Each envelope recipient with the users it reaches, and whether
         through a group: one entry each, under the recipient's address,
         which the origin knows it by (a group's members share it, and
@@ -229,7 +230,7 @@ class Destination:
         found: list[tuple[str, User, bool]] = []
         messages = 0
         for rcpt in recipients:
-            reached = self.reach(rcpt)
+            reached = known.get(rcpt) or self.reach(rcpt)
             found.extend((rcpt, user, reached.group is not None) for user in reached.users)
             # Messages(X): a group once for each member it reaches (protocol.md 11.1).
             messages += max(1, len(reached.users))
@@ -247,10 +248,11 @@ class Destination:
 
     def receive_envelope(
         self, *, server: str, envid: str, sender: str, recipients: list[str], size: int,
-        block: bytes,
+        block: bytes, reached: Mapping[str, groups.Reach] | None = None,
     ) -> bool:
         """Store an envelope in each recipient's mailbox, then apply Table 3.
-        False for a replayed envelope, which changes nothing."""
+        False for a replayed envelope, which changes nothing. ``reached``:
+        whom recipients reach, where the caller has just looked it up (RCPT)."""
         fields = decode_envelope_block(block)
         clean_block = encode_envelope_block(fields.summary, expires=fields.expires)
         with self.store.transaction():
@@ -261,7 +263,7 @@ class Destination:
                 block=clean_block.decode("utf-8"), subject=fields.summary.subject, body=None,
                 expires_at=expiry_time(fields.expires),
             )
-            targets, messages = self._entries_for(recipients)
+            targets, messages = self._entries_for(recipients, reached or {})
             if server != self.hostname:
                 self.store.count_messages(server, messages, also=(sender_key(server, sender),))
             list_id = fields.summary.list_id
@@ -299,10 +301,13 @@ class Destination:
                 pair)
 
     def receive_message(
-        self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body
+        self, *, server: str, envid: str, sender: str, recipients: list[str], body: bytes | Body,
+        reached: Mapping[str, groups.Reach] | None = None,
     ) -> bool:
         """A whole message sent directly (Table 3, both sides white-listed).
-        False for a replayed one, which changes nothing."""
+        False for a replayed one, which changes nothing. ``reached``: as for
+        ``receive_envelope`` (a direct message reaches users, never groups)."""
+        known = reached or {}
         if not isinstance(body, Body):
             body = Body.of(body)
         summary = extract_envelope(body)
@@ -319,7 +324,9 @@ class Destination:
                 self.store.count_messages(server, len(recipients),
                                           also=(sender_key(server, sender),))
             for rcpt in recipients:
-                user = self.store.user_by_address(rcpt)
+                looked_up = known.get(rcpt)
+                user = (looked_up.users[0] if looked_up is not None and looked_up.group is None
+                        and looked_up.users else self.store.user_by_address(rcpt))
                 if user is None:
                     continue
                 entry_id = self.store.insert_mailbox_entry(
@@ -387,7 +394,7 @@ class Destination:
         reasons: dict[str, str] = {}
         users: list[tuple[str, str, User]] = []  # (how SmtpArrival names it, rcpt, user)
         with self.store.transaction():
-            for rcpt, user, grouped in self._entries_for(recipients)[0]:
+            for rcpt, user, grouped in self._entries_for(recipients, {})[0]:
                 # A group's member is named with the group: ``info@... (bob@...)``.
                 who = f"{rcpt} ({user.main_address})" if grouped else rcpt
                 listed = self.store.inbound_listing(user.id, sender, server) if sender else None

@@ -41,6 +41,7 @@ from smdp.mail.mime import (
     Walk,
     decode_header_text,
     display_name,
+    first_text_pieces,
     message_skeleton,
     part_lines,
     scan_header,
@@ -168,6 +169,18 @@ def _clean(text: str, max_chars: int, max_octets: int) -> str:
     """Sanitise one display value and cap it in characters and UTF-8 octets."""
     if not text:
         return ""
+    if len(text) <= max_chars and len(text) <= max_octets // 4 and text.isprintable():
+        # Most values: nothing to take out and nothing to cut (the join only
+        # shortens, and a character is at most 4 octets), so _clean_steps
+        # comes to this one.
+        return " ".join(text.split())
+    return _clean_steps(text, max_chars, max_octets)
+
+
+def _clean_steps(text: str, max_chars: int, max_octets: int) -> str:
+    """_clean, every step taken."""
+    if not text:
+        return ""
     if len(text) > _CLEAN_WINDOW * max_chars:
         # Bounded work on a huge line; only a line made mostly of blanks
         # would lose visible text to this cut.
@@ -242,7 +255,14 @@ def _fit_names(count: int, names: list[str] | tuple[str, ...]) -> tuple[str, ...
 
 
 def _headline(text: str) -> str:
+    # _clean's first shortcut, without the second call: this runs on every
+    # line read for headlines.
+    if len(text) <= _HEADLINE_SHORT and text.isprintable():
+        return " ".join(text.split())
     return _clean(text, MAX_HEADLINE_CHARS, _HEADLINE_OCTETS)
+
+
+_HEADLINE_SHORT = min(MAX_HEADLINE_CHARS, _HEADLINE_OCTETS // 4)
 
 
 # ---------------------------------------------------------------------------
@@ -268,10 +288,36 @@ _ATTRIBUTION_START = re.compile(r"(?:On|Le|Am|El|Il|Op|Den|W dniu)\s", re.IGNORE
 # A separator: a run of 3 or more of these, alone or around a few words
 # ("-----", "_____", "=====", "-----Original Message-----", "--- Sponsor ---~->").
 _SEPARATOR = re.compile(r"[-_=*~#+.<>]{3,}(?:.{0,80}?[-_=*~#+.<>]{3,})?\Z")
+# What a separator starts with: most lines are let through on that alone.
+_SEPARATOR_FIRST = frozenset("-_=*~#+.<>")
 # A separator that starts a copy of the message replied to: what follows is
 # quoted, not the sender's own text.
 _ORIGINAL = re.compile(r"original|ursprüngliche|d'origine", re.IGNORECASE)
 _QUOTED_HEADER = re.compile(r"(?:From|De|Von|Van|Da)\s?:", re.IGNORECASE)
+
+
+# What _verdict says of a line.
+_OWN, _NOT_OWN, _END = 0, 1, 2
+
+
+def _verdict(line: str, after: str) -> int:
+    """Whether ``line``, followed by ``after`` ("" when it is the last line
+    read), is the sender's own text, is not, or ends it (see _own_lines)."""
+    if line == "--":
+        return _END  # the signature delimiter "-- " (blanks collapsed), and the signature
+    if line[:1] in _SEPARATOR_FIRST and _SEPARATOR.match(line):
+        if _ORIGINAL.search(line) or _QUOTED_HEADER.match(after):
+            return _END  # the earlier message, quoted whole
+        return _NOT_OWN
+    # _ATTRIBUTION ends in ":\Z": endswith first spares most lines its search.
+    if line.startswith(">") or (line.endswith(":") and _ATTRIBUTION.search(line)):
+        return _NOT_OWN
+    if after.startswith(">") and _ATTRIBUTION_BARE.search(line):
+        return _NOT_OWN
+    if (_ATTRIBUTION_START.match(line) and after.endswith(":")
+            and _ATTRIBUTION.search(after) and not _ATTRIBUTION_START.match(after)):
+        return _NOT_OWN  # an attribution wrapped over two lines
+    return _OWN
 
 
 def _own_lines(lines: list[str], judged: int | None = None) -> list[str]:
@@ -284,23 +330,60 @@ def _own_lines(lines: list[str], judged: int | None = None) -> list[str]:
     own: list[str] = []
     count = len(lines)
     for i, line in enumerate(lines if judged is None else lines[:judged]):
-        after = lines[i + 1] if i + 1 < count else ""
-        if line == "--":
-            break  # the signature delimiter "-- " (blanks collapsed), and the signature
-        if _SEPARATOR.match(line):
-            if _ORIGINAL.search(line) or _QUOTED_HEADER.match(after):
-                break  # the earlier message, quoted whole
-            continue
-        # _ATTRIBUTION ends in ":\Z": endswith first spares most lines its search.
-        if line.startswith(">") or (line.endswith(":") and _ATTRIBUTION.search(line)):
-            continue
-        if after.startswith(">") and _ATTRIBUTION_BARE.search(line):
-            continue
-        if (_ATTRIBUTION_START.match(line) and after.endswith(":")
-                and _ATTRIBUTION.search(after) and not _ATTRIBUTION_START.match(after)):
-            continue  # an attribution wrapped over two lines
-        own.append(line)
+        verdict = _verdict(line, lines[i + 1] if i + 1 < count else "")
+        if verdict == _OWN:
+            own.append(line)
+        elif verdict == _END:
+            break
     return own
+
+
+def _plain_headlines(walk: Walk, wanted: int) -> tuple[str, ...] | None:
+    """What _headlines gives from the text/plain part, read in one pass over the
+    lines of part_lines' first step: each line is cleaned and judged as it
+    comes (by it and the next, as _own_lines does), and reading stops as
+    soon as the answer is known. That is what the 200-line scan gives, since
+    its lines begin with these (first_text_pieces). None when these lines
+    do not settle it: no shown line at all, or the step is not the whole
+    part and ends, short of _HEADLINE_SCAN lines, before the answer."""
+    part = walk.plain
+    if part is None:
+        return None
+    pieces, complete = first_text_pieces(walk.data, part)
+    own: list[str] = []
+    first: list[str] = []  # the first ``wanted`` lines, for a text with no own line
+    line = ""  # the last line read, judged once the next one is read
+    count = 0
+    ended = False  # a signature or a quoted original: no own line after it
+    for piece in pieces:
+        if not piece:
+            continue
+        shown = _headline(piece)
+        if not shown:
+            continue
+        count += 1
+        if len(first) < wanted:
+            first.append(shown)
+        if count > 1 and not ended:
+            verdict = _verdict(line, shown)
+            if verdict == _OWN:
+                own.append(line)
+                if len(own) == wanted:
+                    return tuple(own)
+            elif verdict == _END:
+                ended = True
+        if ended and (own or len(first) == wanted):
+            return tuple((own or first)[:wanted])
+        line = shown
+        if count == _HEADLINE_SCAN:
+            break
+    else:
+        if not complete or not count:
+            return None
+    # All the lines the scan reads are read: the last one is judged alone.
+    if not ended and _verdict(line, "") == _OWN:
+        own.append(line)
+    return tuple((own or first)[:wanted])
 
 
 def _headlines(walk: Walk, wanted: int) -> tuple[str, ...]:
@@ -310,12 +393,16 @@ def _headlines(walk: Walk, wanted: int) -> tuple[str, ...]:
     are (quotes, attributions and all)."""
     if wanted <= 0:
         return ()
+    # One pass over a plain text's lines, most of the time (judging, and
+    # cleaning, a text's lines twice or 200 of them was about half of the
+    # extraction on real mail).
+    found = _plain_headlines(walk, wanted)
+    if found is not None:
+        return found
     # Most texts have their first own lines near the top: read a few lines
-    # first (cleaning and judging 200 of them was about half of the
-    # extraction on real mail). _own_lines judges a line by it and the next
-    # one only, so ``wanted`` own lines among all but the last line read are
-    # the ones the whole scan gives; fewer lines than asked for are the
-    # whole text.
+    # first. _own_lines judges a line by it and the next one only, so
+    # ``wanted`` own lines among all but the last line read are the ones the
+    # whole scan gives; fewer lines than asked for are the whole text.
     scan = min(_HEADLINE_FIRST + wanted, _HEADLINE_SCAN)
     lines = _part_lines(walk, scan)
     if len(lines) == scan < _HEADLINE_SCAN:
@@ -338,11 +425,19 @@ def _part_lines(walk: Walk, scan: int) -> list[str]:
     return lines
 
 
-def _joined(fields: tuple[HeaderField, ...], key: str) -> str:
-    # Repeated To or Cc fields are read as one list, as most readers show them.
-    texts = [decode_header_text(f.value[:_MAX_RAW_HEADER]) for f in fields
-             if f.name.lower() == key]
-    return ", ".join(t for t in texts if t.strip())
+def _to_cc(fields: tuple[HeaderField, ...]) -> tuple[str, str]:
+    """The To and the Cc text, in one pass over the fields. Repeated To or Cc
+    fields are read as one list, as most readers show them."""
+    to: list[str] = []
+    cc: list[str] = []
+    for f in fields:
+        key = f.name.lower()
+        if key == "to":
+            to.append(decode_header_text(f.value[:_MAX_RAW_HEADER]))
+        elif key == "cc":
+            cc.append(decode_header_text(f.value[:_MAX_RAW_HEADER]))
+    return (", ".join(t for t in to if t.strip()) if to else "",
+            ", ".join(t for t in cc if t.strip()) if cc else "")
 
 
 def _text(values: dict[str, bytes], key: str) -> str:
@@ -361,6 +456,9 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
     date_raw = values.get("date")
     wanted = max(0, min(headlines, MAX_HEADLINES))
     attachment_names = _fit_names(walk.attachments, walk.names)
+    to, cc = _to_cc(fields)
+    # The list fields are absent from most mail; each gives "" then, as
+    # _list_id, _auto_submitted and _clean give for "".
     return EnvelopeSummary(
         subject=_clean(
             decode_header_text(subject_raw[:_MAX_RAW_HEADER]) if subject_raw else "",
@@ -370,8 +468,8 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         from_name=_clean(
             display_name(from_raw) if from_raw else "", MAX_FROM_NAME_CHARS, _FROM_NAME_OCTETS
         ),
-        to=_clean(_joined(fields, "to"), MAX_ADDRESS_TEXT_CHARS, _TO_OCTETS),
-        cc=_clean(_joined(fields, "cc"), MAX_ADDRESS_TEXT_CHARS, _CC_OCTETS),
+        to=_clean(to, MAX_ADDRESS_TEXT_CHARS, _TO_OCTETS),
+        cc=_clean(cc, MAX_ADDRESS_TEXT_CHARS, _CC_OCTETS),
         date=_clean(
             decode_header_text(date_raw[:_MAX_RAW_HEADER]) if date_raw else "",
             MAX_DATE_CHARS,
@@ -380,10 +478,12 @@ def _extract(message: bytes, headlines: int) -> EnvelopeSummary:
         attachments=walk.attachments,
         attachment_names=attachment_names,
         headlines=_headlines(walk, wanted),
-        list_id=_list_id(_text(values, "list-id")),
-        auto_submitted=_auto_submitted(_text(values, "auto-submitted")),
+        list_id=_list_id(_text(values, "list-id")) if "list-id" in values else "",
+        auto_submitted=(_auto_submitted(_text(values, "auto-submitted"))
+                        if "auto-submitted" in values else ""),
         list_unsubscribe=_clean(" ".join(_text(values, "list-unsubscribe").split()),
-                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS),
+                                MAX_UNSUBSCRIBE_CHARS, MAX_UNSUBSCRIBE_CHARS)
+        if "list-unsubscribe" in values else "",
         one_click_unsubscribe=bool(values.get("list-unsubscribe")) and (
             "list-unsubscribe=one-click"
             in "".join(_text(values, "list-unsubscribe-post").split()).lower()),

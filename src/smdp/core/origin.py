@@ -265,7 +265,8 @@ class Origin:
                     self.store.update_out_recipient(r.id, RecipientState.ENVELOPE_SENT)
             if env is not None:
                 self._report_failures(env.message_id, failed)
-                self._drop_body_when_done(env.message_id)
+                moved = [RecipientState.FAILED] if failed else [RecipientState.ENVELOPE_SENT]
+                self._drop_body_when_done(env.message_id, *moved)
 
     def direct_sent(self, envid: str, delivered: list[str], unauthorized: list[str],
                     refused: dict[str, str], deferred: list[str] | None = None, *,
@@ -418,7 +419,7 @@ class Origin:
             else:
                 new_state, detail = effect.state, f"{effect.state} by recipient"
             self.store.update_out_recipient(rcpt.id, new_state, detail)
-            self._drop_body_when_done(env.message_id)
+            self._drop_body_when_done(env.message_id, new_state)
         if pulling:
             return DecisionOutcome(Kind.PULL, f"{msg.size} octets follow", msg.id, msg.size,
                                    msg.created_at)
@@ -490,6 +491,14 @@ class Origin:
         deliver_notice(self.store, hostname=self.hostname, user_id=user.id,
                        recipient=msg.sender, raw=raw)
 
-    def _drop_body_when_done(self, message_id: int) -> None:
-        """Assumption 4 and 6: hold the message until every recipient decided."""
+    def _drop_body_when_done(self, message_id: int, *moved_to: RecipientState) -> None:
+        """Assumption 4 and 6: hold the message until every recipient decided.
+
+        ``moved_to``: the states recipients just took, where the caller knows
+        them. A recipient moving into a state that still needs the body (sent,
+        accepted, pulling) cannot be the last to let it go, so the check (a
+        statement per state change) is only run when one moved out of them;
+        every move out of them runs it, so the body still goes with the last."""
+        if moved_to and all(state in d.NEEDS_BODY for state in moved_to):
+            return
         self.store.drop_out_body_if_done(message_id, d.NEEDS_BODY)

@@ -24,10 +24,12 @@ from aiohttp import web
 from smdp.config import Config, Listener, PeerServer
 from smdp.core.sender_auth import NoAuthentication, SenderAuthenticator
 from smdp.errors import CliError
+from smdp.server import durable_io
 from smdp.server.accounts import Accounts
 from smdp.server.delivery import DeliveryWorker
 from smdp.server.delivery_jobs import PeerJobs
 from smdp.server.discovery import Discovery
+from smdp.server.durable_io import DurableGate
 from smdp.server.greylist import Greylist
 from smdp.server.housekeeping import housekeeping_loop
 from smdp.server.imap_server import serve_imap
@@ -84,6 +86,10 @@ class SmdpServer:
         # A certificate that cannot be loaded stops the server at start.
         self.tls = TlsPolicy(config)
         self.store = store if store is not None else open_store(config)
+        # Group commit (issue 15 item 2): commits share fsyncs, and every
+        # byte this server writes waits for the commits before it.
+        flusher = self.store.start_group_commit() if config.group_commit else None
+        self.durable_gate = DurableGate(flusher) if flusher is not None else None
         self.core = Core.build(config, self.store)
         self.discovery = Discovery(dict(config.peers),
                                    nameservers=list(config.dns_nameservers) or None)
@@ -91,7 +97,8 @@ class SmdpServer:
         self.worker = DeliveryWorker(self.store, config.delivery, config.node,
                                      PeerJobs(self.core, self.tls, self.discovery,
                                               Router(self.discovery)
-                                              if config.smtp.outbound else None))
+                                              if config.smtp.outbound else None,
+                                              self.durable_gate))
         # Issue 4 abuse limits: sliding windows, per process.
         quotas = PeerQuotas()
         self.peer_port_services = PeerPort(self.core, self.tls, self.discovery, quotas)
@@ -152,6 +159,8 @@ class SmdpServer:
                     self.config.hostname, self.config.peer_listener.host, own_port))
 
     async def start(self) -> None:
+        if self.durable_gate is not None:
+            self.durable_gate.bind(asyncio.get_running_loop())
         peer_gate = self._gate(
             self.peer_sessions, lambda r, w: serve_peer(self.peer_port_services, r, w),
             b"421 4.7.0 ")
@@ -212,9 +221,9 @@ class SmdpServer:
     async def _listen_all(self, peer_gate: Connected, user_gate: Connected,
                           submission_gate: Connected, mx_gate: Connected,
                           imap_gate: Connected) -> None:
-        peer = await _listen(peer_gate, self.config.peer_listener, "peer")
+        peer = await self._bind(peer_gate, self.config.peer_listener, "peer")
         self._servers.append(peer)
-        user = await _listen(user_gate, self.config.user_listener, "user")
+        user = await self._bind(user_gate, self.config.user_listener, "user")
         self._servers.append(user)
         self.peer_port = peer.sockets[0].getsockname()[1]
         self.user_port = user.sockets[0].getsockname()[1]
@@ -227,8 +236,8 @@ class SmdpServer:
         # Submission for mail clients (docs/smtp.md): 587 with STARTTLS when a
         # certificate is configured, 465 with TLS from the first byte.
         if self.config.submission_listener is not None:
-            submission = await _listen(submission_gate, self.config.submission_listener,
-                                       "submission")
+            submission = await self._bind(submission_gate, self.config.submission_listener,
+                                            "submission")
             self._servers.append(submission)
             self.submission_port = submission.sockets[0].getsockname()[1]
         self.submission_tls_port = await self._listen_tls(
@@ -238,13 +247,13 @@ class SmdpServer:
         # certificate is configured, never TLS from the first byte (RFC 3207
         # is how SMTP servers reach an MX).
         if self.config.mx_listener is not None:
-            mx = await _listen(mx_gate, self.config.mx_listener, "mx")
+            mx = await self._bind(mx_gate, self.config.mx_listener, "mx")
             self._servers.append(mx)
             self.mx_port = mx.sockets[0].getsockname()[1]
         # IMAP for mail clients (issue 14, docs/imap.md): 143 with STARTTLS
         # when a certificate is configured, 993 with TLS from the first byte.
         if self.config.imap_listener is not None:
-            imap = await _listen(imap_gate, self.config.imap_listener, "imap")
+            imap = await self._bind(imap_gate, self.config.imap_listener, "imap")
             self._servers.append(imap)
             self.imap_port = imap.sockets[0].getsockname()[1]
         self.imap_tls_port = await self._listen_tls(
@@ -255,24 +264,28 @@ class SmdpServer:
         if self.config.web_listener is not None:
             self._web_runner, self.web_port = await self._serve_http(
                 self.web.application(), self.config.web_listener, "web",
-                self.tls.user_server_context if self.config.web_https else None)
+                self.tls.user_server_context if self.config.web_https else None,
+                self.durable_gate)
         # Prometheus, /healthz and /readyz (docs/operations.md): plain HTTP.
         if self.config.metrics_listener is not None:
             self._metrics_runner, self.metrics_port = await self._serve_http(
                 metrics_app(self.core.metrics, self._not_ready), self.config.metrics_listener,
-                "metrics", None)
+                "metrics", None, None)
 
     async def _serve_http(self, app: web.Application, listener: Listener, name: str,
-                          context: ssl.SSLContext | None) -> tuple[web.AppRunner, int]:
+                          context: ssl.SSLContext | None, gate: DurableGate | None,
+                          ) -> tuple[web.AppRunner, int]:
         """aiohttp's request handler as the protocol of one more listener
         (the web app, the metrics), in this loop beside the others."""
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_for_web)
         await runner.setup()
         handler = runner.server
         assert handler is not None  # set up above
+        factory: Callable[[], asyncio.BaseProtocol] = (
+            handler if gate is None else lambda: gate.protocol(handler()))
         try:
             site = await asyncio.get_running_loop().create_server(
-                handler, listener.host, listener.port, ssl=context)
+                factory, listener.host, listener.port, ssl=context)
         except OSError as exc:
             await runner.cleanup()
             raise _listen_error(exc, listener, name) from None
@@ -296,12 +309,16 @@ class SmdpServer:
             return f"the store does not answer: {exc}"
         return None
 
+    async def _bind(self, gated: Connected, listener: Listener, name: str,
+                    **kwargs: Any) -> asyncio.Server:
+        return await _listen(gated, listener, name, self.durable_gate, **kwargs)
+
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
         if listener is None or context is None:
             return None
-        server = await _listen(gated, listener, name, ssl=context,
-                               ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        server = await self._bind(gated, listener, name, ssl=context,
+                                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self._servers.append(server)
         port: int = server.sockets[0].getsockname()[1]
         return port
@@ -388,11 +405,13 @@ _LISTEN_ADVICE = {
 
 
 async def _listen(gated: Connected, listener: Listener, name: str,
-                  **kwargs: Any) -> asyncio.Server:
+                  gate: DurableGate | None, **kwargs: Any) -> asyncio.Server:
     """Bind one listener; a port that cannot be had is the operator's to fix,
-    so it is said in one sentence (CliError), not as a traceback."""
+    so it is said in one sentence (CliError), not as a traceback. Its
+    sessions' answers are held by ``gate`` (group commit)."""
     try:
-        return await asyncio.start_server(gated, listener.host, listener.port, **kwargs)
+        return await durable_io.start_server(gated, listener.host, listener.port, gate,
+                                             **kwargs)
     except OSError as exc:
         raise _listen_error(exc, listener, name) from None
 

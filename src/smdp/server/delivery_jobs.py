@@ -35,6 +35,7 @@ from smdp.protocol.smtp import Capabilities
 from smdp.server.delivery import PermanentFailure, Route, TemporaryFailure
 from smdp.server.discovery import Discovery
 from smdp.server.dkim_keys import SigningKeys
+from smdp.server.durable_io import DurableGate
 from smdp.server.mta_sts import MtaSts, handshake_outcome, mx_context
 from smdp.server.mta_sts import from_config as mta_sts_from_config
 from smdp.server.peer_client import PeerLink, PulledMessage, answer_of, check, open_session
@@ -128,9 +129,13 @@ class PeerJobs:
     smtp_data_timeout = 600.0
 
     def __init__(self, core: Core, tls: TlsPolicy, discovery: Discovery,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, gate: DurableGate | None = None) -> None:
         self.core = core
         self.store = core.store
+        # Group commit: what the worker tells another server (RECEIVED, a
+        # decision, a message it holds) leaves only once the commits before
+        # it are durable, as the server's answers do (durable_io).
+        self.gate = gate
         self.tls = tls
         self.discovery = discovery
         # [smtp] outbound: routes domains without an SMDP server to SMTP.
@@ -195,7 +200,7 @@ class PeerJobs:
         if route.session is None:
             route.session = await open_session(
                 route.domain, config=self.core.config, tls=self.tls,
-                discovery=self.discovery, timeout=self.timeout)
+                discovery=self.discovery, timeout=self.timeout, gate=self.gate)
         link: PeerLink = route.session
         return link
 
@@ -475,7 +480,7 @@ class PeerJobs:
             lease = self.core.config.delivery.claim_lease / 2
             link = await SmtpLink.open(host.name, address, self.core.config.smtp.outbound_port,
                                        min(self.smtp_timeout, lease),
-                                       min(self.smtp_data_timeout, lease))
+                                       min(self.smtp_data_timeout, lease), gate=self.gate)
         except SessionLost as exc:
             raise _NextHost(str(exc)) from None
         try:

@@ -101,8 +101,14 @@ class _StateCollector(Collector):
                 ("smdp_store_transactions", self.store.transactions,
                  "Store transactions committed (BEGIN ... COMMIT)"),
                 ("smdp_store_commits", self.store.commits,
-                 "Store commits that wrote (each a flush to disk), in a transaction or "
-                 "alone")):
+                 "Store commits that wrote, in a transaction or alone"),
+                # With group commit one fsync covers the commits of every
+                # session made while the one before it ran; without, each
+                # commit that wrote is its own flush (SQLite's fsync with
+                # synchronous=FULL, PostgreSQL's WAL flush).
+                ("smdp_store_fsyncs", self.store.flusher.fsyncs
+                 if self.store.flusher is not None else self.store.commits,
+                 "Flushes of the store's log to disk (group commit: one for many commits)")):
             yield CounterMetricFamily(name, text, value=count)
         sessions = GaugeMetricFamily("smdp_sessions", "Open sessions, by port", labels=["port"])
         for port, count in sorted(self.sessions().items()):

@@ -18,8 +18,10 @@ from smdp.core.origin import Answer
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.protocol import peer as wire
 from smdp.protocol.framing import CLOSED, NEED_DATA, BlockChunk
+from smdp.server import durable_io
 from smdp.server.delivery import PermanentFailure, TemporaryFailure
 from smdp.server.discovery import Discovery, DiscoveryError
+from smdp.server.durable_io import DurableGate
 from smdp.server.tls import TlsError, TlsPolicy, peer_certificate, start_tls
 
 
@@ -52,10 +54,11 @@ class PeerLink:
 
     @classmethod
     async def open(cls, address: str, port: int, timeout: float,
-                   max_message_size: int, spool_dir: str | None = None) -> PeerLink:
+                   max_message_size: int, spool_dir: str | None = None,
+                   gate: DurableGate | None = None) -> PeerLink:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port), timeout
+                durable_io.open_connection(address, port, gate), timeout
             )
         except (OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"cannot connect to {address}:{port}: {exc}",
@@ -225,7 +228,7 @@ def answer_of(reply: wire.Reply) -> Answer:
 
 
 async def open_session(domain: str, *, config: Config, tls: TlsPolicy, discovery: Discovery,
-                       timeout: float) -> PeerLink:
+                       timeout: float, gate: DurableGate | None = None) -> PeerLink:
     """A greeted peer session to ``domain``'s SMDP server: EHLO, and STARTTLS
     whenever offered (it lets the peer verify our client certificate, the
     proof of origin of protocol.md 15)."""
@@ -237,7 +240,7 @@ async def open_session(domain: str, *, config: Config, tls: TlsPolicy, discovery
         # RFC 3463 X.1.2: the destination domain has no SMDP server.
         raise PermanentFailure(str(exc), status="5.1.2") from None
     link = await PeerLink.open(peer.address, peer.port, timeout,
-                               config.limits.max_message_size, config.spool_dir)
+                               config.limits.max_message_size, config.spool_dir, gate)
     ehlo = wire.Helo(config.hostname, True)
     try:
         reply = await link.expect(ehlo, "EHLO")

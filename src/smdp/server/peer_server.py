@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from smdp.core.envelope import MAX_BLOCK_OCTETS, EnvelopeError
+from smdp.core.groups import Reach
 from smdp.core.quality import Standing
 from smdp.mail.addresses import domain_of
 from smdp.mail.body import CHUNK_SIZE, Body, stored_chunks
@@ -33,6 +34,9 @@ class _Transaction:
     envid: str
     size: int | None
     recipients: list[str] = field(default_factory=list)
+    # Whom each recipient reaches, as looked up at RCPT: the transaction that
+    # stores the envelope uses it instead of looking again.
+    reached: dict[str, Reach] = field(default_factory=dict)
 
 
 class PeerSession(Session):
@@ -296,6 +300,7 @@ class PeerSession(Session):
             return
         if rcpt not in self.txn.recipients:
             self.txn.recipients.append(rcpt)
+            self.txn.reached[rcpt] = reached
         self.reply(250, f"2.1.5 Recipient <{rcpt}> ok")
 
     def _complete(self, data: Body | OSError) -> None:
@@ -309,6 +314,7 @@ class PeerSession(Session):
                 stored = self.core.destination.receive_envelope(
                     server=self.peer_host, envid=txn.envid, sender=txn.sender,
                     recipients=txn.recipients, size=txn.size or 0, block=data.read(),
+                    reached=txn.reached,
                 )
             except EnvelopeError as exc:
                 log.info("envelope refused envid=%s peer=%s reason=%s", txn.envid,
@@ -326,7 +332,7 @@ class PeerSession(Session):
             # The codec has already refused a block whose size differs from SIZE.
             if not self.core.destination.receive_message(
                 server=self.peer_host, envid=txn.envid, sender=txn.sender,
-                recipients=txn.recipients, body=data,
+                recipients=txn.recipients, body=data, reached=txn.reached,
             ):
                 log.info("replayed envelope %s from %s", txn.envid, self.peer_host)
             for rcpt in txn.recipients:

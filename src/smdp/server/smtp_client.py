@@ -15,6 +15,8 @@ import ssl
 from collections.abc import Iterable, Sequence
 
 from smdp.protocol import smtp
+from smdp.server import durable_io
+from smdp.server.durable_io import DurableGate
 from smdp.server.tls import start_tls
 
 __all__ = ["OutcomeUnknown", "SessionLost", "SmtpLink"]
@@ -49,13 +51,14 @@ class SmtpLink:
 
     @classmethod
     async def open(cls, host: str, address: str, port: int, timeout: float,
-                   data_timeout: float | None = None) -> SmtpLink:
+                   data_timeout: float | None = None,
+                   gate: DurableGate | None = None) -> SmtpLink:
         """Connect and read the greeting: 220, or SessionLost (a 4xx or 5xx
         greeting means: try the next host, RFC 5321 3.1 and 5.1)."""
         where = f"{host} [{address}]:{port}"
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port),
-                                                    timeout)
+            reader, writer = await asyncio.wait_for(
+                durable_io.open_connection(address, port, gate), timeout)
         except (OSError, TimeoutError) as exc:
             raise SessionLost(f"cannot connect to {where}: {exc or type(exc).__name__}") from None
         link = cls(reader, writer, where, timeout, data_timeout)

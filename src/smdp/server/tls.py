@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 
 from smdp.certs import fingerprint_sha256
 from smdp.config import Config, ConfigError
+from smdp.server import durable_io
 from smdp.server.discovery import Discovery, DiscoveryError
 
 __all__ = [
@@ -162,13 +163,18 @@ async def start_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     it would close the transport under the TLS layer.
     """
     await writer.drain()
+    # Held bytes (a reply waiting for its commit's fsync) go out before the
+    # handshake, and loop.start_tls takes the loop's own transport.
+    plain, gate = await durable_io.unwrapped(writer.transport)
     loop = asyncio.get_running_loop()
     new_reader = asyncio.StreamReader()
     protocol = asyncio.StreamReaderProtocol(new_reader)
+    # What the session writes over TLS is held as it was before.
+    facing: asyncio.Protocol = protocol if gate is None else gate.protocol(protocol)
     plain_protocol = writer.transport.get_protocol()
     try:
         transport = await loop.start_tls(
-            writer.transport, protocol, context, server_side=server_side,
+            plain, facing, context, server_side=server_side,
             server_hostname=server_hostname, ssl_handshake_timeout=timeout,
         )
     except BaseException:
@@ -182,7 +188,10 @@ async def start_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise ConnectionResetError("the connection closed during the TLS handshake")
     # connection_made is not called for a protocol handed to start_tls; it
     # ties the reader to the transport (flow control, EOF).
-    protocol.connection_made(transport)
+    facing.connection_made(transport)
+    if isinstance(facing, durable_io.GatedProtocol):
+        assert facing.transport is not None  # set by connection_made
+        transport = facing.transport
     return new_reader, asyncio.StreamWriter(transport, protocol, new_reader, loop)
 
 

@@ -12,7 +12,9 @@ Semantics every backend keeps:
 - A method that writes and is called outside ``transaction()`` is its own
   transaction only where it says so (user and identity administration);
   every other write is meant to run inside a caller's transaction.
-- Committed data survives a crash (SQLite: WAL with synchronous=FULL).
+- Committed data survives a crash (SQLite: WAL with synchronous=FULL; with
+  group commit, synchronous=NORMAL and a flusher thread, and nothing answered
+  before the flusher's fsync: smdp.store.group_commit).
 - Message bodies are stored a chunk per row (``out_body_chunks``,
   ``in_body_chunks``) and read a chunk at a time (``out_body_chunk``,
   ``in_body_chunk``), so no body is ever in memory whole. A body passed in
@@ -26,6 +28,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from smdp.mail.body import Body
+from smdp.store.group_commit import WalFlusher
 from smdp.store.records import (
     ApiToken,
     CachedPolicy,
@@ -81,6 +84,15 @@ class Store(Protocol):
     statements: int
     transactions: int
     commits: int
+    # Group commit (smdp.store.group_commit): set once ``start_group_commit``
+    # has run on a store that batches its fsyncs; None where every commit is
+    # durable when it returns (SQLite with synchronous=FULL, PostgreSQL).
+    flusher: WalFlusher | None
+
+    def start_group_commit(self) -> WalFlusher | None:
+        """Batch the fsyncs of concurrent commits, where this backend can;
+        None where it cannot (its commits stay durable when they return)."""
+        ...
 
     def close(self) -> None:
         ...

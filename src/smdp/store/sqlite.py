@@ -2,7 +2,10 @@
 
 Durability: ``synchronous=FULL`` so a committed transaction survives a crash or
 power cut; the server answers OK only after the commit that holds the data
-(assumption 4: the origin holds what it accepted). Every state change and the
+(assumption 4: the origin holds what it accepted). A server turns on group
+commit (``start_group_commit``, smdp.store.group_commit): ``synchronous=NORMAL``
+and a thread that fsyncs the WAL once for many commits, every answer held
+until the commits before it are durable. Every state change and the
 queue entry it causes are written in one transaction (see ``transaction``).
 """
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from smdp.mail.trace import delivery_fields
 from smdp.store.base import StoreError, newer_than
+from smdp.store.group_commit import WalFlusher
 from smdp.store.records import (
     Job,
     MailboxEntry,
@@ -69,8 +73,21 @@ class SqliteStore(SqlStore):
                                  deterministic=True)
         self._in_txn = False
         self._lock = threading.RLock()
+        self.flusher: WalFlusher | None = None
+
+    def start_group_commit(self) -> WalFlusher:
+        """From now on a COMMIT appends to the WAL without an fsync and
+        ``flusher`` makes the commits durable in batches; whoever answers for
+        a commit must wait for ``flusher.durable`` (smdp.server.durable_io)."""
+        if self.flusher is None:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.flusher = WalFlusher(self.path)
+        return self.flusher
 
     def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.stop()
+            self.flusher = None
         self._db.close()
 
     # -- schema ---------------------------------------------------------------
@@ -111,6 +128,9 @@ class SqliteStore(SqlStore):
                 applied.append(name)
         finally:
             self._db.execute("PRAGMA foreign_keys=ON")
+        if applied and self.flusher is not None:
+            # A schema change counts no changed rows, but it wrote.
+            self.flusher.note_commit()
         return applied
 
     @contextmanager
@@ -135,6 +155,8 @@ class SqliteStore(SqlStore):
             # A transaction that changed no row writes no page: no fsync.
             if self._db.total_changes != changes:
                 self.commits += 1
+                if self.flusher is not None:
+                    self.flusher.note_commit()
 
     def _exec(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
         self.statements += 1
@@ -145,6 +167,8 @@ class SqliteStore(SqlStore):
         cur = self._db.execute(sql, args)
         if self._db.total_changes != changes:
             self.commits += 1
+            if self.flusher is not None:
+                self.flusher.note_commit()
         return cur
 
     def _exec_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:

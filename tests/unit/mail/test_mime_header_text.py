@@ -5,8 +5,15 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from smdp.mail.mime.header_text import decode_header_text, display_name
+from smdp.mail.mime.header_text import (
+    _phrase_words,
+    decode_header_text,
+    display_name,
+    phrase_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +37,16 @@ from smdp.mail.mime.header_text import decode_header_text, display_name
 )
 def test_decode_header_text(raw: bytes, text: str) -> None:
     assert decode_header_text(raw) == text
+
+
+@given(st.lists(st.sampled_from(['"', " ", "\t", "\x0b", "\xa0", "John", "O'Neil", ")", "<",
+                                 "=?utf-8?q?J=C3=A9?=", "=?", "\\", "(c)", "caf\u00e9", ","]),
+                max_size=12))
+def test_plain_phrase_shortcut_reads_words_as_the_full_reader(words: list[str]) -> None:
+    """An ASCII phrase without comment, quoted pair or encoded word is read by a
+    shortcut: the same text as the word-by-word reader gives."""
+    phrase = "".join(words)
+    assert phrase_text(phrase) == _phrase_words(phrase)
 
 
 def test_display_name_forms() -> None:

@@ -7,8 +7,14 @@ returned, how attachment names are shown and how many are kept.
 
 from __future__ import annotations
 
+import base64
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from smdp.mail.mime import MAX_HEADER_OCTETS, walk_message
 from smdp.mail.mime.text import part_lines
+from smdp.mail.mime.walk import _find_delimiter
 
 
 def _mixed(count: int) -> bytes:
@@ -52,3 +58,29 @@ def test_mbox_line_and_oversized_header() -> None:
     huge = b"X: " + b"a" * MAX_HEADER_OCTETS + b"\r\nContent-Type: multipart/mixed\r\n\r\n"
     walk = walk_message(huge + b"--b\r\n\r\ntext\r\n")
     assert walk.parts == 0 and walk.plain is None
+
+
+@given(st.lists(st.sampled_from([b"-", b"--", b"--b", b"--bb", b"x", b"\r\n", b"QUJD"]),
+                max_size=30),
+       st.sampled_from([b"--b", b"--bb", b"--", b"---b"]), st.integers(0, 60),
+       st.integers(0, 60), st.integers(0, 12))
+# A delimiter that starts just past a window after a miss.
+@example([b"---b"], b"--b", 0, 4, 0)
+@example([b"-xx", b"--b"], b"--b", 0, 6, 2)
+def test_delimiter_search_is_bytes_find(pieces: list[bytes], delimiter: bytes, pos: int,
+                                        end: int, window: int) -> None:
+    """Going from "-" to "-" (and bytes.find in a window after each miss) finds
+    what bytes.find finds, with any window, at any start and end."""
+    data = b"".join(pieces)
+    assert _find_delimiter(data, delimiter, pos, end, window) == data.find(delimiter, pos, end)
+
+
+def test_a_base64_attachment_is_crossed_between_its_delimiters() -> None:
+    body = base64.encodebytes(bytes(range(256)) * 400).replace(b"\n", b"\r\n")
+    data = (b'Content-Type: multipart/mixed; boundary="=_b-1"\r\n\r\n'
+            b"--=_b-1\r\nContent-Type: text/plain\r\n\r\nsee the - attached - file\r\n"
+            b"--=_b-1\r\nContent-Type: application/pdf; name=\"a-b.pdf\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"--=_b-1--\r\n")
+    walk = walk_message(data)
+    assert walk.attachments == 1 and walk.names == ["a-b.pdf"] and walk.plain is not None
+    assert walk.data[walk.plain.start:walk.plain.end] == b"see the - attached - file"

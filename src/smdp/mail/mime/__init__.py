@@ -17,7 +17,7 @@ from smdp.mail.mime.headers import (
     scan_header,
 )
 from smdp.mail.mime.skeleton import message_skeleton
-from smdp.mail.mime.text import ShowLine, part_lines
+from smdp.mail.mime.text import ShowLine, first_text_pieces, part_lines
 from smdp.mail.mime.walk import (
     MAX_DEPTH,
     MAX_HEADER_OCTETS,
@@ -38,6 +38,7 @@ __all__ = [
     "Walk",
     "decode_header_text",
     "display_name",
+    "first_text_pieces",
     "first_values",
     "mbox_line_end",
     "message_skeleton",

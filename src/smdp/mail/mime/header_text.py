@@ -122,6 +122,16 @@ def phrase_text(phrase: str) -> str:
     quoted strings too, as most readers do. ``phrase`` is the raw value as
     latin-1 text.
     """
+    if phrase.isascii() and "(" not in phrase and "\\" not in phrase and "=?" not in phrase:
+        # Most names: no comment, quoted pair or encoded word, and ASCII, so
+        # each word decodes to itself; the words are the text between blanks
+        # and quotes, joined with single spaces as _phrase_words joins them.
+        return " ".join(phrase.replace('"', " ").split())
+    return _phrase_words(phrase)
+
+
+def _phrase_words(phrase: str) -> str:
+    """phrase_text, word by word."""
     words: list[str] = []
     encoded: list[bytes] = []  # a run of atoms that are encoded words
 

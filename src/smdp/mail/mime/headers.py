@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "FIELD_NAME",
@@ -24,13 +24,15 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderField:
+class HeaderField(NamedTuple):
     """One header field.
 
     ``value`` is the unfolded field body (line ends inside it removed, RFC 5322
     2.2.3) without surrounding blanks; ``start``/``end`` delimit the raw field,
     its continuation lines and its final line end, in the scanned buffer.
+
+    A named tuple, immutable like the frozen dataclass it was, but made four
+    times as fast: every envelope builds about eight (issue 15 item 5).
     """
 
     name: str
@@ -44,8 +46,7 @@ class HeaderField:
         return self.name.lower()
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderBlock:
+class HeaderBlock(NamedTuple):
     """The result of :func:`scan_header`.
 
     ``end`` is where the last field ends; ``body_start`` is where the body
@@ -53,7 +54,7 @@ class HeaderBlock:
     header stopped at a line that is not a header field (or at the end of the
     data) and ``end == body_start``. ``truncated`` says the scan stopped at
     its ``limit`` inside the header: the fields are only the first ones and
-    where the body starts is unknown.
+    where the body starts is unknown. A named tuple, as HeaderField is.
     """
 
     fields: tuple[HeaderField, ...]
@@ -133,16 +134,22 @@ _FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\r", b"abcdefghijklmnopqrstu
 
 @functools.lru_cache(maxsize=16)
 def _kept_names(keep: frozenset[str]) -> re.Pattern[bytes] | None:
-    """A line end then a field name in ``keep``, in a header mapped by _FOLD.
+    """A kept field whole, in LF then a header mapped by _FOLD: a line end, a
+    field name in ``keep``, and the field's body (group 2) with its
+    continuation lines, but not its last line end; group 1 is the name.
 
     Searching for a literal LF is much faster than for the class [\r\n],
-    hence the mapping (which also makes the match case-insensitive).
+    hence the mapping (which also makes the match case-insensitive). In the
+    fields of a header (no empty line among them), a line end mapped is one
+    LF (LF, or a bare CR) or two (CRLF): so a continuation line is an LF,
+    maybe another, and a blank. The body is _FIELD's, found in the same
+    search rather than matched again in the header itself.
     """
     names = sorted(_keep_octets(keep))
     if not names:
         return None
     alternatives = b"|".join(re.escape(name) for name in names)
-    return re.compile(rb"\n(?:" + alternatives + rb")[ \t]*+:")
+    return re.compile(rb"\n(" + alternatives + rb")[ \t]*+:([^\n]*+(?:\n\n?+[ \t][^\n]*+)*+)")
 
 
 def scan_header(
@@ -212,9 +219,15 @@ def _fields_end(data: bytes, start: int, stop: int) -> int:
     return stop if after_lf is None else after_lf.start() + 1
 
 
+# The tuple constructor itself: a named tuple's __new__ is a Python function
+# around it, a third of the cost of a field.
+_new_tuple = tuple.__new__
+
+
 def _header_field(data: bytes, match: re.Match[bytes], field_end: int) -> HeaderField:
     value = data[match.start(2) : field_end].translate(None, _LINE_ENDS).strip(b" \t")
-    return HeaderField(match.group(1).decode("ascii"), value, match.start(), field_end)
+    return _new_tuple(HeaderField,
+                      (match.group(1).decode("ascii"), value, match.start(), field_end))
 
 
 def _kept_fields(
@@ -227,16 +240,27 @@ def _kept_fields(
     names = _kept_names(keep)
     if names is None:
         return fields
-    first = _FIELD.match(data, start, stop)
-    assert first is not None  # data[start:fields_end] is fields
-    if first.group(1).lower() in _keep_octets(keep):
-        fields.append(_header_field(data, first, first.end()))
     # Every line of data[start:fields_end] starts a field or with a blank,
-    # so each line end followed by a kept name and a colon starts a kept field.
-    for hit in names.finditer(data[start:fields_end].translate(_FOLD)):
-        match = _FIELD.match(data, start + hit.start() + 1, stop)
-        assert match is not None
-        fields.append(_header_field(data, match, match.end()))
+    # so each line end followed by a kept name and a colon starts a kept
+    # field; the LF put first makes the first field one of them.
+    base = start - 1  # where the mapped copy's offsets count from, in data
+    for hit in names.finditer((b"\n" + data[start:fields_end]).translate(_FOLD)):
+        name_start, name_end = hit.span(1)
+        value_start, value_end = hit.span(2)
+        value_end += base
+        # The field's end is past its last line end, as _FIELD matches it.
+        if data.startswith(b"\r\n", value_end, stop):
+            field_end = value_end + 2
+        elif value_end < stop and data[value_end] in _LINE_ENDS:
+            field_end = value_end + 1
+        else:
+            field_end = value_end
+        fields.append(_new_tuple(HeaderField, (
+            data[base + name_start : base + name_end].decode("ascii"),
+            data[base + value_start : value_end].translate(None, _LINE_ENDS).strip(b" \t"),
+            base + name_start,
+            field_end,
+        )))
     return fields
 
 

@@ -14,9 +14,18 @@ from smdp.mail.mime.charsets import decode_charset
 from smdp.mail.mime.html import html_cut, strip_hidden, strip_markup
 from smdp.mail.mime.walk import TextPart
 
-__all__ = ["HTML_STEPS", "TEXT_STEPS", "ShowLine", "html_lines", "part_lines", "take_lines"]
+__all__ = [
+    "HTML_STEPS",
+    "TEXT_STEPS",
+    "ShowLine",
+    "first_text_pieces",
+    "html_lines",
+    "part_lines",
+    "take_lines",
+]
 
-# A line of text as it is to be shown, or "" for one not to show.
+# A line of text as it is to be shown, or "" for one not to show; an empty
+# line is never shown (take_lines skips them without asking).
 ShowLine = Callable[[str], str]
 # Body text is decoded in growing prefixes until enough lines are found.
 TEXT_STEPS = (8 * 1024, 64 * 1024, 256 * 1024)
@@ -61,6 +70,8 @@ def take_lines(
     for piece in pieces:
         if len(lines) >= wanted:
             return
+        if not piece:
+            continue  # shows nothing (ShowLine); a text has many
         if is_html:
             piece = html.unescape(piece)
         line = show_line(piece)
@@ -97,6 +108,37 @@ def html_lines(visible: str, wanted: int, complete: bool, show_line: ShowLine) -
     return lines
 
 
+def _prefix_text(data: bytes, part: TextPart, step: int) -> tuple[str, bool]:
+    """The text of the first ``step`` octets of a part, cut after its last line
+    end unless they are the whole part, and whether they are."""
+    stop = min(part.end, part.start + step)
+    complete = stop == part.end
+    raw = data[part.start : stop]
+    if not complete:
+        cut = raw.rfind(b"\n")
+        if cut > 0:
+            raw = raw[: cut + 1]
+    return decode_charset(_decode_body(raw, part.encoding), part.charset), complete
+
+
+def first_text_pieces(data: bytes, part: TextPart) -> tuple[list[str], bool]:
+    """The lines (str.splitlines) that part_lines reads of a text/plain part in
+    its first step, the last one dropped unless that step is the whole part,
+    and whether it is.
+
+    A later step decodes a longer prefix of the same octets: its lines begin
+    with these (transfer and charset decoding go left to right; the prefix is
+    cut at a line end, and what a cut spoils is in the line dropped). So
+    whatever these lines decide about the part's first lines, a longer read
+    decides the same.
+    """
+    text, complete = _prefix_text(data, part, TEXT_STEPS[0])
+    pieces = text.splitlines()
+    if not complete and pieces:
+        pieces.pop()  # may be cut in the middle
+    return pieces, complete
+
+
 def part_lines(
     data: bytes, part: TextPart, wanted: int, is_html: bool, show_line: ShowLine
 ) -> list[str]:
@@ -104,14 +146,7 @@ def part_lines(
     those it leaves empty; decoding as little of the part as possible."""
     lines: list[str] = []
     for step in HTML_STEPS if is_html else TEXT_STEPS:
-        stop = min(part.end, part.start + step)
-        complete = stop == part.end
-        raw = data[part.start : stop]
-        if not complete:
-            cut = raw.rfind(b"\n")
-            if cut > 0:
-                raw = raw[: cut + 1]
-        text = decode_charset(_decode_body(raw, part.encoding), part.charset)
+        text, complete = _prefix_text(data, part, step)
         if is_html:
             lines = html_lines(strip_hidden(text), wanted, complete, show_line)
         else:
