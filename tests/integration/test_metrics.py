@@ -168,6 +168,13 @@ def test_readiness_says_why_not(tmp_path: Path) -> None:
         assert server._not_ready() == "starting"
         server.started = True
         assert server._not_ready() is None
+        # Group commit: an fsync that failed leaves the server unfit to answer.
+        flusher = server.store.flusher
+        assert flusher is not None
+        flusher.failure = OSError(5, "Input/output error")
+        assert server._not_ready() == ("the store's log could not be flushed: "
+                                       "[Errno 5] Input/output error")
+        flusher.failure = None
         server.store.close()
         problem = server._not_ready()
         assert problem is not None and problem.startswith("the store does not answer: ")

@@ -23,7 +23,7 @@ from smdp.certs import make_ca, make_cert, write_issued
 from smdp.server import durable_io
 from smdp.server.durable_io import DurableGate, GatedTransport
 from smdp.server.tls import start_tls
-from smdp.store.group_commit import WalFlusher
+from smdp.store.group_commit import CannotOpen, WalFlusher
 from smdp.store.sqlite import SqliteStore
 
 
@@ -138,6 +138,27 @@ def test_no_commit_waits_for_a_later_one_to_be_flushed(tmp_path: Path) -> None:
     finally:
         flusher.stop()
     assert flusher.durable == flusher.written
+
+
+class OpensLate(WalFlusher):
+    """A WAL that cannot be opened twice (too many open files), then can."""
+
+    tries = 0
+
+    def _sync(self) -> None:
+        self.tries += 1
+        if self.tries <= 2:
+            raise CannotOpen("[Errno 24] Too many open files")
+
+
+def test_a_wal_that_cannot_be_opened_is_tried_again_not_given_up(tmp_path: Path) -> None:
+    flusher = OpensLate(tmp_path / "db")
+    try:
+        flusher.note_commit()
+        wait_for(flusher.is_durable)
+        assert flusher.failure is None and flusher.tries == 3
+    finally:
+        flusher.stop()
 
 
 class FailingFlusher(WalFlusher):

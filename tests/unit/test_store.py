@@ -319,6 +319,30 @@ def _pending(store: Store, user_id: int, envid: str, server: str = "x") -> int:
     return entry
 
 
+def test_a_vote_returns_each_keys_quality_as_a_read_after_it_would(backend: Backend) -> None:
+    """set_vote returns what quality() reads next, the deciders included, so
+    the destination judges again without reading (issue 15 item 1)."""
+    store = backend.open()
+    clock = Clock()
+    store.clock, store.half_life = clock, 100.0
+    u = store.create_user("bob@b.example", "h")
+    entry = _pending(store, u.id, "c" * 26)
+    with store.transaction():
+        store.count_messages("sender:x/s@x.example", 1)
+    clock.now += 50.0
+    with store.transaction():
+        after = store.set_vote(entry, "x", -1, also=["sender:x/s@x.example"])
+    assert after is not None
+    assert [q.server for q in after] == ["x", "sender:x/s@x.example"]
+    assert after == [store.quality("x"), store.quality("sender:x/s@x.example")]
+    assert after[0].deciders == 1 and after[0].votes == -1
+    with store.transaction():
+        assert store.set_vote(entry, "x", -1, also=["sender:x/s@x.example"]) is None
+        changed = store.set_vote(entry, "x", 1, also=["sender:x/s@x.example"])
+    assert changed == [store.quality("x"), store.quality("sender:x/s@x.example")]
+    store.close()
+
+
 def test_quality_counters_age_on_write_and_on_read(backend: Backend) -> None:
     """Each message and vote weighs half as much after a half-life; the
     counted Messages and Votes stay as they were; a vote weighs what its

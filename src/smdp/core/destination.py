@@ -39,7 +39,7 @@ from smdp.mail.addresses import domain_of
 from smdp.mail.body import Body
 from smdp.mail.trace import received_field
 from smdp.store import Store
-from smdp.store.records import InboundListing, InEnvelope, MailboxEntry, User
+from smdp.store.records import InboundListing, InEnvelope, MailboxEntry, Quality, User
 from smdp.terms import Decision, EntryState, ListedBy, ListKind
 
 log = logging.getLogger("smdp.quality")
@@ -151,11 +151,13 @@ class Destination:
         """Section 5.3: how the peer ``server`` stands, from one read of Quality(X)."""
         return self.rejudge(server)
 
-    def rejudge(self, key: str) -> Verdict:
+    def rejudge(self, key: str, quality: Quality | None = None) -> Verdict:
         """Judge ``key`` (a peer, a sender at a peer, an SMTP key) and keep a
         changed standing: the hysteresis (issue 16 item 1) reads it next time.
-        A standing the administrator set is not the formula's: not kept."""
-        quality = self.store.quality(key)
+        A standing the administrator set is not the formula's: not kept.
+        ``quality``: the key's, where the caller has just read it."""
+        if quality is None:
+            quality = self.store.quality(key)
         verdict = judge(quality, self.quality_policy)
         if quality.override is None and verdict.status != quality.standing:
             self.store.set_standing(key, verdict.status)
@@ -594,17 +596,19 @@ class Destination:
         there (issue 16 item 1); both are judged again at once, so a
         standing's change is logged (and kept) when the vote makes it."""
         keys = [server, sender_key(server, sender)] if sender else [server]
-        self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
-        for key in keys:
-            self.rejudge(key)
+        self._judge_after(keys, self.store.set_vote(entry_id, keys[0], vote, also=keys[1:]))
+
+    def _judge_after(self, keys: list[str], after: list[Quality] | None) -> None:
+        """Judge each key again after a vote, from the quality the vote's
+        own statement returned (None: the vote changed nothing; read it)."""
+        for k, key in enumerate(keys):
+            self.rejudge(key, after[k] if after is not None else None)
 
     def _smtp_vote(self, entry_id: int, env: InEnvelope, vote: int) -> None:
         keys = quality_keys(env.verified_domain, env.client_prefix)
         if not keys:
             return
-        self.store.set_vote(entry_id, keys[0], vote, also=keys[1:])
-        for key in keys:
-            self.rejudge(key)
+        self._judge_after(keys, self.store.set_vote(entry_id, keys[0], vote, also=keys[1:]))
 
     # -- expiry ---------------------------------------------------------------------
 

@@ -303,6 +303,9 @@ class SmdpServer:
             return "stopping"
         if not self.started:
             return "starting"
+        if self.store.flusher is not None and self.store.flusher.failure is not None:
+            # Group commit: an fsync failed; no answer leaves until a restart.
+            return f"the store's log could not be flushed: {self.store.flusher.failure}"
         try:
             self.store.schema_version()
         except Exception as exc:  # what the store says is the answer
@@ -388,7 +391,9 @@ class SmdpServer:
             await self._metrics_runner.cleanup()
         if self._own_authenticator is not None:
             self._own_authenticator.close()
-        self.store.close()
+        self.store.close()  # group commit: the last flush releases the last answers
+        if self.durable_gate is not None:
+            self.durable_gate.close()
 
 
 # Seconds a web request still running at shutdown is given (event streams

@@ -97,8 +97,14 @@ class DurableGate:
         for transport in list(self._holding):
             if failed:
                 transport.abort()  # the answer may promise what was lost: never send it
-            else:
+                continue
+            try:
                 transport.release(durable)
+            except Exception:
+                # One transport that fails (a write_eof TLS refuses) must not
+                # leave the others held until some later fsync, or forever.
+                log.exception("cannot release held bytes; dropping the connection")
+                transport.abort()
 
 
 class GatedTransport(asyncio.Transport):
@@ -127,7 +133,7 @@ class GatedTransport(asyncio.Transport):
         if not data:
             return
         if self._close_after or self._eof_after:
-            raise RuntimeError("write after close or write_eof")
+            return  # as asyncio's transports do: nothing goes after a close
         if not self._held:
             if self._gate.durable_through() is None:
                 self.inner.write(data)
@@ -220,6 +226,15 @@ class GatedTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._close_after or self.inner.is_closing()
 
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The real connection is gone: what is held can never be sent, and
+        whoever waits for it (``flushed``, before a TLS upgrade) must learn
+        now, as no release will come for a transport no longer held."""
+        self._held.clear()
+        self._held_size = 0
+        self._gate.let_go(self)
+        self._wake(exc if exc is not None else ConnectionResetError("the connection was lost"))
+
     # -- everything else is the real transport's ---------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -268,7 +283,8 @@ class GatedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
-            self._gate.let_go(self.transport)
+            self.transport.connection_lost(exc)
+        self._held_paused = False  # drain() learns from the inner protocol's connection_lost
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

@@ -487,10 +487,13 @@ class Store(Protocol):
         ...
 
     def set_vote(self, entry_id: int, server: str, vote: int,
-                 also: Sequence[str] = ()) -> None:
+                 also: Sequence[str] = ()) -> list[Quality] | None:
         """Record one user's vote on one message; a changed vote replaces the old one.
         ``also``: more quality keys that move with ``server``'s (an SMTP
-        message counts for its verified domain and its client's prefix)."""
+        message counts for its verified domain and its client's prefix).
+        Returns each key's quality after the vote (``server`` first, then
+        ``also``), read by the statement that moved it; None when the vote
+        did not change (nothing moved)."""
         ...
 
     # Issue 16 item 1: seconds per half-life of the quality counters (0:

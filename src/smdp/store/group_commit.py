@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -143,6 +144,13 @@ class WalFlusher:
                     if self.durable < target:
                         self._sync()
                         self._advance(target)
+            except CannotOpen as exc:
+                # Nothing was lost (no fsync failed): a descriptor could not
+                # be had (too many open files?). Try again shortly; answers
+                # wait meanwhile.
+                log.warning("cannot open %s to flush it (%s); trying again", self.wal,
+                            exc.__cause__)
+                time.sleep(0.05)
             except OSError as exc:
                 self.failure = exc
                 log.critical("fsync of %s failed (%s): commits since the last good fsync "
@@ -168,16 +176,31 @@ class WalFlusher:
             # No WAL: the last connection closed it after a checkpoint, which
             # synced everything into the database file.
             return
+        except OSError as exc:
+            raise CannotOpen(str(exc)) from exc
         identity = (st.st_dev, st.st_ino)
         if self._fd is None or identity != self._identity:
             if self._fd is not None:
                 os.close(self._fd)
-            self._fd = os.open(self.wal, os.O_RDONLY)
-            self._identity = identity
-            # The WAL's directory entry must outlive a power cut too.
-            directory = os.open(self.wal.parent, os.O_RDONLY)
+                self._fd = None
             try:
+                fd = os.open(self.wal, os.O_RDONLY)
+            except OSError as exc:
+                raise CannotOpen(str(exc)) from exc
+            try:
+                directory = os.open(self.wal.parent, os.O_RDONLY)
+            except OSError as exc:
+                os.close(fd)
+                raise CannotOpen(str(exc)) from exc
+            try:
+                # The WAL's directory entry must outlive a power cut too.
                 os.fsync(directory)
             finally:
                 os.close(directory)
+            self._fd, self._identity = fd, identity
         os.fdatasync(self._fd)
+
+
+class CannotOpen(OSError):
+    """The WAL or its directory could not be opened or looked at: no flush
+    was tried, so nothing may have been lost (unlike a failed fsync)."""

@@ -35,6 +35,7 @@ from smdp.store.base import StoreError, newer_than
 from smdp.store.records import (
     Job,
     MailboxEntry,
+    Quality,
     User,
 )
 from smdp.store.sql import SqlStore, job_row, mailbox_row
@@ -331,7 +332,7 @@ class PostgresStore(SqlStore):
     # -- quality (section 5.3) ------------------------------------------------
 
     def set_vote(self, entry_id: int, server: str, vote: int,
-                 also: Sequence[str] = ()) -> None:
+                 also: Sequence[str] = ()) -> list[Quality] | None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         # The counter moves by (new - old), so the old vote must not change
         # under us: two nodes applying decisions on one entry at once would
@@ -343,13 +344,13 @@ class PostgresStore(SqlStore):
         row = self._exec("SELECT vote FROM votes WHERE mailbox_id=%s", (entry_id,)).fetchone()
         old = int(row[0]) if row else 0
         if owner is None or old == vote:
-            return
+            return None
         self._exec(
             "INSERT INTO votes (mailbox_id, server, vote) VALUES (%s, %s, %s) "
             "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
             (entry_id, server, vote),
         )
-        self._vote_counts(int(owner[0]), float(owner[1]), (server, *also), old, vote)
+        return self._vote_counts(int(owner[0]), float(owner[1]), (server, *also), old, vote)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 

@@ -121,23 +121,36 @@ class SqlStore:
     _AGED = "peer_quality.{0} * smdp_decay(excluded.recent_at - peer_quality.recent_at, ?)"
 
     def _count(self, keys: Sequence[str], messages: int, votes: int, judged: float = 0.0,
-               weighed: float = 0.0) -> None:
+               weighed: float = 0.0, returning: bool = False) -> list[Quality]:
         """Move ``server``'s counters by ``messages`` and ``votes``, and their
         aged copies by ``judged`` messages and ``weighed`` votes. The aged
         ones count a message once it is judged (voted on), not on arrival:
         mail nobody has decided on yet is no evidence either way, and a
         blocked peer cannot dilute its votes with envelopes nobody wants
-        (they count -1 when they expire)."""
+        (they count -1 when they expire).
+
+        ``returning``: the keys' quality as it now is, read by the same
+        statement (what ``quality`` would read next: the aged counters were
+        just aged to now), in the keys' order; else nothing."""
         if len(set(keys)) < len(keys):  # never so far; counted as one call per key
-            for key in keys:
-                self._count((key,), messages, votes, judged, weighed)
-            return
+            return [q for key in keys
+                    for q in self._count((key,), messages, votes, judged, weighed, returning)]
         now = self.clock()
         # Every key in one statement: a row each (the keys differ, so no row
         # is upserted twice, which PostgreSQL would refuse).
         rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(keys))
         values = [v for key in keys for v in (key, messages, votes, now, judged, weighed, now)]
-        self._exec(
+        tail = ""
+        more: tuple[float, ...] = ()
+        if returning:
+            # The columns of ``_quality_select``, as the row now stands.
+            half_life = float(self.half_life)
+            tail = (" RETURNING server, messages, votes, override, override_reason, "
+                    "override_at, recent_messages, recent_votes, "
+                    "(SELECT COUNT(*) FROM quality_deciders d WHERE d.server = "
+                    "peer_quality.server AND d.at >= ?), standing, standing_at")
+            more = (now - half_life if half_life > 0 else float("-inf"),)
+        cur = self._exec(
             "INSERT INTO peer_quality (server, messages, votes, updated_at, recent_messages, "
             f"recent_votes, recent_at) VALUES {rows} "
             "ON CONFLICT (server) DO UPDATE SET "
@@ -147,9 +160,13 @@ class SqlStore:
             f"recent_messages = {self._AGED.format('recent_messages')} "
             "+ excluded.recent_messages, "
             f"recent_votes = {self._AGED.format('recent_votes')} + excluded.recent_votes, "
-            "recent_at = excluded.recent_at",
-            (*values, float(self.half_life), float(self.half_life)),
+            "recent_at = excluded.recent_at" + tail,
+            (*values, float(self.half_life), float(self.half_life), *more),
         )
+        if not returning:
+            return []
+        found = {q.server: q for q in map(_quality_row, cur.fetchall())}
+        return [found[key] for key in keys]
 
     def count_messages(self, server: str, n: int, also: Sequence[str] = ()) -> None:
         # Nothing ages (half-life 0): the aged counters are the paper's own,
@@ -160,7 +177,7 @@ class SqlStore:
         self._count((server,), n, -n, float(n), float(-n))
 
     def _vote_counts(self, user_id: int, received_at: float, keys: Sequence[str], old: int,
-                     vote: int) -> None:
+                     vote: int) -> list[Quality]:
         """``set_vote``'s counting: every key moves by the change. In the aged
         counters the message counts when first judged, and both it and its
         vote weigh what they would have had they counted on arrival (aged
@@ -169,13 +186,14 @@ class SqlStore:
         now = self.clock()
         weight = decay(now - received_at, self.half_life)
         judged = weight if old == 0 and self.half_life > 0 else 0.0
-        self._count(keys, 0, vote - old, judged, (vote - old) * weight)
+        # The deciders first: the quality the count returns includes them.
         if vote < 0:
             self._exec(
                 "INSERT INTO quality_deciders (server, user_id, at) VALUES "
                 + ", ".join(["(?, ?, ?)"] * len(dict.fromkeys(keys)))
                 + " ON CONFLICT (server, user_id) DO UPDATE SET at = excluded.at",
                 tuple(v for key in dict.fromkeys(keys) for v in (key, user_id, now)))
+        return self._count(keys, 0, vote - old, judged, (vote - old) * weight, returning=True)
 
     def _quality_select(self) -> tuple[str, tuple[float, ...]]:
         """The quality columns, aged to now, and their arguments."""
@@ -340,7 +358,13 @@ class SqlStore:
         )
 
     def _insert(self, sql: str, args: Sequence[object]) -> int:
-        row = self._exec(sql, args).fetchone()
+        # In a transaction even when alone: a statement with RETURNING makes
+        # its changes at its first step but commits (autocommit) only once its
+        # last row is read, so a write counted after execute() is not yet
+        # committed, nor counted by SQLite's total_changes (group commit
+        # would never flush it before the answer).
+        with self.transaction():
+            row = self._exec(sql, args).fetchone()
         assert row is not None  # INSERT ... RETURNING id gives one row
         return int(row[0])
 
@@ -857,9 +881,10 @@ class SqlStore:
         return [str(r[0]) for r in rows]
 
     def imap_create_folder(self, user_id: int, name: str) -> bool:
-        row = self._exec("INSERT INTO imap_folders (user_id, name) VALUES (?, ?) "
-                         "ON CONFLICT (user_id, name) DO NOTHING RETURNING name",
-                         (user_id, name)).fetchone()
+        with self.transaction():  # RETURNING: see _insert
+            row = self._exec("INSERT INTO imap_folders (user_id, name) VALUES (?, ?) "
+                             "ON CONFLICT (user_id, name) DO NOTHING RETURNING name",
+                             (user_id, name)).fetchone()
         return row is not None
 
     def imap_rename_folder(self, user_id: int, old: str, new: str) -> None:

@@ -26,6 +26,7 @@ from smdp.store.group_commit import WalFlusher
 from smdp.store.records import (
     Job,
     MailboxEntry,
+    Quality,
     User,
 )
 from smdp.store.sql import SqlStore, decay, job_row, mailbox_row
@@ -163,6 +164,10 @@ class SqliteStore(SqlStore):
         if self._in_txn:
             return self._db.execute(sql, args)
         # Outside a transaction a write is its own commit (autocommit).
+        if "RETURNING" in sql.upper():
+            # Its commit comes only when its last row is read, after this
+            # count: a commit group commit would not know of (see _insert).
+            raise StoreError("a statement with RETURNING must run inside transaction()")
         changes = self._db.total_changes
         cur = self._db.execute(sql, args)
         if self._db.total_changes != changes:
@@ -246,7 +251,7 @@ class SqliteStore(SqlStore):
     # -- quality (section 5.3) ------------------------------------------------
 
     def set_vote(self, entry_id: int, server: str, vote: int,
-                 also: Sequence[str] = ()) -> None:
+                 also: Sequence[str] = ()) -> list[Quality] | None:
         """Record one user's vote on one message; a changed vote replaces the old one."""
         row = self._exec("SELECT m.user_id, v.vote, e.received_at FROM mailbox m "
                          "JOIN in_envelopes e ON e.id = m.envelope_id "
@@ -254,13 +259,13 @@ class SqliteStore(SqlStore):
                          (entry_id,)).fetchone()
         old = int(row[1]) if row and row[1] is not None else 0
         if row is None or old == vote:
-            return
+            return None
         self._exec(
             "INSERT INTO votes (mailbox_id, server, vote) VALUES (?, ?, ?) "
             "ON CONFLICT (mailbox_id) DO UPDATE SET vote=excluded.vote",
             (entry_id, server, vote),
         )
-        self._vote_counts(int(row[0]), float(row[2]), (server, *also), old, vote)
+        return self._vote_counts(int(row[0]), float(row[2]), (server, *also), old, vote)
 
     # -- lists (Table 1, Table 3) ---------------------------------------------
 
