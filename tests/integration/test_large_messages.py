@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import poplib
 import random
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,14 @@ import pytest
 from smdp.client.session import ClientError
 from smdp.protocol import user as wire
 from smdp.protocol.framing import dot_stuff
-from tests.integration.harness import PeerSocket, Server, make_pair, running, wait_until
+from tests.integration.harness import (
+    PeerSocket,
+    Server,
+    UserSocket,
+    make_pair,
+    running,
+    wait_until,
+)
 
 ALICE, BOB = "alice@a.example", "bob@b.example"
 MIB = 1024 * 1024
@@ -187,3 +196,67 @@ def test_a_body_that_cannot_be_spooled_is_refused_whole_and_the_session_goes_on(
         assert b.query("SELECT COUNT(*) FROM in_envelopes") == [(0,)]
         spool.mkdir()
         assert "queued as" in submit(a, msg)
+
+
+def test_a_large_direct_body_with_odd_line_ends_and_dots_arrives_exact(
+    pair: tuple[Server, Server],
+) -> None:
+    """Issue 15 item 4: the data readers pass pieces with no dot line and no
+    bare line end through as they are, and look closer at the others. A body
+    of about 700 KB with bare CRs, bare LFs and dot lines among its base64
+    lines, sent on the direct path in reads cut inside a CRLF, after a line
+    end before a dot, after a stuffing dot and inside the terminator, arrives
+    as the submission's rules make it: every bare CR and bare LF a CRLF, one
+    stuffing dot gone from each dotted line, nothing else changed."""
+    a, b = pair
+    c = a.client(ALICE)
+    try:
+        c.call(wire.ListAdd("out-white", BOB, None))
+    finally:
+        c.quit()
+    c = b.client(BOB)
+    try:
+        c.call(wire.ListAdd("in-white", ALICE, "smdp.a.example"))
+    finally:
+        c.quit()
+    rng = random.Random(4)
+    base = base64.encodebytes(rng.randbytes(500_000)).replace(b"\n", b"\r\n")
+    odd = [b"bare\rCR inside\r\n", b"bare LF line\n", b".dotted\r\n", b"..two dots\r\n",
+           b".\r\n", b".\n", b"\n", b"x\r\r\n", b"ends with CR\r"]
+    # Each odd piece at a line start, between runs of base64 lines.
+    ends = [0] + [base.index(b"\r\n", k * len(base) // (len(odd) + 1)) + 2
+                  for k in range(1, len(odd) + 1)]
+    body = (f"To: {BOB}\r\nSubject: odd line ends\r\n\r\n".encode()
+            + b"".join(base[start:end] + piece
+                       for start, end, piece in zip(ends[:-1], ends[1:], odd, strict=True))
+            + base[ends[-1]:])
+    assert body.endswith(b"\r\n")
+    # Stuffed by hand: framing.dot_stuff would make the bare LFs CRLF first.
+    stuffed = body.replace(b"\n.", b"\n..")
+    wire_body = stuffed + b".\r\n"
+    at = stuffed.index(b"\r\n..dotted")
+    cuts = sorted({at + 1, at + 2, at + 3, stuffed.index(b"\n..\n") + 1,
+                   len(stuffed) + 1, len(stuffed) + 2, 70_000, 300_000})
+    sock = UserSocket(a.user_port)
+    try:
+        sock.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert sock.cmd(f"USER {ALICE}").startswith("+OK")
+        assert sock.cmd("PASS secret").startswith("+OK")
+        assert sock.cmd("MAIL").startswith("+OK")
+        assert sock.cmd(f"RCPT TO:<{BOB}>").startswith("+OK")
+        assert sock.cmd("DATA").startswith("+OK")
+        for start, end in zip([0, *cuts], [*cuts, len(wire_body)], strict=True):
+            sock.sock.sendall(wire_body[start:end])
+            time.sleep(0.05)  # a read of its own at the server
+        assert "sent directly" in sock.line()
+    finally:
+        sock.close()
+    wait_until(lambda: accepted(b) == 1, timeout=60, what="direct delivery")
+    whole, _top = retrieve(b, 1)
+    expected = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    for line in (b"\r\n.dotted\r\n", b"\r\n..two dots\r\n", b"bare\r\nCR inside\r\n",
+                 b"bare LF line\r\n", b"ends with CR\r\n"):
+        assert line in expected
+    # The origin added From, Date and Message-ID above the user's header.
+    assert whole.endswith(expected)
+    assert len(whole) < len(expected) + 500

@@ -32,6 +32,8 @@ def test_every_view_reads_the_octets_written(
     chunks = list(body.chunks(size))
     assert b"".join(chunks) == expected
     assert all(0 < len(chunk) <= size for chunk in chunks)
+    views = list(body.views(size))
+    assert [bytes(v) for v in views] == chunks  # the same pieces, not copied
     assert body.read() == expected  # reading twice gives the same
     assert body.head(start) == expected[:start]
     assert body.tail(start).read() == expected[start:]
@@ -60,6 +62,18 @@ def test_discard_forgets_everything() -> None:
 def test_chunk_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         list(Body.of(b"abc").chunks(0))
+    with pytest.raises(ValueError, match="positive"):
+        list(Body.of(b"abc").views(0))
+
+
+def test_an_in_memory_body_is_read_and_viewed_without_copies() -> None:
+    # Issue 15 item 4: a large body in one piece is handed out as it is.
+    data = bytes(range(256)) * 4000
+    body = Body.of(data)
+    assert body.read() is body.read()
+    views = list(body.views(100_000))
+    assert all(isinstance(v, memoryview) and v.obj is body.read() for v in views)
+    assert b"".join(views) == data
 
 
 def test_stored_chunks_reads_until_the_store_says_none_and_no_further() -> None:

@@ -590,3 +590,71 @@ def test_line_buffer_matches_a_simple_model(data: bytes, cut: list[int], max_lin
             got.append(line)
         assert buf.buffered <= max_line
     assert got == reference_lines(data, max_line)
+
+
+def reference_block(wire: bytes, max_line: int) -> tuple[list[bytes], int] | None:
+    """The block a data reader should give for ``wire``, one line at a time:
+    (its lines' contents, unstuffed; the offset just past the terminator), or
+    None when ``wire`` holds no terminator."""
+    lines: list[bytes] = []
+    pos = 0
+    while (lf := wire.find(b"\n", pos)) >= 0:
+        raw = wire[pos:lf]
+        pos = lf + 1
+        content = raw[:-1] if raw.endswith(b"\r") else raw
+        if content == b".":
+            return lines, pos
+        lines.append(content[1:] if content.startswith(b".") else content)
+    return None
+
+
+# Octets that matter to the reader's fast path (issue 15 item 4): line ends of
+# both kinds, CRs, dots at line starts, lines about the limit's length.
+BLOCK_PIECES = st.lists(
+    # Plain lines most of the time, so that whole pieces of the wire have none
+    # of the rest and go the fast way.
+    st.sampled_from([b"\r\n", b"x" * 9 + b"\r\n", b"y" * 14 + b"\r\n", b"ab"])
+    | st.sampled_from([b"\n", b"\r", b".", b"..", b"\r\n.", b"\n.", b"\r\n.\r\n"])
+    | st.binary(max_size=12),
+    max_size=60,
+).map(lambda pieces: b"".join(pieces) + b"\r\n.\r\n")  # ended, if nothing ended it before
+near_cuts = st.lists(st.integers(0, 300), max_size=30)
+
+
+@FUZZ
+@given(wire=BLOCK_PIECES, cut=near_cuts, takes=near_cuts, max_line=st.integers(3, 18),
+       max_size=st.integers(0, 300))
+def test_data_block_reader_matches_a_line_by_line_model(
+        wire: bytes, cut: list[int], takes: list[int], max_line: int, max_size: int) -> None:
+    """The reader, fed in any pieces and taken from at any points, gives what
+    reading the block line by line gives: the same content, size and limits."""
+    lines = LineBuffer(max_line)
+    reader = DataBlockReader(max_line, max_size)
+    taken: list[bytes] = []
+    fed = 0
+    for chunk in split(wire + b"NEXT\r\n", cut):
+        lines.feed(chunk)
+        fed += len(chunk)
+        if reader.done or reader.consume(lines):
+            continue  # the rest only fed: it stays for the commands
+        if any(fed - len(chunk) < t <= fed for t in takes):
+            taken.append(reader.take())
+    model = reference_block(wire, max_line)
+    assert model is not None
+    contents, end = model
+    assert reader.done
+    too_long = any(len(c) > max_line - 2 for c in contents)
+    size = sum(len(c) + 2 for c in contents)
+    assert reader.failed == (too_long or size > max_size)
+    if reader.too_long_line:
+        assert too_long
+    if reader.too_big:
+        assert size > max_size
+    if not reader.failed:
+        assert b"".join(taken) + reader.result() == b"".join(c + b"\r\n" for c in contents)
+        assert reader.size == size
+    # What follows the terminator stays buffered, to the octet.
+    rest = (wire + b"NEXT\r\n")[end:]
+    first = rest.split(b"\n", 1)[0].removesuffix(b"\r")
+    if len(first) <= max_line - 2:
+        assert lines.next_line() == first

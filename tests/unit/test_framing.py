@@ -303,3 +303,56 @@ def test_large_block_is_fast() -> None:
     elapsed = time.perf_counter() - start
     assert reader.done and reader.result() == body
     assert elapsed < within(5), elapsed
+
+
+# -- the fast path: pieces with no dot line and no bare LF (issue 15 item 4) -----
+
+
+def read_pieces(pieces: list[bytes], *, max_line: int = 1000,
+                max_size: int = 10**9) -> tuple[DataBlockReader, LineBuffer]:
+    lines = LineBuffer(max_line)
+    reader = DataBlockReader(max_line, max_size)
+    for piece in pieces:
+        lines.feed(piece)
+        reader.consume(lines)
+    return reader, lines
+
+
+@pytest.mark.parametrize(("pieces", "expected"), [
+    # A bare LF that starts a read: nothing before it to look behind at.
+    ([b"a\r\n", b"\nb\r\n", b".\r\n"], b"a\r\n\r\nb\r\n"),
+    # A stuffed dot that starts a read, and one split from its line.
+    ([b"a\r\n", b"..b\r\n", b".\r\n"], b"a\r\n.b\r\n"),
+    ([b"a\r\n.", b".b\r\n.\r\n"], b"a\r\n.b\r\n"),
+    # The terminator split across reads, at each of its octets.
+    ([b"a\r\n.", b"\r\n"], b"a\r\n"),
+    ([b"a\r\n.\r", b"\n"], b"a\r\n"),
+    ([b"a\r", b"\n.\r\n"], b"a\r\n"),
+    # A CR inside a line is text, not a line end.
+    ([b"a\rb\r\n", b"c\r\r\n.\r\n"], b"a\rb\r\nc\r\r\n"),
+])
+def test_pieces_at_the_fast_path_s_edges(pieces: list[bytes], expected: bytes) -> None:
+    reader, _ = read_pieces(pieces)
+    assert reader.done and reader.result() == expected
+    assert reader.size == len(expected)
+
+
+@pytest.mark.parametrize(("length", "ok"), [(98, True), (99, False)])
+def test_line_limit_in_a_piece_of_plain_lines(length: int, ok: bool) -> None:
+    # Many short lines around the one at (or just over) the limit, in one
+    # read: the limit is checked without cutting the piece into lines.
+    lines = b"short line\r\n" * 200
+    reader, _ = read_pieces([lines + b"a" * length + b"\r\n" + lines, b".\r\n"],
+                            max_line=100)
+    assert reader.too_long_line is not ok
+    if ok:
+        assert reader.result() == lines + b"a" * length + b"\r\n" + lines
+
+
+def test_take_hands_out_plain_lines_as_they_came() -> None:
+    reader, lines = read_pieces([b"line one\r\nline two\r\npart"])
+    assert reader.take() == b"line one\r\nline two\r\n"
+    lines.feed(b"ial\r\n.\r\n")
+    assert reader.consume(lines)
+    assert reader.result() == b"partial\r\n"
+    assert reader.size == len(b"line one\r\nline two\r\npartial\r\n")

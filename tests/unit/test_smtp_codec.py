@@ -1011,3 +1011,26 @@ def test_client_sends_a_message_from_an_iterator_of_chunks() -> None:
     assert b"".join(pieces) == b"a\r\n\r\n..\r\n.\r\n"
     with pytest.raises(ProtocolUsageError):
         c.send(DataPart(b"late"))
+
+
+@pytest.mark.parametrize(("pieces", "expected"), [
+    # Plain pieces pass as they are (issue 15 item 4) ...
+    ([b"a\r\n", b"b\r\nc", b"\r\n.\r\n"], b"a\r\nb\r\nc\r\n"),
+    ([b"a\r\n.", b".b\r\n.\r\n"], b"a\r\n.b\r\n"),
+    # ... but a bare LF first in a read, or a bare CR in a plain one, still
+    # refuses the message.
+    ([b"a\r\n", b"\nb\r\n", b".\r\n"], None),
+    ([b"a\rb\r\n", b"c\r\n", b".\r\n"], None),
+    ([b"ok\r\n", b"a\rb\r\n", b".\r\n"], None),
+])
+def test_the_smtp_reader_in_pieces(pieces: list[bytes], expected: bytes | None) -> None:
+    reader = smtp.SmtpDataReader(1000, 1000)
+    lines = LineBuffer(1000)
+    for piece in pieces:
+        lines.feed(piece)
+        reader.consume(lines)
+    assert reader.done
+    if expected is None:
+        assert reader.bare_line_end and reader.failed
+    else:
+        assert reader.result() == expected

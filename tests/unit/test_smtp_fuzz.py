@@ -13,7 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smdp.protocol import smtp
-from tests.unit.test_codec_fuzz import FUZZ, assert_lines, cuts, edits, mutate, split
+from smdp.protocol.framing import LineBuffer
+from tests.unit.test_codec_fuzz import (
+    BLOCK_PIECES,
+    FUZZ,
+    assert_lines,
+    cuts,
+    edits,
+    mutate,
+    near_cuts,
+    split,
+)
 
 REPLY = re.compile(rb"[2-5][0-9]{2}[ -][^\r\n]*\r\n")
 AUTO_REPLY = re.compile(rb"[2-5][0-9]{2} [^\r\n]*\r\n|334 [A-Za-z0-9+/=]*\r\n")
@@ -237,3 +247,53 @@ def test_dot_stuffer_is_independent_of_the_cut(body: bytes, pieces: list[int]) -
     assert wire == smtp.smtp_dot_stuff(body)
     # Nothing a lax receiver could take for the end: no bare CR or LF at all.
     assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")
+
+
+def smtp_reference(wire: bytes) -> tuple[list[bytes], int] | None:
+    """SMTP's reading of a message, one CRLF-ended line at a time: (the lines'
+    contents, unstuffed; the offset past the terminator), None without one."""
+    lines: list[bytes] = []
+    pos = 0
+    while (end := wire.find(b"\r\n", pos)) >= 0:
+        line = wire[pos:end]
+        pos = end + 2
+        if line == b".":
+            return lines, pos
+        lines.append(line[1:] if line.startswith(b".") else line)
+    return None
+
+
+@FUZZ
+@given(wire=BLOCK_PIECES, cut=near_cuts, takes=near_cuts, max_line=st.integers(3, 18),
+       max_size=st.integers(0, 300))
+def test_smtp_data_reader_matches_a_line_by_line_model(
+        wire: bytes, cut: list[int], takes: list[int], max_line: int, max_size: int) -> None:
+    """The SMTP reader, fed in any pieces (issue 15 item 4: plain ones pass
+    as they are), ends where SMTP's reading ends, fails where a line holds a
+    bare CR or LF or breaks a limit, and otherwise gives the content."""
+    lines = LineBuffer(max_line)
+    reader = smtp.SmtpDataReader(max_line, max_size)
+    taken: list[bytes] = []
+    fed = 0
+    for chunk in split(wire + b"NEXT\r\n", cut):
+        lines.feed(chunk)
+        fed += len(chunk)
+        if reader.done or reader.consume(lines):
+            continue
+        if any(fed - len(chunk) < t <= fed for t in takes):
+            taken.append(reader.take())
+    model = smtp_reference(wire)
+    assert model is not None
+    contents, _end = model
+    assert reader.done
+    bare = any(b"\r" in c or b"\n" in c for c in contents)
+    too_long = any(len(c) > max_line - 2 for c in contents)
+    size = sum(len(c) + 2 for c in contents)
+    assert reader.failed == (bare or too_long or size > max_size)
+    if reader.too_long_line:
+        assert too_long or bare
+    if reader.too_big:
+        assert size > max_size or bare
+    if not reader.failed:
+        assert b"".join(taken) + reader.result() == b"".join(c + b"\r\n" for c in contents)
+        assert reader.size == size

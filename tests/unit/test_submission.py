@@ -6,6 +6,7 @@ import contextlib
 import email
 import email.policy
 import gc
+import itertools
 import re
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -696,3 +697,31 @@ def test_a_leading_mbox_line_does_not_count_towards_the_header_limit() -> None:
         whole = submit(raw)
         assert submit_body(split(raw, [])).read() == whole
         assert whole.endswith(b"\r\n" + b"X" * 108 + b" :\r\n\r\n")
+
+
+def _line_ends_reference(raw: bytes) -> bytes:
+    """Every CRLF, bare LF and bare CR made CRLF, the whole message at once,
+    and a final CRLF unless it is empty or ends with a line end."""
+    out = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return out + b"\r\n" if out and not out.endswith(b"\r\n") else out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"ab", b"x" * 20 + b"\r\n", b".",
+                                 b"\r\n\r\n"]) | st.binary(max_size=8), max_size=30)
+       .map(b"".join),
+       st.lists(st.integers(0, 300), max_size=12))
+def test_line_ends_in_any_pieces_match_the_whole(raw: bytes, cuts: list[int]) -> None:
+    # Pieces already all CRLF pass through as they are (issue 15 item 4);
+    # the others, and those cut inside a CRLF, must come out the same.
+    points = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
+    lines = submission._LineEnds()
+    got = b"".join(lines.feed(raw[a:b]) for a, b in itertools.pairwise(points))
+    assert got + lines.end() == _line_ends_reference(raw)
+    # The same with every LF made CRLF first, told so (what the ports' data
+    # readers give: Body.no_bare_lf); a bare CR is still found.
+    crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    points = sorted({min(c, len(crlf)) for c in cuts} | {0, len(crlf)})
+    lines = submission._LineEnds(no_bare_lf=True)
+    got = b"".join(lines.feed(crlf[a:b]) for a, b in itertools.pairwise(points))
+    assert got + lines.end() == _line_ends_reference(crlf)

@@ -78,6 +78,13 @@ class SubmissionError(ValueError):
         self.kind = kind
 
 
+# An LF not preceded by a CR (but at offset 0: nothing to look behind at),
+# and a CR not followed by an LF: one pass each, at C speed (sre skips to
+# the literal first).
+_BARE_LF = re.compile(rb"\n(?<=[^\r]\n)")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
 class _LineEnds:
     """Line ends to CRLF over a stream of chunks: CRLF, LF and bare CR alike.
 
@@ -88,10 +95,12 @@ class _LineEnds:
     that ends a message that does not end with a line end.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "_no_bare_lf")
 
-    def __init__(self) -> None:
+    def __init__(self, *, no_bare_lf: bool = False) -> None:
         self._last = -1  # the last octet fed, -1 before any
+        # The caller knows that every LF fed ends a CRLF (Body.no_bare_lf).
+        self._no_bare_lf = no_bare_lf
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -100,6 +109,12 @@ class _LineEnds:
         if self._last == 0x0D and chunk[0] == 0x0A:
             chunk = chunk[1:]
         self._last = last
+        if (last != 0x0D and not chunk.startswith(b"\n")
+                and (self._no_bare_lf or _BARE_LF.search(chunk) is None)
+                and _BARE_CR.search(chunk) is None):
+            # Every CR and LF already a CRLF pair (a body from the ports'
+            # codecs, nearly always): as it is, no copy (issue 15 item 4).
+            return chunk
         return chunk.replace(_CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", _CRLF)
 
     def end(self) -> bytes:
@@ -356,7 +371,7 @@ def prepare_submission_body(
     every header that crosses the limit with anything after it.
     """
     submitter = _Submitter.check(identities, sender, hostname, now, trace)
-    lines = _LineEnds()
+    lines = _LineEnds(no_bare_lf=raw.no_bare_lf)
     chunks = raw.chunks()
     pieces: list[bytes] = []
     held = consumed = 0

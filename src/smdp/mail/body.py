@@ -60,15 +60,19 @@ class Body:
     it, so a body can be read any number of times.
     """
 
-    __slots__ = ("_parts", "size")
+    __slots__ = ("_parts", "no_bare_lf", "size")
 
-    def __init__(self, parts: Iterable[_Part] = ()) -> None:
+    def __init__(self, parts: Iterable[_Part] = (), *, no_bare_lf: bool = False) -> None:
         self._parts: tuple[_Part, ...] = tuple(p for p in parts if len(p))
         self.size: int = sum(len(p) for p in self._parts)
+        #: Every LF in the body ends a CRLF, as the ports' data readers give
+        #: it: a reader of its line ends need not look for a bare LF. A hint
+        #: for speed only (issue 15 item 4): False says nothing.
+        self.no_bare_lf = no_bare_lf
 
     @classmethod
-    def of(cls, data: bytes) -> Body:
-        return cls((bytes(data),))
+    def of(cls, data: bytes, *, no_bare_lf: bool = False) -> Body:
+        return cls((bytes(data),), no_bare_lf=no_bare_lf)
 
     def __len__(self) -> int:
         return self.size
@@ -101,6 +105,23 @@ class Body:
                 for start in range(0, len(part), size):
                     yield part.read(start, min(start + size, len(part)))
 
+    def views(self, size: int = CHUNK_SIZE) -> Iterator[bytes | memoryview]:
+        """:meth:`chunks`, but the in-memory pieces as views, not copies: for
+        a consumer that only reads them at once (a store's INSERT)."""
+        if size <= 0:
+            raise ValueError("chunk size must be positive")
+        for part in self._parts:
+            if isinstance(part, bytes):
+                if len(part) <= size:
+                    yield part
+                else:
+                    view = memoryview(part)
+                    for start in range(0, len(part), size):
+                        yield view[start : start + size]
+            else:
+                for start in range(0, len(part), size):
+                    yield part.read(start, min(start + size, len(part)))
+
     def head(self, n: int) -> bytes:
         """The first ``n`` octets (fewer if the body is shorter)."""
         out: list[bytes] = []
@@ -115,6 +136,8 @@ class Body:
 
     def read(self) -> bytes:
         """The whole body as one bytes object: only for bodies known to be small."""
+        if len(self._parts) == 1 and isinstance(self._parts[0], bytes):
+            return self._parts[0]  # immutable: handed out as it is, not copied
         return b"".join(self.chunks())
 
     def tail(self, start: int) -> Body:
@@ -174,14 +197,15 @@ class BodyWriter:
             self._memory.append(bytes(data))
         self.size += len(data)
 
-    def finish(self) -> Body:
-        """The body written so far; the writer must not be used afterwards."""
+    def finish(self, *, no_bare_lf: bool = False) -> Body:
+        """The body written so far; the writer must not be used afterwards.
+        ``no_bare_lf``: the writer knows that every LF written ends a CRLF."""
         if self._file is None:
-            body = Body((b"".join(self._memory),))
+            body = Body((b"".join(self._memory),), no_bare_lf=no_bare_lf)
             self._memory.clear()
             return body
         self._file.flush()
-        return Body((_FileSlice(self._file, 0, self.size),))
+        return Body((_FileSlice(self._file, 0, self.size),), no_bare_lf=no_bare_lf)
 
     def discard(self) -> None:
         """Drop what was written (the temporary file is closed and so removed)."""

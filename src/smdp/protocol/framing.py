@@ -20,13 +20,16 @@ events once a ``stream_threshold`` is reached), and :class:`DotStuffer` encodes 
 body given in pieces.
 
 Speed matters for blocks (a 64 MiB body is common enough), so blocks are processed
-a buffer at a time with ``bytes.find``/``bytes.replace``/``bytes.split``, which run
-in C, and never a byte at a time in Python.
+a buffer at a time with ``bytes.find``/``bytes.replace`` and regex searches, which
+run in C, and never a byte at a time in Python. Most of a body needs nothing done
+to it (no line starts with a dot, every line end is CRLF): one search tells, and
+such a piece is handed on as it is, with no copy but the one out of the buffer.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from typing import ClassVar, Final, Literal
 
 from smdp.protocol._events import event
@@ -94,6 +97,45 @@ class RemoteProtocolError(Exception):
 
 
 _CRLF: Final = b"\r\n"
+
+# What a block's octets can need beyond copying (issue 15 item 4): an LF that
+# is not half of a CRLF (a line end all the same on the SMDP ports, made CRLF)
+# and a line that starts with a dot (stuffed, or the terminator). Most
+# pieces of a body have neither, and then go through as they are. The
+# pattern starts with a literal LF, which sre skips to at C speed, and looks
+# around each one: a single pass, faster than ``bytes.find(b"\n.")`` alone.
+# An LF at offset 0 has nothing to look behind at: callers test
+# ``startswith(b"\n")`` themselves.
+_SPECIAL: Final = re.compile(rb"\n(?:(?<=[^\r]\n)|\.)")
+#: An LF not preceded by a CR (not at offset 0, see above).
+_BARE_LF: Final = re.compile(rb"\n(?<=[^\r]\n)")
+#: A CR not followed by an LF (at the very end too).
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
+
+
+def _line_too_long(chunk: bytes, max_content: int) -> bool:
+    """Whether a line of ``chunk`` (whole lines, every one ended by CRLF)
+    holds more than ``max_content`` octets before its CRLF.
+
+    Exact without cutting the chunk into lines: from each line start ``s``,
+    the last LF within the next ``max_content + 2`` octets ends a run of lines
+    that all fit (each ends at or before it); none there means the line
+    starting at ``s`` is too long. One step per ``max_content`` octets or so.
+    """
+    window = max_content + 2
+    start, size = 0, len(chunk)
+    while start < size:
+        lf = chunk.rfind(b"\n", start, start + window)
+        if lf < 0:
+            return True
+        start = lf + 1
+    return False
+
+
+def _head(buf: bytearray, end: int) -> bytes:
+    """``bytes(buf[:end])`` with one copy, not two (no bytearray in between)."""
+    with memoryview(buf) as view:
+        return view[:end].tobytes()
 
 
 @event
@@ -221,9 +263,9 @@ class DataBlockReader:
         self.max_line = max_line
         self.max_size = max_size
         self._max_content = max_line - 2
-        # Unstuffed block text with LF line ends; CRLF is restored once in result().
+        # Unstuffed block text with CRLF line ends, as take() and result() give it.
         self._chunks: list[bytes] = []
-        # Octets in _chunks once line ends are CRLF (what take() would return).
+        # Octets in _chunks.
         self._held = 0
         self._done = False
         # True while the rest of an over-long line is being thrown away.
@@ -260,6 +302,14 @@ class DataBlockReader:
             self._skipping = False
         # The buffer always starts at the beginning of a line here, so the
         # terminator is either right at the start or right after some LF.
+        if not buf.startswith((b".", b"\n")) and _SPECIAL.search(buf) is None:
+            # No line starts with a dot and every line end is CRLF: the
+            # complete lines are the content as they are (the common case).
+            body_end = buf.rfind(b"\n") + 1
+            if body_end:
+                self._store(_head(buf, body_end))
+                del buf[:body_end]
+            return self._check_partial(buf)
         if buf.startswith(b".\r\n"):
             body_end, term_end = 0, 3
         elif buf.startswith(b".\n"):
@@ -274,11 +324,16 @@ class DataBlockReader:
             else:
                 body_end = term_end = buf.rfind(b"\n") + 1
         if body_end:
-            self._take(bytes(buf[:body_end]))
+            self._take(_head(buf, body_end))
         del buf[:term_end]
         if term_end and term_end != body_end:
             self._done = True
             return True
+        return self._check_partial(buf)
+
+    def _check_partial(self, buf: bytearray) -> bool:
+        """After the complete lines were taken: False, and the block marked
+        failed if what is left of ``buf`` (part of a line) is too long already."""
         if len(buf) > self._max_content + 2:
             # A partial line already over the limit (allowing for a stuffing dot
             # and a CR) cannot be the terminator.
@@ -288,27 +343,43 @@ class DataBlockReader:
             buf.clear()
         return False
 
+    @staticmethod
+    def _unstuff(chunk: bytes) -> bytes:
+        """Drop one leading "." of every line (RFC 5321 4.5.2); ``chunk``
+        starts at a line start."""
+        if chunk.startswith(b"."):
+            chunk = chunk[1:]
+        return chunk.replace(b"\n.", b"\n")
+
     def _take(self, chunk: bytes) -> None:
         """Account for complete lines (``chunk`` ends with LF)."""
-        self._take_lines(chunk.replace(b"\r\n", b"\n"))
+        chunk = self._unstuff(chunk)
+        # Unstuffing only drops dots, so a bare LF is found after it as before.
+        if chunk.startswith(b"\n") or _BARE_LF.search(chunk) is not None:
+            chunk = chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+        self._store(chunk)
 
     def _take_lines(self, chunk: bytes) -> None:
         """:meth:`_take` of complete lines whose CRLF ends are LF already."""
-        # Unstuff: drop one leading "." of every line (RFC 5321 4.5.2).
-        if chunk.startswith(b"."):
-            chunk = chunk[1:]
-        chunk = chunk.replace(b"\n.", b"\n")
-        line_count = chunk.count(b"\n")
-        self.size += len(chunk) + line_count
+        chunk = self._unstuff(chunk)
+        if self.failed:
+            self.size += len(chunk) + chunk.count(b"\n")  # counted, not kept
+            return
+        self._store(chunk.replace(b"\n", _CRLF))
+
+    def _store(self, chunk: bytes) -> None:
+        """Keep complete lines of content (unstuffed, CRLF line ends), or fail
+        the block if they break a limit."""
+        self.size += len(chunk)
         if self.failed:
             return
-        if max(map(len, chunk.split(b"\n"))) > self._max_content:
+        if _line_too_long(chunk, self._max_content):
             self.too_long_line = True
         elif self.size > self.max_size:
             self.too_big = True
         else:
             self._chunks.append(chunk)
-            self._held += len(chunk) + line_count
+            self._held += len(chunk)
             return
         self._forget()
 
@@ -319,7 +390,7 @@ class DataBlockReader:
     def take(self) -> bytes:
         """Hand out and forget the content stored so far: unstuffed, CRLF line
         ends, whole lines only. ``b""`` once the block failed (nothing is stored)."""
-        data = b"".join(self._chunks).replace(b"\n", _CRLF)
+        data = b"".join(self._chunks)
         self._forget()
         return data
 
@@ -332,7 +403,7 @@ class DataBlockReader:
             raise ProtocolUsageError("the block is not complete yet")
         if self.failed:
             raise ProtocolUsageError("the block was refused; there is no result")
-        return b"".join(self._chunks).replace(b"\n", _CRLF)
+        return b"".join(self._chunks)
 
 
 def normalize_line_ends(body: bytes) -> bytes:
@@ -389,12 +460,23 @@ class DotStuffer:
             chunk = chunk[:-1]
             if not chunk:
                 return b""
-        chunk = self._line_ends(chunk)
-        stuffed = chunk.replace(b"\n.", b"\n..")
+        if chunk.startswith(b"\n") or not self._plain(chunk):
+            chunk = self._line_ends(chunk)
+            stuffed = chunk.replace(b"\n.", b"\n..")
+        else:
+            # Every line end CRLF and no line starting with a dot but
+            # perhaps the first: the piece is its own wire form (no copy).
+            stuffed = chunk
         if self._at_line_start and chunk.startswith(b"."):
             stuffed = b"." + stuffed
         self._at_line_start = chunk.endswith(b"\n")
         return stuffed
+
+    @staticmethod
+    def _plain(chunk: bytes) -> bool:
+        """Whether a piece (no trailing CR, no LF first) needs no change: no
+        line end but CRLF and no line after the first starting with a dot."""
+        return _SPECIAL.search(chunk) is None
 
     @staticmethod
     def _line_ends(chunk: bytes) -> bytes:

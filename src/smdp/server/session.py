@@ -118,14 +118,17 @@ class Session:
         self._spool, self._spool_error = None, None
         if error is not None:
             return error
+        # Every line of a block the data readers hand out ends with CRLF
+        # (framing.DataBlockReader makes a bare LF one, SMTP's refuses it):
+        # the submission's line ends need not look for a bare LF again.
         if spool is None:
-            return Body.of(rest)
+            return Body.of(rest, no_bare_lf=True)
         try:
             spool.write(rest)
         except OSError as exc:
             spool.discard()
             return exc
-        return spool.finish()
+        return spool.finish(no_bare_lf=True)
 
     def drop_spool(self) -> None:
         """The block failed or was abandoned: forget what was spooled."""
