@@ -26,6 +26,7 @@ from smdp.core.envelope import extract_envelope
 from smdp.core.submission import SubmissionError, prepare_submission, prepare_submission_body
 from smdp.mail.body import CHUNK_SIZE, Body, BodyWriter
 from smdp.mail.mime import MAX_HEADER_OCTETS, mbox_line_end, scan_header
+from smdp.mail.mime.headers import MBOX_DECIDED
 
 IDS = ("alice@a.example", "Alice.Work@A.example")
 NOW = datetime(2026, 5, 5, 10, 0, 0, tzinfo=UTC)
@@ -589,7 +590,11 @@ def test_long_first_body_line_is_followed_not_held() -> None:
 
 
 # Small limits make every path of the header read reachable with short input.
-_SMALL_LIMITS = (("MAX_HEADER_OCTETS", 128), ("_HEADER_SLACK", 32), ("_FIRST_SCAN", 8))
+# The first scan no smaller than the module allows (``_FIRST_SCAN >=
+# MBOX_DECIDED``, asserted there): smaller, a leading mbox line would be
+# judged before it is known, which the module's own values never do.
+_SMALL_LIMITS = (("MAX_HEADER_OCTETS", 128), ("_HEADER_SLACK", 32),
+                 ("_FIRST_SCAN", MBOX_DECIDED))
 
 _SOME_LINES = st.one_of(
     _LINES,
