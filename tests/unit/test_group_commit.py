@@ -184,6 +184,28 @@ def test_a_failed_fsync_stops_everything_that_waits(tmp_path: Path) -> None:
 
 # -- the hold on real sockets --------------------------------------------------------
 
+
+def gate_of(store: SqliteStore) -> tuple[WalFlusher, DurableGate]:
+    """The store's flusher, and a gate on it bound to the running loop."""
+    flusher = store.flusher
+    assert flusher is not None
+    gate = DurableGate(flusher)
+    gate.bind(asyncio.get_running_loop())
+    return flusher, gate
+
+
+def tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for localhost, and a client's
+    that takes it unverified (these tests are about the hold, not trust)."""
+    ca = make_ca("Test CA")
+    cert, key = write_issued(make_cert("localhost", issuer=ca), tmp_path, "server")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context()
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    return server_context, client_context
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -200,10 +222,7 @@ async def read_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
 
 
 async def test_a_reply_after_a_commit_waits_for_its_fsync(store: SqliteStore) -> None:
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
+    flusher, gate = gate_of(store)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
@@ -246,10 +265,7 @@ async def test_with_nothing_to_flush_bytes_go_straight_out(store: SqliteStore) -
 
 async def test_held_bytes_keep_their_order_and_a_close_waits_for_them(
         store: SqliteStore) -> None:
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
+    flusher, gate = gate_of(store)
     wrote = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -279,10 +295,7 @@ async def test_a_body_behind_a_held_reply_waits_in_the_store_not_in_memory(
         store: SqliteStore) -> None:
     """Held bytes past HELD_HIGH pause the writer: ``drain()`` waits, so a
     streamed body is not read into memory while its reply waits for the fsync."""
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
+    flusher, gate = gate_of(store)
     chunk = b"x" * 16384
     progress: list[int] = []
 
@@ -311,10 +324,7 @@ async def test_a_body_behind_a_held_reply_waits_in_the_store_not_in_memory(
 async def test_an_abort_comes_after_the_held_replies(store: SqliteStore) -> None:
     """A session that aborts (half a body out: nothing may follow) still sends
     the replies written before, once durable, as it did before group commit."""
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
+    flusher, gate = gate_of(store)
     aborted = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -362,10 +372,7 @@ async def test_after_a_failed_fsync_the_held_answer_is_never_sent(tmp_path: Path
 
 
 async def test_an_outgoing_connection_is_held_the_same(store: SqliteStore) -> None:
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
+    flusher, gate = gate_of(store)
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -387,17 +394,8 @@ async def test_an_outgoing_connection_is_held_the_same(store: SqliteStore) -> No
 
 async def test_starttls_sends_the_held_reply_before_the_handshake(
         store: SqliteStore, tmp_path: Path) -> None:
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
-    ca = make_ca("Test CA")
-    cert, key = write_issued(make_cert("localhost", issuer=ca), tmp_path, "server")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context()
-    client_context.check_hostname = False
-    client_context.verify_mode = ssl.CERT_NONE
+    flusher, gate = gate_of(store)
+    server_context, client_context = tls_contexts(tmp_path)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from smdp.certs import make_ca, make_cert, write_issued
 from smdp.server import durable_io
-from smdp.server.durable_io import DurableGate
 from smdp.server.tls import start_tls
 from smdp.store.sqlite import SqliteStore
+from tests.unit.test_group_commit import gate_of, tls_contexts
 
 
 @pytest.fixture
@@ -70,14 +69,8 @@ async def test_a_connection_lost_while_its_reply_is_held_does_not_hang_starttls(
     fsync. connection_lost takes the transport out of the gate's holding set
     with its bytes still held, so no release ever wakes ``flushed()`` and
     the session waits in ``start_tls`` forever (its slot with it)."""
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
-    ca = make_ca("Test CA")
-    cert, key = write_issued(make_cert("localhost", issuer=ca), tmp_path, "server")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    flusher, gate = gate_of(store)
+    context, _client = tls_contexts(tmp_path)
     ended = asyncio.Event()
     asked = asyncio.Event()
 
@@ -116,17 +109,8 @@ async def test_held_bytes_count_for_flow_control_after_starttls(
         store: SqliteStore, tmp_path: Path) -> None:
     """The same over TLS: the upgraded transport's protocol is paused by the
     TLS layer and by the held bytes alike, and resumed once neither holds it."""
-    flusher = store.flusher
-    assert flusher is not None
-    gate = DurableGate(flusher)
-    gate.bind(asyncio.get_running_loop())
-    ca = make_ca("Test CA")
-    cert, key = write_issued(make_cert("localhost", issuer=ca), tmp_path, "server")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context()
-    client_context.check_hostname = False
-    client_context.verify_mode = ssl.CERT_NONE
+    flusher, gate = gate_of(store)
+    server_context, client_context = tls_contexts(tmp_path)
     chunk = b"y" * 65536
     written = 0
     started = asyncio.Event()

@@ -91,19 +91,8 @@ class Body:
         In-memory pieces are cut, never joined, so chunks may also be shorter
         where two pieces meet; nothing else may be assumed about their bounds.
         """
-        if size <= 0:
-            raise ValueError("chunk size must be positive")
-        for part in self._parts:
-            if isinstance(part, bytes):
-                if len(part) <= size:
-                    yield part
-                else:
-                    view = memoryview(part)
-                    for start in range(0, len(part), size):
-                        yield bytes(view[start : start + size])
-            else:
-                for start in range(0, len(part), size):
-                    yield part.read(start, min(start + size, len(part)))
+        for piece in self.views(size):
+            yield piece if isinstance(piece, bytes) else bytes(piece)
 
     def views(self, size: int = CHUNK_SIZE) -> Iterator[bytes | memoryview]:
         """:meth:`chunks`, but the in-memory pieces as views, not copies: for
