@@ -2,8 +2,14 @@
 
     .venv/bin/python -m bench.review2_diff [EXAMPLES] [AREA ...]
 
-Each area runs hypothesis with EXAMPLES examples (default 20,000) and
-compares the old revision's result with the working tree's, exactly.
+Each area runs hypothesis with EXAMPLES examples (default 20,000), the old
+revision's package (bench/revision.py) and the working tree's on the same
+input, and requires equal results: the block readers (SMDP and SMTP, pieces
+cut anywhere, small and real limits, take() as the ports stream), the
+stuffers, submission's line ends with Body.no_bare_lf as the sessions set it,
+prepare_submission_body, scan_header with and without keep, phrase_text and
+display_name, _clean and _headline, the delimiter search, whole envelopes
+(bytes and skeleton), long texts' headlines, and whole SMTP sessions.
 """
 
 from __future__ import annotations
@@ -479,6 +485,85 @@ def long_texts(n: int) -> Callable[[], None]:
 
 
 AREAS["long_texts"] = long_texts
+
+
+# -- a whole SMTP session, pipelined, in pieces --------------------------------
+
+old_sc = module_at(REV, "smdp.protocol.smtp.connection")
+import smdp.protocol.smtp.connection as new_sc  # noqa: E402
+
+
+def run_session(sc: Any, pieces: list[bytes], threshold: int | None, size: int) -> list[Any]:
+    conn = sc.SmtpServerConnection("mx.example.org", max_message_size=size,
+                                   max_line_length=40, stream_threshold=threshold)
+    trace: list[Any] = [conn.greeting()]
+    for piece in [*pieces, b""]:
+        conn.receive_data(piece)
+        while True:
+            event = conn.next_event()
+            name = type(event).__name__
+            trace.append((name, {k: v for k, v in getattr(event, "__dict__", {}).items()}
+                          if hasattr(event, "__dict__") else repr(event)
+                          if name not in ("Pending", "Sentinel") else str(event)))
+            if name in ("Helo", "Mail", "Rcpt", "DataStart", "Rset", "Noop", "Quit",
+                        "DataComplete"):
+                conn.ok()
+            elif name not in ("BlockChunk", "DataFailed"):
+                break
+        trace.append(conn.data_to_send())
+    return trace
+
+
+@area
+def smtp_sessions(n: int) -> Callable[[], None]:
+    @cfg(n)
+    @given(st.data())
+    def t(data: st.DataObject) -> None:
+        head = b"EHLO a\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\n"
+        body = data.draw(wire)
+        tail = data.draw(st.sampled_from([b"\r\n.\r\n", b".\r\n", b"\n.\n", b""]))
+        after = data.draw(st.sampled_from([b"", b"QUIT\r\n", b"MAIL FROM:<x@y.org>\r\n"]))
+        stream = head + body + tail + after
+        pieces = data.draw(cut(stream))
+        threshold = data.draw(st.none() | st.integers(1, 30))
+        size = data.draw(st.integers(0, 200))
+        a = _run(lambda: run_session(old_sc, pieces, threshold, size))
+        b = _run(lambda: run_session(new_sc, pieces, threshold, size))
+        assert repr(a) == repr(b), (pieces, threshold, size, a, b)
+    return t
+
+
+AREAS["smtp_sessions"] = smtp_sessions
+
+
+# -- the readers at the ports' own limits, on bodies of a few KB ---------------
+
+@st.composite
+def big_reader_case(draw: st.DrawFn) -> tuple[list[bytes], int, int, int | None, bool]:
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        start = draw(st.sampled_from([b"", b".", b"..", b"-"]))
+        size = draw(st.sampled_from([0, 1, 995, 996, 997, 998, 999, 1000, 1500]))
+        end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n"]))
+        out.append(start + b"x" * size + end)
+    data = b"".join(out) + draw(st.sampled_from([b"\r\n.\r\n", b".\r\n", b"\n.\n", b""]))
+    pieces = draw(cut(data))
+    return (pieces, 1000, draw(st.sampled_from([0, 2000, 5000, 10**6])),
+            draw(st.none() | st.sampled_from([1, 1000, 4096])), draw(st.booleans()))
+
+
+@area
+def readers_big(n: int) -> Callable[[], None]:
+    @cfg(n)
+    @given(big_reader_case())
+    def t(case: Any) -> None:
+        a, b = run_reader(old_fr, old_sd, case), run_reader(new_fr, new_sd, case)
+        assert a == b, (case, a, b)
+        check_reader_output_crlf(case)
+    return t
+
+
+AREAS["readers_big"] = readers_big
 
 
 if __name__ == "__main__":
