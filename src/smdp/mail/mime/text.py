@@ -123,20 +123,23 @@ def _prefix_text(data: bytes, part: TextPart, step: int) -> tuple[str, bool]:
 
 def first_text_pieces(data: bytes, part: TextPart) -> tuple[list[str], bool]:
     """The lines (str.splitlines) that part_lines reads of a text/plain part in
-    its first step, the last one dropped unless that step is the whole part,
-    and whether it is.
+    its first step, up to the last LF of its text unless that step is the
+    whole part, and whether it is.
 
     A later step decodes a longer prefix of the same octets: its lines begin
-    with these (transfer and charset decoding go left to right; the prefix is
-    cut at a line end, and what a cut spoils is in the line dropped). So
+    with these (transfer and charset decoding go left to right, and
+    bytes_to_text decides UTF-8 or Windows-1252 for each LF-ended line on
+    that line alone). What follows the last LF is dropped, not just the last
+    line: splitlines also ends lines at a CR, FF, NEL or U+2028, and a line
+    so ended before that LF may yet decode otherwise once its LF-ended line
+    is read whole (a Latin-1 line whose UTF-8 comes past the prefix). So
     whatever these lines decide about the part's first lines, a longer read
     decides the same.
     """
     text, complete = _prefix_text(data, part, TEXT_STEPS[0])
-    pieces = text.splitlines()
-    if not complete and pieces:
-        pieces.pop()  # may be cut in the middle
-    return pieces, complete
+    if not complete:
+        text = text[: text.rfind("\n") + 1]  # "" with no LF: nothing is known
+    return text.splitlines(), complete
 
 
 def part_lines(
