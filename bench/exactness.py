@@ -1,6 +1,6 @@
 """Differential check of the 'large' and 'extract' merges against 4a433bf.
 
-    .venv/bin/python -m bench.review2_diff [EXAMPLES] [AREA ...]
+    .venv/bin/python -m bench.exactness [EXAMPLES] [AREA ...]
 
 Each area runs hypothesis with EXAMPLES examples (default 20,000), the old
 revision's package (bench/revision.py) and the working tree's on the same
