@@ -71,13 +71,6 @@ class DurableGate:
 
     # -- called by the transports and the flusher ------------------------------------
 
-    def durable_through(self) -> int | None:
-        """Commits durable now, or None when writes may go straight through."""
-        flusher = self.flusher
-        if flusher.durable >= flusher.written and flusher.failure is None:
-            return None
-        return flusher.durable
-
     def hold(self, transport: GatedTransport) -> None:
         self._holding.add(transport)
 
@@ -136,7 +129,7 @@ class GatedTransport(asyncio.Transport):
         if self._close_after or self._abort_after or self._eof_after:
             return  # as asyncio's transports do: nothing goes after a close
         if not self._held:
-            if self._gate.durable_through() is None:
+            if self._gate.flusher.is_durable():
                 self.inner.write(data)
                 return
             if self._gate.flusher.failure is not None:
