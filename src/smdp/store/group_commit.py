@@ -94,23 +94,6 @@ class WalFlusher:
     def is_durable(self) -> bool:
         return self.durable >= self.written and self.failure is None
 
-    def sync_now(self) -> None:
-        """Make every commit appended so far durable before returning (the
-        store's thread: at close, or where the caller cannot wait)."""
-        with self._flushing:
-            if self.failure is not None:
-                raise self.failure
-            target = self.written
-            if self.durable >= target:
-                return
-            try:
-                self._sync()
-            except OSError as exc:
-                self.failure = exc
-                self._tell()
-                raise
-            self._advance(target)
-
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Nothing becomes durable while inside (for tests of the ordering)."""
