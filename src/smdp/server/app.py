@@ -314,7 +314,14 @@ class SmdpServer:
 
     async def _bind(self, gated: Connected, listener: Listener, name: str,
                     **kwargs: Any) -> asyncio.Server:
-        return await _listen(gated, listener, name, self.durable_gate, **kwargs)
+        """Bind one listener; a port that cannot be had is the operator's to fix,
+        so it is said in one sentence (CliError), not as a traceback. Its
+        sessions' answers are held by the durable gate (group commit)."""
+        try:
+            return await durable_io.start_server(gated, listener.host, listener.port,
+                                                 self.durable_gate, **kwargs)
+        except OSError as exc:
+            raise _listen_error(exc, listener, name) from None
 
     async def _listen_tls(self, listener: Listener | None, context: ssl.SSLContext | None,
                           gated: Connected, name: str) -> int | None:
@@ -407,18 +414,6 @@ _LISTEN_ADVICE = {
     errno.EADDRNOTAVAIL: "no interface of this machine has that address: "
                          "correct it in [listen]",
 }
-
-
-async def _listen(gated: Connected, listener: Listener, name: str,
-                  gate: DurableGate | None, **kwargs: Any) -> asyncio.Server:
-    """Bind one listener; a port that cannot be had is the operator's to fix,
-    so it is said in one sentence (CliError), not as a traceback. Its
-    sessions' answers are held by ``gate`` (group commit)."""
-    try:
-        return await durable_io.start_server(gated, listener.host, listener.port, gate,
-                                             **kwargs)
-    except OSError as exc:
-        raise _listen_error(exc, listener, name) from None
 
 
 def _listen_error(exc: OSError, listener: Listener, name: str) -> CliError:
